@@ -1,0 +1,46 @@
+//! # cordon
+//!
+//! A Matrix bot that runs incident-mode group messaging for hospitals and emergency
+//! services: time-limited, verified, end-to-end encrypted incident rooms whose record is
+//! sealed for the records officer and whose chat is destroyed at stand-down.
+//!
+//! # Layout
+//!
+//! - [`bot`]: the running bot (`cordon run`): start-up, sync, command handling and the
+//!   resumable provisioning pipeline.
+//! - [`clock`]: the injectable clock every time-based step reads.
+//! - [`matrix`]: the only code that speaks matrix-sdk and the Synapse admin API.
+//! - [`failpoint`]: named stop points for the SIGKILL crash tests.
+//! - [`demo`]: `cordon demo`, a scripted incident on a throwaway Synapse.
+//! - [`diagnostic`]: one located error (`file:line:col: error: message`) with its source
+//!   line, shared by everything that reads files written by people.
+//! - [`yaml`]: bounded YAML loading (size, depth and alias limits) that turns every
+//!   syntax or shape problem into [`diagnostic::Diagnostic`]s.
+//! - [`playbook`]: the playbook language planners write: schema, semantic validation,
+//!   `cordon check`, and the JSON Schema export for editors.
+//! - [`config`]: the bot's own configuration, read in two phases (raw file, then a
+//!   validated form built once).
+//! - [`command`]: the chat grammar (`!cordon declare …`), a clap-derived enum whose doc
+//!   comments are the help text.
+//! - [`incident`]: the incident lifecycle state machine and pure planning.
+//! - [`store`]: redb tables for incidents, rooms, timers and the hash-chained audit log.
+//! - [`harness`]: a real, throwaway Synapse on loopback and matrix-sdk users for the
+//!   integration tests, `cordon demo` and the benchmarks. Never used in production.
+//!
+//! Pure logic takes plain data and returns plans; only the Matrix layer performs I/O.
+
+#![recursion_limit = "256"]
+
+pub mod bot;
+pub mod clock;
+pub mod command;
+pub mod config;
+pub mod demo;
+pub mod diagnostic;
+pub mod failpoint;
+pub mod harness;
+pub mod incident;
+pub mod matrix;
+pub mod playbook;
+pub mod store;
+pub mod yaml;

@@ -1,0 +1,595 @@
+//! `cordon check` from outside: exit codes, summaries, and every message at the right
+//! `file:line:col`, on the sample playbooks, on fixtures with one kind of mistake each,
+//! and on hostile input.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const FIXTURES: &str = "tests/data/playbooks";
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn cordon(args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_cordon"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cordon");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn check(paths: &[&str]) -> Run {
+    let mut args = vec!["check"];
+    args.extend_from_slice(paths);
+    cordon(&args)
+}
+
+fn bad(name: &str) -> String {
+    format!("{FIXTURES}/bad/{name}")
+}
+
+/// Asserts that `stderr` has an error at `file:line:col` whose message contains `needle`.
+#[track_caller]
+fn assert_error(run: &Run, file: &str, line: usize, col: usize, needle: &str) {
+    let prefix = format!("{file}:{line}:{col}: error: ");
+    let found = run
+        .stderr
+        .lines()
+        .any(|l| l.starts_with(&prefix) && l.contains(needle));
+    assert!(
+        found,
+        "expected `{prefix}…{needle}…` in stderr:\n{}",
+        run.stderr
+    );
+}
+
+fn error_count(run: &Run) -> usize {
+    run.stderr
+        .lines()
+        .filter(|l| l.contains(": error: "))
+        .count()
+}
+
+#[test]
+fn sample_playbooks_are_valid_and_summarised() {
+    let run = check(&[]);
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    assert!(run.stderr.is_empty(), "{}", run.stderr);
+    for (file, summary) in [
+        (
+            "playbooks/mass-casualty.yaml",
+            "mass-casualty (4 rooms, 9 roles, max 24h, extendable by 24h)",
+        ),
+        (
+            "playbooks/cbrn-decontamination.yaml",
+            "cbrn-decontamination (3 rooms",
+        ),
+        (
+            "playbooks/cyber-business-continuity.yaml",
+            "cyber-business-continuity (3 rooms",
+        ),
+    ] {
+        assert!(
+            run.stdout.contains(&format!("{file}: ok: {summary}")),
+            "{file}: {}",
+            run.stdout
+        );
+    }
+}
+
+#[test]
+fn good_fixtures_including_the_design_sketch_pass() {
+    let run = check(&[&format!("{FIXTURES}/good")]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("design-sketch.yaml: ok: mass-casualty"));
+    assert!(
+        run.stdout
+            .contains("minimal.yaml: ok: minimal (1 room, 1 role, max 8h)")
+    );
+}
+
+#[test]
+fn a_problem_fails_the_run_and_ends_with_a_count() {
+    let run = check(&["playbooks", &bad("rooms.yaml")]);
+    assert_eq!(run.code, 1);
+    assert_eq!(
+        run.stdout.lines().count(),
+        3,
+        "valid playbooks still summarised"
+    );
+    assert_eq!(
+        run.stderr.lines().last(),
+        Some("error: 3 problems in 1 file; 3 playbooks valid")
+    );
+}
+
+#[test]
+fn syntax_error_points_at_the_break_and_the_unclosed_bracket() {
+    let f = bad("syntax.yaml");
+    let run = check(&[&f]);
+    assert_eq!(run.code, 1);
+    assert_error(&run, &f, 5, 9, "is the `[` on line 4 closed?");
+    assert!(run.stderr.contains("5 | duration:"), "source line shown");
+    assert_eq!(error_count(&run), 1);
+}
+
+#[test]
+fn every_unknown_key_is_reported_with_a_suggestion() {
+    let f = bad("unknown-keys.yaml");
+    let run = check(&[&f]);
+    assert_eq!(run.code, 1);
+    assert_error(
+        &run,
+        &f,
+        2,
+        1,
+        "unknown key `tittle`; did you mean `title`?",
+    );
+    assert_error(
+        &run,
+        &f,
+        16,
+        5,
+        "unknown key `membrs`; did you mean `members`?",
+    );
+    assert_error(&run, &f, 17, 5, "unknown key `colour`");
+    assert_error(&run, &f, 17, 5, "allowed: federate, key, members");
+    assert_error(&run, &f, 1, 1, "missing required field `title`");
+    assert_error(
+        &run,
+        &f,
+        14,
+        5,
+        "`rooms[0]` is missing required field `members`",
+    );
+}
+
+#[test]
+fn every_missing_field_is_reported_once() {
+    let f = bad("missing-fields.yaml");
+    let run = check(&[&f]);
+    assert_error(&run, &f, 1, 1, "missing required field `rooms`");
+    assert_error(&run, &f, 5, 1, "`duration` is missing required field `max`");
+    assert_error(
+        &run,
+        &f,
+        10,
+        3,
+        "`roles.commander` is missing required field `title`",
+    );
+    assert_eq!(error_count(&run), 3, "{}", run.stderr);
+}
+
+#[test]
+fn undefined_roles_in_trigger_members_and_moderators() {
+    let f = bad("undefined-roles.yaml");
+    let run = check(&[&f]);
+    assert_eq!(run.code, 1);
+    assert_error(
+        &run,
+        &f,
+        4,
+        13,
+        "role `site-commander`, which is not defined",
+    );
+    assert_error(&run, &f, 4, 34, "did you mean `role:ed-lead`?");
+    assert_error(
+        &run,
+        &f,
+        19,
+        26,
+        "role `ed-led`, which is not defined in `roles`; did you mean `ed-lead`?",
+    );
+    assert_error(
+        &run,
+        &f,
+        20,
+        18,
+        "moderator of room `command` refers to role `loggist`",
+    );
+    assert_error(
+        &run,
+        &f,
+        13,
+        3,
+        "role `ed-lead` is not a member of any room",
+    );
+}
+
+#[test]
+fn room_without_members_duplicate_key_and_moderator_outside_members() {
+    let f = bad("rooms.yaml");
+    let run = check(&[&f]);
+    assert_error(&run, &f, 23, 14, "room `ed` has no members");
+    assert_error(
+        &run,
+        &f,
+        24,
+        10,
+        "room key `command` is used twice (first on line 17)",
+    );
+    assert_error(
+        &run,
+        &f,
+        20,
+        18,
+        "moderator `ed-lead` of room `command` is not one of its members",
+    );
+    assert_eq!(error_count(&run), 3, "{}", run.stderr);
+}
+
+#[test]
+fn bad_cron_expressions() {
+    let f = bad("cron.yaml");
+    let run = check(&[&f]);
+    assert_error(&run, &f, 18, 15, "cron needs 5 fields");
+    assert_error(&run, &f, 20, 15, "fires more than once a minute");
+    assert_error(&run, &f, 22, 15, "write days of the week as names");
+    assert_error(&run, &f, 24, 15, "invalid cron expression");
+    assert_error(&run, &f, 26, 15, "found 7");
+}
+
+#[test]
+fn bad_durations_and_zero_where_nonsense() {
+    let f = bad("durations.yaml");
+    let run = check(&[&f]);
+    assert_error(&run, &f, 6, 8, "duration.max `24` is not a duration");
+    assert_error(&run, &f, 6, 8, "`24h`");
+    assert_error(&run, &f, 7, 17, "`soon` is not a duration");
+    assert_error(&run, &f, 7, 23, "must be longer than zero");
+    assert_error(&run, &f, 8, 15, "duration.extend_max `forever`");
+    assert_error(
+        &run,
+        &f,
+        10,
+        13,
+        "retention.messages must be longer than zero",
+    );
+    assert_error(&run, &f, 21, 9, "archive.keep must be longer than zero");
+}
+
+#[test]
+fn warn_before_and_retention_must_fit_the_incident() {
+    let f = bad("time-limits.yaml");
+    let run = check(&[&f]);
+    assert_error(
+        &run,
+        &f,
+        7,
+        17,
+        "warn_before 12h is not shorter than duration.max 12h",
+    );
+    assert_error(&run, &f, 7, 27, "warn_before 13h");
+    assert_error(
+        &run,
+        &f,
+        9,
+        13,
+        "retention.messages 2d is longer than duration.max 12h",
+    );
+    assert_eq!(error_count(&run), 3, "{}", run.stderr);
+}
+
+#[test]
+fn malformed_user_ids() {
+    let f = bad("user-ids.yaml");
+    let run = check(&[&f]);
+    assert_error(
+        &run,
+        &f,
+        4,
+        29,
+        "`duty-manager` must be `role:<role-id>` or a Matrix user id",
+    );
+    assert_error(&run, &f, 4, 43, "did you mean `@duty-manager:nhs.example`?");
+    assert_error(&run, &f, 13, 9, "contains whitespace");
+    assert_error(&run, &f, 14, 9, "is not a valid Matrix user id");
+    assert_error(&run, &f, 15, 9, "invisible characters");
+    assert_error(&run, &f, 17, 9, "listed twice");
+    assert!(!run.stderr.contains('\u{202e}') || run.stderr.contains("\\u{202e}"));
+}
+
+#[test]
+fn invalid_age_recipients() {
+    let f = bad("archive.yaml");
+    let run = check(&[&f]);
+    assert_error(
+        &run,
+        &f,
+        19,
+        7,
+        "`age1notarealkey` is not a valid age recipient",
+    );
+    assert_error(&run, &f, 20, 7, "this is a SECRET key");
+    assert_error(&run, &f, 21, 7, "SSH keys are not accepted");
+    assert!(
+        !run.stderr
+            .lines()
+            .any(|l| l.contains("error:") && l.contains("AGE-SECRET-KEY-1Q")),
+        "a secret key is not repeated in the message"
+    );
+}
+
+#[test]
+fn empty_title_trigger_and_recipients() {
+    let f = bad("empty-lists.yaml");
+    let run = check(&[&f]);
+    assert_error(&run, &f, 2, 8, "title is empty");
+    assert_error(&run, &f, 4, 12, "trigger.allowed is empty");
+    assert_error(&run, &f, 18, 15, "archive.recipients is empty");
+}
+
+#[test]
+fn min_greater_than_holders() {
+    let f = bad("min-holders.yaml");
+    let run = check(&[&f]);
+    assert_error(
+        &run,
+        &f,
+        13,
+        10,
+        "min is 2 but role `commander` has only 1 holder",
+    );
+    assert_error(
+        &run,
+        &f,
+        16,
+        10,
+        "min is 1 but role `loggist` has no holders",
+    );
+}
+
+#[test]
+fn ids_role_ids_and_room_keys_must_be_slugs() {
+    let f = bad("slugs.yaml");
+    let run = check(&[&f]);
+    assert_error(
+        &run,
+        &f,
+        1,
+        5,
+        "playbook id `Mass_Casualty` must be lowercase letters, digits and single hyphens",
+    );
+    assert_error(&run, &f, 13, 3, "role id `ED Lead` must be lowercase");
+    assert_error(&run, &f, 17, 10, "room key `Command` must be lowercase");
+}
+
+#[test]
+fn template_mistakes_point_inside_the_text() {
+    let f = bad("templates.yaml");
+    let run = check(&[&f]);
+    assert_error(
+        &run,
+        &f,
+        13,
+        38,
+        "unknown template variable `{incidnet}` (did you mean `{incident}`?)",
+    );
+    assert_error(&run, &f, 16, 33, "unknown template variable `{room}`");
+    assert_error(&run, &f, 20, 27, "unclosed `{`");
+    assert_error(
+        &run,
+        &f,
+        23,
+        32,
+        "briefing: unknown template variable `{expires_at}`",
+    );
+}
+
+#[test]
+fn unquoted_template_and_colon_get_a_quoting_hint() {
+    let f = bad("unquoted-brace.yaml");
+    let run = check(&[&f]);
+    assert_error(&run, &f, 15, 11, "must be quoted");
+    let f = bad("unquoted-colon.yaml");
+    let run = check(&[&f]);
+    assert_error(
+        &run,
+        &f,
+        3,
+        22,
+        "must be quoted, e.g. title: \"Major incident: mass casualty\"",
+    );
+}
+
+#[test]
+fn duplicate_ids_across_files_name_the_first() {
+    let dir = format!("{FIXTURES}/duplicate-id");
+    let run = check(&[&dir]);
+    assert_eq!(run.code, 1);
+    assert_error(
+        &run,
+        &format!("{dir}/second.yaml"),
+        1,
+        5,
+        &format!("playbook id `shared-id` is already used by {dir}/first.yaml:1"),
+    );
+    assert!(run.stdout.contains("first.yaml: ok: shared-id"));
+    assert!(!run.stdout.contains(".hidden.yaml") && !run.stderr.contains(".hidden.yaml"));
+    assert!(!run.stderr.contains("notes.txt"));
+}
+
+#[test]
+fn missing_path_and_directory_without_playbooks() {
+    let run = check(&["no/such/dir"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains("no/such/dir: error: no such file or directory"),
+        "{}",
+        run.stderr
+    );
+    let empty = format!("{FIXTURES}/empty-dir");
+    let run = check(&[&empty]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("directory has no playbooks"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn two_documents_in_one_file() {
+    let f = bad("two-documents.yaml");
+    let run = check(&[&f]);
+    assert_error(&run, &f, 4, 1, "a second YAML document");
+    assert_eq!(error_count(&run), 1);
+}
+
+#[test]
+fn alias_bomb_is_one_clean_error() {
+    let f = bad("alias-bomb.yaml");
+    let run = check(&[&f]);
+    assert_eq!(run.code, 1);
+    assert_eq!(error_count(&run), 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("too complex") || run.stderr.contains("aliases"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn empty_file_is_one_clear_error() {
+    let f = bad("empty.yaml");
+    let run = check(&[&f]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .starts_with(&format!("{f}: error: file is empty")),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(error_count(&run), 1);
+}
+
+fn temp_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    let mut f = std::fs::File::create(&path).expect("create");
+    f.write_all(bytes).expect("write");
+    path
+}
+
+#[test]
+fn random_bytes_are_one_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Deterministic pseudo-random bytes (xorshift), including invalid UTF-8.
+    let mut x: u32 = 0x9e37_79b9;
+    let bytes: Vec<u8> = (0..4096)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 24) as u8
+        })
+        .collect();
+    let path = temp_file(dir.path(), "random.yaml", &bytes);
+    let run = check(&[path.to_str().expect("utf-8 path")]);
+    assert_eq!(run.code, 1);
+    assert_eq!(error_count(&run), 1, "{}", run.stderr);
+    assert!(run.stderr.contains("not UTF-8"), "{}", run.stderr);
+}
+
+#[test]
+fn fifty_megabyte_file_is_refused_without_reading_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("huge.yaml");
+    let f = std::fs::File::create(&path).expect("create");
+    f.set_len(50 * 1024 * 1024).expect("set_len");
+    let run = check(&[path.to_str().expect("utf-8 path")]);
+    assert_eq!(run.code, 1);
+    assert_eq!(error_count(&run), 1);
+    assert!(
+        run.stderr.contains("file is too large (52428800 bytes)"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn deeply_nested_brackets_are_one_clean_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut text = String::from("id: ");
+    text.push_str(&"[".repeat(100_000));
+    text.push_str(&"]".repeat(100_000));
+    let path = temp_file(dir.path(), "nested.yaml", text.as_bytes());
+    let run = check(&[path.to_str().expect("utf-8 path")]);
+    assert_eq!(run.code, 1);
+    assert_eq!(error_count(&run), 1, "{}", run.stderr);
+}
+
+#[test]
+fn devices_and_fifos_are_refused_not_read() {
+    let run = check(&["/dev/zero"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains("/dev/zero: error: is not a regular file"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn other_files_are_still_checked_after_a_broken_one() {
+    let run = check(&[
+        &bad("syntax.yaml"),
+        &bad("empty.yaml"),
+        "playbooks/mass-casualty.yaml",
+    ]);
+    assert_eq!(run.code, 1);
+    assert!(run.stdout.contains("mass-casualty.yaml: ok"));
+    assert!(run.stderr.contains("syntax.yaml:5:9"));
+    assert!(run.stderr.contains("empty.yaml: error: file is empty"));
+}
+
+fn yaml_to_json(path: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+        .expect("read sample");
+    serde_saphyr::from_str::<serde_json::Value>(&text).expect("sample is YAML")
+}
+
+#[test]
+fn json_schema_accepts_samples_and_rejects_unknown_keys() {
+    let run = cordon(&["playbook", "schema"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let schema: serde_json::Value = serde_json::from_str(&run.stdout).expect("schema is JSON");
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    for sample in [
+        "playbooks/mass-casualty.yaml",
+        "playbooks/cbrn-decontamination.yaml",
+        "playbooks/cyber-business-continuity.yaml",
+        "tests/data/playbooks/good/minimal.yaml",
+        "tests/data/playbooks/good/design-sketch.yaml",
+    ] {
+        let instance = yaml_to_json(sample);
+        let errors: Vec<String> = validator
+            .iter_errors(&instance)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{sample}: {errors:?}");
+    }
+    let mut instance = yaml_to_json("playbooks/mass-casualty.yaml");
+    instance["rooms"][0]["membrs"] = serde_json::json!(["site-commander"]);
+    assert!(!validator.is_valid(&instance), "unknown key in a room");
+    let mut instance = yaml_to_json("playbooks/mass-casualty.yaml");
+    instance["duration"]["max"] = serde_json::json!("soon");
+    assert!(!validator.is_valid(&instance), "duration pattern");
+    let mut instance = yaml_to_json("playbooks/mass-casualty.yaml");
+    instance.as_object_mut().expect("object").remove("archive");
+    assert!(!validator.is_valid(&instance), "missing required field");
+    let mut instance = yaml_to_json("playbooks/mass-casualty.yaml");
+    instance["verification"] = serde_json::json!("maybe");
+    assert!(!validator.is_valid(&instance), "verification enum");
+}
