@@ -1,0 +1,33 @@
+//! Table definitions and `meta` keys. Values are JSON (`serde_json`) bytes unless noted.
+
+use redb::TableDefinition;
+
+/// `meta`: key → JSON value. Keys: [`SCHEMA_VERSION`], [`AUDIT_HEAD`], [`OUTBOX_SEQ`].
+pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// `incidents`: incident id → `Incident` JSON.
+pub const INCIDENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("incidents");
+/// `rooms`: (incident id, room key) → `RoomRecord` JSON.
+pub const ROOMS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("rooms");
+/// `timers`: timer id → `Timer` JSON.
+pub const TIMERS: TableDefinition<&str, &[u8]> = TableDefinition::new("timers");
+/// `processed_events`: Matrix event id → when it was handled (Unix milliseconds).
+pub const PROCESSED: TableDefinition<&str, i64> = TableDefinition::new("processed_events");
+/// `outbox`: intent key → `OutboxEntry` JSON.
+pub const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
+/// `audit`: sequence number (from 1) → `AuditEntry` JSON.
+pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+
+/// `control_rooms`: Matrix room id → `ControlRoom` JSON (rooms an operator invited
+/// cordon into).
+pub const CONTROL_ROOMS: TableDefinition<&str, &[u8]> = TableDefinition::new("control_rooms");
+/// `playbook_snapshots`: incident id → `PlaybookSnapshot` JSON (the playbook exactly as
+/// declared).
+pub const PLAYBOOK_SNAPSHOTS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("playbook_snapshots");
+
+/// `meta` key: the schema version (a JSON number).
+pub const SCHEMA_VERSION: &str = "schema_version";
+/// `meta` key: the audit log's head, `{"seq": N, "hash": "<hex>"}`.
+pub const AUDIT_HEAD: &str = "audit_head";
+/// `meta` key: the last outbox sequence number handed out (a JSON number).
+pub const OUTBOX_SEQ: &str = "outbox_seq";
