@@ -1,0 +1,662 @@
+//! One running Synapse: configuration, start, restart, stop and registration.
+
+use std::fmt;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use matrix_sdk::ruma::serde::Base64;
+use matrix_sdk::ruma::{OwnedDeviceId, OwnedUserId};
+use serde_json::json;
+use tokio::sync::OnceCell;
+use url::Url;
+
+use super::{HarnessError, fresh_temp_dir, install, keep_data, tail, unique_name};
+
+/// How long Synapse may take to answer after being started.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a graceful stop may take before the process group is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+/// How many fresh ports to try when another process grabs ours first.
+const PORT_ATTEMPTS: usize = 5;
+/// The homeserver's name; user ids look like `@alice:localhost`.
+const SERVER_NAME: &str = "localhost";
+
+/// The watchdog Synapse runs under. It starts Synapse in the background, forwards
+/// SIGTERM to it (a graceful stop), exits with Synapse's status, and, in a second
+/// background loop, kills Synapse and removes the data directory once the owning process
+/// (`$1`) is gone. Arguments: owner pid, data dir, keep (0/1), then the command.
+const WATCHDOG: &str = r#"owner=$1; data=$2; keep=$3; shift 3
+"$@" >>"$data/stdout.log" 2>&1 </dev/null &
+child=$!
+(
+  while kill -0 "$owner" 2>/dev/null; do sleep 1; done
+  kill -KILL "$child" 2>/dev/null
+  [ "$keep" = 1 ] || rm -rf "$data"
+) &
+watcher=$!
+trap 'kill -TERM "$child" 2>/dev/null' TERM
+while :; do
+  wait "$child"; status=$?
+  if kill -0 "$child" 2>/dev/null; then continue; fi
+  break
+done
+kill "$watcher" 2>/dev/null
+exit $status
+"#;
+
+/// One running Synapse homeserver on `127.0.0.1`, with its own data directory.
+///
+/// Holds nothing tied to a tokio runtime, so a `static` instance (see [`Synapse::shared`])
+/// can serve tests that each run their own runtime. Dropping it kills the homeserver and
+/// removes its data directory (kept when `CORDON_KEEP_SYNAPSE=1`).
+pub struct Synapse {
+    port: u16,
+    base_url: Url,
+    data_dir: PathBuf,
+    python: PathBuf,
+    shared_secret: String,
+    /// The watchdog shell, leader of the process group that holds Synapse.
+    process: Option<Child>,
+}
+
+impl fmt::Debug for Synapse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Synapse")
+            .field("base_url", &self.base_url.as_str())
+            .field("data_dir", &self.data_dir)
+            .field("running", &self.process.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What shared-secret registration returns: a logged-in session for the new account.
+#[derive(Clone)]
+pub struct Registration {
+    /// The new account.
+    pub user_id: OwnedUserId,
+    /// An access token for it (never log it).
+    pub access_token: String,
+    /// The device the token belongs to.
+    pub device_id: OwnedDeviceId,
+}
+
+impl fmt::Debug for Registration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registration")
+            .field("user_id", &self.user_id)
+            .field("access_token", &"<redacted>")
+            .field("device_id", &self.device_id)
+            .finish()
+    }
+}
+
+/// Why one launch attempt failed.
+enum LaunchError {
+    /// The port was taken; try another (or wait and retry the same one).
+    PortInUse,
+    Other(HarnessError),
+}
+
+impl Synapse {
+    /// Installs Synapse if needed (cached between runs), then starts it on a free
+    /// loopback port in a fresh temporary data directory, and waits (at most 60 s) until
+    /// it answers.
+    pub async fn start() -> Result<Synapse, HarnessError> {
+        let python = install::ensure_installed().await?;
+        let data_dir = fresh_temp_dir("cordon-synapse")?;
+        let mut synapse = Synapse {
+            port: 0,
+            base_url: local_url(0)?,
+            data_dir,
+            python,
+            shared_secret: random_secret(),
+            process: None,
+        };
+        // From here on, dropping `synapse` cleans up after a failure.
+        synapse.write_static_files()?;
+        for _ in 0..PORT_ATTEMPTS {
+            let port = free_port()?;
+            synapse.port = port;
+            synapse.base_url = local_url(port)?;
+            synapse.write_config()?;
+            match synapse.launch().await {
+                Ok(()) => {
+                    tracing::debug!(url = %synapse.base_url, "Synapse started");
+                    return Ok(synapse);
+                }
+                Err(LaunchError::PortInUse) => continue,
+                Err(LaunchError::Other(e)) => return Err(e),
+            }
+        }
+        Err(HarnessError::SynapseExited {
+            status: format!("no free port after {PORT_ATTEMPTS} attempts"),
+            log_tail: synapse.log_tail(),
+        })
+    }
+
+    /// One Synapse for the whole test process, started on first use.
+    ///
+    /// Safe to call from tests that each run their own tokio runtime. Never dropped; its
+    /// watchdog stops it and removes its data when the process ends. Tests that restart
+    /// or stop the homeserver must start their own instead.
+    pub async fn shared() -> Result<&'static Synapse, HarnessError> {
+        static SHARED: OnceCell<Synapse> = OnceCell::const_new();
+        SHARED.get_or_try_init(Synapse::start).await
+    }
+
+    /// The client-server API base URL, `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> Url {
+        self.base_url.clone()
+    }
+
+    /// The homeserver's name (`localhost`): user ids are `@name:localhost`.
+    pub fn server_name(&self) -> &str {
+        SERVER_NAME
+    }
+
+    /// The data directory: config, signing key, database, media and logs.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Synapse's own log file (Python logging, `WARNING` and above by default).
+    pub fn log_path(&self) -> PathBuf {
+        self.data_dir.join("homeserver.log")
+    }
+
+    /// Where Synapse's stdout and stderr go (start-up failures show up here).
+    pub fn stdout_path(&self) -> PathBuf {
+        self.data_dir.join("stdout.log")
+    }
+
+    /// A fresh directory for one client's store, inside the data directory (so it is
+    /// cleaned up, or kept, with the homeserver's data).
+    pub fn client_store_dir(&self, label: &str) -> Result<PathBuf, HarnessError> {
+        let clients = self.data_dir.join("clients");
+        std::fs::create_dir_all(&clients)
+            .map_err(|e| HarnessError::io(format!("creating {}", clients.display()), e))?;
+        let label: String = label
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let dir = clients.join(unique_name(&label));
+        std::fs::create_dir(&dir)
+            .map_err(|e| HarnessError::io(format!("creating {}", dir.display()), e))?;
+        Ok(dir)
+    }
+
+    /// The port Synapse listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The user id a localpart gets on this server.
+    pub fn user_id(&self, localpart: &str) -> Result<OwnedUserId, HarnessError> {
+        OwnedUserId::try_from(format!("@{localpart}:{SERVER_NAME}")).map_err(|e| {
+            HarnessError::BadResponse {
+                context: format!("user id for {localpart:?}"),
+                detail: e.to_string(),
+            }
+        })
+    }
+
+    /// Registers an account through the shared-secret admin API and returns its id.
+    pub async fn register(
+        &self,
+        localpart: &str,
+        password: &str,
+        admin: bool,
+    ) -> Result<OwnedUserId, HarnessError> {
+        Ok(self
+            .register_session(localpart, password, admin)
+            .await?
+            .user_id)
+    }
+
+    /// Registers an account through the shared-secret admin API and returns the session
+    /// it creates (useful for an admin token, or a bot that restores a session).
+    pub async fn register_session(
+        &self,
+        localpart: &str,
+        password: &str,
+        admin: bool,
+    ) -> Result<Registration, HarnessError> {
+        let context = format!("registering {localpart:?}");
+        let url = self.endpoint("_synapse/admin/v1/register")?;
+        let client = http_client()?;
+        let nonce_body: serde_json::Value =
+            json_response(&context, client.get(url.clone()).send().await).await?;
+        let nonce = nonce_body["nonce"]
+            .as_str()
+            .ok_or_else(|| HarnessError::BadResponse {
+                context: context.clone(),
+                detail: "no nonce".to_owned(),
+            })?;
+
+        let mut mac =
+            Hmac::<sha1::Sha1>::new_from_slice(self.shared_secret.as_bytes()).map_err(|e| {
+                HarnessError::BadResponse {
+                    context: context.clone(),
+                    detail: e.to_string(),
+                }
+            })?;
+        let role = if admin { "admin" } else { "notadmin" };
+        for (i, part) in [nonce, localpart, password, role].iter().enumerate() {
+            if i > 0 {
+                mac.update(b"\0");
+            }
+            mac.update(part.as_bytes());
+        }
+        let mac = hex::encode(mac.finalize().into_bytes());
+        let body = json!({
+            "nonce": nonce,
+            "username": localpart,
+            "password": password,
+            "admin": admin,
+            "mac": mac,
+        });
+        let reply: serde_json::Value =
+            json_response(&context, client.post(url).json(&body).send().await).await?;
+        let field = |name: &str| {
+            reply[name]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| HarnessError::BadResponse {
+                    context: context.clone(),
+                    detail: format!("no {name}"),
+                })
+        };
+        let user_id =
+            OwnedUserId::try_from(field("user_id")?).map_err(|e| HarnessError::BadResponse {
+                context: context.clone(),
+                detail: e.to_string(),
+            })?;
+        Ok(Registration {
+            user_id,
+            access_token: field("access_token")?,
+            device_id: OwnedDeviceId::from(field("device_id")?.as_str()),
+        })
+    }
+
+    /// Stops Synapse gracefully and starts it again on the same port with the same data.
+    pub async fn restart(&mut self) -> Result<(), HarnessError> {
+        self.stop().await;
+        // The old socket may linger for a moment; retry the same port for a while.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.launch().await {
+                Ok(()) => return Ok(()),
+                Err(LaunchError::PortInUse) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(LaunchError::PortInUse) => {
+                    return Err(HarnessError::SynapseExited {
+                        status: format!("port {} stayed in use", self.port),
+                        log_tail: self.log_tail(),
+                    });
+                }
+                Err(LaunchError::Other(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// Stops Synapse (SIGTERM, then SIGKILL after 20 s). Keeps the data directory, so
+    /// [`Synapse::restart`] can bring it back; dropping removes it. Does nothing if
+    /// already stopped.
+    pub async fn stop(&mut self) {
+        let Some(mut child) = self.process.take() else {
+            return;
+        };
+        signal(child.id(), "-TERM", false);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Ok(None) => {
+                    tracing::warn!("Synapse did not stop in {STOP_TIMEOUT:?}; killing it");
+                    signal(child.id(), "-KILL", true);
+                    let _ = child.wait();
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Whether the homeserver process is running (it may have crashed).
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.process {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// The end of Synapse's log and of its stdout/stderr, for error messages.
+    pub fn log_tail(&self) -> String {
+        let log = read_lossy(&self.log_path());
+        let stdout = read_lossy(&self.stdout_path());
+        format!(
+            "--- {} ---\n{}\n--- {} ---\n{}",
+            self.log_path().display(),
+            tail(&log, 40),
+            self.stdout_path().display(),
+            tail(&stdout, 40)
+        )
+    }
+
+    fn endpoint(&self, path: &str) -> Result<Url, HarnessError> {
+        self.base_url
+            .join(path)
+            .map_err(|e| HarnessError::BadResponse {
+                context: format!("joining {path} to {}", self.base_url),
+                detail: e.to_string(),
+            })
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.data_dir.join("homeserver.yaml")
+    }
+
+    /// Writes the files that do not depend on the port: signing key and log config.
+    fn write_static_files(&self) -> Result<(), HarnessError> {
+        // A signing key is any 32 random bytes (an ed25519 seed); writing it ourselves
+        // saves a Python start-up for `--generate-keys`.
+        let seed: [u8; 32] = rand::random();
+        let key = format!(
+            "ed25519 a_{} {}\n",
+            &random_secret()[..4],
+            Base64::<matrix_sdk::ruma::serde::base64::Standard>::new(seed.to_vec()).encode()
+        );
+        write(&self.data_dir.join("signing.key"), &key)?;
+
+        let level =
+            std::env::var("CORDON_SYNAPSE_LOG_LEVEL").unwrap_or_else(|_| "WARNING".to_owned());
+        // YAML is a superset of JSON, so serde_json writes Synapse's YAML files safely.
+        let log_config = json!({
+            "version": 1,
+            "formatters": {
+                "precise": { "format": "%(asctime)s - %(name)s - %(lineno)d - %(levelname)s - %(message)s" }
+            },
+            "handlers": {
+                "file": {
+                    "class": "logging.FileHandler",
+                    "formatter": "precise",
+                    "filename": self.log_path(),
+                    "encoding": "utf8"
+                }
+            },
+            "root": { "level": level, "handlers": ["file"] },
+            "disable_existing_loggers": false
+        });
+        write(&self.data_dir.join("log.yaml"), &log_config.to_string())
+    }
+
+    /// Writes `homeserver.yaml` for the current port.
+    fn write_config(&self) -> Result<(), HarnessError> {
+        let unlimited = json!({ "per_second": 10000, "burst_count": 100000 });
+        let dir = &self.data_dir;
+        let config = json!({
+            "server_name": SERVER_NAME,
+            "public_baseurl": self.base_url.as_str(),
+            "pid_file": dir.join("homeserver.pid"),
+            "listeners": [{
+                "port": self.port,
+                "bind_addresses": ["127.0.0.1"],
+                "type": "http",
+                "tls": false,
+                "x_forwarded": false,
+                "resources": [{ "names": ["client"], "compress": false }]
+            }],
+            "database": { "name": "sqlite3", "args": { "database": dir.join("homeserver.db") } },
+            "log_config": dir.join("log.yaml"),
+            "media_store_path": dir.join("media_store"),
+            "signing_key_path": dir.join("signing.key"),
+            "registration_shared_secret": self.shared_secret,
+            "macaroon_secret_key": random_secret(),
+            "form_secret": random_secret(),
+            "report_stats": false,
+            "trusted_key_servers": [],
+            "suppress_key_server_warning": true,
+            "federation_domain_whitelist": [],
+            "bcrypt_rounds": 4,
+            "enable_registration": false,
+            "retention": { "enabled": true },
+            "rc_message": unlimited,
+            "rc_registration": unlimited,
+            "rc_login": {
+                "address": unlimited,
+                "account": unlimited,
+                "failed_attempts": unlimited
+            },
+            "rc_joins": { "local": unlimited, "remote": unlimited },
+            "rc_invites": { "per_room": unlimited, "per_user": unlimited, "per_issuer": unlimited },
+            "rc_admin_redaction": unlimited,
+            "rc_key_requests": unlimited,
+            "rc_3pid_validation": unlimited,
+            "rc_media_create": unlimited,
+            "rc_room_creation": unlimited,
+            "rc_delayed_event_mgmt": unlimited,
+            "rc_reports": unlimited,
+            "rc_presence": { "per_user": unlimited }
+        });
+        write(&self.config_path(), &config.to_string())
+    }
+
+    /// Starts the watchdog and Synapse under it, and waits until Synapse answers.
+    async fn launch(&mut self) -> Result<(), LaunchError> {
+        // Only what this attempt logs counts, so a stale "address in use" cannot mislead.
+        let log_start = file_len(&self.log_path());
+        let stdout_start = file_len(&self.stdout_path());
+        let mut cmd = std::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg(WATCHDOG)
+            .arg("cordon-synapse-watchdog")
+            .arg(std::process::id().to_string())
+            .arg(&self.data_dir)
+            .arg(if keep_data() { "1" } else { "0" })
+            .arg(&self.python)
+            .args(["-m", "synapse.app.homeserver", "-c"])
+            .arg(self.config_path())
+            .current_dir(&self.data_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // Its own process group: a terminal's Ctrl-C does not reach it (the watchdog
+            // handles the owner's death), and one signal can reach the whole tree.
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .map_err(|e| LaunchError::Other(HarnessError::io("starting sh to run Synapse", e)))?;
+        self.process = Some(child);
+
+        let started = Instant::now();
+        let versions = self
+            .endpoint("_matrix/client/versions")
+            .map_err(LaunchError::Other)?;
+        let client = http_client().map_err(LaunchError::Other)?;
+        loop {
+            if let Some(child) = &mut self.process {
+                match child.try_wait() {
+                    Ok(None) => {}
+                    Ok(Some(status)) => {
+                        self.process = None;
+                        let log_tail = self.log_tail();
+                        let this_attempt = format!(
+                            "{}{}",
+                            read_lossy_from(&self.log_path(), log_start),
+                            read_lossy_from(&self.stdout_path(), stdout_start)
+                        );
+                        if this_attempt.contains("Address already in use") {
+                            return Err(LaunchError::PortInUse);
+                        }
+                        return Err(LaunchError::Other(HarnessError::SynapseExited {
+                            status: status.to_string(),
+                            log_tail,
+                        }));
+                    }
+                    Err(e) => {
+                        return Err(LaunchError::Other(HarnessError::io(
+                            "waiting for Synapse",
+                            e,
+                        )));
+                    }
+                }
+            }
+            let ready = client
+                .get(versions.clone())
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                return Ok(());
+            }
+            if started.elapsed() > START_TIMEOUT {
+                let log_tail = self.log_tail();
+                self.kill_now();
+                return Err(LaunchError::Other(HarnessError::StartTimeout {
+                    waited: START_TIMEOUT,
+                    log_tail,
+                }));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Kills the whole process group at once and reaps the watchdog.
+    fn kill_now(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            signal(child.id(), "-KILL", true);
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Synapse {
+    fn drop(&mut self) {
+        self.kill_now();
+        if keep_data() {
+            eprintln!("cordon: kept Synapse data in {}", self.data_dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
+    }
+}
+
+/// Sends `sig` (like `-TERM`) to a process, or to its whole process group.
+fn signal(pid: u32, sig: &str, group: bool) {
+    let target = if group {
+        format!("-{pid}")
+    } else {
+        pid.to_string()
+    };
+    // `kill` through sh: the builtin exists everywhere, /usr/bin/kill may not.
+    let _ = std::process::Command::new("sh")
+        .args(["-c", "kill \"$1\" \"$2\" 2>/dev/null", "sh", sig, &target])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// A port that was free a moment ago (Synapse may still lose a race for it; callers retry).
+fn free_port() -> Result<u16, HarnessError> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| HarnessError::io("finding a free loopback port", e))?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| HarnessError::io("finding a free loopback port", e))?
+        .port();
+    Ok(port)
+}
+
+fn local_url(port: u16) -> Result<Url, HarnessError> {
+    Url::parse(&format!("http://127.0.0.1:{port}")).map_err(|e| HarnessError::BadResponse {
+        context: "building the base URL".to_owned(),
+        detail: e.to_string(),
+    })
+}
+
+/// 32 random bytes as hex: secrets are per instance.
+fn random_secret() -> String {
+    let bytes: [u8; 32] = rand::random();
+    hex::encode(bytes)
+}
+
+fn write(path: &Path, contents: &str) -> Result<(), HarnessError> {
+    std::fs::write(path, contents)
+        .map_err(|e| HarnessError::io(format!("writing {}", path.display()), e))
+}
+
+fn read_lossy(path: &Path) -> String {
+    read_lossy_from(path, 0)
+}
+
+/// A file's text from byte `offset` on (lossy UTF-8), or why it cannot be read.
+fn read_lossy_from(path: &Path, offset: u64) -> String {
+    let mut bytes = Vec::new();
+    let read = std::fs::File::open(path).and_then(|mut f| {
+        f.seek(SeekFrom::Start(offset))?;
+        f.read_to_end(&mut bytes)
+    });
+    match read {
+        Ok(_) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) => format!("(cannot read: {e})"),
+    }
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// A fresh HTTP client for one call (a pooled client would tie itself to the runtime
+/// that first used it). Never goes through a proxy: the server is on loopback.
+fn http_client() -> Result<reqwest::Client, HarnessError> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|source| HarnessError::Http {
+            context: "building an HTTP client".to_owned(),
+            source,
+        })
+}
+
+/// Reads a JSON body from a response, turning HTTP errors into [`HarnessError::Refused`].
+async fn json_response(
+    context: &str,
+    response: Result<reqwest::Response, reqwest::Error>,
+) -> Result<serde_json::Value, HarnessError> {
+    let response = response.map_err(|source| HarnessError::Http {
+        context: context.to_owned(),
+        source,
+    })?;
+    let status = response.status();
+    let body = response.text().await.map_err(|source| HarnessError::Http {
+        context: context.to_owned(),
+        source,
+    })?;
+    if !status.is_success() {
+        return Err(HarnessError::Refused {
+            context: context.to_owned(),
+            status: status.as_u16(),
+            body,
+        });
+    }
+    serde_json::from_str(&body).map_err(|e| HarnessError::BadResponse {
+        context: context.to_owned(),
+        detail: e.to_string(),
+    })
+}
