@@ -1,0 +1,456 @@
+//! Chat commands: checked in DESIGN.md's order, executed once, always answered.
+//!
+//! Checks, in order: (1) the sending device is verified (arrives with the verification
+//! work), (2) the command and its playbook exist, (3) the sender is allowed, (4) the
+//! playbook is valid. A refusal changes nothing, is audited, and is answered.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use matrix_sdk::Room;
+use matrix_sdk::room::MessagesOptions;
+use matrix_sdk::ruma::events::room::message::{MessageType, RoomMessageEventContent};
+use matrix_sdk::ruma::events::{AnySyncMessageLikeEvent, AnySyncTimelineEvent};
+use matrix_sdk::ruma::{OwnedEventId, OwnedUserId, UInt};
+use serde_json::json;
+use tracing::{info, instrument, warn};
+
+use super::{Bot, millis_to_utc, provision, status};
+use crate::command::{Command, IncidentRef, Rejection};
+use crate::incident::{Incident, IncidentId, NewIncident, State};
+use crate::matrix::rooms::{self, notice};
+use crate::playbook::Catalog;
+use crate::store::IncidentFilter;
+
+/// A command message as it arrived.
+pub struct Incoming {
+    /// The room it was sent in.
+    pub room: Room,
+    /// Who sent it.
+    pub sender: OwnedUserId,
+    /// Its event id (the deduplication key).
+    pub event_id: OwnedEventId,
+    /// When the sender's server received it.
+    pub sent_at: DateTime<Utc>,
+    /// The parsed command, or why it does not parse.
+    pub parsed: Result<Command, Rejection>,
+}
+
+/// Handles one command message, once.
+#[instrument(skip_all, fields(room = %incoming.room.room_id(), event = %incoming.event_id))]
+pub async fn handle(bot: Arc<Bot>, incoming: Incoming) {
+    let room_id = incoming.room.room_id().to_owned();
+    if !bot.is_control_room(&room_id) {
+        // Incident rooms take `advice`/`transcribed` once the retention work lands;
+        // elsewhere cordon stays silent rather than reveal itself.
+        return;
+    }
+    let now = bot.now();
+
+    // `declare` records the command and the incident in one transaction (below);
+    // everything else is marked handled before it is answered.
+    let is_declare = matches!(incoming.parsed, Ok(Command::Declare { .. }));
+    if !is_declare {
+        match bot.store.mark_processed(incoming.event_id.as_str(), now) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                warn!(error = %e, "store: marking the command processed");
+                return;
+            }
+        }
+    } else if bot
+        .store
+        .is_processed(incoming.event_id.as_str())
+        .unwrap_or(false)
+    {
+        return;
+    }
+
+    let age = now - incoming.sent_at;
+    let max_age = TimeDelta::from_std(bot.config.command_max_age).unwrap_or(TimeDelta::MAX);
+    if age > max_age {
+        if is_declare {
+            let _ = bot.store.mark_processed(incoming.event_id.as_str(), now);
+        }
+        let minutes = age.num_minutes();
+        refuse(
+            &bot,
+            &incoming,
+            None,
+            "stale",
+            &format!(
+                "I did not act on this command: it was sent {minutes} min ago, while I was \
+                 unavailable, and commands older than {} are not run. If it is still \
+                 needed, send it again.",
+                humantime::format_duration(bot.config.command_max_age)
+            ),
+        )
+        .await;
+        return;
+    }
+
+    let command = match &incoming.parsed {
+        Ok(c) => c.clone(),
+        Err(rejection) => {
+            refuse(&bot, &incoming, None, "unparsable", &rejection.reply()).await;
+            return;
+        }
+    };
+    info!(command = command.name(), "command");
+    match command {
+        Command::Help { topic } => {
+            let text = match crate::command::help(topic.as_deref()) {
+                Ok(t) => t,
+                Err(r) => r.reply(),
+            };
+            reply(&bot, &incoming, None, &text).await;
+        }
+        Command::Status { incident } => {
+            let text = match resolve_many(&bot, &incoming, incident.as_ref()) {
+                Ok(list) => status::render(&bot, &list).await,
+                Err(why) => why,
+            };
+            reply(&bot, &incoming, None, &text).await;
+        }
+        Command::Declare { playbook, name } => {
+            declare(&bot, &incoming, playbook.as_str(), name.as_str()).await;
+        }
+        other => {
+            refuse(
+                &bot,
+                &incoming,
+                None,
+                "unavailable",
+                &format!(
+                    "`{}` is not available in this version of cordon yet. Nothing was \
+                     changed. Type `!cordon help` for the commands available now.",
+                    other.name()
+                ),
+            )
+            .await;
+        }
+    }
+}
+
+/// `declare`: checks, records the incident, and starts provisioning.
+async fn declare(bot: &Arc<Bot>, incoming: &Incoming, playbook_id: &str, name: &str) {
+    let now = bot.now();
+    let (catalog, problems) = Catalog::load(std::slice::from_ref(&bot.config.playbooks_dir));
+
+    // (2) The playbook exists, and (4) is valid: a file named after the id with
+    // problems is reported as such rather than as unknown.
+    let Some(playbook) = catalog.get(playbook_id) else {
+        let _ = bot.store.mark_processed(incoming.event_id.as_str(), now);
+        let related: Vec<String> = problems
+            .iter()
+            .filter(|d| {
+                d.file
+                    .file_stem()
+                    .is_some_and(|s| s.to_string_lossy() == playbook_id)
+            })
+            .map(|d| d.to_string().lines().next().unwrap_or_default().to_owned())
+            .collect();
+        let message = if related.is_empty() {
+            let available: Vec<&str> = catalog.ids().collect();
+            format!(
+                "There is no playbook `{playbook_id}`. Nothing was declared.\nAvailable \
+                 playbooks: {}.\nExample: `!cordon declare {} \"Tram crash Addiscombe\"`",
+                if available.is_empty() {
+                    "none (ask the emergency planners to check the playbooks directory)".to_owned()
+                } else {
+                    available.join(", ")
+                },
+                available.first().copied().unwrap_or("mass-casualty"),
+            )
+        } else {
+            let shown: Vec<String> = related.iter().take(5).cloned().collect();
+            format!(
+                "Playbook `{playbook_id}` cannot be used: it has {} problem(s). Nothing was \
+                 declared.\n{}\nAsk the emergency planners to fix it and run `cordon check`.",
+                related.len(),
+                shown.join("\n")
+            )
+        };
+        refuse_recorded(bot, incoming, None, "playbook", &message).await;
+        return;
+    };
+
+    // (3) The sender is allowed: the playbook's trigger, or an operator.
+    if !(playbook.may_declare(&incoming.sender) || bot.is_operator(&incoming.sender)) {
+        let _ = bot.store.mark_processed(incoming.event_id.as_str(), now);
+        refuse_recorded(
+            bot,
+            incoming,
+            None,
+            "not-allowed",
+            &format!(
+                "You are not allowed to declare `{}`. Nothing was declared. The playbook \
+                 allows: {}. Ask an operator if this is wrong.",
+                playbook.id,
+                trigger_description(playbook)
+            ),
+        )
+        .await;
+        return;
+    }
+
+    // The playbook as declared, so that a resumed or later step uses exactly this
+    // version even if the file changes on disk.
+    let text = match crate::yaml::read_bounded(&playbook.source) {
+        Ok(t) => t,
+        Err(d) => {
+            let _ = bot.store.mark_processed(incoming.event_id.as_str(), now);
+            refuse_recorded(bot, incoming, None, "playbook", &d.to_string()).await;
+            return;
+        }
+    };
+    let expires_at = now + TimeDelta::from_std(playbook.duration.max).unwrap_or(TimeDelta::MAX);
+    let new = NewIncident {
+        playbook: playbook.id.clone(),
+        display_name: name.to_owned(),
+        control_room: incoming.room.room_id().to_string(),
+        commander: incoming.sender.to_string(),
+        expires_at,
+    };
+    let snapshot = crate::store::PlaybookSnapshot {
+        path: playbook.source.display().to_string(),
+        sha256: playbook.sha256.clone(),
+        text,
+    };
+    let created = {
+        let mut rng = rand::rng();
+        let mut next = || rand::Rng::random::<u64>(&mut rng);
+        bot.store.create_incident_for_command(
+            incoming.event_id.as_str(),
+            new,
+            &snapshot,
+            &mut next,
+            incoming.sender.as_str(),
+            now,
+        )
+    };
+    let incident = match created {
+        Ok(Some(incident)) => incident,
+        Ok(None) => return, // handled before (a replay)
+        Err(e) => {
+            warn!(error = %e, "store: recording the incident");
+            reply(
+                bot,
+                incoming,
+                None,
+                "I could not record the incident in my store, so nothing was declared. \
+                 Operators: check cordon's logs. Try again in a minute.",
+            )
+            .await;
+            return;
+        }
+    };
+    info!(incident = %incident.id, playbook = %incident.playbook, "declared");
+    let b = bot.clone();
+    let id = incident.id.clone();
+    bot.spawn(async move { provision::run(b, id).await }).await;
+}
+
+/// The incidents a command names: the given one, or every open incident of this
+/// control room.
+fn resolve_many(
+    bot: &Bot,
+    incoming: &Incoming,
+    wanted: Option<&IncidentRef>,
+) -> Result<Vec<Incident>, String> {
+    match wanted {
+        Some(r) => {
+            let id = IncidentId::parse(r.as_str())
+                .map_err(|e| format!("`{}` is not an incident id: {e}", r.as_str()))?;
+            match bot.store.incident(&id) {
+                Ok(Some(i)) => Ok(vec![i]),
+                Ok(None) => Err(format!(
+                    "There is no incident `{}`. Type `!cordon status` to list them.",
+                    id.as_str()
+                )),
+                Err(e) => Err(format!("I could not read my store ({e}).")),
+            }
+        }
+        None => {
+            let filter = IncidentFilter::in_states(&[
+                State::Provisioning,
+                State::Active,
+                State::StandingDown,
+                State::Failed,
+            ])
+            .in_control_room(incoming.room.room_id().as_str());
+            bot.store
+                .incidents(&filter)
+                .map_err(|e| format!("I could not read my store ({e})."))
+        }
+    }
+}
+
+/// Answers a command in its room, once (the reply's transaction id is stored first).
+pub async fn reply(bot: &Arc<Bot>, incoming: &Incoming, incident: Option<&IncidentId>, text: &str) {
+    let content = notice(text, std::slice::from_ref(&incoming.sender));
+    let key = format!("reply/{}", incoming.event_id);
+    if let Err(e) = send_once(bot, &incoming.room, &key, incident, content).await {
+        warn!(error = %e, "could not answer a command");
+    }
+}
+
+/// Refuses a command: audits the refusal, then answers it. The command has already been
+/// marked as processed.
+async fn refuse(
+    bot: &Arc<Bot>,
+    incoming: &Incoming,
+    incident: Option<&IncidentId>,
+    why: &str,
+    text: &str,
+) {
+    let _ = bot.store.audit(
+        incoming.sender.as_str(),
+        "command.refused",
+        incident,
+        json!({
+            "room": incoming.room.room_id(),
+            "event": incoming.event_id,
+            "why": why,
+            "command": incoming.parsed.as_ref().map(|c| c.name()).unwrap_or("unparsable"),
+        }),
+        bot.now(),
+    );
+    reply(bot, incoming, incident, text).await;
+}
+
+async fn refuse_recorded(
+    bot: &Arc<Bot>,
+    incoming: &Incoming,
+    incident: Option<&IncidentId>,
+    why: &str,
+    text: &str,
+) {
+    refuse(bot, incoming, incident, why, text).await;
+}
+
+/// Sends `content` in `room` at most once under the idempotency `key`: the intent and
+/// its transaction id are stored before the send and reused on retry.
+pub async fn send_once(
+    bot: &Bot,
+    room: &Room,
+    key: &str,
+    incident: Option<&IncidentId>,
+    content: RoomMessageEventContent,
+) -> Result<OwnedEventId, super::BotError> {
+    let now = bot.now();
+    let entry = bot.store.outbox_put(
+        key,
+        incident,
+        "send",
+        json!({ "room": room.room_id() }),
+        now,
+    )?;
+    if let Some(event) = entry
+        .outcome
+        .as_ref()
+        .and_then(|o| o.get("event_id"))
+        .and_then(|e| e.as_str())
+        .and_then(|e| OwnedEventId::try_from(e).ok())
+    {
+        return Ok(event);
+    }
+    crate::failpoint::hit("send.before").await;
+    let event_id = rooms::send_message(room, content, &entry.txn_id).await?;
+    bot.store
+        .outbox_complete(key, Some(json!({ "event_id": event_id })), bot.now())?;
+    Ok(event_id)
+}
+
+/// Finds commands that arrived while cordon was down, in every control room, and
+/// handles each once (oldest first).
+pub async fn catch_up(bot: &Arc<Bot>) {
+    let horizon = bot.now() - TimeDelta::hours(24);
+    for room_id in bot.control_rooms() {
+        let Some(room) = bot.client.get_room(&room_id) else {
+            continue;
+        };
+        let mut found = Vec::new();
+        let mut from: Option<String> = None;
+        'pages: for _ in 0..10 {
+            let mut options = MessagesOptions::backward();
+            options.limit = UInt::from(100u32);
+            options.from = from.clone();
+            let page = match room.messages(options).await {
+                Ok(p) => p,
+                Err(e) => {
+                    warn!(room = %room_id, error = %e, "catch-up: could not page back");
+                    break;
+                }
+            };
+            for event in &page.chunk {
+                let Ok(ev) = event.raw().deserialize() else {
+                    continue;
+                };
+                let at = millis_to_utc(ev.origin_server_ts().get().into());
+                if at < horizon {
+                    break 'pages;
+                }
+                if let AnySyncTimelineEvent::State(
+                    matrix_sdk::ruma::events::AnySyncStateEvent::RoomMember(m),
+                ) = &ev
+                    && m.state_key() == bot.user_id()
+                    && m.membership()
+                        == &matrix_sdk::ruma::events::room::member::MembershipState::Join
+                {
+                    // Nothing before cordon joined was meant for it.
+                    break 'pages;
+                }
+                if let AnySyncTimelineEvent::MessageLike(AnySyncMessageLikeEvent::RoomMessage(
+                    matrix_sdk::ruma::events::room::message::SyncRoomMessageEvent::Original(m),
+                )) = ev
+                    && m.sender != bot.config.user
+                    && let MessageType::Text(text) = &m.content.msgtype
+                    && let Some(parsed) = crate::command::parse(&text.body)
+                {
+                    found.push(Incoming {
+                        room: room.clone(),
+                        sender: m.sender.clone(),
+                        event_id: m.event_id.clone(),
+                        sent_at: at,
+                        parsed,
+                    });
+                }
+            }
+            match page.end {
+                Some(end) => from = Some(end),
+                None => break,
+            }
+        }
+        for incoming in found.into_iter().rev() {
+            if bot
+                .store
+                .is_processed(incoming.event_id.as_str())
+                .unwrap_or(true)
+            {
+                continue;
+            }
+            info!(event = %incoming.event_id, "handling a command that arrived while cordon was down");
+            handle(bot.clone(), incoming).await;
+        }
+    }
+}
+
+/// Who may declare a playbook, as people read it.
+fn trigger_description(playbook: &crate::playbook::Playbook) -> String {
+    let mut parts: Vec<String> = playbook
+        .trigger
+        .allowed
+        .iter()
+        .map(|a| match a {
+            crate::playbook::Allowed::Role(role) => match playbook.role(role) {
+                Some(r) => format!("holders of {} ({})", r.title, role.as_str()),
+                None => format!("holders of {}", role.as_str()),
+            },
+            crate::playbook::Allowed::User(user) => user.to_string(),
+        })
+        .collect();
+    parts.push("operators".to_owned());
+    parts.join(", ")
+}

@@ -1,0 +1,394 @@
+//! The running bot: `cordon run`.
+//!
+//! Start-up, in order: read the secrets, open the store, restore (or create) the Matrix
+//! session, lift rate limits when cordon is a server admin, register the event
+//! handlers, sync once, then catch up: commands that arrived while cordon was down are
+//! found by paging back through each control room, and incidents left half-provisioned
+//! are resumed. Then it syncs until SIGTERM or ctrl-c.
+//!
+//! - `commands`: chat commands, checked in DESIGN.md's order, each answered.
+//! - `provision`: the resumable provisioning pipeline behind `declare`.
+//! - `status`: the `status` reply.
+
+mod commands;
+mod provision;
+mod status;
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use matrix_sdk::config::SyncSettings;
+use matrix_sdk::ruma::events::StateEventType;
+use matrix_sdk::ruma::events::room::member::{MembershipState, StrippedRoomMemberEvent};
+use matrix_sdk::ruma::events::room::message::{MessageType, OriginalSyncRoomMessageEvent};
+use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId, RoomId};
+use matrix_sdk::{Client, Room, RoomState};
+use tokio::sync::Notify;
+use tracing::{error, info, instrument, warn};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::incident::{IncidentId, State};
+use crate::matrix::admin::{RateLimits, SynapseAdmin};
+use crate::matrix::{self, MatrixError};
+use crate::store::{IncidentFilter, Store, StoreError};
+
+/// Why the bot could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum BotError {
+    /// A secret could not be read.
+    #[error(transparent)]
+    Secret(#[from] crate::config::SecretError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The Matrix layer failed.
+    #[error(transparent)]
+    Matrix(#[from] MatrixError),
+}
+
+/// The actor name cordon uses for its own audit entries.
+pub const ACTOR: &str = "cordon";
+
+/// Everything the handlers share.
+pub struct Bot {
+    pub(crate) config: Config,
+    pub(crate) store: Store,
+    pub(crate) client: Client,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) rate_limits: RateLimits,
+    /// Incidents whose pipeline is running in this process, so that two triggers (a
+    /// command and the start-up resume) never run one incident twice at once.
+    running: Mutex<HashSet<IncidentId>>,
+    /// Work spawned by handlers, awaited (briefly) at shutdown.
+    tasks: tokio::sync::Mutex<tokio::task::JoinSet<()>>,
+}
+
+impl Bot {
+    /// Now, by the injectable clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// The bot's own user id.
+    pub fn user_id(&self) -> &matrix_sdk::ruma::UserId {
+        &self.config.user
+    }
+
+    /// The server name used in matrix.to links.
+    pub fn server_name(&self) -> &str {
+        self.config.user.server_name().as_str()
+    }
+
+    /// True for configured control rooms and those an operator invited cordon into.
+    pub fn is_control_room(&self, room: &RoomId) -> bool {
+        self.config.control_rooms.iter().any(|r| r == room)
+            || self
+                .store
+                .is_control_room(room.as_str())
+                .unwrap_or_else(|e| {
+                    error!(error = %e, "store: reading control rooms");
+                    false
+                })
+    }
+
+    /// All control rooms.
+    pub fn control_rooms(&self) -> Vec<OwnedRoomId> {
+        let mut rooms: BTreeSet<OwnedRoomId> = self.config.control_rooms.iter().cloned().collect();
+        match self.store.control_rooms() {
+            Ok(list) => rooms.extend(list.iter().filter_map(|r| RoomId::parse(r).ok())),
+            Err(e) => error!(error = %e, "store: reading control rooms"),
+        }
+        rooms.into_iter().collect()
+    }
+
+    /// True when cordon's account is a server admin (it lifted its own rate limits).
+    pub fn is_server_admin(&self) -> bool {
+        self.rate_limits == RateLimits::Lifted
+    }
+
+    /// True when `user` is a configured operator.
+    pub fn is_operator(&self, user: &matrix_sdk::ruma::UserId) -> bool {
+        self.config.operators.contains(user)
+    }
+
+    fn try_start(&self, id: &IncidentId) -> bool {
+        match self.running.lock() {
+            Ok(mut set) => set.insert(id.clone()),
+            Err(poisoned) => poisoned.into_inner().insert(id.clone()),
+        }
+    }
+
+    fn finished(&self, id: &IncidentId) {
+        match self.running.lock() {
+            Ok(mut set) => set.remove(id),
+            Err(poisoned) => poisoned.into_inner().remove(id),
+        };
+    }
+
+    /// Runs `fut` as tracked background work.
+    pub(crate) async fn spawn(self: &Arc<Self>, fut: impl Future<Output = ()> + Send + 'static) {
+        self.tasks.lock().await.spawn(fut);
+    }
+}
+
+/// Runs the bot until `shutdown` completes (SIGTERM or ctrl-c in `cordon run`).
+pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> {
+    let password = config.password.read()?;
+    let passphrase = config.store_passphrase.read()?;
+    matrix::session::create_private_dir(&config.state_dir)?;
+    let store = Store::open(&config.state_dir.join("store"))?;
+    let client = matrix::session::connect(&config, &password, &passphrase).await?;
+    drop(password);
+    drop(passphrase);
+
+    let admin = SynapseAdmin::new(&client)?;
+    let rate_limits = match admin.lift_own_rate_limits(&config.user).await {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(error = %e, "could not lift rate limits");
+            RateLimits::NotAdmin
+        }
+    };
+
+    let bot = Arc::new(Bot {
+        config,
+        store,
+        client: client.clone(),
+        clock: crate::clock::from_env(),
+        rate_limits,
+        running: Mutex::new(HashSet::new()),
+        tasks: tokio::sync::Mutex::new(tokio::task::JoinSet::new()),
+    });
+
+    register_handlers(&bot);
+
+    // First sync: from the saved token, so events since the last run reach the handlers
+    // (each command is deduplicated by event id in the store).
+    let settings = SyncSettings::default().timeout(Duration::from_secs(0));
+    let first = tokio::select! {
+        r = client.sync_once(settings) => r,
+        () = shutdown.notified() => return Ok(()),
+    };
+    if let Err(e) = first {
+        return Err(MatrixError::from(e).into());
+    }
+    info!("first sync done; catching up");
+
+    catch_up_invites(&bot).await;
+    commands::catch_up(&bot).await;
+    resume_incidents(&bot).await;
+    info!(user = %bot.config.user, "cordon is ready");
+
+    let settings = SyncSettings::default().timeout(Duration::from_secs(30));
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        tokio::select! {
+            r = client.sync_once(settings.clone()) => match r {
+                Ok(_) => backoff = Duration::from_secs(1),
+                Err(e) => {
+                    if let Some(kind) = e.client_api_error_kind()
+                        && matches!(kind, matrix_sdk::ruma::api::error::ErrorKind::UnknownToken(_))
+                    {
+                        error!("the homeserver no longer accepts cordon's access token (logged out?)");
+                        return Err(MatrixError::from(e).into());
+                    }
+                    warn!(error = %e, retry_in = ?backoff, "sync failed; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = shutdown.notified() => break,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                }
+            },
+            () = shutdown.notified() => break,
+        }
+        reap(&bot).await;
+    }
+
+    info!("shutting down");
+    let mut tasks = std::mem::take(&mut *bot.tasks.lock().await);
+    // Every step is resumable, so in-flight work may be cut short; give it a moment to
+    // finish what it is doing.
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(10), drain)
+        .await
+        .is_err()
+    {
+        warn!("stopping unfinished work; it resumes at the next start");
+    }
+    Ok(())
+}
+
+async fn reap(bot: &Arc<Bot>) {
+    let mut tasks = bot.tasks.lock().await;
+    while let Some(done) = tasks.try_join_next() {
+        if let Err(e) = done
+            && e.is_panic()
+        {
+            error!("a background task panicked");
+        }
+    }
+}
+
+fn register_handlers(bot: &Arc<Bot>) {
+    let b = bot.clone();
+    bot.client
+        .add_event_handler(move |ev: OriginalSyncRoomMessageEvent, room: Room| {
+            let bot = b.clone();
+            async move { on_message(bot, ev, room).await }
+        });
+    let b = bot.clone();
+    bot.client
+        .add_event_handler(move |ev: StrippedRoomMemberEvent, room: Room| {
+            let bot = b.clone();
+            async move { on_invite(bot, ev, room).await }
+        });
+}
+
+async fn on_message(bot: Arc<Bot>, ev: OriginalSyncRoomMessageEvent, room: Room) {
+    if ev.sender == bot.config.user {
+        return;
+    }
+    let MessageType::Text(text) = &ev.content.msgtype else {
+        return;
+    };
+    let Some(parsed) = crate::command::parse(&text.body) else {
+        return;
+    };
+    let incoming = commands::Incoming {
+        room,
+        sender: ev.sender.clone(),
+        event_id: ev.event_id.clone(),
+        sent_at: millis_to_utc(ev.origin_server_ts.get().into()),
+        parsed,
+    };
+    let b = bot.clone();
+    bot.spawn(async move { commands::handle(b, incoming).await })
+        .await;
+}
+
+/// Joins an encrypted room as a control room when an operator invited cordon; declines
+/// every other invite.
+#[instrument(skip_all, fields(room = %room.room_id(), inviter = %ev.sender))]
+async fn on_invite(bot: Arc<Bot>, ev: StrippedRoomMemberEvent, room: Room) {
+    if ev.state_key != bot.config.user || ev.content.membership != MembershipState::Invite {
+        return;
+    }
+    if room.state() != RoomState::Invited {
+        return;
+    }
+    handle_invite(&bot, &room, &ev.sender).await;
+}
+
+async fn handle_invite(bot: &Arc<Bot>, room: &Room, inviter: &OwnedUserId) {
+    let now = bot.now();
+    let room_id = room.room_id().to_owned();
+    if !bot.is_operator(inviter) {
+        decline(
+            bot,
+            room,
+            inviter,
+            "invited by someone who is not a configured operator",
+        )
+        .await;
+        return;
+    }
+    // The invite's stripped state normally carries m.room.encryption; when the server
+    // leaves it out, join and ask the server, and leave again if it is not encrypted.
+    let stripped_encrypted = room
+        .get_state_event(StateEventType::RoomEncryption, "")
+        .await
+        .ok()
+        .flatten()
+        .is_some();
+    if let Err(e) = room.join().await {
+        warn!(error = %e, "could not join the control room");
+        return;
+    }
+    let encrypted = stripped_encrypted
+        || room
+            .latest_encryption_state()
+            .await
+            .map(|s| s.is_encrypted())
+            .unwrap_or(false);
+    if !encrypted {
+        decline(bot, room, inviter, "the room is not end-to-end encrypted").await;
+        return;
+    }
+    if let Err(e) = bot
+        .store
+        .add_control_room(room_id.as_str(), inviter.as_str(), now)
+    {
+        error!(error = %e, "store: recording the control room");
+        return;
+    }
+    info!("joined as a control room");
+    let body = "cordon is here. This is now a control room: incident commanders can \
+                declare incidents here. Type `!cordon help` to see what I can do.";
+    let key = format!("control/{room_id}/hello");
+    let _ = commands::send_once(
+        bot,
+        room,
+        &key,
+        None,
+        crate::matrix::rooms::notice(body, &[]),
+    )
+    .await;
+}
+
+/// Declines an invite (or leaves a room joined to inspect it), and audits why.
+async fn decline(bot: &Arc<Bot>, room: &Room, inviter: &OwnedUserId, why: &str) {
+    info!(why, "declining invite");
+    let _ = bot.store.audit(
+        ACTOR,
+        "invite.declined",
+        None,
+        serde_json::json!({ "room": room.room_id(), "inviter": inviter, "why": why }),
+        bot.now(),
+    );
+    if let Err(e) = room.leave().await {
+        warn!(error = %e, "could not decline the invite");
+    }
+}
+
+/// Invites that arrived while cordon was down and were not handled.
+async fn catch_up_invites(bot: &Arc<Bot>) {
+    for room in bot.client.invited_rooms() {
+        let Ok(Some(me)) = room.get_member_no_sync(&bot.config.user).await else {
+            continue;
+        };
+        let inviter = me.event().sender().to_owned();
+        handle_invite(bot, &room, &inviter).await;
+    }
+}
+
+/// Resumes every incident whose pipeline was interrupted.
+async fn resume_incidents(bot: &Arc<Bot>) {
+    let incidents = match bot
+        .store
+        .incidents(&IncidentFilter::in_states(&[State::Provisioning]))
+    {
+        Ok(list) => list,
+        Err(e) => {
+            error!(error = %e, "store: listing incidents to resume");
+            return;
+        }
+    };
+    for incident in incidents {
+        info!(incident = %incident.id, "resuming provisioning");
+        let b = bot.clone();
+        bot.spawn(async move { provision::run(b, incident.id).await })
+            .await;
+    }
+}
+
+/// Milliseconds since the epoch as a UTC time (the epoch itself if out of range).
+pub fn millis_to_utc(ms: u64) -> DateTime<Utc> {
+    i64::try_from(ms)
+        .ok()
+        .and_then(DateTime::from_timestamp_millis)
+        .unwrap_or_default()
+}

@@ -1,0 +1,422 @@
+//! The provisioning pipeline behind `declare`, resumable after kill -9 at any point.
+//!
+//! Steps, each recorded in the store before its side effect and skipped when already
+//! done: progress message → create each room (or find it again by its tag) → invite
+//! each holder with a reason → post and pin the briefing → post each role's
+//! instructions → summary → `active`. Progress is one control-room message, edited in
+//! place.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use futures_util::stream;
+use matrix_sdk::Room;
+use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId};
+use serde_json::json;
+use tracing::{error, info, instrument, warn};
+
+use super::commands::send_once;
+use super::{ACTOR, Bot, BotError};
+use crate::incident::plan::{self, IncidentFacts, RoomPlan};
+use crate::incident::{Event, Incident, IncidentId, State};
+use crate::matrix::MatrixError;
+use crate::matrix::rooms::{self, InviteOutcome, notice};
+use crate::playbook::Playbook;
+use crate::store::{RoomRecord, RoomStatus};
+
+/// How many invites go out at once.
+const INVITE_CONCURRENCY: usize = 8;
+/// Attempts at the whole pipeline before the incident is marked failed.
+const ATTEMPTS: u32 = 5;
+
+/// Runs (or resumes) provisioning of incident `id` until it is active or failed.
+#[instrument(skip_all, fields(incident = %id))]
+pub async fn run(bot: Arc<Bot>, id: IncidentId) {
+    if !bot.try_start(&id) {
+        return;
+    }
+    let mut delay = Duration::from_secs(2);
+    for attempt in 1..=ATTEMPTS {
+        match attempt_once(&bot, &id).await {
+            Ok(()) => break,
+            Err(e) if attempt < ATTEMPTS => {
+                warn!(attempt, error = %e, retry_in = ?delay, "provisioning step failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => {
+                error!(error = %e, "provisioning failed");
+                let reason = e.to_string();
+                if let Ok((incident, _)) = bot.store.apply(
+                    &id,
+                    Event::Failed {
+                        reason: reason.clone(),
+                    },
+                    ACTOR,
+                    bot.now(),
+                ) && let Some(room) = control_room(&bot, &incident)
+                {
+                    let body = format!(
+                        "Provisioning of {} ({}) FAILED: {reason}\nNothing more will be \
+                         created until it is retried. Operators: check cordon's logs.",
+                        incident.display_name,
+                        id.as_str()
+                    );
+                    let mention: Vec<OwnedUserId> = commander(&incident).into_iter().collect();
+                    let key = format!("{}/provision/failed", id.as_str());
+                    let _ = send_once(&bot, &room, &key, Some(&id), notice(&body, &mention)).await;
+                }
+            }
+        }
+    }
+    bot.finished(&id);
+}
+
+/// The commander's user id (recorded from a parsed id, so it always parses).
+fn commander(incident: &Incident) -> Result<OwnedUserId, BotError> {
+    OwnedUserId::try_from(incident.commander.as_str()).map_err(|e| {
+        MatrixError::Client(format!("stored commander {}: {e}", incident.commander)).into()
+    })
+}
+
+fn control_room(bot: &Bot, incident: &Incident) -> Option<Room> {
+    rooms::joined(&bot.client, &incident.control_room)
+}
+
+/// The playbook exactly as it was declared.
+fn declared_playbook(bot: &Bot, id: &IncidentId) -> Result<Playbook, BotError> {
+    let snapshot = bot
+        .store
+        .playbook_snapshot(id)?
+        .ok_or_else(|| MatrixError::Client(format!("no playbook snapshot for {}", id.as_str())))?;
+    crate::playbook::load_str(std::path::Path::new(&snapshot.path), &snapshot.text).map_err(
+        |problems| {
+            MatrixError::Client(format!(
+                "the declared playbook no longer loads: {}",
+                problems.first().map(|d| d.to_string()).unwrap_or_default()
+            ))
+            .into()
+        },
+    )
+}
+
+struct Progress {
+    rooms_total: usize,
+    rooms_done: usize,
+    invites_total: usize,
+    invites_done: usize,
+}
+
+impl Progress {
+    fn text(&self, incident: &Incident, title: &str, phase: &str) -> String {
+        format!(
+            "Declaring {name} ({id}) from {title}: {phase}\nrooms created {}/{} · invites {}/{}",
+            self.rooms_done,
+            self.rooms_total,
+            self.invites_done,
+            self.invites_total,
+            name = incident.display_name,
+            id = incident.id.as_str(),
+        )
+    }
+}
+
+async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
+    let started = Instant::now();
+    let Some(incident) = bot.store.incident(id)? else {
+        return Ok(());
+    };
+    if incident.state != State::Provisioning {
+        return Ok(());
+    }
+    let playbook = declared_playbook(bot, id)?;
+    let commander = commander(&incident)?;
+    let facts = IncidentFacts {
+        id,
+        display_name: &incident.display_name,
+        playbook: &playbook,
+        commander: &commander,
+        expires_at: incident.expires_at,
+        time_zone: bot.config.time_zone,
+    };
+    // Planned as of the declaration, so a resumed run plans exactly the same rooms.
+    let plans = plan::plan_rooms(&facts, incident.declared_at);
+    let control = control_room(bot, &incident);
+
+    let mut progress = Progress {
+        rooms_total: plans.len(),
+        rooms_done: 0,
+        invites_total: plans.iter().map(|p| p.invites.len()).sum(),
+        invites_done: 0,
+    };
+    let progress_event = match &control {
+        Some(room) => {
+            let body = progress.text(&incident, &playbook.title, "starting");
+            let key = format!("{}/progress", id.as_str());
+            Some(send_once(bot, room, &key, Some(id), notice(&body, &[])).await?)
+        }
+        None => None,
+    };
+    let edit = |progress: &Progress, phase: &str, seq: &str| {
+        let body = progress.text(&incident, &playbook.title, phase);
+        let key = format!("{}/progress/{seq}", id.as_str());
+        (key, body)
+    };
+
+    // Rooms, concurrently: each is found by its record or its tag before it is created.
+    let created: Vec<Result<(RoomPlan, Room), BotError>> = stream::iter(plans.clone())
+        .map(|p| {
+            let bot = bot.clone();
+            let id = id.clone();
+            async move { ensure_room(&bot, &id, &p).await.map(|room| (p, room)) }
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    let mut rooms_by_key: BTreeMap<String, (RoomPlan, Room)> = BTreeMap::new();
+    for r in created {
+        let (p, room) = r?;
+        rooms_by_key.insert(p.key.clone(), (p, room));
+    }
+    progress.rooms_done = rooms_by_key.len();
+    if let (Some(room), Some(original)) = (&control, &progress_event) {
+        let (key, body) = edit(&progress, "rooms created; inviting", "rooms");
+        let _ = send_once(bot, room, &key, Some(id), rooms::edit(original, &body)).await;
+    }
+
+    // Invites, with bounded concurrency.
+    let jobs: Vec<(Room, plan::InvitePlan, String)> = plans
+        .iter()
+        .filter_map(|p| rooms_by_key.get(&p.key))
+        .flat_map(|(p, room)| {
+            p.invites
+                .iter()
+                .map(move |inv| (room.clone(), inv.clone(), p.key.clone()))
+        })
+        .collect();
+    let results: Vec<Result<(), BotError>> = stream::iter(jobs)
+        .map(|(room, inv, key)| {
+            let bot = bot.clone();
+            let id = id.clone();
+            async move { ensure_invite(&bot, &id, &room, &key, &inv).await }
+        })
+        .buffer_unordered(INVITE_CONCURRENCY)
+        .collect()
+        .await;
+    for r in results {
+        r?;
+        progress.invites_done += 1;
+    }
+    if let (Some(room), Some(original)) = (&control, &progress_event) {
+        let (key, body) = edit(&progress, "invites sent; posting briefings", "invites");
+        let _ = send_once(bot, room, &key, Some(id), rooms::edit(original, &body)).await;
+    }
+
+    // Briefing (posted and pinned) and role instructions, in each room.
+    let posts: Vec<Result<(), BotError>> = stream::iter(rooms_by_key.values().cloned())
+        .map(|(p, room)| {
+            let bot = bot.clone();
+            let facts = facts.clone();
+            let id = id.clone();
+            async move {
+                let key = format!("{}/{}/briefing", id.as_str(), p.key);
+                let body = plan::briefing(&facts, &p, bot.now());
+                let event = send_once(&bot, &room, &key, Some(&id), notice(&body, &[])).await?;
+                crate::failpoint::hit("provision.before_pin").await;
+                rooms::pin(&room, &event).await?;
+                for msg in plan::role_messages(&facts, &p.key, bot.now()) {
+                    let key = format!("{}/{}/role/{}", id.as_str(), p.key, msg.role);
+                    send_once(
+                        &bot,
+                        &room,
+                        &key,
+                        Some(&id),
+                        notice(&msg.body, &msg.mentions),
+                    )
+                    .await?;
+                }
+                Ok(())
+            }
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    for r in posts {
+        r?;
+    }
+
+    // Summary, then active.
+    let summary = summary_text(
+        bot,
+        &incident,
+        &playbook,
+        &plans,
+        &rooms_by_key,
+        started.elapsed(),
+    );
+    if let Some(room) = &control {
+        if let Some(original) = &progress_event {
+            let (key, body) = edit(&progress, "done", "done");
+            let _ = send_once(bot, room, &key, Some(id), rooms::edit(original, &body)).await;
+        }
+        let key = format!("{}/summary", id.as_str());
+        send_once(
+            bot,
+            room,
+            &key,
+            Some(id),
+            notice(&summary, std::slice::from_ref(&commander)),
+        )
+        .await?;
+    }
+    crate::failpoint::hit("provision.before_active").await;
+    bot.store.apply(id, Event::Provisioned, ACTOR, bot.now())?;
+    info!(elapsed = ?started.elapsed(), "incident active");
+    Ok(())
+}
+
+/// The room for `plan`: recorded, found again by its tag, or created now.
+async fn ensure_room(bot: &Bot, id: &IncidentId, p: &RoomPlan) -> Result<Room, BotError> {
+    let now = bot.now();
+    let record = bot.store.room(id, &p.key)?;
+    if let Some(room_id) = record.as_ref().and_then(|r| r.room_id.clone()) {
+        if let Some(room) = rooms::joined(&bot.client, &room_id) {
+            return Ok(room);
+        }
+        return Err(MatrixError::Client(format!(
+            "room {room_id} of {} is recorded but not known to the client yet",
+            p.key
+        ))
+        .into());
+    }
+    if let Some(room) = rooms::find_tagged_room(&bot.client, id.as_str(), &p.key).await {
+        info!(room = %room.room_id(), key = %p.key, "found the room created before a restart");
+        record_room(bot, id, p, room.room_id().to_owned(), now)?;
+        return Ok(room);
+    }
+    // Intent first: the record says the room is planned, so a crash after createRoom
+    // is resolved by the tag lookup above.
+    bot.store.upsert_room(&RoomRecord {
+        incident: id.clone(),
+        key: p.key.clone(),
+        room_id: None,
+        desired: p.desired_state(),
+        status: RoomStatus::Planned,
+        updated_at: now,
+    })?;
+    crate::failpoint::hit("provision.before_create_room").await;
+    let room = rooms::create_planned_room(&bot.client, p).await?;
+    crate::failpoint::hit("provision.after_create_room").await;
+    record_room(bot, id, p, room.room_id().to_owned(), bot.now())?;
+    Ok(room)
+}
+
+fn record_room(
+    bot: &Bot,
+    id: &IncidentId,
+    p: &RoomPlan,
+    room_id: OwnedRoomId,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), BotError> {
+    bot.store.upsert_room(&RoomRecord {
+        incident: id.clone(),
+        key: p.key.clone(),
+        room_id: Some(room_id.to_string()),
+        desired: p.desired_state(),
+        status: RoomStatus::Created,
+        updated_at: now,
+    })?;
+    bot.store.audit(
+        ACTOR,
+        "room.created",
+        Some(id),
+        json!({ "key": p.key, "room": room_id, "name": p.name }),
+        now,
+    )?;
+    Ok(())
+}
+
+/// Invites one holder once: the intent (the guard's invite record) is stored first.
+async fn ensure_invite(
+    bot: &Bot,
+    id: &IncidentId,
+    room: &Room,
+    room_key: &str,
+    inv: &plan::InvitePlan,
+) -> Result<(), BotError> {
+    let key = format!("{}/{}/invite/{}", id.as_str(), room_key, inv.user);
+    let entry = bot.store.outbox_put(
+        &key,
+        Some(id),
+        "invite",
+        json!({ "room": room.room_id(), "user": inv.user, "roles": inv.roles }),
+        bot.now(),
+    )?;
+    if !entry.is_pending() {
+        return Ok(());
+    }
+    crate::failpoint::hit("provision.before_invite").await;
+    let outcome =
+        rooms::invite_with_reason(&bot.client, room.room_id(), &inv.user, &inv.reason).await?;
+    let outcome = match outcome {
+        InviteOutcome::Invited => "invited",
+        InviteOutcome::AlreadyThere => "already-there",
+    };
+    bot.store
+        .outbox_complete(&key, Some(json!({ "outcome": outcome })), bot.now())?;
+    Ok(())
+}
+
+fn summary_text(
+    bot: &Bot,
+    incident: &Incident,
+    playbook: &Playbook,
+    plans: &[RoomPlan],
+    rooms: &BTreeMap<String, (RoomPlan, Room)>,
+    elapsed: Duration,
+) -> String {
+    let mut out = format!(
+        "DECLARED: {name} ({id}), {title}.\nCommander: {commander}. Closes {expires}.\nRooms:",
+        name = incident.display_name,
+        id = incident.id.as_str(),
+        title = playbook.title,
+        commander = incident.commander,
+        expires = plan::format_time(incident.expires_at, bot.config.time_zone),
+    );
+    for p in plans {
+        if let Some((_, room)) = rooms.get(&p.key) {
+            out.push_str(&format!(
+                "\n- {}: {} ({} invited)",
+                p.name,
+                rooms::room_link(room.room_id(), bot.server_name()),
+                p.invites.len()
+            ));
+        }
+    }
+    let short: Vec<String> = playbook
+        .roles
+        .iter()
+        .filter(|r| (r.holders.len() as u64) < u64::from(r.min))
+        .map(|r| {
+            format!(
+                "{} has {} of {} holders needed",
+                r.title,
+                r.holders.len(),
+                r.min
+            )
+        })
+        .collect();
+    if short.is_empty() {
+        out.push_str("\nPending: nobody.");
+    } else {
+        out.push_str(&format!("\nPending: {}.", short.join("; ")));
+    }
+    out.push_str(&format!(
+        "\nProvisioned in {:.1} s. Type `!cordon status {}` at any time.",
+        elapsed.as_secs_f64(),
+        incident.id.as_str()
+    ));
+    out
+}

@@ -1,0 +1,90 @@
+//! The `status` reply: each incident, its rooms, who has joined, who is invited, and
+//! the time to expiry. Short enough for a phone screen.
+
+use matrix_sdk::RoomMemberships;
+
+use super::Bot;
+use crate::incident::plan::{format_remaining, format_time};
+use crate::incident::{Incident, State};
+use crate::matrix::rooms;
+
+/// Renders `incidents` as the status reply.
+pub async fn render(bot: &Bot, incidents: &[Incident]) -> String {
+    if incidents.is_empty() {
+        return "No open incident in this control room. Declare one with \
+                `!cordon declare <playbook> \"<name>\"`; `!cordon help declare` explains."
+            .to_owned();
+    }
+    let now = bot.now();
+    let mut out = String::new();
+    for incident in incidents {
+        if !out.is_empty() {
+            out.push_str("\n\n");
+        }
+        let held = if incident.is_held() {
+            " · LEGAL HOLD"
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            "{id} · {name} · {state}{held}\ncommander {commander} · closes {expires} ({left})",
+            id = incident.id.as_str(),
+            name = incident.display_name,
+            state = incident.state.as_str(),
+            commander = incident.commander,
+            expires = format_time(incident.expires_at, bot.config.time_zone),
+            left = format_remaining(incident.expires_at, now),
+        ));
+        if let Some(failure) = &incident.failure
+            && incident.state == State::Failed
+        {
+            out.push_str(&format!("\nfailed: {}", failure.reason));
+        }
+        let records = bot.store.rooms(&incident.id).unwrap_or_default();
+        for record in records {
+            let name = record
+                .desired
+                .get("name")
+                .and_then(|n| n.as_str())
+                .unwrap_or(&record.key)
+                .to_owned();
+            let planned = record
+                .desired
+                .get("invites")
+                .and_then(|i| i.as_array())
+                .map_or(0, |a| a.len());
+            let Some(room) = record
+                .room_id
+                .as_deref()
+                .and_then(|id| rooms::joined(&bot.client, id))
+            else {
+                out.push_str(&format!("\n- {name}: not created yet"));
+                continue;
+            };
+            let members = room
+                .members(RoomMemberships::JOIN | RoomMemberships::INVITE)
+                .await
+                .unwrap_or_default();
+            let me = bot.user_id();
+            let joined = members
+                .iter()
+                .filter(|m| m.user_id() != me)
+                .filter(|m| {
+                    *m.membership() == matrix_sdk::ruma::events::room::member::MembershipState::Join
+                })
+                .count();
+            let invited = members
+                .iter()
+                .filter(|m| {
+                    *m.membership()
+                        == matrix_sdk::ruma::events::room::member::MembershipState::Invite
+                })
+                .count();
+            let pending = planned.saturating_sub(joined + invited);
+            out.push_str(&format!(
+                "\n- {name}: {joined} joined, {invited} invited, {pending} pending"
+            ));
+        }
+    }
+    out
+}

@@ -1,0 +1,177 @@
+//! Room operations, each safe to repeat: create a planned room (or find it again by its
+//! tag), invite with a reason, send with a stored transaction id, pin, edit.
+
+use matrix_sdk::Client;
+use matrix_sdk::Room;
+use matrix_sdk::ruma::api::client::membership::invite_user;
+use matrix_sdk::ruma::api::client::room::create_room;
+use matrix_sdk::ruma::events::room::message::{
+    ReplacementMetadata, RoomMessageEventContent, RoomMessageEventContentWithoutRelation,
+};
+use matrix_sdk::ruma::events::{AnyInitialStateEvent, StateEventType};
+use matrix_sdk::ruma::serde::Raw;
+use matrix_sdk::ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
+use serde_json::{Value, json};
+use tracing::{debug, instrument};
+
+use super::MatrixError;
+use crate::incident::plan::{RoomPlan, TAG_INCIDENT, TAG_ROOM_KEY};
+
+fn raw<T>(value: &Value) -> Result<Raw<T>, MatrixError> {
+    let json = serde_json::value::to_raw_value(value)
+        .map_err(|e| MatrixError::Client(format!("encoding a request: {e}")))?;
+    Ok(Raw::from_json(json))
+}
+
+/// Creates the room described by `plan` in one `createRoom` call, with all its state in
+/// `initial_state`. Invites are sent separately, so that each carries a reason.
+#[instrument(skip_all, fields(room_key = %plan.key))]
+pub async fn create_planned_room(client: &Client, plan: &RoomPlan) -> Result<Room, MatrixError> {
+    let mut request = create_room::v3::Request::new();
+    request.name = Some(plan.name.clone());
+    request.topic = Some(plan.topic.clone());
+    request.preset = Some(create_room::v3::RoomPreset::PrivateChat);
+    request.visibility = matrix_sdk::ruma::api::client::room::Visibility::Private;
+    request.creation_content = Some(raw(&plan.creation_content)?);
+    request.power_level_content_override = Some(raw(&plan.power_levels)?);
+    request.initial_state = plan
+        .initial_state
+        .iter()
+        .map(|ev| {
+            raw::<AnyInitialStateEvent>(&json!({
+                "type": ev.event_type,
+                "state_key": ev.state_key,
+                "content": ev.content,
+            }))
+        })
+        .collect::<Result<_, _>>()?;
+    let room = client.create_room(request).await?;
+    debug!(room = %room.room_id(), "created");
+    Ok(room)
+}
+
+/// The tags in a room's creation event, if cordon tagged it.
+pub async fn room_tags(room: &Room) -> Option<(String, String)> {
+    let raw = room
+        .get_state_event(StateEventType::RoomCreate, "")
+        .await
+        .ok()
+        .flatten()?;
+    let value: Value = match raw {
+        matrix_sdk::deserialized_responses::RawAnySyncOrStrippedState::Sync(r) => {
+            r.deserialize_as_unchecked().ok()?
+        }
+        matrix_sdk::deserialized_responses::RawAnySyncOrStrippedState::Stripped(r) => {
+            r.deserialize_as_unchecked().ok()?
+        }
+    };
+    let content = value.get("content")?;
+    let incident = content.get(TAG_INCIDENT)?.as_str()?.to_owned();
+    let key = content.get(TAG_ROOM_KEY)?.as_str()?.to_owned();
+    Some((incident, key))
+}
+
+/// Finds a joined room that cordon created for `incident`'s room `key` (after a crash
+/// between `createRoom` and recording its id).
+pub async fn find_tagged_room(client: &Client, incident: &str, key: &str) -> Option<Room> {
+    for room in client.joined_rooms() {
+        if let Some((i, k)) = room_tags(&room).await
+            && i == incident
+            && k == key
+        {
+            return Some(room);
+        }
+    }
+    None
+}
+
+/// What an invite came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InviteOutcome {
+    /// Invited now.
+    Invited,
+    /// Already invited or joined: nothing to do.
+    AlreadyThere,
+}
+
+/// Invites `user` with a `reason` (unencrypted, so the invitee can read why before
+/// joining). Repeating it is harmless.
+#[instrument(skip_all, fields(room = %room_id, user = %user))]
+pub async fn invite_with_reason(
+    client: &Client,
+    room_id: &RoomId,
+    user: &UserId,
+    reason: &str,
+) -> Result<InviteOutcome, MatrixError> {
+    let mut recipient = invite_user::v3::InviteUserId::new(user.to_owned());
+    recipient.reason = Some(reason.to_owned());
+    let request = invite_user::v3::Request::new(room_id.to_owned(), recipient.into());
+    match client.send(request).await {
+        Ok(_) => Ok(InviteOutcome::Invited),
+        Err(e) => {
+            // Synapse answers 403 "… is already in the room" for a repeated invite of a
+            // member; check the membership rather than trusting the wording.
+            if let Some(room) = client.get_room(room_id)
+                && let Ok(Some(member)) = room.get_member(user).await
+                && matches!(
+                    member.membership(),
+                    matrix_sdk::ruma::events::room::member::MembershipState::Invite
+                        | matrix_sdk::ruma::events::room::member::MembershipState::Join
+                )
+            {
+                return Ok(InviteOutcome::AlreadyThere);
+            }
+            Err(MatrixError::Http(e.to_string()))
+        }
+    }
+}
+
+/// Sends `content` with the stored transaction id `txn_id`: the homeserver deduplicates
+/// a retry with the same id from the same device.
+pub async fn send_message(
+    room: &Room,
+    content: RoomMessageEventContent,
+    txn_id: &str,
+) -> Result<OwnedEventId, MatrixError> {
+    let txn: matrix_sdk::ruma::OwnedTransactionId = txn_id.into();
+    let response = room.send(content).with_transaction_id(txn).await?;
+    Ok(response.response.event_id)
+}
+
+/// A notice (bots speak in notices, which other bots do not answer) with mentions.
+pub fn notice(body: &str, mentions: &[OwnedUserId]) -> RoomMessageEventContent {
+    let mut content = RoomMessageEventContent::notice_plain(body);
+    content.mentions = Some(matrix_sdk::ruma::events::Mentions::with_user_ids(
+        mentions.iter().cloned(),
+    ));
+    content
+}
+
+/// An edit of `original` replacing its text with `body`.
+pub fn edit(original: &EventId, body: &str) -> RoomMessageEventContent {
+    RoomMessageEventContentWithoutRelation::notice_plain(body)
+        .make_replacement(ReplacementMetadata::new(original.to_owned(), None))
+}
+
+/// Pins `event` (as the only pinned event cordon keeps for this purpose).
+pub async fn pin(room: &Room, event: &EventId) -> Result<(), MatrixError> {
+    let mut pinned = room.load_pinned_events().await?.unwrap_or_default();
+    if pinned.iter().any(|e| e == event) {
+        return Ok(());
+    }
+    pinned.push(event.to_owned());
+    room.send_state_event_raw("m.room.pinned_events", "", json!({ "pinned": pinned }))
+        .await?;
+    Ok(())
+}
+
+/// A matrix.to link to a room.
+pub fn room_link(room_id: &RoomId, server: &str) -> String {
+    format!("https://matrix.to/#/{room_id}?via={server}")
+}
+
+/// The joined room with this id, if the client knows it.
+pub fn joined(client: &Client, room_id: &str) -> Option<Room> {
+    let id = OwnedRoomId::try_from(room_id).ok()?;
+    client.get_room(&id)
+}

@@ -1,0 +1,592 @@
+//! End to end against a real Synapse: `cordon run` as its own process, people as
+//! matrix-sdk clients of their own, exactly as a commander and role holders would be.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cordon::harness::bot::{BotProcess, BotSetup};
+use cordon::harness::{Synapse, TestUser};
+use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId, RoomId};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn cordon_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_cordon"))
+}
+
+fn unique(prefix: &str) -> String {
+    use rand::Rng;
+    let n: u32 = rand::rng().random();
+    format!("{prefix}{n:08x}")
+}
+
+/// A drill playbook whose holders are the test's own users.
+fn drill_playbook(id: &str, lead: &OwnedUserId, nurses: &[OwnedUserId]) -> String {
+    let nurses: Vec<String> = nurses.iter().map(|n| format!("\"{n}\"")).collect();
+    format!(
+        r#"id: {id}
+title: "Drill: major incident"
+trigger: {{ allowed: [role:lead] }}
+duration: {{ max: 2h, warn_before: [30m], extend_max: 1h }}
+retention: {{ messages: 1h }}
+roles:
+  lead:
+    title: Incident lead
+    holders: ["{lead}"]
+    min: 1
+    instructions: "Lead {{incident}}. Run METHANE."
+  nurse:
+    title: Nurse in charge
+    holders: [{nurses}]
+    instructions: "Report bed state to {{commander}}."
+rooms:
+  - key: command
+    name: "{{incident}} - Command"
+    members: [lead, nurse]
+    moderators: [lead]
+  - key: ward
+    name: "{{incident}} - Ward"
+    members: [nurse]
+archive:
+  recipients: ["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"]
+  keep: 30d
+"#,
+        nurses = nurses.join(", ")
+    )
+}
+
+/// One scenario's world: a Synapse, a commander, nurses, a bot and a control room.
+struct World {
+    hs: &'static Synapse,
+    dir: tempfile::TempDir,
+    setup: BotSetup,
+    bot: Option<BotProcess>,
+    commander: TestUser,
+    nurses: Vec<TestUser>,
+    control: OwnedRoomId,
+    playbook_id: String,
+}
+
+impl World {
+    async fn new(nurse_count: usize) -> World {
+        let hs = Synapse::shared().await.expect("synapse");
+        let dir = tempfile::tempdir().unwrap();
+        let tag = unique("t");
+        let commander_name = format!("{tag}-lead");
+        hs.register(&commander_name, "pw", false).await.unwrap();
+        let commander = TestUser::login(hs, &commander_name, "pw").await.unwrap();
+        let mut nurses = Vec::new();
+        for i in 0..nurse_count {
+            let name = format!("{tag}-nurse{i}");
+            hs.register(&name, "pw", false).await.unwrap();
+            nurses.push(TestUser::login(hs, &name, "pw").await.unwrap());
+        }
+        let playbook_id = format!("drill-{tag}");
+        let playbooks = dir.path().join("playbooks");
+        std::fs::create_dir_all(&playbooks).unwrap();
+        let nurse_ids: Vec<OwnedUserId> = nurses.iter().map(|n| n.user_id().to_owned()).collect();
+        std::fs::write(
+            playbooks.join(format!("{playbook_id}.yaml")),
+            drill_playbook(&playbook_id, &commander.user_id().to_owned(), &nurse_ids),
+        )
+        .unwrap();
+        let setup = BotSetup::create(
+            hs,
+            dir.path(),
+            &format!("{tag}-cordon"),
+            &playbooks,
+            &[commander.user_id().to_owned()],
+            "",
+        )
+        .await
+        .unwrap();
+        let mut bot = BotProcess::start(&cordon_bin(), &setup, &[]).unwrap();
+        bot.wait_for_log("cordon is ready", WAIT).await.unwrap();
+        let control = commander
+            .create_encrypted_room("Control", std::slice::from_ref(&setup.user_id))
+            .await
+            .unwrap();
+        if let Err(e) = commander
+            .wait_for_message(&control, WAIT, |s, b| {
+                s == setup.user_id && b.contains("control room")
+            })
+            .await
+        {
+            panic!(
+                "the bot did not greet the control room: {e}\nbot log:\n{}",
+                bot.log_text()
+            );
+        }
+        World {
+            hs,
+            dir,
+            setup,
+            bot: Some(bot),
+            commander,
+            nurses,
+            control,
+            playbook_id,
+        }
+    }
+
+    fn bot_id(&self) -> OwnedUserId {
+        self.setup.user_id.clone()
+    }
+
+    async fn say(&self, body: &str) {
+        self.commander.send_text(&self.control, body).await.unwrap();
+    }
+
+    /// Waits for a bot message in the control room containing `needle`.
+    async fn bot_says(&self, needle: &str) -> String {
+        let bot = self.bot_id();
+        let (_, body) = self
+            .commander
+            .wait_for_message(&self.control, WAIT, |s, b| s == bot && b.contains(needle))
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "waiting for {needle:?}: {e}\nbot log:\n{}",
+                    self.bot.as_ref().map(|b| b.log_text()).unwrap_or_default()
+                )
+            });
+        body
+    }
+
+    fn bot_messages(&self, needle: &str) -> usize {
+        let bot = self.bot_id();
+        self.commander
+            .messages(&self.control)
+            .iter()
+            .filter(|m| m.sender == bot && m.body.contains(needle))
+            .count()
+    }
+
+    fn restart(&mut self, env: &[(&str, &str)]) -> &mut BotProcess {
+        if let Some(mut b) = self.bot.take() {
+            b.terminate(Duration::from_secs(20));
+        }
+        self.bot = Some(BotProcess::start(&cordon_bin(), &self.setup, env).unwrap());
+        self.bot.as_mut().unwrap()
+    }
+
+    fn stop_bot(&mut self) {
+        if let Some(mut b) = self.bot.take() {
+            b.terminate(Duration::from_secs(20));
+        }
+    }
+
+    /// The rooms the bot created, by room key, from the tags in their create events
+    /// (read through an admin account, as an auditor would).
+    async fn created_rooms(&self, incident: &str) -> BTreeMap<String, Vec<OwnedRoomId>> {
+        let admin = admin_token(self.hs).await;
+        let http = reqwest::Client::new();
+        let url = self
+            .hs
+            .base_url()
+            .join("_synapse/admin/v1/rooms?limit=1000")
+            .unwrap();
+        let rooms: Value = http
+            .get(url)
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mut out: BTreeMap<String, Vec<OwnedRoomId>> = BTreeMap::new();
+        for room in rooms["rooms"].as_array().unwrap() {
+            if room["creator"].as_str() != Some(self.bot_id().as_str()) {
+                continue;
+            }
+            let id = room["room_id"].as_str().unwrap();
+            let url = self
+                .hs
+                .base_url()
+                .join(&format!("_synapse/admin/v1/rooms/{id}/state"))
+                .unwrap();
+            let state: Value = http
+                .get(url)
+                .bearer_auth(&admin)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            for ev in state["state"].as_array().unwrap() {
+                if ev["type"] == "m.room.create"
+                    && ev["content"]["org.cordon.incident"].as_str() == Some(incident)
+                {
+                    let key = ev["content"]["org.cordon.room_key"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned();
+                    out.entry(key).or_default().push(RoomId::parse(id).unwrap());
+                }
+            }
+        }
+        out
+    }
+
+    fn store_dir(&self) -> PathBuf {
+        self.setup.state_dir.join("store")
+    }
+}
+
+async fn admin_token(hs: &Synapse) -> String {
+    static TOKEN: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    // One admin per Synapse; the OnceCell is per test binary, like the shared Synapse.
+    TOKEN
+        .get_or_init(|| async {
+            let name = unique("auditor");
+            hs.register_session(&name, "pw", true)
+                .await
+                .unwrap()
+                .access_token
+        })
+        .await
+        .clone()
+}
+
+fn incident_id_in(text: &str) -> String {
+    // "DECLARED: <name> (<id>), …"
+    let start = text.find('(').unwrap() + 1;
+    let end = start + text[start..].find(')').unwrap();
+    text[start..end].to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declare_provisions_locked_down_rooms_that_holders_join_and_read() {
+    let mut w = World::new(2).await;
+    w.say(&format!(
+        "!cordon declare {} \"Tram crash Addiscombe\"",
+        w.playbook_id
+    ))
+    .await;
+    let summary = w.bot_says("DECLARED").await;
+    let incident = incident_id_in(&summary);
+    assert!(summary.contains("Tram crash Addiscombe"), "{summary}");
+    assert!(summary.contains("https://matrix.to/#/!"), "{summary}");
+
+    // The progress message was edited in place to "done".
+    w.bot_says("Declaring Tram crash Addiscombe").await;
+
+    let rooms = w.created_rooms(&incident).await;
+    assert_eq!(rooms.len(), 2, "{rooms:?}");
+    assert!(rooms.values().all(|r| r.len() == 1), "{rooms:?}");
+    let command = rooms["command"][0].clone();
+
+    // A nurse receives the invite with a reason, joins, and decrypts the briefing.
+    let nurse = &w.nurses[0];
+    loop {
+        let inv = nurse.wait_for_invite(WAIT).await.unwrap();
+        if inv.room_id() == command {
+            break;
+        }
+    }
+    let reason = nurse
+        .invites()
+        .into_iter()
+        .find(|i| i.room_id == command)
+        .and_then(|i| i.reason)
+        .unwrap_or_default();
+    assert!(
+        reason.contains("Nurse in charge"),
+        "invite reason: {reason:?}"
+    );
+    assert!(reason.contains("not the medical record"), "{reason}");
+    nurse.join(&command).await.unwrap();
+    let bot = w.bot_id();
+    let (_, briefing) = nurse
+        .wait_for_message(&command, WAIT, |s, b| s == bot && b.contains("BRIEFING"))
+        .await
+        .unwrap();
+    assert!(briefing.contains("NOT the medical record"), "{briefing}");
+    nurse
+        .wait_for_message(&command, WAIT, |s, b| {
+            s == bot && b.contains("Instructions for Nurse in charge")
+        })
+        .await
+        .unwrap();
+
+    // The room's state is exactly what the security model asks for.
+    let state = |t: &'static str| nurse.room_state_json(&command, t, "");
+    assert_eq!(
+        state("m.room.join_rules").await.unwrap()["join_rule"],
+        "invite"
+    );
+    assert_eq!(
+        state("m.room.history_visibility").await.unwrap()["history_visibility"],
+        "invited"
+    );
+    assert_eq!(
+        state("m.room.guest_access").await.unwrap()["guest_access"],
+        "forbidden"
+    );
+    assert_eq!(
+        state("m.room.encryption").await.unwrap()["algorithm"],
+        "m.megolm.v1.aes-sha2"
+    );
+    let create = state("m.room.create").await.unwrap();
+    assert_eq!(create["m.federate"], false, "{create}");
+    assert_eq!(create["org.cordon.incident"], incident.as_str());
+    let retention = state("m.room.retention").await.unwrap();
+    assert_eq!(
+        retention["max_lifetime"],
+        (3600 + 15 * 60) * 1000,
+        "{retention}"
+    );
+    let pl = state("m.room.power_levels").await.unwrap();
+    for k in ["invite", "kick", "ban", "state_default"] {
+        assert_eq!(pl[k], 100, "{k}: {pl}");
+    }
+    assert_eq!(pl["users_default"], 0);
+    assert_eq!(pl["users"][w.commander.user_id().as_str()], 50);
+    let topic = state("m.room.topic").await.unwrap();
+    assert!(
+        topic["topic"]
+            .as_str()
+            .unwrap()
+            .contains("NOT the medical record"),
+        "{topic}"
+    );
+    let pinned = state("m.room.pinned_events").await.unwrap();
+    assert_eq!(
+        pinned["pinned"].as_array().map(Vec::len),
+        Some(1),
+        "{pinned}"
+    );
+
+    // A member cannot invite anyone: the server refuses it.
+    let outsider = unique("outsider");
+    w.hs.register(&outsider, "pw", false).await.unwrap();
+    let outsider_id = w.hs.user_id(&outsider).unwrap();
+    assert!(
+        nurse.invite(&command, &outsider_id).await.is_err(),
+        "a member could invite"
+    );
+
+    // Status shows the incident, its rooms and who has joined.
+    w.say("!cordon status").await;
+    let status = w.bot_says(&format!("{incident} ·")).await;
+    assert!(status.contains("active"), "{status}");
+    assert!(status.contains("1 joined"), "{status}");
+
+    w.stop_bot();
+    let store = cordon::store::Store::open_existing(&w.store_dir()).unwrap();
+    assert!(store.verify_audit().unwrap().is_intact());
+    drop(w.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_commands_are_answered_audited_and_create_nothing() {
+    let mut w = World::new(1).await;
+    // An outsider in the control room is not allowed to declare.
+    let name = unique("intruder");
+    w.hs.register(&name, "pw", false).await.unwrap();
+    let intruder = TestUser::login(w.hs, &name, "pw").await.unwrap();
+    w.commander
+        .invite(&w.control, intruder.user_id())
+        .await
+        .unwrap();
+    intruder.wait_for_invite(WAIT).await.unwrap();
+    intruder.join(&w.control).await.unwrap();
+    intruder
+        .send_text(
+            &w.control,
+            &format!("!cordon declare {} \"Fake incident\"", w.playbook_id),
+        )
+        .await
+        .unwrap();
+    w.bot_says("not allowed to declare").await;
+
+    w.say("!cordon declare no-such-playbook \"X\"").await;
+    let reply = w.bot_says("There is no playbook").await;
+    assert!(
+        reply.contains(&w.playbook_id),
+        "lists the available ones: {reply}"
+    );
+
+    w.say("!cordon declare \"unbalanced").await;
+    w.bot_says("quote").await;
+
+    w.say("!cordon frobnicate").await;
+    w.bot_says("help").await;
+
+    // A playbook that fails `cordon check` is refused with its problem.
+    std::fs::write(
+        w.setup.playbooks_dir.join("broken.yaml"),
+        "id: broken\ntitle: Broken\nduration: { max: forever }\n",
+    )
+    .unwrap();
+    w.say("!cordon declare broken \"X\"").await;
+    let reply = w.bot_says("cannot be used").await;
+    assert!(reply.contains("broken.yaml:"), "{reply}");
+
+    let admin_rooms = w.created_rooms_count().await;
+    assert_eq!(admin_rooms, 0, "a refused command created rooms");
+
+    w.stop_bot();
+    let store = cordon::store::Store::open_existing(&w.store_dir()).unwrap();
+    let refusals = store
+        .audit_entries(.., None)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "command.refused")
+        .count();
+    assert_eq!(refusals, 5, "every refusal is audited");
+    assert!(
+        store
+            .incidents(&cordon::store::IncidentFilter::all())
+            .unwrap()
+            .is_empty()
+    );
+}
+
+impl World {
+    async fn created_rooms_count(&self) -> usize {
+        let admin = admin_token(self.hs).await;
+        let url = self
+            .hs
+            .base_url()
+            .join("_synapse/admin/v1/rooms?limit=1000")
+            .unwrap();
+        let rooms: Value = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        rooms["rooms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["creator"].as_str() == Some(self.bot_id().as_str()))
+            .count()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_sent_while_down_are_handled_once_and_stale_ones_are_not_run() {
+    let mut w = World::new(1).await;
+    w.stop_bot();
+    w.say("!cordon status").await;
+    let bot = w.restart(&[]);
+    bot.wait_for_log("cordon is ready", WAIT).await.unwrap();
+    w.bot_says("No open incident").await;
+    // A restart does not answer it again.
+    let bot = w.restart(&[]);
+    bot.wait_for_log("cordon is ready", WAIT).await.unwrap();
+    w.say("!cordon help").await;
+    w.bot_says("declare").await;
+    assert_eq!(w.bot_messages("No open incident"), 1);
+
+    // A declare that waited while cordon was down longer than commands.max_age (15m,
+    // seen through a clock skewed forward an hour) is not run; its sender is asked to
+    // send it again.
+    w.stop_bot();
+    w.say(&format!("!cordon declare {} \"Old news\"", w.playbook_id))
+        .await;
+    let bot = w.restart(&[(cordon::clock::SKEW_VAR, "3600")]);
+    bot.wait_for_log("cordon is ready", WAIT).await.unwrap();
+    w.bot_says("send it again").await;
+    assert_eq!(w.created_rooms_count().await, 0);
+}
+
+/// Kills the bot with SIGKILL at each failpoint of a declare, restarts it, and checks
+/// the end state: exactly the playbook's rooms, everyone invited once, nothing sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_any_point_of_declare_resumes_without_duplicates() {
+    let points = [
+        "provision.before_create_room",
+        "provision.after_create_room",
+        "provision.before_invite@3",
+        "send.before@3",
+        "provision.before_pin",
+        "provision.before_active",
+    ];
+    let mut w = World::new(2).await;
+    for (n, point) in points.iter().enumerate() {
+        let name = format!("Crash drill {n}");
+        let bot = w.restart(&[("CORDON_FAILPOINT", point)]);
+        bot.wait_for_log("cordon is ready", WAIT).await.unwrap();
+        w.say(&format!("!cordon declare {} \"{name}\"", w.playbook_id))
+            .await;
+        let bot = w.bot.as_mut().unwrap();
+        bot.wait_for_log("failpoint reached", WAIT).await.unwrap();
+        bot.kill9();
+        let bot = w.restart(&[]);
+        bot.wait_for_log("cordon is ready", WAIT).await.unwrap();
+        let summary = w.bot_says(&format!("DECLARED: {name}")).await;
+        let incident = incident_id_in(&summary);
+
+        let rooms = w.created_rooms(&incident).await;
+        assert_eq!(rooms.len(), 2, "{point}: {rooms:?}");
+        for (key, ids) in &rooms {
+            assert_eq!(
+                ids.len(),
+                1,
+                "{point}: room {key} created {} times",
+                ids.len()
+            );
+        }
+        assert_eq!(w.bot_messages(&format!("DECLARED: {name}")), 1, "{point}");
+
+        // Each nurse is invited to each of their rooms exactly once, and the briefing
+        // is there exactly once.
+        for nurse in &w.nurses {
+            for room in [&rooms["command"][0], &rooms["ward"][0]] {
+                let invites = nurse
+                    .invites()
+                    .into_iter()
+                    .filter(|i| &i.room_id == room)
+                    .count();
+                assert_eq!(
+                    invites,
+                    1,
+                    "{point}: {} invited {invites} times",
+                    nurse.user_id()
+                );
+            }
+        }
+        let nurse = &w.nurses[0];
+        let command = &rooms["command"][0];
+        nurse.join(command).await.unwrap();
+        let bot_id = w.bot_id();
+        nurse
+            .wait_for_message(command, WAIT, |s, b| s == bot_id && b.contains("BRIEFING"))
+            .await
+            .unwrap();
+        nurse
+            .wait_for_message(command, WAIT, |s, b| {
+                s == bot_id && b.contains("Instructions for Nurse in charge")
+            })
+            .await
+            .unwrap();
+        let briefings = nurse
+            .messages(command)
+            .iter()
+            .filter(|m| m.sender == bot_id && m.body.contains("BRIEFING"))
+            .count();
+        assert_eq!(briefings, 1, "{point}: briefing posted {briefings} times");
+    }
+    w.stop_bot();
+    let store = cordon::store::Store::open_existing(&w.store_dir()).unwrap();
+    assert!(store.verify_audit().unwrap().is_intact());
+    let incidents = store
+        .incidents(&cordon::store::IncidentFilter::all())
+        .unwrap();
+    assert_eq!(incidents.len(), points.len());
+    assert!(
+        incidents
+            .iter()
+            .all(|i| i.state == cordon::incident::State::Active)
+    );
+}

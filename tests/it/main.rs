@@ -1,0 +1,12 @@
+//! The one integration test binary. Each module covers one area from outside, through
+//! the `cordon` binary or the public library API.
+
+// The whole binary is test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod audit;
+mod check;
+mod config;
+mod e2e;
+mod grammar;
+mod harness;
