@@ -1,0 +1,266 @@
+//! `cordon demo`: a scripted major incident on a throwaway Synapse.
+//!
+//! Brings up a real Synapse on loopback, registers the commander and the role holders
+//! of the sample mass-casualty playbook (rewritten from `nhs.example` to the local
+//! server), starts `cordon run` as its own process, has the commander invite it into an
+//! encrypted control room and declare the incident from their own client, and prints a
+//! timeline of rooms, invites and joins with elapsed times.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId};
+
+use crate::harness::bot::{BotProcess, BotSetup};
+use crate::harness::{HarnessError, Synapse, TestUser};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// Why the demo stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The homeserver harness failed.
+    #[error(transparent)]
+    Harness(#[from] HarnessError),
+    /// A file could not be read or written.
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+    /// The playbook could not be prepared.
+    #[error("the demo playbook: {0}")]
+    Playbook(String),
+}
+
+/// Options of `cordon demo`.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// The `cordon` binary to run as the bot.
+    pub binary: PathBuf,
+    /// The sample playbook to declare.
+    pub playbook: PathBuf,
+    /// The incident's name.
+    pub incident_name: String,
+    /// Keep the demo's files (config, store, logs) and print where they are.
+    pub keep: bool,
+}
+
+struct Timeline {
+    started: Instant,
+}
+
+impl Timeline {
+    fn say(&self, what: impl AsRef<str>) {
+        println!(
+            "[{:>6.2}s] {}",
+            self.started.elapsed().as_secs_f64(),
+            what.as_ref()
+        );
+    }
+}
+
+/// Runs the demo.
+pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
+    let t = Timeline {
+        started: Instant::now(),
+    };
+    println!("cordon demo: a scripted major incident on a throwaway Synapse homeserver\n");
+    t.say("installing (first run only) and starting Synapse 1.163 on loopback");
+    let hs = Synapse::start().await?;
+    t.say(format!(
+        "Synapse is up at {} (server name {})",
+        hs.base_url(),
+        hs.server_name()
+    ));
+
+    let dir = std::env::temp_dir().join(format!("cordon-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| DemoError::Io(dir.display().to_string(), e))?;
+    let playbooks = dir.join("playbooks");
+    std::fs::create_dir_all(&playbooks)
+        .map_err(|e| DemoError::Io(playbooks.display().to_string(), e))?;
+    let text = std::fs::read_to_string(&options.playbook)
+        .map_err(|e| DemoError::Io(options.playbook.display().to_string(), e))?;
+    let local = text.replace(":nhs.example", &format!(":{}", hs.server_name()));
+    let file_name = options
+        .playbook
+        .file_name()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("demo.yaml"));
+    let demo_playbook = playbooks.join(file_name);
+    std::fs::write(&demo_playbook, &local)
+        .map_err(|e| DemoError::Io(demo_playbook.display().to_string(), e))?;
+    let playbook = crate::playbook::load_file(&demo_playbook).map_err(|problems| {
+        DemoError::Playbook(
+            problems
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    })?;
+
+    // Every holder gets an account; the commander is the first site commander.
+    let mut holders: Vec<OwnedUserId> = playbook
+        .roles
+        .iter()
+        .flat_map(|r| r.holders.iter().cloned())
+        .collect();
+    holders.sort();
+    holders.dedup();
+    let commander_id = playbook
+        .trigger
+        .allowed
+        .iter()
+        .find_map(|a| match a {
+            crate::playbook::Allowed::Role(role) => {
+                playbook.role(role).and_then(|r| r.holders.first().cloned())
+            }
+            crate::playbook::Allowed::User(u) => Some(u.clone()),
+        })
+        .ok_or_else(|| DemoError::Playbook("nobody may declare it".into()))?;
+    for holder in &holders {
+        hs.register(holder.localpart(), "demo-password", false)
+            .await?;
+    }
+    t.say(format!(
+        "registered {} role holders; the incident commander is {commander_id}",
+        holders.len()
+    ));
+
+    let setup = BotSetup::create(
+        &hs,
+        &dir,
+        "cordon",
+        &playbooks,
+        std::slice::from_ref(&commander_id),
+        "time_zone: Europe/London\n",
+    )
+    .await?;
+    let mut bot = BotProcess::start(&options.binary, &setup, &[])?;
+    bot.wait_for_log("cordon is ready", WAIT).await?;
+    t.say(format!(
+        "cordon is running as {} (a server admin, so it lifted its own rate limits)",
+        setup.user_id
+    ));
+
+    let commander = TestUser::login(&hs, commander_id.localpart(), "demo-password").await?;
+    // A few clinicians have their phones out: they will accept their invites.
+    let watchers: Vec<OwnedUserId> = holders
+        .iter()
+        .filter(|h| **h != commander_id)
+        .step_by(3)
+        .cloned()
+        .collect();
+    let mut clinicians = Vec::new();
+    for w in &watchers {
+        clinicians.push(TestUser::login(&hs, w.localpart(), "demo-password").await?);
+    }
+    t.say(format!(
+        "{} clinicians' clients are signed in and syncing",
+        clinicians.len() + 1
+    ));
+
+    let control = commander
+        .create_encrypted_room(
+            "Hospital control centre",
+            std::slice::from_ref(&setup.user_id),
+        )
+        .await?;
+    t.say("the commander created an encrypted control room and invited cordon");
+    let bot_id = setup.user_id.clone();
+    commander
+        .wait_for_message(&control, WAIT, |s, b| {
+            s == bot_id && b.contains("control room")
+        })
+        .await?;
+    t.say("cordon joined it: \"This is now a control room\"");
+
+    let command = format!(
+        "!cordon declare {} \"{}\"",
+        playbook.id, options.incident_name
+    );
+    let declared_at = Instant::now();
+    commander.send_text(&control, &command).await?;
+    t.say(format!("commander: {command}"));
+
+    // Invites arrive at the clinicians; each joins.
+    let mut joined: Vec<(OwnedUserId, OwnedRoomId)> = Vec::new();
+    for c in &clinicians {
+        let room = c.wait_for_invite(WAIT).await?;
+        let reason = c
+            .invites()
+            .into_iter()
+            .find(|i| i.room_id == room.room_id())
+            .and_then(|i| i.reason)
+            .unwrap_or_default();
+        let name = room.name().unwrap_or_else(|| room.room_id().to_string());
+        t.say(format!("invite  {} -> {name}", c.user_id()));
+        t.say(format!("        reason: {}", shorten(&reason, 150)));
+        c.join(room.room_id()).await?;
+        t.say(format!("joined  {} -> {name}", c.user_id()));
+        joined.push((c.user_id().to_owned(), room.room_id().to_owned()));
+    }
+
+    let (_, summary) = commander
+        .wait_for_message(&control, WAIT, |s, b| {
+            s == bot_id && b.starts_with("DECLARED")
+        })
+        .await?;
+    t.say(format!(
+        "cordon confirmed the incident {:.1} s after the command:",
+        declared_at.elapsed().as_secs_f64()
+    ));
+    for line in summary.lines() {
+        println!("           | {line}");
+    }
+
+    if let (Some(c), Some((_, room))) = (clinicians.first(), joined.first()) {
+        let (_, briefing) = c
+            .wait_for_message(room, WAIT, |s, b| s == bot_id && b.starts_with("BRIEFING"))
+            .await?;
+        t.say(format!(
+            "{} decrypted the pinned briefing: \"{}\"",
+            c.user_id(),
+            shorten(briefing.lines().nth(1).unwrap_or_default(), 90)
+        ));
+    }
+
+    commander.send_text(&control, "!cordon status").await?;
+    t.say("commander: !cordon status");
+    let (_, status) = commander
+        .wait_for_message(&control, WAIT, |s, b| {
+            s == bot_id && b.contains(" · active")
+        })
+        .await?;
+    for line in status.lines() {
+        println!("           | {line}");
+    }
+
+    bot.terminate(Duration::from_secs(20));
+    t.say("cordon stopped (SIGTERM); the demo is over");
+    if options.keep {
+        println!(
+            "\nfiles kept in {} (bot log: {})",
+            dir.display(),
+            setup.log.display()
+        );
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    for c in clinicians {
+        c.stop().await;
+    }
+    commander.stop().await;
+    Ok(())
+}
+
+fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        format!("{}…", s.chars().take(max).collect::<String>())
+    }
+}
+
+/// The default sample playbook, relative to the working directory.
+pub fn default_playbook() -> PathBuf {
+    Path::new("playbooks").join("mass-casualty.yaml")
+}
