@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //!
+//! - [`bench`]: `cordon bench declare`, cordon's declare against a raw-HTTP baseline.
 //! - [`bot`]: the running bot (`cordon run`): start-up, sync, command handling and the
 //!   resumable provisioning pipeline.
 //! - [`clock`]: the injectable clock every time-based step reads.
@@ -31,6 +32,7 @@
 
 #![recursion_limit = "256"]
 
+pub mod bench;
 pub mod bot;
 pub mod clock;
 pub mod command;

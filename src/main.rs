@@ -36,6 +36,11 @@ enum Cmd {
         #[arg(long)]
         keep: bool,
     },
+    /// Benchmarks, each against a baseline measured in the same run.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCmd,
+    },
     /// Check playbooks and report every problem as `file:line:col: error: message`.
     ///
     /// Exits 0 when every playbook is valid, 1 otherwise.
@@ -57,6 +62,20 @@ enum Cmd {
     Audit {
         #[command(subcommand)]
         command: AuditCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCmd {
+    /// Time a declare (command to last invite and briefing confirmed) against a raw
+    /// HTTP client sending the same requests to the same throwaway Synapse.
+    Declare {
+        /// Runs of each.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Role holders in the benchmark playbook.
+        #[arg(long, default_value_t = 40)]
+        holders: usize,
     },
 }
 
@@ -148,6 +167,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 incident_name: name,
                 keep,
             }))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Bench {
+            command: BenchCmd::Declare { runs, holders },
+        } => {
+            let binary = std::env::current_exe().context("finding the cordon binary")?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let report = runtime.block_on(cordon::bench::declare(cordon::bench::BenchOptions {
+                binary,
+                runs: runs.max(1),
+                holders,
+            }))?;
+            println!(
+                "declare, {} rooms, {} invites, {} runs each: cordon median {:.3} s, baseline median {:.3} s, ratio cordon/baseline {:.2}",
+                report.rooms,
+                report.invites,
+                report.cordon.len(),
+                report.cordon_median().as_secs_f64(),
+                report.baseline_median().as_secs_f64(),
+                report.ratio()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Check { paths } => {

@@ -40,7 +40,13 @@ pub async fn render(bot: &Bot, incidents: &[Incident]) -> String {
         {
             out.push_str(&format!("\nfailed: {}", failure.reason));
         }
-        let records = bot.store.rooms(&incident.id).unwrap_or_default();
+        let mut records = bot.store.rooms(&incident.id).unwrap_or_default();
+        records.sort_by_key(|r| {
+            r.desired
+                .get("position")
+                .and_then(|p| p.as_u64())
+                .unwrap_or(u64::MAX)
+        });
         for record in records {
             let name = record
                 .desired

@@ -87,6 +87,8 @@ pub struct InvitePlan {
 pub struct RoomPlan {
     /// The playbook's room key.
     pub key: String,
+    /// Position of the room in the playbook (rooms are listed in this order).
+    pub position: usize,
     /// The room name.
     pub name: String,
     /// The topic, with the incident banner.
@@ -111,6 +113,7 @@ impl RoomPlan {
         }
         state.insert("m.room.power_levels".into(), self.power_levels.clone());
         json!({
+            "position": self.position,
             "name": self.name,
             "topic": self.topic,
             "creation_content": self.creation_content,
@@ -137,11 +140,17 @@ pub fn plan_rooms(facts: &IncidentFacts<'_>, now: DateTime<Utc>) -> Vec<RoomPlan
         .playbook
         .rooms
         .iter()
-        .map(|room| plan_room(facts, room, &vars))
+        .enumerate()
+        .map(|(position, room)| plan_room(facts, room, position, &vars))
         .collect()
 }
 
-fn plan_room(facts: &IncidentFacts<'_>, room: &Room, vars: &TemplateVars) -> RoomPlan {
+fn plan_room(
+    facts: &IncidentFacts<'_>,
+    room: &Room,
+    position: usize,
+    vars: &TemplateVars,
+) -> RoomPlan {
     let pb = facts.playbook;
     let name = one_line(&room.name.render(vars), 255);
     let banner = format!(
@@ -221,6 +230,7 @@ fn plan_room(facts: &IncidentFacts<'_>, room: &Room, vars: &TemplateVars) -> Roo
 
     RoomPlan {
         key: room.key.clone(),
+        position,
         name,
         topic,
         creation_content: Value::Object(creation_content),

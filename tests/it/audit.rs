@@ -4,7 +4,6 @@
 //! binary in a new process. Tampering opens the file with the `redb` crate directly, as
 //! someone with access to the file would, using the documented table names and types.
 
-
 use std::path::Path;
 use std::process::{Command, Output};
 
