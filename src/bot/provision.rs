@@ -24,10 +24,10 @@ use crate::incident::{Event, Incident, IncidentId, State};
 use crate::matrix::MatrixError;
 use crate::matrix::rooms::{self, InviteOutcome, notice};
 use crate::playbook::Playbook;
-use crate::store::{RoomRecord, RoomStatus};
+use crate::store::{OutboxIntent, RoomRecord, RoomStatus};
 
 /// How many invites go out at once.
-const INVITE_CONCURRENCY: usize = 8;
+const INVITE_CONCURRENCY: usize = 32;
 /// Attempts at the whole pipeline before the incident is marked failed.
 const ATTEMPTS: u32 = 5;
 
@@ -186,28 +186,69 @@ async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
         let _ = send_once(bot, room, &key, Some(id), rooms::edit(original, &body)).await;
     }
 
-    // Invites, with bounded concurrency.
+    // Invites: every intent (the guard's invite record) is stored in one transaction
+    // before any is sent; completions are stored together afterwards. A crash in
+    // between re-sends some invites, which the server treats as no-ops.
     let jobs: Vec<(Room, plan::InvitePlan, String)> = plans
         .iter()
         .filter_map(|p| rooms_by_key.get(&p.key))
         .flat_map(|(p, room)| {
             p.invites
                 .iter()
-                .map(move |inv| (room.clone(), inv.clone(), p.key.clone()))
+                .map(move |inv| (room.clone(), inv.clone(), invite_key(id, &p.key, &inv.user)))
         })
         .collect();
-    let results: Vec<Result<(), BotError>> = stream::iter(jobs)
+    let intents: Vec<OutboxIntent> = jobs
+        .iter()
+        .map(|(room, inv, key)| OutboxIntent {
+            key: key.clone(),
+            kind: "invite".into(),
+            payload: json!({ "room": room.room_id(), "user": inv.user, "roles": inv.roles }),
+        })
+        .collect();
+    let entries = bot.store.outbox_put_many(Some(id), &intents, bot.now())?;
+    let pending: Vec<(Room, plan::InvitePlan, String)> = jobs
+        .into_iter()
+        .zip(entries)
+        .filter(|(_, entry)| entry.is_pending())
+        .map(|(job, _)| job)
+        .collect();
+    progress.invites_done = progress.invites_total - pending.len();
+    crate::failpoint::hit("provision.before_invite").await;
+    let results: Vec<Result<(String, &'static str), BotError>> = stream::iter(pending)
         .map(|(room, inv, key)| {
             let bot = bot.clone();
-            let id = id.clone();
-            async move { ensure_invite(&bot, &id, &room, &key, &inv).await }
+            async move {
+                let outcome =
+                    rooms::invite_with_reason(&bot.client, room.room_id(), &inv.user, &inv.reason)
+                        .await?;
+                Ok((
+                    key,
+                    match outcome {
+                        InviteOutcome::Invited => "invited",
+                        InviteOutcome::AlreadyThere => "already-there",
+                    },
+                ))
+            }
         })
         .buffer_unordered(INVITE_CONCURRENCY)
         .collect()
         .await;
+    let mut completions = Vec::new();
+    let mut first_error = None;
     for r in results {
-        r?;
-        progress.invites_done += 1;
+        match r {
+            Ok((key, outcome)) => completions.push((key, Some(json!({ "outcome": outcome })))),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    progress.invites_done += completions.len();
+    crate::failpoint::hit("provision.before_invites_recorded").await;
+    bot.store.outbox_complete_many(&completions, bot.now())?;
+    if let Some(e) = first_error {
+        return Err(e);
     }
     if let (Some(room), Some(original)) = (&control, &progress_event) {
         let (key, body) = edit(&progress, "invites sent; posting briefings", "invites");
@@ -338,35 +379,9 @@ fn record_room(
     Ok(())
 }
 
-/// Invites one holder once: the intent (the guard's invite record) is stored first.
-async fn ensure_invite(
-    bot: &Bot,
-    id: &IncidentId,
-    room: &Room,
-    room_key: &str,
-    inv: &plan::InvitePlan,
-) -> Result<(), BotError> {
-    let key = format!("{}/{}/invite/{}", id.as_str(), room_key, inv.user);
-    let entry = bot.store.outbox_put(
-        &key,
-        Some(id),
-        "invite",
-        json!({ "room": room.room_id(), "user": inv.user, "roles": inv.roles }),
-        bot.now(),
-    )?;
-    if !entry.is_pending() {
-        return Ok(());
-    }
-    crate::failpoint::hit("provision.before_invite").await;
-    let outcome =
-        rooms::invite_with_reason(&bot.client, room.room_id(), &inv.user, &inv.reason).await?;
-    let outcome = match outcome {
-        InviteOutcome::Invited => "invited",
-        InviteOutcome::AlreadyThere => "already-there",
-    };
-    bot.store
-        .outbox_complete(&key, Some(json!({ "outcome": outcome })), bot.now())?;
-    Ok(())
+/// The outbox key of one invite (also the guard's invite record).
+fn invite_key(id: &IncidentId, room_key: &str, user: &matrix_sdk::ruma::UserId) -> String {
+    format!("{}/{}/invite/{}", id.as_str(), room_key, user)
 }
 
 fn summary_text(

@@ -78,6 +78,9 @@ pub enum StoreError {
     /// An error from redb while reading or writing.
     #[error("store database error: {0}")]
     Database(#[source] redb::Error),
+    /// A batch write returned fewer records than it was given (a bug, not bad data).
+    #[error("the store returned an incomplete batch ({0})")]
+    IncompleteBatch(&'static str),
     /// A stored record does not decode.
     #[error("stored record {table}[{key}] is unreadable ({source}). {RESTORE}.")]
     BadRecord {

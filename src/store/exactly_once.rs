@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use redb::ReadableTable;
 
-use super::records::OutboxEntry;
+use super::records::{OutboxEntry, OutboxIntent};
 use super::{Store, StoreError, decode, encode, tables};
 use crate::incident::IncidentId;
 
@@ -64,39 +64,66 @@ impl Store {
         payload: serde_json::Value,
         at: DateTime<Utc>,
     ) -> Result<OutboxEntry, StoreError> {
+        let intent = OutboxIntent {
+            key: key.to_owned(),
+            kind: kind.to_owned(),
+            payload,
+        };
+        let mut entries = self.outbox_put_many(incident, std::slice::from_ref(&intent), at)?;
+        entries
+            .pop()
+            .ok_or(StoreError::IncompleteBatch("outbox intent"))
+    }
+
+    /// Records several intents in one transaction (one fsync for a whole batch of
+    /// invites), each exactly as [`Store::outbox_put`] would. Returns the entries in the
+    /// order given.
+    pub fn outbox_put_many(
+        &self,
+        incident: Option<&IncidentId>,
+        intents: &[OutboxIntent],
+        at: DateTime<Utc>,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
         let tx = self.write()?;
-        let entry = {
+        let mut out = Vec::with_capacity(intents.len());
+        {
             let mut outbox = tx.open_table(tables::OUTBOX)?;
-            let existing: Option<OutboxEntry> = match outbox.get(key)? {
-                None => None,
-                Some(bytes) => Some(decode("outbox", key, bytes.value())?),
-            };
-            if let Some(existing) = existing {
-                return Ok(existing);
-            }
             let mut meta = tx.open_table(tables::META)?;
-            let last: u64 = match meta.get(tables::OUTBOX_SEQ)? {
+            let mut last: u64 = match meta.get(tables::OUTBOX_SEQ)? {
                 None => 0,
                 Some(bytes) => decode("meta", tables::OUTBOX_SEQ, bytes.value())?,
             };
-            let seq = last + 1;
-            meta.insert(tables::OUTBOX_SEQ, encode("meta", &seq)?.as_slice())?;
-            let entry = OutboxEntry {
-                key: key.to_owned(),
-                // The time part keeps ids unique even if the store is ever rebuilt.
-                txn_id: format!("cordon.{}.{seq}", at.timestamp_millis()),
-                incident: incident.cloned(),
-                kind: kind.to_owned(),
-                payload,
-                created_at: at,
-                done_at: None,
-                outcome: None,
-            };
-            outbox.insert(key, encode("outbox", &entry)?.as_slice())?;
-            entry
-        };
+            let first = last;
+            for intent in intents {
+                let existing: Option<OutboxEntry> = match outbox.get(intent.key.as_str())? {
+                    None => None,
+                    Some(bytes) => Some(decode("outbox", &intent.key, bytes.value())?),
+                };
+                if let Some(existing) = existing {
+                    out.push(existing);
+                    continue;
+                }
+                last += 1;
+                let entry = OutboxEntry {
+                    key: intent.key.clone(),
+                    // The time part keeps ids unique even if the store is ever rebuilt.
+                    txn_id: format!("cordon.{}.{last}", at.timestamp_millis()),
+                    incident: incident.cloned(),
+                    kind: intent.kind.clone(),
+                    payload: intent.payload.clone(),
+                    created_at: at,
+                    done_at: None,
+                    outcome: None,
+                };
+                outbox.insert(intent.key.as_str(), encode("outbox", &entry)?.as_slice())?;
+                out.push(entry);
+            }
+            if last != first {
+                meta.insert(tables::OUTBOX_SEQ, encode("meta", &last)?.as_slice())?;
+            }
+        }
         tx.commit()?;
-        Ok(entry)
+        Ok(out)
     }
 
     /// The outbox entry under `key`, if any.
@@ -117,26 +144,40 @@ impl Store {
         outcome: Option<serde_json::Value>,
         at: DateTime<Utc>,
     ) -> Result<Option<OutboxEntry>, StoreError> {
+        let mut done = self.outbox_complete_many(&[(key.to_owned(), outcome)], at)?;
+        Ok(done.pop().flatten())
+    }
+
+    /// Marks several entries done in one transaction, each as
+    /// [`Store::outbox_complete`] would. Returns them in the order given.
+    pub fn outbox_complete_many(
+        &self,
+        completions: &[(String, Option<serde_json::Value>)],
+        at: DateTime<Utc>,
+    ) -> Result<Vec<Option<OutboxEntry>>, StoreError> {
         let tx = self.write()?;
-        let entry = {
+        let mut out = Vec::with_capacity(completions.len());
+        {
             let mut outbox = tx.open_table(tables::OUTBOX)?;
-            let existing: Option<OutboxEntry> = match outbox.get(key)? {
-                None => None,
-                Some(bytes) => Some(decode("outbox", key, bytes.value())?),
-            };
-            match existing {
-                None => None,
-                Some(entry) if !entry.is_pending() => Some(entry),
-                Some(mut entry) => {
-                    entry.done_at = Some(at);
-                    entry.outcome = outcome;
-                    outbox.insert(key, encode("outbox", &entry)?.as_slice())?;
-                    Some(entry)
-                }
+            for (key, outcome) in completions {
+                let existing: Option<OutboxEntry> = match outbox.get(key.as_str())? {
+                    None => None,
+                    Some(bytes) => Some(decode("outbox", key, bytes.value())?),
+                };
+                out.push(match existing {
+                    None => None,
+                    Some(entry) if !entry.is_pending() => Some(entry),
+                    Some(mut entry) => {
+                        entry.done_at = Some(at);
+                        entry.outcome = outcome.clone();
+                        outbox.insert(key.as_str(), encode("outbox", &entry)?.as_slice())?;
+                        Some(entry)
+                    }
+                });
             }
-        };
+        }
         tx.commit()?;
-        Ok(entry)
+        Ok(out)
     }
 
     /// Every intent not yet marked done, oldest first (ties by key): the work to resume

@@ -52,7 +52,7 @@ pub use audit::{AuditEntry, AuditHead, AuditProblem, AuditReport, GENESIS};
 pub use control::{ControlRoom, PlaybookSnapshot};
 pub use error::StoreError;
 pub use records::{
-    IncidentFilter, OutboxEntry, RoomRecord, RoomStatus, Schedule, Timer, TimerKind,
+    IncidentFilter, OutboxEntry, OutboxIntent, RoomRecord, RoomStatus, Schedule, Timer, TimerKind,
 };
 
 #[cfg(doc)]

@@ -93,6 +93,17 @@ pub struct Timer {
     pub last_fired: Option<DateTime<Utc>>,
 }
 
+/// An intent to record with [`crate::store::Store::outbox_put_many`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxIntent {
+    /// The idempotency key.
+    pub key: String,
+    /// What kind of effect.
+    pub kind: String,
+    /// What to do, as JSON.
+    pub payload: serde_json::Value,
+}
+
 /// An intended side effect, recorded before it is performed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutboxEntry {

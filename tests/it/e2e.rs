@@ -507,7 +507,8 @@ async fn sigkill_at_any_point_of_declare_resumes_without_duplicates() {
     let points = [
         "provision.before_create_room",
         "provision.after_create_room",
-        "provision.before_invite@3",
+        "provision.before_invite",
+        "provision.before_invites_recorded",
         "send.before@3",
         "provision.before_pin",
         "provision.before_active",
