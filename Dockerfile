@@ -11,12 +11,15 @@ FROM rust:1.95-slim-bookworm AS builder
 WORKDIR /src
 # Build dependencies first so that source edits do not rebuild matrix-sdk.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src && echo 'fn main() {}' > src/main.rs && echo '' > src/lib.rs \
-    && cargo build --release --locked \
-    && rm -rf src
+# Cargo.toml names tests/it/main.rs as a target, so the stub needs it too.
+RUN mkdir -p src tests/it && echo 'fn main() {}' > src/main.rs && echo '' > src/lib.rs \
+    && echo 'fn main() {}' > tests/it/main.rs \
+    && cargo build --release --locked --bin cordon \
+    && rm -rf src tests
 COPY src ./src
+COPY tests ./tests
 # Touch so cargo sees the real sources as newer than the dummy build.
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked \
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin cordon \
     && strip target/release/cordon
 
 FROM debian:bookworm-slim AS runtime

@@ -870,6 +870,51 @@ impl<'a> Walker<'a> {
             }
             if let [only] = non_null.as_slice() {
                 self.walk(only, node, path, line, column, depth + 1);
+                return;
+            }
+            // A documented unit enum renders as `oneOf` string constants: check the
+            // word against them, as for a plain `enum`.
+            let words: Option<Vec<&str>> = non_null
+                .iter()
+                .map(|alt| {
+                    let alt = self.resolve(alt);
+                    alt.get("const").and_then(Value::as_str).or_else(|| {
+                        match alt.get("enum").and_then(Value::as_array).map(Vec::as_slice) {
+                            Some([one]) => one.as_str(),
+                            _ => None,
+                        }
+                    })
+                })
+                .collect();
+            if let Some(words) = words {
+                let at = if path.is_empty() {
+                    "the top level".to_owned()
+                } else {
+                    format!("`{path}`")
+                };
+                match &node.kind {
+                    NodeKind::Str(s) if words.contains(&s.as_str()) => {}
+                    NodeKind::Str(s) => {
+                        let mut msg = format!(
+                            "{at}: unknown value {}; expected one of: {}",
+                            quote(s),
+                            words.join(", ")
+                        );
+                        if let Some(best) = closest(s, words.iter().copied()) {
+                            msg.push_str(&format!(" (did you mean `{best}`?)"));
+                        }
+                        self.push(node.line, node.column, msg);
+                    }
+                    other => self.push(
+                        node.line,
+                        node.column,
+                        format!(
+                            "{at}: expected one of: {}, found {}",
+                            words.join(", "),
+                            other.describe()
+                        ),
+                    ),
+                }
             }
             return;
         }

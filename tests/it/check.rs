@@ -593,3 +593,36 @@ fn json_schema_accepts_samples_and_rejects_unknown_keys() {
     instance["verification"] = serde_json::json!("maybe");
     assert!(!validator.is_valid(&instance), "verification enum");
 }
+
+/// A bad enum word is reported beside an unknown key elsewhere: documented enum
+/// variants render as `oneOf` constants in the schema, which the walk once skipped.
+#[test]
+fn bad_enum_word_is_reported_alongside_other_shape_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flood.yaml");
+    std::fs::write(
+        &file,
+        "id: flood\ntitle: Flood\ntrigger: { allowed: [role:gold] }\nverification: maybe\n\
+         duration: { max: 6h }\nretention: { messages: 1h }\n\
+         roles:\n  gold: { title: Gold, holders: [\"@g:nhs.example\"], colour: red }\n\
+         rooms:\n  - { key: command, name: Command, members: [gold] }\n\
+         archive: { recipients: [\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"] }\n",
+    )
+    .unwrap();
+    let run = check(&[file.to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let name = file.to_str().unwrap();
+    assert!(
+        run.stderr.contains(&format!(
+            "{name}:4:15: error: `verification`: unknown value `maybe`"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains(&format!("{name}:8:53: error: unknown key `colour`")),
+        "{}",
+        run.stderr
+    );
+}

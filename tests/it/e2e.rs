@@ -591,3 +591,69 @@ async fn sigkill_at_any_point_of_declare_resumes_without_duplicates() {
             .all(|i| i.state == cordon::incident::State::Active)
     );
 }
+
+/// cordon joins a control room only when an operator invites it into an encrypted room;
+/// every other invite is declined (and audited). Its logs never carry its password or
+/// its access token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_operator_invites_to_encrypted_rooms_are_accepted_and_logs_hold_no_secrets() {
+    let mut w = World::new(0).await;
+    let bot_id = w.bot_id();
+
+    // A stranger's invite into an encrypted room is declined.
+    let name = unique("stranger");
+    w.hs.register(&name, "pw", false).await.unwrap();
+    let stranger = TestUser::login(w.hs, &name, "pw").await.unwrap();
+    let theirs = stranger
+        .create_encrypted_room("Stranger's room", std::slice::from_ref(&bot_id))
+        .await
+        .unwrap();
+    // The operator's invite into an unencrypted room is declined too.
+    let mut request = matrix_sdk::ruma::api::client::room::create_room::v3::Request::new();
+    request.name = Some("Plain room".into());
+    request.invite = vec![bot_id.clone()];
+    let plain = w.commander.create_room(request).await.unwrap();
+
+    for room in [&theirs, &plain] {
+        let mut declined = false;
+        for _ in 0..600 {
+            let state = w
+                .commander
+                .room_state_json(room, "m.room.member", bot_id.as_str())
+                .await;
+            let stranger_view = stranger
+                .room_state_json(room, "m.room.member", bot_id.as_str())
+                .await;
+            let membership = state
+                .ok()
+                .or(stranger_view.ok())
+                .and_then(|v| v["membership"].as_str().map(str::to_owned));
+            if membership.as_deref() == Some("leave") {
+                declined = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(declined, "cordon did not decline the invite to {room}");
+    }
+
+    let log = w.bot.as_ref().unwrap().log_text();
+    w.stop_bot();
+    let password = std::fs::read_to_string(w.setup.dir.join("password")).unwrap();
+    let session: Value =
+        serde_json::from_slice(&std::fs::read(w.setup.state_dir.join("session.json")).unwrap())
+            .unwrap();
+    let token = session["access_token"].as_str().unwrap();
+    assert!(!log.contains(password.trim()), "the password is in the log");
+    assert!(!log.contains(token), "the access token is in the log");
+
+    let store = cordon::store::Store::open_existing(&w.store_dir()).unwrap();
+    let declined = store
+        .audit_entries(.., None)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "invite.declined")
+        .count();
+    assert_eq!(declined, 2);
+    assert_eq!(store.control_rooms().unwrap(), vec![w.control.to_string()]);
+}
