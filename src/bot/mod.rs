@@ -59,6 +59,7 @@ pub struct Bot {
     pub(crate) client: Client,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) rate_limits: RateLimits,
+    pub(crate) admin: SynapseAdmin,
     /// Incidents whose pipeline is running in this process, so that two triggers (a
     /// command and the start-up resume) never run one incident twice at once.
     running: Mutex<HashSet<IncidentId>>,
@@ -159,6 +160,7 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
         client: client.clone(),
         clock: crate::clock::from_env(),
         rate_limits,
+        admin,
         running: Mutex::new(HashSet::new()),
         tasks: tokio::sync::Mutex::new(tokio::task::JoinSet::new()),
     });

@@ -22,6 +22,7 @@ use super::{ACTOR, Bot, BotError};
 use crate::incident::plan::{self, IncidentFacts, RoomPlan};
 use crate::incident::{Event, Incident, IncidentId, State};
 use crate::matrix::MatrixError;
+use crate::matrix::admin::Account;
 use crate::matrix::rooms::{self, InviteOutcome, notice};
 use crate::playbook::Playbook;
 use crate::store::{OutboxIntent, RoomRecord, RoomStatus};
@@ -166,15 +167,41 @@ async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
     };
 
     // Rooms, concurrently: each is found by its record or its tag before it is created.
-    let created: Vec<Result<(RoomPlan, Room), BotError>> = stream::iter(plans.clone())
+    // Meanwhile, check that every holder's account exists: Synapse accepts an invite
+    // for a local account that does not, and the holder would wait forever.
+    let creating = stream::iter(plans.clone())
         .map(|p| {
             let bot = bot.clone();
             let id = id.clone();
             async move { ensure_room(&bot, &id, &p).await.map(|room| (p, room)) }
         })
         .buffer_unordered(4)
-        .collect()
-        .await;
+        .collect::<Vec<Result<(RoomPlan, Room), BotError>>>();
+    let mut holders: Vec<OwnedUserId> = plans
+        .iter()
+        .flat_map(|p| p.invites.iter().map(|i| i.user.clone()))
+        .collect();
+    holders.sort();
+    holders.dedup();
+    let checking = stream::iter(holders)
+        .map(|user| {
+            let bot = bot.clone();
+            async move {
+                let account = bot.admin.account(&user, bot.is_server_admin()).await;
+                (user, account)
+            }
+        })
+        .buffer_unordered(INVITE_CONCURRENCY)
+        .collect::<Vec<(OwnedUserId, Account)>>();
+    let (created, accounts) = tokio::join!(creating, checking);
+    let uninvitable: BTreeMap<OwnedUserId, &'static str> = accounts
+        .into_iter()
+        .filter_map(|(user, account)| match account {
+            Account::Missing => Some((user, "the account does not exist on the homeserver")),
+            Account::Deactivated => Some((user, "the account is deactivated")),
+            Account::Exists | Account::Unknown => None,
+        })
+        .collect();
     let mut rooms_by_key: BTreeMap<String, (RoomPlan, Room)> = BTreeMap::new();
     for r in created {
         let (p, room) = r?;
@@ -215,20 +242,32 @@ async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
         .collect();
     progress.invites_done = progress.invites_total - pending.len();
     crate::failpoint::hit("provision.before_invite").await;
-    let results: Vec<Result<(String, &'static str), BotError>> = stream::iter(pending)
+    let results: Vec<Result<(String, serde_json::Value), BotError>> = stream::iter(pending)
         .map(|(room, inv, key)| {
             let bot = bot.clone();
+            let skip = uninvitable.get(&inv.user).copied();
             async move {
-                let outcome =
-                    rooms::invite_with_reason(&bot.client, room.room_id(), &inv.user, &inv.reason)
-                        .await?;
-                Ok((
-                    key,
-                    match outcome {
-                        InviteOutcome::Invited => "invited",
-                        InviteOutcome::AlreadyThere => "already-there",
-                    },
-                ))
+                let outcome = match skip {
+                    Some(why) => InviteOutcome::Refused(why.to_owned()),
+                    None => {
+                        rooms::invite_with_reason(
+                            &bot.client,
+                            room.room_id(),
+                            &inv.user,
+                            &inv.reason,
+                        )
+                        .await?
+                    }
+                };
+                let outcome = match outcome {
+                    InviteOutcome::Invited => json!({ "outcome": "invited" }),
+                    InviteOutcome::AlreadyThere => json!({ "outcome": "already-there" }),
+                    InviteOutcome::Refused(why) => {
+                        warn!(user = %inv.user, %why, "invite refused; the holder stays pending");
+                        json!({ "outcome": "refused", "why": why, "user": inv.user })
+                    }
+                };
+                Ok((key, outcome))
             }
         })
         .buffer_unordered(INVITE_CONCURRENCY)
@@ -238,7 +277,7 @@ async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
     let mut first_error = None;
     for r in results {
         match r {
-            Ok((key, outcome)) => completions.push((key, Some(json!({ "outcome": outcome })))),
+            Ok((key, outcome)) => completions.push((key, Some(outcome))),
             Err(e) => {
                 first_error.get_or_insert(e);
             }
@@ -400,29 +439,56 @@ fn summary_text(
         commander = incident.commander,
         expires = plan::format_time(incident.expires_at, bot.config.time_zone),
     );
+    // Holders whose invite the server refused, once each, with the reason.
+    let mut refused: BTreeMap<String, String> = BTreeMap::new();
+    for p in plans {
+        for inv in &p.invites {
+            let key = invite_key(&incident.id, &p.key, &inv.user);
+            if let Ok(Some(entry)) = bot.store.outbox_get(&key)
+                && let Some(outcome) = &entry.outcome
+                && outcome.get("outcome").and_then(|o| o.as_str()) == Some("refused")
+            {
+                let why = outcome
+                    .get("why")
+                    .and_then(|w| w.as_str())
+                    .unwrap_or("refused")
+                    .to_owned();
+                refused.entry(inv.user.to_string()).or_insert(why);
+            }
+        }
+    }
     for p in plans {
         if let Some((_, room)) = rooms.get(&p.key) {
+            let invited = p
+                .invites
+                .iter()
+                .filter(|i| !refused.contains_key(i.user.as_str()))
+                .count();
             out.push_str(&format!(
-                "\n- {}: {} ({} invited)",
+                "\n- {}: {} ({invited} invited)",
                 p.name,
                 rooms::room_link(room.room_id(), bot.server_name()),
-                p.invites.len()
             ));
         }
     }
-    let short: Vec<String> = playbook
-        .roles
+    let mut short: Vec<String> = refused
         .iter()
-        .filter(|r| (r.holders.len() as u64) < u64::from(r.min))
-        .map(|r| {
-            format!(
-                "{} has {} of {} holders needed",
-                r.title,
-                r.holders.len(),
-                r.min
-            )
-        })
+        .map(|(user, why)| format!("{user} not invited: {why}"))
         .collect();
+    // A role with fewer invitable holders than its `min` is flagged to the commander.
+    for role in &playbook.roles {
+        let invitable = role
+            .holders
+            .iter()
+            .filter(|h| !refused.contains_key(h.as_str()))
+            .count();
+        if (invitable as u64) < u64::from(role.min) {
+            short.push(format!(
+                "WARNING: {} has {invitable} invitable holder(s) of the {} needed",
+                role.title, role.min
+            ));
+        }
+    }
     if short.is_empty() {
         out.push_str("\nPending: nobody.");
     } else {

@@ -121,6 +121,57 @@ impl SynapseAdmin {
     }
 }
 
+/// Whether a holder's account can be invited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Account {
+    /// It exists and is active.
+    Exists,
+    /// The homeserver has no such account.
+    Missing,
+    /// The account was deactivated.
+    Deactivated,
+    /// The homeserver would not say (another server, or profile lookups restricted).
+    Unknown,
+}
+
+impl SynapseAdmin {
+    /// Whether `user` exists: through the admin API when cordon is a server admin,
+    /// else through a profile lookup (which only tells "missing" when the server
+    /// answers 404).
+    pub async fn account(&self, user: &UserId, admin: bool) -> Account {
+        let (path, admin_api) = if admin {
+            (
+                format!("_synapse/admin/v2/users/{}", encode(user.as_str())),
+                true,
+            )
+        } else {
+            (
+                format!("_matrix/client/v3/profile/{}", encode(user.as_str())),
+                false,
+            )
+        };
+        let Ok(url) = self.url(&path) else {
+            return Account::Unknown;
+        };
+        let Ok(response) = self.http.get(url).bearer_auth(&self.token).send().await else {
+            return Account::Unknown;
+        };
+        match response.status().as_u16() {
+            404 => Account::Missing,
+            200 if admin_api => {
+                let body: serde_json::Value = response.json().await.unwrap_or_default();
+                if body.get("deactivated").and_then(|d| d.as_bool()) == Some(true) {
+                    Account::Deactivated
+                } else {
+                    Account::Exists
+                }
+            }
+            200 => Account::Exists,
+            _ => Account::Unknown,
+        }
+    }
+}
+
 /// Percent-encodes a path segment (user ids contain `@` and `:`).
 fn encode(segment: &str) -> String {
     let mut out = String::with_capacity(segment.len() * 3);

@@ -86,12 +86,15 @@ pub async fn find_tagged_room(client: &Client, incident: &str, key: &str) -> Opt
 }
 
 /// What an invite came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InviteOutcome {
     /// Invited now.
     Invited,
     /// Already invited or joined: nothing to do.
     AlreadyThere,
+    /// The server refused this invite for good (the account does not exist, is
+    /// deactivated or is on a server cordon may not reach); retrying will not help.
+    Refused(String),
 }
 
 /// Invites `user` with a `reason` (unencrypted, so the invitee can read why before
@@ -120,6 +123,20 @@ pub async fn invite_with_reason(
                 )
             {
                 return Ok(InviteOutcome::AlreadyThere);
+            }
+            // A 4xx other than rate limiting is about this invitee: say why and go on.
+            if let Some(api) = e.as_client_api_error()
+                && api.status_code.is_client_error()
+                && api.status_code.as_u16() != 429
+            {
+                let why = match e.client_api_error_kind() {
+                    Some(kind) => format!("{kind:?}"),
+                    None => api.status_code.to_string(),
+                };
+                return Ok(InviteOutcome::Refused(format!(
+                    "the homeserver refused the invite (HTTP {}: {why})",
+                    api.status_code.as_u16()
+                )));
             }
             Err(MatrixError::Http(e.to_string()))
         }

@@ -86,7 +86,11 @@ impl World {
         let playbook_id = format!("drill-{tag}");
         let playbooks = dir.path().join("playbooks");
         std::fs::create_dir_all(&playbooks).unwrap();
-        let nurse_ids: Vec<OwnedUserId> = nurses.iter().map(|n| n.user_id().to_owned()).collect();
+        let mut nurse_ids: Vec<OwnedUserId> =
+            nurses.iter().map(|n| n.user_id().to_owned()).collect();
+        // A holder whose account does not exist (a typo in the playbook): their invite
+        // is refused, and the incident must go ahead without them.
+        nurse_ids.push(hs.user_id(&format!("{tag}-ghost")).unwrap());
         std::fs::write(
             playbooks.join(format!("{playbook_id}.yaml")),
             drill_playbook(&playbook_id, &commander.user_id().to_owned(), &nurse_ids),
@@ -271,6 +275,14 @@ async fn declare_provisions_locked_down_rooms_that_holders_join_and_read() {
     let incident = incident_id_in(&summary);
     assert!(summary.contains("Tram crash Addiscombe"), "{summary}");
     assert!(summary.contains("https://matrix.to/#/!"), "{summary}");
+    assert!(
+        summary.contains("(3 invited)"),
+        "the ghost is not counted: {summary}"
+    );
+    assert!(
+        summary.contains("-ghost:localhost not invited: the account does not exist"),
+        "the ghost holder is listed as pending, with why: {summary}"
+    );
 
     // The progress message was edited in place to "done".
     w.bot_says("Declaring Tram crash Addiscombe").await;
@@ -375,6 +387,10 @@ async fn declare_provisions_locked_down_rooms_that_holders_join_and_read() {
     let status = w.bot_says(&format!("{incident} ·")).await;
     assert!(status.contains("active"), "{status}");
     assert!(status.contains("1 joined"), "{status}");
+    assert!(
+        status.contains("1 pending"),
+        "the ghost is pending: {status}"
+    );
 
     w.stop_bot();
     let store = cordon::store::Store::open_existing(&w.store_dir()).unwrap();
