@@ -223,6 +223,7 @@ impl BotProcess {
     pub fn kill9(&mut self) {
         let _ = Command::new("kill")
             .args(["-KILL", &self.pid.to_string()])
+            .stderr(Stdio::null())
             .status();
         if let Some(mut w) = self.watchdog.take() {
             let _ = w.wait();
@@ -234,6 +235,7 @@ impl BotProcess {
     pub fn terminate(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill")
             .args(["-TERM", &self.pid.to_string()])
+            .stderr(Stdio::null())
             .status();
         let mut w = self.watchdog.take()?;
         let started = Instant::now();
@@ -244,6 +246,7 @@ impl BotProcess {
             if started.elapsed() > grace {
                 let _ = Command::new("kill")
                     .args(["-KILL", &self.pid.to_string()])
+                    .stderr(Stdio::null())
                     .status();
                 return w.wait().ok();
             }

@@ -176,9 +176,15 @@ impl World {
         self.bot.as_mut().unwrap()
     }
 
+    /// Stops the bot with SIGTERM; it must shut down cleanly (exit status 0).
     fn stop_bot(&mut self) {
         if let Some(mut b) = self.bot.take() {
-            b.terminate(Duration::from_secs(20));
+            let status = b.terminate(Duration::from_secs(20));
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "cordon did not shut down cleanly on SIGTERM ({status:?}):\n{}",
+                b.log_text()
+            );
         }
     }
 
