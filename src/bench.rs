@@ -280,7 +280,11 @@ pub async fn declare(options: BenchOptions) -> Result<BenchReport, BenchError> {
     }
     bot.terminate(Duration::from_secs(20));
     commander.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("CORDON_KEEP_BENCH").is_some() {
+        println!("kept {} (bot log: {})", dir.display(), setup.log.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     Ok(report)
 }
 

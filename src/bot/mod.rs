@@ -49,6 +49,19 @@ pub enum BotError {
     Matrix(#[from] MatrixError),
 }
 
+/// The shortest interval between syncs while a pipeline is running.
+const BUSY_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What cordon asks the homeserver to sync: no presence, no typing or read receipts
+/// (they would wake the bot for nothing), members lazy-loaded.
+fn sync_filter() -> matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter {
+    use matrix_sdk::ruma::api::client::filter::{Filter, FilterDefinition, RoomEventFilter};
+    let mut definition = FilterDefinition::with_lazy_loading();
+    definition.presence = Filter::ignore_all();
+    definition.room.ephemeral = RoomEventFilter::ignore_all();
+    matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter::FilterDefinition(definition)
+}
+
 /// The actor name cordon uses for its own audit entries.
 pub const ACTOR: &str = "cordon";
 
@@ -113,6 +126,14 @@ impl Bot {
     /// True when `user` is a configured operator.
     pub fn is_operator(&self, user: &matrix_sdk::ruma::UserId) -> bool {
         self.config.operators.contains(user)
+    }
+
+    /// True while any pipeline runs in this process.
+    fn busy(&self) -> bool {
+        match self.running.lock() {
+            Ok(set) => !set.is_empty(),
+            Err(poisoned) => !poisoned.into_inner().is_empty(),
+        }
     }
 
     fn try_start(&self, id: &IncidentId) -> bool {
@@ -184,9 +205,23 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
     resume_incidents(&bot).await;
     info!(user = %bot.config.user, "cordon is ready");
 
-    let settings = SyncSettings::default().timeout(Duration::from_secs(30));
+    let settings = SyncSettings::default()
+        .timeout(Duration::from_secs(30))
+        .filter(sync_filter());
     let mut backoff = Duration::from_secs(1);
+    let mut last_sync = tokio::time::Instant::now();
     loop {
+        // While a pipeline runs, every invite it sends would wake the long poll at once;
+        // syncing at most once a second then leaves the homeserver to the invites. A
+        // command waits at most that second longer.
+        if bot.busy() {
+            let next = last_sync + BUSY_SYNC_INTERVAL;
+            tokio::select! {
+                () = tokio::time::sleep_until(next) => {}
+                () = shutdown.notified() => break,
+            }
+        }
+        last_sync = tokio::time::Instant::now();
         tokio::select! {
             r = client.sync_once(settings.clone()) => match r {
                 Ok(_) => backoff = Duration::from_secs(1),

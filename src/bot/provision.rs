@@ -28,7 +28,7 @@ use crate::playbook::Playbook;
 use crate::store::{OutboxIntent, RoomRecord, RoomStatus};
 
 /// How many invites go out at once.
-const INVITE_CONCURRENCY: usize = 32;
+const INVITE_CONCURRENCY: usize = 64;
 /// Attempts at the whole pipeline before the incident is marked failed.
 const ATTEMPTS: u32 = 5;
 
@@ -152,6 +152,7 @@ async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
         invites_total: plans.iter().map(|p| p.invites.len()).sum(),
         invites_done: 0,
     };
+    info!(elapsed_ms = started.elapsed().as_millis() as u64, "planned");
     let progress_event = match &control {
         Some(room) => {
             let body = progress.text(&incident, &playbook.title, "starting");
@@ -164,6 +165,22 @@ async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
         let body = progress.text(&incident, &playbook.title, phase);
         let key = format!("{}/progress/{seq}", id.as_str());
         (key, body)
+    };
+    // Edits of the progress message go out one after another, in order, from their own
+    // task, so that they never hold up the invites and briefings they report on.
+    let (edits, mut edit_queue) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
+    let editor = {
+        let bot = bot.clone();
+        let id = id.clone();
+        let target = control.clone().zip(progress_event.clone());
+        tokio::spawn(async move {
+            while let Some((key, body)) = edit_queue.recv().await {
+                if let Some((room, original)) = &target {
+                    let _ =
+                        send_once(&bot, room, &key, Some(&id), rooms::edit(original, &body)).await;
+                }
+            }
+        })
     };
 
     // Rooms, concurrently: each is found by its record or its tag before it is created.
@@ -208,22 +225,30 @@ async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
         rooms_by_key.insert(p.key.clone(), (p, room));
     }
     progress.rooms_done = rooms_by_key.len();
-    if let (Some(room), Some(original)) = (&control, &progress_event) {
-        let (key, body) = edit(&progress, "rooms created; inviting", "rooms");
-        let _ = send_once(bot, room, &key, Some(id), rooms::edit(original, &body)).await;
-    }
+    info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "rooms ready"
+    );
+    let _ = edits.send(edit(&progress, "rooms created; inviting", "rooms"));
 
     // Invites: every intent (the guard's invite record) is stored in one transaction
     // before any is sent; completions are stored together afterwards. A crash in
     // between re-sends some invites, which the server treats as no-ops.
-    let jobs: Vec<(Room, plan::InvitePlan, String)> = plans
+    // Interleaved across rooms: Synapse handles one room's membership changes one at a
+    // time, so a window full of one room's invites would leave the others idle.
+    let per_room: Vec<Vec<(Room, plan::InvitePlan, String)>> = plans
         .iter()
         .filter_map(|p| rooms_by_key.get(&p.key))
-        .flat_map(|(p, room)| {
+        .map(|(p, room)| {
             p.invites
                 .iter()
-                .map(move |inv| (room.clone(), inv.clone(), invite_key(id, &p.key, &inv.user)))
+                .map(|inv| (room.clone(), inv.clone(), invite_key(id, &p.key, &inv.user)))
+                .collect()
         })
+        .collect();
+    let longest = per_room.iter().map(Vec::len).max().unwrap_or(0);
+    let jobs: Vec<(Room, plan::InvitePlan, String)> = (0..longest)
+        .flat_map(|i| per_room.iter().filter_map(move |r| r.get(i).cloned()))
         .collect();
     let intents: Vec<OutboxIntent> = jobs
         .iter()
@@ -284,15 +309,20 @@ async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
         }
     }
     progress.invites_done += completions.len();
+    info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "invites sent"
+    );
     crate::failpoint::hit("provision.before_invites_recorded").await;
     bot.store.outbox_complete_many(&completions, bot.now())?;
     if let Some(e) = first_error {
         return Err(e);
     }
-    if let (Some(room), Some(original)) = (&control, &progress_event) {
-        let (key, body) = edit(&progress, "invites sent; posting briefings", "invites");
-        let _ = send_once(bot, room, &key, Some(id), rooms::edit(original, &body)).await;
-    }
+    let _ = edits.send(edit(
+        &progress,
+        "invites sent; posting briefings",
+        "invites",
+    ));
 
     // Briefing (posted and pinned) and role instructions, in each room.
     let posts: Vec<Result<(), BotError>> = stream::iter(rooms_by_key.values().cloned())
@@ -327,6 +357,10 @@ async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
         r?;
     }
 
+    info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "briefings posted"
+    );
     // Summary, then active.
     let summary = summary_text(
         bot,
@@ -336,11 +370,11 @@ async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
         &rooms_by_key,
         started.elapsed(),
     );
+    let _ = edits.send(edit(&progress, "done", "done"));
+    drop(edits);
+    // The last edit lands before the summary.
+    let _ = editor.await;
     if let Some(room) = &control {
-        if let Some(original) = &progress_event {
-            let (key, body) = edit(&progress, "done", "done");
-            let _ = send_once(bot, room, &key, Some(id), rooms::edit(original, &body)).await;
-        }
         let key = format!("{}/summary", id.as_str());
         send_once(
             bot,
