@@ -53,10 +53,13 @@ pub enum BotError {
 const BUSY_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What cordon asks the homeserver to sync: no presence, no typing or read receipts
-/// (they would wake the bot for nothing), members lazy-loaded.
+/// (they would wake the bot for nothing). Members are not lazy-loaded: cordon needs
+/// every member of its rooms, and with lazy loading matrix-sdk 0.18 loads them all at
+/// the first message of a new room and then waits (five seconds) on key queries for
+/// the members who have no device yet.
 fn sync_filter() -> matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter {
     use matrix_sdk::ruma::api::client::filter::{Filter, FilterDefinition, RoomEventFilter};
-    let mut definition = FilterDefinition::with_lazy_loading();
+    let mut definition = FilterDefinition::empty();
     definition.presence = Filter::ignore_all();
     definition.room.ephemeral = RoomEventFilter::ignore_all();
     matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter::FilterDefinition(definition)
