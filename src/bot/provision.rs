@@ -61,7 +61,8 @@ pub async fn run(bot: Arc<Bot>, id: IncidentId) {
                 {
                     let body = format!(
                         "Provisioning of {} ({}) FAILED: {reason}\nNothing more will be \
-                         created until it is retried. Operators: check cordon's logs.",
+                         created automatically; the rooms made so far stay as they are. \
+                         Operators: check cordon's logs.",
                         incident.display_name,
                         id.as_str()
                     );
