@@ -132,10 +132,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             init_tracing();
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
+            let runtime = runtime()?;
             runtime.block_on(async move {
                 let shutdown = std::sync::Arc::new(tokio::sync::Notify::new());
                 let signal = shutdown.clone();
@@ -157,10 +154,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             keep,
         } => {
             let binary = std::env::current_exe().context("finding the cordon binary")?;
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
+            let runtime = runtime()?;
             runtime.block_on(cordon::demo::run(cordon::demo::DemoOptions {
                 binary,
                 playbook,
@@ -173,10 +167,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: BenchCmd::Declare { runs, holders },
         } => {
             let binary = std::env::current_exe().context("finding the cordon binary")?;
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
+            let runtime = runtime()?;
             let report = runtime.block_on(cordon::bench::declare(cordon::bench::BenchOptions {
                 binary,
                 runs: runs.max(1),
@@ -279,6 +270,13 @@ async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 fn exit_status(ok: bool) -> ExitCode {

@@ -191,42 +191,9 @@ impl World {
     /// The rooms the bot created, by room key, from the tags in their create events
     /// (read through an admin account, as an auditor would).
     async fn created_rooms(&self, incident: &str) -> BTreeMap<String, Vec<OwnedRoomId>> {
-        let admin = admin_token(self.hs).await;
-        let http = reqwest::Client::new();
-        let url = self
-            .hs
-            .base_url()
-            .join("_synapse/admin/v1/rooms?limit=1000")
-            .unwrap();
-        let rooms: Value = http
-            .get(url)
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
         let mut out: BTreeMap<String, Vec<OwnedRoomId>> = BTreeMap::new();
-        for room in rooms["rooms"].as_array().unwrap() {
-            if room["creator"].as_str() != Some(self.bot_id().as_str()) {
-                continue;
-            }
-            let id = room["room_id"].as_str().unwrap();
-            let url = self
-                .hs
-                .base_url()
-                .join(&format!("_synapse/admin/v1/rooms/{id}/state"))
-                .unwrap();
-            let state: Value = http
-                .get(url)
-                .bearer_auth(&admin)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+        for id in self.rooms_created_by_bot().await {
+            let state = admin_get(self.hs, &format!("_synapse/admin/v1/rooms/{id}/state")).await;
             for ev in state["state"].as_array().unwrap() {
                 if ev["type"] == "m.room.create"
                     && ev["content"]["org.cordon.incident"].as_str() == Some(incident)
@@ -235,7 +202,9 @@ impl World {
                         .as_str()
                         .unwrap()
                         .to_owned();
-                    out.entry(key).or_default().push(RoomId::parse(id).unwrap());
+                    out.entry(key)
+                        .or_default()
+                        .push(RoomId::parse(&id).unwrap());
                 }
             }
         }
@@ -471,28 +440,34 @@ async fn refused_commands_are_answered_audited_and_create_nothing() {
 
 impl World {
     async fn created_rooms_count(&self) -> usize {
-        let admin = admin_token(self.hs).await;
-        let url = self
-            .hs
-            .base_url()
-            .join("_synapse/admin/v1/rooms?limit=1000")
-            .unwrap();
-        let rooms: Value = reqwest::Client::new()
-            .get(url)
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        self.rooms_created_by_bot().await.len()
+    }
+
+    /// Every room whose creator is the bot, as the admin API lists them.
+    async fn rooms_created_by_bot(&self) -> Vec<String> {
+        let rooms = admin_get(self.hs, "_synapse/admin/v1/rooms?limit=1000").await;
         rooms["rooms"]
             .as_array()
             .unwrap()
             .iter()
             .filter(|r| r["creator"].as_str() == Some(self.bot_id().as_str()))
-            .count()
+            .map(|r| r["room_id"].as_str().unwrap().to_owned())
+            .collect()
     }
+}
+
+/// A GET on the Synapse admin API as the auditor account.
+async fn admin_get(hs: &Synapse, path: &str) -> Value {
+    let admin = admin_token(hs).await;
+    reqwest::Client::new()
+        .get(hs.base_url().join(path).unwrap())
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
