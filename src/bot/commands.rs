@@ -172,14 +172,14 @@ async fn declare(bot: &Arc<Bot>, incoming: &Incoming, playbook_id: &str, name: &
                 shown.join("\n")
             )
         };
-        refuse_recorded(bot, incoming, None, "playbook", &message).await;
+        refuse(bot, incoming, None, "playbook", &message).await;
         return;
     };
 
     // (3) The sender is allowed: the playbook's trigger, or an operator.
     if !(playbook.may_declare(&incoming.sender) || bot.is_operator(&incoming.sender)) {
         let _ = bot.store.mark_processed(incoming.event_id.as_str(), now);
-        refuse_recorded(
+        refuse(
             bot,
             incoming,
             None,
@@ -201,7 +201,7 @@ async fn declare(bot: &Arc<Bot>, incoming: &Incoming, playbook_id: &str, name: &
         Ok(t) => t,
         Err(d) => {
             let _ = bot.store.mark_processed(incoming.event_id.as_str(), now);
-            refuse_recorded(bot, incoming, None, "playbook", &d.to_string()).await;
+            refuse(bot, incoming, None, "playbook", &d.to_string()).await;
             return;
         }
     };
@@ -318,16 +318,6 @@ async fn refuse(
         bot.now(),
     );
     reply(bot, incoming, incident, text).await;
-}
-
-async fn refuse_recorded(
-    bot: &Arc<Bot>,
-    incoming: &Incoming,
-    incident: Option<&IncidentId>,
-    why: &str,
-    text: &str,
-) {
-    refuse(bot, incoming, incident, why, text).await;
 }
 
 /// Sends `content` in `room` at most once under the idempotency `key`: the intent and
