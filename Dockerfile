@@ -5,7 +5,13 @@
 #
 #   docker build -t cordon .
 #   docker run --rm -v cordon-state:/var/lib/cordon -v ./playbooks:/etc/cordon/playbooks:ro \
-#       -v ./cordon.yaml:/etc/cordon/cordon.yaml:ro -e CORDON_PASSWORD=... cordon run --config /etc/cordon/cordon.yaml
+#       -v ./cordon.yaml:/etc/cordon/cordon.yaml:ro \
+#       -e CORDON_PASSWORD=... -e CORDON_STORE_PASSPHRASE=... \
+#       cordon run --config /etc/cordon/cordon.yaml
+#
+# with, in cordon.yaml, `password: { env: CORDON_PASSWORD }`,
+# `store_passphrase: { env: CORDON_STORE_PASSPHRASE }` and `state_dir: /var/lib/cordon`
+# (or secret files mounted read-only and named with `{ file: ... }`).
 
 FROM rust:1.95-slim-bookworm AS builder
 WORKDIR /src
