@@ -79,6 +79,10 @@ pub struct Bot {
     /// Incidents whose pipeline is running in this process, so that two triggers (a
     /// command and the start-up resume) never run one incident twice at once.
     running: Mutex<HashSet<IncidentId>>,
+    /// Asks the sync loop for a sync now (see [`Bot::settle_sync`]).
+    sync_kick: Notify,
+    /// How many syncs have completed.
+    syncs: tokio::sync::watch::Sender<u64>,
     /// Work spawned by handlers, awaited (briefly) at shutdown.
     tasks: tokio::sync::Mutex<tokio::task::JoinSet<()>>,
 }
@@ -139,6 +143,25 @@ impl Bot {
         }
     }
 
+    /// Waits until the sync loop has completed `n` more syncs, asking it to sync at
+    /// once. Provisioning calls it after the invites: the first sync takes in the new
+    /// members, whose key queries the SDK then sends at the start of the next, so their
+    /// device lists are settled before the first encrypted message. Bounded: a sync
+    /// that does not come in ten seconds is not waited for.
+    pub(crate) async fn settle_sync(&self, n: u64) {
+        let mut seen = self.syncs.subscribe();
+        let target = *seen.borrow() + n;
+        let waited = async {
+            while *seen.borrow_and_update() < target {
+                self.sync_kick.notify_one();
+                if seen.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(10), waited).await;
+    }
+
     fn try_start(&self, id: &IncidentId) -> bool {
         match self.running.lock() {
             Ok(mut set) => set.insert(id.clone()),
@@ -186,6 +209,8 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
         rate_limits,
         admin,
         running: Mutex::new(HashSet::new()),
+        sync_kick: Notify::new(),
+        syncs: tokio::sync::watch::Sender::new(0),
         tasks: tokio::sync::Mutex::new(tokio::task::JoinSet::new()),
     });
 
@@ -212,22 +237,34 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
         .timeout(Duration::from_secs(30))
         .filter(sync_filter());
     let mut backoff = Duration::from_secs(1);
+    let busy_settings = settings.clone().timeout(Duration::from_secs(0));
     let mut last_sync = tokio::time::Instant::now();
     loop {
         // While a pipeline runs, every invite it sends would wake the long poll at once;
         // syncing at most once a second then leaves the homeserver to the invites. A
         // command waits at most that second longer.
-        if bot.busy() {
+        let busy = bot.busy();
+        if busy {
             let next = last_sync + BUSY_SYNC_INTERVAL;
             tokio::select! {
                 () = tokio::time::sleep_until(next) => {}
+                () = bot.sync_kick.notified() => {}
                 () = shutdown.notified() => break,
             }
         }
         last_sync = tokio::time::Instant::now();
+        // While busy, no long poll: a pipeline asking for a sync is served at once.
+        let this = if busy {
+            busy_settings.clone()
+        } else {
+            settings.clone()
+        };
         tokio::select! {
-            r = client.sync_once(settings.clone()) => match r {
-                Ok(_) => backoff = Duration::from_secs(1),
+            r = client.sync_once(this) => match r {
+                Ok(_) => {
+                    backoff = Duration::from_secs(1);
+                    bot.syncs.send_modify(|n| *n += 1);
+                }
                 Err(e) => {
                     if let Some(kind) = e.client_api_error_kind()
                         && matches!(kind, matrix_sdk::ruma::api::error::ErrorKind::UnknownToken(_))

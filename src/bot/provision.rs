@@ -325,6 +325,15 @@ async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
         "invites",
     ));
 
+    // Settle the invitees' device lists before the first encrypted message (see
+    // `Bot::settle_sync`): otherwise matrix-sdk may wait five seconds per room for key
+    // queries of members who have no device yet.
+    bot.settle_sync(2).await;
+    info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "device lists settled"
+    );
+
     // Briefing (posted and pinned) and role instructions, in each room.
     let posts: Vec<Result<(), BotError>> = stream::iter(rooms_by_key.values().cloned())
         .map(|(p, room)| {
