@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::incidents::insert_new_incident;
-use super::{Store, StoreError, audit, decode, encode, tables};
+use super::{Store, StoreError, append_in, audit, decode, encode, tables};
 use crate::incident::{Incident, IncidentId, NewIncident};
 
 /// A control room an operator invited cordon into.
@@ -54,11 +54,8 @@ impl Store {
                     since: at,
                 };
                 rooms.insert(room_id, encode("control room", &record)?.as_slice())?;
-                let mut meta = tx.open_table(tables::META)?;
-                let mut log = tx.open_table(tables::AUDIT)?;
-                audit::append(
-                    &mut meta,
-                    &mut log,
+                append_in(
+                    &tx,
                     audit::NewEntry {
                         actor: invited_by,
                         action: "control-room.joined",

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use redb::ReadableTable;
 use serde_json::json;
 
-use super::audit::{self, AuditEntry, NewEntry};
+use super::audit::{AuditEntry, NewEntry};
 use super::records::{IncidentFilter, RoomRecord};
 use super::{Store, StoreError, decode, encode, tables};
 use crate::incident::{Event, Incident, IncidentId, NewIncident};
@@ -207,11 +207,8 @@ fn append(
     details: &serde_json::Value,
     at: DateTime<Utc>,
 ) -> Result<AuditEntry, StoreError> {
-    let mut meta = tx.open_table(tables::META)?;
-    let mut log = tx.open_table(tables::AUDIT)?;
-    audit::append(
-        &mut meta,
-        &mut log,
+    super::append_in(
+        tx,
         NewEntry {
             actor,
             action,

@@ -238,21 +238,16 @@ impl Store {
         at: DateTime<Utc>,
     ) -> Result<AuditEntry, StoreError> {
         let tx = self.write()?;
-        let entry = {
-            let mut meta = tx.open_table(tables::META)?;
-            let mut log = tx.open_table(tables::AUDIT)?;
-            audit::append(
-                &mut meta,
-                &mut log,
-                audit::NewEntry {
-                    actor,
-                    action,
-                    incident,
-                    details: &details,
-                    at,
-                },
-            )?
-        };
+        let entry = append_in(
+            &tx,
+            audit::NewEntry {
+                actor,
+                action,
+                incident,
+                details: &details,
+                at,
+            },
+        )?;
         tx.commit()?;
         Ok(entry)
     }
@@ -401,6 +396,14 @@ fn open_error(path: PathBuf, e: redb::DatabaseError) -> StoreError {
 }
 
 /// Decodes a JSON record, naming the table and key when it does not decode.
+/// Appends `entry` to the audit log inside the caller's write transaction, so that a
+/// change and its audit entry commit together.
+fn append_in(tx: &WriteTransaction, entry: audit::NewEntry<'_>) -> Result<AuditEntry, StoreError> {
+    let mut meta = tx.open_table(tables::META)?;
+    let mut log = tx.open_table(tables::AUDIT)?;
+    audit::append(&mut meta, &mut log, entry)
+}
+
 fn decode<T: DeserializeOwned>(
     table: &'static str,
     key: &str,
