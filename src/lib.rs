@@ -45,4 +45,5 @@ pub mod incident;
 pub mod matrix;
 pub mod playbook;
 pub mod store;
+pub mod trust;
 pub mod yaml;

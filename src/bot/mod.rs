@@ -71,7 +71,7 @@ pub const ACTOR: &str = "cordon";
 /// Everything the handlers share.
 pub struct Bot {
     pub(crate) config: Config,
-    pub(crate) store: Store,
+    pub(crate) store: Arc<Store>,
     pub(crate) client: Client,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) rate_limits: RateLimits,
@@ -187,7 +187,7 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
     let password = config.password.read()?;
     let passphrase = config.store_passphrase.read()?;
     matrix::session::create_private_dir(&config.state_dir)?;
-    let store = Store::open(&config.state_dir.join("store"))?;
+    let store = Arc::new(Store::open(&config.state_dir.join("store"))?);
     let client = matrix::session::connect(&config, &password, &passphrase).await?;
     drop(password);
     drop(passphrase);

@@ -26,6 +26,11 @@ pub const SDK_STORE_DIR: &str = "matrix";
 /// The device display name other people see in their clients.
 pub const DEVICE_NAME: &str = "cordon incident bot";
 
+/// Who receives cordon's room keys: only devices cross-signed by an identity cordon
+/// has verified (see docs/security.md).
+pub const ROOM_KEY_RECIPIENTS: matrix_sdk_base::crypto::CollectStrategy =
+    matrix_sdk_base::crypto::CollectStrategy::OnlyTrustedDevices;
+
 /// Paths of the session's files under a state directory.
 #[derive(Debug, Clone)]
 pub struct SessionPaths {
@@ -58,6 +63,10 @@ pub async fn connect(
     let client = Client::builder()
         .homeserver_url(config.homeserver.as_str())
         .sqlite_store(&paths.sdk_store, Some(store_passphrase.expose()))
+        // Room keys go only to devices of identities cordon has verified: the default
+        // (`AllDevices`) would hand them to any device a hostile server adds, and to a
+        // member whose identity changed after it was verified.
+        .with_room_key_recipient_strategy(ROOM_KEY_RECIPIENTS)
         .with_encryption_settings(EncryptionSettings {
             auto_enable_cross_signing: false,
             backup_download_strategy: BackupDownloadStrategy::Manual,

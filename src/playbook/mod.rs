@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 
 pub use model::{
     Allowed, Archive, Limits, Playbook, Reminder, Retention, Role, RoleId, Room, SlugError,
-    Trigger, Verification,
+    IdentityChange, Trigger, Verification,
 };
 pub use template::{Template, TemplateVars};
 

@@ -101,6 +101,8 @@ pub struct Playbook {
     pub trigger: Trigger,
     /// What happens to unverified role holders.
     pub verification: Verification,
+    /// What happens when a member's verified identity changes.
+    pub identity_change: IdentityChange,
     /// Time limits.
     pub duration: Limits,
     /// Message retention in the rooms.
@@ -210,6 +212,16 @@ pub enum Verification {
     Required,
     /// Invited with a warning.
     Warn,
+}
+
+/// What happens when a member's identity changes after cordon verified it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IdentityChange {
+    /// Removed from the incident's rooms until re-verified, with an alert.
+    #[default]
+    Remove,
+    /// An alert only.
+    Alert,
 }
 
 /// Time limits of an incident.

@@ -40,6 +40,11 @@ pub struct RawPlaybook {
     /// warning).
     #[serde(default)]
     pub verification: Option<Located<RawVerification>>,
+    /// What happens when a member's identity changes after cordon verified it (a reset,
+    /// or an attack): `remove` (default: removed from the rooms until re-verified, and
+    /// an alert) or `alert` (an alert only).
+    #[serde(default)]
+    pub identity_change: Option<Located<RawIdentityChange>>,
     /// How long an incident may run and when people are warned before it ends.
     pub duration: Located<RawDuration>,
     /// How long messages stay in the incident rooms before cordon redacts them.
@@ -78,6 +83,16 @@ pub enum RawVerification {
     Required,
     /// Unverified holders are invited, with a warning to them and to the commander.
     Warn,
+}
+
+/// What happens when a member's verified identity changes.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RawIdentityChange {
+    /// The member is removed from the incident's rooms until re-verified, with an alert.
+    Remove,
+    /// An alert only; the member stays.
+    Alert,
 }
 
 /// How long an incident may run.

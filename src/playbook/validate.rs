@@ -12,9 +12,9 @@ use sha2::{Digest, Sha256};
 use super::cron::CronSchedule;
 use super::model::{
     Allowed, Archive, Limits, Playbook, Reminder, Retention, Role, RoleId, Room, Trigger,
-    Verification, check_slug, format_duration,
+    IdentityChange, Verification, check_slug, format_duration,
 };
-use super::raw::{RawPlaybook, RawRole, RawRoom, RawVerification};
+use super::raw::{RawIdentityChange, RawPlaybook, RawRole, RawRoom, RawVerification};
 use super::template::Template;
 use crate::diagnostic::Diagnostic;
 use crate::yaml::{Located, closest, is_bidi_or_invisible, quote};
@@ -251,6 +251,10 @@ pub(crate) fn validate(
         None | Some(RawVerification::Required) => Verification::Required,
         Some(RawVerification::Warn) => Verification::Warn,
     };
+    let identity_change = match raw.identity_change.as_ref().map(|v| v.value) {
+        None | Some(RawIdentityChange::Remove) => IdentityChange::Remove,
+        Some(RawIdentityChange::Alert) => IdentityChange::Alert,
+    };
 
     // Durations.
     let d = &raw.duration.value;
@@ -376,6 +380,7 @@ pub(crate) fn validate(
         description,
         trigger,
         verification,
+        identity_change,
         duration: Limits {
             max,
             warn_before,

@@ -17,6 +17,10 @@
 //! | `processed_events` | Matrix event id (`&str`) | handled at, Unix ms (`i64`) |
 //! | `outbox` | intent key (`&str`) | [`OutboxEntry`] JSON |
 //! | `audit` | seq (`u64`, from 1) | [`AuditEntry`] JSON (see [`audit`] for the chain) |
+//! | `control_rooms` | Matrix room id | [`ControlRoom`] JSON |
+//! | `playbook_snapshots` | incident id | [`PlaybookSnapshot`] JSON |
+//! | `enrolments` | Matrix user id | [`Enrolment`] JSON (verified people, revocations) |
+//! | `roster` | (Matrix room id, user id) | [`RosterEntry`] JSON (the guard's invite records) |
 //!
 //! # Opening
 //!
@@ -35,7 +39,9 @@ mod exactly_once;
 mod incidents;
 pub mod records;
 pub mod tables;
+mod roster;
 mod timers;
+mod trust;
 
 use std::fs;
 use std::io;
@@ -51,6 +57,8 @@ use serde::de::DeserializeOwned;
 pub use audit::{AuditEntry, AuditHead, AuditProblem, AuditReport, GENESIS};
 pub use control::{ControlRoom, PlaybookSnapshot};
 pub use error::StoreError;
+pub use roster::{RosterAudit, RosterEntry, RosterStatus};
+pub use trust::{Enrolment, EnrolMethod, Revocation};
 pub use records::{
     IncidentFilter, OutboxEntry, OutboxIntent, RoomRecord, RoomStatus, Schedule, Timer, TimerKind,
 };
@@ -303,6 +311,8 @@ fn open_all_tables(tx: &WriteTransaction) -> Result<(), redb::TableError> {
     tx.open_table(tables::AUDIT)?;
     tx.open_table(tables::CONTROL_ROOMS)?;
     tx.open_table(tables::PLAYBOOK_SNAPSHOTS)?;
+    tx.open_table(tables::ENROLMENTS)?;
+    tx.open_table(tables::ROSTER)?;
     Ok(())
 }
 

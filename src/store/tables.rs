@@ -31,3 +31,10 @@ pub const SCHEMA_VERSION: &str = "schema_version";
 pub const AUDIT_HEAD: &str = "audit_head";
 /// `meta` key: the last outbox sequence number handed out (a JSON number).
 pub const OUTBOX_SEQ: &str = "outbox_seq";
+
+/// `enrolments`: Matrix user id → `Enrolment` JSON (people cordon verified, and
+/// revocations).
+pub const ENROLMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("enrolments");
+/// `roster`: (Matrix room id, user id) → `RosterEntry` JSON: who cordon let into each
+/// incident room. The guard bans anyone joined or invited without an `invited` entry.
+pub const ROSTER: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("roster");

@@ -1,0 +1,265 @@
+//! Who cordon trusts: enrolment (`cordon verify`), revocation, and the trust status of
+//! role holders and command senders.
+//!
+//! "Verified" means matrix-sdk's `UserIdentity::is_verified()` (cordon's user-signing
+//! key signed the person's master key) and not revoked in cordon's store. A signature
+//! cannot be withdrawn, so a revocation lives in the store and the person's devices are
+//! blacklisted locally, which keeps room keys from them.
+//!
+//! - [`fingerprint`]: the scriptable enrolment path, a master key read out in person.
+//! - `sas`: the interactive emoji comparison.
+//! - `socket`: the local admin socket `cordon verify` talks to while the bot runs.
+
+pub mod fingerprint;
+
+use chrono::{DateTime, Utc};
+use matrix_sdk::Client;
+use matrix_sdk::encryption::identities::UserIdentity;
+use matrix_sdk::ruma::UserId;
+use serde::{Deserialize, Serialize};
+
+use crate::store::{Enrolment, Revocation, Store, StoreError};
+
+/// Why an enrolment, revocation or trust check failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    /// The person has published no cross-signing identity.
+    #[error(
+        "{user} has no cross-signing identity on the homeserver: they must set up \
+         cross-signing (in Element: Settings > Security > \"Set up\" secure backup or \
+         verify a session) before they can be enrolled"
+    )]
+    NoIdentity {
+        /// The person.
+        user: String,
+    },
+    /// The fingerprint read out does not match the server's copy.
+    #[error(
+        "the fingerprint does not match {user}'s master key on the homeserver; nothing \
+         was signed. Check it with the person again; if it still differs, their account \
+         or the homeserver may be compromised"
+    )]
+    Mismatch {
+        /// The person.
+        user: String,
+    },
+    /// The fingerprint is not a master key.
+    #[error("{0}")]
+    BadFingerprint(String),
+    /// cordon's own account cannot be enrolled.
+    #[error("{0} is cordon's own account; it cannot enrol itself")]
+    OwnAccount(String),
+    /// The comparison was cancelled, mismatched or timed out.
+    #[error("{0}")]
+    Cancelled(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// matrix-sdk failed.
+    #[error("{context}: {detail}")]
+    Matrix {
+        /// What cordon was doing.
+        context: String,
+        /// The SDK's error.
+        detail: String,
+    },
+}
+
+impl TrustError {
+    pub(crate) fn matrix(context: impl Into<String>, e: impl std::fmt::Display) -> Self {
+        Self::Matrix {
+            context: context.into(),
+            detail: e.to_string(),
+        }
+    }
+}
+
+/// A person's standing with cordon, as `declare`, the guard and `verify --list` see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "status")]
+pub enum Trust {
+    /// Verified by cordon and not revoked.
+    Verified,
+    /// The person has no cross-signing identity.
+    NoCrossSigning,
+    /// They have an identity that cordon has not verified.
+    NotEnrolled,
+    /// Their identity changed after cordon verified it (a reset, or an attack).
+    IdentityChanged,
+    /// An operator revoked their enrolment.
+    Revoked,
+    /// Their identity could not be fetched.
+    Unknown {
+        /// Why.
+        why: String,
+    },
+}
+
+impl Trust {
+    /// True for [`Trust::Verified`].
+    pub fn is_verified(&self) -> bool {
+        matches!(self, Trust::Verified)
+    }
+
+    /// The reason a holder is pending, as the commander reads it.
+    pub fn reason(&self) -> String {
+        match self {
+            Trust::Verified => "verified".to_owned(),
+            Trust::NoCrossSigning => "no cross-signing (they must set it up first)".to_owned(),
+            Trust::NotEnrolled => "not enrolled".to_owned(),
+            Trust::IdentityChanged => {
+                "identity changed since enrolment (re-verify them in person)".to_owned()
+            }
+            Trust::Revoked => "enrolment revoked by an operator".to_owned(),
+            Trust::Unknown { why } => format!("identity could not be checked ({why})"),
+        }
+    }
+}
+
+/// The trust status of `user`. With `fetch`, the identity is queried from the
+/// homeserver first (for people cordon shares no room with yet, whose keys it does not
+/// track); otherwise the local copy, kept current by sync, is used.
+pub async fn status(client: &Client, store: &Store, user: &UserId, fetch: bool) -> Trust {
+    match store.enrolment(user.as_str()) {
+        Ok(Some(e)) if !e.is_current() => return Trust::Revoked,
+        Ok(_) => {}
+        Err(e) => {
+            return Trust::Unknown {
+                why: format!("store: {e}"),
+            };
+        }
+    }
+    let identity = if fetch {
+        client.encryption().request_user_identity(user).await
+    } else {
+        match client.encryption().get_user_identity(user).await {
+            Ok(Some(i)) => Ok(Some(i)),
+            Ok(None) => client.encryption().request_user_identity(user).await,
+            Err(e) => Err(e.into()),
+        }
+    };
+    match identity {
+        Ok(Some(identity)) => classify(&identity, store, user),
+        Ok(None) => Trust::NoCrossSigning,
+        Err(e) => Trust::Unknown { why: e.to_string() },
+    }
+}
+
+fn classify(identity: &UserIdentity, store: &Store, user: &UserId) -> Trust {
+    let current = master_key(identity);
+    let enrolled_key = store
+        .enrolment(user.as_str())
+        .ok()
+        .flatten()
+        .and_then(|e| e.master_key);
+    if identity.is_verified() {
+        match (&enrolled_key, &current) {
+            // Signed by cordon, but not the key the operator checked: treat as changed.
+            (Some(enrolled), Some(now)) if enrolled != now => Trust::IdentityChanged,
+            _ => Trust::Verified,
+        }
+    } else if identity.has_verification_violation()
+        || identity.was_previously_verified()
+        || enrolled_key.is_some()
+    {
+        Trust::IdentityChanged
+    } else {
+        Trust::NotEnrolled
+    }
+}
+
+/// The identity's master key as unpadded base64, the form people read out.
+pub fn master_key(identity: &UserIdentity) -> Option<String> {
+    identity.master_key().get_first_key().map(|k| k.to_base64())
+}
+
+/// Signs `identity` with cordon's user-signing key and records the enrolment.
+pub(crate) async fn sign_and_record(
+    store: &Store,
+    identity: &UserIdentity,
+    method: crate::store::EnrolMethod,
+    by: &str,
+    now: DateTime<Utc>,
+) -> Result<Enrolment, TrustError> {
+    let user = identity.user_id().to_owned();
+    identity
+        .verify()
+        .await
+        .map_err(|e| TrustError::matrix(format!("signing {user}'s identity"), e))?;
+    let enrolment = Enrolment {
+        user: user.to_string(),
+        master_key: master_key(identity),
+        method,
+        by: by.to_owned(),
+        verified_at: now,
+        revoked: None,
+    };
+    store.record_enrolment(&enrolment)?;
+    Ok(enrolment)
+}
+
+/// Revokes `user`: records the revocation (audited) and blacklists every device of
+/// theirs that cordon knows, so that no room key goes to them again.
+pub async fn revoke(
+    client: &Client,
+    store: &Store,
+    user: &UserId,
+    by: &str,
+    reason: Option<String>,
+    now: DateTime<Utc>,
+) -> Result<Enrolment, TrustError> {
+    let record = store.revoke_enrolment(
+        user.as_str(),
+        Revocation {
+            by: by.to_owned(),
+            at: now,
+            reason,
+        },
+    )?;
+    blacklist_devices(client, user).await?;
+    Ok(record)
+}
+
+/// Blacklists every known device of `user` locally (room keys are withheld from them).
+pub async fn blacklist_devices(client: &Client, user: &UserId) -> Result<usize, TrustError> {
+    // Fetch first, so devices the bot has not seen yet are covered too.
+    let _ = client.encryption().request_user_identity(user).await;
+    let devices = client
+        .encryption()
+        .get_user_devices(user)
+        .await
+        .map_err(|e| TrustError::matrix(format!("listing {user}'s devices"), e))?;
+    let mut n = 0;
+    for device in devices.devices() {
+        if !device.is_blacklisted() {
+            device
+                .set_local_trust(matrix_sdk::encryption::LocalTrust::BlackListed)
+                .await
+                .map_err(|e| TrustError::matrix(format!("blacklisting {user}'s device"), e))?;
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// One row of `cordon verify --list`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Listed {
+    /// The record.
+    pub enrolment: Enrolment,
+    /// The person's standing now.
+    pub trust: Trust,
+}
+
+/// Every enrolment record with the person's standing now.
+pub async fn list(client: &Client, store: &Store) -> Result<Vec<Listed>, TrustError> {
+    let mut out = Vec::new();
+    for enrolment in store.enrolments()? {
+        let trust = match UserId::parse(enrolment.user.as_str()) {
+            Ok(user) => status(client, store, &user, true).await,
+            Err(e) => Trust::Unknown { why: e.to_string() },
+        };
+        out.push(Listed { enrolment, trust });
+    }
+    Ok(out)
+}
