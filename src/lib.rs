@@ -40,6 +40,7 @@ pub mod config;
 pub mod demo;
 pub mod diagnostic;
 pub mod failpoint;
+pub mod guard;
 pub mod harness;
 pub mod incident;
 pub mod matrix;

@@ -215,6 +215,7 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
     });
 
     register_handlers(&bot);
+    crate::guard::register(&bot);
 
     // First sync: from the saved token, so events since the last run reach the handlers
     // (each command is deduplicated by event id in the store).
@@ -231,6 +232,7 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
     catch_up_invites(&bot).await;
     commands::catch_up(&bot).await;
     resume_incidents(&bot).await;
+    crate::guard::reconcile_all(&bot).await;
     info!(user = %bot.config.user, "cordon is ready");
 
     let settings = SyncSettings::default()
