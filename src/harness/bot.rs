@@ -263,6 +263,54 @@ impl Drop for BotProcess {
     }
 }
 
+/// `binary verify --config <setup's config>`, ready for more arguments: run from the
+/// setup's directory, stdin closed, stdout and stderr piped, quiet logs. Tests add the
+/// person (and `--fingerprint`, `--list`, …), and set stdin to a pipe to answer the
+/// emoji question.
+pub fn verify_command(binary: &Path, setup: &BotSetup) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(binary);
+    cmd.arg("verify")
+        .arg("--config")
+        .arg(&setup.config)
+        .current_dir(&setup.dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Enrols `user` with the bot of `setup` the scriptable way: reads the person's
+/// master-key fingerprint and runs `cordon verify --config … <user> --fingerprint <fp>`,
+/// which talks to the running bot over its admin socket, or (bot stopped) runs the
+/// enrolment itself. A non-zero exit is an error carrying the command's output.
+pub async fn enrol(
+    binary: &Path,
+    setup: &BotSetup,
+    user: &super::TestUser,
+) -> Result<(), HarnessError> {
+    let fingerprint = user.master_key_fingerprint().await?;
+    let output = verify_command(binary, setup)
+        .arg(user.user_id().as_str())
+        .arg("--fingerprint")
+        .arg(&fingerprint)
+        .output()
+        .await
+        .map_err(|e| HarnessError::io("running cordon verify", e))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(HarnessError::BadResponse {
+        context: format!("enrolling {} ({})", user.user_id(), output.status),
+        detail: format!(
+            "stdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    })
+}
+
 fn tail(s: &str, n: usize) -> String {
     let start = s.len().saturating_sub(n);
     let start = (start..s.len())

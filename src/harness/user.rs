@@ -6,8 +6,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use matrix_sdk::config::{RequestConfig, SyncSettings};
 use matrix_sdk::deserialized_responses::EncryptionInfo;
+use matrix_sdk::encryption::verification::{
+    SasState, SasVerification, Verification, VerificationRequestState,
+};
 use matrix_sdk::ruma::api::client::membership::invite_user::v3::{
     InviteUserId, Request as InviteRequest,
 };
@@ -16,6 +20,7 @@ use matrix_sdk::ruma::api::client::room::create_room::v3::{
 };
 use matrix_sdk::ruma::api::client::state::get_state_event_for_key::v3::Request as GetStateRequest;
 use matrix_sdk::ruma::api::client::uiaa;
+use matrix_sdk::ruma::events::key::verification::request::ToDeviceKeyVerificationRequestEvent;
 use matrix_sdk::ruma::events::room::encrypted::OriginalSyncRoomEncryptedEvent;
 use matrix_sdk::ruma::events::room::encryption::RoomEncryptionEventContent;
 use matrix_sdk::ruma::events::room::member::{MembershipState, StrippedRoomMemberEvent};
@@ -61,6 +66,83 @@ pub struct ReceivedInvite {
     pub reason: Option<String>,
 }
 
+/// An emoji comparison in progress on the person's side, with the emojis their client
+/// shows. The person's sync loop keeps running, so the other side's messages arrive.
+#[derive(Debug)]
+pub struct SasSession {
+    user: OwnedUserId,
+    sas: SasVerification,
+    emojis: Vec<(String, String)>,
+}
+
+/// How an emoji comparison ended on the person's side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SasOutcome {
+    /// Both sides confirmed.
+    Done,
+    /// Cancelled, with the reason the SDK reports.
+    Cancelled(String),
+}
+
+impl SasSession {
+    /// The seven emojis as (symbol, name), e.g. `("🐶", "Dog")`, in order.
+    pub fn emojis(&self) -> &[(String, String)] {
+        &self.emojis
+    }
+
+    /// The device id of the other side (cordon's device).
+    pub fn other_device(&self) -> String {
+        self.sas.other_device().device_id().to_string()
+    }
+
+    /// The person says the emojis match. Returns at once; wait with
+    /// [`SasSession::finished`].
+    pub async fn confirm(&self) -> Result<(), HarnessError> {
+        self.sas
+            .confirm()
+            .await
+            .map_err(|e| HarnessError::matrix(format!("{} confirming the emojis", self.user), e))
+    }
+
+    /// The person says the emojis differ: the comparison is cancelled (mismatched SAS).
+    pub async fn mismatch(&self) -> Result<(), HarnessError> {
+        self.sas
+            .mismatch()
+            .await
+            .map_err(|e| HarnessError::matrix(format!("{} rejecting the emojis", self.user), e))
+    }
+
+    /// Waits until the comparison is done or cancelled.
+    pub async fn finished(&self, deadline: Duration) -> Result<SasOutcome, HarnessError> {
+        let mut changes = self.sas.changes();
+        let wait = async {
+            loop {
+                match self.sas.state() {
+                    SasState::Done { .. } => return SasOutcome::Done,
+                    SasState::Cancelled(info) => {
+                        return SasOutcome::Cancelled(info.reason().to_owned());
+                    }
+                    _ => {}
+                }
+                if changes.next().await.is_none() {
+                    return match self.sas.state() {
+                        SasState::Done { .. } => SasOutcome::Done,
+                        other => SasOutcome::Cancelled(format!("stream ended in {other:?}")),
+                    };
+                }
+            }
+        };
+        tokio::time::timeout(deadline, wait)
+            .await
+            .map_err(|_| HarnessError::Timeout {
+                user: self.user.to_string(),
+                what: "the emoji comparison to finish".into(),
+                waited: deadline,
+                seen: format!("state {:?}", self.sas.state()),
+            })
+    }
+}
+
 /// What the sync loop has seen so far.
 #[derive(Default)]
 struct InboxState {
@@ -72,6 +154,10 @@ struct InboxState {
     invites_taken: usize,
     /// How many syncs have completed.
     syncs: u64,
+    /// Verification requests received from other people's devices: (sender, flow id).
+    verification_requests: Vec<(OwnedUserId, String)>,
+    /// How many of them [`TestUser::accept_sas`] has handed out.
+    verification_requests_taken: usize,
 }
 
 /// The record the event handlers write and the waits read. `changed` is bumped after
@@ -415,8 +501,141 @@ impl TestUser {
             })
     }
 
-    // Enrolment: `enrol_with(&self, bot: ...)`, verifying this person with the bot in one
-    // call, belongs here and is added by the verification work (see the module docs).
+    /// Accepts the next incoming verification request (one already received counts),
+    /// as the person would tap "Accept" on their phone, and runs the emoji (SAS)
+    /// comparison up to the point where both sides show the emojis. The returned
+    /// session lets the test compare them and then [`SasSession::confirm`] or
+    /// [`SasSession::mismatch`]. cordon (the requester) starts the SAS itself; should the
+    /// request transition from this side instead, that works too.
+    pub async fn accept_sas(&self, deadline: Duration) -> Result<SasSession, HarnessError> {
+        let started = tokio::time::Instant::now();
+        let (sender, flow_id) = self
+            .wait_until(deadline, "a verification request", |state| {
+                let request = state
+                    .verification_requests
+                    .get(state.verification_requests_taken)
+                    .cloned()?;
+                state.verification_requests_taken += 1;
+                Some(request)
+            })
+            .await?;
+        let context = format!("{} accepting verification from {sender}", self.user_id);
+        let request = self
+            .client
+            .encryption()
+            .get_verification_request(&sender, &flow_id)
+            .await
+            .ok_or_else(|| HarnessError::BadResponse {
+                context: context.clone(),
+                detail: format!("the SDK does not know request {flow_id}"),
+            })?;
+        let mut changes = request.changes();
+        request
+            .accept()
+            .await
+            .map_err(|e| HarnessError::matrix(&context, e))?;
+        let remaining = |what: &str| {
+            deadline
+                .checked_sub(started.elapsed())
+                .ok_or_else(|| HarnessError::Timeout {
+                    user: self.user_id.to_string(),
+                    what: what.to_owned(),
+                    waited: deadline,
+                    seen: self.summary(),
+                })
+        };
+        // Wait for the SAS to start (cordon sends m.key.verification.start after our
+        // ready).
+        let sas = loop {
+            match request.state() {
+                VerificationRequestState::Transitioned {
+                    verification: Verification::SasV1(sas),
+                } => break sas,
+                VerificationRequestState::Cancelled(info) => {
+                    return Err(HarnessError::BadResponse {
+                        context,
+                        detail: format!("the request was cancelled: {}", info.reason()),
+                    });
+                }
+                VerificationRequestState::Done => {
+                    return Err(HarnessError::BadResponse {
+                        context,
+                        detail: "the request finished without an emoji comparison".into(),
+                    });
+                }
+                _ => {}
+            }
+            let left = remaining("the emoji comparison to start")?;
+            match tokio::time::timeout(left, changes.next()).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    return Err(HarnessError::BadResponse {
+                        context,
+                        detail: "the request's state stream ended".into(),
+                    });
+                }
+                Err(_) => {
+                    return Err(HarnessError::Timeout {
+                        user: self.user_id.to_string(),
+                        what: "the emoji comparison to start".into(),
+                        waited: deadline,
+                        seen: self.summary(),
+                    });
+                }
+            }
+        };
+        let mut sas_changes = sas.changes();
+        if !sas.we_started() {
+            sas.accept()
+                .await
+                .map_err(|e| HarnessError::matrix(&context, e))?;
+        }
+        let emojis = loop {
+            match sas.state() {
+                SasState::KeysExchanged { emojis, .. } => {
+                    let emojis = emojis.ok_or_else(|| HarnessError::BadResponse {
+                        context: context.clone(),
+                        detail: "the comparison offers no emojis".into(),
+                    })?;
+                    break emojis
+                        .emojis
+                        .iter()
+                        .map(|e| (e.symbol.to_owned(), e.description.to_owned()))
+                        .collect::<Vec<_>>();
+                }
+                SasState::Cancelled(info) => {
+                    return Err(HarnessError::BadResponse {
+                        context,
+                        detail: format!("the comparison was cancelled: {}", info.reason()),
+                    });
+                }
+                _ => {}
+            }
+            let left = remaining("the emojis")?;
+            match tokio::time::timeout(left, sas_changes.next()).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    return Err(HarnessError::BadResponse {
+                        context,
+                        detail: "the comparison's state stream ended".into(),
+                    });
+                }
+                Err(_) => {
+                    return Err(HarnessError::Timeout {
+                        user: self.user_id.to_string(),
+                        what: "the emojis".into(),
+                        waited: deadline,
+                        seen: self.summary(),
+                    });
+                }
+            }
+        };
+        Ok(SasSession {
+            user: self.user_id.clone(),
+            sas,
+            emojis,
+        })
+    }
 
     /// Stops the sync task and removes the person's store.
     pub async fn stop(mut self) {
@@ -548,6 +767,15 @@ fn add_handlers(client: &Client, inbox: &Arc<Inbox>, own: &UserId) {
                     .or_default()
                     .push(event.event_id)
             });
+        }
+    });
+
+    let requests = inbox.clone();
+    client.add_event_handler(move |event: ToDeviceKeyVerificationRequestEvent| {
+        let inbox = requests.clone();
+        async move {
+            let request = (event.sender, event.content.transaction_id.to_string());
+            inbox.update(|s| s.verification_requests.push(request));
         }
     });
 
