@@ -21,6 +21,7 @@ use crate::incident::{Incident, IncidentId, NewIncident, State};
 use crate::matrix::rooms::{self, notice};
 use crate::playbook::Catalog;
 use crate::store::IncidentFilter;
+use crate::trust::sender::SenderDevice;
 
 /// A command message as it arrived.
 pub struct Incoming {
@@ -28,6 +29,8 @@ pub struct Incoming {
     pub room: Room,
     /// Who sent it.
     pub sender: OwnedUserId,
+    /// Whether the sending device may change anything.
+    pub device: SenderDevice,
     /// Its event id (the deduplication key).
     pub event_id: OwnedEventId,
     /// When the sender's server received it.
@@ -97,6 +100,30 @@ pub async fn handle(bot: Arc<Bot>, incoming: Incoming) {
             return;
         }
     };
+    // (1) Anything that changes something must come from a verified device. The
+    // sender's unverified device cannot decrypt the answer; the room's verified members
+    // can, so they see the refusal.
+    if command.changes_state()
+        && let SenderDevice::Unverified(why) = &incoming.device
+    {
+        if is_declare {
+            let _ = bot.store.mark_processed(incoming.event_id.as_str(), now);
+        }
+        refuse(
+            &bot,
+            &incoming,
+            None,
+            why.code(),
+            &format!(
+                "I did not act on `{}` from {}: {}. Nothing was changed.",
+                command.name(),
+                incoming.sender,
+                why.explain()
+            ),
+        )
+        .await;
+        return;
+    }
     info!(command = command.name(), "command");
     match command {
         Command::Help { topic } => {
@@ -399,8 +426,11 @@ pub async fn catch_up(bot: &Arc<Bot>) {
                     && let MessageType::Text(text) = &m.content.msgtype
                     && let Some(parsed) = crate::command::parse(&text.body)
                 {
+                    let device =
+                        bot.sender_device(event.encryption_info().map(|i| i.as_ref()), &m.sender);
                     found.push(Incoming {
                         room: room.clone(),
+                        device,
                         sender: m.sender.clone(),
                         event_id: m.event_id.clone(),
                         sent_at: at,

@@ -135,6 +135,24 @@ impl Bot {
         self.config.operators.contains(user)
     }
 
+    /// Whether a command's sending device may change anything (see
+    /// [`crate::trust::sender`]).
+    pub(crate) fn sender_device(
+        &self,
+        info: Option<&matrix_sdk::deserialized_responses::EncryptionInfo>,
+        sender: &matrix_sdk::ruma::UserId,
+    ) -> crate::trust::sender::SenderDevice {
+        let revoked = match self.store.enrolment(sender.as_str()) {
+            Ok(record) => record.is_some_and(|e| !e.is_current()),
+            Err(e) => {
+                // Fail closed: a sender cordon cannot check is not trusted.
+                error!(error = %e, "store: reading an enrolment");
+                true
+            }
+        };
+        crate::trust::sender::classify(info, sender, revoked)
+    }
+
     /// True while any pipeline runs in this process.
     fn busy(&self) -> bool {
         match self.running.lock() {
@@ -314,11 +332,14 @@ async fn reap(bot: &Arc<Bot>) {
 
 fn register_handlers(bot: &Arc<Bot>) {
     let b = bot.clone();
-    bot.client
-        .add_event_handler(move |ev: OriginalSyncRoomMessageEvent, room: Room| {
+    bot.client.add_event_handler(
+        move |ev: OriginalSyncRoomMessageEvent,
+              room: Room,
+              encryption: Option<matrix_sdk::deserialized_responses::EncryptionInfo>| {
             let bot = b.clone();
-            async move { on_message(bot, ev, room).await }
-        });
+            async move { on_message(bot, ev, room, encryption).await }
+        },
+    );
     let b = bot.clone();
     bot.client
         .add_event_handler(move |ev: StrippedRoomMemberEvent, room: Room| {
@@ -327,7 +348,12 @@ fn register_handlers(bot: &Arc<Bot>) {
         });
 }
 
-async fn on_message(bot: Arc<Bot>, ev: OriginalSyncRoomMessageEvent, room: Room) {
+async fn on_message(
+    bot: Arc<Bot>,
+    ev: OriginalSyncRoomMessageEvent,
+    room: Room,
+    encryption: Option<matrix_sdk::deserialized_responses::EncryptionInfo>,
+) {
     if ev.sender == bot.config.user {
         return;
     }
@@ -337,8 +363,10 @@ async fn on_message(bot: Arc<Bot>, ev: OriginalSyncRoomMessageEvent, room: Room)
     let Some(parsed) = crate::command::parse(&text.body) else {
         return;
     };
+    let device = bot.sender_device(encryption.as_ref(), &ev.sender);
     let incoming = commands::Incoming {
         room,
+        device,
         sender: ev.sender.clone(),
         event_id: ev.event_id.clone(),
         sent_at: millis_to_utc(ev.origin_server_ts.get().into()),

@@ -25,7 +25,9 @@ use crate::matrix::MatrixError;
 use crate::matrix::admin::Account;
 use crate::matrix::rooms::{self, InviteOutcome, notice};
 use crate::playbook::Playbook;
-use crate::store::{OutboxIntent, RoomRecord, RoomStatus};
+use crate::playbook::Verification;
+use crate::store::{OutboxIntent, RoomRecord, RoomStatus, RosterEntry, RosterStatus};
+use crate::trust::{self, Trust};
 
 /// How many invites go out at once.
 const INVITE_CONCURRENCY: usize = 64;
@@ -201,25 +203,36 @@ async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
         .collect();
     holders.sort();
     holders.dedup();
+    // And each holder's identity: fetched from the homeserver now, so an identity
+    // changed since enrolment is caught before anyone is invited.
     let checking = stream::iter(holders)
         .map(|user| {
             let bot = bot.clone();
             async move {
-                let account = bot.admin.account(&user, bot.is_server_admin()).await;
-                (user, account)
+                let (account, standing) = tokio::join!(
+                    bot.admin.account(&user, bot.is_server_admin()),
+                    trust::status(&bot.client, &bot.store, &user, true),
+                );
+                (user, account, standing)
             }
         })
         .buffer_unordered(INVITE_CONCURRENCY)
-        .collect::<Vec<(OwnedUserId, Account)>>();
-    let (created, accounts) = tokio::join!(creating, checking);
-    let uninvitable: BTreeMap<OwnedUserId, &'static str> = accounts
-        .into_iter()
-        .filter_map(|(user, account)| match account {
-            Account::Missing => Some((user, "the account does not exist on the homeserver")),
-            Account::Deactivated => Some((user, "the account is deactivated")),
-            Account::Exists | Account::Unknown => None,
-        })
-        .collect();
+        .collect::<Vec<(OwnedUserId, Account, Trust)>>();
+    let (created, checked) = tokio::join!(creating, checking);
+    let mut uninvitable: BTreeMap<OwnedUserId, &'static str> = BTreeMap::new();
+    let mut standing: BTreeMap<OwnedUserId, Trust> = BTreeMap::new();
+    for (user, account, trust) in checked {
+        match account {
+            Account::Missing => {
+                uninvitable.insert(user.clone(), "the account does not exist on the homeserver");
+            }
+            Account::Deactivated => {
+                uninvitable.insert(user.clone(), "the account is deactivated");
+            }
+            Account::Exists | Account::Unknown => {}
+        }
+        standing.insert(user, trust);
+    }
     let mut rooms_by_key: BTreeMap<String, (RoomPlan, Room)> = BTreeMap::new();
     for r in created {
         let (p, room) = r?;
@@ -237,20 +250,73 @@ async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
     // between re-sends some invites, which the server treats as no-ops.
     // Interleaved across rooms: Synapse handles one room's membership changes one at a
     // time, so a window full of one room's invites would leave the others idle.
-    let per_room: Vec<Vec<(Room, plan::InvitePlan, String)>> = plans
+    let per_room: Vec<Vec<(Room, &str, plan::InvitePlan)>> = plans
         .iter()
         .filter_map(|p| rooms_by_key.get(&p.key))
         .map(|(p, room)| {
             p.invites
                 .iter()
-                .map(|inv| (room.clone(), inv.clone(), invite_key(id, &p.key, &inv.user)))
+                .map(|inv| (room.clone(), p.key.as_str(), inv.clone()))
                 .collect()
         })
         .collect();
     let longest = per_room.iter().map(Vec::len).max().unwrap_or(0);
-    let jobs: Vec<(Room, plan::InvitePlan, String)> = (0..longest)
+    let all_jobs: Vec<(Room, &str, plan::InvitePlan)> = (0..longest)
         .flat_map(|i| per_room.iter().filter_map(move |r| r.get(i).cloned()))
         .collect();
+
+    // The verification policy, recorded in the roster (the guard's ground truth) before
+    // any invite goes out. Someone already let in stays in; a pending holder who has
+    // been enrolled since an interrupted attempt is let in now.
+    let mut roster = Vec::new();
+    let mut jobs = Vec::new();
+    for (room, room_key, mut inv) in all_jobs {
+        let existing = bot
+            .store
+            .roster_entry(room.room_id().as_str(), inv.user.as_str())?;
+        let trust = standing.get(&inv.user).cloned().unwrap_or(Trust::Unknown {
+            why: "not checked".to_owned(),
+        });
+        let admitted_before = existing.as_ref().is_some_and(|e| e.is_allowed());
+        let status = if admitted_before || trust.is_verified() {
+            RosterStatus::Invited
+        } else {
+            match playbook.verification {
+                Verification::Required => RosterStatus::Pending {
+                    why: trust.reason(),
+                },
+                Verification::Warn => RosterStatus::Invited,
+            }
+        };
+        let unverified = if admitted_before {
+            existing.as_ref().is_some_and(|e| e.unverified)
+        } else {
+            !trust.is_verified()
+        };
+        if status == RosterStatus::Invited && unverified {
+            inv.reason = unverified_reason(&inv.reason);
+        }
+        if existing.as_ref().map(|e| (&e.status, e.unverified)) != Some((&status, unverified)) {
+            roster.push(RosterEntry {
+                incident: id.clone(),
+                room_key: room_key.to_owned(),
+                room_id: room.room_id().to_string(),
+                user: inv.user.to_string(),
+                roles: inv.roles.clone(),
+                status: status.clone(),
+                unverified,
+                at: bot.now(),
+            });
+        }
+        if status == RosterStatus::Invited {
+            let key = invite_key(id, room_key, &inv.user);
+            jobs.push((room, inv, key));
+        }
+    }
+    if !roster.is_empty() {
+        bot.store.roster_put(&roster, None, bot.now())?;
+    }
+    progress.invites_total = jobs.len();
     let intents: Vec<OutboxIntent> = jobs
         .iter()
         .map(|(room, inv, key)| OutboxIntent {
@@ -266,7 +332,7 @@ async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
         .filter(|(_, entry)| entry.is_pending())
         .map(|(job, _)| job)
         .collect();
-    progress.invites_done = progress.invites_total - pending.len();
+    progress.invites_done = progress.invites_total.saturating_sub(pending.len());
     crate::failpoint::hit("provision.before_invite").await;
     let results: Vec<Result<(String, serde_json::Value), BotError>> = stream::iter(pending)
         .map(|(room, inv, key)| {
@@ -462,7 +528,18 @@ fn record_room(
     Ok(())
 }
 
-/// The outbox key of one invite (also the guard's invite record).
+/// The invite reason for a holder admitted without a verified identity: the reason is
+/// sent unencrypted, so it is the one thing they can read before an operator enrols
+/// them.
+pub(crate) fn unverified_reason(reason: &str) -> String {
+    format!(
+        "{reason} Your identity is not verified by cordon: its own messages in the \
+         incident rooms stay unreadable to you until an operator enrols you in person \
+         (`cordon verify`)."
+    )
+}
+
+/// The outbox key of one invite.
 fn invite_key(id: &IncidentId, room_key: &str, user: &matrix_sdk::ruma::UserId) -> String {
     format!("{}/{}/invite/{}", id.as_str(), room_key, user)
 }
@@ -501,12 +578,33 @@ fn summary_text(
             }
         }
     }
+    // Holders the verification policy kept out, and those let in unverified.
+    let roster = bot
+        .store
+        .roster_for_incident(&incident.id)
+        .unwrap_or_default();
+    let mut unverified: BTreeMap<String, String> = BTreeMap::new();
+    let mut admitted_unverified: Vec<String> = Vec::new();
+    for entry in &roster {
+        match &entry.status {
+            RosterStatus::Pending { why } => {
+                unverified.entry(entry.user.clone()).or_insert(why.clone());
+            }
+            RosterStatus::Invited if entry.unverified => {
+                if !admitted_unverified.contains(&entry.user) {
+                    admitted_unverified.push(entry.user.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    let left_out = |user: &str| refused.contains_key(user) || unverified.contains_key(user);
     for p in plans {
         if let Some((_, room)) = rooms.get(&p.key) {
             let invited = p
                 .invites
                 .iter()
-                .filter(|i| !refused.contains_key(i.user.as_str()))
+                .filter(|i| !left_out(i.user.as_str()))
                 .count();
             out.push_str(&format!(
                 "\n- {}: {} ({invited} invited)",
@@ -519,12 +617,18 @@ fn summary_text(
         .iter()
         .map(|(user, why)| format!("{user} not invited: {why}"))
         .collect();
+    short.extend(
+        unverified
+            .iter()
+            .filter(|(user, _)| !refused.contains_key(user.as_str()))
+            .map(|(user, why)| format!("{user} not invited, unverified: {why}")),
+    );
     // A role with fewer invitable holders than its `min` is flagged to the commander.
     for role in &playbook.roles {
         let invitable = role
             .holders
             .iter()
-            .filter(|h| !refused.contains_key(h.as_str()))
+            .filter(|h| !left_out(h.as_str()))
             .count();
         if (invitable as u64) < u64::from(role.min) {
             short.push(format!(
@@ -537,6 +641,21 @@ fn summary_text(
         out.push_str("\nPending: nobody.");
     } else {
         out.push_str(&format!("\nPending: {}.", short.join("; ")));
+    }
+    if !unverified.is_empty() {
+        out.push_str(&format!(
+            "\nTo let in an unverified holder: an operator enrols them in person with \
+             `cordon verify @user:server` (they are then invited), or in an emergency \
+             `!cordon admit {} @user:server --unverified --reason \"…\"`.",
+            incident.id.as_str()
+        ));
+    }
+    if !admitted_unverified.is_empty() {
+        out.push_str(&format!(
+            "\nWARNING: invited without a verified identity (cordon's own messages stay \
+             unreadable to them until they are enrolled): {}.",
+            admitted_unverified.join(", ")
+        ));
     }
     out.push_str(&format!(
         "\nProvisioned in {:.1} s. Type `!cordon status {}` at any time.",

@@ -11,6 +11,7 @@
 //! - `socket`: the local admin socket `cordon verify` talks to while the bot runs.
 
 pub mod fingerprint;
+pub mod sender;
 
 use chrono::{DateTime, Utc};
 use matrix_sdk::Client;
