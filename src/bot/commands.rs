@@ -15,7 +15,7 @@ use matrix_sdk::ruma::{OwnedEventId, OwnedUserId, UInt};
 use serde_json::json;
 use tracing::{info, instrument, warn};
 
-use super::{Bot, millis_to_utc, provision, status};
+use super::{Bot, millis_to_utc, provision, roster, status};
 use crate::command::{Command, IncidentRef, Rejection};
 use crate::incident::{Incident, IncidentId, NewIncident, State};
 use crate::matrix::rooms::{self, notice};
@@ -142,6 +142,34 @@ pub async fn handle(bot: Arc<Bot>, incoming: Incoming) {
         }
         Command::Declare { playbook, name } => {
             declare(&bot, &incoming, playbook.as_str(), name.as_str()).await;
+        }
+        Command::Add {
+            incident,
+            user,
+            role,
+        } => {
+            if let Some(incident) = resolve_one(&bot, &incoming, incident.as_ref()).await {
+                roster::add(&bot, &incoming, incident, user, role.as_str()).await;
+            }
+        }
+        Command::Remove { incident, user } => {
+            if let Some(incident) = resolve_one(&bot, &incoming, incident.as_ref()).await {
+                roster::remove(&bot, &incoming, incident, user).await;
+            }
+        }
+        Command::Handover { incident, user } => {
+            if let Some(incident) = resolve_one(&bot, &incoming, incident.as_ref()).await {
+                roster::handover(&bot, &incoming, incident, user).await;
+            }
+        }
+        Command::Admit {
+            incident,
+            user,
+            reason,
+        } => {
+            if let Some(incident) = resolve_one(&bot, &incoming, incident.as_ref()).await {
+                roster::admit(&bot, &incoming, incident, user, reason.as_str()).await;
+            }
         }
         other => {
             refuse(
@@ -277,6 +305,59 @@ async fn declare(bot: &Arc<Bot>, incoming: &Incoming, playbook_id: &str, name: &
     let b = bot.clone();
     let id = incident.id.clone();
     bot.spawn(async move { provision::run(b, id).await }).await;
+}
+
+/// The one incident a command acts on: the one named, which must have been declared in
+/// this control room, or else the only active one here. Answers the command when there
+/// is none or several.
+async fn resolve_one(
+    bot: &Arc<Bot>,
+    incoming: &Incoming,
+    wanted: Option<&IncidentRef>,
+) -> Option<Incident> {
+    let here = incoming.room.room_id().as_str();
+    let answer = match wanted {
+        Some(_) => match resolve_many(bot, incoming, wanted) {
+            Ok(mut list) => match list.pop() {
+                Some(incident) if incident.control_room == here => return Some(incident),
+                Some(incident) => format!(
+                    "{} was not declared in this room; manage it from its own control room.",
+                    incident.id.as_str()
+                ),
+                None => "There is no such incident.".to_owned(),
+            },
+            Err(why) => why,
+        },
+        None => {
+            let active = bot.store.incidents(
+                &IncidentFilter::in_states(&[State::Active, State::Provisioning])
+                    .in_control_room(here),
+            );
+            match active {
+                Ok(mut list) if list.len() == 1 => return list.pop(),
+                Ok(list) if list.is_empty() => {
+                    "There is no active incident in this room, so nothing was changed.".to_owned()
+                }
+                Ok(list) => {
+                    let ids: Vec<&str> = list.iter().map(|i| i.id.as_str()).collect();
+                    format!(
+                        "Several incidents are active here ({}); name one, like `!cordon {} {} …`. \
+                         Nothing was changed.",
+                        ids.join(", "),
+                        incoming
+                            .parsed
+                            .as_ref()
+                            .map(|c| c.name())
+                            .unwrap_or("status"),
+                        ids.first().copied().unwrap_or("mc-4k7p"),
+                    )
+                }
+                Err(e) => format!("I could not read my store ({e}). Nothing was changed."),
+            }
+        }
+    };
+    reply(bot, incoming, None, &answer).await;
+    None
 }
 
 /// The incidents a command names: the given one, or every open incident of this

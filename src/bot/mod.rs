@@ -12,6 +12,7 @@
 
 mod commands;
 mod provision;
+mod roster;
 mod status;
 
 use std::collections::{BTreeSet, HashSet};
@@ -48,6 +49,9 @@ pub enum BotError {
     #[error(transparent)]
     Matrix(#[from] MatrixError),
 }
+
+/// How often pending holders are checked for a new enrolment.
+const ROSTER_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The shortest interval between syncs while a pipeline is running.
 const BUSY_SYNC_INTERVAL: Duration = Duration::from_secs(1);
@@ -251,6 +255,20 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
     commands::catch_up(&bot).await;
     resume_incidents(&bot).await;
     crate::guard::reconcile_all(&bot).await;
+    roster::replay_invites(&bot).await;
+    roster::admit_enrolled(&bot, None).await;
+    // Pending holders enrolled while cordon ran (or offline) are let in within a minute.
+    let enrolled_watch = {
+        let b = bot.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(ROSTER_INTERVAL);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                roster::admit_enrolled(&b, None).await;
+            }
+        })
+    };
     info!(user = %bot.config.user, "cordon is ready");
 
     let settings = SyncSettings::default()
@@ -306,6 +324,7 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
     }
 
     info!("shutting down");
+    enrolled_watch.abort();
     let mut tasks = std::mem::take(&mut *bot.tasks.lock().await);
     // Every step is resumable, so in-flight work may be cut short; give it a moment to
     // finish what it is doing.

@@ -90,7 +90,7 @@ fn control_room(bot: &Bot, incident: &Incident) -> Option<Room> {
 }
 
 /// The playbook exactly as it was declared.
-fn declared_playbook(bot: &Bot, id: &IncidentId) -> Result<Playbook, BotError> {
+pub(crate) fn declared_playbook(bot: &Bot, id: &IncidentId) -> Result<Playbook, BotError> {
     let snapshot = bot
         .store
         .playbook_snapshot(id)?
@@ -278,7 +278,12 @@ async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
             why: "not checked".to_owned(),
         });
         let admitted_before = existing.as_ref().is_some_and(|e| e.is_allowed());
-        let status = if admitted_before || trust.is_verified() {
+        let status = if let Some(why) = uninvitable.get(&inv.user) {
+            // No account to invite: pending for that reason, whatever the keys say.
+            RosterStatus::Pending {
+                why: (*why).to_owned(),
+            }
+        } else if admitted_before || trust.is_verified() {
             RosterStatus::Invited
         } else {
             match playbook.verification {
@@ -590,10 +595,10 @@ fn summary_text(
             RosterStatus::Pending { why } => {
                 unverified.entry(entry.user.clone()).or_insert(why.clone());
             }
-            RosterStatus::Invited if entry.unverified => {
-                if !admitted_unverified.contains(&entry.user) {
-                    admitted_unverified.push(entry.user.clone());
-                }
+            RosterStatus::Invited
+                if entry.unverified && !admitted_unverified.contains(&entry.user) =>
+            {
+                admitted_unverified.push(entry.user.clone());
             }
             _ => {}
         }
@@ -621,7 +626,7 @@ fn summary_text(
         unverified
             .iter()
             .filter(|(user, _)| !refused.contains_key(user.as_str()))
-            .map(|(user, why)| format!("{user} not invited, unverified: {why}")),
+            .map(|(user, why)| format!("{user} not invited: {why}")),
     );
     // A role with fewer invitable holders than its `min` is flagged to the commander.
     for role in &playbook.roles {
@@ -644,7 +649,7 @@ fn summary_text(
     }
     if !unverified.is_empty() {
         out.push_str(&format!(
-            "\nTo let in an unverified holder: an operator enrols them in person with \
+            "\nTo let in a pending holder: an operator enrols them in person with \
              `cordon verify @user:server` (they are then invited), or in an emergency \
              `!cordon admit {} @user:server --unverified --reason \"…\"`.",
             incident.id.as_str()

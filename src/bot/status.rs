@@ -86,7 +86,22 @@ pub async fn render(bot: &Bot, incidents: &[Incident]) -> String {
                         == matrix_sdk::ruma::events::room::member::MembershipState::Invite
                 })
                 .count();
-            let pending = planned.saturating_sub(joined + invited);
+            // From the roster when there is one: who cordon let in but has not joined
+            // yet, and who is waiting (unverified, no account …).
+            let roster = bot
+                .store
+                .roster_for_room(room.room_id().as_str())
+                .unwrap_or_default();
+            let pending = if roster.is_empty() {
+                planned.saturating_sub(joined + invited)
+            } else {
+                let waiting = roster
+                    .iter()
+                    .filter(|e| matches!(e.status, crate::store::RosterStatus::Pending { .. }))
+                    .count();
+                let allowed = roster.iter().filter(|e| e.is_allowed()).count();
+                waiting + allowed.saturating_sub(joined + invited)
+            };
             out.push_str(&format!(
                 "\n- {name}: {joined} joined, {invited} invited, {pending} pending"
             ));

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cordon::harness::bot::{BotProcess, BotSetup};
+use cordon::harness::bot::{BotProcess, BotSetup, enrol};
 use cordon::harness::{Synapse, TestUser};
 use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId, RoomId};
 use serde_json::Value;
@@ -70,7 +70,13 @@ struct World {
 }
 
 impl World {
+    /// A world whose commander and nurses are all enrolled.
     async fn new(nurse_count: usize) -> World {
+        Self::with(nurse_count, 0).await
+    }
+
+    /// A world with `nurse_count` nurses, of whom the last `unenrolled` are not enrolled.
+    async fn with(nurse_count: usize, unenrolled: usize) -> World {
         let hs = Synapse::shared().await.expect("synapse");
         let dir = tempfile::tempdir().unwrap();
         let tag = unique("t");
@@ -108,6 +114,18 @@ impl World {
         .unwrap();
         let mut bot = BotProcess::start(&cordon_bin(), &setup, &[]).unwrap();
         bot.wait_for_log("cordon is ready", WAIT).await.unwrap();
+        // Enrolled in person before anything else: cordon's messages (even its greeting
+        // in the control room) go only to verified devices.
+        let enrolled = nurse_count.saturating_sub(unenrolled);
+        for person in std::iter::once(&commander).chain(nurses.iter().take(enrolled)) {
+            if let Err(e) = enrol(&cordon_bin(), &setup, person).await {
+                panic!(
+                    "enrolling {}: {e}\nbot log:\n{}",
+                    person.user_id(),
+                    bot.log_text()
+                );
+            }
+        }
         let control = commander
             .create_encrypted_room("Control", std::slice::from_ref(&setup.user_id))
             .await
@@ -386,10 +404,21 @@ async fn refused_commands_are_answered_audited_and_create_nothing() {
         .unwrap();
     intruder.wait_for_invite(WAIT).await.unwrap();
     intruder.join(&w.control).await.unwrap();
+    // Not enrolled: refused before anything else is looked at.
     intruder
         .send_text(
             &w.control,
             &format!("!cordon declare {} \"Fake incident\"", w.playbook_id),
+        )
+        .await
+        .unwrap();
+    w.bot_says("has not been verified by cordon").await;
+    // Enrolled, but not allowed by the playbook.
+    enrol(&cordon_bin(), &w.setup, &intruder).await.unwrap();
+    intruder
+        .send_text(
+            &w.control,
+            &format!("!cordon declare {} \"Fake incident 2\"", w.playbook_id),
         )
         .await
         .unwrap();
@@ -429,7 +458,7 @@ async fn refused_commands_are_answered_audited_and_create_nothing() {
         .into_iter()
         .filter(|e| e.action == "command.refused")
         .count();
-    assert_eq!(refusals, 5, "every refusal is audited");
+    assert_eq!(refusals, 6, "every refusal is audited");
     assert!(
         store
             .incidents(&cordon::store::IncidentFilter::all())
@@ -653,4 +682,82 @@ async fn only_operator_invites_to_encrypted_rooms_are_accepted_and_logs_hold_no_
         .count();
     assert_eq!(declined, 2);
     assert_eq!(store.control_rooms().unwrap(), vec![w.control.to_string()]);
+}
+
+/// `verification: required`: only enrolled holders are invited, the others are reported
+/// pending with the reason, and enrolling one later lets them in. A command from a
+/// device that is not cross-signed (a second login with the commander's password) is
+/// refused, and the refusal is readable by the room's verified members.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unverified_holders_are_not_invited_and_unverified_devices_cannot_command() {
+    let w = World::with(2, 1).await;
+    let (enrolled, unenrolled) = (&w.nurses[0], &w.nurses[1]);
+
+    // The commander's password on another device: no cross-signing, so no authority.
+    let localpart = w.commander.user_id().localpart().to_owned();
+    let stolen = TestUser::login(w.hs, &localpart, "pw").await.unwrap();
+    stolen
+        .send_text(
+            &w.control,
+            &format!("!cordon declare {} \"Phantom\"", w.playbook_id),
+        )
+        .await
+        .unwrap();
+    let refusal = w.bot_says("did not act on `declare`").await;
+    assert!(
+        refusal.contains("not verified with your own identity"),
+        "{refusal}"
+    );
+    assert_eq!(w.created_rooms_count().await, 0, "the phantom declared");
+
+    w.say(&format!(
+        "!cordon declare {} \"Chemical spill\"",
+        w.playbook_id
+    ))
+    .await;
+    let summary = w.bot_says("DECLARED: Chemical spill").await;
+    let incident = incident_id_in(&summary);
+    assert!(
+        summary.contains(&format!(
+            "{} not invited: not enrolled",
+            unenrolled.user_id()
+        )),
+        "{summary}"
+    );
+    assert!(summary.contains("cordon verify"), "says how: {summary}");
+    let rooms = w.created_rooms(&incident).await;
+
+    // The enrolled nurse is invited to both rooms; the other to none.
+    for _ in 0..2 {
+        enrolled.wait_for_invite(WAIT).await.unwrap();
+    }
+    unenrolled.wait_for_syncs(2, WAIT).await.unwrap();
+    assert!(
+        unenrolled.invites().is_empty(),
+        "an unenrolled holder was invited"
+    );
+
+    // Enrolled in person later, they are let in without anyone re-declaring.
+    enrol(&cordon_bin(), &w.setup, unenrolled).await.unwrap();
+    let invite = unenrolled.wait_for_invite(WAIT).await.unwrap();
+    assert!(
+        rooms.values().flatten().any(|r| r == invite.room_id()),
+        "invited to {}",
+        invite.room_id()
+    );
+    unenrolled.join(invite.room_id()).await.unwrap();
+
+    // The stolen device cannot read what cordon says in the control room: the refusal
+    // reached it only as ciphertext.
+    stolen.wait_for_syncs(2, WAIT).await.unwrap();
+    let bot = w.bot_id();
+    assert!(
+        stolen.messages(&w.control).iter().all(|m| m.sender != bot),
+        "an unverified device decrypted a message from cordon"
+    );
+    assert!(
+        !stolen.undecryptable(&w.control).is_empty(),
+        "the stolen device saw none of cordon's messages at all"
+    );
+    stolen.stop().await;
 }
