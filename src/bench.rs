@@ -85,7 +85,9 @@ fn median(v: &[Duration]) -> Duration {
 }
 
 /// The bench playbook: the mass-casualty structure (9 roles, 4 rooms) with `holders`
-/// holders spread over the roles, on `server`.
+/// holders spread over the roles, on `server`. `verification: warn`, because the
+/// holders are accounts without devices: every one is invited, after its identity
+/// check.
 pub fn playbook_text(server: &str, holders: usize) -> (String, Vec<String>) {
     const ROLES: [&str; 9] = [
         "site-commander",
@@ -116,6 +118,7 @@ pub fn playbook_text(server: &str, holders: usize) -> (String, Vec<String>) {
         r#"id: bench
 title: "Benchmark: mass casualty"
 trigger: {{ allowed: [role:site-commander] }}
+verification: warn
 duration: {{ max: 24h, warn_before: [2h], extend_max: 24h }}
 retention: {{ messages: 12h }}
 roles:
@@ -171,6 +174,10 @@ pub async fn declare(options: BenchOptions) -> Result<BenchReport, BenchError> {
     let mut bot = BotProcess::start(&options.binary, &setup, &[])?;
     bot.wait_for_log("cordon is ready", WAIT).await?;
     let commander = TestUser::login(&hs, &commander_name, "bench").await?;
+    // Enrolled, so that cordon takes its commands and its messages reach it. The other
+    // holders have no device (so no identity): under `verification: warn` they are all
+    // invited, after the same identity check a real declare makes for each of them.
+    crate::harness::bot::enrol(&options.binary, &setup, &commander).await?;
     let control = commander
         .create_encrypted_room("Bench control", std::slice::from_ref(&setup.user_id))
         .await?;

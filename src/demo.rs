@@ -157,6 +157,17 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         "{} clinicians' clients are signed in and syncing",
         clinicians.len() + 1
     ));
+    // The operator enrols them in person: each reads out their master-key fingerprint,
+    // which cordon checks against the server's copy before signing it. Holders without
+    // a client here stay unenrolled, so cordon will list them as pending.
+    for person in std::iter::once(&commander).chain(clinicians.iter()) {
+        crate::harness::bot::enrol(&options.binary, &setup, person).await?;
+        t.say(format!(
+            "operator: cordon verify {} --fingerprint {}  (enrolled in person)",
+            person.user_id(),
+            shorten(&person.master_key_fingerprint().await?, 12)
+        ));
+    }
 
     let control = commander
         .create_encrypted_room(
