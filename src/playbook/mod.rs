@@ -29,8 +29,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use model::{
-    Allowed, Archive, Limits, Playbook, Reminder, Retention, Role, RoleId, Room, SlugError,
-    IdentityChange, Trigger, Verification,
+    Allowed, Archive, IdentityChange, Limits, Playbook, Reminder, Retention, Role, RoleId, Room,
+    SlugError, Trigger, Verification,
 };
 pub use template::{Template, TemplateVars};
 

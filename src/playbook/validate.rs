@@ -11,8 +11,8 @@ use sha2::{Digest, Sha256};
 
 use super::cron::CronSchedule;
 use super::model::{
-    Allowed, Archive, Limits, Playbook, Reminder, Retention, Role, RoleId, Room, Trigger,
-    IdentityChange, Verification, check_slug, format_duration,
+    Allowed, Archive, IdentityChange, Limits, Playbook, Reminder, Retention, Role, RoleId, Room,
+    Trigger, Verification, check_slug, format_duration,
 };
 use super::raw::{RawIdentityChange, RawPlaybook, RawRole, RawRoom, RawVerification};
 use super::template::Template;

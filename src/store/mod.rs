@@ -38,8 +38,8 @@ mod error;
 mod exactly_once;
 mod incidents;
 pub mod records;
-pub mod tables;
 mod roster;
+pub mod tables;
 mod timers;
 mod trust;
 
@@ -57,11 +57,11 @@ use serde::de::DeserializeOwned;
 pub use audit::{AuditEntry, AuditHead, AuditProblem, AuditReport, GENESIS};
 pub use control::{ControlRoom, PlaybookSnapshot};
 pub use error::StoreError;
-pub use roster::{RosterAudit, RosterEntry, RosterStatus};
-pub use trust::{Enrolment, EnrolMethod, Revocation};
 pub use records::{
     IncidentFilter, OutboxEntry, OutboxIntent, RoomRecord, RoomStatus, Schedule, Timer, TimerKind,
 };
+pub use roster::{RosterAudit, RosterEntry, RosterStatus};
+pub use trust::{EnrolMethod, Enrolment, Revocation};
 
 #[cfg(doc)]
 use crate::incident::Incident;
