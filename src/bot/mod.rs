@@ -10,7 +10,7 @@
 //! - `provision`: the resumable provisioning pipeline behind `declare`.
 //! - `status`: the `status` reply.
 
-mod commands;
+pub(crate) mod commands;
 mod provision;
 mod roster;
 mod status;
