@@ -63,6 +63,69 @@ enum Cmd {
         #[command(subcommand)]
         command: AuditCmd,
     },
+    /// Enrol people (verify their identity in person), list and revoke enrolments.
+    ///
+    /// `cordon verify --config F @user:hs` compares emojis with one of the person's
+    /// devices; `--fingerprint KEY` checks the master key they read out instead. Talks to
+    /// the running bot over its admin socket; with the bot stopped, does the work itself.
+    /// Exits 0 on success, 1 when refused (mismatch, no identity, cancelled, timed out,
+    /// or for --status not verified), 2 on other errors.
+    Verify(VerifyArgs),
+    /// Restore cordon's identity on a new (empty) state directory from the recovery key
+    /// printed at its first start, read from standard input. The bot must be stopped.
+    Recover {
+        /// The config file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Also log out cordon's other devices (the lost disk's), with the password.
+        #[arg(long)]
+        remove_old_devices: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(
+    clap::ArgGroup::new("what").required(true).args(["user", "list", "revoke", "status"])
+))]
+struct VerifyArgs {
+    /// The config file.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// The person to enrol, e.g. @alice:nhs.example.
+    #[arg(value_name = "USER", value_parser = user_id)]
+    user: Option<matrix_sdk::ruma::OwnedUserId>,
+    /// Their master-key fingerprint, as they read it out (Element: Settings > Security
+    /// > Cross-signing); without it, the emojis are compared.
+    #[arg(long, value_name = "KEY", requires = "user", conflicts_with_all = ["device", "timeout"])]
+    fingerprint: Option<String>,
+    /// Compare with this device of theirs only (default: ask every device, use the
+    /// first that accepts).
+    #[arg(long, value_name = "ID", requires = "user")]
+    device: Option<String>,
+    /// How long the emoji comparison may take, the person's time included.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration, requires = "user")]
+    timeout: std::time::Duration,
+    /// List every enrolment (who, method, by whom, since when, standing now) and
+    /// revocation.
+    #[arg(long)]
+    list: bool,
+    /// Revoke this person's enrolment: cordon stops treating them as verified and
+    /// blacklists their devices.
+    #[arg(long, value_name = "USER", value_parser = user_id)]
+    revoke: Option<matrix_sdk::ruma::OwnedUserId>,
+    /// Why (with --revoke), for the audit log.
+    #[arg(long, value_name = "TEXT", requires = "revoke")]
+    reason: Option<String>,
+    /// Print this person's standing now; exits 0 only if verified.
+    #[arg(long, value_name = "USER", value_parser = user_id)]
+    status: Option<matrix_sdk::ruma::OwnedUserId>,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+fn user_id(s: &str) -> Result<matrix_sdk::ruma::OwnedUserId, String> {
+    cordon::config::parse_user_id(s).map_err(|why| format!("`{s}` is not a Matrix user id: {why}"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -224,6 +287,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
+        Cmd::Verify(args) => verify(args),
+        Cmd::Recover {
+            config,
+            remove_old_devices,
+        } => recover(&config, remove_old_devices),
         Cmd::Audit {
             command: AuditCmd::Verify { store },
         } => {
@@ -236,12 +304,150 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Loads the config for a command that needs it, printing its problems.
+fn load_config(path: &std::path::Path) -> anyhow::Result<Option<cordon::config::Config>> {
+    match cordon::config::Config::load(path) {
+        Ok(c) => Ok(Some(c)),
+        Err(diagnostics) => {
+            let mut err = io::stderr().lock();
+            for d in &diagnostics {
+                writeln!(err, "{d}")?;
+            }
+            Ok(None)
+        }
+    }
+}
+
+fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    use cordon::trust::cli::{self, Output};
+    use cordon::trust::socket::{Op, PROTOCOL_VERSION, Request};
+    let Some(config) = load_config(&args.config)? else {
+        return Ok(ExitCode::from(2));
+    };
+    init_tracing_with("warn,matrix_sdk_crypto=error");
+    let op = if args.list {
+        Op::List
+    } else if let Some(user) = args.revoke {
+        Op::Revoke {
+            user: user.to_string(),
+            reason: args.reason,
+        }
+    } else if let Some(user) = args.status {
+        Op::Status {
+            user: user.to_string(),
+        }
+    } else if let Some(user) = args.user {
+        match args.fingerprint {
+            Some(fingerprint) => Op::Fingerprint {
+                user: user.to_string(),
+                fingerprint,
+            },
+            None => Op::Sas {
+                user: user.to_string(),
+                device: args.device,
+                timeout_secs: args.timeout.as_secs().max(1),
+            },
+        }
+    } else {
+        anyhow::bail!("say whom to verify, or give --list, --revoke or --status");
+    };
+    let request = Request {
+        v: PROTOCOL_VERSION,
+        by: cli::operator_name(),
+        op,
+    };
+    let output = if args.json {
+        Output::Json
+    } else {
+        Output::Human
+    };
+    let runtime = runtime()?;
+    let result = runtime.block_on(async {
+        let mut input = cli::stdin_reader();
+        let mut out = io::stdout();
+        let mut err = io::stderr();
+        cli::run(&config, &request, output, &mut input, &mut out, &mut err).await
+    });
+    // A read of stdin may still be pending (the comparison ended without an answer).
+    runtime.shutdown_background();
+    match result {
+        Ok(code) => Ok(ExitCode::from(code)),
+        Err(e) => {
+            eprintln!("cordon: error: {e}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+fn recover(config: &std::path::Path, remove_old_devices: bool) -> anyhow::Result<ExitCode> {
+    use cordon::trust::recovery::{self, RecoverError};
+    let Some(config) = load_config(config)? else {
+        return Ok(ExitCode::from(2));
+    };
+    init_tracing_with("warn,matrix_sdk_crypto=error");
+    let key = match recovery::read_recovery_key() {
+        Ok(key) => key,
+        Err(e) => {
+            eprintln!("cordon: error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let by = cordon::trust::cli::operator_name();
+    let runtime = runtime()?;
+    let result = runtime.block_on(recovery::recover(&config, &key, &by, remove_old_devices));
+    drop(key);
+    match result {
+        Ok(done) => {
+            let mut out = io::stdout().lock();
+            writeln!(
+                out,
+                "cordon's identity is restored on a new device ({}): its cross-signing keys \
+                 came back from secret storage and the device is signed by its self-signing \
+                 key. People enrolled before stay verified. Start the bot with `cordon run`.",
+                done.device
+            )?;
+            if !done.other_devices.is_empty() {
+                let list: Vec<String> = done.other_devices.iter().map(|d| d.to_string()).collect();
+                if done.removed_other_devices {
+                    writeln!(
+                        out,
+                        "Logged out cordon's other devices: {}.",
+                        list.join(", ")
+                    )?;
+                } else {
+                    writeln!(
+                        out,
+                        "cordon's other devices are still logged in: {}. If they were on the \
+                         lost disk, log them out (`cordon recover` cannot be re-run; use your \
+                         homeserver's admin tools or Element's session list).",
+                        list.join(", ")
+                    )?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ (RecoverError::WrongKey(_) | RecoverError::NotSetUp)) => {
+            eprintln!("cordon: error: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            eprintln!("cordon: error: {e}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
 /// Human-readable logs on stderr. `RUST_LOG` overrides the default filter, which keeps
 /// matrix-sdk quiet; no level logs secrets or message bodies.
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,matrix_sdk=warn,matrix_sdk_base=warn,matrix_sdk_crypto=error,matrix_sdk_sqlite=warn")
-    });
+    init_tracing_with(
+        "info,matrix_sdk=warn,matrix_sdk_base=warn,matrix_sdk_crypto=error,matrix_sdk_sqlite=warn",
+    );
+}
+
+fn init_tracing_with(default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)

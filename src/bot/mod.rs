@@ -48,6 +48,12 @@ pub enum BotError {
     /// The Matrix layer failed.
     #[error(transparent)]
     Matrix(#[from] MatrixError),
+    /// Another process holds the state directory.
+    #[error(transparent)]
+    Lock(#[from] matrix::session::LockError),
+    /// The admin socket could not be opened.
+    #[error(transparent)]
+    Admin(#[from] crate::trust::socket::AdminError),
 }
 
 /// How often pending holders are checked for a new enrolment.
@@ -206,6 +212,9 @@ impl Bot {
 
 /// Runs the bot until `shutdown` completes (SIGTERM or ctrl-c in `cordon run`).
 pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> {
+    // One process per state directory, for as long as this one runs: a second bot, or
+    // an offline CLI, on the same device would drift apart from this one.
+    let _lock = matrix::session::StateLock::acquire(&config.state_dir)?;
     let password = config.password.read()?;
     let passphrase = config.store_passphrase.read()?;
     matrix::session::create_private_dir(&config.state_dir)?;
@@ -239,14 +248,30 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
     register_handlers(&bot);
     crate::guard::register(&bot);
 
+    // `cordon verify` talks to this process; the bot's own client runs every flow.
+    let admin_socket = crate::trust::socket::AdminSocket::bind(
+        &bot.config.state_dir,
+        Arc::new(crate::trust::socket::AdminContext {
+            client: client.clone(),
+            store: bot.store.clone(),
+            clock: bot.clock.clone(),
+            // guard re-admission hook
+            on_enrolled: None,
+        }),
+    )?;
+
     // First sync: from the saved token, so events since the last run reach the handlers
     // (each command is deduplicated by event id in the store).
     let settings = SyncSettings::default().timeout(Duration::from_secs(0));
     let first = tokio::select! {
         r = client.sync_once(settings) => r,
-        () = shutdown.notified() => return Ok(()),
+        () = shutdown.notified() => {
+            admin_socket.close().await;
+            return Ok(());
+        }
     };
     if let Err(e) = first {
+        admin_socket.close().await;
         return Err(MatrixError::from(e).into());
     }
     info!("first sync done; catching up");
@@ -308,6 +333,7 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
                         && matches!(kind, matrix_sdk::ruma::api::error::ErrorKind::UnknownToken(_))
                     {
                         error!("the homeserver no longer accepts cordon's access token (logged out?)");
+                        admin_socket.close().await;
                         return Err(MatrixError::from(e).into());
                     }
                     warn!(error = %e, retry_in = ?backoff, "sync failed; retrying");

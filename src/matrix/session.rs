@@ -5,16 +5,27 @@
 //! restores it, so cordon keeps one device and the people who verified it need not do so
 //! again. The sqlite crypto and state store lives beside it, encrypted with the store
 //! passphrase.
+//!
+//! At first start cordon also bootstraps its cross-signing identity and sets up
+//! recovery (secret storage and key backup), printing the recovery key once on stdout
+//! for the operator to keep offline; `cordon recover` (see [`crate::trust::recovery`])
+//! uses it to restore the identity on a new disk.
+//!
+//! One process at a time owns a state directory: [`StateLock`] is an exclusive lock on
+//! `cordon.lock`, held by `cordon run` for its lifetime and by the offline CLI commands
+//! while they run, because two processes on one device drift apart.
 
-use std::io::Write;
+use std::fs::File;
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use matrix_sdk::Client;
 use matrix_sdk::authentication::matrix::MatrixSession;
+use matrix_sdk::encryption::recovery::RecoveryState;
 use matrix_sdk::encryption::{BackupDownloadStrategy, EncryptionSettings};
 use matrix_sdk::ruma::api::client::uiaa;
 use matrix_sdk::store::RoomLoadSettings;
-use tracing::{info, instrument, warn};
+use tracing::{error, info, instrument, warn};
 
 use super::MatrixError;
 use crate::config::{Config, Secret};
@@ -25,6 +36,8 @@ pub const SESSION_FILE: &str = "session.json";
 pub const SDK_STORE_DIR: &str = "matrix";
 /// The device display name other people see in their clients.
 pub const DEVICE_NAME: &str = "cordon incident bot";
+/// File name of the state directory's lock.
+pub const LOCK_FILE: &str = "cordon.lock";
 
 /// Who receives cordon's room keys: only devices cross-signed by an identity cordon
 /// has verified (see docs/security.md).
@@ -51,7 +64,10 @@ impl SessionPaths {
 }
 
 /// Builds the client, restoring the saved session or logging in with the password, and
-/// makes sure the bot has cross-signing keys.
+/// makes sure the bot has cross-signing keys and recovery. When recovery is set up for
+/// the first time, the recovery key is printed once on stdout (never logged).
+///
+/// The caller holds the state directory's [`StateLock`].
 #[instrument(skip_all, fields(user = %config.user))]
 pub async fn connect(
     config: &Config,
@@ -60,23 +76,13 @@ pub async fn connect(
 ) -> Result<Client, MatrixError> {
     let paths = SessionPaths::new(&config.state_dir);
     create_private_dir(&config.state_dir)?;
-    let client = Client::builder()
-        .homeserver_url(config.homeserver.as_str())
-        .sqlite_store(&paths.sdk_store, Some(store_passphrase.expose()))
-        // Room keys go only to devices of identities cordon has verified: the default
-        // (`AllDevices`) would hand them to any device a hostile server adds, and to a
-        // member whose identity changed after it was verified.
-        .with_room_key_recipient_strategy(ROOM_KEY_RECIPIENTS)
-        .with_encryption_settings(EncryptionSettings {
-            auto_enable_cross_signing: false,
-            backup_download_strategy: BackupDownloadStrategy::Manual,
-            auto_enable_backups: false,
-        })
-        .build()
-        .await
-        .map_err(|e| MatrixError::Client(e.to_string()))?;
+    let saved = read_session(&paths.session)?;
+    if saved.is_none() {
+        set_aside_orphaned_store(&paths.sdk_store)?;
+    }
+    let client = build_client(config, store_passphrase, &paths.sdk_store).await?;
 
-    match read_session(&paths.session)? {
+    let fresh_login = match saved {
         Some(session) => {
             if session.meta.user_id != config.user {
                 return Err(MatrixError::SessionMismatch {
@@ -91,6 +97,7 @@ pub async fn connect(
                 .restore_session(session, RoomLoadSettings::default())
                 .await?;
             info!(device = %device, "restored the saved session");
+            false
         }
         None => {
             let response = client
@@ -99,14 +106,10 @@ pub async fn connect(
                 .initial_device_display_name(DEVICE_NAME)
                 .send()
                 .await?;
-            let session = client
-                .matrix_auth()
-                .session()
-                .ok_or_else(|| MatrixError::Client("login returned no session".into()))?;
-            write_session(&paths.session, &session)?;
             info!(device = %response.device_id, "logged in with a new device");
+            true
         }
-    }
+    };
 
     // A user whose cross-signing identity is unknown is an unverified device to every
     // client that excludes insecure devices; they would never share room keys with
@@ -130,15 +133,218 @@ pub async fn connect(
             None => return Err(first.into()),
         }
     }
-    if let Some(status) = encryption.cross_signing_status().await
-        && !status.is_complete()
-    {
+    let complete = encryption
+        .cross_signing_status()
+        .await
+        .is_some_and(|s| s.is_complete());
+    if !complete && fresh_login {
+        // The identity exists on the homeserver, but its private keys are not in this
+        // new state directory: a lost or wiped disk. Carrying on would leave a cordon
+        // that cannot sign anyone; leave the server and this directory as they were.
+        if let Err(e) = client.logout().await {
+            warn!(error = %e, "could not log the new device out again");
+        }
+        drop(client);
+        set_aside_orphaned_store(&paths.sdk_store)?;
+        return Err(MatrixError::Client(format!(
+            "{} already has a cross-signing identity, but this state directory ({}) does \
+             not hold its keys. Restore cordon's identity with `cordon recover --config \
+             {}` and the recovery key printed at cordon's first start",
+            config.user,
+            config.state_dir.display(),
+            config.path.display()
+        )));
+    }
+    if !complete {
         warn!("cross-signing keys are incomplete in this store; cordon cannot sign people");
+    }
+    if fresh_login {
+        let session = client
+            .matrix_auth()
+            .session()
+            .ok_or_else(|| MatrixError::Client("login returned no session".into()))?;
+        write_session(&paths.session, &session)?;
+    }
+    if complete {
+        ensure_recovery(&client).await;
     }
     Ok(client)
 }
 
-fn read_session(path: &Path) -> Result<Option<MatrixSession>, MatrixError> {
+/// Builds the matrix-sdk client on the sqlite store at `sdk_store`, with cordon's
+/// encryption settings.
+pub(crate) async fn build_client(
+    config: &Config,
+    store_passphrase: &Secret,
+    sdk_store: &Path,
+) -> Result<Client, MatrixError> {
+    Client::builder()
+        .homeserver_url(config.homeserver.as_str())
+        .sqlite_store(sdk_store, Some(store_passphrase.expose()))
+        // Room keys go only to devices of identities cordon has verified: the default
+        // (`AllDevices`) would hand them to any device a hostile server adds, and to a
+        // member whose identity changed after it was verified.
+        .with_room_key_recipient_strategy(ROOM_KEY_RECIPIENTS)
+        .with_encryption_settings(EncryptionSettings {
+            auto_enable_cross_signing: false,
+            backup_download_strategy: BackupDownloadStrategy::Manual,
+            auto_enable_backups: false,
+        })
+        .build()
+        .await
+        .map_err(|e| MatrixError::Client(e.to_string()))
+}
+
+/// Without a saved session, a matrix-sdk store left in the state directory belongs to
+/// a device nobody can use any more (a start that died between login and writing the
+/// session, or a refused start), and the SDK would refuse to log in a new device over
+/// it. It is renamed aside, not deleted: it may hold keys someone wants back.
+pub(crate) fn set_aside_orphaned_store(sdk_store: &Path) -> Result<(), MatrixError> {
+    if !sdk_store.exists() {
+        return Ok(());
+    }
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f");
+    let aside = sdk_store.with_file_name(format!("{SDK_STORE_DIR}.orphaned-{stamp}"));
+    std::fs::rename(sdk_store, &aside).map_err(|e| MatrixError::SessionFile {
+        path: sdk_store.to_path_buf(),
+        why: format!("moving an orphaned matrix store aside: {e}"),
+    })?;
+    warn!(
+        moved_to = %aside.display(),
+        "there was a matrix store without a session; moved it aside"
+    );
+    Ok(())
+}
+
+/// Sets up recovery (secret storage holding the cross-signing keys, and key backup) if
+/// it is not yet, and prints the new recovery key once on stdout. Failures are logged
+/// and do not stop cordon: it runs, but a lost disk would mean re-enrolling everyone.
+async fn ensure_recovery(client: &Client) {
+    let encryption = client.encryption();
+    encryption.wait_for_e2ee_initialization_tasks().await;
+    let recovery = encryption.recovery();
+    match recovery.state() {
+        RecoveryState::Enabled => {}
+        RecoveryState::Disabled => match recovery.enable().await {
+            Ok(key) => {
+                print_recovery_key(&key);
+                info!("recovery is set up; the recovery key was printed on stdout");
+            }
+            Err(e) => error!(
+                error = %e,
+                "could not set up recovery; without it a lost disk means re-enrolling everyone"
+            ),
+        },
+        state => warn!(
+            ?state,
+            "recovery is not complete for this device; check secret storage and key backup"
+        ),
+    }
+}
+
+/// Prints the recovery key in a frame the operator cannot miss. On stdout, never in
+/// the logs.
+fn print_recovery_key(key: &str) {
+    let rule = "=".repeat(78);
+    let text = format!(
+        "\n{rule}\n\
+         cordon's RECOVERY KEY. It is shown this once and stored nowhere else.\n\
+         \n\
+         Recovery key: {key}\n\
+         \n\
+         Write it down or print it, and keep it offline, away from this server (a safe, a\n\
+         sealed envelope). If the state directory is lost, `cordon recover --config FILE`\n\
+         restores cordon's identity with this key, and nobody needs to be enrolled again.\n\
+         Without it, a lost disk means re-enrolling everyone. Anyone holding it can act\n\
+         as cordon: treat it like the bot's password.\n\
+         {rule}\n"
+    );
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
+/// Why the state directory could not be locked.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another process holds it.
+    #[error(
+        "cordon is already running with this state directory ({dir}){pid}; stop it first, \
+         or talk to it (`cordon verify` does so by itself)",
+        pid = pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    Held {
+        /// The state directory.
+        dir: PathBuf,
+        /// The holder's process id, as it wrote it.
+        pid: Option<u32>,
+    },
+    /// The lock file could not be opened or locked.
+    #[error("locking {path}: {source}")]
+    Io {
+        /// The lock file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// The exclusive lock on a state directory (`cordon.lock`), held until dropped. The
+/// holder's pid is written into the file so that a refused process can name it.
+#[derive(Debug)]
+pub struct StateLock {
+    // Held for its lock; closing the file releases it.
+    _file: File,
+    path: PathBuf,
+}
+
+impl StateLock {
+    /// Takes the lock on `state_dir` (created owner-only if missing), or fails at once
+    /// with [`LockError::Held`] if another process has it.
+    pub fn acquire(state_dir: &Path) -> Result<Self, LockError> {
+        let path = state_dir.join(LOCK_FILE);
+        let io = |source: std::io::Error| LockError::Io {
+            path: path.clone(),
+            source,
+        };
+        create_private_dir(state_dir).map_err(|e| LockError::Io {
+            path: path.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(&path).map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                return Err(LockError::Held {
+                    dir: state_dir.to_path_buf(),
+                    pid: text.trim().parse().ok(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        file.set_len(0).map_err(io)?;
+        file.rewind().map_err(io)?;
+        writeln!(file, "{}", std::process::id()).map_err(io)?;
+        file.flush().map_err(io)?;
+        Ok(Self { _file: file, path })
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+pub(crate) fn read_session(path: &Path) -> Result<Option<MatrixSession>, MatrixError> {
     match std::fs::read(path) {
         Ok(bytes) => {
             serde_json::from_slice(&bytes)
@@ -157,7 +363,7 @@ fn read_session(path: &Path) -> Result<Option<MatrixSession>, MatrixError> {
 }
 
 /// Writes the session atomically and owner-only: it holds the access token.
-fn write_session(path: &Path, session: &MatrixSession) -> Result<(), MatrixError> {
+pub(crate) fn write_session(path: &Path, session: &MatrixSession) -> Result<(), MatrixError> {
     let err = |e: std::io::Error| MatrixError::SessionFile {
         path: path.to_path_buf(),
         why: e.to_string(),

@@ -7,11 +7,21 @@
 //! blacklisted locally, which keeps room keys from them.
 //!
 //! - [`fingerprint`]: the scriptable enrolment path, a master key read out in person.
-//! - `sas`: the interactive emoji comparison.
-//! - `socket`: the local admin socket `cordon verify` talks to while the bot runs.
+//! - [`sas`]: the interactive emoji comparison with one of the person's devices.
+//! - [`socket`]: the local admin socket `cordon verify` talks to while the bot runs,
+//!   its JSON-lines protocol, and the server that runs every request with the bot's
+//!   own client (also in-process when the bot is stopped).
+//! - [`cli`]: the operator's side of `cordon verify`: find the running bot or take the
+//!   state directory itself, send the request, show the emojis, ask, print the result.
+//! - [`recovery`]: `cordon recover`, cordon's identity restored on a new disk from the
+//!   recovery key printed at first start.
 
+pub mod cli;
 pub mod fingerprint;
+pub mod recovery;
+pub mod sas;
 pub mod sender;
+pub mod socket;
 
 use chrono::{DateTime, Utc};
 use matrix_sdk::Client;
@@ -187,8 +197,20 @@ pub(crate) async fn sign_and_record(
         .verify()
         .await
         .map_err(|e| TrustError::matrix(format!("signing {user}'s identity"), e))?;
+    record(store, identity, method, by, now)
+}
+
+/// Records the enrolment of `identity`, which cordon has already signed (by
+/// [`sign_and_record`], or by matrix-sdk at the end of an emoji comparison).
+pub(crate) fn record(
+    store: &Store,
+    identity: &UserIdentity,
+    method: crate::store::EnrolMethod,
+    by: &str,
+    now: DateTime<Utc>,
+) -> Result<Enrolment, TrustError> {
     let enrolment = Enrolment {
-        user: user.to_string(),
+        user: identity.user_id().to_string(),
         master_key: master_key(identity),
         method,
         by: by.to_owned(),
