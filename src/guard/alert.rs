@@ -313,7 +313,10 @@ pub async fn deliver(bot: &Bot, entry: &OutboxEntry) {
     let mut complete = true;
     for room_id in targets {
         let Some(room) = rooms::joined(&bot.client, room_id) else {
-            warn!(room = room_id, "cordon is not in an alert's room; skipping it");
+            warn!(
+                room = room_id,
+                "cordon is not in an alert's room; skipping it"
+            );
             continue;
         };
         let key = format!("{}/{room_id}", entry.key);

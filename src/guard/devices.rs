@@ -41,8 +41,7 @@ async fn watch_devices(weak: Weak<Bot>) {
     while let Some(updates) = stream.next().await {
         let Some(bot) = weak.upgrade() else { return };
         for (user, devices) in updates.new {
-            if user == *bot.user_id() || devices.values().all(|d| d.is_cross_signed_by_owner())
-            {
+            if user == *bot.user_id() || devices.values().all(|d| d.is_cross_signed_by_owner()) {
                 continue;
             }
             let b = bot.clone();

@@ -51,12 +51,7 @@ pub enum Verdict {
 }
 
 /// Judges `user` (joined or invited) from their roster entry in the room alone.
-pub fn verdict(
-    user: &str,
-    entry: Option<&RosterEntry>,
-    own: &str,
-    now: DateTime<Utc>,
-) -> Verdict {
+pub fn verdict(user: &str, entry: Option<&RosterEntry>, own: &str, now: DateTime<Utc>) -> Verdict {
     if user == own {
         return Verdict::Allowed;
     }
@@ -115,7 +110,9 @@ pub(super) async fn remove(bot: &Bot, user: &UserId, seats: &Seats, why: &str) {
         .entries
         .iter()
         .map(|e| RosterEntry {
-            status: RosterStatus::Removed { why: why.to_owned() },
+            status: RosterStatus::Removed {
+                why: why.to_owned(),
+            },
             at: now,
             ..e.clone()
         })
@@ -138,7 +135,12 @@ pub(super) async fn remove(bot: &Bot, user: &UserId, seats: &Seats, why: &str) {
         let Some(room) = room_of(bot, entry) else {
             continue;
         };
-        if kick_if_present(&room, user, &format!("cordon: {why}; re-verify to come back")).await
+        if kick_if_present(
+            &room,
+            user,
+            &format!("cordon: {why}; re-verify to come back"),
+        )
+        .await
             && let Err(e) = room.discard_room_key().await
         {
             warn!(error = %e, "could not rotate the room key");
@@ -269,14 +271,15 @@ fn audit(bot: &Bot, seats: &Seats, action: &str, details: Value) {
 }
 
 /// Invites `user` back into every room the guard removed them from (identity change or
-/// revocation), once cordon sees them verified again. `fetch` asks the homeserver for
-/// their identity first (after an enrolment); the periodic pass uses the local copy.
-pub(super) async fn readmit(bot: &Arc<Bot>, user: &UserId, fetch: bool) {
+/// revocation), once cordon sees them verified again. Their identity is fetched from
+/// the homeserver: someone removed from the rooms may share none with cordon any more,
+/// and then nothing refreshes cordon's local copy of it.
+pub(super) async fn readmit(bot: &Arc<Bot>, user: &UserId) {
     let removed = super::seats_where(bot, user, removed_by_guard);
     if removed.is_empty() {
         return;
     }
-    if trust::status(&bot.client, &bot.store, user, fetch).await != Trust::Verified {
+    if trust::status(&bot.client, &bot.store, user, true).await != Trust::Verified {
         return;
     }
     for seats in removed {
@@ -347,7 +350,12 @@ fn room_name(bot: &Bot, entry: &RosterEntry) -> String {
         .room(&entry.incident, &entry.room_key)
         .ok()
         .flatten()
-        .and_then(|r| r.desired.get("name").and_then(Value::as_str).map(str::to_owned))
+        .and_then(|r| {
+            r.desired
+                .get("name")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
         .unwrap_or_else(|| entry.room_key.clone())
 }
 
@@ -381,9 +389,7 @@ async fn send_readmit(bot: &Bot, intent: &crate::store::OutboxEntry) {
     };
     if let Ok(Some(m)) = room.get_member_no_sync(&user).await
         && *m.membership() == MembershipState::Ban
-        && let Err(e) = room
-            .unban_user(&user, Some("cordon: verified again"))
-            .await
+        && let Err(e) = room.unban_user(&user, Some("cordon: verified again")).await
     {
         warn!(error = %e, "could not lift a ban before inviting back");
         return;
@@ -442,7 +448,10 @@ mod tests {
         let now = Utc::now();
         let old = now - TimeDelta::hours(1);
         let v = |e: Option<&RosterEntry>| verdict("@n:hs", e, "@cordon:hs", now);
-        assert_eq!(v(Some(&entry(RosterStatus::Invited, old))), Verdict::Allowed);
+        assert_eq!(
+            v(Some(&entry(RosterStatus::Invited, old))),
+            Verdict::Allowed
+        );
         assert!(matches!(v(None), Verdict::Intruder { .. }));
         let pending = entry(
             RosterStatus::Pending {
@@ -466,7 +475,10 @@ mod tests {
     #[test]
     fn a_removal_under_way_is_not_an_intrusion() {
         let now = Utc::now();
-        let just = entry(RosterStatus::Removed { why: "x".into() }, now - TimeDelta::seconds(5));
+        let just = entry(
+            RosterStatus::Removed { why: "x".into() },
+            now - TimeDelta::seconds(5),
+        );
         assert_eq!(
             verdict("@n:hs", Some(&just), "@cordon:hs", now),
             Verdict::BeingRemoved
@@ -486,7 +498,9 @@ mod tests {
         assert!(removed_by_guard(&RosterStatus::Removed {
             why: IDENTITY_CHANGED.into()
         }));
-        assert!(removed_by_guard(&RosterStatus::Removed { why: REVOKED.into() }));
+        assert!(removed_by_guard(&RosterStatus::Removed {
+            why: REVOKED.into()
+        }));
         assert!(!removed_by_guard(&RosterStatus::Removed {
             why: "removed by the commander".into()
         }));

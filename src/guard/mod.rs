@@ -386,6 +386,7 @@ async fn reconcile_room(bot: &Arc<Bot>, w: &Watched) {
     }
 
     // Act: bans first (take the actors out), then state, then a fresh room key.
+    crate::failpoint::hit("guard.before_acting").await;
     let mut banned_any = false;
     for f in &intruders {
         let Finding::Intruder {
@@ -401,7 +402,6 @@ async fn reconcile_room(bot: &Arc<Bot>, w: &Watched) {
         let Ok(user_id) = UserId::parse(user.as_str()) else {
             continue;
         };
-        crate::failpoint::hit("guard.before_ban").await;
         match room
             .ban_user(
                 &user_id,
@@ -504,7 +504,7 @@ pub(crate) async fn check_person(bot: &Arc<Bot>, user: &UserId) {
 pub async fn on_enrolled(bot: &Arc<Bot>, user: &UserId) {
     let slot = slot(format!("user:{user}"));
     let _held = slot.lock.lock().await;
-    members::readmit(bot, user, true).await;
+    members::readmit(bot, user).await;
 }
 
 /// Takes a person whose enrolment was just revoked out of every open incident, with an
@@ -571,7 +571,7 @@ async fn pass(bot: &Arc<Bot>) {
     for user in &removed {
         let slot = slot(format!("user:{user}"));
         let _held = slot.lock.lock().await;
-        members::readmit(bot, user, false).await;
+        members::readmit(bot, user).await;
     }
     debug!(
         rooms = rooms.len(),

@@ -305,7 +305,10 @@ mod tests {
         assert_eq!(drift(&desired(), &snap), vec![]);
         assert_eq!(snap.state.len(), 6, "the topic is not watched");
         let present: Vec<_> = snap.present().map(|(u, m, _)| (u, m)).collect();
-        assert_eq!(present, vec![("@cordon:hs", "join"), ("@lead:hs", "invite")]);
+        assert_eq!(
+            present,
+            vec![("@cordon:hs", "join"), ("@lead:hs", "invite")]
+        );
     }
 
     #[test]
@@ -320,7 +323,10 @@ mod tests {
         assert_eq!(drifts[0].desired, desired()["state"]["m.room.power_levels"]);
         let seen = drifts[0].seen.as_ref().unwrap();
         assert_eq!(seen.event_id, "$forged");
-        assert_eq!(seen.sender, "@cordon:hs", "the claimed sender is kept for the alert");
+        assert_eq!(
+            seen.sender, "@cordon:hs",
+            "the claimed sender is kept for the alert"
+        );
     }
 
     #[test]
@@ -347,7 +353,8 @@ mod tests {
 
     #[test]
     fn power_levels_compare_by_what_they_grant() {
-        let want = json!({ "ban": 100, "users": { "@a:hs": 50 }, "events": { "m.room.name": 100 } });
+        let want =
+            json!({ "ban": 100, "users": { "@a:hs": 50 }, "events": { "m.room.name": 100 } });
         let same = json!({ "ban": "100", "kick": 50, "users": { "@a:hs": 50 },
                            "events": { "m.room.name": 100 }, "historical": 100 });
         assert!(same_content("m.room.power_levels", &want, &same));
@@ -359,7 +366,10 @@ mod tests {
             json!({ "ban": 100, "users": { "@a:hs": 50 }, "events": { "m.room.name": 100 }, "state_default": 0 }),
             json!({ "ban": "lots", "users": { "@a:hs": 50 }, "events": { "m.room.name": 100 } }),
         ] {
-            assert!(!same_content("m.room.power_levels", &want, &different), "{different}");
+            assert!(
+                !same_content("m.room.power_levels", &want, &different),
+                "{different}"
+            );
         }
     }
 

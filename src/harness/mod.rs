@@ -17,6 +17,9 @@
 //! - [`user`]: a role holder ([`TestUser`]): their own matrix-sdk client with its own
 //!   store, cross-signing bootstrapped, a background sync loop, and a log of the
 //!   invites and decrypted messages it has received.
+//! - [`attack`]: what an attacker does without anyone's keys, for the guard's tests: a
+//!   server admin forging power levels and invites and force-joining people, a holder's
+//!   password used on an unverified device, a holder's identity reset.
 //! - [`bot`]: cordon itself as a separate `cordon run` process on a generated config,
 //!   for the end-to-end and crash tests, the demo and the benchmark.
 //!
@@ -45,6 +48,7 @@
 //! (`TestUser::enrol_with(&bot)`, signing the user's identity with the bot's user-signing
 //! key) belongs in [`user`] beside it, and is added by the verification work.
 
+pub mod attack;
 pub mod bot;
 pub mod install;
 pub mod synapse;

@@ -9,4 +9,6 @@ mod check;
 mod config;
 mod e2e;
 mod grammar;
+mod guard;
 mod harness;
+mod verify;

@@ -1,0 +1,318 @@
+//! What an attacker can do to an incident without anyone's encryption keys, for the
+//! guard's tests.
+//!
+//! - [`ServerAdmin`]: someone with a Synapse admin account (a rogue or compromised
+//!   operator, or a stolen admin token). `make_room_admin` forges a power-levels change
+//!   and an invite *in the name of the room's creator* (cordon); the admin join API
+//!   force-joins any local user. The same account reads rooms' state through the admin
+//!   API, as an auditor would.
+//! - [`login_unverified_device`]: someone with a holder's password signs in on a new
+//!   device that the holder never cross-signs.
+//! - [`reset_identity`]: a holder's cross-signing identity replaced by a new one (what
+//!   an account takeover, or an honest "reset encryption", looks like to cordon).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use matrix_sdk::encryption::CrossSigningResetAuthType;
+use matrix_sdk::ruma::api::client::uiaa;
+use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+use serde_json::{Value, json};
+use url::Url;
+
+use super::{HarnessError, Synapse, TestUser};
+
+/// A server admin acting through the Synapse admin API with their own access token.
+#[derive(Clone)]
+pub struct ServerAdmin {
+    base: Url,
+    token: String,
+    user_id: OwnedUserId,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for ServerAdmin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerAdmin")
+            .field("user_id", &self.user_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerAdmin {
+    /// Registers a new server admin account `localpart` on `hs`.
+    pub async fn register(hs: &Synapse, localpart: &str) -> Result<Self, HarnessError> {
+        let password = format!("pw-{localpart}");
+        let session = hs.register_session(localpart, &password, true).await?;
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|source| HarnessError::Http {
+                context: "building an HTTP client".to_owned(),
+                source,
+            })?;
+        Ok(Self {
+            base: hs.base_url(),
+            token: session.access_token,
+            user_id: session.user_id,
+            http,
+        })
+    }
+
+    /// The admin's own user id.
+    pub fn user_id(&self) -> &UserId {
+        &self.user_id
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, HarnessError> {
+        let context = format!("{} {method} {path}", self.user_id);
+        let url = self
+            .base
+            .join(path)
+            .map_err(|e| HarnessError::BadResponse {
+                context: context.clone(),
+                detail: e.to_string(),
+            })?;
+        let mut request = self.http.request(method, url).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.map_err(|source| HarnessError::Http {
+            context: context.clone(),
+            source,
+        })?;
+        let status = response.status();
+        let text = response.text().await.map_err(|source| HarnessError::Http {
+            context: context.clone(),
+            source,
+        })?;
+        if !status.is_success() {
+            return Err(HarnessError::Refused {
+                context,
+                status: status.as_u16(),
+                body: text,
+            });
+        }
+        serde_json::from_str(&text).map_err(|e| HarnessError::BadResponse {
+            context,
+            detail: e.to_string(),
+        })
+    }
+
+    /// `POST /_synapse/admin/v1/rooms/{room}/make_room_admin {"user_id": user}`: Synapse
+    /// sends, as the room's most powerful local member (cordon, the creator), a
+    /// power-levels event giving `user` that member's power, and an invite if `user` is
+    /// not in the room.
+    pub async fn make_room_admin(&self, room: &RoomId, user: &UserId) -> Result<(), HarnessError> {
+        self.call(
+            reqwest::Method::POST,
+            &format!(
+                "_synapse/admin/v1/rooms/{}/make_room_admin",
+                encode(room.as_str())
+            ),
+            Some(json!({ "user_id": user })),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Joins `room` as the admin's own account (it must have been invited).
+    pub async fn join(&self, room: &RoomId) -> Result<(), HarnessError> {
+        self.call(
+            reqwest::Method::POST,
+            &format!("_matrix/client/v3/rooms/{}/join", encode(room.as_str())),
+            Some(json!({})),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Sets room state as the admin's own account (`PUT /rooms/{room}/state/{type}/`),
+    /// which works once a forged power level lets it.
+    pub async fn send_state(
+        &self,
+        room: &RoomId,
+        event_type: &str,
+        content: Value,
+    ) -> Result<(), HarnessError> {
+        self.call(
+            reqwest::Method::PUT,
+            &format!(
+                "_matrix/client/v3/rooms/{}/state/{}/",
+                encode(room.as_str()),
+                encode(event_type)
+            ),
+            Some(content),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `POST /_synapse/admin/v1/join/{room} {"user_id": user}`: joins a local user to a
+    /// room without their consent. In an invite-only room Synapse first invites them as
+    /// the admin, so the admin must be a member with invite power.
+    pub async fn force_join(&self, room: &RoomId, user: &UserId) -> Result<(), HarnessError> {
+        self.call(
+            reqwest::Method::POST,
+            &format!("_synapse/admin/v1/join/{}", encode(room.as_str())),
+            Some(json!({ "user_id": user })),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Every current state event of `room`, through the admin API.
+    pub async fn room_state(&self, room: &RoomId) -> Result<Vec<Value>, HarnessError> {
+        let reply = self
+            .call(
+                reqwest::Method::GET,
+                &format!("_synapse/admin/v1/rooms/{}/state", encode(room.as_str())),
+                None,
+            )
+            .await?;
+        Ok(reply
+            .get("state")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    /// The content of the state event `(event_type, state_key)` in `room`, if any.
+    pub async fn state_content(
+        &self,
+        room: &RoomId,
+        event_type: &str,
+        state_key: &str,
+    ) -> Result<Option<Value>, HarnessError> {
+        Ok(self
+            .room_state(room)
+            .await?
+            .into_iter()
+            .find(|e| e["type"] == event_type && e["state_key"] == state_key)
+            .map(|e| e["content"].clone()))
+    }
+
+    /// `user`'s membership in `room` (`join`, `invite`, `leave`, `ban`), if any.
+    pub async fn membership(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+    ) -> Result<Option<String>, HarnessError> {
+        Ok(self
+            .state_content(room, "m.room.member", user.as_str())
+            .await?
+            .and_then(|c| c["membership"].as_str().map(str::to_owned)))
+    }
+
+    /// The rooms cordon (`creator`) created for `incident`, by room key, from the tags
+    /// in their create events.
+    pub async fn incident_rooms(
+        &self,
+        creator: &UserId,
+        incident: &str,
+    ) -> Result<BTreeMap<String, OwnedRoomId>, HarnessError> {
+        let list = self
+            .call(
+                reqwest::Method::GET,
+                "_synapse/admin/v1/rooms?limit=1000",
+                None,
+            )
+            .await?;
+        let mut out = BTreeMap::new();
+        let rooms = list["rooms"].as_array().cloned().unwrap_or_default();
+        for r in rooms
+            .iter()
+            .filter(|r| r["creator"].as_str() == Some(creator.as_str()))
+        {
+            let Some(id) = r["room_id"].as_str().and_then(|s| RoomId::parse(s).ok()) else {
+                continue;
+            };
+            let Some(create) = self.state_content(&id, "m.room.create", "").await? else {
+                continue;
+            };
+            if create["org.cordon.incident"].as_str() == Some(incident)
+                && let Some(key) = create["org.cordon.room_key"].as_str()
+            {
+                out.insert(key.to_owned(), id);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Percent-encodes one path segment.
+fn encode(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len() * 3);
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Signs in as `localpart` on a new device and leaves it as an attacker with the
+/// password would: not cross-signed by its owner (the person already has an identity,
+/// so no new one is bootstrapped, and nobody verifies the device). Fails if the device
+/// somehow is cross-signed.
+pub async fn login_unverified_device(
+    hs: &Synapse,
+    localpart: &str,
+    password: &str,
+) -> Result<TestUser, HarnessError> {
+    let device = TestUser::login(hs, localpart, password).await?;
+    let context = format!("checking {localpart}'s new device");
+    let own = device
+        .client()
+        .encryption()
+        .get_own_device()
+        .await
+        .map_err(|e| HarnessError::matrix(&context, e))?;
+    if own.is_some_and(|d| d.is_cross_signed_by_owner()) {
+        return Err(HarnessError::BadResponse {
+            context,
+            detail: "the new device is cross-signed (was a new identity bootstrapped?)".into(),
+        });
+    }
+    Ok(device)
+}
+
+/// Replaces `user`'s cross-signing identity with a new one from their current device
+/// (answering the server's password prompt). Returns the new master key, as it would
+/// be read out for `cordon verify --fingerprint`.
+pub async fn reset_identity(user: &TestUser, password: &str) -> Result<String, HarnessError> {
+    let context = format!("resetting {}'s identity", user.user_id());
+    let encryption = user.client().encryption();
+    let handle = encryption
+        .reset_cross_signing()
+        .await
+        .map_err(|e| HarnessError::matrix(&context, e))?;
+    if let Some(handle) = handle {
+        let CrossSigningResetAuthType::Uiaa(info) = handle.auth_type() else {
+            return Err(HarnessError::BadResponse {
+                context,
+                detail: "the server asks for OAuth approval".into(),
+            });
+        };
+        let mut auth = uiaa::Password::new(
+            uiaa::UserIdentifier::Matrix(uiaa::MatrixUserIdentifier::new(
+                user.user_id().localpart().to_owned(),
+            )),
+            password.to_owned(),
+        );
+        auth.session = info.session.clone();
+        handle
+            .auth(Some(uiaa::AuthData::Password(auth)))
+            .await
+            .map_err(|e| HarnessError::matrix(&context, e))?;
+    }
+    user.master_key_fingerprint().await
+}

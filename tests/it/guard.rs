@@ -1,0 +1,503 @@
+//! The guard against a real Synapse: a server admin forging membership and power levels
+//! in cordon's name, a holder's password used on an unverified device, a holder's
+//! identity reset. `cordon run` is its own process; people and the attacker are clients
+//! of their own.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cordon::harness::attack::{self, ServerAdmin};
+use cordon::harness::bot::{self as bot_harness, BotProcess, BotSetup};
+use cordon::harness::{Synapse, TestUser};
+use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn cordon_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_cordon"))
+}
+
+fn unique(prefix: &str) -> String {
+    use rand::Rng;
+    let n: u32 = rand::rng().random();
+    format!("{prefix}{n:08x}")
+}
+
+/// A drill playbook whose holders are the test's users.
+fn playbook(id: &str, lead: &OwnedUserId, nurse: &OwnedUserId, identity_change: &str) -> String {
+    format!(
+        r#"id: {id}
+title: "Drill: guard"
+trigger: {{ allowed: [role:lead] }}
+identity_change: {identity_change}
+duration: {{ max: 2h, warn_before: [30m], extend_max: 1h }}
+retention: {{ messages: 1h }}
+roles:
+  lead: {{ title: Incident lead, holders: ["{lead}"], min: 1 }}
+  nurse: {{ title: Nurse in charge, holders: ["{nurse}"] }}
+rooms:
+  - key: command
+    name: "{{incident}} - Command"
+    members: [lead, nurse]
+    moderators: [lead]
+  - key: ward
+    name: "{{incident}} - Ward"
+    members: [nurse]
+archive:
+  recipients: ["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"]
+  keep: 30d
+"#
+    )
+}
+
+/// One test's world: Synapse, an enrolled commander and nurse, a control room, the bot,
+/// and a server admin who can attack and audit.
+struct World {
+    hs: &'static Synapse,
+    _dir: tempfile::TempDir,
+    setup: BotSetup,
+    bot: Option<BotProcess>,
+    commander: TestUser,
+    nurse: TestUser,
+    nurse_name: String,
+    control: OwnedRoomId,
+    admin: ServerAdmin,
+    tag: String,
+}
+
+impl World {
+    /// `policies` are the `identity_change` values of the playbooks to write, each as
+    /// playbook `guard-<policy>-<tag>`.
+    async fn new(policies: &[&str], env: &[(&str, &str)]) -> World {
+        let hs = Synapse::shared().await.expect("synapse");
+        let dir = tempfile::tempdir().unwrap();
+        let tag = unique("g");
+        let lead_name = format!("{tag}-lead");
+        hs.register(&lead_name, "pw", false).await.unwrap();
+        let commander = TestUser::login(hs, &lead_name, "pw").await.unwrap();
+        let nurse_name = format!("{tag}-nurse");
+        hs.register(&nurse_name, "pw", false).await.unwrap();
+        let nurse = TestUser::login(hs, &nurse_name, "pw").await.unwrap();
+        let playbooks = dir.path().join("playbooks");
+        std::fs::create_dir_all(&playbooks).unwrap();
+        for policy in policies {
+            let id = format!("guard-{policy}-{tag}");
+            std::fs::write(
+                playbooks.join(format!("{id}.yaml")),
+                playbook(
+                    &id,
+                    &commander.user_id().to_owned(),
+                    &nurse.user_id().to_owned(),
+                    policy,
+                ),
+            )
+            .unwrap();
+        }
+        let setup = BotSetup::create(
+            hs,
+            dir.path(),
+            &format!("{tag}-cordon"),
+            &playbooks,
+            &[commander.user_id().to_owned()],
+            "",
+        )
+        .await
+        .unwrap();
+        let admin = ServerAdmin::register(hs, &format!("{tag}-admin"))
+            .await
+            .unwrap();
+        let mut bot = BotProcess::start(&cordon_bin(), &setup, env).unwrap();
+        bot.wait_for_log("cordon is ready", WAIT).await.unwrap();
+        for person in [&commander, &nurse] {
+            bot_harness::enrol(&cordon_bin(), &setup, person)
+                .await
+                .unwrap_or_else(|e| panic!("enrolling: {e}\nbot log:\n{}", bot.log_text()));
+        }
+        let control = commander
+            .create_encrypted_room("Control", std::slice::from_ref(&setup.user_id))
+            .await
+            .unwrap();
+        let w = World {
+            hs,
+            _dir: dir,
+            setup,
+            bot: Some(bot),
+            commander,
+            nurse,
+            nurse_name,
+            control,
+            admin,
+            tag,
+        };
+        w.bot_says("control room").await;
+        w
+    }
+
+    fn bot_id(&self) -> OwnedUserId {
+        self.setup.user_id.clone()
+    }
+
+    fn log(&self) -> String {
+        self.bot.as_ref().map(|b| b.log_text()).unwrap_or_default()
+    }
+
+    /// Waits for a message from the bot in the control room containing every needle.
+    async fn bot_says(&self, needle: &str) -> String {
+        self.bot_says_all(&[needle]).await
+    }
+
+    async fn bot_says_all(&self, needles: &[&str]) -> String {
+        let bot = self.bot_id();
+        match self
+            .commander
+            .wait_for_message(&self.control, WAIT, |s, b| {
+                s == bot && needles.iter().all(|n| b.contains(n))
+            })
+            .await
+        {
+            Ok((_, body)) => body,
+            Err(e) => panic!("waiting for {needles:?}: {e}\nbot log:\n{}", self.log()),
+        }
+    }
+
+    /// Declares an incident from playbook `guard-<policy>-<tag>` and waits until it is
+    /// provisioned. Returns its id and rooms by key.
+    async fn declare(
+        &mut self,
+        policy: &str,
+        name: &str,
+    ) -> (String, BTreeMap<String, OwnedRoomId>) {
+        let playbook = format!("guard-{policy}-{}", self.tag);
+        self.commander
+            .send_text(
+                &self.control,
+                &format!("!cordon declare {playbook} \"{name}\""),
+            )
+            .await
+            .unwrap();
+        let summary = self.bot_says(&format!("DECLARED: {name}")).await;
+        let start = summary.find('(').unwrap() + 1;
+        let end = start + summary[start..].find(')').unwrap();
+        let incident = summary[start..end].to_owned();
+        let rooms = self
+            .admin
+            .incident_rooms(&self.bot_id(), &incident)
+            .await
+            .unwrap();
+        assert_eq!(rooms.len(), 2, "{rooms:?}");
+        (incident, rooms)
+    }
+
+    /// The nurse joins `room` and reads the briefing there.
+    async fn nurse_joins(&self, room: &RoomId) {
+        self.nurse.join(room).await.unwrap();
+        let bot = self.bot_id();
+        self.nurse
+            .wait_for_message(room, WAIT, |s, b| s == bot && b.contains("BRIEFING"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\nbot log:\n{}", self.log()));
+    }
+
+    fn restart(&mut self, env: &[(&str, &str)]) {
+        if let Some(mut b) = self.bot.take() {
+            b.kill9();
+        }
+        self.bot = Some(BotProcess::start(&cordon_bin(), &self.setup, env).unwrap());
+    }
+
+    async fn wait_ready(&mut self) {
+        let bot = self.bot.as_mut().unwrap();
+        bot.wait_for_log("cordon is ready", WAIT).await.unwrap();
+    }
+
+    /// Stops the bot cleanly and opens its store.
+    fn stop_and_open_store(&mut self) -> cordon::store::Store {
+        if let Some(mut b) = self.bot.take() {
+            let status = b.terminate(Duration::from_secs(20));
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "cordon did not stop cleanly ({status:?}):\n{}",
+                b.log_text()
+            );
+        }
+        cordon::store::Store::open_existing(&self.setup.state_dir.join("store")).unwrap()
+    }
+}
+
+/// Waits until `user`'s client has received `event` in `room` and could not decrypt it.
+async fn wait_undecryptable(user: &TestUser, room: &RoomId, event: &OwnedEventId) {
+    let waited = async {
+        while !user.undecryptable(room).contains(event) {
+            user.wait_for_syncs(1, WAIT).await.unwrap();
+        }
+    };
+    tokio::time::timeout(WAIT, waited)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} never received {event} undecryptable; readable: {:?}",
+                user.user_id(),
+                user.messages(room)
+                    .iter()
+                    .map(|m| (&m.event_id, &m.sender))
+                    .collect::<Vec<_>>()
+            )
+        });
+}
+
+fn audited(store: &cordon::store::Store, action: &str) -> Vec<serde_json::Value> {
+    store
+        .audit_entries(.., None)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == action)
+        .map(|e| e.details_value())
+        .collect()
+}
+
+/// The attack the guard exists for. A server admin has Synapse forge, in cordon's name,
+/// a power-levels change making the admin room admin and an invite; the admin joins,
+/// weakens the room's history visibility and force-joins an intruder. The guard bans
+/// both, restores cordon's settings and alerts, even though its first reaction was cut
+/// short by a crash; and nothing cordon sent while they were in could be read by them.
+///
+/// The guard is held just before its first ban (a failpoint), so that the intruder is
+/// still in the room when cordon next posts there: the alert about the nurse's new,
+/// unverified device, which neither that device nor the intruder can decrypt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_admin_and_force_joined_intruder_are_banned_reverted_and_read_nothing() {
+    let mut w = World::new(&["remove"], &[("CORDON_FAILPOINT", "guard.before_acting")]).await;
+    let (incident, rooms) = w.declare("remove", "Forged admin").await;
+    let command = rooms["command"].clone();
+    w.nurse_joins(&command).await;
+
+    let intruder_name = unique("intruder");
+    w.hs.register(&intruder_name, "pw", false).await.unwrap();
+    let intruder = TestUser::login(w.hs, &intruder_name, "pw").await.unwrap();
+
+    // The attack: forged power and invite in cordon's name, then a force-join.
+    w.admin
+        .make_room_admin(&command, w.admin.user_id())
+        .await
+        .unwrap();
+    let forged = w
+        .admin
+        .state_content(&command, "m.room.power_levels", "")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(forged["users"][w.admin.user_id().as_str()], 100, "{forged}");
+    w.admin.join(&command).await.unwrap();
+    w.admin
+        .send_state(
+            &command,
+            "m.room.history_visibility",
+            json!({ "history_visibility": "shared" }),
+        )
+        .await
+        .unwrap();
+    w.admin
+        .force_join(&command, intruder.user_id())
+        .await
+        .unwrap();
+    assert_eq!(
+        w.admin
+            .membership(&command, intruder.user_id())
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("join")
+    );
+    w.bot
+        .as_mut()
+        .unwrap()
+        .wait_for_log("failpoint reached: guard.before_acting", WAIT)
+        .await
+        .unwrap();
+
+    // While the guard is held: the nurse's password is used on a new device that she
+    // never verifies. cordon alerts, in the command room too, where the intruder is.
+    let device = attack::login_unverified_device(w.hs, &w.nurse_name, "pw")
+        .await
+        .unwrap();
+    let device_id = device.client().device_id().unwrap().to_string();
+    let bot = w.bot_id();
+    w.nurse
+        .wait_for_message(&command, WAIT, |s, b| s == bot && b.contains(&device_id))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\nbot log:\n{}", w.log()));
+    let alert = w
+        .nurse
+        .messages(&command)
+        .into_iter()
+        .find(|m| m.sender == bot && m.body.contains(&device_id))
+        .unwrap();
+    assert!(
+        alert
+            .body
+            .contains("has a device that they have not verified"),
+        "{}",
+        alert.body
+    );
+    let alert_in_control = w
+        .bot_says_all(&[&device_id, w.nurse.user_id().as_str()])
+        .await;
+    assert!(alert_in_control.contains(&incident), "{alert_in_control}");
+
+    // Neither the intruder nor the unverified device can read it.
+    wait_undecryptable(&intruder, &command, &alert.event_id).await;
+    wait_undecryptable(&device, &command, &alert.event_id).await;
+    assert!(
+        intruder.messages(&command).iter().all(|m| m.sender != bot),
+        "the intruder read a message from cordon"
+    );
+    assert!(
+        device.messages(&command).iter().all(|m| m.sender != bot),
+        "the unverified device read a message from cordon"
+    );
+
+    // A crash, and cordon comes back: by the time it is ready, the room is clean.
+    w.restart(&[]);
+    w.wait_ready().await;
+    for who in [intruder.user_id(), w.admin.user_id()] {
+        assert_eq!(
+            w.admin.membership(&command, who).await.unwrap().as_deref(),
+            Some("ban"),
+            "{who} is not banned\nbot log:\n{}",
+            w.log()
+        );
+    }
+    let pl = w
+        .admin
+        .state_content(&command, "m.room.power_levels", "")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        pl["users"],
+        json!({ w.commander.user_id().as_str(): 50 }),
+        "power levels not restored: {pl}"
+    );
+    assert_eq!(pl["invite"], 100, "{pl}");
+
+    assert_eq!(
+        w.admin
+            .state_content(&command, "m.room.history_visibility", "")
+            .await
+            .unwrap()
+            .unwrap()["history_visibility"],
+        "invited"
+    );
+
+    // The commander was told: a possible server compromise, naming the intruder.
+    let compromise = w
+        .bot_says_all(&["POSSIBLE SERVER COMPROMISE", intruder.user_id().as_str()])
+        .await;
+    for needle in [
+        "UTC",
+        "Europe/London",
+        "banned",
+        w.commander.user_id().as_str(),
+    ] {
+        assert!(
+            compromise.contains(needle),
+            "{needle:?} not in {compromise}"
+        );
+    }
+    w.bot_says_all(&["POSSIBLE SERVER COMPROMISE", "m.room.power_levels"])
+        .await;
+    // Nothing was sent twice, though the guard was cut short half-way: what cordon
+    // sends after a restart goes out before it says it is ready.
+    w.commander.wait_for_syncs(2, WAIT).await.unwrap();
+    let mut sent: Vec<String> = w
+        .commander
+        .messages(&w.control)
+        .into_iter()
+        .filter(|m| m.sender == bot && m.body.contains("SECURITY ALERT"))
+        .map(|m| m.body)
+        .collect();
+    let all = sent.len();
+    sent.sort();
+    sent.dedup();
+    assert_eq!(sent.len(), all, "an alert was sent twice: {sent:#?}");
+
+    let store = w.stop_and_open_store();
+    assert!(store.verify_audit().unwrap().is_intact());
+    let banned = audited(&store, "guard.banned");
+    assert_eq!(banned.len(), 2, "{banned:?}");
+    for entry in &banned {
+        assert!(
+            entry["event_at"].is_string() && entry["detected_at"].is_string(),
+            "{entry}"
+        );
+    }
+    let reverted = audited(&store, "guard.state-reverted");
+    assert!(
+        reverted
+            .iter()
+            .any(|e| e["event_type"] == "m.room.power_levels"),
+        "{reverted:?}"
+    );
+    let devices = audited(&store, "guard.device-alert");
+    assert_eq!(devices.len(), 1, "{devices:?}");
+    assert_eq!(devices[0]["device"], device_id.as_str());
+}
+
+/// A holder resets their cryptographic identity (a new phone, or an account takeover).
+/// cordon alerts in every incident they are in; where the playbook says
+/// `identity_change: remove` (the default) they are taken out of every room, and where
+/// it says `alert` they stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_change_is_alerted_and_removes_the_member_where_the_playbook_says() {
+    let mut w = World::new(&["remove", "alert"], &[]).await;
+    let (removing, removing_rooms) = w.declare("remove", "Removing drill").await;
+    let (alerting, alerting_rooms) = w.declare("alert", "Alerting drill").await;
+    w.nurse_joins(&removing_rooms["command"]).await;
+    w.nurse_joins(&alerting_rooms["command"]).await;
+
+    attack::reset_identity(&w.nurse, "pw").await.unwrap();
+    let nurse = w.nurse.user_id().to_owned();
+    let removed = w
+        .bot_says_all(&["identity (cross-signing keys)", nurse.as_str(), &removing])
+        .await;
+    assert!(removed.contains("removed"), "{removed}");
+    let stays = w
+        .bot_says_all(&["identity (cross-signing keys)", nurse.as_str(), &alerting])
+        .await;
+    assert!(stays.contains("stays in the rooms"), "{stays}");
+    assert!(stays.contains("UTC") && stays.contains(w.commander.user_id().as_str()));
+
+    // The alert under `remove` is sent after the kicks.
+    for (key, rooms, expected) in [
+        ("command", &removing_rooms, "leave"),
+        ("ward", &removing_rooms, "leave"),
+        ("command", &alerting_rooms, "join"),
+        ("ward", &alerting_rooms, "invite"),
+    ] {
+        assert_eq!(
+            w.admin
+                .membership(&rooms[key], &nurse)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(expected),
+            "{key} of {:?}",
+            rooms
+        );
+    }
+
+    let store = w.stop_and_open_store();
+    let changed = audited(&store, "guard.identity-changed");
+    assert_eq!(changed.len(), 2, "{changed:?}");
+    let removals = audited(&store, "guard.removed");
+    assert_eq!(removals.len(), 1, "{removals:?}");
+    assert_eq!(removals[0]["why"], cordon::guard::IDENTITY_CHANGED);
+    let roster = store.roster_for_user(nurse.as_str()).unwrap();
+    for entry in roster {
+        let out = entry.room_id == removing_rooms["command"].as_str()
+            || entry.room_id == removing_rooms["ward"].as_str();
+        assert_eq!(!entry.is_allowed(), out, "{entry:?}");
+    }
+}
