@@ -507,18 +507,40 @@ impl TestUser {
     /// session lets the test compare them and then [`SasSession::confirm`] or
     /// [`SasSession::mismatch`]. cordon (the requester) starts the SAS itself; should the
     /// request transition from this side instead, that works too.
+    ///
+    /// An invite that arrives meanwhile is accepted, as the person accepts cordon's
+    /// identity-check room: their client only shows a request from a device it knows,
+    /// which it learns from an encrypted room they share.
     pub async fn accept_sas(&self, deadline: Duration) -> Result<SasSession, HarnessError> {
         let started = tokio::time::Instant::now();
-        let (sender, flow_id) = self
-            .wait_until(deadline, "a verification request", |state| {
-                let request = state
-                    .verification_requests
-                    .get(state.verification_requests_taken)
-                    .cloned()?;
-                state.verification_requests_taken += 1;
-                Some(request)
-            })
-            .await?;
+        enum Next {
+            Request((OwnedUserId, String)),
+            Invite(ReceivedInvite),
+        }
+        let (sender, flow_id) = loop {
+            let left = deadline.saturating_sub(started.elapsed());
+            let next = self
+                .wait_until(left, "a verification request", |state| {
+                    if let Some(request) = state
+                        .verification_requests
+                        .get(state.verification_requests_taken)
+                        .cloned()
+                    {
+                        state.verification_requests_taken += 1;
+                        return Some(Next::Request(request));
+                    }
+                    let invite = state.invites.get(state.invites_taken).cloned()?;
+                    state.invites_taken += 1;
+                    Some(Next::Invite(invite))
+                })
+                .await?;
+            match next {
+                Next::Request(request) => break request,
+                Next::Invite(invite) => {
+                    self.join(&invite.room_id).await?;
+                }
+            }
+        };
         let context = format!("{} accepting verification from {sender}", self.user_id);
         let request = self
             .client

@@ -50,6 +50,40 @@ pub async fn create_planned_room(client: &Client, plan: &RoomPlan) -> Result<Roo
     Ok(room)
 }
 
+/// Creates a small encrypted room for an identity check with `user`: invite-only, not
+/// federated, no history for later joiners, nothing but cordon's invite (sent
+/// separately, with a reason). See `trust::sas` for why it exists.
+#[instrument(skip_all, fields(user = %user))]
+pub async fn create_identity_check_room(
+    client: &Client,
+    user: &UserId,
+) -> Result<Room, MatrixError> {
+    let mut request = create_room::v3::Request::new();
+    request.name = Some("cordon: identity check".to_owned());
+    request.topic = Some(
+        "cordon uses this room only to verify your identity with an operator. It holds no \
+         messages and cordon leaves it when the check is over."
+            .to_owned(),
+    );
+    request.preset = Some(create_room::v3::RoomPreset::PrivateChat);
+    request.visibility = matrix_sdk::ruma::api::client::room::Visibility::Private;
+    request.is_direct = true;
+    request.creation_content = Some(raw(&json!({ "m.federate": false }))?);
+    request.initial_state = vec![
+        raw::<AnyInitialStateEvent>(&json!({
+            "type": "m.room.encryption", "state_key": "",
+            "content": { "algorithm": "m.megolm.v1.aes-sha2" },
+        }))?,
+        raw::<AnyInitialStateEvent>(&json!({
+            "type": "m.room.history_visibility", "state_key": "",
+            "content": { "history_visibility": "joined" },
+        }))?,
+    ];
+    let room = client.create_room(request).await?;
+    debug!(room = %room.room_id(), "created an identity-check room");
+    Ok(room)
+}
+
 /// The tags in a room's creation event, if cordon tagged it.
 pub async fn room_tags(room: &Room) -> Option<(String, String)> {
     let raw = room

@@ -8,30 +8,50 @@
 //! master key). This module waits until the homeserver's copy carries that signature,
 //! then records the enrolment. A mismatch, a cancel or a timeout signs and records
 //! nothing, and is audited as `identity.verify-failed`.
+//!
+//! A person's client ignores a verification request from a device it does not know,
+//! and clients learn other people's devices only from the encrypted rooms they share.
+//! Most people share none with cordon before their first incident (under
+//! `verification: required` they are not invited until they are enrolled), so cordon
+//! first makes sure there is one: an encrypted room both have joined, or else a small
+//! "identity check" room the person is invited to (the invite's reason says why) and
+//! joins. cordon leaves that room when the comparison is over, whatever its outcome.
 
 use std::future::Future;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::{BoxStream, SelectAll};
-use matrix_sdk::Client;
 use matrix_sdk::encryption::identities::UserIdentity;
 use matrix_sdk::encryption::verification::{
     Emoji, SasState, SasVerification, Verification, VerificationRequest, VerificationRequestState,
 };
 use matrix_sdk::ruma::events::key::verification::VerificationMethod;
+use matrix_sdk::ruma::events::room::member::MembershipState;
 use matrix_sdk::ruma::{OwnedDeviceId, UserId};
+use matrix_sdk::{Client, Room};
 use serde_json::json;
 use tokio::time::Instant;
 use tracing::{info, instrument, warn};
 
 use super::{TrustError, record};
 use crate::clock::Clock;
+use crate::matrix::rooms;
 use crate::store::{EnrolMethod, Enrolment, Store};
 
 /// How long, after both sides confirmed, cordon waits for its signature on the
 /// person's master key to show on the homeserver.
 const SIGNATURE_WAIT: Duration = Duration::from_secs(30);
+
+/// After the person joins the identity-check room, how long their client gets to fetch
+/// cordon's device keys (it does so on its next sync) before the request is sent: a
+/// request from a device their client does not know yet would be dropped unseen.
+const KEYS_SETTLE: Duration = Duration::from_secs(3);
+
+/// The unencrypted reason on the identity-check invite: all the person can read.
+const CHECK_INVITE_REASON: &str = "An operator is verifying your identity for cordon, the \
+     incident bot. Accept this invite, then accept cordon's verification request and \
+     compare the emojis with the operator. The room holds no messages.";
 
 /// The operator at the other end of the comparison (the `cordon verify` terminal).
 pub trait Operator: Send {
@@ -73,11 +93,15 @@ pub async fn verify(
     let mut flow = Flow {
         requests: Vec::new(),
         sas: None,
+        check_room: None,
     };
     let result = run(
         client, store, user, options, by, clock, operator, deadline, &mut flow,
     )
     .await;
+    if let Some(room) = flow.check_room.take() {
+        leave_check_room(&room).await;
+    }
     if let Err(e) = &result {
         flow.cancel_all().await;
         let device = flow
@@ -101,6 +125,8 @@ pub async fn verify(
 struct Flow {
     requests: Vec<(OwnedDeviceId, VerificationRequest)>,
     sas: Option<SasVerification>,
+    /// The identity-check room cordon created for this comparison, to leave after it.
+    check_room: Option<Room>,
 }
 
 impl Flow {
@@ -163,6 +189,7 @@ async fn run(
             ),
         }));
     }
+    ensure_shared_room(client, user, operator, deadline, flow).await?;
     for device in targets {
         let id = device.device_id().to_owned();
         let request = device
@@ -225,6 +252,78 @@ async fn run(
     )?;
     info!(device = %device_id, "enrolled by emoji comparison");
     Ok(enrolment)
+}
+
+/// Makes sure cordon and `user` share an encrypted room that both have joined, so that
+/// the person's client knows cordon's device when the request arrives (see the module
+/// doc). Creates an identity-check room and waits for the person to join it if needed.
+async fn ensure_shared_room(
+    client: &Client,
+    user: &UserId,
+    operator: &mut impl Operator,
+    deadline: Instant,
+    flow: &mut Flow,
+) -> Result<(), TrustError> {
+    for room in client.joined_rooms() {
+        if room.encryption_state().is_encrypted()
+            && membership(&room, user).await == Some(MembershipState::Join)
+        {
+            return Ok(());
+        }
+    }
+    let room = rooms::create_identity_check_room(client, user)
+        .await
+        .map_err(|e| TrustError::matrix("creating the identity-check room", e))?;
+    flow.check_room = Some(room.clone());
+    rooms::invite_with_reason(client, room.room_id(), user, CHECK_INVITE_REASON)
+        .await
+        .map_err(|e| {
+            TrustError::matrix(format!("inviting {user} to the identity-check room"), e)
+        })?;
+    operator
+        .progress(format!(
+            "{user} shares no encrypted room with cordon, so their client would not show \
+             its request: they are invited to a room named \"cordon: identity check\"; \
+             ask them to accept the invite"
+        ))
+        .await;
+    loop {
+        match membership(&room, user).await {
+            Some(MembershipState::Join) => break,
+            Some(MembershipState::Leave | MembershipState::Ban) => {
+                return Err(TrustError::Cancelled(format!(
+                    "{user} declined the identity-check invite; nothing was signed"
+                )));
+            }
+            _ => {}
+        }
+        if Instant::now() >= deadline {
+            return Err(timed_out(user));
+        }
+        // Membership arrives with the sync that the bot (or the offline CLI) runs.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    info!("the person joined the identity-check room");
+    tokio::time::sleep(KEYS_SETTLE.min(deadline.saturating_duration_since(Instant::now()))).await;
+    Ok(())
+}
+
+async fn membership(room: &Room, user: &UserId) -> Option<MembershipState> {
+    match room.get_member_no_sync(user).await {
+        Ok(Some(member)) => Some(member.membership().clone()),
+        _ => None,
+    }
+}
+
+/// Leaves and forgets the identity-check room; the person may leave it too.
+async fn leave_check_room(room: &Room) {
+    if let Err(e) = room.leave().await {
+        warn!(error = %e, "could not leave the identity-check room");
+        return;
+    }
+    if let Err(e) = room.forget().await {
+        warn!(error = %e, "could not forget the identity-check room");
+    }
 }
 
 fn timed_out(user: &UserId) -> TrustError {
