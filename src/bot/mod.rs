@@ -218,8 +218,9 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
     let password = config.password.read()?;
     let passphrase = config.store_passphrase.read()?;
     matrix::session::create_private_dir(&config.state_dir)?;
-    let store = Arc::new(Store::open(&config.state_dir.join("store"))?);
+    // The session first: a cordon that must be recovered leaves no store behind.
     let client = matrix::session::connect(&config, &password, &passphrase).await?;
+    let store = Arc::new(Store::open(&config.state_dir.join("store"))?);
     drop(password);
     drop(passphrase);
 
@@ -255,8 +256,13 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
             client: client.clone(),
             store: bot.store.clone(),
             clock: bot.clock.clone(),
-            // guard re-admission hook
-            on_enrolled: None,
+            on_enrolled: Some(person_hook(&bot, |bot, user| async move {
+                roster::admit_enrolled(&bot, Some(&*user)).await;
+                crate::guard::on_enrolled(&bot, &user).await;
+            })),
+            on_revoked: Some(person_hook(&bot, |bot, user| async move {
+                crate::guard::on_revoked(&bot, &user).await;
+            })),
         }),
     )?;
 
@@ -350,6 +356,7 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
     }
 
     info!("shutting down");
+    admin_socket.close().await;
     enrolled_watch.abort();
     let mut tasks = std::mem::take(&mut *bot.tasks.lock().await);
     // Every step is resumable, so in-flight work may be cut short; give it a moment to
@@ -362,6 +369,25 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
         warn!("stopping unfinished work; it resumes at the next start");
     }
     Ok(())
+}
+
+/// An admin-socket hook that runs `act` for the person as tracked background work of
+/// the bot, if it still runs.
+fn person_hook<F, Fut>(bot: &Arc<Bot>, act: F) -> crate::trust::socket::PersonHook
+where
+    F: Fn(Arc<Bot>, OwnedUserId) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let weak = Arc::downgrade(bot);
+    let act = Arc::new(act);
+    Arc::new(move |user: OwnedUserId| {
+        let Some(bot) = weak.upgrade() else { return };
+        let act = act.clone();
+        tokio::spawn(async move {
+            let work = act(bot.clone(), user);
+            bot.spawn(work).await;
+        });
+    })
 }
 
 async fn reap(bot: &Arc<Bot>) {

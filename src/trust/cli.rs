@@ -207,6 +207,7 @@ where
         store,
         clock: crate::clock::from_env(),
         on_enrolled: None,
+        on_revoked: None,
     };
     let (ours, theirs) = tokio::io::duplex(2 * socket::MAX_LINE);
     let server = async {

@@ -185,8 +185,8 @@ pub const CODE_REFUSED: u8 = 1;
 /// Exit status: any other error.
 pub const CODE_ERROR: u8 = 2;
 
-/// Called with the person after each successful enrolment.
-pub type EnrolledHook = Arc<dyn Fn(OwnedUserId) + Send + Sync>;
+/// Called with the person after a successful enrolment or revocation.
+pub type PersonHook = Arc<dyn Fn(OwnedUserId) + Send + Sync>;
 
 /// What the server runs requests with: the bot's own client and store.
 pub struct AdminContext {
@@ -196,8 +196,12 @@ pub struct AdminContext {
     pub store: Arc<Store>,
     /// The clock for audit times.
     pub clock: Arc<dyn Clock>,
-    /// Called after an enrolment succeeded (the guard re-admits people it removed).
-    pub on_enrolled: Option<EnrolledHook>,
+    /// Called after an enrolment succeeded: the running bot lets the person into the
+    /// rooms they are pending for, or that the guard removed them from.
+    pub on_enrolled: Option<PersonHook>,
+    /// Called after a revocation: the running bot takes the person out of every open
+    /// incident at once.
+    pub on_revoked: Option<PersonHook>,
 }
 
 /// Why the admin socket could not be opened.
@@ -437,13 +441,18 @@ where
                 Err(reply) => return reply,
             };
             match super::revoke(&ctx.client, &ctx.store, &user, by, reason, ctx.clock.now()).await {
-                Ok(_) => Reply::done(
-                    CODE_OK,
-                    format!(
-                        "{user}'s enrolment is revoked: cordon no longer treats them as \
+                Ok(_) => {
+                    if let Some(hook) = &ctx.on_revoked {
+                        hook(user.clone());
+                    }
+                    Reply::done(
+                        CODE_OK,
+                        format!(
+                            "{user}'s enrolment is revoked: cordon no longer treats them as \
                          verified, and their devices get no room keys from cordon"
-                    ),
-                ),
+                        ),
+                    )
+                }
                 Err(e) => Reply::done(code_for(&e), e.to_string()),
             }
         }
