@@ -15,6 +15,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
 use matrix_sdk::Client;
+use matrix_sdk::config::SyncSettings;
 use matrix_sdk::encryption::recovery::RecoveryError;
 use matrix_sdk::encryption::secret_storage::SecretStorageError;
 use matrix_sdk::ruma::OwnedDeviceId;
@@ -208,6 +209,15 @@ pub async fn recover(
 async fn restore(client: &Client, recovery_key: &str) -> Result<(), RecoverError> {
     let encryption = client.encryption();
     encryption.wait_for_e2ee_initialization_tasks().await;
+    // The new device's keys must be on the homeserver before the self-signing key can
+    // sign them: one sync sends them (matrix-sdk uploads pending keys before syncing).
+    // It also moves the sync position past everything sent while the disk was lost, so
+    // the recovered bot, whose store has no record of the commands it already handled,
+    // cannot run any of them a second time.
+    client
+        .sync_once(SyncSettings::default().timeout(std::time::Duration::ZERO))
+        .await
+        .map_err(MatrixError::from)?;
     match encryption.recovery().recover(recovery_key).await {
         Ok(()) => {}
         Err(RecoveryError::SecretStorage(
