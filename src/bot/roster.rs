@@ -12,7 +12,7 @@ use std::sync::Arc;
 use matrix_sdk::Room;
 use matrix_sdk::ruma::{OwnedUserId, UserId};
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::commands::{Incoming, reply};
 use super::provision::{declared_playbook, unverified_reason};
@@ -496,7 +496,12 @@ pub(crate) async fn admit_enrolled(bot: &Arc<Bot>, only: Option<&UserId>) -> usi
             let Ok(user) = OwnedUserId::try_from(user.as_str()) else {
                 continue;
             };
-            if trust::status(&bot.client, &bot.store, &user, false).await != Trust::Verified {
+            // Fetched, not cached: cordon shares no room with a pending holder, so its
+            // copy of their identity is never refreshed by a device-list change, and it
+            // would not show the signature an enrolment just uploaded.
+            let trust = trust::status(&bot.client, &bot.store, &user, true).await;
+            if trust != Trust::Verified {
+                debug!(incident = %incident.id, user = %user, ?trust, "pending holder not verified yet");
                 continue;
             }
             let seats = match seats_for_entries(bot, &incident, &user, &entries) {
@@ -506,6 +511,7 @@ pub(crate) async fn admit_enrolled(bot: &Arc<Bot>, only: Option<&UserId>) -> usi
                     continue;
                 }
             };
+            info!(incident = %incident.id, user = %user, seats = seats.len(), "letting an enrolled holder in");
             // Stable across restarts: the pending record's own time.
             let since = entries.iter().map(|e| e.at).min().unwrap_or_default();
             let key = format!("enrolled/{}", since.timestamp_millis());

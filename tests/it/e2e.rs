@@ -739,7 +739,12 @@ async fn unverified_holders_are_not_invited_and_unverified_devices_cannot_comman
 
     // Enrolled in person later, they are let in without anyone re-declaring.
     enrol(&cordon_bin(), &w.setup, unenrolled).await.unwrap();
-    let invite = unenrolled.wait_for_invite(WAIT).await.unwrap();
+    let invite = unenrolled.wait_for_invite(WAIT).await.unwrap_or_else(|e| {
+        panic!(
+            "{e}\nbot log:\n{}",
+            w.bot.as_ref().map(|b| b.log_text()).unwrap_or_default()
+        )
+    });
     assert!(
         rooms.values().flatten().any(|r| r == invite.room_id()),
         "invited to {}",
