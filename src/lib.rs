@@ -24,6 +24,12 @@
 //! - [`command`]: the chat grammar (`!cordon declare …`), a clap-derived enum whose doc
 //!   comments are the help text.
 //! - [`incident`]: the incident lifecycle state machine and pure planning.
+//! - [`trust`]: who is verified: enrolment (`cordon verify` by emoji comparison or
+//!   fingerprint, over the bot's admin socket or offline), revocation, the standing of a
+//!   person and of a command's sending device, and `cordon recover`.
+//! - [`guard`]: watches every incident room and reconciles it against cordon's own
+//!   records: bans whoever cordon did not let in, reverts forged state, alerts on
+//!   identity changes and unverified devices.
 //! - [`store`]: redb tables for incidents, rooms, timers and the hash-chained audit log.
 //! - [`harness`]: a real, throwaway Synapse on loopback and matrix-sdk users for the
 //!   integration tests, `cordon demo` and the benchmarks. Never used in production.
