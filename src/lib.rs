@@ -24,6 +24,7 @@
 //! - [`command`]: the chat grammar (`!cordon declare …`), a clap-derived enum whose doc
 //!   comments are the help text.
 //! - [`incident`]: the incident lifecycle state machine and pure planning.
+//! - [`schedule`]: durable timers (deadlines, cron), catch-up after downtime, retries.
 //! - [`store`]: redb tables for incidents, rooms, timers and the hash-chained audit log.
 //! - [`harness`]: a real, throwaway Synapse on loopback and matrix-sdk users for the
 //!   integration tests, `cordon demo` and the benchmarks. Never used in production.
@@ -45,6 +46,7 @@ pub mod harness;
 pub mod incident;
 pub mod matrix;
 pub mod playbook;
+pub mod schedule;
 pub mod store;
 pub mod trust;
 pub mod yaml;
