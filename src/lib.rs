@@ -30,6 +30,7 @@
 //! - [`guard`]: watches every incident room and reconciles it against cordon's own
 //!   records: bans whoever cordon did not let in, reverts forged state, alerts on
 //!   identity changes and unverified devices.
+//! - [`schedule`]: durable timers (deadlines, cron), catch-up after downtime, retries.
 //! - [`store`]: redb tables for incidents, rooms, timers and the hash-chained audit log.
 //! - [`harness`]: a real, throwaway Synapse on loopback and matrix-sdk users for the
 //!   integration tests, `cordon demo` and the benchmarks. Never used in production.
@@ -51,6 +52,7 @@ pub mod harness;
 pub mod incident;
 pub mod matrix;
 pub mod playbook;
+pub mod schedule;
 pub mod store;
 pub mod trust;
 pub mod yaml;

@@ -89,8 +89,39 @@ pub struct Timer {
     pub schedule: Schedule,
     /// Caller data (the reminder's room key and text, the warning's offset …).
     pub payload: serde_json::Value,
-    /// When it last fired, if ever.
+    /// When it last fired, if ever. The scheduler records the due time the firing was
+    /// for (the deadline, or the latest cron occurrence it covered), so a job that ran
+    /// late does not shift the schedule.
     pub last_fired: Option<DateTime<Utc>>,
+}
+
+/// The scheduler's bookkeeping for one timer, kept in the timer's own record (under the
+/// key `state`) so that a restart neither resets a backoff nor forgets a skipped firing.
+///
+/// Every field defaults, so records written before it existed still decode (with a
+/// clear state), and [`Timer`] itself decodes from a record that carries it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TimerState {
+    /// When the timer was armed through [`crate::store::Store::arm_timer`]: where a cron
+    /// timer that has never fired starts counting its occurrences.
+    pub armed_at: Option<DateTime<Utc>>,
+    /// Failed attempts since the timer last fired (0 when it is not failing).
+    pub attempts: u32,
+    /// When the next attempt after a failure may run, if one failed.
+    pub retry_at: Option<DateTime<Utc>>,
+    /// The last failure, for operators (the job's error, never a message body).
+    pub last_error: Option<String>,
+    /// The due time of the latest firing that was dropped instead of run (a warning whose
+    /// deadline had passed too).
+    pub last_skipped: Option<DateTime<Utc>>,
+}
+
+impl TimerState {
+    /// The latest due time that has been dealt with, fired or skipped.
+    pub fn settled_until(&self, timer: &Timer) -> Option<DateTime<Utc>> {
+        timer.last_fired.max(self.last_skipped)
+    }
 }
 
 /// An intent to record with [`crate::store::Store::outbox_put_many`].

@@ -842,6 +842,154 @@ fn timers_crud_and_due() {
     assert_eq!(store.timers().unwrap().len(), 1);
 }
 
+fn cron_timer(id: &IncidentId) -> Timer {
+    Timer {
+        id: format!("{id}/reminder"),
+        incident: Some(id.clone()),
+        kind: TimerKind::Reminder,
+        schedule: Schedule::Cron {
+            expr: "*/30 * * * *".into(),
+            tz: "Europe/London".into(),
+        },
+        payload: json!({"room": "command"}),
+        last_fired: None,
+    }
+}
+
+#[test]
+fn arming_again_keeps_the_record_and_a_changed_timer_replaces_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let id = declare(&store, "mass-casualty", "!ctl").id;
+    let timer = cron_timer(&id);
+    assert!(store.arm_timer(&timer, t(0)).unwrap());
+    assert!(store.mark_timer_fired(&timer.id, t(30)).unwrap());
+    store
+        .record_timer_failure(&timer.id, "send failed", t(61))
+        .unwrap();
+    // A restart arms the same timer again: nothing is reset.
+    assert!(!store.arm_timer(&timer, t(40)).unwrap());
+    let (kept, state) = store.timer_entry(&timer.id).unwrap().unwrap();
+    assert_eq!(kept.last_fired, Some(t(30)));
+    assert_eq!((state.armed_at, state.attempts), (Some(t(0)), 1));
+    // A different schedule is a new timer.
+    let changed = Timer {
+        schedule: Schedule::At(t(90)),
+        ..timer.clone()
+    };
+    assert!(store.arm_timer(&changed, t(41)).unwrap());
+    let (kept, state) = store.timer_entry(&timer.id).unwrap().unwrap();
+    assert_eq!(kept, changed);
+    assert_eq!(
+        state,
+        records::TimerState {
+            armed_at: Some(t(41)),
+            ..Default::default()
+        }
+    );
+}
+
+#[test]
+fn failures_count_up_and_firing_clears_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let id = declare(&store, "mass-casualty", "!ctl").id;
+    let timer = cron_timer(&id);
+    store.arm_timer(&timer, t(0)).unwrap();
+    let first = store
+        .record_timer_failure(&timer.id, "homeserver unreachable", t(1))
+        .unwrap()
+        .unwrap();
+    assert_eq!((first.attempts, first.retry_at), (1, Some(t(1))));
+    let long = "x".repeat(2000);
+    let second = store
+        .record_timer_failure(&timer.id, &long, t(2))
+        .unwrap()
+        .unwrap();
+    assert_eq!((second.attempts, second.retry_at), (2, Some(t(2))));
+    assert_eq!(second.last_error.map(|e| e.len()), Some(500));
+    assert_eq!(store.record_timer_failure("nope", "x", t(2)).unwrap(), None);
+    // Survives a reopen.
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.timer_entry(&timer.id).unwrap().unwrap().1.attempts, 2);
+    assert!(store.mark_timer_fired(&timer.id, t(30)).unwrap());
+    let (fired, state) = store.timer_entry(&timer.id).unwrap().unwrap();
+    assert_eq!(fired.last_fired, Some(t(30)));
+    assert_eq!(
+        (state.attempts, state.retry_at, state.last_error),
+        (0, None, None)
+    );
+    assert_eq!(
+        state.armed_at,
+        Some(t(0)),
+        "firing keeps the rest of the state"
+    );
+}
+
+#[test]
+fn a_skipped_firing_is_recorded_audited_and_no_longer_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let id = declare(&store, "mass-casualty", "!ctl").id;
+    let warning = Timer {
+        id: format!("{id}/warn-30m"),
+        incident: Some(id.clone()),
+        kind: TimerKind::Warning,
+        schedule: Schedule::At(t(20)),
+        payload: json!({"deadline": t(50)}),
+        last_fired: None,
+    };
+    store.arm_timer(&warning, t(0)).unwrap();
+    assert_eq!(store.due_timers(t(60)).unwrap().len(), 1);
+    let head = store.audit_head().unwrap().unwrap();
+    assert!(
+        store
+            .skip_timer(&warning.id, t(20), "deadline passed", t(60))
+            .unwrap()
+    );
+    assert!(!store.skip_timer("nope", t(20), "x", t(60)).unwrap());
+    assert!(store.due_timers(t(60)).unwrap().is_empty());
+    let (_, state) = store.timer_entry(&warning.id).unwrap().unwrap();
+    assert_eq!(state.last_skipped, Some(t(20)));
+    let entries = store.audit_entries(head.seq + 1.., Some(&id)).unwrap();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].action, "timer.skipped");
+    let details: serde_json::Value = serde_json::from_str(&entries[0].details).unwrap();
+    assert_eq!(details["timer"], json!(warning.id));
+    assert_eq!(details["kind"], json!("warning"));
+    assert!(store.verify_audit().unwrap().is_intact());
+}
+
+#[test]
+fn a_timer_stored_before_the_scheduler_state_existed_still_decodes() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    let old = json!({
+        "id": "mc-1/expiry",
+        "incident": "mc-1",
+        "kind": "expiry",
+        "schedule": {"at": t(50)},
+        "payload": null,
+        "last_fired": null,
+    });
+    tamper(dir.path(), |tx| {
+        let mut timers = tx.open_table(tables::TIMERS).unwrap();
+        timers
+            .insert("mc-1/expiry", serde_json::to_vec(&old).unwrap().as_slice())
+            .unwrap();
+    });
+    let store = Store::open(dir.path()).unwrap();
+    let (timer, state) = store.timer_entry("mc-1/expiry").unwrap().unwrap();
+    assert_eq!(timer.schedule, Schedule::At(t(50)));
+    assert_eq!(state, records::TimerState::default());
+    assert!(store.adopt_timer("mc-1/expiry", t(1)).unwrap());
+    assert!(store.adopt_timer("mc-1/expiry", t(2)).unwrap());
+    let (timer, state) = store.timer_entry("mc-1/expiry").unwrap().unwrap();
+    assert_eq!(state.armed_at, Some(t(1)), "adopting twice keeps the first");
+    assert_eq!(store.timer("mc-1/expiry").unwrap(), Some(timer));
+}
+
 #[test]
 fn processed_events_are_marked_once_and_pruned() {
     let dir = tempfile::tempdir().unwrap();

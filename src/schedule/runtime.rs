@@ -1,0 +1,493 @@
+//! The scheduler task, in mini-redis's shape: one loop on
+//! `select!{ sleep_until(next due), notified(), a job finished, shutdown }`.
+//!
+//! Each pass reads every timer from the store, asks [`decide`] about each, records
+//! skips, and dispatches due jobs, each in its own tokio task so that a panic is
+//! caught (as a [`tokio::task::JoinError`]) and treated as a failure. Two jobs of the
+//! same incident (or of the same incident-less timer) never run at once; jobs of
+//! different incidents run concurrently, at most [`SchedulerConfig::max_concurrent`].
+//! The outcome of each job is written to the store by the loop itself, so the store's
+//! record of a timer changes only in one place.
+//!
+//! The store is called directly from the loop: its transactions are short, and
+//! `spawn_blocking` would let paused tokio time run ahead while it works.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use futures_util::future::BoxFuture;
+use tokio::sync::{Notify, watch};
+use tokio::task::{JoinError, JoinHandle, JoinSet};
+use tracing::{Instrument, error, info, instrument, warn};
+
+use super::backoff::Backoff;
+use super::catch_up::{Decision, Firing, decide};
+use super::error::ScheduleError;
+use crate::clock::Clock;
+use crate::incident::IncidentId;
+use crate::store::records::TimerState;
+use crate::store::{Schedule, Store, Timer};
+
+/// What a job is told about the firing it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FireContext {
+    /// The due time this firing is for (the deadline, or the latest cron occurrence).
+    pub due: DateTime<Utc>,
+    /// How many scheduled occurrences it stands for: more than 1 when occurrences were
+    /// missed (downtime, failures) and collapsed into this one. See
+    /// [`Firing::collapsed`].
+    pub collapsed: u32,
+    /// Which attempt this is: 1 the first time, more after failures. A job may give up
+    /// (report the step as failed and return `Ok`) when this grows too large.
+    pub attempt: u32,
+    /// When the scheduler dispatched it, by its clock.
+    pub fired_at: DateTime<Utc>,
+}
+
+/// Why a job failed. Its text goes to the operator's log and the timer's state: name
+/// what failed, never quote a message body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct JobError {
+    message: String,
+}
+
+impl JobError {
+    /// A failure described by `message`.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+
+    /// The description.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+/// What a job returns: a boxed future of its outcome.
+pub type JobFuture = BoxFuture<'static, Result<(), JobError>>;
+
+/// The jobs timers run, provided by the caller (the bot).
+///
+/// **Jobs must be idempotent.** A firing is recorded only after its job returns `Ok`,
+/// so a crash while a job runs runs it again on restart, and a job that returns an
+/// error after doing part of its work is retried in full.
+pub trait Jobs: Send + Sync + 'static {
+    /// Runs the job of `timer` for the firing described by `ctx`.
+    fn run(&self, timer: Timer, ctx: FireContext) -> JobFuture;
+}
+
+/// How the scheduler behaves.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// The longest sleep before the clock is read again (default 60 s), so a jump of
+    /// the wall clock or a suspend is noticed.
+    pub max_sleep: Duration,
+    /// How many jobs may run at once, across incidents (default 4; at least 1).
+    pub max_concurrent: usize,
+    /// The wait after each failed attempt.
+    pub backoff: Backoff,
+    /// The zone of cron timers that name none (the config's `time_zone`).
+    pub time_zone: Tz,
+    /// How long to wait before trying again after the store failed (default 5 s).
+    pub store_retry: Duration,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            max_sleep: Duration::from_secs(60),
+            max_concurrent: 4,
+            backoff: Backoff::default(),
+            time_zone: crate::config::DEFAULT_TIME_ZONE,
+            store_retry: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The scheduler task. Start it with [`Scheduler::spawn`]; talk to it through the
+/// returned [`SchedulerHandle`].
+pub struct Scheduler {
+    store: Arc<Store>,
+    clock: Arc<dyn Clock>,
+    jobs: Arc<dyn Jobs>,
+    config: SchedulerConfig,
+    notify: Arc<Notify>,
+    shutdown: watch::Receiver<bool>,
+    running: JoinSet<Result<(), JobError>>,
+    /// The running jobs, by task id.
+    tasks: HashMap<tokio::task::Id, Running>,
+    /// The exclusivity keys of the running jobs (see [`exclusivity_key`]).
+    busy: HashSet<String>,
+    /// Timers not to dispatch before a time: their outcome could not be recorded.
+    held: HashMap<String, DateTime<Utc>>,
+    /// Timers already reported as unschedulable, so the log says it once.
+    reported: HashSet<String>,
+}
+
+/// A job in flight.
+struct Running {
+    timer: String,
+    key: String,
+    ctx: FireContext,
+}
+
+/// A finished job task, as the join set reports it.
+type Done = Result<(tokio::task::Id, Result<(), JobError>), JoinError>;
+
+/// What woke the loop.
+enum Wake {
+    Shutdown,
+    Finished(Done),
+    Look,
+}
+
+impl Scheduler {
+    /// Starts the scheduler on the current tokio runtime. It picks up every timer
+    /// already in the store, so a restart catches up by itself.
+    pub fn spawn(
+        store: Arc<Store>,
+        clock: Arc<dyn Clock>,
+        jobs: Arc<dyn Jobs>,
+        config: SchedulerConfig,
+    ) -> SchedulerHandle {
+        let notify = Arc::new(Notify::new());
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let scheduler = Scheduler {
+            store: store.clone(),
+            clock: clock.clone(),
+            jobs,
+            config,
+            notify: notify.clone(),
+            shutdown,
+            running: JoinSet::new(),
+            tasks: HashMap::new(),
+            busy: HashSet::new(),
+            held: HashMap::new(),
+            reported: HashSet::new(),
+        };
+        let task = tokio::spawn(scheduler.run());
+        SchedulerHandle {
+            shared: Arc::new(Shared {
+                store,
+                clock,
+                notify,
+                shutdown: shutdown_tx,
+                task: Mutex::new(Some(task)),
+            }),
+        }
+    }
+
+    async fn run(mut self) {
+        info!("scheduler started");
+        loop {
+            if *self.shutdown.borrow() {
+                break;
+            }
+            let wait = self.pass();
+            let wake = tokio::select! {
+                changed = self.shutdown.changed() => match changed {
+                    Ok(()) if !*self.shutdown.borrow() => Wake::Look,
+                    // Shut down, or every handle dropped.
+                    _ => Wake::Shutdown,
+                },
+                Some(done) = self.running.join_next_with_id() => Wake::Finished(done),
+                () = self.notify.notified() => Wake::Look,
+                () = tokio::time::sleep(wait) => Wake::Look,
+            };
+            match wake {
+                Wake::Shutdown => break,
+                Wake::Finished(done) => self.finished(done),
+                Wake::Look => {}
+            }
+        }
+        if !self.running.is_empty() {
+            info!(
+                jobs = self.running.len(),
+                "scheduler stopping: waiting for running jobs"
+            );
+        }
+        while let Some(done) = self.running.join_next_with_id().await {
+            self.finished(done);
+        }
+        info!("scheduler stopped");
+    }
+
+    /// One pass over the timers: records skips, dispatches what is due and may run,
+    /// and returns how long to sleep before the next pass at the latest.
+    fn pass(&mut self) -> Duration {
+        let now = self.clock.now();
+        let entries = match self.store.timer_entries() {
+            Ok(entries) => entries,
+            Err(e) => {
+                error!(error = %e, "scheduler cannot read its timers; trying again");
+                return self.config.store_retry;
+            }
+        };
+        let mut next: Option<DateTime<Utc>> = None;
+        let mut store_trouble = false;
+        let mut due: Vec<(Timer, TimerState, Firing)> = Vec::new();
+        let running: HashSet<&str> = self.tasks.values().map(|r| r.timer.as_str()).collect();
+        let mut seen = HashSet::new();
+        for (timer, mut state) in entries {
+            seen.insert(timer.id.clone());
+            // A running job's timer is looked at again when the job finishes.
+            if running.contains(timer.id.as_str()) {
+                continue;
+            }
+            if let Some(&until) = self.held.get(&timer.id) {
+                if until > now {
+                    next = earliest(next, until);
+                    continue;
+                }
+                self.held.remove(&timer.id);
+            }
+            if matches!(timer.schedule, Schedule::Cron { .. })
+                && state.armed_at.is_none()
+                && state.settled_until(&timer).is_none()
+            {
+                // Stored without arm_timer: count its occurrences from now on.
+                match self.store.adopt_timer(&timer.id, now) {
+                    Ok(_) => state.armed_at = Some(now),
+                    Err(e) => {
+                        error!(timer = %timer.id, error = %e, "cannot adopt timer");
+                        store_trouble = true;
+                        continue;
+                    }
+                }
+            }
+            match decide(&timer, &state, now, self.config.time_zone) {
+                Err(e) => {
+                    if self.reported.insert(timer.id.clone()) {
+                        error!(timer = %timer.id, error = %e, "timer cannot be scheduled; ignoring it");
+                    }
+                }
+                Ok(Decision::Wait(at)) => next = earliest(next, at),
+                Ok(Decision::Fire(firing)) => due.push((timer, state, firing)),
+                Ok(Decision::Skip { due, reason }) => {
+                    let why = reason.to_string();
+                    match self.store.skip_timer(&timer.id, due, &why, now) {
+                        Ok(_) => info!(timer = %timer.id, reason = %why, "firing dropped"),
+                        Err(e) => {
+                            error!(timer = %timer.id, error = %e, "cannot record a dropped firing");
+                            store_trouble = true;
+                        }
+                    }
+                }
+                Ok(Decision::Spent) => {}
+            }
+        }
+        self.reported.retain(|id| seen.contains(id));
+        due.sort_by_key(|(_, _, firing)| firing.due);
+        for (timer, state, firing) in due {
+            if self.running.len() >= self.config.max_concurrent.max(1) {
+                // A finishing job wakes the loop.
+                break;
+            }
+            if self.busy.contains(&exclusivity_key(&timer)) {
+                continue;
+            }
+            self.dispatch(timer, &state, firing, now);
+        }
+        let mut wait = self.config.max_sleep;
+        if let Some(at) = next {
+            let until = (at - self.clock.now()).to_std().unwrap_or(Duration::ZERO);
+            wait = wait.min(until);
+        }
+        if store_trouble {
+            wait = wait.max(self.config.store_retry);
+        }
+        wait
+    }
+
+    #[instrument(skip_all, fields(timer = %timer.id))]
+    fn dispatch(&mut self, timer: Timer, state: &TimerState, firing: Firing, now: DateTime<Utc>) {
+        let ctx = FireContext {
+            due: firing.due,
+            collapsed: firing.collapsed,
+            attempt: state.attempts.saturating_add(1),
+            fired_at: now,
+        };
+        if ctx.attempt > 1 {
+            warn!(attempt = ctx.attempt, due = %ctx.due, "retrying job");
+        } else {
+            info!(due = %ctx.due, collapsed = ctx.collapsed, "running job");
+        }
+        let key = exclusivity_key(&timer);
+        let id = timer.id.clone();
+        let jobs = self.jobs.clone();
+        // `run` is called inside the task, so that even a panic before its future
+        // exists is caught as the task's.
+        let job = async move { jobs.run(timer, ctx).await }.in_current_span();
+        let handle = self.running.spawn(job);
+        self.busy.insert(key.clone());
+        self.tasks.insert(
+            handle.id(),
+            Running {
+                timer: id,
+                key,
+                ctx,
+            },
+        );
+    }
+
+    /// Records the outcome of a finished job.
+    fn finished(&mut self, done: Done) {
+        let (task, outcome) = match done {
+            Ok((task, outcome)) => (task, outcome),
+            Err(join) => {
+                let why = if join.is_panic() {
+                    "the job panicked"
+                } else {
+                    "the job was cancelled"
+                };
+                (join.id(), Err(JobError::new(why)))
+            }
+        };
+        let Some(run) = self.tasks.remove(&task) else {
+            return;
+        };
+        self.busy.remove(&run.key);
+        let now = self.clock.now();
+        match outcome {
+            Ok(()) => match self.store.mark_timer_fired(&run.timer, run.ctx.due) {
+                Ok(true) => info!(timer = %run.timer, "job done"),
+                Ok(false) => {
+                    info!(timer = %run.timer, "job done; its timer was disarmed meanwhile")
+                }
+                Err(e) => {
+                    error!(timer = %run.timer, error = %e, "job done but not recorded; it will run again");
+                    self.hold(&run.timer, now);
+                }
+            },
+            Err(failure) => {
+                let delay = self.config.backoff.delay(run.ctx.attempt);
+                let retry_at = now.checked_add_signed(delay).unwrap_or(now);
+                match self
+                    .store
+                    .record_timer_failure(&run.timer, failure.message(), retry_at)
+                {
+                    Ok(Some(state)) => warn!(
+                        timer = %run.timer,
+                        attempts = state.attempts,
+                        retry_in_secs = delay.num_seconds(),
+                        error = %failure,
+                        "job failed; will retry"
+                    ),
+                    Ok(None) => {
+                        info!(timer = %run.timer, error = %failure, "job failed; its timer was disarmed meanwhile")
+                    }
+                    Err(e) => {
+                        error!(timer = %run.timer, error = %failure, store_error = %e, "job failed and the failure was not recorded");
+                        self.held.insert(run.timer.clone(), retry_at);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keeps `timer` from being dispatched for a while after the store failed to record
+    /// its outcome, so a failing store does not re-run its job in a hot loop.
+    fn hold(&mut self, timer: &str, now: DateTime<Utc>) {
+        let wait =
+            chrono::TimeDelta::from_std(self.config.store_retry).unwrap_or(self.config.backoff.cap);
+        self.held.insert(
+            timer.to_owned(),
+            now.checked_add_signed(wait).unwrap_or(now),
+        );
+    }
+}
+
+fn earliest(next: Option<DateTime<Utc>>, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    Some(next.map_or(at, |next| next.min(at)))
+}
+
+/// Jobs with the same key never run at once: the incident, or the timer itself when it
+/// belongs to none.
+fn exclusivity_key(timer: &Timer) -> String {
+    match &timer.incident {
+        Some(incident) => format!("incident/{}", incident.as_str()),
+        None => format!("timer/{}", timer.id),
+    }
+}
+
+/// Talks to a running [`Scheduler`]. Cheap to clone. Dropping every handle stops the
+/// scheduler as [`SchedulerHandle::shutdown`] does, without waiting for it.
+#[derive(Clone)]
+pub struct SchedulerHandle {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    store: Arc<Store>,
+    clock: Arc<dyn Clock>,
+    notify: Arc<Notify>,
+    shutdown: watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for SchedulerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchedulerHandle").finish_non_exhaustive()
+    }
+}
+
+impl SchedulerHandle {
+    /// Stores `timer` ([`Store::arm_timer`]: idempotent, armed now by the scheduler's
+    /// clock) and wakes the scheduler, so a timer sooner than everything else is not
+    /// left waiting. Returns whether anything changed.
+    pub fn arm(&self, timer: &Timer) -> Result<bool, ScheduleError> {
+        let changed = self
+            .shared
+            .store
+            .arm_timer(timer, self.shared.clock.now())?;
+        self.shared.notify.notify_one();
+        Ok(changed)
+    }
+
+    /// Removes timer `id`. A job of it already running is not stopped; its outcome is
+    /// then not recorded. Returns whether the timer existed.
+    pub fn disarm(&self, id: &str) -> Result<bool, ScheduleError> {
+        let existed = self.shared.store.remove_timer(id)?;
+        self.shared.notify.notify_one();
+        Ok(existed)
+    }
+
+    /// Removes every timer of `incident` (at stand-down). Returns how many there were.
+    pub fn disarm_incident(&self, incident: &IncidentId) -> Result<u64, ScheduleError> {
+        let removed = self.shared.store.remove_timers_for(incident)?;
+        self.shared.notify.notify_one();
+        Ok(removed)
+    }
+
+    /// Wakes the scheduler to look at its timers now (after a timer was stored by other
+    /// means).
+    pub fn wake(&self) {
+        self.shared.notify.notify_one();
+    }
+
+    /// Stops the scheduler: no new job starts, and this returns once the running jobs
+    /// have finished and their outcomes are recorded. Later calls return at once.
+    pub async fn shutdown(&self) {
+        self.shared.shutdown.send_replace(true);
+        let task = self
+            .shared
+            .task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = task
+            && let Err(e) = task.await
+        {
+            error!(error = %e, "the scheduler task ended abnormally");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

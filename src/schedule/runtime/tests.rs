@@ -1,0 +1,430 @@
+//! The scheduler task on paused tokio time with a [`ManualClock`]. Every wait below is
+//! a deadline on tokio's paused clock, never a real sleep.
+
+#![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use chrono::{TimeDelta, TimeZone};
+use futures_util::FutureExt;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+
+use super::*;
+use crate::schedule::catch_up::DEADLINE_KEY;
+use crate::schedule::test_clock::ManualClock;
+use crate::store::TimerKind;
+
+fn start() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 5, 10, 0, 0).unwrap()
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn incident(id: &str) -> IncidentId {
+    IncidentId::parse(id).unwrap()
+}
+
+fn deadline(id: &str, incident: Option<&str>, due: DateTime<Utc>) -> Timer {
+    Timer {
+        id: id.into(),
+        incident: incident.map(self::incident),
+        kind: TimerKind::Expiry,
+        schedule: Schedule::At(due),
+        payload: json!(null),
+        last_fired: None,
+    }
+}
+
+/// Jobs from a closure.
+struct FnJobs<F>(F);
+
+impl<F> Jobs for FnJobs<F>
+where
+    F: Fn(Timer, FireContext) -> JobFuture + Send + Sync + 'static,
+{
+    fn run(&self, timer: Timer, ctx: FireContext) -> JobFuture {
+        (self.0)(timer, ctx)
+    }
+}
+
+/// Jobs that report each run (timer id and context) and succeed.
+fn reporting() -> (
+    Arc<dyn Jobs>,
+    mpsc::UnboundedReceiver<(String, FireContext)>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let jobs = FnJobs(move |timer: Timer, ctx: FireContext| -> JobFuture {
+        let _ = tx.send((timer.id, ctx));
+        async { Ok(()) }.boxed()
+    });
+    (Arc::new(jobs), rx)
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    store: Arc<Store>,
+    clock: Arc<ManualClock>,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    Fixture {
+        dir,
+        store,
+        clock: Arc::new(ManualClock::new(start())),
+    }
+}
+
+impl Fixture {
+    fn spawn(&self, jobs: Arc<dyn Jobs>, config: SchedulerConfig) -> SchedulerHandle {
+        Scheduler::spawn(self.store.clone(), self.clock.clone(), jobs, config)
+    }
+
+    fn state(&self, id: &str) -> (Timer, TimerState) {
+        self.store.timer_entry(id).unwrap().unwrap()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_armed_deadline_runs_at_its_time_and_only_once() {
+    let f = fixture();
+    let (jobs, mut rx) = reporting();
+    let handle = f.spawn(jobs, SchedulerConfig::default());
+    let due = start() + TimeDelta::seconds(30);
+    assert!(
+        handle
+            .arm(&deadline("mc-1/expiry", Some("mc-1"), due))
+            .unwrap()
+    );
+    assert!(
+        timeout(secs(29), rx.recv()).await.is_err(),
+        "not due before its time"
+    );
+    let (id, ctx) = timeout(secs(2), rx.recv()).await.unwrap().unwrap();
+    assert_eq!(id, "mc-1/expiry");
+    assert_eq!((ctx.due, ctx.collapsed, ctx.attempt), (due, 1, 1));
+    assert!(timeout(secs(600), rx.recv()).await.is_err(), "fired twice");
+    assert_eq!(f.state("mc-1/expiry").0.last_fired, Some(due));
+    handle.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_catches_up_each_kind_by_its_rule() {
+    let f = fixture();
+    let down_since = start() - TimeDelta::hours(2);
+    // Armed before cordon went down at 08:00; it comes back at 10:00.
+    f.store
+        .arm_timer(
+            &deadline("mc-1/expiry", Some("mc-1"), start() - TimeDelta::hours(1)),
+            down_since,
+        )
+        .unwrap();
+    let reminder = Timer {
+        id: "mc-2/reminder".into(),
+        incident: Some(incident("mc-2")),
+        kind: TimerKind::Reminder,
+        schedule: Schedule::Cron {
+            expr: "*/30 * * * *".into(),
+            tz: "Europe/London".into(),
+        },
+        payload: json!({"room": "command"}),
+        last_fired: None,
+    };
+    f.store.arm_timer(&reminder, down_since).unwrap();
+    let late_warning = Timer {
+        id: "mc-3/warn-30m".into(),
+        incident: Some(incident("mc-3")),
+        kind: TimerKind::Warning,
+        payload: json!({ DEADLINE_KEY: start() - TimeDelta::minutes(30) }),
+        ..deadline("mc-3/warn-30m", None, start() - TimeDelta::minutes(60))
+    };
+    f.store.arm_timer(&late_warning, down_since).unwrap();
+    let live_warning = Timer {
+        id: "mc-4/warn-30m".into(),
+        incident: Some(incident("mc-4")),
+        payload: json!({ DEADLINE_KEY: start() + TimeDelta::minutes(10) }),
+        ..late_warning.clone()
+    };
+    f.store.arm_timer(&live_warning, down_since).unwrap();
+
+    let (jobs, mut rx) = reporting();
+    let handle = f.spawn(jobs, SchedulerConfig::default());
+    let mut ran = HashMap::new();
+    for _ in 0..3 {
+        let (id, ctx) = timeout(secs(1), rx.recv()).await.unwrap().unwrap();
+        ran.insert(id, ctx);
+    }
+    assert!(timeout(secs(1), rx.recv()).await.is_err(), "{ran:?}");
+    handle.shutdown().await;
+
+    assert_eq!(ran["mc-1/expiry"].due, start() - TimeDelta::hours(1));
+    // 08:30, 09:00, 09:30 and 10:00 were missed: one firing, for 10:00, standing for 4.
+    assert_eq!(ran["mc-2/reminder"].due, start());
+    assert_eq!(ran["mc-2/reminder"].collapsed, 4);
+    assert!(
+        ran.contains_key("mc-4/warn-30m"),
+        "its deadline is still ahead"
+    );
+    assert!(
+        !ran.contains_key("mc-3/warn-30m"),
+        "its deadline passed too"
+    );
+    let (_, skipped) = f.state("mc-3/warn-30m");
+    assert_eq!(skipped.last_skipped, Some(start() - TimeDelta::minutes(60)));
+    let audit = f.store.audit_entries(.., None).unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "timer.skipped" && e.incident == Some(incident("mc-3"))),
+        "the dropped warning is audited"
+    );
+    assert_eq!(f.state("mc-2/reminder").0.last_fired, Some(start()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_back_off_and_the_backoff_survives_a_restart() {
+    let f = fixture();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let clock = f.clock.clone();
+    let failing = move || -> Arc<dyn Jobs> {
+        let tx = tx.clone();
+        let clock = clock.clone();
+        Arc::new(FnJobs(
+            move |_timer: Timer, ctx: FireContext| -> JobFuture {
+                let _ = tx.send((clock.now(), ctx.attempt));
+                async { Err(JobError::new("boom")) }.boxed()
+            },
+        ))
+    };
+    f.store
+        .arm_timer(&deadline("mc-1/expiry", Some("mc-1"), start()), start())
+        .unwrap();
+    let handle = f.spawn(failing(), SchedulerConfig::default());
+    let mut attempts = Vec::new();
+    for _ in 0..4 {
+        attempts.push(timeout(secs(60), rx.recv()).await.unwrap().unwrap());
+    }
+    handle.shutdown().await;
+    drop(handle);
+    let offsets: Vec<(i64, u32)> = attempts
+        .iter()
+        .map(|(at, n)| ((*at - start()).num_seconds(), *n))
+        .collect();
+    assert_eq!(offsets, vec![(0, 1), (5, 2), (15, 3), (35, 4)]);
+    let (_, state) = f.state("mc-1/expiry");
+    let fourth = start() + TimeDelta::seconds(35);
+    assert_eq!(state.attempts, 4);
+    assert_eq!(state.retry_at, Some(fourth + TimeDelta::seconds(40)));
+    assert_eq!(state.last_error.as_deref(), Some("boom"));
+
+    // Restart: reopen the store from its directory after 10 s down.
+    let Fixture { dir, store, clock } = f;
+    drop(store);
+    tokio::time::sleep(secs(10)).await;
+    let f = Fixture {
+        store: Arc::new(Store::open(dir.path()).unwrap()),
+        dir,
+        clock,
+    };
+    let handle = f.spawn(failing(), SchedulerConfig::default());
+    let (at, attempt) = timeout(secs(60), rx.recv()).await.unwrap().unwrap();
+    assert_eq!(
+        ((at - start()).num_seconds(), attempt),
+        (75, 5),
+        "the restart kept the backoff: no retry before 35 s + 40 s"
+    );
+    let (at, attempt) = timeout(secs(120), rx.recv()).await.unwrap().unwrap();
+    assert_eq!(((at - start()).num_seconds(), attempt), (155, 6));
+    handle.shutdown().await;
+}
+
+fn panics_while_running() -> JobFuture {
+    async {
+        let result: Result<(), JobError> = Ok(());
+        assert!(result.is_err(), "job b panics while it runs");
+        result
+    }
+    .boxed()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_job_does_not_stop_the_next() {
+    let f = fixture();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let jobs = FnJobs(move |timer: Timer, _ctx: FireContext| -> JobFuture {
+        match timer.id.as_str() {
+            "a" => panic!("job a panics before it returns a future"),
+            "b" => return panics_while_running(),
+            _ => {}
+        }
+        let _ = tx.send(timer.id);
+        async { Ok(()) }.boxed()
+    });
+    for (id, after) in [("a", 0), ("b", 1), ("c", 10)] {
+        f.store
+            .arm_timer(
+                &deadline(id, None, start() + TimeDelta::seconds(after)),
+                start(),
+            )
+            .unwrap();
+    }
+    let handle = f.spawn(Arc::new(jobs), SchedulerConfig::default());
+    let ran = timeout(secs(11), rx.recv()).await.unwrap().unwrap();
+    assert_eq!(ran, "c");
+    for id in ["a", "b"] {
+        let (timer, state) = f.state(id);
+        assert_eq!(timer.last_fired, None, "{id}");
+        assert!(state.attempts >= 1, "{id}: {state:?}");
+        assert_eq!(
+            state.last_error.as_deref(),
+            Some("the job panicked"),
+            "{id}"
+        );
+    }
+    assert_eq!(
+        f.state("c").0.last_fired,
+        Some(start() + TimeDelta::seconds(10))
+    );
+    handle.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_clock_jump_forward_is_noticed_within_a_minute() {
+    let f = fixture();
+    let (jobs, mut rx) = reporting();
+    let due = start() + TimeDelta::hours(2);
+    f.store
+        .arm_timer(&deadline("mc-1/expiry", Some("mc-1"), due), start())
+        .unwrap();
+    let handle = f.spawn(jobs, SchedulerConfig::default());
+    // Let it make its first pass and go to sleep, then move the wall clock past the
+    // expiry without moving tokio's time (a suspend, or a corrected system clock).
+    assert!(timeout(secs(1), rx.recv()).await.is_err());
+    f.clock.jump(TimeDelta::hours(2));
+    let (id, ctx) = timeout(secs(60), rx.recv()).await.unwrap().unwrap();
+    assert_eq!((id.as_str(), ctx.due), ("mc-1/expiry", due));
+    handle.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn arming_a_sooner_timer_wakes_the_scheduler() {
+    let f = fixture();
+    let (jobs, mut rx) = reporting();
+    f.store
+        .arm_timer(
+            &deadline(
+                "mc-1/expiry",
+                Some("mc-1"),
+                start() + TimeDelta::minutes(30),
+            ),
+            start(),
+        )
+        .unwrap();
+    // A long sleep cap, so only the notification can wake it before the half hour.
+    let config = SchedulerConfig {
+        max_sleep: secs(3600),
+        ..SchedulerConfig::default()
+    };
+    let handle = f.spawn(jobs, config);
+    assert!(timeout(secs(1), rx.recv()).await.is_err());
+    let sooner = f.clock.now() + TimeDelta::seconds(10);
+    handle
+        .arm(&deadline("mc-2/warn", Some("mc-2"), sooner))
+        .unwrap();
+    let (id, ctx) = timeout(secs(11), rx.recv()).await.unwrap().unwrap();
+    assert_eq!((id.as_str(), ctx.due), ("mc-2/warn", sooner));
+    handle.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_waits_for_the_running_job_and_records_it() {
+    let f = fixture();
+    let release = Arc::new(Notify::new());
+    let finished = Arc::new(AtomicBool::new(false));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let jobs = {
+        let (release, finished) = (release.clone(), finished.clone());
+        FnJobs(move |_timer: Timer, _ctx: FireContext| -> JobFuture {
+            let (release, finished, tx) = (release.clone(), finished.clone(), tx.clone());
+            async move {
+                let _ = tx.send(());
+                release.notified().await;
+                finished.store(true, Ordering::SeqCst);
+                Ok(())
+            }
+            .boxed()
+        })
+    };
+    f.store
+        .arm_timer(&deadline("mc-1/expiry", Some("mc-1"), start()), start())
+        .unwrap();
+    let handle = f.spawn(Arc::new(jobs), SchedulerConfig::default());
+    timeout(secs(1), rx.recv()).await.unwrap().unwrap();
+    let stopping = tokio::spawn({
+        let handle = handle.clone();
+        async move { handle.shutdown().await }
+    });
+    tokio::time::sleep(secs(120)).await;
+    assert!(
+        !stopping.is_finished(),
+        "shutdown returned while the job ran"
+    );
+    release.notify_one();
+    stopping.await.unwrap();
+    assert!(finished.load(Ordering::SeqCst));
+    assert_eq!(f.state("mc-1/expiry").0.last_fired, Some(start()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn jobs_of_one_incident_never_overlap_but_other_incidents_run_alongside() {
+    let f = fixture();
+    let ids = ["mc-1/a", "mc-1/b", "mc-2/a"];
+    let releases: Arc<HashMap<String, Arc<Notify>>> = Arc::new(
+        ids.iter()
+            .map(|id| ((*id).to_owned(), Arc::new(Notify::new())))
+            .collect(),
+    );
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let jobs = {
+        let releases = releases.clone();
+        FnJobs(move |timer: Timer, _ctx: FireContext| -> JobFuture {
+            let release = releases[&timer.id].clone();
+            let _ = tx.send(timer.id);
+            async move {
+                release.notified().await;
+                Ok(())
+            }
+            .boxed()
+        })
+    };
+    for id in ids {
+        let incident = &id[..4];
+        f.store
+            .arm_timer(&deadline(id, Some(incident), start()), start())
+            .unwrap();
+    }
+    let handle = f.spawn(Arc::new(jobs), SchedulerConfig::default());
+    let first = timeout(secs(1), rx.recv()).await.unwrap().unwrap();
+    let second = timeout(secs(1), rx.recv()).await.unwrap().unwrap();
+    assert_eq!((first.as_str(), second.as_str()), ("mc-1/a", "mc-2/a"));
+    assert!(
+        timeout(secs(300), rx.recv()).await.is_err(),
+        "mc-1/b started while mc-1/a ran"
+    );
+    releases["mc-1/a"].notify_one();
+    let third = timeout(secs(1), rx.recv()).await.unwrap().unwrap();
+    assert_eq!(third, "mc-1/b");
+    for id in ["mc-1/b", "mc-2/a"] {
+        releases[id].notify_one();
+    }
+    handle.shutdown().await;
+    for id in ids {
+        assert_eq!(f.state(id).0.last_fired, Some(start()), "{id}");
+    }
+}
