@@ -501,3 +501,70 @@ async fn an_identity_change_is_alerted_and_removes_the_member_where_the_playbook
         assert_eq!(!entry.is_allowed(), out, "{entry:?}");
     }
 }
+
+/// Waits until the admin API shows `user`'s membership of `room` as `expected`.
+async fn wait_membership(w: &World, room: &RoomId, user: &OwnedUserId, expected: &str) {
+    let waited = async {
+        loop {
+            if w.admin.membership(room, user).await.unwrap().as_deref() == Some(expected) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, waited)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "{user} never became {expected:?} in {room}\nbot log:\n{}",
+                w.log()
+            )
+        });
+}
+
+/// An operator revokes a member's enrolment (a lost phone, someone who left): they are
+/// taken out of every room of the open incident, the commander is told, and their
+/// readmission after a new enrolment in person is automatic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_member_is_taken_out_and_let_back_in_once_enrolled_again() {
+    let mut w = World::new(&["alert"], &[]).await;
+    let (incident, rooms) = w.declare("alert", "Revocation drill").await;
+    w.nurse_joins(&rooms["command"]).await;
+    let nurse = w.nurse.user_id().to_owned();
+
+    let out = bot_harness::verify_command(&cordon_bin(), &w.setup)
+        .args(["--revoke", nurse.as_str(), "--reason", "lost her phone"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Even under `identity_change: alert`: a revocation is an operator's decision.
+    for key in ["command", "ward"] {
+        wait_membership(&w, &rooms[key], &nurse, "leave").await;
+    }
+    let told = w
+        .bot_says_all(&["revoked the enrolment", nurse.as_str(), &incident])
+        .await;
+    assert!(told.contains("removed them"), "{told}");
+
+    bot_harness::enrol(&cordon_bin(), &w.setup, &w.nurse)
+        .await
+        .unwrap();
+    for key in ["command", "ward"] {
+        wait_membership(&w, &rooms[key], &nurse, "invite").await;
+    }
+    w.bot_says_all(&["verified again", nurse.as_str()]).await;
+
+    let store = w.stop_and_open_store();
+    let removals = audited(&store, "guard.removed");
+    assert_eq!(removals.len(), 1, "{removals:?}");
+    assert_eq!(removals[0]["why"], cordon::guard::REVOKED);
+    assert!(!audited(&store, "identity.revoked").is_empty());
+    for entry in store.roster_for_user(nurse.as_str()).unwrap() {
+        assert!(entry.is_allowed(), "{entry:?}");
+    }
+}
