@@ -202,7 +202,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 tokio::spawn(async move {
                     wait_for_signal().await;
                     tracing::info!("signal received; shutting down");
-                    signal.notify_waiters();
+                    // notify_one keeps the wake-up until the bot's loop next waits;
+                    // notify_waiters would lose it whenever the loop is busy.
+                    signal.notify_one();
                     // A second signal while draining stops at once.
                     wait_for_signal().await;
                     std::process::exit(130);

@@ -210,7 +210,8 @@ impl Bot {
     }
 }
 
-/// Runs the bot until `shutdown` completes (SIGTERM or ctrl-c in `cordon run`).
+/// Runs the bot until `shutdown` is notified (SIGTERM or ctrl-c in `cordon run`). Notify
+/// it with `notify_one`, whose permit is kept while the loop is busy elsewhere.
 pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> {
     // One process per state directory, for as long as this one runs: a second bot, or
     // an offline CLI, on the same device would drift apart from this one.
