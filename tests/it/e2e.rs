@@ -766,3 +766,61 @@ async fn unverified_holders_are_not_invited_and_unverified_devices_cannot_comman
     );
     stolen.stop().await;
 }
+
+/// `!cordon admit … --unverified --reason`, the commander's emergency override: an
+/// unenrolled holder is let in, the commander's reason is audited, and the invite's
+/// reason (the one thing an unverified person can read) tells them that cordon's own
+/// messages stay unreadable to them until they are enrolled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_commander_can_admit_an_unverified_holder_with_an_audited_reason() {
+    let mut w = World::with(1, 1).await;
+    let locum = &w.nurses[0];
+    w.say(&format!("!cordon declare {} \"Power cut\"", w.playbook_id))
+        .await;
+    let summary = w.bot_says("DECLARED: Power cut").await;
+    let incident = incident_id_in(&summary);
+    assert!(
+        summary.contains(&format!("{} not invited", locum.user_id())),
+        "{summary}"
+    );
+
+    w.say(&format!(
+        "!cordon admit {incident} {} --unverified --reason \"Locum on shift\"",
+        locum.user_id()
+    ))
+    .await;
+    let reply = w.bot_says("ADMITTED WITHOUT VERIFICATION").await;
+    assert!(
+        reply.contains("Locum on shift") && reply.contains(locum.user_id().as_str()),
+        "{reply}"
+    );
+    for _ in 0..2 {
+        locum.wait_for_invite(WAIT).await.unwrap();
+    }
+    for invite in locum.invites() {
+        let reason = invite.reason.unwrap_or_default();
+        assert!(
+            reason.contains("unreadable") && reason.contains("enrol"),
+            "the invite does not warn them: {reason}"
+        );
+    }
+
+    let locum_id = locum.user_id().to_owned();
+    w.stop_bot();
+    let store = cordon::store::Store::open_existing(&w.store_dir()).unwrap();
+    let admitted: Vec<_> = store
+        .audit_entries(.., None)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "roster.admitted-unverified")
+        .map(|e| (e.actor.clone(), e.details_value()))
+        .collect();
+    assert_eq!(admitted.len(), 1, "{admitted:?}");
+    assert_eq!(admitted[0].0, w.commander.user_id().as_str());
+    assert_eq!(admitted[0].1["reason"], "Locum on shift");
+    let entries = store.roster_for_user(locum_id.as_str()).unwrap();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    for entry in entries {
+        assert!(entry.is_allowed() && entry.unverified, "{entry:?}");
+    }
+}
