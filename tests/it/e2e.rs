@@ -10,17 +10,7 @@ use cordon::harness::{Synapse, TestUser};
 use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId, RoomId};
 use serde_json::Value;
 
-const WAIT: Duration = Duration::from_secs(90);
-
-fn cordon_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_cordon"))
-}
-
-fn unique(prefix: &str) -> String {
-    use rand::Rng;
-    let n: u32 = rand::rng().random();
-    format!("{prefix}{n:08x}")
-}
+use crate::support::{WAIT, cordon_bin, unique};
 
 /// A drill playbook whose holders are the test's own users.
 fn drill_playbook(id: &str, lead: &OwnedUserId, nurses: &[OwnedUserId]) -> String {

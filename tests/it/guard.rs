@@ -4,7 +4,6 @@
 //! of their own.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use cordon::harness::attack::{self, ServerAdmin};
@@ -13,17 +12,7 @@ use cordon::harness::{Synapse, TestUser};
 use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId};
 use serde_json::json;
 
-const WAIT: Duration = Duration::from_secs(90);
-
-fn cordon_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_cordon"))
-}
-
-fn unique(prefix: &str) -> String {
-    use rand::Rng;
-    let n: u32 = rand::rng().random();
-    format!("{prefix}{n:08x}")
-}
+use crate::support::{WAIT, cordon_bin, unique};
 
 /// A drill playbook whose holders are the test's users.
 fn playbook(id: &str, lead: &OwnedUserId, nurse: &OwnedUserId, identity_change: &str) -> String {

@@ -11,4 +11,5 @@ mod e2e;
 mod grammar;
 mod guard;
 mod harness;
+mod support;
 mod verify;

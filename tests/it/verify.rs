@@ -16,17 +16,7 @@ use cordon::store::Store;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-const WAIT: Duration = Duration::from_secs(90);
-
-fn cordon_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_cordon"))
-}
-
-fn unique(prefix: &str) -> String {
-    use rand::Rng;
-    let n: u32 = rand::rng().random();
-    format!("{prefix}{n:08x}")
-}
+use crate::support::{WAIT, cordon_bin, unique};
 
 /// A bot account with its config, and people with their own clients.
 struct World {
