@@ -12,7 +12,6 @@
 //!   an account takeover, or an honest "reset encryption", looks like to cordon).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use matrix_sdk::encryption::CrossSigningResetAuthType;
 use matrix_sdk::ruma::api::client::uiaa;
@@ -21,6 +20,7 @@ use serde_json::{Value, json};
 use url::Url;
 
 use super::{HarnessError, Synapse, TestUser};
+use crate::matrix::admin::encode;
 
 /// A server admin acting through the Synapse admin API with their own access token.
 #[derive(Clone)]
@@ -44,14 +44,7 @@ impl ServerAdmin {
     pub async fn register(hs: &Synapse, localpart: &str) -> Result<Self, HarnessError> {
         let password = format!("pw-{localpart}");
         let session = hs.register_session(localpart, &password, true).await?;
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|source| HarnessError::Http {
-                context: "building an HTTP client".to_owned(),
-                source,
-            })?;
+        let http = super::synapse::http_client()?;
         Ok(Self {
             base: hs.base_url(),
             token: session.access_token,
@@ -83,26 +76,7 @@ impl ServerAdmin {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.map_err(|source| HarnessError::Http {
-            context: context.clone(),
-            source,
-        })?;
-        let status = response.status();
-        let text = response.text().await.map_err(|source| HarnessError::Http {
-            context: context.clone(),
-            source,
-        })?;
-        if !status.is_success() {
-            return Err(HarnessError::Refused {
-                context,
-                status: status.as_u16(),
-                body: text,
-            });
-        }
-        serde_json::from_str(&text).map_err(|e| HarnessError::BadResponse {
-            context,
-            detail: e.to_string(),
-        })
+        super::synapse::json_response(&context, request.send().await).await
     }
 
     /// `POST /_synapse/admin/v1/rooms/{room}/make_room_admin {"user_id": user}`: Synapse
@@ -244,19 +218,6 @@ impl ServerAdmin {
         }
         Ok(out)
     }
-}
-
-/// Percent-encodes one path segment.
-fn encode(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len() * 3);
-    for b in segment.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// Signs in as `localpart` on a new device and leaves it as an attacker with the

@@ -623,7 +623,7 @@ fn file_len(path: &Path) -> u64 {
 
 /// A fresh HTTP client for one call (a pooled client would tie itself to the runtime
 /// that first used it). Never goes through a proxy: the server is on loopback.
-fn http_client() -> Result<reqwest::Client, HarnessError> {
+pub(super) fn http_client() -> Result<reqwest::Client, HarnessError> {
     reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(30))
@@ -635,7 +635,7 @@ fn http_client() -> Result<reqwest::Client, HarnessError> {
 }
 
 /// Reads a JSON body from a response, turning HTTP errors into [`HarnessError::Refused`].
-async fn json_response(
+pub(super) async fn json_response(
     context: &str,
     response: Result<reqwest::Response, reqwest::Error>,
 ) -> Result<serde_json::Value, HarnessError> {

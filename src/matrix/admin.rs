@@ -173,7 +173,7 @@ impl SynapseAdmin {
 }
 
 /// Percent-encodes a path segment (user ids contain `@` and `:`).
-fn encode(segment: &str) -> String {
+pub(crate) fn encode(segment: &str) -> String {
     let mut out = String::with_capacity(segment.len() * 3);
     for b in segment.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
