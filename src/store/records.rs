@@ -118,6 +118,13 @@ pub struct TimerState {
 }
 
 impl TimerState {
+    /// Forgets past failures: no attempts, no retry time, no last error.
+    pub fn clear_retry(&mut self) {
+        self.attempts = 0;
+        self.retry_at = None;
+        self.last_error = None;
+    }
+
     /// The latest due time that has been dealt with, fired or skipped.
     pub fn settled_until(&self, timer: &Timer) -> Option<DateTime<Utc>> {
         timer.last_fired.max(self.last_skipped)

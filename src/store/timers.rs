@@ -165,22 +165,7 @@ impl Store {
         change: impl FnOnce(&mut Timer, &mut TimerState) -> R,
     ) -> Result<Option<R>, StoreError> {
         let tx = self.write()?;
-        let out = {
-            let mut timers = tx.open_table(tables::TIMERS)?;
-            let stored: Option<StoredTimer> = match timers.get(id)? {
-                None => None,
-                Some(bytes) => Some(decode("timers", id, bytes.value())?),
-            };
-            match stored {
-                None => None,
-                Some(mut stored) => {
-                    let out = change(&mut stored.timer, &mut stored.state);
-                    let bytes = encode("timer", &stored)?;
-                    timers.insert(id, bytes.as_slice())?;
-                    Some(out)
-                }
-            }
-        };
+        let out = update_timer_in(&tx, id, change)?;
         tx.commit()?;
         Ok(out)
     }
@@ -191,9 +176,7 @@ impl Store {
         Ok(self
             .update_timer(id, |timer, state| {
                 timer.last_fired = Some(at);
-                state.attempts = 0;
-                state.retry_at = None;
-                state.last_error = None;
+                state.clear_retry();
             })?
             .is_some())
     }
@@ -239,25 +222,11 @@ impl Store {
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let tx = self.write()?;
-        let skipped = {
-            let mut timers = tx.open_table(tables::TIMERS)?;
-            let stored: Option<StoredTimer> = match timers.get(id)? {
-                None => None,
-                Some(bytes) => Some(decode("timers", id, bytes.value())?),
-            };
-            match stored {
-                None => None,
-                Some(mut stored) => {
-                    stored.state.last_skipped = Some(due);
-                    stored.state.attempts = 0;
-                    stored.state.retry_at = None;
-                    stored.state.last_error = None;
-                    let bytes = encode("timer", &stored)?;
-                    timers.insert(id, bytes.as_slice())?;
-                    Some(stored.timer)
-                }
-            }
-        };
+        let skipped = update_timer_in(&tx, id, |timer, state| {
+            state.last_skipped = Some(due);
+            state.clear_retry();
+            timer.clone()
+        })?;
         let found = match skipped {
             None => false,
             Some(timer) => {
@@ -315,4 +284,24 @@ impl Store {
         tx.commit()?;
         Ok(removed)
     }
+}
+
+/// Applies `change` to timer `id` inside `tx`, keeping its state. Returns `None` if
+/// there is no such timer.
+fn update_timer_in<R>(
+    tx: &redb::WriteTransaction,
+    id: &str,
+    change: impl FnOnce(&mut Timer, &mut TimerState) -> R,
+) -> Result<Option<R>, StoreError> {
+    let mut timers = tx.open_table(tables::TIMERS)?;
+    let Some(mut stored) = (match timers.get(id)? {
+        None => None,
+        Some(bytes) => Some(decode::<StoredTimer>("timers", id, bytes.value())?),
+    }) else {
+        return Ok(None);
+    };
+    let out = change(&mut stored.timer, &mut stored.state);
+    let bytes = encode("timer", &stored)?;
+    timers.insert(id, bytes.as_slice())?;
+    Ok(Some(out))
 }
