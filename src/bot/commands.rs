@@ -43,9 +43,16 @@ pub struct Incoming {
 #[instrument(skip_all, fields(room = %incoming.room.room_id(), event = %incoming.event_id))]
 pub async fn handle(bot: Arc<Bot>, incoming: Incoming) {
     let room_id = incoming.room.room_id().to_owned();
-    if !bot.is_control_room(&room_id) {
-        // Incident rooms take `advice`/`transcribed` once the retention work lands;
-        // elsewhere cordon stays silent rather than reveal itself.
+    // Control rooms take every command; incident rooms take `advice` and `transcribed`
+    // (and are told where the rest go); elsewhere cordon stays silent rather than
+    // reveal itself.
+    let in_control_room = bot.is_control_room(&room_id);
+    if !in_control_room
+        && !bot
+            .store
+            .room_by_matrix_id(room_id.as_str())
+            .is_ok_and(|r| r.is_some())
+    {
         return;
     }
     let now = bot.now();
@@ -125,6 +132,19 @@ pub async fn handle(bot: Arc<Bot>, incoming: Incoming) {
         return;
     }
     info!(command = command.name(), "command");
+    if !in_control_room && !matches!(command, Command::Advice { .. } | Command::Transcribed { .. })
+    {
+        reply(
+            &bot,
+            &incoming,
+            None,
+            "In an incident room I take only `!cordon advice <link>` and `!cordon \
+             transcribed <link>` (or react 🩺 and ✅ to the message). Send other commands \
+             in the control room. Nothing was changed.",
+        )
+        .await;
+        return;
+    }
     match command {
         Command::Help { topic } => {
             let text = match crate::command::help(topic.as_deref()) {
@@ -170,6 +190,38 @@ pub async fn handle(bot: Arc<Bot>, incoming: Incoming) {
             if let Some(incident) = resolve_one(&bot, &incoming, incident.as_ref()).await {
                 roster::admit(&bot, &incoming, incident, user, reason.as_str()).await;
             }
+        }
+        Command::Extend { incident, duration } => {
+            if let Some(incident) = resolve_one(&bot, &incoming, incident.as_ref()).await {
+                let done = super::deadlines::extend(&bot, &incoming, incident, duration).await;
+                answer_failure(&bot, &incoming, done).await;
+            }
+        }
+        Command::Standdown { incident } => {
+            if let Some(incident) = resolve_one(&bot, &incoming, incident.as_ref()).await {
+                // Answered by the stand-down notice in this room.
+                let done = super::standdown::command(&bot, &incoming, incident).await;
+                answer_failure(&bot, &incoming, done).await;
+            }
+        }
+        Command::Hold { incident, reason } => {
+            if let Some(incident) = resolve_any(&bot, &incoming, incident.as_ref()).await {
+                let done =
+                    super::standdown::hold(&bot, &incoming, incident, reason.as_str()).await;
+                answer_failure(&bot, &incoming, done).await;
+            }
+        }
+        Command::Release { incident } => {
+            if let Some(incident) = resolve_any(&bot, &incoming, incident.as_ref()).await {
+                let done = super::standdown::release(&bot, &incoming, incident).await;
+                answer_failure(&bot, &incoming, done).await;
+            }
+        }
+        Command::Advice { event } => {
+            super::advice::command(&bot, &incoming, &event, false).await;
+        }
+        Command::Transcribed { event } => {
+            super::advice::command(&bot, &incoming, &event, true).await;
         }
         other => {
             refuse(
@@ -307,6 +359,52 @@ async fn declare(bot: &Arc<Bot>, incoming: &Incoming, playbook_id: &str, name: &
     bot.spawn(async move { provision::run(b, id).await }).await;
 }
 
+/// Answers a command whose work failed part-way: what failed, and that it can be sent
+/// again (every step is safe to repeat).
+async fn answer_failure(bot: &Arc<Bot>, incoming: &Incoming, done: Result<(), super::BotError>) {
+    if let Err(e) = done {
+        warn!(error = %e, "command failed");
+        let text = format!(
+            "I could not finish `{}`: {e}. What was done is recorded; send the command again \
+             to finish it, or ask an operator to check cordon's logs.",
+            incoming.parsed.as_ref().map(|c| c.name()).unwrap_or("command")
+        );
+        reply(bot, incoming, None, &text).await;
+    }
+}
+
+/// Like [`resolve_one`], but a named incident may be in any state (a hold outlives the
+/// rooms), and the default is the only open incident of this control room.
+async fn resolve_any(
+    bot: &Arc<Bot>,
+    incoming: &Incoming,
+    wanted: Option<&IncidentRef>,
+) -> Option<Incident> {
+    if wanted.is_some() {
+        return resolve_one(bot, incoming, wanted).await;
+    }
+    match resolve_many(bot, incoming, None) {
+        Ok(mut list) if list.len() == 1 => list.pop(),
+        Ok(list) if list.is_empty() => {
+            reply(bot, incoming, None, "There is no open incident in this room; name one, like `!cordon hold mc-4k7p --reason \"…\"`. Nothing was changed.").await;
+            None
+        }
+        Ok(list) => {
+            let ids: Vec<&str> = list.iter().map(|i| i.id.as_str()).collect();
+            let text = format!(
+                "Several incidents are open here ({}); name one. Nothing was changed.",
+                ids.join(", ")
+            );
+            reply(bot, incoming, None, &text).await;
+            None
+        }
+        Err(why) => {
+            reply(bot, incoming, None, &why).await;
+            None
+        }
+    }
+}
+
 /// The one incident a command acts on: the one named, which must have been declared in
 /// this control room, or else the only active one here. Answers the command when there
 /// is none or several.
@@ -404,9 +502,17 @@ pub async fn reply(bot: &Arc<Bot>, incoming: &Incoming, incident: Option<&Incide
     }
 }
 
+/// The valid Matrix user ids among `users` (mentions for notices).
+pub(crate) fn user_ids(users: &[&str]) -> Vec<OwnedUserId> {
+    users
+        .iter()
+        .filter_map(|u| OwnedUserId::try_from(*u).ok())
+        .collect()
+}
+
 /// Refuses a command: audits the refusal, then answers it. The command has already been
 /// marked as processed.
-async fn refuse(
+pub(crate) async fn refuse(
     bot: &Arc<Bot>,
     incoming: &Incoming,
     incident: Option<&IncidentId>,

@@ -10,10 +10,19 @@
 //! - `provision`: the resumable provisioning pipeline behind `declare`.
 //! - `status`: the `status` reply.
 
+mod advice;
 pub(crate) mod commands;
+mod deadlines;
+mod jobs;
 mod provision;
+mod reminders;
 mod roster;
+mod standdown;
 mod status;
+mod sweep;
+mod timers;
+
+pub use standdown::frozen_power_levels;
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
@@ -95,6 +104,8 @@ pub struct Bot {
     syncs: tokio::sync::watch::Sender<u64>,
     /// Work spawned by handlers, awaited (briefly) at shutdown.
     tasks: tokio::sync::Mutex<tokio::task::JoinSet<()>>,
+    /// The scheduler that runs the incidents' timers, once started.
+    scheduler: std::sync::OnceLock<crate::schedule::SchedulerHandle>,
 }
 
 impl Bot {
@@ -245,6 +256,7 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
         sync_kick: Notify::new(),
         syncs: tokio::sync::watch::Sender::new(0),
         tasks: tokio::sync::Mutex::new(tokio::task::JoinSet::new()),
+        scheduler: std::sync::OnceLock::new(),
     });
 
     register_handlers(&bot);
@@ -289,6 +301,21 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
     crate::guard::reconcile_all(&bot).await;
     roster::replay_invites(&bot).await;
     roster::admit_enrolled(&bot, None).await;
+    // Time limits, retention and reminders: the timers of every open incident, then the
+    // scheduler, which catches up on whatever fell due while cordon was down.
+    timers::ensure_all(&bot);
+    let scheduler = crate::schedule::Scheduler::spawn(
+        bot.store.clone(),
+        bot.clock.clone(),
+        Arc::new(jobs::BotJobs {
+            bot: Arc::downgrade(&bot),
+        }),
+        crate::schedule::SchedulerConfig {
+            time_zone: bot.config.time_zone,
+            ..crate::schedule::SchedulerConfig::default()
+        },
+    );
+    let _ = bot.scheduler.set(scheduler.clone());
     // Pending holders enrolled while cordon ran (or offline) are let in within a minute.
     let enrolled_watch = {
         let b = bot.clone();
@@ -359,6 +386,13 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
     info!("shutting down");
     admin_socket.close().await;
     enrolled_watch.abort();
+    // Running jobs finish (every one is resumable, so a slow one is cut short).
+    if tokio::time::timeout(Duration::from_secs(10), scheduler.shutdown())
+        .await
+        .is_err()
+    {
+        warn!("stopping unfinished scheduled jobs; they run again at the next start");
+    }
     let mut tasks = std::mem::take(&mut *bot.tasks.lock().await);
     // Every step is resumable, so in-flight work may be cut short; give it a moment to
     // finish what it is doing.
@@ -410,6 +444,18 @@ fn register_handlers(bot: &Arc<Bot>) {
               encryption: Option<matrix_sdk::deserialized_responses::EncryptionInfo>| {
             let bot = b.clone();
             async move { on_message(bot, ev, room, encryption).await }
+        },
+    );
+    let b = bot.clone();
+    bot.client.add_event_handler(
+        move |ev: matrix_sdk::ruma::events::reaction::OriginalSyncReactionEvent,
+              room: Room,
+              encryption: Option<matrix_sdk::deserialized_responses::EncryptionInfo>| {
+            let bot = b.clone();
+            async move {
+                let b = bot.clone();
+                bot.spawn(advice::on_reaction(b, ev, room, encryption)).await;
+            }
         },
     );
     let b = bot.clone();

@@ -467,7 +467,10 @@ async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
         .await?;
     }
     crate::failpoint::hit("provision.before_active").await;
-    bot.store.apply(id, Event::Provisioned, ACTOR, bot.now())?;
+    let (active, _) = bot.store.apply(id, Event::Provisioned, ACTOR, bot.now())?;
+    // Its time limit, retention and reminders from now on (armed again at every start,
+    // so a crash right here loses nothing).
+    super::timers::ensure(bot, &active, &playbook)?;
     info!(elapsed = ?started.elapsed(), "incident active");
     Ok(())
 }

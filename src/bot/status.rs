@@ -35,6 +35,10 @@ pub async fn render(bot: &Bot, incidents: &[Incident]) -> String {
             expires = format_time(incident.expires_at, bot.config.time_zone),
             left = format_remaining(incident.expires_at, now),
         ));
+        let advice = super::advice::outstanding_count(bot, incident);
+        if advice > 0 {
+            out.push_str(&format!("\nadvice not yet marked transcribed: {advice}"));
+        }
         if let Some(failure) = &incident.failure
             && incident.state == State::Failed
         {

@@ -9,6 +9,7 @@
 pub mod id;
 pub mod lifecycle;
 pub mod plan;
+pub mod timers;
 
 pub use id::{IdError, IncidentId};
 pub use lifecycle::{

@@ -190,12 +190,21 @@ pub async fn send_message(
 }
 
 /// A notice (bots speak in notices, which other bots do not answer) with mentions.
+/// cordon never notifies a whole room: the mentions name people, and an `@room` in the
+/// text (a playbook template, an incident name) is defused ([`defuse_room_mention`]).
 pub fn notice(body: &str, mentions: &[OwnedUserId]) -> RoomMessageEventContent {
-    let mut content = RoomMessageEventContent::notice_plain(body);
+    let mut content = RoomMessageEventContent::notice_plain(defuse_room_mention(body));
     content.mentions = Some(matrix_sdk::ruma::events::Mentions::with_user_ids(
         mentions.iter().cloned(),
     ));
     content
+}
+
+/// `@room` with a word joiner after the `@`, so that clients that still match the text
+/// (the legacy `.m.rule.roomnotif` push rule) do not notify the whole room. It reads the
+/// same.
+pub fn defuse_room_mention(body: &str) -> String {
+    body.replace("@room", "@\u{2060}room")
 }
 
 /// An edit of `original` replacing its text with `body`.
@@ -214,6 +223,27 @@ pub async fn pin(room: &Room, event: &EventId) -> Result<(), MatrixError> {
     room.send_state_event_raw("m.room.pinned_events", "", json!({ "pinned": pinned }))
         .await?;
     Ok(())
+}
+
+/// Pins `new` in place of `old` (the briefing re-posted before retention removes the
+/// old one), keeping every other pinned event.
+pub async fn repin(room: &Room, old: Option<&EventId>, new: &EventId) -> Result<(), MatrixError> {
+    let mut pinned = room.load_pinned_events().await?.unwrap_or_default();
+    let before = pinned.clone();
+    pinned.retain(|e| Some(e.as_ref()) != old);
+    if !pinned.iter().any(|e| e == new) {
+        pinned.push(new.to_owned());
+    }
+    if pinned != before {
+        room.send_state_event_raw("m.room.pinned_events", "", json!({ "pinned": pinned }))
+            .await?;
+    }
+    Ok(())
+}
+
+/// A matrix.to link to one event in a room.
+pub fn event_link(room_id: &str, event_id: &str, server: &str) -> String {
+    format!("https://matrix.to/#/{room_id}/{event_id}?via={server}")
 }
 
 /// A matrix.to link to a room.

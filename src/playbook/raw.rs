@@ -190,9 +190,12 @@ pub struct RawReminder {
     /// names (`MON-FRI`). At most once a minute.
     #[schemars(length(min = 1))]
     pub cron: Located<String>,
-    /// The message (a template).
+    /// The message (a template). Without it, cordon's standard reminder: transcribe and
+    /// attribute clinical advice into the patient record; these rooms are destroyed at
+    /// `{expires}`.
+    #[serde(default)]
     #[schemars(length(min = 1))]
-    pub text: Located<String>,
+    pub text: Option<Located<String>>,
 }
 
 /// Who receives the sealed archive.

@@ -19,6 +19,12 @@ use super::template::Template;
 use crate::diagnostic::Diagnostic;
 use crate::yaml::{Located, closest, is_bidi_or_invisible, quote};
 
+/// A reminder's text when the playbook gives none.
+pub const DEFAULT_REMINDER: &str = "Reminder: this chat is NOT the medical record. Transcribe \
+    clinical advice into the patient record now, attributed to the person who gave it, then \
+    mark it transcribed (react ✅). These rooms are destroyed at {expires} ({time_left} left), \
+    and messages are deleted before then.";
+
 /// How long cordon keeps a sealed archive when the playbook does not say.
 pub const DEFAULT_ARCHIVE_KEEP: Duration = Duration::from_secs(30 * 24 * 3600);
 
@@ -569,7 +575,10 @@ fn build_room(cx: &mut Ctx<'_>, room: &RawRoom, roles: &[RoleId]) -> Option<Room
                 None
             }
         };
-        let text = cx.template(&r.value.text, &format!("reminder text in {what}"), false);
+        let text = match &r.value.text {
+            Some(text) => cx.template(text, &format!("reminder text in {what}"), false),
+            None => Template::parse(DEFAULT_REMINDER).ok(),
+        };
         if let (Some(schedule), Some(text)) = (schedule, text) {
             reminders.push(Reminder { schedule, text });
         }

@@ -21,6 +21,7 @@
 //! | `playbook_snapshots` | incident id | [`PlaybookSnapshot`] JSON |
 //! | `enrolments` | Matrix user id | [`Enrolment`] JSON (verified people, revocations) |
 //! | `roster` | (Matrix room id, user id) | [`RosterEntry`] JSON (the guard's invite records) |
+//! | `advice` | (incident id, Matrix event id) | [`advice::AdviceRecord`] JSON (flagged advice, transcribed or not) |
 //!
 //! # Opening
 //!
@@ -32,6 +33,7 @@
 //! instructions ([`StoreError::Corrupt`], [`StoreError::NewerSchema`]), never reset.
 //! [`Store::open_existing`] (offline CLIs) never creates anything.
 
+pub mod advice;
 pub mod audit;
 mod control;
 mod error;
@@ -313,6 +315,7 @@ fn open_all_tables(tx: &WriteTransaction) -> Result<(), redb::TableError> {
     tx.open_table(tables::PLAYBOOK_SNAPSHOTS)?;
     tx.open_table(tables::ENROLMENTS)?;
     tx.open_table(tables::ROSTER)?;
+    tx.open_table(tables::ADVICE)?;
     Ok(())
 }
 

@@ -38,3 +38,6 @@ pub const ENROLMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("enrol
 /// `roster`: (Matrix room id, user id) → `RosterEntry` JSON: who cordon let into each
 /// incident room. The guard bans anyone joined or invited without an `invited` entry.
 pub const ROSTER: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("roster");
+/// `advice`: (incident id, Matrix event id) → `AdviceRecord` JSON: messages flagged as
+/// clinical advice, and whether and by whom they were marked transcribed.
+pub const ADVICE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("advice");

@@ -1,0 +1,221 @@
+//! Clinical advice flagged in the incident rooms (🩺 or `!cordon advice <link>`), and
+//! its transcription into the patient record (✅ or `!cordon transcribed <link>`). The
+//! records name messages by event id and never hold their content.
+
+use chrono::{DateTime, Utc};
+use redb::ReadableTable;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{Store, StoreError, append_in, audit, decode, encode, tables};
+use crate::incident::IncidentId;
+
+/// How a flag or a mark was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MarkedVia {
+    /// A reaction (🩺 or ✅).
+    Reaction,
+    /// A command (`advice` or `transcribed`).
+    Command,
+}
+
+/// Who did something, when, and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mark {
+    /// The Matrix user id.
+    pub by: String,
+    /// When cordon recorded it.
+    pub at: DateTime<Utc>,
+    /// How.
+    pub via: MarkedVia,
+}
+
+/// One message flagged as clinical advice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdviceRecord {
+    /// The incident.
+    pub incident: IncidentId,
+    /// The playbook's room key.
+    pub room_key: String,
+    /// The Matrix room id.
+    pub room_id: String,
+    /// The message's event id.
+    pub event_id: String,
+    /// Who wrote the message (the person a reminder goes to).
+    pub author: String,
+    /// When the message was sent (its server timestamp).
+    pub sent_at: DateTime<Utc>,
+    /// Who flagged it.
+    pub flagged: Mark,
+    /// Who marked it transcribed, once someone has.
+    pub transcribed: Option<Mark>,
+    /// When its author was reminded, once they have been.
+    pub reminded_at: Option<DateTime<Utc>>,
+}
+
+impl AdviceRecord {
+    /// True until someone marks it transcribed.
+    pub fn is_outstanding(&self) -> bool {
+        self.transcribed.is_none()
+    }
+}
+
+/// What [`Store::mark_transcribed`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TranscribedOutcome {
+    /// Marked now (and flagged now too, if it was not flagged before).
+    Marked(AdviceRecord),
+    /// Someone had already marked it; nothing changed.
+    Already(AdviceRecord),
+}
+
+impl Store {
+    /// Flags a message as advice and audits it (`advice.flagged`), in one transaction.
+    /// A message already flagged is left as it is. Returns whether it was new.
+    pub fn flag_advice(&self, record: &AdviceRecord) -> Result<bool, StoreError> {
+        let tx = self.write()?;
+        let new = {
+            let mut table = tx.open_table(tables::ADVICE)?;
+            let key = (record.incident.as_str(), record.event_id.as_str());
+            if table.get(key)?.is_some() {
+                false
+            } else {
+                let bytes = encode("advice", record)?;
+                table.insert(key, bytes.as_slice())?;
+                true
+            }
+        };
+        if new {
+            append_in(
+                &tx,
+                audit::NewEntry {
+                    actor: &record.flagged.by,
+                    action: "advice.flagged",
+                    incident: Some(&record.incident),
+                    details: &json!({
+                        "room": record.room_key,
+                        "event": record.event_id,
+                        "author": record.author,
+                        "via": record.flagged.via,
+                    }),
+                    at: record.flagged.at,
+                },
+            )?;
+        }
+        tx.commit()?;
+        Ok(new)
+    }
+
+    /// Marks advice transcribed and audits it (`advice.transcribed`), in one
+    /// transaction. A message nobody flagged is recorded as flagged by the same mark:
+    /// marking it transcribed says it was advice. `unflagged` is the record to write in
+    /// that case.
+    pub fn mark_transcribed(
+        &self,
+        unflagged: &AdviceRecord,
+        mark: &Mark,
+    ) -> Result<TranscribedOutcome, StoreError> {
+        let tx = self.write()?;
+        let outcome = {
+            let mut table = tx.open_table(tables::ADVICE)?;
+            let key = (unflagged.incident.as_str(), unflagged.event_id.as_str());
+            let existing: Option<AdviceRecord> = match table.get(key)? {
+                None => None,
+                Some(bytes) => Some(decode("advice", &unflagged.event_id, bytes.value())?),
+            };
+            match existing {
+                Some(record) if record.transcribed.is_some() => {
+                    TranscribedOutcome::Already(record)
+                }
+                existing => {
+                    let mut record = existing.unwrap_or_else(|| unflagged.clone());
+                    record.transcribed = Some(mark.clone());
+                    let bytes = encode("advice", &record)?;
+                    table.insert(key, bytes.as_slice())?;
+                    TranscribedOutcome::Marked(record)
+                }
+            }
+        };
+        if let TranscribedOutcome::Marked(record) = &outcome {
+            append_in(
+                &tx,
+                audit::NewEntry {
+                    actor: &mark.by,
+                    action: "advice.transcribed",
+                    incident: Some(&record.incident),
+                    details: &json!({
+                        "room": record.room_key,
+                        "event": record.event_id,
+                        "author": record.author,
+                        "via": mark.via,
+                    }),
+                    at: mark.at,
+                },
+            )?;
+        }
+        tx.commit()?;
+        Ok(outcome)
+    }
+
+    /// Records that the author of advice `event` was reminded at `at`. Returns false if
+    /// there is no such record.
+    pub fn mark_advice_reminded(
+        &self,
+        incident: &IncidentId,
+        event: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let tx = self.write()?;
+        let found = {
+            let mut table = tx.open_table(tables::ADVICE)?;
+            let existing: Option<AdviceRecord> = match table.get((incident.as_str(), event))? {
+                None => None,
+                Some(bytes) => Some(decode("advice", event, bytes.value())?),
+            };
+            match existing {
+                None => false,
+                Some(mut record) => {
+                    record.reminded_at = Some(at);
+                    let bytes = encode("advice", &record)?;
+                    table.insert((incident.as_str(), event), bytes.as_slice())?;
+                    true
+                }
+            }
+        };
+        tx.commit()?;
+        Ok(found)
+    }
+
+    /// The advice record of `event` in `incident`, if it was flagged.
+    pub fn advice(
+        &self,
+        incident: &IncidentId,
+        event: &str,
+    ) -> Result<Option<AdviceRecord>, StoreError> {
+        let read = self.read()?;
+        let table = read.open_table(tables::ADVICE)?;
+        match table.get((incident.as_str(), event))? {
+            None => Ok(None),
+            Some(bytes) => decode("advice", event, bytes.value()).map(Some),
+        }
+    }
+
+    /// Every advice record of `incident`, oldest message first.
+    pub fn advice_for(&self, incident: &IncidentId) -> Result<Vec<AdviceRecord>, StoreError> {
+        let read = self.read()?;
+        let table = read.open_table(tables::ADVICE)?;
+        let mut out: Vec<AdviceRecord> = Vec::new();
+        let id = incident.as_str();
+        for item in table.range((id, "")..)? {
+            let (key, value) = item?;
+            let (inc, event) = key.value();
+            if inc != id {
+                break;
+            }
+            out.push(decode("advice", event, value.value())?);
+        }
+        out.sort_by(|a, b| a.sent_at.cmp(&b.sent_at).then(a.event_id.cmp(&b.event_id)));
+        Ok(out)
+    }
+}
