@@ -4,15 +4,17 @@
 //! in `status`, names it by link in reminders and at stand-down, and reminds the author
 //! once before retention deletes a message that is still outstanding.
 //!
-//! Who may: a member of the incident room on its roster (or the commander). Marking
-//! advice transcribed stops its reminders, so it needs a verified device, as every
-//! command does; a 🩺 from an unverified device still flags (flagging only adds
-//! reminders). Content is never read beyond what it takes to know the message exists.
+//! Who may: a member of the incident room on its roster (or the commander). The
+//! commands, like every command, need a verified device. Reactions cannot: Matrix
+//! clients (Element, matrix-sdk) send reactions unencrypted, so a reaction's sender is
+//! vouched for by the homeserver alone. cordon accepts them from roster members all the
+//! same (a forged ✅ could only silence one reminder; the audit records that it came by
+//! reaction), because that is the gesture clinicians will use. Content is never read
+//! beyond what it takes to know the message exists.
 
 use std::sync::Arc;
 
 use matrix_sdk::Room;
-use matrix_sdk::deserialized_responses::EncryptionInfo;
 use matrix_sdk::ruma::events::reaction::OriginalSyncReactionEvent;
 use matrix_sdk::ruma::events::{AnySyncMessageLikeEvent, AnySyncTimelineEvent};
 use matrix_sdk::ruma::{EventId, UserId};
@@ -27,7 +29,6 @@ use crate::incident::{Incident, State};
 use crate::matrix::rooms::{self, notice};
 use crate::store::RoomRecord;
 use crate::store::advice::{AdviceRecord, Mark, MarkedVia, TranscribedOutcome};
-use crate::trust::sender::SenderDevice;
 
 /// The reaction that flags a message as clinical advice.
 pub const FLAG_KEY: &str = "🩺";
@@ -79,12 +80,7 @@ fn is_member(bot: &Bot, record: &RoomRecord, incident: &Incident, user: &UserId)
 }
 
 /// A 🩺 or ✅ reaction in an incident room.
-pub(crate) async fn on_reaction(
-    bot: Arc<Bot>,
-    ev: OriginalSyncReactionEvent,
-    room: Room,
-    encryption: Option<EncryptionInfo>,
-) {
+pub(crate) async fn on_reaction(bot: Arc<Bot>, ev: OriginalSyncReactionEvent, room: Room) {
     if ev.sender == bot.config.user {
         return;
     }
@@ -99,34 +95,28 @@ pub(crate) async fn on_reaction(
     }
     let target = ev.content.relates_to.event_id.clone();
     let result = match kind {
-        Kind::Flag => flag(&bot, &record, &incident, &room, &target, &ev.sender, MarkedVia::Reaction)
-            .await
-            .map(|_| ()),
-        Kind::Transcribed => {
-            if let SenderDevice::Unverified(why) = bot.sender_device(encryption.as_ref(), &ev.sender)
-            {
-                let link = rooms::event_link(room.room_id().as_str(), target.as_str(), bot.server_name());
-                let _ = bot.store.audit(
-                    ev.sender.as_str(),
-                    "advice.refused",
-                    Some(&incident.id),
-                    serde_json::json!({ "event": target, "why": why.code(), "via": MarkedVia::Reaction }),
-                    bot.now(),
-                );
-                let body = format!(
-                    "{}: your ✅ on {link} was not counted: {}. Another member on a verified \
-                     device can mark it transcribed.",
-                    ev.sender,
-                    why.explain()
-                );
-                let key = format!("advice-refused/{}", ev.event_id);
-                let _ = send_once(&bot, &room, &key, Some(&incident.id), notice(&body, &[])).await;
-                return;
-            }
-            transcribed(&bot, &record, &incident, &room, &target, &ev.sender, MarkedVia::Reaction)
-                .await
-                .map(|_| ())
-        }
+        Kind::Flag => flag(
+            &bot,
+            &record,
+            &incident,
+            &room,
+            &target,
+            &ev.sender,
+            MarkedVia::Reaction,
+        )
+        .await
+        .map(|_| ()),
+        Kind::Transcribed => transcribed(
+            &bot,
+            &record,
+            &incident,
+            &room,
+            &target,
+            &ev.sender,
+            MarkedVia::Reaction,
+        )
+        .await
+        .map(|_| ()),
     };
     if let Err(why) = result {
         info!(incident = %incident.id, why, "reaction not recorded");
@@ -148,11 +138,15 @@ async fn flag(
 ) -> Outcome {
     let link = rooms::event_link(room.room_id().as_str(), target.as_str(), bot.server_name());
     let unflagged = fresh_record(bot, record, incident, room, target, by, via).await?;
-    let new = bot.store.flag_advice(&unflagged).map_err(|e| store_trouble(&e))?;
+    let new = bot
+        .store
+        .flag_advice(&unflagged)
+        .map_err(|e| store_trouble(&e))?;
     if !new {
         return Ok(format!("{link} is already flagged as clinical advice."));
     }
-    let playbook = super::provision::declared_playbook(bot, &incident.id).map_err(|e| store_trouble(&e))?;
+    let playbook =
+        super::provision::declared_playbook(bot, &incident.id).map_err(|e| store_trouble(&e))?;
     let timer = timer_plan::advice(
         &incident.id,
         &record.key,
@@ -185,7 +179,11 @@ async fn transcribed(
         at: bot.now(),
         via,
     };
-    match bot.store.mark_transcribed(&unflagged, &mark).map_err(|e| store_trouble(&e))? {
+    match bot
+        .store
+        .mark_transcribed(&unflagged, &mark)
+        .map_err(|e| store_trouble(&e))?
+    {
         TranscribedOutcome::Already(existing) => {
             let who = existing.transcribed.map(|m| m.by).unwrap_or_default();
             Ok(format!("{link} was already marked transcribed by {who}."))
@@ -288,8 +286,7 @@ pub(crate) async fn command(bot: &Arc<Bot>, incoming: &Incoming, event: &EventRe
         refuse(bot, incoming, Some(&incident.id), "not-active", &text).await;
         return;
     }
-    if !is_member(bot, &record, &incident, &incoming.sender) && !bot.is_operator(&incoming.sender)
-    {
+    if !is_member(bot, &record, &incident, &incoming.sender) && !bot.is_operator(&incoming.sender) {
         refuse(
             bot,
             incoming,
@@ -302,9 +299,27 @@ pub(crate) async fn command(bot: &Arc<Bot>, incoming: &Incoming, event: &EventRe
         return;
     }
     let outcome = if mark {
-        transcribed(bot, &record, &incident, &room, &event.event, &incoming.sender, MarkedVia::Command).await
+        transcribed(
+            bot,
+            &record,
+            &incident,
+            &room,
+            &event.event,
+            &incoming.sender,
+            MarkedVia::Command,
+        )
+        .await
     } else {
-        flag(bot, &record, &incident, &room, &event.event, &incoming.sender, MarkedVia::Command).await
+        flag(
+            bot,
+            &record,
+            &incident,
+            &room,
+            &event.event,
+            &incoming.sender,
+            MarkedVia::Command,
+        )
+        .await
     };
     match outcome {
         Ok(text) => reply(bot, incoming, Some(&incident.id), &text).await,
@@ -324,7 +339,11 @@ pub(crate) async fn on_due(bot: &Arc<Bot>, timer: &crate::store::Timer) -> Resul
     ) else {
         return Ok(());
     };
-    if bot.store.incident(id)?.is_none_or(|i| i.state != State::Active) {
+    if bot
+        .store
+        .incident(id)?
+        .is_none_or(|i| i.state != State::Active)
+    {
         return Ok(());
     };
     let Some(advice) = bot.store.advice(id, event)? else {
@@ -338,7 +357,8 @@ pub(crate) async fn on_due(bot: &Arc<Bot>, timer: &crate::store::Timer) -> Resul
     };
     let playbook = super::provision::declared_playbook(bot, id)?;
     let deleted_at = advice.sent_at
-        + chrono::TimeDelta::from_std(playbook.retention.messages).unwrap_or(chrono::TimeDelta::MAX);
+        + chrono::TimeDelta::from_std(playbook.retention.messages)
+            .unwrap_or(chrono::TimeDelta::MAX);
     let link = rooms::event_link(&advice.room_id, &advice.event_id, bot.server_name());
     let tz = bot.config.time_zone;
     let body = format!(

@@ -132,7 +132,11 @@ pub async fn handle(bot: Arc<Bot>, incoming: Incoming) {
         return;
     }
     info!(command = command.name(), "command");
-    if !in_control_room && !matches!(command, Command::Advice { .. } | Command::Transcribed { .. })
+    if !in_control_room
+        && !matches!(
+            command,
+            Command::Advice { .. } | Command::Transcribed { .. }
+        )
     {
         reply(
             &bot,
@@ -206,8 +210,7 @@ pub async fn handle(bot: Arc<Bot>, incoming: Incoming) {
         }
         Command::Hold { incident, reason } => {
             if let Some(incident) = resolve_any(&bot, &incoming, incident.as_ref()).await {
-                let done =
-                    super::standdown::hold(&bot, &incoming, incident, reason.as_str()).await;
+                let done = super::standdown::hold(&bot, &incoming, incident, reason.as_str()).await;
                 answer_failure(&bot, &incoming, done).await;
             }
         }
@@ -367,7 +370,11 @@ async fn answer_failure(bot: &Arc<Bot>, incoming: &Incoming, done: Result<(), su
         let text = format!(
             "I could not finish `{}`: {e}. What was done is recorded; send the command again \
              to finish it, or ask an operator to check cordon's logs.",
-            incoming.parsed.as_ref().map(|c| c.name()).unwrap_or("command")
+            incoming
+                .parsed
+                .as_ref()
+                .map(|c| c.name())
+                .unwrap_or("command")
         );
         reply(bot, incoming, None, &text).await;
     }

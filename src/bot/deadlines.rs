@@ -41,8 +41,7 @@ pub(crate) async fn on_expiry(
             super::standdown::stand_down(bot, &incident, ACTOR, StandDownCause::Expiry).await
         }
         State::Provisioning => Err(BotError::Matrix(crate::matrix::MatrixError::Client(
-            "the incident expired while still provisioning; standing down once it is done"
-                .into(),
+            "the incident expired while still provisioning; standing down once it is done".into(),
         ))),
         _ => Ok(()),
     }
@@ -98,7 +97,14 @@ pub(crate) async fn on_warning(bot: &Arc<Bot>, timer: &Timer) -> Result<(), BotE
             id = id.as_str(),
         );
         let mention = super::commands::user_ids(&[incident.commander.as_str()]);
-        send_once(bot, &control, &key("control"), Some(id), notice(&body, &mention)).await?;
+        send_once(
+            bot,
+            &control,
+            &key("control"),
+            Some(id),
+            notice(&body, &mention),
+        )
+        .await?;
     }
     for (record, room) in super::standdown::incident_rooms(bot, &incident)? {
         let advice = super::advice::outstanding_lines(bot, &incident, Some(&record.key));
@@ -203,7 +209,12 @@ pub(crate) async fn extend(
             incoming.sender,
             format_remaining(extended.expires_at, now)
         );
-        let key = format!("{}/extended/{}/{}", id.as_str(), incoming.event_id, record.key);
+        let key = format!(
+            "{}/extended/{}/{}",
+            id.as_str(),
+            incoming.event_id,
+            record.key
+        );
         send_once(bot, &room, &key, Some(id), notice(&body, &[])).await?;
     }
     super::standdown::refresh_topics(bot, &extended, &playbook).await;

@@ -448,13 +448,11 @@ fn register_handlers(bot: &Arc<Bot>) {
     );
     let b = bot.clone();
     bot.client.add_event_handler(
-        move |ev: matrix_sdk::ruma::events::reaction::OriginalSyncReactionEvent,
-              room: Room,
-              encryption: Option<matrix_sdk::deserialized_responses::EncryptionInfo>| {
+        move |ev: matrix_sdk::ruma::events::reaction::OriginalSyncReactionEvent, room: Room| {
             let bot = b.clone();
             async move {
                 let b = bot.clone();
-                bot.spawn(advice::on_reaction(b, ev, room, encryption)).await;
+                bot.spawn(advice::on_reaction(b, ev, room)).await;
             }
         },
     );

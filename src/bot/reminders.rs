@@ -28,10 +28,7 @@ fn active_incident(bot: &Bot, timer: &Timer) -> Result<Option<Incident>, BotErro
     let Some(id) = &timer.incident else {
         return Ok(None);
     };
-    Ok(bot
-        .store
-        .incident(id)?
-        .filter(|i| i.state == State::Active))
+    Ok(bot.store.incident(id)?.filter(|i| i.state == State::Active))
 }
 
 fn payload_room(timer: &Timer) -> Option<&str> {
@@ -61,10 +58,10 @@ pub(crate) async fn on_reminder(
         return Ok(());
     };
     let playbook = declared_playbook(bot, &incident.id)?;
-    let Some(reminder) = playbook
-        .room(room_key)
-        .and_then(|r| r.reminders.get(usize::try_from(index).unwrap_or(usize::MAX)))
-    else {
+    let Some(reminder) = playbook.room(room_key).and_then(|r| {
+        r.reminders
+            .get(usize::try_from(index).unwrap_or(usize::MAX))
+    }) else {
         return Ok(());
     };
     let Some(room) = room_of(bot, &incident, room_key)? else {

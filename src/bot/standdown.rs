@@ -80,12 +80,9 @@ pub(crate) async fn stand_down(
     let id = &incident.id;
     let incident = match incident.state {
         State::Active | State::Failed => {
-            let (incident, _) = bot.store.apply(
-                id,
-                Event::StandDown { by: by.to_owned() },
-                by,
-                bot.now(),
-            )?;
+            let (incident, _) =
+                bot.store
+                    .apply(id, Event::StandDown { by: by.to_owned() }, by, bot.now())?;
             info!(incident = %id, by, "standing down");
             incident
         }
@@ -307,8 +304,7 @@ pub(crate) async fn release(
 /// Sets each room's topic again from the incident as it is now (after `extend`, whose
 /// new closing time the banner names). Best effort: a topic is not a safeguard.
 pub(crate) async fn refresh_topics(bot: &Arc<Bot>, incident: &Incident, playbook: &Playbook) {
-    let Ok(commander) = matrix_sdk::ruma::OwnedUserId::try_from(incident.commander.as_str())
-    else {
+    let Ok(commander) = matrix_sdk::ruma::OwnedUserId::try_from(incident.commander.as_str()) else {
         return;
     };
     let facts = IncidentFacts {

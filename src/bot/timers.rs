@@ -97,7 +97,11 @@ fn briefing_event(bot: &Bot, incident: &Incident, room_key: &str) -> Option<Stri
         .ok()
         .flatten()
         .and_then(|e| e.outcome)
-        .and_then(|o| o.get("event_id").and_then(|e| e.as_str()).map(str::to_owned))
+        .and_then(|o| {
+            o.get("event_id")
+                .and_then(|e| e.as_str())
+                .map(str::to_owned)
+        })
 }
 
 /// After an extension: the expiry at the new time, and the warnings planned again from
@@ -123,11 +127,13 @@ pub(crate) fn rearm_deadlines(
 /// At start: the timers of every open incident, so those armed before a crash (or
 /// never armed, when cordon stopped between `active` and arming) all run.
 pub(crate) fn ensure_all(bot: &Arc<Bot>) {
-    let incidents = match bot.store.incidents(&crate::store::IncidentFilter::in_states(&[
-        State::Active,
-        State::StandingDown,
-        State::Archived,
-    ])) {
+    let incidents = match bot
+        .store
+        .incidents(&crate::store::IncidentFilter::in_states(&[
+            State::Active,
+            State::StandingDown,
+            State::Archived,
+        ])) {
         Ok(list) => list,
         Err(e) => {
             error!(error = %e, "store: listing incidents to arm their timers");

@@ -277,10 +277,7 @@ archive:
         assert_eq!(w.len(), 2);
         assert_eq!(w[0].id, "mc-4k7p/warn/7200");
         assert_eq!(w[0].schedule, Schedule::At(t0() + TimeDelta::hours(2)));
-        assert_eq!(
-            w[1].schedule,
-            Schedule::At(t0() + TimeDelta::minutes(210))
-        );
+        assert_eq!(w[1].schedule, Schedule::At(t0() + TimeDelta::minutes(210)));
         assert_eq!(
             w[1].payload[DEADLINE_KEY],
             serde_json::to_value(i.expires_at).unwrap()

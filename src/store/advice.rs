@@ -125,9 +125,7 @@ impl Store {
                 Some(bytes) => Some(decode("advice", &unflagged.event_id, bytes.value())?),
             };
             match existing {
-                Some(record) if record.transcribed.is_some() => {
-                    TranscribedOutcome::Already(record)
-                }
+                Some(record) if record.transcribed.is_some() => TranscribedOutcome::Already(record),
                 existing => {
                     let mut record = existing.unwrap_or_else(|| unflagged.clone());
                     record.transcribed = Some(mark.clone());

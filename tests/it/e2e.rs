@@ -12,15 +12,36 @@ use serde_json::Value;
 
 use crate::support::{WAIT, cordon_bin, unique};
 
+/// The time limits, retention and reminders of a drill playbook, as YAML.
+#[derive(Debug, Clone)]
+pub(crate) struct Timing {
+    /// The `duration:` mapping.
+    pub duration: &'static str,
+    /// The `retention:` mapping.
+    pub retention: &'static str,
+    /// The command room's `reminders:` list (`[]` for none).
+    pub reminders: &'static str,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            duration: "{ max: 2h, warn_before: [30m], extend_max: 1h }",
+            retention: "{ messages: 1h }",
+            reminders: "[]",
+        }
+    }
+}
+
 /// A drill playbook whose holders are the test's own users.
-fn drill_playbook(id: &str, lead: &OwnedUserId, nurses: &[OwnedUserId]) -> String {
+fn drill_playbook(id: &str, lead: &OwnedUserId, nurses: &[OwnedUserId], timing: &Timing) -> String {
     let nurses: Vec<String> = nurses.iter().map(|n| format!("\"{n}\"")).collect();
     format!(
         r#"id: {id}
 title: "Drill: major incident"
 trigger: {{ allowed: [role:lead] }}
-duration: {{ max: 2h, warn_before: [30m], extend_max: 1h }}
-retention: {{ messages: 1h }}
+duration: {duration}
+retention: {retention}
 roles:
   lead:
     title: Incident lead
@@ -36,6 +57,7 @@ rooms:
     name: "{{incident}} - Command"
     members: [lead, nurse]
     moderators: [lead]
+    reminders: {reminders}
   - key: ward
     name: "{{incident}} - Ward"
     members: [nurse]
@@ -43,20 +65,23 @@ archive:
   recipients: ["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"]
   keep: 30d
 "#,
-        nurses = nurses.join(", ")
+        nurses = nurses.join(", "),
+        duration = timing.duration,
+        retention = timing.retention,
+        reminders = timing.reminders,
     )
 }
 
 /// One scenario's world: a Synapse, a commander, nurses, a bot and a control room.
-struct World {
-    hs: &'static Synapse,
-    dir: tempfile::TempDir,
-    setup: BotSetup,
-    bot: Option<BotProcess>,
-    commander: TestUser,
-    nurses: Vec<TestUser>,
-    control: OwnedRoomId,
-    playbook_id: String,
+pub(crate) struct World {
+    pub hs: &'static Synapse,
+    pub dir: tempfile::TempDir,
+    pub setup: BotSetup,
+    pub bot: Option<BotProcess>,
+    pub commander: TestUser,
+    pub nurses: Vec<TestUser>,
+    pub control: OwnedRoomId,
+    pub playbook_id: String,
 }
 
 impl World {
@@ -67,6 +92,11 @@ impl World {
 
     /// A world with `nurse_count` nurses, of whom the last `unenrolled` are not enrolled.
     async fn with(nurse_count: usize, unenrolled: usize) -> World {
+        Self::timed(nurse_count, unenrolled, &Timing::default()).await
+    }
+
+    /// A world whose playbook has `timing`.
+    pub(crate) async fn timed(nurse_count: usize, unenrolled: usize, timing: &Timing) -> World {
         let hs = Synapse::shared().await.expect("synapse");
         let dir = tempfile::tempdir().unwrap();
         let tag = unique("t");
@@ -89,7 +119,12 @@ impl World {
         nurse_ids.push(hs.user_id(&format!("{tag}-ghost")).unwrap());
         std::fs::write(
             playbooks.join(format!("{playbook_id}.yaml")),
-            drill_playbook(&playbook_id, &commander.user_id().to_owned(), &nurse_ids),
+            drill_playbook(
+                &playbook_id,
+                &commander.user_id().to_owned(),
+                &nurse_ids,
+                timing,
+            ),
         )
         .unwrap();
         let setup = BotSetup::create(
@@ -143,16 +178,16 @@ impl World {
         }
     }
 
-    fn bot_id(&self) -> OwnedUserId {
+    pub(crate) fn bot_id(&self) -> OwnedUserId {
         self.setup.user_id.clone()
     }
 
-    async fn say(&self, body: &str) {
+    pub(crate) async fn say(&self, body: &str) {
         self.commander.send_text(&self.control, body).await.unwrap();
     }
 
     /// Waits for a bot message in the control room containing `needle`.
-    async fn bot_says(&self, needle: &str) -> String {
+    pub(crate) async fn bot_says(&self, needle: &str) -> String {
         let bot = self.bot_id();
         let (_, body) = self
             .commander
@@ -167,7 +202,7 @@ impl World {
         body
     }
 
-    fn bot_messages(&self, needle: &str) -> usize {
+    pub(crate) fn bot_messages(&self, needle: &str) -> usize {
         let bot = self.bot_id();
         self.commander
             .messages(&self.control)
@@ -176,7 +211,7 @@ impl World {
             .count()
     }
 
-    fn restart(&mut self, env: &[(&str, &str)]) -> &mut BotProcess {
+    pub(crate) fn restart(&mut self, env: &[(&str, &str)]) -> &mut BotProcess {
         if let Some(mut b) = self.bot.take() {
             b.terminate(Duration::from_secs(20));
         }
@@ -185,7 +220,7 @@ impl World {
     }
 
     /// Stops the bot with SIGTERM; it must shut down cleanly (exit status 0).
-    fn stop_bot(&mut self) {
+    pub(crate) fn stop_bot(&mut self) {
         if let Some(mut b) = self.bot.take() {
             let status = b.terminate(Duration::from_secs(20));
             assert!(
@@ -198,7 +233,7 @@ impl World {
 
     /// The rooms the bot created, by room key, from the tags in their create events
     /// (read through an admin account, as an auditor would).
-    async fn created_rooms(&self, incident: &str) -> BTreeMap<String, Vec<OwnedRoomId>> {
+    pub(crate) async fn created_rooms(&self, incident: &str) -> BTreeMap<String, Vec<OwnedRoomId>> {
         let mut out: BTreeMap<String, Vec<OwnedRoomId>> = BTreeMap::new();
         for id in self.rooms_created_by_bot().await {
             let state = admin_get(self.hs, &format!("_synapse/admin/v1/rooms/{id}/state")).await;
@@ -219,12 +254,12 @@ impl World {
         out
     }
 
-    fn store_dir(&self) -> PathBuf {
+    pub(crate) fn store_dir(&self) -> PathBuf {
         self.setup.state_dir.join("store")
     }
 }
 
-async fn admin_token(hs: &Synapse) -> String {
+pub(crate) async fn admin_token(hs: &Synapse) -> String {
     static TOKEN: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
     // One admin per Synapse; the OnceCell is per test binary, like the shared Synapse.
     TOKEN
@@ -239,7 +274,7 @@ async fn admin_token(hs: &Synapse) -> String {
         .clone()
 }
 
-fn incident_id_in(text: &str) -> String {
+pub(crate) fn incident_id_in(text: &str) -> String {
     // "DECLARED: <name> (<id>), …"
     let start = text.find('(').unwrap() + 1;
     let end = start + text[start..].find(')').unwrap();
@@ -476,7 +511,7 @@ impl World {
 }
 
 /// A GET on the Synapse admin API as the auditor account.
-async fn admin_get(hs: &Synapse, path: &str) -> Value {
+pub(crate) async fn admin_get(hs: &Synapse, path: &str) -> Value {
     let admin = admin_token(hs).await;
     reqwest::Client::new()
         .get(hs.base_url().join(path).unwrap())

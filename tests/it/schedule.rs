@@ -1,0 +1,320 @@
+//! Time limits, reminders, retention and advice against the real Synapse, with playbooks
+//! whose durations are seconds and minutes (a real homeserver cannot run on paused
+//! time). The bot is its own process; people are matrix-sdk clients of their own.
+
+use std::time::Duration;
+
+use cordon::incident::IncidentId;
+use cordon::store::Store;
+use matrix_sdk::ruma::events::reaction::ReactionEventContent;
+use matrix_sdk::ruma::events::relation::Annotation;
+use matrix_sdk::ruma::{EventId, OwnedRoomId, RoomId};
+use serde_json::Value;
+
+use crate::e2e::{Timing, World, incident_id_in};
+use crate::support::WAIT;
+
+/// Declares the world's playbook and returns the incident id and its command room,
+/// joined by the first nurse.
+async fn declare(w: &World, name: &str) -> (String, OwnedRoomId) {
+    w.say(&format!("!cordon declare {} \"{name}\"", w.playbook_id))
+        .await;
+    let summary = w.bot_says("DECLARED").await;
+    let incident = incident_id_in(&summary);
+    let rooms = w.created_rooms(&incident).await;
+    let command = rooms["command"][0].clone();
+    let nurse = &w.nurses[0];
+    loop {
+        let invite = nurse.wait_for_invite(WAIT).await.unwrap();
+        if invite.room_id() == command {
+            break;
+        }
+    }
+    nurse.join(&command).await.unwrap();
+    (incident, command)
+}
+
+/// Asks for `status` of `incident` and returns the answer (the newest one).
+async fn status(w: &World, incident: &str) -> String {
+    let needle = format!("{incident} ·");
+    let before = w.bot_messages(&needle);
+    w.say(&format!("!cordon status {incident}")).await;
+    let bot = w.setup.user_id.clone();
+    for _ in 0..(WAIT.as_secs() * 5) {
+        let answers: Vec<String> = w
+            .commander
+            .messages(&w.control)
+            .into_iter()
+            .filter(|m| m.sender == bot && m.body.contains(&needle))
+            .map(|m| m.body)
+            .collect();
+        if answers.len() > before {
+            return answers.last().cloned().unwrap_or_default();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("no answer to status");
+}
+
+fn audit_actions(w: &World, incident: &str) -> Vec<(String, String, Value)> {
+    let store = Store::open_existing(&w.store_dir()).unwrap();
+    let id = IncidentId::parse(incident).unwrap();
+    store
+        .audit_entries(.., Some(&id))
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            let details = e.details_value();
+            (e.actor, e.action, details)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reminder_arrives_on_schedule_as_a_notice_with_its_template_filled_in() {
+    let timing = Timing {
+        reminders: r#"[{ cron: "* * * * *", text: "Reminder for {incident_id}: {time_left} left. Transcribe advice." }]"#,
+        ..Timing::default()
+    };
+    let mut w = World::timed(1, 0, &timing).await;
+    let (incident, command) = declare(&w, "Reminder drill").await;
+    let bot = w.setup.user_id.clone();
+    let needle = format!("Reminder for {incident}:");
+    // Cron `* * * * *` fires at the top of each minute.
+    let (_, body) = w.nurses[0]
+        .wait_for_message(&command, WAIT, |s, b| s == bot && b.contains(&needle))
+        .await
+        .unwrap_or_else(|e| panic!("no reminder: {e}\n{}", w.bot.as_ref().unwrap().log_text()));
+    assert!(body.contains(" left. Transcribe advice."), "{body}");
+    assert!(!body.contains('{'), "template filled in: {body}");
+    assert!(body.contains(": 1h 5"), "time left: {body}");
+    w.stop_bot();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_expiry_warning_then_the_expiry_stand_the_incident_down_and_freeze_its_rooms() {
+    let timing = Timing {
+        duration: "{ max: 75s, warn_before: [55s], extend_max: 0s }",
+        retention: "{ messages: 60s }",
+        reminders: "[]",
+    };
+    let mut w = World::timed(1, 0, &timing).await;
+    let (incident, command) = declare(&w, "Expiry drill").await;
+    let bot = w.setup.user_id.clone();
+
+    // The warning: in the control room, with how to extend (here: it cannot be) …
+    let warning = w.bot_says("stands down in").await;
+    assert!(warning.contains(&incident), "{warning}");
+    assert!(warning.contains("cannot be extended"), "{warning}");
+    // … and in the incident room.
+    w.nurses[0]
+        .wait_for_message(&command, WAIT, |s, b| {
+            s == bot && b.contains("This incident stands down in")
+        })
+        .await
+        .unwrap();
+
+    // The expiry: stood down by cordon, rooms read-only.
+    let done = w.bot_says("has stood down").await;
+    assert!(done.contains("its time limit was reached"), "{done}");
+    w.nurses[0]
+        .wait_for_message(&command, WAIT, |s, b| {
+            s == bot && b.contains("These rooms are now read-only")
+        })
+        .await
+        .unwrap();
+    let pl = w.nurses[0]
+        .room_state_json(&command, "m.room.power_levels", "")
+        .await
+        .unwrap();
+    assert_eq!(pl["events_default"], 100, "{pl}");
+    let refused = w.nurses[0].send_text(&command, "still here?").await;
+    assert!(refused.is_err(), "a member could still post after expiry");
+
+    w.stop_bot();
+    let audit = audit_actions(&w, &incident);
+    assert!(
+        audit
+            .iter()
+            .any(|(actor, action, _)| actor == "cordon" && action == "incident.stand-down"),
+        "{audit:?}"
+    );
+    assert!(
+        audit.iter().any(|(_, a, _)| a == "incident.frozen"),
+        "{audit:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extend_is_allowed_up_to_the_bound_and_refused_beyond_it_with_what_is_left() {
+    // Default timing: max 2h, extend_max 1h.
+    let mut w = World::timed(1, 0, &Timing::default()).await;
+    let (incident, command) = declare(&w, "Extend drill").await;
+    let bot = w.setup.user_id.clone();
+
+    w.say(&format!("!cordon extend {incident} 2h")).await;
+    let refused = w.bot_says("can be extended by at most").await;
+    assert!(refused.contains("1h more"), "{refused}");
+    assert!(refused.contains("Nothing was changed"), "{refused}");
+
+    w.say(&format!("!cordon extend {incident} 40m")).await;
+    let ok = w.bot_says(&format!("Extended {incident} by 40m")).await;
+    assert!(ok.contains("Extension left: 20m"), "{ok}");
+    w.nurses[0]
+        .wait_for_message(&command, WAIT, |s, b| {
+            s == bot && b.contains("Extended by 40m")
+        })
+        .await
+        .unwrap();
+
+    w.say(&format!("!cordon extend {incident} 30m")).await;
+    let again = w.bot_says("at most 20m more").await;
+    assert!(again.contains("40m used"), "{again}");
+
+    w.stop_bot();
+    let audit = audit_actions(&w, &incident);
+    let extended: Vec<_> = audit
+        .iter()
+        .filter(|(_, a, _)| a == "incident.extended")
+        .collect();
+    assert_eq!(extended.len(), 1, "one extension audited: {audit:?}");
+    assert_eq!(extended[0].0, w.commander.user_id().as_str());
+    let refusals = audit
+        .iter()
+        .filter(|(_, a, d)| a == "command.refused" && d["why"] == "beyond-bound")
+        .count();
+    assert_eq!(refusals, 2, "{audit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_restarted_across_a_due_expiry_still_stands_the_incident_down() {
+    let mut w = World::timed(1, 0, &Timing::default()).await;
+    let (incident, command) = declare(&w, "Restart drill").await;
+    w.stop_bot();
+    // cordon comes back after the expiry (2h) has passed: its clock is moved on,
+    // through the clock abstraction.
+    let bot = w.restart(&[("CORDON_CLOCK_SKEW_SECS", "7500")]);
+    bot.wait_for_log("cordon is ready", WAIT).await.unwrap();
+    let done = w.bot_says("has stood down").await;
+    assert!(done.contains(&incident), "{done}");
+    let pl = w.nurses[0]
+        .room_state_json(&command, "m.room.power_levels", "")
+        .await
+        .unwrap();
+    assert_eq!(pl["events_default"], 100, "{pl}");
+    // The warning whose deadline had passed too was dropped, not sent late.
+    assert_eq!(w.bot_messages("stands down in"), 0);
+    w.stop_bot();
+    let audit = audit_actions(&w, &incident);
+    assert!(
+        audit.iter().any(|(_, a, d)| a == "timer.skipped"
+            && d["timer"].as_str().is_some_and(|t| t.contains("/warn/"))),
+        "{audit:?}"
+    );
+    assert!(
+        audit.iter().any(|(_, a, _)| a == "incident.stand-down"),
+        "{audit:?}"
+    );
+}
+
+async fn react(user: &cordon::harness::TestUser, room: &RoomId, event: &EventId, key: &str) {
+    let room = user.client().get_room(room).unwrap();
+    room.send(ReactionEventContent::new(Annotation::new(
+        event.to_owned(),
+        key.to_owned(),
+    )))
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advice_is_flagged_counted_and_marked_transcribed_by_reaction_and_by_command() {
+    let mut w = World::timed(1, 0, &Timing::default()).await;
+    let (incident, command) = declare(&w, "Advice drill").await;
+    let bot = w.setup.user_id.clone();
+    let nurse = &w.nurses[0];
+    // The commander is in the command room too (as moderator).
+    loop {
+        let invite = w.commander.wait_for_invite(WAIT).await.unwrap();
+        if invite.room_id() == command {
+            break;
+        }
+    }
+    w.commander.join(&command).await.unwrap();
+    let first = nurse
+        .send_text(&command, "Give 1g tranexamic acid to P1-007")
+        .await
+        .unwrap();
+    let second = nurse
+        .send_text(&command, "P1-009 to CT before theatre")
+        .await
+        .unwrap();
+
+    react(&w.commander, &command, &first, "🩺").await;
+    w.commander
+        .send_text(&command, &format!("!cordon advice {second}"))
+        .await
+        .unwrap();
+    w.commander
+        .wait_for_message(&command, WAIT, |s, b| {
+            s == bot && b.contains("Flagged as clinical advice")
+        })
+        .await
+        .unwrap();
+
+    // Both outstanding: `status` counts them.
+    let counted = |n: usize| format!("advice not yet marked transcribed: {n}");
+    let mut seen = String::new();
+    for _ in 0..30 {
+        seen = status(&w, &incident).await;
+        if seen.contains(&counted(2)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(seen.contains(&counted(2)), "{seen}");
+
+    // The nurse (a verified member) marks one with ✅, the other by command.
+    react(nurse, &command, &first, "✅").await;
+    nurse
+        .send_text(&command, &format!("!cordon transcribed {second}"))
+        .await
+        .unwrap();
+    nurse
+        .wait_for_message(&command, WAIT, |s, b| {
+            s == bot && b.contains("Marked transcribed")
+        })
+        .await
+        .unwrap();
+    for _ in 0..30 {
+        seen = status(&w, &incident).await;
+        if !seen.contains("advice not yet marked transcribed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(
+        !seen.contains("advice not yet marked transcribed"),
+        "status still counts transcribed advice: {seen}\n{}",
+        w.bot.as_ref().unwrap().log_text()
+    );
+
+    let nurse_id = nurse.user_id().to_owned();
+    w.stop_bot();
+    let audit = audit_actions(&w, &incident);
+    let count = |action: &str| audit.iter().filter(|(_, a, _)| a == action).count();
+    assert_eq!(count("advice.flagged"), 2, "{audit:?}");
+    assert_eq!(count("advice.transcribed"), 2, "{audit:?}");
+    let marked_by: Vec<&str> = audit
+        .iter()
+        .filter(|(_, a, _)| a == "advice.transcribed")
+        .map(|(actor, _, _)| actor.as_str())
+        .collect();
+    assert!(
+        marked_by.iter().all(|a| *a == nurse_id.as_str()),
+        "{marked_by:?}"
+    );
+    // The audit names messages by id, never by content.
+    let text = format!("{audit:?}");
+    assert!(!text.contains("tranexamic"), "{text}");
+}
