@@ -256,3 +256,18 @@ pub fn joined(client: &Client, room_id: &str) -> Option<Room> {
     let id = OwnedRoomId::try_from(room_id).ok()?;
     client.get_room(&id)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notices_never_notify_the_whole_room() {
+        let content = notice("Hello @room, and @roomba", &[]);
+        let body = content.body();
+        assert!(!body.contains("@room"), "{body}");
+        assert!(body.contains("@\u{2060}room"), "{body}");
+        let mentions = content.mentions.unwrap_or_default();
+        assert!(!mentions.room, "m.mentions never names the room");
+    }
+}

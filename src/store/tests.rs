@@ -1095,3 +1095,128 @@ mod flips {
         }
     }
 }
+
+fn advice_record(incident: &Incident, event: &str, sent: u32) -> advice::AdviceRecord {
+    advice::AdviceRecord {
+        incident: incident.id.clone(),
+        room_key: "command".into(),
+        room_id: "!r:x.org".into(),
+        event_id: event.into(),
+        author: "@nurse:x.org".into(),
+        sent_at: t(sent),
+        flagged: advice::Mark {
+            by: "@lead:x.org".into(),
+            at: t(sent + 1),
+            via: advice::MarkedVia::Reaction,
+        },
+        transcribed: None,
+        reminded_at: None,
+    }
+}
+
+#[test]
+fn advice_is_flagged_once_marked_once_and_audited_without_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let incident = declare(&store, "p", "!c:x.org");
+    let other = declare(&store, "p", "!c:x.org");
+    let a = advice_record(&incident, "$b", 5);
+    assert!(store.flag_advice(&a).unwrap());
+    assert!(
+        !store.flag_advice(&a).unwrap(),
+        "a second flag changes nothing"
+    );
+    store
+        .flag_advice(&advice_record(&incident, "$a", 9))
+        .unwrap();
+    store.flag_advice(&advice_record(&other, "$c", 1)).unwrap();
+
+    let list = store.advice_for(&incident.id).unwrap();
+    let ids: Vec<&str> = list.iter().map(|a| a.event_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["$b", "$a"],
+        "this incident's only, oldest message first"
+    );
+
+    let mark = advice::Mark {
+        by: "@nurse2:x.org".into(),
+        at: t(20),
+        via: advice::MarkedVia::Command,
+    };
+    let done = store.mark_transcribed(&a, &mark).unwrap();
+    assert!(
+        matches!(done, advice::TranscribedOutcome::Marked(ref r) if r.transcribed.as_ref() == Some(&mark))
+    );
+    let again = store
+        .mark_transcribed(
+            &a,
+            &advice::Mark {
+                by: "@x:x.org".into(),
+                ..mark.clone()
+            },
+        )
+        .unwrap();
+    assert!(
+        matches!(again, advice::TranscribedOutcome::Already(ref r) if r.transcribed.as_ref().unwrap().by == "@nurse2:x.org")
+    );
+    assert!(
+        !store
+            .advice(&incident.id, "$b")
+            .unwrap()
+            .unwrap()
+            .is_outstanding()
+    );
+
+    // Marking a message nobody flagged records it as advice, transcribed.
+    let unflagged = advice_record(&incident, "$z", 30);
+    store.mark_transcribed(&unflagged, &mark).unwrap();
+    assert!(
+        store
+            .advice(&incident.id, "$z")
+            .unwrap()
+            .unwrap()
+            .transcribed
+            .is_some()
+    );
+
+    assert!(
+        store
+            .mark_advice_reminded(&incident.id, "$a", t(40))
+            .unwrap()
+    );
+    assert!(
+        !store
+            .mark_advice_reminded(&incident.id, "$nope", t(40))
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .advice(&incident.id, "$a")
+            .unwrap()
+            .unwrap()
+            .reminded_at,
+        Some(t(40))
+    );
+
+    let entries = store.audit_entries(.., Some(&incident.id)).unwrap();
+    let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions.iter().filter(|a| **a == "advice.flagged").count(),
+        2
+    );
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| **a == "advice.transcribed")
+            .count(),
+        2,
+        "the repeated mark is not audited: {actions:?}"
+    );
+    let transcribed = entries
+        .iter()
+        .find(|e| e.action == "advice.transcribed")
+        .unwrap();
+    assert_eq!(transcribed.actor, "@nurse2:x.org");
+    assert_eq!(transcribed.details_value()["event"], "$b");
+}
