@@ -21,6 +21,8 @@
 //! | `playbook_snapshots` | incident id | [`PlaybookSnapshot`] JSON |
 //! | `enrolments` | Matrix user id | [`Enrolment`] JSON (verified people, revocations) |
 //! | `roster` | (Matrix room id, user id) | [`RosterEntry`] JSON (the guard's invite records) |
+//! | `sweeps` | (incident id, room key) | [`SweepRecord`] JSON (retention sweep progress) |
+//! | `seal_segments` | (incident id, room key, seq `u64`) | [`SealSegment`] JSON (pre-seal segments) |
 //!
 //! # Opening
 //!
@@ -39,6 +41,7 @@ mod exactly_once;
 mod incidents;
 pub mod records;
 mod roster;
+mod sweeps;
 pub mod tables;
 mod timers;
 mod trust;
@@ -61,6 +64,7 @@ pub use records::{
     IncidentFilter, OutboxEntry, OutboxIntent, RoomRecord, RoomStatus, Schedule, Timer, TimerKind,
 };
 pub use roster::{RosterAudit, RosterEntry, RosterStatus};
+pub use sweeps::{LastSweep, SealSegment, SealedPage, SweepAudit, SweepCounts, SweepRecord};
 pub use trust::{EnrolMethod, Enrolment, Revocation};
 
 #[cfg(doc)]
@@ -313,6 +317,8 @@ fn open_all_tables(tx: &WriteTransaction) -> Result<(), redb::TableError> {
     tx.open_table(tables::PLAYBOOK_SNAPSHOTS)?;
     tx.open_table(tables::ENROLMENTS)?;
     tx.open_table(tables::ROSTER)?;
+    tx.open_table(tables::SWEEPS)?;
+    tx.open_table(tables::SEAL_SEGMENTS)?;
     Ok(())
 }
 

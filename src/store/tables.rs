@@ -38,3 +38,11 @@ pub const ENROLMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("enrol
 /// `roster`: (Matrix room id, user id) → `RosterEntry` JSON: who cordon let into each
 /// incident room. The guard bans anyone joined or invited without an `invited` entry.
 pub const ROSTER: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("roster");
+
+/// `sweeps`: (incident id, room key) → `SweepRecord` JSON: where the room's retention
+/// sweep stands (the token the next sweep re-reads from, counts, the last sweep).
+pub const SWEEPS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("sweeps");
+/// `seal_segments`: (incident id, room key, seq) → `SealSegment` JSON: the pre-seal
+/// segments written before redacting (`retention.seal_before_redact`).
+pub const SEAL_SEGMENTS: TableDefinition<(&str, &str, u64), &[u8]> =
+    TableDefinition::new("seal_segments");
