@@ -275,8 +275,12 @@ mod tests {
 
     #[test]
     fn events_without_id_type_or_time_are_malformed() {
-        assert_eq!(classify(&EventHead::parse("not json")), EventClass::Malformed);
-        let head = ev(json!({ "type": "m.room.message", "origin_server_ts": 1, "content": {"a": 1} }));
+        assert_eq!(
+            classify(&EventHead::parse("not json")),
+            EventClass::Malformed
+        );
+        let head =
+            ev(json!({ "type": "m.room.message", "origin_server_ts": 1, "content": {"a": 1} }));
         assert_eq!(classify(&head), EventClass::Malformed);
         let head = ev(json!({ "event_id": "$e", "type": "m.room.message", "content": {"a": 1} }));
         assert_eq!(classify(&head), EventClass::Malformed);
@@ -297,7 +301,9 @@ mod tests {
             state,
             redacted,
             msg("$b", 20), // at the cutoff: due
-            ev(json!({ "event_id": "$t", "type": "m.room.topic", "state_key": "", "origin_server_ts": 21, "content": {"topic": "t"} })),
+            ev(
+                json!({ "event_id": "$t", "type": "m.room.topic", "state_key": "", "origin_server_ts": 21, "content": {"topic": "t"} }),
+            ),
             msg("$c", 25),
             msg("$d", 19), // older but after the stop: the next sweep gets it
         ];
@@ -358,7 +364,10 @@ mod tests {
         let cutoff = now - delta(window);
         let got = next_due(Pending::Nothing, now, window, MIN_RESWEEP);
         assert_eq!(got, now + TimeDelta::hours(12));
-        assert!(got > cutoff + delta(window), "cutoff + window is now: a hot loop");
+        assert!(
+            got > cutoff + delta(window),
+            "cutoff + window is now: a hot loop"
+        );
     }
 
     #[test]

@@ -180,7 +180,11 @@ impl RateGate {
     /// Runs `op` until it succeeds, fails with an error that `limit` says is not a rate
     /// limit, or the policy gives up. Waits for any rate limit another request met, and
     /// once one was met, runs one request at a time.
-    pub async fn run<T, E, F, Fut>(&self, limit: impl Fn(&E) -> Limit, mut op: F) -> Result<T, Failed<E>>
+    pub async fn run<T, E, F, Fut>(
+        &self,
+        limit: impl Fn(&E) -> Limit,
+        mut op: F,
+    ) -> Result<T, Failed<E>>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
@@ -270,7 +274,10 @@ mod tests {
     fn a_delay_is_honoured_but_never_below_the_floor() {
         let now = SystemTime::now();
         let d = |ms| Some(RetryAfter::Delay(Duration::from_millis(ms)));
-        assert_eq!(POLICY.wait(d(2500), 1, now), Ok(Duration::from_millis(2500)));
+        assert_eq!(
+            POLICY.wait(d(2500), 1, now),
+            Ok(Duration::from_millis(2500))
+        );
         assert_eq!(POLICY.wait(d(0), 1, now), Ok(Duration::from_millis(100)));
         assert_eq!(
             POLICY.wait(d(700_000), 1, now),
@@ -304,7 +311,8 @@ mod tests {
     }
 
     fn synapse_429(header: Option<&str>, retry_after_ms: Option<u64>) -> HttpError {
-        let mut body = serde_json::json!({ "errcode": "M_LIMIT_EXCEEDED", "error": "Too Many Requests" });
+        let mut body =
+            serde_json::json!({ "errcode": "M_LIMIT_EXCEEDED", "error": "Too Many Requests" });
         if let Some(ms) = retry_after_ms {
             body["retry_after_ms"] = ms.into();
         }
@@ -344,7 +352,9 @@ mod tests {
             .body(br#"{"errcode":"M_FORBIDDEN","error":"no"}"#.to_vec())
             .unwrap();
         let error = matrix_sdk::ruma::api::error::Error::from_http_response(response);
-        let error = HttpError::from(matrix_sdk::ruma::api::error::FromHttpResponseError::Server(error));
+        let error = HttpError::from(matrix_sdk::ruma::api::error::FromHttpResponseError::Server(
+            error,
+        ));
         assert_eq!(limit_of(&error), Limit::No);
         // A proxy's bare 429 is one.
         let response = http::Response::builder()
@@ -352,7 +362,9 @@ mod tests {
             .body(b"<html>slow down</html>".to_vec())
             .unwrap();
         let error = matrix_sdk::ruma::api::error::Error::from_http_response(response);
-        let error = HttpError::from(matrix_sdk::ruma::api::error::FromHttpResponseError::Server(error));
+        let error = HttpError::from(matrix_sdk::ruma::api::error::FromHttpResponseError::Server(
+            error,
+        ));
         assert_eq!(limit_of(&error), Limit::Yes(None));
     }
 
@@ -417,7 +429,9 @@ mod tests {
             let calls = Arc::new(AtomicU32::new(0));
             let hint = Some(RetryAfter::Delay(Duration::from_secs(5)));
             tokio::spawn(async move {
-                gate.run(fake_limit, limited_then_ok(calls, 1, hint)).await.ok()
+                gate.run(fake_limit, limited_then_ok(calls, 1, hint))
+                    .await
+                    .ok()
             })
         };
         tokio::task::yield_now().await;
@@ -435,8 +449,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn other_errors_fail_at_once() {
         let gate = RateGate::new(POLICY);
-        let got: Result<(), Failed<&str>> =
-            gate.run(|_| Limit::No, || std::future::ready(Err("boom"))).await;
+        let got: Result<(), Failed<&str>> = gate
+            .run(|_| Limit::No, || std::future::ready(Err("boom")))
+            .await;
         assert!(matches!(got, Err(Failed::Error("boom"))));
         assert_eq!(gate.waits(), 0);
     }

@@ -272,21 +272,16 @@ pub fn write_segment(
         hash: Sha256::new(),
         bytes: 0,
     };
-    let encryptor = age::Encryptor::with_recipients(
-        recipients.iter().map(|r| r as &dyn age::Recipient),
-    )?;
-    let mut writer = encryptor
-        .wrap_output(&mut hashing)
-        .map_err(io_err(&tmp))?;
+    let encryptor =
+        age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))?;
+    let mut writer = encryptor.wrap_output(&mut hashing).map_err(io_err(&tmp))?;
     writer.write_all(&plaintext).map_err(io_err(&tmp))?;
     writer.finish().map_err(io_err(&tmp))?;
     let HashingWriter { inner, hash, bytes } = hashing;
-    let file = inner
-        .into_inner()
-        .map_err(|e| SealError::Io {
-            path: tmp.clone(),
-            source: e.into_error(),
-        })?;
+    let file = inner.into_inner().map_err(|e| SealError::Io {
+        path: tmp.clone(),
+        source: e.into_error(),
+    })?;
     file.sync_all().map_err(io_err(&tmp))?;
     drop(file);
     fs::rename(&tmp, &path).map_err(io_err(&path))?;
@@ -299,7 +294,10 @@ pub fn write_segment(
 }
 
 /// Opens a segment with an age identity (the records officer's) and decodes its lines.
-pub fn read_segment(path: &Path, identity: &dyn age::Identity) -> Result<Vec<TranscriptLine>, SealError> {
+pub fn read_segment(
+    path: &Path,
+    identity: &dyn age::Identity,
+) -> Result<Vec<TranscriptLine>, SealError> {
     let file = File::open(path).map_err(|source| SealError::Io {
         path: path.to_owned(),
         source,
@@ -406,7 +404,10 @@ mod tests {
     #[test]
     fn lines_carry_content_relations_and_how_they_were_read() {
         let l = line("$e", "BP 90/60\nsecond line");
-        assert_eq!(l.relates_to, Some(json!({ "m.in_reply_to": { "event_id": "$p" } })));
+        assert_eq!(
+            l.relates_to,
+            Some(json!({ "m.in_reply_to": { "event_id": "$p" } }))
+        );
         let bytes = encode_lines(&[l.clone()]).unwrap();
         // One object per line: the newline in the body is escaped.
         assert_eq!(bytes.iter().filter(|b| **b == b'\n').count(), 1);

@@ -22,7 +22,9 @@ use super::classify::{EventHead, Pending, REDACTION_TYPE, next_due, redaction_tx
 use super::rate_limit::{Failed, RateGate, limit_of};
 use super::segment::{self, Encryption, Reading, TranscriptLine};
 use super::{AUDIT_ACTION, SealTarget, SweepError, SweepParams, SweepReport, SweepTuning};
-use crate::store::{LastSweep, SealSegment, SealedPage, Store, SweepAudit, SweepCounts, SweepRecord};
+use crate::store::{
+    LastSweep, SealSegment, SealedPage, Store, SweepAudit, SweepCounts, SweepRecord,
+};
 
 /// The audit actor.
 const ACTOR: &str = "cordon";
@@ -135,7 +137,10 @@ pub async fn sweep_room_with(
 
         let (next_from, done) = match (scan.stop, page.end) {
             (Some(0), _) => (from.clone(), true),
-            (Some(stop), _) => (token_before(room, &gate, from.as_deref(), stop, &heads).await?, true),
+            (Some(stop), _) => (
+                token_before(room, &gate, from.as_deref(), stop, &heads).await?,
+                true,
+            ),
             // Nothing more now (Synapse omits `end` at the end of the room).
             (None, None) => (from.clone(), true),
             // An empty page that does not move on: the end, too.
@@ -233,8 +238,8 @@ async fn fetch_page(
     from: Option<&str>,
     limit: u32,
 ) -> Result<get_message_events::v3::Response, SweepError> {
-    let mut request =
-        get_message_events::v3::Request::forward(room.room_id().to_owned()).from(from.map(str::to_owned));
+    let mut request = get_message_events::v3::Request::forward(room.room_id().to_owned())
+        .from(from.map(str::to_owned));
     request.limit = UInt::from(limit);
     let mut filter = RoomEventFilter::default();
     filter.not_types = vec![REDACTION_TYPE.to_owned()];
@@ -455,7 +460,10 @@ async fn read_line(
         ));
     }
     let decrypted = room
-        .decrypt_event(raw.cast_ref_unchecked::<OriginalSyncRoomEncryptedEvent>(), None)
+        .decrypt_event(
+            raw.cast_ref_unchecked::<OriginalSyncRoomEncryptedEvent>(),
+            None,
+        )
         .await
         .map_err(|source| SweepError::Decrypt {
             event: head.event_id.clone().unwrap_or_default(),

@@ -153,8 +153,9 @@ impl Store {
         let read = self.read()?;
         let table = read.open_table(tables::SWEEPS)?;
         match table.get((incident.as_str(), room_key))? {
-            Some(bytes) => decode("sweeps", &format!("{incident}/{room_key}"), bytes.value())
-                .map(Some),
+            Some(bytes) => {
+                decode("sweeps", &format!("{incident}/{room_key}"), bytes.value()).map(Some)
+            }
             None => Ok(None),
         }
     }
@@ -323,7 +324,9 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let id = IncidentId::parse("mc-4k7p").unwrap();
         let record = SweepRecord::new("!r", t(0));
-        store.finish_sweep(&id, "command", &record, None, t(1)).unwrap();
+        store
+            .finish_sweep(&id, "command", &record, None, t(1))
+            .unwrap();
         assert!(store.audit_entries(.., None).unwrap().is_empty());
         let entry = SweepAudit {
             actor: "cordon",

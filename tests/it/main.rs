@@ -11,5 +11,6 @@ mod e2e;
 mod grammar;
 mod guard;
 mod harness;
+mod retention;
 mod support;
 mod verify;
