@@ -31,6 +31,8 @@
 //!   records: bans whoever cordon did not let in, reverts forged state, alerts on
 //!   identity changes and unverified devices.
 //! - [`schedule`]: durable timers (deadlines, cron), catch-up after downtime, retries.
+//! - [`retention`]: the retention sweep: redacts every message older than the window,
+//!   sealing it first when the playbook asks, resumable and rate-limit aware.
 //! - [`store`]: redb tables for incidents, rooms, timers and the hash-chained audit log.
 //! - [`harness`]: a real, throwaway Synapse on loopback and matrix-sdk users for the
 //!   integration tests, `cordon demo` and the benchmarks. Never used in production.
@@ -52,6 +54,7 @@ pub mod harness;
 pub mod incident;
 pub mod matrix;
 pub mod playbook;
+pub mod retention;
 pub mod schedule;
 pub mod store;
 pub mod trust;

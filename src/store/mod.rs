@@ -22,6 +22,8 @@
 //! | `enrolments` | Matrix user id | [`Enrolment`] JSON (verified people, revocations) |
 //! | `roster` | (Matrix room id, user id) | [`RosterEntry`] JSON (the guard's invite records) |
 //! | `advice` | (incident id, Matrix event id) | [`advice::AdviceRecord`] JSON (flagged advice, transcribed or not) |
+//! | `sweeps` | (incident id, room key) | [`SweepRecord`] JSON (retention sweep progress) |
+//! | `seal_segments` | (incident id, room key, seq `u64`) | [`SealSegment`] JSON (pre-seal segments) |
 //!
 //! # Opening
 //!
@@ -41,6 +43,7 @@ mod exactly_once;
 mod incidents;
 pub mod records;
 mod roster;
+mod sweeps;
 pub mod tables;
 mod timers;
 mod trust;
@@ -63,6 +66,7 @@ pub use records::{
     IncidentFilter, OutboxEntry, OutboxIntent, RoomRecord, RoomStatus, Schedule, Timer, TimerKind,
 };
 pub use roster::{RosterAudit, RosterEntry, RosterStatus};
+pub use sweeps::{LastSweep, SealSegment, SealedPage, SweepAudit, SweepCounts, SweepRecord};
 pub use trust::{EnrolMethod, Enrolment, Revocation};
 
 #[cfg(doc)]
@@ -316,6 +320,8 @@ fn open_all_tables(tx: &WriteTransaction) -> Result<(), redb::TableError> {
     tx.open_table(tables::ENROLMENTS)?;
     tx.open_table(tables::ROSTER)?;
     tx.open_table(tables::ADVICE)?;
+    tx.open_table(tables::SWEEPS)?;
+    tx.open_table(tables::SEAL_SEGMENTS)?;
     Ok(())
 }
 

@@ -41,3 +41,11 @@ pub const ROSTER: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("r
 /// `advice`: (incident id, Matrix event id) → `AdviceRecord` JSON: messages flagged as
 /// clinical advice, and whether and by whom they were marked transcribed.
 pub const ADVICE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("advice");
+
+/// `sweeps`: (incident id, room key) → `SweepRecord` JSON: where the room's retention
+/// sweep stands (the token the next sweep re-reads from, counts, the last sweep).
+pub const SWEEPS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("sweeps");
+/// `seal_segments`: (incident id, room key, seq) → `SealSegment` JSON: the pre-seal
+/// segments written before redacting (`retention.seal_before_redact`).
+pub const SEAL_SEGMENTS: TableDefinition<(&str, &str, u64), &[u8]> =
+    TableDefinition::new("seal_segments");

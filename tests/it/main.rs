@@ -11,6 +11,7 @@ mod e2e;
 mod grammar;
 mod guard;
 mod harness;
+mod retention;
 mod schedule;
 mod support;
 mod verify;

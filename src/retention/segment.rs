@@ -1,0 +1,509 @@
+//! Pre-seal segments: the events a sweep is about to redact, as transcript lines
+//! (JSON Lines), encrypted with age to the playbook's records recipients.
+//!
+//! The format is the archive's transcript format, specified in
+//! `docs/archive-format.md`; the stand-down merges these segments into the final
+//! archive. cordon keeps no key that can open a segment.
+//!
+//! A segment is written to a hidden temporary name in its directory, flushed to disk,
+//! renamed into place, and the directory is flushed too, so that after a crash a
+//! segment is either complete or absent (a leftover temporary file is never read).
+
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::incident::IncidentId;
+
+/// The transcript format's version, in every line's `v`.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// How a line came to be written; pre-seal segments are `pre-seal`.
+pub const SOURCE_PRE_SEAL: &str = "pre-seal";
+
+/// One event of the transcript: one line of a segment or of the archive.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TranscriptLine {
+    /// The format version ([`FORMAT_VERSION`]).
+    pub v: u32,
+    /// How the line was written: `pre-seal` (by a retention sweep, before redacting).
+    pub source: String,
+    /// The event id: unique per event, so duplicate lines are recognised by it.
+    pub event_id: String,
+    /// The Matrix room.
+    pub room_id: String,
+    /// The playbook's room key.
+    pub room_key: String,
+    /// The sender, as the homeserver reports it.
+    pub sender: String,
+    /// When the homeserver received it, Unix milliseconds.
+    pub origin_server_ts: i64,
+    /// The event type as cordon read it: the decrypted type for an encrypted event
+    /// cordon could decrypt, `m.room.encrypted` for one it could not.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The (decrypted) content; absent when undecryptable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Value>,
+    /// The content's `m.relates_to` (replies, edits, reactions, threads), when any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relates_to: Option<Value>,
+    /// Present on events that were end-to-end encrypted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
+    /// True when cordon could not decrypt the event.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub undecryptable: bool,
+}
+
+/// How an encrypted event was read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Encryption {
+    /// The sending device, when cordon decrypted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_device: Option<String>,
+    /// Whether that device was verified (cross-signed by an identity cordon verified)
+    /// when cordon decrypted it.
+    #[serde(default)]
+    pub verified: bool,
+    /// The megolm session, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// Why it could not be decrypted (undecryptable events only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
+/// How cordon read one event, for [`TranscriptLine::from_event`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reading {
+    /// A plaintext event.
+    Plain,
+    /// Decrypted; `event` passed is the decrypted event.
+    Decrypted(Encryption),
+    /// Could not be decrypted; `event` passed is the `m.room.encrypted` event.
+    Undecryptable(Encryption),
+}
+
+impl TranscriptLine {
+    /// The line for an event's JSON as cordon read it (`event` is the decrypted event
+    /// when `reading` is `Decrypted`). `None` when the event lacks an id, sender, type
+    /// or timestamp.
+    pub fn from_event(
+        room_id: &str,
+        room_key: &str,
+        event: &Value,
+        reading: Reading,
+    ) -> Option<TranscriptLine> {
+        let text = |k: &str| event.get(k).and_then(Value::as_str).map(str::to_owned);
+        let content = event.get("content").cloned();
+        let relates_to = content
+            .as_ref()
+            .and_then(|c| c.get("m.relates_to"))
+            .cloned();
+        let (content, relates_to, encryption, undecryptable) = match reading {
+            Reading::Plain => (content, relates_to, None, false),
+            Reading::Decrypted(e) => (content, relates_to, Some(e), false),
+            // The ciphertext is useless to the reader; relations stay in the clear.
+            Reading::Undecryptable(e) => (None, relates_to, Some(e), true),
+        };
+        Some(TranscriptLine {
+            v: FORMAT_VERSION,
+            source: SOURCE_PRE_SEAL.to_owned(),
+            event_id: text("event_id")?,
+            room_id: room_id.to_owned(),
+            room_key: room_key.to_owned(),
+            sender: text("sender")?,
+            origin_server_ts: event.get("origin_server_ts")?.as_i64()?,
+            event_type: text("type")?,
+            content,
+            relates_to,
+            encryption,
+            undecryptable,
+        })
+    }
+}
+
+/// Why a segment could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    /// A file or directory operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// There is no recipient to encrypt to.
+    #[error("no archive recipients to seal to")]
+    NoRecipients,
+    /// age refused the recipients.
+    #[error("sealing with age: {0}")]
+    Encrypt(#[from] age::EncryptError),
+    /// age could not open a segment (wrong identity, damaged file).
+    #[error("opening a segment with age: {0}")]
+    Decrypt(#[from] age::DecryptError),
+    /// A line does not encode or decode.
+    #[error("segment line {line}: {source}")]
+    Line {
+        /// The line number (from 1).
+        line: usize,
+        /// The cause.
+        source: serde_json::Error,
+    },
+    /// The room key cannot name a file.
+    #[error("room key {0:?} cannot name a segment file (only a-z, 0-9, `-` and `_`)")]
+    BadRoomKey(String),
+}
+
+/// A segment on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenSegment {
+    /// Relative to the archive directory.
+    pub file: String,
+    /// SHA-256 of the encrypted file, hex.
+    pub sha256: String,
+    /// Size of the encrypted file.
+    pub bytes: u64,
+}
+
+/// The segment's path relative to the archive directory:
+/// `<incident>/pre-seal/<room key>-<seq:06>.jsonl.age`.
+pub fn segment_path(incident: &IncidentId, room_key: &str, seq: u64) -> Result<String, SealError> {
+    check_room_key(room_key)?;
+    Ok(format!("{incident}/pre-seal/{room_key}-{seq:06}.jsonl.age"))
+}
+
+/// Refuses a room key that could escape its directory or surprise a shell.
+pub fn check_room_key(room_key: &str) -> Result<(), SealError> {
+    let ok = !room_key.is_empty()
+        && room_key.len() <= 64
+        && !room_key.starts_with('-')
+        && room_key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(SealError::BadRoomKey(room_key.to_owned()))
+    }
+}
+
+/// Encodes lines as JSON Lines (one object per line, `\n` after each).
+pub fn encode_lines(lines: &[TranscriptLine]) -> Result<Vec<u8>, SealError> {
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        serde_json::to_writer(&mut out, line).map_err(|source| SealError::Line {
+            line: i + 1,
+            source,
+        })?;
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+/// Decodes JSON Lines; blank lines are ignored.
+pub fn decode_lines(text: impl BufRead) -> Result<Vec<TranscriptLine>, SealError> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.map_err(|source| SealError::Line {
+            line: i + 1,
+            source: serde_json::Error::io(source),
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        out.push(
+            serde_json::from_str(&line).map_err(|source| SealError::Line {
+                line: i + 1,
+                source,
+            })?,
+        );
+    }
+    Ok(out)
+}
+
+/// Writes one segment under `archive_dir`, durably (temporary file, fsync, rename,
+/// directory fsync). An existing file of the same name (left by an attempt that
+/// crashed before the store recorded it) is replaced.
+pub fn write_segment(
+    archive_dir: &Path,
+    relative: &str,
+    lines: &[TranscriptLine],
+    recipients: &[age::x25519::Recipient],
+) -> Result<WrittenSegment, SealError> {
+    if recipients.is_empty() {
+        return Err(SealError::NoRecipients);
+    }
+    let path = archive_dir.join(relative);
+    let io_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| SealError::Io { path, source }
+    };
+    let dir = path
+        .parent()
+        .ok_or_else(|| SealError::BadRoomKey(relative.to_owned()))?
+        .to_owned();
+    create_private_dirs(&dir)?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| SealError::BadRoomKey(relative.to_owned()))?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let plaintext = encode_lines(lines)?;
+
+    let file = {
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        options.open(&tmp).map_err(io_err(&tmp))?
+    };
+    let mut hashing = HashingWriter {
+        inner: BufWriter::new(file),
+        hash: Sha256::new(),
+        bytes: 0,
+    };
+    let encryptor =
+        age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))?;
+    let mut writer = encryptor.wrap_output(&mut hashing).map_err(io_err(&tmp))?;
+    writer.write_all(&plaintext).map_err(io_err(&tmp))?;
+    writer.finish().map_err(io_err(&tmp))?;
+    let HashingWriter { inner, hash, bytes } = hashing;
+    let file = inner.into_inner().map_err(|e| SealError::Io {
+        path: tmp.clone(),
+        source: e.into_error(),
+    })?;
+    file.sync_all().map_err(io_err(&tmp))?;
+    drop(file);
+    fs::rename(&tmp, &path).map_err(io_err(&path))?;
+    sync_dir(&dir)?;
+    Ok(WrittenSegment {
+        file: relative.to_owned(),
+        sha256: hex::encode(hash.finalize()),
+        bytes,
+    })
+}
+
+/// Opens a segment with an age identity (the records officer's) and decodes its lines.
+pub fn read_segment(
+    path: &Path,
+    identity: &dyn age::Identity,
+) -> Result<Vec<TranscriptLine>, SealError> {
+    let file = File::open(path).map_err(|source| SealError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let decryptor = age::Decryptor::new_buffered(BufReader::new(file))?;
+    let mut plaintext = Vec::new();
+    decryptor
+        .decrypt(std::iter::once(identity))?
+        .read_to_end(&mut plaintext)
+        .map_err(|source| SealError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+    decode_lines(plaintext.as_slice())
+}
+
+/// Creates `dir` and its missing parents with owner-only permissions, and flushes the
+/// parents of every directory it created.
+fn create_private_dirs(dir: &Path) -> Result<(), SealError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_private_dirs(parent)?;
+    }
+    let mut builder = fs::DirBuilder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    match builder.create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(source) => {
+            return Err(SealError::Io {
+                path: dir.to_owned(),
+                source,
+            });
+        }
+    }
+    if let Some(parent) = dir.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<(), SealError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| SealError::Io {
+            path: dir.to_owned(),
+            source,
+        })
+}
+
+/// Counts and hashes what passes through to the file.
+struct HashingWriter<W> {
+    inner: W,
+    hash: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn line(id: &str, body: &str) -> TranscriptLine {
+        TranscriptLine::from_event(
+            "!room",
+            "command",
+            &json!({
+                "event_id": id, "sender": "@a:hs", "origin_server_ts": 1_700_000_000_000_i64,
+                "type": "m.room.message",
+                "content": { "msgtype": "m.text", "body": body,
+                             "m.relates_to": { "m.in_reply_to": { "event_id": "$p" } } },
+            }),
+            Reading::Decrypted(Encryption {
+                sender_device: Some("DEV".into()),
+                verified: true,
+                session_id: Some("s".into()),
+                failure: None,
+            }),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn lines_carry_content_relations_and_how_they_were_read() {
+        let l = line("$e", "BP 90/60\nsecond line");
+        assert_eq!(
+            l.relates_to,
+            Some(json!({ "m.in_reply_to": { "event_id": "$p" } }))
+        );
+        let bytes = encode_lines(&[l.clone()]).unwrap();
+        // One object per line: the newline in the body is escaped.
+        assert_eq!(bytes.iter().filter(|b| **b == b'\n').count(), 1);
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["v"], 1);
+        assert_eq!(v["source"], "pre-seal");
+        assert_eq!(v["type"], "m.room.message");
+        assert_eq!(v["encryption"]["verified"], true);
+        assert!(v.get("undecryptable").is_none());
+    }
+
+    #[test]
+    fn an_undecryptable_event_keeps_no_ciphertext() {
+        let l = TranscriptLine::from_event(
+            "!room",
+            "command",
+            &json!({
+                "event_id": "$u", "sender": "@a:hs", "origin_server_ts": 5,
+                "type": "m.room.encrypted",
+                "content": { "algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AAA",
+                             "m.relates_to": { "rel_type": "m.thread", "event_id": "$root" } },
+            }),
+            Reading::Undecryptable(Encryption {
+                sender_device: None,
+                verified: false,
+                session_id: Some("s".into()),
+                failure: Some("MissingMegolmSession".into()),
+            }),
+        )
+        .unwrap();
+        assert!(l.undecryptable);
+        assert_eq!(l.content, None);
+        assert_eq!(l.relates_to.unwrap()["rel_type"], "m.thread");
+        let v: Value = serde_json::from_slice(&encode_lines(&[line("$x", "y")]).unwrap()).unwrap();
+        assert!(v.get("undecryptable").is_none());
+    }
+
+    #[test]
+    fn events_without_the_essentials_make_no_line() {
+        let event = json!({ "event_id": "$e", "type": "m.room.message", "content": {} });
+        assert!(TranscriptLine::from_event("!r", "k", &event, Reading::Plain).is_none());
+    }
+
+    #[test]
+    fn a_segment_round_trips_through_age_and_only_its_recipient_opens_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = age::x25519::Identity::generate();
+        let other = age::x25519::Identity::generate();
+        let incident = IncidentId::parse("mc-4k7p").unwrap();
+        let relative = segment_path(&incident, "command", 7).unwrap();
+        assert_eq!(relative, "mc-4k7p/pre-seal/command-000007.jsonl.age");
+        let lines = vec![line("$a", "first"), line("$b", "second")];
+        let written =
+            write_segment(dir.path(), &relative, &lines, &[identity.to_public()]).unwrap();
+        let path = dir.path().join(&relative);
+        let raw = fs::read(&path).unwrap();
+        assert_eq!(written.bytes, raw.len() as u64);
+        assert_eq!(written.sha256, hex::encode(Sha256::digest(&raw)));
+        assert!(!raw.windows(5).any(|w| w == b"first"), "plaintext on disk");
+        assert_eq!(read_segment(&path, &identity).unwrap(), lines);
+        assert!(matches!(
+            read_segment(&path, &other),
+            Err(SealError::Decrypt(_))
+        ));
+        // No temporary file is left beside it.
+        let names: Vec<_> = fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0);
+        }
+        // Rewriting the same segment (a resumed attempt) replaces it.
+        write_segment(dir.path(), &relative, &lines[..1], &[identity.to_public()]).unwrap();
+        assert_eq!(read_segment(&path, &identity).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn room_keys_that_could_escape_are_refused() {
+        let incident = IncidentId::parse("mc-4k7p").unwrap();
+        for bad in ["", "../x", "a/b", "-x", "A", "a b"] {
+            assert!(segment_path(&incident, bad, 1).is_err(), "{bad:?}");
+        }
+        assert!(segment_path(&incident, "ed-resus_2", 1).is_ok());
+    }
+
+    #[test]
+    fn sealing_needs_a_recipient() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            write_segment(dir.path(), "x/pre-seal/k-000001.jsonl.age", &[], &[]),
+            Err(SealError::NoRecipients)
+        ));
+    }
+}
