@@ -63,6 +63,9 @@ pub enum BotError {
     /// The admin socket could not be opened.
     #[error(transparent)]
     Admin(#[from] crate::trust::socket::AdminError),
+    /// A retention sweep failed.
+    #[error(transparent)]
+    Sweep(#[from] crate::retention::SweepError),
 }
 
 /// How often pending holders are checked for a new enrolment.

@@ -302,15 +302,19 @@ async fn redact_events(
 ) -> Result<u64, SweepError> {
     let client = room.client();
     let room_id = room.room_id();
-    let mut results = futures_util::stream::iter(events.iter().copied())
-        .map(|event| {
+    // Owned ids, collected before the stream: a closure over borrowed items held across
+    // an await makes the sweep's future not provably `Send` for every lifetime
+    // (rust-lang/rust#102211), and the scheduler runs it on a spawned task.
+    let owned: Vec<String> = events.iter().map(|e| (*e).to_owned()).collect();
+    let mut results = futures_util::stream::iter(owned)
+        .map(|event: String| {
             let client = &client;
             async move {
-                let Ok(event_id) = OwnedEventId::try_from(event) else {
+                let Ok(event_id) = OwnedEventId::try_from(event.as_str()) else {
                     warn!("an event id from the server does not parse; not redacted");
                     return Ok(false);
                 };
-                let txn = OwnedTransactionId::from(redaction_txn_id(event));
+                let txn = OwnedTransactionId::from(redaction_txn_id(&event));
                 let mut request = redact_event::v3::Request::new(room_id.to_owned(), event_id, txn);
                 request.reason = Some(reason.to_owned());
                 gate.run(limit_of, || {
@@ -324,7 +328,7 @@ async fn redact_events(
                 .map_err(|failed| match failed {
                     Failed::Error(source) => SweepError::Redact {
                         room: room_id.to_string(),
-                        event: event.to_owned(),
+                        event: event.clone(),
                         source,
                     },
                     Failed::RateLimited(why) => SweepError::RateLimited {

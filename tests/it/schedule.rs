@@ -318,3 +318,189 @@ async fn advice_is_flagged_counted_and_marked_transcribed_by_reaction_and_by_com
     let text = format!("{audit:?}");
     assert!(!text.contains("tranexamic"), "{text}");
 }
+
+/// The reason of the redaction of `event` as `user` sees it, or `None` while it is not
+/// redacted (`GET /rooms/{room}/event/{event}`, raw, as any client reads it).
+async fn redaction_reason(
+    user: &cordon::harness::TestUser,
+    room: &RoomId,
+    event: &EventId,
+) -> Option<String> {
+    let client = user.client();
+    let url = client
+        .homeserver()
+        .join(&format!(
+            "_matrix/client/v3/rooms/{}/event/{}",
+            urlencode(room.as_str()),
+            urlencode(event.as_str())
+        ))
+        .unwrap();
+    let body: Value = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(client.access_token().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let because = body.pointer("/unsigned/redacted_because")?;
+    Some(
+        because
+            .pointer("/content/reason")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// Waits until `event` is redacted, and returns the reason.
+async fn wait_redacted(w: &World, room: &RoomId, event: &EventId) -> String {
+    for _ in 0..(WAIT.as_secs() * 2) {
+        if let Some(reason) = redaction_reason(&w.nurses[0], room, event).await {
+            return reason;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!(
+        "{event} was not redacted\n{}",
+        w.bot.as_ref().unwrap().log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_older_than_the_window_are_redacted_and_newer_ones_are_not() {
+    let timing = Timing {
+        retention: "{ messages: 40s }",
+        ..Timing::default()
+    };
+    let mut w = World::timed(1, 0, &timing).await;
+    let (_incident, command) = declare(&w, "Retention drill").await;
+    let bot = w.setup.user_id.clone();
+    let nurse = &w.nurses[0];
+    let old = nurse
+        .send_text(&command, "P1-003: 10ml/kg bolus then reassess")
+        .await
+        .unwrap();
+    // Flagged as advice by its author, never marked transcribed: one reminder to them.
+    react(nurse, &command, &old, "🩺").await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let newer = nurse.send_text(&command, "Bay 4 free").await.unwrap();
+
+    let reason = wait_redacted(&w, &command, &old).await;
+    assert_eq!(reason, "retention: 40s");
+    assert_eq!(
+        redaction_reason(nurse, &command, &newer).await,
+        None,
+        "a message 20 s younger than the window was redacted with the old one"
+    );
+    // The author was reminded, by link, before the redaction.
+    let (_, reminder) = nurse
+        .wait_for_message(&command, WAIT, |s, b| {
+            s == bot && b.contains("is not marked transcribed")
+        })
+        .await
+        .unwrap();
+    assert!(
+        reminder.contains(old.as_str()),
+        "names the message by link: {reminder}"
+    );
+    assert!(!reminder.contains("bolus"), "never quotes it: {reminder}");
+
+    // The briefing was posted again and pinned in place of the old one, which
+    // retention then removed.
+    nurse
+        .wait_for_message(&command, WAIT, |s, b| {
+            s == bot && b.contains("Posted again")
+        })
+        .await
+        .unwrap();
+    let pinned = nurse
+        .room_state_json(&command, "m.room.pinned_events", "")
+        .await
+        .unwrap();
+    let pinned: Vec<&str> = pinned["pinned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(pinned.len(), 1, "{pinned:?}");
+    let current = EventId::parse(pinned[0]).unwrap();
+    assert_eq!(redaction_reason(nurse, &command, &current).await, None);
+
+    // The newer message goes too once it is old enough: the next sweep continues.
+    assert_eq!(wait_redacted(&w, &command, &newer).await, "retention: 40s");
+    // State is never redacted.
+    let pl = nurse
+        .room_state_json(&command, "m.room.power_levels", "")
+        .await
+        .unwrap();
+    assert!(pl.get("users").is_some(), "power levels intact: {pl}");
+    let retention = nurse
+        .room_state_json(&command, "m.room.retention", "")
+        .await
+        .unwrap();
+    assert!(retention.get("max_lifetime").is_some(), "{retention}");
+    w.stop_bot();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legal_hold_pauses_the_sweeps_until_it_is_released() {
+    let timing = Timing {
+        retention: "{ messages: 30s }",
+        ..Timing::default()
+    };
+    let mut w = World::timed(1, 0, &timing).await;
+    let (incident, command) = declare(&w, "Hold drill").await;
+    w.say(&format!(
+        "!cordon hold {incident} --reason \"Coroner's request 2026/114\""
+    ))
+    .await;
+    w.bot_says("Legal hold placed").await;
+    let kept = w.nurses[0]
+        .send_text(&command, "Keep me for the coroner")
+        .await
+        .unwrap();
+    // Wait until a sweep of the room has fired after the message became due, and was
+    // paused by the hold.
+    let paused = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("retention sweep paused by a legal hold"))
+            .filter(|l| l.contains(&incident) && l.contains("room=\"command\""))
+            .count()
+    };
+    // The room's first sweep comes before the message is due; the second after.
+    for _ in 0..(WAIT.as_secs() * 2) {
+        if paused(&w.bot.as_ref().unwrap().log_text()) >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let log = w.bot.as_ref().unwrap().log_text();
+    assert!(paused(&log) >= 2, "no paused sweeps:\n{log}");
+    assert_eq!(
+        redaction_reason(&w.nurses[0], &command, &kept).await,
+        None,
+        "a sweep redacted a message under a legal hold"
+    );
+
+    // Only an operator or a records officer may release it; the commander is one here.
+    w.say(&format!("!cordon release {incident}")).await;
+    w.bot_says("released").await;
+    assert_eq!(wait_redacted(&w, &command, &kept).await, "retention: 30s");
+    w.stop_bot();
+    let audit = audit_actions(&w, &incident);
+    assert!(
+        audit.iter().any(|(_, a, _)| a == "incident.hold-set"),
+        "{audit:?}"
+    );
+    assert!(
+        audit.iter().any(|(_, a, _)| a == "incident.hold-released"),
+        "{audit:?}"
+    );
+}
