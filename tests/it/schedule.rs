@@ -375,11 +375,11 @@ async fn wait_redacted(w: &World, room: &RoomId, event: &EventId) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_older_than_the_window_are_redacted_and_newer_ones_are_not() {
     let timing = Timing {
-        retention: "{ messages: 40s }",
+        retention: "{ messages: 40s, seal_before_redact: true }",
         ..Timing::default()
     };
     let mut w = World::timed(1, 0, &timing).await;
-    let (_incident, command) = declare(&w, "Retention drill").await;
+    let (incident, command) = declare(&w, "Retention drill").await;
     let bot = w.setup.user_id.clone();
     let nurse = &w.nurses[0];
     let old = nurse
@@ -393,6 +393,20 @@ async fn messages_older_than_the_window_are_redacted_and_newer_ones_are_not() {
 
     let reason = wait_redacted(&w, &command, &old).await;
     assert_eq!(reason, "retention: 40s");
+    // Sealed for the records officer before it was redacted (the format and its
+    // decryption are `retention::*`'s tests).
+    let sealed = w
+        .setup
+        .state_dir
+        .parent()
+        .unwrap()
+        .join("archives")
+        .join(&incident)
+        .join("pre-seal");
+    let segments = std::fs::read_dir(&sealed)
+        .map(|d| d.filter_map(Result::ok).count())
+        .unwrap_or(0);
+    assert!(segments > 0, "no sealed segment in {}", sealed.display());
     assert_eq!(
         redaction_reason(nurse, &command, &newer).await,
         None,
