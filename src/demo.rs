@@ -245,6 +245,27 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         println!("           | {line}");
     }
 
+    // The time limit: extended once, then the incident is stood down, which freezes
+    // its rooms read-only.
+    let incident = summary
+        .split_once('(')
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(id, _)| id.to_owned())
+        .unwrap_or_default();
+    for (command, answer) in [
+        (format!("!cordon extend {incident} 2h"), "Extended"),
+        (format!("!cordon standdown {incident}"), "has stood down"),
+    ] {
+        commander.send_text(&control, &command).await?;
+        t.say(format!("commander: {command}"));
+        let (_, reply) = commander
+            .wait_for_message(&control, WAIT, |s, b| s == bot_id && b.contains(answer))
+            .await?;
+        for line in reply.lines() {
+            println!("           | {line}");
+        }
+    }
+
     bot.terminate(Duration::from_secs(20));
     t.say("cordon stopped (SIGTERM); the demo is over");
     if options.keep {
