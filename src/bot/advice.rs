@@ -93,32 +93,15 @@ pub(crate) async fn on_reaction(bot: Arc<Bot>, ev: OriginalSyncReactionEvent, ro
     if incident.state != State::Active || !is_member(&bot, &record, &incident, &ev.sender) {
         return;
     }
-    let target = ev.content.relates_to.event_id.clone();
-    let result = match kind {
-        Kind::Flag => flag(
-            &bot,
-            &record,
-            &incident,
-            &room,
-            &target,
-            &ev.sender,
-            MarkedVia::Reaction,
-        )
-        .await
-        .map(|_| ()),
-        Kind::Transcribed => transcribed(
-            &bot,
-            &record,
-            &incident,
-            &room,
-            &target,
-            &ev.sender,
-            MarkedVia::Reaction,
-        )
-        .await
-        .map(|_| ()),
+    let marking = Marking {
+        record: &record,
+        incident: &incident,
+        room: &room,
+        target: &ev.content.relates_to.event_id,
+        by: &ev.sender,
+        via: MarkedVia::Reaction,
     };
-    if let Err(why) = result {
+    if let Err(why) = marking.apply(&bot, kind).await {
         info!(incident = %incident.id, why, "reaction not recorded");
     }
 }
@@ -126,132 +109,138 @@ pub(crate) async fn on_reaction(bot: Arc<Bot>, ev: OriginalSyncReactionEvent, ro
 /// What came of a flag or a mark, as the sender reads it.
 type Outcome = Result<String, String>;
 
-/// Flags `target` in `room` as advice, and arms its reminder.
-async fn flag(
-    bot: &Arc<Bot>,
-    record: &RoomRecord,
-    incident: &Incident,
-    room: &Room,
-    target: &EventId,
-    by: &UserId,
+/// One flag or mark: someone, in an incident room, about one message.
+#[derive(Clone, Copy)]
+struct Marking<'a> {
+    record: &'a RoomRecord,
+    incident: &'a Incident,
+    room: &'a Room,
+    target: &'a EventId,
+    by: &'a UserId,
     via: MarkedVia,
-) -> Outcome {
-    let link = rooms::event_link(room.room_id().as_str(), target.as_str(), bot.server_name());
-    let unflagged = fresh_record(bot, record, incident, room, target, by, via).await?;
-    let new = bot
-        .store
-        .flag_advice(&unflagged)
-        .map_err(|e| store_trouble(&e))?;
-    if !new {
-        return Ok(format!("{link} is already flagged as clinical advice."));
-    }
-    let playbook =
-        super::provision::declared_playbook(bot, &incident.id).map_err(|e| store_trouble(&e))?;
-    let timer = timer_plan::advice(
-        &incident.id,
-        &record.key,
-        target.as_str(),
-        unflagged.sent_at,
-        playbook.retention.messages,
-    );
-    bot.arm(&timer).map_err(|e| store_trouble(&e))?;
-    info!(incident = %incident.id, room = %record.key, "advice flagged");
-    Ok(format!(
-        "Flagged as clinical advice: {link}. Once it is in the patient record, react ✅ to it \
-         or send `!cordon transcribed {link}`."
-    ))
 }
 
-/// Marks `target` transcribed, and stops its reminder.
-async fn transcribed(
-    bot: &Arc<Bot>,
-    record: &RoomRecord,
-    incident: &Incident,
-    room: &Room,
-    target: &EventId,
-    by: &UserId,
-    via: MarkedVia,
-) -> Outcome {
-    let link = rooms::event_link(room.room_id().as_str(), target.as_str(), bot.server_name());
-    let unflagged = fresh_record(bot, record, incident, room, target, by, via).await?;
-    let mark = Mark {
-        by: by.to_string(),
-        at: bot.now(),
-        via,
-    };
-    match bot
-        .store
-        .mark_transcribed(&unflagged, &mark)
-        .map_err(|e| store_trouble(&e))?
-    {
-        TranscribedOutcome::Already(existing) => {
-            let who = existing.transcribed.map(|m| m.by).unwrap_or_default();
-            Ok(format!("{link} was already marked transcribed by {who}."))
+impl Marking<'_> {
+    async fn apply(self, bot: &Arc<Bot>, kind: Kind) -> Outcome {
+        match kind {
+            Kind::Flag => self.flag(bot).await,
+            Kind::Transcribed => self.transcribed(bot).await,
         }
-        TranscribedOutcome::Marked(_) => {
-            let _ = bot.disarm(&timer_plan::advice_id(&incident.id, target.as_str()));
-            info!(incident = %incident.id, room = %record.key, "advice marked transcribed");
-            Ok(format!("Marked transcribed: {link}. Thank you."))
+    }
+
+    fn link(self, bot: &Bot) -> String {
+        rooms::event_link(
+            self.room.room_id().as_str(),
+            self.target.as_str(),
+            bot.server_name(),
+        )
+    }
+
+    /// Flags the message as advice, and arms its reminder.
+    async fn flag(self, bot: &Arc<Bot>) -> Outcome {
+        let (incident, record) = (self.incident, self.record);
+        let link = self.link(bot);
+        let unflagged = self.fresh_record(bot).await?;
+        let new = bot
+            .store
+            .flag_advice(&unflagged)
+            .map_err(|e| store_trouble(&e))?;
+        if !new {
+            return Ok(format!("{link} is already flagged as clinical advice."));
         }
+        let playbook = super::provision::declared_playbook(bot, &incident.id)
+            .map_err(|e| store_trouble(&e))?;
+        let timer = timer_plan::advice(
+            &incident.id,
+            &record.key,
+            self.target.as_str(),
+            unflagged.sent_at,
+            playbook.retention.messages,
+        );
+        bot.arm(&timer).map_err(|e| store_trouble(&e))?;
+        info!(incident = %incident.id, room = %record.key, "advice flagged");
+        Ok(format!(
+            "Flagged as clinical advice: {link}. Once it is in the patient record, react ✅ \
+             to it or send `!cordon transcribed {link}`."
+        ))
+    }
+
+    /// Marks the message transcribed, and stops its reminder.
+    async fn transcribed(self, bot: &Arc<Bot>) -> Outcome {
+        let link = self.link(bot);
+        let unflagged = self.fresh_record(bot).await?;
+        let mark = Mark {
+            by: self.by.to_string(),
+            at: bot.now(),
+            via: self.via,
+        };
+        match bot
+            .store
+            .mark_transcribed(&unflagged, &mark)
+            .map_err(|e| store_trouble(&e))?
+        {
+            TranscribedOutcome::Already(existing) => {
+                let who = existing.transcribed.map(|m| m.by).unwrap_or_default();
+                Ok(format!("{link} was already marked transcribed by {who}."))
+            }
+            TranscribedOutcome::Marked(_) => {
+                let id = &self.incident.id;
+                let _ = bot.disarm(&timer_plan::advice_id(id, self.target.as_str()));
+                info!(incident = %id, room = %self.record.key, "advice marked transcribed");
+                Ok(format!("Marked transcribed: {link}. Thank you."))
+            }
+        }
+    }
+
+    /// The record for the message as if it were flagged now: its author and time come
+    /// from the event as the homeserver serves it. Refuses what is not a message.
+    async fn fresh_record(self, bot: &Bot) -> Result<AdviceRecord, String> {
+        let event = self
+            .room
+            .event(self.target, None)
+            .await
+            .map_err(|_| "I cannot find that message in this room.".to_owned())?;
+        let Ok(parsed) = event.raw().deserialize() else {
+            return Err("I cannot read that event.".to_owned());
+        };
+        let is_message = matches!(
+            &parsed,
+            AnySyncTimelineEvent::MessageLike(
+                AnySyncMessageLikeEvent::RoomMessage(_) | AnySyncMessageLikeEvent::RoomEncrypted(_)
+            )
+        );
+        if !is_message {
+            return Err("Only a message can be flagged as advice.".to_owned());
+        }
+        if parsed.sender() == bot.user_id() {
+            return Err("cordon's own messages are not clinical advice.".to_owned());
+        }
+        if let AnySyncTimelineEvent::MessageLike(m) = &parsed
+            && m.original_content().is_none()
+        {
+            return Err("That message has been deleted.".to_owned());
+        }
+        Ok(AdviceRecord {
+            incident: self.incident.id.clone(),
+            room_key: self.record.key.clone(),
+            room_id: self.room.room_id().to_string(),
+            event_id: self.target.to_string(),
+            author: parsed.sender().to_string(),
+            sent_at: millis_to_utc(parsed.origin_server_ts().get().into()),
+            flagged: Mark {
+                by: self.by.to_string(),
+                at: bot.now(),
+                via: self.via,
+            },
+            transcribed: None,
+            reminded_at: None,
+        })
     }
 }
 
 fn store_trouble(e: &dyn std::fmt::Display) -> String {
     warn!(error = %e, "advice: store");
     "I could not record it in my store; nothing was changed. Try again in a minute.".to_owned()
-}
-
-/// The record for `target` as if it were flagged now by `by`: its author and time come
-/// from the event as the homeserver serves it. Refuses what is not a message.
-async fn fresh_record(
-    bot: &Bot,
-    record: &RoomRecord,
-    incident: &Incident,
-    room: &Room,
-    target: &EventId,
-    by: &UserId,
-    via: MarkedVia,
-) -> Result<AdviceRecord, String> {
-    let event = room
-        .event(target, None)
-        .await
-        .map_err(|_| "I cannot find that message in this room.".to_owned())?;
-    let Ok(parsed) = event.raw().deserialize() else {
-        return Err("I cannot read that event.".to_owned());
-    };
-    let is_message = matches!(
-        &parsed,
-        AnySyncTimelineEvent::MessageLike(
-            AnySyncMessageLikeEvent::RoomMessage(_) | AnySyncMessageLikeEvent::RoomEncrypted(_)
-        )
-    );
-    if !is_message {
-        return Err("Only a message can be flagged as advice.".to_owned());
-    }
-    if parsed.sender() == bot.user_id() {
-        return Err("cordon's own messages are not clinical advice.".to_owned());
-    }
-    if let AnySyncTimelineEvent::MessageLike(m) = &parsed
-        && m.original_content().is_none()
-    {
-        return Err("That message has been deleted.".to_owned());
-    }
-    let now = bot.now();
-    Ok(AdviceRecord {
-        incident: incident.id.clone(),
-        room_key: record.key.clone(),
-        room_id: room.room_id().to_string(),
-        event_id: target.to_string(),
-        author: parsed.sender().to_string(),
-        sent_at: millis_to_utc(parsed.origin_server_ts().get().into()),
-        flagged: Mark {
-            by: by.to_string(),
-            at: now,
-            via,
-        },
-        transcribed: None,
-        reminded_at: None,
-    })
 }
 
 /// `advice <link>` and `transcribed <link>`, in an incident room or in the control room
@@ -298,29 +287,16 @@ pub(crate) async fn command(bot: &Arc<Bot>, incoming: &Incoming, event: &EventRe
         .await;
         return;
     }
-    let outcome = if mark {
-        transcribed(
-            bot,
-            &record,
-            &incident,
-            &room,
-            &event.event,
-            &incoming.sender,
-            MarkedVia::Command,
-        )
-        .await
-    } else {
-        flag(
-            bot,
-            &record,
-            &incident,
-            &room,
-            &event.event,
-            &incoming.sender,
-            MarkedVia::Command,
-        )
-        .await
+    let marking = Marking {
+        record: &record,
+        incident: &incident,
+        room: &room,
+        target: &event.event,
+        by: &incoming.sender,
+        via: MarkedVia::Command,
     };
+    let kind = if mark { Kind::Transcribed } else { Kind::Flag };
+    let outcome = marking.apply(bot, kind).await;
     match outcome {
         Ok(text) => reply(bot, incoming, Some(&incident.id), &text).await,
         Err(text) => {

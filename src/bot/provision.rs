@@ -79,7 +79,8 @@ pub async fn run(bot: Arc<Bot>, id: IncidentId) {
 }
 
 /// The commander's user id (recorded from a parsed id, so it always parses).
-fn commander(incident: &Incident) -> Result<OwnedUserId, BotError> {
+/// The incident's commander as a user id.
+pub(crate) fn commander(incident: &Incident) -> Result<OwnedUserId, BotError> {
     OwnedUserId::try_from(incident.commander.as_str()).map_err(|e| {
         MatrixError::Client(format!("stored commander {}: {e}", incident.commander)).into()
     })
@@ -137,14 +138,7 @@ async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
     }
     let playbook = declared_playbook(bot, id)?;
     let commander = commander(&incident)?;
-    let facts = IncidentFacts {
-        id,
-        display_name: &incident.display_name,
-        playbook: &playbook,
-        commander: &commander,
-        expires_at: incident.expires_at,
-        time_zone: bot.config.time_zone,
-    };
+    let facts = IncidentFacts::of(&incident, &playbook, &commander, bot.config.time_zone);
     // Planned as of the declaration, so a resumed run plans exactly the same rooms.
     let plans = plan::plan_rooms(&facts, incident.declared_at);
     let control = control_room(bot, &incident);

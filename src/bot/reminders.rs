@@ -9,17 +9,15 @@
 use std::sync::Arc;
 
 use matrix_sdk::ruma::OwnedEventId;
-use matrix_sdk::ruma::OwnedUserId;
 use tracing::info;
 
 use super::commands::send_once;
-use super::provision::declared_playbook;
+use super::provision::{commander, declared_playbook};
 use super::{Bot, BotError};
 use crate::incident::plan::{self, IncidentFacts};
 use crate::incident::timers as timer_plan;
 use crate::incident::{Incident, State};
 use crate::matrix::rooms::{self, notice};
-use crate::playbook::Playbook;
 use crate::schedule::FireContext;
 use crate::store::Timer;
 
@@ -33,13 +31,6 @@ fn active_incident(bot: &Bot, timer: &Timer) -> Result<Option<Incident>, BotErro
 
 fn payload_room(timer: &Timer) -> Option<&str> {
     timer.payload.get("room").and_then(|r| r.as_str())
-}
-
-fn commander(incident: &Incident) -> Result<OwnedUserId, BotError> {
-    OwnedUserId::try_from(incident.commander.as_str()).map_err(|e| {
-        crate::matrix::MatrixError::Client(format!("stored commander {}: {e}", incident.commander))
-            .into()
-    })
 }
 
 /// A reminder timer's job: posts the reminder in its room.
@@ -68,7 +59,7 @@ pub(crate) async fn on_reminder(
         return Ok(());
     };
     let commander = commander(&incident)?;
-    let facts = facts(bot, &incident, &playbook, &commander);
+    let facts = IncidentFacts::of(&incident, &playbook, &commander, bot.config.time_zone);
     let mut body = reminder.text.render(&facts.vars(bot.now()));
     if ctx.collapsed > 1 {
         body.push_str(&format!(
@@ -112,7 +103,7 @@ pub(crate) async fn on_briefing(bot: &Arc<Bot>, timer: &Timer) -> Result<(), Bot
         return Ok(());
     };
     let commander = commander(&incident)?;
-    let facts = facts(bot, &incident, &playbook, &commander);
+    let facts = IncidentFacts::of(&incident, &playbook, &commander, bot.config.time_zone);
     let Some(p) = plan::plan_rooms(&facts, incident.declared_at)
         .into_iter()
         .find(|p| p.key == room_key)
@@ -156,20 +147,4 @@ pub(crate) fn room_of(
         .room(&incident.id, room_key)?
         .and_then(|r| r.room_id)
         .and_then(|id| rooms::joined(&bot.client, &id)))
-}
-
-fn facts<'a>(
-    bot: &Bot,
-    incident: &'a Incident,
-    playbook: &'a Playbook,
-    commander: &'a OwnedUserId,
-) -> IncidentFacts<'a> {
-    IncidentFacts {
-        id: &incident.id,
-        display_name: &incident.display_name,
-        playbook,
-        commander,
-        expires_at: incident.expires_at,
-        time_zone: bot.config.time_zone,
-    }
 }

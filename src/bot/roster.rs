@@ -43,14 +43,7 @@ fn seats_for(
     commander: &UserId,
     user: &UserId,
 ) -> Result<Vec<Seat>, BotError> {
-    let facts = IncidentFacts {
-        id: &incident.id,
-        display_name: &incident.display_name,
-        playbook,
-        commander,
-        expires_at: incident.expires_at,
-        time_zone: bot.config.time_zone,
-    };
+    let facts = IncidentFacts::of(incident, playbook, commander, bot.config.time_zone);
     let records: BTreeMap<String, RoomRecord> = bot
         .store
         .rooms(&incident.id)?

@@ -307,14 +307,7 @@ pub(crate) async fn refresh_topics(bot: &Arc<Bot>, incident: &Incident, playbook
     let Ok(commander) = matrix_sdk::ruma::OwnedUserId::try_from(incident.commander.as_str()) else {
         return;
     };
-    let facts = IncidentFacts {
-        id: &incident.id,
-        display_name: &incident.display_name,
-        playbook,
-        commander: &commander,
-        expires_at: incident.expires_at,
-        time_zone: bot.config.time_zone,
-    };
+    let facts = IncidentFacts::of(incident, playbook, &commander, bot.config.time_zone);
     let plans = plan::plan_rooms(&facts, bot.now());
     let Ok(rooms) = incident_rooms(bot, incident) else {
         return;

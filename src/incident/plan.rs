@@ -46,7 +46,25 @@ pub struct IncidentFacts<'a> {
     pub time_zone: chrono_tz::Tz,
 }
 
-impl IncidentFacts<'_> {
+impl<'a> IncidentFacts<'a> {
+    /// The facts of `incident`, declared with `playbook`, commanded by `commander`
+    /// (the incident's commander, parsed), with times shown in `time_zone`.
+    pub fn of(
+        incident: &'a super::Incident,
+        playbook: &'a Playbook,
+        commander: &'a UserId,
+        time_zone: chrono_tz::Tz,
+    ) -> Self {
+        Self {
+            id: &incident.id,
+            display_name: &incident.display_name,
+            playbook,
+            commander,
+            expires_at: incident.expires_at,
+            time_zone,
+        }
+    }
+
     /// The template variables at `now`.
     pub fn vars(&self, now: DateTime<Utc>) -> TemplateVars {
         TemplateVars {
