@@ -29,8 +29,13 @@
 //! recorded in the store before any of them is redacted.
 //!
 //! Each sweep that redacted or sealed something writes one `retention.swept` audit
-//! entry (counts, room key, cutoff; never content) with its last store write. A legal
-//! hold on the incident stops the sweep before its next page.
+//! entry (counts, room key, cutoff; never content) with its last store write; the counts
+//! include the work of an earlier attempt that stopped before auditing. A legal hold on
+//! the incident stops the sweep before its next page.
+//!
+//! For the crash tests, the failpoints `retention.sealed` (a page's segment recorded,
+//! nothing of it redacted yet) and `retention.page-redacted` (a page's redactions done,
+//! its progress not yet stored) stop a sweep at those two points.
 
 pub mod classify;
 mod error;

@@ -88,7 +88,9 @@ pub async fn sweep_room_with(
             break Pending::Nothing;
         }
         let from = record.from.clone();
+        let started = std::time::Instant::now();
         let page = fetch_page(room, &gate, from.as_deref(), page_size).await?;
+        let fetch_ms = started.elapsed().as_millis();
         report.pages += 1;
         report.events_read += page.chunk.len() as u64;
         let heads: Vec<EventHead> = page
@@ -101,6 +103,7 @@ pub async fn sweep_room_with(
             events = heads.len(),
             due = scan.due.len(),
             stop = ?scan.stop,
+            fetch_ms,
             "page read"
         );
         report.skipped += scan.skipped;
@@ -130,7 +133,9 @@ pub async fn sweep_room_with(
             .iter()
             .filter_map(|&i| heads[i].event_id.as_deref())
             .collect();
+        let started = std::time::Instant::now();
         let redacted = redact_events(room, &gate, &due, &params.reason, tuning.concurrency).await?;
+        debug!(redacted, redact_ms = started.elapsed().as_millis(), "page redacted");
         crate::failpoint::hit("retention.page-redacted").await;
         report.redacted += redacted;
         report.already_redacted += scan.already_redacted;
