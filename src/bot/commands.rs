@@ -393,7 +393,9 @@ async fn resolve_any(
     match resolve_many(bot, incoming, None) {
         Ok(mut list) if list.len() == 1 => list.pop(),
         Ok(list) if list.is_empty() => {
-            reply(bot, incoming, None, "There is no open incident in this room; name one, like `!cordon hold mc-4k7p --reason \"…\"`. Nothing was changed.").await;
+            let text = "There is no open incident in this room; name one, like `!cordon \
+                        hold mc-4k7p --reason \"…\"`. Nothing was changed.";
+            reply(bot, incoming, None, text).await;
             None
         }
         Ok(list) => {

@@ -135,7 +135,11 @@ pub async fn sweep_room_with(
             .collect();
         let started = std::time::Instant::now();
         let redacted = redact_events(room, &gate, &due, &params.reason, tuning.concurrency).await?;
-        debug!(redacted, redact_ms = started.elapsed().as_millis(), "page redacted");
+        debug!(
+            redacted,
+            redact_ms = started.elapsed().as_millis(),
+            "page redacted"
+        );
         crate::failpoint::hit("retention.page-redacted").await;
         report.redacted += redacted;
         report.already_redacted += scan.already_redacted;
