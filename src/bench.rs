@@ -1,5 +1,5 @@
 //! `cordon bench declare`: how long a declare takes, against a raw-HTTP baseline
-//! measured in the same run on the same Synapse.
+//! measured in the same run on the same Synapse. `cordon bench sweep` is in [`sweep`].
 //!
 //! cordon's time runs from the command event to the summary cordon posts once the last
 //! invite and every briefing are confirmed (both server timestamps, so client sync
@@ -10,6 +10,8 @@
 //! invites all at once, messages in their order. Its time runs from its first request
 //! to its last response. Runs alternate between the two; medians are reported with
 //! their ratio.
+
+pub mod sweep;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

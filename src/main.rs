@@ -140,6 +140,29 @@ enum BenchCmd {
         #[arg(long, default_value_t = 40)]
         holders: usize,
     },
+    /// Time a retention sweep over a backlog of due events against a raw HTTP client
+    /// sending the same redactions to the same throwaway Synapse.
+    Sweep {
+        /// Runs of each.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Due events per room.
+        #[arg(long, default_value_t = 5000)]
+        events: usize,
+        /// Redactions in flight, for cordon and the baseline alike.
+        #[arg(long, default_value_t = cordon::retention::SweepTuning::default().concurrency)]
+        concurrency: usize,
+        /// cordon's /messages page size.
+        #[arg(long, default_value_t = cordon::retention::SweepTuning::default().page_size)]
+        page_size: u32,
+        /// Seal each page before redacting it (seal_before_redact).
+        #[arg(long)]
+        seal: bool,
+        /// Do not let the baseline read its room's history (untimed) before it starts,
+        /// leaving Synapse's event cache colder for it than for cordon.
+        #[arg(long)]
+        cold_baseline: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -242,6 +265,49 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "declare, {} rooms, {} invites, {} runs each: cordon median {:.3} s, baseline median {:.3} s, ratio cordon/baseline {:.2}",
                 report.rooms,
                 report.invites,
+                report.cordon.len(),
+                report.cordon_median().as_secs_f64(),
+                report.baseline_median().as_secs_f64(),
+                report.ratio()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Bench {
+            command:
+                BenchCmd::Sweep {
+                    runs,
+                    events,
+                    concurrency,
+                    page_size,
+                    seal,
+                    cold_baseline,
+                },
+        } => {
+            // Rate-limit waits and failures are warnings; RUST_LOG=cordon::retention=debug
+            // times every page.
+            init_tracing_with("warn,matrix_sdk=off,matrix_sdk_base=off,matrix_sdk_crypto=off");
+            let runtime = runtime()?;
+            let report = runtime.block_on(cordon::bench::sweep::sweep(
+                cordon::bench::sweep::SweepBenchOptions {
+                    runs: runs.max(1),
+                    events,
+                    concurrency,
+                    page_size,
+                    seal,
+                    cold_baseline,
+                },
+            ))?;
+            println!(
+                "sweep, {} due events, {} in flight, pages of {}{}, {} runs each: cordon median {:.3} s, baseline median {:.3} s, ratio cordon/baseline {:.2}",
+                events,
+                concurrency,
+                page_size,
+                match (seal, cold_baseline) {
+                    (false, false) => "",
+                    (true, false) => ", sealed",
+                    (false, true) => ", cold baseline",
+                    (true, true) => ", sealed, cold baseline",
+                },
                 report.cordon.len(),
                 report.cordon_median().as_secs_f64(),
                 report.baseline_median().as_secs_f64(),

@@ -408,7 +408,7 @@ mod tests {
             l.relates_to,
             Some(json!({ "m.in_reply_to": { "event_id": "$p" } }))
         );
-        let bytes = encode_lines(&[l.clone()]).unwrap();
+        let bytes = encode_lines(std::slice::from_ref(&l)).unwrap();
         // One object per line: the newline in the body is escaped.
         assert_eq!(bytes.iter().filter(|b| **b == b'\n').count(), 1);
         let v: Value = serde_json::from_slice(&bytes).unwrap();
