@@ -609,6 +609,33 @@ async fn resume_incidents(bot: &Arc<Bot>) {
         bot.spawn(async move { provision::run(b, incident.id).await })
             .await;
     }
+    // A stand-down interrupted by a stop or a crash is finished (every step is safe to
+    // repeat).
+    let standing_down = bot
+        .store
+        .incidents(&IncidentFilter::in_states(&[State::StandingDown]))
+        .unwrap_or_else(|e| {
+            error!(error = %e, "store: listing incidents standing down");
+            Vec::new()
+        });
+    for incident in standing_down {
+        let b = bot.clone();
+        bot.spawn(async move {
+            let by = incident
+                .stood_down_by
+                .clone()
+                .unwrap_or_else(|| ACTOR.to_owned());
+            let cause = if by == ACTOR {
+                deadlines::StandDownCause::Expiry
+            } else {
+                deadlines::StandDownCause::Command
+            };
+            if let Err(e) = standdown::stand_down(&b, &incident, &by, cause).await {
+                warn!(incident = %incident.id, error = %e, "could not finish the stand-down; retrying at the next start or expiry");
+            }
+        })
+        .await;
+    }
 }
 
 /// Milliseconds since the epoch as a UTC time (the epoch itself if out of range).

@@ -89,13 +89,6 @@ pub(crate) async fn stand_down(
         State::StandingDown => incident.clone(),
         _ => return Ok(()),
     };
-    // Everything but the sweeps stops: no more warnings, reminders, briefings or advice
-    // reminders in rooms that are read-only.
-    for timer in bot.store.timers_for(id)? {
-        if timer.kind != TimerKind::Sweep {
-            bot.disarm(&timer.id)?;
-        }
-    }
     let rooms = incident_rooms(bot, &incident)?;
     let mut frozen = 0;
     for (mut record, room) in rooms.iter().cloned() {
@@ -159,16 +152,33 @@ pub(crate) async fn stand_down(
         let mention = user_ids(&[incident.commander.as_str()]);
         send_once(bot, &control, &key, Some(id), notice(&body, &mention)).await?;
     }
-    bot.store.audit(
-        by,
-        "incident.frozen",
-        Some(id),
-        json!({ "rooms": frozen, "cause": match cause {
+    // Audited once, however often an interrupted stand-down is resumed.
+    let audited = bot
+        .store
+        .audit_entries(.., Some(id))?
+        .iter()
+        .any(|e| e.action == "incident.frozen");
+    if !audited {
+        bot.store.audit(
+            by,
+            "incident.frozen",
+            Some(id),
+            json!({ "rooms": frozen, "cause": match cause {
             StandDownCause::Expiry => "expiry",
             StandDownCause::Command => "command",
         } }),
-        bot.now(),
-    )?;
+            bot.now(),
+        )?;
+    }
+    // Last, once everything above is done: everything but the sweeps stops (no more
+    // warnings, reminders, briefings or advice reminders in read-only rooms). Until
+    // then the expiry timer stays armed, so a stand-down that failed part-way is
+    // retried by the scheduler, and the others see the incident is no longer active.
+    for timer in bot.store.timers_for(id)? {
+        if timer.kind != TimerKind::Sweep {
+            bot.disarm(&timer.id)?;
+        }
+    }
     Ok(())
 }
 
