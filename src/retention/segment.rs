@@ -25,6 +25,9 @@ pub const FORMAT_VERSION: u32 = 1;
 /// How a line came to be written; pre-seal segments are `pre-seal`.
 pub const SOURCE_PRE_SEAL: &str = "pre-seal";
 
+/// How a line came to be written; the stand-down's export is `export`.
+pub const SOURCE_EXPORT: &str = "export";
+
 /// One event of the transcript: one line of a segment or of the archive.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TranscriptLine {
@@ -58,6 +61,62 @@ pub struct TranscriptLine {
     /// True when cordon could not decrypt the event.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub undecryptable: bool,
+    /// State events only: the state key (for membership changes, the member).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_key: Option<String>,
+    /// Set when the event had been redacted when it was read: its content is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redacted: Option<Redacted>,
+    /// Attachments: where the media was, and where its (decrypted) bytes are in the
+    /// archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaRef>,
+}
+
+/// The marker of a redaction, from the redacted event's `unsigned.redacted_because`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redacted {
+    /// Who redacted it.
+    pub by: String,
+    /// When, Unix milliseconds, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_ms: Option<i64>,
+    /// The redaction's reason, when one was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The redaction event's id, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redaction_event_id: Option<String>,
+    /// True when cordon's retention sweep redacted it (the message itself may be in a
+    /// pre-seal segment).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub by_retention: bool,
+}
+
+/// An attachment of a message (`m.image`, `m.file`, `m.video`, `m.audio`, stickers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaRef {
+    /// The media's `mxc://` address.
+    pub mxc: String,
+    /// True when the media was end-to-end encrypted (an `EncryptedFile`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
+    /// The decrypted bytes' path inside the archive; absent when they could not be
+    /// fetched (see `error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// SHA-256 (hex) of the decrypted bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Size of the decrypted bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// The MIME type the message gave.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mimetype: Option<String>,
+    /// Why the bytes are not in the archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// How an encrypted event was read.
@@ -124,6 +183,9 @@ impl TranscriptLine {
             relates_to,
             encryption,
             undecryptable,
+            state_key: text("state_key"),
+            redacted: None,
+            media: None,
         })
     }
 }
