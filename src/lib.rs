@@ -41,6 +41,7 @@
 
 #![recursion_limit = "256"]
 
+pub mod archive;
 pub mod bench;
 pub mod bot;
 pub mod clock;

@@ -63,6 +63,12 @@ enum Cmd {
         #[command(subcommand)]
         command: AuditCmd,
     },
+    /// Sealed incident archives: verify and open them (records officers), print the key
+    /// that signs them.
+    Archive {
+        #[command(subcommand)]
+        command: ArchiveCmd,
+    },
     /// Enrol people (verify their identity in person), list and revoke enrolments.
     ///
     /// `cordon verify --config F @user:hs` compares emojis with one of the person's
@@ -163,6 +169,20 @@ enum BenchCmd {
         #[arg(long)]
         cold_baseline: bool,
     },
+    /// Time a stand-down (command to rooms destroyed, archive sealed and verified)
+    /// against a raw HTTP client paging as much history and deleting as many rooms on
+    /// the same throwaway Synapse.
+    Standdown {
+        /// Runs of each.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Rooms per incident.
+        #[arg(long, default_value_t = 4)]
+        rooms: usize,
+        /// Encrypted messages per room.
+        #[arg(long, default_value_t = 1000)]
+        messages: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -189,6 +209,69 @@ enum AuditCmd {
         #[arg(long, value_name = "DIR")]
         store: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ArchiveCmd {
+    /// Check a sealed archive: decrypt it with a records officer's identity, check
+    /// every member against the manifest's SHA-256s, recount the transcripts and check
+    /// the manifest's signature; prints the manifest's summary.
+    ///
+    /// Exits 0 when the archive is intact, 1 when a check fails (not encrypted to the
+    /// identity, truncated or damaged, altered, badly signed, signed by another key
+    /// than --signer), 2 on other errors (usage, unreadable files).
+    Verify {
+        /// The archive, `<incident>.cordon-archive.age`.
+        file: PathBuf,
+        #[command(flatten)]
+        keys: ArchiveKeys,
+    },
+    /// Verify a sealed archive, then write its files (transcripts, Markdown renderings,
+    /// attachments, audit log) into a new directory, with the pre-seal segments
+    /// decrypted and merged into `rooms/<key>.merged.jsonl` and `.merged.md`.
+    ///
+    /// Exits like `verify`; nothing is written unless the archive verifies.
+    Open {
+        /// The archive, `<incident>.cordon-archive.age`.
+        file: PathBuf,
+        #[command(flatten)]
+        keys: ArchiveKeys,
+        /// Where to write (must be empty or absent) [default: ./<incident>/]
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// Print the public key that signs this cordon's archives, for records officers to
+    /// pin with `--signer`. Needs no secrets; exits 1 if the bot has not created the key
+    /// yet.
+    #[command(group(
+        clap::ArgGroup::new("where").required(true).args(["config", "state_dir"])
+    ))]
+    Pubkey {
+        /// The bot's config file (its `state_dir` holds the key).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The bot's state directory.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ArchiveKeys {
+    /// A records officer's age identity file (as age-keygen writes it); repeat for
+    /// several.
+    #[arg(short = 'i', long = "identity", value_name = "KEY", required = true)]
+    identity: Vec<PathBuf>,
+    /// The key the archive must be signed by, as `cordon archive pubkey` prints it on
+    /// the cordon server. Without it the signature is checked against the key the
+    /// archive names, which proves integrity but not who sealed it.
+    #[arg(long, value_name = "ed25519:KEY", value_parser = archive_key)]
+    signer: Option<cordon::archive::ArchivePublicKey>,
+}
+
+fn archive_key(s: &str) -> Result<cordon::archive::ArchivePublicKey, String> {
+    s.parse()
+        .map_err(|e: cordon::archive::ArchiveError| e.to_string())
 }
 
 fn main() -> ExitCode {
@@ -315,6 +398,33 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Bench {
+            command:
+                BenchCmd::Standdown {
+                    runs,
+                    rooms,
+                    messages,
+                },
+        } => {
+            let binary = std::env::current_exe().context("finding the cordon binary")?;
+            let runtime = runtime()?;
+            let report = runtime.block_on(cordon::bench::standdown::standdown(
+                cordon::bench::standdown::StandDownBenchOptions {
+                    binary,
+                    runs: runs.max(1),
+                    rooms: rooms.max(1),
+                    messages,
+                },
+            ))?;
+            println!(
+                "standdown, {rooms} rooms x {messages} encrypted messages, {} runs each: cordon median {:.3} s, baseline median {:.3} s, ratio cordon/baseline {:.2}",
+                report.cordon.len(),
+                report.cordon_median().as_secs_f64(),
+                report.baseline_median().as_secs_f64(),
+                report.ratio()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Check { paths } => {
             let paths = if paths.is_empty() {
                 vec![PathBuf::from("playbooks")]
@@ -355,6 +465,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
+        Cmd::Archive { command } => archive(command),
         Cmd::Verify(args) => verify(args),
         Cmd::Recover {
             config,
@@ -503,6 +614,224 @@ fn recover(config: &std::path::Path, remove_old_devices: bool) -> anyhow::Result
             Ok(ExitCode::from(2))
         }
     }
+}
+
+fn archive(command: ArchiveCmd) -> anyhow::Result<ExitCode> {
+    use cordon::archive::{self, ArchiveError, ArchiveSigner};
+    // A failed check exits 1 with what to do; anything else exits 2.
+    let fail = |e: ArchiveError| {
+        if e.is_check_failure() {
+            eprintln!("cordon: error: {e}; {}", e.advice());
+            ExitCode::FAILURE
+        } else {
+            eprintln!("cordon: error: {e}");
+            ExitCode::from(2)
+        }
+    };
+    let identities = |keys: &ArchiveKeys| -> Result<Vec<age::x25519::Identity>, ArchiveError> {
+        let mut all = Vec::new();
+        for path in &keys.identity {
+            all.extend(archive::read_identities(path)?);
+        }
+        Ok(all)
+    };
+    let mut out = io::stdout().lock();
+    match command {
+        ArchiveCmd::Verify { file, keys } => {
+            let ids = match identities(&keys) {
+                Ok(ids) => ids,
+                Err(e) => return Ok(fail(e)),
+            };
+            match archive::verify_file(&file, &ids, keys.signer.as_ref()) {
+                Ok(verified) => {
+                    print_verified(&mut out, &file, &verified)?;
+                    writeln!(out, "archive OK")?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => Ok(fail(e)),
+            }
+        }
+        ArchiveCmd::Open {
+            file,
+            keys,
+            out: dir,
+        } => {
+            let ids = match identities(&keys) {
+                Ok(ids) => ids,
+                Err(e) => return Ok(fail(e)),
+            };
+            let dir = match dir {
+                Some(dir) => dir,
+                None => {
+                    // The default is named after the incident, so it takes a first
+                    // verification to learn it.
+                    let verified = match archive::verify_file(&file, &ids, keys.signer.as_ref()) {
+                        Ok(v) => v,
+                        Err(e) => return Ok(fail(e)),
+                    };
+                    let incident = &verified.manifest.incident;
+                    if cordon::incident::IncidentId::parse(incident).is_err() {
+                        eprintln!(
+                            "cordon: error: the archive's incident id {:?} cannot name a                              directory; give --out DIR",
+                            shown(incident)
+                        );
+                        return Ok(ExitCode::from(2));
+                    }
+                    PathBuf::from(".").join(incident)
+                }
+            };
+            match archive::open_file(&file, &ids, keys.signer.as_ref(), &dir) {
+                Ok(opened) => {
+                    print_verified(&mut out, &file, &opened.verified)?;
+                    writeln!(
+                        out,
+                        "wrote {} files to {}:",
+                        opened.written.len(),
+                        opened.out.display()
+                    )?;
+                    for name in &opened.written {
+                        writeln!(out, "  {name}")?;
+                    }
+                    for warning in &opened.warnings {
+                        writeln!(out, "warning: {}", shown(warning))?;
+                    }
+                    writeln!(
+                        out,
+                        "archive OK; start with {}",
+                        opened.out.join("index.md").display()
+                    )?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => Ok(fail(e)),
+            }
+        }
+        ArchiveCmd::Pubkey { config, state_dir } => {
+            let state_dir = match (config, state_dir) {
+                (_, Some(dir)) => dir,
+                (Some(config), None) => {
+                    let Some(config) = load_config(&config)? else {
+                        return Ok(ExitCode::from(2));
+                    };
+                    config.state_dir
+                }
+                (None, None) => anyhow::bail!("give --config FILE or --state-dir DIR"),
+            };
+            match ArchiveSigner::load(&state_dir) {
+                Ok(signer) => {
+                    writeln!(out, "{}", signer.public())?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e @ ArchiveError::NoSigningKey(_)) => {
+                    eprintln!("cordon: error: {e}: start the bot once to create it");
+                    Ok(ExitCode::FAILURE)
+                }
+                Err(e) => {
+                    eprintln!("cordon: error: {e}");
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
+    }
+}
+
+/// The manifest's summary, as `cordon archive verify` prints it.
+fn print_verified(
+    out: &mut impl Write,
+    file: &std::path::Path,
+    v: &cordon::archive::Verified,
+) -> io::Result<()> {
+    let m = &v.manifest;
+    let time =
+        |t: &chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    writeln!(
+        out,
+        "archive:    {} ({} bytes, sha256 {})",
+        file.display(),
+        v.file_size,
+        v.file_sha256
+    )?;
+    writeln!(
+        out,
+        "incident:   {} \"{}\" (playbook {}, commander {})",
+        shown(&m.incident),
+        shown(&m.display_name),
+        shown(&m.playbook),
+        shown(&m.commander)
+    )?;
+    writeln!(out, "declared:   {}", time(&m.declared_at))?;
+    writeln!(out, "expires:    {}", time(&m.expires_at))?;
+    match (&m.stood_down_at, &m.stood_down_by) {
+        (Some(at), by) => writeln!(
+            out,
+            "stood down: {}{}",
+            time(at),
+            by.as_deref()
+                .map(|b| format!(" by {}", shown(b)))
+                .unwrap_or_default()
+        )?,
+        (None, _) => writeln!(out, "stood down: no")?,
+    }
+    writeln!(
+        out,
+        "sealed:     {} on {} by cordon {}",
+        time(&m.sealed_at),
+        shown(&m.server_name),
+        shown(&m.cordon_version)
+    )?;
+    writeln!(out, "rooms:")?;
+    for r in &m.rooms {
+        let c = &r.counts;
+        writeln!(
+            out,
+            "  {} \"{}\" ({}): {} events, {} messages, {} state, {} edits, {} reactions, \
+             {} redacted ({} by retention), {} undecryptable, {} media, {} media missing",
+            shown(&r.key),
+            shown(&r.name),
+            shown(&r.room_id),
+            c.events,
+            c.messages,
+            c.state,
+            c.edits,
+            c.reactions,
+            c.redacted,
+            c.retention_removed,
+            c.undecryptable,
+            c.media,
+            c.media_missing
+        )?;
+        writeln!(
+            out,
+            "    {} {} bytes sha256 {}",
+            shown(&r.file),
+            r.bytes,
+            shown(&r.sha256)
+        )?;
+    }
+    writeln!(
+        out,
+        "media:      {} file(s); pre-seal segments: {}; audit: {} entries",
+        m.media.len(),
+        m.pre_seal.len(),
+        m.audit.entries
+    )?;
+    if v.pinned {
+        writeln!(out, "signer:     {} (pinned: matches --signer)", v.signer)?;
+    } else {
+        writeln!(
+            out,
+            "signer:     {} (not pinned: pass --signer with the key `cordon archive pubkey` \
+             prints on the server to check who sealed it)",
+            v.signer
+        )?;
+    }
+    Ok(())
+}
+
+/// Text from an archive, safe to print to a terminal (no control characters).
+fn shown(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect()
 }
 
 /// Human-readable logs on stderr. `RUST_LOG` overrides the default filter, which keeps

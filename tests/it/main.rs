@@ -4,6 +4,7 @@
 // The whole binary is test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod archive_cli;
 mod audit;
 mod check;
 mod config;
@@ -13,5 +14,6 @@ mod guard;
 mod harness;
 mod retention;
 mod schedule;
+mod standdown;
 mod support;
 mod verify;

@@ -1,0 +1,257 @@
+//! `manifest.json`: what the archive holds, with a SHA-256 for every member, and the
+//! figures of each room's transcript.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::retention::segment::TranscriptLine;
+
+/// The manifest's format version, in its `v`.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// `manifest.json`. Signed, byte for byte, by `manifest.sig`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The format version ([`MANIFEST_VERSION`]).
+    pub v: u32,
+    /// The incident id, e.g. `mc-4k7p`.
+    pub incident: String,
+    /// The incident's name as declared.
+    pub display_name: String,
+    /// The playbook it was declared from.
+    pub playbook: String,
+    /// Who declared it (its commander).
+    pub commander: String,
+    /// When it was declared.
+    pub declared_at: DateTime<Utc>,
+    /// When it would have expired.
+    pub expires_at: DateTime<Utc>,
+    /// When it was stood down, if it was (an expired incident was not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stood_down_at: Option<DateTime<Utc>>,
+    /// Who stood it down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stood_down_by: Option<String>,
+    /// When the archive was sealed.
+    pub sealed_at: DateTime<Utc>,
+    /// The homeserver's server name.
+    pub server_name: String,
+    /// The cordon version that sealed it.
+    pub cordon_version: String,
+    /// The key that signed `manifest.sig`, `ed25519:<unpadded base64>`.
+    pub signing_key: String,
+    /// The rooms' transcripts.
+    pub rooms: Vec<RoomManifest>,
+    /// Every attachment's bytes.
+    pub media: Vec<MediaManifest>,
+    /// The pre-seal segments, copied verbatim.
+    pub pre_seal: Vec<PreSealManifest>,
+    /// The incident's slice of the audit log.
+    pub audit: AuditManifest,
+    /// The Markdown renderings (each room's and `index.md`).
+    pub renderings: Vec<FileHash>,
+}
+
+/// One room's transcript.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomManifest {
+    /// The playbook's room key.
+    pub key: String,
+    /// The Matrix room id.
+    pub room_id: String,
+    /// The room's name.
+    pub name: String,
+    /// `rooms/<key>.jsonl`.
+    pub file: String,
+    /// SHA-256 of the transcript, hex.
+    pub sha256: String,
+    /// Its size.
+    pub bytes: u64,
+    /// Its figures, recomputed by every verification.
+    pub counts: Counts,
+}
+
+/// The figures of one transcript. Every line is one event; a line can be counted under
+/// several headings (an edit is also an event, a redacted message also a message).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Every line.
+    pub events: u64,
+    /// Lines of type `m.room.message` or `m.sticker` that are not edits, redacted or not.
+    pub messages: u64,
+    /// State events: lines with a `state_key` (memberships, name, topic, …).
+    pub state: u64,
+    /// Edits: lines whose relation (`relates_to`, or the content's `m.relates_to`) has
+    /// `rel_type` `m.replace`.
+    pub edits: u64,
+    /// Lines of type `m.reaction`.
+    pub reactions: u64,
+    /// Lines whose event had been redacted when it was exported (`redacted` is set), by
+    /// anyone, retention included.
+    pub redacted: u64,
+    /// Of those, the ones cordon's retention sweep redacted (`redacted.by_retention`):
+    /// their content may be in a pre-seal segment.
+    pub retention_removed: u64,
+    /// Lines cordon could not decrypt (`undecryptable`).
+    pub undecryptable: u64,
+    /// Attachments whose bytes are in the archive (`media.file` is set).
+    pub media: u64,
+    /// Attachments whose bytes could not be fetched (`media` set, `media.file` absent).
+    pub media_missing: u64,
+}
+
+impl Manifest {
+    /// The counts of every room added up.
+    pub fn totals(&self) -> Counts {
+        let mut t = Counts::default();
+        for r in &self.rooms {
+            let c = &r.counts;
+            t.events += c.events;
+            t.messages += c.messages;
+            t.state += c.state;
+            t.edits += c.edits;
+            t.reactions += c.reactions;
+            t.redacted += c.redacted;
+            t.retention_removed += c.retention_removed;
+            t.undecryptable += c.undecryptable;
+            t.media += c.media;
+            t.media_missing += c.media_missing;
+        }
+        t
+    }
+}
+
+impl Counts {
+    /// Adds one line's figures.
+    pub fn add(&mut self, line: &TranscriptLine) {
+        self.events += 1;
+        let edit = is_edit(line);
+        if matches!(line.event_type.as_str(), "m.room.message" | "m.sticker") && !edit {
+            self.messages += 1;
+        }
+        if line.state_key.is_some() {
+            self.state += 1;
+        }
+        if edit {
+            self.edits += 1;
+        }
+        if line.event_type == "m.reaction" {
+            self.reactions += 1;
+        }
+        if let Some(r) = &line.redacted {
+            self.redacted += 1;
+            if r.by_retention {
+                self.retention_removed += 1;
+            }
+        }
+        if line.undecryptable {
+            self.undecryptable += 1;
+        }
+        if let Some(m) = &line.media {
+            if m.file.is_some() {
+                self.media += 1;
+            } else {
+                self.media_missing += 1;
+            }
+        }
+    }
+
+    /// The figures of a whole transcript.
+    pub fn of(lines: &[TranscriptLine]) -> Counts {
+        let mut c = Counts::default();
+        lines.iter().for_each(|l| c.add(l));
+        c
+    }
+
+    /// The first figure that differs, as `name: manifest X, transcript Y`.
+    pub(crate) fn first_difference(&self, actual: &Counts) -> Option<String> {
+        let pairs = [
+            ("events", self.events, actual.events),
+            ("messages", self.messages, actual.messages),
+            ("state", self.state, actual.state),
+            ("edits", self.edits, actual.edits),
+            ("reactions", self.reactions, actual.reactions),
+            ("redacted", self.redacted, actual.redacted),
+            (
+                "retention_removed",
+                self.retention_removed,
+                actual.retention_removed,
+            ),
+            ("undecryptable", self.undecryptable, actual.undecryptable),
+            ("media", self.media, actual.media),
+            ("media_missing", self.media_missing, actual.media_missing),
+        ];
+        pairs
+            .iter()
+            .find(|(_, a, b)| a != b)
+            .map(|(name, a, b)| format!("{name}: manifest says {a}, transcript has {b}"))
+    }
+}
+
+/// The line's relation: its `relates_to`, else its content's `m.relates_to`.
+pub(crate) fn relation(line: &TranscriptLine) -> Option<&Value> {
+    line.relates_to
+        .as_ref()
+        .or_else(|| line.content.as_ref().and_then(|c| c.get("m.relates_to")))
+}
+
+/// True for an edit (`rel_type: m.replace`).
+pub(crate) fn is_edit(line: &TranscriptLine) -> bool {
+    relation(line)
+        .and_then(|r| r.get("rel_type"))
+        .and_then(Value::as_str)
+        == Some("m.replace")
+}
+
+/// One attachment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaManifest {
+    /// `media/<room key>-<n>.<ext>`.
+    pub file: String,
+    /// SHA-256 of the (decrypted) bytes, hex.
+    pub sha256: String,
+    /// Their size.
+    pub bytes: u64,
+    /// Where the media was on the homeserver.
+    pub mxc: String,
+    /// The message it was attached to.
+    pub event_id: String,
+    /// That message's room.
+    pub room_key: String,
+}
+
+/// One pre-seal segment, copied verbatim (still encrypted to the records officers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreSealManifest {
+    /// The room it was sealed from.
+    pub room_key: String,
+    /// `pre-seal/<room key>-<seq>.jsonl.age`.
+    pub file: String,
+    /// SHA-256 of the encrypted file, hex (the one recorded when it was written).
+    pub sha256: String,
+    /// Its size.
+    pub bytes: u64,
+    /// How many transcript lines it holds, as recorded when it was written.
+    pub lines: u64,
+}
+
+/// The audit log's slice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditManifest {
+    /// `audit.jsonl`.
+    pub file: String,
+    /// SHA-256, hex.
+    pub sha256: String,
+    /// How many entries (lines) it holds.
+    pub entries: u64,
+}
+
+/// A file and its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileHash {
+    /// The member's path.
+    pub file: String,
+    /// SHA-256, hex.
+    pub sha256: String,
+}

@@ -1,0 +1,212 @@
+//! The sealed archive of an incident: one age-encrypted tar file per incident, written
+//! at stand-down, that a records officer verifies and opens with their own key.
+//!
+//! The format is specified in `docs/archive-format.md` ("The sealed archive"). In short:
+//! a tar stream (`manifest.json`, its ed25519 signature `manifest.sig`, each room's
+//! transcript and Markdown rendering, the attachments, the pre-seal segments verbatim,
+//! the audit log's slice and `index.md`), encrypted with age to the playbook's records
+//! officers.
+//!
+//! - [`writer`]: [`ArchiveWriter`], which streams members into the encrypted file and, at
+//!   [`ArchiveWriter::finish`], re-reads what reached the disk and checks all of it.
+//! - [`reader`]: [`verify_file`] and [`open_file`], what a records officer runs.
+//! - [`manifest`]: the manifest and the transcripts' figures ([`Counts`]).
+//! - [`signing`]: cordon's signing key, [`ArchiveSigner`], and [`ArchivePublicKey`].
+//! - [`render`]: the Markdown renderings, which treat every body as untrusted.
+//! - [`merge`]: putting the pre-seal segments' lines back into a room's transcript.
+//! - [`error`]: [`ArchiveError`].
+//!
+//! Nothing here speaks Matrix: the stand-down's export hands in plain data.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+
+use crate::retention::segment::TranscriptLine;
+
+pub mod error;
+pub mod manifest;
+pub mod merge;
+pub mod reader;
+pub mod render;
+pub mod signing;
+pub mod writer;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::ArchiveError;
+pub use manifest::{
+    AuditManifest, Counts, FileHash, MANIFEST_VERSION, Manifest, MediaManifest, PreSealManifest,
+    RoomManifest,
+};
+pub use reader::{Opened, Verified, open_file, verify_file};
+pub use signing::{ArchivePublicKey, ArchiveSigner, SIGNING_KEY_FILE};
+pub use writer::ArchiveWriter;
+
+/// The manifest's member name.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// The signature's member name.
+pub const SIGNATURE_FILE: &str = "manifest.sig";
+/// The audit log's member name.
+pub const AUDIT_FILE: &str = "audit.jsonl";
+/// The summary's member name.
+pub const INDEX_FILE: &str = "index.md";
+
+/// What the archive says about its incident; handed to [`ArchiveWriter::finish`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveHeader {
+    /// The incident id.
+    pub incident: String,
+    /// Its name as declared.
+    pub display_name: String,
+    /// The playbook id.
+    pub playbook: String,
+    /// Its commander.
+    pub commander: String,
+    /// When it was declared.
+    pub declared_at: DateTime<Utc>,
+    /// When it would expire.
+    pub expires_at: DateTime<Utc>,
+    /// When it was stood down.
+    pub stood_down_at: Option<DateTime<Utc>>,
+    /// Who stood it down.
+    pub stood_down_by: Option<String>,
+    /// When it is sealed.
+    pub sealed_at: DateTime<Utc>,
+    /// The homeserver's server name.
+    pub server_name: String,
+}
+
+/// One room's exported transcript, for [`ArchiveWriter::add_room`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomExport {
+    /// The playbook's room key (`a-z`, `0-9`, `-`, `_`).
+    pub key: String,
+    /// The Matrix room id.
+    pub room_id: String,
+    /// The room's name.
+    pub name: String,
+    /// Its events in stream order; every line's `room_key` is `key`.
+    pub lines: Vec<TranscriptLine>,
+}
+
+/// Where [`ArchiveWriter::add_media`] put an attachment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaEntry {
+    /// The path inside the archive, `media/<room key>-<n>.<ext>`: the value for the
+    /// line's `media.file`.
+    pub file: String,
+    /// SHA-256 of the bytes, hex: the value for `media.sha256`.
+    pub sha256: String,
+    /// Their size: the value for `media.size`.
+    pub size: u64,
+}
+
+/// A sealed, re-read and checked archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    /// Where it is.
+    pub path: PathBuf,
+    /// SHA-256 of the sealed (encrypted) file, hex: worth logging and auditing, so a
+    /// copy can be compared later.
+    pub sha256: String,
+    /// Its size.
+    pub size: u64,
+    /// Its manifest.
+    pub manifest: Manifest,
+}
+
+/// The archive's file name for an incident: `<incident>.cordon-archive.age`.
+pub fn archive_file_name(incident: &str) -> String {
+    format!("{incident}.cordon-archive.age")
+}
+
+/// Reads an `age-keygen` identity file: `AGE-SECRET-KEY-1…` lines, `#` comments and
+/// blank lines allowed. The error never quotes the file's contents.
+pub fn read_identities(path: &Path) -> Result<Vec<age::x25519::Identity>, ArchiveError> {
+    let fail = |detail: String| ArchiveError::Identities {
+        path: path.to_owned(),
+        detail,
+    };
+    let text = fs::read_to_string(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => fail("no such file".into()),
+        io::ErrorKind::InvalidData => {
+            fail("not a text file (expected AGE-SECRET-KEY-1… lines)".into())
+        }
+        _ => fail(e.to_string()),
+    })?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match line.parse::<age::x25519::Identity>() {
+            Ok(identity) => out.push(identity),
+            Err(_) => {
+                return Err(fail(format!(
+                    "line {} is not an age identity (expected AGE-SECRET-KEY-1…, as age-keygen writes)",
+                    n + 1
+                )));
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(fail(
+            "holds no identity (expected AGE-SECRET-KEY-1… lines)".into(),
+        ));
+    }
+    Ok(out)
+}
+
+/// A file name cordon writes inside the archive: `A-Z a-z 0-9 . _ -`, not starting with
+/// `.` or `-`, no `..`, at most 200 bytes.
+pub(crate) fn is_safe_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with(['.', '-'])
+        && !name.contains("..")
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Creates `dir` and its missing parents owner-only (0700), flushing each parent.
+pub(crate) fn create_private_dirs(dir: &Path) -> Result<(), ArchiveError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_private_dirs(parent)?;
+    }
+    let mut builder = fs::DirBuilder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    match builder.create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(source) => {
+            return Err(ArchiveError::Io {
+                path: dir.to_owned(),
+                source,
+            });
+        }
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// Flushes a directory's entries to disk.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), ArchiveError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(ArchiveError::io(dir))
+}

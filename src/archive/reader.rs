@@ -1,0 +1,784 @@
+//! What a records officer runs: [`verify_file`] checks an archive end to end, and
+//! [`open_file`] writes it out, with the pre-seal segments decrypted and merged.
+//!
+//! Both read the file as a stream: age authenticates every 64 KiB chunk and the end of
+//! the stream (so a truncated or altered file fails), tar members are hashed as they
+//! pass, and only each room's figures, the manifest and the signature are kept. Every
+//! check runs at the end, when the manifest (the last members) has been read:
+//! signature first, then the pinned signer, then the members against the manifest's
+//! list and hashes, then the figures recomputed from the transcripts.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::manifest::{Counts, MANIFEST_VERSION, Manifest};
+use super::merge::merge;
+use super::render::{self, RoomHeading};
+use super::signing::ArchivePublicKey;
+use super::{
+    AUDIT_FILE, ArchiveError, INDEX_FILE, MANIFEST_FILE, SIGNATURE_FILE, create_private_dirs,
+    is_safe_name,
+};
+use crate::retention::segment::{self, TranscriptLine};
+
+/// The largest `manifest.json` read (a manifest lists files, so this is generous).
+const MANIFEST_LIMIT: u64 = 64 << 20;
+/// The largest `manifest.sig` read.
+const SIGNATURE_LIMIT: u64 = 4 << 10;
+
+/// A verified archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Its manifest, checked against every member.
+    pub manifest: Manifest,
+    /// The key that signed it (the manifest's `signing_key`).
+    pub signer: ArchivePublicKey,
+    /// Whether that key was checked against a pinned one.
+    pub pinned: bool,
+    /// SHA-256 of the archive file, hex.
+    pub file_sha256: String,
+    /// Its size.
+    pub file_size: u64,
+}
+
+/// An opened archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// What was verified before anything was written.
+    pub verified: Verified,
+    /// The output directory.
+    pub out: PathBuf,
+    /// Every file written, relative to `out`, in the order written.
+    pub written: Vec<String>,
+    /// Things a reader should know that did not stop the opening (a pre-seal segment
+    /// the identities could not decrypt, a line count that differs from the record).
+    pub warnings: Vec<String>,
+}
+
+/// Decrypts with `identities`, checks structure, hashes, counts recomputed from the
+/// transcripts, and the signature; when `pinned` is given the signing key must equal
+/// it.
+pub fn verify_file(
+    path: &Path,
+    identities: &[age::x25519::Identity],
+    pinned: Option<&ArchivePublicKey>,
+) -> Result<Verified, ArchiveError> {
+    let ids: Vec<&dyn age::Identity> = identities.iter().map(|i| i as &dyn age::Identity).collect();
+    verify_with(path, &ids, pinned)
+}
+
+/// [`verify_file`], then writes every file into `out` (created 0700; it must be empty
+/// or absent), and decrypts each pre-seal segment with the same identities to write
+/// `rooms/<key>.merged.jsonl` (see [`super::merge`]) and its rendering
+/// `rooms/<key>.merged.md` for every room.
+pub fn open_file(
+    path: &Path,
+    identities: &[age::x25519::Identity],
+    pinned: Option<&ArchivePublicKey>,
+    out: &Path,
+) -> Result<Opened, ArchiveError> {
+    let verified = verify_file(path, identities, pinned)?;
+    prepare_out(out)?;
+    let ids: Vec<&dyn age::Identity> = identities.iter().map(|i| i as &dyn age::Identity).collect();
+    let expected = expected_members(&verified.manifest)?;
+    let mut written = Vec::new();
+    // Second pass: the file is read again, so each member is hashed again on its way
+    // to disk and compared with the verified manifest (the file could have changed
+    // between the passes).
+    let walk = walk(path, &ids, |name, data| {
+        if !expected.contains_key(name) {
+            return Err(ArchiveError::UnexpectedMember(name.to_owned()));
+        }
+        write_new(out, name, |f| io::copy(data, f).map(drop))?;
+        written.push(name.to_owned());
+        Ok(())
+    })?;
+    compare_members(&expected, &walk.members)?;
+
+    let mut warnings = Vec::new();
+    let m = &verified.manifest;
+    let mut room_keys: Vec<&str> = m.rooms.iter().map(|r| r.key.as_str()).collect();
+    for p in &m.pre_seal {
+        if !room_keys.contains(&p.room_key.as_str()) {
+            room_keys.push(&p.room_key);
+        }
+    }
+    for key in room_keys {
+        let room = m.rooms.iter().find(|r| r.key == key);
+        let export = match room {
+            Some(r) => read_lines(&out.join(&r.file), &r.file)?,
+            None => Vec::new(),
+        };
+        let mut sealed = Vec::new();
+        for p in m.pre_seal.iter().filter(|p| p.room_key == key) {
+            let file = out.join(&p.file);
+            match read_pre_seal(&file, &ids) {
+                Ok(lines) => {
+                    if lines.len() as u64 != p.lines {
+                        warnings.push(format!(
+                            "{}: holds {} line(s), {} were recorded when it was written",
+                            p.file,
+                            lines.len(),
+                            p.lines
+                        ));
+                    }
+                    sealed.extend(lines);
+                }
+                Err(e) => warnings.push(format!(
+                    "{}: could not be decrypted with the identities given ({e}); its messages are not merged",
+                    p.file
+                )),
+            }
+        }
+        let merged = merge(&export, &sealed);
+        let jsonl = format!("rooms/{key}.merged.jsonl");
+        let bytes = segment::encode_lines(&merged)
+            .map_err(|e| ArchiveError::BadInput(format!("{jsonl}: {e}")))?;
+        write_new(out, &jsonl, |f| f.write_all(&bytes))?;
+        written.push(jsonl);
+        let md_name = format!("rooms/{key}.merged.md");
+        let mut md = render::room_heading(&RoomHeading {
+            incident: &m.incident,
+            display_name: &m.display_name,
+            room_key: key,
+            room_id: room.map(|r| r.room_id.as_str()).unwrap_or(""),
+            room_name: room.map(|r| r.name.as_str()).unwrap_or(key),
+            merged: true,
+        });
+        md.push_str(&render::room_body(&merged));
+        write_new(out, &md_name, |f| f.write_all(md.as_bytes()))?;
+        written.push(md_name);
+    }
+    Ok(Opened {
+        verified,
+        out: out.to_owned(),
+        written,
+        warnings,
+    })
+}
+
+/// `finish`'s check of the file it just wrote: [`verify_file`]'s checks with the
+/// one-time identity and the signer's key pinned, and then that the manifest and the
+/// members are exactly the ones written.
+pub(crate) fn check_sealed(
+    path: &Path,
+    identity: &age::x25519::Identity,
+    signer: &ArchivePublicKey,
+    manifest: &Manifest,
+    members: &BTreeMap<String, (String, u64)>,
+) -> Result<Verified, ArchiveError> {
+    let ids: [&dyn age::Identity; 1] = [identity];
+    let (verified, walked) = verify_walk(path, &ids, Some(signer))?;
+    if &verified.manifest != manifest {
+        return Err(ArchiveError::Tampered {
+            file: MANIFEST_FILE.to_owned(),
+        });
+    }
+    for (name, written) in members {
+        match walked.get(name) {
+            None => return Err(ArchiveError::MissingMember(name.clone())),
+            Some(read) if read != written => {
+                return Err(ArchiveError::Tampered { file: name.clone() });
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(extra) = walked.keys().find(|k| !members.contains_key(*k)) {
+        return Err(ArchiveError::UnexpectedMember(extra.clone()));
+    }
+    Ok(verified)
+}
+
+fn verify_with(
+    path: &Path,
+    ids: &[&dyn age::Identity],
+    pinned: Option<&ArchivePublicKey>,
+) -> Result<Verified, ArchiveError> {
+    verify_walk(path, ids, pinned).map(|(v, _)| v)
+}
+
+/// What the verifying pass keeps of a room's transcript.
+#[derive(Default)]
+struct RoomFacts {
+    counts: Counts,
+    /// Lines whose `room_key` is not the file's.
+    foreign: Option<String>,
+    /// `media.file` and `media.sha256` of every attachment line.
+    media: Vec<(String, Option<String>, String)>,
+}
+
+fn verify_walk(
+    path: &Path,
+    ids: &[&dyn age::Identity],
+    pinned: Option<&ArchivePublicKey>,
+) -> Result<(Verified, BTreeMap<String, (String, u64)>), ArchiveError> {
+    let mut manifest_bytes: Option<Vec<u8>> = None;
+    let mut sig_bytes: Option<Vec<u8>> = None;
+    let mut rooms: HashMap<String, RoomFacts> = HashMap::new();
+    let mut audit_entries: Option<u64> = None;
+    let walked = walk(path, ids, |name, data| {
+        match name {
+            MANIFEST_FILE => manifest_bytes = Some(read_limited(data, MANIFEST_LIMIT, name)?),
+            SIGNATURE_FILE => sig_bytes = Some(read_limited(data, SIGNATURE_LIMIT, name)?),
+            AUDIT_FILE => {
+                let mut n = 0;
+                for (i, line) in BufReader::new(data).lines().enumerate() {
+                    let line = line.map_err(ArchiveError::io(name))?;
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    serde_json::from_str::<serde_json::Value>(&line).map_err(|e| {
+                        ArchiveError::Transcript {
+                            file: name.to_owned(),
+                            line: i + 1,
+                            detail: e.to_string(),
+                        }
+                    })?;
+                    n += 1;
+                }
+                audit_entries = Some(n);
+            }
+            _ if name.starts_with("rooms/") && name.ends_with(".jsonl") => {
+                let key = &name["rooms/".len()..name.len() - ".jsonl".len()];
+                let mut facts = RoomFacts::default();
+                for (i, line) in BufReader::new(data).lines().enumerate() {
+                    let line = line.map_err(ArchiveError::io(name))?;
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    let l: TranscriptLine =
+                        serde_json::from_str(&line).map_err(|e| ArchiveError::Transcript {
+                            file: name.to_owned(),
+                            line: i + 1,
+                            detail: e.to_string(),
+                        })?;
+                    facts.counts.add(&l);
+                    if l.room_key != key && facts.foreign.is_none() {
+                        facts.foreign = Some(l.event_id.clone());
+                    }
+                    if let Some(file) = l.media.as_ref().and_then(|m| m.file.clone()) {
+                        let sha = l.media.as_ref().and_then(|m| m.sha256.clone());
+                        facts.media.push((file, sha, l.event_id.clone()));
+                    }
+                }
+                rooms.insert(name.to_owned(), facts);
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
+
+    let manifest_bytes =
+        manifest_bytes.ok_or_else(|| ArchiveError::MissingMember(MANIFEST_FILE.into()))?;
+    let sig_bytes = sig_bytes.ok_or_else(|| ArchiveError::MissingMember(SIGNATURE_FILE.into()))?;
+    let bad_manifest = |detail: String| ArchiveError::BadManifest {
+        file: MANIFEST_FILE.to_owned(),
+        detail,
+    };
+    let value: serde_json::Value =
+        serde_json::from_slice(&manifest_bytes).map_err(|e| bad_manifest(e.to_string()))?;
+    match value.get("v").and_then(serde_json::Value::as_u64) {
+        Some(v) if v == u64::from(MANIFEST_VERSION) => {}
+        Some(v) => {
+            return Err(ArchiveError::UnsupportedVersion(
+                u32::try_from(v).unwrap_or(u32::MAX),
+            ));
+        }
+        None => return Err(bad_manifest("no format version `v`".into())),
+    }
+    let manifest: Manifest =
+        serde_json::from_value(value).map_err(|e| bad_manifest(e.to_string()))?;
+    let signer: ArchivePublicKey = manifest
+        .signing_key
+        .parse()
+        .map_err(|e: ArchiveError| bad_manifest(e.to_string()))?;
+    signer.verify(&manifest_bytes, &sig_bytes)?;
+    if let Some(pinned) = pinned
+        && *pinned != signer
+    {
+        return Err(ArchiveError::SignerMismatch {
+            expected: pinned.to_string(),
+            found: signer.to_string(),
+        });
+    }
+
+    let expected = expected_members(&manifest)?;
+    compare_members(&expected, &walked.members)?;
+
+    for room in &manifest.rooms {
+        let facts = rooms
+            .get(&room.file)
+            .ok_or_else(|| ArchiveError::MissingMember(room.file.clone()))?;
+        if let Some(detail) = room.counts.first_difference(&facts.counts) {
+            return Err(ArchiveError::Inconsistent {
+                file: room.file.clone(),
+                detail,
+            });
+        }
+        if let Some(event) = &facts.foreign {
+            return Err(ArchiveError::Inconsistent {
+                file: room.file.clone(),
+                detail: format!("event {event} belongs to another room"),
+            });
+        }
+        for (file, sha, event) in &facts.media {
+            let listed = manifest
+                .media
+                .iter()
+                .find(|m| &m.file == file && m.room_key == room.key);
+            let ok = listed.is_some_and(|m| {
+                sha.as_deref()
+                    .is_none_or(|s| s.eq_ignore_ascii_case(&m.sha256))
+            });
+            if !ok {
+                return Err(ArchiveError::Inconsistent {
+                    file: room.file.clone(),
+                    detail: format!(
+                        "event {event}'s attachment {file} is not listed with that SHA-256"
+                    ),
+                });
+            }
+        }
+    }
+    match audit_entries {
+        Some(n) if n == manifest.audit.entries => {}
+        Some(n) => {
+            return Err(ArchiveError::Inconsistent {
+                file: manifest.audit.file.clone(),
+                detail: format!(
+                    "entries: manifest says {}, the file has {n}",
+                    manifest.audit.entries
+                ),
+            });
+        }
+        None => return Err(ArchiveError::MissingMember(AUDIT_FILE.into())),
+    }
+    let verified = Verified {
+        manifest,
+        signer,
+        pinned: pinned.is_some(),
+        file_sha256: walked.file_sha256,
+        file_size: walked.file_size,
+    };
+    Ok((verified, walked.members))
+}
+
+/// Every member the manifest says the archive holds: path → (SHA-256, size if
+/// recorded). Also checks the manifest's own structure.
+fn expected_members(
+    m: &Manifest,
+) -> Result<BTreeMap<String, (Option<String>, Option<u64>)>, ArchiveError> {
+    let bad = |detail: String| ArchiveError::BadManifest {
+        file: MANIFEST_FILE.to_owned(),
+        detail,
+    };
+    let mut out: BTreeMap<String, (Option<String>, Option<u64>)> = BTreeMap::new();
+    let mut add = |file: &str, sha: Option<&str>, bytes: Option<u64>| {
+        if classify(file) != Member::Known {
+            return Err(bad(format!(
+                "lists {file:?}, which is not a member name cordon writes"
+            )));
+        }
+        match out.insert(file.to_owned(), (sha.map(str::to_ascii_lowercase), bytes)) {
+            None => Ok(()),
+            Some(_) => Err(bad(format!("lists {file} twice"))),
+        }
+    };
+    add(MANIFEST_FILE, None, None)?;
+    add(SIGNATURE_FILE, None, None)?;
+    let mut room_keys = BTreeSet::new();
+    for r in &m.rooms {
+        if r.file != format!("rooms/{}.jsonl", r.key) || !room_keys.insert(r.key.as_str()) {
+            return Err(bad(format!("room {:?} has file {:?}", r.key, r.file)));
+        }
+        add(&r.file, Some(&r.sha256), Some(r.bytes))?;
+    }
+    for media in &m.media {
+        if !media.file.starts_with("media/") {
+            return Err(bad(format!(
+                "media file {:?} is not under media/",
+                media.file
+            )));
+        }
+        add(&media.file, Some(&media.sha256), Some(media.bytes))?;
+    }
+    for p in &m.pre_seal {
+        if !p.file.starts_with("pre-seal/") {
+            return Err(bad(format!(
+                "pre-seal file {:?} is not under pre-seal/",
+                p.file
+            )));
+        }
+        add(&p.file, Some(&p.sha256), Some(p.bytes))?;
+    }
+    if m.audit.file != AUDIT_FILE {
+        return Err(bad(format!(
+            "the audit log is {:?}, not {AUDIT_FILE}",
+            m.audit.file
+        )));
+    }
+    add(&m.audit.file, Some(&m.audit.sha256), None)?;
+    for r in &m.renderings {
+        add(&r.file, Some(&r.sha256), None)?;
+    }
+    let rendered: BTreeSet<&str> = m.renderings.iter().map(|r| r.file.as_str()).collect();
+    for needed in m
+        .rooms
+        .iter()
+        .map(|r| format!("rooms/{}.md", r.key))
+        .chain(std::iter::once(INDEX_FILE.to_owned()))
+    {
+        if !rendered.contains(needed.as_str()) {
+            return Err(bad(format!("does not list the rendering {needed}")));
+        }
+    }
+    Ok(out)
+}
+
+/// Every member read must be listed, every listed member read, with its hash.
+fn compare_members(
+    expected: &BTreeMap<String, (Option<String>, Option<u64>)>,
+    read: &BTreeMap<String, (String, u64)>,
+) -> Result<(), ArchiveError> {
+    if let Some(extra) = read.keys().find(|k| !expected.contains_key(*k)) {
+        return Err(ArchiveError::UnexpectedMember(extra.clone()));
+    }
+    for (name, (sha, bytes)) in expected {
+        let Some((read_sha, read_bytes)) = read.get(name) else {
+            return Err(ArchiveError::MissingMember(name.clone()));
+        };
+        let sha_ok = sha.as_ref().is_none_or(|s| s == read_sha);
+        let size_ok = bytes.is_none_or(|b| b == *read_bytes);
+        if !sha_ok || !size_ok {
+            return Err(ArchiveError::Tampered { file: name.clone() });
+        }
+    }
+    Ok(())
+}
+
+/// What one pass over the file saw.
+struct Walk {
+    /// Member → (SHA-256, size).
+    members: BTreeMap<String, (String, u64)>,
+    file_sha256: String,
+    file_size: u64,
+}
+
+/// Decrypts `path` and hands every member, in order, to `visit` (which may read as
+/// much of it as it likes); hashes every member and the file itself. Refuses members
+/// that are not plain files, have unsafe or unknown names, or repeat a name.
+fn walk(
+    path: &Path,
+    ids: &[&dyn age::Identity],
+    mut visit: impl FnMut(&str, &mut dyn Read) -> Result<(), ArchiveError>,
+) -> Result<Walk, ArchiveError> {
+    if ids.is_empty() {
+        return Err(ArchiveError::BadInput("no identity to decrypt with".into()));
+    }
+    let file = File::open(path).map_err(ArchiveError::io(path))?;
+    let mut file_hash = (Sha256::new(), 0u64);
+    let mut members = BTreeMap::new();
+    let late_failure = {
+        let hashing = HashingReader {
+            inner: &file,
+            state: &mut file_hash,
+        };
+        let decryptor = age::Decryptor::new_buffered(BufReader::new(hashing))
+            .map_err(|e| decrypt_error(e, path))?;
+        let reader = decryptor
+            .decrypt(ids.iter().copied())
+            .map_err(|e| decrypt_error(e, path))?;
+        let mut tracked = Tracked {
+            inner: reader,
+            failure: None,
+        };
+        let result = walk_members(&mut tracked, &mut members, &mut visit);
+        if let Some(detail) = tracked.failure.take() {
+            return Err(detail.into_error(path));
+        }
+        result?;
+        // Past the end of the container: the rest must be tar's zero padding, and
+        // reading it to the end makes age check the stream's final chunk.
+        let mut rest = [0u8; 8192];
+        loop {
+            match tracked.read(&mut rest) {
+                Ok(0) => break,
+                Ok(n) if rest[..n].iter().all(|b| *b == 0) => {}
+                Ok(_) => {
+                    return Err(ArchiveError::UnexpectedMember(
+                        "data after the end of the container".into(),
+                    ));
+                }
+                Err(_) => {
+                    let failure = tracked.failure.take();
+                    return Err(failure.map(|f| f.into_error(path)).unwrap_or_else(|| {
+                        ArchiveError::Damaged {
+                            detail: "unreadable end of stream".into(),
+                        }
+                    }));
+                }
+            }
+        }
+        tracked.failure
+    };
+    if let Some(failure) = late_failure {
+        return Err(failure.into_error(path));
+    }
+    // Whatever age did not need (there should be nothing) still counts in the file's
+    // hash.
+    let mut rest = HashingReader {
+        inner: &file,
+        state: &mut file_hash,
+    };
+    io::copy(&mut rest, &mut io::sink()).map_err(ArchiveError::io(path))?;
+    let (hash, size) = file_hash;
+    Ok(Walk {
+        members,
+        file_sha256: hex::encode(hash.finalize()),
+        file_size: size,
+    })
+}
+
+fn walk_members<R: Read>(
+    reader: &mut R,
+    members: &mut BTreeMap<String, (String, u64)>,
+    visit: &mut impl FnMut(&str, &mut dyn Read) -> Result<(), ArchiveError>,
+) -> Result<(), ArchiveError> {
+    let container = |e: io::Error| ArchiveError::Damaged {
+        detail: format!("not a cordon archive container: {e}"),
+    };
+    let mut archive = tar::Archive::new(reader);
+    for entry in archive.entries().map_err(container)? {
+        let entry = entry.map_err(container)?;
+        let name = String::from_utf8(entry.path_bytes().into_owned())
+            .map_err(|e| ArchiveError::UnsafePath(String::from_utf8_lossy(e.as_bytes()).into()))?;
+        match classify(&name) {
+            Member::Known => {}
+            Member::Unsafe => return Err(ArchiveError::UnsafePath(name)),
+            Member::Unknown => return Err(ArchiveError::UnexpectedMember(name)),
+        }
+        if entry.header().entry_type() != tar::EntryType::Regular || members.contains_key(&name) {
+            return Err(ArchiveError::UnexpectedMember(name));
+        }
+        let mut state = (Sha256::new(), 0u64);
+        let mut hashing = HashingReader {
+            inner: entry,
+            state: &mut state,
+        };
+        visit(&name, &mut hashing)?;
+        io::copy(&mut hashing, &mut io::sink()).map_err(ArchiveError::io(name.as_str()))?;
+        let (hash, size) = state;
+        members.insert(name, (hex::encode(hash.finalize()), size));
+    }
+    Ok(())
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Member {
+    Known,
+    Unknown,
+    Unsafe,
+}
+
+/// Whether `name` is one cordon writes: `manifest.json`, `manifest.sig`,
+/// `audit.jsonl`, `index.md`, `rooms/<name>.jsonl|.md`, `media/<name>`,
+/// `pre-seal/<name>`.
+fn classify(name: &str) -> Member {
+    if name.starts_with('/')
+        || name.contains('\\')
+        || name
+            .split('/')
+            .any(|c| c == ".." || c == "." || c.is_empty())
+    {
+        return Member::Unsafe;
+    }
+    match name.split_once('/') {
+        None if [MANIFEST_FILE, SIGNATURE_FILE, AUDIT_FILE, INDEX_FILE].contains(&name) => {
+            Member::Known
+        }
+        Some(("rooms", file))
+            if is_safe_name(file) && (file.ends_with(".jsonl") || file.ends_with(".md")) =>
+        {
+            Member::Known
+        }
+        Some(("media" | "pre-seal", file)) if is_safe_name(file) => Member::Known,
+        _ => Member::Unknown,
+    }
+}
+
+/// An error age reported while reading the stream.
+struct Failure {
+    kind: io::ErrorKind,
+    message: String,
+}
+
+impl Failure {
+    fn into_error(self, path: &Path) -> ArchiveError {
+        match self.kind {
+            io::ErrorKind::UnexpectedEof => ArchiveError::Damaged {
+                detail: format!("it ends early: {}", self.message),
+            },
+            io::ErrorKind::InvalidData => ArchiveError::Damaged {
+                detail: self.message,
+            },
+            kind => ArchiveError::Io {
+                path: path.to_owned(),
+                source: io::Error::new(kind, self.message),
+            },
+        }
+    }
+}
+
+/// Remembers the first error of the decrypting reader, so that an error surfacing
+/// through tar or a visitor is reported as what it was.
+struct Tracked<R> {
+    inner: R,
+    failure: Option<Failure>,
+}
+
+impl<R: Read> Read for Tracked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| {
+            if self.failure.is_none() {
+                self.failure = Some(Failure {
+                    kind: e.kind(),
+                    message: e.to_string(),
+                });
+            }
+        })
+    }
+}
+
+fn decrypt_error(e: age::DecryptError, path: &Path) -> ArchiveError {
+    use age::DecryptError as D;
+    match e {
+        D::NoMatchingKeys => ArchiveError::WrongKey,
+        D::Io(source)
+            if !matches!(
+                source.kind(),
+                io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData
+            ) =>
+        {
+            ArchiveError::Io {
+                path: path.to_owned(),
+                source,
+            }
+        }
+        D::UnknownFormat | D::InvalidHeader => ArchiveError::Damaged {
+            detail: "it is not an age-encrypted file, or its header is damaged".into(),
+        },
+        other => ArchiveError::Damaged {
+            detail: other.to_string(),
+        },
+    }
+}
+
+/// Counts and hashes what is read through it.
+struct HashingReader<'s, R> {
+    inner: R,
+    state: &'s mut (Sha256, u64),
+}
+
+impl<R: Read> Read for HashingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.state.0.update(&buf[..n]);
+        self.state.1 += n as u64;
+        Ok(n)
+    }
+}
+
+fn read_limited(data: &mut dyn Read, limit: u64, name: &str) -> Result<Vec<u8>, ArchiveError> {
+    let mut out = Vec::new();
+    data.take(limit + 1)
+        .read_to_end(&mut out)
+        .map_err(ArchiveError::io(name))?;
+    if out.len() as u64 > limit {
+        return Err(ArchiveError::BadManifest {
+            file: name.to_owned(),
+            detail: format!("larger than {limit} bytes"),
+        });
+    }
+    Ok(out)
+}
+
+/// Decrypts a pre-seal segment (written out by `open_file`) with the identities.
+fn read_pre_seal(
+    path: &Path,
+    ids: &[&dyn age::Identity],
+) -> Result<Vec<TranscriptLine>, ArchiveError> {
+    let file = File::open(path).map_err(ArchiveError::io(path))?;
+    let decryptor =
+        age::Decryptor::new_buffered(BufReader::new(file)).map_err(|e| decrypt_error(e, path))?;
+    let mut plaintext = Vec::new();
+    decryptor
+        .decrypt(ids.iter().copied())
+        .map_err(|e| decrypt_error(e, path))?
+        .read_to_end(&mut plaintext)
+        .map_err(|e| {
+            Failure {
+                kind: e.kind(),
+                message: e.to_string(),
+            }
+            .into_error(path)
+        })?;
+    segment::decode_lines(plaintext.as_slice()).map_err(|e| ArchiveError::Transcript {
+        file: path.display().to_string(),
+        line: 0,
+        detail: e.to_string(),
+    })
+}
+
+fn read_lines(path: &Path, name: &str) -> Result<Vec<TranscriptLine>, ArchiveError> {
+    let file = File::open(path).map_err(ArchiveError::io(path))?;
+    segment::decode_lines(BufReader::new(file)).map_err(|e| ArchiveError::Transcript {
+        file: name.to_owned(),
+        line: 0,
+        detail: e.to_string(),
+    })
+}
+
+/// `out` must be absent (it is created 0700) or an empty directory.
+fn prepare_out(out: &Path) -> Result<(), ArchiveError> {
+    match fs::read_dir(out) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(ArchiveError::OutputNotEmpty(out.to_owned()));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => create_private_dirs(out),
+        Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
+            Err(ArchiveError::OutputNotEmpty(out.to_owned()))
+        }
+        Err(source) => Err(ArchiveError::Io {
+            path: out.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Creates `out/<name>` (never replacing a file; owner-only) and fills it.
+fn write_new(
+    out: &Path,
+    name: &str,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> Result<(), ArchiveError> {
+    let path = out.join(name);
+    if let Some(parent) = path.parent() {
+        create_private_dirs(parent)?;
+    }
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&path).map_err(ArchiveError::io(&path))?;
+    fill(&mut file).map_err(ArchiveError::io(&path))
+}
