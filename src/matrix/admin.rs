@@ -3,9 +3,11 @@
 //! cordon works without admin rights, but then it cannot lift its own rate limits or
 //! purge incident rooms; `docs/deploy.md` tells operators why to grant them.
 
+use std::time::Duration;
+
 use matrix_sdk::Client;
-use matrix_sdk::ruma::UserId;
-use serde_json::json;
+use matrix_sdk::ruma::{MxcUri, OwnedMxcUri, RoomId, UserId};
+use serde_json::{Value, json};
 use tracing::{info, instrument, warn};
 
 use super::MatrixError;
@@ -121,6 +123,215 @@ impl SynapseAdmin {
     }
 }
 
+/// What deleting a piece of media found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaDeletion {
+    /// It was deleted now.
+    Deleted,
+    /// The server no longer had it (deleted before, or never stored).
+    Absent,
+}
+
+/// Where a room deletion (`DELETE /_synapse/admin/v2/rooms/…`) is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeletionStatus {
+    /// No deletion of this room is known (none was asked for, or Synapse restarted
+    /// since: it keeps the status in memory).
+    Unknown,
+    /// Members are being removed or events purged.
+    Running(String),
+    /// Done: the room is purged and blocked.
+    Complete,
+    /// Synapse gave up, with its error.
+    Failed(String),
+}
+
+impl SynapseAdmin {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), MatrixError> {
+        let url = self.url(path)?;
+        let mut request = self
+            .http
+            .request(method.clone(), url)
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| MatrixError::Admin(format!("{method} {path}: {e}")))?;
+        let status = response.status().as_u16();
+        // Error bodies are JSON too (`errcode`, `error`); an empty one reads as null.
+        let body = response.json::<Value>().await.unwrap_or(Value::Null);
+        Ok((status, body))
+    }
+
+    fn unexpected(what: &str, status: u16, body: &Value) -> MatrixError {
+        let error = body.get("error").and_then(Value::as_str).unwrap_or("");
+        MatrixError::Admin(format!("{what} answered HTTP {status} {error}"))
+    }
+
+    /// Asks Synapse to delete `room`: every local member is removed, its events are
+    /// purged from the database (`purge`), and it is blocked so nobody can join or
+    /// re-create it (`block`). Runs in the background on the server; see
+    /// [`Self::deletion_status`]. Asking again for a room being (or already) deleted
+    /// is harmless.
+    pub async fn delete_room(&self, room: &RoomId, message: &str) -> Result<(), MatrixError> {
+        let path = format!("_synapse/admin/v2/rooms/{}", encode(room.as_str()));
+        let body = json!({ "purge": true, "block": true, "message": message });
+        match self
+            .send(reqwest::Method::DELETE, &path, Some(body))
+            .await?
+        {
+            (200, _) => Ok(()),
+            // Refused because a deletion of it is under way or done: that is the goal.
+            (status, body) => match self.deletion_status(room).await? {
+                DeletionStatus::Running(_) | DeletionStatus::Complete => Ok(()),
+                _ => Err(Self::unexpected("deleting the room", status, &body)),
+            },
+        }
+    }
+
+    /// The latest status of `room`'s deletion.
+    pub async fn deletion_status(&self, room: &RoomId) -> Result<DeletionStatus, MatrixError> {
+        let path = format!(
+            "_synapse/admin/v2/rooms/{}/delete_status",
+            encode(room.as_str())
+        );
+        match self.send(reqwest::Method::GET, &path, None).await? {
+            (200, body) => Ok(deletion_status_of(&body)),
+            (404, _) => Ok(DeletionStatus::Unknown),
+            (status, body) => Err(Self::unexpected("the deletion status", status, &body)),
+        }
+    }
+
+    /// Waits until `room`'s deletion is complete, polling every `poll`, for at most
+    /// `limit`. A deletion Synapse forgot (it restarted) is asked for again.
+    pub async fn wait_deleted(
+        &self,
+        room: &RoomId,
+        message: &str,
+        poll: Duration,
+        limit: Duration,
+    ) -> Result<(), MatrixError> {
+        let started = tokio::time::Instant::now();
+        loop {
+            match self.deletion_status(room).await? {
+                DeletionStatus::Complete => return Ok(()),
+                DeletionStatus::Failed(error) => {
+                    return Err(MatrixError::Admin(format!(
+                        "Synapse could not delete {room}: {error}"
+                    )));
+                }
+                DeletionStatus::Unknown => self.delete_room(room, message).await?,
+                DeletionStatus::Running(_) => {}
+            }
+            if started.elapsed() >= limit {
+                return Err(MatrixError::Admin(format!(
+                    "the deletion of {room} did not complete within {}s",
+                    limit.as_secs()
+                )));
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+
+    /// Whether the server still knows `room` (its details answer 200).
+    pub async fn room_exists(&self, room: &RoomId) -> Result<bool, MatrixError> {
+        let path = format!("_synapse/admin/v1/rooms/{}", encode(room.as_str()));
+        match self.send(reqwest::Method::GET, &path, None).await? {
+            (200, _) => Ok(true),
+            (404, _) => Ok(false),
+            (status, body) => Err(Self::unexpected("the room's details", status, &body)),
+        }
+    }
+
+    /// The media Synapse knows to be referenced from `room`'s (unencrypted) events.
+    /// Encrypted events hide their media from the server: their addresses come from
+    /// cordon's own export.
+    pub async fn room_media(&self, room: &RoomId) -> Result<Vec<OwnedMxcUri>, MatrixError> {
+        let path = format!("_synapse/admin/v1/room/{}/media", encode(room.as_str()));
+        match self.send(reqwest::Method::GET, &path, None).await? {
+            (200, body) => Ok(["local", "remote"]
+                .iter()
+                .filter_map(|k| body.get(*k).and_then(Value::as_array))
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(OwnedMxcUri::from)
+                .collect()),
+            (404, _) => Ok(Vec::new()),
+            (status, body) => Err(Self::unexpected("listing the room's media", status, &body)),
+        }
+    }
+
+    /// Deletes one piece of local media (its file and thumbnails).
+    pub async fn delete_media(&self, mxc: &MxcUri) -> Result<MediaDeletion, MatrixError> {
+        let (server, media) = mxc
+            .parts()
+            .map_err(|e| MatrixError::Admin(format!("bad media address {mxc}: {e}")))?;
+        let path = format!(
+            "_synapse/admin/v1/media/{}/{}",
+            encode(server.as_str()),
+            encode(media)
+        );
+        match self.send(reqwest::Method::DELETE, &path, None).await? {
+            (200, body) => {
+                let total = body.get("total").and_then(Value::as_u64).unwrap_or(0);
+                Ok(if total > 0 {
+                    MediaDeletion::Deleted
+                } else {
+                    MediaDeletion::Absent
+                })
+            }
+            (404, _) => Ok(MediaDeletion::Absent),
+            (status, body) => Err(Self::unexpected("deleting media", status, &body)),
+        }
+    }
+}
+
+/// The status of a `delete_status` answer, which lists every deletion Synapse
+/// remembers for the room, in no promised order: one still running decides, then a
+/// complete one, then a failure.
+fn deletion_status_of(body: &Value) -> DeletionStatus {
+    let results = body
+        .get("results")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let status = |r: &Value| r.get("status").and_then(Value::as_str).map(str::to_owned);
+    if let Some(running) = results
+        .iter()
+        .filter_map(status)
+        .find(|s| s != "complete" && s != "failed")
+    {
+        return DeletionStatus::Running(running);
+    }
+    if results
+        .iter()
+        .any(|r| status(r).as_deref() == Some("complete"))
+    {
+        return DeletionStatus::Complete;
+    }
+    match results
+        .iter()
+        .find(|r| status(r).as_deref() == Some("failed"))
+    {
+        Some(failed) => DeletionStatus::Failed(
+            failed
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("no reason given")
+                .to_owned(),
+        ),
+        None => DeletionStatus::Unknown,
+    }
+}
+
 /// Whether a holder's account can be invited.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Account {
@@ -188,6 +399,29 @@ pub(crate) fn encode(segment: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_newest_deletion_decides() {
+        let body = json!({ "results": [
+            { "delete_id": "a", "status": "failed", "error": "boom" },
+            { "delete_id": "b", "status": "purging" },
+        ]});
+        assert_eq!(
+            deletion_status_of(&body),
+            DeletionStatus::Running("purging".into())
+        );
+        let done = json!({ "results": [
+            { "delete_id": "b", "status": "complete" },
+            { "delete_id": "a", "status": "failed", "error": "boom" },
+        ]});
+        assert_eq!(deletion_status_of(&done), DeletionStatus::Complete);
+        let failed = json!({ "results": [{ "status": "failed", "error": "boom" }] });
+        assert_eq!(
+            deletion_status_of(&failed),
+            DeletionStatus::Failed("boom".into())
+        );
+        assert_eq!(deletion_status_of(&json!({})), DeletionStatus::Unknown);
+    }
 
     #[test]
     fn user_ids_are_encoded_as_one_path_segment() {

@@ -43,6 +43,7 @@ mod exactly_once;
 mod incidents;
 pub mod records;
 mod roster;
+pub mod standdown;
 mod sweeps;
 pub mod tables;
 mod timers;
@@ -66,6 +67,7 @@ pub use records::{
     IncidentFilter, OutboxEntry, OutboxIntent, RoomRecord, RoomStatus, Schedule, Timer, TimerKind,
 };
 pub use roster::{RosterAudit, RosterEntry, RosterStatus};
+pub use standdown::{StandDownRecord, StandDownStep};
 pub use sweeps::{LastSweep, SealSegment, SealedPage, SweepAudit, SweepCounts, SweepRecord};
 pub use trust::{EnrolMethod, Enrolment, Revocation};
 
@@ -322,6 +324,7 @@ fn open_all_tables(tx: &WriteTransaction) -> Result<(), redb::TableError> {
     tx.open_table(tables::ADVICE)?;
     tx.open_table(tables::SWEEPS)?;
     tx.open_table(tables::SEAL_SEGMENTS)?;
+    tx.open_table(tables::STANDDOWN)?;
     Ok(())
 }
 

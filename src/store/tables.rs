@@ -49,3 +49,7 @@ pub const SWEEPS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("s
 /// segments written before redacting (`retention.seal_before_redact`).
 pub const SEAL_SEGMENTS: TableDefinition<(&str, &str, u64), &[u8]> =
     TableDefinition::new("seal_segments");
+/// `standdown`: incident id → `StandDownRecord` JSON: which step of the stand-down
+/// pipeline the incident is at, recorded before the step starts, and what the export
+/// found that destruction must delete.
+pub const STANDDOWN: TableDefinition<&str, &[u8]> = TableDefinition::new("standdown");
