@@ -1,5 +1,6 @@
 //! `cordon bench declare`: how long a declare takes, against a raw-HTTP baseline
-//! measured in the same run on the same Synapse. `cordon bench sweep` is in [`sweep`].
+//! measured in the same run on the same Synapse. `cordon bench sweep` is in [`sweep`],
+//! `cordon bench standdown` in [`standdown`].
 //!
 //! cordon's time runs from the command event to the summary cordon posts once the last
 //! invite and every briefing are confirmed (both server timestamps, so client sync
@@ -11,6 +12,7 @@
 //! to its last response. Runs alternate between the two; medians are reported with
 //! their ratio.
 
+pub mod standdown;
 pub mod sweep;
 
 use std::path::PathBuf;

@@ -4,7 +4,9 @@
 //! of the sample mass-casualty playbook (rewritten from `nhs.example` to the local
 //! server), starts `cordon run` as its own process, has the commander invite it into an
 //! encrypted control room and declare the incident from their own client, and prints a
-//! timeline of rooms, invites and joins with elapsed times.
+//! timeline of rooms, invites and joins with elapsed times. It ends with the stand-down:
+//! the archive sealed, verified and destroyed rooms, then the records officer verifying
+//! and opening the archive with `cordon archive`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -28,6 +30,9 @@ pub enum DemoError {
     /// The playbook could not be prepared.
     #[error("the demo playbook: {0}")]
     Playbook(String),
+    /// A step of the script failed.
+    #[error("{0}")]
+    Step(String),
 }
 
 /// Options of `cordon demo`.
@@ -79,6 +84,8 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     let text = std::fs::read_to_string(&options.playbook)
         .map_err(|e| DemoError::Io(options.playbook.display().to_string(), e))?;
     let local = text.replace(":nhs.example", &format!(":{}", hs.server_name()));
+    // The demo's records officer (and a deputy): the archive is sealed to their keys.
+    let (local, officer_key) = with_demo_recipients(&local, &dir)?;
     let file_name = options
         .playbook
         .file_name()
@@ -252,16 +259,67 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         .and_then(|(_, rest)| rest.split_once(')'))
         .map(|(id, _)| id.to_owned())
         .unwrap_or_default();
-    for (command, answer) in [
-        (format!("!cordon extend {incident} 2h"), "Extended"),
-        (format!("!cordon standdown {incident}"), "has stood down"),
+    for (command, answers) in [
+        (format!("!cordon extend {incident} 2h"), &["Extended"][..]),
+        (
+            format!("!cordon standdown {incident}"),
+            &["has stood down", "is sealed and verified", "are destroyed"][..],
+        ),
     ] {
         commander.send_text(&control, &command).await?;
         t.say(format!("commander: {command}"));
-        let (_, reply) = commander
-            .wait_for_message(&control, WAIT, |s, b| s == bot_id && b.contains(answer))
-            .await?;
-        for line in reply.lines() {
+        for answer in answers {
+            let (_, reply) = commander
+                .wait_for_message(&control, WAIT, |s, b| s == bot_id && b.contains(answer))
+                .await?;
+            t.say("cordon:");
+            for line in reply.lines() {
+                println!("           | {line}");
+            }
+        }
+    }
+
+    // The records officer checks the sealed archive and opens it with their own key.
+    let archive = setup
+        .dir
+        .join("archives")
+        .join(crate::archive::archive_file_name(&incident));
+    let opened = dir.join("opened");
+    let archive_arg = archive.display().to_string();
+    let key_arg = officer_key.display().to_string();
+    let opened_arg = opened.display().to_string();
+    for args in [
+        vec!["archive", "verify", &archive_arg, "-i", &key_arg],
+        vec![
+            "archive",
+            "open",
+            &archive_arg,
+            "-i",
+            &key_arg,
+            "--out",
+            &opened_arg,
+        ],
+    ] {
+        t.say(format!("records officer: cordon {}", args.join(" ")));
+        let out = run_cli(&options.binary, &args).await?;
+        for line in out.lines() {
+            println!("           | {line}");
+        }
+    }
+    if let Some(first) = std::fs::read_dir(opened.join("rooms"))
+        .ok()
+        .and_then(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "md"))
+                .min()
+        })
+    {
+        t.say(format!("the readable transcript {}:", first.display()));
+        let text = std::fs::read_to_string(&first)
+            .map_err(|e| DemoError::Io(first.display().to_string(), e))?;
+        for line in text.lines().take(14) {
             println!("           | {line}");
         }
     }
@@ -282,6 +340,71 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     }
     commander.stop().await;
     Ok(())
+}
+
+/// Replaces the playbook's archive recipients with freshly made demo keys (the first is
+/// the records officer's, whose identity file is written to `dir`; the others a
+/// deputy's each). Returns the playbook text and the officer's identity file.
+fn with_demo_recipients(text: &str, dir: &Path) -> Result<(String, PathBuf), DemoError> {
+    use age::secrecy::ExposeSecret;
+    let officer = age::x25519::Identity::generate();
+    let key_file = dir.join("records-officer.key");
+    std::fs::write(
+        &key_file,
+        format!(
+            "# the demo records officer's age identity\n{}\n",
+            officer.to_string().expose_secret()
+        ),
+    )
+    .map_err(|e| DemoError::Io(key_file.display().to_string(), e))?;
+    let mut out = String::with_capacity(text.len());
+    let mut first = true;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if let Some(key) = trimmed
+            .strip_prefix("- ")
+            .map(str::trim)
+            .filter(|k| k.starts_with("age1"))
+        {
+            let replacement = if first {
+                officer.to_public().to_string()
+            } else {
+                age::x25519::Identity::generate().to_public().to_string()
+            };
+            first = false;
+            out.push_str(&line.replacen(key, &replacement, 1));
+        } else {
+            out.push_str(line);
+        }
+    }
+    if first {
+        return Err(DemoError::Playbook(
+            "it lists no archive recipient (`- age1…` under archive.recipients)".into(),
+        ));
+    }
+    Ok((out, key_file))
+}
+
+/// Runs `cordon ARGS` and returns what it printed; a failure is the demo's failure.
+async fn run_cli(binary: &Path, args: &[&str]) -> Result<String, DemoError> {
+    let out = tokio::process::Command::new(binary)
+        .args(args)
+        .output()
+        .await
+        .map_err(|e| DemoError::Io(binary.display().to_string(), e))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(DemoError::Step(format!(
+            "`cordon {}` failed: {text}",
+            args.join(" ")
+        )))
+    }
 }
 
 fn shorten(s: &str, max: usize) -> String {

@@ -220,25 +220,17 @@ pub async fn handle(bot: Arc<Bot>, incoming: Incoming) {
                 answer_failure(&bot, &incoming, done).await;
             }
         }
+        Command::Retry { incident } => {
+            if let Some(incident) = resolve_any(&bot, &incoming, incident.as_ref()).await {
+                let done = super::standdown::retry(&bot, &incoming, incident).await;
+                answer_failure(&bot, &incoming, done).await;
+            }
+        }
         Command::Advice { event } => {
             super::advice::command(&bot, &incoming, &event, false).await;
         }
         Command::Transcribed { event } => {
             super::advice::command(&bot, &incoming, &event, true).await;
-        }
-        other => {
-            refuse(
-                &bot,
-                &incoming,
-                None,
-                "unavailable",
-                &format!(
-                    "`{}` is not available in this version of cordon yet. Nothing was \
-                     changed. Type `!cordon help` for the commands available now.",
-                    other.name()
-                ),
-            )
-            .await;
         }
     }
 }

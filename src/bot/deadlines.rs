@@ -38,7 +38,7 @@ pub(crate) async fn on_expiry(
         // Extended meanwhile: the timer was re-armed for the new expiry.
         State::Active if incident.expires_at > ctx.due => Ok(()),
         State::Active | State::StandingDown | State::Failed => {
-            super::standdown::stand_down(bot, &incident, ACTOR, StandDownCause::Expiry).await
+            super::standdown::stand_down(bot, &incident, ACTOR).await
         }
         State::Provisioning => Err(BotError::Matrix(crate::matrix::MatrixError::Client(
             "the incident expired while still provisioning; standing down once it is done".into(),
@@ -54,6 +54,16 @@ pub(crate) enum StandDownCause {
     Expiry,
     /// Someone ran `standdown`.
     Command,
+}
+
+impl StandDownCause {
+    /// Why `incident` stood down, from who stood it down (cordon itself at expiry).
+    pub(crate) fn of(incident: &Incident) -> Self {
+        match incident.stood_down_by.as_deref() {
+            Some(by) if by != ACTOR => StandDownCause::Command,
+            _ => StandDownCause::Expiry,
+        }
+    }
 }
 
 /// A warning timer's job: tells the control room and every incident room how long is

@@ -11,7 +11,7 @@ use std::sync::{Arc, Weak};
 use tracing::warn;
 
 use super::Bot;
-use crate::incident::timers::ADVICE_KIND;
+use crate::incident::timers::{ADVICE_KIND, STANDDOWN_KIND};
 use crate::schedule::{FireContext, JobError, JobFuture, Jobs};
 use crate::store::{Timer, TimerKind};
 
@@ -42,6 +42,10 @@ async fn run(bot: &Arc<Bot>, timer: &Timer, ctx: FireContext) -> Result<(), supe
         TimerKind::Briefing => super::reminders::on_briefing(bot, timer).await,
         TimerKind::Sweep => super::sweep::on_sweep(bot, timer).await,
         TimerKind::Other(kind) if kind == ADVICE_KIND => super::advice::on_due(bot, timer).await,
+        TimerKind::Other(kind) if kind == STANDDOWN_KIND => {
+            super::standdown::on_job(bot, timer, ctx).await
+        }
+        TimerKind::KeepTimeEnd => super::destroy::on_keep_time_end(bot, timer).await,
         other => {
             warn!(timer = %timer.id, kind = ?other, "no job for this kind of timer");
             Ok(())

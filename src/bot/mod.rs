@@ -13,10 +13,12 @@
 mod advice;
 pub(crate) mod commands;
 mod deadlines;
+mod destroy;
 mod jobs;
 mod provision;
 mod reminders;
 mod roster;
+mod seal;
 mod standdown;
 mod status;
 mod sweep;
@@ -66,6 +68,20 @@ pub enum BotError {
     /// A retention sweep failed.
     #[error(transparent)]
     Sweep(#[from] crate::retention::SweepError),
+    /// Sealing or verifying an archive failed.
+    #[error(transparent)]
+    Archive(#[from] crate::archive::ArchiveError),
+    /// A file of cordon's could not be read, written or deleted.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The incident's pipeline is running already (the caller retries later).
+    #[error("{0}'s pipeline is already running")]
+    Busy(IncidentId),
 }
 
 /// How often pending holders are checked for a new enrolment.
@@ -98,6 +114,9 @@ pub struct Bot {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) rate_limits: RateLimits,
     pub(crate) admin: SynapseAdmin,
+    /// Signs the manifests of sealed archives (its public key is what records officers
+    /// pin). It cannot open an archive.
+    pub(crate) signer: Arc<crate::archive::ArchiveSigner>,
     /// Incidents whose pipeline is running in this process, so that two triggers (a
     /// command and the start-up resume) never run one incident twice at once.
     running: Mutex<HashSet<IncidentId>>,
@@ -218,9 +237,30 @@ impl Bot {
         };
     }
 
+    /// Marks `id`'s pipeline as running until the guard is dropped; `None` when it runs
+    /// already.
+    pub(crate) fn running_guard(self: &Arc<Self>, id: &IncidentId) -> Option<Running> {
+        self.try_start(id).then(|| Running {
+            bot: self.clone(),
+            id: id.clone(),
+        })
+    }
+
     /// Runs `fut` as tracked background work.
     pub(crate) async fn spawn(self: &Arc<Self>, fut: impl Future<Output = ()> + Send + 'static) {
         self.tasks.lock().await.spawn(fut);
+    }
+}
+
+/// An incident's pipeline running in this process; see [`Bot::running_guard`].
+pub(crate) struct Running {
+    bot: Arc<Bot>,
+    id: IncidentId,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.bot.finished(&self.id);
     }
 }
 
@@ -236,6 +276,10 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
     // The session first: a cordon that must be recovered leaves no store behind.
     let client = matrix::session::connect(&config, &password, &passphrase).await?;
     let store = Arc::new(Store::open(&config.state_dir.join("store"))?);
+    let signer = Arc::new(crate::archive::ArchiveSigner::load_or_create(
+        &config.state_dir,
+    )?);
+    info!(key = %signer.public(), "archive signing key (pin it with `cordon archive pubkey`)");
     drop(password);
     drop(passphrase);
 
@@ -255,6 +299,7 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
         clock: crate::clock::from_env(),
         rate_limits,
         admin,
+        signer,
         running: Mutex::new(HashSet::new()),
         sync_kick: Notify::new(),
         syncs: tokio::sync::watch::Sender::new(0),
@@ -609,33 +654,8 @@ async fn resume_incidents(bot: &Arc<Bot>) {
         bot.spawn(async move { provision::run(b, incident.id).await })
             .await;
     }
-    // A stand-down interrupted by a stop or a crash is finished (every step is safe to
-    // repeat).
-    let standing_down = bot
-        .store
-        .incidents(&IncidentFilter::in_states(&[State::StandingDown]))
-        .unwrap_or_else(|e| {
-            error!(error = %e, "store: listing incidents standing down");
-            Vec::new()
-        });
-    for incident in standing_down {
-        let b = bot.clone();
-        bot.spawn(async move {
-            let by = incident
-                .stood_down_by
-                .clone()
-                .unwrap_or_else(|| ACTOR.to_owned());
-            let cause = if by == ACTOR {
-                deadlines::StandDownCause::Expiry
-            } else {
-                deadlines::StandDownCause::Command
-            };
-            if let Err(e) = standdown::stand_down(&b, &incident, &by, cause).await {
-                warn!(incident = %incident.id, error = %e, "could not finish the stand-down; retrying at the next start or expiry");
-            }
-        })
-        .await;
-    }
+    // A stand-down interrupted by a stop or a crash resumes through its timer, armed
+    // again by `timers::ensure_all`.
 }
 
 /// Milliseconds since the epoch as a UTC time (the epoch itself if out of range).

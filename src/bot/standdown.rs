@@ -1,16 +1,23 @@
 //! Standing an incident down, by `standdown` or at expiry, and the legal hold.
 //!
-//! The first stage of the stand-down pipeline: the transition to `standing-down` is
-//! recorded (and audited) first, then every room is frozen (read-only power levels,
-//! written to the room record before they are sent, so the guard keeps them), a final
-//! notice lists the advice not yet marked transcribed, and the incident's timers stop
-//! (all but the retention sweeps, which keep running while the rooms exist). Each step
-//! is safe to repeat, so a stand-down interrupted by a crash is finished at the next
-//! start or the next firing of the expiry timer. Sealing the archive and destroying the
-//! rooms come next (issue 6).
+//! The stand-down pipeline, driven by one timer per incident (`<id>/standdown`) so that
+//! the scheduler retries a failed step with backoff and a restart resumes it:
 //!
-//! A legal hold (`hold --reason`) pauses the retention sweeps and will block
-//! destruction; only an operator or a records officer can `release` it.
+//! 1. **Freeze** (here): the transition to `standing-down` is recorded (and audited)
+//!    first; every room is frozen (read-only power levels, written to the room record
+//!    before they are sent, so the guard keeps them); a final notice lists the advice
+//!    not yet marked transcribed; the incident's timers stop (all but the retention
+//!    sweeps, which run while the rooms exist).
+//! 2. **Seal** ([`super::seal`]): every room's history exported, sealed into one age
+//!    archive, re-read and verified; then `archived`.
+//! 3. **Hold check and destroy** ([`super::destroy`]): members removed, rooms and media
+//!    deleted through the admin API; then `destroyed`, and the archive is kept until
+//!    the playbook's `archive.keep` ends.
+//!
+//! Each step is recorded ([`crate::store::StandDownRecord`]) before it starts and is
+//! safe to repeat. A legal hold (`hold --reason`) pauses the retention sweeps and blocks
+//! destruction and the archive's deletion; only an operator or a records officer can
+//! `release` it.
 
 use std::sync::Arc;
 
@@ -20,13 +27,15 @@ use tracing::{info, warn};
 
 use super::commands::{Incoming, refuse, reply, send_once, user_ids};
 use super::deadlines::StandDownCause;
-use super::{Bot, BotError};
+use super::provision::declared_playbook;
+use super::{ACTOR, Bot, BotError};
 use crate::incident::plan::{self, IncidentFacts, PL_CORDON};
 use crate::incident::timers as timer_plan;
-use crate::incident::{Event, Incident, State};
+use crate::incident::{Event, Incident, IncidentId, State};
 use crate::matrix::rooms::{self, notice};
 use crate::playbook::Playbook;
-use crate::store::{RoomRecord, RoomStatus, TimerKind};
+use crate::schedule::FireContext;
+use crate::store::{RoomRecord, RoomStatus, StandDownStep, Timer, TimerKind};
 
 /// The incident's rooms that exist and that cordon has joined, with their records, in
 /// playbook order.
@@ -69,27 +78,115 @@ pub fn frozen_power_levels(desired: &Value) -> Value {
 }
 
 /// Stands `incident` down on behalf of `by` (a user id, or cordon at expiry): records
-/// the transition, stops the timers, freezes every room and posts the final notices.
-/// Resumes a stand-down already under way.
+/// the transition, then arms the pipeline's timer, whose job ([`on_job`]) freezes the
+/// rooms, seals and verifies the archive, and destroys the rooms. Safe to repeat: a
+/// stand-down already under way is only woken.
 pub(crate) async fn stand_down(
     bot: &Arc<Bot>,
     incident: &Incident,
     by: &str,
+) -> Result<(), BotError> {
+    let id = &incident.id;
+    match incident.state {
+        State::Active | State::Failed => {
+            bot.store
+                .apply(id, Event::StandDown { by: by.to_owned() }, by, bot.now())?;
+            info!(incident = %id, by, "standing down");
+        }
+        State::StandingDown => {}
+        _ => return Ok(()),
+    }
+    bot.arm(&timer_plan::standdown(id, bot.now()))
+}
+
+/// How many failed attempts of the pipeline's job pass before the commander and the
+/// operators are told it is retrying.
+const TELL_AFTER_ATTEMPTS: u32 = 3;
+
+/// The stand-down pipeline's job: runs every step not done yet, in order. A step that
+/// fails for a reason that may pass (the homeserver unreachable) returns the error, and
+/// the scheduler runs the job again with backoff; one that must not be retried blindly
+/// (the archive failed verification) stops the pipeline as `failed`, before anything
+/// is destroyed, and alerts.
+pub(crate) async fn on_job(
+    bot: &Arc<Bot>,
+    timer: &Timer,
+    ctx: FireContext,
+) -> Result<(), BotError> {
+    let Some(id) = &timer.incident else {
+        return Ok(());
+    };
+    let Some(_running) = bot.running_guard(id) else {
+        return Err(BotError::Busy(id.clone()));
+    };
+    let result = run_pipeline(bot, id).await;
+    if let Err(e) = &result {
+        warn!(incident = %id, attempt = ctx.attempt, error = %e, "stand-down step failed; retrying");
+        if ctx.attempt == TELL_AFTER_ATTEMPTS {
+            tell_retrying(bot, id, e).await;
+        }
+    }
+    result
+}
+
+async fn run_pipeline(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
+    let Some(incident) = bot.store.incident(id)? else {
+        return Ok(());
+    };
+    let playbook = declared_playbook(bot, id)?;
+    let incident = match incident.state {
+        State::StandingDown => {
+            bot.store
+                .begin_standdown_step(id, StandDownStep::Freeze, bot.now())?;
+            freeze(bot, &incident, StandDownCause::of(&incident)).await?;
+            match super::seal::seal(bot, &incident, &playbook).await {
+                Ok(archived) => archived,
+                Err(super::seal::SealFailure::Retry(e)) => return Err(e),
+                Err(super::seal::SealFailure::Stop(why)) => {
+                    super::seal::stop(bot, &incident, &why).await?;
+                    return Ok(());
+                }
+            }
+        }
+        State::Archived => incident,
+        _ => return Ok(()),
+    };
+    super::destroy::destroy(bot, &incident).await
+}
+
+/// Tells the control room that the stand-down keeps failing and is being retried.
+async fn tell_retrying(bot: &Arc<Bot>, id: &IncidentId, error: &BotError) {
+    let Ok(Some(incident)) = bot.store.incident(id) else {
+        return;
+    };
+    let Some(control) = rooms::joined(&bot.client, &incident.control_room) else {
+        return;
+    };
+    let body = format!(
+        "The stand-down of {id} is stuck and cordon keeps retrying: {error}. Nothing has \
+         been destroyed that is not sealed. If it does not clear, an operator should check \
+         the homeserver and cordon's log.",
+        id = id.as_str()
+    );
+    let key = format!("{}/standdown/retrying", id.as_str());
+    let mention = user_ids(&[incident.commander.as_str()]);
+    if let Err(e) = send_once(bot, &control, &key, Some(id), notice(&body, &mention)).await {
+        warn!(incident = %id, error = %e, "could not tell the control room the stand-down is retrying");
+    }
+}
+
+/// The first step: every room frozen (read-only power levels, written to the room
+/// record before they are sent, so the guard keeps them), the final notices (with the
+/// advice not yet marked transcribed), and the incident's timers stopped (all but the
+/// retention sweeps, which run while the rooms exist, and the pipeline's own).
+async fn freeze(
+    bot: &Arc<Bot>,
+    incident: &Incident,
     cause: StandDownCause,
 ) -> Result<(), BotError> {
     let id = &incident.id;
-    let incident = match incident.state {
-        State::Active | State::Failed => {
-            let (incident, _) =
-                bot.store
-                    .apply(id, Event::StandDown { by: by.to_owned() }, by, bot.now())?;
-            info!(incident = %id, by, "standing down");
-            incident
-        }
-        State::StandingDown => incident.clone(),
-        _ => return Ok(()),
-    };
-    let rooms = incident_rooms(bot, &incident)?;
+    let by = incident.stood_down_by.as_deref().unwrap_or(ACTOR);
+    let rooms = incident_rooms(bot, incident)?;
     let mut frozen = 0;
     for (mut record, room) in rooms.iter().cloned() {
         let Some(desired_pl) = record
@@ -132,7 +229,7 @@ pub(crate) async fn stand_down(
         StandDownCause::Command => format!("stood down by {by}"),
     };
     for (record, room) in &rooms {
-        let advice = super::advice::outstanding_lines(bot, &incident, Some(&record.key));
+        let advice = super::advice::outstanding_lines(bot, incident, Some(&record.key));
         let body = format!(
             "This incident has stood down: {why}. These rooms are now read-only. Any \
              clinical advice here must be in the patient record.{advice}"
@@ -141,7 +238,7 @@ pub(crate) async fn stand_down(
         send_once(bot, room, &key, Some(id), notice(&body, &[])).await?;
     }
     if let Some(control) = rooms::joined(&bot.client, &incident.control_room) {
-        let advice = super::advice::outstanding_lines(bot, &incident, None);
+        let advice = super::advice::outstanding_lines(bot, incident, None);
         let body = format!(
             "{name} ({id}) has stood down: {why}. Its {frozen} room(s) are read-only \
              now.{advice}",
@@ -174,8 +271,9 @@ pub(crate) async fn stand_down(
     // warnings, reminders, briefings or advice reminders in read-only rooms). Until
     // then the expiry timer stays armed, so a stand-down that failed part-way is
     // retried by the scheduler, and the others see the incident is no longer active.
+    let pipeline = timer_plan::standdown_id(id);
     for timer in bot.store.timers_for(id)? {
-        if timer.kind != TimerKind::Sweep {
+        if timer.kind != TimerKind::Sweep && timer.id != pipeline {
             bot.disarm(&timer.id)?;
         }
     }
@@ -211,13 +309,72 @@ pub(crate) async fn command(
         refuse(bot, incoming, Some(id), "not-active", &text).await;
         return Ok(());
     }
-    stand_down(
-        bot,
-        &incident,
-        incoming.sender.as_str(),
-        StandDownCause::Command,
-    )
-    .await
+    if incident.state == State::StandingDown {
+        let step = bot
+            .store
+            .standdown(id)?
+            .map_or("freeze", |r| r.step.as_str());
+        let text = format!(
+            "{} is already standing down (now at: {step}). Its progress is posted here.",
+            id.as_str()
+        );
+        reply(bot, incoming, Some(id), &text).await;
+    }
+    stand_down(bot, &incident, incoming.sender.as_str()).await
+}
+
+/// `retry [incident]`: the commander or an operator runs the step that failed again
+/// (provisioning, or the stand-down's sealing), once its cause is fixed.
+pub(crate) async fn retry(
+    bot: &Arc<Bot>,
+    incoming: &Incoming,
+    incident: Incident,
+) -> Result<(), BotError> {
+    let id = &incident.id;
+    if !(incident.commander == incoming.sender.as_str() || bot.is_operator(&incoming.sender)) {
+        let text = format!(
+            "Only the commander of {} ({}) or an operator can retry it. Nothing was changed.",
+            id.as_str(),
+            incident.commander
+        );
+        refuse(bot, incoming, Some(id), "not-allowed", &text).await;
+        return Ok(());
+    }
+    let Some(failure) = incident
+        .failure
+        .as_ref()
+        .filter(|_| incident.state == State::Failed)
+    else {
+        let text = format!(
+            "{} is {}, not failed: there is nothing to retry. Nothing was changed.",
+            id.as_str(),
+            incident.state.as_str()
+        );
+        refuse(bot, incoming, Some(id), "not-failed", &text).await;
+        return Ok(());
+    };
+    let text = format!(
+        "Retrying {} at the step that failed ({}: {}).",
+        id.as_str(),
+        failure.step.as_str(),
+        failure.reason
+    );
+    let (retried, _) = bot
+        .store
+        .apply(id, Event::Retry, incoming.sender.as_str(), bot.now())?;
+    info!(incident = %id, step = %retried.state, "retrying");
+    reply(bot, incoming, Some(id), &text).await;
+    match retried.state {
+        State::StandingDown => bot.arm(&timer_plan::standdown(id, bot.now()))?,
+        State::Provisioning => {
+            let b = bot.clone();
+            let id = id.clone();
+            bot.spawn(async move { super::provision::run(b, id).await })
+                .await;
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// `hold [incident] --reason …`: the commander, an operator or a records officer places
@@ -296,15 +453,37 @@ pub(crate) async fn release(
         sender.as_str(),
         bot.now(),
     )?;
-    // The sweeps paused by the hold run now.
+    // The sweeps paused by the hold run now; so does a stand-down that waited for the
+    // release to destroy the rooms, and the deletion of an archive kept past its time.
     if matches!(released.state, State::Active | State::StandingDown) {
         for record in bot.store.rooms(id)? {
             bot.arm(&timer_plan::sweep(id, &record.key, bot.now()))?;
         }
     }
+    let next = match released.state {
+        State::StandingDown | State::Archived => {
+            bot.arm(&timer_plan::standdown(id, bot.now()))?;
+            " The stand-down goes on now: the rooms are destroyed once the archive is sealed \
+             and verified."
+        }
+        State::Destroyed => {
+            if let Some(archive) = &released.archive {
+                // Its own due time (destruction + `archive.keep`) when still ahead; now,
+                // if it passed under the hold.
+                let armed = bot.store.timer(&timer_plan::keep_time_end_id(id))?;
+                let due = match armed.map(|t| t.schedule) {
+                    Some(crate::store::Schedule::At(at)) => at,
+                    _ => archive.keep_until,
+                };
+                bot.arm(&timer_plan::keep_time_end(id, due.max(bot.now())))?;
+            }
+            " The sealed archive is deleted at the end of its keep time."
+        }
+        _ => "",
+    };
     info!(incident = %id, "legal hold released");
     let text = format!(
-        "Legal hold on {} released: retention sweeps resume now.",
+        "Legal hold on {} released: retention sweeps resume now.{next}",
         id.as_str()
     );
     reply(bot, incoming, Some(id), &text).await;

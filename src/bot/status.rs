@@ -7,6 +7,7 @@ use super::Bot;
 use crate::incident::plan::{format_remaining, format_time};
 use crate::incident::{Incident, State};
 use crate::matrix::rooms;
+use crate::store::RoomStatus;
 
 /// Renders `incidents` as the status reply.
 pub async fn render(bot: &Bot, incidents: &[Incident]) -> String {
@@ -42,7 +43,23 @@ pub async fn render(bot: &Bot, incidents: &[Incident]) -> String {
         if let Some(failure) = &incident.failure
             && incident.state == State::Failed
         {
-            out.push_str(&format!("\nfailed: {}", failure.reason));
+            out.push_str(&format!(
+                "\nfailed: {} (`!cordon retry {}` once fixed)",
+                failure.reason,
+                incident.id.as_str()
+            ));
+        }
+        if incident.state == State::StandingDown
+            && let Ok(Some(record)) = bot.store.standdown(&incident.id)
+        {
+            out.push_str(&format!("\nstand-down at: {}", record.step.as_str()));
+        }
+        if let Some(archive) = &incident.archive {
+            out.push_str(&format!(
+                "\narchive sealed and verified, SHA-256 {}…, kept at least until {}",
+                archive.sha256.get(..12).unwrap_or(&archive.sha256),
+                format_time(archive.keep_until, bot.config.time_zone)
+            ));
         }
         let mut records = bot.store.rooms(&incident.id).unwrap_or_default();
         records.sort_by_key(|r| {
@@ -63,6 +80,16 @@ pub async fn render(bot: &Bot, incidents: &[Incident]) -> String {
                 .get("invites")
                 .and_then(|i| i.as_array())
                 .map_or(0, |a| a.len());
+            let gone = match record.status {
+                RoomStatus::Deleting => Some("being destroyed"),
+                RoomStatus::Destroyed => Some("destroyed"),
+                RoomStatus::PurgePending => Some("closed, purge pending on the server"),
+                _ => None,
+            };
+            if let Some(gone) = gone {
+                out.push_str(&format!("\n- {name}: {gone}"));
+                continue;
+            }
             let Some(room) = record
                 .room_id
                 .as_deref()

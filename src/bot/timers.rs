@@ -83,6 +83,15 @@ pub(crate) fn ensure(bot: &Bot, incident: &Incident, playbook: &Playbook) -> Res
             for room in &playbook.rooms {
                 bot.arm_if_absent(&plan::first_sweep(incident, playbook, &room.key))?;
             }
+            // The pipeline resumes where it stopped; a held one waits for `release`.
+            if incident.state == State::StandingDown || !incident.is_held() {
+                bot.arm(&plan::standdown(&incident.id, bot.now()))?;
+            }
+        }
+        State::Destroyed => {
+            if let Some(archive) = &incident.archive {
+                bot.arm_if_absent(&plan::keep_time_end(&incident.id, archive.keep_until))?;
+            }
         }
         _ => {}
     }
@@ -133,6 +142,7 @@ pub(crate) fn ensure_all(bot: &Arc<Bot>) {
             State::Active,
             State::StandingDown,
             State::Archived,
+            State::Destroyed,
         ])) {
         Ok(list) => list,
         Err(e) => {

@@ -27,6 +27,9 @@ use crate::store::{Schedule, Timer, TimerKind};
 /// The kind name of the timer that reminds the author of untranscribed advice.
 pub const ADVICE_KIND: &str = "advice-reminder";
 
+/// The kind of the timer that drives the stand-down pipeline.
+pub const STANDDOWN_KIND: &str = "standdown";
+
 /// The longest lead before the window that the briefing re-post and the advice
 /// reminder keep: a tenth of the window, at most this.
 const MAX_LEAD: Duration = Duration::from_secs(15 * 60);
@@ -92,6 +95,39 @@ fn at(
         payload,
         last_fired: None,
     }
+}
+
+/// The id of the timer that drives the incident's stand-down pipeline.
+pub fn standdown_id(id: &IncidentId) -> String {
+    format!("{}/standdown", id.as_str())
+}
+
+/// The id of the timer that deletes the sealed archive once its keep time ends.
+pub fn keep_time_end_id(id: &IncidentId) -> String {
+    format!("{}/keep-time-end", id.as_str())
+}
+
+/// The stand-down pipeline's timer, due `due` (now, to run it at once). The scheduler
+/// retries it with backoff until the pipeline has finished or stopped on a failure.
+pub fn standdown(incident: &IncidentId, due: DateTime<Utc>) -> Timer {
+    at(
+        standdown_id(incident),
+        incident,
+        TimerKind::Other(STANDDOWN_KIND.to_owned()),
+        due,
+        json!({}),
+    )
+}
+
+/// The timer that deletes the sealed archive at the end of its keep time.
+pub fn keep_time_end(incident: &IncidentId, due: DateTime<Utc>) -> Timer {
+    at(
+        keep_time_end_id(incident),
+        incident,
+        TimerKind::KeepTimeEnd,
+        due,
+        json!({}),
+    )
 }
 
 /// The expiry timer at the incident's current `expires_at`.

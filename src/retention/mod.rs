@@ -139,9 +139,12 @@ pub struct SweepReport {
     pub next_due: DateTime<Utc>,
 }
 
+/// How every redaction reason of a retention sweep starts.
+pub const REASON_PREFIX: &str = "retention: ";
+
 /// The redaction reason for a window: `retention: 12h`.
 pub fn reason_for(window: Duration) -> String {
-    format!("retention: {}", humantime::format_duration(window))
+    format!("{REASON_PREFIX}{}", humantime::format_duration(window))
 }
 
 #[cfg(test)]

@@ -455,8 +455,9 @@ async fn seal_page(
     Ok(counts)
 }
 
-/// One event as cordon reads it: decrypted when it can be.
-async fn read_line(
+/// One event as cordon reads it: decrypted when it can be (the stand-down's export
+/// reads with it too).
+pub(crate) async fn read_line(
     room: &Room,
     room_key: &str,
     raw: &Raw<AnyTimelineEvent>,

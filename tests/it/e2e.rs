@@ -21,6 +21,9 @@ pub(crate) struct Timing {
     pub retention: &'static str,
     /// The command room's `reminders:` list (`[]` for none).
     pub reminders: &'static str,
+    /// The archive's age recipient (a records officer's public key); a fixed key nobody
+    /// in the test holds when `None`.
+    pub recipient: Option<String>,
 }
 
 impl Default for Timing {
@@ -29,6 +32,7 @@ impl Default for Timing {
             duration: "{ max: 2h, warn_before: [30m], extend_max: 1h }",
             retention: "{ messages: 1h }",
             reminders: "[]",
+            recipient: None,
         }
     }
 }
@@ -62,9 +66,13 @@ rooms:
     name: "{{incident}} - Ward"
     members: [nurse]
 archive:
-  recipients: ["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"]
+  recipients: ["{recipient}"]
   keep: 30d
 "#,
+        recipient = timing
+            .recipient
+            .as_deref()
+            .unwrap_or("age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"),
         nurses = nurses.join(", "),
         duration = timing.duration,
         retention = timing.retention,

@@ -14,9 +14,13 @@ use serde_json::Value;
 use crate::e2e::{Timing, World, incident_id_in};
 use crate::support::WAIT;
 
+/// The failpoint that stops the stand-down pipeline once the rooms are frozen, before
+/// the archive is sealed.
+pub(crate) const FREEZE_ONLY: &str = "standdown.seal";
+
 /// Declares the world's playbook and returns the incident id and its command room,
 /// joined by the first nurse.
-async fn declare(w: &World, name: &str) -> (String, OwnedRoomId) {
+pub(crate) async fn declare(w: &World, name: &str) -> (String, OwnedRoomId) {
     w.say(&format!("!cordon declare {} \"{name}\"", w.playbook_id))
         .await;
     let summary = w.bot_says("DECLARED").await;
@@ -97,10 +101,17 @@ async fn the_expiry_warning_then_the_expiry_stand_the_incident_down_and_freeze_i
         duration: "{ max: 75s, warn_before: [55s], extend_max: 0s }",
         retention: "{ messages: 60s }",
         reminders: "[]",
+        recipient: None,
     };
     let mut w = World::timed(1, 0, &timing).await;
     let (incident, command) = declare(&w, "Expiry drill").await;
     let bot = w.setup.user_id.clone();
+    // The pipeline stops after the freeze, so the frozen rooms can be looked at (the
+    // `standdown` tests follow it to the end).
+    w.restart(&[("CORDON_FAILPOINT", FREEZE_ONLY)])
+        .wait_for_log("cordon is ready", WAIT)
+        .await
+        .unwrap();
 
     // The warning: in the control room, with how to extend (here: it cannot be) …
     let warning = w.bot_says("stands down in").await;
@@ -131,7 +142,7 @@ async fn the_expiry_warning_then_the_expiry_stand_the_incident_down_and_freeze_i
     let refused = w.nurses[0].send_text(&command, "still here?").await;
     assert!(refused.is_err(), "a member could still post after expiry");
 
-    w.stop_bot();
+    w.bot.take().unwrap().kill9();
     let audit = audit_actions(&w, &incident);
     assert!(
         audit
@@ -193,7 +204,10 @@ async fn a_bot_restarted_across_a_due_expiry_still_stands_the_incident_down() {
     w.stop_bot();
     // cordon comes back after the expiry (2h) has passed: its clock is moved on,
     // through the clock abstraction.
-    let bot = w.restart(&[("CORDON_CLOCK_SKEW_SECS", "7500")]);
+    let bot = w.restart(&[
+        ("CORDON_CLOCK_SKEW_SECS", "7500"),
+        ("CORDON_FAILPOINT", FREEZE_ONLY),
+    ]);
     bot.wait_for_log("cordon is ready", WAIT).await.unwrap();
     let done = w.bot_says("has stood down").await;
     assert!(done.contains(&incident), "{done}");
@@ -204,7 +218,7 @@ async fn a_bot_restarted_across_a_due_expiry_still_stands_the_incident_down() {
     assert_eq!(pl["events_default"], 100, "{pl}");
     // The warning whose deadline had passed too was dropped, not sent late.
     assert_eq!(w.bot_messages("stands down in"), 0);
-    w.stop_bot();
+    w.bot.take().unwrap().kill9();
     let audit = audit_actions(&w, &incident);
     assert!(
         audit.iter().any(|(_, a, d)| a == "timer.skipped"

@@ -1,0 +1,426 @@
+//! The stand-down's last steps: the hold check, destroying the rooms, and, at the end
+//! of the sealed archive's keep time, deleting the archive.
+//!
+//! Destruction runs only once the archive is verified (`archived`) and no legal hold is
+//! set; the hold is checked again before each room, so one placed while the pipeline
+//! runs stops it before the next room. For each room, recorded as `deleting` first:
+//!
+//! 1. every member (and pending invite) is kicked, with a reason;
+//! 2. with admin rights, the media Synapse lists for the room is noted, the room is
+//!    deleted with `purge` and `block`, and its deletion status polled until complete;
+//!    without them, cordon leaves and forgets the room, and the purge is reported as
+//!    pending;
+//! 3. the room is recorded `destroyed` (or `purge-pending`) and audited.
+//!
+//! Then the media of every room is deleted (what the export found, which covers
+//! encrypted attachments the server cannot see, and what Synapse listed): purging a room
+//! leaves its media behind. Every step is safe to repeat.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use matrix_sdk::RoomMemberships;
+use matrix_sdk::ruma::{OwnedMxcUri, OwnedRoomId};
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::commands::{send_once, user_ids};
+use super::provision::declared_playbook;
+use super::{ACTOR, Bot, BotError};
+use crate::incident::timers as timer_plan;
+use crate::incident::{Event, Incident, State};
+use crate::matrix::MatrixError;
+use crate::matrix::admin::MediaDeletion;
+use crate::matrix::rooms::{self, notice};
+use crate::store::{RoomStatus, StandDownStep, Timer};
+
+/// How often a room's deletion status is polled.
+const POLL: Duration = Duration::from_millis(500);
+
+/// The longest cordon waits for one room's deletion before retrying the step.
+const DELETE_LIMIT: Duration = Duration::from_secs(15 * 60);
+
+/// Destroys the rooms of `incident` (archived), unless a legal hold is set, records it
+/// (`destroyed`), arms the archive's keep-time end and tells the control room.
+pub(crate) async fn destroy(bot: &Arc<Bot>, incident: &Incident) -> Result<(), BotError> {
+    let id = &incident.id;
+    if incident.state != State::Archived {
+        return Ok(());
+    }
+    if held(bot, incident).await? {
+        return Ok(());
+    }
+    bot.store
+        .begin_standdown_step(id, StandDownStep::Destroy, bot.now())?;
+    let admin = bot.admin.is_admin(bot.user_id()).await.unwrap_or(false);
+    let reason = format!(
+        "{} has stood down: its rooms are closed and their record is sealed for the \
+         records officer.",
+        incident.display_name
+    );
+    let mut records = bot.store.rooms(id)?;
+    records.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut destroyed = 0;
+    let mut pending = 0;
+    for mut record in records {
+        match record.status {
+            RoomStatus::Destroyed => {
+                destroyed += 1;
+                continue;
+            }
+            RoomStatus::PurgePending => {
+                pending += 1;
+                continue;
+            }
+            _ => {}
+        }
+        let Some(room_id) = record
+            .room_id
+            .as_deref()
+            .and_then(|r| OwnedRoomId::try_from(r).ok())
+        else {
+            // Planned but never created: there is nothing to destroy.
+            record.status = RoomStatus::Destroyed;
+            record.updated_at = bot.now();
+            bot.store.upsert_room(&record)?;
+            continue;
+        };
+        // A hold placed while the pipeline runs stops it before the next room.
+        if let Some(current) = bot.store.incident(id)? {
+            if held(bot, &current).await? {
+                return Ok(());
+            }
+        }
+        if record.status != RoomStatus::Deleting {
+            record.status = RoomStatus::Deleting;
+            record.updated_at = bot.now();
+            bot.store.upsert_room(&record)?;
+        }
+        let kicked = kick_everyone(bot, &room_id, &reason).await?;
+        crate::failpoint::hit("standdown.kicked").await;
+        let purged = if admin {
+            // Listed before the purge, which forgets which media the room used.
+            let listed = bot.admin.room_media(&room_id).await?;
+            remember_media(bot, incident, &listed)?;
+            bot.admin.delete_room(&room_id, &reason).await?;
+            crate::failpoint::hit("standdown.delete-requested").await;
+            bot.admin
+                .wait_deleted(&room_id, &reason, POLL, DELETE_LIMIT)
+                .await?;
+            true
+        } else {
+            leave_and_forget(bot, &room_id).await?;
+            false
+        };
+        record.status = if purged {
+            RoomStatus::Destroyed
+        } else {
+            RoomStatus::PurgePending
+        };
+        record.updated_at = bot.now();
+        bot.store.upsert_room(&record)?;
+        bot.store.audit(
+            ACTOR,
+            if purged {
+                "room.destroyed"
+            } else {
+                "room.left"
+            },
+            Some(id),
+            json!({
+                "room_key": record.key,
+                "room": room_id,
+                "members_removed": kicked,
+                "purged": purged,
+                "blocked": purged,
+            }),
+            bot.now(),
+        )?;
+        info!(incident = %id, room = %room_id, key = %record.key, purged, "room destroyed");
+        if purged {
+            destroyed += 1;
+        } else {
+            pending += 1;
+        }
+    }
+    let media = if admin {
+        delete_media(bot, incident).await?
+    } else {
+        MediaCount::default()
+    };
+    crate::failpoint::hit("standdown.media-deleted").await;
+    let purge_pending = pending > 0;
+    let (incident, _) =
+        bot.store
+            .apply(id, Event::Destroyed { purge_pending }, ACTOR, bot.now())?;
+    bot.store
+        .begin_standdown_step(id, StandDownStep::Done, bot.now())?;
+    // Nothing runs in rooms that are gone; the keep time's end is all that is left.
+    for timer in bot.store.timers_for(id)? {
+        if timer.id != timer_plan::standdown_id(id) {
+            bot.disarm(&timer.id)?;
+        }
+    }
+    // The archive is kept for `archive.keep` after destruction (a hold may have kept the
+    // rooms long past the seal).
+    let keep = declared_playbook(bot, id)
+        .ok()
+        .and_then(|p| chrono::TimeDelta::from_std(p.archive.keep).ok())
+        .unwrap_or_default();
+    let keep_until = incident.archive.as_ref().map(|archive| {
+        archive.keep_until.max(
+            bot.now()
+                .checked_add_signed(keep)
+                .unwrap_or(archive.keep_until),
+        )
+    });
+    if let Some(due) = keep_until {
+        bot.arm(&timer_plan::keep_time_end(id, due))?;
+    }
+    tell_destroyed(bot, &incident, destroyed, pending, &media, keep_until).await;
+    Ok(())
+}
+
+/// True (and the control room told, once per hold) when a legal hold blocks destruction.
+async fn held(bot: &Arc<Bot>, incident: &Incident) -> Result<bool, BotError> {
+    let Some(hold) = &incident.hold else {
+        return Ok(false);
+    };
+    let id = &incident.id;
+    bot.store
+        .begin_standdown_step(id, StandDownStep::Held, bot.now())?;
+    info!(incident = %id, "legal hold: the rooms are not destroyed until it is released");
+    if let Some(control) = rooms::joined(&bot.client, &incident.control_room) {
+        let body = format!(
+            "{id}'s archive is sealed and verified, but its rooms are not destroyed: a \
+             legal hold is set ({reason}, by {by}). They stay frozen until an operator or a \
+             records officer sends `!cordon release {id}`.",
+            id = id.as_str(),
+            reason = hold.reason,
+            by = hold.by,
+        );
+        let key = format!("{}/destroy-held/{}", id.as_str(), hold.since.timestamp());
+        send_once(bot, &control, &key, Some(id), notice(&body, &[])).await?;
+    }
+    Ok(true)
+}
+
+/// Kicks every member and pending invite but cordon, with `reason`. Returns how many.
+async fn kick_everyone(
+    bot: &Arc<Bot>,
+    room_id: &OwnedRoomId,
+    reason: &str,
+) -> Result<u64, BotError> {
+    let Some(room) = bot.client.get_room(room_id) else {
+        return Ok(0);
+    };
+    if room.state() != matrix_sdk::RoomState::Joined {
+        // cordon was removed already (a deletion that ran): nobody is left to kick.
+        return Ok(0);
+    }
+    let members = room
+        .members(RoomMemberships::JOIN | RoomMemberships::INVITE)
+        .await
+        .map_err(MatrixError::from)?;
+    let mut kicked = 0;
+    for member in members {
+        if member.user_id() == bot.user_id() {
+            continue;
+        }
+        room.kick_user(member.user_id(), Some(reason))
+            .await
+            .map_err(MatrixError::from)?;
+        kicked += 1;
+    }
+    Ok(kicked)
+}
+
+/// Without admin rights: cordon leaves the room and forgets it. The server keeps its
+/// events until an admin purges it.
+async fn leave_and_forget(bot: &Arc<Bot>, room_id: &OwnedRoomId) -> Result<(), BotError> {
+    let Some(room) = bot.client.get_room(room_id) else {
+        return Ok(());
+    };
+    if room.state() == matrix_sdk::RoomState::Joined {
+        room.leave().await.map_err(MatrixError::from)?;
+    }
+    if let Some(room) = bot.client.get_room(room_id) {
+        if room.state() == matrix_sdk::RoomState::Left {
+            room.forget().await.map_err(MatrixError::from)?;
+        }
+    }
+    Ok(())
+}
+
+/// Adds the media Synapse listed for a room to what the export found.
+fn remember_media(bot: &Bot, incident: &Incident, listed: &[OwnedMxcUri]) -> Result<(), BotError> {
+    let Some(mut record) = bot.store.standdown(&incident.id)? else {
+        return Ok(());
+    };
+    let mut changed = false;
+    for mxc in listed {
+        if !record.media.iter().any(|m| m == mxc.as_str()) {
+            record.media.push(mxc.to_string());
+            changed = true;
+        }
+    }
+    if changed {
+        record.updated_at = bot.now();
+        bot.store.put_standdown(&incident.id, &record)?;
+    }
+    Ok(())
+}
+
+/// What deleting the incident's media did.
+#[derive(Debug, Default)]
+struct MediaCount {
+    deleted: u64,
+    absent: u64,
+    foreign: u64,
+}
+
+/// Deletes every local media address of the incident, and audits it.
+async fn delete_media(bot: &Arc<Bot>, incident: &Incident) -> Result<MediaCount, BotError> {
+    let record = bot.store.standdown(&incident.id)?;
+    let addresses = record.map(|r| r.media).unwrap_or_default();
+    let server = bot.user_id().server_name();
+    let mut count = MediaCount::default();
+    for address in &addresses {
+        let mxc = OwnedMxcUri::from(address.as_str());
+        match mxc.server_name() {
+            Ok(s) if s == server => {}
+            _ => {
+                // Another server's media (the rooms are not federated, so not expected).
+                count.foreign += 1;
+                continue;
+            }
+        }
+        match bot.admin.delete_media(&mxc).await? {
+            MediaDeletion::Deleted => count.deleted += 1,
+            MediaDeletion::Absent => count.absent += 1,
+        }
+    }
+    if !addresses.is_empty() {
+        bot.store.audit(
+            ACTOR,
+            "media.deleted",
+            Some(&incident.id),
+            json!({
+                "deleted": count.deleted,
+                "already_absent": count.absent,
+                "other_servers": count.foreign,
+            }),
+            bot.now(),
+        )?;
+    }
+    Ok(count)
+}
+
+async fn tell_destroyed(
+    bot: &Arc<Bot>,
+    incident: &Incident,
+    destroyed: u64,
+    pending: u64,
+    media: &MediaCount,
+    keep_until: Option<chrono::DateTime<chrono::Utc>>,
+) {
+    let Some(control) = rooms::joined(&bot.client, &incident.control_room) else {
+        return;
+    };
+    let keep = match (&incident.archive, keep_until) {
+        (Some(a), Some(until)) => format!(
+            " The sealed archive ({}) is kept until {}, then deleted.",
+            a.location,
+            crate::incident::plan::format_time(until, bot.config.time_zone)
+        ),
+        _ => String::new(),
+    };
+    let body = if pending == 0 {
+        format!(
+            "{id}'s {destroyed} room(s) are destroyed: every member removed, the rooms \
+             deleted, purged and blocked on the server, and {deleted} attachment file(s) \
+             deleted.{keep}",
+            id = incident.id.as_str(),
+            deleted = media.deleted,
+        )
+    } else {
+        format!(
+            "{id}'s rooms are closed: every member removed, and cordon left and forgot \
+             {pending} room(s). cordon is not a server admin, so the server still holds \
+             their events and media until an admin purges them: purge pending (see \
+             docs/deploy.md).{keep}",
+            id = incident.id.as_str(),
+        )
+    };
+    let key = format!("{}/destroyed", incident.id.as_str());
+    let mention = user_ids(&[incident.commander.as_str()]);
+    if let Err(e) = send_once(
+        bot,
+        &control,
+        &key,
+        Some(&incident.id),
+        notice(&body, &mention),
+    )
+    .await
+    {
+        warn!(incident = %incident.id, error = %e, "could not tell the control room the rooms are destroyed");
+    }
+}
+
+/// The keep-time end's job: deletes the sealed archive (unless a legal hold is set),
+/// audits it, and closes the incident.
+pub(crate) async fn on_keep_time_end(bot: &Arc<Bot>, timer: &Timer) -> Result<(), BotError> {
+    let Some(id) = &timer.incident else {
+        return Ok(());
+    };
+    let Some(incident) = bot.store.incident(id)? else {
+        return Ok(());
+    };
+    if incident.state != State::Destroyed {
+        return Ok(());
+    }
+    let Some(archive) = incident.archive.clone() else {
+        return Ok(());
+    };
+    if incident.is_held() {
+        // `release` arms this timer again.
+        info!(incident = %id, "legal hold: the sealed archive is kept past its keep time");
+        return Ok(());
+    }
+    // Armed for the later of `keep_until` and destruction + `archive.keep`; a timer
+    // that fires early (a clock set back) waits for its own due time again.
+    let due = match &timer.schedule {
+        crate::store::Schedule::At(at) => (*at).max(archive.keep_until),
+        crate::store::Schedule::Cron { .. } => archive.keep_until,
+    };
+    if bot.now() < due {
+        bot.arm(&timer_plan::keep_time_end(id, due))?;
+        return Ok(());
+    }
+    let path = std::path::Path::new(&archive.location);
+    let existed = match std::fs::remove_file(path) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(source) => {
+            return Err(BotError::Io {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    bot.store.audit(
+        ACTOR,
+        "archive.deleted",
+        Some(id),
+        json!({
+            "file": archive.location,
+            "sha256": archive.sha256,
+            "keep_until": archive.keep_until,
+            "already_absent": !existed,
+        }),
+        bot.now(),
+    )?;
+    bot.store.apply(id, Event::Closed, ACTOR, bot.now())?;
+    info!(incident = %id, file = %archive.location, "sealed archive deleted at the end of its keep time; incident closed");
+    Ok(())
+}

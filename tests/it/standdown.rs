@@ -1,0 +1,553 @@
+//! Stand-down end to end against the real Synapse: an incident with encrypted history
+//! (messages, an edit, a redaction, a reaction, an image) is stood down; the sealed
+//! archive is opened with the records officer's key through `cordon archive`, and the
+//! rooms and their media are checked gone through the admin API. Also: a legal hold
+//! blocks destruction, and a SIGKILL at every step of the pipeline still ends in one
+//! complete archive and destroyed rooms.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use age::secrecy::ExposeSecret;
+use cordon::harness::TestUser;
+use matrix_sdk::attachment::AttachmentConfig;
+use matrix_sdk::ruma::events::reaction::ReactionEventContent;
+use matrix_sdk::ruma::events::relation::Annotation;
+use matrix_sdk::ruma::events::room::message::{ReplacementMetadata, RoomMessageEventContent};
+use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::e2e::{Timing, World, admin_token, incident_id_in};
+use crate::support::{WAIT, cordon_bin};
+
+/// A records officer: an age identity, its file, and the public key the playbook names.
+struct Officer {
+    _dir: tempfile::TempDir,
+    key_file: PathBuf,
+    recipient: String,
+}
+
+impl Officer {
+    fn new() -> Officer {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = age::x25519::Identity::generate();
+        let key_file = dir.path().join("officer.key");
+        std::fs::write(
+            &key_file,
+            format!("{}\n", identity.to_string().expose_secret()),
+        )
+        .unwrap();
+        Officer {
+            recipient: identity.to_public().to_string(),
+            key_file,
+            _dir: dir,
+        }
+    }
+}
+
+/// A world whose playbook seals to `officer`, with the incident declared and both rooms
+/// joined by everyone invited to them. Returns the incident id and its rooms by key.
+async fn declared(officer: &Officer, name: &str) -> (World, String, BTreeMap<String, OwnedRoomId>) {
+    let timing = Timing {
+        recipient: Some(officer.recipient.clone()),
+        ..Timing::default()
+    };
+    let w = World::timed(1, 0, &timing).await;
+    w.say(&format!("!cordon declare {} \"{name}\"", w.playbook_id))
+        .await;
+    let summary = w.bot_says("DECLARED").await;
+    let incident = incident_id_in(&summary);
+    let rooms: BTreeMap<String, OwnedRoomId> = w
+        .created_rooms(&incident)
+        .await
+        .into_iter()
+        .map(|(k, v)| (k, v[0].clone()))
+        .collect();
+    // The commander is in the command room; the nurse in both.
+    join_when_invited(&w.commander, &[&rooms["command"]]).await;
+    join_when_invited(&w.nurses[0], &[&rooms["command"], &rooms["ward"]]).await;
+    (w, incident, rooms)
+}
+
+async fn join_when_invited(user: &TestUser, rooms: &[&OwnedRoomId]) {
+    let mut left: Vec<&OwnedRoomId> = rooms.to_vec();
+    while !left.is_empty() {
+        let invite = user.wait_for_invite(WAIT).await.unwrap();
+        left.retain(|r| **r != invite.room_id());
+    }
+    for room in rooms {
+        user.join(room).await.unwrap();
+    }
+}
+
+/// What the test sent, to compare with the archive.
+#[derive(Default)]
+struct Sent {
+    /// (room key, event id, body) of every text message.
+    texts: Vec<(String, OwnedEventId, String)>,
+    edit: Option<(OwnedEventId, String)>,
+    redacted: Option<OwnedEventId>,
+    reaction: Option<(OwnedEventId, String)>,
+    image: Option<(OwnedEventId, Vec<u8>, String)>,
+}
+
+/// A PNG's worth of bytes (the content does not matter to anyone but the test).
+fn scan_bytes() -> Vec<u8> {
+    let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+    bytes.extend((0..4096u32).map(|i| (i % 251) as u8));
+    bytes
+}
+
+/// `per_room` text messages in each room (the commander in `command`, the nurse in
+/// `ward`), then an edit, a redaction with a reason, a reaction and an encrypted image.
+async fn write_history(w: &World, rooms: &BTreeMap<String, OwnedRoomId>, per_room: usize) -> Sent {
+    let mut sent = Sent::default();
+    for i in 0..per_room {
+        for (key, user) in [("command", &w.commander), ("ward", &w.nurses[0])] {
+            let body = format!("{key} {i}: bed {} needs O neg", i % 17);
+            let id = user.send_text(&rooms[key], &body).await.unwrap();
+            sent.texts.push((key.to_owned(), id, body));
+        }
+    }
+    let command = w.commander.client().get_room(&rooms["command"]).unwrap();
+    let (_, first, _) = sent.texts[0].clone();
+    let edit = RoomMessageEventContent::text_plain("corrected: bed 0 needs 2 units O neg")
+        .make_replacement(ReplacementMetadata::new(first.clone(), None));
+    command.send(edit).await.unwrap();
+    sent.edit = Some((
+        first.clone(),
+        "corrected: bed 0 needs 2 units O neg".to_owned(),
+    ));
+
+    let (_, second, _) = sent.texts[2].clone();
+    command
+        .redact(&second, Some("wrong patient"), None)
+        .await
+        .unwrap();
+    sent.redacted = Some(second);
+
+    let nurse_command = w.nurses[0].client().get_room(&rooms["command"]).unwrap();
+    nurse_command
+        .send(ReactionEventContent::new(Annotation::new(
+            first.clone(),
+            "👍".to_owned(),
+        )))
+        .await
+        .unwrap();
+    sent.reaction = Some((first, "👍".to_owned()));
+
+    let ward = w.nurses[0].client().get_room(&rooms["ward"]).unwrap();
+    let bytes = scan_bytes();
+    let response = ward
+        .send_attachment(
+            "chest-xray.png",
+            &"image/png".parse::<mime::Mime>().unwrap(),
+            bytes.clone(),
+            AttachmentConfig::new(),
+        )
+        .await
+        .unwrap();
+    // The media address, as the nurse's client sees it in the event.
+    let event = ward.event(&response.event_id, None).await.unwrap();
+    let content: Value = event
+        .raw()
+        .deserialize_as::<Value>()
+        .ok()
+        .and_then(|e| e.get("content").cloned())
+        .unwrap_or_default();
+    let mxc = content
+        .pointer("/file/url")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        mxc.starts_with("mxc://"),
+        "the image is encrypted media: {content}"
+    );
+    sent.image = Some((response.event_id, bytes, mxc));
+    sent
+}
+
+fn archive_path(w: &World, incident: &str) -> PathBuf {
+    w.setup
+        .dir
+        .join("archives")
+        .join(format!("{incident}.cordon-archive.age"))
+}
+
+async fn cordon(args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(cordon_bin())
+        .args(args)
+        .output()
+        .await
+        .unwrap()
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Opens the archive with the officer's key into a fresh directory.
+async fn open(officer: &Officer, file: &Path) -> tempfile::TempDir {
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("opened");
+    let done = cordon(&[
+        "archive",
+        "open",
+        file.to_str().unwrap(),
+        "-i",
+        officer.key_file.to_str().unwrap(),
+        "--out",
+        dest.to_str().unwrap(),
+    ])
+    .await;
+    assert!(done.status.success(), "archive open: {}", text(&done));
+    out
+}
+
+fn read_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A Synapse admin API call's HTTP status.
+async fn admin_status(w: &World, path: &str) -> u16 {
+    let admin = admin_token(w.hs).await;
+    reqwest::Client::new()
+        .get(w.hs.base_url().join(path).unwrap())
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Every room answers as deleted (no details, deletion complete), no member can read it.
+async fn assert_destroyed(w: &World, rooms: &BTreeMap<String, OwnedRoomId>) {
+    for (key, room) in rooms {
+        assert_eq!(
+            admin_status(w, &format!("_synapse/admin/v1/rooms/{room}")).await,
+            404,
+            "room {key} still exists"
+        );
+        let status = crate::e2e::admin_get(
+            w.hs,
+            &format!("_synapse/admin/v2/rooms/{room}/delete_status"),
+        )
+        .await;
+        // Synapse keeps a deletion's status for a while after it completes.
+        let results = status["results"].as_array().cloned().unwrap_or_default();
+        assert!(
+            results.iter().all(|r| r["status"] == "complete"),
+            "room {key}: {status}"
+        );
+        let read = w.nurses[0]
+            .client()
+            .get_room(room)
+            .unwrap()
+            .messages(matrix_sdk::room::MessagesOptions::backward())
+            .await;
+        assert!(read.is_err(), "a member can still read room {key}");
+    }
+}
+
+fn cordon_notices(w: &World, needle: &str) -> usize {
+    w.bot_messages(needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stood_down_incident_is_sealed_verified_opened_and_its_rooms_destroyed() {
+    let officer = Officer::new();
+    let (mut w, incident, rooms) = declared(&officer, "Archive drill").await;
+    let sent = write_history(&w, &rooms, 100).await;
+
+    w.say(&format!("!cordon standdown {incident}")).await;
+    let sealed = w.bot_says("is sealed and verified").await;
+    assert!(sealed.contains("cordon cannot open it"), "{sealed}");
+    let destroyed = w.bot_says("are destroyed").await;
+    assert!(destroyed.contains("2 room(s)"), "{destroyed}");
+    assert!(destroyed.contains("1 attachment file(s)"), "{destroyed}");
+    w.stop_bot();
+
+    let file = archive_path(&w, &incident);
+    // Verified by the records officer's CLI: integrity, signature, manifest.
+    let verified = cordon(&[
+        "archive",
+        "verify",
+        file.to_str().unwrap(),
+        "-i",
+        officer.key_file.to_str().unwrap(),
+    ])
+    .await;
+    assert!(verified.status.success(), "{}", text(&verified));
+    assert!(text(&verified).contains(&incident), "{}", text(&verified));
+    // A key the archive was not sealed to is refused.
+    let stranger = Officer::new();
+    let refused = cordon(&[
+        "archive",
+        "verify",
+        file.to_str().unwrap(),
+        "-i",
+        stranger.key_file.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+
+    let opened = open(&officer, &file).await;
+    let root = opened.path().join("opened");
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("manifest.json")).unwrap())
+            .unwrap();
+    let mut by_key: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for room in manifest["rooms"].as_array().unwrap() {
+        let key = room["key"].as_str().unwrap().to_owned();
+        let path = root.join(room["file"].as_str().unwrap());
+        // The hash in the signed manifest is the hash of the transcript.
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(
+            hex::encode(Sha256::digest(&bytes)),
+            room["sha256"].as_str().unwrap(),
+            "{key}'s transcript hash"
+        );
+        by_key.insert(key, read_lines(&path));
+    }
+    assert_eq!(by_key.len(), 2, "{manifest}");
+    let find = |key: &str, id: &str| -> Value {
+        by_key[key]
+            .iter()
+            .find(|l| l["event_id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} is not in {key}'s transcript"))
+    };
+    // Every message as the members saw it, each once.
+    for (key, id, body) in &sent.texts {
+        let line = find(key, id.as_str());
+        if Some(id) == sent.redacted.as_ref() {
+            continue;
+        }
+        assert_eq!(line["content"]["body"], body.as_str(), "{line}");
+        assert_eq!(line["type"], "m.room.message");
+        assert!(line.get("undecryptable").is_none(), "{line}");
+        let copies = by_key[key]
+            .iter()
+            .filter(|l| l["event_id"] == id.as_str())
+            .count();
+        assert_eq!(copies, 1, "{id} is in the transcript {copies} times");
+    }
+    let (original, new_body) = sent.edit.as_ref().unwrap();
+    assert!(
+        by_key["command"].iter().any(|l| {
+            l["content"]["m.relates_to"]["rel_type"] == "m.replace"
+                && l["content"]["m.relates_to"]["event_id"] == original.as_str()
+                && l["content"]["m.new_content"]["body"] == new_body.as_str()
+        }),
+        "the edit is kept"
+    );
+    let redacted = find("command", sent.redacted.as_ref().unwrap().as_str());
+    assert!(redacted.get("content").is_none(), "{redacted}");
+    assert_eq!(
+        redacted["redacted"]["reason"], "wrong patient",
+        "{redacted}"
+    );
+    assert_eq!(
+        redacted["redacted"]["by"],
+        w.commander.user_id().as_str(),
+        "{redacted}"
+    );
+    let (target, key) = sent.reaction.as_ref().unwrap();
+    assert!(
+        by_key["command"].iter().any(|l| {
+            l["type"] == "m.reaction"
+                && l["content"]["m.relates_to"]["event_id"] == target.as_str()
+                && l["content"]["m.relates_to"]["key"] == key.as_str()
+        }),
+        "the reaction is kept"
+    );
+    assert!(
+        by_key["ward"]
+            .iter()
+            .any(|l| l["type"] == "m.room.member"
+                && l["state_key"] == w.nurses[0].user_id().as_str()),
+        "membership changes are kept"
+    );
+    let (image, bytes, mxc) = sent.image.as_ref().unwrap();
+    let line = find("ward", image.as_str());
+    assert_eq!(line["media"]["mxc"], mxc.as_str(), "{line}");
+    assert_eq!(line["media"]["encrypted"], true, "{line}");
+    let stored = std::fs::read(root.join(line["media"]["file"].as_str().unwrap())).unwrap();
+    assert_eq!(
+        &stored, bytes,
+        "the image is archived decrypted, byte for byte"
+    );
+    assert!(root.join("rooms/command.md").exists());
+    assert!(root.join("audit.jsonl").exists());
+    let rendering = std::fs::read_to_string(root.join("rooms/ward.md")).unwrap();
+    assert!(
+        rendering.contains("ward 7: bed 7 needs O neg"),
+        "{rendering}"
+    );
+
+    // Nothing remains on the server: the rooms and the image.
+    assert_destroyed(&w, &rooms).await;
+    let (server, media_id) = mxc.trim_start_matches("mxc://").split_once('/').unwrap();
+    let download = w.nurses[0]
+        .client()
+        .media()
+        .get_media_content(
+            &matrix_sdk::media::MediaRequestParameters {
+                source: matrix_sdk::ruma::events::room::MediaSource::Plain(
+                    format!("mxc://{server}/{media_id}").into(),
+                ),
+                format: matrix_sdk::media::MediaFormat::File,
+            },
+            false,
+        )
+        .await;
+    assert!(
+        download.is_err(),
+        "the image's media is still on the server"
+    );
+    // Exactly one notice of each, and the audit log says what was destroyed and when.
+    assert_eq!(cordon_notices(&w, "is sealed and verified"), 1);
+    let store = cordon::store::Store::open_existing(&w.store_dir()).unwrap();
+    let id = cordon::incident::IncidentId::parse(&incident).unwrap();
+    let audit = store.audit_entries(.., Some(&id)).unwrap();
+    let destroyed_rooms = audit
+        .iter()
+        .filter(|e| e.action == "room.destroyed")
+        .count();
+    assert_eq!(destroyed_rooms, 2, "{audit:?}");
+    assert!(audit.iter().any(|e| e.action == "media.deleted"));
+    let state = store.incident(&id).unwrap().unwrap();
+    assert_eq!(state.state, cordon::incident::State::Destroyed);
+    assert!(!state.purge_pending);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legal_hold_blocks_destruction_until_it_is_released() {
+    let officer = Officer::new();
+    let (mut w, incident, rooms) = declared(&officer, "Hold at stand-down").await;
+    w.nurses[0]
+        .send_text(&rooms["ward"], "Keep this for the inquest")
+        .await
+        .unwrap();
+    w.say(&format!(
+        "!cordon hold {incident} --reason \"Inquest 2026/7\""
+    ))
+    .await;
+    w.bot_says("Legal hold placed").await;
+    w.say(&format!("!cordon standdown {incident}")).await;
+    w.bot_says("is sealed and verified").await;
+    let held = w.bot_says("are not destroyed: a legal hold is set").await;
+    assert!(held.contains("Inquest 2026/7"), "{held}");
+    // The rooms still exist and are still readable by their members.
+    for (key, room) in &rooms {
+        assert_eq!(
+            admin_status(&w, &format!("_synapse/admin/v1/rooms/{room}")).await,
+            200,
+            "room {key} was destroyed under a legal hold"
+        );
+    }
+    // The hold outlives a restart.
+    let bot = w.restart(&[]);
+    bot.wait_for_log("cordon is ready", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for room in rooms.values() {
+        assert_eq!(
+            admin_status(&w, &format!("_synapse/admin/v1/rooms/{room}")).await,
+            200
+        );
+    }
+    w.say(&format!("!cordon release {incident}")).await;
+    w.bot_says("The stand-down goes on now").await;
+    w.bot_says("are destroyed").await;
+    assert_destroyed(&w, &rooms).await;
+    w.stop_bot();
+    let opened = open(&officer, &archive_path(&w, &incident)).await;
+    let lines = read_lines(&opened.path().join("opened/rooms/ward.jsonl"));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["content"]["body"] == "Keep this for the inquest"),
+        "the held message is in the archive"
+    );
+}
+
+/// The points of the pipeline a SIGKILL lands on, in order.
+const KILL_POINTS: [&str; 6] = [
+    "standdown.before_freeze",
+    "standdown.seal",
+    "standdown.sealed",
+    "standdown.kicked",
+    "standdown.delete-requested",
+    "standdown.media-deleted",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_at_every_step_of_the_stand_down_ends_in_one_archive_and_destroyed_rooms() {
+    let officer = Officer::new();
+    let (mut w, incident, rooms) = declared(&officer, "Kill drill").await;
+    let sent = write_history(&w, &rooms, 20).await;
+    let mut first = true;
+    for point in KILL_POINTS {
+        let bot = w.restart(&[("CORDON_FAILPOINT", point)]);
+        bot.wait_for_log("cordon is ready", WAIT).await.unwrap();
+        if first {
+            w.say(&format!("!cordon standdown {incident}")).await;
+            first = false;
+        }
+        let needle = format!("failpoint reached: {point}");
+        let bot = w.bot.as_mut().unwrap();
+        if let Err(e) = bot.wait_for_log(&needle, WAIT).await {
+            panic!("{point} not reached: {e}\n{}", bot.log_text());
+        }
+        bot.kill9();
+        w.bot = None;
+    }
+    let bot = w.restart(&[]);
+    bot.wait_for_log("cordon is ready", WAIT).await.unwrap();
+    w.bot_says("are destroyed").await;
+    assert_destroyed(&w, &rooms).await;
+    w.stop_bot();
+
+    // One archive, no half-written attempt beside it.
+    let dir = w.setup.dir.join("archives");
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        vec![format!("{incident}.cordon-archive.age")],
+        "the archive directory holds exactly one archive"
+    );
+    let opened = open(&officer, &archive_path(&w, &incident)).await;
+    for key in ["command", "ward"] {
+        let lines = read_lines(&opened.path().join(format!("opened/rooms/{key}.jsonl")));
+        for (_, id, body) in sent.texts.iter().filter(|(k, _, _)| k == key) {
+            if Some(id) == sent.redacted.as_ref() {
+                continue;
+            }
+            let found: Vec<&Value> = lines
+                .iter()
+                .filter(|l| l["event_id"] == id.as_str())
+                .collect();
+            assert_eq!(found.len(), 1, "{id} in {key}");
+            assert_eq!(found[0]["content"]["body"], body.as_str());
+        }
+    }
+    // Each notice once, whatever the kills repeated.
+    assert_eq!(cordon_notices(&w, "is sealed and verified"), 1);
+    assert_eq!(cordon_notices(&w, "are destroyed"), 1);
+    assert_eq!(cordon_notices(&w, "has stood down"), 1);
+}
