@@ -49,6 +49,7 @@ pub mod command;
 pub mod config;
 pub mod demo;
 pub mod diagnostic;
+mod durable;
 pub mod failpoint;
 pub mod guard;
 pub mod harness;

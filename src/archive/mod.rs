@@ -18,7 +18,7 @@
 //!
 //! Nothing here speaks Matrix: the stand-down's export hands in plain data.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -176,37 +176,11 @@ pub(crate) fn is_safe_name(name: &str) -> bool {
 
 /// Creates `dir` and its missing parents owner-only (0700), flushing each parent.
 pub(crate) fn create_private_dirs(dir: &Path) -> Result<(), ArchiveError> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        create_private_dirs(parent)?;
-    }
-    let mut builder = fs::DirBuilder::new();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    match builder.create(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(source) => {
-            return Err(ArchiveError::Io {
-                path: dir.to_owned(),
-                source,
-            });
-        }
-    }
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        sync_dir(parent)?;
-    }
-    Ok(())
+    crate::durable::create_private_dirs(dir)
+        .map_err(|(path, source)| ArchiveError::Io { path, source })
 }
 
 /// Flushes a directory's entries to disk.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), ArchiveError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(ArchiveError::io(dir))
+    crate::durable::sync_dir(dir).map_err(|(path, source)| ArchiveError::Io { path, source })
 }

@@ -513,6 +513,27 @@ pub(crate) fn user_ids(users: &[&str]) -> Vec<OwnedUserId> {
 
 /// Refuses a command: audits the refusal, then answers it. The command has already been
 /// marked as processed.
+/// True when the sender is the incident's commander or an operator; otherwise refuses
+/// (audited, answered) with "Only the commander … or an operator can {action}." and
+/// returns false.
+pub(crate) async fn commander_or_operator(
+    bot: &Arc<Bot>,
+    incoming: &Incoming,
+    incident: &Incident,
+    action: &str,
+) -> bool {
+    if incident.commander == incoming.sender.as_str() || bot.is_operator(&incoming.sender) {
+        return true;
+    }
+    let text = format!(
+        "Only the commander of {} ({}) or an operator can {action}. Nothing was changed.",
+        incident.id.as_str(),
+        incident.commander
+    );
+    refuse(bot, incoming, Some(&incident.id), "not-allowed", &text).await;
+    false
+}
+
 pub(crate) async fn refuse(
     bot: &Arc<Bot>,
     incoming: &Incoming,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use tracing::info;
 
-use super::commands::{Incoming, refuse, reply, send_once};
+use super::commands::{Incoming, commander_or_operator, refuse, reply, send_once};
 use super::provision::declared_playbook;
 use super::{ACTOR, Bot, BotError};
 use crate::incident::plan::{format_remaining, format_time};
@@ -145,13 +145,7 @@ pub(crate) async fn extend(
     by: Duration,
 ) -> Result<(), BotError> {
     let id = &incident.id;
-    if !(incident.commander == incoming.sender.as_str() || bot.is_operator(&incoming.sender)) {
-        let text = format!(
-            "Only the commander of {} ({}) or an operator can extend it. Nothing was changed.",
-            id.as_str(),
-            incident.commander
-        );
-        refuse(bot, incoming, Some(id), "not-allowed", &text).await;
+    if !commander_or_operator(bot, incoming, &incident, "extend it").await {
         return Ok(());
     }
     if incident.state != State::Active {

@@ -25,7 +25,7 @@ use matrix_sdk::Room;
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use super::commands::{Incoming, refuse, reply, send_once, user_ids};
+use super::commands::{Incoming, commander_or_operator, refuse, reply, send_once, user_ids};
 use super::deadlines::StandDownCause;
 use super::provision::declared_playbook;
 use super::{ACTOR, Bot, BotError};
@@ -287,14 +287,7 @@ pub(crate) async fn command(
     incident: Incident,
 ) -> Result<(), BotError> {
     let id = &incident.id;
-    if !(incident.commander == incoming.sender.as_str() || bot.is_operator(&incoming.sender)) {
-        let text = format!(
-            "Only the commander of {} ({}) or an operator can stand it down. Nothing was \
-             changed.",
-            id.as_str(),
-            incident.commander
-        );
-        refuse(bot, incoming, Some(id), "not-allowed", &text).await;
+    if !commander_or_operator(bot, incoming, &incident, "stand it down").await {
         return Ok(());
     }
     if !matches!(
@@ -331,13 +324,7 @@ pub(crate) async fn retry(
     incident: Incident,
 ) -> Result<(), BotError> {
     let id = &incident.id;
-    if !(incident.commander == incoming.sender.as_str() || bot.is_operator(&incoming.sender)) {
-        let text = format!(
-            "Only the commander of {} ({}) or an operator can retry it. Nothing was changed.",
-            id.as_str(),
-            incident.commander
-        );
-        refuse(bot, incoming, Some(id), "not-allowed", &text).await;
+    if !commander_or_operator(bot, incoming, &incident, "retry it").await {
         return Ok(());
     }
     let Some(failure) = incident

@@ -379,41 +379,12 @@ pub fn read_segment(
 /// Creates `dir` and its missing parents with owner-only permissions, and flushes the
 /// parents of every directory it created.
 fn create_private_dirs(dir: &Path) -> Result<(), SealError> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    if let Some(parent) = dir.parent() {
-        create_private_dirs(parent)?;
-    }
-    let mut builder = fs::DirBuilder::new();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    match builder.create(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(source) => {
-            return Err(SealError::Io {
-                path: dir.to_owned(),
-                source,
-            });
-        }
-    }
-    if let Some(parent) = dir.parent() {
-        sync_dir(parent)?;
-    }
-    Ok(())
+    crate::durable::create_private_dirs(dir)
+        .map_err(|(path, source)| SealError::Io { path, source })
 }
 
 fn sync_dir(dir: &Path) -> Result<(), SealError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| SealError::Io {
-            path: dir.to_owned(),
-            source,
-        })
+    crate::durable::sync_dir(dir).map_err(|(path, source)| SealError::Io { path, source })
 }
 
 /// Counts and hashes what passes through to the file.
