@@ -14,7 +14,7 @@
 //! - [`signing`]: cordon's signing key, [`ArchiveSigner`], and [`ArchivePublicKey`].
 //! - [`render`]: the Markdown renderings, which treat every body as untrusted.
 //! - [`merge`]: putting the pre-seal segments' lines back into a room's transcript.
-//! - [`error`]: [`ArchiveError`].
+//! - [`error`]: the one error type, [`ArchiveError`].
 //!
 //! Nothing here speaks Matrix: the stand-down's export hands in plain data.
 

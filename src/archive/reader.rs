@@ -30,6 +30,12 @@ const MANIFEST_LIMIT: u64 = 64 << 20;
 /// The largest `manifest.sig` read.
 const SIGNATURE_LIMIT: u64 = 4 << 10;
 
+/// What the walk read of each member: path → (SHA-256, size).
+type MemberDigests = BTreeMap<String, (String, u64)>;
+
+/// What the manifest says each member is: path → (SHA-256, size), where recorded.
+type ExpectedMembers = BTreeMap<String, (Option<String>, Option<u64>)>;
+
 /// A verified archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
@@ -169,7 +175,7 @@ pub(crate) fn check_sealed(
     identity: &age::x25519::Identity,
     signer: &ArchivePublicKey,
     manifest: &Manifest,
-    members: &BTreeMap<String, (String, u64)>,
+    members: &MemberDigests,
 ) -> Result<Verified, ArchiveError> {
     let ids: [&dyn age::Identity; 1] = [identity];
     let (verified, walked) = verify_walk(path, &ids, Some(signer))?;
@@ -215,7 +221,7 @@ fn verify_walk(
     path: &Path,
     ids: &[&dyn age::Identity],
     pinned: Option<&ArchivePublicKey>,
-) -> Result<(Verified, BTreeMap<String, (String, u64)>), ArchiveError> {
+) -> Result<(Verified, MemberDigests), ArchiveError> {
     let mut manifest_bytes: Option<Vec<u8>> = None;
     let mut sig_bytes: Option<Vec<u8>> = None;
     let mut rooms: HashMap<String, RoomFacts> = HashMap::new();
@@ -369,14 +375,12 @@ fn verify_walk(
 
 /// Every member the manifest says the archive holds: path → (SHA-256, size if
 /// recorded). Also checks the manifest's own structure.
-fn expected_members(
-    m: &Manifest,
-) -> Result<BTreeMap<String, (Option<String>, Option<u64>)>, ArchiveError> {
+fn expected_members(m: &Manifest) -> Result<ExpectedMembers, ArchiveError> {
     let bad = |detail: String| ArchiveError::BadManifest {
         file: MANIFEST_FILE.to_owned(),
         detail,
     };
-    let mut out: BTreeMap<String, (Option<String>, Option<u64>)> = BTreeMap::new();
+    let mut out: ExpectedMembers = BTreeMap::new();
     let mut add = |file: &str, sha: Option<&str>, bytes: Option<u64>| {
         if classify(file) != Member::Known {
             return Err(bad(format!(
@@ -442,7 +446,7 @@ fn expected_members(
 /// Every member read must be listed, every listed member read, with its hash.
 fn compare_members(
     expected: &BTreeMap<String, (Option<String>, Option<u64>)>,
-    read: &BTreeMap<String, (String, u64)>,
+    read: &MemberDigests,
 ) -> Result<(), ArchiveError> {
     if let Some(extra) = read.keys().find(|k| !expected.contains_key(*k)) {
         return Err(ArchiveError::UnexpectedMember(extra.clone()));
@@ -463,7 +467,7 @@ fn compare_members(
 /// What one pass over the file saw.
 struct Walk {
     /// Member → (SHA-256, size).
-    members: BTreeMap<String, (String, u64)>,
+    members: MemberDigests,
     file_sha256: String,
     file_size: u64,
 }
@@ -545,7 +549,7 @@ fn walk(
 
 fn walk_members<R: Read>(
     reader: &mut R,
-    members: &mut BTreeMap<String, (String, u64)>,
+    members: &mut MemberDigests,
     visit: &mut impl FnMut(&str, &mut dyn Read) -> Result<(), ArchiveError>,
 ) -> Result<(), ArchiveError> {
     let container = |e: io::Error| ArchiveError::Damaged {

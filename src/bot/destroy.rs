@@ -52,7 +52,9 @@ pub(crate) async fn destroy(bot: &Arc<Bot>, incident: &Incident) -> Result<(), B
     }
     bot.store
         .begin_standdown_step(id, StandDownStep::Destroy, bot.now())?;
-    let admin = bot.admin.is_admin(bot.user_id()).await.unwrap_or(false);
+    // A failed check retries the step: leaving the rooms on a network error would give
+    // up the purge that the admin rights make possible.
+    let admin = bot.admin.is_admin(bot.user_id()).await?;
     let reason = format!(
         "{} has stood down: its rooms are closed and their record is sealed for the \
          records officer.",
@@ -86,10 +88,10 @@ pub(crate) async fn destroy(bot: &Arc<Bot>, incident: &Incident) -> Result<(), B
             continue;
         };
         // A hold placed while the pipeline runs stops it before the next room.
-        if let Some(current) = bot.store.incident(id)? {
-            if held(bot, &current).await? {
-                return Ok(());
-            }
+        if let Some(current) = bot.store.incident(id)?
+            && held(bot, &current).await?
+        {
+            return Ok(());
         }
         if record.status != RoomStatus::Deleting {
             record.status = RoomStatus::Deleting;
@@ -244,10 +246,10 @@ async fn leave_and_forget(bot: &Arc<Bot>, room_id: &OwnedRoomId) -> Result<(), B
     if room.state() == matrix_sdk::RoomState::Joined {
         room.leave().await.map_err(MatrixError::from)?;
     }
-    if let Some(room) = bot.client.get_room(room_id) {
-        if room.state() == matrix_sdk::RoomState::Left {
-            room.forget().await.map_err(MatrixError::from)?;
-        }
+    if let Some(room) = bot.client.get_room(room_id)
+        && room.state() == matrix_sdk::RoomState::Left
+    {
+        room.forget().await.map_err(MatrixError::from)?;
     }
     Ok(())
 }

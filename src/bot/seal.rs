@@ -402,10 +402,10 @@ fn media_addresses(content: &Value) -> Vec<String> {
         "/m.new_content/url",
         "/m.new_content/file/url",
     ] {
-        if let Some(mxc) = content.pointer(pointer).and_then(Value::as_str) {
-            if mxc.starts_with("mxc://") {
-                out.push(mxc.to_owned());
-            }
+        if let Some(mxc) = content.pointer(pointer).and_then(Value::as_str)
+            && mxc.starts_with("mxc://")
+        {
+            out.push(mxc.to_owned());
         }
     }
     out
@@ -475,10 +475,10 @@ fn is_gone(e: &matrix_sdk::Error) -> bool {
 /// Deletes the pre-seal segments once the archive that holds them is recorded.
 fn remove_pre_seal_dir(archive_dir: &Path, incident: &str) {
     let dir = archive_dir.join(incident);
-    if dir.exists() {
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            warn!(dir = %dir.display(), error = %e, "could not remove the pre-seal segments, which are in the sealed archive");
-        }
+    if dir.exists()
+        && let Err(e) = std::fs::remove_dir_all(&dir)
+    {
+        warn!(dir = %dir.display(), error = %e, "could not remove the pre-seal segments, which are in the sealed archive");
     }
 }
 

@@ -274,7 +274,7 @@ async fn a_stood_down_incident_is_sealed_verified_opened_and_its_rooms_destroyed
     w.say(&format!("!cordon standdown {incident}")).await;
     let sealed = w.bot_says("is sealed and verified").await;
     assert!(sealed.contains("cordon cannot open it"), "{sealed}");
-    let destroyed = w.bot_says("are destroyed").await;
+    let destroyed = w.bot_says("room(s) are destroyed").await;
     assert!(destroyed.contains("2 room(s)"), "{destroyed}");
     assert!(destroyed.contains("1 attachment file(s)"), "{destroyed}");
     w.stop_bot();
@@ -470,7 +470,7 @@ async fn a_legal_hold_blocks_destruction_until_it_is_released() {
     }
     w.say(&format!("!cordon release {incident}")).await;
     w.bot_says("The stand-down goes on now").await;
-    w.bot_says("are destroyed").await;
+    w.bot_says("room(s) are destroyed").await;
     assert_destroyed(&w, &rooms).await;
     w.stop_bot();
     let opened = open(&officer, &archive_path(&w, &incident)).await;
@@ -516,7 +516,7 @@ async fn a_kill_at_every_step_of_the_stand_down_ends_in_one_archive_and_destroye
     }
     let bot = w.restart(&[]);
     bot.wait_for_log("cordon is ready", WAIT).await.unwrap();
-    w.bot_says("are destroyed").await;
+    w.bot_says("room(s) are destroyed").await;
     assert_destroyed(&w, &rooms).await;
     w.stop_bot();
 
@@ -548,6 +548,70 @@ async fn a_kill_at_every_step_of_the_stand_down_ends_in_one_archive_and_destroye
     }
     // Each notice once, whatever the kills repeated.
     assert_eq!(cordon_notices(&w, "is sealed and verified"), 1);
-    assert_eq!(cordon_notices(&w, "are destroyed"), 1);
+    assert_eq!(cordon_notices(&w, "room(s) are destroyed"), 1);
     assert_eq!(cordon_notices(&w, "has stood down"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_admin_rights_the_rooms_are_emptied_left_and_reported_purge_pending() {
+    let officer = Officer::new();
+    let (mut w, incident, rooms) = declared(&officer, "No admin").await;
+    w.nurses[0]
+        .send_text(&rooms["ward"], "Sealed, then left")
+        .await
+        .unwrap();
+    // The operator took cordon's server admin rights away after the declaration.
+    let admin = admin_token(w.hs).await;
+    let demoted = reqwest::Client::new()
+        .put(
+            w.hs.base_url()
+                .join(&format!("_synapse/admin/v2/users/{}", w.bot_id()))
+                .unwrap(),
+        )
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({ "admin": false }))
+        .send()
+        .await
+        .unwrap();
+    assert!(demoted.status().is_success(), "{:?}", demoted.status());
+
+    w.say(&format!("!cordon standdown {incident}")).await;
+    w.bot_says("is sealed and verified").await;
+    let closed = w.bot_says("purge pending").await;
+    assert!(closed.contains("left and forgot 2 room(s)"), "{closed}");
+    w.stop_bot();
+
+    for (key, room) in &rooms {
+        // The server still has the room (nobody could purge it) but nobody is in it.
+        let members =
+            crate::e2e::admin_get(w.hs, &format!("_synapse/admin/v1/rooms/{room}/members")).await;
+        assert_eq!(members["total"], 0, "room {key}: {members}");
+        // Kicked, so no longer able to post. (What a former member saw before the kick
+        // stays readable to them until an admin purges the room: "purge pending".)
+        let sent = w.nurses[0].send_text(room, "still here?").await;
+        assert!(
+            sent.is_err(),
+            "a kicked member can still post in room {key}"
+        );
+    }
+    let store = cordon::store::Store::open_existing(&w.store_dir()).unwrap();
+    let id = cordon::incident::IncidentId::parse(&incident).unwrap();
+    let state = store.incident(&id).unwrap().unwrap();
+    assert_eq!(state.state, cordon::incident::State::Destroyed);
+    assert!(state.purge_pending, "the purge is reported as pending");
+    let audit = store.audit_entries(.., Some(&id)).unwrap();
+    assert_eq!(
+        audit.iter().filter(|e| e.action == "room.left").count(),
+        2,
+        "{audit:?}"
+    );
+    assert!(!audit.iter().any(|e| e.action == "room.destroyed"));
+    drop(store);
+    let opened = open(&officer, &archive_path(&w, &incident)).await;
+    let lines = read_lines(&opened.path().join("opened/rooms/ward.jsonl"));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["content"]["body"] == "Sealed, then left")
+    );
 }
