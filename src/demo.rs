@@ -263,7 +263,11 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         (format!("!cordon extend {incident} 2h"), &["Extended"][..]),
         (
             format!("!cordon standdown {incident}"),
-            &["has stood down", "is sealed and verified", "are destroyed"][..],
+            &[
+                "has stood down",
+                "is sealed and verified",
+                "room(s) are destroyed",
+            ][..],
         ),
     ] {
         commander.send_text(&control, &command).await?;

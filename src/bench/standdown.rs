@@ -367,14 +367,16 @@ async fn stand_down(
         .await?;
     let needle = format!("{incident}'s ");
     lead.wait_for_message(control, WAIT, |s, b| {
-        s == bot && b.starts_with(&needle) && b.contains("are destroyed")
+        s == bot && b.starts_with(&needle) && b.contains("room(s) are destroyed")
     })
     .await?;
     let done = lead
         .messages(control)
         .into_iter()
         .find(|m| {
-            m.sender == *bot && m.body.starts_with(&needle) && m.body.contains("are destroyed")
+            m.sender == *bot
+                && m.body.starts_with(&needle)
+                && m.body.contains("room(s) are destroyed")
         })
         .map(|m| m.event_id)
         .ok_or_else(|| other("the destroyed notice vanished"))?;
