@@ -37,8 +37,8 @@ const WAIT: Duration = Duration::from_secs(600);
 /// The baseline's poll interval for a room's deletion (cordon's own).
 const POLL: Duration = Duration::from_millis(500);
 
-/// Messages in flight while seeding.
-const SEED_CONCURRENCY: usize = 8;
+/// Raw messages in flight while seeding the baseline's rooms.
+const SEED_CONCURRENCY: usize = 16;
 
 /// Options of `cordon bench standdown`.
 #[derive(Debug, Clone)]
@@ -214,6 +214,7 @@ pub async fn standdown(options: StandDownBenchOptions) -> Result<StandDownBenchR
         let took = stand_down(&lead, &control, &bot_id, &incident.id).await?;
         println!("run {run}: cordon   {:>7.3} s", took.as_secs_f64());
         report.cordon.push(took);
+        check_archive(&setup, &officer, &incident.id, options.rooms * options.messages)?;
         if cordon_first {
             let took = run_baseline(&http, &base, &baseline, &baseline_rooms).await?;
             println!("run {run}: baseline {:>7.3} s", took.as_secs_f64());
@@ -228,6 +229,33 @@ pub async fn standdown(options: StandDownBenchOptions) -> Result<StandDownBenchR
         let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(report)
+}
+
+/// The run's archive verifies with the officer's key and holds every message, each
+/// decrypted: a fast stand-down that dropped history would not count.
+fn check_archive(
+    setup: &BotSetup,
+    officer: &age::x25519::Identity,
+    incident: &str,
+    messages: usize,
+) -> Result<(), BenchError> {
+    let path = setup
+        .dir
+        .join("archives")
+        .join(crate::archive::archive_file_name(incident));
+    let verified = crate::archive::reader::verify_file(&path, std::slice::from_ref(officer), None)
+        .map_err(|e| other(format!("{}: {e}", path.display())))?;
+    let totals = verified.manifest.totals();
+    // The bot's own notices count as messages too.
+    if totals.messages < messages as u64 || totals.undecryptable > 0 {
+        return Err(other(format!(
+            "{}: {} messages ({} undecryptable), expected at least {messages}",
+            path.display(),
+            totals.messages,
+            totals.undecryptable
+        )));
+    }
+    Ok(())
 }
 
 struct Declared {
@@ -278,31 +306,32 @@ async fn seed_encrypted(
     messages: usize,
     run: usize,
 ) -> Result<(), BenchError> {
+    // The rooms in parallel, each room's messages one after the other: matrix-sdk 0.18
+    // panics ("Session expired") when concurrent sends in one room cross the megolm
+    // session's rotation.
+    let mut seeds = Vec::new();
     for (r, room_id) in rooms.iter().enumerate() {
         let room = lead
             .client()
             .get_room(room_id)
             .ok_or_else(|| other("an incident room is unknown to the lead"))?;
-        let mut sends = futures_util::stream::iter(0..messages)
-            .map(|i| {
-                let room = room.clone();
-                async move {
-                    let body = format!(
-                        "run {run} room {r} message {i}: bay {} triaged P{} - obs stable, \
-                         to CT when free",
-                        i % 40,
-                        i % 3 + 1
-                    );
-                    room.send(RoomMessageEventContent::text_plain(body))
-                        .await
-                        .map(|_| ())
-                        .map_err(other)
-                }
-            })
-            .buffer_unordered(SEED_CONCURRENCY);
-        while let Some(sent) = sends.next().await {
-            sent?;
-        }
+        seeds.push(async move {
+            for i in 0..messages {
+                let body = format!(
+                    "run {run} room {r} message {i}: bay {} triaged P{} - obs stable, \
+                     to CT when free",
+                    i % 40,
+                    i % 3 + 1
+                );
+                room.send(RoomMessageEventContent::text_plain(body))
+                    .await
+                    .map_err(other)?;
+            }
+            Ok::<(), BenchError>(())
+        });
+    }
+    for seeded in futures_util::future::join_all(seeds).await {
+        seeded?;
     }
     Ok(())
 }
@@ -348,7 +377,7 @@ async fn seed_raw(
             .await
             .map(|_| ())
         })
-        .buffer_unordered(SEED_CONCURRENCY * 2);
+        .buffer_unordered(SEED_CONCURRENCY);
     while let Some(sent) = sends.next().await {
         sent?;
     }
@@ -439,16 +468,20 @@ async fn run_baseline(
         let url = base
             .join(&format!("_synapse/admin/v2/rooms/{}", encode(room)))
             .map_err(other)?;
-        request(
+        let deletion = request(
             http.delete(url)
                 .bearer_auth(&account.access_token)
                 .json(&json!({"purge": true, "block": true})),
         )
         .await?;
+        let delete_id = deletion
+            .get("delete_id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| other(format!("no delete_id in {deletion}")))?;
         let status_url = base
             .join(&format!(
-                "_synapse/admin/v2/rooms/{}/delete_status",
-                encode(room)
+                "_synapse/admin/v2/rooms/delete_status/{}",
+                encode(delete_id)
             ))
             .map_err(other)?;
         loop {
@@ -457,11 +490,10 @@ async fn run_baseline(
                     .bearer_auth(&account.access_token),
             )
             .await?;
-            let complete = status
-                .get("results")
-                .and_then(Value::as_array)
-                .is_some_and(|r| r.iter().any(|d| d["status"] == "complete"));
-            if complete {
+            if status["status"] == "failed" {
+                return Err(other(format!("the baseline's deletion failed: {status}")));
+            }
+            if status["status"] == "complete" {
                 break;
             }
             tokio::time::sleep(POLL).await;

@@ -104,10 +104,10 @@ pub(crate) async fn destroy(bot: &Arc<Bot>, incident: &Incident) -> Result<(), B
             // Listed before the purge, which forgets which media the room used.
             let listed = bot.admin.room_media(&room_id).await?;
             remember_media(bot, incident, &listed)?;
-            bot.admin.delete_room(&room_id, &reason).await?;
+            let delete_id = bot.admin.delete_room(&room_id, &reason).await?;
             crate::failpoint::hit("standdown.delete-requested").await;
             bot.admin
-                .wait_deleted(&room_id, &reason, POLL, DELETE_LIMIT)
+                .wait_deleted(&room_id, delete_id, &reason, POLL, DELETE_LIMIT)
                 .await?;
             true
         } else {

@@ -398,9 +398,14 @@ pub(crate) async fn hold(
         bot.now(),
     )?;
     info!(incident = %id, "legal hold placed");
+    let kept = if incident.state == State::Destroyed {
+        "its sealed archive is kept past its keep time"
+    } else {
+        "retention no longer deletes its messages, and it will not be destroyed"
+    };
     let text = format!(
-        "Legal hold {} on {}: retention no longer deletes its messages, and it will not be \
-         destroyed, until an operator or a records officer sends `!cordon release {}`.",
+        "Legal hold {} on {}: {kept}, until an operator or a records officer sends \
+         `!cordon release {}`.",
         if was_held { "re-worded" } else { "placed" },
         id.as_str(),
         id.as_str()

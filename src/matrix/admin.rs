@@ -135,8 +135,8 @@ pub enum MediaDeletion {
 /// Where a room deletion (`DELETE /_synapse/admin/v2/rooms/…`) is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeletionStatus {
-    /// No deletion of this room is known (none was asked for, or Synapse restarted
-    /// since: it keeps the status in memory).
+    /// No deletion of this room is known: none was asked for, or (by room) its task is
+    /// still scheduled.
     Unknown,
     /// Members are being removed or events purged.
     Running(String),
@@ -179,25 +179,35 @@ impl SynapseAdmin {
     /// Asks Synapse to delete `room`: every local member is removed, its events are
     /// purged from the database (`purge`), and it is blocked so nobody can join or
     /// re-create it (`block`). Runs in the background on the server; see
-    /// [`Self::deletion_status`]. Asking again for a room being (or already) deleted
-    /// is harmless.
-    pub async fn delete_room(&self, room: &RoomId, message: &str) -> Result<(), MatrixError> {
+    /// [`Self::wait_deleted`]. Returns the deletion's id, or `None` when Synapse refused
+    /// because a deletion of the room is under way or done already (asking again is
+    /// harmless).
+    pub async fn delete_room(
+        &self,
+        room: &RoomId,
+        message: &str,
+    ) -> Result<Option<String>, MatrixError> {
         let path = format!("_synapse/admin/v2/rooms/{}", encode(room.as_str()));
         let body = json!({ "purge": true, "block": true, "message": message });
         match self
             .send(reqwest::Method::DELETE, &path, Some(body))
             .await?
         {
-            (200, _) => Ok(()),
+            (200, body) => Ok(body
+                .get("delete_id")
+                .and_then(Value::as_str)
+                .map(str::to_owned)),
             // Refused because a deletion of it is under way or done: that is the goal.
             (status, body) => match self.deletion_status(room).await? {
-                DeletionStatus::Running(_) | DeletionStatus::Complete => Ok(()),
+                DeletionStatus::Running(_) | DeletionStatus::Complete => Ok(None),
                 _ => Err(Self::unexpected("deleting the room", status, &body)),
             },
         }
     }
 
-    /// The latest status of `room`'s deletion.
+    /// The latest status of `room`'s deletions. Synapse lists a deletion by room only
+    /// once its task has started: one still `scheduled` answers [`DeletionStatus::Unknown`]
+    /// here, so [`Self::deletion`] (by id) is the one to poll when the id is known.
     pub async fn deletion_status(&self, room: &RoomId) -> Result<DeletionStatus, MatrixError> {
         let path = format!(
             "_synapse/admin/v2/rooms/{}/delete_status",
@@ -210,25 +220,47 @@ impl SynapseAdmin {
         }
     }
 
+    /// The status of the deletion `delete_id` (from [`Self::delete_room`]), scheduled
+    /// ones included.
+    pub async fn deletion(&self, delete_id: &str) -> Result<DeletionStatus, MatrixError> {
+        let path = format!(
+            "_synapse/admin/v2/rooms/delete_status/{}",
+            encode(delete_id)
+        );
+        match self.send(reqwest::Method::GET, &path, None).await? {
+            (200, body) => Ok(deletion_status_of(&json!({ "results": [body] }))),
+            (404, _) => Ok(DeletionStatus::Unknown),
+            (status, body) => Err(Self::unexpected("the deletion status", status, &body)),
+        }
+    }
+
     /// Waits until `room`'s deletion is complete, polling every `poll`, for at most
-    /// `limit`. A deletion Synapse forgot (it restarted) is asked for again.
+    /// `limit`: by `delete_id` when this process asked for it, else by room (after a
+    /// restart). A deletion Synapse does not know of (the request was lost, or a
+    /// restart came between it and its task) is asked for again, and that one is
+    /// followed by its id.
     pub async fn wait_deleted(
         &self,
         room: &RoomId,
+        mut delete_id: Option<String>,
         message: &str,
         poll: Duration,
         limit: Duration,
     ) -> Result<(), MatrixError> {
         let started = tokio::time::Instant::now();
         loop {
-            match self.deletion_status(room).await? {
+            let status = match &delete_id {
+                Some(id) => self.deletion(id).await?,
+                None => self.deletion_status(room).await?,
+            };
+            match status {
                 DeletionStatus::Complete => return Ok(()),
                 DeletionStatus::Failed(error) => {
                     return Err(MatrixError::Admin(format!(
                         "Synapse could not delete {room}: {error}"
                     )));
                 }
-                DeletionStatus::Unknown => self.delete_room(room, message).await?,
+                DeletionStatus::Unknown => delete_id = self.delete_room(room, message).await?,
                 DeletionStatus::Running(_) => {}
             }
             if started.elapsed() >= limit {
@@ -307,7 +339,7 @@ fn deletion_status_of(body: &Value) -> DeletionStatus {
     if let Some(running) = results
         .iter()
         .filter_map(status)
-        .find(|s| s != "complete" && s != "failed")
+        .find(|s| !matches!(s.as_str(), "complete" | "failed" | "cancelled"))
     {
         return DeletionStatus::Running(running);
     }
@@ -319,7 +351,7 @@ fn deletion_status_of(body: &Value) -> DeletionStatus {
     }
     match results
         .iter()
-        .find(|r| status(r).as_deref() == Some("failed"))
+        .find(|r| matches!(status(r).as_deref(), Some("failed" | "cancelled")))
     {
         Some(failed) => DeletionStatus::Failed(
             failed
@@ -421,6 +453,21 @@ mod tests {
             DeletionStatus::Failed("boom".into())
         );
         assert_eq!(deletion_status_of(&json!({})), DeletionStatus::Unknown);
+    }
+
+    #[test]
+    fn a_scheduled_deletion_is_running_and_a_cancelled_one_failed() {
+        // The by-id answer is one task, wrapped as the by-room list is.
+        let scheduled = json!({ "results": [{ "delete_id": "a", "status": "scheduled" }] });
+        assert_eq!(
+            deletion_status_of(&scheduled),
+            DeletionStatus::Running("scheduled".into())
+        );
+        let cancelled = json!({ "results": [{ "delete_id": "a", "status": "cancelled" }] });
+        assert!(matches!(
+            deletion_status_of(&cancelled),
+            DeletionStatus::Failed(_)
+        ));
     }
 
     #[test]

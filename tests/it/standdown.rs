@@ -615,3 +615,60 @@ async fn without_admin_rights_the_rooms_are_emptied_left_and_reported_purge_pend
             .any(|l| l["content"]["body"] == "Sealed, then left")
     );
 }
+
+/// Past the playbook's `archive.keep` (30 days): the bot's clock skewed forward.
+const PAST_KEEP: (&str, &str) = ("CORDON_CLOCK_SKEW_SECS", "2678400");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sealed_archive_is_deleted_at_the_end_of_its_keep_time_unless_held() {
+    let officer = Officer::new();
+    let (mut w, incident, _rooms) = declared(&officer, "Keep time").await;
+    w.say(&format!("!cordon standdown {incident}")).await;
+    w.bot_says("room(s) are destroyed").await;
+    let file = archive_path(&w, &incident);
+    assert!(file.exists());
+    w.say(&format!("!cordon hold {incident} --reason \"FOI request 118\""))
+        .await;
+    let placed = w.bot_says("Legal hold placed").await;
+    assert!(placed.contains("sealed archive is kept"), "{placed}");
+
+    // Past the keep time under the hold: the archive stays.
+    let bot = w.restart(&[PAST_KEEP]);
+    bot.wait_for_log("the sealed archive is kept past its keep time", WAIT)
+        .await
+        .unwrap();
+    w.stop_bot();
+    assert!(file.exists(), "a held archive was deleted");
+    let id = cordon::incident::IncidentId::parse(&incident).unwrap();
+    {
+        let store = cordon::store::Store::open_existing(&w.store_dir()).unwrap();
+        assert_eq!(
+            store.incident(&id).unwrap().unwrap().state,
+            cordon::incident::State::Destroyed
+        );
+    }
+
+    // Released (at the real time, so the command is fresh), then past the keep time.
+    let bot = w.restart(&[]);
+    bot.wait_for_log("cordon is ready", WAIT).await.unwrap();
+    w.say(&format!("!cordon release {incident}")).await;
+    w.bot_says("deleted at the end of its keep time").await;
+    assert!(file.exists(), "released before its keep time ended");
+    let bot = w.restart(&[PAST_KEEP]);
+    bot.wait_for_log("sealed archive deleted at the end of its keep time", WAIT)
+        .await
+        .unwrap();
+    w.stop_bot();
+    assert!(!file.exists(), "the archive outlived its keep time");
+    let store = cordon::store::Store::open_existing(&w.store_dir()).unwrap();
+    assert_eq!(
+        store.incident(&id).unwrap().unwrap().state,
+        cordon::incident::State::Closed
+    );
+    let audit = store.audit_entries(.., Some(&id)).unwrap();
+    let deleted: Vec<_> = audit
+        .iter()
+        .filter(|e| e.action == "archive.deleted")
+        .collect();
+    assert_eq!(deleted.len(), 1, "{audit:?}");
+}
