@@ -214,7 +214,12 @@ pub async fn standdown(options: StandDownBenchOptions) -> Result<StandDownBenchR
         let took = stand_down(&lead, &control, &bot_id, &incident.id).await?;
         println!("run {run}: cordon   {:>7.3} s", took.as_secs_f64());
         report.cordon.push(took);
-        check_archive(&setup, &officer, &incident.id, options.rooms * options.messages)?;
+        check_archive(
+            &setup,
+            &officer,
+            &incident.id,
+            options.rooms * options.messages,
+        )?;
         if cordon_first {
             let took = run_baseline(&http, &base, &baseline, &baseline_rooms).await?;
             println!("run {run}: baseline {:>7.3} s", took.as_secs_f64());

@@ -2,8 +2,9 @@
 //! of the sealed archive's keep time, deleting the archive.
 //!
 //! Destruction runs only once the archive is verified (`archived`) and no legal hold is
-//! set; the hold is checked again before each room, so one placed while the pipeline
-//! runs stops it before the next room. For each room, recorded as `deleting` first:
+//! set; the hold is checked again as each room starts, so one placed while the
+//! pipeline runs stops it before the rooms not yet started. Up to four rooms are
+//! destroyed at once; for each, recorded as `deleting` first:
 //!
 //! 1. every member (and pending invite) is kicked, with a reason;
 //! 2. with admin rights, the media Synapse lists for the room is noted, the room is
@@ -19,6 +20,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use matrix_sdk::RoomMemberships;
 use matrix_sdk::ruma::{OwnedMxcUri, OwnedRoomId};
 use serde_json::json;
@@ -30,12 +32,15 @@ use super::{ACTOR, Bot, BotError};
 use crate::incident::timers as timer_plan;
 use crate::incident::{Event, Incident, State};
 use crate::matrix::MatrixError;
-use crate::matrix::admin::MediaDeletion;
+use crate::matrix::admin::{DeletionStatus, MediaDeletion};
 use crate::matrix::rooms::{self, notice};
 use crate::store::{RoomStatus, StandDownStep, Timer};
 
 /// How often a room's deletion status is polled.
 const POLL: Duration = Duration::from_millis(500);
+
+/// Rooms destroyed at once.
+const ROOMS_AT_ONCE: usize = 4;
 
 /// The longest cordon waits for one room's deletion before retrying the step.
 const DELETE_LIMIT: Duration = Duration::from_secs(15 * 60);
@@ -64,86 +69,50 @@ pub(crate) async fn destroy(bot: &Arc<Bot>, incident: &Incident) -> Result<(), B
     records.sort_by(|a, b| a.key.cmp(&b.key));
     let mut destroyed = 0;
     let mut pending = 0;
+    let mut left = Vec::new();
     for mut record in records {
         match record.status {
-            RoomStatus::Destroyed => {
-                destroyed += 1;
-                continue;
-            }
-            RoomStatus::PurgePending => {
-                pending += 1;
-                continue;
-            }
-            _ => {}
-        }
-        let Some(room_id) = record
-            .room_id
-            .as_deref()
-            .and_then(|r| OwnedRoomId::try_from(r).ok())
-        else {
-            // Planned but never created: there is nothing to destroy.
-            record.status = RoomStatus::Destroyed;
-            record.updated_at = bot.now();
-            bot.store.upsert_room(&record)?;
-            continue;
-        };
-        // A hold placed while the pipeline runs stops it before the next room.
-        if let Some(current) = bot.store.incident(id)?
-            && held(bot, &current).await?
-        {
-            return Ok(());
-        }
-        if record.status != RoomStatus::Deleting {
-            record.status = RoomStatus::Deleting;
-            record.updated_at = bot.now();
-            bot.store.upsert_room(&record)?;
-        }
-        let kicked = kick_everyone(bot, &room_id, &reason).await?;
-        crate::failpoint::hit("standdown.kicked").await;
-        let purged = if admin {
-            // Listed before the purge, which forgets which media the room used.
-            let listed = bot.admin.room_media(&room_id).await?;
-            remember_media(bot, incident, &listed)?;
-            let delete_id = bot.admin.delete_room(&room_id, &reason).await?;
-            crate::failpoint::hit("standdown.delete-requested").await;
-            bot.admin
-                .wait_deleted(&room_id, delete_id, &reason, POLL, DELETE_LIMIT)
-                .await?;
-            true
-        } else {
-            leave_and_forget(bot, &room_id).await?;
-            false
-        };
-        record.status = if purged {
-            RoomStatus::Destroyed
-        } else {
-            RoomStatus::PurgePending
-        };
-        record.updated_at = bot.now();
-        bot.store.upsert_room(&record)?;
-        bot.store.audit(
-            ACTOR,
-            if purged {
-                "room.destroyed"
-            } else {
-                "room.left"
+            RoomStatus::Destroyed => destroyed += 1,
+            RoomStatus::PurgePending => pending += 1,
+            _ => match record
+                .room_id
+                .as_deref()
+                .and_then(|r| OwnedRoomId::try_from(r).ok())
+            {
+                Some(room_id) => left.push((record, room_id)),
+                None => {
+                    // Planned but never created: there is nothing to destroy.
+                    record.status = RoomStatus::Destroyed;
+                    record.updated_at = bot.now();
+                    bot.store.upsert_room(&record)?;
+                }
             },
-            Some(id),
-            json!({
-                "room_key": record.key,
-                "room": room_id,
-                "members_removed": kicked,
-                "purged": purged,
-                "blocked": purged,
-            }),
-            bot.now(),
-        )?;
-        info!(incident = %id, room = %room_id, key = %record.key, purged, "room destroyed");
-        if purged {
-            destroyed += 1;
-        } else {
-            pending += 1;
         }
+    }
+    // A few rooms at once: most of a room's time is Synapse's purge, which runs in the
+    // background on the server while cordon polls.
+    let mut ends = futures_util::stream::iter(left)
+        .map(|(record, room_id)| destroy_room(bot, incident, record, room_id, admin, &reason))
+        .buffer_unordered(ROOMS_AT_ONCE);
+    let mut first_error = None;
+    let mut stopped = false;
+    while let Some(end) = ends.next().await {
+        match end {
+            Ok(RoomEnd::Destroyed) => destroyed += 1,
+            Ok(RoomEnd::PurgePending) => pending += 1,
+            Ok(RoomEnd::Held) => stopped = true,
+            Err(e) => {
+                warn!(incident = %id, error = %e, "a room could not be destroyed; the step is retried");
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    drop(ends);
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    if stopped {
+        return Ok(());
     }
     let media = if admin {
         delete_media(bot, incident).await?
@@ -181,6 +150,106 @@ pub(crate) async fn destroy(bot: &Arc<Bot>, incident: &Incident) -> Result<(), B
     }
     tell_destroyed(bot, &incident, destroyed, pending, &media, keep_until).await;
     Ok(())
+}
+
+/// How one room's destruction ended.
+enum RoomEnd {
+    Destroyed,
+    PurgePending,
+    /// A legal hold was placed while the pipeline ran: the room was left alone.
+    Held,
+}
+
+/// Destroys one room (recorded `deleting` first): kicks everyone, then deletes and
+/// purges it (admin) or leaves and forgets it, records the outcome and audits it.
+async fn destroy_room(
+    bot: &Arc<Bot>,
+    incident: &Incident,
+    mut record: crate::store::RoomRecord,
+    room_id: OwnedRoomId,
+    admin: bool,
+    reason: &str,
+) -> Result<RoomEnd, BotError> {
+    let id = &incident.id;
+    // A hold placed while the pipeline runs stops it before the rooms not yet started.
+    if let Some(current) = bot.store.incident(id)?
+        && held(bot, &current).await?
+    {
+        return Ok(RoomEnd::Held);
+    }
+    // An earlier attempt that got as far as the deletion: the room may be gone, and
+    // cordon's own view of it stale, so the deletion is followed, not started again.
+    let resumed = if admin && record.status == RoomStatus::Deleting {
+        match bot.admin.deletion_status(&room_id).await? {
+            DeletionStatus::Complete => true,
+            DeletionStatus::Running(_) => {
+                bot.admin
+                    .wait_deleted(&room_id, None, reason, POLL, DELETE_LIMIT)
+                    .await?;
+                true
+            }
+            DeletionStatus::Unknown | DeletionStatus::Failed(_) => false,
+        }
+    } else {
+        false
+    };
+    if record.status != RoomStatus::Deleting {
+        record.status = RoomStatus::Deleting;
+        record.updated_at = bot.now();
+        bot.store.upsert_room(&record)?;
+    }
+    let kicked = if resumed {
+        0
+    } else {
+        kick_everyone(bot, &room_id, reason).await?
+    };
+    crate::failpoint::hit("standdown.kicked").await;
+    let purged = if resumed {
+        true
+    } else if admin {
+        // Listed before the purge, which forgets which media the room used.
+        let listed = bot.admin.room_media(&room_id).await?;
+        remember_media(bot, incident, &listed)?;
+        let delete_id = bot.admin.delete_room(&room_id, reason).await?;
+        crate::failpoint::hit("standdown.delete-requested").await;
+        bot.admin
+            .wait_deleted(&room_id, delete_id, reason, POLL, DELETE_LIMIT)
+            .await?;
+        true
+    } else {
+        leave_and_forget(bot, &room_id).await?;
+        false
+    };
+    record.status = if purged {
+        RoomStatus::Destroyed
+    } else {
+        RoomStatus::PurgePending
+    };
+    record.updated_at = bot.now();
+    bot.store.upsert_room(&record)?;
+    bot.store.audit(
+        ACTOR,
+        if purged {
+            "room.destroyed"
+        } else {
+            "room.left"
+        },
+        Some(id),
+        json!({
+            "room_key": record.key,
+            "room": room_id,
+            "members_removed": kicked,
+            "purged": purged,
+            "blocked": purged,
+        }),
+        bot.now(),
+    )?;
+    info!(incident = %id, room = %room_id, key = %record.key, purged, "room destroyed");
+    Ok(if purged {
+        RoomEnd::Destroyed
+    } else {
+        RoomEnd::PurgePending
+    })
 }
 
 /// True (and the control room told, once per hold) when a legal hold blocks destruction.

@@ -467,6 +467,10 @@ pub(crate) async fn release(
                     Some(crate::store::Schedule::At(at)) => at,
                     _ => archive.keep_until,
                 };
+                // Fresh: a spent timer re-armed with the same due time would not run
+                // again (the keep time can have passed under the hold by a clock that
+                // was later set back).
+                bot.disarm(&timer_plan::keep_time_end_id(id))?;
                 bot.arm(&timer_plan::keep_time_end(id, due.max(bot.now())))?;
             }
             " The sealed archive is deleted at the end of its keep time."

@@ -627,8 +627,10 @@ async fn the_sealed_archive_is_deleted_at_the_end_of_its_keep_time_unless_held()
     w.bot_says("room(s) are destroyed").await;
     let file = archive_path(&w, &incident);
     assert!(file.exists());
-    w.say(&format!("!cordon hold {incident} --reason \"FOI request 118\""))
-        .await;
+    w.say(&format!(
+        "!cordon hold {incident} --reason \"FOI request 118\""
+    ))
+    .await;
     let placed = w.bot_says("Legal hold placed").await;
     assert!(placed.contains("sealed archive is kept"), "{placed}");
 
