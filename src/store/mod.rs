@@ -37,6 +37,7 @@
 
 pub mod advice;
 pub mod audit;
+pub mod audit_export;
 mod control;
 mod error;
 mod exactly_once;

@@ -245,3 +245,104 @@ fn a_new_process_keeps_incidents_rooms_and_timers() {
     assert_eq!(timers[0].schedule, Schedule::At(t(50)));
     assert_eq!(store.audit_entries(.., Some(&id)).unwrap().len(), 2);
 }
+
+fn export(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cordon"))
+        .args(["audit", "export", "--store"])
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn export_writes_every_entry_as_csv_or_json_lines_with_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = populate(dir.path(), 3);
+    let csv = export(dir.path(), &[]);
+    assert!(csv.status.success(), "{}", text(&csv));
+    let body = String::from_utf8(csv.stdout.clone()).unwrap();
+    let rows: Vec<&str> = body.split_terminator("\r\n").collect();
+    assert_eq!(rows[0], "seq,at,actor,action,incident,details,prev,hash");
+    assert_eq!(rows.len(), 1 + 5, "{body}");
+    assert!(rows[1].starts_with("1,2026-03-01T14:00:00.000Z,@ic:nhs.example,"));
+    assert!(String::from_utf8_lossy(&csv.stderr).contains("hash chain intact"));
+
+    let jsonl = export(dir.path(), &["--format", "jsonl", "--incident", id.as_str()]);
+    assert!(jsonl.status.success(), "{}", text(&jsonl));
+    let lines: Vec<serde_json::Value> = String::from_utf8(jsonl.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5);
+    // Each line's `prev` is the previous line's `hash`: the chain can be re-checked.
+    for pair in lines.windows(2) {
+        assert_eq!(pair[1]["prev"], pair[0]["hash"]);
+    }
+    assert_eq!(lines[4]["details"]["reason"], "unverified device");
+
+    // A time window: the refusals were at 14:02.
+    let window = export(
+        dir.path(),
+        &[
+            "--format",
+            "jsonl",
+            "--since",
+            "2026-03-01T14:02:00Z",
+            "--until",
+            "2026-03-01T14:03:00Z",
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&window.stdout).lines().count(), 3);
+}
+
+#[test]
+fn export_to_a_file_never_overwrites_and_bad_arguments_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    populate(dir.path(), 1);
+    let file = dir.path().join("audit.csv");
+    let first = export(dir.path(), &["--out", file.to_str().unwrap()]);
+    assert!(first.status.success(), "{}", text(&first));
+    let written = std::fs::read(&file).unwrap();
+    assert!(written.starts_with(b"seq,at,"));
+    let again = export(dir.path(), &["--out", file.to_str().unwrap()]);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("never overwritten"),
+        "{}",
+        text(&again)
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), written);
+
+    for args in [
+        &["--incident", "not an id"][..],
+        &["--since", "yesterday"][..],
+        &["--since", "2026-03-02T00:00:00Z", "--until", "2026-03-01T00:00:00Z"][..],
+        &["--format", "xml"][..],
+    ] {
+        let out = export(dir.path(), args);
+        assert!(!out.status.success(), "{args:?}: {}", text(&out));
+        assert!(out.stdout.is_empty(), "{args:?}: {}", text(&out));
+        assert!(!out.stderr.is_empty());
+    }
+}
+
+#[test]
+fn export_of_a_tampered_log_says_so_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    populate(dir.path(), 3);
+    tamper(dir.path(), |tx| {
+        let mut audit = tx.open_table(AUDIT).unwrap();
+        audit.remove(3).unwrap();
+    });
+    let out = export(dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("hash chain is broken"),
+        "{}",
+        text(&out)
+    );
+    // What the store holds is still written out, for the investigation.
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1 + 4);
+}
