@@ -21,6 +21,7 @@ pub mod check;
 pub mod cron;
 pub mod model;
 pub mod raw;
+pub mod scaffold;
 pub mod schema;
 pub mod template;
 pub mod validate;

@@ -268,7 +268,10 @@ fn export_writes_every_entry_as_csv_or_json_lines_with_the_chain() {
     assert!(rows[1].starts_with("1,2026-03-01T14:00:00.000Z,@ic:nhs.example,"));
     assert!(String::from_utf8_lossy(&csv.stderr).contains("hash chain intact"));
 
-    let jsonl = export(dir.path(), &["--format", "jsonl", "--incident", id.as_str()]);
+    let jsonl = export(
+        dir.path(),
+        &["--format", "jsonl", "--incident", id.as_str()],
+    );
     assert!(jsonl.status.success(), "{}", text(&jsonl));
     let lines: Vec<serde_json::Value> = String::from_utf8(jsonl.stdout)
         .unwrap()
@@ -318,7 +321,12 @@ fn export_to_a_file_never_overwrites_and_bad_arguments_write_nothing() {
     for args in [
         &["--incident", "not an id"][..],
         &["--since", "yesterday"][..],
-        &["--since", "2026-03-02T00:00:00Z", "--until", "2026-03-01T00:00:00Z"][..],
+        &[
+            "--since",
+            "2026-03-02T00:00:00Z",
+            "--until",
+            "2026-03-01T00:00:00Z",
+        ][..],
         &["--format", "xml"][..],
     ] {
         let out = export(dir.path(), args);

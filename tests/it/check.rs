@@ -626,3 +626,75 @@ fn bad_enum_word_is_reported_alongside_other_shape_errors() {
         run.stderr
     );
 }
+
+const OFFICER_KEY: &str = "age1t8v5qss4t65exu523uky9wesc5jyk3dkst9hnf75xxyfxcm374hqkx2632";
+
+#[test]
+fn playbook_new_writes_a_playbook_that_checks_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flood.yaml");
+    let path = file.to_str().unwrap();
+    let made = cordon(&[
+        "playbook",
+        "new",
+        "flood-evacuation",
+        "--title",
+        "Flooding: site evacuation",
+        "--server",
+        "nhs.example",
+        "--recipient",
+        OFFICER_KEY,
+        "--out",
+        path,
+    ]);
+    assert_eq!(made.code, 0, "{}", made.stderr);
+    assert!(made.stderr.contains("cordon check"), "{}", made.stderr);
+    let checked = check(&[path]);
+    assert_eq!(checked.code, 0, "{}{}", checked.stdout, checked.stderr);
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("id: flood-evacuation"));
+    assert!(text.contains("@incident-lead:nhs.example"));
+
+    let again = cordon(&["playbook", "new", "other", "--out", path]);
+    assert_ne!(again.code, 0);
+    assert!(
+        again.stderr.contains("never overwritten"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+}
+
+#[test]
+fn playbook_new_without_a_key_is_refused_by_check_and_bad_input_writes_nothing() {
+    let out = cordon(&["playbook", "new", "flood"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flood.yaml");
+    std::fs::write(&file, &out.stdout).unwrap();
+    let checked = check(&[file.to_str().unwrap()]);
+    assert_eq!(checked.code, 1);
+    assert!(
+        checked.stderr.contains("archive.recipients is empty"),
+        "{}",
+        checked.stderr
+    );
+
+    for args in [
+        &["playbook", "new", "Flood Plan"][..],
+        &["playbook", "new", "flood", "--recipient", "age1nope"][..],
+        &["playbook", "new", "flood", "--title", "a\"b"][..],
+    ] {
+        let bad_out = dir.path().join("bad.yaml");
+        let mut args = args.to_vec();
+        args.extend(["--out", bad_out.to_str().unwrap()]);
+        let run = cordon(&args);
+        assert_ne!(run.code, 0, "{args:?}");
+        assert!(
+            run.stderr.contains("nothing was written"),
+            "{args:?}: {}",
+            run.stderr
+        );
+        assert!(!bad_out.exists(), "{args:?}");
+    }
+}
