@@ -22,6 +22,10 @@ enum Cmd {
         /// The config file (see cordon.example.yaml and docs/config.md).
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+        /// Log lines on stderr: `human` (default) or `json`, one object per line with
+        /// `timestamp`, `level`, `target`, `fields` and `spans`, for log shippers.
+        #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+        log_format: LogFormat,
     },
     /// Run a scripted major incident end to end on a throwaway Synapse (installed from
     /// PyPI on first use), printing a timeline of rooms, invites and joins.
@@ -253,6 +257,15 @@ enum AuditCmd {
     },
 }
 
+/// `cordon run --log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Readable lines (ANSI colours on a terminal).
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
 /// `cordon audit export --format`.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum AuditFormat {
@@ -340,7 +353,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let stdout = io::stdout();
     let stderr = io::stderr();
     match cli.command {
-        Cmd::Run { config } => {
+        Cmd::Run { config, log_format } => {
             let config = match cordon::config::Config::load(&config) {
                 Ok(c) => c,
                 Err(diagnostics) => {
@@ -351,7 +364,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             };
-            init_tracing();
+            init_tracing(log_format);
             let runtime = runtime()?;
             runtime.block_on(async move {
                 let shutdown = std::sync::Arc::new(tokio::sync::Notify::new());
@@ -1030,10 +1043,23 @@ fn shown(s: &str) -> String {
 
 /// Human-readable logs on stderr. `RUST_LOG` overrides the default filter, which keeps
 /// matrix-sdk quiet; no level logs secrets or message bodies.
-fn init_tracing() {
-    init_tracing_with(
-        "info,matrix_sdk=warn,matrix_sdk_base=warn,matrix_sdk_crypto=error,matrix_sdk_sqlite=warn",
-    );
+fn init_tracing(format: LogFormat) {
+    let default_filter =
+        "info,matrix_sdk=warn,matrix_sdk_base=warn,matrix_sdk_crypto=error,matrix_sdk_sqlite=warn";
+    match format {
+        LogFormat::Human => init_tracing_with(default_filter),
+        LogFormat::Json => {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+            tracing_subscriber::fmt()
+                .json()
+                .with_current_span(false)
+                .with_span_list(true)
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .init();
+        }
+    }
 }
 
 fn init_tracing_with(default_filter: &str) {

@@ -75,3 +75,54 @@ fn missing_config_file_is_a_clear_error() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("/nonexistent/cordon.yaml"), "{err}");
 }
+
+/// A config whose homeserver refuses connections: `cordon run` logs, then exits.
+fn unreachable_config(dir: &Path) -> String {
+    std::fs::write(dir.join("password"), "pw").unwrap();
+    std::fs::write(dir.join("store-passphrase"), "passphrase").unwrap();
+    let file = dir.join("cordon.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "homeserver: http://127.0.0.1:9\n\
+             user: \"@cordon:localhost\"\n\
+             password: {{ file: password }}\n\
+             store_passphrase: {{ file: store-passphrase }}\n\
+             state_dir: state\n\
+             playbooks_dir: {}\n\
+             archive_dir: archives\n\
+             operators: [\"@op:localhost\"]\n",
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("playbooks")
+                .display()
+        ),
+    )
+    .unwrap();
+    file.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn run_logs_one_json_object_per_line_with_log_format_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = unreachable_config(dir.path());
+    let (code, _, err) = cordon(&["run", "--config", &config, "--log-format", "json"]);
+    assert_ne!(code, 0, "{err}");
+    let logs: Vec<serde_json::Value> = err
+        .lines()
+        .filter(|l| !l.starts_with("cordon: error:"))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(!logs.is_empty(), "{err}");
+    for line in &logs {
+        assert!(
+            line["timestamp"].is_string() && line["level"].is_string(),
+            "{line}"
+        );
+        assert!(line["fields"].is_object(), "{line}");
+    }
+    // The default stays readable.
+    let (_, _, human) = cordon(&["run", "--config", &config]);
+    assert!(!human.lines().any(|l| l.starts_with('{')), "{human}");
+    let (code, _, bad) = cordon(&["run", "--config", &config, "--log-format", "xml"]);
+    assert_eq!(code, 2, "{bad}");
+}
