@@ -528,16 +528,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             match out {
                 None => stdout.lock().write_all(text.as_bytes())?,
                 Some(path) => {
-                    let mut file = std::fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .open(&path)
-                        .with_context(|| {
-                            format!(
-                                "creating {} (an existing file is never overwritten)",
-                                path.display()
-                            )
-                        })?;
+                    let mut file = create_new(&path)?;
                     file.write_all(text.as_bytes())?;
                     file.sync_all()?;
                     let next = if recipients.is_empty() {
@@ -611,6 +602,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Creates `path` for writing; an existing file is an error, never overwritten.
+fn create_new(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| {
+            format!(
+                "creating {} (an existing file is never overwritten)",
+                path.display()
+            )
+        })
+}
+
 fn audit_export(
     dir: &std::path::Path,
     format: AuditFormat,
@@ -645,16 +650,7 @@ fn audit_export(
     };
     match out {
         Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(path)
-                .with_context(|| {
-                    format!(
-                        "creating {} (an existing file is never overwritten)",
-                        path.display()
-                    )
-                })?;
+            let file = create_new(path)?;
             let mut w = io::BufWriter::new(file);
             write(&mut w, &entries, format)?;
             w.into_inner()
