@@ -52,6 +52,16 @@ enum Cmd {
         /// Playbook files or directories of playbooks [default: playbooks]
         paths: Vec<PathBuf>,
     },
+    /// What the store says, read without the bot running: incidents, states,
+    /// deadlines, holds, failures, stand-down steps, rooms and timers.
+    Status {
+        /// The bot's state directory, or the `store` directory inside it.
+        #[arg(long, value_name = "DIR")]
+        store: PathBuf,
+        /// Closed incidents too.
+        #[arg(long)]
+        all: bool,
+    },
     /// Playbook tools.
     Playbook {
         #[command(subcommand)]
@@ -228,7 +238,7 @@ enum AuditCmd {
     /// Verify the audit log's hash chain; exits 1 if any entry was modified, removed or
     /// reordered.
     Verify {
-        /// The bot's state directory (holding the store).
+        /// The bot's state directory, or the `store` directory inside it.
         #[arg(long, value_name = "DIR")]
         store: PathBuf,
     },
@@ -236,7 +246,7 @@ enum AuditCmd {
     /// be stopped). The hash chain is checked first; a broken chain is reported on
     /// stderr and exits 1, after the export.
     Export {
-        /// The bot's state directory (holding the store).
+        /// The bot's state directory, or the `store` directory inside it.
         #[arg(long, value_name = "DIR")]
         store: PathBuf,
         /// The output format.
@@ -499,6 +509,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             report.write(&mut stdout.lock(), &mut stderr.lock())?;
             Ok(exit_status(report.is_ok()))
         }
+        Cmd::Status { store, all } => {
+            let store = open_offline_store(&store)?;
+            let report = cordon::store::offline_status::render(&store, chrono::Utc::now(), all)?;
+            stdout.lock().write_all(report.as_bytes())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Playbook {
             command: PlaybookCmd::Schema,
         } => {
@@ -575,8 +591,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Audit {
             command: AuditCmd::Verify { store },
         } => {
-            let store = cordon::store::Store::open_existing(&store)
-                .with_context(|| format!("opening the store in {}", store.display()))?;
+            let store = open_offline_store(&store)?;
             let report = store.verify_audit()?;
             writeln!(stdout.lock(), "{report}")?;
             Ok(exit_status(report.is_intact()))
@@ -600,6 +615,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out.as_deref(),
         ),
     }
+}
+
+/// Opens the store for an offline command, given the state directory or the store
+/// directory inside it. Creates nothing.
+fn open_offline_store(dir: &std::path::Path) -> anyhow::Result<cordon::store::Store> {
+    let inner = dir.join("store");
+    let dir = if !dir.join(cordon::store::FILE_NAME).exists()
+        && inner.join(cordon::store::FILE_NAME).exists()
+    {
+        inner
+    } else {
+        dir.to_path_buf()
+    };
+    cordon::store::Store::open_existing(&dir).with_context(|| {
+        format!(
+            "opening the store in {} (stop the bot first: it holds the store's lock)",
+            dir.display()
+        )
+    })
 }
 
 /// Creates `path` for writing; an existing file is an error, never overwritten.
@@ -636,8 +670,7 @@ fn audit_export(
     {
         anyhow::bail!("--since must be before --until; nothing was written");
     }
-    let store = cordon::store::Store::open_existing(dir)
-        .with_context(|| format!("opening the store in {}", dir.display()))?;
+    let store = open_offline_store(dir)?;
     let report = store.verify_audit()?;
     let entries: Vec<_> = store
         .audit_entries(.., incident.as_ref())?

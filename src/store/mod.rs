@@ -42,6 +42,7 @@ mod control;
 mod error;
 mod exactly_once;
 mod incidents;
+pub mod offline_status;
 pub mod records;
 mod roster;
 pub mod standdown;

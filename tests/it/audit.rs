@@ -354,3 +354,75 @@ fn export_of_a_tampered_log_says_so_and_exits_1() {
     // What the store holds is still written out, for the investigation.
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1 + 4);
 }
+
+fn status(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cordon"))
+        .args(["status", "--store"])
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn status_reads_the_store_without_the_bot() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = populate(dir.path(), 0);
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .apply(
+                &id,
+                Event::HoldSet {
+                    reason: "Inquest 2026/7".into(),
+                    by: "@ro:nhs.example".into(),
+                },
+                "@ro:nhs.example",
+                t(3),
+            )
+            .unwrap();
+    }
+    let out = status(dir.path(), &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        format!(
+            "{}  active  \"Tram crash Addiscombe\"  playbook mass-casualty",
+            id.as_str()
+        ),
+        "commander @ic:nhs.example".to_owned(),
+        "expires 2026-03-01T14:50:00Z (now (past due))".to_owned(),
+        "LEGAL HOLD since 2026-03-01T14:03:00Z by @ro:nhs.example: Inquest 2026/7".to_owned(),
+        "rooms: 1 created".to_owned(),
+        format!("timer {}/expiry at 2026-03-01T14:50:00Z", id.as_str()),
+    ] {
+        assert!(report.contains(&expected), "{expected:?} in:\n{report}");
+    }
+
+    // Given the bot's state directory, the store inside it is read.
+    let state = tempfile::tempdir().unwrap();
+    let id = populate(&state.path().join("store"), 0);
+    let out = status(state.path(), &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(id.as_str()));
+}
+
+#[test]
+fn status_refuses_a_missing_store_and_a_store_the_bot_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nowhere");
+    let out = status(&missing, &[]);
+    assert!(!out.status.success());
+    assert!(!missing.exists(), "status created a store");
+
+    populate(dir.path(), 0);
+    let held = Store::open(dir.path()).unwrap();
+    let out = status(dir.path(), &[]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("stop the bot first"),
+        "{}",
+        text(&out)
+    );
+    drop(held);
+}

@@ -1,0 +1,129 @@
+//! `cordon status --store DIR`: what the store says, read without the bot (which holds
+//! the store's lock while it runs): each incident's state, deadlines, hold, failure,
+//! stand-down step, rooms and armed timers, with failing timers' last errors.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use super::{IncidentFilter, RoomStatus, Schedule, Store, StoreError};
+use crate::incident::State;
+
+/// The report; closed incidents only with `all`.
+pub fn render(store: &Store, now: DateTime<Utc>, all: bool) -> Result<String, StoreError> {
+    let mut incidents = store.incidents(&IncidentFilter::all())?;
+    incidents.retain(|i| all || i.state != State::Closed);
+    incidents.sort_by(|a, b| b.declared_at.cmp(&a.declared_at));
+    let timers = store.timer_entries()?;
+    let mut out = String::new();
+    let time = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
+    if incidents.is_empty() {
+        out.push_str(if all {
+            "no incidents in the store\n"
+        } else {
+            "no open incidents (--all lists closed ones too)\n"
+        });
+    }
+    for i in &incidents {
+        let _ = writeln!(
+            out,
+            "{id}  {state}  \"{name}\"  playbook {playbook}",
+            id = i.id.as_str(),
+            state = i.state.as_str(),
+            name = i.display_name,
+            playbook = i.playbook,
+        );
+        let _ = writeln!(
+            out,
+            "  commander {}, declared {}, control room {}",
+            i.commander,
+            time(i.declared_at),
+            i.control_room
+        );
+        if matches!(i.state, State::Provisioning | State::Active | State::Failed) {
+            let left = i.expires_at - now;
+            let when = if left > chrono::TimeDelta::zero() {
+                format!("in {}h {:02}m", left.num_hours(), left.num_minutes() % 60)
+            } else {
+                "now (past due)".to_owned()
+            };
+            let _ = writeln!(out, "  expires {} ({when})", time(i.expires_at));
+        }
+        if let Some(hold) = &i.hold {
+            let _ = writeln!(
+                out,
+                "  LEGAL HOLD since {} by {}: {}",
+                time(hold.since),
+                hold.by,
+                hold.reason
+            );
+        }
+        if let Some(f) = &i.failure {
+            let _ = writeln!(
+                out,
+                "  FAILED at {} during {}: {} (`!cordon retry {}` runs it again)",
+                time(f.at),
+                f.step.as_str(),
+                f.reason,
+                i.id.as_str()
+            );
+        }
+        if let Some(sd) = store.standdown(&i.id)? {
+            let _ = writeln!(
+                out,
+                "  stand-down step {} (since {}, seal attempts {})",
+                sd.step.as_str(),
+                time(sd.updated_at),
+                sd.seal_attempts
+            );
+        }
+        if let Some(a) = &i.archive {
+            let _ = writeln!(
+                out,
+                "  archive {} (sha256 {}), kept until {}",
+                a.location,
+                a.sha256,
+                time(a.keep_until)
+            );
+        }
+        if i.purge_pending {
+            out.push_str("  purge pending: a server admin must delete its rooms\n");
+        }
+        let mut rooms: BTreeMap<&'static str, usize> = BTreeMap::new();
+        for r in store.rooms(&i.id)? {
+            *rooms.entry(room_status(r.status)).or_default() += 1;
+        }
+        if !rooms.is_empty() {
+            let list: Vec<String> = rooms.iter().map(|(s, n)| format!("{n} {s}")).collect();
+            let _ = writeln!(out, "  rooms: {}", list.join(", "));
+        }
+        let mine: Vec<_> = timers
+            .iter()
+            .filter(|(t, _)| t.incident.as_ref() == Some(&i.id))
+            .collect();
+        for (t, state) in mine {
+            let when = match &t.schedule {
+                Schedule::At(at) => format!("at {}", time(*at)),
+                Schedule::Cron { expr, tz } => format!("cron \"{expr}\" ({tz})"),
+            };
+            let failing = match (&state.last_error, state.attempts) {
+                (Some(e), n) if n > 0 => format!(", failing ({n} attempts): {e}"),
+                _ => String::new(),
+            };
+            let _ = writeln!(out, "  timer {} {when}{failing}", t.id);
+        }
+    }
+    Ok(out)
+}
+
+fn room_status(s: RoomStatus) -> &'static str {
+    match s {
+        RoomStatus::Planned => "planned",
+        RoomStatus::Created => "created",
+        RoomStatus::Frozen => "frozen",
+        RoomStatus::Deleting => "being deleted",
+        RoomStatus::Destroyed => "destroyed",
+        RoomStatus::PurgePending => "purge pending",
+    }
+}
