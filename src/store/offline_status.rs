@@ -14,7 +14,7 @@ use crate::incident::State;
 pub fn render(store: &Store, now: DateTime<Utc>, all: bool) -> Result<String, StoreError> {
     let mut incidents = store.incidents(&IncidentFilter::all())?;
     incidents.retain(|i| all || i.state != State::Closed);
-    incidents.sort_by(|a, b| b.declared_at.cmp(&a.declared_at));
+    incidents.sort_by_key(|i| std::cmp::Reverse(i.declared_at));
     let timers = store.timer_entries()?;
     let mut out = String::new();
     let time = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
