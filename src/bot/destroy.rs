@@ -198,27 +198,24 @@ async fn destroy_room(
         record.updated_at = bot.now();
         bot.store.upsert_room(&record)?;
     }
-    let kicked = if resumed {
-        0
+    let (kicked, purged) = if resumed {
+        (0, true)
     } else {
-        kick_everyone(bot, &room_id, reason).await?
-    };
-    crate::failpoint::hit("standdown.kicked").await;
-    let purged = if resumed {
-        true
-    } else if admin {
-        // Listed before the purge, which forgets which media the room used.
-        let listed = bot.admin.room_media(&room_id).await?;
-        remember_media(bot, incident, &listed)?;
-        let delete_id = bot.admin.delete_room(&room_id, reason).await?;
-        crate::failpoint::hit("standdown.delete-requested").await;
-        bot.admin
-            .wait_deleted(&room_id, delete_id, reason, POLL, DELETE_LIMIT)
-            .await?;
-        true
-    } else {
-        leave_and_forget(bot, &room_id).await?;
-        false
+        let kicked = kick_everyone(bot, &room_id, reason).await?;
+        crate::failpoint::hit("standdown.kicked").await;
+        if admin {
+            // Listed before the purge, which forgets which media the room used.
+            let listed = bot.admin.room_media(&room_id).await?;
+            remember_media(bot, incident, &listed)?;
+            let delete_id = bot.admin.delete_room(&room_id, reason).await?;
+            crate::failpoint::hit("standdown.delete-requested").await;
+            bot.admin
+                .wait_deleted(&room_id, delete_id, reason, POLL, DELETE_LIMIT)
+                .await?;
+        } else {
+            leave_and_forget(bot, &room_id).await?;
+        }
+        (kicked, admin)
     };
     record.status = if purged {
         RoomStatus::Destroyed

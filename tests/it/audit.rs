@@ -22,12 +22,19 @@ fn t(min: u32) -> DateTime<Utc> {
         .unwrap()
 }
 
-fn verify(dir: &Path) -> Output {
+/// `cordon <command> --store <dir> <args>`.
+fn offline(command: &[&str], dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cordon"))
-        .args(["audit", "verify", "--store"])
+        .args(command)
+        .arg("--store")
         .arg(dir)
+        .args(args)
         .output()
         .unwrap()
+}
+
+fn verify(dir: &Path) -> Output {
+    offline(&["audit", "verify"], dir, &[])
 }
 
 fn text(out: &Output) -> String {
@@ -247,12 +254,7 @@ fn a_new_process_keeps_incidents_rooms_and_timers() {
 }
 
 fn export(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cordon"))
-        .args(["audit", "export", "--store"])
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap()
+    offline(&["audit", "export"], dir, args)
 }
 
 #[test]
@@ -356,12 +358,7 @@ fn export_of_a_tampered_log_says_so_and_exits_1() {
 }
 
 fn status(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cordon"))
-        .args(["status", "--store"])
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap()
+    offline(&["status"], dir, args)
 }
 
 #[test]
