@@ -1,31 +1,55 @@
 # syntax=docker/dockerfile:1
 #
 # cordon: multi-stage build. The builder uses the pinned Rust toolchain (1.95, matching
-# `rust-version` in Cargo.toml); the runtime is a slim Debian with only CA certificates.
+# `rust-version` in Cargo.toml); the runtime is a slim Debian with CA certificates and
+# time zone data. docs/deploy.md, "Docker", has the whole procedure.
 #
 #   docker build -t cordon .
-#   docker run --rm -v cordon-state:/var/lib/cordon -v ./playbooks:/etc/cordon/playbooks:ro \
-#       -v ./cordon.yaml:/etc/cordon/cordon.yaml:ro \
-#       -e CORDON_PASSWORD=... -e CORDON_STORE_PASSPHRASE=... \
-#       cordon run --config /etc/cordon/cordon.yaml
+#   docker run -d --name cordon --restart unless-stopped --stop-timeout 30 \
+#       -v cordon-state:/var/lib/cordon \
+#       -v /etc/cordon/cordon.yaml:/etc/cordon/cordon.yaml:ro \
+#       -v /etc/cordon/playbooks:/etc/cordon/playbooks:ro \
+#       -v /etc/cordon/secrets:/run/secrets/cordon:ro \
+#       -p 127.0.0.1:9464:9464 \
+#       cordon
 #
-# with, in cordon.yaml, `password: { env: CORDON_PASSWORD }`,
-# `store_passphrase: { env: CORDON_STORE_PASSPHRASE }` and `state_dir: /var/lib/cordon`
-# (or secret files mounted read-only and named with `{ file: ... }`).
+# with, in cordon.yaml, `state_dir: /var/lib/cordon`,
+# `archive_dir: /var/lib/cordon/archives`, `playbooks_dir: /etc/cordon/playbooks`,
+# `password: { file: /run/secrets/cordon/password }`,
+# `store_passphrase: { file: /run/secrets/cordon/store-passphrase }` and
+# `metrics: { listen: 0.0.0.0:9464 }` (the loopback default is unreachable from outside
+# the container; publish the port to the host's loopback only, as above). The secret
+# files must be readable by uid 10001.
+#
+# The first start prints cordon's recovery key on stdout, which Docker would keep in
+# the container's log: run it once in a terminal with `-it --rm --log-driver none`
+# (docs/deploy.md, "First start").
+#
+# No HEALTHCHECK: the runtime image has no HTTP client. Point the orchestrator's HTTP
+# probe at GET /healthz on port 9464.
 
 FROM rust:1.95-slim-bookworm AS builder
+# The slim Rust image already carries gcc and libc6-dev, which the C parts need
+# (bundled SQLite, aws-lc and ring); nothing else is installed.
 WORKDIR /src
-# Build dependencies first so that source edits do not rebuild matrix-sdk.
+# Build the dependencies first, against stub sources, so that source edits do not
+# rebuild matrix-sdk. The stubs give every target Cargo.toml names a file: the library
+# (src/lib.rs), the binary (src/main.rs) and the integration tests (tests/it/main.rs).
+# There is no build script and no bench target.
 COPY Cargo.toml Cargo.lock ./
-# Cargo.toml names tests/it/main.rs as a target, so the stub needs it too.
-RUN mkdir -p src tests/it && echo 'fn main() {}' > src/main.rs && echo '' > src/lib.rs \
+RUN mkdir -p src tests/it \
+    && echo 'fn main() {}' > src/main.rs \
+    && : > src/lib.rs \
     && echo 'fn main() {}' > tests/it/main.rs \
     && cargo build --release --locked --bin cordon \
-    && rm -rf src tests
+    && rm -rf src
+# Everything the binary compiles in is under src/ (the playbook scaffold is
+# src/playbook/scaffold.yaml). The tests stay stubs: only the binary is built, and test
+# edits then leave this layer's cache alone.
 COPY src ./src
-COPY tests ./tests
-# Touch so cargo sees the real sources as newer than the dummy build.
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin cordon \
+# Touch so that cargo sees the real sources as newer than the stub build.
+RUN touch src/main.rs src/lib.rs \
+    && cargo build --release --locked --bin cordon \
     && strip target/release/cordon
 
 FROM debian:bookworm-slim AS runtime
@@ -37,11 +61,15 @@ RUN apt-get update \
     && mkdir -p /var/lib/cordon /etc/cordon/playbooks \
     && chown cordon:cordon /var/lib/cordon && chmod 0700 /var/lib/cordon
 COPY --from=builder /src/target/release/cordon /usr/local/bin/cordon
-COPY playbooks /etc/cordon/playbooks
-# The store, Matrix session and sealed archives live in the state volume; playbooks are
-# mounted read-only by the emergency planners' deployment.
-VOLUME ["/var/lib/cordon", "/etc/cordon/playbooks"]
+# The sample playbooks, for reference only. They name example holders and example
+# archive keys, so they are not in /etc/cordon/playbooks: mount the emergency planners'
+# own playbooks there (read-only).
+COPY playbooks /usr/share/cordon/playbooks
+# The store, the Matrix session, the archive signing key and the sealed archives.
+VOLUME ["/var/lib/cordon"]
+# /metrics and /healthz, with `metrics.listen: 0.0.0.0:9464` in the config.
+EXPOSE 9464
 USER cordon:cordon
 WORKDIR /var/lib/cordon
 ENTRYPOINT ["/usr/local/bin/cordon"]
-CMD ["check", "/etc/cordon/playbooks"]
+CMD ["run", "--config", "/etc/cordon/cordon.yaml"]
