@@ -11,6 +11,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -25,6 +26,11 @@ pub const DEFAULT_TIME_ZONE: chrono_tz::Tz = chrono_tz::Europe::London;
 
 /// Commands older than this when cordon first sees them are not executed by default.
 pub const DEFAULT_COMMAND_MAX_AGE: Duration = Duration::from_secs(15 * 60);
+
+/// `/metrics` and `/healthz` listen here unless the config says otherwise: loopback
+/// only, on the port registered for Prometheus exporters' examples.
+pub const DEFAULT_METRICS_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9464);
 
 /// The config file exactly as written.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -59,6 +65,19 @@ pub struct RawConfig {
     /// Command handling.
     #[serde(default)]
     pub commands: Option<RawCommands>,
+    /// The Prometheus `/metrics` and `/healthz` endpoints.
+    #[serde(default)]
+    pub metrics: Option<RawMetrics>,
+}
+
+/// `metrics:` section as written.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// Serve `/metrics` and `/healthz`. Default `true`.
+    pub enabled: Option<Located<bool>>,
+    /// Address and port to listen on. Default `127.0.0.1:9464` (loopback only).
+    pub listen: Option<Located<String>>,
 }
 
 /// `commands:` section as written.
@@ -189,6 +208,8 @@ pub struct Config {
     pub time_zone: chrono_tz::Tz,
     /// Maximum age of a command for it to be executed.
     pub command_max_age: Duration,
+    /// Where `/metrics` and `/healthz` are served; `None` when turned off.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Collects diagnostics for one file.
@@ -406,6 +427,36 @@ impl Config {
             },
         };
 
+        let metrics_listen = match &raw.metrics {
+            None => Some(DEFAULT_METRICS_LISTEN),
+            Some(m) if m.enabled.as_ref().is_some_and(|e| !e.value) => {
+                if let Some(listen) = &m.listen {
+                    c.error(
+                        listen,
+                        "metrics.listen is set but metrics.enabled is false; remove one of them",
+                    );
+                }
+                None
+            }
+            Some(m) => match &m.listen {
+                None => Some(DEFAULT_METRICS_LISTEN),
+                Some(listen) => match listen.value.trim().parse::<SocketAddr>() {
+                    Ok(addr) => Some(addr),
+                    Err(_) => {
+                        c.error(
+                            listen,
+                            format!(
+                                "metrics.listen `{}` is not an address and port, \
+                                 e.g. 127.0.0.1:9464 or [::1]:9464",
+                                shown(&listen.value)
+                            ),
+                        );
+                        None
+                    }
+                },
+            },
+        };
+
         match (c.problems.is_empty(), homeserver, user) {
             (true, Some(homeserver), Some(user)) => Ok(Config {
                 path: path.to_path_buf(),
@@ -421,6 +472,7 @@ impl Config {
                 records_officers,
                 time_zone,
                 command_max_age,
+                metrics_listen,
             }),
             _ => Err(c.problems),
         }
@@ -429,12 +481,16 @@ impl Config {
     /// One line describing the config, for `cordon config check`.
     pub fn summary(&self) -> String {
         format!(
-            "{} on {}, {} operator(s), {} control room(s), time zone {}",
+            "{} on {}, {} operator(s), {} control room(s), time zone {}, {}",
             self.user,
             self.homeserver,
             self.operators.len(),
             self.control_rooms.len(),
-            self.time_zone
+            self.time_zone,
+            match self.metrics_listen {
+                Some(addr) => format!("metrics on http://{addr}/metrics"),
+                None => "metrics off".to_owned(),
+            }
         )
     }
 
@@ -558,6 +614,30 @@ records_officers: [\"@records:nhs.example\"]
             SecretSource::File(PathBuf::from("/etc/cordon/secrets/store-passphrase"))
         );
         assert_eq!(c.password, SecretSource::Env("CORDON_PASSWORD".into()));
+    }
+
+    #[test]
+    fn metrics_listen_is_checked_and_can_be_turned_off() {
+        assert_eq!(
+            load(GOOD).unwrap().metrics_listen,
+            Some(DEFAULT_METRICS_LISTEN)
+        );
+        let on = load(&format!("{GOOD}metrics: {{ listen: \"[::1]:9100\" }}\n")).unwrap();
+        assert_eq!(on.metrics_listen, Some("[::1]:9100".parse().unwrap()));
+        let off = load(&format!("{GOOD}metrics: {{ enabled: false }}\n")).unwrap();
+        assert_eq!(off.metrics_listen, None);
+        let errs = errors(&format!("{GOOD}metrics: {{ listen: localhost }}\n"));
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(
+            errs[0].contains("cordon.yaml:11:20: error: metrics.listen `localhost`"),
+            "{errs:#?}"
+        );
+        let errs = errors(&format!(
+            "{GOOD}metrics: {{ enabled: false, listen: \"127.0.0.1:1\" }}\n"
+        ));
+        assert!(errs[0].contains("remove one of them"), "{errs:#?}");
+        let errs = errors(&format!("{GOOD}metrics: {{ port: 9 }}\n"));
+        assert!(errs[0].contains("port"), "{errs:#?}");
     }
 
     #[test]

@@ -147,6 +147,30 @@ pub fn next_due(
     })
 }
 
+/// The earliest due time of `timer` that is at or before `now` and not yet dealt with,
+/// whatever a retry after a failure waits for: how far behind the timer is. `None` when
+/// it is not behind (nothing due, or spent).
+pub fn oldest_unsettled(
+    timer: &Timer,
+    state: &TimerState,
+    now: DateTime<Utc>,
+    default_tz: Tz,
+) -> Result<Option<DateTime<Utc>>, ScheduleError> {
+    let settled = state.settled_until(timer);
+    Ok(match &timer.schedule {
+        Schedule::At(due) => {
+            (*due <= now && settled.is_none_or(|settled| settled < *due)).then_some(*due)
+        }
+        Schedule::Cron { expr, tz } => {
+            let (cron, tz) = compile(timer, expr, tz, default_tz)?;
+            let anchor = settled.or(state.armed_at).unwrap_or(now);
+            occurrences_after(&cron, tz, anchor)
+                .next()
+                .filter(|first| *first <= now)
+        }
+    })
+}
+
 /// The deadline a warning timer warns about, from its payload ([`DEADLINE_KEY`]).
 pub fn warning_deadline(timer: &Timer) -> Option<DateTime<Utc>> {
     let value = timer.payload.get(DEADLINE_KEY)?;
@@ -257,6 +281,37 @@ mod tests {
 
     fn decide_at(timer: &Timer, state: &TimerState, now: DateTime<Utc>) -> Decision {
         decide(timer, state, now, London).unwrap()
+    }
+
+    #[test]
+    fn oldest_unsettled_is_the_first_missed_due_time_even_while_a_retry_waits() {
+        let oldest = |timer: &Timer, state: &TimerState, now| {
+            oldest_unsettled(timer, state, now, London).unwrap()
+        };
+        // A sweep every 10 minutes, armed at t(0), last fired for t(10).
+        let mut sweep = cron(TimerKind::Sweep, "*/10 * * * *");
+        assert_eq!(oldest(&sweep, &armed(t(0)), t(5)), None, "nothing due yet");
+        assert_eq!(oldest(&sweep, &armed(t(0)), t(25)), Some(t(10)));
+        sweep.last_fired = Some(t(10));
+        assert_eq!(oldest(&sweep, &armed(t(0)), t(15)), None);
+        let failing = TimerState {
+            attempts: 3,
+            retry_at: Some(t(40)),
+            ..armed(t(0))
+        };
+        assert_eq!(
+            oldest(&sweep, &failing, t(35)),
+            Some(t(20)),
+            "a failing sweep waiting for its retry is behind"
+        );
+        let once = at(TimerKind::Expiry, t(30));
+        assert_eq!(oldest(&once, &TimerState::default(), t(29)), None);
+        assert_eq!(oldest(&once, &TimerState::default(), t(31)), Some(t(30)));
+        let fired = Timer {
+            last_fired: Some(t(30)),
+            ..once
+        };
+        assert_eq!(oldest(&fired, &TimerState::default(), t(90)), None, "spent");
     }
 
     #[test]

@@ -300,6 +300,19 @@ impl Store {
         }
     }
 
+    /// Proves the store can be written: a durable transaction that records `at` (the
+    /// health check's time) in the meta table.
+    pub fn probe_write(&self, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let tx = self.write()?;
+        {
+            let mut meta = tx.open_table(tables::META)?;
+            let value = encode("meta", &at)?;
+            meta.insert(tables::HEALTH_PROBE, value.as_slice())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Walks the whole audit chain and reports every modified, removed, inserted or
     /// reordered entry and any mismatch with the recorded head.
     pub fn verify_audit(&self) -> Result<AuditReport, StoreError> {

@@ -2,7 +2,8 @@
 
 use redb::TableDefinition;
 
-/// `meta`: key → JSON value. Keys: [`SCHEMA_VERSION`], [`AUDIT_HEAD`], [`OUTBOX_SEQ`].
+/// `meta`: key → JSON value. Keys: [`SCHEMA_VERSION`], [`AUDIT_HEAD`], [`OUTBOX_SEQ`],
+/// [`HEALTH_PROBE`].
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// `incidents`: incident id → `Incident` JSON.
 pub const INCIDENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("incidents");
@@ -31,6 +32,8 @@ pub const SCHEMA_VERSION: &str = "schema_version";
 pub const AUDIT_HEAD: &str = "audit_head";
 /// `meta` key: the last outbox sequence number handed out (a JSON number).
 pub const OUTBOX_SEQ: &str = "outbox_seq";
+/// `meta` key: when `/healthz` last checked that the store can be written (RFC 3339).
+pub const HEALTH_PROBE: &str = "health_probe";
 
 /// `enrolments`: Matrix user id → `Enrolment` JSON (people cordon verified, and
 /// revocations).
