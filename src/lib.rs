@@ -55,6 +55,7 @@ pub mod guard;
 pub mod harness;
 pub mod incident;
 pub mod matrix;
+pub mod metrics;
 pub mod playbook;
 pub mod retention;
 pub mod schedule;

@@ -275,11 +275,18 @@ pub fn record(bot: &Bot, incident: &Incident, key: &str, body: &str) -> Option<O
         "mentions": [incident.commander],
         "rooms": targets(bot, incident),
     });
+    let now = bot.now();
     match bot
         .store
-        .outbox_put(key, Some(&incident.id), KIND, payload, bot.now())
+        .outbox_put(key, Some(&incident.id), KIND, payload, now)
     {
-        Ok(entry) => Some(entry),
+        Ok(entry) => {
+            // Counted once, when first recorded: a re-recorded intent keeps its time.
+            if entry.created_at == now {
+                crate::metrics::global().guard_alert(crate::metrics::alert_kind(key));
+            }
+            Some(entry)
+        }
         Err(e) => {
             error!(error = %e, "store: recording a guard alert");
             None

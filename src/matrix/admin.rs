@@ -161,13 +161,25 @@ impl SynapseAdmin {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| MatrixError::Admin(format!("{method} {path}: {e}")))?;
+        let started = std::time::Instant::now();
+        let response = request.send().await;
+        let timed = || {
+            crate::metrics::global().matrix_request(
+                &crate::metrics::layer::endpoint(url_path(path)),
+                started.elapsed().as_secs_f64(),
+            )
+        };
+        let response = match response {
+            Ok(response) => response,
+            Err(e) => {
+                timed();
+                return Err(MatrixError::Admin(format!("{method} {path}: {e}")));
+            }
+        };
         let status = response.status().as_u16();
         // Error bodies are JSON too (`errcode`, `error`); an empty one reads as null.
         let body = response.json::<Value>().await.unwrap_or(Value::Null);
+        timed();
         Ok((status, body))
     }
 
@@ -426,6 +438,11 @@ pub(crate) fn encode(segment: &str) -> String {
         }
     }
     out
+}
+
+/// `path` without its query string.
+fn url_path(path: &str) -> &str {
+    path.split_once('?').map_or(path, |(path, _)| path)
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ use super::error::ScheduleError;
 use crate::clock::Clock;
 use crate::incident::IncidentId;
 use crate::store::records::TimerState;
-use crate::store::{Schedule, Store, Timer};
+use crate::store::{Schedule, Store, Timer, TimerKind};
 
 /// What a job is told about the firing it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +133,7 @@ pub struct Scheduler {
 /// A job in flight.
 struct Running {
     timer: String,
+    kind: TimerKind,
     key: String,
     ctx: FireContext,
 }
@@ -320,6 +321,7 @@ impl Scheduler {
         }
         let key = exclusivity_key(&timer);
         let id = timer.id.clone();
+        let kind = timer.kind.clone();
         let jobs = self.jobs.clone();
         // `run` is called inside the task, so that even a panic before its future
         // exists is caught as the task's.
@@ -330,6 +332,7 @@ impl Scheduler {
             handle.id(),
             Running {
                 timer: id,
+                kind,
                 key,
                 ctx,
             },
@@ -366,6 +369,7 @@ impl Scheduler {
                 }
             },
             Err(failure) => {
+                crate::metrics::global().job_failed(&run.kind);
                 let delay = self.config.backoff.delay(run.ctx.attempt);
                 let retry_at = now.checked_add_signed(delay).unwrap_or(now);
                 match self
