@@ -1073,22 +1073,36 @@ fn shown(s: &str) -> String {
 /// Human-readable logs on stderr. `RUST_LOG` overrides the default filter, which keeps
 /// matrix-sdk quiet; no level logs secrets or message bodies.
 fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let default_filter =
         "info,matrix_sdk=warn,matrix_sdk_base=warn,matrix_sdk_crypto=error,matrix_sdk_sqlite=warn";
-    match format {
-        LogFormat::Human => init_tracing_with(default_filter),
-        LogFormat::Json => {
-            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-            tracing_subscriber::fmt()
-                .json()
-                .with_current_span(false)
-                .with_span_list(true)
-                .with_env_filter(filter)
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    // Each layer has its own filter: `RUST_LOG` decides what is logged, and the metrics
+    // layer still sees matrix-sdk's request spans to time them.
+    let logs = match format {
+        LogFormat::Human => {
+            use std::io::IsTerminal;
+            tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::stderr().is_terminal())
                 .with_writer(std::io::stderr)
-                .init();
+                .with_filter(filter)
+                .boxed()
         }
-    }
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(false)
+            .with_span_list(true)
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(cordon::metrics::layer::layer())
+        .init();
 }
 
 fn init_tracing_with(default_filter: &str) {

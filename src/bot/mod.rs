@@ -14,6 +14,7 @@ mod advice;
 pub(crate) mod commands;
 mod deadlines;
 mod destroy;
+mod health;
 mod jobs;
 mod provision;
 mod reminders;
@@ -62,6 +63,9 @@ pub enum BotError {
     /// Another process holds the state directory.
     #[error(transparent)]
     Lock(#[from] matrix::session::LockError),
+    /// The metrics endpoint could not listen.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::http::BindError),
     /// The admin socket could not be opened.
     #[error(transparent)]
     Admin(#[from] crate::trust::socket::AdminError),
@@ -128,9 +132,19 @@ pub struct Bot {
     tasks: tokio::sync::Mutex<tokio::task::JoinSet<()>>,
     /// The scheduler that runs the incidents' timers, once started.
     scheduler: std::sync::OnceLock<crate::schedule::SchedulerHandle>,
+    /// When the last sync succeeded (for `/healthz`).
+    last_sync: Mutex<Option<std::time::Instant>>,
 }
 
 impl Bot {
+    /// Records a successful sync, for `/healthz` and the metrics.
+    fn synced(&self) {
+        if let Ok(mut last) = self.last_sync.lock() {
+            *last = Some(std::time::Instant::now());
+        }
+        crate::metrics::global().synced(Utc::now());
+    }
+
     /// Now, by the injectable clock.
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
@@ -272,6 +286,19 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
     let _lock = matrix::session::StateLock::acquire(&config.state_dir)?;
     let password = config.password.read()?;
     let passphrase = config.store_passphrase.read()?;
+    // Before logging in: a port already taken is a start-up error an operator fixes in
+    // the config, and /healthz says "starting" while cordon connects.
+    let metrics = match config.metrics_listen {
+        Some(addr) => {
+            let server = crate::metrics::http::Server::bind(addr).await?;
+            info!(
+                "serving /metrics and /healthz on http://{}",
+                server.local_addr()
+            );
+            Some(server)
+        }
+        None => None,
+    };
     matrix::session::create_private_dir(&config.state_dir)?;
     // The session first: a cordon that must be recovered leaves no store behind.
     let client = matrix::session::connect(&config, &password, &passphrase).await?;
@@ -305,10 +332,14 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
         syncs: tokio::sync::watch::Sender::new(0),
         tasks: tokio::sync::Mutex::new(tokio::task::JoinSet::new()),
         scheduler: std::sync::OnceLock::new(),
+        last_sync: Mutex::new(None),
     });
 
     register_handlers(&bot);
     crate::guard::register(&bot);
+    if let Some(server) = &metrics {
+        server.attach(Arc::new(health::BotProbe::new(&bot)));
+    }
 
     // `cordon verify` talks to this process; the bot's own client runs every flow.
     let admin_socket = crate::trust::socket::AdminSocket::bind(
@@ -341,6 +372,7 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
         admin_socket.close().await;
         return Err(MatrixError::from(e).into());
     }
+    bot.synced();
     info!("first sync done; catching up");
 
     catch_up_invites(&bot).await;
@@ -407,6 +439,7 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
         tokio::select! {
             r = client.sync_once(this) => match r {
                 Ok(_) => {
+                    bot.synced();
                     backoff = Duration::from_secs(1);
                     bot.syncs.send_modify(|n| *n += 1);
                 }

@@ -78,6 +78,7 @@ impl BotSetup {
              playbooks_dir: {playbooks}\n\
              archive_dir: archives\n\
              operators: [{operators}]\n\
+             metrics: {{ listen: \"127.0.0.1:0\" }}\n\
              {extra_config}",
             hs_url = hs.base_url(),
             playbooks = playbooks_dir.display(),
@@ -186,6 +187,19 @@ impl BotProcess {
             text = String::from_utf8_lossy(&bytes).into_owned();
         }
         text
+    }
+
+    /// The base URL of this run's `/metrics` and `/healthz` (`http://127.0.0.1:PORT`),
+    /// once the bot has logged it.
+    pub fn metrics_url(&self) -> Option<String> {
+        const SERVING: &str = "serving /metrics and /healthz on ";
+        let text = self.log_text();
+        let at = text.rfind(SERVING)? + SERVING.len();
+        let url: String = text[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '/' | '.' | '[' | ']'))
+            .collect();
+        (!url.is_empty()).then_some(url)
     }
 
     /// Waits until this run's log contains `needle`, or the bot exits, or `deadline`.

@@ -91,7 +91,8 @@ fn unreachable_config(dir: &Path) -> String {
              state_dir: state\n\
              playbooks_dir: {}\n\
              archive_dir: archives\n\
-             operators: [\"@op:localhost\"]\n",
+             operators: [\"@op:localhost\"]\n\
+             metrics: {{ enabled: false }}\n",
             Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("playbooks")
                 .display()

@@ -418,6 +418,41 @@ async fn declare_provisions_locked_down_rooms_that_holders_join_and_read() {
         "the ghost is pending: {status}"
     );
 
+    // The operator's view: /metrics shows the incident, its rooms and the pending ghost,
+    // and timed the room creations; /healthz says sync is live and the store writable.
+    let base = w
+        .bot
+        .as_ref()
+        .and_then(|b| b.metrics_url())
+        .expect("metrics URL logged");
+    let http = reqwest::Client::new();
+    let metrics = http.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    let metrics = metrics.text().await.unwrap();
+    for line in [
+        "cordon_incidents{state=\"active\"} 1",
+        "cordon_rooms{status=\"created\"} 2",
+        // The ghost (no account) holds a seat in both rooms: two invites wait.
+        "cordon_invites_pending 2",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line}:\n{metrics}");
+    }
+    let created: u64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("cordon_matrix_request_duration_seconds_count{endpoint=\"createRoom\"} ")
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(created >= 2, "createRoom timed {created} times:\n{metrics}");
+    assert!(!metrics.contains(incident.as_str()), "no ids in metrics");
+    let health = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let health: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["checks"]["sync"]["ok"], true, "{health}");
+    assert_eq!(health["checks"]["store"]["ok"], true, "{health}");
+
     w.stop_bot();
     let store = cordon::store::Store::open_existing(&w.store_dir()).unwrap();
     assert!(store.verify_audit().unwrap().is_intact());

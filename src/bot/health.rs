@@ -1,0 +1,117 @@
+//! What `/healthz` and `/metrics` read from the running bot: whether sync is live,
+//! whether the store can be written, and the store's gauges.
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use super::Bot;
+use crate::metrics::Snapshot;
+use crate::metrics::http::{Check, Health, Probe};
+
+/// Sync counts as live when the last one succeeded this recently. A long poll waits
+/// 30 s, and a failing sync retries within a minute at most.
+const SYNC_LIVE: Duration = Duration::from_secs(90);
+/// A store write check is reused this long, so a busy scraper cannot turn the health
+/// check into a stream of durable writes.
+const STORE_CHECK_FOR: Duration = Duration::from_secs(5);
+
+/// The bot's [`Probe`].
+pub(crate) struct BotProbe {
+    bot: Weak<Bot>,
+    store_check: Mutex<Option<(Instant, Check)>>,
+}
+
+impl BotProbe {
+    pub(crate) fn new(bot: &Arc<Bot>) -> Self {
+        Self {
+            bot: Arc::downgrade(bot),
+            store_check: Mutex::new(None),
+        }
+    }
+
+    fn store(&self, bot: &Bot) -> Check {
+        let Ok(mut cached) = self.store_check.lock() else {
+            return failed("the health check's cache is poisoned");
+        };
+        if let Some((at, check)) = &*cached
+            && at.elapsed() < STORE_CHECK_FOR
+        {
+            return check.clone();
+        }
+        let check = match bot.store.probe_write(bot.now()) {
+            Ok(()) => Check {
+                ok: true,
+                detail: "writable".into(),
+            },
+            Err(e) => failed(&format!("a write failed: {e}")),
+        };
+        *cached = Some((Instant::now(), check.clone()));
+        check
+    }
+}
+
+fn failed(detail: &str) -> Check {
+    Check {
+        ok: false,
+        detail: detail.to_owned(),
+    }
+}
+
+/// The sync check, given when the last sync succeeded.
+fn sync_check(last: Option<Instant>) -> Check {
+    match last {
+        None => failed("no sync with the homeserver yet"),
+        Some(at) if at.elapsed() <= SYNC_LIVE => Check {
+            ok: true,
+            detail: format!("last sync {} s ago", at.elapsed().as_secs()),
+        },
+        Some(at) => failed(&format!(
+            "last successful sync {} s ago; is the homeserver reachable?",
+            at.elapsed().as_secs()
+        )),
+    }
+}
+
+impl Probe for BotProbe {
+    fn health(&self) -> Health {
+        let Some(bot) = self.bot.upgrade() else {
+            let stopping = failed("cordon is shutting down");
+            return Health {
+                sync: stopping.clone(),
+                store: stopping,
+            };
+        };
+        let last = bot.last_sync.lock().ok().and_then(|l| *l);
+        Health {
+            sync: sync_check(last),
+            store: self.store(&bot),
+        }
+    }
+
+    fn snapshot(&self) -> Option<Snapshot> {
+        let bot = self.bot.upgrade()?;
+        match Snapshot::read(&bot.store, bot.now(), bot.config.time_zone) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics: reading the store failed");
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_is_live_only_after_a_recent_success() {
+        assert!(!sync_check(None).ok);
+        assert!(sync_check(Some(Instant::now())).ok);
+        if let Some(old) = Instant::now().checked_sub(SYNC_LIVE + Duration::from_secs(1)) {
+            let check = sync_check(Some(old));
+            assert!(!check.ok, "{check:?}");
+            assert!(check.detail.contains("reachable"), "{check:?}");
+        }
+    }
+}
