@@ -17,8 +17,7 @@
 # `archive_dir: /var/lib/cordon/archives`, `playbooks_dir: /etc/cordon/playbooks`,
 # `password: { file: /run/secrets/cordon/password }`,
 # `store_passphrase: { file: /run/secrets/cordon/store-passphrase }`. The secret files
-# must be readable by uid 10001. Not in this release yet (docs/deploy.md, note at the
-# top): the `metrics:` section, `/metrics` and `/healthz`. Once they land, set
+# must be readable by uid 10001. For /metrics and /healthz, set
 # `metrics: { listen: 0.0.0.0:9464 }` (the loopback default is unreachable from outside
 # the container) and publish the port to the host's loopback only, as above.
 #
@@ -26,8 +25,8 @@
 # the container's log: run it once in a terminal with `-it --rm --log-driver none`
 # (docs/deploy.md, "First start").
 #
-# No HEALTHCHECK: the runtime image has no HTTP client. Once /healthz lands, point the
-# orchestrator's HTTP probe at GET /healthz on port 9464.
+# No HEALTHCHECK: the runtime image has no HTTP client. Point the orchestrator's HTTP
+# probe at GET /healthz on port 9464 instead.
 
 FROM rust:1.95-slim-bookworm AS builder
 # The slim Rust image already carries gcc and libc6-dev, which the C parts need
@@ -68,7 +67,7 @@ COPY --from=builder /src/target/release/cordon /usr/local/bin/cordon
 COPY playbooks /usr/share/cordon/playbooks
 # The store, the Matrix session, the archive signing key and the sealed archives.
 VOLUME ["/var/lib/cordon"]
-# For /metrics and /healthz once they land (see above).
+# /metrics and /healthz (see above).
 EXPOSE 9464
 USER cordon:cordon
 WORKDIR /var/lib/cordon
