@@ -1,7 +1,7 @@
 //! The running bot: `cordon run`.
 //!
-//! Start-up, in order: read the secrets, open the store, restore (or create) the Matrix
-//! session, lift rate limits when cordon is a server admin, register the event
+//! Start-up, in order: read the secrets, listen for `/metrics` and `/healthz`, restore
+//! (or create) the Matrix session, open the store, lift rate limits when cordon is a server admin, register the event
 //! handlers, sync once, then catch up: commands that arrived while cordon was down are
 //! found by paging back through each control room, and incidents left half-provisioned
 //! are resumed. Then it syncs until SIGTERM or ctrl-c.
