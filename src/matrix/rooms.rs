@@ -193,7 +193,9 @@ pub async fn send_message(
 /// cordon never notifies a whole room: the mentions name people, and an `@room` in the
 /// text (a playbook template, an incident name) is defused ([`defuse_room_mention`]).
 pub fn notice(body: &str, mentions: &[OwnedUserId]) -> RoomMessageEventContent {
-    let mut content = RoomMessageEventContent::notice_plain(defuse_room_mention(body));
+    let body = defuse_room_mention(body);
+    let html = to_html(&body);
+    let mut content = RoomMessageEventContent::notice_html(body, html);
     content.mentions = Some(matrix_sdk::ruma::events::Mentions::with_user_ids(
         mentions.iter().cloned(),
     ));
@@ -209,8 +211,54 @@ pub fn defuse_room_mention(body: &str) -> String {
 
 /// An edit of `original` replacing its text with `body`.
 pub fn edit(original: &EventId, body: &str) -> RoomMessageEventContent {
-    RoomMessageEventContentWithoutRelation::notice_plain(body)
+    let body = defuse_room_mention(body);
+    let html = to_html(&body);
+    RoomMessageEventContentWithoutRelation::notice_html(body, html)
         .make_replacement(ReplacementMetadata::new(original.to_owned(), None))
+}
+
+/// The HTML form of a reply's plain text (`formatted_body`, for clients that render it):
+/// every character that means something in HTML is escaped first, so an incident name,
+/// a playbook template or a command argument can never inject markup; then a
+/// `` `command` `` becomes `<code>` and each line break `<br>`. An unpaired backtick
+/// stays as it is.
+pub fn to_html(body: &str) -> String {
+    let mut out = String::with_capacity(body.len() + 16);
+    for (i, line) in body.split('\n').enumerate() {
+        if i > 0 {
+            out.push_str("<br>");
+        }
+        let spans: Vec<&str> = line.split('`').collect();
+        // An odd number of pieces means the backticks pair up.
+        let paired = spans.len() % 2 == 1;
+        for (j, span) in spans.iter().enumerate() {
+            let code = j % 2 == 1;
+            if code && paired {
+                out.push_str("<code>");
+                escape_into(&mut out, span);
+                out.push_str("</code>");
+            } else {
+                if j > 0 && !paired {
+                    out.push('`');
+                }
+                escape_into(&mut out, span);
+            }
+        }
+    }
+    out
+}
+
+fn escape_into(out: &mut String, text: &str) {
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
 }
 
 /// Pins `event` (as the only pinned event cordon keeps for this purpose).
@@ -267,7 +315,79 @@ mod tests {
         let body = content.body();
         assert!(!body.contains("@room"), "{body}");
         assert!(body.contains("@\u{2060}room"), "{body}");
+        let html = formatted(&content);
+        assert!(!html.contains("@room"), "{html}");
         let mentions = content.mentions.unwrap_or_default();
         assert!(!mentions.room, "m.mentions never names the room");
+    }
+
+    fn formatted(content: &RoomMessageEventContent) -> String {
+        let json = serde_json::to_value(content).unwrap();
+        assert_eq!(json["format"], "org.matrix.custom.html", "{json}");
+        json["formatted_body"].as_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn replies_carry_html_with_the_plain_text_unchanged() {
+        let text = "mc-4k7p is active.\nRun `!cordon status mc-4k7p` for details.";
+        let content = notice(text, &[]);
+        assert_eq!(content.body(), text);
+        assert_eq!(
+            formatted(&content),
+            "mc-4k7p is active.<br>Run <code>!cordon status mc-4k7p</code> for details."
+        );
+        assert_eq!(to_html("one ` backtick"), "one ` backtick");
+        assert_eq!(to_html("a `b` c ` d"), "a `b` c ` d");
+    }
+
+    #[test]
+    fn nothing_from_the_text_becomes_markup() {
+        for hostile in [
+            "<a href=\"https://evil.example\">click</a>",
+            "<img src=x onerror=alert(1)>",
+            "<mx-reply><blockquote>forged</blockquote></mx-reply>",
+            "`<script>x</script>`",
+            "&lt;already escaped&gt; ' \"",
+        ] {
+            let html = formatted(&notice(&format!("Incident \"{hostile}\" declared"), &[]));
+            assert!(
+                !html.contains('<') || only_our_tags(&html),
+                "{hostile} -> {html}"
+            );
+            assert!(
+                !html.contains('"') && !html.contains('\''),
+                "{hostile} -> {html}"
+            );
+        }
+        let html = to_html("&lt;");
+        assert_eq!(html, "&amp;lt;", "an entity in the text stays text");
+    }
+
+    /// True when every tag in `html` is one cordon writes itself.
+    fn only_our_tags(html: &str) -> bool {
+        let mut rest = html;
+        while let Some(i) = rest.find('<') {
+            rest = &rest[i..];
+            if !["<br>", "<code>", "</code>"]
+                .iter()
+                .any(|t| rest.starts_with(t))
+            {
+                return false;
+            }
+            rest = &rest[1..];
+        }
+        true
+    }
+
+    #[test]
+    fn edits_carry_html_too() {
+        let id = matrix_sdk::ruma::event_id!("$orig:hs");
+        let json = serde_json::to_value(edit(id, "now `done` @room")).unwrap();
+        let new = &json["m.new_content"];
+        assert_eq!(new["format"], "org.matrix.custom.html", "{json}");
+        assert_eq!(
+            new["formatted_body"], "now <code>done</code> @\u{2060}room",
+            "{json}"
+        );
     }
 }
