@@ -51,6 +51,29 @@ enum Cmd {
     Check {
         /// Playbook files or directories of playbooks [default: playbooks]
         paths: Vec<PathBuf>,
+        /// Also print the plan each valid playbook would produce for an example
+        /// incident, without touching a server: rooms and their settings, who is
+        /// invited and why, moderators, posts, reminders, warnings, retention, archive.
+        #[arg(long)]
+        explain: bool,
+        /// With --explain: the example incident's name.
+        #[arg(
+            long,
+            value_name = "NAME",
+            default_value = "Example incident",
+            requires = "explain"
+        )]
+        name: String,
+        /// With --explain: who declares it (shown as <commander> if not given).
+        #[arg(long, value_name = "USER", requires = "explain")]
+        commander: Option<matrix_sdk::ruma::OwnedUserId>,
+        /// With --explain: when it is declared, RFC 3339 [default: now].
+        #[arg(long, value_name = "TIME", requires = "explain")]
+        at: Option<chrono::DateTime<chrono::Utc>>,
+        /// With --explain: the IANA time zone times are shown in; use the bot's
+        /// `time_zone` from its config.
+        #[arg(long, value_name = "TZ", default_value = "UTC", requires = "explain")]
+        time_zone: chrono_tz::Tz,
     },
     /// What the store says, read without the bot running: incidents, states,
     /// deadlines, holds, failures, stand-down steps, rooms and timers.
@@ -499,7 +522,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Check { paths } => {
+        Cmd::Check {
+            paths,
+            explain,
+            name,
+            commander,
+            at,
+            time_zone,
+        } => {
             let paths = if paths.is_empty() {
                 vec![PathBuf::from("playbooks")]
             } else {
@@ -507,6 +537,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let report = cordon::playbook::check::run(&paths);
             report.write(&mut stdout.lock(), &mut stderr.lock())?;
+            if explain {
+                let example = cordon::incident::explain::Example {
+                    name,
+                    commander,
+                    at: at.unwrap_or_else(chrono::Utc::now),
+                    time_zone,
+                };
+                let mut out = stdout.lock();
+                for playbook in report.playbooks() {
+                    writeln!(out)?;
+                    out.write_all(
+                        cordon::incident::explain::explain(playbook, &example).as_bytes(),
+                    )?;
+                }
+            }
             Ok(exit_status(report.is_ok()))
         }
         Cmd::Status { store, all } => {

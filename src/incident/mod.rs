@@ -6,6 +6,7 @@
 //! [`Incident`] and applies [`Event`]s to it together with their audit entries, in one
 //! write transaction.
 
+pub mod explain;
 pub mod id;
 pub mod lifecycle;
 pub mod plan;

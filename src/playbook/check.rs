@@ -12,6 +12,7 @@ use crate::diagnostic::Diagnostic;
 /// The outcome of checking some paths.
 #[derive(Debug)]
 pub struct Report {
+    playbooks: Vec<super::Playbook>,
     summaries: Vec<String>,
     diagnostics: Vec<Diagnostic>,
     files: usize,
@@ -26,6 +27,11 @@ impl Report {
     /// Every problem, in file order and then line order.
     pub fn diagnostics(&self) -> &[Diagnostic] {
         &self.diagnostics
+    }
+
+    /// The valid playbooks, in file order.
+    pub fn playbooks(&self) -> &[super::Playbook] {
+        &self.playbooks
     }
 
     /// One line per valid playbook.
@@ -79,6 +85,7 @@ pub fn run(paths: &[PathBuf]) -> Report {
         .map(|p| format!("{}: ok: {}", p.source.display(), p.summary()))
         .collect();
     Report {
+        playbooks: catalog.iter().cloned().collect(),
         summaries,
         diagnostics,
         files: catalog.files_read(),

@@ -698,3 +698,104 @@ fn playbook_new_without_a_key_is_refused_by_check_and_bad_input_writes_nothing()
         assert!(!bad_out.exists(), "{args:?}");
     }
 }
+
+#[test]
+fn explain_prints_the_plan_of_each_valid_playbook_without_a_server() {
+    let run = cordon(&[
+        "check",
+        "--explain",
+        "--name",
+        "Tram crash",
+        "--at",
+        "2026-12-03T12:10:00Z",
+        "--time-zone",
+        "Europe/London",
+        "playbooks/mass-casualty.yaml",
+    ]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    for needle in [
+        "playbooks/mass-casualty.yaml: ok: mass-casualty",
+        "(mc-2222), declared Thu 03 Dec 12:10 GMT by <commander>. Times in Europe/London.",
+        "Runs for: 24h, closing Fri 04 Dec 12:10 GMT unless extended.",
+        "redacted 12h after it is sent",
+        "Rooms (4)",
+        "1. command: \"Tram crash - Command\" (this homeserver only)",
+        "2. ed-resus: \"Tram crash - ED and resus\"",
+        "4. site-comms: \"Tram crash - Site and communications\"",
+        "<commander>",
+        "`*/30 * * * *`: first Thu 03 Dec 12:30 GMT, Thu 03 Dec 13:00 GMT, Thu 03 Dec 13:30 GMT",
+        "`0 * * * *`: first Thu 03 Dec 13:00 GMT",
+        "Stand-down (by `!cordon standdown` or at the close)",
+    ] {
+        assert!(
+            run.stdout.contains(needle),
+            "missing {needle:?} in:\n{}",
+            run.stdout
+        );
+    }
+    // Every holder of a member role is listed under the rooms that invite them.
+    let pb = std::fs::read_to_string("playbooks/mass-casualty.yaml").expect("read");
+    let holders: Vec<&str> = pb
+        .lines()
+        .filter(|l| l.trim_start().starts_with("holders:"))
+        .flat_map(|l| l.split('"'))
+        .filter(|s| s.starts_with('@') && s.contains(':'))
+        .collect();
+    assert!(holders.len() > 10, "{holders:?}");
+    for holder in holders {
+        assert!(
+            run.stdout.contains(&format!("       {holder}")),
+            "{holder} is not invited anywhere:\n{}",
+            run.stdout
+        );
+    }
+}
+
+#[test]
+fn explain_with_a_bad_playbook_reports_it_explains_the_rest_and_fails() {
+    let run = cordon(&[
+        "check",
+        "--explain",
+        "playbooks/cbrn-decontamination.yaml",
+        &bad("undefined-roles.yaml"),
+    ]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("cbrn-decontamination: CBRN"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("Rooms (3)"), "{}", run.stdout);
+    assert_eq!(run.stdout.matches("\nRooms (").count(), 1, "{}", run.stdout);
+    assert!(
+        run.stderr.contains("undefined-roles.yaml:"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn explain_options_are_checked() {
+    let run = cordon(&["check", "--name", "x", "playbooks"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("--explain"), "{}", run.stderr);
+    let run = cordon(&[
+        "check",
+        "--explain",
+        "--time-zone",
+        "Mars/Olympus",
+        "playbooks",
+    ]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("Mars/Olympus"), "{}", run.stderr);
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+    let run = cordon(&[
+        "check",
+        "--explain",
+        "--commander",
+        "not-a-user",
+        "playbooks",
+    ]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+}
