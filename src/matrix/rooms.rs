@@ -194,7 +194,7 @@ pub async fn send_message(
 /// text (a playbook template, an incident name) is defused ([`defuse_room_mention`]).
 pub fn notice(body: &str, mentions: &[OwnedUserId]) -> RoomMessageEventContent {
     let body = defuse_room_mention(body);
-    let html = to_html(&body);
+    let html = to_html_mentioning(&body, mentions);
     let mut content = RoomMessageEventContent::notice_html(body, html);
     content.mentions = Some(matrix_sdk::ruma::events::Mentions::with_user_ids(
         mentions.iter().cloned(),
@@ -223,6 +223,12 @@ pub fn edit(original: &EventId, body: &str) -> RoomMessageEventContent {
 /// `` `command` `` becomes `<code>` and each line break `<br>`. An unpaired backtick
 /// stays as it is.
 pub fn to_html(body: &str) -> String {
+    to_html_mentioning(body, &[])
+}
+
+/// [`to_html`], with each of `mentions` written outside a `` `code` `` span made a
+/// pill: a `matrix.to` link that clients show as the person's name and avatar.
+pub fn to_html_mentioning(body: &str, mentions: &[OwnedUserId]) -> String {
     let mut out = String::with_capacity(body.len() + 16);
     for (i, line) in body.split('\n').enumerate() {
         if i > 0 {
@@ -241,11 +247,59 @@ pub fn to_html(body: &str) -> String {
                 if j > 0 && !paired {
                     out.push('`');
                 }
-                escape_into(&mut out, span);
+                escape_with_pills(&mut out, span, mentions);
             }
         }
     }
     out
+}
+
+/// A character that can continue a user id, so `@a:hs.example` inside
+/// `@a:hs.example.org` is not taken for it.
+fn continues_user_id(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '=' | '-' | '/' | '+' | ':' | '[' | ']')
+}
+
+/// Escapes `text` as [`escape_into`] does, with each whole occurrence of a mentioned
+/// user id turned into a pill.
+fn escape_with_pills(out: &mut String, text: &str, mentions: &[OwnedUserId]) {
+    let mut rest = text;
+    'outer: while !rest.is_empty() {
+        let Some(at) = rest.find('@') else { break };
+        for user in mentions {
+            let id = user.as_str();
+            let Some(after) = rest[at..].strip_prefix(id) else {
+                continue;
+            };
+            let before_ok = !rest[..at]
+                .chars()
+                .next_back()
+                .is_some_and(continues_user_id);
+            // Punctuation may follow the id: `@a:hs.example.` is the id and a full stop,
+            // `@a:hs.example: …` the id and a colon; `@a:hs.example.org` and
+            // `@a:hs.example:8448` are other ids.
+            let next = after[1.min(after.len())..].chars().next();
+            let after_ok = match after.chars().next() {
+                None => true,
+                Some('.') => !next.is_some_and(continues_user_id),
+                Some(':') => !next.is_some_and(|c| c.is_ascii_digit()),
+                Some(c) => !continues_user_id(c),
+            };
+            if before_ok && after_ok {
+                escape_into(out, &rest[..at]);
+                out.push_str("<a href=\"");
+                escape_into(out, &user.matrix_to_uri().to_string());
+                out.push_str("\">");
+                escape_into(out, id);
+                out.push_str("</a>");
+                rest = after;
+                continue 'outer;
+            }
+        }
+        escape_into(out, &rest[..=at]);
+        rest = &rest[at + 1..];
+    }
+    escape_into(out, rest);
 }
 
 fn escape_into(out: &mut String, text: &str) {
@@ -377,6 +431,27 @@ mod tests {
             rest = &rest[1..];
         }
         true
+    }
+
+    #[test]
+    fn mentioned_people_are_pills_and_nothing_else_is() {
+        let ic: OwnedUserId = "@ic:hs.example".try_into().unwrap();
+        let content = notice(
+            "ALERT @ic:hs.example: new device of @eve:hs.example, not @ic:hs.example.org \
+             or @ic:hs.example:8448; `@ic:hs.example` in code. Told @ic:hs.example.",
+            std::slice::from_ref(&ic),
+        );
+        let html = formatted(&content);
+        let pill = "<a href=\"https://matrix.to/#/@ic:hs.example\">@ic:hs.example</a>";
+        assert_eq!(html.matches(pill).count(), 2, "{html}");
+        assert!(html.contains(&format!("Told {pill}.")), "{html}");
+        assert!(
+            html.contains("not @ic:hs.example.org or @ic:hs.example:8448;"),
+            "{html}"
+        );
+        assert!(html.contains("<code>@ic:hs.example</code>"), "{html}");
+        assert!(html.contains("device of @eve:hs.example,"), "{html}");
+        assert_eq!(content.mentions.unwrap().user_ids.len(), 1);
     }
 
     #[test]
