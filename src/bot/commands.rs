@@ -423,7 +423,9 @@ async fn resolve_one(
                     "{} was not declared in this room; manage it from its own control room.",
                     incident.id.as_str()
                 ),
-                None => "There is no such incident.".to_owned(),
+                None => "There is no such incident. Type `!cordon status` to list this room's \
+                         incidents."
+                    .to_owned(),
             },
             Err(why) => why,
         },
@@ -435,7 +437,9 @@ async fn resolve_one(
             match active {
                 Ok(mut list) if list.len() == 1 => return list.pop(),
                 Ok(list) if list.is_empty() => {
-                    "There is no active incident in this room, so nothing was changed.".to_owned()
+                    "There is no active incident in this room, so nothing was changed. \
+                     `!cordon status` lists this room's incidents; `!cordon declare` starts one."
+                        .to_owned()
                 }
                 Ok(list) => {
                     let ids: Vec<&str> = list.iter().map(|i| i.id.as_str()).collect();
@@ -451,7 +455,7 @@ async fn resolve_one(
                         ids.first().copied().unwrap_or("mc-4k7p"),
                     )
                 }
-                Err(e) => format!("I could not read my store ({e}). Nothing was changed."),
+                Err(e) => store_unreadable(&e),
             }
         }
     };
@@ -468,15 +472,20 @@ fn resolve_many(
 ) -> Result<Vec<Incident>, String> {
     match wanted {
         Some(r) => {
-            let id = IncidentId::parse(r.as_str())
-                .map_err(|e| format!("`{}` is not an incident id: {e}", r.as_str()))?;
+            let id = IncidentId::parse(r.as_str()).map_err(|e| {
+                format!(
+                    "`{}` is not an incident id: {e}. Ids look like mc-4k7p; \
+                         `!cordon status` lists this room's incidents.",
+                    r.as_str()
+                )
+            })?;
             match bot.store.incident(&id) {
                 Ok(Some(i)) => Ok(vec![i]),
                 Ok(None) => Err(format!(
                     "There is no incident `{}`. Type `!cordon status` to list them.",
                     id.as_str()
                 )),
-                Err(e) => Err(format!("I could not read my store ({e}).")),
+                Err(e) => Err(store_unreadable(&e)),
             }
         }
         None => {
@@ -489,9 +498,18 @@ fn resolve_many(
             .in_control_room(incoming.room.room_id().as_str());
             bot.store
                 .incidents(&filter)
-                .map_err(|e| format!("I could not read my store ({e})."))
+                .map_err(|e| store_unreadable(&e))
         }
     }
+}
+
+/// The reply when the store cannot be read: nothing was done, and what to do next.
+fn store_unreadable(e: &dyn std::fmt::Display) -> String {
+    format!(
+        "I could not read my store ({e}). Nothing was changed. Send the command again in a \
+         minute; if this keeps happening, operators should check cordon's logs and \
+         `/healthz`."
+    )
 }
 
 /// Answers a command in its room, once (the reply's transaction id is stored first).

@@ -150,9 +150,11 @@ pub(crate) async fn extend(
     }
     if incident.state != State::Active {
         let text = format!(
-            "{} is {}: only an active incident can be extended. Nothing was changed.",
+            "{} is {}: only an active incident can be extended. Nothing was changed. \
+             `!cordon status {}` shows where it stands.",
             id.as_str(),
-            incident.state.as_str()
+            incident.state.as_str(),
+            id.as_str(),
         );
         refuse(bot, incoming, Some(id), "not-active", &text).await;
         return Ok(());
@@ -164,7 +166,8 @@ pub(crate) async fn extend(
         let text = if max.is_zero() {
             format!(
                 "{} cannot be extended: its playbook ({}) allows no extension. Nothing was \
-                 changed. It stands down at {}.",
+                 changed. It stands down at {}; if the work goes on, declare a new incident \
+                 before then.",
                 id.as_str(),
                 playbook.id,
                 format_time(incident.expires_at, bot.config.time_zone)
@@ -172,7 +175,8 @@ pub(crate) async fn extend(
         } else if left.is_zero() {
             format!(
                 "{} cannot be extended further: its playbook allows {} in total, and all of \
-                 it has been used. Nothing was changed. It stands down at {}.",
+                 it has been used. Nothing was changed. It stands down at {}; if the work \
+                 goes on, declare a new incident before then.",
                 id.as_str(),
                 format_duration(max),
                 format_time(incident.expires_at, bot.config.time_zone)

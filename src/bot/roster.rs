@@ -89,7 +89,8 @@ fn check_open(incident: &Incident) -> Result<(), String> {
             incident.id.as_str()
         )),
         other => Err(format!(
-            "{} is {}; its roster can no longer change.",
+            "{} is {}; its roster can no longer change. Nothing was changed. If the work \
+             goes on, declare a new incident with `!cordon declare`.",
             incident.id.as_str(),
             other.as_str()
         )),
@@ -149,7 +150,9 @@ async fn add_inner(
     let seats = seats_for(bot, incident, &playbook, &commander, user).map_err(store_trouble)?;
     if seats.is_empty() {
         return Err(format!(
-            "The role {title} has no room in {id}. Nothing was changed."
+            "The role {title} has no room in {id}. Nothing was changed. Choose a role that has \
+             a room (`!cordon status {id}` lists the rooms), or ask the planners to add this \
+             role to a room's `members`."
         ));
     }
     let standing = trust::status(&bot.client, &bot.store, user, true).await;
@@ -349,7 +352,8 @@ async fn remove_inner(
         .collect();
     if entries.is_empty() {
         return Err(format!(
-            "{user} is not on the roster of {id}. Nothing was changed."
+            "{user} is not on the roster of {id}. Nothing was changed. Check the user id; \
+             `!cordon status {id}` shows the rooms and who is in them."
         ));
     }
     bot.store

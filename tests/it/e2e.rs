@@ -480,7 +480,8 @@ async fn refused_commands_are_answered_audited_and_create_nothing() {
         )
         .await
         .unwrap();
-    w.bot_says("has not been verified by cordon").await;
+    let reply = w.bot_says("has not been verified by cordon").await;
+    assert_says_what_to_do_next(&reply);
     // Enrolled, but not allowed by the playbook.
     enrol(&cordon_bin(), &w.setup, &intruder).await.unwrap();
     intruder
@@ -490,20 +491,41 @@ async fn refused_commands_are_answered_audited_and_create_nothing() {
         )
         .await
         .unwrap();
-    w.bot_says("not allowed to declare").await;
+    let reply = w.bot_says("not allowed to declare").await;
+    assert_says_what_to_do_next(&reply);
 
     w.say("!cordon declare no-such-playbook \"X\"").await;
     let reply = w.bot_says("There is no playbook").await;
+    assert_says_what_to_do_next(&reply);
     assert!(
         reply.contains(&w.playbook_id),
         "lists the available ones: {reply}"
     );
 
     w.say("!cordon declare \"unbalanced").await;
-    w.bot_says("quote").await;
+    let reply = w.bot_says("quote").await;
+    assert_says_what_to_do_next(&reply);
 
     w.say("!cordon frobnicate").await;
     w.bot_says("help").await;
+
+    // Commands about incidents that do not exist: answered, each with what to do next.
+    for (command, says) in [
+        ("!cordon status zz-2222", "There is no incident `zz-2222`"),
+        (
+            "!cordon extend 1h",
+            "There is no active incident in this room",
+        ),
+        (
+            "!cordon standdown zz-3333",
+            "There is no incident `zz-3333`",
+        ),
+        ("!cordon extend", "needs"),
+    ] {
+        w.say(command).await;
+        let reply = w.bot_says(says).await;
+        assert_says_what_to_do_next(&reply);
+    }
 
     // A playbook that fails `cordon check` is refused with its problem.
     std::fs::write(
@@ -514,6 +536,7 @@ async fn refused_commands_are_answered_audited_and_create_nothing() {
     w.say("!cordon declare broken \"X\"").await;
     let reply = w.bot_says("cannot be used").await;
     assert!(reply.contains("broken.yaml:"), "{reply}");
+    assert_says_what_to_do_next(&reply);
 
     let admin_rooms = w.created_rooms_count().await;
     assert_eq!(admin_rooms, 0, "a refused command created rooms");
@@ -526,12 +549,31 @@ async fn refused_commands_are_answered_audited_and_create_nothing() {
         .into_iter()
         .filter(|e| e.action == "command.refused")
         .count();
-    assert_eq!(refusals, 6, "every refusal is audited");
+    // Unverified, not allowed, no playbook, a quote, an unknown command, a missing
+    // argument, a broken playbook; the unknown incidents are answered, not audited.
+    assert_eq!(refusals, 7, "every refusal is audited");
     assert!(
         store
             .incidents(&cordon::store::IncidentFilter::all())
             .unwrap()
             .is_empty()
+    );
+}
+
+/// A refusal says what to do next: a command to send, or whom to ask.
+#[track_caller]
+pub(crate) fn assert_says_what_to_do_next(reply: &str) {
+    let next = [
+        "`!cordon ",
+        "`cordon ",
+        "Try ",
+        "Ask ",
+        "ask an operator",
+        "Ask an operator",
+    ];
+    assert!(
+        next.iter().any(|n| reply.contains(n)),
+        "a refusal that does not say what to do next: {reply}"
     );
 }
 
