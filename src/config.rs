@@ -26,6 +26,13 @@ pub const DEFAULT_TIME_ZONE: chrono_tz::Tz = chrono_tz::Europe::London;
 
 /// Commands older than this when cordon first sees them are not executed by default.
 pub const DEFAULT_COMMAND_MAX_AGE: Duration = Duration::from_secs(15 * 60);
+/// `/healthz` reports sync as down when the last successful sync is older than this,
+/// unless the config says otherwise. A long poll waits 30 s, and a failing sync
+/// retries within a minute at most.
+pub const DEFAULT_SYNC_STALE_AFTER: Duration = Duration::from_secs(90);
+/// The shortest `metrics.sync_stale_after`: above the 30 s long poll, so an idle bot
+/// never looks down.
+pub const MIN_SYNC_STALE_AFTER: Duration = Duration::from_secs(45);
 
 /// `/metrics` and `/healthz` listen here unless the config says otherwise: loopback
 /// only, on the port registered for Prometheus exporters' examples.
@@ -78,6 +85,9 @@ pub struct RawMetrics {
     pub enabled: Option<Located<bool>>,
     /// Address and port to listen on. Default `127.0.0.1:9464` (loopback only).
     pub listen: Option<Located<String>>,
+    /// `/healthz` fails when the last successful sync is older than this. Default
+    /// `90s`; between `45s` and `1h`.
+    pub sync_stale_after: Option<Located<String>>,
 }
 
 /// `commands:` section as written.
@@ -210,6 +220,8 @@ pub struct Config {
     pub command_max_age: Duration,
     /// Where `/metrics` and `/healthz` are served; `None` when turned off.
     pub metrics_listen: Option<SocketAddr>,
+    /// `/healthz` reports sync as down when the last sync is older than this.
+    pub sync_stale_after: Duration,
 }
 
 /// Collects diagnostics for one file.
@@ -457,6 +469,31 @@ impl Config {
             },
         };
 
+        let stale = raw
+            .metrics
+            .as_ref()
+            .and_then(|m| m.sync_stale_after.as_ref());
+        let sync_stale_after = match stale {
+            None => DEFAULT_SYNC_STALE_AFTER,
+            Some(at) => match humantime::parse_duration(at.value.trim()) {
+                Ok(d) if d >= MIN_SYNC_STALE_AFTER && d <= Duration::from_secs(3600) => d,
+                Ok(_) => {
+                    c.error(at, "metrics.sync_stale_after must be between 45s and 1h");
+                    DEFAULT_SYNC_STALE_AFTER
+                }
+                Err(e) => {
+                    c.error(
+                        at,
+                        format!(
+                            "metrics.sync_stale_after `{}` is not a duration ({e}); for example 90s",
+                            shown(&at.value)
+                        ),
+                    );
+                    DEFAULT_SYNC_STALE_AFTER
+                }
+            },
+        };
+
         match (c.problems.is_empty(), homeserver, user) {
             (true, Some(homeserver), Some(user)) => Ok(Config {
                 path: path.to_path_buf(),
@@ -473,6 +510,7 @@ impl Config {
                 time_zone,
                 command_max_age,
                 metrics_listen,
+                sync_stale_after,
             }),
             _ => Err(c.problems),
         }
@@ -614,6 +652,25 @@ records_officers: [\"@records:nhs.example\"]
             SecretSource::File(PathBuf::from("/etc/cordon/secrets/store-passphrase"))
         );
         assert_eq!(c.password, SecretSource::Env("CORDON_PASSWORD".into()));
+    }
+
+    #[test]
+    fn sync_stale_after_is_bounded() {
+        assert_eq!(
+            load(GOOD).unwrap().sync_stale_after,
+            DEFAULT_SYNC_STALE_AFTER
+        );
+        let c = load(&format!("{GOOD}metrics: {{ sync_stale_after: 2m }}\n")).unwrap();
+        assert_eq!(c.sync_stale_after, Duration::from_secs(120));
+        for bad in ["10s", "2h"] {
+            let errs = errors(&format!("{GOOD}metrics: {{ sync_stale_after: {bad} }}\n"));
+            assert!(errs[0].contains("between 45s and 1h"), "{errs:?}");
+        }
+        let errs = errors(&format!("{GOOD}metrics: {{ sync_stale_after: soon }}\n"));
+        assert!(
+            errs[0].contains(":11:30: error: metrics.sync_stale_after `soon` is not a duration"),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -8,9 +8,6 @@ use super::Bot;
 use crate::metrics::Snapshot;
 use crate::metrics::http::{Check, Health, Probe};
 
-/// Sync counts as live when the last one succeeded this recently. A long poll waits
-/// 30 s, and a failing sync retries within a minute at most.
-const SYNC_LIVE: Duration = Duration::from_secs(90);
 /// A store write check is reused this long, so a busy scraper cannot turn the health
 /// check into a stream of durable writes.
 const STORE_CHECK_FOR: Duration = Duration::from_secs(5);
@@ -57,11 +54,12 @@ fn failed(detail: &str) -> Check {
     }
 }
 
-/// The sync check, given when the last sync succeeded.
-fn sync_check(last: Option<Instant>) -> Check {
+/// The sync check, given when the last sync succeeded and how old it may be
+/// (`metrics.sync_stale_after`).
+fn sync_check(last: Option<Instant>, live_for: Duration) -> Check {
     match last {
         None => failed("no sync with the homeserver yet"),
-        Some(at) if at.elapsed() <= SYNC_LIVE => Check {
+        Some(at) if at.elapsed() <= live_for => Check {
             ok: true,
             detail: format!("last sync {} s ago", at.elapsed().as_secs()),
         },
@@ -83,7 +81,7 @@ impl Probe for BotProbe {
         };
         let last = bot.last_sync.lock().ok().and_then(|l| *l);
         Health {
-            sync: sync_check(last),
+            sync: sync_check(last, bot.config.sync_stale_after),
             store: self.store(&bot),
         }
     }
@@ -106,10 +104,11 @@ mod tests {
 
     #[test]
     fn sync_is_live_only_after_a_recent_success() {
-        assert!(!sync_check(None).ok);
-        assert!(sync_check(Some(Instant::now())).ok);
-        if let Some(old) = Instant::now().checked_sub(SYNC_LIVE + Duration::from_secs(1)) {
-            let check = sync_check(Some(old));
+        let live_for = Duration::from_secs(90);
+        assert!(!sync_check(None, live_for).ok);
+        assert!(sync_check(Some(Instant::now()), live_for).ok);
+        if let Some(old) = Instant::now().checked_sub(live_for + Duration::from_secs(1)) {
+            let check = sync_check(Some(old), live_for);
             assert!(!check.ok, "{check:?}");
             assert!(check.detail.contains("reachable"), "{check:?}");
         }

@@ -78,7 +78,7 @@ impl BotSetup {
              playbooks_dir: {playbooks}\n\
              archive_dir: archives\n\
              operators: [{operators}]\n\
-             metrics: {{ listen: \"127.0.0.1:0\" }}\n\
+             metrics: {{ listen: \"127.0.0.1:0\", sync_stale_after: 45s }}\n\
              {extra_config}",
             hs_url = hs.base_url(),
             playbooks = playbooks_dir.display(),
@@ -174,6 +174,13 @@ impl BotProcess {
     /// The bot's process id.
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// Whether the bot is still running (the watchdog exits when it does).
+    pub fn is_running(&mut self) -> bool {
+        self.watchdog
+            .as_mut()
+            .is_some_and(|w| matches!(w.try_wait(), Ok(None)))
     }
 
     /// What this run of the bot has logged so far.

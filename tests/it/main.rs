@@ -9,6 +9,7 @@ mod audit;
 mod check;
 mod config;
 mod e2e;
+mod faults;
 mod grammar;
 mod guard;
 mod harness;
