@@ -12,6 +12,7 @@ mod e2e;
 mod faults;
 mod grammar;
 mod guard;
+mod hostile;
 mod harness;
 mod retention;
 mod schedule;
