@@ -12,6 +12,7 @@
 //! to its last response. Runs alternate between the two; medians are reported with
 //! their ratio.
 
+pub mod load;
 pub mod standdown;
 pub mod sweep;
 
@@ -80,6 +81,30 @@ impl BenchReport {
     pub fn ratio(&self) -> f64 {
         self.cordon_median().as_secs_f64() / self.baseline_median().as_secs_f64().max(1e-9)
     }
+}
+
+/// The server's timestamp (`origin_server_ts`, ms) of `event` in `room`, as `user`
+/// fetches it.
+pub(crate) async fn server_ts(
+    user: &TestUser,
+    room: &matrix_sdk::ruma::RoomId,
+    event: &matrix_sdk::ruma::EventId,
+) -> Result<u64, BenchError> {
+    let joined = user
+        .client()
+        .get_room(room)
+        .ok_or_else(|| BenchError::Other(format!("{room} unknown to {}", user.user_id())))?;
+    let ev = joined
+        .event(event, None)
+        .await
+        .map_err(|e| BenchError::Other(format!("fetching {event}: {e}")))?;
+    let v: Value = ev
+        .raw()
+        .deserialize_as_unchecked()
+        .map_err(|e| BenchError::Other(format!("{event}: {e}")))?;
+    v.get("origin_server_ts")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| BenchError::Other(format!("{event} has no origin_server_ts")))
 }
 
 fn median(v: &[Duration]) -> Duration {
@@ -238,26 +263,8 @@ pub async fn declare(options: BenchOptions) -> Result<BenchReport, BenchError> {
             .find(|m| m.sender == bot_id && m.body.starts_with(&needle))
             .map(|m| m.event_id)
             .ok_or_else(|| BenchError::Other("summary vanished".into()))?;
-        let room = commander
-            .client()
-            .get_room(&control)
-            .ok_or_else(|| BenchError::Other("control room unknown".into()))?;
-        let ts = |ev: matrix_sdk::deserialized_responses::TimelineEvent| -> Option<u64> {
-            let v: Value = ev.raw().deserialize_as_unchecked().ok()?;
-            v.get("origin_server_ts")?.as_u64()
-        };
-        let t0 = room
-            .event(&command_event, None)
-            .await
-            .ok()
-            .and_then(ts)
-            .ok_or_else(|| BenchError::Other("no command timestamp".into()))?;
-        let t1 = room
-            .event(&summary_event, None)
-            .await
-            .ok()
-            .and_then(ts)
-            .ok_or_else(|| BenchError::Other("no summary timestamp".into()))?;
+        let t0 = server_ts(&commander, &control, &command_event).await?;
+        let t1 = server_ts(&commander, &control, &summary_event).await?;
         let took = Duration::from_millis(t1.saturating_sub(t0));
         println!("run {run}: cordon   {:>7.3} s", took.as_secs_f64());
         report.cordon.push(took);

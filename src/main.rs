@@ -183,6 +183,30 @@ enum BenchCmd {
         #[arg(long, default_value_t = 40)]
         holders: usize,
     },
+    /// Many incidents at once from several commanders, with traffic, sweeps and
+    /// reminders, then all stood down: peak RSS, CPU and command-to-confirmation
+    /// p50/p95 against one incident alone in the same run. Exits 1 when a target is
+    /// missed (an incident lost, a command unanswered, RSS at 150 MiB or more).
+    Load {
+        /// Incidents declared at once.
+        #[arg(long, default_value_t = 50)]
+        incidents: usize,
+        /// Commanders they are spread over, each in their own control room.
+        #[arg(long, default_value_t = 5)]
+        commanders: usize,
+        /// Messages a minute across every room during the traffic.
+        #[arg(long, default_value_t = 200)]
+        messages_per_minute: u32,
+        /// How long the traffic runs, e.g. 2m.
+        #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+        traffic: std::time::Duration,
+        /// Role holders in the playbook.
+        #[arg(long, default_value_t = 20)]
+        holders: usize,
+        /// Lone declare and stand-down runs for the baseline.
+        #[arg(long, default_value_t = 3)]
+        baseline_runs: usize,
+    },
     /// Time a retention sweep over a backlog of due events against a raw HTTP client
     /// sending the same redactions to the same throwaway Synapse.
     Sweep {
@@ -451,6 +475,33 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 report.ratio()
             );
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Bench {
+            command:
+                BenchCmd::Load {
+                    incidents,
+                    commanders,
+                    messages_per_minute,
+                    traffic,
+                    holders,
+                    baseline_runs,
+                },
+        } => {
+            init_tracing_with("warn,matrix_sdk=off,matrix_sdk_base=off,matrix_sdk_crypto=off");
+            let binary = std::env::current_exe().context("finding the cordon binary")?;
+            let options = cordon::bench::load::LoadOptions {
+                binary,
+                incidents: incidents.max(1),
+                commanders: commanders.max(1),
+                messages_per_minute: messages_per_minute.max(1),
+                traffic,
+                holders,
+                baseline_runs: baseline_runs.max(1),
+            };
+            let runtime = runtime()?;
+            let report = runtime.block_on(cordon::bench::load::load(options.clone()))?;
+            print!("{}", report.render(&options));
+            Ok(exit_status(report.passed()))
         }
         Cmd::Bench {
             command:

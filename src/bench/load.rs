@@ -1,0 +1,592 @@
+//! `cordon bench load`: many incidents at once, from several commanders, on a real
+//! Synapse, with traffic, sweeps and reminders running, then all stood down.
+//!
+//! 1. **Baseline**, in the same run: one incident declared on its own, then stood down,
+//!    a few times; its command-to-confirmation times are the baseline.
+//! 2. **Declare**: every incident declared at once, spread over the commanders, each
+//!    from its own control room. Confirmation is cordon's `DECLARED:` summary.
+//! 3. **Traffic**: the commanders join their incidents' rooms and post messages at the
+//!    given rate, spread over every room, while each room's retention sweep (a short
+//!    window) and the command room's reminder (every minute) run.
+//! 4. **Stand-down**: every incident stood down at once. Confirmation is the control
+//!    room's "has stood down"; completion is "room(s) are destroyed".
+//!
+//! Times run between server timestamps (command event to confirmation event), so
+//! client sync latency is not counted. The bot's peak RSS (`VmHWM`) and CPU seconds
+//! are read from `/proc`. At the end the store is opened and checked: every incident
+//! destroyed with all its rooms created once and destroyed, one sealed archive each,
+//! the audit chain intact. The benchmark fails when a target is missed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, RoomId};
+
+use super::{BenchError, server_ts};
+use crate::harness::bot::{BotProcess, BotSetup, enrol};
+use crate::harness::{Synapse, TestUser};
+use crate::incident::{IncidentId, State};
+
+/// Longest wait for any one confirmation.
+const WAIT: Duration = Duration::from_secs(900);
+/// The peak RSS target.
+pub const RSS_TARGET_MIB: f64 = 150.0;
+/// The retention window of the load playbook: short, so sweeps run during the traffic.
+const RETENTION: &str = "1m";
+
+/// Options of `cordon bench load`.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// The `cordon` binary.
+    pub binary: PathBuf,
+    /// Incidents declared at once.
+    pub incidents: usize,
+    /// Commanders they are spread over, each with a control room.
+    pub commanders: usize,
+    /// Messages a minute across all rooms during the traffic phase.
+    pub messages_per_minute: u32,
+    /// How long the traffic runs.
+    pub traffic: Duration,
+    /// Role holders in the playbook (accounts without devices, invited with a warning).
+    pub holders: usize,
+    /// Lone declare and stand-down runs for the baseline.
+    pub baseline_runs: usize,
+}
+
+/// What the run measured.
+#[derive(Debug, Clone, Default)]
+pub struct LoadReport {
+    /// Lone declares: command to summary.
+    pub baseline_declare: Vec<Duration>,
+    /// Lone stand-downs: command to "has stood down".
+    pub baseline_standdown: Vec<Duration>,
+    /// Each concurrent declare: command to summary.
+    pub declare: Vec<Duration>,
+    /// Each concurrent stand-down: command to "has stood down".
+    pub standdown: Vec<Duration>,
+    /// Each concurrent stand-down: command to "room(s) are destroyed".
+    pub destroyed: Vec<Duration>,
+    /// Messages posted in the traffic phase, and how many failed to send.
+    pub messages_sent: usize,
+    /// Messages that could not be sent.
+    pub messages_failed: usize,
+    /// Reminders cordon posted during the traffic, as the commanders saw them.
+    pub reminders_seen: usize,
+    /// Redactions cordon made during the traffic (from the audit log).
+    pub redactions: usize,
+    /// The bot's peak resident set, MiB.
+    pub peak_rss_mib: f64,
+    /// The bot's CPU time, user + system, seconds.
+    pub cpu_seconds: f64,
+    /// Wall time of the whole run after set-up.
+    pub wall: Duration,
+    /// Problems found by the final checks (empty when everything held).
+    pub problems: Vec<String>,
+}
+
+/// The `p`-th percentile (nearest rank) of `v`.
+pub fn percentile(v: &[Duration], p: f64) -> Duration {
+    let mut v = v.to_vec();
+    v.sort();
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1]
+}
+
+impl LoadReport {
+    /// The report as lines of text, with each ratio against its baseline.
+    pub fn render(&self, options: &LoadOptions) -> String {
+        let s = |d: Duration| format!("{:.2} s", d.as_secs_f64());
+        let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-3);
+        let bd = percentile(&self.baseline_declare, 50.0);
+        let bs = percentile(&self.baseline_standdown, 50.0);
+        let mut out = String::new();
+        out.push_str(&format!(
+            "load: {} incidents from {} commanders, {} messages/min for {:.0} s\n",
+            options.incidents,
+            options.commanders,
+            options.messages_per_minute,
+            options.traffic.as_secs_f64()
+        ));
+        out.push_str(&format!(
+            "baseline (one incident alone, {} runs): declare p50 {}, stand-down p50 {}\n",
+            self.baseline_declare.len(),
+            s(bd),
+            s(bs)
+        ));
+        for (what, v, base) in [
+            ("declare", &self.declare, Some(bd)),
+            ("stand-down (frozen)", &self.standdown, Some(bs)),
+            ("stand-down (destroyed)", &self.destroyed, None),
+        ] {
+            let p50 = percentile(v, 50.0);
+            let p95 = percentile(v, 95.0);
+            out.push_str(&format!(
+                "{what}: {} confirmed, p50 {}, p95 {}, max {}{}\n",
+                v.len(),
+                s(p50),
+                s(p95),
+                s(percentile(v, 100.0)),
+                base.map(|b| format!(", p50 ratio to baseline {:.2}", ratio(p50, b)))
+                    .unwrap_or_default()
+            ));
+        }
+        out.push_str(&format!(
+            "traffic: {} messages sent ({} failed), {} reminders seen, {} redactions by retention\n",
+            self.messages_sent, self.messages_failed, self.reminders_seen, self.redactions
+        ));
+        out.push_str(&format!(
+            "bot: peak RSS {:.1} MiB (target < {RSS_TARGET_MIB} MiB), CPU {:.1} s over {:.0} s\n",
+            self.peak_rss_mib,
+            self.cpu_seconds,
+            self.wall.as_secs_f64()
+        ));
+        if self.problems.is_empty() {
+            out.push_str("checks: every incident declared, answered, sealed and destroyed once; audit chain intact\n");
+        } else {
+            for p in &self.problems {
+                out.push_str(&format!("PROBLEM: {p}\n"));
+            }
+        }
+        out
+    }
+
+    /// Whether every target held.
+    pub fn passed(&self) -> bool {
+        self.problems.is_empty() && self.peak_rss_mib < RSS_TARGET_MIB
+    }
+}
+
+fn other(e: impl std::fmt::Display) -> BenchError {
+    BenchError::Other(e.to_string())
+}
+
+/// The load playbook: the bench playbook (the mass-casualty structure) with a short
+/// retention window and a reminder every minute in the command room.
+fn playbook_text(server: &str, holders: usize) -> Result<String, BenchError> {
+    let (text, _) = super::playbook_text(server, holders);
+    let retention = "retention: { messages: 12h }";
+    let command_room = "    moderators: [site-commander]\n  - key: ed-resus";
+    if !text.contains(retention) || !text.contains(command_room) {
+        return Err(other("the bench playbook changed shape"));
+    }
+    Ok(text
+        .replace("id: bench", "id: load")
+        .replace(retention, &format!("retention: {{ messages: {RETENTION} }}"))
+        .replace(
+            command_room,
+            "    moderators: [site-commander]\n    reminders:\n      - { cron: \"* * * * *\", text: \"LOAD REMINDER for {incident_id}: transcribe clinical advice.\" }\n  - key: ed-resus",
+        ))
+}
+
+/// The bot process's peak RSS in MiB and CPU seconds, from `/proc`.
+fn proc_usage(pid: u32) -> Result<(f64, f64), BenchError> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(other)?;
+    let hwm_kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| other("no VmHWM in /proc status"))?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(other)?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after ')'.
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let hz = clock_ticks();
+    Ok((hwm_kib / 1024.0, (ticks(11) + ticks(12)) / hz))
+}
+
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// One commander: an enrolled account with a control room.
+struct Commander {
+    user: TestUser,
+    control: OwnedRoomId,
+}
+
+/// Waits for the bot's message in the control room that contains every one of
+/// `needles`, returning its event.
+async fn confirmation(
+    c: &Commander,
+    bot: &matrix_sdk::ruma::UserId,
+    needles: &[&str],
+) -> Result<OwnedEventId, BenchError> {
+    let matches =
+        |s: &matrix_sdk::ruma::UserId, b: &str| s == bot && needles.iter().all(|n| b.contains(n));
+    c.user.wait_for_message(&c.control, WAIT, matches).await?;
+    c.user
+        .messages(&c.control)
+        .into_iter()
+        .find(|m| matches(&m.sender, &m.body))
+        .map(|m| m.event_id)
+        .ok_or_else(|| other("a confirmation vanished"))
+}
+
+/// The time from `command` to `reply`, both in `room`, by server timestamps.
+async fn took(
+    user: &TestUser,
+    room: &RoomId,
+    command: &OwnedEventId,
+    reply: &OwnedEventId,
+) -> Result<Duration, BenchError> {
+    let t0 = server_ts(user, room, command).await?;
+    let t1 = server_ts(user, room, reply).await?;
+    Ok(Duration::from_millis(t1.saturating_sub(t0)))
+}
+
+/// Declares `name` from `c` and waits for the summary: its id and how long it took.
+async fn declare(
+    c: &Commander,
+    bot: &matrix_sdk::ruma::UserId,
+    name: &str,
+) -> Result<(IncidentId, Duration), BenchError> {
+    let command = c
+        .user
+        .send_text(&c.control, &format!("!cordon declare load \"{name}\""))
+        .await?;
+    let summary = confirmation(c, bot, &[&format!("DECLARED: {name} (")]).await?;
+    let body = c
+        .user
+        .messages(&c.control)
+        .into_iter()
+        .find(|m| m.event_id == summary)
+        .map(|m| m.body)
+        .unwrap_or_default();
+    let id = body
+        .split_once(" (")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(id, _)| id.to_owned())
+        .ok_or_else(|| other(format!("no incident id in the summary: {body}")))?;
+    let id = IncidentId::parse(&id).map_err(other)?;
+    Ok((id, took(&c.user, &c.control, &command, &summary).await?))
+}
+
+/// Stands `id` down from `c`: the times to "has stood down" and to "destroyed".
+async fn stand_down(
+    c: &Commander,
+    bot: &matrix_sdk::ruma::UserId,
+    id: &IncidentId,
+) -> Result<(Duration, Duration), BenchError> {
+    let command = c
+        .user
+        .send_text(&c.control, &format!("!cordon standdown {}", id.as_str()))
+        .await?;
+    let frozen = confirmation(c, bot, &[&format!("({}) has stood down", id.as_str())]).await?;
+    let mine = format!("{}'s ", id.as_str());
+    let destroyed = confirmation(c, bot, &[&mine, "room(s) are destroyed"]).await?;
+    Ok((
+        took(&c.user, &c.control, &command, &frozen).await?,
+        took(&c.user, &c.control, &command, &destroyed).await?,
+    ))
+}
+
+/// Runs the load benchmark.
+pub async fn load(options: LoadOptions) -> Result<LoadReport, BenchError> {
+    let hs = Synapse::start().await?;
+    let dir = std::env::temp_dir().join(format!("cordon-load-{}", std::process::id()));
+    let playbooks = dir.join("playbooks");
+    std::fs::create_dir_all(&playbooks).map_err(other)?;
+    let text = playbook_text(hs.server_name(), options.holders)?;
+    std::fs::write(playbooks.join("load.yaml"), text).map_err(other)?;
+    let (_, holders) = super::playbook_text(hs.server_name(), options.holders);
+    for name in &holders {
+        hs.register(name, "load", false).await?;
+    }
+    let mut commander_ids = Vec::new();
+    for k in 0..options.commanders.max(1) {
+        let name = format!("commander{k}");
+        hs.register(&name, "load", false).await?;
+        commander_ids.push(hs.user_id(&name)?);
+    }
+    // The commanders are operators: operators may declare any playbook.
+    let setup = BotSetup::create(&hs, &dir, "cordon", &playbooks, &commander_ids, "").await?;
+    let mut bot = BotProcess::start(&options.binary, &setup, &[])?;
+    bot.wait_for_log("cordon is ready", Duration::from_secs(180))
+        .await?;
+    let bot_id = setup.user_id.clone();
+    let mut commanders = Vec::new();
+    for k in 0..commander_ids.len() {
+        let user = TestUser::login(&hs, &format!("commander{k}"), "load").await?;
+        enrol(&options.binary, &setup, &user).await?;
+        let control = user
+            .create_encrypted_room(&format!("Control {k}"), std::slice::from_ref(&bot_id))
+            .await?;
+        user.wait_for_message(&control, Duration::from_secs(180), |s, b| {
+            s == bot_id && b.contains("control room")
+        })
+        .await?;
+        commanders.push(Commander { user, control });
+    }
+    let started = Instant::now();
+    let mut report = LoadReport::default();
+
+    // 1. The baseline: one incident at a time, from the first commander.
+    for run in 0..options.baseline_runs {
+        let c = &commanders[0];
+        let (id, declared) = declare(c, &bot_id, &format!("Alone {run}")).await?;
+        let (frozen, _) = stand_down(c, &bot_id, &id).await?;
+        println!(
+            "baseline run {run}: declare {:.2} s, stand-down {:.2} s",
+            declared.as_secs_f64(),
+            frozen.as_secs_f64()
+        );
+        report.baseline_declare.push(declared);
+        report.baseline_standdown.push(frozen);
+    }
+
+    // The baseline incidents' rooms are gone: their invites are not joined later.
+    let stale: std::collections::BTreeSet<OwnedRoomId> = commanders
+        .iter()
+        .flat_map(|c| c.user.invites())
+        .map(|i| i.room_id)
+        .collect();
+
+    // 2. Every incident at once.
+    let declares = (0..options.incidents).map(|i| {
+        let c = &commanders[i % commanders.len()];
+        let bot_id = &bot_id;
+        async move { (i, declare(c, bot_id, &format!("Load {i}")).await) }
+    });
+    let mut ids: BTreeMap<usize, IncidentId> = BTreeMap::new();
+    for (i, result) in join_all(declares).await {
+        match result {
+            Ok((id, t)) => {
+                report.declare.push(t);
+                ids.insert(i, id);
+            }
+            Err(e) => report.problems.push(format!("declare {i} unanswered: {e}")),
+        }
+    }
+    println!(
+        "declared {} incidents: p50 {:.2} s, p95 {:.2} s",
+        ids.len(),
+        percentile(&report.declare, 50.0).as_secs_f64(),
+        percentile(&report.declare, 95.0).as_secs_f64()
+    );
+
+    // 3. Traffic: the commanders join their incidents' rooms and talk.
+    let mut rooms: Vec<(usize, OwnedRoomId)> = Vec::new();
+    for (k, c) in commanders.iter().enumerate() {
+        let mine = ids.keys().filter(|i| *i % commanders.len() == k).count() * 4;
+        let deadline = Instant::now() + WAIT;
+        let fresh = || {
+            c.user
+                .invites()
+                .into_iter()
+                .filter(|i| i.inviter == bot_id && !stale.contains(&i.room_id))
+                .collect::<Vec<_>>()
+        };
+        while fresh().len() < mine && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        for invite in fresh() {
+            {
+                c.user.join(&invite.room_id).await?;
+                rooms.push((k, invite.room_id));
+            }
+        }
+    }
+    let total = (f64::from(options.messages_per_minute) * options.traffic.as_secs_f64() / 60.0)
+        .round() as usize;
+    let every = Duration::from_secs_f64(60.0 / f64::from(options.messages_per_minute.max(1)));
+    let mut tick = tokio::time::interval(every);
+    let mut sends = Vec::with_capacity(total);
+    for n in 0..total {
+        tick.tick().await;
+        if rooms.is_empty() {
+            break;
+        }
+        let (k, room) = rooms[n % rooms.len()].clone();
+        let user = commanders[k].user.client().clone();
+        sends.push(tokio::spawn(async move {
+            let Some(room) = user.get_room(&room) else {
+                return false;
+            };
+            let body = format!("load message {n}: BP 120/80, obs stable");
+            room.send(
+                matrix_sdk::ruma::events::room::message::RoomMessageEventContent::text_plain(body),
+            )
+            .await
+            .is_ok()
+        }));
+    }
+    for sent in join_all(sends).await {
+        if matches!(sent, Ok(true)) {
+            report.messages_sent += 1;
+        } else {
+            report.messages_failed += 1;
+        }
+    }
+    report.reminders_seen = rooms
+        .iter()
+        .map(|(k, room)| {
+            commanders[*k]
+                .user
+                .messages(room)
+                .iter()
+                .filter(|m| m.sender == bot_id && m.body.starts_with("LOAD REMINDER"))
+                .count()
+        })
+        .sum();
+
+    // 4. Every incident stood down at once.
+    let standdowns = ids.iter().map(|(i, id)| {
+        let c = &commanders[i % commanders.len()];
+        let bot_id = &bot_id;
+        async move { (id.clone(), stand_down(c, bot_id, id).await) }
+    });
+    for (id, result) in join_all(standdowns).await {
+        match result {
+            Ok((frozen, destroyed)) => {
+                report.standdown.push(frozen);
+                report.destroyed.push(destroyed);
+            }
+            Err(e) => report
+                .problems
+                .push(format!("stand-down of {} unanswered: {e}", id.as_str())),
+        }
+    }
+    report.wall = started.elapsed();
+    let (rss, cpu) = proc_usage(bot.pid())?;
+    report.peak_rss_mib = rss;
+    report.cpu_seconds = cpu;
+    bot.terminate(Duration::from_secs(30));
+    for c in commanders {
+        c.user.stop().await;
+    }
+
+    let expected = options.incidents + options.baseline_runs;
+    check_store(
+        &setup.state_dir.join("store"),
+        &setup.dir,
+        expected,
+        &mut report,
+    )?;
+    if std::env::var_os("CORDON_KEEP_BENCH").is_some() {
+        println!("kept {} (bot log: {})", dir.display(), setup.log.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(report)
+}
+
+/// The final checks, on the stopped bot's store: every incident destroyed, with all
+/// its rooms created once and destroyed, its archive sealed once, the audit intact.
+fn check_store(
+    state_dir: &Path,
+    bot_dir: &Path,
+    expected: usize,
+    report: &mut LoadReport,
+) -> Result<(), BenchError> {
+    let store = crate::store::Store::open_existing(state_dir).map_err(other)?;
+    let incidents = store
+        .incidents(&crate::store::IncidentFilter::all())
+        .map_err(other)?;
+    if incidents.len() != expected {
+        report.problems.push(format!(
+            "{} incidents in the store, {expected} declared",
+            incidents.len()
+        ));
+    }
+    let audit = store.audit_entries(.., None).map_err(other)?;
+    let count = |action: &str, id: &IncidentId| {
+        audit
+            .iter()
+            .filter(|e| e.action == action && e.incident.as_ref() == Some(id))
+            .count()
+    };
+    report.redactions = audit
+        .iter()
+        .filter(|e| e.action == crate::retention::AUDIT_ACTION)
+        .filter_map(|e| serde_json::from_str::<serde_json::Value>(&e.details).ok())
+        .filter_map(|d| d.get("redacted").and_then(serde_json::Value::as_u64))
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+        .sum();
+    for incident in &incidents {
+        let id = &incident.id;
+        if !matches!(incident.state, State::Destroyed | State::Closed) {
+            report.problems.push(format!(
+                "{} is {}, not destroyed",
+                id.as_str(),
+                incident.state.as_str()
+            ));
+        }
+        let rooms = store.rooms(id).map_err(other)?;
+        let created = count("room.created", id);
+        if rooms.len() != 4 || created != 4 {
+            report.problems.push(format!(
+                "{}: {} room records, {created} rooms created (4 planned)",
+                id.as_str(),
+                rooms.len()
+            ));
+        }
+        if count("room.destroyed", id) != 4 {
+            report.problems.push(format!(
+                "{}: {} rooms destroyed of 4",
+                id.as_str(),
+                count("room.destroyed", id)
+            ));
+        }
+        if incident.archive.is_none() {
+            report
+                .problems
+                .push(format!("{}: no sealed archive recorded", id.as_str()));
+        }
+        let archive = bot_dir
+            .join("archives")
+            .join(format!("{}.cordon-archive.age", id.as_str()));
+        if !archive.exists() {
+            report.problems.push(format!(
+                "{}: the archive {} is missing",
+                id.as_str(),
+                archive.display()
+            ));
+        }
+    }
+    if !store.verify_audit().map_err(other)?.is_intact() {
+        report.problems.push("the audit chain is broken".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<Duration> = (1..=20).map(Duration::from_secs).collect();
+        assert_eq!(percentile(&v, 50.0), Duration::from_secs(10));
+        assert_eq!(percentile(&v, 95.0), Duration::from_secs(19));
+        assert_eq!(percentile(&v, 100.0), Duration::from_secs(20));
+        assert_eq!(percentile(&[], 50.0), Duration::ZERO);
+        assert_eq!(percentile(&v[..1], 95.0), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_load_playbook_is_valid_with_a_short_window_and_a_reminder() {
+        let text = playbook_text("hs.example", 20).unwrap();
+        let pb = crate::playbook::load_str(Path::new("load.yaml"), &text).unwrap();
+        assert_eq!(pb.retention.messages, Duration::from_secs(60));
+        assert_eq!(pb.rooms[0].reminders.len(), 1);
+        assert_eq!(pb.rooms.len(), 4);
+    }
+}
