@@ -284,7 +284,10 @@ impl Scheduler {
             }
         }
         self.reported.retain(|id| seen.contains(id));
-        due.sort_by_key(|(_, _, firing)| firing.due);
+        // The lifecycle first, then what people read, then retention sweeps: under
+        // load a backlog of due sweeps (each re-armed as due again) must not keep a
+        // stand-down or a reminder waiting. Within a class, the earliest due first.
+        due.sort_by_key(|(timer, _, firing)| (priority(&timer.kind), firing.due));
         for (timer, state, firing) in due {
             if self.running.len() >= self.config.max_concurrent.max(1) {
                 // A finishing job wakes the loop.
@@ -413,6 +416,19 @@ fn earliest(next: Option<DateTime<Utc>>, at: DateTime<Utc>) -> Option<DateTime<U
 
 /// Jobs with the same key never run at once: the incident, or the timer itself when it
 /// belongs to none.
+/// The order in which due timers of different kinds take the free job slots: the
+/// incident's lifecycle (expiry, warnings, the stand-down pipeline, the archive's keep
+/// time) first, then posts people read (reminders, the briefing re-post, advice
+/// reminders), then retention sweeps.
+fn priority(kind: &TimerKind) -> u8 {
+    match kind {
+        TimerKind::Expiry | TimerKind::Warning | TimerKind::KeepTimeEnd => 0,
+        TimerKind::Other(name) if name == crate::incident::timers::STANDDOWN_KIND => 0,
+        TimerKind::Reminder | TimerKind::Briefing | TimerKind::Other(_) => 1,
+        TimerKind::Sweep => 2,
+    }
+}
+
 fn exclusivity_key(timer: &Timer) -> String {
     match &timer.incident {
         Some(incident) => format!("incident/{}", incident.as_str()),

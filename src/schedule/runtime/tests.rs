@@ -428,3 +428,63 @@ async fn jobs_of_one_incident_never_overlap_but_other_incidents_run_alongside() 
         assert_eq!(f.state(id).0.last_fired, Some(start()), "{id}");
     }
 }
+
+/// Found by `cordon bench load`: with 200 rooms' sweeps due again and again, the job
+/// slots went to the earliest due sweeps, so no reminder fired and stand-downs waited
+/// minutes. Due timers now take the slots by kind first.
+#[tokio::test(start_paused = true)]
+async fn a_backlog_of_due_sweeps_does_not_starve_a_stand_down_or_a_reminder() {
+    let f = fixture();
+    let timer = |id: &str, kind: TimerKind, due: DateTime<Utc>| Timer {
+        id: id.into(),
+        incident: Some(incident(&id[..id.find('/').unwrap()])),
+        kind,
+        schedule: Schedule::At(due),
+        payload: json!(null),
+        last_fired: None,
+    };
+    let long_ago = start() - TimeDelta::minutes(10);
+    for n in 0..8 {
+        f.store
+            .arm_timer(
+                &timer(&format!("sw-{n}/sweep/command"), TimerKind::Sweep, long_ago),
+                long_ago,
+            )
+            .unwrap();
+    }
+    f.store
+        .arm_timer(
+            &timer("rm-1/reminder/command/0", TimerKind::Reminder, start()),
+            long_ago,
+        )
+        .unwrap();
+    f.store
+        .arm_timer(
+            &timer(
+                "sd-1/standdown",
+                TimerKind::Other(crate::incident::timers::STANDDOWN_KIND.into()),
+                start(),
+            ),
+            long_ago,
+        )
+        .unwrap();
+    let (jobs, mut rx) = reporting();
+    let handle = f.spawn(
+        jobs,
+        SchedulerConfig {
+            max_concurrent: 1,
+            ..SchedulerConfig::default()
+        },
+    );
+    let mut order = Vec::new();
+    for _ in 0..10 {
+        order.push(timeout(secs(60), rx.recv()).await.unwrap().unwrap().0);
+    }
+    assert_eq!(order[0], "sd-1/standdown", "{order:?}");
+    assert_eq!(order[1], "rm-1/reminder/command/0", "{order:?}");
+    assert!(
+        order[2..].iter().all(|id| id.contains("/sweep/")),
+        "{order:?}"
+    );
+    handle.shutdown().await;
+}
