@@ -134,6 +134,11 @@ pub struct Bot {
     scheduler: std::sync::OnceLock<crate::schedule::SchedulerHandle>,
     /// When the last sync succeeded (for `/healthz`).
     last_sync: Mutex<Option<std::time::Instant>>,
+    /// Requests that provisioning fans out (identity checks, invites), in flight at
+    /// once across every incident: many incidents declared together share these
+    /// rather than each sending its own burst, which would queue at the homeserver
+    /// past the client's request timeout.
+    pub(crate) fan_out: tokio::sync::Semaphore,
 }
 
 impl Bot {
@@ -333,6 +338,7 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
         tasks: tokio::sync::Mutex::new(tokio::task::JoinSet::new()),
         scheduler: std::sync::OnceLock::new(),
         last_sync: Mutex::new(None),
+        fan_out: tokio::sync::Semaphore::new(provision::INVITE_CONCURRENCY),
     });
 
     register_handlers(&bot);

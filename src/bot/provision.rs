@@ -29,8 +29,9 @@ use crate::playbook::Verification;
 use crate::store::{OutboxIntent, RoomRecord, RoomStatus, RosterEntry, RosterStatus};
 use crate::trust::{self, Trust};
 
-/// How many invites go out at once.
-const INVITE_CONCURRENCY: usize = 64;
+/// How many invites (and identity checks) go out at once, across every incident
+/// ([`Bot::fan_out`]).
+pub(crate) const INVITE_CONCURRENCY: usize = 64;
 /// Attempts at the whole pipeline before the incident is marked failed.
 const ATTEMPTS: u32 = 5;
 
@@ -203,6 +204,7 @@ async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
         .map(|user| {
             let bot = bot.clone();
             async move {
+                let _slot = bot.fan_out.acquire().await;
                 let (account, standing) = tokio::join!(
                     bot.admin.account(&user, bot.is_server_admin()),
                     trust::status(&bot.client, &bot.store, &user, true),
@@ -341,6 +343,7 @@ async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
                 let outcome = match skip {
                     Some(why) => InviteOutcome::Refused(why.to_owned()),
                     None => {
+                        let _slot = bot.fan_out.acquire().await;
                         rooms::invite_with_reason(
                             &bot.client,
                             room.room_id(),
