@@ -49,7 +49,8 @@ pub struct LoadOptions {
     pub messages_per_minute: u32,
     /// How long the traffic runs.
     pub traffic: Duration,
-    /// Role holders in the playbook (accounts without devices, invited with a warning).
+    /// Role holders in the playbook (each with a device, not enrolled: invited with a
+    /// warning).
     pub holders: usize,
     /// Lone declare and stand-down runs for the baseline.
     pub baseline_runs: usize,
@@ -307,8 +308,13 @@ pub async fn load(options: LoadOptions) -> Result<LoadReport, BenchError> {
     let text = playbook_text(hs.server_name(), options.holders)?;
     std::fs::write(playbooks.join("load.yaml"), text).map_err(other)?;
     let (_, holders) = super::playbook_text(hs.server_name(), options.holders);
+    // Each holder has a device with its keys uploaded, as staff who use Matrix do: a
+    // holder without any device makes every first message in their rooms wait for a
+    // `/keys/query` (matrix-sdk waits up to 5 s per such user), which is not what a
+    // hospital's enrolled staff look like.
     for name in &holders {
         hs.register(name, "load", false).await?;
+        TestUser::login(&hs, name, "load").await?.stop().await;
     }
     let mut commander_ids = Vec::new();
     for k in 0..options.commanders.max(1) {
@@ -318,7 +324,13 @@ pub async fn load(options: LoadOptions) -> Result<LoadReport, BenchError> {
     }
     // The commanders are operators: operators may declare any playbook.
     let setup = BotSetup::create(&hs, &dir, "cordon", &playbooks, &commander_ids, "").await?;
-    let mut bot = BotProcess::start(&options.binary, &setup, &[])?;
+    // `CORDON_BENCH_BOT_LOG` replaces the bot's log filter (`RUST_LOG`), to look inside.
+    let log_filter = std::env::var("CORDON_BENCH_BOT_LOG").ok();
+    let env: Vec<(&str, &str)> = log_filter
+        .as_deref()
+        .map(|f| vec![("RUST_LOG", f)])
+        .unwrap_or_default();
+    let mut bot = BotProcess::start(&options.binary, &setup, &env)?;
     bot.wait_for_log("cordon is ready", Duration::from_secs(180))
         .await?;
     let bot_id = setup.user_id.clone();
@@ -465,6 +477,17 @@ pub async fn load(options: LoadOptions) -> Result<LoadReport, BenchError> {
         }
     }
     report.wall = started.elapsed();
+    // "No error": a step that failed and was retried is an error the commander felt.
+    let retried = bot
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("step failed"))
+        .count();
+    if retried > 0 {
+        report.problems.push(format!(
+            "{retried} steps failed and were retried (see the bot's log; CORDON_KEEP_BENCH=1 keeps it)"
+        ));
+    }
     let (rss, cpu) = proc_usage(bot.pid())?;
     report.peak_rss_mib = rss;
     report.cpu_seconds = cpu;
