@@ -128,6 +128,9 @@ pub struct Scheduler {
     held: HashMap<String, DateTime<Utc>>,
     /// Timers already reported as unschedulable, so the log says it once.
     reported: HashSet<String>,
+    /// Whose turn it is for the next slot between posts and sweeps ([`fair_order`]):
+    /// `None` until one of them has run.
+    post_turn: Option<bool>,
 }
 
 /// A job in flight.
@@ -171,6 +174,7 @@ impl Scheduler {
             busy: HashSet::new(),
             held: HashMap::new(),
             reported: HashSet::new(),
+            post_turn: None,
         };
         let task = tokio::spawn(scheduler.run());
         SchedulerHandle {
@@ -284,17 +288,18 @@ impl Scheduler {
             }
         }
         self.reported.retain(|id| seen.contains(id));
-        // The lifecycle first, then what people read, then retention sweeps: under
-        // load a backlog of due sweeps (each re-armed as due again) must not keep a
-        // stand-down or a reminder waiting. Within a class, the earliest due first.
-        due.sort_by_key(|(timer, _, firing)| (priority(&timer.kind), firing.due));
-        for (timer, state, firing) in due {
+        for (timer, state, firing) in fair_order(due, self.post_turn) {
             if self.running.len() >= self.config.max_concurrent.max(1) {
                 // A finishing job wakes the loop.
                 break;
             }
             if self.busy.contains(&exclusivity_key(&timer)) {
                 continue;
+            }
+            match class(&timer.kind) {
+                Class::Post => self.post_turn = Some(false),
+                Class::Sweep => self.post_turn = Some(true),
+                Class::Lifecycle => {}
             }
             self.dispatch(timer, &state, firing, now);
         }
@@ -416,17 +421,67 @@ fn earliest(next: Option<DateTime<Utc>>, at: DateTime<Utc>) -> Option<DateTime<U
 
 /// Jobs with the same key never run at once: the incident, or the timer itself when it
 /// belongs to none.
-/// The order in which due timers of different kinds take the free job slots: the
-/// incident's lifecycle (expiry, warnings, the stand-down pipeline, the archive's keep
-/// time) first, then posts people read (reminders, the briefing re-post, advice
-/// reminders), then retention sweeps.
-fn priority(kind: &TimerKind) -> u8 {
+/// Which queue a due timer waits in for a free job slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// The incident's lifecycle: expiry, warnings, the stand-down pipeline, the
+    /// archive's keep time.
+    Lifecycle,
+    /// Posts people read: reminders, the briefing re-post, advice reminders.
+    Post,
+    /// Retention sweeps.
+    Sweep,
+}
+
+fn class(kind: &TimerKind) -> Class {
     match kind {
-        TimerKind::Expiry | TimerKind::Warning | TimerKind::KeepTimeEnd => 0,
-        TimerKind::Other(name) if name == crate::incident::timers::STANDDOWN_KIND => 0,
-        TimerKind::Reminder | TimerKind::Briefing | TimerKind::Other(_) => 1,
-        TimerKind::Sweep => 2,
+        TimerKind::Expiry | TimerKind::Warning | TimerKind::KeepTimeEnd => Class::Lifecycle,
+        TimerKind::Other(name) if name == crate::incident::timers::STANDDOWN_KIND => {
+            Class::Lifecycle
+        }
+        TimerKind::Reminder | TimerKind::Briefing | TimerKind::Other(_) => Class::Post,
+        TimerKind::Sweep => Class::Sweep,
     }
+}
+
+/// The order in which due timers take the free job slots. The lifecycle goes first, so
+/// a stand-down never waits behind routine work. Posts and sweeps then take turns, each
+/// queue earliest due first, starting with `post_turn` (whose turn it is since the last
+/// dispatch; when nothing has run yet, the queue whose head is older): when both are
+/// backlogged each gets half the slots, and when one is idle the other gets them all.
+/// Plain earliest-due-first let a backlog of sweeps (each re-armed as due again) take
+/// every slot, so no reminder fired, and strict priority let briefing re-posts starve
+/// the sweeps.
+fn fair_order(
+    mut due: Vec<(Timer, TimerState, Firing)>,
+    post_turn: Option<bool>,
+) -> Vec<(Timer, TimerState, Firing)> {
+    due.sort_by_key(|(_, _, firing)| firing.due);
+    let mut lifecycle = Vec::new();
+    let mut posts = std::collections::VecDeque::new();
+    let mut sweeps = std::collections::VecDeque::new();
+    for entry in due {
+        match class(&entry.0.kind) {
+            Class::Lifecycle => lifecycle.push(entry),
+            Class::Post => posts.push_back(entry),
+            Class::Sweep => sweeps.push_back(entry),
+        }
+    }
+    let mut out = lifecycle;
+    let mut post_turn = match (posts.front(), sweeps.front()) {
+        (Some(p), Some(s)) => post_turn.unwrap_or(p.2.due <= s.2.due),
+        (p, _) => p.is_some(),
+    };
+    while !posts.is_empty() || !sweeps.is_empty() {
+        let next = if post_turn {
+            posts.pop_front().or_else(|| sweeps.pop_front())
+        } else {
+            sweeps.pop_front().or_else(|| posts.pop_front())
+        };
+        out.extend(next);
+        post_turn = !post_turn;
+    }
+    out
 }
 
 fn exclusivity_key(timer: &Timer) -> String {

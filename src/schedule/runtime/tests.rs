@@ -431,7 +431,8 @@ async fn jobs_of_one_incident_never_overlap_but_other_incidents_run_alongside() 
 
 /// Found by `cordon bench load`: with 200 rooms' sweeps due again and again, the job
 /// slots went to the earliest due sweeps, so no reminder fired and stand-downs waited
-/// minutes. Due timers now take the slots by kind first.
+/// minutes; and then, with posts put first, the briefing re-posts starved the sweeps.
+/// The lifecycle now goes first, and posts and sweeps take turns.
 #[tokio::test(start_paused = true)]
 async fn a_backlog_of_due_sweeps_does_not_starve_a_stand_down_or_a_reminder() {
     let f = fixture();
@@ -444,30 +445,30 @@ async fn a_backlog_of_due_sweeps_does_not_starve_a_stand_down_or_a_reminder() {
         last_fired: None,
     };
     let long_ago = start() - TimeDelta::minutes(10);
-    for n in 0..8 {
-        f.store
-            .arm_timer(
-                &timer(&format!("sw-{n}/sweep/command"), TimerKind::Sweep, long_ago),
-                long_ago,
-            )
-            .unwrap();
+    let arm = |t: Timer| f.store.arm_timer(&t, long_ago).unwrap();
+    for n in 0..6 {
+        arm(timer(
+            &format!("sw-{n}/sweep/command"),
+            TimerKind::Sweep,
+            long_ago,
+        ));
+        // Posts due later than every sweep, in other incidents.
+        arm(timer(
+            &format!("br-{n}/briefing/command"),
+            TimerKind::Briefing,
+            start() - TimeDelta::minutes(1),
+        ));
     }
-    f.store
-        .arm_timer(
-            &timer("rm-1/reminder/command/0", TimerKind::Reminder, start()),
-            long_ago,
-        )
-        .unwrap();
-    f.store
-        .arm_timer(
-            &timer(
-                "sd-1/standdown",
-                TimerKind::Other(crate::incident::timers::STANDDOWN_KIND.into()),
-                start(),
-            ),
-            long_ago,
-        )
-        .unwrap();
+    arm(timer(
+        "rm-1/reminder/command/0",
+        TimerKind::Reminder,
+        start(),
+    ));
+    arm(timer(
+        "sd-1/standdown",
+        TimerKind::Other(crate::incident::timers::STANDDOWN_KIND.into()),
+        start(),
+    ));
     let (jobs, mut rx) = reporting();
     let handle = f.spawn(
         jobs,
@@ -477,13 +478,18 @@ async fn a_backlog_of_due_sweeps_does_not_starve_a_stand_down_or_a_reminder() {
         },
     );
     let mut order = Vec::new();
-    for _ in 0..10 {
+    for _ in 0..14 {
         order.push(timeout(secs(60), rx.recv()).await.unwrap().unwrap().0);
     }
+    // The stand-down first, though every sweep was due ten minutes before it.
     assert_eq!(order[0], "sd-1/standdown", "{order:?}");
-    assert_eq!(order[1], "rm-1/reminder/command/0", "{order:?}");
+    // Then sweeps and posts take turns, the older queue (the sweeps) first.
+    for (i, id) in order[1..].iter().enumerate() {
+        let sweep = i % 2 == 0 && i < 12;
+        assert_eq!(id.contains("/sweep/"), sweep, "{i}: {order:?}");
+    }
     assert!(
-        order[2..].iter().all(|id| id.contains("/sweep/")),
+        order.contains(&"rm-1/reminder/command/0".to_owned()),
         "{order:?}"
     );
     handle.shutdown().await;
