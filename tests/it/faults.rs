@@ -89,3 +89,30 @@ async fn healthz_fails_while_synapse_is_down_and_recovers_when_it_is_back() {
         "a clean exit after the outage: {status:?}"
     );
 }
+
+/// The short version of `cordon bench load`: a few incidents at once from two
+/// commanders, traffic with a sweep and a reminder running, then all stood down. No
+/// timing is asserted; what must hold is that nothing is lost or left unanswered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_of_several_incidents_at_once_loses_nothing_and_answers_every_command() {
+    let options = cordon::bench::load::LoadOptions {
+        binary: cordon_bin(),
+        incidents: 5,
+        commanders: 2,
+        messages_per_minute: 60,
+        traffic: Duration::from_secs(20),
+        holders: 12,
+        baseline_runs: 1,
+    };
+    let report = cordon::bench::load::load(options.clone())
+        .await
+        .expect("the load run completes");
+    let text = report.render(&options);
+    println!("{text}");
+    assert!(report.problems.is_empty(), "{text}");
+    assert_eq!(report.declare.len(), 5, "{text}");
+    assert_eq!(report.standdown.len(), 5, "{text}");
+    assert_eq!(report.destroyed.len(), 5, "{text}");
+    assert_eq!(report.messages_failed, 0, "{text}");
+    assert!(report.messages_sent >= 19, "{text}");
+}
