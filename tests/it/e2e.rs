@@ -645,7 +645,10 @@ async fn sigkill_at_any_point_of_declare_resumes_without_duplicates() {
         "provision.after_create_room",
         "provision.before_invite",
         "provision.before_invites_recorded",
+        "send.before@1",
+        "send.before@2",
         "send.before@3",
+        "send.before@4",
         "provision.before_pin",
         "provision.before_active",
     ];

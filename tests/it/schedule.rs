@@ -532,3 +532,65 @@ async fn a_legal_hold_pauses_the_sweeps_until_it_is_released() {
         "{audit:?}"
     );
 }
+
+/// SIGKILL inside the bot's own retention sweep: once just after a page is sealed, once
+/// just after it is redacted, each followed by a restart. Every old message ends up
+/// redacted, and sealed exactly once for the records officer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_inside_a_sweep_resumes_and_seals_each_message_once() {
+    let identity = age::x25519::Identity::generate();
+    let timing = Timing {
+        retention: "{ messages: 40s, seal_before_redact: true }",
+        recipient: Some(identity.to_public().to_string()),
+        ..Timing::default()
+    };
+    let mut w = World::timed(1, 0, &timing).await;
+    let (incident, command) = declare(&w, "Sweep crash drill").await;
+    let mut old = Vec::new();
+    for i in 0..5 {
+        let sent = w.nurses[0]
+            .send_text(&command, &format!("Obs round {i}: stable"))
+            .await
+            .unwrap();
+        old.push(sent);
+    }
+    for point in ["retention.sealed", "retention.page-redacted"] {
+        let bot = w.restart(&[("CORDON_FAILPOINT", point)]);
+        bot.wait_for_log("cordon is ready", WAIT).await.unwrap();
+        let needle = format!("failpoint reached: {point}");
+        if let Err(e) = bot.wait_for_log(&needle, WAIT).await {
+            panic!("{point} not reached: {e}\n{}", bot.log_text());
+        }
+        bot.kill9();
+        w.bot = None;
+    }
+    let bot = w.restart(&[]);
+    bot.wait_for_log("cordon is ready", WAIT).await.unwrap();
+    for event in &old {
+        assert_eq!(wait_redacted(&w, &command, event).await, "retention: 40s");
+    }
+    w.stop_bot();
+
+    let dir = w
+        .setup
+        .dir
+        .join("archives")
+        .join(&incident)
+        .join("pre-seal");
+    let mut sealed: std::collections::BTreeMap<String, usize> = Default::default();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        for line in cordon::retention::segment::read_segment(&path, &identity).unwrap() {
+            *sealed.entry(line.event_id).or_default() += 1;
+        }
+    }
+    for event in &old {
+        assert_eq!(
+            sealed.get(event.as_str()),
+            Some(&1),
+            "{event} sealed {:?} times: {sealed:?}",
+            sealed.get(event.as_str())
+        );
+    }
+    assert!(sealed.values().all(|n| *n == 1), "{sealed:?}");
+}
