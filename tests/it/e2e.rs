@@ -649,6 +649,9 @@ async fn sigkill_at_any_point_of_declare_resumes_without_duplicates() {
         "send.before@2",
         "send.before@3",
         "send.before@4",
+        "send.before@5",
+        "send.before@6",
+        "send.before@7",
         "provision.before_pin",
         "provision.before_active",
     ];
