@@ -227,6 +227,19 @@ impl World {
         self.bot.as_mut().unwrap()
     }
 
+    /// Waits for the running bot to stop at failpoint `point` (`name` or `name@N`), then
+    /// SIGKILLs it there.
+    pub(crate) async fn kill_at(&mut self, point: &str) {
+        let name = point.split('@').next().unwrap_or(point);
+        let needle = format!("failpoint reached: {name}");
+        let bot = self.bot.as_mut().expect("a running bot");
+        if let Err(e) = bot.wait_for_log(&needle, WAIT).await {
+            panic!("{point} not reached: {e}\n{}", bot.log_text());
+        }
+        bot.kill9();
+        self.bot = None;
+    }
+
     /// Stops the bot with SIGTERM; it must shut down cleanly (exit status 0).
     pub(crate) fn stop_bot(&mut self) {
         if let Some(mut b) = self.bot.take() {

@@ -557,12 +557,7 @@ async fn sigkill_inside_a_sweep_resumes_and_seals_each_message_once() {
     for point in ["retention.sealed", "retention.page-redacted"] {
         let bot = w.restart(&[("CORDON_FAILPOINT", point)]);
         bot.wait_for_log("cordon is ready", WAIT).await.unwrap();
-        let needle = format!("failpoint reached: {point}");
-        if let Err(e) = bot.wait_for_log(&needle, WAIT).await {
-            panic!("{point} not reached: {e}\n{}", bot.log_text());
-        }
-        bot.kill9();
-        w.bot = None;
+        w.kill_at(point).await;
     }
     let bot = w.restart(&[]);
     bot.wait_for_log("cordon is ready", WAIT).await.unwrap();

@@ -509,14 +509,7 @@ async fn a_kill_at_every_step_of_the_stand_down_ends_in_one_archive_and_destroye
             w.say(&format!("!cordon standdown {incident}")).await;
             first = false;
         }
-        let name = point.split('@').next().unwrap_or(point);
-        let needle = format!("failpoint reached: {name}");
-        let bot = w.bot.as_mut().unwrap();
-        if let Err(e) = bot.wait_for_log(&needle, WAIT).await {
-            panic!("{point} not reached: {e}\n{}", bot.log_text());
-        }
-        bot.kill9();
-        w.bot = None;
+        w.kill_at(point).await;
     }
     let bot = w.restart(&[]);
     bot.wait_for_log("cordon is ready", WAIT).await.unwrap();
