@@ -83,6 +83,19 @@ impl BenchReport {
     }
 }
 
+/// Removes a benchmark's working directory, or keeps it (saying where, with the bot's
+/// log) when `CORDON_KEEP_BENCH` is set.
+pub(crate) fn finish_dir(dir: &std::path::Path, bot_log: Option<&std::path::Path>) {
+    if std::env::var_os("CORDON_KEEP_BENCH").is_some() {
+        match bot_log {
+            Some(log) => println!("kept {} (bot log: {})", dir.display(), log.display()),
+            None => println!("kept {}", dir.display()),
+        }
+    } else {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 /// The server's timestamp (`origin_server_ts`, ms) of `event` in `room`, as `user`
 /// fetches it.
 pub(crate) async fn server_ts(
@@ -298,11 +311,7 @@ pub async fn declare(options: BenchOptions) -> Result<BenchReport, BenchError> {
     }
     bot.terminate(Duration::from_secs(20));
     commander.stop().await;
-    if std::env::var_os("CORDON_KEEP_BENCH").is_some() {
-        println!("kept {} (bot log: {})", dir.display(), setup.log.display());
-    } else {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    finish_dir(&dir, Some(&setup.log));
     Ok(report)
 }
 

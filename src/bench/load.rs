@@ -503,11 +503,7 @@ pub async fn load(options: LoadOptions) -> Result<LoadReport, BenchError> {
         expected,
         &mut report,
     )?;
-    if std::env::var_os("CORDON_KEEP_BENCH").is_some() {
-        println!("kept {} (bot log: {})", dir.display(), setup.log.display());
-    } else {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    super::finish_dir(&dir, Some(&setup.log));
     Ok(report)
 }
 

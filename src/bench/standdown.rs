@@ -228,11 +228,7 @@ pub async fn standdown(options: StandDownBenchOptions) -> Result<StandDownBenchR
     }
     bot.terminate(Duration::from_secs(20));
     lead.stop().await;
-    if std::env::var_os("CORDON_KEEP_BENCH").is_some() {
-        println!("kept {} (bot log: {})", dir.display(), setup.log.display());
-    } else {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    super::finish_dir(&dir, Some(&setup.log));
     Ok(report)
 }
 

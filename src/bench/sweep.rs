@@ -244,11 +244,7 @@ pub async fn sweep(options: SweepBenchOptions) -> Result<SweepBenchReport, Bench
             report.cordon.push(run_cordon().await?);
         }
     }
-    if std::env::var_os("CORDON_KEEP_BENCH").is_some() {
-        println!("kept {}", dir.display());
-    } else {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    super::finish_dir(&dir, None);
     Ok(report)
 }
 
