@@ -410,10 +410,8 @@ pub async fn load(options: LoadOptions) -> Result<LoadReport, BenchError> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         for invite in fresh() {
-            {
-                c.user.join(&invite.room_id).await?;
-                rooms.push((k, invite.room_id));
-            }
+            c.user.join(&invite.room_id).await?;
+            rooms.push((k, invite.room_id));
         }
     }
     let total = (f64::from(options.messages_per_minute) * options.traffic.as_secs_f64() / 60.0)
