@@ -236,6 +236,41 @@ impl Checker<'_> {
         self.problems.push(at.error(self.file, self.text, message));
     }
 
+    /// The duration at `field`, between `min` and `max` (each with how it is written), or
+    /// `default` (likewise) when it is absent or wrong, which is reported.
+    fn duration(
+        &mut self,
+        field: &str,
+        raw: Option<&Located<String>>,
+        (min, min_text): (Duration, &str),
+        (max, max_text): (Duration, &str),
+        (default, default_text): (Duration, &str),
+    ) -> Duration {
+        let Some(raw) = raw else {
+            return default;
+        };
+        match humantime::parse_duration(raw.value.trim()) {
+            Ok(d) if d >= min && d <= max => d,
+            Ok(_) => {
+                self.error(
+                    raw,
+                    format!("{field} must be between {min_text} and {max_text}"),
+                );
+                default
+            }
+            Err(e) => {
+                self.error(
+                    raw,
+                    format!(
+                        "{field} `{}` is not a duration ({e}); for example {default_text}",
+                        shown(&raw.value)
+                    ),
+                );
+                default
+            }
+        }
+    }
+
     fn user(&mut self, field: &str, raw: &Located<String>) -> Option<OwnedUserId> {
         match parse_user_id(&raw.value) {
             Ok(user) => Some(user),
@@ -418,26 +453,13 @@ impl Config {
             },
         };
 
-        let command_max_age = match raw.commands.as_ref().and_then(|s| s.max_age.as_ref()) {
-            None => DEFAULT_COMMAND_MAX_AGE,
-            Some(age) => match humantime::parse_duration(age.value.trim()) {
-                Ok(d) if d >= Duration::from_secs(1) && d <= Duration::from_secs(24 * 3600) => d,
-                Ok(_) => {
-                    c.error(age, "commands.max_age must be between 1s and 24h");
-                    DEFAULT_COMMAND_MAX_AGE
-                }
-                Err(e) => {
-                    c.error(
-                        age,
-                        format!(
-                            "commands.max_age `{}` is not a duration ({e}); for example 15m",
-                            shown(&age.value)
-                        ),
-                    );
-                    DEFAULT_COMMAND_MAX_AGE
-                }
-            },
-        };
+        let command_max_age = c.duration(
+            "commands.max_age",
+            raw.commands.as_ref().and_then(|s| s.max_age.as_ref()),
+            (Duration::from_secs(1), "1s"),
+            (Duration::from_secs(24 * 3600), "24h"),
+            (DEFAULT_COMMAND_MAX_AGE, "15m"),
+        );
 
         let metrics_listen = match &raw.metrics {
             None => Some(DEFAULT_METRICS_LISTEN),
@@ -469,30 +491,15 @@ impl Config {
             },
         };
 
-        let stale = raw
-            .metrics
-            .as_ref()
-            .and_then(|m| m.sync_stale_after.as_ref());
-        let sync_stale_after = match stale {
-            None => DEFAULT_SYNC_STALE_AFTER,
-            Some(at) => match humantime::parse_duration(at.value.trim()) {
-                Ok(d) if d >= MIN_SYNC_STALE_AFTER && d <= Duration::from_secs(3600) => d,
-                Ok(_) => {
-                    c.error(at, "metrics.sync_stale_after must be between 45s and 1h");
-                    DEFAULT_SYNC_STALE_AFTER
-                }
-                Err(e) => {
-                    c.error(
-                        at,
-                        format!(
-                            "metrics.sync_stale_after `{}` is not a duration ({e}); for example 90s",
-                            shown(&at.value)
-                        ),
-                    );
-                    DEFAULT_SYNC_STALE_AFTER
-                }
-            },
-        };
+        let sync_stale_after = c.duration(
+            "metrics.sync_stale_after",
+            raw.metrics
+                .as_ref()
+                .and_then(|m| m.sync_stale_after.as_ref()),
+            (MIN_SYNC_STALE_AFTER, "45s"),
+            (Duration::from_secs(3600), "1h"),
+            (DEFAULT_SYNC_STALE_AFTER, "90s"),
+        );
 
         match (c.problems.is_empty(), homeserver, user) {
             (true, Some(homeserver), Some(user)) => Ok(Config {
