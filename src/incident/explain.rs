@@ -88,7 +88,7 @@ struct Explainer<'a> {
 }
 
 // `write!` to a `String` cannot fail.
-macro_rules! line {
+macro_rules! say {
     ($self:ident, $($arg:tt)*) => {{
         let _ = writeln!($self.out, $($arg)*);
     }};
@@ -119,7 +119,7 @@ impl Explainer<'_> {
 
     fn header(&mut self) {
         let pb = self.pb;
-        line!(
+        say!(
             self,
             "{}: {} ({}, sha256 {})",
             pb.id,
@@ -128,13 +128,9 @@ impl Explainer<'_> {
             &pb.sha256[..pb.sha256.len().min(12)],
         );
         if let Some(d) = &pb.description {
-            line!(
-                self,
-                "  {}",
-                d.split_whitespace().collect::<Vec<_>>().join(" ")
-            );
+            say!(self, "  {}", plan::one_line(d, usize::MAX));
         }
-        line!(
+        say!(
             self,
             "Example: \"{}\" ({}), declared {} by {}. Times in {}.",
             self.incident.display_name,
@@ -152,7 +148,7 @@ impl Explainer<'_> {
                 Allowed::User(u) => u.to_string(),
             })
             .collect();
-        line!(
+        say!(
             self,
             "\nWho may declare: {}, and cordon's operators.",
             allowed.join(", ")
@@ -162,7 +158,7 @@ impl Explainer<'_> {
     fn limits(&mut self) {
         let pb = self.pb;
         let d = &pb.duration;
-        line!(
+        say!(
             self,
             "Runs for: {}, closing {} unless extended.",
             format_duration(d.max),
@@ -170,7 +166,7 @@ impl Explainer<'_> {
         );
         let warnings = timers::warnings(self.incident, pb, self.example.at);
         if warnings.is_empty() {
-            line!(self, "Warnings before the end: none.");
+            say!(self, "Warnings before the end: none.");
         } else {
             let marks: Vec<String> = pb
                 .duration
@@ -186,22 +182,22 @@ impl Explainer<'_> {
                     crate::store::Schedule::Cron { .. } => None,
                 })
                 .collect();
-            line!(
+            say!(
                 self,
                 "Warnings before the end, to the commander and in every room: {}.",
                 marks.join(", ")
             );
         }
         if d.extend_max.is_zero() {
-            line!(self, "Extension: not allowed.");
+            say!(self, "Extension: not allowed.");
         } else {
-            line!(
+            say!(
                 self,
                 "Extension: `!cordon extend` may add up to {} in total.",
                 format_duration(d.extend_max)
             );
         }
-        line!(
+        say!(
             self,
             "Unverified role holders: {}",
             match pb.verification {
@@ -211,7 +207,7 @@ impl Explainer<'_> {
                 Verification::Warn => "invited, with a warning in the invite and to the commander.",
             }
         );
-        line!(
+        say!(
             self,
             "Identity or device change of a verified member: {}",
             match pb.identity_change {
@@ -221,7 +217,7 @@ impl Explainer<'_> {
             }
         );
         let r = &pb.retention;
-        line!(
+        say!(
             self,
             "Retention: every message is redacted {} after it is sent{}; Synapse's own purge \
              (max_lifetime {}) is the backstop. The briefing is re-posted before it goes.",
@@ -237,7 +233,7 @@ impl Explainer<'_> {
 
     fn roles(&mut self) {
         let pb = self.pb;
-        line!(self, "\nRoles ({}):", pb.roles.len());
+        say!(self, "\nRoles ({}):", pb.roles.len());
         let width = pb
             .roles
             .iter()
@@ -246,7 +242,7 @@ impl Explainer<'_> {
             .unwrap_or(0);
         for role in &pb.roles {
             let holders: Vec<String> = role.holders.iter().map(ToString::to_string).collect();
-            line!(
+            say!(
                 self,
                 "  {:width$}  {}: {} holder{}, needs {} verified{}",
                 role.id.as_str(),
@@ -261,7 +257,7 @@ impl Explainer<'_> {
                 },
             );
             if !holders.is_empty() {
-                line!(self, "  {:width$}  {}", "", holders.join(", "));
+                say!(self, "  {:width$}  {}", "", holders.join(", "));
             }
         }
     }
@@ -269,7 +265,7 @@ impl Explainer<'_> {
     fn rooms(&mut self) {
         let pb = self.pb;
         let plans = plan::plan_rooms(self.facts, self.example.at);
-        line!(
+        say!(
             self,
             "\nRooms ({}), each end-to-end encrypted, invite-only, closed to guests, with \
              history visible to members from their invite; only cordon may invite, kick, \
@@ -280,7 +276,7 @@ impl Explainer<'_> {
             let Some(room) = pb.room(&room_plan.key) else {
                 continue;
             };
-            line!(
+            say!(
                 self,
                 "\n  {}. {}: \"{}\"{}",
                 room_plan.position + 1,
@@ -294,7 +290,7 @@ impl Explainer<'_> {
             );
             for (n, topic_line) in room_plan.topic.lines().enumerate() {
                 let label = if n == 0 { "Topic:" } else { "" };
-                line!(self, "     {label:6} {topic_line}");
+                say!(self, "     {label:6} {topic_line}");
             }
             let mut moderators: Vec<String> = room_plan
                 .power_levels
@@ -303,12 +299,12 @@ impl Explainer<'_> {
                 .map(|u| u.keys().map(|k| self.who(k)).collect())
                 .unwrap_or_default();
             moderators.sort();
-            line!(
+            say!(
                 self,
                 "     May redact others' messages: {}",
                 moderators.join(", ")
             );
-            line!(self, "     Invites ({}):", room_plan.invites.len());
+            say!(self, "     Invites ({}):", room_plan.invites.len());
             let width = room_plan
                 .invites
                 .iter()
@@ -327,7 +323,7 @@ impl Explainer<'_> {
                         format!("the commander; {why}")
                     };
                 }
-                line!(
+                say!(
                     self,
                     "       {:width$}  {why}",
                     self.who(invite.user.as_str())
@@ -338,7 +334,7 @@ impl Explainer<'_> {
                     .into_iter()
                     .map(|m| m.role)
                     .collect();
-            line!(
+            say!(
                 self,
                 "     Posts: the briefing (pinned){}.",
                 if instructions.is_empty() {
@@ -348,9 +344,9 @@ impl Explainer<'_> {
                 }
             );
             if room.reminders.is_empty() {
-                line!(self, "     Reminders: none.");
+                say!(self, "     Reminders: none.");
             } else {
-                line!(self, "     Reminders:");
+                say!(self, "     Reminders:");
             }
             for reminder in &room.reminders {
                 let firings: Vec<DateTime<Utc>> =
@@ -359,7 +355,7 @@ impl Explainer<'_> {
                         .take(NEXT_FIRINGS)
                         .collect();
                 let next: Vec<String> = firings.iter().map(|at| self.time(*at)).collect();
-                line!(
+                say!(
                     self,
                     "       `{}`: {}",
                     reminder.schedule.source(),
@@ -374,11 +370,7 @@ impl Explainer<'_> {
                     .facts
                     .vars(firings.first().copied().unwrap_or(self.example.at));
                 let text = reminder.text.render(&vars);
-                line!(
-                    self,
-                    "         \"{}\"",
-                    text.split_whitespace().collect::<Vec<_>>().join(" ")
-                );
+                say!(self, "         \"{}\"", plan::one_line(&text, usize::MAX));
             }
         }
     }
@@ -390,7 +382,7 @@ impl Explainer<'_> {
             .iter()
             .map(|r| abbreviate(&r.to_string()))
             .collect();
-        line!(
+        say!(
             self,
             "\nStand-down (by `!cordon standdown` or at the close): the rooms are frozen, \
              their messages sealed into an archive encrypted to {} records officer key{} \

@@ -449,7 +449,7 @@ pub fn format_remaining(until: DateTime<Utc>, now: DateTime<Utc>) -> String {
 }
 
 /// Collapses whitespace and bounds the length, for names and invite reasons.
-fn one_line(s: &str, max_chars: usize) -> String {
+pub(crate) fn one_line(s: &str, max_chars: usize) -> String {
     let joined = s.split_whitespace().collect::<Vec<_>>().join(" ");
     joined.chars().take(max_chars).collect()
 }
