@@ -6,6 +6,16 @@
 //! crash tests wait for that line and then SIGKILL the process, so the kill lands at
 //! exactly that point, between a store write and the side effect it announces. Unset,
 //! a failpoint costs one relaxed atomic load.
+//!
+//! `CORDON_FAULT_DISK_FULL` injects a full disk under the store instead (through its
+//! storage backend, [`crate::store`]): `now` from the start, or a point (`name` or
+//! `name@N`) from which on every write of the store fails with `ENOSPC`. The task that
+//! reaches that point goes on, and prints `cordon: disk full from failpoint: NAME`.
+//!
+//! `CORDON_FAILPOINT_HOLD` holds the task that reaches a point (`name` or `name@N`)
+//! until the file named by `CORDON_FAILPOINT_RELEASE` exists, then lets it go on: the
+//! fault tests take the homeserver away while a step waits there. It prints
+//! `cordon: failpoint holding: NAME`, then `cordon: failpoint released: NAME`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,12 +23,39 @@ use std::sync::{Mutex, OnceLock};
 
 const VAR: &str = "CORDON_FAILPOINT";
 
+/// The variable that injects a full disk under the store (see the module's docs).
+pub const DISK_FULL_VAR: &str = "CORDON_FAULT_DISK_FULL";
+
+/// The variable naming the point a task is held at (see the module's docs).
+pub const HOLD_VAR: &str = "CORDON_FAILPOINT_HOLD";
+
+/// The variable naming the file whose existence releases a held task.
+pub const RELEASE_VAR: &str = "CORDON_FAILPOINT_RELEASE";
+
 static ARMED: OnceLock<bool> = OnceLock::new();
+static DISK_FULL_ARMED: OnceLock<bool> = OnceLock::new();
 static COUNTS: Mutex<Option<HashMap<String, u32>>> = Mutex::new(None);
 static REACHED: AtomicBool = AtomicBool::new(false);
+static DISK_FULL: AtomicBool = AtomicBool::new(false);
 
 fn armed() -> bool {
-    *ARMED.get_or_init(|| std::env::var_os(VAR).is_some())
+    *ARMED.get_or_init(|| {
+        std::env::var_os(VAR).is_some() || std::env::var_os(HOLD_VAR).is_some() || disk_full_armed()
+    })
+}
+
+/// Whether a full disk may be injected in this process (its variable is set).
+pub fn disk_full_armed() -> bool {
+    *DISK_FULL_ARMED.get_or_init(|| std::env::var_os(DISK_FULL_VAR).is_some())
+}
+
+/// Whether the injected disk is full now.
+pub fn disk_full() -> bool {
+    if !disk_full_armed() {
+        return false;
+    }
+    DISK_FULL.load(Ordering::SeqCst)
+        || std::env::var(DISK_FULL_VAR).is_ok_and(|v| v.trim() == "now")
 }
 
 /// Parses the variable's value into (name, occurrence) pairs.
@@ -34,9 +71,20 @@ fn points(value: &str) -> Vec<(String, u32)> {
         .collect()
 }
 
-/// Marks the point `name`. Stops the calling task for good if it is armed.
+/// Marks the point `name`: stops the calling task there for good, holds it there, or
+/// fills the disk from there, as the environment asks (see the module's docs).
 pub async fn hit(name: &str) {
-    if !armed() || !should_stop(name) {
+    if !armed() {
+        return;
+    }
+    if disk_full_armed() && !DISK_FULL.load(Ordering::SeqCst) && counted(DISK_FULL_VAR, name) {
+        DISK_FULL.store(true, Ordering::SeqCst);
+        eprintln!("cordon: disk full from failpoint: {name}");
+    }
+    if counted(HOLD_VAR, name) {
+        hold(name).await;
+    }
+    if !counted(VAR, name) {
         return;
     }
     REACHED.store(true, Ordering::SeqCst);
@@ -44,8 +92,23 @@ pub async fn hit(name: &str) {
     std::future::pending::<()>().await;
 }
 
-fn should_stop(name: &str) -> bool {
-    let Ok(value) = std::env::var(VAR) else {
+/// Waits until the release file exists (forever, if no file is named).
+async fn hold(name: &str) {
+    eprintln!("cordon: failpoint holding: {name}");
+    let release = std::env::var_os(RELEASE_VAR).map(std::path::PathBuf::from);
+    loop {
+        if release.as_ref().is_some_and(|p| p.exists()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    eprintln!("cordon: failpoint released: {name}");
+}
+
+/// Counts this arrival at `name` for the points named in `var`; true on the arrival
+/// they ask for.
+fn counted(var: &str, name: &str) -> bool {
+    let Ok(value) = std::env::var(var) else {
         return false;
     };
     let wanted = points(&value);
@@ -58,7 +121,7 @@ fn should_stop(name: &str) -> bool {
     };
     let count = guard
         .get_or_insert_with(HashMap::new)
-        .entry(name.to_owned())
+        .entry(format!("{var}/{name}"))
         .or_insert(0);
     *count += 1;
     *count == *at

@@ -67,12 +67,11 @@ pub(crate) async fn destroy(bot: &Arc<Bot>, incident: &Incident) -> Result<(), B
     );
     let mut records = bot.store.rooms(id)?;
     records.sort_by(|a, b| a.key.cmp(&b.key));
-    let mut destroyed = 0;
     let mut pending = 0;
     let mut left = Vec::new();
     for mut record in records {
         match record.status {
-            RoomStatus::Destroyed => destroyed += 1,
+            RoomStatus::Destroyed => {}
             RoomStatus::PurgePending => pending += 1,
             _ => match record
                 .room_id
@@ -98,7 +97,7 @@ pub(crate) async fn destroy(bot: &Arc<Bot>, incident: &Incident) -> Result<(), B
     let mut stopped = false;
     while let Some(end) = ends.next().await {
         match end {
-            Ok(RoomEnd::Destroyed) => destroyed += 1,
+            Ok(RoomEnd::Destroyed) => {}
             Ok(RoomEnd::PurgePending) => pending += 1,
             Ok(RoomEnd::Held) => stopped = true,
             Err(e) => {
@@ -114,21 +113,29 @@ pub(crate) async fn destroy(bot: &Arc<Bot>, incident: &Incident) -> Result<(), B
     if stopped {
         return Ok(());
     }
-    let media = if admin {
-        delete_media(bot, incident).await?
-    } else {
-        MediaCount::default()
-    };
+    if admin {
+        delete_media(bot, incident).await?;
+    }
     crate::failpoint::hit("standdown.media-deleted").await;
     let purge_pending = pending > 0;
     let (incident, _) =
         bot.store
             .apply(id, Event::Destroyed { purge_pending }, ACTOR, bot.now())?;
+    crate::failpoint::hit("standdown.destroyed").await;
+    finish(bot, &incident).await
+}
+
+/// What follows the destruction, from the store alone, so that a stand-down resumed
+/// after `destroyed` was recorded does it too, once: the other timers disarmed, the end
+/// of the archive's keep time armed, and the control room told.
+pub(crate) async fn finish(bot: &Arc<Bot>, incident: &Incident) -> Result<(), BotError> {
+    let id = &incident.id;
     bot.store
         .begin_standdown_step(id, StandDownStep::Done, bot.now())?;
     // Nothing runs in rooms that are gone; the keep time's end is all that is left.
     for timer in bot.store.timers_for(id)? {
-        if timer.id != timer_plan::standdown_id(id) {
+        if timer.id != timer_plan::standdown_id(id) && timer.id != timer_plan::keep_time_end_id(id)
+        {
             bot.disarm(&timer.id)?;
         }
     }
@@ -148,7 +155,25 @@ pub(crate) async fn destroy(bot: &Arc<Bot>, incident: &Incident) -> Result<(), B
     if let Some(due) = keep_until {
         bot.arm(&timer_plan::keep_time_end(id, due))?;
     }
-    tell_destroyed(bot, &incident, destroyed, pending, &media, keep_until).await;
+    let rooms = bot.store.rooms(id)?;
+    // Rooms planned but never created are recorded destroyed too; they are not counted.
+    let destroyed = rooms
+        .iter()
+        .filter(|r| r.status == RoomStatus::Destroyed && r.room_id.is_some())
+        .count() as u64;
+    let pending = rooms
+        .iter()
+        .filter(|r| r.status == RoomStatus::PurgePending)
+        .count() as u64;
+    let media_deleted: u64 = bot
+        .store
+        .audit_entries(.., Some(id))?
+        .iter()
+        .filter(|e| e.action == "media.deleted")
+        .filter_map(|e| serde_json::from_str::<serde_json::Value>(&e.details).ok())
+        .filter_map(|d| d.get("deleted").and_then(serde_json::Value::as_u64))
+        .sum();
+    tell_destroyed(bot, incident, destroyed, pending, media_deleted, keep_until).await;
     Ok(())
 }
 
@@ -180,11 +205,21 @@ async fn destroy_room(
     // An earlier attempt that got as far as the deletion: the room may be gone, and
     // cordon's own view of it stale, so the deletion is followed, not started again.
     let resumed = if admin && record.status == RoomStatus::Deleting {
-        match bot.admin.deletion_status(&room_id).await? {
+        let status = match &record.delete_id {
+            Some(delete_id) => bot.admin.deletion(delete_id).await?,
+            None => bot.admin.deletion_status(&room_id).await?,
+        };
+        match status {
             DeletionStatus::Complete => true,
             DeletionStatus::Running(_) => {
                 bot.admin
-                    .wait_deleted(&room_id, None, reason, POLL, DELETE_LIMIT)
+                    .wait_deleted(
+                        &room_id,
+                        record.delete_id.clone(),
+                        reason,
+                        POLL,
+                        DELETE_LIMIT,
+                    )
                     .await?;
                 true
             }
@@ -208,6 +243,13 @@ async fn destroy_room(
             let listed = bot.admin.room_media(&room_id).await?;
             remember_media(bot, incident, &listed)?;
             let delete_id = bot.admin.delete_room(&room_id, reason).await?;
+            // Recorded at once: Synapse lists a deletion by room only once its task has
+            // started, so after a restart only its id tells that it is under way.
+            if delete_id.is_some() {
+                record.delete_id.clone_from(&delete_id);
+                record.updated_at = bot.now();
+                bot.store.upsert_room(&record)?;
+            }
             crate::failpoint::hit("standdown.delete-requested").await;
             bot.admin
                 .wait_deleted(&room_id, delete_id, reason, POLL, DELETE_LIMIT)
@@ -347,8 +389,9 @@ struct MediaCount {
     foreign: u64,
 }
 
-/// Deletes every local media address of the incident, and audits it.
-async fn delete_media(bot: &Arc<Bot>, incident: &Incident) -> Result<MediaCount, BotError> {
+/// Deletes every local media address of the incident, and audits it (the control
+/// room's notice counts from that entry).
+async fn delete_media(bot: &Arc<Bot>, incident: &Incident) -> Result<(), BotError> {
     let record = bot.store.standdown(&incident.id)?;
     let addresses = record.map(|r| r.media).unwrap_or_default();
     let server = bot.user_id().server_name();
@@ -381,7 +424,7 @@ async fn delete_media(bot: &Arc<Bot>, incident: &Incident) -> Result<MediaCount,
             bot.now(),
         )?;
     }
-    Ok(count)
+    Ok(())
 }
 
 async fn tell_destroyed(
@@ -389,7 +432,7 @@ async fn tell_destroyed(
     incident: &Incident,
     destroyed: u64,
     pending: u64,
-    media: &MediaCount,
+    media_deleted: u64,
     keep_until: Option<chrono::DateTime<chrono::Utc>>,
 ) {
     let Some(control) = rooms::joined(&bot.client, &incident.control_room) else {
@@ -409,7 +452,7 @@ async fn tell_destroyed(
              deleted, purged and blocked on the server, and {deleted} attachment file(s) \
              deleted.{keep}",
             id = incident.id.as_str(),
-            deleted = media.deleted,
+            deleted = media_deleted,
         )
     } else {
         format!(

@@ -139,6 +139,9 @@ pub struct Bot {
     /// rather than each sending its own burst, which would queue at the homeserver
     /// past the client's request timeout.
     pub(crate) fan_out: tokio::sync::Semaphore,
+    /// The control rooms as last read from the store: who to tell when the store
+    /// itself can no longer be read.
+    control_seen: Mutex<BTreeSet<OwnedRoomId>>,
 }
 
 impl Bot {
@@ -181,8 +184,20 @@ impl Bot {
     pub fn control_rooms(&self) -> Vec<OwnedRoomId> {
         let mut rooms: BTreeSet<OwnedRoomId> = self.config.control_rooms.iter().cloned().collect();
         match self.store.control_rooms() {
-            Ok(list) => rooms.extend(list.iter().filter_map(|r| RoomId::parse(r).ok())),
-            Err(e) => error!(error = %e, "store: reading control rooms"),
+            Ok(list) => {
+                let read: BTreeSet<OwnedRoomId> =
+                    list.iter().filter_map(|r| RoomId::parse(r).ok()).collect();
+                rooms.extend(read.iter().cloned());
+                if let Ok(mut seen) = self.control_seen.lock() {
+                    *seen = read;
+                }
+            }
+            Err(e) => {
+                error!(error = %e, "store: reading control rooms");
+                if let Ok(seen) = self.control_seen.lock() {
+                    rooms.extend(seen.iter().cloned());
+                }
+            }
         }
         rooms.into_iter().collect()
     }
@@ -339,7 +354,23 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
         scheduler: std::sync::OnceLock::new(),
         last_sync: Mutex::new(None),
         fan_out: tokio::sync::Semaphore::new(provision::INVITE_CONCURRENCY),
+        control_seen: Mutex::new(BTreeSet::new()),
     });
+    // Who to tell if the store fails, before anything else can fail it.
+    bot.control_rooms();
+    // A store that can no longer be read or written (a full disk) stops cordon: it
+    // tells the control rooms, then shuts down, and its last complete commit is where
+    // the next start resumes. Going on would act without recording what it did.
+    let store_watch = {
+        let bot = bot.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let failure = bot.store.failed().await;
+            error!(error = %failure, "the store failed; cordon is stopping");
+            tell_store_failed(&bot, &failure).await;
+            shutdown.notify_one();
+        })
+    };
 
     register_handlers(&bot);
     crate::guard::register(&bot);
@@ -490,7 +521,41 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
     {
         warn!("stopping unfinished work; it resumes at the next start");
     }
-    Ok(())
+    store_watch.abort();
+    match bot.store.unusable() {
+        Some(failure) => Err(failure.into()),
+        None => Ok(()),
+    }
+}
+
+/// Tells every control room, without recording it (the store cannot be written), that
+/// cordon is stopping because its store failed, and what operators should do.
+async fn tell_store_failed(bot: &Bot, failure: &StoreError) {
+    let body = format!(
+        "ALERT: cordon has stopped: {failure}.\nUntil it is running again it does not \
+         answer commands, provision, remind, redact expired messages, guard the rooms or \
+         stand incidents down; the rooms themselves stay as they are (invite-only, and \
+         only cordon may invite)."
+    );
+    let mention: Vec<OwnedUserId> = bot.config.operators.iter().cloned().collect();
+    let send = async {
+        for room_id in bot.control_rooms() {
+            let Some(room) = crate::matrix::rooms::joined(&bot.client, room_id.as_str()) else {
+                continue;
+            };
+            let content = crate::matrix::rooms::notice(&body, &mention);
+            let txn = matrix_sdk::ruma::TransactionId::new();
+            if let Err(e) = crate::matrix::rooms::send_message(&room, content, txn.as_str()).await {
+                warn!(room = %room_id, error = %e, "could not tell a control room the store failed");
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(15), send)
+        .await
+        .is_err()
+    {
+        warn!("telling the control rooms the store failed took too long");
+    }
 }
 
 /// An admin-socket hook that runs `act` for the person as tracked background work of

@@ -32,8 +32,11 @@ use crate::trust::{self, Trust};
 /// How many invites (and identity checks) go out at once, across every incident
 /// ([`Bot::fan_out`]).
 pub(crate) const INVITE_CONCURRENCY: usize = 64;
-/// Attempts at the whole pipeline before the incident is marked failed.
+/// Attempts at the whole pipeline, failed while the homeserver answers, before the
+/// incident is marked failed.
 const ATTEMPTS: u32 = 5;
+/// The longest wait between attempts (the waits double from 2 s).
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 
 /// Runs (or resumes) provisioning of incident `id` until it is active or failed.
 #[instrument(skip_all, fields(incident = %id))]
@@ -42,15 +45,28 @@ pub async fn run(bot: Arc<Bot>, id: IncidentId) {
         return;
     }
     let mut delay = Duration::from_secs(2);
-    for attempt in 1..=ATTEMPTS {
-        match attempt_once(&bot, &id).await {
-            Ok(()) => break,
-            Err(e) if attempt < ATTEMPTS => {
-                warn!(attempt, error = %e, retry_in = ?delay, "provisioning step failed; retrying");
+    let mut failures = 0;
+    loop {
+        let Err(e) = attempt_once(&bot, &id).await else {
+            break;
+        };
+        // A homeserver that is down (restarting, upgraded, unreachable) is waited for:
+        // only the attempts that fail while it answers count towards giving up.
+        let reachable = bot.admin.reachable().await;
+        if reachable {
+            failures += 1;
+        }
+        match failures {
+            n if n < ATTEMPTS => {
+                if reachable {
+                    warn!(failures, error = %e, retry_in = ?delay, "provisioning step failed; retrying");
+                } else {
+                    warn!(error = %e, retry_in = ?delay, "the homeserver cannot be reached; provisioning resumes once it answers");
+                }
                 tokio::time::sleep(delay).await;
-                delay *= 2;
+                delay = (delay * 2).min(MAX_RETRY_DELAY);
             }
-            Err(e) => {
+            _ => {
                 error!(error = %e, "provisioning failed");
                 let reason = e.to_string();
                 if let Ok((incident, _)) = bot.store.apply(
@@ -73,14 +89,15 @@ pub async fn run(bot: Arc<Bot>, id: IncidentId) {
                     let key = format!("{}/provision/failed", id.as_str());
                     let _ = send_once(&bot, &room, &key, Some(&id), notice(&body, &mention)).await;
                 }
+                break;
             }
         }
     }
     bot.finished(&id);
 }
 
-/// The commander's user id (recorded from a parsed id, so it always parses).
-/// The incident's commander as a user id.
+/// The incident's commander as a user id (recorded from a parsed id, so it always
+/// parses).
 pub(crate) fn commander(incident: &Incident) -> Result<OwnedUserId, BotError> {
     OwnedUserId::try_from(incident.commander.as_str()).map_err(|e| {
         MatrixError::Client(format!("stored commander {}: {e}", incident.commander)).into()
@@ -491,8 +508,12 @@ async fn ensure_room(bot: &Bot, id: &IncidentId, p: &RoomPlan) -> Result<Room, B
         record_room(bot, id, p, room.room_id().to_owned(), now)?;
         return Ok(room);
     }
-    // Intent first: the record says the room is planned, so a crash after createRoom
-    // is resolved by the tag lookup above.
+    // Intent first: the record says the room is planned, under an alias of its own, so
+    // a createRoom cut short (a crash, a timeout) is found by the alias, or by the tag
+    // lookup above, and never made twice.
+    let alias = record
+        .and_then(|r| r.create_alias)
+        .unwrap_or_else(rooms::new_creation_alias);
     bot.store.upsert_room(&RoomRecord {
         incident: id.clone(),
         key: p.key.clone(),
@@ -500,12 +521,36 @@ async fn ensure_room(bot: &Bot, id: &IncidentId, p: &RoomPlan) -> Result<Room, B
         desired: p.desired_state(),
         status: RoomStatus::Planned,
         updated_at: now,
+        delete_id: None,
+        create_alias: Some(alias.clone()),
     })?;
     crate::failpoint::hit("provision.before_create_room").await;
-    let room = rooms::create_planned_room(&bot.client, p).await?;
+    let created = rooms::create_planned_room(&bot.client, p, &alias).await?;
+    let room_id = match &created {
+        rooms::Created::New(room) => room.room_id().to_owned(),
+        rooms::Created::Before(room_id) => {
+            info!(room = %room_id, key = %p.key, "found the room an earlier request created");
+            room_id.clone()
+        }
+    };
     crate::failpoint::hit("provision.after_create_room").await;
-    record_room(bot, id, p, room.room_id().to_owned(), bot.now())?;
-    Ok(room)
+    record_room(bot, id, p, room_id.clone(), bot.now())?;
+    // The alias has done its work; a leftover one goes with the room at stand-down.
+    if let Err(e) = rooms::remove_creation_alias(&bot.client, &alias).await {
+        warn!(key = %p.key, error = %e, "could not remove the room's creation alias");
+    }
+    match created {
+        rooms::Created::New(room) => Ok(room),
+        rooms::Created::Before(_) => {
+            rooms::joined(&bot.client, room_id.as_str()).ok_or_else(|| {
+                MatrixError::Client(format!(
+                    "room {room_id} of {} is recorded but not known to the client yet",
+                    p.key
+                ))
+                .into()
+            })
+        }
+    }
 }
 
 fn record_room(
@@ -522,6 +567,8 @@ fn record_room(
         desired: p.desired_state(),
         status: RoomStatus::Created,
         updated_at: now,
+        delete_id: None,
+        create_alias: None,
     })?;
     bot.store.audit(
         ACTOR,

@@ -35,7 +35,7 @@ use super::commands::{send_once, user_ids};
 use super::standdown::incident_rooms;
 use super::{Bot, BotError};
 use crate::archive::{self, ArchiveError, ArchiveHeader, ArchiveWriter, RoomExport};
-use crate::incident::{ArchiveInfo, Event, Incident, State};
+use crate::incident::{ArchiveContents, ArchiveInfo, Event, Incident, State};
 use crate::matrix::MatrixError;
 use crate::matrix::rooms::{self, notice};
 use crate::playbook::Playbook;
@@ -151,6 +151,7 @@ pub(crate) async fn seal(
         .map_err(|e| SealFailure::Stop(format!("the sealing task failed: {e}")))??;
     crate::failpoint::hit("standdown.sealed").await;
     let keep = TimeDelta::from_std(playbook.archive.keep).unwrap_or(TimeDelta::MAX);
+    let counts = sealed.manifest.totals();
     let info = ArchiveInfo {
         sha256: sealed.sha256.clone(),
         location: sealed.path.display().to_string(),
@@ -158,12 +159,20 @@ pub(crate) async fn seal(
             .now()
             .checked_add_signed(keep)
             .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC),
+        contents: Some(ArchiveContents {
+            size: sealed.size,
+            rooms: sealed.manifest.rooms.len() as u64,
+            events: counts.events,
+            messages: counts.messages,
+            media: counts.media,
+            undecryptable: counts.undecryptable,
+        }),
     };
     let (archived, _) =
         bot.store
             .apply(id, Event::Archived(info.clone()), super::ACTOR, bot.now())?;
+    crate::failpoint::hit("standdown.archived").await;
     remove_pre_seal_dir(&dir, id.as_str());
-    let counts = sealed.manifest.totals();
     info!(
         incident = %id,
         file = %info.location,
@@ -172,7 +181,7 @@ pub(crate) async fn seal(
         undecryptable = counts.undecryptable,
         "archive sealed and verified"
     );
-    tell_archived(bot, &archived, &info, &sealed).await;
+    tell_archived(bot, &archived).await;
     Ok(archived)
 }
 
@@ -482,44 +491,56 @@ fn remove_pre_seal_dir(archive_dir: &Path, incident: &str) {
     }
 }
 
-/// Tells the control room that the archive is sealed and verified.
-async fn tell_archived(
-    bot: &Arc<Bot>,
-    incident: &Incident,
-    info: &ArchiveInfo,
-    sealed: &archive::Sealed,
-) {
+/// Tells the control room, once, that the archive is sealed and verified, from what the
+/// incident's record says of it: a stand-down resumed after the archive was recorded
+/// tells it too.
+pub(crate) async fn tell_archived(bot: &Arc<Bot>, incident: &Incident) {
+    let Some(info) = &incident.archive else {
+        return;
+    };
     let Some(control) = rooms::joined(&bot.client, &incident.control_room) else {
         return;
     };
-    let totals = sealed.manifest.totals();
-    let undecryptable = if totals.undecryptable > 0 {
-        format!(
-            " {} message(s) could not be decrypted by cordon; they are listed in it.",
-            totals.undecryptable
-        )
-    } else {
-        String::new()
-    };
-    let body = format!(
-        "The archive of {id} is sealed and verified: {file} ({size} bytes, SHA-256 \
-         {sha}). It holds {events} events ({messages} messages) from {rooms} room(s) and \
-         {media} attachment(s), encrypted to the records officers' keys; cordon cannot \
-         open it.{undecryptable} It is kept until {keep}.",
-        id = incident.id.as_str(),
-        file = info.location,
-        size = sealed.size,
-        sha = info.sha256,
-        events = totals.events,
-        messages = totals.messages,
-        rooms = sealed.manifest.rooms.len(),
-        media = totals.media,
-        keep = crate::incident::plan::format_time(info.keep_until, bot.config.time_zone),
-    );
+    let body = archived_notice(incident.id.as_str(), info, bot.config.time_zone);
     let key = format!("{}/archived", incident.id.as_str());
     if let Err(e) = send_once(bot, &control, &key, Some(&incident.id), notice(&body, &[])).await {
         warn!(incident = %incident.id, error = %e, "could not tell the control room the archive is sealed");
     }
+}
+
+/// The control room's notice of a sealed archive.
+fn archived_notice(id: &str, info: &ArchiveInfo, time_zone: chrono_tz::Tz) -> String {
+    let keep = crate::incident::plan::format_time(info.keep_until, time_zone);
+    // A record written before cordon kept the counts.
+    let Some(c) = info.contents else {
+        return format!(
+            "The archive of {id} is sealed and verified: {file} (SHA-256 {sha}), encrypted \
+             to the records officers' keys; cordon cannot open it. It is kept until {keep}.",
+            file = info.location,
+            sha = info.sha256,
+        );
+    };
+    let undecryptable = if c.undecryptable > 0 {
+        format!(
+            " {} message(s) could not be decrypted by cordon; they are listed in it.",
+            c.undecryptable
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "The archive of {id} is sealed and verified: {file} ({size} bytes, SHA-256 \
+         {sha}). It holds {events} events ({messages} messages) from {rooms} room(s) and \
+         {media} attachment(s), encrypted to the records officers' keys; cordon cannot \
+         open it.{undecryptable} It is kept until {keep}.",
+        file = info.location,
+        size = c.size,
+        sha = info.sha256,
+        events = c.events,
+        messages = c.messages,
+        rooms = c.rooms,
+        media = c.media,
+    )
 }
 
 /// Stops the pipeline before anything is destroyed: the incident is recorded as

@@ -148,7 +148,13 @@ async fn run_pipeline(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
                 }
             }
         }
-        State::Archived => incident,
+        // Resumed after the archive was recorded: its notice may not have gone out.
+        State::Archived => {
+            super::seal::tell_archived(bot, &incident).await;
+            incident
+        }
+        // Resumed after the destruction was recorded: what follows it may not have run.
+        State::Destroyed => return super::destroy::finish(bot, &incident).await,
         _ => return Ok(()),
     };
     super::destroy::destroy(bot, &incident).await
@@ -224,6 +230,7 @@ async fn freeze(
             .map_err(crate::matrix::MatrixError::from)?;
         frozen += 1;
     }
+    crate::failpoint::hit("standdown.frozen").await;
     let why = match cause {
         StandDownCause::Expiry => "its time limit was reached".to_owned(),
         StandDownCause::Command => format!("stood down by {by}"),

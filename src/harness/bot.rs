@@ -240,6 +240,31 @@ impl BotProcess {
         }
     }
 
+    /// Waits for the bot to exit by itself, and returns its exit status.
+    pub async fn wait_for_exit(
+        &mut self,
+        deadline: Duration,
+    ) -> Result<std::process::ExitStatus, HarnessError> {
+        let started = Instant::now();
+        loop {
+            if let Some(w) = &mut self.watchdog
+                && let Ok(Some(status)) = w.try_wait()
+            {
+                self.watchdog = None;
+                return Ok(status);
+            }
+            if self.watchdog.is_none() || started.elapsed() > deadline {
+                return Err(HarnessError::Timeout {
+                    user: "the harness".into(),
+                    what: "the bot to exit".into(),
+                    waited: deadline,
+                    seen: format!("log tail:\n{}", tail(&self.log_text(), 3000)),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// SIGKILLs the bot (no clean-up of any kind) and reaps it.
     pub fn kill9(&mut self) {
         let _ = Command::new("kill")

@@ -60,7 +60,7 @@ pub struct Synapse {
     python: PathBuf,
     shared_secret: String,
     /// The watchdog shell, leader of the process group that holds Synapse.
-    process: Option<Child>,
+    process: std::sync::Mutex<Option<Child>>,
 }
 
 impl fmt::Debug for Synapse {
@@ -68,7 +68,7 @@ impl fmt::Debug for Synapse {
         f.debug_struct("Synapse")
             .field("base_url", &self.base_url.as_str())
             .field("data_dir", &self.data_dir)
-            .field("running", &self.process.is_some())
+            .field("running", &self.child().is_some())
             .finish_non_exhaustive()
     }
 }
@@ -114,7 +114,7 @@ impl Synapse {
             data_dir,
             python,
             shared_secret: random_secret(),
-            process: None,
+            process: std::sync::Mutex::new(None),
         };
         // From here on, dropping `synapse` cleans up after a failure.
         synapse.write_static_files()?;
@@ -146,6 +146,13 @@ impl Synapse {
     pub async fn shared() -> Result<&'static Synapse, HarnessError> {
         static SHARED: OnceCell<Synapse> = OnceCell::const_new();
         SHARED.get_or_try_init(Synapse::start).await
+    }
+
+    /// A homeserver of its own, for a test that stops or restarts it while a world
+    /// built on it runs. Never dropped: like the shared one, its watchdog stops it and
+    /// removes its data when the process ends.
+    pub async fn own() -> Result<&'static Synapse, HarnessError> {
+        Ok(Box::leak(Box::new(Synapse::start().await?)))
     }
 
     /// The client-server API base URL, `http://127.0.0.1:PORT`.
@@ -289,7 +296,7 @@ impl Synapse {
     }
 
     /// Stops Synapse gracefully and starts it again on the same port with the same data.
-    pub async fn restart(&mut self) -> Result<(), HarnessError> {
+    pub async fn restart(&self) -> Result<(), HarnessError> {
         self.stop().await;
         // The old socket may linger for a moment; retry the same port for a while.
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -313,8 +320,8 @@ impl Synapse {
     /// Stops Synapse (SIGTERM, then SIGKILL after 20 s). Keeps the data directory, so
     /// [`Synapse::restart`] can bring it back; dropping removes it. Does nothing if
     /// already stopped.
-    pub async fn stop(&mut self) {
-        let Some(mut child) = self.process.take() else {
+    pub async fn stop(&self) {
+        let Some(mut child) = self.child().take() else {
             return;
         };
         signal(child.id(), "-TERM", false);
@@ -336,8 +343,8 @@ impl Synapse {
     }
 
     /// Whether the homeserver process is running (it may have crashed).
-    pub fn is_running(&mut self) -> bool {
-        match &mut self.process {
+    pub fn is_running(&self) -> bool {
+        match &mut *self.child() {
             Some(child) => matches!(child.try_wait(), Ok(None)),
             None => false,
         }
@@ -455,7 +462,7 @@ impl Synapse {
     }
 
     /// Starts the watchdog and Synapse under it, and waits until Synapse answers.
-    async fn launch(&mut self) -> Result<(), LaunchError> {
+    async fn launch(&self) -> Result<(), LaunchError> {
         // Only what this attempt logs counts, so a stale "address in use" cannot mislead.
         let log_start = file_len(&self.log_path());
         let stdout_start = file_len(&self.stdout_path());
@@ -479,7 +486,7 @@ impl Synapse {
         let child = cmd
             .spawn()
             .map_err(|e| LaunchError::Other(HarnessError::io("starting sh to run Synapse", e)))?;
-        self.process = Some(child);
+        *self.child() = Some(child);
 
         let started = Instant::now();
         let versions = self
@@ -487,31 +494,33 @@ impl Synapse {
             .map_err(LaunchError::Other)?;
         let client = http_client().map_err(LaunchError::Other)?;
         loop {
-            if let Some(child) = &mut self.process {
-                match child.try_wait() {
-                    Ok(None) => {}
-                    Ok(Some(status)) => {
-                        self.process = None;
-                        let log_tail = self.log_tail();
-                        let this_attempt = format!(
-                            "{}{}",
-                            read_lossy_from(&self.log_path(), log_start),
-                            read_lossy_from(&self.stdout_path(), stdout_start)
-                        );
-                        if this_attempt.contains("Address already in use") {
-                            return Err(LaunchError::PortInUse);
-                        }
-                        return Err(LaunchError::Other(HarnessError::SynapseExited {
-                            status: status.to_string(),
-                            log_tail,
-                        }));
+            let exited = match &mut *self.child() {
+                Some(child) => child.try_wait(),
+                None => Ok(None),
+            };
+            match exited {
+                Ok(None) => {}
+                Ok(Some(status)) => {
+                    *self.child() = None;
+                    let log_tail = self.log_tail();
+                    let this_attempt = format!(
+                        "{}{}",
+                        read_lossy_from(&self.log_path(), log_start),
+                        read_lossy_from(&self.stdout_path(), stdout_start)
+                    );
+                    if this_attempt.contains("Address already in use") {
+                        return Err(LaunchError::PortInUse);
                     }
-                    Err(e) => {
-                        return Err(LaunchError::Other(HarnessError::io(
-                            "waiting for Synapse",
-                            e,
-                        )));
-                    }
+                    return Err(LaunchError::Other(HarnessError::SynapseExited {
+                        status: status.to_string(),
+                        log_tail,
+                    }));
+                }
+                Err(e) => {
+                    return Err(LaunchError::Other(HarnessError::io(
+                        "waiting for Synapse",
+                        e,
+                    )));
                 }
             }
             let ready = client
@@ -535,9 +544,16 @@ impl Synapse {
         }
     }
 
+    /// The watchdog's handle (a poisoned lock still holds it).
+    fn child(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
+        self.process
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Kills the whole process group at once and reaps the watchdog.
-    fn kill_now(&mut self) {
-        if let Some(mut child) = self.process.take() {
+    fn kill_now(&self) {
+        if let Some(mut child) = self.child().take() {
             signal(child.id(), "-KILL", true);
             let _ = child.wait();
         }

@@ -84,6 +84,27 @@ pub struct ArchiveInfo {
     pub location: String,
     /// The end of the archive's keep time: the incident may close after it.
     pub keep_until: DateTime<Utc>,
+    /// What it holds, for the control room's notice (absent in records written before
+    /// cordon kept it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contents: Option<ArchiveContents>,
+}
+
+/// What a sealed archive holds, as its verified manifest counts it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveContents {
+    /// The file's size in bytes.
+    pub size: u64,
+    /// Rooms exported.
+    pub rooms: u64,
+    /// Events of every kind.
+    pub events: u64,
+    /// Messages among them.
+    pub messages: u64,
+    /// Attachments.
+    pub media: u64,
+    /// Events cordon could not decrypt (listed in the archive).
+    pub undecryptable: u64,
 }
 
 /// A step that failed beyond its retries.
@@ -563,6 +584,7 @@ mod tests {
                 sha256: "ab".into(),
                 location: "a.age".into(),
                 keep_until: t(5),
+                contents: None,
             });
         }
         i
@@ -584,6 +606,7 @@ mod tests {
                 sha256: "cd".into(),
                 location: "b.age".into(),
                 keep_until: t(5),
+                contents: None,
             }),
             EventKind::Destroyed => Event::Destroyed {
                 purge_pending: false,

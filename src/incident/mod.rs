@@ -14,6 +14,6 @@ pub mod timers;
 
 pub use id::{IdError, IncidentId};
 pub use lifecycle::{
-    ArchiveInfo, Event, EventKind, Failure, Hold, Incident, NewIncident, State, Transition,
-    TransitionError,
+    ArchiveContents, ArchiveInfo, Event, EventKind, Failure, Hold, Incident, NewIncident, State,
+    Transition, TransitionError,
 };

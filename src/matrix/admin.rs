@@ -60,6 +60,21 @@ impl SynapseAdmin {
             .map_err(|e| MatrixError::Admin(format!("bad admin URL {path}: {e}")))
     }
 
+    /// Whether the homeserver answers at all now (its unauthenticated versions
+    /// endpoint, within 10 s): a failed step is then worth counting as a failure rather
+    /// than waiting out an outage.
+    pub async fn reachable(&self) -> bool {
+        let Ok(url) = self.url("_matrix/client/versions") else {
+            return false;
+        };
+        self.http
+            .get(url)
+            .timeout(std::time::Duration::from_secs(10))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    }
+
     /// True when `user` (cordon itself) is a server admin.
     pub async fn is_admin(&self, user: &UserId) -> Result<bool, MatrixError> {
         let url = self.url(&format!(

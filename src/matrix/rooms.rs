@@ -5,6 +5,8 @@ use matrix_sdk::Client;
 use matrix_sdk::Room;
 use matrix_sdk::ruma::api::client::membership::invite_user;
 use matrix_sdk::ruma::api::client::room::create_room;
+use matrix_sdk::ruma::api::client::state::get_state_event_for_key;
+use matrix_sdk::ruma::api::error::ErrorKind;
 use matrix_sdk::ruma::events::room::message::{
     ReplacementMetadata, RoomMessageEventContent, RoomMessageEventContentWithoutRelation,
 };
@@ -25,13 +27,24 @@ fn raw<T>(value: &Value) -> Result<Raw<T>, MatrixError> {
 
 /// Creates the room described by `plan` in one `createRoom` call, with all its state in
 /// `initial_state`. Invites are sent separately, so that each carries a reason.
+///
+/// Created under `alias` (a localpart from [`new_creation_alias`], recorded before this
+/// call): `createRoom` has no transaction id, but the homeserver gives an alias to one
+/// room only, so a second request with the same alias is refused and the room the
+/// first one made is found by it. A request cut short by a crash or a timeout, whose
+/// room may appear at any time later, is never answered with a second room.
 #[instrument(skip_all, fields(room_key = %plan.key))]
-pub async fn create_planned_room(client: &Client, plan: &RoomPlan) -> Result<Room, MatrixError> {
+pub async fn create_planned_room(
+    client: &Client,
+    plan: &RoomPlan,
+    alias: &str,
+) -> Result<Created, MatrixError> {
     let mut request = create_room::v3::Request::new();
     request.name = Some(plan.name.clone());
     request.topic = Some(plan.topic.clone());
     request.preset = Some(create_room::v3::RoomPreset::PrivateChat);
     request.visibility = matrix_sdk::ruma::api::client::room::Visibility::Private;
+    request.room_alias_name = Some(alias.to_owned());
     request.creation_content = Some(raw(&plan.creation_content)?);
     request.power_level_content_override = Some(raw(&plan.power_levels)?);
     request.initial_state = plan
@@ -45,9 +58,101 @@ pub async fn create_planned_room(client: &Client, plan: &RoomPlan) -> Result<Roo
             }))
         })
         .collect::<Result<_, _>>()?;
-    let room = client.create_room(request).await?;
-    debug!(room = %room.room_id(), "created");
-    Ok(room)
+    match client.create_room(request).await {
+        Ok(room) => {
+            debug!(room = %room.room_id(), "created");
+            Ok(Created::New(room))
+        }
+        Err(e) if e.client_api_error_kind() == Some(&ErrorKind::RoomInUse) => {
+            let room_id = own_room_by_alias(client, alias, plan).await?;
+            debug!(room = %room_id, "created before, found by its alias");
+            Ok(Created::Before(room_id))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What [`create_planned_room`] came to.
+#[derive(Debug)]
+pub enum Created {
+    /// The room, created now.
+    New(Room),
+    /// An earlier request with the same alias created it (one cut short by a crash or
+    /// a timeout, whose answer never came back).
+    Before(OwnedRoomId),
+}
+
+/// A fresh localpart for a room's creation alias: random, so nobody can take it first.
+pub fn new_creation_alias() -> String {
+    format!("cordon-{:032x}", rand::random::<u128>())
+}
+
+/// The room `alias` points to, checked to be the one `plan` describes: created with its
+/// incident and room key tags, readable by cordon (so cordon is in it).
+async fn own_room_by_alias(
+    client: &Client,
+    alias: &str,
+    plan: &RoomPlan,
+) -> Result<OwnedRoomId, MatrixError> {
+    let server = client
+        .user_id()
+        .ok_or_else(|| MatrixError::Client("not logged in".into()))?
+        .server_name()
+        .to_owned();
+    let full = matrix_sdk::ruma::OwnedRoomAliasId::try_from(format!("#{alias}:{server}"))
+        .map_err(|e| MatrixError::Client(format!("creation alias {alias}: {e}")))?;
+    let room_id = client
+        .resolve_room_alias(&full)
+        .await
+        .map_err(matrix_sdk::Error::from)?
+        .room_id;
+    let request = get_state_event_for_key::v3::Request::new(
+        room_id.clone(),
+        StateEventType::RoomCreate,
+        String::new(),
+    );
+    let response = client
+        .send(request)
+        .await
+        .map_err(matrix_sdk::Error::from)?;
+    let content: Value = serde_json::from_str(response.event_or_content.get())
+        .map_err(|e| MatrixError::Client(format!("the create event of {room_id}: {e}")))?;
+    let tag = |name: &str| content.get(name).and_then(Value::as_str).map(str::to_owned);
+    let want = |name: &str| {
+        plan.creation_content
+            .get(name)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    if tag(TAG_INCIDENT).is_none()
+        || tag(TAG_INCIDENT) != want(TAG_INCIDENT)
+        || tag(TAG_ROOM_KEY) != want(TAG_ROOM_KEY)
+    {
+        return Err(MatrixError::Client(format!(
+            "the alias {full} points to {room_id}, which is not the room cordon planned \
+             (its create event carries other tags)"
+        )));
+    }
+    Ok(room_id)
+}
+
+/// Removes a room's creation alias once the room is recorded (it was only there to make
+/// the creation idempotent). Removing the alias also clears it from the room's
+/// canonical alias. An alias already gone is fine.
+pub async fn remove_creation_alias(client: &Client, alias: &str) -> Result<(), MatrixError> {
+    let server = client
+        .user_id()
+        .ok_or_else(|| MatrixError::Client("not logged in".into()))?
+        .server_name()
+        .to_owned();
+    let full = matrix_sdk::ruma::OwnedRoomAliasId::try_from(format!("#{alias}:{server}"))
+        .map_err(|e| MatrixError::Client(format!("creation alias {alias}: {e}")))?;
+    let request = matrix_sdk::ruma::api::client::alias::delete_alias::v3::Request::new(full);
+    match client.send(request).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.client_api_error_kind() == Some(&ErrorKind::NotFound) => Ok(()),
+        Err(e) => Err(matrix_sdk::Error::from(e).into()),
+    }
 }
 
 /// Creates a small encrypted room for an identity check with `user`: invite-only, not
@@ -179,14 +284,34 @@ pub async fn invite_with_reason(
 
 /// Sends `content` with the stored transaction id `txn_id`: the homeserver deduplicates
 /// a retry with the same id from the same device.
+///
+/// One send at a time in each room: matrix-sdk 0.18 panics ("Session expired", an
+/// assertion in its group session manager) when two sends in one encrypted room race
+/// across the rotation of the room's megolm session, which happens every 100 messages
+/// by default. The reminders, alerts and notices of a long incident reach that.
 pub async fn send_message(
     room: &Room,
     content: RoomMessageEventContent,
     txn_id: &str,
 ) -> Result<OwnedEventId, MatrixError> {
     let txn: matrix_sdk::ruma::OwnedTransactionId = txn_id.into();
+    let lock = send_lock(room.room_id());
+    let _one_at_a_time = lock.lock().await;
     let response = room.send(content).with_transaction_id(txn).await?;
     Ok(response.response.event_id)
+}
+
+/// The lock that keeps sends in `room` one at a time ([`send_message`]).
+fn send_lock(room: &RoomId) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    type Locks = std::collections::HashMap<OwnedRoomId, std::sync::Arc<tokio::sync::Mutex<()>>>;
+    static LOCKS: std::sync::LazyLock<std::sync::Mutex<Locks>> =
+        std::sync::LazyLock::new(Default::default);
+    let mut locks = LOCKS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Rooms nobody is sending in are forgotten, so the map stays as small as the work.
+    locks.retain(|_, l| std::sync::Arc::strong_count(l) > 1);
+    locks.entry(room.to_owned()).or_default().clone()
 }
 
 /// A notice (bots speak in notices, which other bots do not answer) with mentions.

@@ -38,6 +38,8 @@ fn room(store: &Store, incident: &Incident, key: &str, status: RoomStatus) {
             desired: json!({}),
             status,
             updated_at: t(1),
+            delete_id: None,
+            create_alias: None,
         })
         .unwrap();
 }

@@ -211,6 +211,7 @@ pub async fn sweep_room_with(
             }),
         }
     });
+    crate::failpoint::hit("retention.before_finish").await;
     store.finish_sweep(params.incident, params.room_key, &record, audit, now)?;
     report.next_due = next_due;
     report.rate_limited = gate.waits();
@@ -352,6 +353,7 @@ async fn redact_events(
     while let Some(result) = results.next().await {
         if result? {
             redacted += 1;
+            crate::failpoint::hit("retention.redacted").await;
         }
     }
     Ok(redacted)
@@ -429,6 +431,7 @@ async fn seal_page(
     })
     .await
     .map_err(|e| SweepError::SealTask(e.to_string()))??;
+    crate::failpoint::hit("retention.segment-written").await;
     let segment = SealSegment {
         sha256: written.sha256,
         bytes: written.bytes,

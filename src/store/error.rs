@@ -67,6 +67,20 @@ pub enum StoreError {
         /// The newest version this build reads.
         supported: u32,
     },
+    /// Reading or writing the store's file failed (a full disk, an I/O error): redb keeps
+    /// its last complete commit and refuses everything after it until it is reopened.
+    #[error(
+        "the store {path} cannot be used: {cause}. Its last complete commit stands, so \
+         nothing recorded before is lost. Free space on its disk (or fix the file system), \
+         then start cordon again: it resumes every incident where it left off, and answers \
+         the commands sent meanwhile"
+    )]
+    Unusable {
+        /// The store file.
+        path: PathBuf,
+        /// What failed, as the operating system said it.
+        cause: String,
+    },
     /// An I/O error outside redb (metadata, permissions, rename).
     #[error("I/O error on {path}: {source}")]
     Io {

@@ -38,6 +38,7 @@
 pub mod advice;
 pub mod audit;
 pub mod audit_export;
+mod backend;
 mod control;
 mod error;
 mod exactly_once;
@@ -56,6 +57,7 @@ use std::io;
 use std::ops::RangeBounds;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
@@ -90,6 +92,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub struct Store {
     db: Database,
     path: PathBuf,
+    io: Arc<backend::IoHealth>,
 }
 
 impl std::fmt::Debug for Store {
@@ -107,10 +110,10 @@ impl Store {
         }
         let path = dir.join(FILE_NAME);
         match fs::symlink_metadata(&path) {
-            Ok(_) => Self::open_file(path),
+            Ok(_) => Self::open_file(path, backend::Fault::from_env()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 create_store(dir, &path)?;
-                Self::open_file(path)
+                Self::open_file(path, backend::Fault::from_env())
             }
             Err(source) => Err(StoreError::Io { path, source }),
         }
@@ -140,7 +143,7 @@ impl Store {
         }
         let path = dir.join(FILE_NAME);
         match fs::symlink_metadata(&path) {
-            Ok(_) => Self::open_file(path),
+            Ok(_) => Self::open_file(path, backend::Fault::from_env()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::NoStore {
                 dir: dir.to_owned(),
             }),
@@ -153,7 +156,36 @@ impl Store {
         &self.path
     }
 
-    fn open_file(path: PathBuf) -> Result<Self, StoreError> {
+    /// [`Store::open`], with a full disk injected while `full` is set.
+    #[cfg(test)]
+    pub(crate) fn open_with_full_disk(
+        dir: &Path,
+        full: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Result<Self, StoreError> {
+        drop(Self::open(dir)?);
+        Self::open_file(dir.join(FILE_NAME), backend::Fault::Flag(full))
+    }
+
+    /// Why the store's file has become unusable ([`StoreError::Unusable`]), once a read
+    /// or write of it has failed (a full disk, an I/O error). From then on redb refuses
+    /// every operation, and the last complete commit is what is on disk.
+    pub fn unusable(&self) -> Option<StoreError> {
+        self.io.failure().map(|cause| StoreError::Unusable {
+            path: self.path.clone(),
+            cause: cause.to_owned(),
+        })
+    }
+
+    /// Waits until the store's file becomes unusable, and says why.
+    pub async fn failed(&self) -> StoreError {
+        let cause = self.io.wait().await;
+        StoreError::Unusable {
+            path: self.path.clone(),
+            cause,
+        }
+    }
+
+    fn open_file(path: PathBuf, fault: backend::Fault) -> Result<Self, StoreError> {
         let len = fs::metadata(&path)
             .map_err(|source| StoreError::Io {
                 path: path.clone(),
@@ -166,17 +198,35 @@ impl Store {
                 detail: "the file is empty (truncated)".into(),
             });
         }
+        let io = Arc::new(backend::IoHealth::default());
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|source| StoreError::Io {
+                path: path.clone(),
+                source,
+            })?;
         // redb documents that a file altered outside it may make a plain open panic; the
         // integrity check turns that into an error, and the catch is a last line of
-        // defence so that a damaged file is a refusal, not a crash.
+        // defence so that a damaged file is a refusal, not a crash. (The file is not
+        // empty, checked above, so "create" here only ever opens it.)
         let opened = catch_unwind(AssertUnwindSafe(|| {
+            let inner = redb::backends::FileBackend::new(file)?;
+            let backend = backend::Watched::new(inner, io.clone(), fault);
             redb::Builder::new()
                 .set_check_integrity_on_open(true)
-                .open(&path)
+                .create_with_backend(backend)
         }));
+        let unusable = |io: &backend::IoHealth| {
+            io.disk_failure().map(|cause| StoreError::Unusable {
+                path: path.clone(),
+                cause: cause.to_owned(),
+            })
+        };
         let db = match opened {
             Ok(Ok(db)) => db,
-            Ok(Err(e)) => return Err(open_error(path, e)),
+            Ok(Err(e)) => return Err(unusable(&io).unwrap_or_else(|| open_error(path, e))),
             Err(_) => {
                 return Err(StoreError::Corrupt {
                     path,
@@ -184,11 +234,14 @@ impl Store {
                 });
             }
         };
-        let store = Self { db, path };
+        let store = Self { db, path, io };
         let checked = catch_unwind(AssertUnwindSafe(|| store.check_schema()));
         match checked {
             Ok(Ok(())) => Ok(store),
-            Ok(Err(e)) => Err(e),
+            Ok(Err(e)) => Err(match store.io.disk_failure() {
+                Some(_) => store.unusable().unwrap_or(e),
+                None => e,
+            }),
             Err(_) => Err(StoreError::Corrupt {
                 path: store.path.clone(),
                 detail: "reading its meta table failed unexpectedly".into(),

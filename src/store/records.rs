@@ -38,6 +38,15 @@ pub struct RoomRecord {
     pub status: RoomStatus,
     /// When the record last changed.
     pub updated_at: DateTime<Utc>,
+    /// The id of the Synapse deletion cordon asked for, once it did: a resumed
+    /// stand-down follows that deletion instead of asking for another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_id: Option<String>,
+    /// The alias localpart the room is created under, recorded before `createRoom`, so
+    /// that a creation cut short is found by it rather than made twice (see
+    /// `matrix::rooms::create_planned_room`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_alias: Option<String>,
 }
 
 /// What a durable timer is for.

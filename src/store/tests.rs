@@ -162,6 +162,8 @@ fn reopen_after_drop_keeps_everything() {
                 desired: json!({"join_rule": "invite"}),
                 status: RoomStatus::Created,
                 updated_at: t(2),
+                delete_id: None,
+                create_alias: None,
             })
             .unwrap();
         store
@@ -236,6 +238,77 @@ fn truncated_file_is_refused() {
             "file was changed"
         );
     }
+}
+
+/// A full disk: the write that meets it fails and is not recorded, the store reports
+/// itself unusable (naming the file and the cause, once), and the last complete commit
+/// is what the next open finds. While the disk stays full, an open is refused and
+/// leaves the file as it was.
+#[test]
+fn a_full_disk_fails_the_write_keeps_the_last_commit_and_refuses_to_open_until_freed() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let dir = tempfile::tempdir().unwrap();
+    let full = Arc::new(AtomicBool::new(false));
+    let store = Store::open_with_full_disk(dir.path(), full.clone()).unwrap();
+    let incident = declare(&store, "mass-casualty", "!ctl");
+    assert!(store.unusable().is_none());
+
+    full.store(true, Ordering::SeqCst);
+    let big = "x".repeat(256 * 1024);
+    let lost = store.audit(
+        "cordon",
+        "test.lost",
+        Some(&incident.id),
+        json!({ "big": big }),
+        t(1),
+    );
+    assert!(lost.is_err(), "a write on a full disk succeeded");
+    let err = store.unusable().expect("the store knows it failed");
+    let text = err.to_string();
+    assert!(text.contains("No space left on device"), "{text}");
+    assert!(
+        text.contains(FILE_NAME) && text.contains("Free space"),
+        "{text}"
+    );
+    // Whoever waits for the failure hears of it.
+    let heard = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(store.failed());
+    assert!(matches!(heard, StoreError::Unusable { .. }), "{heard}");
+    // Nothing after the failure is written either (redb latches it).
+    assert!(store.probe_write(t(2)).is_err());
+    drop(store);
+
+    // While the disk stays full, an open is refused and changes nothing.
+    let path = dir.path().join(FILE_NAME);
+    let before = fs::read(&path).unwrap();
+    let refused = Store::open_file(path.clone(), backend::Fault::Flag(full.clone()));
+    assert!(
+        matches!(refused, Err(StoreError::Unusable { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        before,
+        "a refused open changed the file"
+    );
+
+    full.store(false, Ordering::SeqCst);
+    let store = Store::open_with_full_disk(dir.path(), full).unwrap();
+    let entries = store.audit_entries(.., Some(&incident.id)).unwrap();
+    assert!(
+        entries.iter().all(|e| e.action != "test.lost"),
+        "{entries:?}"
+    );
+    assert_eq!(
+        store.incident(&incident.id).unwrap().unwrap().state,
+        State::Provisioning
+    );
+    assert!(store.verify_audit().unwrap().is_intact());
+    store.probe_write(t(3)).unwrap();
 }
 
 #[test]
@@ -657,6 +730,7 @@ fn full_lifecycle_through_the_store() {
             sha256: "00".into(),
             location: "x.age".into(),
             keep_until: t(58),
+            contents: None,
         }),
         Event::HoldSet {
             reason: "inquest".into(),
@@ -751,6 +825,8 @@ fn rooms_are_kept_per_incident() {
         desired: json!({}),
         status,
         updated_at: t(1),
+        delete_id: None,
+        create_alias: None,
     };
     store
         .upsert_room(&room(&a.id, "command", RoomStatus::Planned))

@@ -75,6 +75,8 @@ fn populate(dir: &Path, extra: u32) -> IncidentId {
             desired: json!({"join_rule": "invite", "history_visibility": "invited"}),
             status: RoomStatus::Created,
             updated_at: t(1),
+            delete_id: None,
+            create_alias: None,
         })
         .unwrap();
     store

@@ -176,7 +176,7 @@ async fn server_refuses_invites_from_strangers_and_members_without_power() -> an
 async fn a_second_synapse_gets_its_own_port_and_data_and_survives_restart() -> anyhow::Result<()> {
     let shared = Synapse::shared().await?;
     let started = Instant::now();
-    let mut own = Synapse::start().await?;
+    let own = Synapse::start().await?;
     eprintln!("second Synapse answered after {:?}", started.elapsed());
     ensure!(
         own.base_url() != shared.base_url(),

@@ -533,8 +533,8 @@ async fn a_legal_hold_pauses_the_sweeps_until_it_is_released() {
     );
 }
 
-/// SIGKILL inside the bot's own retention sweep: once just after a page is sealed, once
-/// just after it is redacted, each followed by a restart. Every old message ends up
+/// SIGKILL inside the bot's own retention sweep, at five points from writing a page's
+/// pre-seal segment to recording the finished sweep, each followed by a restart. Every old message ends up
 /// redacted, and sealed exactly once for the records officer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_inside_a_sweep_resumes_and_seals_each_message_once() {
@@ -554,7 +554,16 @@ async fn sigkill_inside_a_sweep_resumes_and_seals_each_message_once() {
             .unwrap();
         old.push(sent);
     }
-    for point in ["retention.sealed", "retention.page-redacted"] {
+    // In the order a sweep reaches them: the segment written but not yet recorded; the
+    // segment recorded; three of the page's five redactions done; the page redacted;
+    // the sweep done but not yet recorded.
+    for point in [
+        "retention.segment-written",
+        "retention.sealed",
+        "retention.redacted@3",
+        "retention.page-redacted",
+        "retention.before_finish",
+    ] {
         let bot = w.restart(&[("CORDON_FAILPOINT", point)]);
         bot.wait_for_log("cordon is ready", WAIT).await.unwrap();
         w.kill_at(point).await;

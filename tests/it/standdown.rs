@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use age::secrecy::ExposeSecret;
-use cordon::harness::TestUser;
+use cordon::harness::{Synapse, TestUser};
 use matrix_sdk::attachment::AttachmentConfig;
 use matrix_sdk::ruma::events::reaction::ReactionEventContent;
 use matrix_sdk::ruma::events::relation::Annotation;
@@ -50,11 +50,21 @@ impl Officer {
 /// A world whose playbook seals to `officer`, with the incident declared and both rooms
 /// joined by everyone invited to them. Returns the incident id and its rooms by key.
 async fn declared(officer: &Officer, name: &str) -> (World, String, BTreeMap<String, OwnedRoomId>) {
+    let hs = Synapse::shared().await.expect("synapse");
+    declared_on(hs, officer, name).await
+}
+
+/// [`declared`], on the homeserver `hs`.
+async fn declared_on(
+    hs: &'static Synapse,
+    officer: &Officer,
+    name: &str,
+) -> (World, String, BTreeMap<String, OwnedRoomId>) {
     let timing = Timing {
         recipient: Some(officer.recipient.clone()),
         ..Timing::default()
     };
-    let w = World::timed(1, 0, &timing).await;
+    let w = World::on(hs, 1, 0, &timing).await;
     w.say(&format!("!cordon declare {} \"{name}\"", w.playbook_id))
         .await;
     let summary = w.bot_says("DECLARED").await;
@@ -487,14 +497,22 @@ async fn a_legal_hold_blocks_destruction_until_it_is_released() {
 /// `@2` is the second time in a process: rooms are frozen one after the other, so that
 /// is the second room. (They are destroyed several at once, so which room reaches
 /// `standdown.kicked` second is a race, and it is not a point here.)
-const KILL_POINTS: [&str; 7] = [
+///
+/// `standdown.archived` and `standdown.destroyed` land just after the incident's state
+/// is recorded and before what follows it: they found that a stand-down resumed there
+/// never told the control room the archive was sealed, nor that the rooms were
+/// destroyed, nor armed the end of the archive's keep time.
+const KILL_POINTS: [&str; 10] = [
     "standdown.before_freeze",
     "standdown.before_freeze@2",
+    "standdown.frozen",
     "standdown.seal",
     "standdown.sealed",
+    "standdown.archived",
     "standdown.kicked",
     "standdown.delete-requested",
     "standdown.media-deleted",
+    "standdown.destroyed",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -514,8 +532,72 @@ async fn a_kill_at_every_step_of_the_stand_down_ends_in_one_archive_and_destroye
     }
     let bot = w.restart(&[]);
     bot.wait_for_log("cordon is ready", WAIT).await.unwrap();
+    assert_stood_down_once(&mut w, &officer, &incident, &rooms, &sent).await;
+}
+
+/// The disk under the store fills up at two points of a stand-down: once the archive is
+/// written but before it is recorded, and (after a restart) while the rooms are being
+/// destroyed. Each time cordon tells the control room and stops; the restart with space
+/// again ends in one archive holding every message once, and destroyed rooms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_during_the_stand_down_stops_cordon_and_the_restart_ends_in_one_archive() {
+    let officer = Officer::new();
+    let (mut w, incident, rooms) = declared(&officer, "Disk drill").await;
+    let sent = write_history(&w, &rooms, 5).await;
+    for (n, point) in ["standdown.sealed", "standdown.kicked"].iter().enumerate() {
+        let bot = w.restart(&[(cordon::failpoint::DISK_FULL_VAR, point)]);
+        bot.wait_for_log("cordon is ready", WAIT).await.unwrap();
+        if n == 0 {
+            w.say(&format!("!cordon standdown {incident}")).await;
+        }
+        crate::faults::stops_on_a_full_disk(&mut w, point, n + 1).await;
+    }
+    let bot = w.restart(&[]);
+    bot.wait_for_log("cordon is ready", WAIT).await.unwrap();
+    assert_stood_down_once(&mut w, &officer, &incident, &rooms, &sent).await;
+}
+
+/// The homeserver restarts in the middle of a stand-down: cordon is held just before
+/// it exports the rooms' history, Synapse is stopped, the export is let go (and fails),
+/// and Synapse comes back. The stand-down is retried until it is through, and ends in
+/// one archive holding every message once, and destroyed rooms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_synapse_restart_during_the_stand_down_ends_in_one_archive_and_destroyed_rooms() {
+    use cordon::failpoint::{HOLD_VAR, RELEASE_VAR};
+    let officer = Officer::new();
+    let hs = Synapse::own().await.expect("synapse");
+    let (mut w, incident, rooms) = declared_on(hs, &officer, "Restart drill").await;
+    let sent = write_history(&w, &rooms, 5).await;
+    let release = w.dir.path().join("release-standdown");
+    let release_var = release.to_str().unwrap().to_owned();
+    let bot = w.restart(&[(HOLD_VAR, "standdown.seal"), (RELEASE_VAR, &release_var)]);
+    bot.wait_for_log("cordon is ready", WAIT).await.unwrap();
+    w.say(&format!("!cordon standdown {incident}")).await;
+    let bot = w.bot.as_mut().unwrap();
+    bot.wait_for_log("failpoint holding: standdown.seal", WAIT)
+        .await
+        .unwrap();
+    hs.stop().await;
+    std::fs::write(&release, b"").unwrap();
+    bot.wait_for_log("stand-down step failed; retrying", WAIT)
+        .await
+        .unwrap();
+    hs.restart().await.expect("synapse comes back");
+    assert_stood_down_once(&mut w, &officer, &incident, &rooms, &sent).await;
+}
+
+/// The end of a stand-down that was interrupted and resumed: every room destroyed, one
+/// archive with every message in it once, each notice once, and the end of the
+/// archive's keep time armed. Stops the bot.
+async fn assert_stood_down_once(
+    w: &mut World,
+    officer: &Officer,
+    incident: &str,
+    rooms: &BTreeMap<String, OwnedRoomId>,
+    sent: &Sent,
+) {
     w.bot_says("room(s) are destroyed").await;
-    assert_destroyed(&w, &rooms).await;
+    assert_destroyed(w, rooms).await;
     w.stop_bot();
 
     // One archive, no half-written attempt beside it.
@@ -529,7 +611,7 @@ async fn a_kill_at_every_step_of_the_stand_down_ends_in_one_archive_and_destroye
         vec![format!("{incident}.cordon-archive.age")],
         "the archive directory holds exactly one archive"
     );
-    let opened = open(&officer, &archive_path(&w, &incident)).await;
+    let opened = open(officer, &archive_path(w, incident)).await;
     for key in ["command", "ward"] {
         let lines = read_lines(&opened.path().join(format!("opened/rooms/{key}.jsonl")));
         for (_, id, body) in sent.texts.iter().filter(|(k, _, _)| k == key) {
@@ -544,10 +626,20 @@ async fn a_kill_at_every_step_of_the_stand_down_ends_in_one_archive_and_destroye
             assert_eq!(found[0]["content"]["body"], body.as_str());
         }
     }
-    // Each notice once, whatever the kills repeated.
-    assert_eq!(cordon_notices(&w, "is sealed and verified"), 1);
-    assert_eq!(cordon_notices(&w, "room(s) are destroyed"), 1);
-    assert_eq!(cordon_notices(&w, "has stood down"), 1);
+    // Each notice once, whatever the interruptions repeated.
+    assert_eq!(cordon_notices(w, "is sealed and verified"), 1);
+    assert_eq!(cordon_notices(w, "room(s) are destroyed"), 1);
+    assert_eq!(cordon_notices(w, "has stood down"), 1);
+    // And the archive's deletion at the end of its keep time is armed.
+    let store = cordon::store::Store::open_existing(&w.store_dir()).unwrap();
+    assert!(store.verify_audit().unwrap().is_intact());
+    let id = cordon::incident::IncidentId::parse(incident).unwrap();
+    let keep = cordon::incident::timers::keep_time_end_id(&id);
+    let timers = store.timers_for(&id).unwrap();
+    assert!(
+        timers.iter().any(|t| t.id == keep),
+        "the end of the keep time is not armed: {timers:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
