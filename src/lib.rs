@@ -11,7 +11,10 @@
 //!   resumable provisioning pipeline.
 //! - [`clock`]: the injectable clock every time-based step reads.
 //! - [`matrix`]: the only code that speaks matrix-sdk and the Synapse admin API.
-//! - [`failpoint`]: named stop points for the SIGKILL crash tests.
+//! - [`failpoint`]: named stop points for the SIGKILL crash tests, and the injected
+//!   faults (a full disk under the store, a step held while the homeserver restarts).
+//! - [`fuzz`]: the bodies of the fuzz targets (playbook, config, chat grammar), shared by
+//!   the cargo-afl targets in `fuzz/` and the short runs in `cargo test`.
 //! - [`demo`]: `cordon demo`, a scripted incident on a throwaway Synapse.
 //! - [`diagnostic`]: one located error (`file:line:col: error: message`) with its source
 //!   line, shared by everything that reads files written by people.
@@ -51,6 +54,7 @@ pub mod demo;
 pub mod diagnostic;
 mod durable;
 pub mod failpoint;
+pub mod fuzz;
 pub mod guard;
 pub mod harness;
 pub mod incident;

@@ -22,18 +22,7 @@ fn reply(body: &str) -> String {
 /// The reply is plain chat text: no ANSI, no control characters but newlines, no
 /// direction or invisible characters.
 fn assert_clean(text: &str) {
-    for c in text.chars() {
-        assert!(
-            c == '\n'
-                || !(c.is_control()
-                    || ('\u{202A}'..='\u{202E}').contains(&c)
-                    || ('\u{2066}'..='\u{2069}').contains(&c)
-                    || ('\u{200B}'..='\u{200D}').contains(&c)
-                    || c == '\u{FEFF}'),
-            "unclean character U+{:04X} in {text:?}",
-            u32::from(c)
-        );
-    }
+    cordon::fuzz::assert_displayable(text);
 }
 
 #[test]

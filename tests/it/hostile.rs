@@ -1,11 +1,12 @@
 //! Hostile input to the playbook and config loaders: anything gives `Ok` or clean
 //! `file:line:col: error:` diagnostics, never a panic or a hang, within the parser's
-//! limits. (The chat grammar's properties are in `grammar.rs`.)
+//! limits. The properties are the fuzz targets' own (`cordon::fuzz`), so this is the
+//! short run of the cargo-afl targets in `fuzz/`, with their seeds replayed. (More of
+//! the chat grammar's properties are in `grammar.rs`.)
 
 use std::path::Path;
 
 use cordon::config::Config;
-use cordon::diagnostic::Diagnostic;
 use proptest::prelude::*;
 
 const PLAYBOOK: &str = include_str!("../../playbooks/mass-casualty.yaml");
@@ -60,20 +61,6 @@ const FRAGMENTS: &[&str] = &[
     "*/0 * * * *",
 ];
 
-/// Every diagnostic names the file, and says `error:` after its position.
-fn assert_clean(file: &str, diagnostics: &[Diagnostic]) -> Result<(), TestCaseError> {
-    prop_assert!(!diagnostics.is_empty(), "an Err without a diagnostic");
-    for d in diagnostics {
-        let text = d.to_string();
-        let first = text.lines().next().unwrap_or_default();
-        prop_assert!(
-            first.starts_with(file) && first.contains(" error: "),
-            "not a clean diagnostic: {text}"
-        );
-    }
-    Ok(())
-}
-
 /// `base` with `edits` applied: each inserts a fragment, or deletes a few characters,
 /// at a place given as a fraction of the text.
 fn mutate(base: &str, edits: &[(u16, usize, bool)]) -> String {
@@ -101,43 +88,58 @@ proptest! {
 
     #[test]
     fn playbook_loader_never_panics_on_any_text(text in any::<String>()) {
-        if let Err(d) = cordon::playbook::load_str(Path::new("any.yaml"), &text) {
-            assert_clean("any.yaml", &d)?;
-        }
+        cordon::fuzz::playbook(text.as_bytes());
     }
 
     #[test]
     fn playbook_loader_never_panics_on_a_damaged_playbook(edits in edits()) {
-        let text = mutate(PLAYBOOK, &edits);
-        match cordon::playbook::load_str(Path::new("damaged.yaml"), &text) {
-            // What loads is a whole playbook: it can be explained without a panic.
-            Ok(pb) => {
-                let example = cordon::incident::explain::Example {
-                    name: "x".into(),
-                    commander: None,
-                    at: chrono::DateTime::UNIX_EPOCH,
-                    time_zone: chrono_tz::UTC,
-                };
-                let _ = cordon::incident::explain::explain(&pb, &example);
-            }
-            Err(d) => assert_clean("damaged.yaml", &d)?,
-        }
+        // What loads is a whole playbook: the target also explains it.
+        cordon::fuzz::playbook(mutate(PLAYBOOK, &edits).as_bytes());
     }
 
     #[test]
     fn config_loader_never_panics_on_any_text(text in any::<String>()) {
-        if let Err(d) = Config::from_text(Path::new("/etc/cordon/any.yaml"), &text) {
-            assert_clean("/etc/cordon/any.yaml", &d)?;
-        }
+        cordon::fuzz::config(text.as_bytes());
     }
 
     #[test]
     fn config_loader_never_panics_on_a_damaged_config(edits in edits()) {
-        let text = mutate(CONFIG, &edits);
-        if let Err(d) = Config::from_text(Path::new("/etc/cordon/damaged.yaml"), &text) {
-            assert_clean("/etc/cordon/damaged.yaml", &d)?;
+        cordon::fuzz::config(mutate(CONFIG, &edits).as_bytes());
+    }
+
+    #[test]
+    fn every_fuzz_target_holds_for_any_bytes(data in prop::collection::vec(any::<u8>(), 0..2048)) {
+        cordon::fuzz::playbook(&data);
+        cordon::fuzz::config(&data);
+        cordon::fuzz::command(&data);
+    }
+}
+
+/// The fuzz targets' seeds (and every finding added to them once fixed) hold for good.
+#[test]
+fn the_fuzz_seeds_hold() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut replayed = 0;
+    for (target, run) in [
+        ("playbook", cordon::fuzz::playbook as fn(&[u8])),
+        ("config", cordon::fuzz::config),
+        ("command", cordon::fuzz::command),
+    ] {
+        let dir = root.join("fuzz/seeds").join(target);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            run(&std::fs::read(&path).unwrap());
+            replayed += 1;
         }
     }
+    for file in std::fs::read_dir(root.join("playbooks")).unwrap() {
+        cordon::fuzz::playbook(&std::fs::read(file.unwrap().path()).unwrap());
+        replayed += 1;
+    }
+    assert!(replayed >= 6, "only {replayed} seeds found");
 }
 
 /// A "billion laughs": each alias doubles the one before.
