@@ -87,6 +87,19 @@ pub fn new_creation_alias() -> String {
     format!("cordon-{:032x}", rand::random::<u128>())
 }
 
+/// `#alias:server`, on cordon's own server.
+fn full_alias(
+    client: &Client,
+    alias: &str,
+) -> Result<matrix_sdk::ruma::OwnedRoomAliasId, MatrixError> {
+    let server = client
+        .user_id()
+        .ok_or_else(|| MatrixError::Client("not logged in".into()))?
+        .server_name();
+    matrix_sdk::ruma::OwnedRoomAliasId::try_from(format!("#{alias}:{server}"))
+        .map_err(|e| MatrixError::Client(format!("creation alias {alias}: {e}")))
+}
+
 /// The room `alias` points to, checked to be the one `plan` describes: created with its
 /// incident and room key tags, readable by cordon (so cordon is in it).
 async fn own_room_by_alias(
@@ -94,13 +107,7 @@ async fn own_room_by_alias(
     alias: &str,
     plan: &RoomPlan,
 ) -> Result<OwnedRoomId, MatrixError> {
-    let server = client
-        .user_id()
-        .ok_or_else(|| MatrixError::Client("not logged in".into()))?
-        .server_name()
-        .to_owned();
-    let full = matrix_sdk::ruma::OwnedRoomAliasId::try_from(format!("#{alias}:{server}"))
-        .map_err(|e| MatrixError::Client(format!("creation alias {alias}: {e}")))?;
+    let full = full_alias(client, alias)?;
     let room_id = client
         .resolve_room_alias(&full)
         .await
@@ -140,13 +147,7 @@ async fn own_room_by_alias(
 /// the creation idempotent). Removing the alias also clears it from the room's
 /// canonical alias. An alias already gone is fine.
 pub async fn remove_creation_alias(client: &Client, alias: &str) -> Result<(), MatrixError> {
-    let server = client
-        .user_id()
-        .ok_or_else(|| MatrixError::Client("not logged in".into()))?
-        .server_name()
-        .to_owned();
-    let full = matrix_sdk::ruma::OwnedRoomAliasId::try_from(format!("#{alias}:{server}"))
-        .map_err(|e| MatrixError::Client(format!("creation alias {alias}: {e}")))?;
+    let full = full_alias(client, alias)?;
     let request = matrix_sdk::ruma::api::client::alias::delete_alias::v3::Request::new(full);
     match client.send(request).await {
         Ok(_) => Ok(()),

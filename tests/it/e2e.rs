@@ -759,12 +759,17 @@ async fn sigkill_at_any_point_of_declare_resumes_without_duplicates() {
         assert_declared_once(&w, &name, point).await;
     }
     w.stop_bot();
+    assert_all_active(&w, points.len());
+}
+
+/// In the stopped bot's store: `count` incidents, all active, and the audit chain intact.
+pub(crate) fn assert_all_active(w: &World, count: usize) {
     let store = cordon::store::Store::open_existing(&w.store_dir()).unwrap();
     assert!(store.verify_audit().unwrap().is_intact());
     let incidents = store
         .incidents(&cordon::store::IncidentFilter::all())
         .unwrap();
-    assert_eq!(incidents.len(), points.len());
+    assert_eq!(incidents.len(), count);
     assert!(
         incidents
             .iter()

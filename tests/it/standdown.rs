@@ -577,12 +577,21 @@ async fn a_synapse_restart_during_the_stand_down_ends_in_one_archive_and_destroy
     bot.wait_for_log("failpoint holding: standdown.seal", WAIT)
         .await
         .unwrap();
+    let stopped = std::time::Instant::now();
     hs.stop().await;
     std::fs::write(&release, b"").unwrap();
     bot.wait_for_log("stand-down step failed; retrying", WAIT)
         .await
         .unwrap();
     hs.restart().await.expect("synapse comes back");
+    let away = stopped.elapsed();
+    w.bot_says("room(s) are destroyed").await;
+    // For docs/reliability.md (not asserted).
+    eprintln!(
+        "synapse restart during a stand-down: away {:.1} s, destroyed {:.1} s after it was back",
+        away.as_secs_f64(),
+        (stopped.elapsed() - away).as_secs_f64()
+    );
     assert_stood_down_once(&mut w, &officer, &incident, &rooms, &sent).await;
 }
 
