@@ -14,7 +14,7 @@ use matrix_sdk::ruma::events::{AnyInitialStateEvent, StateEventType};
 use matrix_sdk::ruma::serde::Raw;
 use matrix_sdk::ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::{Value, json};
-use tracing::{debug, instrument};
+use tracing::{debug, instrument, warn};
 
 use super::MatrixError;
 use crate::incident::plan::{RoomPlan, TAG_INCIDENT, TAG_ROOM_KEY};
@@ -44,7 +44,6 @@ pub async fn create_planned_room(
     request.topic = Some(plan.topic.clone());
     request.preset = Some(create_room::v3::RoomPreset::PrivateChat);
     request.visibility = matrix_sdk::ruma::api::client::room::Visibility::Private;
-    request.room_alias_name = Some(alias.to_owned());
     request.creation_content = Some(raw(&plan.creation_content)?);
     request.power_level_content_override = Some(raw(&plan.power_levels)?);
     request.initial_state = plan
@@ -58,7 +57,9 @@ pub async fn create_planned_room(
             }))
         })
         .collect::<Result<_, _>>()?;
-    match client.create_room(request).await {
+    let mut with_alias = request.clone();
+    with_alias.room_alias_name = Some(alias.to_owned());
+    match client.create_room(with_alias).await {
         Ok(room) => {
             debug!(room = %room.room_id(), "created");
             Ok(Created::New(room))
@@ -67,6 +68,17 @@ pub async fn create_planned_room(
             let room_id = own_room_by_alias(client, alias, plan).await?;
             debug!(room = %room_id, "created before, found by its alias");
             Ok(Created::Before(room_id))
+        }
+        // The server's `alias_creation_rules` refuse cordon an alias: create the room
+        // without one (a creation cut short is then found only by its tags).
+        Err(e) if e.client_api_error_kind() == Some(&ErrorKind::Forbidden) => {
+            warn!(
+                error = %e,
+                "the homeserver refuses cordon a room alias; creating the room without one"
+            );
+            let room = client.create_room(request).await?;
+            debug!(room = %room.room_id(), "created");
+            Ok(Created::New(room))
         }
         Err(e) => Err(e.into()),
     }
