@@ -503,17 +503,19 @@ async fn ensure_room(bot: &Bot, id: &IncidentId, p: &RoomPlan) -> Result<Room, B
         ))
         .into());
     }
+    let planned_alias = record.and_then(|r| r.create_alias);
     if let Some(room) = rooms::find_tagged_room(&bot.client, id.as_str(), &p.key).await {
         info!(room = %room.room_id(), key = %p.key, "found the room created before a restart");
         record_room(bot, id, p, room.room_id().to_owned(), now)?;
+        if let Some(alias) = &planned_alias {
+            remove_creation_alias(bot, p, alias).await;
+        }
         return Ok(room);
     }
     // Intent first: the record says the room is planned, under an alias of its own, so
     // a createRoom cut short (a crash, a timeout) is found by the alias, or by the tag
     // lookup above, and never made twice.
-    let alias = record
-        .and_then(|r| r.create_alias)
-        .unwrap_or_else(rooms::new_creation_alias);
+    let alias = planned_alias.unwrap_or_else(rooms::new_creation_alias);
     bot.store.upsert_room(&RoomRecord {
         incident: id.clone(),
         key: p.key.clone(),
@@ -535,10 +537,7 @@ async fn ensure_room(bot: &Bot, id: &IncidentId, p: &RoomPlan) -> Result<Room, B
     };
     crate::failpoint::hit("provision.after_create_room").await;
     record_room(bot, id, p, room_id.clone(), bot.now())?;
-    // The alias has done its work; a leftover one goes with the room at stand-down.
-    if let Err(e) = rooms::remove_creation_alias(&bot.client, &alias).await {
-        warn!(key = %p.key, error = %e, "could not remove the room's creation alias");
-    }
+    remove_creation_alias(bot, p, &alias).await;
     match created {
         rooms::Created::New(room) => Ok(room),
         rooms::Created::Before(_) => {
@@ -550,6 +549,14 @@ async fn ensure_room(bot: &Bot, id: &IncidentId, p: &RoomPlan) -> Result<Room, B
                 .into()
             })
         }
+    }
+}
+
+/// The alias has done its work once the room is recorded; one left behind (this failed,
+/// or a crash came first) goes with the room at stand-down.
+async fn remove_creation_alias(bot: &Bot, p: &RoomPlan, alias: &str) {
+    if let Err(e) = rooms::remove_creation_alias(&bot.client, alias).await {
+        warn!(key = %p.key, error = %e, "could not remove the room's creation alias");
     }
 }
 
