@@ -586,3 +586,46 @@ pub(crate) async fn stop(bot: &Arc<Bot>, incident: &Incident, why: &str) -> Resu
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(contents: Option<ArchiveContents>) -> ArchiveInfo {
+        ArchiveInfo {
+            sha256: "ab12".into(),
+            location: "/var/lib/cordon/archives/mc-7f3a.cordon-archive.age".into(),
+            keep_until: chrono::DateTime::UNIX_EPOCH,
+            contents,
+        }
+    }
+
+    #[test]
+    fn the_archived_notice_comes_from_the_record_alone() {
+        let counts = ArchiveContents {
+            size: 4096,
+            rooms: 2,
+            events: 40,
+            messages: 31,
+            media: 1,
+            undecryptable: 2,
+        };
+        let text = archived_notice("mc-7f3a", &info(Some(counts)), chrono_tz::UTC);
+        for part in [
+            "mc-7f3a is sealed and verified",
+            "4096 bytes",
+            "SHA-256 ab12",
+            "40 events (31 messages) from 2 room(s) and 1 attachment(s)",
+            "2 message(s) could not be decrypted",
+        ] {
+            assert!(text.contains(part), "{part:?} not in {text}");
+        }
+        // A record from before the counts were kept: no made-up zeros.
+        let old = archived_notice("mc-7f3a", &info(None), chrono_tz::UTC);
+        assert!(
+            old.contains("sealed and verified") && old.contains("SHA-256 ab12"),
+            "{old}"
+        );
+        assert!(!old.contains("0 events"), "{old}");
+    }
+}
