@@ -382,11 +382,36 @@ fn matrix_to(s: &str) -> Option<Result<MatrixToUri, ArgError>> {
     }
     // ruma only knows the https form.
     let link = format!("https://matrix.to/{rest}");
+    if has_an_empty_half(&link) {
+        return Some(Err(ArgError::new(format!(
+            "`{}` is not a valid matrix.to link (an identifier in it is empty)",
+            echo(s)
+        ))));
+    }
     Some(
         MatrixToUri::parse(&link).map_err(|e| {
             ArgError::new(format!("`{}` is not a valid matrix.to link ({e})", echo(s)))
         }),
     )
+}
+
+/// Whether the identifiers of a matrix.to `link` are a pair with an empty half
+/// (`#/!room:hs//`, `#//$event`). ruma 0.19's `MatrixToUri::parse` indexes the first
+/// byte of each half and panics on those (found by fuzzing), so they are refused before
+/// it sees them. This reads the link as ruma does: after `https://matrix.to/#`, one
+/// trailing `/` off, up to the first `?`, one `/` off each end.
+fn has_an_empty_half(link: &str) -> bool {
+    let Some(s) = link.strip_prefix("https://matrix.to/#") else {
+        return false;
+    };
+    let s = s.strip_suffix('/').unwrap_or(s);
+    let ids = s.split('?').next().unwrap_or_default();
+    let ids = ids.strip_prefix('/').unwrap_or(ids);
+    let ids = ids.strip_suffix('/').unwrap_or(ids);
+    ids.matches('/').count() == 1
+        && ids
+            .split_once('/')
+            .is_some_and(|(first, second)| first.is_empty() || second.is_empty())
 }
 
 fn matrix_uri(s: &str) -> Option<Result<MatrixUri, ArgError>> {

@@ -175,6 +175,35 @@ fn lookalike_user_is_refused() {
     assert_clean(&text);
 }
 
+/// Found by fuzzing the command target: ruma panics on a matrix.to link whose event
+/// pair has an empty half, and `advice` is accepted in incident rooms, so any member
+/// could have crashed cordon's handling of the message (and its catch-up after every
+/// restart) with one link.
+#[test]
+fn a_matrix_to_link_with_an_empty_half_is_a_usage_reply_not_a_panic() {
+    for link in [
+        "https://matrix.to/#/!room:nhs.example/",
+        "https://matrix.to/#/!room:nhs.example//",
+        "https://matrix.to/#//$event",
+        "https://matrix.to/#/$event//?via=nhs.example",
+        "https://matrix.to/#/!room:nhs//?roo/#/$urvcluuf+%cgftl",
+    ] {
+        for command in ["advice", "transcribed"] {
+            let text = reply(&format!("!cordon {command} {link}"));
+            assert!(
+                text.contains(&format!("Usage: !cordon {command}")),
+                "{link}: {text}"
+            );
+            assert_clean(&text);
+        }
+    }
+    // A whole event link still parses.
+    assert!(matches!(
+        parse("!cordon advice https://matrix.to/#/!room:nhs.example/$event?via=nhs.example"),
+        Some(Ok(_))
+    ));
+}
+
 #[test]
 fn limits_are_replied_to_not_panicked_on() {
     assert!(matches!(
