@@ -170,19 +170,12 @@ impl Store {
     /// or write of it has failed (a full disk, an I/O error). From then on redb refuses
     /// every operation, and the last complete commit is what is on disk.
     pub fn unusable(&self) -> Option<StoreError> {
-        self.io.failure().map(|cause| StoreError::Unusable {
-            path: self.path.clone(),
-            cause: cause.to_owned(),
-        })
+        self.io.failure().map(|cause| unusable(&self.path, cause))
     }
 
     /// Waits until the store's file becomes unusable, and says why.
     pub async fn failed(&self) -> StoreError {
-        let cause = self.io.wait().await;
-        StoreError::Unusable {
-            path: self.path.clone(),
-            cause,
-        }
+        unusable(&self.path, &self.io.wait().await)
     }
 
     fn open_file(path: PathBuf, fault: backend::Fault) -> Result<Self, StoreError> {
@@ -218,15 +211,12 @@ impl Store {
                 .set_check_integrity_on_open(true)
                 .create_with_backend(backend)
         }));
-        let unusable = |io: &backend::IoHealth| {
-            io.disk_failure().map(|cause| StoreError::Unusable {
-                path: path.clone(),
-                cause: cause.to_owned(),
-            })
-        };
         let db = match opened {
             Ok(Ok(db)) => db,
-            Ok(Err(e)) => return Err(unusable(&io).unwrap_or_else(|| open_error(path, e))),
+            Ok(Err(e)) => {
+                let disk = io.disk_failure().map(|cause| unusable(&path, cause));
+                return Err(disk.unwrap_or_else(|| open_error(path, e)));
+            }
             Err(_) => {
                 return Err(StoreError::Corrupt {
                     path,
@@ -238,10 +228,10 @@ impl Store {
         let checked = catch_unwind(AssertUnwindSafe(|| store.check_schema()));
         match checked {
             Ok(Ok(())) => Ok(store),
-            Ok(Err(e)) => Err(match store.io.disk_failure() {
-                Some(_) => store.unusable().unwrap_or(e),
-                None => e,
-            }),
+            Ok(Err(e)) => Err(store
+                .io
+                .disk_failure()
+                .map_or(e, |cause| unusable(&store.path, cause))),
             Err(_) => Err(StoreError::Corrupt {
                 path: store.path.clone(),
                 detail: "reading its meta table failed unexpectedly".into(),
@@ -462,6 +452,14 @@ fn create_store(dir: &Path, path: &Path) -> Result<(), StoreError> {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// The store `path` cannot be used: a read or write of it failed with `cause`.
+fn unusable(path: &Path, cause: &str) -> StoreError {
+    StoreError::Unusable {
+        path: path.to_owned(),
+        cause: cause.to_owned(),
+    }
 }
 
 fn open_error(path: PathBuf, e: redb::DatabaseError) -> StoreError {
