@@ -47,10 +47,15 @@ RUN mkdir -p src tests/it \
 # src/playbook/scaffold.yaml). The tests stay stubs: only the binary is built, and test
 # edits then leave this layer's cache alone.
 COPY src ./src
-# Touch so that cargo sees the real sources as newer than the stub build.
+COPY scripts/check-no-test-hooks ./scripts/
+# Touch so that cargo sees the real sources as newer than the stub build. No
+# `--features`: the `test-hooks` feature (failpoints, a fake full disk, a skewed clock,
+# all driven by environment variables) is for the tests only, and the check fails the
+# build if any of its variables is in the binary.
 RUN touch src/main.rs src/lib.rs \
     && cargo build --release --locked --bin cordon \
-    && strip target/release/cordon
+    && strip target/release/cordon \
+    && bash scripts/check-no-test-hooks target/release/cordon
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \

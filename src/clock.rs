@@ -20,23 +20,30 @@ impl Clock for SystemClock {
 }
 
 /// The system clock moved by a fixed offset: fault injection for the tests (a clock
-/// jump, a command that looks old), set with `CORDON_CLOCK_SKEW_SECS`.
+/// jump, a command that looks old), set with `CORDON_CLOCK_SKEW_SECS`. Only in a build
+/// with the `test-hooks` feature.
+#[cfg(feature = "test-hooks")]
 #[derive(Debug, Clone, Copy)]
 pub struct SkewedClock {
     /// Added to the system time (may be negative).
     pub skew: chrono::TimeDelta,
 }
 
+#[cfg(feature = "test-hooks")]
 impl Clock for SkewedClock {
     fn now(&self) -> DateTime<Utc> {
         Utc::now() + self.skew
     }
 }
 
-/// The environment variable that skews the bot's clock (seconds, may be negative).
+/// The environment variable that skews the bot's clock (seconds, may be negative). Only
+/// in a build with the `test-hooks` feature.
+#[cfg(feature = "test-hooks")]
 pub const SKEW_VAR: &str = "CORDON_CLOCK_SKEW_SECS";
 
-/// The clock `cordon run` uses: the system clock, skewed when [`SKEW_VAR`] is set.
+/// The clock `cordon run` uses: the system clock, skewed when [`SKEW_VAR`] is set (a
+/// build with the `test-hooks` feature only).
+#[cfg(feature = "test-hooks")]
 pub fn from_env() -> std::sync::Arc<dyn Clock> {
     match std::env::var(SKEW_VAR)
         .ok()
@@ -51,7 +58,14 @@ pub fn from_env() -> std::sync::Arc<dyn Clock> {
     }
 }
 
-#[cfg(test)]
+/// The clock `cordon run` uses: the system clock. This build has no `test-hooks`
+/// feature, so nothing in the environment can move it.
+#[cfg(not(feature = "test-hooks"))]
+pub fn from_env() -> std::sync::Arc<dyn Clock> {
+    std::sync::Arc::new(SystemClock)
+}
+
+#[cfg(all(test, feature = "test-hooks"))]
 mod tests {
     use super::*;
 

@@ -1,11 +1,18 @@
 //! Named stop points for crash tests.
 //!
-//! When the environment variable `CORDON_FAILPOINT` names a point (a comma-separated
-//! list, each `name` or `name@N` for the N-th time it is reached), the task that reaches
-//! it prints `cordon: failpoint reached: NAME` to stderr and stops there for good. The
-//! crash tests wait for that line and then SIGKILL the process, so the kill lands at
-//! exactly that point, between a store write and the side effect it announces. Unset,
-//! a failpoint costs one relaxed atomic load.
+//! These hooks exist only in a build with the cargo feature `test-hooks`, which
+//! `scripts/test` turns on. Without it (every release build), [`hit`] is an empty
+//! inline function, [`disk_full_armed`], [`disk_full`] and [`reached`] are constant
+//! `false`, no environment variable is read, and none of the variables' names is in the
+//! binary: whoever sets the service's environment cannot park the bot at a point or fake
+//! a full disk. `scripts/check-no-test-hooks BINARY` checks a binary for their names.
+//!
+//! With the feature: when the environment variable `CORDON_FAILPOINT` names a point (a
+//! comma-separated list, each `name` or `name@N` for the N-th time it is reached), the
+//! task that reaches it prints `cordon: failpoint reached: NAME` to stderr and stops
+//! there for good. The crash tests wait for that line and then SIGKILL the process, so
+//! the kill lands at exactly that point, between a store write and the side effect it
+//! announces. Unset, a failpoint costs one relaxed atomic load.
 //!
 //! `CORDON_FAULT_DISK_FULL` injects a full disk under the store instead (through its
 //! storage backend, [`crate::store`]): `now` from the start, or a point (`name` or
@@ -17,131 +24,34 @@
 //! fault tests take the homeserver away while a step waits there. It prints
 //! `cordon: failpoint holding: NAME`, then `cordon: failpoint released: NAME`.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock};
+#[cfg(feature = "test-hooks")]
+mod armed;
 
-const VAR: &str = "CORDON_FAILPOINT";
+#[cfg(feature = "test-hooks")]
+pub use armed::{DISK_FULL_VAR, HOLD_VAR, RELEASE_VAR, disk_full, disk_full_armed, hit, reached};
 
-/// The variable that injects a full disk under the store (see the module's docs).
-pub const DISK_FULL_VAR: &str = "CORDON_FAULT_DISK_FULL";
+/// Marks the point `name`. Without the `test-hooks` feature it does nothing.
+#[cfg(not(feature = "test-hooks"))]
+#[inline(always)]
+pub async fn hit(_name: &str) {}
 
-/// The variable naming the point a task is held at (see the module's docs).
-pub const HOLD_VAR: &str = "CORDON_FAILPOINT_HOLD";
-
-/// The variable naming the file whose existence releases a held task.
-pub const RELEASE_VAR: &str = "CORDON_FAILPOINT_RELEASE";
-
-static ARMED: OnceLock<bool> = OnceLock::new();
-static DISK_FULL_ARMED: OnceLock<bool> = OnceLock::new();
-static COUNTS: Mutex<Option<HashMap<String, u32>>> = Mutex::new(None);
-static REACHED: AtomicBool = AtomicBool::new(false);
-static DISK_FULL: AtomicBool = AtomicBool::new(false);
-
-fn armed() -> bool {
-    *ARMED.get_or_init(|| {
-        std::env::var_os(VAR).is_some() || std::env::var_os(HOLD_VAR).is_some() || disk_full_armed()
-    })
+/// Whether a full disk may be injected in this process: never without `test-hooks`.
+#[cfg(not(feature = "test-hooks"))]
+#[inline(always)]
+pub const fn disk_full_armed() -> bool {
+    false
 }
 
-/// Whether a full disk may be injected in this process (its variable is set).
-pub fn disk_full_armed() -> bool {
-    *DISK_FULL_ARMED.get_or_init(|| std::env::var_os(DISK_FULL_VAR).is_some())
+/// Whether the injected disk is full now: never without `test-hooks`.
+#[cfg(not(feature = "test-hooks"))]
+#[inline(always)]
+pub const fn disk_full() -> bool {
+    false
 }
 
-/// Whether the injected disk is full now.
-pub fn disk_full() -> bool {
-    if !disk_full_armed() {
-        return false;
-    }
-    DISK_FULL.load(Ordering::SeqCst)
-        || std::env::var(DISK_FULL_VAR).is_ok_and(|v| v.trim() == "now")
-}
-
-/// Parses the variable's value into (name, occurrence) pairs.
-fn points(value: &str) -> Vec<(String, u32)> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| match s.split_once('@') {
-            Some((name, n)) => (name.to_owned(), n.parse().unwrap_or(1)),
-            None => (s.to_owned(), 1),
-        })
-        .collect()
-}
-
-/// Marks the point `name`: stops the calling task there for good, holds it there, or
-/// fills the disk from there, as the environment asks (see the module's docs).
-pub async fn hit(name: &str) {
-    if !armed() {
-        return;
-    }
-    if disk_full_armed() && !DISK_FULL.load(Ordering::SeqCst) && counted(DISK_FULL_VAR, name) {
-        DISK_FULL.store(true, Ordering::SeqCst);
-        eprintln!("cordon: disk full from failpoint: {name}");
-    }
-    if counted(HOLD_VAR, name) {
-        hold(name).await;
-    }
-    if !counted(VAR, name) {
-        return;
-    }
-    REACHED.store(true, Ordering::SeqCst);
-    eprintln!("cordon: failpoint reached: {name}");
-    std::future::pending::<()>().await;
-}
-
-/// Waits until the release file exists (forever, if no file is named).
-async fn hold(name: &str) {
-    eprintln!("cordon: failpoint holding: {name}");
-    let release = std::env::var_os(RELEASE_VAR).map(std::path::PathBuf::from);
-    loop {
-        if release.as_ref().is_some_and(|p| p.exists()) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    eprintln!("cordon: failpoint released: {name}");
-}
-
-/// Counts this arrival at `name` for the points named in `var`; true on the arrival
-/// they ask for.
-fn counted(var: &str, name: &str) -> bool {
-    let Ok(value) = std::env::var(var) else {
-        return false;
-    };
-    let wanted = points(&value);
-    let Some((_, at)) = wanted.iter().find(|(n, _)| n == name) else {
-        return false;
-    };
-    let mut guard = match COUNTS.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    };
-    let count = guard
-        .get_or_insert_with(HashMap::new)
-        .entry(format!("{var}/{name}"))
-        .or_insert(0);
-    *count += 1;
-    *count == *at
-}
-
-/// True once any failpoint has stopped a task: the process is about to be killed, so
-/// other tasks should make no further progress worth testing.
-pub fn reached() -> bool {
-    REACHED.load(Ordering::SeqCst)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_names_and_occurrences() {
-        assert_eq!(
-            points("a, b@3,,c@x"),
-            vec![("a".into(), 1), ("b".into(), 3), ("c".into(), 1)]
-        );
-    }
+/// Whether a failpoint has stopped a task: never without `test-hooks`.
+#[cfg(not(feature = "test-hooks"))]
+#[inline(always)]
+pub const fn reached() -> bool {
+    false
 }

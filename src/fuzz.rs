@@ -4,7 +4,7 @@
 //!
 //! The same functions run in three places: the cargo-afl targets in `fuzz/` (long
 //! runs, see docs/reliability.md), the proptests and the corpus replay in
-//! `tests/it/hostile.rs` (a short run inside `cargo test`, so in CI), and here, in the
+//! `tests/it/hostile.rs` (a short run inside `scripts/test`, so in CI), and here, in the
 //! unit tests.
 
 use std::path::Path;

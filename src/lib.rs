@@ -13,8 +13,10 @@
 //! - [`matrix`]: the only code that speaks matrix-sdk and the Synapse admin API.
 //! - [`failpoint`]: named stop points for the SIGKILL crash tests, and the injected
 //!   faults (a full disk under the store, a step held while the homeserver restarts).
+//!   They, and the skewed clock, exist only with the `test-hooks` feature, which the
+//!   tests turn on and release builds leave off; without it every point is a no-op.
 //! - [`fuzz`]: the bodies of the fuzz targets (playbook, config, chat grammar), shared by
-//!   the cargo-afl targets in `fuzz/` and the short runs in `cargo test`.
+//!   the cargo-afl targets in `fuzz/` and the short runs in `scripts/test`.
 //! - [`demo`]: `cordon demo`, a scripted incident on a throwaway Synapse.
 //! - [`diagnostic`]: one located error (`file:line:col: error: message`) with its source
 //!   line, shared by everything that reads files written by people.

@@ -7,10 +7,11 @@
 //! stops rather than carrying on with a store that silently records nothing (see
 //! [`super::Store::failed`]).
 //!
-//! For the fault tests it can also fail the way a full disk does: with the environment
-//! variable [`failpoint::DISK_FULL_VAR`](crate::failpoint::DISK_FULL_VAR) set, writes,
-//! growth and syncs fail with `ENOSPC` while [`failpoint::disk_full`] holds. Unset, the
-//! only cost is one branch per I/O call.
+//! For the fault tests, in a build with the `test-hooks` feature only, it can also fail
+//! the way a full disk does: with the environment variable `CORDON_FAULT_DISK_FULL` set
+//! (see [`crate::failpoint`]), writes, growth and syncs fail with `ENOSPC` while
+//! [`failpoint::disk_full`] holds. Unset, the only cost is one branch per I/O call.
+//! Without the feature there is no such fault: [`Fault::from_env`] is always off.
 
 use std::io;
 use std::ops::Bound;
@@ -19,6 +20,7 @@ use std::sync::{Arc, OnceLock};
 use redb::StorageBackend;
 use redb::backends::FileBackend;
 
+#[cfg(feature = "test-hooks")]
 use crate::failpoint;
 
 /// `ENOSPC`: what the file system answers when the disk is full.
@@ -74,7 +76,8 @@ impl IoHealth {
 pub(crate) enum Fault {
     /// Never (the environment variable was not set at start).
     Off,
-    /// While [`failpoint::disk_full`] says so.
+    /// While [`failpoint::disk_full`] says so (the `test-hooks` feature only).
+    #[cfg(feature = "test-hooks")]
     FromEnv,
     /// While the flag is set (the store's unit tests).
     #[cfg(test)]
@@ -83,6 +86,7 @@ pub(crate) enum Fault {
 
 impl Fault {
     /// The fault the environment asks for.
+    #[cfg(feature = "test-hooks")]
     pub(crate) fn from_env() -> Self {
         if failpoint::disk_full_armed() {
             Fault::FromEnv
@@ -91,9 +95,17 @@ impl Fault {
         }
     }
 
+    /// No fault: this build has no `test-hooks` feature, so the environment cannot ask
+    /// for one.
+    #[cfg(not(feature = "test-hooks"))]
+    pub(crate) fn from_env() -> Self {
+        Fault::Off
+    }
+
     fn disk_full(&self) -> bool {
         match self {
             Fault::Off => false,
+            #[cfg(feature = "test-hooks")]
             Fault::FromEnv => failpoint::disk_full(),
             #[cfg(test)]
             Fault::Flag(flag) => flag.load(std::sync::atomic::Ordering::SeqCst),
