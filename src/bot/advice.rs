@@ -7,10 +7,12 @@
 //! Who may: a member of the incident room on its roster (or the commander). The
 //! commands, like every command, need a verified device. Reactions cannot: Matrix
 //! clients (Element, matrix-sdk) send reactions unencrypted, so a reaction's sender is
-//! vouched for by the homeserver alone. cordon accepts them from roster members all the
-//! same (a forged ✅ could only silence one reminder; the audit records that it came by
-//! reaction), because that is the gesture clinicians will use. Content is never read
-//! beyond what it takes to know the message exists.
+//! vouched for by the homeserver alone, which can send one in anyone's name. cordon
+//! takes a 🩺 from roster members all the same (a forged flag only adds a reminder),
+//! but a ✅ is recorded as *unconfirmed*: the item stays outstanding (in `status`, in
+//! the reminder, which still goes out, and in the stand-down notice, marked as such)
+//! until `!cordon transcribed <link>` from a verified device confirms it. Content is
+//! never read beyond what it takes to know the message exists.
 
 use std::sync::Arc;
 
@@ -160,8 +162,8 @@ impl Marking<'_> {
         bot.arm(&timer).map_err(|e| store_trouble(&e))?;
         info!(incident = %incident.id, room = %record.key, "advice flagged");
         Ok(format!(
-            "Flagged as clinical advice: {link}. Once it is in the patient record, react ✅ \
-             to it or send `!cordon transcribed {link}`."
+            "Flagged as clinical advice: {link}. Once it is in the patient record, send \
+             `!cordon transcribed {link}` (a ✅ reaction is noted, but cannot be confirmed)."
         ))
     }
 
@@ -182,6 +184,15 @@ impl Marking<'_> {
             TranscribedOutcome::Already(existing) => {
                 let who = existing.transcribed.map(|m| m.by).unwrap_or_default();
                 Ok(format!("{link} was already marked transcribed by {who}."))
+            }
+            // A ✅ is recorded but confirms nothing: the reminder stays armed.
+            TranscribedOutcome::Marked(_) if self.via == MarkedVia::Reaction => {
+                info!(incident = %self.incident.id, room = %self.record.key,
+                      "advice marked transcribed by reaction (unconfirmed)");
+                Ok(format!(
+                    "Recorded your ✅ on {link}, unconfirmed: reactions are not encrypted. \
+                     Send `!cordon transcribed {link}` to confirm it."
+                ))
             }
             TranscribedOutcome::Marked(_) => {
                 let id = &self.incident.id;
@@ -337,15 +348,26 @@ pub(crate) async fn on_due(bot: &Arc<Bot>, timer: &crate::store::Timer) -> Resul
             .unwrap_or(chrono::TimeDelta::MAX);
     let link = rooms::event_link(&advice.room_id, &advice.event_id, bot.server_name());
     let tz = bot.config.time_zone;
-    let body = format!(
-        "{author}: the clinical advice you gave at {sent} ({link}) is not marked \
-         transcribed. It is deleted from this chat at about {deleted}. Transcribe it into \
-         the patient record, attributed, then react ✅ to it or send `!cordon transcribed \
-         {link}`.",
-        author = advice.author,
-        sent = format_time(advice.sent_at, tz),
-        deleted = format_time(deleted_at, tz),
-    );
+    let body = match advice.unconfirmed() {
+        None => format!(
+            "{author}: the clinical advice you gave at {sent} ({link}) is not marked \
+             transcribed. It is deleted from this chat at about {deleted}. Transcribe it \
+             into the patient record, attributed, then send `!cordon transcribed {link}`.",
+            author = advice.author,
+            sent = format_time(advice.sent_at, tz),
+            deleted = format_time(deleted_at, tz),
+        ),
+        Some(mark) => format!(
+            "{author}: the clinical advice you gave at {sent} ({link}) has a ✅ from {by}, \
+             which cordon cannot confirm (reactions are not encrypted). It is deleted from \
+             this chat at about {deleted}. Once it is in the patient record, attributed, \
+             send `!cordon transcribed {link}` to confirm it.",
+            author = advice.author,
+            by = mark.by,
+            sent = format_time(advice.sent_at, tz),
+            deleted = format_time(deleted_at, tz),
+        ),
+    };
     let mention = user_ids(&[advice.author.as_str()]);
     send_once(bot, &room, &timer.id, Some(id), notice(&body, &mention)).await?;
     bot.store.mark_advice_reminded(id, event, bot.now())?;
@@ -358,6 +380,14 @@ pub(crate) fn outstanding_count(bot: &Bot, incident: &Incident) -> usize {
     bot.store
         .advice_for(&incident.id)
         .map(|list| list.iter().filter(|a| a.is_outstanding()).count())
+        .unwrap_or(0)
+}
+
+/// How many of those have an unconfirmed ✅ (a reaction, which cannot be confirmed).
+pub(crate) fn unconfirmed_count(bot: &Bot, incident: &Incident) -> usize {
+    bot.store
+        .advice_for(&incident.id)
+        .map(|list| list.iter().filter(|a| a.unconfirmed().is_some()).count())
         .unwrap_or(0)
 }
 
@@ -378,12 +408,22 @@ pub(crate) fn outstanding_lines(bot: &Bot, incident: &Incident, room_key: Option
     let tz = bot.config.time_zone;
     let mut out = format!("\nAdvice not yet marked transcribed ({}):", list.len());
     for a in list.iter().take(MAX_LISTED) {
+        let unconfirmed = a
+            .unconfirmed()
+            .map(|m| format!("; ✅ by {}, unconfirmed", m.by))
+            .unwrap_or_default();
         out.push_str(&format!(
-            "\n- {} (from {}, {})",
+            "\n- {} (from {}, {}{unconfirmed})",
             rooms::event_link(&a.room_id, &a.event_id, bot.server_name()),
             a.author,
             format_time(a.sent_at, tz)
         ));
+    }
+    if list.iter().any(|a| a.unconfirmed().is_some()) {
+        out.push_str(
+            "\nA ✅ reaction is not encrypted, so cordon cannot confirm who sent it: \
+             confirm with `!cordon transcribed <link>`.",
+        );
     }
     if list.len() > MAX_LISTED {
         out.push_str(&format!("\n… and {} more", list.len() - MAX_LISTED));

@@ -8,19 +8,23 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use matrix_sdk::Room;
+use matrix_sdk::deserialized_responses::EncryptionInfo;
 use matrix_sdk::room::MessagesOptions;
 use matrix_sdk::ruma::events::room::message::{MessageType, RoomMessageEventContent};
 use matrix_sdk::ruma::events::{AnySyncMessageLikeEvent, AnySyncTimelineEvent};
-use matrix_sdk::ruma::{OwnedEventId, OwnedUserId, UInt};
+use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, UInt};
 use serde_json::json;
-use tracing::{info, instrument, warn};
+use tracing::{error, info, instrument, warn};
 
 use super::{Bot, millis_to_utc, provision, roster, status};
+use crate::command::flood::Gate;
 use crate::command::{Command, IncidentRef, Rejection};
 use crate::incident::{Incident, IncidentId, NewIncident, State};
 use crate::matrix::rooms::{self, notice};
 use crate::playbook::Catalog;
 use crate::store::IncidentFilter;
+use crate::store::ciphertexts::{Acceptance, AcceptedCiphertext};
+use crate::trust::replay;
 use crate::trust::sender::SenderDevice;
 
 /// A command message as it arrived.
@@ -35,6 +39,10 @@ pub struct Incoming {
     pub event_id: OwnedEventId,
     /// When the sender's server received it.
     pub sent_at: DateTime<Utc>,
+    /// The message's text, as decrypted.
+    pub body: String,
+    /// How it was encrypted, if it was.
+    pub encryption: Option<EncryptionInfo>,
     /// The parsed command, or why it does not parse.
     pub parsed: Result<Command, Rejection>,
 }
@@ -56,11 +64,41 @@ pub async fn handle(bot: Arc<Bot>, incoming: Incoming) {
         return;
     }
     let now = bot.now();
+    let is_declare = matches!(incoming.parsed, Ok(Command::Declare { .. }));
+
+    // A command from a verified device is keyed by its megolm message before anything
+    // runs: a copy posted again as a new event (a replay) is refused.
+    let mut replay_of = None;
+    if let (SenderDevice::Verified, Some(info)) = (&incoming.device, &incoming.encryption) {
+        match accept_ciphertext(&bot, &incoming, info, now).await {
+            Ok(None) => {}
+            Ok(Some(first)) => replay_of = Some(first),
+            Err(Unaccepted::Store) => return,
+            Err(Unaccepted::Unidentified(why)) => {
+                if command_changes_state(&incoming) {
+                    warn!(why = %why.0, "a command's megolm message could not be identified");
+                    let _ = bot.store.mark_processed(incoming.event_id.as_str(), now);
+                    refuse(
+                        &bot,
+                        &incoming,
+                        None,
+                        "unidentified-ciphertext",
+                        &format!(
+                            "I did not act on this command: I could not check that it is not \
+                             a copy of an earlier one ({why}). Nothing was changed. Send it \
+                             again in a minute."
+                        ),
+                    )
+                    .await;
+                    return;
+                }
+            }
+        }
+    }
 
     // `declare` records the command and the incident in one transaction (below);
     // everything else is marked handled before it is answered.
-    let is_declare = matches!(incoming.parsed, Ok(Command::Declare { .. }));
-    if !is_declare {
+    if !is_declare || replay_of.is_some() {
         match bot.store.mark_processed(incoming.event_id.as_str(), now) {
             Ok(true) => {}
             Ok(false) => return,
@@ -74,6 +112,43 @@ pub async fn handle(bot: Arc<Bot>, incoming: Incoming) {
         .is_processed(incoming.event_id.as_str())
         .unwrap_or(false)
     {
+        return;
+    }
+
+    // Commands cordon does not trust (an unverified device, a replay) take from their
+    // sender's answer budget; a verified commander is always answered.
+    if replay_of.is_some() || !matches!(incoming.device, SenderDevice::Verified) {
+        let (gate, closed) = bot.flood_take(incoming.sender.as_str(), now);
+        if let Some(closed) = closed {
+            audit_suppressed(&bot, &closed);
+        }
+        match gate {
+            Gate::Pass => {}
+            Gate::Notice => {
+                if is_declare {
+                    let _ = bot.store.mark_processed(incoming.event_id.as_str(), now);
+                }
+                let text = format!(
+                    "{} sent more commands than I answer from an unverified device or as \
+                     copies in one minute ({} answered). I am not answering or acting on \
+                     the rest for a minute; they are counted in the audit log. Verified \
+                     commanders are still answered.",
+                    incoming.sender,
+                    crate::command::flood::BUDGET
+                );
+                reply(&bot, &incoming, None, &text).await;
+                return;
+            }
+            Gate::Drop => {
+                if is_declare {
+                    let _ = bot.store.mark_processed(incoming.event_id.as_str(), now);
+                }
+                return;
+            }
+        }
+    }
+    if let Some(first) = replay_of {
+        replayed(&bot, &incoming, &first).await;
         return;
     }
 
@@ -232,6 +307,125 @@ pub async fn handle(bot: Arc<Bot>, incoming: Incoming) {
         Command::Transcribed { event } => {
             super::advice::command(&bot, &incoming, &event, true).await;
         }
+    }
+}
+
+/// Why a command's ciphertext was not accepted.
+enum Unaccepted {
+    /// The store failed (logged; the store watch stops cordon).
+    Store,
+    /// The megolm message could not be identified.
+    Unidentified(crate::trust::replay::Unidentified),
+}
+
+/// True when the command would change something (unparsable ones change nothing).
+fn command_changes_state(incoming: &Incoming) -> bool {
+    incoming.parsed.as_ref().is_ok_and(Command::changes_state)
+}
+
+/// Records the command's megolm message as accepted. `Ok(Some(first))` when it was
+/// accepted before, for another event: a replay of `first`.
+async fn accept_ciphertext(
+    bot: &Bot,
+    incoming: &Incoming,
+    info: &EncryptionInfo,
+    now: DateTime<Utc>,
+) -> Result<Option<AcceptedCiphertext>, Unaccepted> {
+    let megolm = replay::identify(&incoming.room, &incoming.event_id, info, &incoming.body)
+        .await
+        .map_err(Unaccepted::Unidentified)?;
+    let first = AcceptedCiphertext {
+        event_id: incoming.event_id.to_string(),
+        room: incoming.room.room_id().to_string(),
+        sender: incoming.sender.to_string(),
+        at: now,
+        sha256: megolm.sha256.clone(),
+    };
+    match bot.store.accept_ciphertext(&megolm.key, &first) {
+        Ok(Acceptance::New | Acceptance::SameEvent) => Ok(None),
+        Ok(Acceptance::Replay(original)) => {
+            warn!(
+                original = %original.event_id, session = %megolm.session_id, index = megolm.index,
+                "a replayed command: the same megolm message as an earlier one"
+            );
+            Ok(Some(original))
+        }
+        Err(e) => {
+            error!(error = %e, "store: recording a command's ciphertext");
+            Err(Unaccepted::Store)
+        }
+    }
+}
+
+/// Refuses a replayed command: audited as `command.replayed`, and raised in the
+/// control room (the incident's, for a command in an incident room) as a possible
+/// compromise, naming the sender and the original event.
+async fn replayed(bot: &Arc<Bot>, incoming: &Incoming, first: &AcceptedCiphertext) {
+    let here = incoming.room.room_id();
+    let incident = bot
+        .store
+        .room_by_matrix_id(here.as_str())
+        .ok()
+        .flatten()
+        .and_then(|r| bot.store.incident(&r.incident).ok().flatten());
+    if let Err(e) = bot.store.audit(
+        incoming.sender.as_str(),
+        "command.replayed",
+        incident.as_ref().map(|i| &i.id),
+        json!({
+            "room": here,
+            "event": incoming.event_id,
+            "original_event": first.event_id,
+            "original_room": first.room,
+            "original_at": first.at,
+            "ciphertext_sha256": first.sha256,
+            "command": incoming.parsed.as_ref().map(|c| c.name()).unwrap_or("unparsable"),
+        }),
+        bot.now(),
+    ) {
+        error!(error = %e, "store: auditing a replayed command");
+    }
+    let server = bot.server_name();
+    let copy = rooms::event_link(here.as_str(), incoming.event_id.as_str(), server);
+    let original = rooms::event_link(&first.room, &first.event_id, server);
+    let body = format!(
+        "ALERT: possible compromise. A copy of an earlier command was posted in {sender}'s \
+         name: {copy} repeats {original} (accepted {at}), the same encrypted message from \
+         the same device. I did not run it; nothing was changed. Someone who can post as \
+         {sender} (a homeserver admin, or their password) is replaying their commands. \
+         Operators: check the homeserver's admin actions and {sender}'s sessions.",
+        sender = incoming.sender,
+        at = crate::incident::plan::format_time(first.at, bot.config.time_zone),
+    );
+    let mut mention: Vec<OwnedUserId> = bot.config.operators.iter().cloned().collect();
+    mention.push(incoming.sender.clone());
+    let content = notice(&body, &mention);
+    let key = format!("replay/{}", incoming.event_id);
+    let target = match &incident {
+        Some(i) => OwnedRoomId::try_from(i.control_room.as_str())
+            .ok()
+            .and_then(|id| bot.client.get_room(&id)),
+        None => Some(incoming.room.clone()),
+    };
+    let Some(room) = target else {
+        warn!("no control room to raise a replayed command in");
+        return;
+    };
+    if let Err(e) = send_once(bot, &room, &key, incident.as_ref().map(|i| &i.id), content).await {
+        warn!(error = %e, "could not raise a replayed command");
+    }
+}
+
+/// Writes a window's count of unanswered commands as one audit entry.
+pub(crate) fn audit_suppressed(bot: &Bot, closed: &crate::command::flood::Suppressed) {
+    if let Err(e) = bot.store.audit(
+        closed.sender.as_str(),
+        "command.refusals-suppressed",
+        None,
+        json!({ "count": closed.count, "from": closed.from, "last": closed.last }),
+        bot.now(),
+    ) {
+        error!(error = %e, "store: auditing suppressed commands");
     }
 }
 
@@ -601,6 +795,7 @@ pub async fn send_once(
         return Ok(event);
     }
     crate::failpoint::hit("send.before").await;
+    bot.before_send(room).await;
     let event_id = rooms::send_message(room, content, &entry.txn_id).await?;
     bot.store
         .outbox_complete(key, Some(json!({ "event_id": event_id })), bot.now())?;
@@ -653,16 +848,14 @@ pub async fn catch_up(bot: &Arc<Bot>) {
                     && let MessageType::Text(text) = &m.content.msgtype
                     && let Some(parsed) = crate::command::parse(&text.body)
                 {
-                    let device =
-                        bot.sender_device(event.encryption_info().map(|i| i.as_ref()), &m.sender);
-                    found.push(Incoming {
-                        room: room.clone(),
-                        device,
-                        sender: m.sender.clone(),
-                        event_id: m.event_id.clone(),
-                        sent_at: at,
+                    found.push((
+                        event.encryption_info().map(|i| i.as_ref().clone()),
+                        text.body.clone(),
+                        m.sender.clone(),
+                        m.event_id.clone(),
+                        at,
                         parsed,
-                    });
+                    ));
                 }
             }
             match page.end {
@@ -670,14 +863,21 @@ pub async fn catch_up(bot: &Arc<Bot>) {
                 None => break,
             }
         }
-        for incoming in found.into_iter().rev() {
-            if bot
-                .store
-                .is_processed(incoming.event_id.as_str())
-                .unwrap_or(true)
-            {
+        for (encryption, body, sender, event_id, sent_at, parsed) in found.into_iter().rev() {
+            if bot.store.is_processed(event_id.as_str()).unwrap_or(true) {
                 continue;
             }
+            let device = bot.sender_device(encryption.as_ref(), &sender).await;
+            let incoming = Incoming {
+                room: room.clone(),
+                device,
+                sender,
+                event_id,
+                sent_at,
+                body,
+                encryption,
+                parsed,
+            };
             info!(event = %incoming.event_id, "handling a command that arrived while cordon was down");
             handle(bot.clone(), incoming).await;
         }

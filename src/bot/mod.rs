@@ -91,6 +91,9 @@ pub enum BotError {
 /// How often pending holders are checked for a new enrolment.
 const ROSTER_INTERVAL: Duration = Duration::from_secs(60);
 
+/// How often ended budget windows are audited (see [`crate::command::flood`]).
+const FLOOD_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
+
 /// The shortest interval between syncs while a pipeline is running.
 const BUSY_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -142,6 +145,11 @@ pub struct Bot {
     /// The control rooms as last read from the store: who to tell when the store
     /// itself can no longer be read.
     control_seen: Mutex<BTreeSet<OwnedRoomId>>,
+    /// Each sender's answer budget for commands cordon does not trust.
+    flood: Mutex<crate::command::flood::Flood>,
+    /// People whose enrolment is revoked, as last read from the store (see
+    /// [`Bot::before_send`]).
+    revoked: Mutex<Vec<OwnedUserId>>,
 }
 
 impl Bot {
@@ -212,22 +220,97 @@ impl Bot {
         self.config.operators.contains(user)
     }
 
-    /// Whether a command's sending device may change anything (see
-    /// [`crate::trust::sender`]).
-    pub(crate) fn sender_device(
+    /// Whether a command's sending device may change anything, checked now against the
+    /// homeserver's current keys (see [`crate::trust::sender::confirm_now`]). A device
+    /// found to belong to a changed identity loses any local trust at once.
+    pub(crate) async fn sender_device(
         &self,
         info: Option<&matrix_sdk::deserialized_responses::EncryptionInfo>,
         sender: &matrix_sdk::ruma::UserId,
     ) -> crate::trust::sender::SenderDevice {
-        let revoked = match self.store.enrolment(sender.as_str()) {
-            Ok(record) => record.is_some_and(|e| !e.is_current()),
+        use crate::trust::sender::{SenderDevice, Why};
+        let device =
+            crate::trust::sender::confirm_now(&self.client, &self.store, info, sender).await;
+        if matches!(device, SenderDevice::Unverified(Why::IdentityChanged)) {
+            crate::trust::enforce(&self.client, &self.store, sender).await;
+        }
+        device
+    }
+
+    /// Reads who is revoked from the store again.
+    pub(crate) fn refresh_revoked(&self) {
+        let list: Vec<OwnedUserId> = match self.store.enrolments() {
+            Ok(list) => list
+                .into_iter()
+                .filter(|e| !e.is_current())
+                .filter_map(|e| OwnedUserId::try_from(e.user.as_str()).ok())
+                .collect(),
             Err(e) => {
-                // Fail closed: a sender cordon cannot check is not trusted.
-                error!(error = %e, "store: reading an enrolment");
-                true
+                error!(error = %e, "store: listing enrolments");
+                return;
             }
         };
-        crate::trust::sender::classify(info, sender, revoked)
+        match self.revoked.lock() {
+            Ok(mut r) => *r = list,
+            Err(poisoned) => *poisoned.into_inner() = list,
+        }
+    }
+
+    /// Before cordon sends into `room`: every revoked person who is a member has their
+    /// device list fetched now and every device blacklisted. matrix-sdk fetches the
+    /// device lists it knows to be outdated as part of the send and shares the room key
+    /// at once, so a device a revoked person added a moment ago would otherwise receive
+    /// it before the device watcher could blacklist it.
+    pub(crate) async fn before_send(&self, room: &Room) {
+        let revoked = match self.revoked.lock() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        for user in revoked {
+            let member = matches!(
+                room.get_member_no_sync(&user).await,
+                Ok(Some(m)) if matches!(m.membership(), MembershipState::Join | MembershipState::Invite)
+            );
+            if !member {
+                continue;
+            }
+            if let Err(e) = self.client.encryption().request_user_identity(&user).await {
+                warn!(user = %user, error = %e, "could not fetch a revoked member's devices");
+            }
+            crate::trust::enforce(&self.client, &self.store, &user).await;
+        }
+    }
+
+    /// Takes one answer from `sender`'s budget (see [`crate::command::flood`]).
+    pub(crate) fn flood_take(
+        &self,
+        sender: &str,
+        now: DateTime<Utc>,
+    ) -> (
+        crate::command::flood::Gate,
+        Option<crate::command::flood::Suppressed>,
+    ) {
+        match self.flood.lock() {
+            Ok(mut f) => f.take(sender, now),
+            Err(poisoned) => poisoned.into_inner().take(sender, now),
+        }
+    }
+
+    /// Audits the counts of every budget window that has ended (every window, at
+    /// shutdown).
+    fn flood_flush(&self, all: bool) {
+        let now = if all {
+            self.now() + crate::command::flood::WINDOW
+        } else {
+            self.now()
+        };
+        let closed = match self.flood.lock() {
+            Ok(mut f) => f.flush(now),
+            Err(poisoned) => poisoned.into_inner().flush(now),
+        };
+        for c in &closed {
+            commands::audit_suppressed(self, c);
+        }
     }
 
     /// True while any pipeline runs in this process.
@@ -355,7 +438,10 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
         last_sync: Mutex::new(None),
         fan_out: tokio::sync::Semaphore::new(provision::INVITE_CONCURRENCY),
         control_seen: Mutex::new(BTreeSet::new()),
+        flood: Mutex::new(crate::command::flood::Flood::default()),
+        revoked: Mutex::new(Vec::new()),
     });
+    bot.refresh_revoked();
     // Who to tell if the store fails, before anything else can fail it.
     bot.control_rooms();
     // A store that can no longer be read or written (a full disk) stops cordon: it
@@ -386,6 +472,7 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
             store: bot.store.clone(),
             clock: bot.clock.clone(),
             on_enrolled: Some(person_hook(&bot, |bot, user| async move {
+                bot.refresh_revoked();
                 roster::admit_enrolled(&bot, Some(&*user)).await;
                 crate::guard::on_enrolled(&bot, &user).await;
             })),
@@ -442,6 +529,18 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
             loop {
                 tick.tick().await;
                 roster::admit_enrolled(&b, None).await;
+            }
+        })
+    };
+    // The counts of suppressed commands are audited soon after each window ends.
+    let flood_watch = {
+        let weak = Arc::downgrade(&bot);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(FLOOD_FLUSH_INTERVAL);
+            loop {
+                tick.tick().await;
+                let Some(bot) = weak.upgrade() else { return };
+                bot.flood_flush(false);
             }
         })
     };
@@ -504,6 +603,8 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
     info!("shutting down");
     admin_socket.close().await;
     enrolled_watch.abort();
+    flood_watch.abort();
+    bot.flood_flush(true);
     // Running jobs finish (every one is resumable, so a slow one is cut short).
     if tokio::time::timeout(Duration::from_secs(10), scheduler.shutdown())
         .await
@@ -631,18 +732,23 @@ async fn on_message(
     let Some(parsed) = crate::command::parse(&text.body) else {
         return;
     };
-    let device = bot.sender_device(encryption.as_ref(), &ev.sender);
-    let incoming = commands::Incoming {
-        room,
-        device,
-        sender: ev.sender.clone(),
-        event_id: ev.event_id.clone(),
-        sent_at: millis_to_utc(ev.origin_server_ts.get().into()),
-        parsed,
-    };
+    let body = text.body.clone();
     let b = bot.clone();
-    bot.spawn(async move { commands::handle(b, incoming).await })
-        .await;
+    bot.spawn(async move {
+        let device = b.sender_device(encryption.as_ref(), &ev.sender).await;
+        let incoming = commands::Incoming {
+            room,
+            device,
+            sender: ev.sender.clone(),
+            event_id: ev.event_id.clone(),
+            sent_at: millis_to_utc(ev.origin_server_ts.get().into()),
+            body,
+            encryption,
+            parsed,
+        };
+        commands::handle(b, incoming).await
+    })
+    .await;
 }
 
 /// Joins an encrypted room as a control room when an operator invited cordon; declines

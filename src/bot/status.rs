@@ -94,8 +94,18 @@ async fn gather(bot: &Bot, incident: &Incident) -> IncidentView {
     };
     let advice = super::advice::outstanding_count(bot, incident);
     if advice > 0 {
-        view.notes
-            .push(format!("advice not yet marked transcribed: {advice}"));
+        let unconfirmed = super::advice::unconfirmed_count(bot, incident);
+        let unconfirmed = if unconfirmed > 0 {
+            format!(
+                " ({unconfirmed} with a ✅ reaction, unconfirmed: confirm with `!cordon \
+                 transcribed <link>`)"
+            )
+        } else {
+            String::new()
+        };
+        view.notes.push(format!(
+            "advice not yet marked transcribed: {advice}{unconfirmed}"
+        ));
         view.flags.push(format!("{advice} advice untranscribed"));
     }
     if let Some(failure) = &incident.failure

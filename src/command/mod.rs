@@ -16,12 +16,14 @@
 //! - `help`: help text, usage lines and "did you mean" suggestions, rendered from the
 //!   clap tree as plain text.
 //! - `error`: [`Rejection`], the one error enum, and its polite reply.
+//! - [`flood`]: how many answers a sender gets for commands cordon does not trust.
 //!
 //! Authorisation (verified device, sender allowed, playbook valid) is not here: the bot
 //! runs those checks on the parsed [`Command`], using [`Command::changes_state`].
 
 mod args;
 mod error;
+pub mod flood;
 mod grammar;
 mod help;
 mod lexer;

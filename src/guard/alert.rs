@@ -199,7 +199,10 @@ pub fn identity_body(
         "SECURITY ALERT in {name}: the identity (cross-signing keys) of {user} changed \
          since an operator verified it; detected {detected}.\nThis happens when someone \
          resets their encryption (a new phone, a lost recovery key), and also when an \
-         attacker takes over the account. {done}\nCommander: {commander}",
+         attacker takes over the account. {done}\nNone of their devices keeps cordon's \
+         trust, the one an operator compared emojis with included: commands from them are \
+         refused and no room key of cordon's reaches any of their devices until they are \
+         enrolled again.\nCommander: {commander}",
         name = incident_name(incident),
         detected = when(detected, tz),
         commander = incident.commander,

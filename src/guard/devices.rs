@@ -40,6 +40,18 @@ async fn watch_devices(weak: Weak<Bot>) {
     futures_util::pin_mut!(stream);
     while let Some(updates) = stream.next().await {
         let Some(bot) = weak.upgrade() else { return };
+        // Every update first enforces the person's standing: a device that appears
+        // after a revocation is blacklisted before cordon shares a key with it.
+        let people: std::collections::BTreeSet<_> = updates
+            .new
+            .keys()
+            .chain(updates.changed.keys())
+            .filter(|u| *u != bot.user_id())
+            .cloned()
+            .collect();
+        for user in people {
+            super::check_standing(&bot, &user).await;
+        }
         for (user, devices) in updates.new {
             if user == *bot.user_id() || devices.values().all(|d| d.is_cross_signed_by_owner()) {
                 continue;
@@ -69,6 +81,7 @@ async fn watch_identities(weak: Weak<Bot>) {
             if user == *bot.user_id() {
                 continue;
             }
+            super::check_standing(&bot, &user).await;
             let b = bot.clone();
             bot.spawn(async move { super::check_person(&b, &user).await })
                 .await;

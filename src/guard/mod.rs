@@ -18,6 +18,9 @@
 //!   owner has not cross-signed.
 //! - `alert`: alert texts (pure), and sending each alert once to the incident's control
 //!   and command rooms.
+//! - `standing`: people's standing enforced in cordon's crypto store on every key
+//!   update (revoked: every device blacklisted; identity changed: no device keeps local
+//!   trust), and raised in the control rooms they are in.
 //!
 //! # When it runs
 //!
@@ -36,6 +39,7 @@
 mod alert;
 pub mod devices;
 pub mod members;
+mod standing;
 pub mod state;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -510,7 +514,15 @@ pub async fn on_enrolled(bot: &Arc<Bot>, user: &UserId) {
 /// Takes a person whose enrolment was just revoked out of every open incident, with an
 /// alert (the periodic pass would, within [`PERIOD`]).
 pub async fn on_revoked(bot: &Arc<Bot>, user: &UserId) {
+    bot.refresh_revoked();
+    standing::check(bot, user).await;
     check_person(bot, user).await;
+}
+
+/// Enforces `user`'s standing in cordon's crypto store (see `standing`), raising
+/// what is new in the control rooms.
+pub(crate) async fn check_standing(bot: &Arc<Bot>, user: &UserId) {
+    standing::check(bot, user).await;
 }
 
 /// Reconciles every watched room and checks every member once (at start-up, after the
@@ -532,6 +544,8 @@ pub async fn reconcile_all(bot: &Arc<Bot>) {
 
 /// One full pass: interrupted alerts and invites back, every room, every person.
 async fn pass(bot: &Arc<Bot>) {
+    bot.refresh_revoked();
+    standing::check_everyone(bot).await;
     alert::resume(bot).await;
     members::resume_readmissions(bot).await;
     let rooms = all_watched(bot);

@@ -8,6 +8,9 @@
 //!   API, as an auditor would.
 //! - [`login_unverified_device`]: someone with a holder's password signs in on a new
 //!   device that the holder never cross-signs.
+//! - [`ServerAdmin::replay`]: the same admin logs in as someone and posts the
+//!   ciphertext of one of their earlier messages again, as a new event.
+//! - [`login_cross_signed_device`]: a holder adds a device and cross-signs it.
 //! - [`reset_identity`]: a holder's cross-signing identity replaced by a new one (what
 //!   an account takeover, or an honest "reset encryption", looks like to cordon).
 
@@ -15,7 +18,7 @@ use std::collections::BTreeMap;
 
 use matrix_sdk::encryption::CrossSigningResetAuthType;
 use matrix_sdk::ruma::api::client::uiaa;
-use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+use matrix_sdk::ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::{Value, json};
 use url::Url;
 
@@ -184,6 +187,88 @@ impl ServerAdmin {
             .and_then(|c| c["membership"].as_str().map(str::to_owned)))
     }
 
+    /// `POST /_synapse/admin/v1/users/{user}/login`: an access token for `user`, for a
+    /// new session of theirs, with no password (what a rogue admin uses to post as
+    /// someone).
+    pub async fn login_as(&self, user: &UserId) -> Result<String, HarnessError> {
+        let reply = self
+            .call(
+                reqwest::Method::POST,
+                &format!("_synapse/admin/v1/users/{}/login", encode(user.as_str())),
+                Some(json!({})),
+            )
+            .await?;
+        reply["access_token"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| HarnessError::BadResponse {
+                context: format!("logging in as {user}"),
+                detail: reply.to_string(),
+            })
+    }
+
+    /// Replays `event` of `room` as `user`: reads the event as the homeserver stores it
+    /// (an `m.room.encrypted` event stays encrypted) with a token from
+    /// [`ServerAdmin::login_as`], and posts its type and content again as a new event.
+    /// Nobody's keys are needed. Returns the new event's id.
+    pub async fn replay(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        event: &EventId,
+    ) -> Result<OwnedEventId, HarnessError> {
+        let token = self.login_as(user).await?;
+        let context = format!("replaying {event} as {user}");
+        let as_user = |method: reqwest::Method, path: String| {
+            let url = self
+                .base
+                .join(&path)
+                .map_err(|e| HarnessError::BadResponse {
+                    context: context.clone(),
+                    detail: e.to_string(),
+                })?;
+            Ok::<_, HarnessError>(self.http.request(method, url).bearer_auth(&token))
+        };
+        let stored = super::synapse::json_response(
+            &context,
+            as_user(
+                reqwest::Method::GET,
+                format!(
+                    "_matrix/client/v3/rooms/{}/event/{}",
+                    encode(room.as_str()),
+                    encode(event.as_str())
+                ),
+            )?
+            .send()
+            .await,
+        )
+        .await?;
+        let event_type = stored["type"].as_str().unwrap_or_default().to_owned();
+        let txn = format!("replay{}", rand::random::<u64>());
+        let sent = super::synapse::json_response(
+            &context,
+            as_user(
+                reqwest::Method::PUT,
+                format!(
+                    "_matrix/client/v3/rooms/{}/send/{}/{txn}",
+                    encode(room.as_str()),
+                    encode(&event_type)
+                ),
+            )?
+            .json(&stored["content"])
+            .send()
+            .await,
+        )
+        .await?;
+        sent["event_id"]
+            .as_str()
+            .and_then(|e| OwnedEventId::try_from(e).ok())
+            .ok_or_else(|| HarnessError::BadResponse {
+                context,
+                detail: sent.to_string(),
+            })
+    }
+
     /// The rooms cordon (`creator`) created for `incident`, by room key, from the tags
     /// in their create events.
     pub async fn incident_rooms(
@@ -243,6 +328,52 @@ pub async fn login_unverified_device(
             detail: "the new device is cross-signed (was a new identity bootstrapped?)".into(),
         });
     }
+    Ok(device)
+}
+
+/// Signs in as `localpart` on a new device and has `owner` (a device of the same
+/// person holding their self-signing key) cross-sign it: a device the person really
+/// adds, which a client that trusts their identity trusts too.
+pub async fn login_cross_signed_device(
+    hs: &Synapse,
+    owner: &TestUser,
+    localpart: &str,
+    password: &str,
+) -> Result<TestUser, HarnessError> {
+    let device = TestUser::login(hs, localpart, password).await?;
+    let id = device
+        .client()
+        .device_id()
+        .ok_or_else(|| HarnessError::BadResponse {
+            context: format!("{localpart}'s new device"),
+            detail: "no device id".into(),
+        })?
+        .to_owned();
+    let context = format!("cross-signing {localpart}'s device {id}");
+    let encryption = owner.client().encryption();
+    let waited = async {
+        loop {
+            // The owner learns of the new device through a key query.
+            let _ = encryption.request_user_identity(owner.user_id()).await;
+            if let Ok(Some(d)) = encryption.get_device(owner.user_id(), &id).await {
+                return d;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    };
+    let found = tokio::time::timeout(std::time::Duration::from_secs(30), waited)
+        .await
+        .map_err(|_| HarnessError::BadResponse {
+            context: context.clone(),
+            detail: "the owner never saw the new device".into(),
+        })?;
+    found
+        .verify()
+        .await
+        .map_err(|e| HarnessError::BadResponse {
+            context,
+            detail: e.to_string(),
+        })?;
     Ok(device)
 }
 

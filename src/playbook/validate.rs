@@ -22,7 +22,7 @@ use crate::yaml::{Located, closest, is_bidi_or_invisible, quote};
 /// A reminder's text when the playbook gives none.
 pub const DEFAULT_REMINDER: &str = "Reminder: this chat is NOT the medical record. Transcribe \
     clinical advice into the patient record now, attributed to the person who gave it, then \
-    mark it transcribed (react ✅). These rooms are destroyed at {expires} ({time_left} left), \
+    mark it transcribed (`!cordon transcribed <link>`). These rooms are destroyed at {expires} ({time_left} left), \
     and messages are deleted before then.";
 
 /// How long cordon keeps a sealed archive when the playbook does not say.

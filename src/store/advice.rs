@@ -48,16 +48,35 @@ pub struct AdviceRecord {
     pub sent_at: DateTime<Utc>,
     /// Who flagged it.
     pub flagged: Mark,
-    /// Who marked it transcribed, once someone has.
+    /// Who marked it transcribed, once someone has. A mark made by reaction is
+    /// unconfirmed (see [`AdviceRecord::is_confirmed`]).
     pub transcribed: Option<Mark>,
     /// When its author was reminded, once they have been.
     pub reminded_at: Option<DateTime<Utc>>,
 }
 
 impl AdviceRecord {
-    /// True until someone marks it transcribed.
+    /// True once someone confirmed the transcription by command. Reactions are sent
+    /// unencrypted, so the homeserver alone vouches for who sent one (and can send one
+    /// in anyone's name): a ✅ is recorded, but only `!cordon transcribed <link>` from a
+    /// verified device confirms it.
+    pub fn is_confirmed(&self) -> bool {
+        self.transcribed
+            .as_ref()
+            .is_some_and(|m| m.via == MarkedVia::Command)
+    }
+
+    /// The unconfirmed mark (a ✅ reaction), while no command has confirmed it.
+    pub fn unconfirmed(&self) -> Option<&Mark> {
+        self.transcribed
+            .as_ref()
+            .filter(|m| m.via == MarkedVia::Reaction)
+    }
+
+    /// True until someone confirms its transcription by command: an unconfirmed ✅
+    /// keeps it on the outstanding list, in reminders and in the stand-down notice.
     pub fn is_outstanding(&self) -> bool {
-        self.transcribed.is_none()
+        !self.is_confirmed()
     }
 }
 
@@ -66,7 +85,8 @@ impl AdviceRecord {
 pub enum TranscribedOutcome {
     /// Marked now (and flagged now too, if it was not flagged before).
     Marked(AdviceRecord),
-    /// Someone had already marked it; nothing changed.
+    /// Someone had already marked it (by command, or by reaction when this mark is a
+    /// reaction too); nothing changed.
     Already(AdviceRecord),
 }
 
@@ -107,10 +127,11 @@ impl Store {
         Ok(new)
     }
 
-    /// Marks advice transcribed and audits it (`advice.transcribed`), in one
-    /// transaction. A message nobody flagged is recorded as flagged by the same mark:
-    /// marking it transcribed says it was advice. `unflagged` is the record to write in
-    /// that case.
+    /// Marks advice transcribed and audits it, in one transaction: by command as
+    /// `advice.transcribed` (confirmed, replacing an unconfirmed ✅), by reaction as
+    /// `advice.transcribed-unconfirmed`. A message nobody flagged is recorded as flagged
+    /// by the same mark: marking it transcribed says it was advice. `unflagged` is the
+    /// record to write in that case.
     pub fn mark_transcribed(
         &self,
         unflagged: &AdviceRecord,
@@ -125,7 +146,12 @@ impl Store {
                 Some(bytes) => Some(decode("advice", &unflagged.event_id, bytes.value())?),
             };
             match existing {
-                Some(record) if record.transcribed.is_some() => TranscribedOutcome::Already(record),
+                Some(record)
+                    if record.is_confirmed()
+                        || (record.transcribed.is_some() && mark.via == MarkedVia::Reaction) =>
+                {
+                    TranscribedOutcome::Already(record)
+                }
                 existing => {
                     let mut record = existing.unwrap_or_else(|| unflagged.clone());
                     record.transcribed = Some(mark.clone());
@@ -140,7 +166,10 @@ impl Store {
                 &tx,
                 audit::NewEntry {
                     actor: &mark.by,
-                    action: "advice.transcribed",
+                    action: match mark.via {
+                        MarkedVia::Command => "advice.transcribed",
+                        MarkedVia::Reaction => "advice.transcribed-unconfirmed",
+                    },
                     incident: Some(&record.incident),
                     details: &json!({
                         "room": record.room_key,

@@ -39,6 +39,7 @@ pub mod advice;
 pub mod audit;
 pub mod audit_export;
 mod backend;
+pub mod ciphertexts;
 mod control;
 mod error;
 mod exactly_once;
@@ -383,6 +384,7 @@ fn open_all_tables(tx: &WriteTransaction) -> Result<(), redb::TableError> {
     tx.open_table(tables::SWEEPS)?;
     tx.open_table(tables::SEAL_SEGMENTS)?;
     tx.open_table(tables::STANDDOWN)?;
+    tx.open_table(tables::CIPHERTEXTS)?;
     Ok(())
 }
 

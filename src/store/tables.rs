@@ -56,3 +56,7 @@ pub const SEAL_SEGMENTS: TableDefinition<(&str, &str, u64), &[u8]> =
 /// pipeline the incident is at, recorded before the step starts, and what the export
 /// found that destruction must delete.
 pub const STANDDOWN: TableDefinition<&str, &[u8]> = TableDefinition::new("standdown");
+/// `ciphertexts`: `megolm/<sender key>/<session id>/<message index>` →
+/// `AcceptedCiphertext` JSON: the megolm messages commands were accepted from (replays
+/// of them are refused). Kept for good.
+pub const CIPHERTEXTS: TableDefinition<&str, &[u8]> = TableDefinition::new("ciphertexts");

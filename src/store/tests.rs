@@ -1296,3 +1296,77 @@ fn advice_is_flagged_once_marked_once_and_audited_without_content() {
     assert_eq!(transcribed.actor, "@nurse2:x.org");
     assert_eq!(transcribed.details_value()["event"], "$b");
 }
+
+#[test]
+fn a_reaction_mark_stays_outstanding_until_a_command_confirms_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let incident = declare(&store, "p", "!c:x.org");
+    let a = advice_record(&incident, "$r", 5);
+    store.flag_advice(&a).unwrap();
+    let by_reaction = advice::Mark {
+        by: "@nurse2:x.org".into(),
+        at: t(20),
+        via: advice::MarkedVia::Reaction,
+    };
+    assert!(matches!(
+        store.mark_transcribed(&a, &by_reaction).unwrap(),
+        advice::TranscribedOutcome::Marked(_)
+    ));
+    let record = store.advice(&incident.id, "$r").unwrap().unwrap();
+    assert!(record.is_outstanding(), "a ✅ alone confirms nothing");
+    assert_eq!(record.unconfirmed(), Some(&by_reaction));
+    assert!(matches!(
+        store.mark_transcribed(&a, &by_reaction).unwrap(),
+        advice::TranscribedOutcome::Already(_)
+    ));
+
+    let by_command = advice::Mark {
+        by: "@nurse2:x.org".into(),
+        at: t(30),
+        via: advice::MarkedVia::Command,
+    };
+    assert!(matches!(
+        store.mark_transcribed(&a, &by_command).unwrap(),
+        advice::TranscribedOutcome::Marked(_)
+    ));
+    let record = store.advice(&incident.id, "$r").unwrap().unwrap();
+    assert!(!record.is_outstanding());
+    assert!(record.is_confirmed());
+    assert_eq!(record.unconfirmed(), None);
+    // A later ✅ does not turn a confirmed mark back into an unconfirmed one.
+    assert!(matches!(
+        store.mark_transcribed(&a, &by_reaction).unwrap(),
+        advice::TranscribedOutcome::Already(_)
+    ));
+    assert!(
+        store
+            .advice(&incident.id, "$r")
+            .unwrap()
+            .unwrap()
+            .is_confirmed()
+    );
+
+    let actions: Vec<String> = store
+        .audit_entries(.., Some(&incident.id))
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| *a == "advice.transcribed-unconfirmed")
+            .count(),
+        1,
+        "{actions:?}"
+    );
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| *a == "advice.transcribed")
+            .count(),
+        1,
+        "{actions:?}"
+    );
+}

@@ -81,7 +81,9 @@ pub async fn verify(
             user: user.to_string(),
         });
     }
-    sign_and_record(store, &identity, EnrolMethod::Fingerprint, by, now).await
+    let enrolment = sign_and_record(store, &identity, EnrolMethod::Fingerprint, by, now).await?;
+    super::unblock_signed_devices(client, user).await?;
+    Ok(enrolment)
 }
 
 #[cfg(test)]

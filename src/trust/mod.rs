@@ -13,18 +13,22 @@
 //!   own client (also in-process when the bot is stopped).
 //! - [`cli`]: the operator's side of `cordon verify`: find the running bot or take the
 //!   state directory itself, send the request, show the emojis, ask, print the result.
+//! - [`replay`]: which megolm message a command came in, so a replayed copy is
+//!   refused.
 //! - [`recovery`]: `cordon recover`, cordon's identity restored on a new disk from the
 //!   recovery key printed at first start.
 
 pub mod cli;
 pub mod fingerprint;
 pub mod recovery;
+pub mod replay;
 pub mod sas;
 pub mod sender;
 pub mod socket;
 
 use chrono::{DateTime, Utc};
 use matrix_sdk::Client;
+use matrix_sdk::encryption::LocalTrust;
 use matrix_sdk::encryption::identities::UserIdentity;
 use matrix_sdk::ruma::UserId;
 use serde::{Deserialize, Serialize};
@@ -200,6 +204,20 @@ pub(crate) async fn sign_and_record(
     record(store, identity, method, by, now)
 }
 
+/// After a new enrolment: the devices blacklisted by an earlier revocation that the
+/// newly enrolled identity cross-signs are no longer blacklisted (devices it does not
+/// sign stay as they are: cordon never shares keys with them anyway).
+pub(crate) async fn unblock_signed_devices(
+    client: &Client,
+    user: &UserId,
+) -> Result<(), TrustError> {
+    set_local_trust_where(client, user, LocalTrust::Unset, |d| {
+        d.is_blacklisted() && d.is_cross_signed_by_owner()
+    })
+    .await
+    .map(drop)
+}
+
 /// Records the enrolment of `identity`, which cordon has already signed (by
 /// [`sign_and_record`], or by matrix-sdk at the end of an emoji comparison).
 pub(crate) fn record(
@@ -243,23 +261,135 @@ pub async fn revoke(
     Ok(record)
 }
 
-/// Blacklists every known device of `user` locally (room keys are withheld from them).
+/// Blacklists every device of `user`, fetched from the homeserver first so that devices
+/// the bot has not seen yet are covered too (room keys are withheld from them). Returns
+/// how many were blacklisted now.
 pub async fn blacklist_devices(client: &Client, user: &UserId) -> Result<usize, TrustError> {
-    // Fetch first, so devices the bot has not seen yet are covered too.
     let _ = client.encryption().request_user_identity(user).await;
+    blacklist_new_devices(client, user).await
+}
+
+/// What [`enforce`] found and did for one person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enforced {
+    /// Not enrolled, or enrolled and unchanged: nothing to do.
+    Nothing,
+    /// Their identity is no longer the one enrolled: every device's local trust was
+    /// taken away (`distrusted` had it until now).
+    IdentityChanged {
+        /// The master key now on the homeserver (`none` without one).
+        master_key: String,
+        /// How many devices lost local trust just now.
+        distrusted: usize,
+    },
+    /// Their enrolment is revoked: every device is blacklisted (`blacklisted` just now).
+    Revoked {
+        /// How many devices were blacklisted just now.
+        blacklisted: usize,
+    },
+}
+
+/// Makes cordon's crypto store agree with the person's standing, from the local copy
+/// of their keys (kept current by sync and by the key queries cordon makes):
+///
+/// - revoked: every device is blacklisted, including devices that appeared after the
+///   revocation (cordon's signature on their identity stays valid on the homeserver,
+///   so a device they cross-sign later would otherwise be trusted);
+/// - identity changed since enrolment: no device keeps local trust (an emoji comparison
+///   trusts the compared device locally, and that trust would otherwise outlive the
+///   identity), so no room key of cordon's reaches any of their devices until they are
+///   enrolled again.
+///
+/// Called on every device and identity update, at each guard pass and before cordon
+/// sends into a room a revoked person is in. Failures are logged; the next call
+/// repeats the work.
+pub async fn enforce(client: &Client, store: &Store, user: &UserId) -> Enforced {
+    let enrolment = match store.enrolment(user.as_str()) {
+        Ok(Some(e)) => e,
+        Ok(None) => return Enforced::Nothing,
+        Err(e) => {
+            tracing::error!(error = %e, "store: reading an enrolment");
+            return Enforced::Nothing;
+        }
+    };
+    if !enrolment.is_current() {
+        return match blacklist_new_devices(client, user).await {
+            Ok(blacklisted) => Enforced::Revoked { blacklisted },
+            Err(e) => {
+                tracing::warn!(user = %user, error = %e, "could not blacklist a revoked person's devices");
+                Enforced::Revoked { blacklisted: 0 }
+            }
+        };
+    }
+    let identity = match client.encryption().get_user_identity(user).await {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(user = %user, error = %e, "could not read a person's identity");
+            return Enforced::Nothing;
+        }
+    };
+    let current = identity.as_ref().and_then(master_key);
+    let changed = match (&enrolment.master_key, &current) {
+        (Some(enrolled), Some(now)) => enrolled != now,
+        // Enrolled, and now without any identity: a reset in progress, or removed.
+        (Some(_), None) => true,
+        // A record without a key (recovered, or only a revocation): cordon's signature
+        // is all there is to go by.
+        (None, _) => identity.as_ref().is_some_and(|i| !i.is_verified()),
+    };
+    if !changed {
+        return Enforced::Nothing;
+    }
+    let distrusted = match distrust_devices(client, user).await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(user = %user, error = %e, "could not take local trust from a person's devices");
+            0
+        }
+    };
+    Enforced::IdentityChanged {
+        master_key: current.unwrap_or_else(|| "none".to_owned()),
+        distrusted,
+    }
+}
+
+/// Takes local trust (what an emoji comparison gives the compared device) from every
+/// device of `user`. Returns how many had it.
+pub async fn distrust_devices(client: &Client, user: &UserId) -> Result<usize, TrustError> {
+    set_local_trust_where(client, user, LocalTrust::Unset, |d| {
+        d.local_trust_state() == LocalTrust::Verified
+    })
+    .await
+}
+
+/// Blacklists every device of `user` cordon knows that is not blacklisted yet, from
+/// the local copy of their keys. Returns how many were blacklisted now.
+async fn blacklist_new_devices(client: &Client, user: &UserId) -> Result<usize, TrustError> {
+    set_local_trust_where(client, user, LocalTrust::BlackListed, |d| {
+        !d.is_blacklisted()
+    })
+    .await
+}
+
+/// Sets the local trust of every device of `user` that `pick` picks, in cordon's
+/// crypto store. Returns how many it set.
+async fn set_local_trust_where(
+    client: &Client,
+    user: &UserId,
+    trust: LocalTrust,
+    pick: impl Fn(&matrix_sdk::encryption::identities::Device) -> bool,
+) -> Result<usize, TrustError> {
     let devices = client
         .encryption()
         .get_user_devices(user)
         .await
         .map_err(|e| TrustError::matrix(format!("listing {user}'s devices"), e))?;
     let mut n = 0;
-    for device in devices.devices() {
-        if !device.is_blacklisted() {
-            device
-                .set_local_trust(matrix_sdk::encryption::LocalTrust::BlackListed)
-                .await
-                .map_err(|e| TrustError::matrix(format!("blacklisting {user}'s device"), e))?;
-        }
+    for device in devices.devices().filter(|d| pick(d)) {
+        device
+            .set_local_trust(trust)
+            .await
+            .map_err(|e| TrustError::matrix(format!("setting {user}'s device's trust"), e))?;
         n += 1;
     }
     Ok(n)

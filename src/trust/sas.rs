@@ -1,5 +1,6 @@
-//! Enrolment by emoji comparison (SAS): cordon asks the person's devices to verify, the
-//! first device that accepts runs the comparison, the operator compares the seven
+//! Enrolment by emoji comparison (SAS): cordon asks the person's devices that their own
+//! identity cross-signs (or the one device the operator names) to verify, the first
+//! device that accepts runs the comparison, the operator compares the seven
 //! emojis with what the person's screen shows, and on a match both sides confirm.
 //!
 //! cordon signs nothing itself here: at the end of a confirmed comparison matrix-sdk
@@ -170,24 +171,44 @@ async fn run(
         .get_user_devices(user)
         .await
         .map_err(|e| TrustError::matrix(format!("listing {user}'s devices"), e))?;
+    // Only devices the person's identity cross-signs are asked, unless the operator
+    // names one: a device the homeserver added in their name (an admin's login as
+    // them, a stolen password) is not cross-signed, and must not be the one that
+    // answers first.
     let mut targets = Vec::new();
+    let mut unsigned = Vec::new();
     for device in devices.devices() {
-        if options
-            .device
-            .as_ref()
-            .is_none_or(|wanted| wanted == device.device_id())
-        {
-            targets.push(device);
+        match &options.device {
+            Some(wanted) if wanted == device.device_id() => targets.push(device),
+            Some(_) => {}
+            None if device.is_cross_signed_by_owner() => targets.push(device),
+            None => unsigned.push(device.device_id().to_string()),
         }
     }
     if targets.is_empty() {
         return Err(TrustError::Cancelled(match &options.device {
             Some(d) => format!("{user} has no device {d} on the homeserver; nothing was signed"),
+            None if !unsigned.is_empty() => format!(
+                "none of {user}'s devices is cross-signed by their own identity ({} not), \
+                 so cordon asks none of them: a device the server added in their name \
+                 could answer. Ask them to verify the session they are using (from \
+                 another session or with their recovery key), or name it with \
+                 `--device ID` after checking its id on their screen; nothing was signed",
+                unsigned.join(", ")
+            ),
             None => format!(
                 "{user} has no device with encryption keys; they must log in (for example \
                  in Element) before they can be verified by emoji"
             ),
         }));
+    }
+    if !unsigned.is_empty() {
+        operator
+            .progress(format!(
+                "not asking {user}'s device(s) {}: their identity does not cross-sign them",
+                unsigned.join(", ")
+            ))
+            .await;
     }
     ensure_shared_room(client, user, operator, deadline, flow).await?;
     for device in targets {
@@ -250,6 +271,7 @@ async fn run(
         by,
         clock.now(),
     )?;
+    super::unblock_signed_devices(client, user).await?;
     info!(device = %device_id, "enrolled by emoji comparison");
     Ok(enrolment)
 }

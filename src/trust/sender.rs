@@ -3,7 +3,13 @@
 //! the person's enrolment must not be revoked. This is what stops a stolen password or
 //! a hostile server from declaring or destroying incidents.
 
-use matrix_sdk::deserialized_responses::{EncryptionInfo, VerificationLevel, VerificationState};
+use matrix_sdk::Client;
+use matrix_sdk::deserialized_responses::{
+    AlgorithmInfo, EncryptionInfo, VerificationLevel, VerificationState,
+};
+use tracing::warn;
+
+use crate::store::Store;
 
 /// The sending device's standing, as read from the event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +84,86 @@ impl Why {
             Why::Revoked => "an operator revoked your enrolment. Ask an operator if this is wrong",
         }
     }
+}
+
+/// Whether the device that encrypted a command may change anything *now*.
+///
+/// [`classify`] reads the verification state matrix-sdk stored with the megolm session
+/// when it first received it, and matrix-sdk keeps a session's "verified" for good. A
+/// phone that was lost, and whose owner then reset their cross-signing identity, would
+/// still pass. So a command classified as verified is checked again against the
+/// homeserver's current keys (fetched now): the device still exists with the curve25519
+/// key the session came from, it is not blacklisted, it is cross-signed by its owner's
+/// *current* identity, that identity carries cordon's signature, and it is the identity
+/// the operator enrolled. Local trust (what an emoji comparison gives the compared
+/// device) counts for nothing here.
+pub async fn confirm_now(
+    client: &Client,
+    store: &Store,
+    info: Option<&EncryptionInfo>,
+    sender: &matrix_sdk::ruma::UserId,
+) -> SenderDevice {
+    let revoked = match store.enrolment(sender.as_str()) {
+        Ok(record) => record.as_ref().is_some_and(|e| !e.is_current()),
+        Err(e) => {
+            // Fail closed: a sender cordon cannot check is not trusted.
+            warn!(error = %e, "store: reading an enrolment");
+            true
+        }
+    };
+    let classified = classify(info, sender, revoked);
+    let (SenderDevice::Verified, Some(info)) = (&classified, info) else {
+        return classified;
+    };
+    let Some(device_id) = info.sender_device.as_deref() else {
+        return SenderDevice::Unverified(Why::UnknownDevice);
+    };
+    let AlgorithmInfo::MegolmV1AesSha2 { curve25519_key, .. } = &info.algorithm_info else {
+        return SenderDevice::Unverified(Why::UnknownDevice);
+    };
+    let encryption = client.encryption();
+    // The homeserver's keys now, not the copy from the last sync: a reset that arrives
+    // in the same sync as the command must count.
+    let identity = match encryption.request_user_identity(sender).await {
+        Ok(Some(identity)) => identity,
+        Ok(None) => return SenderDevice::Unverified(Why::NotEnrolled),
+        Err(e) => {
+            warn!(user = %sender, error = %e, "could not fetch a command sender's keys");
+            return SenderDevice::Unverified(Why::UnknownDevice);
+        }
+    };
+    let device = match encryption.get_device(sender, device_id).await {
+        Ok(Some(device)) => device,
+        Ok(None) => return SenderDevice::Unverified(Why::UnknownDevice),
+        Err(e) => {
+            warn!(user = %sender, error = %e, "could not read a command sender's device");
+            return SenderDevice::Unverified(Why::UnknownDevice);
+        }
+    };
+    if device.curve25519_key().map(|k| k.to_base64()).as_deref() != Some(curve25519_key.as_str()) {
+        return SenderDevice::Unverified(Why::UnknownDevice);
+    }
+    if device.is_blacklisted() {
+        return SenderDevice::Unverified(Why::Revoked);
+    }
+    let enrolled = store
+        .enrolment(sender.as_str())
+        .ok()
+        .flatten()
+        .and_then(|e| e.master_key);
+    let current = super::master_key(&identity);
+    let changed = enrolled.is_some() && enrolled != current;
+    if changed || !identity.is_verified() {
+        return SenderDevice::Unverified(if changed || enrolled.is_some() {
+            Why::IdentityChanged
+        } else {
+            Why::NotEnrolled
+        });
+    }
+    if !device.is_cross_signed_by_owner() {
+        return SenderDevice::Unverified(Why::UnsignedDevice);
+    }
+    SenderDevice::Verified
 }
 
 /// Classifies the encryption info of a command event sent by `sender`. `revoked` says

@@ -43,23 +43,23 @@ archive:
 
 /// One test's world: Synapse, an enrolled commander and nurse, a control room, the bot,
 /// and a server admin who can attack and audit.
-struct World {
-    hs: &'static Synapse,
-    _dir: tempfile::TempDir,
-    setup: BotSetup,
-    bot: Option<BotProcess>,
-    commander: TestUser,
-    nurse: TestUser,
-    nurse_name: String,
-    control: OwnedRoomId,
-    admin: ServerAdmin,
-    tag: String,
+pub(crate) struct World {
+    pub(crate) hs: &'static Synapse,
+    pub(crate) _dir: tempfile::TempDir,
+    pub(crate) setup: BotSetup,
+    pub(crate) bot: Option<BotProcess>,
+    pub(crate) commander: TestUser,
+    pub(crate) nurse: TestUser,
+    pub(crate) nurse_name: String,
+    pub(crate) control: OwnedRoomId,
+    pub(crate) admin: ServerAdmin,
+    pub(crate) tag: String,
 }
 
 impl World {
     /// `policies` are the `identity_change` values of the playbooks to write, each as
     /// playbook `guard-<policy>-<tag>`.
-    async fn new(policies: &[&str], env: &[(&str, &str)]) -> World {
+    pub(crate) async fn new(policies: &[&str], env: &[(&str, &str)]) -> World {
         let hs = Synapse::shared().await.expect("synapse");
         let dir = tempfile::tempdir().unwrap();
         let tag = unique("g");
@@ -124,20 +124,20 @@ impl World {
         w
     }
 
-    fn bot_id(&self) -> OwnedUserId {
+    pub(crate) fn bot_id(&self) -> OwnedUserId {
         self.setup.user_id.clone()
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.bot.as_ref().map(|b| b.log_text()).unwrap_or_default()
     }
 
     /// Waits for a message from the bot in the control room containing every needle.
-    async fn bot_says(&self, needle: &str) -> String {
+    pub(crate) async fn bot_says(&self, needle: &str) -> String {
         self.bot_says_all(&[needle]).await
     }
 
-    async fn bot_says_all(&self, needles: &[&str]) -> String {
+    pub(crate) async fn bot_says_all(&self, needles: &[&str]) -> String {
         let bot = self.bot_id();
         match self
             .commander
@@ -153,7 +153,7 @@ impl World {
 
     /// Declares an incident from playbook `guard-<policy>-<tag>` and waits until it is
     /// provisioned. Returns its id and rooms by key.
-    async fn declare(
+    pub(crate) async fn declare(
         &mut self,
         policy: &str,
         name: &str,
@@ -180,7 +180,7 @@ impl World {
     }
 
     /// The nurse joins `room` and reads the briefing there.
-    async fn nurse_joins(&self, room: &RoomId) {
+    pub(crate) async fn nurse_joins(&self, room: &RoomId) {
         self.nurse.join(room).await.unwrap();
         let bot = self.bot_id();
         self.nurse
@@ -189,20 +189,20 @@ impl World {
             .unwrap_or_else(|e| panic!("{e}\nbot log:\n{}", self.log()));
     }
 
-    fn restart(&mut self, env: &[(&str, &str)]) {
+    pub(crate) fn restart(&mut self, env: &[(&str, &str)]) {
         if let Some(mut b) = self.bot.take() {
             b.kill9();
         }
         self.bot = Some(BotProcess::start(&cordon_bin(), &self.setup, env).unwrap());
     }
 
-    async fn wait_ready(&mut self) {
+    pub(crate) async fn wait_ready(&mut self) {
         let bot = self.bot.as_mut().unwrap();
         bot.wait_for_log("cordon is ready", WAIT).await.unwrap();
     }
 
     /// Stops the bot cleanly and opens its store.
-    fn stop_and_open_store(&mut self) -> cordon::store::Store {
+    pub(crate) fn stop_and_open_store(&mut self) -> cordon::store::Store {
         if let Some(mut b) = self.bot.take() {
             let status = b.terminate(Duration::from_secs(20));
             assert!(
@@ -216,7 +216,7 @@ impl World {
 }
 
 /// Waits until `user`'s client has received `event` in `room` and could not decrypt it.
-async fn wait_undecryptable(user: &TestUser, room: &RoomId, event: &OwnedEventId) {
+pub(crate) async fn wait_undecryptable(user: &TestUser, room: &RoomId, event: &OwnedEventId) {
     let waited = async {
         while !user.undecryptable(room).contains(event) {
             user.wait_for_syncs(1, WAIT).await.unwrap();
@@ -236,7 +236,7 @@ async fn wait_undecryptable(user: &TestUser, room: &RoomId, event: &OwnedEventId
         });
 }
 
-fn audited(store: &cordon::store::Store, action: &str) -> Vec<serde_json::Value> {
+pub(crate) fn audited(store: &cordon::store::Store, action: &str) -> Vec<serde_json::Value> {
     store
         .audit_entries(.., None)
         .unwrap()

@@ -18,4 +18,5 @@ mod retention;
 mod schedule;
 mod standdown;
 mod support;
+mod trust;
 mod verify;

@@ -288,7 +288,9 @@ async fn advice_is_flagged_counted_and_marked_transcribed_by_reaction_and_by_com
     }
     assert!(seen.contains(&counted(2)), "{seen}");
 
-    // The nurse (a verified member) marks one with ✅, the other by command.
+    // The nurse (a verified member) marks one with ✅, the other by command. The ✅
+    // is unencrypted, so the server alone vouches for it: it is recorded, unconfirmed,
+    // and the item stays outstanding.
     react(nurse, &command, &first, "✅").await;
     nurse
         .send_text(&command, &format!("!cordon transcribed {second}"))
@@ -297,6 +299,28 @@ async fn advice_is_flagged_counted_and_marked_transcribed_by_reaction_and_by_com
     nurse
         .wait_for_message(&command, WAIT, |s, b| {
             s == bot && b.contains("Marked transcribed")
+        })
+        .await
+        .unwrap();
+    for _ in 0..30 {
+        seen = status(&w, &incident).await;
+        if seen.contains(&counted(1)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(
+        seen.contains(&counted(1)) && seen.contains("unconfirmed"),
+        "a ✅ reaction alone must leave the advice outstanding, marked unconfirmed: {seen}"
+    );
+    // Only the command, from a verified device, confirms it.
+    nurse
+        .send_text(&command, &format!("!cordon transcribed {first}"))
+        .await
+        .unwrap();
+    nurse
+        .wait_for_message(&command, WAIT, |s, b| {
+            s == bot && b.contains("Marked transcribed") && b.contains(first.as_str())
         })
         .await
         .unwrap();
@@ -319,6 +343,7 @@ async fn advice_is_flagged_counted_and_marked_transcribed_by_reaction_and_by_com
     let count = |action: &str| audit.iter().filter(|(_, a, _)| a == action).count();
     assert_eq!(count("advice.flagged"), 2, "{audit:?}");
     assert_eq!(count("advice.transcribed"), 2, "{audit:?}");
+    assert_eq!(count("advice.transcribed-unconfirmed"), 1, "{audit:?}");
     let marked_by: Vec<&str> = audit
         .iter()
         .filter(|(_, a, _)| a == "advice.transcribed")

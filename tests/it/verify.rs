@@ -136,8 +136,8 @@ fn wrong(fingerprint: &str) -> String {
 /// the question with `answer` once both sides show emojis. Returns the CLI's output, the
 /// emojis it printed and those the person's client showed, and how the comparison ended
 /// on the person's side.
-async fn compare_emojis(
-    w: &World,
+pub(crate) async fn compare_emojis(
+    setup: &BotSetup,
     person: &TestUser,
     person_confirms: bool,
     answer: &str,
@@ -147,7 +147,7 @@ async fn compare_emojis(
     Vec<(String, String)>,
     SasOutcome,
 ) {
-    let mut child = verify_command(&cordon_bin(), &w.setup)
+    let mut child = verify_command(&cordon_bin(), setup)
         .arg(person.user_id().as_str())
         .args(["--timeout", "2m"])
         .stdin(Stdio::piped())
@@ -224,7 +224,8 @@ async fn emoji_comparison_through_the_cli_enrols_the_person_when_the_operator_sa
         "before the comparison"
     );
 
-    let (out, cli_emojis, person_emojis, outcome) = compare_emojis(&w, person, true, "y\n").await;
+    let (out, cli_emojis, person_emojis, outcome) =
+        compare_emojis(&w.setup, person, true, "y\n").await;
     assert!(
         out.status.success(),
         "{}\nbot log:\n{}",
@@ -261,7 +262,8 @@ async fn emoji_mismatch_enrols_nobody_and_exits_1() {
     let person = &w.people[0];
     let mut bot = w.start_bot().await;
 
-    let (out, cli_emojis, person_emojis, outcome) = compare_emojis(&w, person, true, "n\n").await;
+    let (out, cli_emojis, person_emojis, outcome) =
+        compare_emojis(&w.setup, person, true, "n\n").await;
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     assert_eq!(cli_emojis, person_emojis);
     assert!(
