@@ -29,6 +29,10 @@ pub(crate) async fn check(bot: &Arc<Bot>, user: &UserId) {
     if user == bot.user_id() {
         return;
     }
+    // One check of a person at a time: the watchers, the pass and a revocation may
+    // all ask at once, and each alert is audited once.
+    let slot = super::slot(format!("standing:{user}"));
+    let _held = slot.lock.lock().await;
     match trust::enforce(&bot.client, &bot.store, user).await {
         Enforced::Nothing => {}
         Enforced::IdentityChanged {

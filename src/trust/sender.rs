@@ -97,22 +97,37 @@ impl Why {
 /// *current* identity, that identity carries cordon's signature, and it is the identity
 /// the operator enrolled. Local trust (what an emoji comparison gives the compared
 /// device) counts for nothing here.
+///
+/// The same check decides for an enrolled sender whose session matrix-sdk stored as
+/// unverified: it keeps that too, so someone enrolled (or enrolled again) after their
+/// client shared its session with cordon would otherwise be refused until the client
+/// rotates it.
 pub async fn confirm_now(
     client: &Client,
     store: &Store,
     info: Option<&EncryptionInfo>,
     sender: &matrix_sdk::ruma::UserId,
 ) -> SenderDevice {
-    let revoked = match store.enrolment(sender.as_str()) {
-        Ok(record) => record.as_ref().is_some_and(|e| !e.is_current()),
+    let (revoked, enrolled) = match store.enrolment(sender.as_str()) {
+        Ok(record) => (
+            record.as_ref().is_some_and(|e| !e.is_current()),
+            record.is_some_and(|e| e.is_current()),
+        ),
         Err(e) => {
             // Fail closed: a sender cordon cannot check is not trusted.
             warn!(error = %e, "store: reading an enrolment");
-            true
+            (true, false)
         }
     };
     let classified = classify(info, sender, revoked);
-    let (SenderDevice::Verified, Some(info)) = (&classified, info) else {
+    let recheck = match &classified {
+        SenderDevice::Verified => true,
+        SenderDevice::Unverified(Why::NotEnrolled | Why::IdentityChanged | Why::UnsignedDevice) => {
+            enrolled
+        }
+        SenderDevice::Unverified(_) => false,
+    };
+    let (true, Some(info)) = (recheck, info) else {
         return classified;
     };
     let Some(device_id) = info.sender_device.as_deref() else {
