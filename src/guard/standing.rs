@@ -94,26 +94,20 @@ async fn identity_changed(bot: &Arc<Bot>, user: &UserId, master_key: &str, distr
     mention.push(user.to_owned());
     for room in control_rooms_of(bot, user).await {
         let key = format!("trust/identity/{user}/{master_key}/{}", room.room_id());
-        if matches!(bot.store.outbox_get(&key), Ok(None)) {
-            warn!(user = %user, room = %room.room_id(), "identity changed since enrolment");
-            if let Err(e) = bot.store.audit(
-                ACTOR,
-                "trust.identity-changed",
-                None,
-                json!({
-                    "user": user, "room": room.room_id(), "master_key": master_key,
-                    "devices_distrusted": distrusted, "detected_at": now,
-                }),
-                now,
-            ) {
-                error!(error = %e, "store: auditing an identity change");
-            }
-        }
-        if let Err(e) =
-            crate::bot::commands::send_once(bot, &room, &key, None, notice(&body, &mention)).await
-        {
-            warn!(error = %e, "could not raise an identity change in a control room");
-        }
+        let details = json!({
+            "user": user, "room": room.room_id(), "master_key": master_key,
+            "devices_distrusted": distrusted, "detected_at": now,
+        });
+        raise(
+            bot,
+            &room,
+            &key,
+            "trust.identity-changed",
+            details,
+            &body,
+            &mention,
+        )
+        .await;
     }
 }
 
@@ -142,22 +136,40 @@ async fn revoked_in_control_rooms(bot: &Arc<Bot>, user: &UserId) {
             revocation.at.timestamp_millis(),
             room.room_id()
         );
-        if matches!(bot.store.outbox_get(&key), Ok(None)) {
-            warn!(user = %user, room = %room.room_id(), "a revoked person is in a control room");
-            if let Err(e) = bot.store.audit(
-                ACTOR,
-                "trust.revoked-member",
-                None,
-                json!({ "user": user, "room": room.room_id(), "detected_at": now }),
-                now,
-            ) {
-                error!(error = %e, "store: auditing a revoked member");
-            }
+        let details = json!({ "user": user, "room": room.room_id(), "detected_at": now });
+        raise(
+            bot,
+            &room,
+            &key,
+            "trust.revoked-member",
+            details,
+            &body,
+            &mention,
+        )
+        .await;
+    }
+}
+
+/// Raises `body` in a control room once under `key`, audited as `action` the first
+/// time (the outbox entry is what makes it once, across restarts too).
+async fn raise(
+    bot: &Bot,
+    room: &matrix_sdk::Room,
+    key: &str,
+    action: &str,
+    details: serde_json::Value,
+    body: &str,
+    mention: &[OwnedUserId],
+) {
+    if matches!(bot.store.outbox_get(key), Ok(None)) {
+        warn!(room = %room.room_id(), action, "raising a person's standing in a control room");
+        if let Err(e) = bot.store.audit(ACTOR, action, None, details, bot.now()) {
+            error!(error = %e, action, "store: auditing a person's standing");
         }
-        if let Err(e) =
-            crate::bot::commands::send_once(bot, &room, &key, None, notice(&body, &mention)).await
-        {
-            warn!(error = %e, "could not raise a revoked member in a control room");
-        }
+    }
+    if let Err(e) =
+        crate::bot::commands::send_once(bot, room, key, None, notice(body, mention)).await
+    {
+        warn!(error = %e, action, "could not raise a person's standing in a control room");
     }
 }

@@ -201,6 +201,25 @@ impl World {
         bot.wait_for_log("cordon is ready", WAIT).await.unwrap();
     }
 
+    /// An operator revokes the nurse's enrolment (`cordon verify --revoke`).
+    pub(crate) async fn revoke_nurse(&self, reason: &str) {
+        let out = bot_harness::verify_command(&cordon_bin(), &self.setup)
+            .args([
+                "--revoke",
+                self.nurse.user_id().as_str(),
+                "--reason",
+                reason,
+            ])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Stops the bot cleanly and opens its store.
     pub(crate) fn stop_and_open_store(&mut self) -> cordon::store::Store {
         if let Some(mut b) = self.bot.take() {
@@ -521,16 +540,7 @@ async fn a_revoked_member_is_taken_out_and_let_back_in_once_enrolled_again() {
     w.nurse_joins(&rooms["command"]).await;
     let nurse = w.nurse.user_id().to_owned();
 
-    let out = bot_harness::verify_command(&cordon_bin(), &w.setup)
-        .args(["--revoke", nurse.as_str(), "--reason", "lost her phone"])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    w.revoke_nurse("lost her phone").await;
     // Even under `identity_change: alert`: a revocation is an operator's decision.
     for key in ["command", "ward"] {
         wait_membership(&w, &rooms[key], &nurse, "leave").await;

@@ -6,12 +6,11 @@
 
 use cordon::harness::TestUser;
 use cordon::harness::attack;
-use cordon::harness::bot::verify_command;
 use cordon::incident::{IncidentId, State};
 use matrix_sdk::ruma::{OwnedEventId, OwnedUserId};
 
 use crate::guard::{World, audited, wait_undecryptable};
-use crate::support::{WAIT, cordon_bin};
+use crate::support::WAIT;
 
 /// The id in a `DECLARED: NAME (ID)` summary.
 fn declared_id(summary: &str) -> String {
@@ -223,16 +222,7 @@ async fn a_device_added_after_revocation_cannot_read_the_control_room() {
     let mut w = World::new(&["alert"], &[]).await;
     nurse_in_control_room(&w).await;
     let nurse = w.nurse.user_id().to_owned();
-    let out = verify_command(&cordon_bin(), &w.setup)
-        .args(["--revoke", nurse.as_str(), "--reason", "left the trust"])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    w.revoke_nurse("left the trust").await;
     w.bot_says_all(&["still a member of this control room", nurse.as_str()])
         .await;
 
