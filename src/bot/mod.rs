@@ -274,10 +274,9 @@ impl Bot {
             if !member {
                 continue;
             }
-            if let Err(e) = self.client.encryption().request_user_identity(&user).await {
-                warn!(user = %user, error = %e, "could not fetch a revoked member's devices");
+            if let Err(e) = crate::trust::blacklist_devices(&self.client, &user).await {
+                warn!(user = %user, error = %e, "could not blacklist a revoked member's devices");
             }
-            crate::trust::enforce(&self.client, &self.store, &user).await;
         }
     }
 

@@ -108,17 +108,15 @@ pub async fn confirm_now(
     info: Option<&EncryptionInfo>,
     sender: &matrix_sdk::ruma::UserId,
 ) -> SenderDevice {
-    let (revoked, enrolled) = match store.enrolment(sender.as_str()) {
-        Ok(record) => (
-            record.as_ref().is_some_and(|e| !e.is_current()),
-            record.is_some_and(|e| e.is_current()),
-        ),
+    let (revoked, record) = match store.enrolment(sender.as_str()) {
+        Ok(record) => (record.as_ref().is_some_and(|e| !e.is_current()), record),
         Err(e) => {
             // Fail closed: a sender cordon cannot check is not trusted.
             warn!(error = %e, "store: reading an enrolment");
-            (true, false)
+            (true, None)
         }
     };
+    let enrolled = record.as_ref().is_some_and(|e| e.is_current());
     let classified = classify(info, sender, revoked);
     let recheck = match &classified {
         SenderDevice::Verified => true,
@@ -161,15 +159,11 @@ pub async fn confirm_now(
     if device.is_blacklisted() {
         return SenderDevice::Unverified(Why::Revoked);
     }
-    let enrolled = store
-        .enrolment(sender.as_str())
-        .ok()
-        .flatten()
-        .and_then(|e| e.master_key);
+    let enrolled_key = record.and_then(|e| e.master_key);
     let current = super::master_key(&identity);
-    let changed = enrolled.is_some() && enrolled != current;
+    let changed = enrolled_key.is_some() && enrolled_key != current;
     if changed || !identity.is_verified() {
-        return SenderDevice::Unverified(if changed || enrolled.is_some() {
+        return SenderDevice::Unverified(if changed || enrolled_key.is_some() {
             Why::IdentityChanged
         } else {
             Why::NotEnrolled
