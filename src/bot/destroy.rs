@@ -229,6 +229,9 @@ async fn destroy_room(
         false
     };
     if record.status != RoomStatus::Deleting {
+        // Under the guard's incident lock: a look already under way ends before the
+        // kicks, which it would take for someone else's; later looks skip the room.
+        let _quiet = crate::guard::changing(id).await;
         record.status = RoomStatus::Deleting;
         record.updated_at = bot.now();
         bot.store.upsert_room(&record)?;

@@ -16,6 +16,7 @@ mod deadlines;
 mod destroy;
 mod health;
 mod jobs;
+mod pins;
 mod provision;
 mod reminders;
 mod roster;

@@ -430,7 +430,7 @@ async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
                 let body = plan::briefing(&facts, &p, bot.now());
                 let event = send_once(&bot, &room, &key, Some(&id), notice(&body, &[])).await?;
                 crate::failpoint::hit("provision.before_pin").await;
-                rooms::pin(&room, &event).await?;
+                super::pins::pin(&bot, &id, &p.key, &room, None, &event).await?;
                 for msg in plan::role_messages(&facts, &p.key, bot.now()) {
                     let key = format!("{}/{}/role/{}", id.as_str(), p.key, msg.role);
                     send_once(

@@ -117,7 +117,7 @@ pub(crate) async fn on_briefing(bot: &Arc<Bot>, timer: &Timer) -> Result<(), Bot
     let next = generation + 1;
     let key = format!("{}/{}/briefing/{next}", incident.id.as_str(), room_key);
     let event = send_once(bot, &room, &key, Some(&incident.id), notice(&body, &[])).await?;
-    rooms::repin(&room, old.as_deref(), &event).await?;
+    super::pins::pin(bot, &incident.id, room_key, &room, old.as_deref(), &event).await?;
     // From when the re-post was recorded: a job run again after a crash does not push
     // the next one later.
     let posted_at = bot

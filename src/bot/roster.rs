@@ -769,27 +769,33 @@ async fn set_moderator(
     user: &UserId,
     on: bool,
 ) -> Result<(), BotError> {
-    let Some(mut record) = bot.store.room(incident, room_key)? else {
-        return Ok(());
-    };
-    let Some(users) = record
-        .desired
-        .pointer_mut("/state/m.room.power_levels/users")
-        .and_then(|u| u.as_object_mut())
+    let _quiet = crate::guard::changing(incident).await;
+    let mut changed = false;
+    let now = bot.now();
+    let Some(record) = bot.store.update_room(incident, room_key, |record| {
+        let Some(users) = record
+            .desired
+            .pointer_mut("/state/m.room.power_levels/users")
+            .and_then(|u| u.as_object_mut())
+        else {
+            return;
+        };
+        changed = if on {
+            users.insert(user.to_string(), json!(PL_MODERATOR)) != Some(json!(PL_MODERATOR))
+        } else {
+            users.remove(user.as_str()).is_some()
+        };
+        if changed {
+            record.updated_at = now;
+        }
+    })?
     else {
         return Ok(());
-    };
-    let changed = if on {
-        users.insert(user.to_string(), json!(PL_MODERATOR)) != Some(json!(PL_MODERATOR))
-    } else {
-        users.remove(user.as_str()).is_some()
     };
     if !changed {
         return Ok(());
     }
     let content = record.desired["state"]["m.room.power_levels"].clone();
-    record.updated_at = bot.now();
-    bot.store.upsert_room(&record)?;
     if let Some(room_id) = &record.room_id
         && let Some(room) = rooms::joined(&bot.client, room_id)
     {

@@ -202,19 +202,20 @@ async fn freeze(
         else {
             continue;
         };
+        let _quiet = crate::guard::changing(&incident.id).await;
         if record.status == RoomStatus::Created {
             // The desired state first, so the guard keeps the rooms frozen from now on.
             let pl = frozen_power_levels(&desired_pl);
-            if let Some(state) = record
-                .desired
-                .get_mut("state")
-                .and_then(Value::as_object_mut)
-            {
-                state.insert("m.room.power_levels".into(), pl);
+            let now = bot.now();
+            if let Some(written) = bot.store.update_room(&record.incident, &record.key, |r| {
+                if let Some(state) = r.desired.get_mut("state").and_then(Value::as_object_mut) {
+                    state.insert("m.room.power_levels".into(), pl);
+                }
+                r.status = RoomStatus::Frozen;
+                r.updated_at = now;
+            })? {
+                record = written;
             }
-            record.status = RoomStatus::Frozen;
-            record.updated_at = bot.now();
-            bot.store.upsert_room(&record)?;
         }
         if record.status != RoomStatus::Frozen {
             continue;
@@ -504,18 +505,23 @@ pub(crate) async fn refresh_topics(bot: &Arc<Bot>, incident: &Incident, playbook
     let Ok(rooms) = incident_rooms(bot, incident) else {
         return;
     };
-    for (mut record, room) in rooms {
+    for (record, room) in rooms {
         let Some(p) = plans.iter().find(|p| p.key == record.key) else {
             continue;
         };
         if record.desired.get("topic").and_then(Value::as_str) == Some(p.topic.as_str()) {
             continue;
         }
-        if let Some(obj) = record.desired.as_object_mut() {
-            obj.insert("topic".into(), json!(p.topic));
-        }
-        record.updated_at = bot.now();
-        if let Err(e) = bot.store.upsert_room(&record) {
+        // The new topic is cordon's from here on: the guard compares the room with it.
+        let _quiet = crate::guard::changing(&incident.id).await;
+        let now = bot.now();
+        let written = bot.store.update_room(&record.incident, &record.key, |r| {
+            if let Some(obj) = r.desired.as_object_mut() {
+                obj.insert("topic".into(), json!(p.topic));
+            }
+            r.updated_at = now;
+        });
+        if let Err(e) = written {
             warn!(error = %e, "store: recording a room's new topic");
             continue;
         }

@@ -195,6 +195,27 @@ async fn gather(bot: &Bot, incident: &Incident) -> IncidentView {
             .store
             .roster_for_room(room.room_id().as_str())
             .unwrap_or_default();
+        // Holders cordon let in who left by their own hand (or declined): the guard
+        // lets back in only those someone else put out, so these are named here.
+        let left: Vec<String> = room
+            .members(RoomMemberships::LEAVE)
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|m| {
+                m.event().sender() == m.user_id()
+                    && roster
+                        .iter()
+                        .any(|e| e.is_allowed() && e.user == m.user_id().as_str())
+            })
+            .map(|m| m.user_id().to_string())
+            .collect();
+        if !left.is_empty() {
+            view.notes.push(format!(
+                "left {name} by their own hand, not invited again: {}",
+                left.join(", ")
+            ));
+        }
         let pending = if roster.is_empty() {
             planned.saturating_sub(joined + invited)
         } else {
@@ -203,7 +224,7 @@ async fn gather(bot: &Bot, incident: &Incident) -> IncidentView {
                 .filter(|e| matches!(e.status, RosterStatus::Pending { .. }))
                 .count();
             let allowed = roster.iter().filter(|e| e.is_allowed()).count();
-            waiting + allowed.saturating_sub(joined + invited)
+            waiting + allowed.saturating_sub(joined + invited + left.len())
         };
         view.rooms.push(RoomView {
             name,

@@ -47,13 +47,38 @@ pub enum Finding {
         /// Why they are not allowed (from the roster).
         why: String,
     },
-    /// A watched state event differs from cordon's settings.
+    /// A state event differs from what cordon set, or is one cordon never sets.
     Drift {
         /// The event type.
         event_type: String,
+        /// The state key.
+        state_key: String,
         /// The sender the event claims, when there is an event.
         claimed_sender: Option<String>,
         /// When the server says it was sent.
+        at: Option<DateTime<Utc>>,
+        /// True for state cordon set (restored); false for state it never sets
+        /// (emptied).
+        own: bool,
+    },
+    /// A role holder cordon let in was banned or removed, and cordon did not do it.
+    Ejected {
+        /// Who.
+        user: String,
+        /// `ban` or `leave`.
+        membership: String,
+        /// The sender the member event claims.
+        claimed_sender: String,
+        /// When the server says it happened.
+        at: DateTime<Utc>,
+    },
+    /// cordon itself is no longer in the room, and did not leave it.
+    CordonRemoved {
+        /// Its membership now (`leave`, `ban`), if known.
+        membership: String,
+        /// The sender the member event claims, if known.
+        claimed_sender: Option<String>,
+        /// When the server says it happened, if known.
         at: Option<DateTime<Utc>>,
     },
 }
@@ -71,59 +96,138 @@ fn claims(sender: &str, own: &str) -> String {
     }
 }
 
-/// The alert for forged membership or state in one room.
+/// `at <time> (<who the event claims>)`, or nothing when the server told neither.
+fn happened(
+    at: Option<DateTime<Utc>>,
+    sender: Option<&str>,
+    own: &str,
+    tz: chrono_tz::Tz,
+) -> String {
+    match (at, sender) {
+        (Some(at), Some(sender)) => format!(" at {} ({})", when(at, tz), claims(sender, own)),
+        (Some(at), None) => format!(" at {}", when(at, tz)),
+        (None, Some(sender)) => format!(" ({})", claims(sender, own)),
+        (None, None) => String::new(),
+    }
+}
+
+/// One line of a compromise alert.
+fn finding_line(f: &Finding, own: &str, tz: chrono_tz::Tz) -> String {
+    match f {
+        Finding::Intruder {
+            user,
+            membership,
+            claimed_sender,
+            at,
+            why,
+        } => {
+            let verb = if membership == "invite" {
+                "was invited"
+            } else {
+                "joined"
+            };
+            format!(
+                "- {user} {verb} at {} ({}); {why}. cordon banned them.",
+                when(*at, tz),
+                claims(claimed_sender, own),
+            )
+        }
+        Finding::Drift {
+            event_type,
+            state_key,
+            claimed_sender,
+            at,
+            own: set_by_cordon,
+        } => {
+            let what = if state_key.is_empty() {
+                event_type.clone()
+            } else {
+                format!("{event_type} (state key \"{}\")", one_line(state_key, 80))
+            };
+            let when_who = happened(*at, claimed_sender.as_deref(), own, tz);
+            match (set_by_cordon, claimed_sender) {
+                (true, None) => format!("- {what} is missing. cordon restored its own setting."),
+                (true, Some(_)) => {
+                    format!("- {what} was changed{when_who}. cordon restored its own setting.")
+                }
+                (false, _) => {
+                    let hint = match event_type.as_str() {
+                        "m.room.tombstone" => {
+                            " Ignore any \"this room has moved\" notice: the incident's \
+                             rooms are the ones cordon invited you to."
+                        }
+                        "m.room.pinned_events" => " Do not trust what was pinned.",
+                        _ => "",
+                    };
+                    format!(
+                        "- {what} was set{when_who}. cordon never sets it, and emptied it.{hint}"
+                    )
+                }
+            }
+        }
+        Finding::Ejected {
+            user,
+            membership,
+            claimed_sender,
+            at,
+        } => {
+            let (verb, done) = if membership == "ban" {
+                ("was banned", "cordon lifted the ban and invited them back.")
+            } else {
+                ("was removed", "cordon invited them back.")
+            };
+            format!(
+                "- {user} {verb} at {} ({}), but cordon did not remove them. {done}",
+                when(*at, tz),
+                claims(claimed_sender, own),
+            )
+        }
+        Finding::CordonRemoved {
+            membership,
+            claimed_sender,
+            at,
+        } => {
+            let how = if membership == "ban" {
+                "banned from"
+            } else {
+                "removed from"
+            };
+            format!(
+                "- cordon itself was {how} this room{}. It can no longer guard it: treat \
+                 the room as compromised and use the incident's other rooms until the \
+                 server operators have investigated.",
+                happened(*at, claimed_sender.as_deref(), own, tz),
+            )
+        }
+    }
+}
+
+/// The alert for forged membership or state in an incident's rooms: each room's
+/// findings under its name.
 pub fn compromise_body(
     incident: &Incident,
-    room_name: &str,
-    findings: &[Finding],
+    rooms: &[(String, Vec<Finding>)],
     own: &str,
     detected: DateTime<Utc>,
     tz: chrono_tz::Tz,
 ) -> String {
     let mut out = format!(
-        "SECURITY ALERT - POSSIBLE SERVER COMPROMISE in {name}, room \"{room_name}\".\n\
+        "SECURITY ALERT - POSSIBLE SERVER COMPROMISE in {name}.\n\
          Detected {detected}. Matrix membership and room settings are not end-to-end \
-         protected: this change was made through the homeserver, not by cordon.",
+         protected: these changes were made through the homeserver, not by cordon.",
         name = incident_name(incident),
         detected = when(detected, tz),
     );
     let mut banned = false;
-    for f in findings {
-        match f {
-            Finding::Intruder {
-                user,
-                membership,
-                claimed_sender,
-                at,
-                why,
-            } => {
-                banned = true;
-                let verb = if membership == "invite" {
-                    "was invited"
-                } else {
-                    "joined"
-                };
-                out.push_str(&format!(
-                    "\n- {user} {verb} at {} ({}); {why}. cordon banned them.",
-                    when(*at, tz),
-                    claims(claimed_sender, own),
-                ));
-            }
-            Finding::Drift {
-                event_type,
-                claimed_sender,
-                at,
-            } => {
-                let what = match (claimed_sender, at) {
-                    (Some(sender), Some(at)) => {
-                        format!("was changed at {} ({})", when(*at, tz), claims(sender, own))
-                    }
-                    _ => "is missing".to_owned(),
-                };
-                out.push_str(&format!(
-                    "\n- {event_type} {what}. cordon restored its own setting."
-                ));
-            }
+    for (room_name, findings) in rooms {
+        if findings.is_empty() {
+            continue;
+        }
+        out.push_str(&format!("\nIn room \"{}\":", one_line(room_name, 120)));
+        for f in findings {
+            banned |= matches!(f, Finding::Intruder { .. });
+            out.push('\n');
+            out.push_str(&finding_line(f, own, tz));
         }
     }
     if banned {
@@ -398,21 +502,38 @@ mod tests {
         let at = Utc.with_ymd_and_hms(2026, 7, 1, 13, 4, 5).unwrap();
         let body = compromise_body(
             &incident(),
-            "Tram crash - Command",
-            &[
-                Finding::Intruder {
-                    user: "@eve:hs".into(),
-                    membership: "invite".into(),
-                    claimed_sender: "@cordon:hs".into(),
-                    at,
-                    why: "cordon never invited them".into(),
-                },
-                Finding::Drift {
-                    event_type: "m.room.power_levels".into(),
-                    claimed_sender: Some("@cordon:hs".into()),
-                    at: Some(at),
-                },
-            ],
+            &[(
+                "Tram crash - Command".to_owned(),
+                vec![
+                    Finding::Intruder {
+                        user: "@eve:hs".into(),
+                        membership: "invite".into(),
+                        claimed_sender: "@cordon:hs".into(),
+                        at,
+                        why: "cordon never invited them".into(),
+                    },
+                    Finding::Drift {
+                        event_type: "m.room.power_levels".into(),
+                        state_key: String::new(),
+                        claimed_sender: Some("@cordon:hs".into()),
+                        at: Some(at),
+                        own: true,
+                    },
+                    Finding::Drift {
+                        event_type: "m.room.tombstone".into(),
+                        state_key: String::new(),
+                        claimed_sender: Some("@eve:hs".into()),
+                        at: Some(at),
+                        own: false,
+                    },
+                    Finding::Ejected {
+                        user: "@nurse:hs".into(),
+                        membership: "ban".into(),
+                        claimed_sender: "@eve:hs".into(),
+                        at,
+                    },
+                ],
+            )],
             "@cordon:hs",
             at,
             chrono_tz::Europe::London,
@@ -420,11 +541,18 @@ mod tests {
         for needle in [
             "POSSIBLE SERVER COMPROMISE",
             "Tram crash (drill-4k7p)",
+            "In room \"Tram crash - Command\"",
             "@eve:hs was invited at 2026-07-01 13:04:05 UTC (14:04:05 BST, Europe/London)",
             "claims to come from cordon (@cordon:hs), which did not send it",
             "cordon banned them",
             "m.room.power_levels was changed",
             "restored",
+            "m.room.tombstone was set",
+            "emptied it",
+            "this room has moved",
+            "@nurse:hs was banned",
+            "claims to come from @eve:hs",
+            "lifted the ban and invited them back",
             "rotated the room's encryption key",
             "72-hour",
             "Commander: @lead:hs",
@@ -438,18 +566,47 @@ mod tests {
         let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         let body = compromise_body(
             &incident(),
-            "Ward",
-            &[Finding::Drift {
-                event_type: "m.room.join_rules".into(),
-                claimed_sender: None,
-                at: None,
-            }],
+            &[(
+                "Ward".to_owned(),
+                vec![Finding::Drift {
+                    event_type: "m.room.join_rules".into(),
+                    state_key: String::new(),
+                    claimed_sender: None,
+                    at: None,
+                    own: true,
+                }],
+            )],
             "@cordon:hs",
             at,
             chrono_tz::UTC,
         );
         assert!(body.contains("m.room.join_rules is missing"), "{body}");
         assert!(!body.contains("banned"), "{body}");
+    }
+
+    #[test]
+    fn cordon_removed_from_a_room_says_the_room_is_lost() {
+        let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let body = compromise_body(
+            &incident(),
+            &[(
+                "Ward".to_owned(),
+                vec![Finding::CordonRemoved {
+                    membership: "leave".into(),
+                    claimed_sender: Some("@cordon:hs".into()),
+                    at: Some(at),
+                }],
+            )],
+            "@cordon:hs",
+            at,
+            chrono_tz::UTC,
+        );
+        assert!(
+            body.contains("cordon itself was removed from this room"),
+            "{body}"
+        );
+        assert!(body.contains("which did not send it"), "{body}");
+        assert!(body.contains("treat the room as compromised"), "{body}");
     }
 
     #[test]

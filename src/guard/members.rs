@@ -72,6 +72,101 @@ pub fn verdict(user: &str, entry: Option<&RosterEntry>, own: &str, now: DateTime
     }
 }
 
+/// True when a role holder cordon let in at `let_in` (their roster entry's time, and
+/// cordon did not take them out since) has `membership` after an event claiming
+/// `sender` at `at`: someone else put them out. A ban is never cordon's for a holder it
+/// let in; a leave is theirs only when they sent it themselves (left, or declined the
+/// invite), and then they stay out. A removal from before cordon let them in again (a
+/// readmission whose invite is on its way) is cordon's own, undone by that invite.
+pub fn ejected(
+    user: &str,
+    membership: &str,
+    sender: &str,
+    at: DateTime<Utc>,
+    let_in: DateTime<Utc>,
+) -> bool {
+    if at <= let_in {
+        return false;
+    }
+    match membership {
+        "ban" => true,
+        "leave" => sender != user,
+        _ => false,
+    }
+}
+
+/// Lets a role holder someone else banned or removed back into `room`: the ban lifted,
+/// then invited again with the reason. The roster still lets them in, so a step cut
+/// short is done again at the next look.
+pub(super) async fn let_back_in(
+    bot: &Bot,
+    w: &super::Watched,
+    room: &Room,
+    finding: &super::Finding,
+    now: DateTime<Utc>,
+) {
+    let super::Finding::Ejected {
+        user,
+        membership,
+        claimed_sender,
+        at,
+    } = finding
+    else {
+        return;
+    };
+    let Ok(user_id) = UserId::parse(user.as_str()) else {
+        return;
+    };
+    if membership == "ban"
+        && let Err(e) = room
+            .unban_user(
+                &user_id,
+                Some("cordon: banned by someone other than cordon"),
+            )
+            .await
+    {
+        warn!(user = %user_id, error = %e, "could not lift a forged ban; retrying at the next look");
+        return;
+    }
+    let reason = format!(
+        "You were removed from {name} ({incident}) by someone other than cordon (possible \
+         server compromise): cordon invites you back. Not the medical record: transcribe \
+         clinical advice into the patient record.",
+        name = w.name(),
+        incident = w.incident.display_name,
+    );
+    let outcome = match rooms::invite_with_reason(&bot.client, room.room_id(), &user_id, &reason)
+        .await
+    {
+        Ok(InviteOutcome::Invited | InviteOutcome::AlreadyThere) => json!("invited"),
+        Ok(InviteOutcome::Refused(why)) => json!({ "refused": why }),
+        Err(e) => {
+            warn!(user = %user_id, error = %e, "could not invite a holder back; retrying at the next look");
+            return;
+        }
+    };
+    info!(user = %user_id, membership = %membership, "let a holder someone else put out back in");
+    audit_room(
+        bot,
+        &w.incident.id,
+        "guard.member-restored",
+        json!({
+            "room": w.room_id, "room_key": w.record.key, "user": user,
+            "membership": membership, "claimed_sender": claimed_sender,
+            "event_at": at, "detected_at": now, "outcome": outcome,
+        }),
+    );
+}
+
+fn audit_room(bot: &Bot, incident: &crate::incident::IncidentId, action: &str, details: Value) {
+    if let Err(e) = bot
+        .store
+        .audit(ACTOR, action, Some(incident), details, bot.now())
+    {
+        error!(error = %e, action, "store: auditing a guard action");
+    }
+}
+
 /// True for a removal the guard made and undoes once the person is verified again.
 fn removed_by_guard(status: &RosterStatus) -> bool {
     matches!(status, RosterStatus::Removed { why } if why == IDENTITY_CHANGED || why == REVOKED)
@@ -490,6 +585,31 @@ mod tests {
         assert_eq!(
             verdict("@cordon:hs", None, "@cordon:hs", Utc::now()),
             Verdict::Allowed
+        );
+    }
+
+    #[test]
+    fn a_holder_put_out_by_anyone_but_themselves_was_ejected() {
+        let let_in = Utc::now();
+        let after = let_in + TimeDelta::seconds(1);
+        let e = |membership, sender| ejected("@n:hs", membership, sender, after, let_in);
+        assert!(e("ban", "@evil:hs"));
+        assert!(e("ban", "@cordon:hs"), "a ban claiming cordon is forged");
+        assert!(e("leave", "@cordon:hs"), "a kick claiming cordon is forged");
+        assert!(e("leave", "@evil:hs"));
+        assert!(!e("leave", "@n:hs"), "they left by their own hand");
+        for fine in ["join", "invite", "knock"] {
+            assert!(!e(fine, "@evil:hs"), "{fine}");
+        }
+        assert!(
+            !ejected(
+                "@n:hs",
+                "leave",
+                "@cordon:hs",
+                let_in - TimeDelta::minutes(5),
+                let_in
+            ),
+            "cordon's own removal, before it let them in again"
         );
     }
 

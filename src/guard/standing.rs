@@ -152,7 +152,7 @@ async fn revoked_in_control_rooms(bot: &Arc<Bot>, user: &UserId) {
 
 /// Raises `body` in a control room once under `key`, audited as `action` the first
 /// time (the outbox entry is what makes it once, across restarts too).
-async fn raise(
+pub(super) async fn raise(
     bot: &Bot,
     room: &matrix_sdk::Room,
     key: &str,

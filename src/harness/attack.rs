@@ -131,6 +131,77 @@ impl ServerAdmin {
         .map(drop)
     }
 
+    /// Sets room state under a state key as the admin's own account.
+    pub async fn send_state_keyed(
+        &self,
+        room: &RoomId,
+        event_type: &str,
+        state_key: &str,
+        content: Value,
+    ) -> Result<(), HarnessError> {
+        self.call(
+            reqwest::Method::PUT,
+            &format!(
+                "_matrix/client/v3/rooms/{}/state/{}/{}",
+                encode(room.as_str()),
+                encode(event_type),
+                encode(state_key)
+            ),
+            Some(content),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Bans (`action` `ban`) or kicks (`kick`) `user` from `room` as the admin's own
+    /// account, which works once a forged power level lets it.
+    pub async fn eject(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        action: &str,
+    ) -> Result<(), HarnessError> {
+        self.call(
+            reqwest::Method::POST,
+            &format!(
+                "_matrix/client/v3/rooms/{}/{}",
+                encode(room.as_str()),
+                encode(action)
+            ),
+            Some(json!({ "user_id": user, "reason": "moved to the new room" })),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Makes `user` leave `room` with a token the admin API issued for them (what a
+    /// rogue admin does to take cordon out of a room it created).
+    pub async fn leave_as(&self, user: &UserId, room: &RoomId) -> Result<(), HarnessError> {
+        let token = self.login_as(user).await?;
+        let context = format!("{user} leaving {room}");
+        let url = self
+            .base
+            .join(&format!(
+                "_matrix/client/v3/rooms/{}/leave",
+                encode(room.as_str())
+            ))
+            .map_err(|e| HarnessError::BadResponse {
+                context: context.clone(),
+                detail: e.to_string(),
+            })?;
+        super::synapse::json_response(
+            &context,
+            self.http
+                .post(url)
+                .bearer_auth(&token)
+                .json(&json!({}))
+                .send()
+                .await,
+        )
+        .await
+        .map(drop)
+    }
+
     /// `POST /_synapse/admin/v1/join/{room} {"user_id": user}`: joins a local user to a
     /// room without their consent. In an invite-only room Synapse first invites them as
     /// the admin, so the admin must be a member with invite power.

@@ -130,6 +130,9 @@ impl RoomPlan {
             state.insert(ev.event_type.clone(), ev.content.clone());
         }
         state.insert("m.room.power_levels".into(), self.power_levels.clone());
+        // cordon's pins, kept here before each pin is sent (none yet): the guard puts
+        // back any other pin list.
+        state.insert("m.room.pinned_events".into(), json!({ "pinned": [] }));
         json!({
             "position": self.position,
             "name": self.name,

@@ -453,31 +453,24 @@ fn escape_into(out: &mut String, text: &str) {
     }
 }
 
-/// Pins `event` (as the only pinned event cordon keeps for this purpose).
-pub async fn pin(room: &Room, event: &EventId) -> Result<(), MatrixError> {
-    let mut pinned = room.load_pinned_events().await?.unwrap_or_default();
-    if pinned.iter().any(|e| e == event) {
-        return Ok(());
+/// cordon's pin list after pinning `new` in place of `old` (the briefing re-posted
+/// before retention removes the old one), keeping every other pin.
+pub fn pins_after(current: &[String], old: Option<&EventId>, new: &EventId) -> Vec<String> {
+    let mut pinned: Vec<String> = current
+        .iter()
+        .filter(|e| old.is_none_or(|o| o.as_str() != e.as_str()))
+        .cloned()
+        .collect();
+    if !pinned.iter().any(|e| e == new.as_str()) {
+        pinned.push(new.to_string());
     }
-    pinned.push(event.to_owned());
-    room.send_state_event_raw("m.room.pinned_events", "", json!({ "pinned": pinned }))
-        .await?;
-    Ok(())
+    pinned
 }
 
-/// Pins `new` in place of `old` (the briefing re-posted before retention removes the
-/// old one), keeping every other pinned event.
-pub async fn repin(room: &Room, old: Option<&EventId>, new: &EventId) -> Result<(), MatrixError> {
-    let mut pinned = room.load_pinned_events().await?.unwrap_or_default();
-    let before = pinned.clone();
-    pinned.retain(|e| Some(e.as_ref()) != old);
-    if !pinned.iter().any(|e| e == new) {
-        pinned.push(new.to_owned());
-    }
-    if pinned != before {
-        room.send_state_event_raw("m.room.pinned_events", "", json!({ "pinned": pinned }))
-            .await?;
-    }
+/// Sets the room's pinned events to `content` (`{"pinned": [...]}`).
+pub async fn set_pins(room: &Room, content: Value) -> Result<(), MatrixError> {
+    room.send_state_event_raw("m.room.pinned_events", "", content)
+        .await?;
     Ok(())
 }
 

@@ -117,6 +117,41 @@ impl Store {
         Ok(())
     }
 
+    /// Changes room `key` of `incident` with `change` in one transaction, so that two
+    /// steps changing different fields of one record (the guard's pins and a
+    /// stand-down's status, say) never undo each other. Returns the record as written,
+    /// or `None` when there is no such room.
+    pub fn update_room(
+        &self,
+        incident: &IncidentId,
+        key: &str,
+        change: impl FnOnce(&mut RoomRecord),
+    ) -> Result<Option<RoomRecord>, StoreError> {
+        let tx = self.write()?;
+        let updated = {
+            let mut rooms = tx.open_table(tables::ROOMS)?;
+            let current = match rooms.get((incident.as_str(), key))? {
+                None => None,
+                Some(bytes) => Some(decode::<RoomRecord>(
+                    "rooms",
+                    &format!("{incident}/{key}"),
+                    bytes.value(),
+                )?),
+            };
+            match current {
+                None => None,
+                Some(mut record) => {
+                    change(&mut record);
+                    let bytes = encode("room", &record)?;
+                    rooms.insert((incident.as_str(), key), bytes.as_slice())?;
+                    Some(record)
+                }
+            }
+        };
+        tx.commit()?;
+        Ok(updated)
+    }
+
     /// The room `key` of incident `incident`, if recorded.
     pub fn room(&self, incident: &IncidentId, key: &str) -> Result<Option<RoomRecord>, StoreError> {
         let read = self.read()?;

@@ -567,3 +567,341 @@ async fn a_revoked_member_is_taken_out_and_let_back_in_once_enrolled_again() {
         assert!(entry.is_allowed(), "{entry:?}");
     }
 }
+
+/// The changes forged power makes possible beyond membership. A server admin has
+/// Synapse make them room admin in cordon's name, joins, bans the nurse (a role holder
+/// cordon let in), tombstones the room towards a room of the admin's own, renames it,
+/// changes its topic, pins an event and adds a widget. Within a minute every change is
+/// undone, the nurse is invited back, the commander is told what happened and who
+/// claims to have done it, and the actions are audited. Then the admin takes cordon
+/// itself out of the ward room with a token issued in its name: that is raised at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_ban_tombstone_rename_pin_and_widget_are_all_undone_and_raised() {
+    // The guard's first response is held until the whole attack is made, so that the
+    // attacker is not banned half-way through it.
+    let release_dir = tempfile::tempdir().unwrap();
+    let release = release_dir.path().join("release");
+    let mut w = World::new(
+        &["remove"],
+        &[
+            ("CORDON_FAILPOINT_HOLD", "guard.before_acting"),
+            ("CORDON_FAILPOINT_RELEASE", release.to_str().unwrap()),
+        ],
+    )
+    .await;
+    let (incident, rooms) = w.declare("remove", "Forged state").await;
+    let command = rooms["command"].clone();
+    w.nurse_joins(&command).await;
+    let nurse = w.nurse.user_id().to_owned();
+    let name_before = w
+        .admin
+        .state_content(&command, "m.room.name", "")
+        .await
+        .unwrap()
+        .unwrap();
+    let topic_before = w
+        .admin
+        .state_content(&command, "m.room.topic", "")
+        .await
+        .unwrap()
+        .unwrap();
+    let pins_before = w
+        .admin
+        .state_content(&command, "m.room.pinned_events", "")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        pins_before["pinned"].as_array().unwrap().len(),
+        1,
+        "{pins_before}"
+    );
+
+    // The attack.
+    w.admin
+        .make_room_admin(&command, w.admin.user_id())
+        .await
+        .unwrap();
+    w.admin.join(&command).await.unwrap();
+    w.admin.eject(&command, &nurse, "ban").await.unwrap();
+    let elsewhere = w
+        .commander
+        .create_encrypted_room("Somewhere else", &[])
+        .await
+        .unwrap();
+    w.admin
+        .send_state(
+            &command,
+            "m.room.tombstone",
+            json!({ "body": "This room has moved", "replacement_room": elsewhere }),
+        )
+        .await
+        .unwrap();
+    w.admin
+        .send_state(
+            &command,
+            "m.room.name",
+            json!({ "name": "MOVED - use the new room" }),
+        )
+        .await
+        .unwrap();
+    w.admin
+        .send_state(
+            &command,
+            "m.room.topic",
+            json!({ "topic": "Use the new room" }),
+        )
+        .await
+        .unwrap();
+    w.admin
+        .send_state(
+            &command,
+            "m.room.pinned_events",
+            json!({ "pinned": ["$forged-instructions"] }),
+        )
+        .await
+        .unwrap();
+    w.admin
+        .send_state_keyed(
+            &command,
+            "im.vector.modular.widgets",
+            "evil",
+            json!({ "type": "m.custom", "url": "https://evil.example/", "name": "Notes" }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        w.admin
+            .membership(&command, &nurse)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("ban")
+    );
+    std::fs::write(&release, b"").unwrap();
+
+    // Undone: the nurse invited back, cordon's state put back, the rest emptied.
+    wait_membership(&w, &command, &nurse, "invite").await;
+    let admin_id = w.admin.user_id().to_owned();
+    wait_membership(&w, &command, &admin_id, "ban").await;
+    let state_now = |t: &'static str, key: &'static str| {
+        let admin = w.admin.clone();
+        let command = command.clone();
+        async move {
+            admin
+                .state_content(&command, t, key)
+                .await
+                .unwrap()
+                .unwrap_or_default()
+        }
+    };
+    let waited = async {
+        loop {
+            if state_now("m.room.tombstone", "").await == json!({ "replacement_room": "" })
+                && state_now("m.room.name", "").await == name_before
+                && state_now("m.room.topic", "").await == topic_before
+                && state_now("m.room.pinned_events", "").await == pins_before
+                && state_now("im.vector.modular.widgets", "evil").await == json!({})
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, waited)
+        .await
+        .unwrap_or_else(|_| panic!("the forged state was not all undone\nbot log:\n{}", w.log()));
+
+    // The commander was told, naming the holder, who claims the ban, and each change.
+    for needles in [
+        vec!["POSSIBLE SERVER COMPROMISE", nurse.as_str(), "was banned"],
+        vec![
+            "POSSIBLE SERVER COMPROMISE",
+            "m.room.tombstone",
+            "this room has moved",
+        ],
+        vec!["POSSIBLE SERVER COMPROMISE", "m.room.name", "restored"],
+        vec!["POSSIBLE SERVER COMPROMISE", "m.room.pinned_events"],
+        vec![
+            "POSSIBLE SERVER COMPROMISE",
+            "im.vector.modular.widgets",
+            "emptied",
+        ],
+    ] {
+        let body = w.bot_says_all(&needles).await;
+        assert!(body.contains(&incident), "{body}");
+    }
+    let ban_alert = w
+        .bot_says_all(&["POSSIBLE SERVER COMPROMISE", nurse.as_str(), "was banned"])
+        .await;
+    assert!(
+        ban_alert.contains(&format!("claims to come from {admin_id}")),
+        "the alert does not name who banned: {ban_alert}"
+    );
+
+    // The nurse can come back in.
+    w.nurse.join(&command).await.unwrap();
+
+    // cordon itself taken out of the ward room with a token issued in its name.
+    let ward = rooms["ward"].clone();
+    let bot_id = w.bot_id();
+    w.admin.leave_as(&bot_id, &ward).await.unwrap();
+    let lost = w
+        .bot_says_all(&["cordon itself was removed from this room", "Ward"])
+        .await;
+    assert!(lost.contains(&incident), "{lost}");
+
+    let store = w.stop_and_open_store();
+    assert!(store.verify_audit().unwrap().is_intact());
+    let restored = audited(&store, "guard.member-restored");
+    assert!(
+        restored
+            .iter()
+            .any(|e| e["user"] == nurse.as_str() && e["membership"] == "ban"),
+        "{restored:?}"
+    );
+    let emptied = audited(&store, "guard.state-emptied");
+    for t in ["m.room.tombstone", "im.vector.modular.widgets"] {
+        assert!(
+            emptied.iter().any(|e| e["event_type"] == t),
+            "{t}: {emptied:?}"
+        );
+    }
+    let reverted = audited(&store, "guard.state-reverted");
+    for t in ["m.room.name", "m.room.topic", "m.room.pinned_events"] {
+        assert!(
+            reverted.iter().any(|e| e["event_type"] == t),
+            "{t}: {reverted:?}"
+        );
+    }
+    assert_eq!(audited(&store, "guard.cordon-removed").len(), 1);
+}
+
+/// A holder who leaves by their own hand is not pulled back in: `status` names them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_who_leaves_stays_out_and_status_says_so() {
+    let mut w = World::new(&["remove"], &[]).await;
+    let (incident, rooms) = w.declare("remove", "Leaving").await;
+    let command = rooms["command"].clone();
+    w.nurse_joins(&command).await;
+    let nurse = w.nurse.user_id().to_owned();
+    w.nurse
+        .client()
+        .get_room(&command)
+        .unwrap()
+        .leave()
+        .await
+        .unwrap();
+    wait_membership(&w, &command, &nurse, "leave").await;
+    // A restart runs a full guard pass before cordon says it is ready.
+    w.restart(&[]);
+    w.wait_ready().await;
+    assert_eq!(
+        w.admin
+            .membership(&command, &nurse)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("leave"),
+        "the nurse was pulled back in\nbot log:\n{}",
+        w.log()
+    );
+    w.commander
+        .send_text(&w.control, &format!("!cordon status {incident}"))
+        .await
+        .unwrap();
+    let status = w.bot_says_all(&["by their own hand", nurse.as_str()]).await;
+    assert!(status.contains("not invited again"), "{status}");
+    let store = w.stop_and_open_store();
+    assert!(audited(&store, "guard.member-restored").is_empty());
+}
+
+/// Someone a server admin forces into a control room is raised to the operators:
+/// control rooms see every command and alert. cordon does not own control rooms, so it
+/// alerts rather than bans.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn someone_forced_into_a_control_room_is_raised_to_the_operators() {
+    let mut w = World::new(&["remove"], &[]).await;
+    let intruder_name = unique("intruder");
+    w.hs.register(&intruder_name, "pw", false).await.unwrap();
+    let intruder = TestUser::login(w.hs, &intruder_name, "pw").await.unwrap();
+    w.admin
+        .make_room_admin(&w.control, w.admin.user_id())
+        .await
+        .unwrap();
+    w.admin.join(&w.control).await.unwrap();
+    w.admin
+        .force_join(&w.control, intruder.user_id())
+        .await
+        .unwrap();
+    let alert = w
+        .bot_says_all(&["joined this control room", intruder.user_id().as_str()])
+        .await;
+    assert!(
+        alert.contains(&format!(
+            "invited by {}, who is not an operator",
+            w.admin.user_id()
+        )),
+        "{alert}"
+    );
+    let store = w.stop_and_open_store();
+    let raised = audited(&store, "guard.control-room-joiner");
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert_eq!(raised[0]["user"], intruder.user_id().as_str());
+}
+
+/// Rooms kept by a legal hold after stand-down are still guarded: an intruder forced
+/// into an archived, held room is banned and its forged name put back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_kept_by_a_legal_hold_are_still_guarded() {
+    let mut w = World::new(&["remove"], &[]).await;
+    let (incident, rooms) = w.declare("remove", "Held").await;
+    let command = rooms["command"].clone();
+    w.commander
+        .send_text(
+            &w.control,
+            &format!("!cordon hold {incident} --reason \"Inquest 2026/9\""),
+        )
+        .await
+        .unwrap();
+    w.bot_says("Legal hold placed").await;
+    w.commander
+        .send_text(&w.control, &format!("!cordon standdown {incident}"))
+        .await
+        .unwrap();
+    w.bot_says("are not destroyed: a legal hold is set").await;
+    let name_before = w
+        .admin
+        .state_content(&command, "m.room.name", "")
+        .await
+        .unwrap()
+        .unwrap();
+
+    w.admin
+        .make_room_admin(&command, w.admin.user_id())
+        .await
+        .unwrap();
+    w.admin.join(&command).await.unwrap();
+    w.admin
+        .send_state(&command, "m.room.name", json!({ "name": "Open to all" }))
+        .await
+        .unwrap();
+    let admin_id = w.admin.user_id().to_owned();
+    wait_membership(&w, &command, &admin_id, "ban").await;
+    let waited = async {
+        while w
+            .admin
+            .state_content(&command, "m.room.name", "")
+            .await
+            .unwrap()
+            != Some(name_before.clone())
+        {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, waited)
+        .await
+        .unwrap_or_else(|_| panic!("the name was not put back\nbot log:\n{}", w.log()));
+    w.bot_says_all(&["POSSIBLE SERVER COMPROMISE", admin_id.as_str()])
+        .await;
+}
