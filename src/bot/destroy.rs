@@ -13,9 +13,12 @@
 //!    pending;
 //! 3. the room is recorded `destroyed` (or `purge-pending`) and audited.
 //!
-//! Then the media of every room is deleted (what the export found, which covers
-//! encrypted attachments the server cannot see, and what Synapse listed): purging a room
-//! leaves its media behind. Every step is safe to repeat.
+//! Then the media of every room is deleted: purging a room leaves its media behind.
+//! Synapse cannot list what encrypted events point to, so the addresses are cordon's
+//! own: noted as sync delivered each message and before each retention redaction (the
+//! `media` table), read by the seal, and what Synapse listed. Only media the incident's
+//! own people uploaded is deleted (see [`delete_media`]). Every step is safe
+//! to repeat.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +35,7 @@ use super::{ACTOR, Bot, BotError};
 use crate::incident::timers as timer_plan;
 use crate::incident::{Event, Incident, State};
 use crate::matrix::MatrixError;
-use crate::matrix::admin::{DeletionStatus, MediaDeletion};
+use crate::matrix::admin::{DeletionStatus, MediaDeletion, MediaUpload};
 use crate::matrix::rooms::{self, notice};
 use crate::store::{RoomStatus, StandDownStep, Timer};
 
@@ -387,13 +390,60 @@ struct MediaCount {
     deleted: u64,
     absent: u64,
     foreign: u64,
+    /// Uploaded by someone cordon never let into the incident: kept (see
+    /// [`delete_media`]).
+    kept: u64,
+}
+
+/// Every media address of the incident: what sync and the retention sweeps noted (the
+/// `media` table), what the seal read and what Synapse listed for the rooms (the
+/// stand-down record). Sorted, without repeats.
+fn incident_media(bot: &Bot, incident: &Incident) -> Result<Vec<String>, BotError> {
+    let mut all: std::collections::BTreeSet<String> = bot
+        .store
+        .standdown(&incident.id)?
+        .map(|r| r.media)
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    all.extend(
+        bot.store
+            .incident_media(&incident.id)?
+            .into_iter()
+            .map(|(address, _)| address),
+    );
+    Ok(all.into_iter().collect())
+}
+
+/// The people whose uploads belong to the incident: everyone cordon let into (or kept
+/// out of) its rooms, the commander, and cordon.
+fn incident_people(
+    bot: &Bot,
+    incident: &Incident,
+) -> Result<std::collections::BTreeSet<String>, BotError> {
+    let mut people: std::collections::BTreeSet<String> = bot
+        .store
+        .roster_for_incident(&incident.id)?
+        .into_iter()
+        .map(|e| e.user)
+        .collect();
+    people.insert(incident.commander.clone());
+    people.insert(bot.user_id().to_string());
+    Ok(people)
 }
 
 /// Deletes every local media address of the incident, and audits it (the control
 /// room's notice counts from that entry).
+///
+/// Only media uploaded by the incident's own people is deleted. An address is whatever a
+/// message says, and cordon deletes as a server admin: without the check, a member could
+/// name another room's attachment (another incident's evidence under a legal hold, say)
+/// and have cordon delete it. A file forwarded into the incident from elsewhere keeps its
+/// first uploader and stays with the conversation it came from; those are counted as
+/// kept.
 async fn delete_media(bot: &Arc<Bot>, incident: &Incident) -> Result<(), BotError> {
-    let record = bot.store.standdown(&incident.id)?;
-    let addresses = record.map(|r| r.media).unwrap_or_default();
+    let addresses = incident_media(bot, incident)?;
+    let people = incident_people(bot, incident)?;
     let server = bot.user_id().server_name();
     let mut count = MediaCount::default();
     for address in &addresses {
@@ -403,6 +453,18 @@ async fn delete_media(bot: &Arc<Bot>, incident: &Incident) -> Result<(), BotErro
             _ => {
                 // Another server's media (the rooms are not federated, so not expected).
                 count.foreign += 1;
+                continue;
+            }
+        }
+        match bot.admin.media_upload(&mxc).await? {
+            MediaUpload::Absent => {
+                count.absent += 1;
+                continue;
+            }
+            MediaUpload::By(Some(uploader)) if people.contains(&uploader) => {}
+            MediaUpload::By(_) => {
+                warn!(incident = %incident.id, media = %mxc, "media named in the incident but uploaded outside it is kept");
+                count.kept += 1;
                 continue;
             }
         }
@@ -420,6 +482,7 @@ async fn delete_media(bot: &Arc<Bot>, incident: &Incident) -> Result<(), BotErro
                 "deleted": count.deleted,
                 "already_absent": count.absent,
                 "other_servers": count.foreign,
+                "uploaded_outside_the_incident": count.kept,
             }),
             bot.now(),
         )?;

@@ -9,8 +9,11 @@
 //! - `commands`: chat commands, checked in DESIGN.md's order, each answered.
 //! - `provision`: the resumable provisioning pipeline behind `declare`.
 //! - `status`: the `status` reply.
+//! - `attachments`: notes every attachment address sync delivers in an incident room,
+//!   for stand-down to delete.
 
 mod advice;
+mod attachments;
 pub(crate) mod commands;
 mod deadlines;
 mod destroy;
@@ -706,6 +709,18 @@ fn register_handlers(bot: &Arc<Bot>) {
                 let b = bot.clone();
                 bot.spawn(advice::on_reaction(b, ev, room)).await;
             }
+        },
+    );
+    // Attachment addresses, noted as cordon first reads each message (decrypted when it
+    // can be), for stand-down to delete.
+    let b = bot.clone();
+    bot.client.add_event_handler(
+        move |ev: matrix_sdk::ruma::serde::Raw<
+            matrix_sdk::ruma::events::AnySyncMessageLikeEvent,
+        >,
+              room: Room| {
+            let bot = b.clone();
+            async move { attachments::on_message_like(&bot, &ev, &room) }
         },
     );
     let b = bot.clone();
