@@ -7,18 +7,18 @@
 //! destroyed at once; for each, recorded as `deleting` first:
 //!
 //! 1. every member (and pending invite) is kicked, with a reason;
-//! 2. with admin rights, the media Synapse lists for the room is noted, the room is
-//!    deleted with `purge` and `block`, and its deletion status polled until complete;
-//!    without them, cordon leaves and forgets the room, and the purge is reported as
-//!    pending;
+//! 2. with admin rights, cordon leaves the room, the media Synapse lists for the room
+//!    is noted, the room is deleted with `purge` and `block`, and its deletion status
+//!    polled until complete; without them, cordon leaves and forgets the room, and the
+//!    purge is reported as pending;
 //! 3. the room is recorded `destroyed` (or `purge-pending`) and audited.
 //!
 //! Then the media of every room is deleted: purging a room leaves its media behind.
 //! Synapse cannot list what encrypted events point to, so the addresses are cordon's
 //! own: noted as sync delivered each message and before each retention redaction (the
 //! `media` table), read by the seal, and what Synapse listed. Only media the incident's
-//! own people uploaded is deleted (see [`delete_media`]). Every step is safe
-//! to repeat.
+//! own people uploaded is deleted (see [`delete_media`]). Finally the rooms are forgotten
+//! in cordon's own stores ([`super::forget`]). Every step is safe to repeat.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -129,10 +129,13 @@ pub(crate) async fn destroy(bot: &Arc<Bot>, incident: &Incident) -> Result<(), B
 }
 
 /// What follows the destruction, from the store alone, so that a stand-down resumed
-/// after `destroyed` was recorded does it too, once: the other timers disarmed, the end
-/// of the archive's keep time armed, and the control room told.
+/// after `destroyed` was recorded does it too, once: the rooms forgotten in cordon's own
+/// stores, the other timers disarmed, the end of the archive's keep time armed, and the
+/// control room told.
 pub(crate) async fn finish(bot: &Arc<Bot>, incident: &Incident) -> Result<(), BotError> {
     let id = &incident.id;
+    // Part of destruction: the step is done once the rooms are forgotten.
+    super::forget::forget_rooms(bot, incident).await?;
     bot.store
         .begin_standdown_step(id, StandDownStep::Done, bot.now())?;
     // Nothing runs in rooms that are gone; the keep time's end is all that is left.
@@ -242,6 +245,10 @@ async fn destroy_room(
         let kicked = kick_everyone(bot, &room_id, reason).await?;
         crate::failpoint::hit("standdown.kicked").await;
         if admin {
+            // cordon leaves while the room is there to leave: a purged room answers
+            // 404 and sends no leave down sync, so its client would count it as joined
+            // for good and could not forget it afterwards (see `matrix::forget`).
+            leave(bot, &room_id).await?;
             // Listed before the purge, which forgets which media the room used.
             let listed = bot.admin.room_media(&room_id).await?;
             remember_media(bot, incident, &listed)?;
@@ -348,15 +355,20 @@ async fn kick_everyone(
     Ok(kicked)
 }
 
+/// cordon leaves the room, if it is still in it.
+async fn leave(bot: &Arc<Bot>, room_id: &OwnedRoomId) -> Result<(), BotError> {
+    if let Some(room) = bot.client.get_room(room_id)
+        && room.state() == matrix_sdk::RoomState::Joined
+    {
+        room.leave().await.map_err(MatrixError::from)?;
+    }
+    Ok(())
+}
+
 /// Without admin rights: cordon leaves the room and forgets it. The server keeps its
 /// events until an admin purges it.
 async fn leave_and_forget(bot: &Arc<Bot>, room_id: &OwnedRoomId) -> Result<(), BotError> {
-    let Some(room) = bot.client.get_room(room_id) else {
-        return Ok(());
-    };
-    if room.state() == matrix_sdk::RoomState::Joined {
-        room.leave().await.map_err(MatrixError::from)?;
-    }
+    leave(bot, room_id).await?;
     if let Some(room) = bot.client.get_room(room_id)
         && room.state() == matrix_sdk::RoomState::Left
     {

@@ -511,8 +511,10 @@ async fn a_legal_hold_blocks_destruction_until_it_is_released() {
 /// `standdown.archived` and `standdown.destroyed` land just after the incident's state
 /// is recorded and before what follows it: they found that a stand-down resumed there
 /// never told the control room the archive was sealed, nor that the rooms were
-/// destroyed, nor armed the end of the archive's keep time.
-const KILL_POINTS: [&str; 10] = [
+/// destroyed, nor armed the end of the archive's keep time. `standdown.forgotten` lands
+/// after a room was forgotten in cordon's own stores and before that is recorded: the
+/// restart forgets it again (it is gone from the client by then) and goes on.
+const KILL_POINTS: [&str; 11] = [
     "standdown.before_freeze",
     "standdown.before_freeze@2",
     "standdown.frozen",
@@ -523,6 +525,7 @@ const KILL_POINTS: [&str; 10] = [
     "standdown.delete-requested",
     "standdown.media-deleted",
     "standdown.destroyed",
+    "standdown.forgotten",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -893,4 +896,137 @@ async fn attachments_of_messages_redacted_before_the_stand_down_are_deleted() {
         );
     }
     w.stop_bot();
+}
+
+/// Once the rooms are destroyed, cordon's own stores forget them: a copy of its state
+/// directory holds no megolm session of theirs (read back through matrix-sdk's own
+/// store API, with the store passphrase) and its state store no longer knows them, and
+/// the homeserver's key backup holds none of their keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cordons_stores_keep_no_key_of_a_destroyed_room() {
+    use matrix_sdk::StateStore;
+    use matrix_sdk_base::crypto::store::CryptoStore;
+
+    let officer = Officer::new();
+    let (mut w, incident, rooms) = declared(&officer, "Forget drill").await;
+    for key in ["command", "ward"] {
+        w.nurses[0]
+            .send_text(&rooms[key], &format!("{key}: bed 4 to theatre"))
+            .await
+            .unwrap();
+    }
+    w.say(&format!("!cordon standdown {incident}")).await;
+    w.bot_says("room(s) are destroyed").await;
+    w.stop_bot();
+
+    let passphrase = std::fs::read_to_string(w.setup.dir.join("store-passphrase")).unwrap();
+    let sdk_store = w.setup.state_dir.join("matrix");
+    {
+        let crypto = matrix_sdk::SqliteCryptoStore::open(&sdk_store, Some(&passphrase))
+            .await
+            .unwrap();
+        for (key, room) in &rooms {
+            let sessions = crypto
+                .get_inbound_group_sessions_by_room_id(room)
+                .await
+                .unwrap();
+            assert!(
+                sessions.is_empty(),
+                "cordon's crypto store still holds {} session(s) of the destroyed room {key}",
+                sessions.len()
+            );
+        }
+        // What was not destroyed is kept: the control room's sessions are read back.
+        assert!(
+            !crypto
+                .get_inbound_group_sessions_by_room_id(&w.control)
+                .await
+                .unwrap()
+                .is_empty(),
+            "the control room's sessions are gone too"
+        );
+    }
+    {
+        let state = matrix_sdk::SqliteStateStore::open(&sdk_store, Some(&passphrase))
+            .await
+            .unwrap();
+        let known: Vec<OwnedRoomId> = state
+            .get_room_infos(&matrix_sdk::store::RoomLoadSettings::All)
+            .await
+            .unwrap()
+            .iter()
+            .map(|info| info.room_id().to_owned())
+            .collect();
+        for (key, room) in &rooms {
+            assert!(
+                !known.contains(room),
+                "cordon's state store still knows the destroyed room {key}"
+            );
+        }
+        assert!(known.contains(&w.control), "{known:?}");
+    }
+
+    // Each room forgotten once, and it did hold keys (the nurse wrote in both).
+    let store = cordon::store::Store::open_existing(&w.store_dir()).unwrap();
+    let id = cordon::incident::IncidentId::parse(&incident).unwrap();
+    let forgotten: Vec<Value> = store
+        .audit_entries(.., Some(&id))
+        .unwrap()
+        .iter()
+        .filter(|e| e.action == "room.forgotten")
+        .map(|e| serde_json::from_str(&e.details).unwrap())
+        .collect();
+    assert_eq!(forgotten.len(), 2, "{forgotten:?}");
+    for details in &forgotten {
+        assert!(details["sessions_deleted"].as_u64() >= Some(1), "{details}");
+        assert_eq!(details["backup_cleared"], true, "{details}");
+    }
+    for record in store.rooms(&id).unwrap() {
+        assert!(record.forgotten_at.is_some(), "{record:?}");
+    }
+
+    // Nor does the key backup on the server hold any key of the rooms.
+    let session: matrix_sdk::authentication::matrix::MatrixSession =
+        serde_json::from_slice(&std::fs::read(w.setup.state_dir.join("session.json")).unwrap())
+            .unwrap();
+    let token = session.tokens.access_token;
+    let http = reqwest::Client::new();
+    let version: Value = http
+        .get(
+            w.hs.base_url()
+                .join("_matrix/client/v3/room_keys/version")
+                .unwrap(),
+        )
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let version = version["version"].as_str().unwrap();
+    for (key, room) in &rooms {
+        let backed_up: Value = http
+            .get(
+                w.hs.base_url()
+                    .join(&format!(
+                        "_matrix/client/v3/room_keys/keys/{}?version={version}",
+                        url::form_urlencoded::byte_serialize(room.as_str().as_bytes())
+                            .collect::<String>()
+                    ))
+                    .unwrap(),
+            )
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            backed_up["sessions"].as_object().map(|s| s.len()),
+            Some(0),
+            "the key backup still holds keys of room {key}: {backed_up}"
+        );
+    }
 }
