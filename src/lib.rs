@@ -6,6 +6,8 @@
 //!
 //! # Layout
 //!
+//! - [`attachments`]: which media an event names (its attachment and thumbnail), noted
+//!   in sync and in the retention sweep for stand-down to delete.
 //! - [`bench`]: `cordon bench declare`, cordon's declare against a raw-HTTP baseline.
 //! - [`bot`]: the running bot (`cordon run`): start-up, sync, command handling and the
 //!   resumable provisioning pipeline.
@@ -47,6 +49,7 @@
 #![recursion_limit = "256"]
 
 pub mod archive;
+pub mod attachments;
 pub mod bench;
 pub mod bot;
 pub mod clock;

@@ -7,15 +7,18 @@
 //! destroyed at once; for each, recorded as `deleting` first:
 //!
 //! 1. every member (and pending invite) is kicked, with a reason;
-//! 2. with admin rights, the media Synapse lists for the room is noted, the room is
-//!    deleted with `purge` and `block`, and its deletion status polled until complete;
-//!    without them, cordon leaves and forgets the room, and the purge is reported as
-//!    pending;
+//! 2. with admin rights, cordon leaves the room, the media Synapse lists for the room
+//!    is noted, the room is deleted with `purge` and `block`, and its deletion status
+//!    polled until complete; without them, cordon leaves and forgets the room, and the
+//!    purge is reported as pending;
 //! 3. the room is recorded `destroyed` (or `purge-pending`) and audited.
 //!
-//! Then the media of every room is deleted (what the export found, which covers
-//! encrypted attachments the server cannot see, and what Synapse listed): purging a room
-//! leaves its media behind. Every step is safe to repeat.
+//! Then the media of every room is deleted: purging a room leaves its media behind.
+//! Synapse cannot list what encrypted events point to, so the addresses are cordon's
+//! own: noted as sync delivered each message and before each retention redaction (the
+//! `media` table), read by the seal, and what Synapse listed. Only media the incident's
+//! own people uploaded is deleted (see [`delete_media`]). Finally the rooms are forgotten
+//! in cordon's own stores ([`super::forget`]). Every step is safe to repeat.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +35,7 @@ use super::{ACTOR, Bot, BotError};
 use crate::incident::timers as timer_plan;
 use crate::incident::{Event, Incident, State};
 use crate::matrix::MatrixError;
-use crate::matrix::admin::{DeletionStatus, MediaDeletion};
+use crate::matrix::admin::{DeletionStatus, MediaDeletion, MediaUpload};
 use crate::matrix::rooms::{self, notice};
 use crate::store::{RoomStatus, StandDownStep, Timer};
 
@@ -126,10 +129,13 @@ pub(crate) async fn destroy(bot: &Arc<Bot>, incident: &Incident) -> Result<(), B
 }
 
 /// What follows the destruction, from the store alone, so that a stand-down resumed
-/// after `destroyed` was recorded does it too, once: the other timers disarmed, the end
-/// of the archive's keep time armed, and the control room told.
+/// after `destroyed` was recorded does it too, once: the rooms forgotten in cordon's own
+/// stores, the other timers disarmed, the end of the archive's keep time armed, and the
+/// control room told.
 pub(crate) async fn finish(bot: &Arc<Bot>, incident: &Incident) -> Result<(), BotError> {
     let id = &incident.id;
+    // Part of destruction: the step is done once the rooms are forgotten.
+    super::forget::forget_rooms(bot, incident).await?;
     bot.store
         .begin_standdown_step(id, StandDownStep::Done, bot.now())?;
     // Nothing runs in rooms that are gone; the keep time's end is all that is left.
@@ -242,6 +248,10 @@ async fn destroy_room(
         let kicked = kick_everyone(bot, &room_id, reason).await?;
         crate::failpoint::hit("standdown.kicked").await;
         if admin {
+            // cordon leaves while the room is there to leave: a purged room answers
+            // 404 and sends no leave down sync, so its client would count it as joined
+            // for good and could not forget it afterwards (see `matrix::forget`).
+            leave(bot, &room_id).await?;
             // Listed before the purge, which forgets which media the room used.
             let listed = bot.admin.room_media(&room_id).await?;
             remember_media(bot, incident, &listed)?;
@@ -348,15 +358,20 @@ async fn kick_everyone(
     Ok(kicked)
 }
 
+/// cordon leaves the room, if it is still in it.
+async fn leave(bot: &Arc<Bot>, room_id: &OwnedRoomId) -> Result<(), BotError> {
+    if let Some(room) = bot.client.get_room(room_id)
+        && room.state() == matrix_sdk::RoomState::Joined
+    {
+        room.leave().await.map_err(MatrixError::from)?;
+    }
+    Ok(())
+}
+
 /// Without admin rights: cordon leaves the room and forgets it. The server keeps its
 /// events until an admin purges it.
 async fn leave_and_forget(bot: &Arc<Bot>, room_id: &OwnedRoomId) -> Result<(), BotError> {
-    let Some(room) = bot.client.get_room(room_id) else {
-        return Ok(());
-    };
-    if room.state() == matrix_sdk::RoomState::Joined {
-        room.leave().await.map_err(MatrixError::from)?;
-    }
+    leave(bot, room_id).await?;
     if let Some(room) = bot.client.get_room(room_id)
         && room.state() == matrix_sdk::RoomState::Left
     {
@@ -390,13 +405,60 @@ struct MediaCount {
     deleted: u64,
     absent: u64,
     foreign: u64,
+    /// Uploaded by someone cordon never let into the incident: kept (see
+    /// [`delete_media`]).
+    kept: u64,
+}
+
+/// Every media address of the incident: what sync and the retention sweeps noted (the
+/// `media` table), what the seal read and what Synapse listed for the rooms (the
+/// stand-down record). Sorted, without repeats.
+fn incident_media(bot: &Bot, incident: &Incident) -> Result<Vec<String>, BotError> {
+    let mut all: std::collections::BTreeSet<String> = bot
+        .store
+        .standdown(&incident.id)?
+        .map(|r| r.media)
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    all.extend(
+        bot.store
+            .incident_media(&incident.id)?
+            .into_iter()
+            .map(|(address, _)| address),
+    );
+    Ok(all.into_iter().collect())
+}
+
+/// The people whose uploads belong to the incident: everyone cordon let into (or kept
+/// out of) its rooms, the commander, and cordon.
+fn incident_people(
+    bot: &Bot,
+    incident: &Incident,
+) -> Result<std::collections::BTreeSet<String>, BotError> {
+    let mut people: std::collections::BTreeSet<String> = bot
+        .store
+        .roster_for_incident(&incident.id)?
+        .into_iter()
+        .map(|e| e.user)
+        .collect();
+    people.insert(incident.commander.clone());
+    people.insert(bot.user_id().to_string());
+    Ok(people)
 }
 
 /// Deletes every local media address of the incident, and audits it (the control
 /// room's notice counts from that entry).
+///
+/// Only media uploaded by the incident's own people is deleted. An address is whatever a
+/// message says, and cordon deletes as a server admin: without the check, a member could
+/// name another room's attachment (another incident's evidence under a legal hold, say)
+/// and have cordon delete it. A file forwarded into the incident from elsewhere keeps its
+/// first uploader and stays with the conversation it came from; those are counted as
+/// kept.
 async fn delete_media(bot: &Arc<Bot>, incident: &Incident) -> Result<(), BotError> {
-    let record = bot.store.standdown(&incident.id)?;
-    let addresses = record.map(|r| r.media).unwrap_or_default();
+    let addresses = incident_media(bot, incident)?;
+    let people = incident_people(bot, incident)?;
     let server = bot.user_id().server_name();
     let mut count = MediaCount::default();
     for address in &addresses {
@@ -406,6 +468,18 @@ async fn delete_media(bot: &Arc<Bot>, incident: &Incident) -> Result<(), BotErro
             _ => {
                 // Another server's media (the rooms are not federated, so not expected).
                 count.foreign += 1;
+                continue;
+            }
+        }
+        match bot.admin.media_upload(&mxc).await? {
+            MediaUpload::Absent => {
+                count.absent += 1;
+                continue;
+            }
+            MediaUpload::By(Some(uploader)) if people.contains(&uploader) => {}
+            MediaUpload::By(_) => {
+                warn!(incident = %incident.id, media = %mxc, "media named in the incident but uploaded outside it is kept");
+                count.kept += 1;
                 continue;
             }
         }
@@ -423,6 +497,7 @@ async fn delete_media(bot: &Arc<Bot>, incident: &Incident) -> Result<(), BotErro
                 "deleted": count.deleted,
                 "already_absent": count.absent,
                 "other_servers": count.foreign,
+                "uploaded_outside_the_incident": count.kept,
             }),
             bot.now(),
         )?;

@@ -9,11 +9,16 @@
 //! - `commands`: chat commands, checked in DESIGN.md's order, each answered.
 //! - `provision`: the resumable provisioning pipeline behind `declare`.
 //! - `status`: the `status` reply.
+//! - `attachments`: notes every attachment address sync delivers in an incident room,
+//!   for stand-down to delete.
+//! - `forget`: after destruction, cordon's own Matrix stores forget the room.
 
 mod advice;
+mod attachments;
 pub(crate) mod commands;
 mod deadlines;
 mod destroy;
+mod forget;
 mod health;
 mod jobs;
 mod pins;
@@ -125,6 +130,9 @@ pub struct Bot {
     /// Signs the manifests of sealed archives (its public key is what records officers
     /// pin). It cannot open an archive.
     pub(crate) signer: Arc<crate::archive::ArchiveSigner>,
+    /// Deletes a destroyed room's keys from matrix-sdk's crypto store (see
+    /// [`crate::matrix::forget`]).
+    pub(crate) room_keys: Arc<crate::matrix::forget::RoomKeyEraser>,
     /// Incidents whose pipeline is running in this process, so that two triggers (a
     /// command and the start-up resume) never run one incident twice at once.
     running: Mutex<HashSet<IncidentId>>,
@@ -406,6 +414,17 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
     // The session first: a cordon that must be recovered leaves no store behind.
     let client = matrix::session::connect(&config, &password, &passphrase).await?;
     let store = Arc::new(Store::open(&config.state_dir.join("store"))?);
+    // While the passphrase is at hand: the crypto store's cipher, to find a destroyed
+    // room's keys in it (PBKDF2, so off the runtime).
+    let room_keys = {
+        let sdk_store = matrix::session::SessionPaths::new(&config.state_dir).sdk_store;
+        let passphrase = passphrase.clone();
+        tokio::task::spawn_blocking(move || {
+            matrix::forget::RoomKeyEraser::open(&sdk_store, passphrase.expose())
+        })
+        .await
+        .map_err(|e| MatrixError::Client(format!("opening the crypto store's cipher: {e}")))??
+    };
     let signer = Arc::new(crate::archive::ArchiveSigner::load_or_create(
         &config.state_dir,
     )?);
@@ -430,6 +449,7 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
         rate_limits,
         admin,
         signer,
+        room_keys: Arc::new(room_keys),
         running: Mutex::new(HashSet::new()),
         sync_kick: Notify::new(),
         syncs: tokio::sync::watch::Sender::new(0),
@@ -707,6 +727,18 @@ fn register_handlers(bot: &Arc<Bot>) {
                 let b = bot.clone();
                 bot.spawn(advice::on_reaction(b, ev, room)).await;
             }
+        },
+    );
+    // Attachment addresses, noted as cordon first reads each message (decrypted when it
+    // can be), for stand-down to delete.
+    let b = bot.clone();
+    bot.client.add_event_handler(
+        move |ev: matrix_sdk::ruma::serde::Raw<
+            matrix_sdk::ruma::events::AnySyncMessageLikeEvent,
+        >,
+              room: Room| {
+            let bot = b.clone();
+            async move { attachments::on_message_like(&bot, &ev, &room) }
         },
     );
     let b = bot.clone();

@@ -525,6 +525,7 @@ async fn ensure_room(bot: &Bot, id: &IncidentId, p: &RoomPlan) -> Result<Room, B
         updated_at: now,
         delete_id: None,
         create_alias: Some(alias.clone()),
+        forgotten_at: None,
     })?;
     crate::failpoint::hit("provision.before_create_room").await;
     let created = rooms::create_planned_room(&bot.client, p, &alias).await?;
@@ -576,6 +577,7 @@ fn record_room(
         updated_at: now,
         delete_id: None,
         create_alias: None,
+        forgotten_at: None,
     })?;
     bot.store.audit(
         ACTOR,

@@ -147,6 +147,15 @@ pub enum MediaDeletion {
     Absent,
 }
 
+/// Who uploaded a piece of local media, as Synapse records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaUpload {
+    /// Uploaded by this user (`None`: Synapse made it itself, a URL preview).
+    By(Option<String>),
+    /// The server does not have it (deleted before, or never stored).
+    Absent,
+}
+
 /// Where a room deletion (`DELETE /_synapse/admin/v2/rooms/…`) is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeletionStatus {
@@ -325,6 +334,27 @@ impl SynapseAdmin {
                 .collect()),
             (404, _) => Ok(Vec::new()),
             (status, body) => Err(Self::unexpected("listing the room's media", status, &body)),
+        }
+    }
+
+    /// Who uploaded one piece of local media (`GET /_synapse/admin/v1/media/…`).
+    pub async fn media_upload(&self, mxc: &MxcUri) -> Result<MediaUpload, MatrixError> {
+        let (server, media) = mxc
+            .parts()
+            .map_err(|e| MatrixError::Admin(format!("bad media address {mxc}: {e}")))?;
+        let path = format!(
+            "_synapse/admin/v1/media/{}/{}",
+            encode(server.as_str()),
+            encode(media)
+        );
+        match self.send(reqwest::Method::GET, &path, None).await? {
+            (200, body) => Ok(MediaUpload::By(
+                body.pointer("/media_info/user_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+            )),
+            (404, _) => Ok(MediaUpload::Absent),
+            (status, body) => Err(Self::unexpected("reading media", status, &body)),
         }
     }
 

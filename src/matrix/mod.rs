@@ -4,6 +4,7 @@
 //! performs them.
 
 pub mod admin;
+pub mod forget;
 pub mod rooms;
 pub mod session;
 
@@ -45,4 +46,13 @@ pub enum MatrixError {
     /// A Synapse admin API call failed.
     #[error("synapse admin API: {0}")]
     Admin(String),
+    /// One of matrix-sdk's sqlite stores could not be read or changed directly (see
+    /// [`forget`]).
+    #[error("matrix store {path}: {why}")]
+    LocalStore {
+        /// The sqlite file.
+        path: PathBuf,
+        /// What failed.
+        why: String,
+    },
 }

@@ -12,7 +12,9 @@ use matrix_sdk::ruma::events::room::message::{
 };
 use matrix_sdk::ruma::events::{AnyInitialStateEvent, StateEventType};
 use matrix_sdk::ruma::serde::Raw;
-use matrix_sdk::ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
+use matrix_sdk::ruma::{
+    EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId,
+};
 use serde_json::{Value, json};
 use tracing::{debug, instrument, warn};
 
@@ -25,21 +27,16 @@ fn raw<T>(value: &Value) -> Result<Raw<T>, MatrixError> {
     Ok(Raw::from_json(json))
 }
 
-/// Creates the room described by `plan` in one `createRoom` call, with all its state in
-/// `initial_state`. Invites are sent separately, so that each carries a reason.
-///
-/// Created under `alias` (a localpart from [`new_creation_alias`], recorded before this
-/// call): `createRoom` has no transaction id, but the homeserver gives an alias to one
-/// room only, so a second request with the same alias is refused and the room the
-/// first one made is found by it. A request cut short by a crash or a timeout, whose
-/// room may appear at any time later, is never answered with a second room.
-#[instrument(skip_all, fields(room_key = %plan.key))]
-pub async fn create_planned_room(
-    client: &Client,
-    plan: &RoomPlan,
-    alias: &str,
-) -> Result<Created, MatrixError> {
+/// The room version of every room cordon creates. Pinned rather than left to the
+/// server's default: the power levels cordon sets rely on version 12's rules (the
+/// creator has unlimited power and is not listed in `users`), and a server whose
+/// default changes must not change what an incident room is.
+pub const ROOM_VERSION: RoomVersionId = RoomVersionId::V12;
+
+/// The `createRoom` request for `plan` (without its creation alias).
+fn planned_room_request(plan: &RoomPlan) -> Result<create_room::v3::Request, MatrixError> {
     let mut request = create_room::v3::Request::new();
+    request.room_version = Some(ROOM_VERSION);
     request.name = Some(plan.name.clone());
     request.topic = Some(plan.topic.clone());
     request.preset = Some(create_room::v3::RoomPreset::PrivateChat);
@@ -57,6 +54,24 @@ pub async fn create_planned_room(
             }))
         })
         .collect::<Result<_, _>>()?;
+    Ok(request)
+}
+
+/// Creates the room described by `plan` in one `createRoom` call, with all its state in
+/// `initial_state`. Invites are sent separately, so that each carries a reason.
+///
+/// Created under `alias` (a localpart from [`new_creation_alias`], recorded before this
+/// call): `createRoom` has no transaction id, but the homeserver gives an alias to one
+/// room only, so a second request with the same alias is refused and the room the
+/// first one made is found by it. A request cut short by a crash or a timeout, whose
+/// room may appear at any time later, is never answered with a second room.
+#[instrument(skip_all, fields(room_key = %plan.key))]
+pub async fn create_planned_room(
+    client: &Client,
+    plan: &RoomPlan,
+    alias: &str,
+) -> Result<Created, MatrixError> {
+    let request = planned_room_request(plan)?;
     let mut with_alias = request.clone();
     with_alias.room_alias_name = Some(alias.to_owned());
     match client.create_room(with_alias).await {
@@ -176,7 +191,15 @@ pub async fn create_identity_check_room(
     client: &Client,
     user: &UserId,
 ) -> Result<Room, MatrixError> {
+    let room = client.create_room(identity_check_request()?).await?;
+    debug!(room = %room.room_id(), "created an identity-check room");
+    Ok(room)
+}
+
+/// The `createRoom` request of an identity-check room.
+fn identity_check_request() -> Result<create_room::v3::Request, MatrixError> {
     let mut request = create_room::v3::Request::new();
+    request.room_version = Some(ROOM_VERSION);
     request.name = Some("cordon: identity check".to_owned());
     request.topic = Some(
         "cordon uses this room only to verify your identity with an operator. It holds no \
@@ -197,9 +220,7 @@ pub async fn create_identity_check_room(
             "content": { "history_visibility": "joined" },
         }))?,
     ];
-    let room = client.create_room(request).await?;
-    debug!(room = %room.room_id(), "created an identity-check room");
-    Ok(room)
+    Ok(request)
 }
 
 /// The tags in a room's creation event, if cordon tagged it.
@@ -493,6 +514,25 @@ pub fn joined(client: &Client, room_id: &str) -> Option<Room> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_room_cordon_creates_is_version_12_whatever_the_server_default() {
+        let plan = RoomPlan {
+            key: "command".into(),
+            position: 0,
+            name: "Drill - Command".into(),
+            topic: "NOT the medical record".into(),
+            creation_content: json!({ "m.federate": false }),
+            initial_state: Vec::new(),
+            power_levels: json!({ "users_default": 0 }),
+            invites: Vec::new(),
+        };
+        let incident_room = planned_room_request(&plan).expect("request");
+        assert_eq!(incident_room.room_version, Some(RoomVersionId::V12));
+        let check_room = identity_check_request().expect("request");
+        assert_eq!(check_room.room_version, Some(RoomVersionId::V12));
+        assert_eq!(ROOM_VERSION.as_str(), "12");
+    }
 
     #[test]
     fn notices_never_notify_the_whole_room() {

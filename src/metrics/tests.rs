@@ -40,6 +40,7 @@ fn room(store: &Store, incident: &Incident, key: &str, status: RoomStatus) {
             updated_at: t(1),
             delete_id: None,
             create_alias: None,
+            forgotten_at: None,
         })
         .unwrap();
 }

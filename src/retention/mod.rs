@@ -28,6 +28,11 @@
 //! them, into one segment file encrypted to the records officers, and the segment is
 //! recorded in the store before any of them is redacted.
 //!
+//! Every page's due messages and stickers are also read (decrypted) for their
+//! attachment addresses ([`crate::attachments`]), recorded in the store's `media` table
+//! before any of them is redacted: afterwards nobody can read them, and stand-down
+//! deletes the files. One that cannot be read is redacted all the same.
+//!
 //! Each sweep that redacted or sealed something writes one `retention.swept` audit
 //! entry (counts, room key, cutoff; never content) with its last store write; the counts
 //! include the work of an earlier attempt that stopped before auditing. A legal hold on

@@ -22,8 +22,10 @@ use super::classify::{EventHead, Pending, REDACTION_TYPE, next_due, redaction_tx
 use super::rate_limit::{Failed, RateGate, limit_of};
 use super::segment::{self, Encryption, Reading, TranscriptLine};
 use super::{AUDIT_ACTION, SealTarget, SweepError, SweepParams, SweepReport, SweepTuning};
+use crate::attachments::media_addresses;
 use crate::store::{
-    LastSweep, SealSegment, SealedPage, Store, SweepAudit, SweepCounts, SweepRecord,
+    LastSweep, MediaSeenIn, MediaSighting, SealSegment, SealedPage, Store, SweepAudit, SweepCounts,
+    SweepRecord,
 };
 
 /// The audit actor.
@@ -127,6 +129,10 @@ pub async fn sweep_room_with(
             report.sealed += sealed.sealed;
             report.segments.extend_from_slice(&sealed.segments);
         }
+
+        // The attachments of what is about to be redacted, noted first: once redacted,
+        // nobody can read their addresses, and stand-down must delete the media.
+        note_media(room, store, params, &page.chunk, &heads, &scan.due, now).await?;
 
         let due: Vec<&str> = scan
             .due
@@ -357,6 +363,59 @@ async fn redact_events(
         }
     }
     Ok(redacted)
+}
+
+/// Records the media addresses (see [`crate::attachments`]) of the page's due messages
+/// and stickers, decrypted as cordon reads them, in one store transaction, before any of
+/// them is redacted. An event that cannot be read is redacted all the same: retention
+/// does not wait for a key that may never come (the seal and sync note what they can).
+async fn note_media(
+    room: &Room,
+    store: &Store,
+    params: &SweepParams<'_>,
+    events: &[Raw<AnyTimelineEvent>],
+    heads: &[EventHead],
+    due: &[usize],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), SweepError> {
+    let mut found = Vec::new();
+    for &i in due {
+        let head = &heads[i];
+        let readable = matches!(
+            head.event_type.as_deref(),
+            Some("m.room.encrypted") | Some("m.room.message") | Some("m.sticker")
+        );
+        if !readable {
+            continue;
+        }
+        let line = match read_line(room, params.room_key, &events[i], head).await {
+            Ok(Some(line)) => line,
+            Ok(None) => continue,
+            Err(e) => {
+                warn!(error = %e, "an event due for redaction could not be read for its attachments");
+                continue;
+            }
+        };
+        let Some(content) = &line.content else {
+            continue;
+        };
+        let sighting = MediaSighting {
+            room: line.room_id.clone(),
+            event: line.event_id.clone(),
+            seen_in: MediaSeenIn::Sweep,
+            at: now,
+        };
+        found.extend(
+            media_addresses(&line.event_type, content)
+                .into_iter()
+                .map(|address| (address, sighting.clone())),
+        );
+    }
+    let new = store.record_media(params.incident, &found)?;
+    if new > 0 {
+        debug!(new, "attachment addresses noted before redaction");
+    }
+    Ok(())
 }
 
 /// What [`seal_page`] seals from.

@@ -24,6 +24,7 @@
 //! | `advice` | (incident id, Matrix event id) | [`advice::AdviceRecord`] JSON (flagged advice, transcribed or not) |
 //! | `sweeps` | (incident id, room key) | [`SweepRecord`] JSON (retention sweep progress) |
 //! | `seal_segments` | (incident id, room key, seq `u64`) | [`SealSegment`] JSON (pre-seal segments) |
+//! | `media` | (incident id, `mxc://` address) | [`MediaSighting`] JSON (attachment addresses to delete at stand-down) |
 //!
 //! # Opening
 //!
@@ -44,6 +45,7 @@ mod control;
 mod error;
 mod exactly_once;
 mod incidents;
+pub mod media;
 pub mod offline_status;
 pub mod records;
 mod roster;
@@ -68,6 +70,7 @@ use serde::de::DeserializeOwned;
 pub use audit::{AuditEntry, AuditHead, AuditProblem, AuditReport, GENESIS};
 pub use control::{ControlRoom, PlaybookSnapshot};
 pub use error::StoreError;
+pub use media::{MediaSeenIn, MediaSighting};
 pub use records::{
     IncidentFilter, OutboxEntry, OutboxIntent, RoomRecord, RoomStatus, Schedule, Timer, TimerKind,
 };
@@ -385,6 +388,7 @@ fn open_all_tables(tx: &WriteTransaction) -> Result<(), redb::TableError> {
     tx.open_table(tables::SEAL_SEGMENTS)?;
     tx.open_table(tables::STANDDOWN)?;
     tx.open_table(tables::CIPHERTEXTS)?;
+    tx.open_table(tables::MEDIA)?;
     Ok(())
 }
 

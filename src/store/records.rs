@@ -47,6 +47,12 @@ pub struct RoomRecord {
     /// `matrix::rooms::create_planned_room`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub create_alias: Option<String>,
+    /// When cordon's own Matrix stores forgot the room, once it was destroyed (or left,
+    /// purge pending): its room keys dropped from the crypto store and the key backup,
+    /// the room removed from the state store. Until then a destroyed room is still to
+    /// be forgotten (see `bot::forget`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forgotten_at: Option<DateTime<Utc>>,
 }
 
 /// What a durable timer is for.

@@ -60,3 +60,7 @@ pub const STANDDOWN: TableDefinition<&str, &[u8]> = TableDefinition::new("standd
 /// `AcceptedCiphertext` JSON: the megolm messages commands were accepted from (replays
 /// of them are refused). Kept for good.
 pub const CIPHERTEXTS: TableDefinition<&str, &[u8]> = TableDefinition::new("ciphertexts");
+/// `media`: (incident id, `mxc://` address) → `MediaSighting` JSON: every attachment
+/// address cordon saw in an incident's messages (in sync or before the retention sweep
+/// redacted them), deleted at stand-down. Ids and addresses only, never message text.
+pub const MEDIA: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("media");

@@ -164,6 +164,7 @@ fn reopen_after_drop_keeps_everything() {
                 updated_at: t(2),
                 delete_id: None,
                 create_alias: None,
+                forgotten_at: None,
             })
             .unwrap();
         store
@@ -827,6 +828,7 @@ fn rooms_are_kept_per_incident() {
         updated_at: t(1),
         delete_id: None,
         create_alias: None,
+        forgotten_at: None,
     };
     store
         .upsert_room(&room(&a.id, "command", RoomStatus::Planned))

@@ -77,6 +77,7 @@ fn populate(dir: &Path, extra: u32) -> IncidentId {
             updated_at: t(1),
             delete_id: None,
             create_alias: None,
+            forgotten_at: None,
         })
         .unwrap();
     store

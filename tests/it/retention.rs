@@ -307,6 +307,117 @@ async fn old_messages_are_redacted_with_the_reason_and_newer_ones_and_state_are_
     assert_eq!(f.audits().len(), 2);
 }
 
+/// The sweep notes the attachment addresses of what it is about to redact, read from
+/// the decrypted content, before redacting: once redacted nobody can read them, and
+/// stand-down must delete the files (Synapse cannot list what encrypted events name).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_notes_the_attachments_of_what_it_redacts_before_redacting() {
+    use cordon::store::MediaSeenIn;
+    use matrix_sdk::attachment::AttachmentConfig;
+
+    let f = Fixture::new().await;
+    let room = f.room();
+    let alice_room = f.alice.client().get_room(&f.room_id).unwrap();
+    let image = alice_room
+        .send_attachment(
+            "scan.png",
+            &"image/png".parse::<mime::Mime>().unwrap(),
+            b"\x89PNG\r\n\x1a\nnot really a scan".to_vec(),
+            AttachmentConfig::new(),
+        )
+        .await
+        .unwrap()
+        .event_id;
+    // The file's address, as alice's client sent it (encrypted: in `file.url`).
+    let sent: Value = alice_room
+        .event(&image, None)
+        .await
+        .unwrap()
+        .raw()
+        .deserialize_as::<Value>()
+        .unwrap();
+    let image_mxc = sent
+        .pointer("/content/file/url")
+        .and_then(Value::as_str)
+        .unwrap()
+        .to_owned();
+    // An edit replacing the image with another file and thumbnail, and a sticker (the
+    // addresses need not exist for cordon to note them).
+    let edit = alice_room
+        .send_raw(
+            "m.room.message",
+            json!({
+                "msgtype": "m.image",
+                "body": "* scan v2",
+                "m.new_content": {
+                    "msgtype": "m.image",
+                    "body": "scan v2",
+                    "url": "mxc://localhost/scanv2",
+                    "info": { "thumbnail_url": "mxc://localhost/scanv2thumb" },
+                },
+                "m.relates_to": { "rel_type": "m.replace", "event_id": image },
+            }),
+        )
+        .await
+        .unwrap()
+        .response
+        .event_id;
+    let sticker = alice_room
+        .send_raw(
+            "m.sticker",
+            json!({ "body": "thumbs up", "url": "mxc://localhost/sticker", "info": {} }),
+        )
+        .await
+        .unwrap()
+        .response
+        .event_id;
+    let text = f.alice.send_text(&f.room_id, "obs stable").await.unwrap();
+    f.cordon_reads("obs stable").await;
+    let cutoff = cutoff_now().await;
+    for e in [&image, &edit, &sticker] {
+        assert_eq!(f.event(e).await["type"], "m.room.encrypted", "{e}");
+    }
+
+    let report = sweep_room(&room, &f.store, &f.params(cutoff))
+        .await
+        .unwrap();
+    assert_eq!(report.redacted, 4, "{report:?}");
+    for e in [&image, &edit, &sticker, &text] {
+        assert_eq!(
+            f.redaction_reason(e).await.as_deref(),
+            Some("retention: 1h"),
+            "{e}"
+        );
+    }
+    let noted: std::collections::BTreeMap<String, cordon::store::MediaSighting> = f
+        .store
+        .incident_media(&f.incident)
+        .unwrap()
+        .into_iter()
+        .collect();
+    let mut want = vec![
+        image_mxc.clone(),
+        "mxc://localhost/scanv2".to_owned(),
+        "mxc://localhost/scanv2thumb".to_owned(),
+        "mxc://localhost/sticker".to_owned(),
+    ];
+    want.sort();
+    assert_eq!(noted.keys().cloned().collect::<Vec<_>>(), want);
+    let of_image = &noted[&image_mxc];
+    assert_eq!(of_image.event, image.as_str());
+    assert_eq!(of_image.room, f.room_id.as_str());
+    assert_eq!(of_image.seen_in, MediaSeenIn::Sweep);
+    assert_eq!(noted["mxc://localhost/scanv2thumb"].event, edit.as_str());
+    assert_eq!(noted["mxc://localhost/sticker"].event, sticker.as_str());
+
+    // A sweep over nothing new notes nothing new and keeps the first sighting.
+    let again = sweep_room(&room, &f.store, &f.params(cutoff))
+        .await
+        .unwrap();
+    assert_eq!(again.redacted, 0);
+    assert_eq!(f.store.incident_media(&f.incident).unwrap().len(), 4);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seal_before_redact_writes_a_segment_the_records_officer_can_open_before_redacting() {
     let f = Fixture::new().await;

@@ -398,7 +398,7 @@ fn urlencode(s: &str) -> String {
 }
 
 /// Waits until `event` is redacted, and returns the reason.
-async fn wait_redacted(w: &World, room: &RoomId, event: &EventId) -> String {
+pub(crate) async fn wait_redacted(w: &World, room: &RoomId, event: &EventId) -> String {
     for _ in 0..(WAIT.as_secs() * 2) {
         if let Some(reason) = redaction_reason(&w.nurses[0], room, event).await {
             return reason;
