@@ -5,8 +5,10 @@
 //! the stream (so a truncated or altered file fails), tar members are hashed as they
 //! pass, and only each room's figures, the manifest and the signature are kept. Every
 //! check runs at the end, when the manifest (the last members) has been read:
-//! signature first, then the pinned signer, then the members against the manifest's
-//! list and hashes, then the figures recomputed from the transcripts.
+//! signature first, then that its key is one the records officer trusts
+//! ([`TrustedSigners`]; there is no way to verify without one), then the members
+//! against the manifest's list and hashes, then the figures recomputed from the
+//! transcripts.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File};
@@ -15,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::keyring::{KeySource, TrustedSigners};
 use super::manifest::{Counts, MANIFEST_VERSION, Manifest};
 use super::merge::merge;
 use super::render::{self, RoomHeading};
@@ -43,8 +46,8 @@ pub struct Verified {
     pub manifest: Manifest,
     /// The key that signed it (the manifest's `signing_key`).
     pub signer: ArchivePublicKey,
-    /// Whether that key was checked against a pinned one.
-    pub pinned: bool,
+    /// Why that key is trusted: pinned, or a trust file's line and label.
+    pub trusted_as: KeySource,
     /// SHA-256 of the archive file, hex.
     pub file_sha256: String,
     /// Its size.
@@ -66,15 +69,16 @@ pub struct Opened {
 }
 
 /// Decrypts with `identities`, checks structure, hashes, counts recomputed from the
-/// transcripts, and the signature; when `pinned` is given the signing key must equal
-/// it.
+/// transcripts, and the signature, whose key must be one of `trusted`
+/// ([`ArchiveError::UntrustedSigner`], naming the key, when it is not;
+/// [`ArchiveError::NoTrustedSigner`] when `trusted` is empty).
 pub fn verify_file(
     path: &Path,
     identities: &[age::x25519::Identity],
-    pinned: Option<&ArchivePublicKey>,
+    trusted: &TrustedSigners,
 ) -> Result<Verified, ArchiveError> {
     let ids: Vec<&dyn age::Identity> = identities.iter().map(|i| i as &dyn age::Identity).collect();
-    verify_with(path, &ids, pinned)
+    verify_with(path, &ids, trusted)
 }
 
 /// [`verify_file`], then writes every file into `out` (created 0700; it must be empty
@@ -84,10 +88,10 @@ pub fn verify_file(
 pub fn open_file(
     path: &Path,
     identities: &[age::x25519::Identity],
-    pinned: Option<&ArchivePublicKey>,
+    trusted: &TrustedSigners,
     out: &Path,
 ) -> Result<Opened, ArchiveError> {
-    let verified = verify_file(path, identities, pinned)?;
+    let verified = verify_file(path, identities, trusted)?;
     prepare_out(out)?;
     let ids: Vec<&dyn age::Identity> = identities.iter().map(|i| i as &dyn age::Identity).collect();
     let expected = expected_members(&verified.manifest)?;
@@ -178,7 +182,7 @@ pub(crate) fn check_sealed(
     members: &MemberDigests,
 ) -> Result<Verified, ArchiveError> {
     let ids: [&dyn age::Identity; 1] = [identity];
-    let (verified, walked) = verify_walk(path, &ids, Some(signer))?;
+    let (verified, walked) = verify_walk(path, &ids, &TrustedSigners::pinned(*signer))?;
     if &verified.manifest != manifest {
         return Err(ArchiveError::Tampered {
             file: MANIFEST_FILE.to_owned(),
@@ -202,9 +206,9 @@ pub(crate) fn check_sealed(
 fn verify_with(
     path: &Path,
     ids: &[&dyn age::Identity],
-    pinned: Option<&ArchivePublicKey>,
+    trusted: &TrustedSigners,
 ) -> Result<Verified, ArchiveError> {
-    verify_walk(path, ids, pinned).map(|(v, _)| v)
+    verify_walk(path, ids, trusted).map(|(v, _)| v)
 }
 
 /// What the verifying pass keeps of a room's transcript.
@@ -220,8 +224,13 @@ struct RoomFacts {
 fn verify_walk(
     path: &Path,
     ids: &[&dyn age::Identity],
-    pinned: Option<&ArchivePublicKey>,
+    trusted: &TrustedSigners,
 ) -> Result<(Verified, MemberDigests), ArchiveError> {
+    // Refused before anything is decrypted: a verification that cannot say who sealed
+    // the archive must not end in "archive OK".
+    if trusted.is_empty() {
+        return Err(ArchiveError::NoTrustedSigner);
+    }
     let mut manifest_bytes: Option<Vec<u8>> = None;
     let mut sig_bytes: Option<Vec<u8>> = None;
     let mut rooms: HashMap<String, RoomFacts> = HashMap::new();
@@ -303,14 +312,13 @@ fn verify_walk(
         .parse()
         .map_err(|e: ArchiveError| bad_manifest(e.to_string()))?;
     signer.verify(&manifest_bytes, &sig_bytes)?;
-    if let Some(pinned) = pinned
-        && *pinned != signer
-    {
-        return Err(ArchiveError::SignerMismatch {
-            expected: pinned.to_string(),
+    let trusted_as = trusted
+        .find(&signer)
+        .map(|k| k.source.clone())
+        .ok_or_else(|| ArchiveError::UntrustedSigner {
+            trusted: trusted.describe(),
             found: signer.to_string(),
-        });
-    }
+        })?;
 
     let expected = expected_members(&manifest)?;
     compare_members(&expected, &walked.members)?;
@@ -366,7 +374,7 @@ fn verify_walk(
     let verified = Verified {
         manifest,
         signer,
-        pinned: pinned.is_some(),
+        trusted_as,
         file_sha256: walked.file_sha256,
         file_size: walked.file_size,
     };

@@ -89,6 +89,11 @@ impl Fixture {
     fn path(&self) -> &Path {
         &self.sealed.path
     }
+
+    /// What a records officer who pinned this cordon's key trusts.
+    fn trusted(&self) -> TrustedSigners {
+        TrustedSigners::pinned(self.signer.public())
+    }
 }
 
 /// A sealed archive with two rooms, an attachment, two pre-seal segments (overlapping
@@ -343,14 +348,14 @@ fn an_archive_round_trips_and_each_records_officer_can_verify_it() {
         "mc-4k7p.cordon-archive.age"
     );
     for officer in &f.officers {
-        let v = verify_file(f.path(), std::slice::from_ref(officer), None).unwrap();
+        let v = verify_file(f.path(), std::slice::from_ref(officer), &f.trusted()).unwrap();
         assert_eq!(v.manifest, f.sealed.manifest);
         assert_eq!(v.signer, f.signer.public());
-        assert!(!v.pinned);
+        assert_eq!(v.trusted_as, KeySource::Pinned);
         assert_eq!(v.file_sha256, f.sealed.sha256);
     }
     let m = &f.sealed.manifest;
-    assert_eq!(m.v, 1);
+    assert_eq!(m.v, MANIFEST_VERSION);
     assert_eq!(m.signing_key, f.signer.public().to_string());
     assert_eq!(m.cordon_version, env!("CARGO_PKG_VERSION"));
     let c = m.rooms[0].counts;
@@ -427,7 +432,7 @@ fn members_have_a_fixed_mode_owner_and_time() {
 fn a_key_it_was_not_sealed_to_is_refused_as_the_wrong_key() {
     let f = seal();
     let stranger = age::x25519::Identity::generate();
-    let err = verify_file(f.path(), &[stranger], None).unwrap_err();
+    let err = verify_file(f.path(), &[stranger], &f.trusted()).unwrap_err();
     assert!(matches!(err, ArchiveError::WrongKey), "{err}");
     assert_eq!(
         err.to_string(),
@@ -452,7 +457,7 @@ fn a_truncated_file_is_refused_as_damaged_wherever_it_is_cut() {
         raw.len() - 1,
     ] {
         fs::write(&cut, &raw[..at]).unwrap();
-        let err = verify_file(&cut, &f.officers, None).unwrap_err();
+        let err = verify_file(&cut, &f.officers, &f.trusted()).unwrap_err();
         assert!(
             matches!(err, ArchiveError::Damaged { .. }),
             "cut at {at}: {err}"
@@ -470,7 +475,7 @@ fn a_flipped_byte_in_the_ciphertext_is_refused_as_damaged() {
         let mut bad = raw.clone();
         bad[at] ^= 0x01;
         fs::write(&flipped, &bad).unwrap();
-        let err = verify_file(&flipped, &f.officers, None).unwrap_err();
+        let err = verify_file(&flipped, &f.officers, &f.trusted()).unwrap_err();
         assert!(
             matches!(err, ArchiveError::Damaged { .. }),
             "byte {at}: {err}"
@@ -486,7 +491,7 @@ fn an_edited_manifest_re_encrypted_to_the_officers_fails_the_signature() {
         let text = String::from_utf8(manifest.1.clone()).unwrap();
         manifest.1 = text.replace("@cmd:hs", "@someone-else:hs").into_bytes();
     });
-    let err = verify_file(&path, &f.officers, None).unwrap_err();
+    let err = verify_file(&path, &f.officers, &f.trusted()).unwrap_err();
     assert!(matches!(err, ArchiveError::BadSignature), "{err}");
 }
 
@@ -511,7 +516,7 @@ fn a_changed_transcript_with_a_recomputed_manifest_fails_the_old_signature() {
         bytes.push(b'\n');
         manifest.1 = bytes;
     });
-    let err = verify_file(&path, &f.officers, None).unwrap_err();
+    let err = verify_file(&path, &f.officers, &f.trusted()).unwrap_err();
     assert!(matches!(err, ArchiveError::BadSignature), "{err}");
 }
 
@@ -525,7 +530,7 @@ fn a_changed_member_under_an_intact_manifest_is_named_as_tampered() {
             .unwrap();
         media.1[0] ^= 0xff;
     });
-    let err = verify_file(&path, &f.officers, None).unwrap_err();
+    let err = verify_file(&path, &f.officers, &f.trusted()).unwrap_err();
     match err {
         ArchiveError::Tampered { file } => assert_eq!(file, "media/command-1.png"),
         other => panic!("{other}"),
@@ -539,25 +544,25 @@ fn added_removed_and_escaping_members_are_refused() {
         m.insert(0, ("media/extra.bin".into(), b"x".to_vec()))
     });
     assert!(matches!(
-        verify_file(&extra, &f.officers, None).unwrap_err(),
+        verify_file(&extra, &f.officers, &f.trusted()).unwrap_err(),
         ArchiveError::UnexpectedMember(n) if n == "media/extra.bin"
     ));
     let removed = edit(&f, |m| m.retain(|(n, _)| n != "audit.jsonl"));
     assert!(matches!(
-        verify_file(&removed, &f.officers, None).unwrap_err(),
+        verify_file(&removed, &f.officers, &f.trusted()).unwrap_err(),
         ArchiveError::MissingMember(n) if n == "audit.jsonl"
     ));
     let escaping = edit(&f, |m| m.insert(0, ("../evil".into(), b"x".to_vec())));
     let out = f.dir.path().join("escaping-out");
     assert!(matches!(
-        open_file(&escaping, &f.officers, None, &out).unwrap_err(),
+        open_file(&escaping, &f.officers, &f.trusted(), &out).unwrap_err(),
         ArchiveError::UnsafePath(n) if n == "../evil"
     ));
     assert!(!f.dir.path().join("evil").exists());
     assert!(!out.exists());
     let absolute = edit(&f, |m| m.insert(0, ("/tmp/evil".into(), b"x".to_vec())));
     assert!(matches!(
-        verify_file(&absolute, &f.officers, None).unwrap_err(),
+        verify_file(&absolute, &f.officers, &f.trusted()).unwrap_err(),
         ArchiveError::UnsafePath(_)
     ));
 }
@@ -565,11 +570,11 @@ fn added_removed_and_escaping_members_are_refused() {
 #[test]
 fn a_pinned_key_must_be_the_signer() {
     let f = seal();
-    let ok = verify_file(f.path(), &f.officers, Some(&f.signer.public())).unwrap();
-    assert!(ok.pinned);
+    let ok = verify_file(f.path(), &f.officers, &f.trusted()).unwrap();
+    assert_eq!(ok.trusted_as, KeySource::Pinned);
     let other = ArchiveSigner::generate().public();
-    let err = verify_file(f.path(), &f.officers, Some(&other)).unwrap_err();
-    assert!(matches!(err, ArchiveError::SignerMismatch { .. }), "{err}");
+    let err = verify_file(f.path(), &f.officers, &TrustedSigners::pinned(other)).unwrap_err();
+    assert!(matches!(err, ArchiveError::UntrustedSigner { .. }), "{err}");
     assert!(err.is_check_failure());
 }
 
@@ -577,7 +582,7 @@ fn a_pinned_key_must_be_the_signer() {
 fn opening_writes_every_member_and_merges_pre_seal_segments_by_event_id() {
     let f = seal();
     let out = f.dir.path().join("opened");
-    let opened = open_file(f.path(), &f.officers[1..], Some(&f.signer.public()), &out).unwrap();
+    let opened = open_file(f.path(), &f.officers[1..], &f.trusted(), &out).unwrap();
     assert!(opened.warnings.is_empty(), "{:?}", opened.warnings);
     for name in [
         "index.md",
@@ -645,7 +650,7 @@ fn opening_writes_every_member_and_merges_pre_seal_segments_by_event_id() {
     }
     // A second opening into the same directory is refused.
     assert!(matches!(
-        open_file(f.path(), &f.officers, None, &out).unwrap_err(),
+        open_file(f.path(), &f.officers, &f.trusted(), &out).unwrap_err(),
         ArchiveError::OutputNotEmpty(_)
     ));
 }
@@ -782,4 +787,75 @@ fn identity_files_are_read_with_comments_and_garbled_ones_refused_clearly() {
     let empty = dir.path().join("empty.key");
     fs::write(&empty, "# nothing\n").unwrap();
     assert!(read_identities(&empty).is_err());
+}
+
+/// What someone holding a signing key can make: the manifest changed by `change` (which
+/// may change the members too), named as signed by `signer`, signed by it, and
+/// re-encrypted to the officers.
+fn resigned(
+    f: &Fixture,
+    signer: &ArchiveSigner,
+    change: impl FnOnce(&mut Vec<(String, Vec<u8>)>, &mut Value),
+) -> PathBuf {
+    edit(f, |m| {
+        let at =
+            |m: &Vec<(String, Vec<u8>)>, name: &str| m.iter().position(|(n, _)| n == name).unwrap();
+        let mut value: Value = serde_json::from_slice(&m[at(m, "manifest.json")].1).unwrap();
+        value["signing_key"] = json!(signer.public().to_string());
+        change(m, &mut value);
+        let mut bytes = serde_json::to_vec_pretty(&value).unwrap();
+        bytes.push(b'\n');
+        let sig = signer.sign(&bytes);
+        let i = at(m, "manifest.json");
+        m[i].1 = bytes;
+        let j = at(m, "manifest.sig");
+        m[j].1 = sig.into_bytes();
+    })
+}
+
+#[test]
+fn an_archive_signed_by_a_key_not_trusted_is_refused_naming_that_key() {
+    let f = seal();
+    let stranger = ArchiveSigner::generate();
+    let path = resigned(&f, &stranger, |_, _| {});
+    let err = verify_file(&path, &f.officers, &f.trusted()).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, ArchiveError::UntrustedSigner { .. }),
+        "{text}"
+    );
+    assert!(text.contains(&stranger.public().to_string()), "{text}");
+    assert!(
+        text.contains(&format!("not by the pinned key {}", f.signer.public())),
+        "{text}"
+    );
+    assert!(err.is_check_failure());
+    // The same with a trust file, which the refusal names.
+    let keys = f.dir.path().join("records.keys");
+    fs::write(&keys, format!("{}  St Elsewhere\n", f.signer.public())).unwrap();
+    let from_file = TrustedSigners::read_file(&keys).unwrap();
+    let text = verify_file(&path, &f.officers, &from_file)
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains(&stranger.public().to_string()), "{text}");
+    assert!(text.contains(&keys.display().to_string()), "{text}");
+    // The genuine archive verifies against the file, saying which line trusted it.
+    let ok = verify_file(f.path(), &f.officers, &from_file).unwrap();
+    assert!(
+        matches!(&ok.trusted_as, KeySource::TrustFile { line: 1, label, .. } if label == "St Elsewhere"),
+        "{:?}",
+        ok.trusted_as
+    );
+    // Nothing trusted: nothing verified, not even the genuine archive, nothing opened.
+    let none = TrustedSigners::new();
+    assert!(matches!(
+        verify_file(f.path(), &f.officers, &none).unwrap_err(),
+        ArchiveError::NoTrustedSigner
+    ));
+    let out = f.dir.path().join("untrusted-out");
+    assert!(matches!(
+        open_file(f.path(), &f.officers, &none, &out).unwrap_err(),
+        ArchiveError::NoTrustedSigner
+    ));
+    assert!(!out.exists());
 }

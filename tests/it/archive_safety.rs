@@ -1,0 +1,161 @@
+//! The archive is safe to open and honest about what it holds (issue 19), against the
+//! real Synapse: an archive sealed by a real stand-down is opened by the records
+//! officer's CLI.
+//!
+//! - An archive re-signed by another key is refused, naming that key, whether the
+//!   officer pinned cordon's key or keeps a trust file; without either nothing is
+//!   verified.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use cordon::archive::ArchiveSigner;
+use serde_json::{Value, json};
+
+use crate::e2e::World;
+use crate::standdown::{Officer, archive_path, cordon, declared, signing_key, text};
+
+/// Stands the incident down and waits for its archive; the bot is stopped after.
+async fn stand_down(w: &mut World, incident: &str) -> PathBuf {
+    w.say(&format!("!cordon standdown {incident}")).await;
+    w.bot_says("is sealed and verified").await;
+    w.stop_bot();
+    archive_path(w, incident)
+}
+
+/// The archive's members, decrypted with the officer's identity.
+fn members(file: &Path, officer: &Officer) -> Vec<(String, Vec<u8>)> {
+    let identities = cordon::archive::read_identities(&officer.key_file).unwrap();
+    let decryptor =
+        age::Decryptor::new_buffered(std::io::BufReader::new(std::fs::File::open(file).unwrap()))
+            .unwrap();
+    let mut plain = Vec::new();
+    decryptor
+        .decrypt(identities.iter().map(|i| i as &dyn age::Identity))
+        .unwrap()
+        .read_to_end(&mut plain)
+        .unwrap();
+    let mut archive = tar::Archive::new(plain.as_slice());
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().to_string_lossy().into_owned();
+            let mut bytes = Vec::new();
+            e.read_to_end(&mut bytes).unwrap();
+            (name, bytes)
+        })
+        .collect()
+}
+
+/// What someone holding `signer`'s secret can make of an archive: its manifest changed
+/// by `change` (which may add members), signed by `signer`, the whole encrypted again to
+/// the officer. Written to `out`.
+fn resign(
+    file: &Path,
+    officer: &Officer,
+    signer: &ArchiveSigner,
+    out: &Path,
+    change: impl FnOnce(&mut Vec<(String, Vec<u8>)>, &mut Value),
+) {
+    let mut m = members(file, officer);
+    let at =
+        |m: &Vec<(String, Vec<u8>)>, name: &str| m.iter().position(|(n, _)| n == name).unwrap();
+    let mut manifest: Value = serde_json::from_slice(&m[at(&m, "manifest.json")].1).unwrap();
+    manifest["signing_key"] = json!(signer.public().to_string());
+    change(&mut m, &mut manifest);
+    let mut bytes = serde_json::to_vec_pretty(&manifest).unwrap();
+    bytes.push(b'\n');
+    let sig = signer.sign(&bytes).into_bytes();
+    let i = at(&m, "manifest.json");
+    m[i].1 = bytes;
+    let j = at(&m, "manifest.sig");
+    m[j].1 = sig;
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, bytes) in &m {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o600);
+        tar.append_data(&mut h, name, bytes.as_slice()).unwrap();
+    }
+    let plain = tar.into_inner().unwrap();
+    let recipient: age::x25519::Recipient = officer.recipient.parse().unwrap();
+    let encryptor =
+        age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+            .unwrap();
+    let mut sealed = Vec::new();
+    let mut w = encryptor.wrap_output(&mut sealed).unwrap();
+    w.write_all(&plain).unwrap();
+    w.finish().unwrap();
+    std::fs::write(out, sealed).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archive_signed_by_another_key_is_refused_with_the_key_that_signed_it() {
+    let officer = Officer::new();
+    let (mut w, incident, _rooms) = declared(&officer, "Re-signed archive").await;
+    let file = stand_down(&mut w, &incident).await;
+    let pinned = signing_key(&w).await;
+    let work = tempfile::tempdir().unwrap();
+    let trust_file = work.path().join("records-office.keys");
+    std::fs::write(&trust_file, format!("{pinned}  St Elsewhere cordon\n")).unwrap();
+    let key = officer.key_file.to_str().unwrap();
+    let trust = trust_file.to_str().unwrap();
+
+    // The genuine archive verifies against either.
+    for how in [["--signer", pinned.as_str()], ["--trust-file", trust]] {
+        let ok = cordon(&[
+            "archive",
+            "verify",
+            file.to_str().unwrap(),
+            "-i",
+            key,
+            how[0],
+            how[1],
+        ])
+        .await;
+        assert!(ok.status.success(), "{how:?}: {}", text(&ok));
+        assert!(text(&ok).contains("archive OK"), "{}", text(&ok));
+    }
+
+    // Re-sealed with other contents by someone with a key of their own.
+    let forger = ArchiveSigner::generate();
+    let forged = work.path().join("forged.cordon-archive.age");
+    resign(&file, &officer, &forger, &forged, |_, m| {
+        m["display_name"] = json!("Nothing happened");
+    });
+    let forged_arg = forged.to_str().unwrap();
+    let forger_key = forger.public().to_string();
+    for how in [["--signer", pinned.as_str()], ["--trust-file", trust]] {
+        let refused = cordon(&["archive", "verify", forged_arg, "-i", key, how[0], how[1]]).await;
+        let said = text(&refused);
+        assert_eq!(refused.status.code(), Some(1), "{how:?}: {said}");
+        assert!(
+            said.contains(&format!("signed by {forger_key}")),
+            "{how:?}: {said}"
+        );
+        assert!(!said.contains("archive OK"), "{how:?}: {said}");
+        let out = work.path().join("forged-out");
+        let refused = cordon(&[
+            "archive",
+            "open",
+            forged_arg,
+            "-i",
+            key,
+            how[0],
+            how[1],
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .await;
+        assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+        assert!(!out.exists(), "a refused archive was written out");
+    }
+    // Without a key to trust, nothing is verified: the forgery is not "archive OK".
+    let unpinned = cordon(&["archive", "verify", forged_arg, "-i", key]).await;
+    let said = text(&unpinned);
+    assert_eq!(unpinned.status.code(), Some(2), "{said}");
+    assert!(!said.contains("archive OK"), "{said}");
+    assert!(said.contains("--trust-file"), "{said}");
+}
