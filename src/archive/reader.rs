@@ -9,6 +9,12 @@
 //! ([`TrustedSigners`]; there is no way to verify without one), then the members
 //! against the manifest's list and hashes, then the figures recomputed from the
 //! transcripts.
+//!
+//! Opening writes files whose names come from the archive. A signature says who sealed
+//! an archive, not that its names are harmless (a signing key can leak), so every name
+//! taken from the manifest (room keys included, since the merged transcripts are named
+//! after them) is checked before it is used in a path, and `write_new` refuses any
+//! path that is not a plain name under the output directory.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File};
@@ -26,7 +32,7 @@ use super::{
     AUDIT_FILE, ArchiveError, INDEX_FILE, MANIFEST_FILE, SIGNATURE_FILE, create_private_dirs,
     is_safe_name,
 };
-use crate::retention::segment::{self, TranscriptLine};
+use crate::retention::segment::{self, TranscriptLine, check_room_key};
 
 /// The largest `manifest.json` read (a manifest lists files, so this is generous).
 const MANIFEST_LIMIT: u64 = 64 << 20;
@@ -400,16 +406,28 @@ fn expected_members(m: &Manifest) -> Result<ExpectedMembers, ArchiveError> {
             Some(_) => Err(bad(format!("lists {file} twice"))),
         }
     };
+    // Room keys name files when the archive is opened (`rooms/<key>.merged.jsonl`):
+    // every one, wherever the manifest gives it, must be a room key cordon writes.
+    let room_key = |what: &str, key: &str| {
+        check_room_key(key).map_err(|_| {
+            bad(format!(
+                "{what} has the room key {key:?}, which is not one cordon writes \
+                 (a-z, 0-9, `-`, `_`)"
+            ))
+        })
+    };
     add(MANIFEST_FILE, None, None)?;
     add(SIGNATURE_FILE, None, None)?;
     let mut room_keys = BTreeSet::new();
     for r in &m.rooms {
+        room_key("a room", &r.key)?;
         if r.file != format!("rooms/{}.jsonl", r.key) || !room_keys.insert(r.key.as_str()) {
             return Err(bad(format!("room {:?} has file {:?}", r.key, r.file)));
         }
         add(&r.file, Some(&r.sha256), Some(r.bytes))?;
     }
     for media in &m.media {
+        room_key(&format!("attachment {:?}", media.file), &media.room_key)?;
         if !media.file.starts_with("media/") {
             return Err(bad(format!(
                 "media file {:?} is not under media/",
@@ -419,6 +437,7 @@ fn expected_members(m: &Manifest) -> Result<ExpectedMembers, ArchiveError> {
         add(&media.file, Some(&media.sha256), Some(media.bytes))?;
     }
     for p in &m.pre_seal {
+        room_key(&format!("pre-seal segment {:?}", p.file), &p.room_key)?;
         if !p.file.starts_with("pre-seal/") {
             return Err(bad(format!(
                 "pre-seal file {:?} is not under pre-seal/",
@@ -774,12 +793,19 @@ fn prepare_out(out: &Path) -> Result<(), ArchiveError> {
     }
 }
 
-/// Creates `out/<name>` (never replacing a file; owner-only) and fills it.
+/// Creates `out/<name>` (never replacing a file; owner-only) and fills it. `name` must
+/// be a relative path of plain names ([`is_safe_name`], so no `..`, no root, no
+/// hidden files) at most two deep: whatever a manifest says, nothing is written
+/// outside `out`.
 fn write_new(
     out: &Path,
     name: &str,
     fill: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> Result<(), ArchiveError> {
+    let parts: Vec<&str> = name.split('/').collect();
+    if parts.len() > 2 || !parts.iter().all(|p| is_safe_name(p)) {
+        return Err(ArchiveError::UnsafePath(name.to_owned()));
+    }
     let path = out.join(name);
     if let Some(parent) = path.parent() {
         create_private_dirs(parent)?;
@@ -793,4 +819,39 @@ fn write_new(
     }
     let mut file = options.open(&path).map_err(ArchiveError::io(&path))?;
     fill(&mut file).map_err(ArchiveError::io(&path))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_new_writes_only_plain_names_under_the_output_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        fs::create_dir(&out).unwrap();
+        for bad in [
+            "rooms/../../x.merged.jsonl",
+            "../x",
+            "/tmp/x",
+            "rooms/.hidden",
+            "a/b/c",
+            "",
+            "rooms//x",
+            "rooms/x\\..\\y",
+        ] {
+            assert!(
+                matches!(
+                    write_new(&out, bad, |f| f.write_all(b"x")),
+                    Err(ArchiveError::UnsafePath(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert_eq!(fs::read_dir(&out).unwrap().count(), 0);
+        write_new(&out, "rooms/command.merged.jsonl", |f| f.write_all(b"x")).unwrap();
+        assert!(out.join("rooms/command.merged.jsonl").is_file());
+    }
 }

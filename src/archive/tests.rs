@@ -813,6 +813,65 @@ fn resigned(
     })
 }
 
+/// Every file under `dir`, relative to it.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                out.push(path.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_signed_manifest_whose_room_key_climbs_out_writes_nothing_anywhere() {
+    let f = seal();
+    let before = files_under(f.dir.path());
+    // Validly signed by the pinned key (a leaked key, or a compromised host): the
+    // names must still be checked.
+    for (what, key) in [
+        ("pre-seal", "../../escaped"),
+        ("pre-seal", "/tmp/escaped"),
+        ("media", "../escaped"),
+    ] {
+        let path = resigned(&f, &f.signer, |m, v| match what {
+            "pre-seal" => {
+                m.insert(0, ("pre-seal/x-000001.jsonl.age".into(), b"x".to_vec()));
+                v["pre_seal"].as_array_mut().unwrap().push(json!({
+                    "room_key": key, "file": "pre-seal/x-000001.jsonl.age",
+                    "sha256": hex::encode(Sha256::digest(b"x")), "bytes": 1, "lines": 1,
+                }));
+            }
+            _ => v["media"][0]["room_key"] = json!(key),
+        });
+        let out = f.dir.path().join("nest").join("out");
+        let err = open_file(&path, &f.officers, &f.trusted(), &out).unwrap_err();
+        match &err {
+            ArchiveError::BadManifest { detail, .. } => {
+                assert!(detail.contains(&format!("room key {key:?}")), "{detail}")
+            }
+            other => panic!("{what} {key}: {other}"),
+        }
+        assert!(err.is_check_failure());
+        assert!(
+            !out.exists(),
+            "{what} {key}: the output directory was created"
+        );
+        let mut after = files_under(f.dir.path());
+        after.retain(|p| p != "altered.age");
+        assert_eq!(after, before, "{what} {key}: a file was written");
+        assert!(!Path::new("/tmp/escaped.merged.jsonl").exists());
+    }
+}
+
 #[test]
 fn an_archive_signed_by_a_key_not_trusted_is_refused_naming_that_key() {
     let f = seal();

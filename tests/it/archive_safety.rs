@@ -5,12 +5,15 @@
 //! - An archive re-signed by another key is refused, naming that key, whether the
 //!   officer pinned cordon's key or keeps a trust file; without either nothing is
 //!   verified.
+//! - An archive whose signed manifest gives a pre-seal segment a room key with `../`
+//!   writes nothing outside `--out`, even signed with cordon's own key.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use cordon::archive::ArchiveSigner;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use crate::e2e::World;
 use crate::standdown::{Officer, archive_path, cordon, declared, signing_key, text};
@@ -91,6 +94,24 @@ fn resign(
     std::fs::write(out, sealed).unwrap();
 }
 
+/// Every file under `dir`, relative to it.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                out.push(path.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_archive_signed_by_another_key_is_refused_with_the_key_that_signed_it() {
     let officer = Officer::new();
@@ -158,4 +179,69 @@ async fn an_archive_signed_by_another_key_is_refused_with_the_key_that_signed_it
     assert_eq!(unpinned.status.code(), Some(2), "{said}");
     assert!(!said.contains("archive OK"), "{said}");
     assert!(said.contains("--trust-file"), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crafted_archive_with_dot_dot_in_a_room_key_writes_nothing_outside_out() {
+    let officer = Officer::new();
+    let (mut w, incident, _rooms) = declared(&officer, "Crafted archive").await;
+    let file = stand_down(&mut w, &incident).await;
+    let pinned = signing_key(&w).await;
+    // Signed with cordon's own key (a leaked key, a compromised host): the signature
+    // says who sealed it, not that its names are harmless.
+    let own = ArchiveSigner::load(&w.setup.state_dir).unwrap();
+    assert_eq!(own.public().to_string(), pinned);
+    let work = tempfile::tempdir().unwrap();
+    let crafted = work.path().join("crafted.cordon-archive.age");
+    let segment = b"not really a segment".to_vec();
+    let sha = hex::encode(Sha256::digest(&segment));
+    resign(&file, &officer, &own, &crafted, |members, m| {
+        members.insert(
+            0,
+            ("pre-seal/ward-000001.jsonl.age".into(), segment.clone()),
+        );
+        m["pre_seal"].as_array_mut().unwrap().push(json!({
+            "room_key": "../../escaped",
+            "file": "pre-seal/ward-000001.jsonl.age",
+            "sha256": sha,
+            "bytes": segment.len(),
+            "lines": 1,
+        }));
+    });
+    let case = work.path().join("case");
+    std::fs::create_dir(&case).unwrap();
+    let out = case.join("out");
+    let opened = cordon(&[
+        "archive",
+        "open",
+        crafted.to_str().unwrap(),
+        "-i",
+        officer.key_file.to_str().unwrap(),
+        "--signer",
+        &pinned,
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .await;
+    let said = text(&opened);
+    // First what matters most: nothing beside `--out` (where `rooms/../../escaped`
+    // lands).
+    let outside: Vec<String> = files_under(&case)
+        .into_iter()
+        .filter(|f| !f.starts_with("out/"))
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "written outside --out: {outside:?}\n{said}"
+    );
+    assert_eq!(opened.status.code(), Some(1), "{said}");
+    assert!(said.contains("room key \"../../escaped\""), "{said}");
+    assert!(
+        files_under(work.path())
+            .iter()
+            .all(|f| !f.contains("escaped")),
+        "{:?}",
+        files_under(work.path())
+    );
+    assert!(!out.exists(), "a refused archive was written out");
 }
