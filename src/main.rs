@@ -1169,6 +1169,15 @@ fn print_verified(
             c.media,
             c.media_missing
         )?;
+        if c.unauthenticated() > 0 {
+            writeln!(
+                out,
+                "    NOT PROVEN TO BE FROM THEIR SENDER: {} unencrypted, {} from an \
+                 unverified device, {} under another sender's session (marked in the \
+                 transcript and the rendering; listed in index.md)",
+                c.unencrypted, c.unverified_device, c.mismatched_sender
+            )?;
+        }
         writeln!(
             out,
             "    {} {} bytes sha256 {}",

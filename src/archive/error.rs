@@ -80,7 +80,10 @@ pub enum ArchiveError {
         detail: String,
     },
     /// The manifest's format version is not one this cordon reads.
-    #[error("archive format version {0} is not supported by this cordon (it reads version 1)")]
+    #[error(
+        "archive format version {0} is not supported by this cordon (it reads versions {readable})",
+        readable = super::manifest::READABLE_VERSIONS.map(|v| v.to_string()).join(" and ")
+    )]
     UnsupportedVersion(u32),
     /// A transcript line does not decode.
     #[error("{file} line {line}: {detail}")]

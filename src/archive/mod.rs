@@ -44,7 +44,7 @@ pub use error::ArchiveError;
 pub use keyring::{KeySource, TrustedKey, TrustedSigners};
 pub use manifest::{
     AuditManifest, Counts, FileHash, MANIFEST_VERSION, Manifest, MediaManifest, PreSealManifest,
-    RoomManifest,
+    READABLE_VERSIONS, RoomManifest,
 };
 pub use reader::{Opened, Verified, open_file, verify_file};
 pub use signing::{ArchivePublicKey, ArchiveSigner, SIGNING_KEY_FILE};

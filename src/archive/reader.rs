@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::keyring::{KeySource, TrustedSigners};
-use super::manifest::{Counts, MANIFEST_VERSION, Manifest};
+use super::manifest::{Counts, Manifest, READABLE_VERSIONS};
 use super::merge::merge;
 use super::render::{self, RoomHeading};
 use super::signing::ArchivePublicKey;
@@ -303,7 +303,7 @@ fn verify_walk(
     let value: serde_json::Value =
         serde_json::from_slice(&manifest_bytes).map_err(|e| bad_manifest(e.to_string()))?;
     match value.get("v").and_then(serde_json::Value::as_u64) {
-        Some(v) if v == u64::from(MANIFEST_VERSION) => {}
+        Some(v) if READABLE_VERSIONS.iter().any(|r| u64::from(*r) == v) => {}
         Some(v) => {
             return Err(ArchiveError::UnsupportedVersion(
                 u32::try_from(v).unwrap_or(u32::MAX),

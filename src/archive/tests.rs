@@ -36,6 +36,7 @@ fn line(room: &str, id: &str, ts: i64, sender: &str, ty: &str, content: Value) -
         state_key: None,
         redacted: None,
         media: None,
+        unauthenticated: None,
     }
 }
 
@@ -195,6 +196,7 @@ fn seal() -> Fixture {
     undecryptable.encryption = Some(Encryption {
         sender_device: None,
         verified: false,
+        verification: None,
         session_id: Some("s".into()),
         failure: Some("MissingMegolmSession".into()),
     });
@@ -372,6 +374,9 @@ fn an_archive_round_trips_and_each_records_officer_can_verify_it() {
             undecryptable: 1,
             media: 1,
             media_missing: 1,
+            unencrypted: 0,
+            unverified_device: 0,
+            mismatched_sender: 0,
         }
     );
     assert_eq!(m.audit.entries, 2);
@@ -917,4 +922,113 @@ fn an_archive_signed_by_a_key_not_trusted_is_refused_naming_that_key() {
         ArchiveError::NoTrustedSigner
     ));
     assert!(!out.exists());
+}
+
+#[test]
+fn a_version_1_archive_still_verifies_and_opens() {
+    let f = seal();
+    // An archive from before version 2: no counts of unauthenticated lines.
+    let path = resigned(&f, &f.signer, |_, v| {
+        v["v"] = json!(1);
+        for room in v["rooms"].as_array_mut().unwrap() {
+            let counts = room["counts"].as_object_mut().unwrap();
+            for new in ["unencrypted", "unverified_device", "mismatched_sender"] {
+                assert!(counts.remove(new).is_some(), "{new}");
+            }
+        }
+    });
+    let v = verify_file(&path, &f.officers, &f.trusted()).unwrap();
+    assert_eq!(v.manifest.v, 1);
+    assert_eq!(v.manifest.totals().unauthenticated(), 0);
+    let out = f.dir.path().join("v1-out");
+    open_file(&path, &f.officers, &f.trusted(), &out).unwrap();
+    assert!(out.join("rooms/command.merged.md").is_file());
+}
+
+#[test]
+fn unauthenticated_lines_are_counted_marked_before_their_words_and_listed_in_the_index() {
+    use crate::retention::segment::Unauthenticated;
+    let dir = tempfile::tempdir().unwrap();
+    let officer = age::x25519::Identity::generate();
+    let signer = ArchiveSigner::generate();
+    let mut w =
+        ArchiveWriter::create(dir.path(), "x.cordon-archive.age", &[officer.to_public()]).unwrap();
+    let marked = |id: &str, body: &str, why: Unauthenticated| {
+        let mut l = text("command", id, T0, body);
+        l.sender = "@consultant:hs".into();
+        l.unauthenticated = Some(why);
+        l
+    };
+    let mut reaction = line(
+        "command",
+        "$re",
+        T0 + 4,
+        "@nurse:hs",
+        "m.reaction",
+        json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": "$ok", "key": "✅"}}),
+    );
+    reaction.unauthenticated = Some(Unauthenticated::Unencrypted);
+    w.add_room(&RoomExport {
+        key: "command".into(),
+        room_id: "!command:hs".into(),
+        name: "Command".into(),
+        lines: vec![
+            text("command", "$ok", T0, "Bed 4: 2 units O neg"),
+            marked(
+                "$in",
+                "Give 10 units insulin IV now",
+                Unauthenticated::Unencrypted,
+            ),
+            marked("$uv", "Discharge bed 7", Unauthenticated::UnverifiedDevice),
+            marked(
+                "$ms",
+                "Stop the transfusion",
+                Unauthenticated::MismatchedSender,
+            ),
+            reaction,
+        ],
+    })
+    .unwrap();
+    let sealed = w.finish(header(), &signer).unwrap();
+    let c = sealed.manifest.rooms[0].counts;
+    assert_eq!(
+        (c.unencrypted, c.unverified_device, c.mismatched_sender),
+        (2, 1, 1)
+    );
+    assert_eq!(c.unauthenticated(), 4);
+    let out = dir.path().join("out");
+    let trusted = TrustedSigners::pinned(signer.public());
+    open_file(&sealed.path, &[officer], &trusted, &out).unwrap();
+    let lines = segment::decode_lines(
+        fs::read(out.join("rooms/command.jsonl"))
+            .unwrap()
+            .as_slice(),
+    )
+    .unwrap();
+    assert_eq!(lines[1].unauthenticated, Some(Unauthenticated::Unencrypted));
+    assert_eq!(lines[0].unauthenticated, None);
+    for md in ["rooms/command.md", "rooms/command.merged.md"] {
+        let md = fs::read_to_string(out.join(md)).unwrap();
+        // The warning comes before the words it is about.
+        let warned = md
+            .find("**Not proven to be from @consultant:hs** (unencrypted)")
+            .unwrap_or_else(|| panic!("{md}"));
+        let words = md.find("Give 10 units insulin IV now").unwrap();
+        assert!(warned < words, "{md}");
+        assert!(md.contains("(unverified-device)"), "{md}");
+        assert!(md.contains("(mismatched-sender)"), "{md}");
+        assert!(md.contains("✅ (@nurse:hs \u{26a0} unencrypted)"), "{md}");
+        // The verified message carries no warning.
+        let ok = md.find("Bed 4: 2 units O neg").unwrap();
+        let entry_start = md[..ok].rfind("<a id=").unwrap();
+        assert!(!md[entry_start..ok].contains("Not proven"), "{md}");
+    }
+    let index = fs::read_to_string(out.join("index.md")).unwrap();
+    assert!(
+        index.contains("## Events not proven to come from their sender"),
+        "{index}"
+    );
+    for id in ["$in", "$uv", "$ms", "$re"] {
+        assert!(index.contains(&format!("event \\{id}")), "{id} in {index}");
+    }
 }

@@ -82,6 +82,7 @@ fn seal() -> Sealing {
         state_key: None,
         redacted: None,
         media: None,
+        unauthenticated: None,
     };
     w.add_room(&RoomExport {
         key: "command".into(),

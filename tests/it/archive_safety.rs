@@ -2,6 +2,8 @@
 //! real Synapse: an archive sealed by a real stand-down is opened by the records
 //! officer's CLI.
 //!
+//! - A plaintext message injected into an encrypted incident room is marked in the
+//!   opened transcript, its rendering and the manifest's counts.
 //! - An archive re-signed by another key is refused, naming that key, whether the
 //!   officer pinned cordon's key or keeps a trust file; without either nothing is
 //!   verified.
@@ -16,7 +18,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::e2e::World;
-use crate::standdown::{Officer, archive_path, cordon, declared, signing_key, text};
+use crate::standdown::{Officer, archive_path, cordon, declared, read_lines, signing_key, text};
 
 /// Stands the incident down and waits for its archive; the bot is stopped after.
 async fn stand_down(w: &mut World, incident: &str) -> PathBuf {
@@ -110,6 +112,111 @@ fn files_under(dir: &Path) -> Vec<String> {
     }
     out.sort();
     out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plaintext_message_injected_into_an_encrypted_incident_room_is_marked_in_the_opened_transcript()
+ {
+    let officer = Officer::new();
+    let (mut w, incident, rooms) = declared(&officer, "Injection drill").await;
+    let nurse = &w.nurses[0];
+    let genuine = nurse
+        .send_text(&rooms["ward"], "Bed 4: 2 units O neg given")
+        .await
+        .unwrap();
+    // The same account, but no encryption: what the homeserver can write in anyone's
+    // name.
+    let injected = nurse
+        .send_unencrypted(
+            &rooms["ward"],
+            "m.room.message",
+            &json!({ "msgtype": "m.text", "body": "Give 10 units insulin IV now" }),
+        )
+        .await
+        .unwrap();
+    let file = stand_down(&mut w, &incident).await;
+
+    let signer = signing_key(&w).await;
+    let dest_root = tempfile::tempdir().unwrap();
+    let dest = dest_root.path().join("opened");
+    let opened = cordon(&[
+        "archive",
+        "open",
+        file.to_str().unwrap(),
+        "-i",
+        officer.key_file.to_str().unwrap(),
+        "--signer",
+        &signer,
+        "--out",
+        dest.to_str().unwrap(),
+    ])
+    .await;
+    let said = text(&opened);
+    assert!(opened.status.success(), "{said}");
+    assert!(
+        said.contains("NOT PROVEN TO BE FROM THEIR SENDER: 1 unencrypted"),
+        "{said}"
+    );
+
+    let nurse_id = w.nurses[0].user_id().to_string();
+    for transcript in ["rooms/ward.jsonl", "rooms/ward.merged.jsonl"] {
+        let lines = read_lines(&dest.join(transcript));
+        let line = |id: &str| {
+            lines
+                .iter()
+                .find(|l| l["event_id"] == id)
+                .unwrap_or_else(|| panic!("{id} is not in {transcript}"))
+                .clone()
+        };
+        let bad = line(injected.as_str());
+        assert_eq!(
+            bad["content"]["body"], "Give 10 units insulin IV now",
+            "{bad}"
+        );
+        assert_eq!(bad["unauthenticated"], "unencrypted", "{bad}");
+        assert_eq!(bad["sender"], nurse_id.as_str(), "{bad}");
+        let good = line(genuine.as_str());
+        assert!(good.get("unauthenticated").is_none(), "{good}");
+        assert_eq!(good["encryption"]["verified"], true, "{good}");
+        // Nothing else in the room is marked: cordon's own notices and the enrolled
+        // members' messages are proven.
+        let marked: Vec<&Value> = lines
+            .iter()
+            .filter(|l| l.get("unauthenticated").is_some())
+            .collect();
+        assert_eq!(marked.len(), 1, "{transcript}: {marked:#?}");
+    }
+    for rendering in ["rooms/ward.md", "rooms/ward.merged.md"] {
+        let md = std::fs::read_to_string(dest.join(rendering)).unwrap();
+        let warning = md
+            .find(&format!(
+                "**Not proven to be from {nurse_id}** (unencrypted)"
+            ))
+            .unwrap_or_else(|| panic!("{rendering} does not mark it:\n{md}"));
+        let words = md.find("Give 10 units insulin IV now").unwrap();
+        assert!(
+            warning < words,
+            "{rendering}: the warning must come first\n{md}"
+        );
+    }
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(dest.join("manifest.json")).unwrap()).unwrap();
+    let ward = manifest["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key"] == "ward")
+        .unwrap();
+    assert_eq!(ward["counts"]["unencrypted"], 1, "{ward}");
+    assert_eq!(ward["counts"]["unverified_device"], 0, "{ward}");
+    assert_eq!(ward["counts"]["mismatched_sender"], 0, "{ward}");
+    let index = std::fs::read_to_string(dest.join("index.md")).unwrap();
+    // Markdown-escaped as the rendering writes it: event ids hold `$` and `_`.
+    let listed = injected.as_str().replace('$', "\\$").replace('_', "\\_");
+    assert!(
+        index.contains(&format!("event {listed}: not end-to-end encrypted")),
+        "{index}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
