@@ -283,7 +283,27 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         }
     }
 
-    // The records officer checks the sealed archive and opens it with their own key.
+    // The operator hands the records officer cordon's archive signing key, which they
+    // keep in their trust file; they check the sealed archive against it and open it
+    // with their own age key.
+    let state_arg = setup.state_dir.display().to_string();
+    let pubkey_args = ["archive", "pubkey", "--state-dir", state_arg.as_str()];
+    t.say(format!("operator: cordon {}", pubkey_args.join(" ")));
+    let signer = run_cli(&options.binary, &pubkey_args)
+        .await?
+        .trim()
+        .to_owned();
+    println!("           | {signer}");
+    let trust_file = dir.join("records-office.keys");
+    std::fs::write(
+        &trust_file,
+        format!("# archive signing keys the records office trusts\n{signer}  cordon demo\n"),
+    )
+    .map_err(|e| DemoError::Io(trust_file.display().to_string(), e))?;
+    t.say(format!(
+        "records officer: adds it to {} as `{signer}  cordon demo`",
+        trust_file.display()
+    ));
     let archive = setup
         .dir
         .join("archives")
@@ -292,14 +312,25 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     let archive_arg = archive.display().to_string();
     let key_arg = officer_key.display().to_string();
     let opened_arg = opened.display().to_string();
+    let trust_arg = trust_file.display().to_string();
     for args in [
-        vec!["archive", "verify", &archive_arg, "-i", &key_arg],
+        vec![
+            "archive",
+            "verify",
+            &archive_arg,
+            "-i",
+            &key_arg,
+            "--trust-file",
+            &trust_arg,
+        ],
         vec![
             "archive",
             "open",
             &archive_arg,
             "-i",
             &key_arg,
+            "--signer",
+            &signer,
             "--out",
             &opened_arg,
         ],

@@ -338,9 +338,13 @@ enum ArchiveCmd {
     /// every member against the manifest's SHA-256s, recount the transcripts and check
     /// the manifest's signature; prints the manifest's summary.
     ///
+    /// The archive must be signed by a key you trust: give it with --signer, or list
+    /// the keys you trust in a --trust-file; without either, nothing is verified.
+    ///
     /// Exits 0 when the archive is intact, 1 when a check fails (not encrypted to the
-    /// identity, truncated or damaged, altered, badly signed, signed by another key
-    /// than --signer), 2 on other errors (usage, unreadable files).
+    /// identity, truncated or damaged, altered, badly signed, signed by a key not
+    /// trusted; the error names that key), 2 on other errors (usage, no trusted key,
+    /// unreadable files).
     Verify {
         /// The archive, `<incident>.cordon-archive.age`.
         file: PathBuf,
@@ -383,11 +387,29 @@ struct ArchiveKeys {
     /// several.
     #[arg(short = 'i', long = "identity", value_name = "KEY", required = true)]
     identity: Vec<PathBuf>,
-    /// The key the archive must be signed by, as `cordon archive pubkey` prints it on
-    /// the cordon server. Without it the signature is checked against the key the
-    /// archive names, which proves integrity but not who sealed it.
+    /// A key the archive may be signed by, as `cordon archive pubkey` prints it on the
+    /// cordon server; repeat for several. This or --trust-file is required: the
+    /// signature alone proves integrity, not who sealed the archive.
     #[arg(long, value_name = "ed25519:KEY", value_parser = archive_key)]
-    signer: Option<cordon::archive::ArchivePublicKey>,
+    signer: Vec<cordon::archive::ArchivePublicKey>,
+    /// A file of the signing keys you trust, one `ed25519:KEY label` a line (`#`
+    /// comments); see docs/archive-format.md. May be combined with --signer.
+    #[arg(long, value_name = "FILE")]
+    trust_file: Option<PathBuf>,
+}
+
+impl ArchiveKeys {
+    /// Every key trusted by --signer and --trust-file.
+    fn trusted(&self) -> Result<cordon::archive::TrustedSigners, cordon::archive::ArchiveError> {
+        let mut trusted = cordon::archive::TrustedSigners::new();
+        for key in &self.signer {
+            trusted.pin(*key);
+        }
+        if let Some(file) = &self.trust_file {
+            trusted.add_file(file)?;
+        }
+        Ok(trusted)
+    }
 }
 
 fn archive_key(s: &str) -> Result<cordon::archive::ArchivePublicKey, String> {
@@ -950,31 +972,46 @@ fn recover(config: &std::path::Path, remove_old_devices: bool) -> anyhow::Result
 
 fn archive(command: ArchiveCmd) -> anyhow::Result<ExitCode> {
     use cordon::archive::{self, ArchiveError, ArchiveSigner};
-    // A failed check exits 1 with what to do; anything else exits 2.
+    // A failed check exits 1 with what to do; anything else exits 2. A trust file's
+    // problems are already `file:line: error: …` lines.
     let fail = |e: ArchiveError| {
         if e.is_check_failure() {
             eprintln!("cordon: error: {e}; {}", e.advice());
             ExitCode::FAILURE
+        } else if matches!(e, ArchiveError::TrustFile(_)) {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        } else if matches!(e, ArchiveError::NoTrustedSigner) {
+            eprintln!("cordon: error: {e}; {}", e.advice());
+            ExitCode::from(2)
         } else {
             eprintln!("cordon: error: {e}");
             ExitCode::from(2)
         }
     };
-    let identities = |keys: &ArchiveKeys| -> Result<Vec<age::x25519::Identity>, ArchiveError> {
+    // The identities and the trusted signing keys, both read before the archive is.
+    let inputs = |keys: &ArchiveKeys| -> Result<
+        (Vec<age::x25519::Identity>, archive::TrustedSigners),
+        ArchiveError,
+    > {
+        let trusted = keys.trusted()?;
+        if trusted.is_empty() {
+            return Err(ArchiveError::NoTrustedSigner);
+        }
         let mut all = Vec::new();
         for path in &keys.identity {
             all.extend(archive::read_identities(path)?);
         }
-        Ok(all)
+        Ok((all, trusted))
     };
     let mut out = io::stdout().lock();
     match command {
         ArchiveCmd::Verify { file, keys } => {
-            let ids = match identities(&keys) {
-                Ok(ids) => ids,
+            let (ids, trusted) = match inputs(&keys) {
+                Ok(inputs) => inputs,
                 Err(e) => return Ok(fail(e)),
             };
-            match archive::verify_file(&file, &ids, keys.signer.as_ref()) {
+            match archive::verify_file(&file, &ids, &trusted) {
                 Ok(verified) => {
                     print_verified(&mut out, &file, &verified)?;
                     writeln!(out, "archive OK")?;
@@ -988,8 +1025,8 @@ fn archive(command: ArchiveCmd) -> anyhow::Result<ExitCode> {
             keys,
             out: dir,
         } => {
-            let ids = match identities(&keys) {
-                Ok(ids) => ids,
+            let (ids, trusted) = match inputs(&keys) {
+                Ok(inputs) => inputs,
                 Err(e) => return Ok(fail(e)),
             };
             let dir = match dir {
@@ -997,14 +1034,15 @@ fn archive(command: ArchiveCmd) -> anyhow::Result<ExitCode> {
                 None => {
                     // The default is named after the incident, so it takes a first
                     // verification to learn it.
-                    let verified = match archive::verify_file(&file, &ids, keys.signer.as_ref()) {
+                    let verified = match archive::verify_file(&file, &ids, &trusted) {
                         Ok(v) => v,
                         Err(e) => return Ok(fail(e)),
                     };
                     let incident = &verified.manifest.incident;
                     if cordon::incident::IncidentId::parse(incident).is_err() {
                         eprintln!(
-                            "cordon: error: the archive's incident id {:?} cannot name a                              directory; give --out DIR",
+                            "cordon: error: the archive's incident id {:?} cannot name a \
+                             directory; give --out DIR",
                             shown(incident)
                         );
                         return Ok(ExitCode::from(2));
@@ -1012,7 +1050,7 @@ fn archive(command: ArchiveCmd) -> anyhow::Result<ExitCode> {
                     PathBuf::from(".").join(incident)
                 }
             };
-            match archive::open_file(&file, &ids, keys.signer.as_ref(), &dir) {
+            match archive::open_file(&file, &ids, &trusted, &dir) {
                 Ok(opened) => {
                     print_verified(&mut out, &file, &opened.verified)?;
                     writeln!(
@@ -1131,6 +1169,15 @@ fn print_verified(
             c.media,
             c.media_missing
         )?;
+        if c.unauthenticated() > 0 {
+            writeln!(
+                out,
+                "    NOT PROVEN TO BE FROM THEIR SENDER: {} unencrypted, {} from an \
+                 unverified device, {} under another sender's session (marked in the \
+                 transcript and the rendering; listed in index.md)",
+                c.unencrypted, c.unverified_device, c.mismatched_sender
+            )?;
+        }
         writeln!(
             out,
             "    {} {} bytes sha256 {}",
@@ -1146,16 +1193,12 @@ fn print_verified(
         m.pre_seal.len(),
         m.audit.entries
     )?;
-    if v.pinned {
-        writeln!(out, "signer:     {} (pinned: matches --signer)", v.signer)?;
-    } else {
-        writeln!(
-            out,
-            "signer:     {} (not pinned: pass --signer with the key `cordon archive pubkey` \
-             prints on the server to check who sealed it)",
-            v.signer
-        )?;
-    }
+    writeln!(
+        out,
+        "signer:     {} (trusted: {})",
+        v.signer,
+        shown(&v.trusted_as.to_string())
+    )?;
     Ok(())
 }
 

@@ -44,14 +44,23 @@ pub enum ArchiveError {
     /// `manifest.sig` is not a valid signature of `manifest.json` by the key it names.
     #[error("the manifest's signature does not verify: manifest.json was altered after sealing")]
     BadSignature,
-    /// The archive was signed, validly, by another key than the pinned one.
-    #[error("the archive is signed by {found}, not by the pinned key {expected}")]
-    SignerMismatch {
-        /// The pinned key.
-        expected: String,
+    /// The archive was signed, validly, by a key the records officer does not trust.
+    #[error("the archive is signed by {found}, not by {trusted}")]
+    UntrustedSigner {
+        /// What is trusted ([`super::TrustedSigners::describe`]).
+        trusted: String,
         /// The key that signed the archive.
         found: String,
     },
+    /// No signing key was given to check the archive's signer against.
+    #[error(
+        "no trusted signing key was given: the signature alone proves the archive intact, \
+         not who sealed it"
+    )]
+    NoTrustedSigner,
+    /// A trust file cannot be read or has wrong lines; each is `file:line: error: …`.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    TrustFile(Vec<crate::diagnostic::Diagnostic>),
     /// A member the manifest lists (or every archive has) is absent.
     #[error("the archive has no {0}")]
     MissingMember(String),
@@ -71,7 +80,10 @@ pub enum ArchiveError {
         detail: String,
     },
     /// The manifest's format version is not one this cordon reads.
-    #[error("archive format version {0} is not supported by this cordon (it reads version 1)")]
+    #[error(
+        "archive format version {0} is not supported by this cordon (it reads versions {readable})",
+        readable = super::manifest::READABLE_VERSIONS.map(|v| v.to_string()).join(" and ")
+    )]
     UnsupportedVersion(u32),
     /// A transcript line does not decode.
     #[error("{file} line {line}: {detail}")]
@@ -137,7 +149,7 @@ pub enum ArchiveError {
 
 impl ArchiveError {
     /// True when the archive itself failed a check (wrong key, damaged, altered, badly
-    /// signed, not by the pinned signer): what `cordon archive verify` exits 1 for. False
+    /// signed, not by a trusted signer): what `cordon archive verify` exits 1 for. False
     /// for problems with the command's own inputs or the disk.
     pub fn is_check_failure(&self) -> bool {
         matches!(
@@ -147,7 +159,7 @@ impl ArchiveError {
                 | Self::Tampered { .. }
                 | Self::Inconsistent { .. }
                 | Self::BadSignature
-                | Self::SignerMismatch { .. }
+                | Self::UntrustedSigner { .. }
                 | Self::MissingMember(_)
                 | Self::UnexpectedMember(_)
                 | Self::UnsafePath(_)
@@ -176,8 +188,11 @@ impl ArchiveError {
             | Self::Transcript { .. } => {
                 "do not rely on this copy; compare its SHA-256 with the one cordon logged at sealing and report it"
             }
-            Self::SignerMismatch { .. } => {
-                "this archive was not sealed by the cordon you pinned; check `cordon archive pubkey` on that server and report it"
+            Self::UntrustedSigner { .. } => {
+                "do not rely on it: it was not sealed by a cordon you trust. If it should have been, compare that key with `cordon archive pubkey` on the server before you trust it; otherwise report it"
+            }
+            Self::NoTrustedSigner => {
+                "pass --signer ed25519:… with the key `cordon archive pubkey` prints on the cordon server, or --trust-file FILE listing the keys you trust"
             }
             Self::UnsupportedVersion(_) => "open it with a newer cordon",
             _ => "check the paths and permissions given",

@@ -5,10 +5,17 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::retention::segment::TranscriptLine;
+use crate::retention::segment::{TranscriptLine, Unauthenticated};
 
-/// The manifest's format version, in its `v`.
-pub const MANIFEST_VERSION: u32 = 1;
+/// The manifest's format version, in its `v`. Version 2 added the counts of lines
+/// whose sender nothing proves (`unencrypted`, `unverified_device`,
+/// `mismatched_sender`) and the transcripts' `unauthenticated` marker; a cordon that
+/// reads only version 1 refuses it rather than render those lines unmarked.
+pub const MANIFEST_VERSION: u32 = 2;
+
+/// Every manifest version this cordon reads. A version 1 archive has none of version
+/// 2's counts (they read as 0) and no marked line, so its figures still check.
+pub const READABLE_VERSIONS: [u32; 2] = [1, 2];
 
 /// `manifest.json`. Signed, byte for byte, by `manifest.sig`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +106,18 @@ pub struct Counts {
     pub media: u64,
     /// Attachments whose bytes could not be fetched (`media` set, `media.file` absent).
     pub media_missing: u64,
+    /// Lines sent in plaintext into an encrypted room (`unauthenticated:
+    /// unencrypted`): the homeserver could have written them. 0 in version 1.
+    #[serde(default)]
+    pub unencrypted: u64,
+    /// Lines decrypted from a device cordon had not verified (`unauthenticated:
+    /// unverified-device`). 0 in version 1.
+    #[serde(default)]
+    pub unverified_device: u64,
+    /// Lines whose sender is not the owner of their encryption session
+    /// (`unauthenticated: mismatched-sender`). 0 in version 1.
+    #[serde(default)]
+    pub mismatched_sender: u64,
 }
 
 impl Manifest {
@@ -117,6 +136,9 @@ impl Manifest {
             t.undecryptable += c.undecryptable;
             t.media += c.media;
             t.media_missing += c.media_missing;
+            t.unencrypted += c.unencrypted;
+            t.unverified_device += c.unverified_device;
+            t.mismatched_sender += c.mismatched_sender;
         }
         t
     }
@@ -155,6 +177,17 @@ impl Counts {
                 self.media_missing += 1;
             }
         }
+        match line.unauthenticated {
+            Some(Unauthenticated::Unencrypted) => self.unencrypted += 1,
+            Some(Unauthenticated::UnverifiedDevice) => self.unverified_device += 1,
+            Some(Unauthenticated::MismatchedSender) => self.mismatched_sender += 1,
+            None => {}
+        }
+    }
+
+    /// Lines of any kind whose sender nothing proves.
+    pub fn unauthenticated(&self) -> u64 {
+        self.unencrypted + self.unverified_device + self.mismatched_sender
     }
 
     /// The figures of a whole transcript.
@@ -181,6 +214,17 @@ impl Counts {
             ("undecryptable", self.undecryptable, actual.undecryptable),
             ("media", self.media, actual.media),
             ("media_missing", self.media_missing, actual.media_missing),
+            ("unencrypted", self.unencrypted, actual.unencrypted),
+            (
+                "unverified_device",
+                self.unverified_device,
+                actual.unverified_device,
+            ),
+            (
+                "mismatched_sender",
+                self.mismatched_sender,
+                actual.mismatched_sender,
+            ),
         ];
         pairs
             .iter()

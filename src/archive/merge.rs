@@ -69,6 +69,7 @@ mod tests {
             state_key: None,
             redacted: None,
             media: None,
+            unauthenticated: None,
         }
     }
 

@@ -12,6 +12,8 @@
 //! - [`reader`]: [`verify_file`] and [`open_file`], what a records officer runs.
 //! - [`manifest`]: the manifest and the transcripts' figures ([`Counts`]).
 //! - [`signing`]: cordon's signing key, [`ArchiveSigner`], and [`ArchivePublicKey`].
+//! - [`keyring`]: the keys a records officer trusts ([`TrustedSigners`], from
+//!   `--signer` and trust files); an archive is never verified without one.
 //! - [`render`]: the Markdown renderings, which treat every body as untrusted.
 //! - [`merge`]: putting the pre-seal segments' lines back into a room's transcript.
 //! - [`error`]: the one error type, [`ArchiveError`].
@@ -27,6 +29,7 @@ use chrono::{DateTime, Utc};
 use crate::retention::segment::TranscriptLine;
 
 pub mod error;
+pub mod keyring;
 pub mod manifest;
 pub mod merge;
 pub mod reader;
@@ -38,9 +41,10 @@ pub mod writer;
 mod tests;
 
 pub use error::ArchiveError;
+pub use keyring::{KeySource, TrustedKey, TrustedSigners};
 pub use manifest::{
     AuditManifest, Counts, FileHash, MANIFEST_VERSION, Manifest, MediaManifest, PreSealManifest,
-    RoomManifest,
+    READABLE_VERSIONS, RoomManifest,
 };
 pub use reader::{Opened, Verified, open_file, verify_file};
 pub use signing::{ArchivePublicKey, ArchiveSigner, SIGNING_KEY_FILE};

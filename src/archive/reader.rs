@@ -5,8 +5,16 @@
 //! the stream (so a truncated or altered file fails), tar members are hashed as they
 //! pass, and only each room's figures, the manifest and the signature are kept. Every
 //! check runs at the end, when the manifest (the last members) has been read:
-//! signature first, then the pinned signer, then the members against the manifest's
-//! list and hashes, then the figures recomputed from the transcripts.
+//! signature first, then that its key is one the records officer trusts
+//! ([`TrustedSigners`]; there is no way to verify without one), then the members
+//! against the manifest's list and hashes, then the figures recomputed from the
+//! transcripts.
+//!
+//! Opening writes files whose names come from the archive. A signature says who sealed
+//! an archive, not that its names are harmless (a signing key can leak), so every name
+//! taken from the manifest (room keys included, since the merged transcripts are named
+//! after them) is checked before it is used in a path, and `write_new` refuses any
+//! path that is not a plain name under the output directory.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File};
@@ -15,7 +23,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::manifest::{Counts, MANIFEST_VERSION, Manifest};
+use super::keyring::{KeySource, TrustedSigners};
+use super::manifest::{Counts, Manifest, READABLE_VERSIONS};
 use super::merge::merge;
 use super::render::{self, RoomHeading};
 use super::signing::ArchivePublicKey;
@@ -23,7 +32,7 @@ use super::{
     AUDIT_FILE, ArchiveError, INDEX_FILE, MANIFEST_FILE, SIGNATURE_FILE, create_private_dirs,
     is_safe_name,
 };
-use crate::retention::segment::{self, TranscriptLine};
+use crate::retention::segment::{self, TranscriptLine, check_room_key};
 
 /// The largest `manifest.json` read (a manifest lists files, so this is generous).
 const MANIFEST_LIMIT: u64 = 64 << 20;
@@ -43,8 +52,8 @@ pub struct Verified {
     pub manifest: Manifest,
     /// The key that signed it (the manifest's `signing_key`).
     pub signer: ArchivePublicKey,
-    /// Whether that key was checked against a pinned one.
-    pub pinned: bool,
+    /// Why that key is trusted: pinned, or a trust file's line and label.
+    pub trusted_as: KeySource,
     /// SHA-256 of the archive file, hex.
     pub file_sha256: String,
     /// Its size.
@@ -66,15 +75,16 @@ pub struct Opened {
 }
 
 /// Decrypts with `identities`, checks structure, hashes, counts recomputed from the
-/// transcripts, and the signature; when `pinned` is given the signing key must equal
-/// it.
+/// transcripts, and the signature, whose key must be one of `trusted`
+/// ([`ArchiveError::UntrustedSigner`], naming the key, when it is not;
+/// [`ArchiveError::NoTrustedSigner`] when `trusted` is empty).
 pub fn verify_file(
     path: &Path,
     identities: &[age::x25519::Identity],
-    pinned: Option<&ArchivePublicKey>,
+    trusted: &TrustedSigners,
 ) -> Result<Verified, ArchiveError> {
     let ids: Vec<&dyn age::Identity> = identities.iter().map(|i| i as &dyn age::Identity).collect();
-    verify_with(path, &ids, pinned)
+    verify_with(path, &ids, trusted)
 }
 
 /// [`verify_file`], then writes every file into `out` (created 0700; it must be empty
@@ -84,10 +94,10 @@ pub fn verify_file(
 pub fn open_file(
     path: &Path,
     identities: &[age::x25519::Identity],
-    pinned: Option<&ArchivePublicKey>,
+    trusted: &TrustedSigners,
     out: &Path,
 ) -> Result<Opened, ArchiveError> {
-    let verified = verify_file(path, identities, pinned)?;
+    let verified = verify_file(path, identities, trusted)?;
     prepare_out(out)?;
     let ids: Vec<&dyn age::Identity> = identities.iter().map(|i| i as &dyn age::Identity).collect();
     let expected = expected_members(&verified.manifest)?;
@@ -178,7 +188,7 @@ pub(crate) fn check_sealed(
     members: &MemberDigests,
 ) -> Result<Verified, ArchiveError> {
     let ids: [&dyn age::Identity; 1] = [identity];
-    let (verified, walked) = verify_walk(path, &ids, Some(signer))?;
+    let (verified, walked) = verify_walk(path, &ids, &TrustedSigners::pinned(*signer))?;
     if &verified.manifest != manifest {
         return Err(ArchiveError::Tampered {
             file: MANIFEST_FILE.to_owned(),
@@ -202,9 +212,9 @@ pub(crate) fn check_sealed(
 fn verify_with(
     path: &Path,
     ids: &[&dyn age::Identity],
-    pinned: Option<&ArchivePublicKey>,
+    trusted: &TrustedSigners,
 ) -> Result<Verified, ArchiveError> {
-    verify_walk(path, ids, pinned).map(|(v, _)| v)
+    verify_walk(path, ids, trusted).map(|(v, _)| v)
 }
 
 /// What the verifying pass keeps of a room's transcript.
@@ -220,8 +230,13 @@ struct RoomFacts {
 fn verify_walk(
     path: &Path,
     ids: &[&dyn age::Identity],
-    pinned: Option<&ArchivePublicKey>,
+    trusted: &TrustedSigners,
 ) -> Result<(Verified, MemberDigests), ArchiveError> {
+    // Refused before anything is decrypted: a verification that cannot say who sealed
+    // the archive must not end in "archive OK".
+    if trusted.is_empty() {
+        return Err(ArchiveError::NoTrustedSigner);
+    }
     let mut manifest_bytes: Option<Vec<u8>> = None;
     let mut sig_bytes: Option<Vec<u8>> = None;
     let mut rooms: HashMap<String, RoomFacts> = HashMap::new();
@@ -288,7 +303,7 @@ fn verify_walk(
     let value: serde_json::Value =
         serde_json::from_slice(&manifest_bytes).map_err(|e| bad_manifest(e.to_string()))?;
     match value.get("v").and_then(serde_json::Value::as_u64) {
-        Some(v) if v == u64::from(MANIFEST_VERSION) => {}
+        Some(v) if READABLE_VERSIONS.iter().any(|r| u64::from(*r) == v) => {}
         Some(v) => {
             return Err(ArchiveError::UnsupportedVersion(
                 u32::try_from(v).unwrap_or(u32::MAX),
@@ -303,14 +318,13 @@ fn verify_walk(
         .parse()
         .map_err(|e: ArchiveError| bad_manifest(e.to_string()))?;
     signer.verify(&manifest_bytes, &sig_bytes)?;
-    if let Some(pinned) = pinned
-        && *pinned != signer
-    {
-        return Err(ArchiveError::SignerMismatch {
-            expected: pinned.to_string(),
+    let trusted_as = trusted
+        .find(&signer)
+        .map(|k| k.source.clone())
+        .ok_or_else(|| ArchiveError::UntrustedSigner {
+            trusted: trusted.describe(),
             found: signer.to_string(),
-        });
-    }
+        })?;
 
     let expected = expected_members(&manifest)?;
     compare_members(&expected, &walked.members)?;
@@ -366,7 +380,7 @@ fn verify_walk(
     let verified = Verified {
         manifest,
         signer,
-        pinned: pinned.is_some(),
+        trusted_as,
         file_sha256: walked.file_sha256,
         file_size: walked.file_size,
     };
@@ -392,16 +406,28 @@ fn expected_members(m: &Manifest) -> Result<ExpectedMembers, ArchiveError> {
             Some(_) => Err(bad(format!("lists {file} twice"))),
         }
     };
+    // Room keys name files when the archive is opened (`rooms/<key>.merged.jsonl`):
+    // every one, wherever the manifest gives it, must be a room key cordon writes.
+    let room_key = |what: &str, key: &str| {
+        check_room_key(key).map_err(|_| {
+            bad(format!(
+                "{what} has the room key {key:?}, which is not one cordon writes \
+                 (a-z, 0-9, `-`, `_`)"
+            ))
+        })
+    };
     add(MANIFEST_FILE, None, None)?;
     add(SIGNATURE_FILE, None, None)?;
     let mut room_keys = BTreeSet::new();
     for r in &m.rooms {
+        room_key("a room", &r.key)?;
         if r.file != format!("rooms/{}.jsonl", r.key) || !room_keys.insert(r.key.as_str()) {
             return Err(bad(format!("room {:?} has file {:?}", r.key, r.file)));
         }
         add(&r.file, Some(&r.sha256), Some(r.bytes))?;
     }
     for media in &m.media {
+        room_key(&format!("attachment {:?}", media.file), &media.room_key)?;
         if !media.file.starts_with("media/") {
             return Err(bad(format!(
                 "media file {:?} is not under media/",
@@ -411,6 +437,7 @@ fn expected_members(m: &Manifest) -> Result<ExpectedMembers, ArchiveError> {
         add(&media.file, Some(&media.sha256), Some(media.bytes))?;
     }
     for p in &m.pre_seal {
+        room_key(&format!("pre-seal segment {:?}", p.file), &p.room_key)?;
         if !p.file.starts_with("pre-seal/") {
             return Err(bad(format!(
                 "pre-seal file {:?} is not under pre-seal/",
@@ -766,12 +793,19 @@ fn prepare_out(out: &Path) -> Result<(), ArchiveError> {
     }
 }
 
-/// Creates `out/<name>` (never replacing a file; owner-only) and fills it.
+/// Creates `out/<name>` (never replacing a file; owner-only) and fills it. `name` must
+/// be a relative path of plain names ([`is_safe_name`], so no `..`, no root, no
+/// hidden files) at most two deep: whatever a manifest says, nothing is written
+/// outside `out`.
 fn write_new(
     out: &Path,
     name: &str,
     fill: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> Result<(), ArchiveError> {
+    let parts: Vec<&str> = name.split('/').collect();
+    if parts.len() > 2 || !parts.iter().all(|p| is_safe_name(p)) {
+        return Err(ArchiveError::UnsafePath(name.to_owned()));
+    }
     let path = out.join(name);
     if let Some(parent) = path.parent() {
         create_private_dirs(parent)?;
@@ -785,4 +819,39 @@ fn write_new(
     }
     let mut file = options.open(&path).map_err(ArchiveError::io(&path))?;
     fill(&mut file).map_err(ArchiveError::io(&path))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_new_writes_only_plain_names_under_the_output_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        fs::create_dir(&out).unwrap();
+        for bad in [
+            "rooms/../../x.merged.jsonl",
+            "../x",
+            "/tmp/x",
+            "rooms/.hidden",
+            "a/b/c",
+            "",
+            "rooms//x",
+            "rooms/x\\..\\y",
+        ] {
+            assert!(
+                matches!(
+                    write_new(&out, bad, |f| f.write_all(b"x")),
+                    Err(ArchiveError::UnsafePath(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert_eq!(fs::read_dir(&out).unwrap().count(), 0);
+        write_new(&out, "rooms/command.merged.jsonl", |f| f.write_all(b"x")).unwrap();
+        assert!(out.join("rooms/command.merged.jsonl").is_file());
+    }
 }

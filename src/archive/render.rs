@@ -6,6 +6,12 @@
 //! code block, so nothing a sender typed can become a link, an image or markup. The
 //! only links in a rendering are the ones cordon writes: to anchors of entries, to
 //! `../media/…` and to the rooms' renderings.
+//!
+//! The sender of an event is whatever the homeserver wrote. An entry whose line is
+//! marked `unauthenticated` (plaintext in an encrypted room, an unverified device, a
+//! sender who does not own the encryption session) says so before its words, a
+//! reaction's sender is marked in the summary, and `index.md` lists every such event,
+//! so a message the server injected is never read as a clinician's.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -14,7 +20,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::manifest::{Manifest, is_edit, relation};
-use crate::retention::segment::{SOURCE_PRE_SEAL, TranscriptLine};
+use crate::retention::segment::{SOURCE_PRE_SEAL, TranscriptLine, Unauthenticated};
 
 /// An undecryptable event, for `index.md`'s list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +45,40 @@ impl UndecryptableEvent {
                 reason: l.encryption.as_ref().and_then(|e| e.failure.clone()),
             })
     }
+}
+
+/// An event nothing proves came from its sender, for `index.md`'s list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UnauthenticatedEvent {
+    pub room_key: String,
+    pub event_id: String,
+    pub sender: String,
+    pub origin_server_ts: i64,
+    pub why: Unauthenticated,
+}
+
+impl UnauthenticatedEvent {
+    pub(crate) fn all(lines: &[TranscriptLine]) -> impl Iterator<Item = UnauthenticatedEvent> + '_ {
+        lines.iter().filter_map(|l| {
+            Some(UnauthenticatedEvent {
+                room_key: l.room_key.clone(),
+                event_id: l.event_id.clone(),
+                sender: l.sender.clone(),
+                origin_server_ts: l.origin_server_ts,
+                why: l.unauthenticated?,
+            })
+        })
+    }
+}
+
+/// The warning written before an unauthenticated entry's words.
+fn warning(sender: &str, why: Unauthenticated) -> String {
+    format!(
+        "\u{26a0} **Not proven to be from {}** ({}): {}.",
+        escape(sender),
+        why.as_str(),
+        why.explain()
+    )
 }
 
 /// What a room's rendering says about its room and incident at the top.
@@ -72,7 +112,10 @@ pub(crate) fn room_heading(h: &RoomHeading<'_>) -> String {
         }
     );
     out.push_str(
-        "Times are UTC. Senders are Matrix user ids as the homeserver reported them.\n\n---\n\n",
+        "Times are UTC. Senders are Matrix user ids as the homeserver reported them; an \
+         entry marked \u{26a0} **Not proven to be from** is one that nothing ties to that \
+         person (sent unencrypted, from an unverified device, or under another sender's \
+         encryption session).\n\n---\n\n",
     );
     out
 }
@@ -91,7 +134,7 @@ pub(crate) fn room_body(lines: &[TranscriptLine]) -> String {
     };
     // Edits and reactions, by the entry they belong to.
     let mut edits: HashMap<usize, Vec<usize>> = HashMap::new();
-    let mut reactions: HashMap<usize, Vec<(String, String)>> = HashMap::new();
+    let mut reactions: HashMap<usize, Vec<Reaction>> = HashMap::new();
     let mut summarised = vec![false; lines.len()];
     for (i, l) in lines.iter().enumerate() {
         let Some(t) = target_of(l) else { continue };
@@ -102,10 +145,11 @@ pub(crate) fn room_body(lines: &[TranscriptLine]) -> String {
                 .and_then(|r| r.get("key"))
                 .and_then(Value::as_str)
                 .unwrap_or("?");
-            reactions
-                .entry(t)
-                .or_default()
-                .push((key.to_owned(), l.sender.clone()));
+            reactions.entry(t).or_default().push(Reaction {
+                key: key.to_owned(),
+                sender: l.sender.clone(),
+                unauthenticated: l.unauthenticated,
+            });
             summarised[i] = true;
         }
     }
@@ -126,6 +170,9 @@ pub(crate) fn room_body(lines: &[TranscriptLine]) -> String {
             time_ms(l.origin_server_ts),
             escape(&l.sender)
         ));
+        if let Some(why) = l.unauthenticated {
+            entry.push(warning(&l.sender, why));
+        }
         if let Some(r) = &l.redacted {
             let when = r
                 .at_ms
@@ -338,13 +385,25 @@ fn describe<'l>(
     out
 }
 
-/// `👍 ×2 (@a:hs, @b:hs), ✅ (@c:hs)`, in order of first use.
-fn reaction_summary(list: &[(String, String)]) -> String {
-    let mut keys: Vec<(&str, Vec<&str>)> = Vec::new();
-    for (key, sender) in list {
-        match keys.iter_mut().find(|(k, _)| *k == key.as_str()) {
-            Some((_, senders)) => senders.push(sender.as_str()),
-            None => keys.push((key.as_str(), vec![sender.as_str()])),
+/// One reaction, summarised under the entry it reacts to.
+struct Reaction {
+    key: String,
+    sender: String,
+    unauthenticated: Option<Unauthenticated>,
+}
+
+/// `👍 ×2 (@a:hs, @b:hs), ✅ (@c:hs)`, in order of first use; a reaction nothing proves
+/// is marked after its sender (`@c:hs ⚠ unencrypted`).
+fn reaction_summary(list: &[Reaction]) -> String {
+    let mut keys: Vec<(&str, Vec<String>)> = Vec::new();
+    for r in list {
+        let who = match r.unauthenticated {
+            Some(why) => format!("{} \u{26a0} {}", escape(&r.sender), why.as_str()),
+            None => escape(&r.sender),
+        };
+        match keys.iter_mut().find(|(k, _)| *k == r.key.as_str()) {
+            Some((_, senders)) => senders.push(who),
+            None => keys.push((r.key.as_str(), vec![who])),
         }
     }
     keys.iter()
@@ -354,8 +413,7 @@ fn reaction_summary(list: &[(String, String)]) -> String {
             } else {
                 String::new()
             };
-            let who: Vec<String> = senders.iter().map(|s| escape(s)).collect();
-            format!("{}{count} ({})", escape(key), who.join(", "))
+            format!("{}{count} ({})", escape(key), senders.join(", "))
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -453,9 +511,13 @@ pub(crate) fn is_media_member(file: &str) -> bool {
     file.strip_prefix("media/").is_some_and(super::is_safe_name)
 }
 
-/// `index.md`: the incident, its rooms with their figures, the pre-seal segments, and
-/// every undecryptable event.
-pub(crate) fn index(m: &Manifest, undecryptable: &[UndecryptableEvent]) -> String {
+/// `index.md`: the incident, its rooms with their figures, the pre-seal segments, every
+/// event nothing proves came from its sender, and every undecryptable event.
+pub(crate) fn index(
+    m: &Manifest,
+    undecryptable: &[UndecryptableEvent],
+    unauthenticated: &[UnauthenticatedEvent],
+) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# Incident archive: {}\n", escape(&m.display_name));
     out.push_str("| | |\n|---|---|\n");
@@ -482,14 +544,14 @@ pub(crate) fn index(m: &Manifest, undecryptable: &[UndecryptableEvent]) -> Strin
     out.push_str("\n## Rooms\n\n");
     out.push_str(
         "| Room | Key | Events | Messages | Edits | Reactions | State | Redacted | \
-         Removed by retention | Undecryptable | Media | Media missing |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         Removed by retention | Undecryptable | Not authenticated | Media | Media missing |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in &m.rooms {
         let c = &r.counts;
         let _ = writeln!(
             out,
-            "| [{}](rooms/{}.md) | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| [{}](rooms/{}.md) | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             escape(&r.name),
             r.key,
             escape(&r.key),
@@ -501,6 +563,7 @@ pub(crate) fn index(m: &Manifest, undecryptable: &[UndecryptableEvent]) -> Strin
             c.redacted,
             c.retention_removed,
             c.undecryptable,
+            c.unauthenticated(),
             c.media,
             c.media_missing
         );
@@ -536,6 +599,30 @@ pub(crate) fn index(m: &Manifest, undecryptable: &[UndecryptableEvent]) -> Strin
         if m.audit.entries == 1 { "y" } else { "ies" },
         escape(&m.audit.file)
     );
+    out.push_str("\n## Events not proven to come from their sender\n\n");
+    if unauthenticated.is_empty() {
+        out.push_str(
+            "None: every event that could be encrypted was, and came from a device cordon \
+             had verified.\n",
+        );
+    } else {
+        out.push_str(
+            "The homeserver names each event's sender. Nothing ties these to the person \
+             named: do not attribute them without checking with that person.\n\n",
+        );
+        for u in unauthenticated {
+            let _ = writeln!(
+                out,
+                "- room {}, {}, from {}, event {}: {} ({})",
+                escape(&u.room_key),
+                time_ms(u.origin_server_ts),
+                escape(&u.sender),
+                escape(&u.event_id),
+                u.why.explain(),
+                u.why.as_str()
+            );
+        }
+    }
     out.push_str("\n## Undecryptable events\n\n");
     if undecryptable.is_empty() {
         out.push_str("None: cordon could decrypt every event.\n");
@@ -580,6 +667,7 @@ mod tests {
             state_key: None,
             redacted: None,
             media: None,
+            unauthenticated: None,
         }
     }
 
@@ -682,6 +770,7 @@ mod tests {
         u.encryption = Some(Encryption {
             sender_device: None,
             verified: false,
+            verification: None,
             session_id: None,
             failure: Some("MissingMegolmSession".into()),
         });

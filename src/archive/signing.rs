@@ -143,8 +143,9 @@ impl ArchiveSigner {
     }
 
     /// `manifest.sig`'s text for `manifest` (the exact bytes of `manifest.json`): the
-    /// signature in standard base64, one line.
-    pub(crate) fn sign(&self, manifest: &[u8]) -> String {
+    /// signature in standard base64, one line. Public for tools and tests that build
+    /// archives by hand; the writer is the only caller in cordon.
+    pub fn sign(&self, manifest: &[u8]) -> String {
         let sig: Signature = self.key.sign(manifest);
         format!("{}\n", STANDARD.encode(sig.to_bytes()))
     }

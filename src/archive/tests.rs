@@ -36,6 +36,7 @@ fn line(room: &str, id: &str, ts: i64, sender: &str, ty: &str, content: Value) -
         state_key: None,
         redacted: None,
         media: None,
+        unauthenticated: None,
     }
 }
 
@@ -88,6 +89,11 @@ struct Fixture {
 impl Fixture {
     fn path(&self) -> &Path {
         &self.sealed.path
+    }
+
+    /// What a records officer who pinned this cordon's key trusts.
+    fn trusted(&self) -> TrustedSigners {
+        TrustedSigners::pinned(self.signer.public())
     }
 }
 
@@ -190,6 +196,7 @@ fn seal() -> Fixture {
     undecryptable.encryption = Some(Encryption {
         sender_device: None,
         verified: false,
+        verification: None,
         session_id: Some("s".into()),
         failure: Some("MissingMegolmSession".into()),
     });
@@ -343,14 +350,14 @@ fn an_archive_round_trips_and_each_records_officer_can_verify_it() {
         "mc-4k7p.cordon-archive.age"
     );
     for officer in &f.officers {
-        let v = verify_file(f.path(), std::slice::from_ref(officer), None).unwrap();
+        let v = verify_file(f.path(), std::slice::from_ref(officer), &f.trusted()).unwrap();
         assert_eq!(v.manifest, f.sealed.manifest);
         assert_eq!(v.signer, f.signer.public());
-        assert!(!v.pinned);
+        assert_eq!(v.trusted_as, KeySource::Pinned);
         assert_eq!(v.file_sha256, f.sealed.sha256);
     }
     let m = &f.sealed.manifest;
-    assert_eq!(m.v, 1);
+    assert_eq!(m.v, MANIFEST_VERSION);
     assert_eq!(m.signing_key, f.signer.public().to_string());
     assert_eq!(m.cordon_version, env!("CARGO_PKG_VERSION"));
     let c = m.rooms[0].counts;
@@ -367,6 +374,9 @@ fn an_archive_round_trips_and_each_records_officer_can_verify_it() {
             undecryptable: 1,
             media: 1,
             media_missing: 1,
+            unencrypted: 0,
+            unverified_device: 0,
+            mismatched_sender: 0,
         }
     );
     assert_eq!(m.audit.entries, 2);
@@ -427,7 +437,7 @@ fn members_have_a_fixed_mode_owner_and_time() {
 fn a_key_it_was_not_sealed_to_is_refused_as_the_wrong_key() {
     let f = seal();
     let stranger = age::x25519::Identity::generate();
-    let err = verify_file(f.path(), &[stranger], None).unwrap_err();
+    let err = verify_file(f.path(), &[stranger], &f.trusted()).unwrap_err();
     assert!(matches!(err, ArchiveError::WrongKey), "{err}");
     assert_eq!(
         err.to_string(),
@@ -452,7 +462,7 @@ fn a_truncated_file_is_refused_as_damaged_wherever_it_is_cut() {
         raw.len() - 1,
     ] {
         fs::write(&cut, &raw[..at]).unwrap();
-        let err = verify_file(&cut, &f.officers, None).unwrap_err();
+        let err = verify_file(&cut, &f.officers, &f.trusted()).unwrap_err();
         assert!(
             matches!(err, ArchiveError::Damaged { .. }),
             "cut at {at}: {err}"
@@ -470,7 +480,7 @@ fn a_flipped_byte_in_the_ciphertext_is_refused_as_damaged() {
         let mut bad = raw.clone();
         bad[at] ^= 0x01;
         fs::write(&flipped, &bad).unwrap();
-        let err = verify_file(&flipped, &f.officers, None).unwrap_err();
+        let err = verify_file(&flipped, &f.officers, &f.trusted()).unwrap_err();
         assert!(
             matches!(err, ArchiveError::Damaged { .. }),
             "byte {at}: {err}"
@@ -486,7 +496,7 @@ fn an_edited_manifest_re_encrypted_to_the_officers_fails_the_signature() {
         let text = String::from_utf8(manifest.1.clone()).unwrap();
         manifest.1 = text.replace("@cmd:hs", "@someone-else:hs").into_bytes();
     });
-    let err = verify_file(&path, &f.officers, None).unwrap_err();
+    let err = verify_file(&path, &f.officers, &f.trusted()).unwrap_err();
     assert!(matches!(err, ArchiveError::BadSignature), "{err}");
 }
 
@@ -511,7 +521,7 @@ fn a_changed_transcript_with_a_recomputed_manifest_fails_the_old_signature() {
         bytes.push(b'\n');
         manifest.1 = bytes;
     });
-    let err = verify_file(&path, &f.officers, None).unwrap_err();
+    let err = verify_file(&path, &f.officers, &f.trusted()).unwrap_err();
     assert!(matches!(err, ArchiveError::BadSignature), "{err}");
 }
 
@@ -525,7 +535,7 @@ fn a_changed_member_under_an_intact_manifest_is_named_as_tampered() {
             .unwrap();
         media.1[0] ^= 0xff;
     });
-    let err = verify_file(&path, &f.officers, None).unwrap_err();
+    let err = verify_file(&path, &f.officers, &f.trusted()).unwrap_err();
     match err {
         ArchiveError::Tampered { file } => assert_eq!(file, "media/command-1.png"),
         other => panic!("{other}"),
@@ -539,25 +549,25 @@ fn added_removed_and_escaping_members_are_refused() {
         m.insert(0, ("media/extra.bin".into(), b"x".to_vec()))
     });
     assert!(matches!(
-        verify_file(&extra, &f.officers, None).unwrap_err(),
+        verify_file(&extra, &f.officers, &f.trusted()).unwrap_err(),
         ArchiveError::UnexpectedMember(n) if n == "media/extra.bin"
     ));
     let removed = edit(&f, |m| m.retain(|(n, _)| n != "audit.jsonl"));
     assert!(matches!(
-        verify_file(&removed, &f.officers, None).unwrap_err(),
+        verify_file(&removed, &f.officers, &f.trusted()).unwrap_err(),
         ArchiveError::MissingMember(n) if n == "audit.jsonl"
     ));
     let escaping = edit(&f, |m| m.insert(0, ("../evil".into(), b"x".to_vec())));
     let out = f.dir.path().join("escaping-out");
     assert!(matches!(
-        open_file(&escaping, &f.officers, None, &out).unwrap_err(),
+        open_file(&escaping, &f.officers, &f.trusted(), &out).unwrap_err(),
         ArchiveError::UnsafePath(n) if n == "../evil"
     ));
     assert!(!f.dir.path().join("evil").exists());
     assert!(!out.exists());
     let absolute = edit(&f, |m| m.insert(0, ("/tmp/evil".into(), b"x".to_vec())));
     assert!(matches!(
-        verify_file(&absolute, &f.officers, None).unwrap_err(),
+        verify_file(&absolute, &f.officers, &f.trusted()).unwrap_err(),
         ArchiveError::UnsafePath(_)
     ));
 }
@@ -565,11 +575,11 @@ fn added_removed_and_escaping_members_are_refused() {
 #[test]
 fn a_pinned_key_must_be_the_signer() {
     let f = seal();
-    let ok = verify_file(f.path(), &f.officers, Some(&f.signer.public())).unwrap();
-    assert!(ok.pinned);
+    let ok = verify_file(f.path(), &f.officers, &f.trusted()).unwrap();
+    assert_eq!(ok.trusted_as, KeySource::Pinned);
     let other = ArchiveSigner::generate().public();
-    let err = verify_file(f.path(), &f.officers, Some(&other)).unwrap_err();
-    assert!(matches!(err, ArchiveError::SignerMismatch { .. }), "{err}");
+    let err = verify_file(f.path(), &f.officers, &TrustedSigners::pinned(other)).unwrap_err();
+    assert!(matches!(err, ArchiveError::UntrustedSigner { .. }), "{err}");
     assert!(err.is_check_failure());
 }
 
@@ -577,7 +587,7 @@ fn a_pinned_key_must_be_the_signer() {
 fn opening_writes_every_member_and_merges_pre_seal_segments_by_event_id() {
     let f = seal();
     let out = f.dir.path().join("opened");
-    let opened = open_file(f.path(), &f.officers[1..], Some(&f.signer.public()), &out).unwrap();
+    let opened = open_file(f.path(), &f.officers[1..], &f.trusted(), &out).unwrap();
     assert!(opened.warnings.is_empty(), "{:?}", opened.warnings);
     for name in [
         "index.md",
@@ -645,7 +655,7 @@ fn opening_writes_every_member_and_merges_pre_seal_segments_by_event_id() {
     }
     // A second opening into the same directory is refused.
     assert!(matches!(
-        open_file(f.path(), &f.officers, None, &out).unwrap_err(),
+        open_file(f.path(), &f.officers, &f.trusted(), &out).unwrap_err(),
         ArchiveError::OutputNotEmpty(_)
     ));
 }
@@ -782,4 +792,243 @@ fn identity_files_are_read_with_comments_and_garbled_ones_refused_clearly() {
     let empty = dir.path().join("empty.key");
     fs::write(&empty, "# nothing\n").unwrap();
     assert!(read_identities(&empty).is_err());
+}
+
+/// What someone holding a signing key can make: the manifest changed by `change` (which
+/// may change the members too), named as signed by `signer`, signed by it, and
+/// re-encrypted to the officers.
+fn resigned(
+    f: &Fixture,
+    signer: &ArchiveSigner,
+    change: impl FnOnce(&mut Vec<(String, Vec<u8>)>, &mut Value),
+) -> PathBuf {
+    edit(f, |m| {
+        let at =
+            |m: &Vec<(String, Vec<u8>)>, name: &str| m.iter().position(|(n, _)| n == name).unwrap();
+        let mut value: Value = serde_json::from_slice(&m[at(m, "manifest.json")].1).unwrap();
+        value["signing_key"] = json!(signer.public().to_string());
+        change(m, &mut value);
+        let mut bytes = serde_json::to_vec_pretty(&value).unwrap();
+        bytes.push(b'\n');
+        let sig = signer.sign(&bytes);
+        let i = at(m, "manifest.json");
+        m[i].1 = bytes;
+        let j = at(m, "manifest.sig");
+        m[j].1 = sig.into_bytes();
+    })
+}
+
+/// Every file under `dir`, relative to it.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                out.push(path.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_signed_manifest_whose_room_key_climbs_out_writes_nothing_anywhere() {
+    let f = seal();
+    let before = files_under(f.dir.path());
+    // Validly signed by the pinned key (a leaked key, or a compromised host): the
+    // names must still be checked.
+    for (what, key) in [
+        ("pre-seal", "../../escaped"),
+        ("pre-seal", "/tmp/escaped"),
+        ("media", "../escaped"),
+    ] {
+        let path = resigned(&f, &f.signer, |m, v| match what {
+            "pre-seal" => {
+                m.insert(0, ("pre-seal/x-000001.jsonl.age".into(), b"x".to_vec()));
+                v["pre_seal"].as_array_mut().unwrap().push(json!({
+                    "room_key": key, "file": "pre-seal/x-000001.jsonl.age",
+                    "sha256": hex::encode(Sha256::digest(b"x")), "bytes": 1, "lines": 1,
+                }));
+            }
+            _ => v["media"][0]["room_key"] = json!(key),
+        });
+        let out = f.dir.path().join("nest").join("out");
+        let err = open_file(&path, &f.officers, &f.trusted(), &out).unwrap_err();
+        match &err {
+            ArchiveError::BadManifest { detail, .. } => {
+                assert!(detail.contains(&format!("room key {key:?}")), "{detail}")
+            }
+            other => panic!("{what} {key}: {other}"),
+        }
+        assert!(err.is_check_failure());
+        assert!(
+            !out.exists(),
+            "{what} {key}: the output directory was created"
+        );
+        let mut after = files_under(f.dir.path());
+        after.retain(|p| p != "altered.age");
+        assert_eq!(after, before, "{what} {key}: a file was written");
+        assert!(!Path::new("/tmp/escaped.merged.jsonl").exists());
+    }
+}
+
+#[test]
+fn an_archive_signed_by_a_key_not_trusted_is_refused_naming_that_key() {
+    let f = seal();
+    let stranger = ArchiveSigner::generate();
+    let path = resigned(&f, &stranger, |_, _| {});
+    let err = verify_file(&path, &f.officers, &f.trusted()).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, ArchiveError::UntrustedSigner { .. }),
+        "{text}"
+    );
+    assert!(text.contains(&stranger.public().to_string()), "{text}");
+    assert!(
+        text.contains(&format!("not by the pinned key {}", f.signer.public())),
+        "{text}"
+    );
+    assert!(err.is_check_failure());
+    // The same with a trust file, which the refusal names.
+    let keys = f.dir.path().join("records.keys");
+    fs::write(&keys, format!("{}  St Elsewhere\n", f.signer.public())).unwrap();
+    let from_file = TrustedSigners::read_file(&keys).unwrap();
+    let text = verify_file(&path, &f.officers, &from_file)
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains(&stranger.public().to_string()), "{text}");
+    assert!(text.contains(&keys.display().to_string()), "{text}");
+    // The genuine archive verifies against the file, saying which line trusted it.
+    let ok = verify_file(f.path(), &f.officers, &from_file).unwrap();
+    assert!(
+        matches!(&ok.trusted_as, KeySource::TrustFile { line: 1, label, .. } if label == "St Elsewhere"),
+        "{:?}",
+        ok.trusted_as
+    );
+    // Nothing trusted: nothing verified, not even the genuine archive, nothing opened.
+    let none = TrustedSigners::new();
+    assert!(matches!(
+        verify_file(f.path(), &f.officers, &none).unwrap_err(),
+        ArchiveError::NoTrustedSigner
+    ));
+    let out = f.dir.path().join("untrusted-out");
+    assert!(matches!(
+        open_file(f.path(), &f.officers, &none, &out).unwrap_err(),
+        ArchiveError::NoTrustedSigner
+    ));
+    assert!(!out.exists());
+}
+
+#[test]
+fn a_version_1_archive_still_verifies_and_opens() {
+    let f = seal();
+    // An archive from before version 2: no counts of unauthenticated lines.
+    let path = resigned(&f, &f.signer, |_, v| {
+        v["v"] = json!(1);
+        for room in v["rooms"].as_array_mut().unwrap() {
+            let counts = room["counts"].as_object_mut().unwrap();
+            for new in ["unencrypted", "unverified_device", "mismatched_sender"] {
+                assert!(counts.remove(new).is_some(), "{new}");
+            }
+        }
+    });
+    let v = verify_file(&path, &f.officers, &f.trusted()).unwrap();
+    assert_eq!(v.manifest.v, 1);
+    assert_eq!(v.manifest.totals().unauthenticated(), 0);
+    let out = f.dir.path().join("v1-out");
+    open_file(&path, &f.officers, &f.trusted(), &out).unwrap();
+    assert!(out.join("rooms/command.merged.md").is_file());
+}
+
+#[test]
+fn unauthenticated_lines_are_counted_marked_before_their_words_and_listed_in_the_index() {
+    use crate::retention::segment::Unauthenticated;
+    let dir = tempfile::tempdir().unwrap();
+    let officer = age::x25519::Identity::generate();
+    let signer = ArchiveSigner::generate();
+    let mut w =
+        ArchiveWriter::create(dir.path(), "x.cordon-archive.age", &[officer.to_public()]).unwrap();
+    let marked = |id: &str, body: &str, why: Unauthenticated| {
+        let mut l = text("command", id, T0, body);
+        l.sender = "@consultant:hs".into();
+        l.unauthenticated = Some(why);
+        l
+    };
+    let mut reaction = line(
+        "command",
+        "$re",
+        T0 + 4,
+        "@nurse:hs",
+        "m.reaction",
+        json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": "$ok", "key": "✅"}}),
+    );
+    reaction.unauthenticated = Some(Unauthenticated::Unencrypted);
+    w.add_room(&RoomExport {
+        key: "command".into(),
+        room_id: "!command:hs".into(),
+        name: "Command".into(),
+        lines: vec![
+            text("command", "$ok", T0, "Bed 4: 2 units O neg"),
+            marked(
+                "$in",
+                "Give 10 units insulin IV now",
+                Unauthenticated::Unencrypted,
+            ),
+            marked("$uv", "Discharge bed 7", Unauthenticated::UnverifiedDevice),
+            marked(
+                "$ms",
+                "Stop the transfusion",
+                Unauthenticated::MismatchedSender,
+            ),
+            reaction,
+        ],
+    })
+    .unwrap();
+    let sealed = w.finish(header(), &signer).unwrap();
+    let c = sealed.manifest.rooms[0].counts;
+    assert_eq!(
+        (c.unencrypted, c.unverified_device, c.mismatched_sender),
+        (2, 1, 1)
+    );
+    assert_eq!(c.unauthenticated(), 4);
+    let out = dir.path().join("out");
+    let trusted = TrustedSigners::pinned(signer.public());
+    open_file(&sealed.path, &[officer], &trusted, &out).unwrap();
+    let lines = segment::decode_lines(
+        fs::read(out.join("rooms/command.jsonl"))
+            .unwrap()
+            .as_slice(),
+    )
+    .unwrap();
+    assert_eq!(lines[1].unauthenticated, Some(Unauthenticated::Unencrypted));
+    assert_eq!(lines[0].unauthenticated, None);
+    for md in ["rooms/command.md", "rooms/command.merged.md"] {
+        let md = fs::read_to_string(out.join(md)).unwrap();
+        // The warning comes before the words it is about.
+        let warned = md
+            .find("**Not proven to be from @consultant:hs** (unencrypted)")
+            .unwrap_or_else(|| panic!("{md}"));
+        let words = md.find("Give 10 units insulin IV now").unwrap();
+        assert!(warned < words, "{md}");
+        assert!(md.contains("(unverified-device)"), "{md}");
+        assert!(md.contains("(mismatched-sender)"), "{md}");
+        assert!(md.contains("✅ (@nurse:hs \u{26a0} unencrypted)"), "{md}");
+        // The verified message carries no warning.
+        let ok = md.find("Bed 4: 2 units O neg").unwrap();
+        let entry_start = md[..ok].rfind("<a id=").unwrap();
+        assert!(!md[entry_start..ok].contains("Not proven"), "{md}");
+    }
+    let index = fs::read_to_string(out.join("index.md")).unwrap();
+    assert!(
+        index.contains("## Events not proven to come from their sender"),
+        "{index}"
+    );
+    for id in ["$in", "$uv", "$ms", "$re"] {
+        assert!(index.contains(&format!("event \\{id}")), "{id} in {index}");
+    }
 }

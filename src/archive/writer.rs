@@ -21,7 +21,7 @@ use super::manifest::{
     AuditManifest, Counts, FileHash, MANIFEST_VERSION, Manifest, MediaManifest, PreSealManifest,
     RoomManifest,
 };
-use super::render::{self, RoomHeading, UndecryptableEvent};
+use super::render::{self, RoomHeading, UnauthenticatedEvent, UndecryptableEvent};
 use super::signing::ArchiveSigner;
 use super::{
     AUDIT_FILE, ArchiveError, ArchiveHeader, INDEX_FILE, MANIFEST_FILE, MediaEntry, RoomExport,
@@ -49,6 +49,8 @@ pub struct ArchiveWriter {
     /// Room renderings without their heading, written by `finish`.
     pending: Vec<(usize, String)>,
     undecryptable: Vec<UndecryptableEvent>,
+    /// Every event nothing proves came from its sender, for `index.md`.
+    unauthenticated: Vec<UnauthenticatedEvent>,
     poisoned: bool,
     finished: bool,
 }
@@ -108,6 +110,7 @@ impl ArchiveWriter {
             audit: None,
             pending: Vec::new(),
             undecryptable: Vec::new(),
+            unauthenticated: Vec::new(),
             poisoned: false,
             finished: false,
         })
@@ -192,6 +195,8 @@ impl ArchiveWriter {
             .push((self.rooms.len() - 1, render::room_body(&room.lines)));
         self.undecryptable
             .extend(UndecryptableEvent::all(&room.lines));
+        self.unauthenticated
+            .extend(UnauthenticatedEvent::all(&room.lines));
         Ok(())
     }
 
@@ -307,7 +312,7 @@ impl ArchiveWriter {
             audit: self.audit.take().ok_or(ArchiveError::Poisoned)?,
             renderings,
         };
-        let index = render::index(&manifest, &self.undecryptable);
+        let index = render::index(&manifest, &self.undecryptable, &self.unauthenticated);
         let (sha256, _) = self.append(INDEX_FILE, index.as_bytes())?;
         manifest.renderings.push(FileHash {
             file: INDEX_FILE.to_owned(),

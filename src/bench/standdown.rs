@@ -244,8 +244,13 @@ fn check_archive(
         .dir
         .join("archives")
         .join(crate::archive::archive_file_name(incident));
-    let verified = crate::archive::reader::verify_file(&path, std::slice::from_ref(officer), None)
-        .map_err(|e| other(format!("{}: {e}", path.display())))?;
+    // Checked against the key of the bot that sealed it, as a records officer would.
+    let signer = crate::archive::ArchiveSigner::load(&setup.state_dir)
+        .map_err(|e| other(format!("the bot's archive signing key: {e}")))?;
+    let trusted = crate::archive::TrustedSigners::pinned(signer.public());
+    let verified =
+        crate::archive::reader::verify_file(&path, std::slice::from_ref(officer), &trusted)
+            .map_err(|e| other(format!("{}: {e}", path.display())))?;
     let totals = verified.manifest.totals();
     // The bot's own notices count as messages too.
     if totals.messages < messages as u64 || totals.undecryptable > 0 {

@@ -232,6 +232,11 @@ async fn export_room(
 ) -> Result<RoomExport, SealFailure> {
     let client = room.client();
     let room_id = room.room_id();
+    // Decides how a plaintext message is marked: in an encrypted room (every incident
+    // room) nothing proves who wrote it.
+    let encrypted = crate::retention::sweep::room_is_encrypted(room)
+        .await
+        .map_err(|e| SealFailure::Retry(e.into()))?;
     let mut lines: Vec<TranscriptLine> = Vec::new();
     // Events cordon could not decrypt yet, tried again below.
     let mut undecrypted = Vec::new();
@@ -253,9 +258,9 @@ async fn export_room(
             let head = EventHead::parse(raw.json().get());
             let line = if head.unsigned.redacted_because {
                 let json: Value = serde_json::from_str(raw.json().get()).unwrap_or(Value::Null);
-                redacted_line(bot, record, room_id.as_str(), &json)
+                redacted_line(bot, record, room_id.as_str(), &json, encrypted)
             } else {
-                read(room, record, raw, &head).await?
+                read(room, record, raw, &head, encrypted).await?
             };
             let Some(line) = line else {
                 warn!(room = %room_id, "an event without id, sender or type is not exported");
@@ -281,7 +286,7 @@ async fn export_room(
         bot.settle_sync(2).await;
         let mut still = 0;
         for (index, raw, head) in undecrypted {
-            let line = match read(room, record, &raw, &head).await? {
+            let line = match read(room, record, &raw, &head, encrypted).await? {
                 Some(line) if !line.undecryptable => {
                     complete(bot, writer, &record.key, line, media).await?
                 }
@@ -317,8 +322,9 @@ async fn read(
     record: &RoomRecord,
     raw: &matrix_sdk::ruma::serde::Raw<matrix_sdk::ruma::events::AnyTimelineEvent>,
     head: &EventHead,
+    room_encrypted: bool,
 ) -> Result<Option<TranscriptLine>, SealFailure> {
-    crate::retention::sweep::read_line(room, &record.key, raw, head)
+    crate::retention::sweep::read_line(room, &record.key, raw, head, room_encrypted)
         .await
         .map_err(|e| SealFailure::Retry(e.into()))
 }
@@ -341,18 +347,21 @@ async fn complete(
 }
 
 /// The line of an event that was redacted before the export read it: who, when and
-/// why, and no content (the server has none left).
+/// why, and no content (the server has none left). A redacted encrypted event keeps its
+/// type `m.room.encrypted`; one that was sent in plaintext into an encrypted room is
+/// still marked as unencrypted.
 fn redacted_line(
     bot: &Bot,
     record: &RoomRecord,
     room_id: &str,
     json: &Value,
+    room_encrypted: bool,
 ) -> Option<TranscriptLine> {
     let mut line = TranscriptLine::from_event(
         room_id,
         &record.key,
         json,
-        crate::retention::segment::Reading::Plain,
+        crate::retention::segment::Reading::plain(room_encrypted),
     )?;
     line.content = None;
     line.relates_to = None;

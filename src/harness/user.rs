@@ -381,6 +381,37 @@ impl TestUser {
         Ok(sent.response.event_id)
     }
 
+    /// Sends an event of `event_type` with `content` in plaintext, even into an
+    /// encrypted room, through the client-server API: what a client without end-to-end
+    /// encryption does, and what a homeserver can inject in anyone's name. Returns its
+    /// event id.
+    pub async fn send_unencrypted(
+        &self,
+        room_id: &RoomId,
+        event_type: &str,
+        content: &serde_json::Value,
+    ) -> Result<OwnedEventId, HarnessError> {
+        use matrix_sdk::ruma::TransactionId;
+        use matrix_sdk::ruma::api::client::message::send_message_event;
+        use matrix_sdk::ruma::serde::Raw;
+        let context = || format!("{} sending unencrypted to {room_id}", self.user_id);
+        let body = Raw::new(content)
+            .map_err(|e| HarnessError::matrix(context(), matrix_sdk::Error::from(e)))?
+            .cast_unchecked();
+        let request = send_message_event::v3::Request::new_raw(
+            room_id.to_owned(),
+            TransactionId::new(),
+            event_type.into(),
+            body,
+        );
+        let response = self
+            .client
+            .send(request)
+            .await
+            .map_err(|e| HarnessError::matrix(context(), e))?;
+        Ok(response.event_id)
+    }
+
     /// The first message in `room_id` (already received, or arriving before `deadline`)
     /// for which `pred(sender, body)` holds. Counts every readable `m.room.message`
     /// (text, notice, emote, ...), decrypted or not, including the person's own.

@@ -43,6 +43,15 @@ pub enum SweepError {
         /// The cause.
         source: matrix_sdk::Error,
     },
+    /// matrix-sdk could not tell whether the room is encrypted, and asking the
+    /// homeserver failed.
+    #[error("reading the encryption state of {room}: {source}")]
+    EncryptionState {
+        /// The room.
+        room: String,
+        /// The cause.
+        source: matrix_sdk::Error,
+    },
     /// Writing a pre-seal segment failed.
     #[error("sealing before redacting: {0}")]
     Seal(#[from] SealError),

@@ -71,6 +71,61 @@ pub struct TranscriptLine {
     /// archive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media: Option<MediaRef>,
+    /// Set when nothing proves the event came from `sender`: it arrived unencrypted in
+    /// an encrypted room, from a device cordon had not verified, or under another
+    /// sender than the owner of its encryption session. Absent on lines written before
+    /// cordon marked them (manifest version 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unauthenticated: Option<Unauthenticated>,
+}
+
+/// Why nothing proves that an event came from the sender the homeserver names.
+///
+/// The homeserver writes an event's `sender`. Only end-to-end encryption from a device
+/// cross-signed by an identity cordon verified ties the words to a person; each
+/// variant is a way that tie is missing, so a reader never takes such a line for a
+/// clinician's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Unauthenticated {
+    /// Sent in plaintext into an encrypted room: the homeserver, or any client of the
+    /// sender's account without encryption, could have written it.
+    Unencrypted,
+    /// Decrypted, but the sending device was not cross-signed by an identity cordon
+    /// verified (not enrolled, an identity changed since, an unsigned or unknown
+    /// device, a key from an insecure source); `encryption.verification` says which.
+    UnverifiedDevice,
+    /// The event's `sender` is not the owner of the device that created its megolm
+    /// session: someone else's message, re-sent under this sender's name.
+    MismatchedSender,
+}
+
+impl Unauthenticated {
+    /// The value as written in a transcript line (`unencrypted`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unencrypted => "unencrypted",
+            Self::UnverifiedDevice => "unverified-device",
+            Self::MismatchedSender => "mismatched-sender",
+        }
+    }
+
+    /// What it means for a reader, one sentence without a full stop.
+    pub fn explain(self) -> &'static str {
+        match self {
+            Self::Unencrypted => {
+                "not end-to-end encrypted in an encrypted room: the homeserver could have \
+                 written it, and nothing proves the sender did"
+            }
+            Self::UnverifiedDevice => {
+                "sent from a device cordon had not verified: nothing proves the sender wrote it"
+            }
+            Self::MismatchedSender => {
+                "the sender is not the owner of its encryption session: it was re-sent in \
+                 the sender's name and is not their message"
+            }
+        }
+    }
 }
 
 /// The marker of a redaction, from the redacted event's `unsigned.redacted_because`.
@@ -129,6 +184,12 @@ pub struct Encryption {
     /// when cordon decrypted it.
     #[serde(default)]
     pub verified: bool,
+    /// When `verified` is false for a decrypted event, why, from matrix-sdk's
+    /// verification level: `unverified-identity`, `verification-violation` (the
+    /// identity changed after it was verified), `unsigned-device`, `unknown-device`,
+    /// `insecure-source` (the key came from a backup or a forward), `mismatched-sender`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<String>,
     /// The megolm session, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
@@ -140,8 +201,13 @@ pub struct Encryption {
 /// How cordon read one event, for [`TranscriptLine::from_event`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reading {
-    /// A plaintext event.
+    /// A plaintext event in a room without end-to-end encryption.
     Plain,
+    /// A plaintext event in an encrypted room. Its line is marked
+    /// [`Unauthenticated::Unencrypted`], unless it is a state event or a redaction (the
+    /// protocol sends those in the clear) or a redacted encrypted event (whose type is
+    /// still `m.room.encrypted`).
+    PlainInEncryptedRoom,
     /// Decrypted; `event` passed is the decrypted event.
     Decrypted(Encryption),
     /// Could not be decrypted; `event` passed is the `m.room.encrypted` event.
@@ -164,8 +230,9 @@ impl TranscriptLine {
             .as_ref()
             .and_then(|c| c.get("m.relates_to"))
             .cloned();
+        let unauthenticated = reading.unauthenticated(event);
         let (content, relates_to, encryption, undecryptable) = match reading {
-            Reading::Plain => (content, relates_to, None, false),
+            Reading::Plain | Reading::PlainInEncryptedRoom => (content, relates_to, None, false),
             Reading::Decrypted(e) => (content, relates_to, Some(e), false),
             // The ciphertext is useless to the reader; relations stay in the clear.
             Reading::Undecryptable(e) => (None, relates_to, Some(e), true),
@@ -186,7 +253,43 @@ impl TranscriptLine {
             state_key: text("state_key"),
             redacted: None,
             media: None,
+            unauthenticated,
         })
+    }
+}
+
+/// `encryption.verification` when the event's sender is not its session's owner.
+pub const VERIFICATION_MISMATCHED_SENDER: &str = "mismatched-sender";
+
+impl Reading {
+    /// A plaintext event's reading: [`Reading::PlainInEncryptedRoom`] when the room is
+    /// encrypted.
+    pub fn plain(room_encrypted: bool) -> Reading {
+        if room_encrypted {
+            Reading::PlainInEncryptedRoom
+        } else {
+            Reading::Plain
+        }
+    }
+
+    /// Why nothing proves that `event`, read this way, came from its sender.
+    fn unauthenticated(&self, event: &Value) -> Option<Unauthenticated> {
+        match self {
+            Reading::Plain | Reading::Undecryptable(_) => None,
+            Reading::PlainInEncryptedRoom => {
+                let event_type = event.get("type").and_then(Value::as_str);
+                let in_the_clear_by_protocol = event.get("state_key").is_some()
+                    || matches!(event_type, Some("m.room.redaction" | "m.room.encrypted"));
+                (!in_the_clear_by_protocol).then_some(Unauthenticated::Unencrypted)
+            }
+            Reading::Decrypted(e)
+                if e.verification.as_deref() == Some(VERIFICATION_MISMATCHED_SENDER) =>
+            {
+                Some(Unauthenticated::MismatchedSender)
+            }
+            Reading::Decrypted(e) if !e.verified => Some(Unauthenticated::UnverifiedDevice),
+            Reading::Decrypted(_) => None,
+        }
     }
 }
 
@@ -427,6 +530,7 @@ mod tests {
             Reading::Decrypted(Encryption {
                 sender_device: Some("DEV".into()),
                 verified: true,
+                verification: None,
                 session_id: Some("s".into()),
                 failure: None,
             }),
@@ -466,6 +570,7 @@ mod tests {
             Reading::Undecryptable(Encryption {
                 sender_device: None,
                 verified: false,
+                verification: None,
                 session_id: Some("s".into()),
                 failure: Some("MissingMegolmSession".into()),
             }),
@@ -476,6 +581,82 @@ mod tests {
         assert_eq!(l.relates_to.unwrap()["rel_type"], "m.thread");
         let v: Value = serde_json::from_slice(&encode_lines(&[line("$x", "y")]).unwrap()).unwrap();
         assert!(v.get("undecryptable").is_none());
+    }
+
+    #[test]
+    fn lines_say_when_nothing_proves_their_sender_wrote_them() {
+        let event = |ty: &str, state_key: Option<&str>| {
+            let mut e = json!({
+                "event_id": "$e", "sender": "@a:hs", "origin_server_ts": 5, "type": ty,
+                "content": { "msgtype": "m.text", "body": "Give 10 units insulin" },
+            });
+            if let Some(k) = state_key {
+                e["state_key"] = json!(k);
+            }
+            e
+        };
+        let mark = |ty: &str, state_key: Option<&str>, reading: Reading| {
+            TranscriptLine::from_event("!r", "command", &event(ty, state_key), reading)
+                .unwrap()
+                .unauthenticated
+        };
+        let decrypted = |verified: bool, verification: Option<&str>| {
+            Reading::Decrypted(Encryption {
+                sender_device: Some("DEV".into()),
+                verified,
+                verification: verification.map(str::to_owned),
+                session_id: None,
+                failure: None,
+            })
+        };
+        // Plaintext in an encrypted room: marked, unless the protocol sends it in the
+        // clear (state, redactions) or it is a redacted encrypted event.
+        assert_eq!(
+            mark("m.room.message", None, Reading::plain(true)),
+            Some(Unauthenticated::Unencrypted)
+        );
+        assert_eq!(
+            mark("m.reaction", None, Reading::plain(true)),
+            Some(Unauthenticated::Unencrypted)
+        );
+        assert_eq!(
+            mark("m.room.member", Some("@a:hs"), Reading::plain(true)),
+            None
+        );
+        assert_eq!(mark("m.room.redaction", None, Reading::plain(true)), None);
+        assert_eq!(mark("m.room.encrypted", None, Reading::plain(true)), None);
+        // In a room without encryption, plaintext is all there is.
+        assert_eq!(mark("m.room.message", None, Reading::plain(false)), None);
+        // Decrypted: only a verified device's message is unmarked.
+        assert_eq!(mark("m.room.message", None, decrypted(true, None)), None);
+        assert_eq!(
+            mark(
+                "m.room.message",
+                None,
+                decrypted(false, Some("unsigned-device"))
+            ),
+            Some(Unauthenticated::UnverifiedDevice)
+        );
+        assert_eq!(
+            mark(
+                "m.room.message",
+                None,
+                decrypted(false, Some(VERIFICATION_MISMATCHED_SENDER))
+            ),
+            Some(Unauthenticated::MismatchedSender)
+        );
+        // Written as kebab-case, and absent when there is nothing to say.
+        let marked = TranscriptLine::from_event(
+            "!r",
+            "command",
+            &event("m.room.message", None),
+            Reading::plain(true),
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&encode_lines(&[marked]).unwrap()).unwrap();
+        assert_eq!(v["unauthenticated"], "unencrypted");
+        let v: Value = serde_json::from_slice(&encode_lines(&[line("$x", "y")]).unwrap()).unwrap();
+        assert!(v.get("unauthenticated").is_none(), "{v}");
     }
 
     #[test]

@@ -5,9 +5,12 @@ use std::future::IntoFuture;
 
 use chrono::TimeDelta;
 use futures_util::StreamExt;
+use matrix_sdk::EncryptionState;
 use matrix_sdk::Room;
 use matrix_sdk::config::RequestConfig;
-use matrix_sdk::deserialized_responses::{TimelineEventKind, VerificationState};
+use matrix_sdk::deserialized_responses::{
+    DeviceLinkProblem, TimelineEventKind, VerificationLevel, VerificationState,
+};
 use matrix_sdk::ruma::api::client::filter::RoomEventFilter;
 use matrix_sdk::ruma::api::client::message::get_message_events;
 use matrix_sdk::ruma::api::client::redact::redact_event;
@@ -20,7 +23,7 @@ use tracing::{debug, info, instrument, warn};
 
 use super::classify::{EventHead, Pending, REDACTION_TYPE, next_due, redaction_txn_id, scan_page};
 use super::rate_limit::{Failed, RateGate, limit_of};
-use super::segment::{self, Encryption, Reading, TranscriptLine};
+use super::segment::{self, Encryption, Reading, TranscriptLine, VERIFICATION_MISMATCHED_SENDER};
 use super::{AUDIT_ACTION, SealTarget, SweepError, SweepParams, SweepReport, SweepTuning};
 use crate::attachments::media_addresses;
 use crate::store::{
@@ -461,8 +464,9 @@ async fn seal_page(
         return Ok(SweepCounts::default());
     };
     let mut lines = Vec::with_capacity(to_seal.len());
+    let encrypted = room_is_encrypted(room).await?;
     for &i in to_seal {
-        match read_line(room, params.room_key, &events[i], &heads[i]).await? {
+        match read_line(room, params.room_key, &events[i], &heads[i], encrypted).await? {
             Some(line) => lines.push(line),
             None => warn!("an event without sender or type cannot be sealed"),
         }
@@ -524,6 +528,7 @@ pub(crate) async fn read_line(
     room_key: &str,
     raw: &Raw<AnyTimelineEvent>,
     head: &EventHead,
+    room_encrypted: bool,
 ) -> Result<Option<TranscriptLine>, SweepError> {
     let room_id = room.room_id().as_str();
     let parse = |json: &str| serde_json::from_str::<Value>(json).unwrap_or(Value::Null);
@@ -532,7 +537,7 @@ pub(crate) async fn read_line(
             room_id,
             room_key,
             &parse(raw.json().get()),
-            Reading::Plain,
+            Reading::plain(room_encrypted),
         ));
     }
     let decrypted = room
@@ -551,6 +556,7 @@ pub(crate) async fn read_line(
             let reading = Reading::Decrypted(Encryption {
                 sender_device: info.sender_device.as_ref().map(ToString::to_string),
                 verified: matches!(info.verification_state, VerificationState::Verified),
+                verification: unverified_because(&info.verification_state).map(str::to_owned),
                 session_id: info.session_id().map(str::to_owned),
                 failure: None,
             });
@@ -560,6 +566,7 @@ pub(crate) async fn read_line(
             let reading = Reading::Undecryptable(Encryption {
                 sender_device: None,
                 verified: false,
+                verification: None,
                 session_id: utd_info.session_id.clone(),
                 failure: Some(format!("{:?}", utd_info.reason)),
             });
@@ -569,8 +576,41 @@ pub(crate) async fn read_line(
             room_id,
             room_key,
             &parse(event.json().get()),
-            Reading::Plain,
+            Reading::plain(room_encrypted),
         ),
     };
     Ok(line)
+}
+
+/// Whether `room` is end-to-end encrypted, asking the homeserver when matrix-sdk does
+/// not know yet. Every incident room is created encrypted; a plaintext message in one
+/// is marked as such in the transcript.
+pub(crate) async fn room_is_encrypted(room: &Room) -> Result<bool, SweepError> {
+    let known = room.encryption_state();
+    if !matches!(known, EncryptionState::Unknown) {
+        return Ok(known.is_encrypted());
+    }
+    room.latest_encryption_state()
+        .await
+        .map(|s| s.is_encrypted())
+        .map_err(|source| SweepError::EncryptionState {
+            room: room.room_id().to_string(),
+            source,
+        })
+}
+
+/// Why a decrypted event is not from a verified device, as written in
+/// `encryption.verification`; `None` when it is.
+pub(crate) fn unverified_because(state: &VerificationState) -> Option<&'static str> {
+    match state {
+        VerificationState::Verified => None,
+        VerificationState::Unverified(level) => Some(match level {
+            VerificationLevel::UnverifiedIdentity => "unverified-identity",
+            VerificationLevel::VerificationViolation => "verification-violation",
+            VerificationLevel::UnsignedDevice => "unsigned-device",
+            VerificationLevel::None(DeviceLinkProblem::MissingDevice) => "unknown-device",
+            VerificationLevel::None(DeviceLinkProblem::InsecureSource) => "insecure-source",
+            VerificationLevel::MismatchedSender => VERIFICATION_MISMATCHED_SENDER,
+        }),
+    }
 }

@@ -82,6 +82,7 @@ fn seal() -> Sealing {
         state_key: None,
         redacted: None,
         media: None,
+        unauthenticated: None,
     };
     w.add_room(&RoomExport {
         key: "command".into(),
@@ -154,6 +155,7 @@ fn verify_prints_the_manifest_and_archive_ok() {
 #[test]
 fn verify_exits_1_for_a_wrong_key_a_truncated_file_and_another_signer() {
     let s = seal();
+    let key = s.signer.public().to_string();
     let stranger = s.dir.path().join("stranger.key");
     write_identity(&stranger, &age::x25519::Identity::generate());
     let out = run(&[
@@ -162,6 +164,8 @@ fn verify_exits_1_for_a_wrong_key_a_truncated_file_and_another_signer() {
         s.sealed.path.as_os_str(),
         "-i".as_ref(),
         stranger.as_os_str(),
+        "--signer".as_ref(),
+        key.as_ref(),
     ]);
     let all = text(&out);
     assert_eq!(out.status.code(), Some(1), "{all}");
@@ -184,6 +188,8 @@ fn verify_exits_1_for_a_wrong_key_a_truncated_file_and_another_signer() {
         cut.as_os_str(),
         "-i".as_ref(),
         s.key_file.as_os_str(),
+        "--signer".as_ref(),
+        key.as_ref(),
     ]);
     let all = text(&out);
     assert_eq!(out.status.code(), Some(1), "{all}");
@@ -203,27 +209,128 @@ fn verify_exits_1_for_a_wrong_key_a_truncated_file_and_another_signer() {
     let all = text(&out);
     assert_eq!(out.status.code(), Some(1), "{all}");
     assert!(all.contains("not by the pinned key"), "{all}");
+    // The refusal names the key that did sign it.
+    assert!(all.contains(&format!("signed by {key}")), "{all}");
+    assert!(!all.contains("archive OK"), "{all}");
 }
 
 #[test]
 fn verify_exits_2_for_a_missing_identity_file_or_archive() {
     let s = seal();
+    let key = s.signer.public().to_string();
     let out = run(&[
         "archive".as_ref(),
         "verify".as_ref(),
         s.sealed.path.as_os_str(),
         "-i".as_ref(),
         s.dir.path().join("nope.key").as_os_str(),
+        "--signer".as_ref(),
+        key.as_ref(),
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("nope.key"), "{}", text(&out));
     let out = run(&[
         "archive".as_ref(),
         "verify".as_ref(),
         s.dir.path().join("nope.age").as_os_str(),
         "-i".as_ref(),
         s.key_file.as_os_str(),
+        "--signer".as_ref(),
+        key.as_ref(),
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("nope.age"), "{}", text(&out));
+}
+
+#[test]
+fn verify_and_open_are_refused_without_a_key_to_trust() {
+    let s = seal();
+    let out = run(&[
+        "archive".as_ref(),
+        "verify".as_ref(),
+        s.sealed.path.as_os_str(),
+        "-i".as_ref(),
+        s.key_file.as_os_str(),
+    ]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(all.contains("no trusted signing key was given"), "{all}");
+    assert!(
+        all.contains("--signer") && all.contains("--trust-file"),
+        "{all}"
+    );
+    assert!(!all.contains("archive OK"), "{all}");
+    let dest = s.dir.path().join("never");
+    let out = run(&[
+        "archive".as_ref(),
+        "open".as_ref(),
+        s.sealed.path.as_os_str(),
+        "-i".as_ref(),
+        s.key_file.as_os_str(),
+        "--out".as_ref(),
+        dest.as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(!dest.exists(), "open wrote without a trusted key");
+}
+
+#[test]
+fn a_trust_file_names_the_keys_and_its_mistakes_are_located_by_line() {
+    let s = seal();
+    let key = s.signer.public().to_string();
+    let keys = s.dir.path().join("records-office.keys");
+    fs::write(
+        &keys,
+        format!(
+            "# archive signing keys the records office trusts\n{}  DR site\n{key}  St Elsewhere cordon\n",
+            ArchiveSigner::generate().public()
+        ),
+    )
+    .unwrap();
+    let out = run(&[
+        "archive".as_ref(),
+        "verify".as_ref(),
+        s.sealed.path.as_os_str(),
+        "-i".as_ref(),
+        s.key_file.as_os_str(),
+        "--trust-file".as_ref(),
+        keys.as_os_str(),
+    ]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(
+        all.contains(&format!(
+            "signer:     {key} (trusted: {}:3, \u{201c}St Elsewhere cordon\u{201d})",
+            keys.display()
+        )),
+        "{all}"
+    );
+    assert!(all.contains("archive OK"), "{all}");
+
+    fs::write(&keys, format!("{key}\nnot-a-key label\n\n{key} twice\n")).unwrap();
+    let out = run(&[
+        "archive".as_ref(),
+        "verify".as_ref(),
+        s.sealed.path.as_os_str(),
+        "-i".as_ref(),
+        s.key_file.as_os_str(),
+        "--trust-file".as_ref(),
+        keys.as_os_str(),
+    ]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    let file = keys.display().to_string();
+    assert!(
+        all.contains(&format!("{file}:2: error: expected an archive signing key")),
+        "{all}"
+    );
+    assert!(
+        all.contains(&format!(
+            "{file}:4: error: this key is already listed on line 1"
+        )),
+        "{all}"
+    );
+    assert!(!all.contains("archive OK"), "{all}");
 }
 
 #[test]
@@ -231,12 +338,14 @@ fn open_writes_readable_files_into_a_directory_named_after_the_incident() {
     let s = seal();
     let work = s.dir.path().join("work");
     fs::create_dir(&work).unwrap();
+    let key = s.signer.public().to_string();
     let out = Command::new(cordon_bin())
         .current_dir(&work)
         .args(["archive", "open"])
         .arg(&s.sealed.path)
         .arg("-i")
         .arg(&s.key_file)
+        .args(["--signer", &key])
         .output()
         .unwrap();
     let all = text(&out);
@@ -261,6 +370,8 @@ fn open_writes_readable_files_into_a_directory_named_after_the_incident() {
         s.sealed.path.as_os_str(),
         "-i".as_ref(),
         s.key_file.as_os_str(),
+        "--signer".as_ref(),
+        key.as_ref(),
         "--out".as_ref(),
         chosen.as_os_str(),
     ]);
@@ -272,6 +383,8 @@ fn open_writes_readable_files_into_a_directory_named_after_the_incident() {
         s.sealed.path.as_os_str(),
         "-i".as_ref(),
         s.key_file.as_os_str(),
+        "--signer".as_ref(),
+        key.as_ref(),
         "--out".as_ref(),
         chosen.as_os_str(),
     ]);

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod archive_cli;
+mod archive_safety;
 mod audit;
 mod check;
 mod config;

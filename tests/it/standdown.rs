@@ -23,14 +23,14 @@ use crate::e2e::{Timing, World, admin_token, incident_id_in};
 use crate::support::{WAIT, cordon_bin};
 
 /// A records officer: an age identity, its file, and the public key the playbook names.
-struct Officer {
+pub(crate) struct Officer {
     _dir: tempfile::TempDir,
-    key_file: PathBuf,
-    recipient: String,
+    pub(crate) key_file: PathBuf,
+    pub(crate) recipient: String,
 }
 
 impl Officer {
-    fn new() -> Officer {
+    pub(crate) fn new() -> Officer {
         let dir = tempfile::tempdir().unwrap();
         let identity = age::x25519::Identity::generate();
         let key_file = dir.path().join("officer.key");
@@ -49,7 +49,10 @@ impl Officer {
 
 /// A world whose playbook seals to `officer`, with the incident declared and both rooms
 /// joined by everyone invited to them. Returns the incident id and its rooms by key.
-async fn declared(officer: &Officer, name: &str) -> (World, String, BTreeMap<String, OwnedRoomId>) {
+pub(crate) async fn declared(
+    officer: &Officer,
+    name: &str,
+) -> (World, String, BTreeMap<String, OwnedRoomId>) {
     let hs = Synapse::shared().await.expect("synapse");
     declared_on(hs, officer, name).await
 }
@@ -91,7 +94,7 @@ async fn declared_timed(
     (w, incident, rooms)
 }
 
-async fn join_when_invited(user: &TestUser, rooms: &[&OwnedRoomId]) {
+pub(crate) async fn join_when_invited(user: &TestUser, rooms: &[&OwnedRoomId]) {
     let mut left: Vec<&OwnedRoomId> = rooms.to_vec();
     while !left.is_empty() {
         let invite = user.wait_for_invite(WAIT).await.unwrap();
@@ -190,14 +193,14 @@ async fn write_history(w: &World, rooms: &BTreeMap<String, OwnedRoomId>, per_roo
     sent
 }
 
-fn archive_path(w: &World, incident: &str) -> PathBuf {
+pub(crate) fn archive_path(w: &World, incident: &str) -> PathBuf {
     w.setup
         .dir
         .join("archives")
         .join(format!("{incident}.cordon-archive.age"))
 }
 
-async fn cordon(args: &[&str]) -> std::process::Output {
+pub(crate) async fn cordon(args: &[&str]) -> std::process::Output {
     tokio::process::Command::new(cordon_bin())
         .args(args)
         .output()
@@ -205,7 +208,7 @@ async fn cordon(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-fn text(out: &std::process::Output) -> String {
+pub(crate) fn text(out: &std::process::Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -213,16 +216,34 @@ fn text(out: &std::process::Output) -> String {
     )
 }
 
-/// Opens the archive with the officer's key into a fresh directory.
-async fn open(officer: &Officer, file: &Path) -> tempfile::TempDir {
+/// The bot's archive signing key, as `cordon archive pubkey` prints it for records
+/// officers to pin.
+pub(crate) async fn signing_key(w: &World) -> String {
+    let out = cordon(&[
+        "archive",
+        "pubkey",
+        "--state-dir",
+        w.setup.state_dir.to_str().unwrap(),
+    ])
+    .await;
+    assert!(out.status.success(), "archive pubkey: {}", text(&out));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Opens the archive with the officer's key, pinning `w`'s bot as its signer, into a
+/// fresh directory.
+async fn open(w: &World, officer: &Officer, file: &Path) -> tempfile::TempDir {
     let out = tempfile::tempdir().unwrap();
     let dest = out.path().join("opened");
+    let signer = signing_key(w).await;
     let done = cordon(&[
         "archive",
         "open",
         file.to_str().unwrap(),
         "-i",
         officer.key_file.to_str().unwrap(),
+        "--signer",
+        &signer,
         "--out",
         dest.to_str().unwrap(),
     ])
@@ -231,7 +252,7 @@ async fn open(officer: &Officer, file: &Path) -> tempfile::TempDir {
     out
 }
 
-fn read_lines(path: &Path) -> Vec<Value> {
+pub(crate) fn read_lines(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         .lines()
@@ -300,13 +321,17 @@ async fn a_stood_down_incident_is_sealed_verified_opened_and_its_rooms_destroyed
     w.stop_bot();
 
     let file = archive_path(&w, &incident);
-    // Verified by the records officer's CLI: integrity, signature, manifest.
+    // Verified by the records officer's CLI, the bot's key pinned: integrity,
+    // signature, manifest.
+    let signer = signing_key(&w).await;
     let verified = cordon(&[
         "archive",
         "verify",
         file.to_str().unwrap(),
         "-i",
         officer.key_file.to_str().unwrap(),
+        "--signer",
+        &signer,
     ])
     .await;
     assert!(verified.status.success(), "{}", text(&verified));
@@ -319,11 +344,13 @@ async fn a_stood_down_incident_is_sealed_verified_opened_and_its_rooms_destroyed
         file.to_str().unwrap(),
         "-i",
         stranger.key_file.to_str().unwrap(),
+        "--signer",
+        &signer,
     ])
     .await;
     assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
 
-    let opened = open(&officer, &file).await;
+    let opened = open(&w, &officer, &file).await;
     let root = opened.path().join("opened");
     let manifest: Value =
         serde_json::from_str(&std::fs::read_to_string(root.join("manifest.json")).unwrap())
@@ -493,7 +520,7 @@ async fn a_legal_hold_blocks_destruction_until_it_is_released() {
     w.bot_says("room(s) are destroyed").await;
     assert_destroyed(&w, &rooms).await;
     w.stop_bot();
-    let opened = open(&officer, &archive_path(&w, &incident)).await;
+    let opened = open(&w, &officer, &archive_path(&w, &incident)).await;
     let lines = read_lines(&opened.path().join("opened/rooms/ward.jsonl"));
     assert!(
         lines
@@ -633,7 +660,7 @@ async fn assert_stood_down_once(
         vec![format!("{incident}.cordon-archive.age")],
         "the archive directory holds exactly one archive"
     );
-    let opened = open(officer, &archive_path(w, incident)).await;
+    let opened = open(w, officer, &archive_path(w, incident)).await;
     for key in ["command", "ward"] {
         let lines = read_lines(&opened.path().join(format!("opened/rooms/{key}.jsonl")));
         for (_, id, body) in sent.texts.iter().filter(|(k, _, _)| k == key) {
@@ -719,7 +746,7 @@ async fn without_admin_rights_the_rooms_are_emptied_left_and_reported_purge_pend
     );
     assert!(!audit.iter().any(|e| e.action == "room.destroyed"));
     drop(store);
-    let opened = open(&officer, &archive_path(&w, &incident)).await;
+    let opened = open(&w, &officer, &archive_path(&w, &incident)).await;
     let lines = read_lines(&opened.path().join("opened/rooms/ward.jsonl"));
     assert!(
         lines
