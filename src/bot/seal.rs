@@ -338,7 +338,10 @@ async fn complete(
     media: &mut BTreeSet<String>,
 ) -> Result<TranscriptLine, SealFailure> {
     if let Some(content) = line.content.clone() {
-        media.extend(media_addresses(&content));
+        media.extend(crate::attachments::media_addresses(
+            &line.event_type,
+            &content,
+        ));
         if let Some(source) = attachment(&line.event_type, &content) {
             line.media = Some(fetch(bot, writer, room_key, &line, &content, source).await?);
         }
@@ -406,27 +409,6 @@ fn attachment(event_type: &str, content: &Value) -> Option<MediaSource> {
     }
     let url = content.get("url").and_then(Value::as_str)?;
     Some(MediaSource::Plain(OwnedMxcUri::from(url)))
-}
-
-/// Every `mxc://` address in a message's content (the file, its thumbnail), for the
-/// destroy step.
-fn media_addresses(content: &Value) -> Vec<String> {
-    let mut out = Vec::new();
-    for pointer in [
-        "/url",
-        "/file/url",
-        "/info/thumbnail_url",
-        "/info/thumbnail_file/url",
-        "/m.new_content/url",
-        "/m.new_content/file/url",
-    ] {
-        if let Some(mxc) = content.pointer(pointer).and_then(Value::as_str)
-            && mxc.starts_with("mxc://")
-        {
-            out.push(mxc.to_owned());
-        }
-    }
-    out
 }
 
 /// Fetches (and decrypts) one attachment into the archive. Media the server no longer

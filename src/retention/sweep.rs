@@ -391,7 +391,9 @@ async fn note_media(
         if !readable {
             continue;
         }
-        let line = match read_line(room, params.room_key, &events[i], head).await {
+        // Only the addresses are read here, not how the line is marked: whether the
+        // room is encrypted does not change them.
+        let line = match read_line(room, params.room_key, &events[i], head, true).await {
             Ok(Some(line)) => line,
             Ok(None) => continue,
             Err(e) => {
