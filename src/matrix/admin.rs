@@ -339,14 +339,7 @@ impl SynapseAdmin {
 
     /// Who uploaded one piece of local media (`GET /_synapse/admin/v1/media/…`).
     pub async fn media_upload(&self, mxc: &MxcUri) -> Result<MediaUpload, MatrixError> {
-        let (server, media) = mxc
-            .parts()
-            .map_err(|e| MatrixError::Admin(format!("bad media address {mxc}: {e}")))?;
-        let path = format!(
-            "_synapse/admin/v1/media/{}/{}",
-            encode(server.as_str()),
-            encode(media)
-        );
+        let path = media_path(mxc)?;
         match self.send(reqwest::Method::GET, &path, None).await? {
             (200, body) => Ok(MediaUpload::By(
                 body.pointer("/media_info/user_id")
@@ -360,14 +353,7 @@ impl SynapseAdmin {
 
     /// Deletes one piece of local media (its file and thumbnails).
     pub async fn delete_media(&self, mxc: &MxcUri) -> Result<MediaDeletion, MatrixError> {
-        let (server, media) = mxc
-            .parts()
-            .map_err(|e| MatrixError::Admin(format!("bad media address {mxc}: {e}")))?;
-        let path = format!(
-            "_synapse/admin/v1/media/{}/{}",
-            encode(server.as_str()),
-            encode(media)
-        );
+        let path = media_path(mxc)?;
         match self.send(reqwest::Method::DELETE, &path, None).await? {
             (200, body) => {
                 let total = body.get("total").and_then(Value::as_u64).unwrap_or(0);
@@ -488,6 +474,18 @@ pub(crate) fn encode(segment: &str) -> String {
 /// `path` without its query string.
 fn url_path(path: &str) -> &str {
     path.split_once('?').map_or(path, |(path, _)| path)
+}
+
+/// The admin API path of one piece of media: `_synapse/admin/v1/media/{server}/{id}`.
+fn media_path(mxc: &MxcUri) -> Result<String, MatrixError> {
+    let (server, media) = mxc
+        .parts()
+        .map_err(|e| MatrixError::Admin(format!("bad media address {mxc}: {e}")))?;
+    Ok(format!(
+        "_synapse/admin/v1/media/{}/{}",
+        encode(server.as_str()),
+        encode(media)
+    ))
 }
 
 #[cfg(test)]
