@@ -94,7 +94,7 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     let demo_playbook = playbooks.join(file_name);
     std::fs::write(&demo_playbook, &local)
         .map_err(|e| DemoError::Io(demo_playbook.display().to_string(), e))?;
-    let playbook = crate::playbook::load_file(&demo_playbook).map_err(|problems| {
+    let playbook = crate::input::playbook::load_file(&demo_playbook).map_err(|problems| {
         DemoError::Playbook(
             problems
                 .iter()
@@ -117,10 +117,10 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         .allowed
         .iter()
         .find_map(|a| match a {
-            crate::playbook::Allowed::Role(role) => {
+            crate::input::playbook::Allowed::Role(role) => {
                 playbook.role(role).and_then(|r| r.holders.first().cloned())
             }
-            crate::playbook::Allowed::User(u) => Some(u.clone()),
+            crate::input::playbook::Allowed::User(u) => Some(u.clone()),
         })
         .ok_or_else(|| DemoError::Playbook("nobody may declare it".into()))?;
     for holder in &holders {

@@ -48,26 +48,20 @@
 
 #![recursion_limit = "256"]
 
+pub mod app;
 pub mod archive;
-pub mod attachments;
 pub mod bench;
-pub mod bot;
 pub mod clock;
-pub mod command;
-pub mod config;
 pub mod demo;
-pub mod diagnostic;
+pub mod domain;
 mod durable;
 pub mod failpoint;
 pub mod fuzz;
-pub mod guard;
 pub mod harness;
-pub mod incident;
+pub mod input;
 pub mod matrix;
 pub mod metrics;
-pub mod playbook;
 pub mod retention;
 pub mod schedule;
 pub mod store;
 pub mod trust;
-pub mod yaml;

@@ -168,7 +168,8 @@ struct VerifyArgs {
 }
 
 fn user_id(s: &str) -> Result<matrix_sdk::ruma::OwnedUserId, String> {
-    cordon::config::parse_user_id(s).map_err(|why| format!("`{s}` is not a Matrix user id: {why}"))
+    cordon::input::config::parse_user_id(s)
+        .map_err(|why| format!("`{s}` is not a Matrix user id: {why}"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -433,7 +434,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let stderr = io::stderr();
     match cli.command {
         Cmd::Run { config, log_format } => {
-            let config = match cordon::config::Config::load(&config) {
+            let config = match cordon::input::config::Config::load(&config) {
                 Ok(c) => c,
                 Err(diagnostics) => {
                     let mut err = stderr.lock();
@@ -458,7 +459,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     wait_for_signal().await;
                     std::process::exit(130);
                 });
-                cordon::bot::run(config, shutdown).await
+                cordon::app::run(config, shutdown).await
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -608,10 +609,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 paths
             };
-            let report = cordon::playbook::check::run(&paths);
+            let report = cordon::input::playbook::check::run(&paths);
             report.write(&mut stdout.lock(), &mut stderr.lock())?;
             if explain {
-                let example = cordon::incident::explain::Example {
+                let example = cordon::domain::incident::explain::Example {
                     name,
                     commander,
                     at: at.unwrap_or_else(chrono::Utc::now),
@@ -621,7 +622,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 for playbook in report.playbooks() {
                     writeln!(out)?;
                     out.write_all(
-                        cordon::incident::explain::explain(playbook, &example).as_bytes(),
+                        cordon::domain::incident::explain::explain(playbook, &example).as_bytes(),
                     )?;
                 }
             }
@@ -636,7 +637,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Playbook {
             command: PlaybookCmd::Schema,
         } => {
-            let schema = cordon::playbook::schema::json_schema();
+            let schema = cordon::input::playbook::schema::json_schema();
             let mut out = stdout.lock();
             serde_json::to_writer_pretty(&mut out, &schema)?;
             writeln!(out)?;
@@ -652,12 +653,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     out,
                 },
         } => {
-            let text = cordon::playbook::scaffold::render(&cordon::playbook::scaffold::Scaffold {
-                id: &id,
-                title: title.as_deref(),
-                server: &server,
-                recipients: &recipients,
-            })
+            let text = cordon::input::playbook::scaffold::render(
+                &cordon::input::playbook::scaffold::Scaffold {
+                    id: &id,
+                    title: title.as_deref(),
+                    server: &server,
+                    recipients: &recipients,
+                },
+            )
             .map_err(|e| anyhow::anyhow!("{e}; nothing was written"))?;
             match out {
                 None => stdout.lock().write_all(text.as_bytes())?,
@@ -681,7 +684,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Config {
             command: ConfigCmd::Check { file },
-        } => match cordon::config::Config::load(&file) {
+        } => match cordon::input::config::Config::load(&file) {
             Ok(config) => {
                 writeln!(
                     stdout.lock(),
@@ -779,9 +782,13 @@ fn audit_export(
     use cordon::store::audit_export::{ExportFormat, write};
     let incident = match incident {
         None => None,
-        Some(id) => Some(cordon::incident::IncidentId::parse(id).map_err(|e| {
-            anyhow::anyhow!("--incident {id:?} is not an incident id ({e}); nothing was written")
-        })?),
+        Some(id) => Some(
+            cordon::domain::incident::IncidentId::parse(id).map_err(|e| {
+                anyhow::anyhow!(
+                    "--incident {id:?} is not an incident id ({e}); nothing was written"
+                )
+            })?,
+        ),
     };
     if let (Some(since), Some(until)) = (since, until)
         && since >= until
@@ -838,8 +845,8 @@ fn audit_export(
 }
 
 /// Loads the config for a command that needs it, printing its problems.
-fn load_config(path: &std::path::Path) -> anyhow::Result<Option<cordon::config::Config>> {
-    match cordon::config::Config::load(path) {
+fn load_config(path: &std::path::Path) -> anyhow::Result<Option<cordon::input::config::Config>> {
+    match cordon::input::config::Config::load(path) {
         Ok(c) => Ok(Some(c)),
         Err(diagnostics) => {
             let mut err = io::stderr().lock();
@@ -1039,7 +1046,7 @@ fn archive(command: ArchiveCmd) -> anyhow::Result<ExitCode> {
                         Err(e) => return Ok(fail(e)),
                     };
                     let incident = &verified.manifest.incident;
-                    if cordon::incident::IncidentId::parse(incident).is_err() {
+                    if cordon::domain::incident::IncidentId::parse(incident).is_err() {
                         eprintln!(
                             "cordon: error: the archive's incident id {:?} cannot name a \
                              directory; give --out DIR",

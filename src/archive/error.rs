@@ -60,7 +60,7 @@ pub enum ArchiveError {
     NoTrustedSigner,
     /// A trust file cannot be read or has wrong lines; each is `file:line: error: …`.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
-    TrustFile(Vec<crate::diagnostic::Diagnostic>),
+    TrustFile(Vec<crate::input::diagnostic::Diagnostic>),
     /// A member the manifest lists (or every archive has) is absent.
     #[error("the archive has no {0}")]
     MissingMember(String),

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 use super::ArchiveError;
 use super::signing::ArchivePublicKey;
-use crate::diagnostic::Diagnostic;
+use crate::input::diagnostic::Diagnostic;
 
 /// The largest trust file read: a few hundred keys fit in far less.
 const TRUST_FILE_LIMIT: u64 = 64 << 10;

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::retention::segment::{TranscriptLine, Unauthenticated};
+use crate::domain::transcript::{TranscriptLine, Unauthenticated};
 
 /// The manifest's format version, in its `v`. Version 2 added the counts of lines
 /// whose sender nothing proves (`unencrypted`, `unverified_device`,

@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::retention::segment::TranscriptLine;
+use crate::domain::transcript::TranscriptLine;
 
 /// The room's transcript with retention-removed lines restored from `pre_seal` (every
 /// segment's lines, in segment order).
@@ -50,7 +50,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::retention::segment::{Redacted, SOURCE_EXPORT, SOURCE_PRE_SEAL};
+    use crate::domain::transcript::{Redacted, SOURCE_EXPORT, SOURCE_PRE_SEAL};
 
     fn line(id: &str, ts: i64, source: &str, body: Option<&str>) -> TranscriptLine {
         TranscriptLine {

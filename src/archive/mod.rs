@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 
-use crate::retention::segment::TranscriptLine;
+use crate::domain::transcript::TranscriptLine;
 
 pub mod error;
 pub mod keyring;
@@ -34,6 +34,7 @@ pub mod manifest;
 pub mod merge;
 pub mod reader;
 pub mod render;
+pub mod segment;
 pub mod signing;
 pub mod writer;
 

@@ -32,7 +32,8 @@ use super::{
     AUDIT_FILE, ArchiveError, INDEX_FILE, MANIFEST_FILE, SIGNATURE_FILE, create_private_dirs,
     is_safe_name,
 };
-use crate::retention::segment::{self, TranscriptLine, check_room_key};
+use crate::archive::segment::{self, check_room_key};
+use crate::domain::transcript::TranscriptLine;
 
 /// The largest `manifest.json` read (a manifest lists files, so this is generous).
 const MANIFEST_LIMIT: u64 = 64 << 20;

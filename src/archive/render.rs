@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::manifest::{Manifest, is_edit, relation};
-use crate::retention::segment::{SOURCE_PRE_SEAL, TranscriptLine, Unauthenticated};
+use crate::domain::transcript::{SOURCE_PRE_SEAL, TranscriptLine, Unauthenticated};
 
 /// An undecryptable event, for `index.md`'s list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -648,7 +648,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::retention::segment::{Encryption, MediaRef, Redacted, SOURCE_EXPORT};
+    use crate::domain::transcript::{Encryption, MediaRef, Redacted, SOURCE_EXPORT};
 
     fn line(id: &str, ts: i64, sender: &str, ty: &str, content: Value) -> TranscriptLine {
         TranscriptLine {

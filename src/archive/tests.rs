@@ -13,8 +13,9 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::*;
-use crate::retention::segment::{
-    self, Encryption, MediaRef, Redacted, SOURCE_EXPORT, SOURCE_PRE_SEAL, TranscriptLine,
+use crate::archive::segment::{self};
+use crate::domain::transcript::{
+    Encryption, MediaRef, Redacted, SOURCE_EXPORT, SOURCE_PRE_SEAL, TranscriptLine,
 };
 
 const T0: i64 = 1_764_650_000_000;
@@ -947,7 +948,7 @@ fn a_version_1_archive_still_verifies_and_opens() {
 
 #[test]
 fn unauthenticated_lines_are_counted_marked_before_their_words_and_listed_in_the_index() {
-    use crate::retention::segment::Unauthenticated;
+    use crate::domain::transcript::Unauthenticated;
     let dir = tempfile::tempdir().unwrap();
     let officer = age::x25519::Identity::generate();
     let signer = ArchiveSigner::generate();

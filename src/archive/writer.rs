@@ -27,7 +27,7 @@ use super::{
     AUDIT_FILE, ArchiveError, ArchiveHeader, INDEX_FILE, MANIFEST_FILE, MediaEntry, RoomExport,
     SIGNATURE_FILE, Sealed, create_private_dirs, is_safe_name, reader, sync_dir,
 };
-use crate::retention::segment::{self, check_room_key};
+use crate::archive::segment::{self, check_room_key};
 
 type Sink = age::stream::StreamWriter<BufWriter<File>>;
 

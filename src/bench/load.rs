@@ -25,9 +25,9 @@ use futures_util::future::join_all;
 use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, RoomId};
 
 use super::{BenchError, server_ts};
+use crate::domain::incident::{IncidentId, State};
 use crate::harness::bot::{BotProcess, BotSetup, enrol};
 use crate::harness::{Synapse, TestUser};
-use crate::incident::{IncidentId, State};
 
 /// Longest wait for any one confirmation.
 const WAIT: Duration = Duration::from_secs(900);
@@ -601,7 +601,7 @@ mod tests {
     #[test]
     fn the_load_playbook_is_valid_with_a_short_window_and_a_reminder() {
         let text = playbook_text("hs.example", 20).unwrap();
-        let pb = crate::playbook::load_str(Path::new("load.yaml"), &text).unwrap();
+        let pb = crate::input::playbook::load_str(Path::new("load.yaml"), &text).unwrap();
         assert_eq!(pb.retention.messages, Duration::from_secs(60));
         assert_eq!(pb.rooms[0].reminders.len(), 1);
         assert_eq!(pb.rooms.len(), 4);

@@ -29,8 +29,8 @@ use matrix_sdk::ruma::api::client::room::create_room::v3::{
 use serde_json::{Value, json};
 
 use super::{BenchError, create_room, median, request};
+use crate::domain::incident::IncidentId;
 use crate::harness::{Registration, Synapse};
-use crate::incident::IncidentId;
 use crate::retention::{SealTarget, SweepParams, SweepTuning, reason_for, sweep_room_with};
 use crate::store::Store;
 

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tracing::{debug, instrument, warn};
 
 use super::MatrixError;
-use crate::incident::plan::{RoomPlan, TAG_INCIDENT, TAG_ROOM_KEY};
+use crate::domain::incident::plan::{RoomPlan, TAG_INCIDENT, TAG_ROOM_KEY};
 
 fn raw<T>(value: &Value) -> Result<Raw<T>, MatrixError> {
     let json = serde_json::value::to_raw_value(value)

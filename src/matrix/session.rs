@@ -28,7 +28,7 @@ use matrix_sdk::store::RoomLoadSettings;
 use tracing::{error, info, instrument, warn};
 
 use super::MatrixError;
-use crate::config::{Config, Secret};
+use crate::input::config::{Config, Secret};
 
 /// File name of the persisted session in the state directory.
 pub const SESSION_FILE: &str = "session.json";

@@ -21,8 +21,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::incident::State;
-use crate::store::{IncidentFilter, RoomStatus, RosterStatus, Store, StoreError, TimerKind};
+use crate::domain::incident::State;
+use crate::domain::schedule::TimerKind;
+use crate::store::{IncidentFilter, RoomStatus, RosterStatus, Store, StoreError};
 
 /// The prefix of every metric's name.
 pub const PREFIX: &str = "cordon";
@@ -308,7 +309,7 @@ impl Snapshot {
             }
             // A timer whose schedule no longer compiles is the scheduler's to report.
             if let Ok(Some(due)) =
-                crate::schedule::catch_up::oldest_unsettled(&timer, &state, now, tz)
+                crate::domain::schedule::catch_up::oldest_unsettled(&timer, &state, now, tz)
             {
                 let lag = (now - due).num_milliseconds().max(0) as f64 / 1000.0;
                 sweep_lag_seconds = sweep_lag_seconds.max(lag);

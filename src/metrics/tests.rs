@@ -4,8 +4,9 @@ use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use serde_json::json;
 
 use super::*;
-use crate::incident::{Event, Incident, NewIncident};
-use crate::store::{RoomRecord, RosterEntry, Schedule, Timer};
+use crate::domain::incident::{Event, Incident, NewIncident};
+use crate::domain::schedule::{Schedule, Timer};
+use crate::store::{RoomRecord, RosterEntry};
 
 fn t(min: i64) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).single().unwrap() + TimeDelta::minutes(min)

@@ -1,7 +1,7 @@
 //! The sweep's error type.
 
 use super::rate_limit::GiveUp;
-use super::segment::SealError;
+use crate::archive::segment::SealError;
 use crate::store::StoreError;
 
 /// Why a sweep stopped before the end. Whatever it had done is recorded: the next

@@ -29,7 +29,7 @@
 //! recorded in the store before any of them is redacted.
 //!
 //! Every page's due messages and stickers are also read (decrypted) for their
-//! attachment addresses ([`crate::attachments`]), recorded in the store's `media` table
+//! attachment addresses ([`crate::domain::attachments`]), recorded in the store's `media` table
 //! before any of them is redacted: afterwards nobody can read them, and stand-down
 //! deletes the files. One that cannot be read is redacted all the same.
 //!
@@ -45,7 +45,6 @@
 pub mod classify;
 mod error;
 pub mod rate_limit;
-pub mod segment;
 pub mod sweep;
 
 use std::path::Path;
@@ -56,10 +55,9 @@ use chrono::{DateTime, Utc};
 pub use classify::{MIN_RESWEEP, redaction_txn_id};
 pub use error::SweepError;
 pub use rate_limit::RetryPolicy;
-pub use segment::{SealError, TranscriptLine};
 pub use sweep::{sweep_room, sweep_room_with};
 
-use crate::incident::IncidentId;
+use crate::domain::incident::IncidentId;
 
 /// The audit action of a sweep.
 pub const AUDIT_ACTION: &str = "retention.swept";

@@ -23,9 +23,12 @@ use tracing::{debug, info, instrument, warn};
 
 use super::classify::{EventHead, Pending, REDACTION_TYPE, next_due, redaction_txn_id, scan_page};
 use super::rate_limit::{Failed, RateGate, limit_of};
-use super::segment::{self, Encryption, Reading, TranscriptLine, VERIFICATION_MISMATCHED_SENDER};
 use super::{AUDIT_ACTION, SealTarget, SweepError, SweepParams, SweepReport, SweepTuning};
-use crate::attachments::media_addresses;
+use crate::archive::segment;
+use crate::domain::attachments::media_addresses;
+use crate::domain::transcript::{
+    Encryption, Reading, TranscriptLine, VERIFICATION_MISMATCHED_SENDER,
+};
 use crate::store::{
     LastSweep, MediaSeenIn, MediaSighting, SealSegment, SealedPage, Store, SweepAudit, SweepCounts,
     SweepRecord,
@@ -368,7 +371,7 @@ async fn redact_events(
     Ok(redacted)
 }
 
-/// Records the media addresses (see [`crate::attachments`]) of the page's due messages
+/// Records the media addresses (see [`crate::domain::attachments`]) of the page's due messages
 /// and stickers, decrypted as cordon reads them, in one store transaction, before any of
 /// them is redacted. An event that cannot be read is redacted all the same: retention
 /// does not wait for a key that may never come (the seal and sync note what they can).

@@ -1,12 +1,8 @@
 //! Durable timers: deadlines (expiry, warnings, keep-time ends) and cron schedules
 //! (reminders, sweeps), kept in the store and run by one background task.
 //!
-//! - [`catch_up`]: the pure rules — given a timer, its state and the time, is it due,
-//!   and what to do after downtime (run a missed expiry, run a missed sweep once,
-//!   collapse missed reminders into one, drop a warning whose deadline has passed).
-//! - [`occurrences`]: when a cron schedule fires in its IANA zone, with daylight-saving
-//!   changes neither skipping nor doubling a firing.
-//! - [`backoff`]: the deterministic, capped wait after a failed job.
+//! - The timers as data and the pure rules (when a timer is due, catch-up after
+//!   downtime, cron occurrences, backoff) are in [`crate::domain::schedule`].
 //! - [`runtime`]: the [`Scheduler`] task and its [`SchedulerHandle`]; jobs are the
 //!   caller's, behind the [`Jobs`] trait.
 //!
@@ -36,16 +32,11 @@
 //!
 //! A job's failure or panic is logged and retried; it never stops the scheduler.
 
-pub mod backoff;
-pub mod catch_up;
 mod error;
-pub mod occurrences;
 pub mod runtime;
 #[cfg(test)]
 pub(crate) mod test_clock;
 
-pub use backoff::Backoff;
-pub use catch_up::{Decision, Firing, SkipReason, decide, next_due};
 pub use error::ScheduleError;
 pub use runtime::{
     FireContext, JobError, JobFuture, Jobs, Scheduler, SchedulerConfig, SchedulerHandle,

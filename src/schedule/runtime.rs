@@ -23,13 +23,14 @@ use tokio::sync::{Notify, watch};
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tracing::{Instrument, error, info, instrument, warn};
 
-use super::backoff::Backoff;
-use super::catch_up::{Decision, Firing, decide};
 use super::error::ScheduleError;
 use crate::clock::Clock;
-use crate::incident::IncidentId;
-use crate::store::records::TimerState;
-use crate::store::{Schedule, Store, Timer, TimerKind};
+use crate::domain::incident::IncidentId;
+use crate::domain::schedule::TimerState;
+use crate::domain::schedule::backoff::Backoff;
+use crate::domain::schedule::catch_up::{Decision, Firing, decide};
+use crate::domain::schedule::{Schedule, Timer, TimerKind};
+use crate::store::Store;
 
 /// What a job is told about the firing it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,7 +105,7 @@ impl Default for SchedulerConfig {
             max_sleep: Duration::from_secs(60),
             max_concurrent: 4,
             backoff: Backoff::default(),
-            time_zone: crate::config::DEFAULT_TIME_ZONE,
+            time_zone: crate::input::config::DEFAULT_TIME_ZONE,
             store_retry: Duration::from_secs(5),
         }
     }
@@ -436,7 +437,7 @@ enum Class {
 fn class(kind: &TimerKind) -> Class {
     match kind {
         TimerKind::Expiry | TimerKind::Warning | TimerKind::KeepTimeEnd => Class::Lifecycle,
-        TimerKind::Other(name) if name == crate::incident::timers::STANDDOWN_KIND => {
+        TimerKind::Other(name) if name == crate::domain::incident::timers::STANDDOWN_KIND => {
             Class::Lifecycle
         }
         TimerKind::Reminder | TimerKind::Briefing | TimerKind::Other(_) => Class::Post,

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::StoreError;
 use super::tables::AUDIT_HEAD;
-use crate::incident::IncidentId;
+use crate::domain::incident::IncidentId;
 
 /// The `prev` of the first entry: 64 zeros.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";

@@ -97,7 +97,7 @@ mod tests {
     use chrono::{TimeZone, Utc};
 
     use super::*;
-    use crate::incident::IncidentId;
+    use crate::domain::incident::IncidentId;
 
     fn entry(actor: &str, details: &str) -> AuditEntry {
         AuditEntry {

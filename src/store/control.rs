@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::incidents::insert_new_incident;
 use super::{Store, StoreError, append_in, audit, decode, encode, tables};
-use crate::incident::{Incident, IncidentId, NewIncident};
+use crate::domain::incident::{Incident, IncidentId, NewIncident};
 
 /// A control room an operator invited cordon into.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,7 +139,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::incident::State;
+    use crate::domain::incident::State;
 
     fn new_incident() -> NewIncident {
         NewIncident {

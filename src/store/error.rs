@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::incident::{IncidentId, TransitionError};
+use crate::domain::incident::{IncidentId, TransitionError};
 
 /// What to tell an operator whose store file cannot be trusted.
 const RESTORE: &str = "cordon will not reset or repair it. Stop cordon, keep this file \

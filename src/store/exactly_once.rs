@@ -6,7 +6,7 @@ use redb::ReadableTable;
 
 use super::records::{OutboxEntry, OutboxIntent};
 use super::{Store, StoreError, decode, encode, tables};
-use crate::incident::IncidentId;
+use crate::domain::incident::IncidentId;
 
 impl Store {
     /// Records that Matrix event `event_id` was handled at `at`. Returns true if it was

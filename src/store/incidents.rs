@@ -7,7 +7,7 @@ use serde_json::json;
 use super::audit::{AuditEntry, NewEntry};
 use super::records::{IncidentFilter, RoomRecord};
 use super::{Store, StoreError, decode, encode, tables};
-use crate::incident::{Event, Incident, IncidentId, NewIncident};
+use crate::domain::incident::{Event, Incident, IncidentId, NewIncident};
 
 /// How many ids [`Store::create_incident`] tries before giving up.
 const ID_ATTEMPTS: u32 = 64;

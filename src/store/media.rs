@@ -13,7 +13,7 @@ use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError, decode, encode, tables};
-use crate::incident::IncidentId;
+use crate::domain::incident::IncidentId;
 
 /// Where cordon read a media address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

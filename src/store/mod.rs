@@ -71,17 +71,15 @@ pub use audit::{AuditEntry, AuditHead, AuditProblem, AuditReport, GENESIS};
 pub use control::{ControlRoom, PlaybookSnapshot};
 pub use error::StoreError;
 pub use media::{MediaSeenIn, MediaSighting};
-pub use records::{
-    IncidentFilter, OutboxEntry, OutboxIntent, RoomRecord, RoomStatus, Schedule, Timer, TimerKind,
-};
+pub use records::{IncidentFilter, OutboxEntry, OutboxIntent, RoomRecord, RoomStatus};
 pub use roster::{RosterAudit, RosterEntry, RosterStatus};
 pub use standdown::{StandDownRecord, StandDownStep};
 pub use sweeps::{LastSweep, SealSegment, SealedPage, SweepAudit, SweepCounts, SweepRecord};
 pub use trust::{EnrolMethod, Enrolment, Revocation};
 
 #[cfg(doc)]
-use crate::incident::Incident;
-use crate::incident::IncidentId;
+use crate::domain::incident::Incident;
+use crate::domain::incident::IncidentId;
 
 /// The store file's name inside the state directory.
 pub const FILE_NAME: &str = "cordon.redb";

@@ -7,8 +7,9 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use super::{IncidentFilter, RoomStatus, Schedule, Store, StoreError};
-use crate::incident::State;
+use super::{IncidentFilter, RoomStatus, Store, StoreError};
+use crate::domain::incident::State;
+use crate::domain::schedule::Schedule;
 
 /// The report; closed incidents only with `all`.
 pub fn render(store: &Store, now: DateTime<Utc>, all: bool) -> Result<String, StoreError> {

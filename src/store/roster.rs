@@ -7,7 +7,7 @@ use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError, append_in, audit, decode, encode, tables};
-use crate::incident::IncidentId;
+use crate::domain::incident::IncidentId;
 
 /// Where one person stands in one incident room.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError, decode, encode, tables};
-use crate::incident::IncidentId;
+use crate::domain::incident::IncidentId;
 
 /// A step of the stand-down pipeline, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError, append_in, audit, decode, encode, tables};
-use crate::incident::IncidentId;
+use crate::domain::incident::IncidentId;
 
 /// One room's retention sweep as stored in `sweeps` (key: incident id, room key).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,7 +9,8 @@ use redb::{ReadableTable, TableDefinition};
 use serde_json::json;
 
 use super::*;
-use crate::incident::{ArchiveInfo, Event, Incident, NewIncident, State};
+use crate::domain::incident::{ArchiveInfo, Event, Incident, NewIncident, State};
+use crate::domain::schedule::{Schedule, Timer, TimerKind};
 
 fn t(min: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).single().unwrap() + TimeDelta::minutes(min.into())
@@ -960,7 +961,7 @@ fn arming_again_keeps_the_record_and_a_changed_timer_replaces_it() {
     assert_eq!(kept, changed);
     assert_eq!(
         state,
-        records::TimerState {
+        crate::domain::schedule::TimerState {
             armed_at: Some(t(41)),
             ..Default::default()
         }
@@ -1060,7 +1061,7 @@ fn a_timer_stored_before_the_scheduler_state_existed_still_decodes() {
     let store = Store::open(dir.path()).unwrap();
     let (timer, state) = store.timer_entry("mc-1/expiry").unwrap().unwrap();
     assert_eq!(timer.schedule, Schedule::At(t(50)));
-    assert_eq!(state, records::TimerState::default());
+    assert_eq!(state, crate::domain::schedule::TimerState::default());
     assert!(store.adopt_timer("mc-1/expiry", t(1)).unwrap());
     assert!(store.adopt_timer("mc-1/expiry", t(2)).unwrap());
     let (timer, state) = store.timer_entry("mc-1/expiry").unwrap().unwrap();

@@ -10,9 +10,9 @@ use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::records::{Schedule, Timer, TimerState};
 use super::{Store, StoreError, append_in, audit, decode, encode, tables};
-use crate::incident::IncidentId;
+use crate::domain::incident::IncidentId;
+use crate::domain::schedule::{Schedule, Timer, TimerState};
 
 /// Longest failure text kept in a timer's state.
 const MAX_ERROR_CHARS: usize = 500;

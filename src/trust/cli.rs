@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 
 use super::socket::{self, AdminContext, Answer, CODE_ERROR, CODE_OK, Reply, Request, SOCKET_FILE};
 use super::{Listed, Trust};
-use crate::config::Config;
+use crate::input::config::Config;
 use crate::matrix::session::{LockError, StateLock};
 use crate::store::EnrolMethod;
 
@@ -32,7 +32,7 @@ pub enum CliError {
     Lock(#[from] LockError),
     /// A secret could not be read.
     #[error(transparent)]
-    Secret(#[from] crate::config::SecretError),
+    Secret(#[from] crate::input::config::SecretError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),

@@ -23,7 +23,7 @@ use matrix_sdk::ruma::api::client::uiaa;
 use serde_json::json;
 use tracing::{info, instrument, warn};
 
-use crate::config::Config;
+use crate::input::config::Config;
 use crate::matrix::MatrixError;
 use crate::matrix::session::{
     self, DEVICE_NAME, LockError, SessionPaths, StateLock, build_client, set_aside_orphaned_store,
@@ -62,7 +62,7 @@ pub enum RecoverError {
     Unusable(String),
     /// A secret could not be read.
     #[error(transparent)]
-    Secret(#[from] crate::config::SecretError),
+    Secret(#[from] crate::input::config::SecretError),
     /// The Matrix layer failed.
     #[error(transparent)]
     Matrix(#[from] MatrixError),

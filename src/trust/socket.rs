@@ -345,7 +345,7 @@ fn parse_request(line: &str) -> Result<Request, Reply> {
 }
 
 fn user_arg(user: &str) -> Result<OwnedUserId, Reply> {
-    crate::config::parse_user_id(user).map_err(|why| {
+    crate::input::config::parse_user_id(user).map_err(|why| {
         Reply::done(
             CODE_ERROR,
             format!("`{user}` is not a Matrix user id: {why}"),

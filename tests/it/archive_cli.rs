@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 use chrono::{TimeZone, Utc};
 use cordon::archive::{self, ArchiveHeader, ArchiveSigner, ArchiveWriter, RoomExport, Sealed};
-use cordon::retention::segment::{SOURCE_EXPORT, TranscriptLine};
+use cordon::domain::transcript::{SOURCE_EXPORT, TranscriptLine};
 use serde_json::json;
 
 use crate::support::cordon_bin;

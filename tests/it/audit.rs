@@ -8,8 +8,9 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use chrono::{DateTime, TimeZone, Utc};
-use cordon::incident::{Event, IncidentId, NewIncident, State};
-use cordon::store::{RoomRecord, RoomStatus, Schedule, Store, Timer, TimerKind};
+use cordon::domain::incident::{Event, IncidentId, NewIncident, State};
+use cordon::domain::schedule::{Schedule, Timer, TimerKind};
+use cordon::store::{RoomRecord, RoomStatus, Store};
 use redb::{ReadableTable, TableDefinition};
 use serde_json::json;
 

@@ -773,7 +773,7 @@ pub(crate) fn assert_all_active(w: &World, count: usize) {
     assert!(
         incidents
             .iter()
-            .all(|i| i.state == cordon::incident::State::Active)
+            .all(|i| i.state == cordon::domain::incident::State::Active)
     );
 }
 

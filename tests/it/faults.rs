@@ -359,7 +359,7 @@ async fn sends_in_one_room_racing_across_a_key_rotation_all_arrive() {
 /// without the plan's tags is refused, not adopted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_creation_repeated_under_its_alias_finds_the_first_room_and_makes_no_second() {
-    use cordon::incident::plan::{RoomPlan, TAG_INCIDENT, TAG_ROOM_KEY};
+    use cordon::domain::incident::plan::{RoomPlan, TAG_INCIDENT, TAG_ROOM_KEY};
     use cordon::matrix::rooms::{
         Created, create_planned_room, new_creation_alias, remove_creation_alias,
     };

@@ -1,8 +1,8 @@
-//! Integration tests: the chat grammar, through the public API (`cordon::command`).
+//! Integration tests: the chat grammar, through the public API (`cordon::domain::command`).
 
 use std::time::Duration;
 
-use cordon::command::{Command, Rejection, help, parse};
+use cordon::domain::command::{Command, Rejection, help, parse};
 use proptest::prelude::*;
 
 fn ok(body: &str) -> Command {

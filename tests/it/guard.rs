@@ -501,7 +501,7 @@ async fn an_identity_change_is_alerted_and_removes_the_member_where_the_playbook
     assert_eq!(changed.len(), 2, "{changed:?}");
     let removals = audited(&store, "guard.removed");
     assert_eq!(removals.len(), 1, "{removals:?}");
-    assert_eq!(removals[0]["why"], cordon::guard::IDENTITY_CHANGED);
+    assert_eq!(removals[0]["why"], cordon::app::guard::IDENTITY_CHANGED);
     let roster = store.roster_for_user(nurse.as_str()).unwrap();
     for entry in roster {
         let out = entry.room_id == removing_rooms["command"].as_str()
@@ -561,7 +561,7 @@ async fn a_revoked_member_is_taken_out_and_let_back_in_once_enrolled_again() {
     let store = w.stop_and_open_store();
     let removals = audited(&store, "guard.removed");
     assert_eq!(removals.len(), 1, "{removals:?}");
-    assert_eq!(removals[0]["why"], cordon::guard::REVOKED);
+    assert_eq!(removals[0]["why"], cordon::app::guard::REVOKED);
     assert!(!audited(&store, "identity.revoked").is_empty());
     for entry in store.roster_for_user(nurse.as_str()).unwrap() {
         assert!(entry.is_allowed(), "{entry:?}");

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use cordon::config::Config;
+use cordon::input::config::Config;
 use proptest::prelude::*;
 
 const PLAYBOOK: &str = include_str!("../../playbooks/mass-casualty.yaml");
@@ -174,7 +174,7 @@ fn playbook_alias_bomb_and_deep_nesting_are_clean_errors() {
         format!("id: {}{}", "{a: ".repeat(50_000), "}".repeat(50_000)),
         format!("roles:\n{}", "  - ".repeat(10_000)),
     ] {
-        let errs = cordon::playbook::load_str(file, &text).expect_err("refused");
+        let errs = cordon::input::playbook::load_str(file, &text).expect_err("refused");
         assert!(!errs.is_empty());
         for e in &errs {
             assert!(e.to_string().starts_with("bomb.yaml:"), "{e}");

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use cordon::incident::IncidentId;
+use cordon::domain::incident::IncidentId;
 use cordon::store::Store;
 use matrix_sdk::ruma::events::reaction::ReactionEventContent;
 use matrix_sdk::ruma::events::relation::Annotation;
@@ -609,7 +609,7 @@ async fn sigkill_inside_a_sweep_resumes_and_seals_each_message_once() {
     let mut sealed: std::collections::BTreeMap<String, usize> = Default::default();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
-        for line in cordon::retention::segment::read_segment(&path, &identity).unwrap() {
+        for line in cordon::archive::segment::read_segment(&path, &identity).unwrap() {
             *sealed.entry(line.event_id).or_default() += 1;
         }
     }

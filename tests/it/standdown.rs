@@ -467,7 +467,7 @@ async fn a_stood_down_incident_is_sealed_verified_opened_and_its_rooms_destroyed
     // Exactly one notice of each, and the audit log says what was destroyed and when.
     assert_eq!(cordon_notices(&w, "is sealed and verified"), 1);
     let store = cordon::store::Store::open_existing(&w.store_dir()).unwrap();
-    let id = cordon::incident::IncidentId::parse(&incident).unwrap();
+    let id = cordon::domain::incident::IncidentId::parse(&incident).unwrap();
     let audit = store.audit_entries(.., Some(&id)).unwrap();
     let destroyed_rooms = audit
         .iter()
@@ -476,7 +476,7 @@ async fn a_stood_down_incident_is_sealed_verified_opened_and_its_rooms_destroyed
     assert_eq!(destroyed_rooms, 2, "{audit:?}");
     assert!(audit.iter().any(|e| e.action == "media.deleted"));
     let state = store.incident(&id).unwrap().unwrap();
-    assert_eq!(state.state, cordon::incident::State::Destroyed);
+    assert_eq!(state.state, cordon::domain::incident::State::Destroyed);
     assert!(!state.purge_pending);
 }
 
@@ -682,8 +682,8 @@ async fn assert_stood_down_once(
     // And the archive's deletion at the end of its keep time is armed.
     let store = cordon::store::Store::open_existing(&w.store_dir()).unwrap();
     assert!(store.verify_audit().unwrap().is_intact());
-    let id = cordon::incident::IncidentId::parse(incident).unwrap();
-    let keep = cordon::incident::timers::keep_time_end_id(&id);
+    let id = cordon::domain::incident::IncidentId::parse(incident).unwrap();
+    let keep = cordon::domain::incident::timers::keep_time_end_id(&id);
     let timers = store.timers_for(&id).unwrap();
     assert!(
         timers.iter().any(|t| t.id == keep),
@@ -734,9 +734,9 @@ async fn without_admin_rights_the_rooms_are_emptied_left_and_reported_purge_pend
         );
     }
     let store = cordon::store::Store::open_existing(&w.store_dir()).unwrap();
-    let id = cordon::incident::IncidentId::parse(&incident).unwrap();
+    let id = cordon::domain::incident::IncidentId::parse(&incident).unwrap();
     let state = store.incident(&id).unwrap().unwrap();
-    assert_eq!(state.state, cordon::incident::State::Destroyed);
+    assert_eq!(state.state, cordon::domain::incident::State::Destroyed);
     assert!(state.purge_pending, "the purge is reported as pending");
     let audit = store.audit_entries(.., Some(&id)).unwrap();
     assert_eq!(
@@ -780,12 +780,12 @@ async fn the_sealed_archive_is_deleted_at_the_end_of_its_keep_time_unless_held()
         .unwrap();
     w.stop_bot();
     assert!(file.exists(), "a held archive was deleted");
-    let id = cordon::incident::IncidentId::parse(&incident).unwrap();
+    let id = cordon::domain::incident::IncidentId::parse(&incident).unwrap();
     {
         let store = cordon::store::Store::open_existing(&w.store_dir()).unwrap();
         assert_eq!(
             store.incident(&id).unwrap().unwrap().state,
-            cordon::incident::State::Destroyed
+            cordon::domain::incident::State::Destroyed
         );
     }
 
@@ -804,7 +804,7 @@ async fn the_sealed_archive_is_deleted_at_the_end_of_its_keep_time_unless_held()
     let store = cordon::store::Store::open_existing(&w.store_dir()).unwrap();
     assert_eq!(
         store.incident(&id).unwrap().unwrap().state,
-        cordon::incident::State::Closed
+        cordon::domain::incident::State::Closed
     );
     let audit = store.audit_entries(.., Some(&id)).unwrap();
     let deleted: Vec<_> = audit
@@ -995,7 +995,7 @@ async fn cordons_stores_keep_no_key_of_a_destroyed_room() {
 
     // Each room forgotten once, and it did hold keys (the nurse wrote in both).
     let store = cordon::store::Store::open_existing(&w.store_dir()).unwrap();
-    let id = cordon::incident::IncidentId::parse(&incident).unwrap();
+    let id = cordon::domain::incident::IncidentId::parse(&incident).unwrap();
     let forgotten: Vec<Value> = store
         .audit_entries(.., Some(&id))
         .unwrap()

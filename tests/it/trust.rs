@@ -4,9 +4,9 @@
 //! phone) goes on sending, a revoked person adding a cross-signed device, and a member
 //! flooding the control room with junk commands.
 
+use cordon::domain::incident::{IncidentId, State};
 use cordon::harness::TestUser;
 use cordon::harness::attack;
-use cordon::incident::{IncidentId, State};
 use matrix_sdk::ruma::{OwnedEventId, OwnedUserId};
 
 use crate::guard::{World, audited, wait_undecryptable};
@@ -276,7 +276,7 @@ async fn a_flood_of_junk_commands_gets_bounded_answers_and_the_commander_is_stil
         })
         .count();
     assert!(
-        (1..=cordon::command::flood::BUDGET as usize + 1).contains(&answers),
+        (1..=cordon::domain::command::flood::BUDGET as usize + 1).contains(&answers),
         "{answers} answers to 200 junk commands"
     );
 
@@ -297,7 +297,7 @@ async fn a_flood_of_junk_commands_gets_bounded_answers_and_the_commander_is_stil
         .map(|e| e.details_value()["count"].as_u64().unwrap_or(0))
         .sum();
     assert!(
-        refused <= 2 * cordon::command::flood::BUDGET as usize,
+        refused <= 2 * cordon::domain::command::flood::BUDGET as usize,
         "{refused} refusals audited one by one"
     );
     // Nearly every junk command is counted (a few may not have decrypted at cordon).
@@ -306,7 +306,7 @@ async fn a_flood_of_junk_commands_gets_bounded_answers_and_the_commander_is_stil
         "{refused} refused and {counted} counted of 200"
     );
     assert!(
-        by_junk.len() <= 2 * cordon::command::flood::BUDGET as usize + 2,
+        by_junk.len() <= 2 * cordon::domain::command::flood::BUDGET as usize + 2,
         "{}",
         by_junk.len()
     );

@@ -13,9 +13,9 @@ use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 use super::*;
-use crate::schedule::catch_up::DEADLINE_KEY;
+use crate::domain::schedule::TimerKind;
+use crate::domain::schedule::catch_up::DEADLINE_KEY;
 use crate::schedule::test_clock::ManualClock;
-use crate::store::TimerKind;
 
 fn start() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 5, 10, 0, 0).unwrap()
@@ -466,7 +466,7 @@ async fn a_backlog_of_due_sweeps_does_not_starve_a_stand_down_or_a_reminder() {
     ));
     arm(timer(
         "sd-1/standdown",
-        TimerKind::Other(crate::incident::timers::STANDDOWN_KIND.into()),
+        TimerKind::Other(crate::domain::incident::timers::STANDDOWN_KIND.into()),
         start(),
     ));
     let (jobs, mut rx) = reporting();

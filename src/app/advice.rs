@@ -1,0 +1,450 @@
+//! Clinical advice: flagged with a 🩺 reaction or `!cordon advice <link>`, marked
+//! transcribed into the patient record with a ✅ reaction or `!cordon transcribed
+//! <link>`. cordon records who and when for both (audited), counts what is outstanding
+//! in `status`, names it by link in reminders and at stand-down, and reminds the author
+//! once before retention deletes a message that is still outstanding.
+//!
+//! Who may: a member of the incident room on its roster (or the commander). The
+//! commands, like every command, need a verified device. Reactions cannot: Matrix
+//! clients (Element, matrix-sdk) send reactions unencrypted, so a reaction's sender is
+//! vouched for by the homeserver alone, which can send one in anyone's name. cordon
+//! takes a 🩺 from roster members all the same (a forged flag only adds a reminder),
+//! but a ✅ is recorded as *unconfirmed*: the item stays outstanding (in `status`, in
+//! the reminder, which still goes out, and in the stand-down notice, marked as such)
+//! until `!cordon transcribed <link>` from a verified device confirms it. Content is
+//! never read beyond what it takes to know the message exists.
+
+use std::sync::Arc;
+
+use matrix_sdk::Room;
+use matrix_sdk::ruma::events::reaction::OriginalSyncReactionEvent;
+use matrix_sdk::ruma::events::{AnySyncMessageLikeEvent, AnySyncTimelineEvent};
+use matrix_sdk::ruma::{EventId, UserId};
+use tracing::{info, warn};
+
+use super::commands::{Incoming, refuse, reply, send_once, user_ids};
+use super::{Bot, BotError, millis_to_utc};
+use crate::domain::command::EventRef;
+use crate::domain::incident::plan::format_time;
+use crate::domain::incident::timers as timer_plan;
+use crate::domain::incident::{Incident, State};
+use crate::matrix::rooms::{self, notice};
+use crate::store::RoomRecord;
+use crate::store::advice::{AdviceRecord, Mark, MarkedVia, TranscribedOutcome};
+
+/// The reaction that flags a message as clinical advice.
+pub const FLAG_KEY: &str = "🩺";
+/// The reaction that marks advice transcribed.
+pub const TRANSCRIBED_KEY: &str = "✅";
+
+/// Most advice links listed in one message; the rest are counted.
+const MAX_LISTED: usize = 10;
+
+/// What a reaction key means to cordon, ignoring emoji presentation selectors.
+fn reaction_meaning(key: &str) -> Option<Kind> {
+    match key.trim_end_matches('\u{FE0F}') {
+        k if k == FLAG_KEY => Some(Kind::Flag),
+        k if k == TRANSCRIBED_KEY || k == "✔" || k == "☑" => Some(Kind::Transcribed),
+        _ => None,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Flag,
+    Transcribed,
+}
+
+/// The incident room `room` is, with its incident, if it is one of an open incident's.
+fn incident_room(bot: &Bot, room: &Room) -> Option<(RoomRecord, Incident)> {
+    let record = bot
+        .store
+        .room_by_matrix_id(room.room_id().as_str())
+        .ok()
+        .flatten()?;
+    let incident = bot.store.incident(&record.incident).ok().flatten()?;
+    Some((record, incident))
+}
+
+/// True for someone cordon let into the room (or the incident's commander).
+fn is_member(bot: &Bot, record: &RoomRecord, incident: &Incident, user: &UserId) -> bool {
+    if incident.commander == user.as_str() {
+        return true;
+    }
+    let Some(room_id) = record.room_id.as_deref() else {
+        return false;
+    };
+    bot.store
+        .roster_entry(room_id, user.as_str())
+        .ok()
+        .flatten()
+        .is_some_and(|e| e.is_allowed())
+}
+
+/// A 🩺 or ✅ reaction in an incident room.
+pub(crate) async fn on_reaction(bot: Arc<Bot>, ev: OriginalSyncReactionEvent, room: Room) {
+    if ev.sender == bot.config.user {
+        return;
+    }
+    let Some(kind) = reaction_meaning(&ev.content.relates_to.key) else {
+        return;
+    };
+    let Some((record, incident)) = incident_room(&bot, &room) else {
+        return;
+    };
+    if incident.state != State::Active || !is_member(&bot, &record, &incident, &ev.sender) {
+        return;
+    }
+    let marking = Marking {
+        record: &record,
+        incident: &incident,
+        room: &room,
+        target: &ev.content.relates_to.event_id,
+        by: &ev.sender,
+        via: MarkedVia::Reaction,
+    };
+    if let Err(why) = marking.apply(&bot, kind).await {
+        info!(incident = %incident.id, why, "reaction not recorded");
+    }
+}
+
+/// What came of a flag or a mark, as the sender reads it.
+type Outcome = Result<String, String>;
+
+/// One flag or mark: someone, in an incident room, about one message.
+#[derive(Clone, Copy)]
+struct Marking<'a> {
+    record: &'a RoomRecord,
+    incident: &'a Incident,
+    room: &'a Room,
+    target: &'a EventId,
+    by: &'a UserId,
+    via: MarkedVia,
+}
+
+impl Marking<'_> {
+    async fn apply(self, bot: &Arc<Bot>, kind: Kind) -> Outcome {
+        match kind {
+            Kind::Flag => self.flag(bot).await,
+            Kind::Transcribed => self.transcribed(bot).await,
+        }
+    }
+
+    fn link(self, bot: &Bot) -> String {
+        rooms::event_link(
+            self.room.room_id().as_str(),
+            self.target.as_str(),
+            bot.server_name(),
+        )
+    }
+
+    /// Flags the message as advice, and arms its reminder.
+    async fn flag(self, bot: &Arc<Bot>) -> Outcome {
+        let (incident, record) = (self.incident, self.record);
+        let link = self.link(bot);
+        let unflagged = self.fresh_record(bot).await?;
+        let new = bot
+            .store
+            .flag_advice(&unflagged)
+            .map_err(|e| store_trouble(&e))?;
+        if !new {
+            return Ok(format!("{link} is already flagged as clinical advice."));
+        }
+        let playbook = super::provision::declared_playbook(bot, &incident.id)
+            .map_err(|e| store_trouble(&e))?;
+        let timer = timer_plan::advice(
+            &incident.id,
+            &record.key,
+            self.target.as_str(),
+            unflagged.sent_at,
+            playbook.retention.messages,
+        );
+        bot.arm(&timer).map_err(|e| store_trouble(&e))?;
+        info!(incident = %incident.id, room = %record.key, "advice flagged");
+        Ok(format!(
+            "Flagged as clinical advice: {link}. Once it is in the patient record, send \
+             `!cordon transcribed {link}` (a ✅ reaction is noted, but cannot be confirmed)."
+        ))
+    }
+
+    /// Marks the message transcribed, and stops its reminder.
+    async fn transcribed(self, bot: &Arc<Bot>) -> Outcome {
+        let link = self.link(bot);
+        let unflagged = self.fresh_record(bot).await?;
+        let mark = Mark {
+            by: self.by.to_string(),
+            at: bot.now(),
+            via: self.via,
+        };
+        match bot
+            .store
+            .mark_transcribed(&unflagged, &mark)
+            .map_err(|e| store_trouble(&e))?
+        {
+            TranscribedOutcome::Already(existing) => {
+                let who = existing.transcribed.map(|m| m.by).unwrap_or_default();
+                Ok(format!("{link} was already marked transcribed by {who}."))
+            }
+            // A ✅ is recorded but confirms nothing: the reminder stays armed.
+            TranscribedOutcome::Marked(_) if self.via == MarkedVia::Reaction => {
+                info!(incident = %self.incident.id, room = %self.record.key,
+                      "advice marked transcribed by reaction (unconfirmed)");
+                Ok(format!(
+                    "Recorded your ✅ on {link}, unconfirmed: reactions are not encrypted. \
+                     Send `!cordon transcribed {link}` to confirm it."
+                ))
+            }
+            TranscribedOutcome::Marked(_) => {
+                let id = &self.incident.id;
+                let _ = bot.disarm(&timer_plan::advice_id(id, self.target.as_str()));
+                info!(incident = %id, room = %self.record.key, "advice marked transcribed");
+                Ok(format!("Marked transcribed: {link}. Thank you."))
+            }
+        }
+    }
+
+    /// The record for the message as if it were flagged now: its author and time come
+    /// from the event as the homeserver serves it. Refuses what is not a message.
+    async fn fresh_record(self, bot: &Bot) -> Result<AdviceRecord, String> {
+        let event = self
+            .room
+            .event(self.target, None)
+            .await
+            .map_err(|_| "I cannot find that message in this room.".to_owned())?;
+        let Ok(parsed) = event.raw().deserialize() else {
+            return Err("I cannot read that event.".to_owned());
+        };
+        let is_message = matches!(
+            &parsed,
+            AnySyncTimelineEvent::MessageLike(
+                AnySyncMessageLikeEvent::RoomMessage(_) | AnySyncMessageLikeEvent::RoomEncrypted(_)
+            )
+        );
+        if !is_message {
+            return Err("Only a message can be flagged as advice.".to_owned());
+        }
+        if parsed.sender() == bot.user_id() {
+            return Err("cordon's own messages are not clinical advice.".to_owned());
+        }
+        if let AnySyncTimelineEvent::MessageLike(m) = &parsed
+            && m.original_content().is_none()
+        {
+            return Err("That message has been deleted.".to_owned());
+        }
+        Ok(AdviceRecord {
+            incident: self.incident.id.clone(),
+            room_key: self.record.key.clone(),
+            room_id: self.room.room_id().to_string(),
+            event_id: self.target.to_string(),
+            author: parsed.sender().to_string(),
+            sent_at: millis_to_utc(parsed.origin_server_ts().get().into()),
+            flagged: Mark {
+                by: self.by.to_string(),
+                at: bot.now(),
+                via: self.via,
+            },
+            transcribed: None,
+            reminded_at: None,
+        })
+    }
+}
+
+fn store_trouble(e: &dyn std::fmt::Display) -> String {
+    warn!(error = %e, "advice: store");
+    "I could not record it in my store; nothing was changed. Try again in a minute.".to_owned()
+}
+
+/// `advice <link>` and `transcribed <link>`, in an incident room or in the control room
+/// (with a link that names the incident room).
+pub(crate) async fn command(bot: &Arc<Bot>, incoming: &Incoming, event: &EventRef, mark: bool) {
+    let room = match &event.room {
+        None => Some(incoming.room.clone()),
+        Some(r) => matrix_sdk::ruma::OwnedRoomId::try_from(r.as_str())
+            .ok()
+            .and_then(|id| bot.client.get_room(&id)),
+    };
+    let found = room.and_then(|room| incident_room(bot, &room).map(|(r, i)| (room, r, i)));
+    let Some((room, record, incident)) = found else {
+        refuse(
+            bot,
+            incoming,
+            None,
+            "not-incident-room",
+            "That message is not in one of the incident rooms. Use the message's link \
+             (Share → Copy link), or send the command in the incident room. Nothing was \
+             changed.",
+        )
+        .await;
+        return;
+    };
+    if incident.state != State::Active {
+        let text = format!(
+            "{} is {}: advice can no longer be flagged or marked there.",
+            incident.id.as_str(),
+            incident.state.as_str()
+        );
+        refuse(bot, incoming, Some(&incident.id), "not-active", &text).await;
+        return;
+    }
+    if !is_member(bot, &record, &incident, &incoming.sender) && !bot.is_operator(&incoming.sender) {
+        refuse(
+            bot,
+            incoming,
+            Some(&incident.id),
+            "not-member",
+            "Only members of that incident room can flag advice or mark it transcribed. \
+             Nothing was changed.",
+        )
+        .await;
+        return;
+    }
+    let marking = Marking {
+        record: &record,
+        incident: &incident,
+        room: &room,
+        target: &event.event,
+        by: &incoming.sender,
+        via: MarkedVia::Command,
+    };
+    let kind = if mark { Kind::Transcribed } else { Kind::Flag };
+    let outcome = marking.apply(bot, kind).await;
+    match outcome {
+        Ok(text) => reply(bot, incoming, Some(&incident.id), &text).await,
+        Err(text) => {
+            let text = format!("{text} Nothing was changed.");
+            refuse(bot, incoming, Some(&incident.id), "advice", &text).await;
+        }
+    }
+}
+
+/// The advice timer's job: reminds the author, once, of advice still not marked
+/// transcribed before retention deletes it.
+pub(crate) async fn on_due(
+    bot: &Arc<Bot>,
+    timer: &crate::domain::schedule::Timer,
+) -> Result<(), BotError> {
+    let (Some(id), Some(event)) = (
+        &timer.incident,
+        timer.payload.get("event").and_then(|e| e.as_str()),
+    ) else {
+        return Ok(());
+    };
+    if bot
+        .store
+        .incident(id)?
+        .is_none_or(|i| i.state != State::Active)
+    {
+        return Ok(());
+    };
+    let Some(advice) = bot.store.advice(id, event)? else {
+        return Ok(());
+    };
+    if !advice.is_outstanding() || advice.reminded_at.is_some() {
+        return Ok(());
+    }
+    let Some(room) = rooms::joined(&bot.client, &advice.room_id) else {
+        return Ok(());
+    };
+    let playbook = super::provision::declared_playbook(bot, id)?;
+    let deleted_at = advice.sent_at
+        + chrono::TimeDelta::from_std(playbook.retention.messages)
+            .unwrap_or(chrono::TimeDelta::MAX);
+    let link = rooms::event_link(&advice.room_id, &advice.event_id, bot.server_name());
+    let tz = bot.config.time_zone;
+    let body = match advice.unconfirmed() {
+        None => format!(
+            "{author}: the clinical advice you gave at {sent} ({link}) is not marked \
+             transcribed. It is deleted from this chat at about {deleted}. Transcribe it \
+             into the patient record, attributed, then send `!cordon transcribed {link}`.",
+            author = advice.author,
+            sent = format_time(advice.sent_at, tz),
+            deleted = format_time(deleted_at, tz),
+        ),
+        Some(mark) => format!(
+            "{author}: the clinical advice you gave at {sent} ({link}) has a ✅ from {by}, \
+             which cordon cannot confirm (reactions are not encrypted). It is deleted from \
+             this chat at about {deleted}. Once it is in the patient record, attributed, \
+             send `!cordon transcribed {link}` to confirm it.",
+            author = advice.author,
+            by = mark.by,
+            sent = format_time(advice.sent_at, tz),
+            deleted = format_time(deleted_at, tz),
+        ),
+    };
+    let mention = user_ids(&[advice.author.as_str()]);
+    send_once(bot, &room, &timer.id, Some(id), notice(&body, &mention)).await?;
+    bot.store.mark_advice_reminded(id, event, bot.now())?;
+    info!(incident = %id, "advice reminder sent");
+    Ok(())
+}
+
+/// How many advice items of `incident` are not marked transcribed.
+pub(crate) fn outstanding_count(bot: &Bot, incident: &Incident) -> usize {
+    bot.store
+        .advice_for(&incident.id)
+        .map(|list| list.iter().filter(|a| a.is_outstanding()).count())
+        .unwrap_or(0)
+}
+
+/// How many of those have an unconfirmed ✅ (a reaction, which cannot be confirmed).
+pub(crate) fn unconfirmed_count(bot: &Bot, incident: &Incident) -> usize {
+    bot.store
+        .advice_for(&incident.id)
+        .map(|list| list.iter().filter(|a| a.unconfirmed().is_some()).count())
+        .unwrap_or(0)
+}
+
+/// The advice not yet marked transcribed, in one room or in all, as lines to append to
+/// a message (empty when there is none): links and authors, never content.
+pub(crate) fn outstanding_lines(bot: &Bot, incident: &Incident, room_key: Option<&str>) -> String {
+    let list: Vec<AdviceRecord> = bot
+        .store
+        .advice_for(&incident.id)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|a| a.is_outstanding())
+        .filter(|a| room_key.is_none_or(|k| a.room_key == k))
+        .collect();
+    if list.is_empty() {
+        return String::new();
+    }
+    let tz = bot.config.time_zone;
+    let mut out = format!("\nAdvice not yet marked transcribed ({}):", list.len());
+    for a in list.iter().take(MAX_LISTED) {
+        let unconfirmed = a
+            .unconfirmed()
+            .map(|m| format!("; ✅ by {}, unconfirmed", m.by))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "\n- {} (from {}, {}{unconfirmed})",
+            rooms::event_link(&a.room_id, &a.event_id, bot.server_name()),
+            a.author,
+            format_time(a.sent_at, tz)
+        ));
+    }
+    if list.iter().any(|a| a.unconfirmed().is_some()) {
+        out.push_str(
+            "\nA ✅ reaction is not encrypted, so cordon cannot confirm who sent it: \
+             confirm with `!cordon transcribed <link>`.",
+        );
+    }
+    if list.len() > MAX_LISTED {
+        out.push_str(&format!("\n… and {} more", list.len() - MAX_LISTED));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reactions_are_read_with_or_without_the_emoji_selector() {
+        assert_eq!(reaction_meaning("🩺"), Some(Kind::Flag));
+        assert_eq!(reaction_meaning("🩺\u{FE0F}"), Some(Kind::Flag));
+        assert_eq!(reaction_meaning("✅"), Some(Kind::Transcribed));
+        assert_eq!(reaction_meaning("✔\u{FE0F}"), Some(Kind::Transcribed));
+        assert_eq!(reaction_meaning("👍"), None);
+        assert_eq!(reaction_meaning("🩺🩺"), None);
+    }
+}

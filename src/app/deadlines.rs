@@ -1,0 +1,239 @@
+//! Time limits: the warnings before expiry, the expiry itself, and `extend`.
+//!
+//! Every incident expires at declaration + `duration.max`, moved later by `extend` up to
+//! `duration.extend_max` in total. Warnings go to the control room (mentioning the
+//! commander, with how to extend) and to every incident room. At expiry the incident
+//! stands down by itself ([`super::standdown`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use tracing::info;
+
+use super::commands::{Incoming, commander_or_operator, refuse, reply, send_once};
+use super::provision::declared_playbook;
+use super::{ACTOR, Bot, BotError};
+use crate::domain::incident::plan::{format_remaining, format_time};
+use crate::domain::incident::{Event, Incident, State};
+use crate::domain::schedule::Timer;
+use crate::domain::schedule::catch_up::DEADLINE_KEY;
+use crate::input::playbook::model::format_duration;
+use crate::matrix::rooms::notice;
+use crate::schedule::FireContext;
+
+/// The expiry timer's job: stands the incident down when its time is up.
+pub(crate) async fn on_expiry(
+    bot: &Arc<Bot>,
+    timer: &Timer,
+    ctx: FireContext,
+) -> Result<(), BotError> {
+    let Some(id) = &timer.incident else {
+        return Ok(());
+    };
+    let Some(incident) = bot.store.incident(id)? else {
+        return Ok(());
+    };
+    match incident.state {
+        // Extended meanwhile: the timer was re-armed for the new expiry.
+        State::Active if incident.expires_at > ctx.due => Ok(()),
+        State::Active | State::StandingDown | State::Failed => {
+            super::standdown::stand_down(bot, &incident, ACTOR).await
+        }
+        State::Provisioning => Err(BotError::Matrix(crate::matrix::MatrixError::Client(
+            "the incident expired while still provisioning; standing down once it is done".into(),
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Why an incident stood down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StandDownCause {
+    /// Its time limit was reached.
+    Expiry,
+    /// Someone ran `standdown`.
+    Command,
+}
+
+impl StandDownCause {
+    /// Why `incident` stood down, from who stood it down (cordon itself at expiry).
+    pub(crate) fn of(incident: &Incident) -> Self {
+        match incident.stood_down_by.as_deref() {
+            Some(by) if by != ACTOR => StandDownCause::Command,
+            _ => StandDownCause::Expiry,
+        }
+    }
+}
+
+/// A warning timer's job: tells the control room and every incident room how long is
+/// left. A warning about an expiry that has since moved is not sent.
+pub(crate) async fn on_warning(bot: &Arc<Bot>, timer: &Timer) -> Result<(), BotError> {
+    let Some(id) = &timer.incident else {
+        return Ok(());
+    };
+    let Some(incident) = bot.store.incident(id)? else {
+        return Ok(());
+    };
+    let deadline = timer
+        .payload
+        .get(DEADLINE_KEY)
+        .and_then(|d| serde_json::from_value::<chrono::DateTime<chrono::Utc>>(d.clone()).ok());
+    if incident.state != State::Active || deadline.is_some_and(|d| d != incident.expires_at) {
+        return Ok(());
+    }
+    let playbook = declared_playbook(bot, id)?;
+    let now = bot.now();
+    let at = format_time(incident.expires_at, bot.config.time_zone);
+    let left = format_remaining(incident.expires_at, now);
+    let stamp = incident.expires_at.timestamp();
+    let key = |room: &str| format!("{}/{stamp}/{room}", timer.id);
+
+    let headroom = extension_left(&incident, &playbook);
+    let how = if headroom.is_zero() {
+        "It cannot be extended further.".to_owned()
+    } else {
+        format!(
+            "To keep it open: `!cordon extend {} 4h` (up to {} more).",
+            id.as_str(),
+            format_duration(headroom)
+        )
+    };
+    if let Some(control) = crate::matrix::rooms::joined(&bot.client, &incident.control_room) {
+        let body = format!(
+            "⏳ {name} ({id}) stands down in {left}, at {at}. Its rooms then become \
+             read-only and are sealed and destroyed. {how}",
+            name = incident.display_name,
+            id = id.as_str(),
+        );
+        let mention = super::commands::user_ids(&[incident.commander.as_str()]);
+        send_once(
+            bot,
+            &control,
+            &key("control"),
+            Some(id),
+            notice(&body, &mention),
+        )
+        .await?;
+    }
+    for (record, room) in super::standdown::incident_rooms(bot, &incident)? {
+        let advice = super::advice::outstanding_lines(bot, &incident, Some(&record.key));
+        let body = format!(
+            "⏳ This incident stands down in {left}, at {at}. These rooms then become \
+             read-only and are destroyed: transcribe any clinical advice into the patient \
+             record now.{advice}"
+        );
+        send_once(bot, &room, &key(&record.key), Some(id), notice(&body, &[])).await?;
+    }
+    info!(incident = %id, left = %left, "expiry warning sent");
+    Ok(())
+}
+
+/// How much more `extend` may add: `extend_max` less what was already added.
+fn extension_left(incident: &Incident, playbook: &crate::input::playbook::Playbook) -> Duration {
+    let used = incident.extended_total().to_std().unwrap_or(Duration::ZERO);
+    playbook.duration.extend_max.saturating_sub(used)
+}
+
+/// `extend [incident] <duration>`: the commander (or an operator) moves the expiry
+/// later, up to the playbook's `extend_max` in total. Audited; a request beyond the
+/// bound is refused with what is left.
+pub(crate) async fn extend(
+    bot: &Arc<Bot>,
+    incoming: &Incoming,
+    incident: Incident,
+    by: Duration,
+) -> Result<(), BotError> {
+    let id = &incident.id;
+    if !commander_or_operator(bot, incoming, &incident, "extend it").await {
+        return Ok(());
+    }
+    if incident.state != State::Active {
+        let text = format!(
+            "{} is {}: only an active incident can be extended. Nothing was changed. \
+             `!cordon status {}` shows where it stands.",
+            id.as_str(),
+            incident.state.as_str(),
+            id.as_str(),
+        );
+        refuse(bot, incoming, Some(id), "not-active", &text).await;
+        return Ok(());
+    }
+    let playbook = declared_playbook(bot, id)?;
+    let max = playbook.duration.extend_max;
+    let left = extension_left(&incident, &playbook);
+    if by > left {
+        let text = if max.is_zero() {
+            format!(
+                "{} cannot be extended: its playbook ({}) allows no extension. Nothing was \
+                 changed. It stands down at {}; if the work goes on, declare a new incident \
+                 before then.",
+                id.as_str(),
+                playbook.id,
+                format_time(incident.expires_at, bot.config.time_zone)
+            )
+        } else if left.is_zero() {
+            format!(
+                "{} cannot be extended further: its playbook allows {} in total, and all of \
+                 it has been used. Nothing was changed. It stands down at {}; if the work \
+                 goes on, declare a new incident before then.",
+                id.as_str(),
+                format_duration(max),
+                format_time(incident.expires_at, bot.config.time_zone)
+            )
+        } else {
+            format!(
+                "{} can be extended by at most {} more (the playbook allows {} in total; {} \
+                 used). Nothing was changed. Try `!cordon extend {} {}`.",
+                id.as_str(),
+                format_duration(left),
+                format_duration(max),
+                format_duration(max.saturating_sub(left)),
+                id.as_str(),
+                format_duration(left).replace(' ', ""),
+            )
+        };
+        refuse(bot, incoming, Some(id), "beyond-bound", &text).await;
+        return Ok(());
+    }
+    let new_expiry = incident
+        .expires_at
+        .checked_add_signed(TimeDelta::from_std(by).unwrap_or(TimeDelta::MAX))
+        .unwrap_or(incident.expires_at);
+    let (extended, _) = bot.store.apply(
+        id,
+        Event::Extended { new_expiry },
+        incoming.sender.as_str(),
+        bot.now(),
+    )?;
+    super::timers::rearm_deadlines(bot, &extended, &playbook)?;
+    info!(incident = %id, by = ?by, "extended");
+    let at = format_time(extended.expires_at, bot.config.time_zone);
+    let now = bot.now();
+    for (record, room) in super::standdown::incident_rooms(bot, &extended)? {
+        let body = format!(
+            "⏳ Extended by {} by {}: these rooms now close at {at} ({} from now).",
+            format_duration(by),
+            incoming.sender,
+            format_remaining(extended.expires_at, now)
+        );
+        let key = format!(
+            "{}/extended/{}/{}",
+            id.as_str(),
+            incoming.event_id,
+            record.key
+        );
+        send_once(bot, &room, &key, Some(id), notice(&body, &[])).await?;
+    }
+    super::standdown::refresh_topics(bot, &extended, &playbook).await;
+    let left = extension_left(&extended, &playbook);
+    let text = format!(
+        "Extended {} by {}: it now stands down at {at} ({} from now). Extension left: {}.",
+        id.as_str(),
+        format_duration(by),
+        format_remaining(extended.expires_at, now),
+        format_duration(left)
+    );
+    reply(bot, incoming, Some(id), &text).await;
+    Ok(())
+}

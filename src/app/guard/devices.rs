@@ -1,0 +1,156 @@
+//! Members' devices and identities.
+//!
+//! matrix-sdk reports every device and cross-signing identity it learns about (on
+//! streams fed by key queries, which follow each member's device-list changes). A new
+//! device or identity of an incident member triggers a check of that person (see
+//! [`super::check_person`]): an identity change or revocation is handled in
+//! [`super::members`], and a device its owner has not cross-signed raises one alert per
+//! device and incident ([`check`]). The periodic pass repeats the check for everyone,
+//! so updates that arrived while cordon was down, or that the streams dropped, are
+//! caught too.
+
+use std::sync::{Arc, Weak};
+
+use futures_util::StreamExt;
+use matrix_sdk::ruma::UserId;
+use serde_json::json;
+use tracing::{error, warn};
+
+use super::Seats;
+use super::alert;
+use crate::app::{ACTOR, Bot, millis_to_utc};
+
+/// Starts the two watchers; each stops when the bot is gone.
+pub(super) fn start(bot: &Arc<Bot>) {
+    tokio::spawn(watch_devices(Arc::downgrade(bot)));
+    tokio::spawn(watch_identities(Arc::downgrade(bot)));
+}
+
+async fn watch_devices(weak: Weak<Bot>) {
+    let stream = {
+        let Some(bot) = weak.upgrade() else { return };
+        match bot.client.encryption().devices_stream().await {
+            Ok(s) => s,
+            Err(e) => {
+                error!(error = %e, "guard: cannot watch devices; only the periodic check runs");
+                return;
+            }
+        }
+    };
+    futures_util::pin_mut!(stream);
+    while let Some(updates) = stream.next().await {
+        let Some(bot) = weak.upgrade() else { return };
+        // Every update first enforces the person's standing: a device that appears
+        // after a revocation is blacklisted before cordon shares a key with it.
+        let people: std::collections::BTreeSet<_> = updates
+            .new
+            .keys()
+            .chain(updates.changed.keys())
+            .filter(|u| *u != bot.user_id())
+            .cloned()
+            .collect();
+        for user in people {
+            super::check_standing(&bot, &user).await;
+        }
+        for (user, devices) in updates.new {
+            if user == *bot.user_id() || devices.values().all(|d| d.is_cross_signed_by_owner()) {
+                continue;
+            }
+            let b = bot.clone();
+            bot.spawn(async move { super::check_person(&b, &user).await })
+                .await;
+        }
+    }
+}
+
+async fn watch_identities(weak: Weak<Bot>) {
+    let stream = {
+        let Some(bot) = weak.upgrade() else { return };
+        match bot.client.encryption().user_identities_stream().await {
+            Ok(s) => s,
+            Err(e) => {
+                error!(error = %e, "guard: cannot watch identities; only the periodic check runs");
+                return;
+            }
+        }
+    };
+    futures_util::pin_mut!(stream);
+    while let Some(updates) = stream.next().await {
+        let Some(bot) = weak.upgrade() else { return };
+        for user in updates.new.into_keys().chain(updates.changed.into_keys()) {
+            if user == *bot.user_id() {
+                continue;
+            }
+            super::check_standing(&bot, &user).await;
+            let b = bot.clone();
+            bot.spawn(async move { super::check_person(&b, &user).await })
+                .await;
+        }
+    }
+}
+
+/// Alerts once per device and incident about each of `user`'s devices that they have
+/// not cross-signed. cordon never shares room keys with such a device (it is not
+/// trusted), so the alert is about the account, not about what the device can read.
+pub(super) async fn check(bot: &Bot, user: &UserId, all: &[Seats]) {
+    let devices = match bot.client.encryption().get_user_devices(user).await {
+        Ok(d) => d,
+        Err(e) => {
+            warn!(user = %user, error = %e, "could not list a member's devices");
+            return;
+        }
+    };
+    for device in devices.devices() {
+        if device.is_cross_signed_by_owner() || device.is_deleted() {
+            continue;
+        }
+        let seen = millis_to_utc(device.first_time_seen_ts().get().into());
+        for seats in all {
+            let key = format!(
+                "guard/{}/device/{user}/{}",
+                seats.incident.id,
+                device.device_id()
+            );
+            match bot.store.outbox_get(&key) {
+                Ok(None) => {}
+                Ok(Some(existing)) => {
+                    alert::deliver(bot, &existing).await;
+                    continue;
+                }
+                Err(e) => {
+                    error!(error = %e, "store: reading a guard alert");
+                    continue;
+                }
+            }
+            let now = bot.now();
+            let body = alert::device_body(
+                &seats.incident,
+                user.as_str(),
+                device.device_id().as_str(),
+                device.display_name(),
+                seen,
+                bot.config.time_zone,
+            );
+            let Some(entry) = alert::record(bot, &seats.incident, &key, &body) else {
+                continue;
+            };
+            warn!(incident = %seats.incident.id, user = %user, device = %device.device_id(),
+                  "a member has a device they have not verified");
+            if let Err(e) = bot.store.audit(
+                ACTOR,
+                "guard.device-alert",
+                Some(&seats.incident.id),
+                json!({
+                    "user": user,
+                    "device": device.device_id(),
+                    "event_at": seen,
+                    "detected_at": now,
+                }),
+                now,
+            ) {
+                error!(error = %e, "store: auditing a device alert");
+            }
+            alert::deliver(bot, &entry).await;
+        }
+    }
+}

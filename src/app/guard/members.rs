@@ -1,0 +1,636 @@
+//! Who may be in an incident room, and taking people out and letting them back in.
+//!
+//! The roster in cordon's store is the only ground truth: [`verdict`] judges one
+//! member from their roster entry alone, never from who the membership event claims
+//! sent the invite. People whose identity changed or whose enrolment was revoked are
+//! removed ([`remove`]) and, once verified again, invited back ([`on_enrolled`]).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use matrix_sdk::Room;
+use matrix_sdk::ruma::events::room::member::MembershipState;
+use matrix_sdk::ruma::{OwnedUserId, UserId};
+use serde_json::{Value, json};
+use tracing::{error, info, warn};
+
+use super::Seats;
+use super::alert::{self, IdentityAction};
+use crate::app::{ACTOR, Bot};
+use crate::input::playbook::IdentityChange;
+use crate::matrix::rooms::{self, InviteOutcome};
+use crate::store::{RosterAudit, RosterEntry, RosterStatus};
+use crate::trust::{self, Trust};
+
+/// The roster reason of a member removed because their identity changed.
+pub const IDENTITY_CHANGED: &str = "identity changed";
+/// The roster reason of a member removed because their enrolment was revoked.
+pub const REVOKED: &str = "enrolment revoked";
+
+/// How long after a roster entry became `removed` the person may still be seen in the
+/// room without it counting as an intrusion: the removal (roster first, then the kick)
+/// is still under way. Later, a removed person back in the room was let in by someone
+/// other than cordon.
+pub const REMOVAL_GRACE: TimeDelta = TimeDelta::seconds(60);
+
+/// The outbox kind of an invite back after re-verification.
+const READMIT: &str = "guard-readmit";
+
+/// What the guard makes of one joined or invited member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// cordon let them in (or it is cordon).
+    Allowed,
+    /// cordon did not let them in: ban.
+    Intruder {
+        /// Why, for the alert and the audit log.
+        why: String,
+    },
+    /// cordon is taking them out right now: kick, without an alert.
+    BeingRemoved,
+}
+
+/// Judges `user` (joined or invited) from their roster entry in the room alone.
+pub fn verdict(user: &str, entry: Option<&RosterEntry>, own: &str, now: DateTime<Utc>) -> Verdict {
+    if user == own {
+        return Verdict::Allowed;
+    }
+    let Some(entry) = entry else {
+        return Verdict::Intruder {
+            why: "cordon has no invite record for them".to_owned(),
+        };
+    };
+    match &entry.status {
+        RosterStatus::Invited => Verdict::Allowed,
+        RosterStatus::Pending { why } => Verdict::Intruder {
+            why: format!("cordon did not let them in (pending: {why})"),
+        },
+        RosterStatus::Removed { .. } if now - entry.at < REMOVAL_GRACE => Verdict::BeingRemoved,
+        RosterStatus::Removed { why } => Verdict::Intruder {
+            why: format!("cordon removed them earlier ({why})"),
+        },
+    }
+}
+
+/// True when a role holder cordon let in at `let_in` (their roster entry's time, and
+/// cordon did not take them out since) has `membership` after an event claiming
+/// `sender` at `at`: someone else put them out. A ban is never cordon's for a holder it
+/// let in; a leave is theirs only when they sent it themselves (left, or declined the
+/// invite), and then they stay out. A removal from before cordon let them in again (a
+/// readmission whose invite is on its way) is cordon's own, undone by that invite.
+pub fn ejected(
+    user: &str,
+    membership: &str,
+    sender: &str,
+    at: DateTime<Utc>,
+    let_in: DateTime<Utc>,
+) -> bool {
+    if at <= let_in {
+        return false;
+    }
+    match membership {
+        "ban" => true,
+        "leave" => sender != user,
+        _ => false,
+    }
+}
+
+/// Lets a role holder someone else banned or removed back into `room`: the ban lifted,
+/// then invited again with the reason. The roster still lets them in, so a step cut
+/// short is done again at the next look.
+pub(super) async fn let_back_in(
+    bot: &Bot,
+    w: &super::Watched,
+    room: &Room,
+    finding: &super::Finding,
+    now: DateTime<Utc>,
+) {
+    let super::Finding::Ejected {
+        user,
+        membership,
+        claimed_sender,
+        at,
+    } = finding
+    else {
+        return;
+    };
+    let Ok(user_id) = UserId::parse(user.as_str()) else {
+        return;
+    };
+    if membership == "ban"
+        && let Err(e) = room
+            .unban_user(
+                &user_id,
+                Some("cordon: banned by someone other than cordon"),
+            )
+            .await
+    {
+        warn!(user = %user_id, error = %e, "could not lift a forged ban; retrying at the next look");
+        return;
+    }
+    let reason = format!(
+        "You were removed from {name} ({incident}) by someone other than cordon (possible \
+         server compromise): cordon invites you back. Not the medical record: transcribe \
+         clinical advice into the patient record.",
+        name = w.name(),
+        incident = w.incident.display_name,
+    );
+    let outcome = match rooms::invite_with_reason(&bot.client, room.room_id(), &user_id, &reason)
+        .await
+    {
+        Ok(InviteOutcome::Invited | InviteOutcome::AlreadyThere) => json!("invited"),
+        Ok(InviteOutcome::Refused(why)) => json!({ "refused": why }),
+        Err(e) => {
+            warn!(user = %user_id, error = %e, "could not invite a holder back; retrying at the next look");
+            return;
+        }
+    };
+    info!(user = %user_id, membership = %membership, "let a holder someone else put out back in");
+    audit_room(
+        bot,
+        &w.incident.id,
+        "guard.member-restored",
+        json!({
+            "room": w.room_id, "room_key": w.record.key, "user": user,
+            "membership": membership, "claimed_sender": claimed_sender,
+            "event_at": at, "detected_at": now, "outcome": outcome,
+        }),
+    );
+}
+
+fn audit_room(
+    bot: &Bot,
+    incident: &crate::domain::incident::IncidentId,
+    action: &str,
+    details: Value,
+) {
+    if let Err(e) = bot
+        .store
+        .audit(ACTOR, action, Some(incident), details, bot.now())
+    {
+        error!(error = %e, action, "store: auditing a guard action");
+    }
+}
+
+/// True for a removal the guard made and undoes once the person is verified again.
+fn removed_by_guard(status: &RosterStatus) -> bool {
+    matches!(status, RosterStatus::Removed { why } if why == IDENTITY_CHANGED || why == REVOKED)
+}
+
+/// The member's joined room, if cordon is in it.
+fn room_of(bot: &Bot, entry: &RosterEntry) -> Option<Room> {
+    rooms::joined(&bot.client, &entry.room_id)
+}
+
+/// Kicks `user` from `room` if they are joined or invited there.
+pub(super) async fn kick_if_present(room: &Room, user: &UserId, reason: &str) -> bool {
+    match room.get_member_no_sync(user).await {
+        Ok(Some(m))
+            if matches!(
+                m.membership(),
+                MembershipState::Join | MembershipState::Invite
+            ) => {}
+        _ => return false,
+    }
+    match room.kick_user(user, Some(reason)).await {
+        Ok(()) => true,
+        Err(e) => {
+            warn!(room = %room.room_id(), user = %user, error = %e, "could not kick");
+            false
+        }
+    }
+}
+
+/// Takes `user` out of every room in `seats` (one incident): the roster first (audited
+/// as `guard.removed` in the same transaction), then the kicks, then a fresh room key
+/// in each room.
+pub(super) async fn remove(bot: &Bot, user: &UserId, seats: &Seats, why: &str) {
+    let now = bot.now();
+    let entries: Vec<RosterEntry> = seats
+        .entries
+        .iter()
+        .map(|e| RosterEntry {
+            status: RosterStatus::Removed {
+                why: why.to_owned(),
+            },
+            at: now,
+            ..e.clone()
+        })
+        .collect();
+    if entries.is_empty() {
+        return;
+    }
+    let rooms: Vec<&str> = entries.iter().map(|e| e.room_key.as_str()).collect();
+    let audit = RosterAudit {
+        actor: ACTOR,
+        action: "guard.removed",
+        details: json!({ "user": user, "rooms": rooms, "why": why, "detected_at": now }),
+    };
+    if let Err(e) = bot.store.roster_put(&entries, Some(audit), now) {
+        error!(error = %e, "store: recording a removal");
+        return;
+    }
+    info!(incident = %seats.incident.id, user = %user, why, "removing a member");
+    for entry in &entries {
+        let Some(room) = room_of(bot, entry) else {
+            continue;
+        };
+        if kick_if_present(
+            &room,
+            user,
+            &format!("cordon: {why}; re-verify to come back"),
+        )
+        .await
+            && let Err(e) = room.discard_room_key().await
+        {
+            warn!(error = %e, "could not rotate the room key");
+        }
+    }
+}
+
+/// The playbook's identity-change policy for an incident. A playbook that no longer
+/// loads counts as `remove`, the safer choice.
+fn policy(bot: &Bot, seats: &Seats) -> IdentityChange {
+    let loaded = bot
+        .store
+        .playbook_snapshot(&seats.incident.id)
+        .ok()
+        .flatten()
+        .and_then(|s| {
+            crate::input::playbook::load_str(std::path::Path::new(&s.path), &s.text).ok()
+        });
+    match loaded {
+        Some(p) => p.identity_change,
+        None => {
+            warn!(incident = %seats.incident.id, "declared playbook unreadable; removing on identity change");
+            IdentityChange::Remove
+        }
+    }
+}
+
+/// A member's identity changed since enrolment: alert once per new identity and
+/// incident, and remove them where the playbook says so.
+pub(super) async fn identity_changed(bot: &Bot, user: &UserId, all: &[Seats]) {
+    let identity = bot
+        .client
+        .encryption()
+        .get_user_identity(user)
+        .await
+        .ok()
+        .flatten();
+    let master = identity
+        .as_ref()
+        .and_then(trust::master_key)
+        .unwrap_or_else(|| "none".to_owned());
+    let enrolled = bot
+        .store
+        .enrolment(user.as_str())
+        .ok()
+        .flatten()
+        .and_then(|e| e.master_key);
+    for seats in all {
+        let policy = policy(bot, seats);
+        let key = format!("guard/{}/identity/{user}/{master}", seats.incident.id);
+        let fresh = match bot.store.outbox_get(&key) {
+            Ok(None) => true,
+            // Alerted before; under `alert` there is nothing more to do.
+            Ok(Some(existing)) if policy == IdentityChange::Alert => {
+                alert::deliver(bot, &existing).await;
+                continue;
+            }
+            Ok(Some(_)) => false,
+            Err(e) => {
+                error!(error = %e, "store: reading a guard alert");
+                continue;
+            }
+        };
+        let now = bot.now();
+        let action = match policy {
+            IdentityChange::Remove => IdentityAction::Removed,
+            IdentityChange::Alert => IdentityAction::AlertOnly,
+        };
+        let body = alert::identity_body(
+            &seats.incident,
+            user.as_str(),
+            action,
+            now,
+            bot.config.time_zone,
+        );
+        let Some(entry) = alert::record(bot, &seats.incident, &key, &body) else {
+            continue;
+        };
+        if fresh {
+            warn!(incident = %seats.incident.id, user = %user, "identity changed since enrolment");
+            audit(
+                bot,
+                seats,
+                "guard.identity-changed",
+                json!({
+                    "user": user,
+                    "master_key": master,
+                    "enrolled_master_key": enrolled,
+                    "policy": if policy == IdentityChange::Remove { "remove" } else { "alert" },
+                    "detected_at": now,
+                }),
+            );
+        }
+        if policy == IdentityChange::Remove {
+            remove(bot, user, seats, IDENTITY_CHANGED).await;
+        }
+        alert::deliver(bot, &entry).await;
+    }
+}
+
+/// A member's enrolment was revoked: remove them from every open incident and alert.
+pub(super) async fn revoked(bot: &Bot, user: &UserId, all: &[Seats]) {
+    let since = bot
+        .store
+        .enrolment(user.as_str())
+        .ok()
+        .flatten()
+        .and_then(|e| e.revoked)
+        .map(|r| r.at.timestamp_millis())
+        .unwrap_or_default();
+    for seats in all {
+        let key = format!("guard/{}/revoked/{user}/{since}", seats.incident.id);
+        let now = bot.now();
+        let body = alert::revoked_body(&seats.incident, user.as_str(), now, bot.config.time_zone);
+        let Some(entry) = alert::record(bot, &seats.incident, &key, &body) else {
+            continue;
+        };
+        remove(bot, user, seats, REVOKED).await;
+        alert::deliver(bot, &entry).await;
+    }
+}
+
+fn audit(bot: &Bot, seats: &Seats, action: &str, details: Value) {
+    if let Err(e) = bot
+        .store
+        .audit(ACTOR, action, Some(&seats.incident.id), details, bot.now())
+    {
+        error!(error = %e, action, "store: auditing a guard action");
+    }
+}
+
+/// Invites `user` back into every room the guard removed them from (identity change or
+/// revocation), once cordon sees them verified again. Their identity is fetched from
+/// the homeserver: someone removed from the rooms may share none with cordon any more,
+/// and then nothing refreshes cordon's local copy of it.
+pub(super) async fn readmit(bot: &Arc<Bot>, user: &UserId) {
+    let removed = super::seats_where(bot, user, removed_by_guard);
+    if removed.is_empty() {
+        return;
+    }
+    if trust::status(&bot.client, &bot.store, user, true).await != Trust::Verified {
+        return;
+    }
+    for seats in removed {
+        let now = bot.now();
+        // Intents first (one per room, keyed by the removal), then the roster, then the
+        // invites: a restart in between finds the intents and sends them.
+        let mut intents = Vec::new();
+        for e in &seats.entries {
+            let key = format!(
+                "guard/{}/readmit/{user}/{}/{}",
+                seats.incident.id,
+                e.room_key,
+                e.at.timestamp_millis()
+            );
+            let name = room_name(bot, e);
+            let reason = format!(
+                "You are invited back to {name} ({}): an operator verified your identity \
+                 again. Not the medical record: transcribe clinical advice into the \
+                 patient record.",
+                seats.incident.display_name
+            );
+            let payload = json!({ "room": e.room_id, "user": user, "reason": reason });
+            match bot
+                .store
+                .outbox_put(&key, Some(&seats.incident.id), READMIT, payload, now)
+            {
+                Ok(entry) => intents.push(entry),
+                Err(e) => error!(error = %e, "store: recording an invite back"),
+            }
+        }
+        let entries: Vec<RosterEntry> = seats
+            .entries
+            .iter()
+            .map(|e| RosterEntry {
+                status: RosterStatus::Invited,
+                at: now,
+                ..e.clone()
+            })
+            .collect();
+        let names: Vec<String> = seats.entries.iter().map(|e| room_name(bot, e)).collect();
+        let audit = RosterAudit {
+            actor: ACTOR,
+            action: "guard.readmitted",
+            details: json!({ "user": user, "rooms": names, "at": now }),
+        };
+        if let Err(e) = bot.store.roster_put(&entries, Some(audit), now) {
+            error!(error = %e, "store: recording a readmission");
+            continue;
+        }
+        info!(incident = %seats.incident.id, user = %user, "inviting a re-verified member back");
+        for intent in &intents {
+            send_readmit(bot, intent).await;
+        }
+        let key = format!(
+            "guard/{}/readmitted/{user}/{}",
+            seats.incident.id,
+            now.timestamp_millis()
+        );
+        let body = alert::readmitted_body(&seats.incident, user.as_str(), &names);
+        if let Some(entry) = alert::record(bot, &seats.incident, &key, &body) {
+            alert::deliver(bot, &entry).await;
+        }
+    }
+}
+
+fn room_name(bot: &Bot, entry: &RosterEntry) -> String {
+    bot.store
+        .room(&entry.incident, &entry.room_key)
+        .ok()
+        .flatten()
+        .and_then(|r| {
+            r.desired
+                .get("name")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| entry.room_key.clone())
+}
+
+/// Sends one recorded invite back, lifting a ban first, if the roster still lets the
+/// person in.
+async fn send_readmit(bot: &Bot, intent: &crate::store::OutboxEntry) {
+    if !intent.is_pending() {
+        return;
+    }
+    let p = &intent.payload;
+    let (Some(room_id), Some(user), Some(reason)) = (
+        p.get("room").and_then(Value::as_str),
+        p.get("user")
+            .and_then(Value::as_str)
+            .and_then(|u| OwnedUserId::try_from(u).ok()),
+        p.get("reason").and_then(Value::as_str),
+    ) else {
+        return;
+    };
+    let allowed = bot
+        .store
+        .roster_entry(room_id, user.as_str())
+        .ok()
+        .flatten()
+        .is_some_and(|e| e.is_allowed());
+    if !allowed {
+        return;
+    }
+    let Some(room) = rooms::joined(&bot.client, room_id) else {
+        return;
+    };
+    if let Ok(Some(m)) = room.get_member_no_sync(&user).await
+        && *m.membership() == MembershipState::Ban
+        && let Err(e) = room.unban_user(&user, Some("cordon: verified again")).await
+    {
+        warn!(error = %e, "could not lift a ban before inviting back");
+        return;
+    }
+    let outcome = match rooms::invite_with_reason(&bot.client, room.room_id(), &user, reason).await
+    {
+        Ok(InviteOutcome::Invited | InviteOutcome::AlreadyThere) => json!({ "outcome": "invited" }),
+        Ok(InviteOutcome::Refused(why)) => json!({ "outcome": "refused", "why": why }),
+        Err(e) => {
+            warn!(error = %e, "could not invite back; retrying later");
+            return;
+        }
+    };
+    if let Err(e) = bot
+        .store
+        .outbox_complete(&intent.key, Some(outcome), bot.now())
+    {
+        error!(error = %e, "store: completing an invite back");
+    }
+}
+
+/// Sends the invites back that a restart interrupted.
+pub(super) async fn resume_readmissions(bot: &Bot) {
+    let pending = match bot.store.outbox_pending() {
+        Ok(p) => p,
+        Err(e) => {
+            error!(error = %e, "store: listing pending invites back");
+            return;
+        }
+    };
+    for intent in pending.iter().filter(|e| e.kind == READMIT) {
+        send_readmit(bot, intent).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::incident::IncidentId;
+
+    fn entry(status: RosterStatus, at: DateTime<Utc>) -> RosterEntry {
+        RosterEntry {
+            incident: IncidentId::parse("drill-4k7p").unwrap(),
+            room_key: "command".into(),
+            room_id: "!r".into(),
+            user: "@n:hs".into(),
+            roles: vec!["nurse".into()],
+            status,
+            unverified: false,
+            at,
+        }
+    }
+
+    #[test]
+    fn only_an_invited_roster_entry_lets_someone_in() {
+        let now = Utc::now();
+        let old = now - TimeDelta::hours(1);
+        let v = |e: Option<&RosterEntry>| verdict("@n:hs", e, "@cordon:hs", now);
+        assert_eq!(
+            v(Some(&entry(RosterStatus::Invited, old))),
+            Verdict::Allowed
+        );
+        assert!(matches!(v(None), Verdict::Intruder { .. }));
+        let pending = entry(
+            RosterStatus::Pending {
+                why: "not enrolled".into(),
+            },
+            old,
+        );
+        match v(Some(&pending)) {
+            Verdict::Intruder { why } => assert!(why.contains("not enrolled"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let removed = entry(
+            RosterStatus::Removed {
+                why: IDENTITY_CHANGED.into(),
+            },
+            old,
+        );
+        assert!(matches!(v(Some(&removed)), Verdict::Intruder { .. }));
+    }
+
+    #[test]
+    fn a_removal_under_way_is_not_an_intrusion() {
+        let now = Utc::now();
+        let just = entry(
+            RosterStatus::Removed { why: "x".into() },
+            now - TimeDelta::seconds(5),
+        );
+        assert_eq!(
+            verdict("@n:hs", Some(&just), "@cordon:hs", now),
+            Verdict::BeingRemoved
+        );
+    }
+
+    #[test]
+    fn cordon_itself_is_never_an_intruder() {
+        assert_eq!(
+            verdict("@cordon:hs", None, "@cordon:hs", Utc::now()),
+            Verdict::Allowed
+        );
+    }
+
+    #[test]
+    fn a_holder_put_out_by_anyone_but_themselves_was_ejected() {
+        let let_in = Utc::now();
+        let after = let_in + TimeDelta::seconds(1);
+        let e = |membership, sender| ejected("@n:hs", membership, sender, after, let_in);
+        assert!(e("ban", "@evil:hs"));
+        assert!(e("ban", "@cordon:hs"), "a ban claiming cordon is forged");
+        assert!(e("leave", "@cordon:hs"), "a kick claiming cordon is forged");
+        assert!(e("leave", "@evil:hs"));
+        assert!(!e("leave", "@n:hs"), "they left by their own hand");
+        for fine in ["join", "invite", "knock"] {
+            assert!(!e(fine, "@evil:hs"), "{fine}");
+        }
+        assert!(
+            !ejected(
+                "@n:hs",
+                "leave",
+                "@cordon:hs",
+                let_in - TimeDelta::minutes(5),
+                let_in
+            ),
+            "cordon's own removal, before it let them in again"
+        );
+    }
+
+    #[test]
+    fn only_guard_removals_are_undone_by_reverification() {
+        assert!(removed_by_guard(&RosterStatus::Removed {
+            why: IDENTITY_CHANGED.into()
+        }));
+        assert!(removed_by_guard(&RosterStatus::Removed {
+            why: REVOKED.into()
+        }));
+        assert!(!removed_by_guard(&RosterStatus::Removed {
+            why: "removed by the commander".into()
+        }));
+        assert!(!removed_by_guard(&RosterStatus::Invited));
+    }
+}

@@ -1,0 +1,710 @@
+//! Room state as the server shows it, against the state cordon itself set.
+//!
+//! The pure half of the guard's state check: [`snapshot`] reads the room's state events
+//! (as `GET /rooms/{id}/state` returns them) into every state event and the members,
+//! and [`drift`] lists every state event that is not as cordon left it. Nothing here
+//! trusts an event's claimed sender: a difference is a difference, whoever the event
+//! says made it.
+//!
+//! What cordon set is its room record alone: the desired state (`"state"`: event type
+//! to content, state key `""`), the room's name and topic, and the alias it created the
+//! room under. Every other state event (a tombstone, a widget, a server ACL, an avatar,
+//! any custom type, any state key) is one cordon never set, and is put back to empty
+//! content. Only `m.room.create`, which nobody can replace, and memberships, which the
+//! guard judges against the roster, are left out.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+/// A state event's type and state key.
+pub type Key = (String, String);
+
+/// The event types whose change alone makes the guard look at a room: all of them
+/// except the ephemeral ones (state events have none), so any state event does.
+pub fn is_watched(event_type: &str) -> bool {
+    event_type != "m.room.create"
+}
+
+/// One state event as the server holds it now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seen {
+    /// Its content.
+    pub content: Value,
+    /// Its event id (the guard's key for "already alerted").
+    pub event_id: String,
+    /// The sender it claims (a forged event claims cordon).
+    pub sender: String,
+    /// When the server says it was sent.
+    pub at: DateTime<Utc>,
+    /// The state event it replaced, as the server tells (`unsigned`): that event's
+    /// id, claimed sender and content. Empty for the first of its type and key.
+    pub prev: Option<Prev>,
+}
+
+/// The state event a [`Seen`] replaced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prev {
+    /// Its event id (`unsigned.replaces_state`).
+    pub event_id: String,
+    /// The sender it claims (`unsigned.prev_sender`), when the server gives it.
+    pub sender: Option<String>,
+    /// Its content (`unsigned.prev_content`).
+    pub content: Value,
+}
+
+impl Prev {
+    /// The membership of a replaced member event.
+    pub fn membership(&self) -> Option<&str> {
+        self.content.get("membership").and_then(Value::as_str)
+    }
+}
+
+/// Reads the replaced event from an event's `unsigned`, as Synapse fills it.
+pub fn prev_of(ev: &Value) -> Option<Prev> {
+    let unsigned = ev.get("unsigned")?;
+    let event_id = unsigned.get("replaces_state")?.as_str()?.to_owned();
+    Some(Prev {
+        event_id,
+        sender: unsigned
+            .get("prev_sender")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        content: unsigned.get("prev_content").cloned().unwrap_or(Value::Null),
+    })
+}
+
+/// A room's current state, as far as the guard cares.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    /// Every state event but memberships and the create event, by type and state key.
+    pub state: BTreeMap<Key, Seen>,
+    /// Every member event, by user id: the membership (`join`, `invite`, `ban` …) and
+    /// the event.
+    pub members: BTreeMap<String, (String, Seen)>,
+}
+
+impl Snapshot {
+    /// Users whose membership is `join` or `invite`, with their member event.
+    pub fn present(&self) -> impl Iterator<Item = (&str, &str, &Seen)> {
+        self.members
+            .iter()
+            .filter(|(_, (m, _))| m == "join" || m == "invite")
+            .map(|(user, (m, seen))| (user.as_str(), m.as_str(), seen))
+    }
+
+    /// `user`'s membership and its event, if they have one.
+    pub fn membership(&self, user: &str) -> Option<(&str, &Seen)> {
+        self.members.get(user).map(|(m, s)| (m.as_str(), s))
+    }
+
+    /// The current event of a state type with state key `""`.
+    pub fn get(&self, event_type: &str) -> Option<&Seen> {
+        self.state.get(&(event_type.to_owned(), String::new()))
+    }
+}
+
+/// Reads state events (full events with `type`, `state_key`, `content`, `event_id`,
+/// `sender`, `origin_server_ts`) into a [`Snapshot`]. Events that lack a field are
+/// skipped.
+pub fn snapshot(events: &[Value]) -> Snapshot {
+    let mut out = Snapshot::default();
+    for ev in events {
+        let (Some(event_type), Some(state_key)) = (
+            ev.get("type").and_then(Value::as_str),
+            ev.get("state_key").and_then(Value::as_str),
+        ) else {
+            continue;
+        };
+        let content = ev.get("content").cloned().unwrap_or(Value::Null);
+        let seen = Seen {
+            event_id: str_field(ev, "event_id"),
+            sender: str_field(ev, "sender"),
+            at: ev
+                .get("origin_server_ts")
+                .and_then(Value::as_u64)
+                .map(crate::app::millis_to_utc)
+                .unwrap_or_default(),
+            prev: prev_of(ev),
+            content,
+        };
+        if event_type == "m.room.member" {
+            let membership = seen
+                .content
+                .get("membership")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            out.members.insert(state_key.to_owned(), (membership, seen));
+        } else if is_watched(event_type) {
+            out.state
+                .insert((event_type.to_owned(), state_key.to_owned()), seen);
+        }
+    }
+    out
+}
+
+fn str_field(ev: &Value, name: &str) -> String {
+    ev.get(name)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// One state event that is not as cordon left it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Drift {
+    /// The event type.
+    pub event_type: String,
+    /// The state key.
+    pub state_key: String,
+    /// The content to send back: cordon's own, or empty content for a state event
+    /// cordon never set.
+    pub restore: Value,
+    /// The current event, or `None` when the room has no such state at all.
+    pub seen: Option<Seen>,
+    /// True when cordon set this state event itself; false for one it never set.
+    pub own: bool,
+}
+
+/// What cordon set in a room: each state event's content, by type and state key.
+fn own_state(desired: &Value) -> BTreeMap<Key, Value> {
+    let mut out = BTreeMap::new();
+    if let Some(state) = desired.get("state").and_then(Value::as_object) {
+        for (t, content) in state {
+            out.insert((t.clone(), String::new()), content.clone());
+        }
+    }
+    if let Some(name) = desired.get("name").and_then(Value::as_str) {
+        out.insert(
+            ("m.room.name".into(), String::new()),
+            json!({ "name": name }),
+        );
+    }
+    if let Some(topic) = desired.get("topic").and_then(Value::as_str) {
+        // As Synapse writes a `createRoom` topic: with its MSC3765 text form.
+        out.insert(
+            ("m.room.topic".into(), String::new()),
+            json!({ "topic": topic, "m.topic": { "m.text": [{ "body": topic }] } }),
+        );
+    }
+    out
+}
+
+/// The content that undoes a state event cordon never set: empty, except where
+/// Synapse refuses empty content. A server ACL goes back to allowing every server, as
+/// if there were none (an empty one would shut out Synapse's own server). A tombstone
+/// must name a replacement room: it names none (an empty string, which clients do not
+/// take for a room to move to).
+pub fn neutral(event_type: &str) -> Value {
+    match event_type {
+        "m.room.server_acl" => json!({ "allow": ["*"], "deny": [], "allow_ip_literals": true }),
+        "m.room.tombstone" => json!({ "replacement_room": "" }),
+        _ => json!({}),
+    }
+}
+
+/// Every state event in `snapshot` that is not as cordon left it, with what to send
+/// back. `desired` is the room record's desired JSON; `alias` the localpart cordon
+/// created the room under, whose canonical-alias event `createRoom` wrote.
+///
+/// The record's power levels come first: the other reverts are sent after them.
+pub fn drift(desired: &Value, alias: Option<&str>, snapshot: &Snapshot) -> Vec<Drift> {
+    // A record without desired state tells nothing of what cordon set: compare nothing
+    // rather than empty the whole room.
+    if !desired.get("state").is_some_and(Value::is_object) {
+        return Vec::new();
+    }
+    let own = own_state(desired);
+    let mut out = Vec::new();
+    for (key, want) in &own {
+        let seen = snapshot.state.get(key);
+        let same = match seen {
+            Some(s) => same_content(&key.0, want, &s.content),
+            None => absent_is_same(&key.0, want),
+        };
+        if !same {
+            out.push(Drift {
+                event_type: key.0.clone(),
+                state_key: key.1.clone(),
+                restore: want.clone(),
+                seen: seen.cloned(),
+                own: true,
+            });
+        }
+    }
+    for (key, seen) in &snapshot.state {
+        if own.contains_key(key) {
+            continue;
+        }
+        let (event_type, state_key) = key;
+        let fine = seen.content == neutral(event_type)
+            || (event_type == "m.room.canonical_alias"
+                && state_key.is_empty()
+                && own_alias(alias, &seen.content));
+        if !fine {
+            out.push(Drift {
+                event_type: event_type.clone(),
+                state_key: state_key.clone(),
+                restore: neutral(event_type),
+                seen: Some(seen.clone()),
+                own: false,
+            });
+        }
+    }
+    out.sort_by_key(|d| d.event_type != "m.room.power_levels");
+    out
+}
+
+/// True for the canonical-alias content `createRoom` wrote for cordon's alias: that
+/// alias (or none) and no alternatives.
+fn own_alias(alias: Option<&str>, content: &Value) -> bool {
+    let main_ok = match content.get("alias") {
+        None | Some(Value::Null) => true,
+        Some(Value::String(a)) => alias.is_some_and(|local| {
+            a.strip_prefix('#')
+                .and_then(|r| r.split_once(':'))
+                .is_some_and(|(l, _)| l == local)
+        }),
+        Some(_) => false,
+    };
+    let no_alternatives = match content.get("alt_aliases") {
+        None | Some(Value::Null) => true,
+        Some(Value::Array(a)) => a.is_empty(),
+        Some(_) => false,
+    };
+    let known = content
+        .as_object()
+        .is_some_and(|o| o.keys().all(|k| k == "alias" || k == "alt_aliases"));
+    main_ok && no_alternatives && known
+}
+
+/// True when a room without this state event is as cordon left it: no pinned events
+/// at all is the same as cordon's empty pin list.
+fn absent_is_same(event_type: &str, desired: &Value) -> bool {
+    event_type == "m.room.pinned_events"
+        && desired
+            .get("pinned")
+            .and_then(Value::as_array)
+            .is_some_and(Vec::is_empty)
+}
+
+/// True when `actual` means the same as `desired` for `event_type`. Power levels are
+/// compared by what they grant (Synapse adds keys of its own, such as `historical`, to
+/// the content cordon gave, and omitted fields have defaults). A topic is the same when
+/// its plain text and every text form of it are cordon's (Synapse writes both, and
+/// clients show either). Every other type must match exactly, so an added field (say, a
+/// weaker `rotation_period_ms`) counts.
+pub fn same_content(event_type: &str, desired: &Value, actual: &Value) -> bool {
+    match event_type {
+        "m.room.power_levels" => PowerLevels::of(desired) == PowerLevels::of(actual),
+        "m.room.topic" => same_topic(desired, actual),
+        _ => desired == actual,
+    }
+}
+
+fn same_topic(desired: &Value, actual: &Value) -> bool {
+    let Some(topic) = desired.get("topic").and_then(Value::as_str) else {
+        return desired == actual;
+    };
+    let Some(fields) = actual.as_object() else {
+        return false;
+    };
+    if fields.get("topic").and_then(Value::as_str) != Some(topic) {
+        return false;
+    }
+    fields.iter().all(|(k, v)| match k.as_str() {
+        "topic" => true,
+        "m.topic" => v
+            .get("m.text")
+            .and_then(Value::as_array)
+            .is_some_and(|texts| {
+                texts.iter().all(|t| {
+                    t.get("body").and_then(Value::as_str) == Some(topic)
+                        && t.get("mimetype")
+                            .and_then(Value::as_str)
+                            .is_none_or(|m| m == "text/plain")
+                })
+            }),
+        _ => false,
+    })
+}
+
+/// Power levels reduced to what they grant, with the specification's defaults filled
+/// in. Unknown keys are dropped; an unparseable level counts as a difference (it maps to
+/// `None`).
+#[derive(Debug, PartialEq, Eq)]
+struct PowerLevels {
+    ban: Option<i64>,
+    kick: Option<i64>,
+    redact: Option<i64>,
+    invite: Option<i64>,
+    events_default: Option<i64>,
+    state_default: Option<i64>,
+    users_default: Option<i64>,
+    notifications_room: Option<i64>,
+    events: BTreeMap<String, Option<i64>>,
+    users: BTreeMap<String, Option<i64>>,
+}
+
+impl PowerLevels {
+    fn of(content: &Value) -> Self {
+        let level = |v: &Value, default: i64| -> Option<i64> {
+            match v.get_level() {
+                Level::Missing => Some(default),
+                Level::Is(n) => Some(n),
+                Level::Bad => None,
+            }
+        };
+        let at = |key: &str, default: i64| level(content.get(key).unwrap_or(&Value::Null), default);
+        let map = |key: &str| -> BTreeMap<String, Option<i64>> {
+            content
+                .get(key)
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| match v.get_level() {
+                            Level::Is(n) => (k.clone(), Some(n)),
+                            Level::Missing | Level::Bad => (k.clone(), None),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        Self {
+            ban: at("ban", 50),
+            kick: at("kick", 50),
+            redact: at("redact", 50),
+            invite: at("invite", 0),
+            events_default: at("events_default", 0),
+            state_default: at("state_default", 50),
+            users_default: at("users_default", 0),
+            notifications_room: level(
+                content
+                    .get("notifications")
+                    .and_then(|n| n.get("room"))
+                    .unwrap_or(&Value::Null),
+                50,
+            ),
+            events: map("events"),
+            users: map("users"),
+        }
+    }
+}
+
+enum Level {
+    Missing,
+    Is(i64),
+    Bad,
+}
+
+trait GetLevel {
+    fn get_level(&self) -> Level;
+}
+
+impl GetLevel for Value {
+    /// A power level: an integer, or (in old room versions) a string holding one.
+    fn get_level(&self) -> Level {
+        match self {
+            Value::Null => Level::Missing,
+            Value::Number(n) => n.as_i64().map_or(Level::Bad, Level::Is),
+            Value::String(s) => s.trim().parse().map_or(Level::Bad, Level::Is),
+            _ => Level::Bad,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn event(t: &str, key: &str, content: Value, id: &str, sender: &str) -> Value {
+        json!({
+            "type": t, "state_key": key, "content": content, "event_id": id,
+            "sender": sender, "origin_server_ts": 1_700_000_000_000u64,
+        })
+    }
+
+    const TOPIC: &str = "Drill: NOT the medical record";
+
+    fn desired() -> Value {
+        json!({
+            "name": "Drill - Command",
+            "topic": TOPIC,
+            "state": {
+                "m.room.join_rules": { "join_rule": "invite" },
+                "m.room.history_visibility": { "history_visibility": "invited" },
+                "m.room.encryption": { "algorithm": "m.megolm.v1.aes-sha2" },
+                "m.room.guest_access": { "guest_access": "forbidden" },
+                "m.room.retention": { "max_lifetime": 4_500_000 },
+                "m.room.pinned_events": { "pinned": [] },
+                "m.room.power_levels": crate::domain::incident::plan::power_levels(
+                    &[matrix_sdk::ruma::owned_user_id!("@lead:hs")].into_iter().collect()
+                ),
+            },
+        })
+    }
+
+    /// The room exactly as `createRoom` leaves it (as Synapse 1.163 writes it: an
+    /// extra `historical` power level, the topic's text form, the canonical alias).
+    fn as_created() -> Vec<Value> {
+        let d = desired();
+        let mut events: Vec<Value> = d["state"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| *t != "m.room.pinned_events")
+            .map(|(t, c)| event(t, "", c.clone(), &format!("${t}"), "@cordon:hs"))
+            .collect();
+        let pl = index_of(&events, "m.room.power_levels");
+        events[pl]["content"]["historical"] = json!(100);
+        for (t, content) in [
+            ("m.room.create", json!({ "room_version": "12" })),
+            ("m.room.name", json!({ "name": "Drill - Command" })),
+            (
+                "m.room.topic",
+                json!({ "topic": TOPIC, "m.topic": { "m.text": [{ "body": TOPIC }] } }),
+            ),
+            (
+                "m.room.canonical_alias",
+                json!({ "alias": "#cordon-x1:hs" }),
+            ),
+        ] {
+            events.push(event(t, "", content, &format!("${t}"), "@cordon:hs"));
+        }
+        for (user, membership, id) in [("@cordon:hs", "join", "$m1"), ("@lead:hs", "invite", "$m2")]
+        {
+            events.push(event(
+                "m.room.member",
+                user,
+                json!({ "membership": membership }),
+                id,
+                "@cordon:hs",
+            ));
+        }
+        events
+    }
+
+    fn index_of(events: &[Value], t: &str) -> usize {
+        events.iter().position(|e| e["type"] == t).unwrap()
+    }
+
+    fn drifts(events: &[Value]) -> Vec<Drift> {
+        drift(&desired(), Some("cordon-x1"), &snapshot(events))
+    }
+
+    #[test]
+    fn a_room_as_provisioned_has_no_drift() {
+        let events = as_created();
+        let snap = snapshot(&events);
+        assert_eq!(drifts(&events), vec![]);
+        assert!(
+            snap.get("m.room.create").is_none(),
+            "the create event is never compared"
+        );
+        let present: Vec<_> = snap.present().map(|(u, m, _)| (u, m)).collect();
+        assert_eq!(
+            present,
+            vec![("@cordon:hs", "join"), ("@lead:hs", "invite")]
+        );
+    }
+
+    #[test]
+    fn a_forged_power_level_grant_is_drift_whoever_claims_it() {
+        let mut events = as_created();
+        let pl = index_of(&events, "m.room.power_levels");
+        events[pl]["content"]["users"]["@intruder:hs"] = json!(100);
+        events[pl]["event_id"] = json!("$forged");
+        let drifts = drifts(&events);
+        assert_eq!(drifts.len(), 1);
+        assert_eq!(drifts[0].event_type, "m.room.power_levels");
+        assert!(drifts[0].own);
+        assert_eq!(drifts[0].restore, desired()["state"]["m.room.power_levels"]);
+        let seen = drifts[0].seen.as_ref().unwrap();
+        assert_eq!(seen.event_id, "$forged");
+        assert_eq!(
+            seen.sender, "@cordon:hs",
+            "the claimed sender is kept for the alert"
+        );
+    }
+
+    #[test]
+    fn every_type_cordon_set_is_compared_and_a_missing_one_is_drift() {
+        let base = as_created();
+        for t in [
+            "m.room.join_rules",
+            "m.room.history_visibility",
+            "m.room.encryption",
+            "m.room.guest_access",
+            "m.room.retention",
+            "m.room.power_levels",
+            "m.room.name",
+            "m.room.topic",
+        ] {
+            let i = index_of(&base, t);
+            let mut events = base.clone();
+            events[i]["content"]["extra"] = json!(true);
+            let found = drifts(&events);
+            if t == "m.room.power_levels" {
+                assert_eq!(found, vec![], "an unknown power-level key grants nothing");
+            } else {
+                assert_eq!(found.len(), 1, "{t}");
+                assert_eq!(found[0].event_type, t);
+            }
+            let mut events = base.clone();
+            events.remove(i);
+            let found = drifts(&events);
+            assert_eq!(found.len(), 1, "{t} missing");
+            assert_eq!(found[0].seen, None);
+            assert!(found[0].own);
+        }
+    }
+
+    #[test]
+    fn a_rename_or_a_new_topic_is_put_back_to_cordons() {
+        let mut events = as_created();
+        let name = index_of(&events, "m.room.name");
+        events[name]["content"] = json!({ "name": "This room has moved" });
+        let topic = index_of(&events, "m.room.topic");
+        events[topic]["content"]["m.topic"]["m.text"][0]["body"] = json!("Use the other room");
+        let found = drifts(&events);
+        let types: Vec<&str> = found.iter().map(|d| d.event_type.as_str()).collect();
+        assert_eq!(types, vec!["m.room.name", "m.room.topic"]);
+        assert_eq!(found[0].restore, json!({ "name": "Drill - Command" }));
+        assert_eq!(found[1].restore["topic"], TOPIC);
+        // What cordon sends back is the same to the next look.
+        assert!(same_content(
+            "m.room.topic",
+            &found[1].restore,
+            &found[1].restore
+        ));
+    }
+
+    #[test]
+    fn state_cordon_never_set_is_emptied_whatever_its_type_or_key() {
+        let mut events = as_created();
+        for (t, key, content) in [
+            (
+                "m.room.tombstone",
+                "",
+                json!({ "body": "moved", "replacement_room": "!evil:hs" }),
+            ),
+            ("m.room.avatar", "", json!({ "url": "mxc://hs/x" })),
+            (
+                "im.vector.modular.widgets",
+                "w1",
+                json!({ "url": "https://evil" }),
+            ),
+            (
+                "m.room.server_acl",
+                "",
+                json!({ "allow": ["evil.example"] }),
+            ),
+            ("org.example.custom", "anything", json!({ "a": 1 })),
+        ] {
+            events.push(event(t, key, content, &format!("${t}"), "@cordon:hs"));
+        }
+        let alias = index_of(&events, "m.room.canonical_alias");
+        events[alias]["content"] = json!({ "alias": "#evil:hs" });
+        let found = drifts(&events);
+        let by_type: BTreeMap<&str, &Drift> =
+            found.iter().map(|d| (d.event_type.as_str(), d)).collect();
+        assert_eq!(by_type.len(), 6, "{found:?}");
+        for d in &found {
+            assert!(!d.own, "{d:?}");
+            assert_eq!(d.restore, neutral(&d.event_type));
+        }
+        assert_eq!(by_type["im.vector.modular.widgets"].state_key, "w1");
+        assert_eq!(
+            by_type["m.room.server_acl"].restore["allow"],
+            json!(["*"]),
+            "an ACL is reset to allow every server (Synapse refuses one that shuts out itself)"
+        );
+        // Once emptied, it is as cordon wants it.
+        for d in &found {
+            let i = events
+                .iter()
+                .position(|e| e["type"] == d.event_type.as_str())
+                .unwrap();
+            events[i]["content"] = d.restore.clone();
+        }
+        assert_eq!(drifts(&events), vec![]);
+    }
+
+    #[test]
+    fn cordons_own_alias_is_its_own_but_alternatives_are_not() {
+        let alias = |content: Value| {
+            let mut events = as_created();
+            let i = index_of(&events, "m.room.canonical_alias");
+            events[i]["content"] = content;
+            drifts(&events).len()
+        };
+        assert_eq!(alias(json!({ "alias": "#cordon-x1:hs" })), 0);
+        assert_eq!(alias(json!({})), 0);
+        assert_eq!(alias(json!({ "alias": "#cordon-x2:hs" })), 1);
+        assert_eq!(
+            alias(json!({ "alias": "#cordon-x1:hs", "alt_aliases": ["#evil:hs"] })),
+            1
+        );
+    }
+
+    #[test]
+    fn pins_are_compared_with_what_cordon_pinned() {
+        let mut d = desired();
+        d["state"]["m.room.pinned_events"] = json!({ "pinned": ["$briefing"] });
+        let mut events = as_created();
+        let found = drift(&d, Some("cordon-x1"), &snapshot(&events));
+        assert_eq!(found.len(), 1, "cordon's pin is missing: {found:?}");
+        events.push(event(
+            "m.room.pinned_events",
+            "",
+            json!({ "pinned": ["$briefing", "$evil"] }),
+            "$p",
+            "@cordon:hs",
+        ));
+        let found = drift(&d, Some("cordon-x1"), &snapshot(&events));
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].restore, json!({ "pinned": ["$briefing"] }));
+        // No pins at all is the same as cordon's empty list.
+        assert_eq!(drifts(&as_created()), vec![]);
+    }
+
+    #[test]
+    fn power_levels_compare_by_what_they_grant() {
+        let want =
+            json!({ "ban": 100, "users": { "@a:hs": 50 }, "events": { "m.room.name": 100 } });
+        let same = json!({ "ban": "100", "kick": 50, "users": { "@a:hs": 50 },
+                           "events": { "m.room.name": 100 }, "historical": 100 });
+        assert!(same_content("m.room.power_levels", &want, &same));
+        for different in [
+            json!({ "ban": 50, "users": { "@a:hs": 50 }, "events": { "m.room.name": 100 } }),
+            json!({ "ban": 100, "users": { "@a:hs": 100 }, "events": { "m.room.name": 100 } }),
+            json!({ "ban": 100, "users": { "@a:hs": 50, "@b:hs": 0 }, "events": { "m.room.name": 100 } }),
+            json!({ "ban": 100, "users": { "@a:hs": 50 }, "events": {} }),
+            json!({ "ban": 100, "users": { "@a:hs": 50 }, "events": { "m.room.name": 100 }, "state_default": 0 }),
+            json!({ "ban": "lots", "users": { "@a:hs": 50 }, "events": { "m.room.name": 100 } }),
+        ] {
+            assert!(
+                !same_content("m.room.power_levels", &want, &different),
+                "{different}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_record_without_desired_state_compares_nothing() {
+        // Nothing is known of what cordon set: emptying the room would be the attack.
+        let mut events = as_created();
+        events.push(event(
+            "m.room.tombstone",
+            "",
+            json!({ "replacement_room": "!x" }),
+            "$t",
+            "@x:hs",
+        ));
+        assert_eq!(drift(&json!({}), None, &snapshot(&events)), vec![]);
+    }
+}

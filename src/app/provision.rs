@@ -1,0 +1,727 @@
+//! The provisioning pipeline behind `declare`, resumable after kill -9 at any point.
+//!
+//! Steps, each recorded in the store before its side effect and skipped when already
+//! done: progress message → create each room (or find it again by its tag) → invite
+//! each holder with a reason → post and pin the briefing → post each role's
+//! instructions → summary → `active`. Progress is one control-room message, edited in
+//! place.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use futures_util::stream;
+use matrix_sdk::Room;
+use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId};
+use serde_json::json;
+use tracing::{error, info, instrument, warn};
+
+use super::commands::send_once;
+use super::{ACTOR, Bot, BotError};
+use crate::domain::incident::plan::{self, IncidentFacts, RoomPlan};
+use crate::domain::incident::{Event, Incident, IncidentId, State};
+use crate::input::playbook::Playbook;
+use crate::input::playbook::Verification;
+use crate::matrix::MatrixError;
+use crate::matrix::admin::Account;
+use crate::matrix::rooms::{self, InviteOutcome, notice};
+use crate::store::{OutboxIntent, RoomRecord, RoomStatus, RosterEntry, RosterStatus};
+use crate::trust::{self, Trust};
+
+/// How many invites (and identity checks) go out at once, across every incident
+/// ([`Bot::fan_out`]).
+pub(crate) const INVITE_CONCURRENCY: usize = 64;
+/// Attempts at the whole pipeline, failed while the homeserver answers, before the
+/// incident is marked failed.
+const ATTEMPTS: u32 = 5;
+/// The longest wait between attempts (the waits double from 2 s).
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+
+/// Runs (or resumes) provisioning of incident `id` until it is active or failed.
+#[instrument(skip_all, fields(incident = %id))]
+pub async fn run(bot: Arc<Bot>, id: IncidentId) {
+    if !bot.try_start(&id) {
+        return;
+    }
+    let mut delay = Duration::from_secs(2);
+    let mut failures = 0;
+    loop {
+        let Err(e) = attempt_once(&bot, &id).await else {
+            break;
+        };
+        // A homeserver that is down (restarting, upgraded, unreachable) is waited for:
+        // only the attempts that fail while it answers count towards giving up.
+        let reachable = bot.admin.reachable().await;
+        if reachable {
+            failures += 1;
+        }
+        match failures {
+            n if n < ATTEMPTS => {
+                if reachable {
+                    warn!(failures, error = %e, retry_in = ?delay, "provisioning step failed; retrying");
+                } else {
+                    warn!(error = %e, retry_in = ?delay, "the homeserver cannot be reached; provisioning resumes once it answers");
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_RETRY_DELAY);
+            }
+            _ => {
+                error!(error = %e, "provisioning failed");
+                let reason = e.to_string();
+                if let Ok((incident, _)) = bot.store.apply(
+                    &id,
+                    Event::Failed {
+                        reason: reason.clone(),
+                    },
+                    ACTOR,
+                    bot.now(),
+                ) && let Some(room) = control_room(&bot, &incident)
+                {
+                    let body = format!(
+                        "Provisioning of {} ({}) FAILED: {reason}\nNothing more will be \
+                         created automatically; the rooms made so far stay as they are. \
+                         Operators: check cordon's logs.",
+                        incident.display_name,
+                        id.as_str()
+                    );
+                    let mention: Vec<OwnedUserId> = commander(&incident).into_iter().collect();
+                    let key = format!("{}/provision/failed", id.as_str());
+                    let _ = send_once(&bot, &room, &key, Some(&id), notice(&body, &mention)).await;
+                }
+                break;
+            }
+        }
+    }
+    bot.finished(&id);
+}
+
+/// The incident's commander as a user id (recorded from a parsed id, so it always
+/// parses).
+pub(crate) fn commander(incident: &Incident) -> Result<OwnedUserId, BotError> {
+    OwnedUserId::try_from(incident.commander.as_str()).map_err(|e| {
+        MatrixError::Client(format!("stored commander {}: {e}", incident.commander)).into()
+    })
+}
+
+fn control_room(bot: &Bot, incident: &Incident) -> Option<Room> {
+    rooms::joined(&bot.client, &incident.control_room)
+}
+
+/// The playbook exactly as it was declared.
+pub(crate) fn declared_playbook(bot: &Bot, id: &IncidentId) -> Result<Playbook, BotError> {
+    let snapshot = bot
+        .store
+        .playbook_snapshot(id)?
+        .ok_or_else(|| MatrixError::Client(format!("no playbook snapshot for {}", id.as_str())))?;
+    crate::input::playbook::load_str(std::path::Path::new(&snapshot.path), &snapshot.text).map_err(
+        |problems| {
+            MatrixError::Client(format!(
+                "the declared playbook no longer loads: {}",
+                problems.first().map(|d| d.to_string()).unwrap_or_default()
+            ))
+            .into()
+        },
+    )
+}
+
+struct Progress {
+    rooms_total: usize,
+    rooms_done: usize,
+    invites_total: usize,
+    invites_done: usize,
+}
+
+impl Progress {
+    fn text(&self, incident: &Incident, title: &str, phase: &str) -> String {
+        format!(
+            "Declaring {name} ({id}) from {title}: {phase}\nrooms created {}/{} · invites {}/{}",
+            self.rooms_done,
+            self.rooms_total,
+            self.invites_done,
+            self.invites_total,
+            name = incident.display_name,
+            id = incident.id.as_str(),
+        )
+    }
+}
+
+async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
+    let started = Instant::now();
+    let Some(incident) = bot.store.incident(id)? else {
+        return Ok(());
+    };
+    if incident.state != State::Provisioning {
+        return Ok(());
+    }
+    let playbook = declared_playbook(bot, id)?;
+    let commander = commander(&incident)?;
+    let facts = IncidentFacts::of(&incident, &playbook, &commander, bot.config.time_zone);
+    // Planned as of the declaration, so a resumed run plans exactly the same rooms.
+    let plans = plan::plan_rooms(&facts, incident.declared_at);
+    let control = control_room(bot, &incident);
+
+    let mut progress = Progress {
+        rooms_total: plans.len(),
+        rooms_done: 0,
+        invites_total: plans.iter().map(|p| p.invites.len()).sum(),
+        invites_done: 0,
+    };
+    info!(elapsed_ms = started.elapsed().as_millis() as u64, "planned");
+    let progress_event = match &control {
+        Some(room) => {
+            let body = progress.text(&incident, &playbook.title, "starting");
+            let key = format!("{}/progress", id.as_str());
+            Some(send_once(bot, room, &key, Some(id), notice(&body, &[])).await?)
+        }
+        None => None,
+    };
+    let edit = |progress: &Progress, phase: &str, seq: &str| {
+        let body = progress.text(&incident, &playbook.title, phase);
+        let key = format!("{}/progress/{seq}", id.as_str());
+        (key, body)
+    };
+    // Edits of the progress message go out one after another, in order, from their own
+    // task, so that they never hold up the invites and briefings they report on.
+    let (edits, mut edit_queue) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
+    let editor = {
+        let bot = bot.clone();
+        let id = id.clone();
+        let target = control.clone().zip(progress_event.clone());
+        tokio::spawn(async move {
+            while let Some((key, body)) = edit_queue.recv().await {
+                if let Some((room, original)) = &target {
+                    let _ =
+                        send_once(&bot, room, &key, Some(&id), rooms::edit(original, &body)).await;
+                }
+            }
+        })
+    };
+
+    // Rooms, concurrently: each is found by its record or its tag before it is created.
+    // Meanwhile, check that every holder's account exists: Synapse accepts an invite
+    // for a local account that does not, and the holder would wait forever.
+    let creating = stream::iter(plans.clone())
+        .map(|p| {
+            let bot = bot.clone();
+            let id = id.clone();
+            async move { ensure_room(&bot, &id, &p).await.map(|room| (p, room)) }
+        })
+        .buffer_unordered(4)
+        .collect::<Vec<Result<(RoomPlan, Room), BotError>>>();
+    let mut holders: Vec<OwnedUserId> = plans
+        .iter()
+        .flat_map(|p| p.invites.iter().map(|i| i.user.clone()))
+        .collect();
+    holders.sort();
+    holders.dedup();
+    // And each holder's identity: fetched from the homeserver now, so an identity
+    // changed since enrolment is caught before anyone is invited.
+    let checking = stream::iter(holders)
+        .map(|user| {
+            let bot = bot.clone();
+            async move {
+                let _slot = bot.fan_out.acquire().await;
+                let (account, standing) = tokio::join!(
+                    bot.admin.account(&user, bot.is_server_admin()),
+                    trust::status(&bot.client, &bot.store, &user, true),
+                );
+                (user, account, standing)
+            }
+        })
+        .buffer_unordered(INVITE_CONCURRENCY)
+        .collect::<Vec<(OwnedUserId, Account, Trust)>>();
+    let (created, checked) = tokio::join!(creating, checking);
+    let mut uninvitable: BTreeMap<OwnedUserId, &'static str> = BTreeMap::new();
+    let mut standing: BTreeMap<OwnedUserId, Trust> = BTreeMap::new();
+    for (user, account, trust) in checked {
+        match account {
+            Account::Missing => {
+                uninvitable.insert(user.clone(), "the account does not exist on the homeserver");
+            }
+            Account::Deactivated => {
+                uninvitable.insert(user.clone(), "the account is deactivated");
+            }
+            Account::Exists | Account::Unknown => {}
+        }
+        standing.insert(user, trust);
+    }
+    let mut rooms_by_key: BTreeMap<String, (RoomPlan, Room)> = BTreeMap::new();
+    for r in created {
+        let (p, room) = r?;
+        rooms_by_key.insert(p.key.clone(), (p, room));
+    }
+    progress.rooms_done = rooms_by_key.len();
+    info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "rooms ready"
+    );
+    let _ = edits.send(edit(&progress, "rooms created; inviting", "rooms"));
+
+    // Invites: every intent (the guard's invite record) is stored in one transaction
+    // before any is sent; completions are stored together afterwards. A crash in
+    // between re-sends some invites, which the server treats as no-ops.
+    // Interleaved across rooms: Synapse handles one room's membership changes one at a
+    // time, so a window full of one room's invites would leave the others idle.
+    let per_room: Vec<Vec<(Room, &str, plan::InvitePlan)>> = plans
+        .iter()
+        .filter_map(|p| rooms_by_key.get(&p.key))
+        .map(|(p, room)| {
+            p.invites
+                .iter()
+                .map(|inv| (room.clone(), p.key.as_str(), inv.clone()))
+                .collect()
+        })
+        .collect();
+    let longest = per_room.iter().map(Vec::len).max().unwrap_or(0);
+    let all_jobs: Vec<(Room, &str, plan::InvitePlan)> = (0..longest)
+        .flat_map(|i| per_room.iter().filter_map(move |r| r.get(i).cloned()))
+        .collect();
+
+    // The verification policy, recorded in the roster (the guard's ground truth) before
+    // any invite goes out. Someone already let in stays in; a pending holder who has
+    // been enrolled since an interrupted attempt is let in now.
+    let mut roster = Vec::new();
+    let mut jobs = Vec::new();
+    for (room, room_key, mut inv) in all_jobs {
+        let existing = bot
+            .store
+            .roster_entry(room.room_id().as_str(), inv.user.as_str())?;
+        let trust = standing.get(&inv.user).cloned().unwrap_or(Trust::Unknown {
+            why: "not checked".to_owned(),
+        });
+        let admitted_before = existing.as_ref().is_some_and(|e| e.is_allowed());
+        let status = if let Some(why) = uninvitable.get(&inv.user) {
+            // No account to invite: pending for that reason, whatever the keys say.
+            RosterStatus::Pending {
+                why: (*why).to_owned(),
+            }
+        } else if admitted_before || trust.is_verified() {
+            RosterStatus::Invited
+        } else {
+            match playbook.verification {
+                Verification::Required => RosterStatus::Pending {
+                    why: trust.reason(),
+                },
+                Verification::Warn => RosterStatus::Invited,
+            }
+        };
+        let unverified = if admitted_before {
+            existing.as_ref().is_some_and(|e| e.unverified)
+        } else {
+            !trust.is_verified()
+        };
+        if status == RosterStatus::Invited && unverified {
+            inv.reason = unverified_reason(&inv.reason);
+        }
+        if existing.as_ref().map(|e| (&e.status, e.unverified)) != Some((&status, unverified)) {
+            roster.push(RosterEntry {
+                incident: id.clone(),
+                room_key: room_key.to_owned(),
+                room_id: room.room_id().to_string(),
+                user: inv.user.to_string(),
+                roles: inv.roles.clone(),
+                status: status.clone(),
+                unverified,
+                at: bot.now(),
+            });
+        }
+        if status == RosterStatus::Invited {
+            let key = invite_key(id, room_key, &inv.user);
+            jobs.push((room, inv, key));
+        }
+    }
+    if !roster.is_empty() {
+        bot.store.roster_put(&roster, None, bot.now())?;
+    }
+    progress.invites_total = jobs.len();
+    let intents: Vec<OutboxIntent> = jobs
+        .iter()
+        .map(|(room, inv, key)| OutboxIntent {
+            key: key.clone(),
+            kind: "invite".into(),
+            payload: json!({ "room": room.room_id(), "user": inv.user, "roles": inv.roles }),
+        })
+        .collect();
+    let entries = bot.store.outbox_put_many(Some(id), &intents, bot.now())?;
+    let pending: Vec<(Room, plan::InvitePlan, String)> = jobs
+        .into_iter()
+        .zip(entries)
+        .filter(|(_, entry)| entry.is_pending())
+        .map(|(job, _)| job)
+        .collect();
+    progress.invites_done = progress.invites_total.saturating_sub(pending.len());
+    crate::failpoint::hit("provision.before_invite").await;
+    let results: Vec<Result<(String, serde_json::Value), BotError>> = stream::iter(pending)
+        .map(|(room, inv, key)| {
+            let bot = bot.clone();
+            let skip = uninvitable.get(&inv.user).copied();
+            async move {
+                let outcome = match skip {
+                    Some(why) => InviteOutcome::Refused(why.to_owned()),
+                    None => {
+                        let _slot = bot.fan_out.acquire().await;
+                        rooms::invite_with_reason(
+                            &bot.client,
+                            room.room_id(),
+                            &inv.user,
+                            &inv.reason,
+                        )
+                        .await?
+                    }
+                };
+                let outcome = match outcome {
+                    InviteOutcome::Invited => json!({ "outcome": "invited" }),
+                    InviteOutcome::AlreadyThere => json!({ "outcome": "already-there" }),
+                    InviteOutcome::Refused(why) => {
+                        warn!(user = %inv.user, %why, "invite refused; the holder stays pending");
+                        json!({ "outcome": "refused", "why": why, "user": inv.user })
+                    }
+                };
+                Ok((key, outcome))
+            }
+        })
+        .buffer_unordered(INVITE_CONCURRENCY)
+        .collect()
+        .await;
+    let mut completions = Vec::new();
+    let mut first_error = None;
+    for r in results {
+        match r {
+            Ok((key, outcome)) => completions.push((key, Some(outcome))),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    progress.invites_done += completions.len();
+    info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "invites sent"
+    );
+    crate::failpoint::hit("provision.before_invites_recorded").await;
+    bot.store.outbox_complete_many(&completions, bot.now())?;
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    let _ = edits.send(edit(
+        &progress,
+        "invites sent; posting briefings",
+        "invites",
+    ));
+
+    // Settle the invitees' device lists before the first encrypted message (see
+    // `Bot::settle_sync`): otherwise matrix-sdk may wait five seconds per room for key
+    // queries of members who have no device yet.
+    bot.settle_sync(2).await;
+    info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "device lists settled"
+    );
+
+    // Briefing (posted and pinned) and role instructions, in each room.
+    let posts: Vec<Result<(), BotError>> = stream::iter(rooms_by_key.values().cloned())
+        .map(|(p, room)| {
+            let bot = bot.clone();
+            let facts = facts.clone();
+            let id = id.clone();
+            async move {
+                let key = format!("{}/{}/briefing", id.as_str(), p.key);
+                let body = plan::briefing(&facts, &p, bot.now());
+                let event = send_once(&bot, &room, &key, Some(&id), notice(&body, &[])).await?;
+                crate::failpoint::hit("provision.before_pin").await;
+                super::pins::pin(&bot, &id, &p.key, &room, None, &event).await?;
+                for msg in plan::role_messages(&facts, &p.key, bot.now()) {
+                    let key = format!("{}/{}/role/{}", id.as_str(), p.key, msg.role);
+                    send_once(
+                        &bot,
+                        &room,
+                        &key,
+                        Some(&id),
+                        notice(&msg.body, &msg.mentions),
+                    )
+                    .await?;
+                }
+                Ok(())
+            }
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    for r in posts {
+        r?;
+    }
+
+    info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "briefings posted"
+    );
+    // Summary, then active.
+    let summary = summary_text(
+        bot,
+        &incident,
+        &playbook,
+        &plans,
+        &rooms_by_key,
+        started.elapsed(),
+    );
+    let _ = edits.send(edit(&progress, "done", "done"));
+    drop(edits);
+    // The last edit lands before the summary.
+    let _ = editor.await;
+    if let Some(room) = &control {
+        let key = format!("{}/summary", id.as_str());
+        send_once(
+            bot,
+            room,
+            &key,
+            Some(id),
+            notice(&summary, std::slice::from_ref(&commander)),
+        )
+        .await?;
+    }
+    crate::failpoint::hit("provision.before_active").await;
+    let (active, _) = bot.store.apply(id, Event::Provisioned, ACTOR, bot.now())?;
+    // Its time limit, retention and reminders from now on (armed again at every start,
+    // so a crash right here loses nothing).
+    super::timers::ensure(bot, &active, &playbook)?;
+    info!(elapsed = ?started.elapsed(), "incident active");
+    Ok(())
+}
+
+/// The room for `plan`: recorded, found again by its tag, or created now.
+async fn ensure_room(bot: &Bot, id: &IncidentId, p: &RoomPlan) -> Result<Room, BotError> {
+    let now = bot.now();
+    let record = bot.store.room(id, &p.key)?;
+    if let Some(room_id) = record.as_ref().and_then(|r| r.room_id.clone()) {
+        if let Some(room) = rooms::joined(&bot.client, &room_id) {
+            return Ok(room);
+        }
+        return Err(MatrixError::Client(format!(
+            "room {room_id} of {} is recorded but not known to the client yet",
+            p.key
+        ))
+        .into());
+    }
+    let planned_alias = record.and_then(|r| r.create_alias);
+    if let Some(room) = rooms::find_tagged_room(&bot.client, id.as_str(), &p.key).await {
+        info!(room = %room.room_id(), key = %p.key, "found the room created before a restart");
+        record_room(bot, id, p, room.room_id().to_owned(), now)?;
+        if let Some(alias) = &planned_alias {
+            remove_creation_alias(bot, p, alias).await;
+        }
+        return Ok(room);
+    }
+    // Intent first: the record says the room is planned, under an alias of its own, so
+    // a createRoom cut short (a crash, a timeout) is found by the alias, or by the tag
+    // lookup above, and never made twice.
+    let alias = planned_alias.unwrap_or_else(rooms::new_creation_alias);
+    bot.store.upsert_room(&RoomRecord {
+        incident: id.clone(),
+        key: p.key.clone(),
+        room_id: None,
+        desired: p.desired_state(),
+        status: RoomStatus::Planned,
+        updated_at: now,
+        delete_id: None,
+        create_alias: Some(alias.clone()),
+        forgotten_at: None,
+    })?;
+    crate::failpoint::hit("provision.before_create_room").await;
+    let created = rooms::create_planned_room(&bot.client, p, &alias).await?;
+    let room_id = match &created {
+        rooms::Created::New(room) => room.room_id().to_owned(),
+        rooms::Created::Before(room_id) => {
+            info!(room = %room_id, key = %p.key, "found the room an earlier request created");
+            room_id.clone()
+        }
+    };
+    crate::failpoint::hit("provision.after_create_room").await;
+    record_room(bot, id, p, room_id.clone(), bot.now())?;
+    remove_creation_alias(bot, p, &alias).await;
+    match created {
+        rooms::Created::New(room) => Ok(room),
+        rooms::Created::Before(_) => {
+            rooms::joined(&bot.client, room_id.as_str()).ok_or_else(|| {
+                MatrixError::Client(format!(
+                    "room {room_id} of {} is recorded but not known to the client yet",
+                    p.key
+                ))
+                .into()
+            })
+        }
+    }
+}
+
+/// The alias has done its work once the room is recorded; one left behind (this failed,
+/// or a crash came first) goes with the room at stand-down.
+async fn remove_creation_alias(bot: &Bot, p: &RoomPlan, alias: &str) {
+    if let Err(e) = rooms::remove_creation_alias(&bot.client, alias).await {
+        warn!(key = %p.key, error = %e, "could not remove the room's creation alias");
+    }
+}
+
+fn record_room(
+    bot: &Bot,
+    id: &IncidentId,
+    p: &RoomPlan,
+    room_id: OwnedRoomId,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), BotError> {
+    bot.store.upsert_room(&RoomRecord {
+        incident: id.clone(),
+        key: p.key.clone(),
+        room_id: Some(room_id.to_string()),
+        desired: p.desired_state(),
+        status: RoomStatus::Created,
+        updated_at: now,
+        delete_id: None,
+        create_alias: None,
+        forgotten_at: None,
+    })?;
+    bot.store.audit(
+        ACTOR,
+        "room.created",
+        Some(id),
+        json!({ "key": p.key, "room": room_id, "name": p.name }),
+        now,
+    )?;
+    Ok(())
+}
+
+/// The invite reason for a holder admitted without a verified identity: the reason is
+/// sent unencrypted, so it is the one thing they can read before an operator enrols
+/// them.
+pub(crate) fn unverified_reason(reason: &str) -> String {
+    format!(
+        "{reason} Your identity is not verified by cordon: its own messages in the \
+         incident rooms stay unreadable to you until an operator enrols you in person \
+         (`cordon verify`)."
+    )
+}
+
+/// The outbox key of one invite.
+fn invite_key(id: &IncidentId, room_key: &str, user: &matrix_sdk::ruma::UserId) -> String {
+    format!("{}/{}/invite/{}", id.as_str(), room_key, user)
+}
+
+fn summary_text(
+    bot: &Bot,
+    incident: &Incident,
+    playbook: &Playbook,
+    plans: &[RoomPlan],
+    rooms: &BTreeMap<String, (RoomPlan, Room)>,
+    elapsed: Duration,
+) -> String {
+    let mut out = format!(
+        "DECLARED: {name} ({id}), {title}.\nCommander: {commander}. Closes {expires}.\nRooms:",
+        name = incident.display_name,
+        id = incident.id.as_str(),
+        title = playbook.title,
+        commander = incident.commander,
+        expires = plan::format_time(incident.expires_at, bot.config.time_zone),
+    );
+    // Holders whose invite the server refused, once each, with the reason.
+    let mut refused: BTreeMap<String, String> = BTreeMap::new();
+    for p in plans {
+        for inv in &p.invites {
+            let key = invite_key(&incident.id, &p.key, &inv.user);
+            if let Ok(Some(entry)) = bot.store.outbox_get(&key)
+                && let Some(outcome) = &entry.outcome
+                && outcome.get("outcome").and_then(|o| o.as_str()) == Some("refused")
+            {
+                let why = outcome
+                    .get("why")
+                    .and_then(|w| w.as_str())
+                    .unwrap_or("refused")
+                    .to_owned();
+                refused.entry(inv.user.to_string()).or_insert(why);
+            }
+        }
+    }
+    // Holders the verification policy kept out, and those let in unverified.
+    let roster = bot
+        .store
+        .roster_for_incident(&incident.id)
+        .unwrap_or_default();
+    let mut unverified: BTreeMap<String, String> = BTreeMap::new();
+    let mut admitted_unverified: Vec<String> = Vec::new();
+    for entry in &roster {
+        match &entry.status {
+            RosterStatus::Pending { why } => {
+                unverified.entry(entry.user.clone()).or_insert(why.clone());
+            }
+            RosterStatus::Invited
+                if entry.unverified && !admitted_unverified.contains(&entry.user) =>
+            {
+                admitted_unverified.push(entry.user.clone());
+            }
+            _ => {}
+        }
+    }
+    let left_out = |user: &str| refused.contains_key(user) || unverified.contains_key(user);
+    for p in plans {
+        if let Some((_, room)) = rooms.get(&p.key) {
+            let invited = p
+                .invites
+                .iter()
+                .filter(|i| !left_out(i.user.as_str()))
+                .count();
+            out.push_str(&format!(
+                "\n- {}: {} ({invited} invited)",
+                p.name,
+                rooms::room_link(room.room_id(), bot.server_name()),
+            ));
+        }
+    }
+    let mut short: Vec<String> = refused
+        .iter()
+        .map(|(user, why)| format!("{user} not invited: {why}"))
+        .collect();
+    short.extend(
+        unverified
+            .iter()
+            .filter(|(user, _)| !refused.contains_key(user.as_str()))
+            .map(|(user, why)| format!("{user} not invited: {why}")),
+    );
+    // A role with fewer invitable holders than its `min` is flagged to the commander.
+    for role in &playbook.roles {
+        let invitable = role
+            .holders
+            .iter()
+            .filter(|h| !left_out(h.as_str()))
+            .count();
+        if (invitable as u64) < u64::from(role.min) {
+            short.push(format!(
+                "WARNING: {} has {invitable} invitable holder(s) of the {} needed",
+                role.title, role.min
+            ));
+        }
+    }
+    if short.is_empty() {
+        out.push_str("\nPending: nobody.");
+    } else {
+        out.push_str(&format!("\nPending: {}.", short.join("; ")));
+    }
+    if !unverified.is_empty() {
+        out.push_str(&format!(
+            "\nTo let in a pending holder: an operator enrols them in person with \
+             `cordon verify @user:server` (they are then invited), or in an emergency \
+             `!cordon admit {} @user:server --unverified --reason \"…\"`.",
+            incident.id.as_str()
+        ));
+    }
+    if !admitted_unverified.is_empty() {
+        out.push_str(&format!(
+            "\nWARNING: invited without a verified identity (cordon's own messages stay \
+             unreadable to them until they are enrolled): {}.",
+            admitted_unverified.join(", ")
+        ));
+    }
+    out.push_str(&format!(
+        "\nProvisioned in {:.1} s. Type `!cordon status {}` at any time.",
+        elapsed.as_secs_f64(),
+        incident.id.as_str()
+    ));
+    out
+}

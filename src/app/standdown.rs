@@ -1,0 +1,560 @@
+//! Standing an incident down, by `standdown` or at expiry, and the legal hold.
+//!
+//! The stand-down pipeline, driven by one timer per incident (`<id>/standdown`) so that
+//! the scheduler retries a failed step with backoff and a restart resumes it:
+//!
+//! 1. **Freeze** (here): the transition to `standing-down` is recorded (and audited)
+//!    first; every room is frozen (read-only power levels, written to the room record
+//!    before they are sent, so the guard keeps them); a final notice lists the advice
+//!    not yet marked transcribed; the incident's timers stop (all but the retention
+//!    sweeps, which run while the rooms exist).
+//! 2. **Seal** ([`super::seal`]): every room's history exported, sealed into one age
+//!    archive, re-read and verified; then `archived`.
+//! 3. **Hold check and destroy** ([`super::destroy`]): members removed, rooms and media
+//!    deleted through the admin API; then `destroyed`, and the archive is kept until
+//!    the playbook's `archive.keep` ends.
+//!
+//! Each step is recorded ([`crate::store::StandDownRecord`]) before it starts and is
+//! safe to repeat. A legal hold (`hold --reason`) pauses the retention sweeps and blocks
+//! destruction and the archive's deletion; only an operator or a records officer can
+//! `release` it.
+
+use std::sync::Arc;
+
+use matrix_sdk::Room;
+use serde_json::{Value, json};
+use tracing::{info, warn};
+
+use super::commands::{Incoming, commander_or_operator, refuse, reply, send_once, user_ids};
+use super::deadlines::StandDownCause;
+use super::provision::declared_playbook;
+use super::{ACTOR, Bot, BotError};
+use crate::domain::incident::plan::{self, IncidentFacts, PL_CORDON};
+use crate::domain::incident::timers as timer_plan;
+use crate::domain::incident::{Event, Incident, IncidentId, State};
+use crate::domain::schedule::{Timer, TimerKind};
+use crate::input::playbook::Playbook;
+use crate::matrix::rooms::{self, notice};
+use crate::schedule::FireContext;
+use crate::store::{RoomRecord, RoomStatus, StandDownStep};
+
+/// The incident's rooms that exist and that cordon has joined, with their records, in
+/// playbook order.
+pub(crate) fn incident_rooms(
+    bot: &Bot,
+    incident: &Incident,
+) -> Result<Vec<(RoomRecord, Room)>, BotError> {
+    let mut records = bot.store.rooms(&incident.id)?;
+    records.sort_by_key(|r| {
+        r.desired
+            .get("position")
+            .and_then(Value::as_u64)
+            .unwrap_or(u64::MAX)
+    });
+    Ok(records
+        .into_iter()
+        .filter_map(|record| {
+            let room = rooms::joined(&bot.client, record.room_id.as_deref()?)?;
+            Some((record, room))
+        })
+        .collect())
+}
+
+/// Read-only power levels made from the room's desired ones: nobody but cordon may send
+/// anything, redact, invite or change state.
+pub fn frozen_power_levels(desired: &Value) -> Value {
+    let mut pl = desired.clone();
+    if let Some(obj) = pl.as_object_mut() {
+        obj.insert("events_default".into(), json!(PL_CORDON));
+        obj.insert("state_default".into(), json!(PL_CORDON));
+        obj.insert("redact".into(), json!(PL_CORDON));
+        obj.insert("invite".into(), json!(PL_CORDON));
+        if let Some(events) = obj.get_mut("events").and_then(Value::as_object_mut) {
+            for level in events.values_mut() {
+                *level = json!(PL_CORDON);
+            }
+        }
+    }
+    pl
+}
+
+/// Stands `incident` down on behalf of `by` (a user id, or cordon at expiry): records
+/// the transition, then arms the pipeline's timer, whose job ([`on_job`]) freezes the
+/// rooms, seals and verifies the archive, and destroys the rooms. Safe to repeat: a
+/// stand-down already under way is only woken.
+pub(crate) async fn stand_down(
+    bot: &Arc<Bot>,
+    incident: &Incident,
+    by: &str,
+) -> Result<(), BotError> {
+    let id = &incident.id;
+    match incident.state {
+        State::Active | State::Failed => {
+            bot.store
+                .apply(id, Event::StandDown { by: by.to_owned() }, by, bot.now())?;
+            info!(incident = %id, by, "standing down");
+        }
+        State::StandingDown => {}
+        _ => return Ok(()),
+    }
+    bot.arm(&timer_plan::standdown(id, bot.now()))
+}
+
+/// How many failed attempts of the pipeline's job pass before the commander and the
+/// operators are told it is retrying.
+const TELL_AFTER_ATTEMPTS: u32 = 3;
+
+/// The stand-down pipeline's job: runs every step not done yet, in order. A step that
+/// fails for a reason that may pass (the homeserver unreachable) returns the error, and
+/// the scheduler runs the job again with backoff; one that must not be retried blindly
+/// (the archive failed verification) stops the pipeline as `failed`, before anything
+/// is destroyed, and alerts.
+pub(crate) async fn on_job(
+    bot: &Arc<Bot>,
+    timer: &Timer,
+    ctx: FireContext,
+) -> Result<(), BotError> {
+    let Some(id) = &timer.incident else {
+        return Ok(());
+    };
+    let Some(_running) = bot.running_guard(id) else {
+        return Err(BotError::Busy(id.clone()));
+    };
+    let result = run_pipeline(bot, id).await;
+    if let Err(e) = &result {
+        warn!(incident = %id, attempt = ctx.attempt, error = %e, "stand-down step failed; retrying");
+        if ctx.attempt == TELL_AFTER_ATTEMPTS {
+            tell_retrying(bot, id, e).await;
+        }
+    }
+    result
+}
+
+async fn run_pipeline(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
+    let Some(incident) = bot.store.incident(id)? else {
+        return Ok(());
+    };
+    let playbook = declared_playbook(bot, id)?;
+    let incident = match incident.state {
+        State::StandingDown => {
+            bot.store
+                .begin_standdown_step(id, StandDownStep::Freeze, bot.now())?;
+            freeze(bot, &incident, StandDownCause::of(&incident)).await?;
+            match super::seal::seal(bot, &incident, &playbook).await {
+                Ok(archived) => archived,
+                Err(super::seal::SealFailure::Retry(e)) => return Err(e),
+                Err(super::seal::SealFailure::Stop(why)) => {
+                    super::seal::stop(bot, &incident, &why).await?;
+                    return Ok(());
+                }
+            }
+        }
+        // Resumed after the archive was recorded: its notice may not have gone out.
+        State::Archived => {
+            super::seal::tell_archived(bot, &incident).await;
+            incident
+        }
+        // Resumed after the destruction was recorded: what follows it may not have run.
+        State::Destroyed => return super::destroy::finish(bot, &incident).await,
+        _ => return Ok(()),
+    };
+    super::destroy::destroy(bot, &incident).await
+}
+
+/// Tells the control room that the stand-down keeps failing and is being retried.
+async fn tell_retrying(bot: &Arc<Bot>, id: &IncidentId, error: &BotError) {
+    let Ok(Some(incident)) = bot.store.incident(id) else {
+        return;
+    };
+    let Some(control) = rooms::joined(&bot.client, &incident.control_room) else {
+        return;
+    };
+    let body = format!(
+        "The stand-down of {id} is stuck and cordon keeps retrying: {error}. Nothing has \
+         been destroyed that is not sealed. If it does not clear, an operator should check \
+         the homeserver and cordon's log.",
+        id = id.as_str()
+    );
+    let key = format!("{}/standdown/retrying", id.as_str());
+    let mention = user_ids(&[incident.commander.as_str()]);
+    if let Err(e) = send_once(bot, &control, &key, Some(id), notice(&body, &mention)).await {
+        warn!(incident = %id, error = %e, "could not tell the control room the stand-down is retrying");
+    }
+}
+
+/// The first step: every room frozen (read-only power levels, written to the room
+/// record before they are sent, so the guard keeps them), the final notices (with the
+/// advice not yet marked transcribed), and the incident's timers stopped (all but the
+/// retention sweeps, which run while the rooms exist, and the pipeline's own).
+async fn freeze(
+    bot: &Arc<Bot>,
+    incident: &Incident,
+    cause: StandDownCause,
+) -> Result<(), BotError> {
+    let id = &incident.id;
+    let by = incident.stood_down_by.as_deref().unwrap_or(ACTOR);
+    let rooms = incident_rooms(bot, incident)?;
+    let mut frozen = 0;
+    for (mut record, room) in rooms.iter().cloned() {
+        let Some(desired_pl) = record
+            .desired
+            .pointer("/state/m.room.power_levels")
+            .cloned()
+        else {
+            continue;
+        };
+        let _quiet = crate::app::guard::changing(&incident.id).await;
+        if record.status == RoomStatus::Created {
+            // The desired state first, so the guard keeps the rooms frozen from now on.
+            let pl = frozen_power_levels(&desired_pl);
+            let now = bot.now();
+            if let Some(written) = bot.store.update_room(&record.incident, &record.key, |r| {
+                if let Some(state) = r.desired.get_mut("state").and_then(Value::as_object_mut) {
+                    state.insert("m.room.power_levels".into(), pl);
+                }
+                r.status = RoomStatus::Frozen;
+                r.updated_at = now;
+            })? {
+                record = written;
+            }
+        }
+        if record.status != RoomStatus::Frozen {
+            continue;
+        }
+        crate::failpoint::hit("standdown.before_freeze").await;
+        let pl = record
+            .desired
+            .pointer("/state/m.room.power_levels")
+            .cloned()
+            .unwrap_or(desired_pl);
+        room.send_state_event_raw("m.room.power_levels", "", pl)
+            .await
+            .map_err(crate::matrix::MatrixError::from)?;
+        frozen += 1;
+    }
+    crate::failpoint::hit("standdown.frozen").await;
+    let why = match cause {
+        StandDownCause::Expiry => "its time limit was reached".to_owned(),
+        StandDownCause::Command => format!("stood down by {by}"),
+    };
+    for (record, room) in &rooms {
+        let advice = super::advice::outstanding_lines(bot, incident, Some(&record.key));
+        let body = format!(
+            "This incident has stood down: {why}. These rooms are now read-only. Any \
+             clinical advice here must be in the patient record.{advice}"
+        );
+        let key = format!("{}/{}/final", id.as_str(), record.key);
+        send_once(bot, room, &key, Some(id), notice(&body, &[])).await?;
+    }
+    if let Some(control) = rooms::joined(&bot.client, &incident.control_room) {
+        let advice = super::advice::outstanding_lines(bot, incident, None);
+        let body = format!(
+            "{name} ({id}) has stood down: {why}. Its {frozen} room(s) are read-only \
+             now.{advice}",
+            name = incident.display_name,
+            id = id.as_str(),
+        );
+        let key = format!("{}/stood-down", id.as_str());
+        let mention = user_ids(&[incident.commander.as_str()]);
+        send_once(bot, &control, &key, Some(id), notice(&body, &mention)).await?;
+    }
+    // Audited once, however often an interrupted stand-down is resumed.
+    let audited = bot
+        .store
+        .audit_entries(.., Some(id))?
+        .iter()
+        .any(|e| e.action == "incident.frozen");
+    if !audited {
+        bot.store.audit(
+            by,
+            "incident.frozen",
+            Some(id),
+            json!({ "rooms": frozen, "cause": match cause {
+            StandDownCause::Expiry => "expiry",
+            StandDownCause::Command => "command",
+        } }),
+            bot.now(),
+        )?;
+    }
+    // Last, once everything above is done: everything but the sweeps stops (no more
+    // warnings, reminders, briefings or advice reminders in read-only rooms). Until
+    // then the expiry timer stays armed, so a stand-down that failed part-way is
+    // retried by the scheduler, and the others see the incident is no longer active.
+    let pipeline = timer_plan::standdown_id(id);
+    for timer in bot.store.timers_for(id)? {
+        if timer.kind != TimerKind::Sweep && timer.id != pipeline {
+            bot.disarm(&timer.id)?;
+        }
+    }
+    Ok(())
+}
+
+/// `standdown [incident]`: the commander (or an operator) stands the incident down now.
+pub(crate) async fn command(
+    bot: &Arc<Bot>,
+    incoming: &Incoming,
+    incident: Incident,
+) -> Result<(), BotError> {
+    let id = &incident.id;
+    if !commander_or_operator(bot, incoming, &incident, "stand it down").await {
+        return Ok(());
+    }
+    if !matches!(
+        incident.state,
+        State::Active | State::Failed | State::StandingDown
+    ) {
+        let text = format!(
+            "{} is {}: there is nothing to stand down.",
+            id.as_str(),
+            incident.state.as_str()
+        );
+        refuse(bot, incoming, Some(id), "not-active", &text).await;
+        return Ok(());
+    }
+    if incident.state == State::StandingDown {
+        let step = bot
+            .store
+            .standdown(id)?
+            .map_or("freeze", |r| r.step.as_str());
+        let text = format!(
+            "{} is already standing down (now at: {step}). Its progress is posted here.",
+            id.as_str()
+        );
+        reply(bot, incoming, Some(id), &text).await;
+    }
+    stand_down(bot, &incident, incoming.sender.as_str()).await
+}
+
+/// `retry [incident]`: the commander or an operator runs the step that failed again
+/// (provisioning, or the stand-down's sealing), once its cause is fixed.
+pub(crate) async fn retry(
+    bot: &Arc<Bot>,
+    incoming: &Incoming,
+    incident: Incident,
+) -> Result<(), BotError> {
+    let id = &incident.id;
+    if !commander_or_operator(bot, incoming, &incident, "retry it").await {
+        return Ok(());
+    }
+    let Some(failure) = incident
+        .failure
+        .as_ref()
+        .filter(|_| incident.state == State::Failed)
+    else {
+        let text = format!(
+            "{} is {}, not failed: there is nothing to retry. Nothing was changed.",
+            id.as_str(),
+            incident.state.as_str()
+        );
+        refuse(bot, incoming, Some(id), "not-failed", &text).await;
+        return Ok(());
+    };
+    let text = format!(
+        "Retrying {} at the step that failed ({}: {}).",
+        id.as_str(),
+        failure.step.as_str(),
+        failure.reason
+    );
+    let (retried, _) = bot
+        .store
+        .apply(id, Event::Retry, incoming.sender.as_str(), bot.now())?;
+    info!(incident = %id, step = %retried.state, "retrying");
+    reply(bot, incoming, Some(id), &text).await;
+    match retried.state {
+        State::StandingDown => bot.arm(&timer_plan::standdown(id, bot.now()))?,
+        State::Provisioning => {
+            let b = bot.clone();
+            let id = id.clone();
+            bot.spawn(async move { super::provision::run(b, id).await })
+                .await;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// `hold [incident] --reason …`: the commander, an operator or a records officer places
+/// a legal hold. Retention sweeps pause until it is released.
+pub(crate) async fn hold(
+    bot: &Arc<Bot>,
+    incoming: &Incoming,
+    incident: Incident,
+    reason: &str,
+) -> Result<(), BotError> {
+    let id = &incident.id;
+    let sender = &incoming.sender;
+    let allowed = incident.commander == sender.as_str()
+        || bot.is_operator(sender)
+        || bot.config.records_officers.contains(sender);
+    if !allowed {
+        let text = format!(
+            "Only the commander of {} ({}), an operator or a records officer can place a \
+             legal hold. Nothing was changed.",
+            id.as_str(),
+            incident.commander
+        );
+        refuse(bot, incoming, Some(id), "not-allowed", &text).await;
+        return Ok(());
+    }
+    let was_held = incident.is_held();
+    bot.store.apply(
+        id,
+        Event::HoldSet {
+            reason: reason.to_owned(),
+            by: sender.to_string(),
+        },
+        sender.as_str(),
+        bot.now(),
+    )?;
+    info!(incident = %id, "legal hold placed");
+    let kept = if incident.state == State::Destroyed {
+        "its sealed archive is kept past its keep time"
+    } else {
+        "retention no longer deletes its messages, and it will not be destroyed"
+    };
+    let text = format!(
+        "Legal hold {} on {}: {kept}, until an operator or a records officer sends \
+         `!cordon release {}`.",
+        if was_held { "re-worded" } else { "placed" },
+        id.as_str(),
+        id.as_str()
+    );
+    reply(bot, incoming, Some(id), &text).await;
+    Ok(())
+}
+
+/// `release [incident]`: an operator or a records officer releases the legal hold; the
+/// retention sweeps resume at once.
+pub(crate) async fn release(
+    bot: &Arc<Bot>,
+    incoming: &Incoming,
+    incident: Incident,
+) -> Result<(), BotError> {
+    let id = &incident.id;
+    let sender = &incoming.sender;
+    if !(bot.is_operator(sender) || bot.config.records_officers.contains(sender)) {
+        let text = format!(
+            "Only an operator or a records officer can release the legal hold on {}. \
+             Nothing was changed.",
+            id.as_str()
+        );
+        refuse(bot, incoming, Some(id), "not-allowed", &text).await;
+        return Ok(());
+    }
+    if !incident.is_held() {
+        let text = format!("{} has no legal hold. Nothing was changed.", id.as_str());
+        refuse(bot, incoming, Some(id), "not-held", &text).await;
+        return Ok(());
+    }
+    let (released, _) = bot.store.apply(
+        id,
+        Event::HoldReleased {
+            by: sender.to_string(),
+        },
+        sender.as_str(),
+        bot.now(),
+    )?;
+    // The sweeps paused by the hold run now; so does a stand-down that waited for the
+    // release to destroy the rooms, and the deletion of an archive kept past its time.
+    if matches!(released.state, State::Active | State::StandingDown) {
+        for record in bot.store.rooms(id)? {
+            bot.arm(&timer_plan::sweep(id, &record.key, bot.now()))?;
+        }
+    }
+    let next = match released.state {
+        State::StandingDown | State::Archived => {
+            bot.arm(&timer_plan::standdown(id, bot.now()))?;
+            " The stand-down goes on now: the rooms are destroyed once the archive is sealed \
+             and verified."
+        }
+        State::Destroyed => {
+            if let Some(archive) = &released.archive {
+                // Its own due time (destruction + `archive.keep`) when still ahead; now,
+                // if it passed under the hold.
+                let armed = bot.store.timer(&timer_plan::keep_time_end_id(id))?;
+                let due = match armed.map(|t| t.schedule) {
+                    Some(crate::domain::schedule::Schedule::At(at)) => at,
+                    _ => archive.keep_until,
+                };
+                // Fresh: a spent timer re-armed with the same due time would not run
+                // again (the keep time can have passed under the hold by a clock that
+                // was later set back).
+                bot.disarm(&timer_plan::keep_time_end_id(id))?;
+                bot.arm(&timer_plan::keep_time_end(id, due.max(bot.now())))?;
+            }
+            " The sealed archive is deleted at the end of its keep time."
+        }
+        _ => "",
+    };
+    info!(incident = %id, "legal hold released");
+    let text = format!(
+        "Legal hold on {} released: retention sweeps resume now.{next}",
+        id.as_str()
+    );
+    reply(bot, incoming, Some(id), &text).await;
+    Ok(())
+}
+
+/// Sets each room's topic again from the incident as it is now (after `extend`, whose
+/// new closing time the banner names). Best effort: a topic is not a safeguard.
+pub(crate) async fn refresh_topics(bot: &Arc<Bot>, incident: &Incident, playbook: &Playbook) {
+    let Ok(commander) = matrix_sdk::ruma::OwnedUserId::try_from(incident.commander.as_str()) else {
+        return;
+    };
+    let facts = IncidentFacts::of(incident, playbook, &commander, bot.config.time_zone);
+    let plans = plan::plan_rooms(&facts, bot.now());
+    let Ok(rooms) = incident_rooms(bot, incident) else {
+        return;
+    };
+    for (record, room) in rooms {
+        let Some(p) = plans.iter().find(|p| p.key == record.key) else {
+            continue;
+        };
+        if record.desired.get("topic").and_then(Value::as_str) == Some(p.topic.as_str()) {
+            continue;
+        }
+        // The new topic is cordon's from here on: the guard compares the room with it.
+        let _quiet = crate::app::guard::changing(&incident.id).await;
+        let now = bot.now();
+        let written = bot.store.update_room(&record.incident, &record.key, |r| {
+            if let Some(obj) = r.desired.as_object_mut() {
+                obj.insert("topic".into(), json!(p.topic));
+            }
+            r.updated_at = now;
+        });
+        if let Err(e) = written {
+            warn!(error = %e, "store: recording a room's new topic");
+            continue;
+        }
+        if let Err(e) = room.set_room_topic(&p.topic).await {
+            warn!(room = %room.room_id(), error = %e, "could not update the room's topic");
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frozen_power_levels_let_nobody_but_cordon_act() {
+        let desired = json!({
+            "users": { "@cordon:x.org": 100, "@mod:x.org": 50 },
+            "users_default": 0,
+            "events_default": 0,
+            "state_default": 100,
+            "redact": 50,
+            "invite": 100,
+            "events": { "m.reaction": 0, "m.room.encrypted": 0 },
+        });
+        let f = frozen_power_levels(&desired);
+        assert_eq!(f["events_default"], 100);
+        assert_eq!(f["redact"], 100);
+        assert_eq!(f["events"]["m.reaction"], 100);
+        assert_eq!(f["events"]["m.room.encrypted"], 100);
+        // Members keep their levels, which are now below everything.
+        assert_eq!(f["users"]["@mod:x.org"], 50);
+        assert_eq!(f["users_default"], 0);
+    }
+}

@@ -1,0 +1,411 @@
+//! The `status` reply: each incident, its rooms, who has joined, who is invited, and
+//! the time to expiry. Short enough for a phone screen: with more than
+//! [`DETAILED_UP_TO`] incidents each gets two lines with its rooms added up, and
+//! `!cordon status <id>` shows one incident's rooms.
+
+use matrix_sdk::RoomMemberships;
+use matrix_sdk::ruma::events::room::member::MembershipState;
+
+use super::Bot;
+use crate::domain::incident::plan::{format_remaining, format_time};
+use crate::domain::incident::{Incident, State};
+use crate::matrix::rooms;
+use crate::store::{RoomStatus, RosterStatus};
+
+/// Up to this many incidents are shown room by room.
+pub const DETAILED_UP_TO: usize = 2;
+
+/// Renders `incidents` as the status reply.
+pub async fn render(bot: &Bot, incidents: &[Incident]) -> String {
+    let mut views = Vec::with_capacity(incidents.len());
+    for incident in incidents {
+        views.push(gather(bot, incident).await);
+    }
+    format(&views)
+}
+
+/// What the reply says about one incident, gathered from the store and the rooms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncidentView {
+    /// The first line: id, name, state, hold.
+    pub title: String,
+    /// Commander and closing time.
+    pub times: String,
+    /// Further facts, one line each (advice outstanding, failure, stand-down step,
+    /// archive).
+    pub notes: Vec<String>,
+    /// Short forms of the notes, for the compact reply.
+    pub flags: Vec<String>,
+    /// The rooms, in playbook order.
+    pub rooms: Vec<RoomView>,
+}
+
+/// One room of an incident.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomView {
+    /// The room's name.
+    pub name: String,
+    /// Where it stands.
+    pub state: RoomState,
+}
+
+/// Where a room stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomState {
+    /// Live, with its member counts (cordon not counted).
+    Live {
+        /// Members who have joined.
+        joined: usize,
+        /// Invited, not joined yet.
+        invited: usize,
+        /// Admitted but not invited yet, or waiting (unverified, no account …).
+        pending: usize,
+    },
+    /// Not created yet.
+    NotCreated,
+    /// Gone or going, in words.
+    Gone(&'static str),
+}
+
+async fn gather(bot: &Bot, incident: &Incident) -> IncidentView {
+    let now = bot.now();
+    let tz = bot.config.time_zone;
+    let held = if incident.is_held() {
+        " · LEGAL HOLD"
+    } else {
+        ""
+    };
+    let mut view = IncidentView {
+        title: format!(
+            "{id} · {name} · {state}{held}",
+            id = incident.id.as_str(),
+            name = incident.display_name,
+            state = incident.state.as_str(),
+        ),
+        times: format!(
+            "commander {commander} · closes {expires} ({left})",
+            commander = incident.commander,
+            expires = format_time(incident.expires_at, tz),
+            left = format_remaining(incident.expires_at, now),
+        ),
+        notes: Vec::new(),
+        flags: Vec::new(),
+        rooms: Vec::new(),
+    };
+    let advice = super::advice::outstanding_count(bot, incident);
+    if advice > 0 {
+        let unconfirmed = super::advice::unconfirmed_count(bot, incident);
+        let unconfirmed = if unconfirmed > 0 {
+            format!(
+                " ({unconfirmed} with a ✅ reaction, unconfirmed: confirm with `!cordon \
+                 transcribed <link>`)"
+            )
+        } else {
+            String::new()
+        };
+        view.notes.push(format!(
+            "advice not yet marked transcribed: {advice}{unconfirmed}"
+        ));
+        view.flags.push(format!("{advice} advice untranscribed"));
+    }
+    if let Some(failure) = &incident.failure
+        && incident.state == State::Failed
+    {
+        view.notes.push(format!(
+            "failed: {} (`!cordon retry {}` once fixed)",
+            failure.reason,
+            incident.id.as_str()
+        ));
+        view.flags.push("FAILED".to_owned());
+    }
+    if incident.state == State::StandingDown
+        && let Ok(Some(record)) = bot.store.standdown(&incident.id)
+    {
+        view.notes
+            .push(format!("stand-down at: {}", record.step.as_str()));
+        view.flags.push(format!("at {}", record.step.as_str()));
+    }
+    if let Some(archive) = &incident.archive {
+        view.notes.push(format!(
+            "archive sealed and verified, SHA-256 {}…, kept at least until {}",
+            archive.sha256.get(..12).unwrap_or(&archive.sha256),
+            format_time(archive.keep_until, tz)
+        ));
+        view.flags.push("archive sealed".to_owned());
+    }
+    let mut records = bot.store.rooms(&incident.id).unwrap_or_default();
+    records.sort_by_key(|r| {
+        r.desired
+            .get("position")
+            .and_then(|p| p.as_u64())
+            .unwrap_or(u64::MAX)
+    });
+    for record in records {
+        let name = record
+            .desired
+            .get("name")
+            .and_then(|n| n.as_str())
+            .unwrap_or(&record.key)
+            .to_owned();
+        let planned = record
+            .desired
+            .get("invites")
+            .and_then(|i| i.as_array())
+            .map_or(0, |a| a.len());
+        let gone = match record.status {
+            RoomStatus::Deleting => Some("being destroyed"),
+            RoomStatus::Destroyed => Some("destroyed"),
+            RoomStatus::PurgePending => Some("closed, purge pending on the server"),
+            _ => None,
+        };
+        if let Some(gone) = gone {
+            view.rooms.push(RoomView {
+                name,
+                state: RoomState::Gone(gone),
+            });
+            continue;
+        }
+        let Some(room) = record
+            .room_id
+            .as_deref()
+            .and_then(|id| rooms::joined(&bot.client, id))
+        else {
+            view.rooms.push(RoomView {
+                name,
+                state: RoomState::NotCreated,
+            });
+            continue;
+        };
+        let members = room
+            .members(RoomMemberships::JOIN | RoomMemberships::INVITE)
+            .await
+            .unwrap_or_default();
+        let me = bot.user_id();
+        let joined = members
+            .iter()
+            .filter(|m| m.user_id() != me && *m.membership() == MembershipState::Join)
+            .count();
+        let invited = members
+            .iter()
+            .filter(|m| *m.membership() == MembershipState::Invite)
+            .count();
+        // From the roster when there is one: who cordon let in but has not joined
+        // yet, and who is waiting (unverified, no account …).
+        let roster = bot
+            .store
+            .roster_for_room(room.room_id().as_str())
+            .unwrap_or_default();
+        // Holders cordon let in who left by their own hand (or declined): the guard
+        // lets back in only those someone else put out, so these are named here.
+        let left: Vec<String> = room
+            .members(RoomMemberships::LEAVE)
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|m| {
+                m.event().sender() == m.user_id()
+                    && roster
+                        .iter()
+                        .any(|e| e.is_allowed() && e.user == m.user_id().as_str())
+            })
+            .map(|m| m.user_id().to_string())
+            .collect();
+        if !left.is_empty() {
+            view.notes.push(format!(
+                "left {name} by their own hand, not invited again: {}",
+                left.join(", ")
+            ));
+        }
+        let pending = if roster.is_empty() {
+            planned.saturating_sub(joined + invited)
+        } else {
+            let waiting = roster
+                .iter()
+                .filter(|e| matches!(e.status, RosterStatus::Pending { .. }))
+                .count();
+            let allowed = roster.iter().filter(|e| e.is_allowed()).count();
+            waiting + allowed.saturating_sub(joined + invited + left.len())
+        };
+        view.rooms.push(RoomView {
+            name,
+            state: RoomState::Live {
+                joined,
+                invited,
+                pending,
+            },
+        });
+    }
+    view
+}
+
+/// The reply for `views`: room by room for up to [`DETAILED_UP_TO`] incidents, two
+/// lines each beyond that.
+pub fn format(views: &[IncidentView]) -> String {
+    if views.is_empty() {
+        return "No open incident in this control room. Declare one with \
+                `!cordon declare <playbook> \"<name>\"`; `!cordon help declare` explains."
+            .to_owned();
+    }
+    let compact = views.len() > DETAILED_UP_TO;
+    let mut blocks = Vec::with_capacity(views.len() + 1);
+    for view in views {
+        let mut lines = vec![view.title.clone()];
+        if compact {
+            let mut second = view.times.clone();
+            second.push_str(" · ");
+            second.push_str(&rooms_summary(&view.rooms));
+            for flag in &view.flags {
+                second.push_str(" · ");
+                second.push_str(flag);
+            }
+            lines.push(second);
+        } else {
+            lines.push(view.times.clone());
+            lines.extend(view.notes.iter().cloned());
+            for room in &view.rooms {
+                lines.push(format!("- {}: {}", room.name, room_state(&room.state)));
+            }
+        }
+        blocks.push(lines.join("\n"));
+    }
+    if compact {
+        blocks.push(format!(
+            "{} incidents. `!cordon status <id>` shows one incident's rooms.",
+            views.len()
+        ));
+    }
+    blocks.join("\n\n")
+}
+
+fn room_state(state: &RoomState) -> String {
+    match state {
+        RoomState::Live {
+            joined,
+            invited,
+            pending,
+        } => format!("{joined} joined, {invited} invited, {pending} pending"),
+        RoomState::NotCreated => "not created yet".to_owned(),
+        RoomState::Gone(why) => (*why).to_owned(),
+    }
+}
+
+/// `4 rooms: 12 joined, 3 invited, 1 pending`, with the rooms not live counted apart.
+fn rooms_summary(rooms: &[RoomView]) -> String {
+    let (mut joined, mut invited, mut pending, mut live) = (0, 0, 0, 0);
+    let mut other: Vec<String> = Vec::new();
+    for room in rooms {
+        match &room.state {
+            RoomState::Live {
+                joined: j,
+                invited: i,
+                pending: p,
+            } => {
+                live += 1;
+                joined += j;
+                invited += i;
+                pending += p;
+            }
+            RoomState::NotCreated => other.push("not created yet".to_owned()),
+            RoomState::Gone(why) => other.push((*why).to_owned()),
+        }
+    }
+    let plural = |n: usize| if n == 1 { "room" } else { "rooms" };
+    let mut parts = Vec::new();
+    if live > 0 {
+        parts.push(format!(
+            "{live} {}: {joined} joined, {invited} invited, {pending} pending",
+            plural(live)
+        ));
+    }
+    other.sort();
+    let mut i = 0;
+    while i < other.len() {
+        let n = other[i..].iter().take_while(|o| **o == other[i]).count();
+        parts.push(format!("{n} {} {}", plural(n), other[i]));
+        i += n;
+    }
+    if parts.is_empty() {
+        "no rooms".to_owned()
+    } else {
+        parts.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(n: usize, rooms: usize) -> IncidentView {
+        IncidentView {
+            title: format!("mc-{n:04} · Tram crash {n} · active"),
+            times: "commander @ic:hs.example · closes Thu 03 Dec 14:10 GMT (1h 05m)".into(),
+            notes: vec!["advice not yet marked transcribed: 2".into()],
+            flags: vec!["2 advice untranscribed".into()],
+            rooms: (0..rooms)
+                .map(|r| RoomView {
+                    name: format!("Tram crash {n} - room {r}"),
+                    state: RoomState::Live {
+                        joined: 3,
+                        invited: 1,
+                        pending: r % 2,
+                    },
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn one_or_two_incidents_are_shown_room_by_room() {
+        let text = format(&[view(1, 4)]);
+        assert_eq!(text.lines().count(), 2 + 1 + 4, "{text}");
+        assert!(text.contains("- Tram crash 1 - room 3: 3 joined, 1 invited, 1 pending"));
+        assert!(text.contains("advice not yet marked transcribed: 2"));
+        assert!(!text.contains("status <id>"), "{text}");
+    }
+
+    #[test]
+    fn many_incidents_fit_a_phone_screen() {
+        // A phone shows about 20 lines of a chat message.
+        let views: Vec<_> = (1..=6).map(|n| view(n, 4)).collect();
+        let text = format(&views);
+        let lines = text.lines().filter(|l| !l.is_empty()).count();
+        assert_eq!(lines, 6 * 2 + 1, "{text}");
+        assert!(
+            text.contains(
+                "(1h 05m) · 4 rooms: 12 joined, 4 invited, 2 pending · 2 advice untranscribed"
+            ),
+            "{text}"
+        );
+        assert!(text.ends_with("6 incidents. `!cordon status <id>` shows one incident's rooms."));
+        for n in 1..=6 {
+            assert!(text.contains(&format!("mc-{n:04}")), "{text}");
+        }
+    }
+
+    #[test]
+    fn rooms_not_live_are_counted_apart() {
+        let mut v = view(1, 1);
+        v.rooms.push(RoomView {
+            name: "a".into(),
+            state: RoomState::Gone("destroyed"),
+        });
+        v.rooms.push(RoomView {
+            name: "b".into(),
+            state: RoomState::Gone("destroyed"),
+        });
+        v.rooms.push(RoomView {
+            name: "c".into(),
+            state: RoomState::NotCreated,
+        });
+        assert_eq!(
+            rooms_summary(&v.rooms),
+            "1 room: 3 joined, 1 invited, 0 pending, 2 rooms destroyed, 1 room not created yet"
+        );
+        assert_eq!(rooms_summary(&[]), "no rooms");
+    }
+
+    #[test]
+    fn nothing_open_says_how_to_declare() {
+        assert!(format(&[]).contains("`!cordon declare <playbook> \"<name>\"`"));
+    }
+}

@@ -1,0 +1,160 @@
+//! Arming an incident's timers (planned in [`crate::domain::incident::timers`]) in the store
+//! the scheduler runs from.
+//!
+//! - When provisioning completes, and again at every start for each open incident
+//!   ([`ensure`]): arming is idempotent, so a crash between `active` and the arming
+//!   loses nothing, and a restart neither fires a timer twice nor resets a backoff.
+//! - Self-re-arming timers (a room's sweep, its briefing re-post) are armed only when
+//!   absent: their job moves them on, and re-arming the first plan would move them back.
+//! - After `extend` ([`rearm_deadlines`]) the expiry moves, and the warnings are planned
+//!   afresh from the new expiry.
+
+use std::sync::Arc;
+
+use tracing::{error, warn};
+
+use super::{Bot, BotError};
+use crate::domain::incident::timers as plan;
+use crate::domain::incident::{Incident, State};
+use crate::domain::schedule::Timer;
+use crate::input::playbook::Playbook;
+
+impl Bot {
+    /// Arms `timer` ([`crate::store::Store::arm_timer`]: idempotent) and wakes the
+    /// scheduler.
+    pub(crate) fn arm(&self, timer: &Timer) -> Result<(), BotError> {
+        self.store.arm_timer(timer, self.now())?;
+        self.wake_scheduler();
+        Ok(())
+    }
+
+    /// Arms `timer` unless a timer with its id exists.
+    pub(crate) fn arm_if_absent(&self, timer: &Timer) -> Result<(), BotError> {
+        if self.store.timer(&timer.id)?.is_none() {
+            self.arm(timer)?;
+        }
+        Ok(())
+    }
+
+    /// Removes timer `id`, if armed.
+    pub(crate) fn disarm(&self, id: &str) -> Result<(), BotError> {
+        self.store.remove_timer(id)?;
+        self.wake_scheduler();
+        Ok(())
+    }
+
+    /// Asks the scheduler to look at its timers now.
+    pub(crate) fn wake_scheduler(&self) {
+        if let Some(handle) = self.scheduler.get() {
+            handle.wake();
+        }
+    }
+}
+
+/// Arms every timer an incident in its state runs on. Active: expiry, warnings still
+/// ahead, reminders, each room's sweep and briefing re-post. Standing down (frozen
+/// rooms, until they are destroyed): the sweeps alone, so retention still holds.
+pub(crate) fn ensure(bot: &Bot, incident: &Incident, playbook: &Playbook) -> Result<(), BotError> {
+    match incident.state {
+        State::Active => {
+            bot.arm(&plan::expiry(incident))?;
+            for w in plan::warnings(incident, playbook, bot.now()) {
+                bot.arm(&w)?;
+            }
+            for r in plan::reminders(incident, playbook, bot.config.time_zone.name()) {
+                bot.arm(&r)?;
+            }
+            for room in &playbook.rooms {
+                bot.arm_if_absent(&plan::first_sweep(incident, playbook, &room.key))?;
+                let pinned = briefing_event(bot, incident, &room.key);
+                // The briefing went out after the declaration: re-posting as if it had
+                // gone out at the declaration is early, never late.
+                bot.arm_if_absent(&plan::briefing(
+                    &incident.id,
+                    &room.key,
+                    incident.declared_at,
+                    playbook.retention.messages,
+                    0,
+                    pinned.as_deref(),
+                ))?;
+            }
+        }
+        State::StandingDown | State::Archived => {
+            for room in &playbook.rooms {
+                bot.arm_if_absent(&plan::first_sweep(incident, playbook, &room.key))?;
+            }
+            // The pipeline resumes where it stopped; a held one waits for `release`.
+            if incident.state == State::StandingDown || !incident.is_held() {
+                bot.arm(&plan::standdown(&incident.id, bot.now()))?;
+            }
+        }
+        State::Destroyed => {
+            if let Some(archive) = &incident.archive {
+                bot.arm_if_absent(&plan::keep_time_end(&incident.id, archive.keep_until))?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The event id of the briefing posted in `room_key` at declaration, from the outbox.
+fn briefing_event(bot: &Bot, incident: &Incident, room_key: &str) -> Option<String> {
+    let key = format!("{}/{}/briefing", incident.id.as_str(), room_key);
+    bot.store
+        .outbox_get(&key)
+        .ok()
+        .flatten()
+        .and_then(|e| e.outcome)
+        .and_then(|o| {
+            o.get("event_id")
+                .and_then(|e| e.as_str())
+                .map(str::to_owned)
+        })
+}
+
+/// After an extension: the expiry at the new time, and the warnings planned again from
+/// it (those whose mark has already passed are dropped: the commander was just told).
+pub(crate) fn rearm_deadlines(
+    bot: &Bot,
+    incident: &Incident,
+    playbook: &Playbook,
+) -> Result<(), BotError> {
+    bot.arm(&plan::expiry(incident))?;
+    let prefix = plan::warning_prefix(&incident.id);
+    for timer in bot.store.timers_for(&incident.id)? {
+        if timer.id.starts_with(&prefix) {
+            bot.disarm(&timer.id)?;
+        }
+    }
+    for w in plan::warnings(incident, playbook, bot.now()) {
+        bot.arm(&w)?;
+    }
+    Ok(())
+}
+
+/// At start: the timers of every open incident, so those armed before a crash (or
+/// never armed, when cordon stopped between `active` and arming) all run.
+pub(crate) fn ensure_all(bot: &Arc<Bot>) {
+    let incidents = match bot
+        .store
+        .incidents(&crate::store::IncidentFilter::in_states(&[
+            State::Active,
+            State::StandingDown,
+            State::Archived,
+            State::Destroyed,
+        ])) {
+        Ok(list) => list,
+        Err(e) => {
+            error!(error = %e, "store: listing incidents to arm their timers");
+            return;
+        }
+    };
+    for incident in incidents {
+        let armed = super::provision::declared_playbook(bot, &incident.id)
+            .and_then(|playbook| ensure(bot, &incident, &playbook));
+        if let Err(e) = armed {
+            warn!(incident = %incident.id, error = %e, "could not arm the incident's timers");
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! What cordon knows and decides, as plain data and pure functions: no I/O, no clock,
+//! no matrix-sdk (ruma's identifier types at most). Everything above this layer reads
+//! the world, asks these functions what to do, and does it.
+//!
+//! It may use [`crate::input`] (a playbook is what an incident is planned from) and
+//! nothing else of cordon's.
+//!
+//! - [`incident`]: the identity an incident commander types, the persisted lifecycle
+//!   state machine, the pure provisioning plan and `cordon explain`.
+//! - [`command`]: the chat grammar (`!cordon declare …`): a typed command or a rejection
+//!   that tells the commander what to type instead.
+//! - [`schedule`]: durable timers as data, cron occurrences, catch-up after downtime
+//!   and backoff.
+//! - [`transcript`]: the transcript format shared by pre-seal segments and the archive.
+//! - [`attachments`]: which media an event names.
+
+pub mod attachments;
+pub mod command;
+pub mod incident;
+pub mod schedule;
+pub mod transcript;

@@ -1,0 +1,801 @@
+//! The bot's own configuration file.
+//!
+//! Read in two phases, as ripgrep does: [`RawConfig`] mirrors the YAML exactly (unknown
+//! keys are errors), then [`Config::load`] validates it once and builds the typed form
+//! that the rest of cordon uses without re-checking. Every problem is reported at once,
+//! located like playbook problems (`file:line:col: error: message`).
+//!
+//! Secrets (the bot's password, the store passphrase) are never written inline: the
+//! file names an environment variable or a file, and the secret is read only when the
+//! bot starts ([`SecretSource::read`]).
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+use serde::Deserialize;
+
+use crate::input::diagnostic::Diagnostic;
+use crate::input::yaml::Located;
+
+/// The default time zone for schedules and the times shown to people.
+pub const DEFAULT_TIME_ZONE: chrono_tz::Tz = chrono_tz::Europe::London;
+
+/// Commands older than this when cordon first sees them are not executed by default.
+pub const DEFAULT_COMMAND_MAX_AGE: Duration = Duration::from_secs(15 * 60);
+/// `/healthz` reports sync as down when the last successful sync is older than this,
+/// unless the config says otherwise. A long poll waits 30 s, and a failing sync
+/// retries within a minute at most.
+pub const DEFAULT_SYNC_STALE_AFTER: Duration = Duration::from_secs(90);
+/// The shortest `metrics.sync_stale_after`: above the 30 s long poll, so an idle bot
+/// never looks down.
+pub const MIN_SYNC_STALE_AFTER: Duration = Duration::from_secs(45);
+
+/// `/metrics` and `/healthz` listen here unless the config says otherwise: loopback
+/// only, on the port registered for Prometheus exporters' examples.
+pub const DEFAULT_METRICS_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9464);
+
+/// The config file exactly as written.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Base URL of the homeserver's client API, e.g. `https://matrix.nhs.example`.
+    pub homeserver: Located<String>,
+    /// The bot's full Matrix user id, e.g. `@cordon:nhs.example`.
+    pub user: Located<String>,
+    /// Where the bot's password comes from: `{ env: NAME }` or `{ file: PATH }`.
+    pub password: Located<RawSecret>,
+    /// Where the passphrase of the Matrix crypto and state store comes from.
+    pub store_passphrase: Located<RawSecret>,
+    /// Directory for the redb store, the Matrix session and the admin socket.
+    pub state_dir: Located<String>,
+    /// Directory of playbooks (`*.yaml`).
+    pub playbooks_dir: Located<String>,
+    /// Directory where sealed archives are written.
+    pub archive_dir: Located<String>,
+    /// Rooms that are control rooms from the start (operators can add more by inviting
+    /// the bot).
+    #[serde(default)]
+    pub control_rooms: Vec<Located<String>>,
+    /// Operators: may invite the bot into control rooms, enrol people, release holds.
+    pub operators: Vec<Located<String>>,
+    /// Records officers: may release legal holds.
+    #[serde(default)]
+    pub records_officers: Vec<Located<String>>,
+    /// IANA time zone for schedules and displayed times. Default `Europe/London`.
+    #[serde(default)]
+    pub time_zone: Option<Located<String>>,
+    /// Command handling.
+    #[serde(default)]
+    pub commands: Option<RawCommands>,
+    /// The Prometheus `/metrics` and `/healthz` endpoints.
+    #[serde(default)]
+    pub metrics: Option<RawMetrics>,
+}
+
+/// `metrics:` section as written.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// Serve `/metrics` and `/healthz`. Default `true`.
+    pub enabled: Option<Located<bool>>,
+    /// Address and port to listen on. Default `127.0.0.1:9464` (loopback only).
+    pub listen: Option<Located<String>>,
+    /// `/healthz` fails when the last successful sync is older than this. Default
+    /// `90s`; between `45s` and `1h`.
+    pub sync_stale_after: Option<Located<String>>,
+}
+
+/// `commands:` section as written.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCommands {
+    /// Commands that arrived while cordon was down and are older than this are not
+    /// executed; the sender is asked to re-issue them. Default `15m`.
+    pub max_age: Option<Located<String>>,
+}
+
+/// A secret reference as written: exactly one of `env` or `file`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecret {
+    /// Name of an environment variable holding the secret.
+    pub env: Option<String>,
+    /// Path of a file holding the secret (trailing newline ignored).
+    pub file: Option<String>,
+}
+
+/// Where a secret is read from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// An environment variable.
+    Env(String),
+    /// A file; relative paths were resolved against the config file's directory.
+    File(PathBuf),
+}
+
+impl fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Env(name) => write!(f, "env:{name}"),
+            Self::File(path) => write!(f, "file:{}", path.display()),
+        }
+    }
+}
+
+/// A secret's value. Its `Debug` never shows the value, so it cannot leak into logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for handing to the login or the store.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// A secret could not be read at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// The environment variable is unset or empty.
+    #[error("environment variable {0} is not set or is empty")]
+    EnvMissing(String),
+    /// The file could not be read.
+    #[error("cannot read secret file {path}: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is empty.
+    #[error("secret file {0} is empty")]
+    FileEmpty(PathBuf),
+}
+
+impl SecretSource {
+    /// Reads the secret now. A single trailing newline in a file is ignored.
+    pub fn read(&self) -> Result<Secret, SecretError> {
+        match self {
+            Self::Env(name) => match std::env::var(name) {
+                Ok(v) if !v.is_empty() => Ok(Secret(v)),
+                _ => Err(SecretError::EnvMissing(name.clone())),
+            },
+            Self::File(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| SecretError::File {
+                    path: path.clone(),
+                    source,
+                })?;
+                let value = text
+                    .strip_suffix('\n')
+                    .map(|t| t.strip_suffix('\r').unwrap_or(t))
+                    .unwrap_or(&text);
+                if value.is_empty() {
+                    return Err(SecretError::FileEmpty(path.clone()));
+                }
+                Ok(Secret(value.to_owned()))
+            }
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The config file this came from.
+    pub path: PathBuf,
+    /// Homeserver base URL.
+    pub homeserver: url::Url,
+    /// The bot's user id.
+    pub user: OwnedUserId,
+    /// The bot's password source.
+    pub password: SecretSource,
+    /// The store passphrase source.
+    pub store_passphrase: SecretSource,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Playbooks directory.
+    pub playbooks_dir: PathBuf,
+    /// Archive directory.
+    pub archive_dir: PathBuf,
+    /// Configured control rooms.
+    pub control_rooms: Vec<OwnedRoomId>,
+    /// Operators.
+    pub operators: BTreeSet<OwnedUserId>,
+    /// Records officers.
+    pub records_officers: BTreeSet<OwnedUserId>,
+    /// Time zone.
+    pub time_zone: chrono_tz::Tz,
+    /// Maximum age of a command for it to be executed.
+    pub command_max_age: Duration,
+    /// Where `/metrics` and `/healthz` are served; `None` when turned off.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `/healthz` reports sync as down when the last sync is older than this.
+    pub sync_stale_after: Duration,
+}
+
+/// Collects diagnostics for one file.
+struct Checker<'a> {
+    file: &'a Path,
+    text: &'a str,
+    problems: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn error<T>(&mut self, at: &Located<T>, message: impl Into<String>) {
+        self.problems.push(at.error(self.file, self.text, message));
+    }
+
+    /// The duration at `field`, between `min` and `max` (each with how it is written), or
+    /// `default` (likewise) when it is absent or wrong, which is reported.
+    fn duration(
+        &mut self,
+        field: &str,
+        raw: Option<&Located<String>>,
+        (min, min_text): (Duration, &str),
+        (max, max_text): (Duration, &str),
+        (default, default_text): (Duration, &str),
+    ) -> Duration {
+        let Some(raw) = raw else {
+            return default;
+        };
+        match humantime::parse_duration(raw.value.trim()) {
+            Ok(d) if d >= min && d <= max => d,
+            Ok(_) => {
+                self.error(
+                    raw,
+                    format!("{field} must be between {min_text} and {max_text}"),
+                );
+                default
+            }
+            Err(e) => {
+                self.error(
+                    raw,
+                    format!(
+                        "{field} `{}` is not a duration ({e}); for example {default_text}",
+                        shown(&raw.value)
+                    ),
+                );
+                default
+            }
+        }
+    }
+
+    fn user(&mut self, field: &str, raw: &Located<String>) -> Option<OwnedUserId> {
+        match parse_user_id(&raw.value) {
+            Ok(user) => Some(user),
+            Err(why) => {
+                self.error(raw, format!("{field}: `{}` {why}", shown(&raw.value)));
+                None
+            }
+        }
+    }
+
+    fn dir(&mut self, field: &str, raw: &Located<String>, base: &Path) -> PathBuf {
+        if raw.value.trim().is_empty() {
+            self.error(raw, format!("{field} must not be empty"));
+        }
+        resolve(base, &raw.value)
+    }
+
+    fn secret(&mut self, field: &str, raw: &Located<RawSecret>, base: &Path) -> SecretSource {
+        match (&raw.value.env, &raw.value.file) {
+            (Some(name), None) if valid_env_name(name) => SecretSource::Env(name.clone()),
+            (Some(name), None) => {
+                self.error(
+                    raw,
+                    format!(
+                        "{field}.env: `{}` is not an environment variable name \
+                         (letters, digits and `_`, not starting with a digit)",
+                        shown(name)
+                    ),
+                );
+                SecretSource::Env(String::new())
+            }
+            (None, Some(path)) if !path.trim().is_empty() => {
+                SecretSource::File(resolve(base, path))
+            }
+            (None, Some(_)) => {
+                self.error(raw, format!("{field}.file must not be empty"));
+                SecretSource::File(PathBuf::new())
+            }
+            (Some(_), Some(_)) => {
+                self.error(
+                    raw,
+                    format!("{field}: give either `env` or `file`, not both"),
+                );
+                SecretSource::Env(String::new())
+            }
+            (None, None) => {
+                self.error(
+                    raw,
+                    format!("{field}: give `env: VARIABLE` or `file: PATH`"),
+                );
+                SecretSource::Env(String::new())
+            }
+        }
+    }
+}
+
+impl Config {
+    /// Loads and validates `path`, reporting every problem at once.
+    pub fn load(path: &Path) -> Result<Self, Vec<Diagnostic>> {
+        let text = crate::input::yaml::read_bounded(path).map_err(|d| vec![d])?;
+        Self::from_text(path, &text)
+    }
+
+    /// Validates `text`, the contents of `path`.
+    pub fn from_text(path: &Path, text: &str) -> Result<Self, Vec<Diagnostic>> {
+        let raw: RawConfig = match crate::input::yaml::from_str_checked(path, text) {
+            Ok(raw) => raw,
+            Err(problems) => return Err(inline_secret_hint(problems)),
+        };
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let mut c = Checker {
+            file: path,
+            text,
+            problems: Vec::new(),
+        };
+
+        let homeserver = match url::Url::parse(raw.homeserver.value.trim()) {
+            Ok(url) if url.scheme() == "https" => Some(url),
+            Ok(url) if url.scheme() == "http" && is_loopback(&url) => Some(url),
+            Ok(url) if url.scheme() == "http" => {
+                c.error(
+                    &raw.homeserver,
+                    format!(
+                        "homeserver `{url}` uses plain http to a non-loopback host; \
+                         use https (plain http is allowed only for localhost)"
+                    ),
+                );
+                None
+            }
+            Ok(url) => {
+                c.error(
+                    &raw.homeserver,
+                    format!("homeserver `{url}` must be an https:// URL"),
+                );
+                None
+            }
+            Err(e) => {
+                c.error(
+                    &raw.homeserver,
+                    format!(
+                        "homeserver `{}` is not a URL ({e}); for example https://matrix.nhs.example",
+                        shown(&raw.homeserver.value)
+                    ),
+                );
+                None
+            }
+        };
+        let user = c.user("user", &raw.user);
+        let password = c.secret("password", &raw.password, &base);
+        let store_passphrase = c.secret("store_passphrase", &raw.store_passphrase, &base);
+        let state_dir = c.dir("state_dir", &raw.state_dir, &base);
+        let playbooks_dir = c.dir("playbooks_dir", &raw.playbooks_dir, &base);
+        let archive_dir = c.dir("archive_dir", &raw.archive_dir, &base);
+
+        let mut control_rooms = Vec::new();
+        for room in &raw.control_rooms {
+            match RoomId::parse(room.value.trim()) {
+                Ok(id) if !control_rooms.contains(&id) => control_rooms.push(id),
+                Ok(_) => c.error(
+                    room,
+                    format!("control room `{}` is listed twice", room.value),
+                ),
+                Err(e) => c.error(
+                    room,
+                    format!(
+                        "control_rooms: `{}` is not a room id ({e}); room ids start with `!`",
+                        shown(&room.value)
+                    ),
+                ),
+            }
+        }
+
+        let people = |field: &str, list: &[Located<String>], c: &mut Checker<'_>| {
+            let mut set = BTreeSet::new();
+            for raw in list {
+                if let Some(user) = c.user(field, raw)
+                    && !set.insert(user)
+                {
+                    c.error(raw, format!("{field}: `{}` is listed twice", raw.value));
+                }
+            }
+            set
+        };
+        let operators = people("operators", &raw.operators, &mut c);
+        let records_officers = people("records_officers", &raw.records_officers, &mut c);
+        if raw.operators.is_empty() {
+            c.problems.push(Diagnostic::file(
+                path,
+                "operators: list at least one operator; without one nobody can invite \
+                 cordon into a control room, enrol staff or release a legal hold",
+            ));
+        }
+        if let Some(user) = &user
+            && operators.contains(user)
+        {
+            c.problems.push(Diagnostic::file(
+                path,
+                "operators must not include the bot's own user",
+            ));
+        }
+
+        let time_zone = match &raw.time_zone {
+            None => DEFAULT_TIME_ZONE,
+            Some(tz) => match tz.value.trim().parse::<chrono_tz::Tz>() {
+                Ok(tz) => tz,
+                Err(_) => {
+                    c.error(
+                        tz,
+                        format!(
+                            "time_zone `{}` is not an IANA time zone name, e.g. Europe/London",
+                            shown(&tz.value)
+                        ),
+                    );
+                    DEFAULT_TIME_ZONE
+                }
+            },
+        };
+
+        let command_max_age = c.duration(
+            "commands.max_age",
+            raw.commands.as_ref().and_then(|s| s.max_age.as_ref()),
+            (Duration::from_secs(1), "1s"),
+            (Duration::from_secs(24 * 3600), "24h"),
+            (DEFAULT_COMMAND_MAX_AGE, "15m"),
+        );
+
+        let metrics_listen = match &raw.metrics {
+            None => Some(DEFAULT_METRICS_LISTEN),
+            Some(m) if m.enabled.as_ref().is_some_and(|e| !e.value) => {
+                if let Some(listen) = &m.listen {
+                    c.error(
+                        listen,
+                        "metrics.listen is set but metrics.enabled is false; remove one of them",
+                    );
+                }
+                None
+            }
+            Some(m) => match &m.listen {
+                None => Some(DEFAULT_METRICS_LISTEN),
+                Some(listen) => match listen.value.trim().parse::<SocketAddr>() {
+                    Ok(addr) => Some(addr),
+                    Err(_) => {
+                        c.error(
+                            listen,
+                            format!(
+                                "metrics.listen `{}` is not an address and port, \
+                                 e.g. 127.0.0.1:9464 or [::1]:9464",
+                                shown(&listen.value)
+                            ),
+                        );
+                        None
+                    }
+                },
+            },
+        };
+
+        let sync_stale_after = c.duration(
+            "metrics.sync_stale_after",
+            raw.metrics
+                .as_ref()
+                .and_then(|m| m.sync_stale_after.as_ref()),
+            (MIN_SYNC_STALE_AFTER, "45s"),
+            (Duration::from_secs(3600), "1h"),
+            (DEFAULT_SYNC_STALE_AFTER, "90s"),
+        );
+
+        match (c.problems.is_empty(), homeserver, user) {
+            (true, Some(homeserver), Some(user)) => Ok(Config {
+                path: path.to_path_buf(),
+                homeserver,
+                user,
+                password,
+                store_passphrase,
+                state_dir,
+                playbooks_dir,
+                archive_dir,
+                control_rooms,
+                operators,
+                records_officers,
+                time_zone,
+                command_max_age,
+                metrics_listen,
+                sync_stale_after,
+            }),
+            _ => Err(c.problems),
+        }
+    }
+
+    /// One line describing the config, for `cordon config check`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} on {}, {} operator(s), {} control room(s), time zone {}, {}",
+            self.user,
+            self.homeserver,
+            self.operators.len(),
+            self.control_rooms.len(),
+            self.time_zone,
+            match self.metrics_listen {
+                Some(addr) => format!("metrics on http://{addr}/metrics"),
+                None => "metrics off".to_owned(),
+            }
+        )
+    }
+
+    /// Path of the redb store file.
+    pub fn store_dir(&self) -> &Path {
+        &self.state_dir
+    }
+}
+
+/// Parses a Matrix user id strictly enough to refuse typos and lookalikes.
+pub fn parse_user_id(s: &str) -> Result<OwnedUserId, String> {
+    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("contains whitespace or control characters".into());
+    }
+    if !s.is_ascii() {
+        return Err("contains non-ASCII characters (possible lookalike)".into());
+    }
+    UserId::parse(s)
+        .map_err(|e| format!("is not a Matrix user id ({e}); for example @name:nhs.example"))
+}
+
+/// A serde error that names the `password` key with a plain string means an inline
+/// secret: say so plainly rather than "expected a map".
+fn inline_secret_hint(mut problems: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    for d in &mut problems {
+        let inline = d
+            .source_line
+            .as_deref()
+            .map(|l| {
+                let l = l.trim_start();
+                (l.starts_with("password:") || l.starts_with("store_passphrase:"))
+                    && !l.contains('{')
+                    && l.split_once(':').is_some_and(|(_, v)| !v.trim().is_empty())
+            })
+            .unwrap_or(false);
+        if inline {
+            d.message = "secrets must not be written in the config file; use \
+                         `{ env: VARIABLE }` or `{ file: /path/to/secret }`"
+                .into();
+            // Never echo the secret itself to a terminal or a CI log.
+            d.source_line = d.source_line.as_deref().map(|l| {
+                let (key, _) = l.split_once(':').unwrap_or((l, ""));
+                format!("{key}: <redacted>")
+            });
+        }
+    }
+    problems
+}
+
+fn valid_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn resolve(base: &Path, path: &str) -> PathBuf {
+    let p = Path::new(path.trim());
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Shows user-supplied text in an error without letting control characters through.
+fn shown(s: &str) -> String {
+    s.chars()
+        .take(120)
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "\
+homeserver: https://matrix.nhs.example
+user: \"@cordon:nhs.example\"
+password: { env: CORDON_PASSWORD }
+store_passphrase: { file: secrets/store-passphrase }
+state_dir: /var/lib/cordon
+playbooks_dir: playbooks
+archive_dir: /var/lib/cordon/archives
+control_rooms: [\"!control:nhs.example\"]
+operators: [\"@it-oncall:nhs.example\"]
+records_officers: [\"@records:nhs.example\"]
+";
+
+    fn load(text: &str) -> Result<Config, Vec<Diagnostic>> {
+        Config::from_text(Path::new("/etc/cordon/cordon.yaml"), text)
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        match load(text) {
+            Ok(_) => panic!("expected errors"),
+            Err(d) => d.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn good_config_loads_with_defaults() {
+        let c = load(GOOD).unwrap();
+        assert_eq!(c.user.as_str(), "@cordon:nhs.example");
+        assert_eq!(c.time_zone, chrono_tz::Europe::London);
+        assert_eq!(c.command_max_age, Duration::from_secs(900));
+        assert_eq!(c.playbooks_dir, PathBuf::from("/etc/cordon/playbooks"));
+        assert_eq!(
+            c.store_passphrase,
+            SecretSource::File(PathBuf::from("/etc/cordon/secrets/store-passphrase"))
+        );
+        assert_eq!(c.password, SecretSource::Env("CORDON_PASSWORD".into()));
+    }
+
+    #[test]
+    fn sync_stale_after_is_bounded() {
+        assert_eq!(
+            load(GOOD).unwrap().sync_stale_after,
+            DEFAULT_SYNC_STALE_AFTER
+        );
+        let c = load(&format!("{GOOD}metrics: {{ sync_stale_after: 2m }}\n")).unwrap();
+        assert_eq!(c.sync_stale_after, Duration::from_secs(120));
+        for bad in ["10s", "2h"] {
+            let errs = errors(&format!("{GOOD}metrics: {{ sync_stale_after: {bad} }}\n"));
+            assert!(errs[0].contains("between 45s and 1h"), "{errs:?}");
+        }
+        let errs = errors(&format!("{GOOD}metrics: {{ sync_stale_after: soon }}\n"));
+        assert!(
+            errs[0].contains(":11:30: error: metrics.sync_stale_after `soon` is not a duration"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn metrics_listen_is_checked_and_can_be_turned_off() {
+        assert_eq!(
+            load(GOOD).unwrap().metrics_listen,
+            Some(DEFAULT_METRICS_LISTEN)
+        );
+        let on = load(&format!("{GOOD}metrics: {{ listen: \"[::1]:9100\" }}\n")).unwrap();
+        assert_eq!(on.metrics_listen, Some("[::1]:9100".parse().unwrap()));
+        let off = load(&format!("{GOOD}metrics: {{ enabled: false }}\n")).unwrap();
+        assert_eq!(off.metrics_listen, None);
+        let errs = errors(&format!("{GOOD}metrics: {{ listen: localhost }}\n"));
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(
+            errs[0].contains("cordon.yaml:11:20: error: metrics.listen `localhost`"),
+            "{errs:#?}"
+        );
+        let errs = errors(&format!(
+            "{GOOD}metrics: {{ enabled: false, listen: \"127.0.0.1:1\" }}\n"
+        ));
+        assert!(errs[0].contains("remove one of them"), "{errs:#?}");
+        let errs = errors(&format!("{GOOD}metrics: {{ port: 9 }}\n"));
+        assert!(errs[0].contains("port"), "{errs:#?}");
+    }
+
+    #[test]
+    fn inline_password_is_refused_with_its_line() {
+        let text = GOOD.replace("{ env: CORDON_PASSWORD }", "hunter2");
+        let errs = errors(&text);
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("cordon.yaml:3:") && e.contains("must not be written")),
+            "{errs:#?}"
+        );
+        assert!(errs.iter().all(|e| !e.contains("hunter2")), "{errs:#?}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_with_locations() {
+        let text = GOOD
+            .replace("https://matrix.nhs.example", "http://matrix.nhs.example")
+            .replace("\"@cordon:nhs.example\"", "cordon")
+            .replace("[\"@it-oncall:nhs.example\"]", "[\"@it-oncall\"]")
+            .replace("\"!control:nhs.example\"", "\"#control:nhs.example\"")
+            + "time_zone: Mars/Olympus\ncommands: { max_age: soon }\n";
+        let errs = errors(&text);
+        for needle in [
+            "cordon.yaml:1:13: error: homeserver",
+            "cordon.yaml:2:7: error: user: `cordon`",
+            "cordon.yaml:8:",
+            "cordon.yaml:9:",
+            "cordon.yaml:11:12: error: time_zone",
+            "cordon.yaml:12:",
+        ] {
+            assert!(
+                errs.iter().any(|e| e.contains(needle)),
+                "{needle}: {errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), 6, "{errs:#?}");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error() {
+        let errs = errors(&format!("{GOOD}pasword_file: x\n"));
+        assert!(errs.iter().any(|e| e.contains("pasword_file")), "{errs:#?}");
+    }
+
+    #[test]
+    fn plain_http_is_allowed_only_to_loopback() {
+        let local = GOOD.replace("https://matrix.nhs.example", "http://127.0.0.1:8008");
+        assert!(load(&local).is_ok());
+        let remote = GOOD.replace("https://matrix.nhs.example", "http://10.0.0.5:8008");
+        assert!(load(&remote).is_err());
+    }
+
+    #[test]
+    fn secret_needs_exactly_one_source() {
+        let both = GOOD.replace(
+            "{ env: CORDON_PASSWORD }",
+            "{ env: CORDON_PASSWORD, file: /x }",
+        );
+        assert!(errors(&both).iter().any(|e| e.contains("not both")));
+        let bad_env = GOOD.replace("CORDON_PASSWORD", "1-bad");
+        assert!(
+            errors(&bad_env)
+                .iter()
+                .any(|e| e.contains("environment variable"))
+        );
+    }
+
+    #[test]
+    fn lookalike_operator_is_refused() {
+        // Cyrillic "о" in place of Latin "o".
+        let text = GOOD.replace("@it-oncall:nhs.example", "@it-\u{43e}ncall:nhs.example");
+        assert!(errors(&text).iter().any(|e| e.contains("non-ASCII")));
+    }
+
+    #[test]
+    fn secret_debug_never_shows_the_value() {
+        let s = Secret("hunter2".into());
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn secret_file_trailing_newline_is_trimmed_and_empty_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pw");
+        std::fs::write(&f, "s3cret\n").unwrap();
+        assert_eq!(
+            SecretSource::File(f.clone()).read().unwrap().expose(),
+            "s3cret"
+        );
+        std::fs::write(&f, "\n").unwrap();
+        assert!(matches!(
+            SecretSource::File(f).read(),
+            Err(SecretError::FileEmpty(_))
+        ));
+    }
+}
