@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::durable;
 use crate::incident::IncidentId;
 
 /// The transcript format's version, in every line's `v`.
@@ -415,23 +416,14 @@ pub fn write_segment(
         .ok_or_else(|| SealError::BadRoomKey(relative.to_owned()))?
         .to_owned();
     create_private_dirs(&dir)?;
-    let name = path
-        .file_name()
+    // The file name must be text: the segment is recorded by it.
+    path.file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| SealError::BadRoomKey(relative.to_owned()))?;
-    let tmp = dir.join(format!(".{name}.tmp"));
     let plaintext = encode_lines(lines)?;
 
-    let file = {
-        let mut options = fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        options.open(&tmp).map_err(io_err(&tmp))?
-    };
+    let (tmp, file) = durable::create_temp(&path, 0o600)
+        .map_err(|(path, source)| SealError::Io { path, source })?;
     let mut hashing = HashingWriter {
         inner: BufWriter::new(file),
         hash: Sha256::new(),
@@ -447,10 +439,7 @@ pub fn write_segment(
         path: tmp.clone(),
         source: e.into_error(),
     })?;
-    file.sync_all().map_err(io_err(&tmp))?;
-    drop(file);
-    fs::rename(&tmp, &path).map_err(io_err(&path))?;
-    sync_dir(&dir)?;
+    durable::commit(file, &tmp, &path).map_err(|(path, source)| SealError::Io { path, source })?;
     Ok(WrittenSegment {
         file: relative.to_owned(),
         sha256: hex::encode(hash.finalize()),
@@ -484,10 +473,6 @@ pub fn read_segment(
 fn create_private_dirs(dir: &Path) -> Result<(), SealError> {
     crate::durable::create_private_dirs(dir)
         .map_err(|(path, source)| SealError::Io { path, source })
-}
-
-fn sync_dir(dir: &Path) -> Result<(), SealError> {
-    crate::durable::sync_dir(dir).map_err(|(path, source)| SealError::Io { path, source })
 }
 
 /// Counts and hashes what passes through to the file.
