@@ -58,8 +58,13 @@ pub(crate) fn create_temp(
     mode: u32,
 ) -> Result<(PathBuf, File), (PathBuf, io::Error)> {
     let tmp = temp_beside(target);
+    // A leftover is removed rather than truncated: opening it would keep its mode.
+    match fs::remove_file(&tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err((tmp, e)),
+        _ => {}
+    }
     let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;

@@ -875,7 +875,8 @@ mod tests {
         let user = matrix_sdk::ruma::owned_user_id!("@cordon:nhs.example");
         assert_eq!(
             path_of(endpoints::user_admin::Request::new(user)),
-            "/_synapse/admin/v1/users/%40cordon%3Anhs.example/admin"
+            // ruma keeps `@` and `:`, which a path segment may hold (RFC 3986 pchar).
+            "/_synapse/admin/v1/users/@cordon:nhs.example/admin"
         );
         let server = matrix_sdk::ruma::owned_server_name!("nhs.example");
         assert_eq!(
