@@ -9,7 +9,7 @@
 //! renamed into place, and the directory is flushed too, so that after a crash a
 //! segment is either complete or absent (a leftover temporary file is never read).
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::domain::incident::IncidentId;
 use crate::domain::transcript::TranscriptLine;
+use crate::durable;
 
 /// Why a segment could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -140,23 +141,14 @@ pub fn write_segment(
         .ok_or_else(|| SealError::BadRoomKey(relative.to_owned()))?
         .to_owned();
     create_private_dirs(&dir)?;
-    let name = path
-        .file_name()
+    // The file name must be text: the segment is recorded by it.
+    path.file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| SealError::BadRoomKey(relative.to_owned()))?;
-    let tmp = dir.join(format!(".{name}.tmp"));
     let plaintext = encode_lines(lines)?;
 
-    let file = {
-        let mut options = fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        options.open(&tmp).map_err(io_err(&tmp))?
-    };
+    let (tmp, file) = durable::create_temp(&path, 0o600)
+        .map_err(|(path, source)| SealError::Io { path, source })?;
     let mut hashing = HashingWriter {
         inner: BufWriter::new(file),
         hash: Sha256::new(),
@@ -172,10 +164,7 @@ pub fn write_segment(
         path: tmp.clone(),
         source: e.into_error(),
     })?;
-    file.sync_all().map_err(io_err(&tmp))?;
-    drop(file);
-    fs::rename(&tmp, &path).map_err(io_err(&path))?;
-    sync_dir(&dir)?;
+    durable::commit(file, &tmp, &path).map_err(|(path, source)| SealError::Io { path, source })?;
     Ok(WrittenSegment {
         file: relative.to_owned(),
         sha256: hex::encode(hash.finalize()),
@@ -211,10 +200,6 @@ fn create_private_dirs(dir: &Path) -> Result<(), SealError> {
         .map_err(|(path, source)| SealError::Io { path, source })
 }
 
-fn sync_dir(dir: &Path) -> Result<(), SealError> {
-    crate::durable::sync_dir(dir).map_err(|(path, source)| SealError::Io { path, source })
-}
-
 /// Counts and hashes what passes through to the file.
 struct HashingWriter<W> {
     inner: W,
@@ -238,6 +223,8 @@ impl<W: Write> Write for HashingWriter<W> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 mod tests {
+    use std::fs;
+
     use super::*;
     use crate::domain::transcript::tests::line;
 

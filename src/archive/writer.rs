@@ -74,18 +74,9 @@ impl ArchiveWriter {
         }
         create_private_dirs(dir)?;
         let path = dir.join(file_name);
-        let tmp = dir.join(format!(".{file_name}.tmp"));
-        let file = {
-            let mut options = fs::OpenOptions::new();
-            // A leftover temporary file is from an attempt that crashed; replace it.
-            options.write(true).create(true).truncate(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                options.mode(0o600);
-            }
-            options.open(&tmp).map_err(ArchiveError::io(&tmp))?
-        };
+        // A leftover temporary file is from an attempt that crashed; it is replaced.
+        let (tmp, file) = crate::durable::create_temp(&path, 0o600)
+            .map_err(|(path, source)| ArchiveError::Io { path, source })?;
         let one_time = age::x25519::Identity::generate();
         let one_time_recipient = one_time.to_public();
         let all = recipients
@@ -378,10 +369,8 @@ impl ArchiveWriter {
             path: tmp.clone(),
             source: e.into_error(),
         })?;
-        file.sync_all().map_err(ArchiveError::io(&tmp))?;
-        drop(file);
-        fs::rename(&tmp, &self.path).map_err(ArchiveError::io(&self.path))?;
-        sync_dir(&self.dir)
+        crate::durable::commit(file, &tmp, &self.path)
+            .map_err(|(path, source)| ArchiveError::Io { path, source })
     }
 
     /// Appends one member (fixed mode, owner and time, so the container is

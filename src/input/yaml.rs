@@ -442,8 +442,6 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         .map(|(_, c)| c)
 }
 
-/// Optimal-string-alignment distance: insertions, deletions, substitutions and
-/// transpositions of neighbours (`nmae` → `name`) each cost 1.
 fn typo_budget(word: &str) -> usize {
     match word.chars().count() {
         0..=3 => 1,
@@ -452,29 +450,16 @@ fn typo_budget(word: &str) -> usize {
     }
 }
 
+/// Optimal-string-alignment distance ([`strsim::osa_distance`]): insertions, deletions,
+/// substitutions and transpositions of neighbours (`nmae` → `name`) each cost 1. Only
+/// the first 200 characters of each side count, which bounds the work on long input.
 fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().take(200).collect();
-    let b: Vec<char> = b.chars().take(200).collect();
-    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                best = best.min(d[i - 2][j - 2] + 1);
-            }
-            d[i][j] = best;
-        }
-    }
-    d[a.len()][b.len()]
+    strsim::osa_distance(first_chars(a, 200), first_chars(b, 200))
+}
+
+/// `s` cut to its first `n` characters.
+fn first_chars(s: &str, n: usize) -> &str {
+    s.char_indices().nth(n).map_or(s, |(i, _)| &s[..i])
 }
 
 /// Quotes text from the file for a message: backticks, control and bidi characters
@@ -525,7 +510,7 @@ pub fn is_bidi_or_invisible(c: char) -> bool {
 ///
 /// Deserialises like `T` and has `T`'s JSON Schema, so it can wrap any field of a raw
 /// type. See the [module docs](self) for how to report a semantic error at it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Located<T> {
     /// The value itself.
     pub value: T,
@@ -644,38 +629,13 @@ impl<T: JsonSchema> JsonSchema for Located<T> {
     }
 }
 
-/// A YAML mapping whose entries keep the order they were written in (serde-saphyr
-/// already refuses duplicate keys). Its JSON Schema is an object whose values are `V`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrderedMap<K, V>(pub Vec<(K, V)>);
+/// The JSON Schema of a mapping whose values are `V`, for an ordered map field
+/// (`indexmap::IndexMap`, which keeps the order the entries were written in; serde-saphyr
+/// refuses duplicate keys before it sees them): name it with
+/// `#[schemars(with = "Located<MapSchema<V>>")]`. It only describes; nothing has this type.
+pub struct MapSchema<V>(std::marker::PhantomData<V>);
 
-impl<K, V> Default for OrderedMap<K, V> {
-    fn default() -> Self {
-        Self(Vec::new())
-    }
-}
-
-impl<'de, K: Deserialize<'de>, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<K, V> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V2<K, V>(std::marker::PhantomData<(K, V)>);
-        impl<'de, K: Deserialize<'de>, V: Deserialize<'de>> Visitor<'de> for V2<K, V> {
-            type Value = OrderedMap<K, V>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a mapping")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut entries = Vec::new();
-                while let Some((k, v)) = map.next_entry()? {
-                    entries.push((k, v));
-                }
-                Ok(OrderedMap(entries))
-            }
-        }
-        deserializer.deserialize_map(V2(std::marker::PhantomData))
-    }
-}
-
-impl<K, V: JsonSchema> JsonSchema for OrderedMap<K, V> {
+impl<V: JsonSchema> JsonSchema for MapSchema<V> {
     fn schema_name() -> Cow<'static, str> {
         format!("Map_of_{}", V::schema_name()).into()
     }
@@ -1279,5 +1239,6 @@ mod tests {
             Some("members")
         );
         assert_eq!(closest("zzz", ["members", "moderators"]), None);
+        assert_eq!(closest("nmae", ["name", "names"]), Some("name"));
     }
 }

@@ -2,28 +2,49 @@
 //!
 //! cordon works without admin rights, but then it cannot lift its own rate limits or
 //! purge incident rooms; `docs/deploy.md` tells operators why to grant them.
+//!
+//! Each admin endpoint is a typed ruma request (the [`endpoints`] module, written with
+//! ruma's `request`/`response` macros as matrix-sdk re-exports them) sent through the
+//! bot's own [`Client::send`]: the SDK adds the access token, retries a transient
+//! failure (a lost connection, a 5xx, a 429) at most [`RETRIES`] times, and times the
+//! request like every other one (`crate::metrics::layer`). ruma percent-encodes the
+//! path parameters.
 
 use std::time::Duration;
 
-use matrix_sdk::Client;
-use matrix_sdk::ruma::{MxcUri, OwnedMxcUri, RoomId, UserId};
+use matrix_sdk::config::RequestConfig;
+use matrix_sdk::ruma::api::OutgoingRequest;
+use matrix_sdk::ruma::api::auth_scheme::AccessToken;
+use matrix_sdk::ruma::api::client::discovery::get_supported_versions;
+use matrix_sdk::ruma::api::client::profile::get_profile;
+use matrix_sdk::ruma::api::error::ErrorBody;
+use matrix_sdk::ruma::api::path_builder::SinglePath;
+use matrix_sdk::ruma::{MxcUri, OwnedMxcUri, OwnedServerName, RoomId, UserId};
+use matrix_sdk::{Client, HttpError};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
 use tracing::{info, instrument, warn};
 
 use super::MatrixError;
 
-/// A thin client for the Synapse admin endpoints cordon uses.
+/// How long one admin request may take, each attempt and all of them together.
+const TIMEOUT: Duration = Duration::from_secs(60);
+/// How long [`SynapseAdmin::reachable`] waits for an answer.
+const REACHABLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many times matrix-sdk retries a transient failure of an admin request.
+const RETRIES: usize = 3;
+
+/// A thin client for the Synapse admin endpoints cordon uses, speaking through the
+/// bot's matrix-sdk [`Client`].
 #[derive(Clone)]
 pub struct SynapseAdmin {
-    http: reqwest::Client,
-    base: url::Url,
-    token: String,
+    client: Client,
 }
 
 impl std::fmt::Debug for SynapseAdmin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SynapseAdmin")
-            .field("base", &self.base)
+            .field("base", &self.client.homeserver())
             .finish_non_exhaustive()
     }
 }
@@ -37,68 +58,67 @@ pub enum RateLimits {
     NotAdmin,
 }
 
+/// An admin request's response, or the status and error text of the server's refusal.
+type Answer<R> = Result<<R as OutgoingRequest>::IncomingResponse, (u16, String)>;
+
+/// The request settings of an admin request.
+fn config() -> RequestConfig {
+    RequestConfig::new()
+        .retry_limit(RETRIES)
+        .timeout(TIMEOUT)
+        .max_retry_time(TIMEOUT)
+}
+
+/// The HTTP status of a failed request the server answered, and its `error` text.
+fn answered(e: &HttpError) -> Option<(u16, String)> {
+    let e = e.as_client_api_error()?;
+    let text = match &e.body {
+        ErrorBody::Standard(body) => body.message.clone(),
+        ErrorBody::Json(body) => body
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        _ => String::new(),
+    };
+    Some((e.status_code.as_u16(), text))
+}
+
 impl SynapseAdmin {
     /// An admin client speaking for `client`'s logged-in user.
     pub fn new(client: &Client) -> Result<Self, MatrixError> {
-        let token = client
-            .access_token()
-            .ok_or_else(|| MatrixError::Client("not logged in".into()))?;
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(60))
-            .build()
-            .map_err(|e| MatrixError::Admin(e.to_string()))?;
+        if client.access_token().is_none() {
+            return Err(MatrixError::Client("not logged in".into()));
+        }
         Ok(Self {
-            http,
-            base: client.homeserver(),
-            token,
+            client: client.clone(),
         })
-    }
-
-    fn url(&self, path: &str) -> Result<url::Url, MatrixError> {
-        self.base
-            .join(path)
-            .map_err(|e| MatrixError::Admin(format!("bad admin URL {path}: {e}")))
     }
 
     /// Whether the homeserver answers at all now (its unauthenticated versions
     /// endpoint, within 10 s): a failed step is then worth counting as a failure rather
     /// than waiting out an outage.
     pub async fn reachable(&self) -> bool {
-        let Ok(url) = self.url("_matrix/client/versions") else {
-            return false;
-        };
-        self.http
-            .get(url)
-            .timeout(std::time::Duration::from_secs(10))
-            .send()
+        self.client
+            .send(get_supported_versions::Request::new())
+            .with_request_config(
+                RequestConfig::new()
+                    .disable_retry()
+                    .skip_auth()
+                    .timeout(REACHABLE_TIMEOUT),
+            )
             .await
-            .is_ok_and(|r| r.status().is_success())
+            .is_ok()
     }
 
     /// True when `user` (cordon itself) is a server admin.
     pub async fn is_admin(&self, user: &UserId) -> Result<bool, MatrixError> {
-        let url = self.url(&format!(
-            "_synapse/admin/v1/users/{}/admin",
-            encode(user.as_str())
-        ))?;
-        let response = self
-            .http
-            .get(url)
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| MatrixError::Admin(e.to_string()))?;
-        match response.status().as_u16() {
-            200 => {
-                let body: serde_json::Value = response
-                    .json()
-                    .await
-                    .map_err(|e| MatrixError::Admin(e.to_string()))?;
-                Ok(body.get("admin").and_then(|v| v.as_bool()).unwrap_or(false))
-            }
+        let request = endpoints::user_admin::Request::new(user.to_owned());
+        match self.send("checking admin rights", request).await? {
+            Ok(response) => Ok(response.admin),
             // Synapse answers 403 M_FORBIDDEN "You are not a server admin".
-            401 | 403 | 404 => Ok(false),
-            code => Err(MatrixError::Admin(format!(
+            Err((401 | 403 | 404, _)) => Ok(false),
+            Err((code, _)) => Err(MatrixError::Admin(format!(
                 "checking admin rights answered HTTP {code}"
             ))),
         }
@@ -115,23 +135,17 @@ impl SynapseAdmin {
             );
             return Ok(RateLimits::NotAdmin);
         }
-        let url = self.url(&format!(
-            "_synapse/admin/v1/users/{}/override_ratelimit",
-            encode(user.as_str())
-        ))?;
-        let response = self
-            .http
-            .post(url)
-            .bearer_auth(&self.token)
-            .json(&json!({ "messages_per_second": 0, "burst_count": 0 }))
-            .send()
+        let request = endpoints::override_ratelimit::Request::new(user.to_owned());
+        if let Err(e) = self
+            .client
+            .send(request)
+            .with_request_config(config())
             .await
-            .map_err(|e| MatrixError::Admin(e.to_string()))?;
-        if !response.status().is_success() {
-            return Err(MatrixError::Admin(format!(
-                "override_ratelimit answered HTTP {}",
-                response.status()
-            )));
+        {
+            return Err(MatrixError::Admin(match e.as_client_api_error() {
+                Some(answer) => format!("override_ratelimit answered HTTP {}", answer.status_code),
+                None => e.to_string(),
+            }));
         }
         info!("lifted cordon's own rate limits");
         Ok(RateLimits::Lifted)
@@ -171,44 +185,36 @@ pub enum DeletionStatus {
 }
 
 impl SynapseAdmin {
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<(u16, Value), MatrixError> {
-        let url = self.url(path)?;
-        let mut request = self
-            .http
-            .request(method.clone(), url)
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
+    /// Sends an admin request; a failure the server answered comes back as its status
+    /// and error text, anything else (no answer, an unreadable one) as an error.
+    async fn send<R>(&self, what: &str, request: R) -> Result<Answer<R>, MatrixError>
+    where
+        R: OutgoingRequest<
+                Authentication = AccessToken,
+                PathBuilder = SinglePath,
+                EndpointError = matrix_sdk::ruma::api::error::Error,
+            > + Clone
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+        R::IncomingResponse: Send + Sync,
+    {
+        match self
+            .client
+            .send(request)
+            .with_request_config(config())
+            .await
+        {
+            Ok(response) => Ok(Ok(response)),
+            Err(e) => match answered(&e) {
+                Some(answer) => Ok(Err(answer)),
+                None => Err(MatrixError::Admin(format!("{what}: {e}"))),
+            },
         }
-        let started = std::time::Instant::now();
-        let response = request.send().await;
-        let timed = || {
-            crate::metrics::global().matrix_request(
-                &crate::metrics::layer::endpoint(url_path(path)),
-                started.elapsed().as_secs_f64(),
-            )
-        };
-        let response = match response {
-            Ok(response) => response,
-            Err(e) => {
-                timed();
-                return Err(MatrixError::Admin(format!("{method} {path}: {e}")));
-            }
-        };
-        let status = response.status().as_u16();
-        // Error bodies are JSON too (`errcode`, `error`); an empty one reads as null.
-        let body = response.json::<Value>().await.unwrap_or(Value::Null);
-        timed();
-        Ok((status, body))
     }
 
-    fn unexpected(what: &str, status: u16, body: &Value) -> MatrixError {
-        let error = body.get("error").and_then(Value::as_str).unwrap_or("");
+    fn unexpected(what: &str, (status, error): (u16, String)) -> MatrixError {
         MatrixError::Admin(format!("{what} answered HTTP {status} {error}"))
     }
 
@@ -223,20 +229,13 @@ impl SynapseAdmin {
         room: &RoomId,
         message: &str,
     ) -> Result<Option<String>, MatrixError> {
-        let path = format!("_synapse/admin/v2/rooms/{}", encode(room.as_str()));
-        let body = json!({ "purge": true, "block": true, "message": message });
-        match self
-            .send(reqwest::Method::DELETE, &path, Some(body))
-            .await?
-        {
-            (200, body) => Ok(body
-                .get("delete_id")
-                .and_then(Value::as_str)
-                .map(str::to_owned)),
+        let request = endpoints::delete_room::Request::new(room.to_owned(), message.to_owned());
+        match self.send("deleting the room", request).await? {
+            Ok(response) => Ok(response.delete_id),
             // Refused because a deletion of it is under way or done: that is the goal.
-            (status, body) => match self.deletion_status(room).await? {
+            Err(answer) => match self.deletion_status(room).await? {
                 DeletionStatus::Running(_) | DeletionStatus::Complete => Ok(None),
-                _ => Err(Self::unexpected("deleting the room", status, &body)),
+                _ => Err(Self::unexpected("deleting the room", answer)),
             },
         }
     }
@@ -245,28 +244,22 @@ impl SynapseAdmin {
     /// once its task has started: one still `scheduled` answers [`DeletionStatus::Unknown`]
     /// here, so [`Self::deletion`] (by id) is the one to poll when the id is known.
     pub async fn deletion_status(&self, room: &RoomId) -> Result<DeletionStatus, MatrixError> {
-        let path = format!(
-            "_synapse/admin/v2/rooms/{}/delete_status",
-            encode(room.as_str())
-        );
-        match self.send(reqwest::Method::GET, &path, None).await? {
-            (200, body) => Ok(deletion_status_of(&body)),
-            (404, _) => Ok(DeletionStatus::Unknown),
-            (status, body) => Err(Self::unexpected("the deletion status", status, &body)),
+        let request = endpoints::room_delete_status::Request::new(room.to_owned());
+        match self.send("the deletion status", request).await? {
+            Ok(response) => Ok(deletion_status_of(&response.body)),
+            Err((404, _)) => Ok(DeletionStatus::Unknown),
+            Err(answer) => Err(Self::unexpected("the deletion status", answer)),
         }
     }
 
     /// The status of the deletion `delete_id` (from [`Self::delete_room`]), scheduled
     /// ones included.
     pub async fn deletion(&self, delete_id: &str) -> Result<DeletionStatus, MatrixError> {
-        let path = format!(
-            "_synapse/admin/v2/rooms/delete_status/{}",
-            encode(delete_id)
-        );
-        match self.send(reqwest::Method::GET, &path, None).await? {
-            (200, body) => Ok(deletion_status_of(&json!({ "results": [body] }))),
-            (404, _) => Ok(DeletionStatus::Unknown),
-            (status, body) => Err(Self::unexpected("the deletion status", status, &body)),
+        let request = endpoints::delete_status::Request::new(delete_id.to_owned());
+        match self.send("the deletion status", request).await? {
+            Ok(response) => Ok(deletion_status_of(&json!({ "results": [response.body] }))),
+            Err((404, _)) => Ok(DeletionStatus::Unknown),
+            Err(answer) => Err(Self::unexpected("the deletion status", answer)),
         }
     }
 
@@ -311,11 +304,11 @@ impl SynapseAdmin {
 
     /// Whether the server still knows `room` (its details answer 200).
     pub async fn room_exists(&self, room: &RoomId) -> Result<bool, MatrixError> {
-        let path = format!("_synapse/admin/v1/rooms/{}", encode(room.as_str()));
-        match self.send(reqwest::Method::GET, &path, None).await? {
-            (200, _) => Ok(true),
-            (404, _) => Ok(false),
-            (status, body) => Err(Self::unexpected("the room's details", status, &body)),
+        let request = endpoints::room_details::Request::new(room.to_owned());
+        match self.send("the room's details", request).await? {
+            Ok(_) => Ok(true),
+            Err((404, _)) => Ok(false),
+            Err(answer) => Err(Self::unexpected("the room's details", answer)),
         }
     }
 
@@ -323,48 +316,39 @@ impl SynapseAdmin {
     /// Encrypted events hide their media from the server: their addresses come from
     /// cordon's own export.
     pub async fn room_media(&self, room: &RoomId) -> Result<Vec<OwnedMxcUri>, MatrixError> {
-        let path = format!("_synapse/admin/v1/room/{}/media", encode(room.as_str()));
-        match self.send(reqwest::Method::GET, &path, None).await? {
-            (200, body) => Ok(["local", "remote"]
-                .iter()
-                .filter_map(|k| body.get(*k).and_then(Value::as_array))
-                .flatten()
-                .filter_map(Value::as_str)
-                .map(OwnedMxcUri::from)
-                .collect()),
-            (404, _) => Ok(Vec::new()),
-            (status, body) => Err(Self::unexpected("listing the room's media", status, &body)),
+        let request = endpoints::room_media::Request::new(room.to_owned());
+        match self.send("listing the room's media", request).await? {
+            Ok(response) => Ok(response.local.into_iter().chain(response.remote).collect()),
+            Err((404, _)) => Ok(Vec::new()),
+            Err(answer) => Err(Self::unexpected("listing the room's media", answer)),
         }
     }
 
     /// Who uploaded one piece of local media (`GET /_synapse/admin/v1/media/…`).
     pub async fn media_upload(&self, mxc: &MxcUri) -> Result<MediaUpload, MatrixError> {
-        let path = media_path(mxc)?;
-        match self.send(reqwest::Method::GET, &path, None).await? {
-            (200, body) => Ok(MediaUpload::By(
-                body.pointer("/media_info/user_id")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
+        let (server, media) = media_parts(mxc)?;
+        let request = endpoints::media::Request::new(server, media);
+        match self.send("reading media", request).await? {
+            Ok(response) => Ok(MediaUpload::By(
+                response.media_info.and_then(|info| info.user_id),
             )),
-            (404, _) => Ok(MediaUpload::Absent),
-            (status, body) => Err(Self::unexpected("reading media", status, &body)),
+            Err((404, _)) => Ok(MediaUpload::Absent),
+            Err(answer) => Err(Self::unexpected("reading media", answer)),
         }
     }
 
     /// Deletes one piece of local media (its file and thumbnails).
     pub async fn delete_media(&self, mxc: &MxcUri) -> Result<MediaDeletion, MatrixError> {
-        let path = media_path(mxc)?;
-        match self.send(reqwest::Method::DELETE, &path, None).await? {
-            (200, body) => {
-                let total = body.get("total").and_then(Value::as_u64).unwrap_or(0);
-                Ok(if total > 0 {
-                    MediaDeletion::Deleted
-                } else {
-                    MediaDeletion::Absent
-                })
-            }
-            (404, _) => Ok(MediaDeletion::Absent),
-            (status, body) => Err(Self::unexpected("deleting media", status, &body)),
+        let (server, media) = media_parts(mxc)?;
+        let request = endpoints::delete_media::Request::new(server, media);
+        match self.send("deleting media", request).await? {
+            Ok(response) => Ok(if response.total > 0 {
+                MediaDeletion::Deleted
+            } else {
+                MediaDeletion::Absent
+            }),
+            Err((404, _)) => Ok(MediaDeletion::Absent),
+            Err(answer) => Err(Self::unexpected("deleting media", answer)),
         }
     }
 }
@@ -425,71 +409,410 @@ impl SynapseAdmin {
     /// else through a profile lookup (which only tells "missing" when the server
     /// answers 404).
     pub async fn account(&self, user: &UserId, admin: bool) -> Account {
-        let (path, admin_api) = if admin {
-            (
-                format!("_synapse/admin/v2/users/{}", encode(user.as_str())),
-                true,
-            )
-        } else {
-            (
-                format!("_matrix/client/v3/profile/{}", encode(user.as_str())),
-                false,
-            )
-        };
-        let Ok(url) = self.url(&path) else {
-            return Account::Unknown;
-        };
-        let Ok(response) = self.http.get(url).bearer_auth(&self.token).send().await else {
-            return Account::Unknown;
-        };
-        match response.status().as_u16() {
-            404 => Account::Missing,
-            200 if admin_api => {
-                let body: serde_json::Value = response.json().await.unwrap_or_default();
-                if body.get("deactivated").and_then(|d| d.as_bool()) == Some(true) {
-                    Account::Deactivated
-                } else {
-                    Account::Exists
+        let answer = if admin {
+            let request = endpoints::user::Request::new(user.to_owned());
+            match self.send("the account", request).await {
+                // Old Synapses wrote `deactivated` as 0 or 1: only `true` counts.
+                Ok(Ok(response)) if response.deactivated == Some(Value::Bool(true)) => {
+                    return Account::Deactivated;
                 }
+                Ok(Ok(_)) => return Account::Exists,
+                Ok(Err(answer)) => Some(answer),
+                Err(_) => None,
             }
-            200 => Account::Exists,
+        } else {
+            // The profile endpoint needs no token, but a server that restricts profile
+            // lookups wants one: send it anyway.
+            let request = get_profile::v3::Request::new(user.to_owned());
+            match self
+                .client
+                .send(request)
+                .with_request_config(config().force_auth())
+                .await
+            {
+                Ok(_) => return Account::Exists,
+                Err(e) => answered(&e),
+            }
+        };
+        match answer {
+            Some((404, _)) => Account::Missing,
             _ => Account::Unknown,
         }
     }
 }
 
-/// Percent-encodes a path segment (user ids contain `@` and `:`).
+/// Percent-encodes a path segment (user ids contain `@` and `:`): everything but
+/// letters, digits and `-_.~`. The admin requests have ruma encode their paths; this is
+/// for the test harness and benchmarks, which build admin URLs of their own.
 pub(crate) fn encode(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len() * 3);
-    for b in segment.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    utf8_percent_encode(segment, SEGMENT).to_string()
 }
 
-/// `path` without its query string.
-fn url_path(path: &str) -> &str {
-    path.split_once('?').map_or(path, |(path, _)| path)
-}
-
-/// The admin API path of one piece of media: `_synapse/admin/v1/media/{server}/{id}`.
-fn media_path(mxc: &MxcUri) -> Result<String, MatrixError> {
+/// The server name and media id of a media address, for the admin media paths
+/// (`_synapse/admin/v1/media/{server}/{id}`).
+fn media_parts(mxc: &MxcUri) -> Result<(OwnedServerName, String), MatrixError> {
     let (server, media) = mxc
         .parts()
         .map_err(|e| MatrixError::Admin(format!("bad media address {mxc}: {e}")))?;
-    Ok(format!(
-        "_synapse/admin/v1/media/{}/{}",
-        encode(server.as_str()),
-        encode(media)
-    ))
+    Ok((server.to_owned(), media.to_owned()))
+}
+
+#[cfg(not(feature = "client"))]
+compile_error!(
+    "the Synapse admin requests need cordon's `client` feature (a default one): ruma's \
+     macros compile their client half under it"
+);
+
+/// The Synapse admin endpoints, as ruma request and response types. ruma's macros
+/// compile the client half (`OutgoingRequest`, `IncomingResponse`) under the crate's
+/// `client` feature (see Cargo.toml).
+pub(crate) mod endpoints {
+    use matrix_sdk::ruma::api::auth_scheme::AccessToken;
+    use matrix_sdk::ruma::api::{metadata, request, response};
+    use matrix_sdk::ruma::{OwnedMxcUri, OwnedRoomId, OwnedServerName, OwnedUserId};
+    use serde::Deserialize;
+    use serde_json::Value;
+
+    /// Whether a user is a server admin.
+    pub mod user_admin {
+        use super::*;
+
+        metadata! {
+            method: GET,
+            rate_limited: false,
+            authentication: AccessToken,
+            path: "/_synapse/admin/v1/users/{user_id}/admin",
+        }
+
+        #[request]
+        pub struct Request {
+            #[ruma_api(path)]
+            pub user_id: OwnedUserId,
+        }
+
+        #[response]
+        pub struct Response {
+            #[serde(default)]
+            pub admin: bool,
+        }
+
+        impl Request {
+            pub fn new(user_id: OwnedUserId) -> Self {
+                Self { user_id }
+            }
+        }
+    }
+
+    /// Lifts a user's message rate limits (0 and 0: none).
+    pub mod override_ratelimit {
+        use super::*;
+
+        metadata! {
+            method: POST,
+            rate_limited: false,
+            authentication: AccessToken,
+            path: "/_synapse/admin/v1/users/{user_id}/override_ratelimit",
+        }
+
+        #[request]
+        pub struct Request {
+            #[ruma_api(path)]
+            pub user_id: OwnedUserId,
+            pub messages_per_second: u64,
+            pub burst_count: u64,
+        }
+
+        #[response]
+        pub struct Response {}
+
+        impl Request {
+            pub fn new(user_id: OwnedUserId) -> Self {
+                Self {
+                    user_id,
+                    messages_per_second: 0,
+                    burst_count: 0,
+                }
+            }
+        }
+    }
+
+    /// Deletes a room: members removed, events purged, the room blocked.
+    pub mod delete_room {
+        use super::*;
+
+        metadata! {
+            method: DELETE,
+            rate_limited: false,
+            authentication: AccessToken,
+            path: "/_synapse/admin/v2/rooms/{room_id}",
+        }
+
+        #[request]
+        pub struct Request {
+            #[ruma_api(path)]
+            pub room_id: OwnedRoomId,
+            pub purge: bool,
+            pub block: bool,
+            pub message: String,
+        }
+
+        #[response]
+        pub struct Response {
+            #[serde(default)]
+            pub delete_id: Option<String>,
+        }
+
+        impl Request {
+            pub fn new(room_id: OwnedRoomId, message: String) -> Self {
+                Self {
+                    room_id,
+                    purge: true,
+                    block: true,
+                    message,
+                }
+            }
+        }
+    }
+
+    /// Every deletion of a room Synapse remembers: `{"results": [{"status": …}]}`, kept
+    /// as JSON for [`super::deletion_status_of`].
+    pub mod room_delete_status {
+        use super::*;
+
+        metadata! {
+            method: GET,
+            rate_limited: false,
+            authentication: AccessToken,
+            path: "/_synapse/admin/v2/rooms/{room_id}/delete_status",
+        }
+
+        #[request]
+        pub struct Request {
+            #[ruma_api(path)]
+            pub room_id: OwnedRoomId,
+        }
+
+        #[response]
+        pub struct Response {
+            #[ruma_api(body)]
+            pub body: Value,
+        }
+
+        impl Request {
+            pub fn new(room_id: OwnedRoomId) -> Self {
+                Self { room_id }
+            }
+        }
+    }
+
+    /// One deletion, by its id: `{"status": …}`.
+    pub mod delete_status {
+        use super::*;
+
+        metadata! {
+            method: GET,
+            rate_limited: false,
+            authentication: AccessToken,
+            path: "/_synapse/admin/v2/rooms/delete_status/{delete_id}",
+        }
+
+        #[request]
+        pub struct Request {
+            #[ruma_api(path)]
+            pub delete_id: String,
+        }
+
+        #[response]
+        pub struct Response {
+            #[ruma_api(body)]
+            pub body: Value,
+        }
+
+        impl Request {
+            pub fn new(delete_id: String) -> Self {
+                Self { delete_id }
+            }
+        }
+    }
+
+    /// A room's details; only whether it answers matters.
+    pub mod room_details {
+        use super::*;
+
+        metadata! {
+            method: GET,
+            rate_limited: false,
+            authentication: AccessToken,
+            path: "/_synapse/admin/v1/rooms/{room_id}",
+        }
+
+        #[request]
+        pub struct Request {
+            #[ruma_api(path)]
+            pub room_id: OwnedRoomId,
+        }
+
+        #[response]
+        pub struct Response {}
+
+        impl Request {
+            pub fn new(room_id: OwnedRoomId) -> Self {
+                Self { room_id }
+            }
+        }
+    }
+
+    /// The media referenced from a room's unencrypted events.
+    pub mod room_media {
+        use super::*;
+
+        metadata! {
+            method: GET,
+            rate_limited: false,
+            authentication: AccessToken,
+            path: "/_synapse/admin/v1/room/{room_id}/media",
+        }
+
+        #[request]
+        pub struct Request {
+            #[ruma_api(path)]
+            pub room_id: OwnedRoomId,
+        }
+
+        #[response]
+        pub struct Response {
+            #[serde(default)]
+            pub local: Vec<OwnedMxcUri>,
+            #[serde(default)]
+            pub remote: Vec<OwnedMxcUri>,
+        }
+
+        impl Request {
+            pub fn new(room_id: OwnedRoomId) -> Self {
+                Self { room_id }
+            }
+        }
+    }
+
+    /// Who uploaded a piece of local media.
+    pub mod media {
+        use super::*;
+
+        metadata! {
+            method: GET,
+            rate_limited: false,
+            authentication: AccessToken,
+            path: "/_synapse/admin/v1/media/{server_name}/{media_id}",
+        }
+
+        #[request]
+        pub struct Request {
+            #[ruma_api(path)]
+            pub server_name: OwnedServerName,
+            #[ruma_api(path)]
+            pub media_id: String,
+        }
+
+        #[response]
+        pub struct Response {
+            #[serde(default)]
+            pub media_info: Option<MediaInfo>,
+        }
+
+        /// The part of `media_info` cordon reads.
+        #[derive(Clone, Debug, Deserialize, serde::Serialize)]
+        pub struct MediaInfo {
+            /// The uploader; absent for media Synapse made itself (URL previews).
+            #[serde(default)]
+            pub user_id: Option<String>,
+        }
+
+        impl Request {
+            pub fn new(server_name: OwnedServerName, media_id: String) -> Self {
+                Self {
+                    server_name,
+                    media_id,
+                }
+            }
+        }
+    }
+
+    /// Deletes a piece of local media.
+    pub mod delete_media {
+        use super::*;
+
+        metadata! {
+            method: DELETE,
+            rate_limited: false,
+            authentication: AccessToken,
+            path: "/_synapse/admin/v1/media/{server_name}/{media_id}",
+        }
+
+        #[request]
+        pub struct Request {
+            #[ruma_api(path)]
+            pub server_name: OwnedServerName,
+            #[ruma_api(path)]
+            pub media_id: String,
+        }
+
+        #[response]
+        pub struct Response {
+            #[serde(default)]
+            pub total: u64,
+        }
+
+        impl Request {
+            pub fn new(server_name: OwnedServerName, media_id: String) -> Self {
+                Self {
+                    server_name,
+                    media_id,
+                }
+            }
+        }
+    }
+
+    /// A user's account, for whether it is deactivated.
+    pub mod user {
+        use super::*;
+
+        metadata! {
+            method: GET,
+            rate_limited: false,
+            authentication: AccessToken,
+            path: "/_synapse/admin/v2/users/{user_id}",
+        }
+
+        #[request]
+        pub struct Request {
+            #[ruma_api(path)]
+            pub user_id: OwnedUserId,
+        }
+
+        #[response]
+        pub struct Response {
+            #[serde(default)]
+            pub deactivated: Option<Value>,
+        }
+
+        impl Request {
+            pub fn new(user_id: OwnedUserId) -> Self {
+                Self { user_id }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 mod tests {
+    use matrix_sdk::ruma::api::auth_scheme::SendAccessToken;
+
     use super::*;
 
     #[test]
@@ -530,9 +853,38 @@ mod tests {
         ));
     }
 
+    /// The path a request goes to on `https://hs.example`.
+    fn path_of<R>(request: R) -> String
+    where
+        R: OutgoingRequest<Authentication = AccessToken, PathBuilder = SinglePath>,
+    {
+        request
+            .try_into_http_request::<Vec<u8>>(
+                "https://hs.example",
+                SendAccessToken::IfRequired("token"),
+                (),
+            )
+            .unwrap()
+            .uri()
+            .path()
+            .to_owned()
+    }
+
     #[test]
     fn user_ids_are_encoded_as_one_path_segment() {
+        let user = matrix_sdk::ruma::owned_user_id!("@cordon:nhs.example");
+        assert_eq!(
+            path_of(endpoints::user_admin::Request::new(user)),
+            // ruma keeps `@` and `:`, which a path segment may hold (RFC 3986 pchar).
+            "/_synapse/admin/v1/users/@cordon:nhs.example/admin"
+        );
+        let server = matrix_sdk::ruma::owned_server_name!("nhs.example");
+        assert_eq!(
+            path_of(endpoints::media::Request::new(server, "a/b".into())),
+            "/_synapse/admin/v1/media/nhs.example/a%2Fb"
+        );
         assert_eq!(encode("@cordon:nhs.example"), "%40cordon%3Anhs.example");
         assert_eq!(encode("a/b"), "a%2Fb");
+        assert_eq!(encode("Az09-_.~ é"), "Az09-_.~%20%C3%A9");
     }
 }

@@ -372,23 +372,8 @@ pub(crate) fn write_session(path: &Path, session: &MatrixSession) -> Result<(), 
         path: path.to_path_buf(),
         why: e.to_string(),
     })?;
-    let tmp = path.with_extension("json.tmp");
-    let mut file = open_private(&tmp).map_err(err)?;
-    file.write_all(&bytes).map_err(err)?;
-    file.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)?;
-    Ok(())
-}
-
-fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    options.open(path)
+    // Owner-only: it holds the access token.
+    crate::durable::write_atomic(path, &bytes, 0o600).map_err(|(_, e)| err(e))
 }
 
 /// Creates `dir` (and parents) with owner-only permissions if it does not exist.

@@ -1,34 +1,55 @@
-//! The `/metrics` and `/healthz` endpoints: a deliberately small HTTP/1.1 server on a
-//! tokio listener, the request head parsed with `httparse`. It answers `GET` and `HEAD`
-//! for those two paths and nothing else, closes each connection after one answer, and
-//! bounds what a client can make it hold: an 8 KiB head, 5 s to send it, and 16
-//! connections at once.
+//! The `/metrics` and `/healthz` endpoints: a deliberately small HTTP/1.1 server,
+//! hyper's `http1` connection on a tokio listener. It answers `GET` and `HEAD` for
+//! those two paths and nothing else, closes each connection after one answer, and
+//! bounds what a client can make it hold: an 8 KiB head of at most 32 headers (else
+//! 431), 5 s to send it (else 408), 10 s to take the answer, and 16 connections at
+//! once. A malformed head gets hyper's 400.
 //!
 //! `/healthz` answers 503 `starting` until the bot [`Server::attach`]es its [`Probe`],
 //! then 200 `ok` when sync is live and the store is writable, else 503 `failing` naming
 //! the check that failed, as JSON:
 //! `{"status":"ok","checks":{"sync":{"ok":true,"detail":"…"},"store":{…}}}`.
+//!
+//! The server stops when the [`CancellationToken`] given to [`Server::bind_until`] is
+//! cancelled, or when it is dropped: it stops accepting at once, and
+//! [`Server::shutdown`] returns when the answers under way are written.
+//!
+//! Written here rather than by hyper, one part: hyper closes a connection whose head is
+//! late without a word, so the 408 after [`READ_TIMEOUT`] is written on the socket
+//! hyper gives back.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::Snapshot;
 
-/// The largest request head read.
+/// The largest request head read (also hyper's smallest read buffer).
 const MAX_HEAD: usize = 8 * 1024;
+/// The most header lines a request may have.
+const MAX_HEADERS: usize = 32;
 /// How long a client has to send its request head.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long writing the answer may take.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 16;
+/// The content type of the plain-text answers.
+const TEXT: &str = "text/plain; charset=utf-8";
 
 /// One health check's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +88,8 @@ pub trait Probe: Send + Sync {
 pub struct Server {
     addr: SocketAddr,
     probe: Arc<OnceLock<Arc<dyn Probe>>>,
-    task: tokio::task::JoinHandle<()>,
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Why the endpoints could not start.
@@ -86,6 +108,14 @@ pub struct BindError {
 impl Server {
     /// Listens on `addr` and serves until dropped.
     pub async fn bind(addr: SocketAddr) -> Result<Self, BindError> {
+        Self::bind_until(addr, CancellationToken::new()).await
+    }
+
+    /// Listens on `addr` and serves until `cancel` is cancelled or the server dropped.
+    pub async fn bind_until(
+        addr: SocketAddr,
+        cancel: CancellationToken,
+    ) -> Result<Self, BindError> {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| BindError { addr, source })?;
@@ -93,11 +123,14 @@ impl Server {
             .local_addr()
             .map_err(|source| BindError { addr, source })?;
         let probe: Arc<OnceLock<Arc<dyn Probe>>> = Arc::new(OnceLock::new());
-        let task = tokio::spawn(serve(listener, probe.clone()));
+        // A child: dropping the server stops it without cancelling the caller's token.
+        let stop = cancel.child_token();
+        let task = tokio::spawn(serve(listener, probe.clone(), stop.clone()));
         Ok(Self {
             addr: local,
             probe,
-            task,
+            stop,
+            task: Some(task),
         })
     }
 
@@ -110,21 +143,42 @@ impl Server {
     pub fn attach(&self, probe: Arc<dyn Probe>) {
         let _ = self.probe.set(probe);
     }
+
+    /// Stops listening, and returns once the answers under way are written (each is
+    /// bounded by the read and write timeouts).
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop.cancel();
     }
 }
 
-async fn serve(listener: TcpListener, probe: Arc<OnceLock<Arc<dyn Probe>>>) {
+async fn serve(
+    listener: TcpListener,
+    probe: Arc<OnceLock<Arc<dyn Probe>>>,
+    stop: CancellationToken,
+) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
+        let next = async {
+            let permit = permits.clone().acquire_owned().await;
+            (permit, listener.accept().await)
+        };
+        let (permit, accepted) = tokio::select! {
+            () = stop.cancelled() => break,
+            next = next => next,
+        };
+        let Ok(permit) = permit else {
             return;
         };
-        let (stream, peer) = match listener.accept().await {
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: pause rather than spin.
@@ -135,87 +189,102 @@ async fn serve(listener: TcpListener, probe: Arc<OnceLock<Arc<dyn Probe>>>) {
         };
         let probe = probe.clone();
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, probe.get().cloned()).await {
+            if let Err(e) = answer(stream, probe).await {
                 debug!(%peer, error = %e, "metrics endpoint: connection ended");
             }
             drop(permit);
         });
     }
+    // Stop listening now, then wait for the answers under way.
+    drop(listener);
+    let all = u32::try_from(MAX_CONNECTIONS).unwrap_or(u32::MAX);
+    let _ = permits.acquire_many(all).await;
 }
 
-/// A response, before it is written.
-struct Response {
-    status: &'static str,
-    content_type: &'static str,
-    body: String,
-    allow: bool,
-}
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-impl Response {
-    fn text(status: &'static str, body: &str) -> Self {
-        Self {
-            status,
-            content_type: "text/plain; charset=utf-8",
-            body: format!("{body}\n"),
-            allow: false,
-        }
+/// Serves one connection: one request, one answer.
+async fn answer(stream: TcpStream, probe: Arc<OnceLock<Arc<dyn Probe>>>) -> Result<(), BoxError> {
+    let head_read = Arc::new(AtomicBool::new(false));
+    let service = {
+        let head_read = head_read.clone();
+        hyper::service::service_fn(move |request: Request<Incoming>| {
+            head_read.store(true, Ordering::Release);
+            let response = respond(&request, probe.get().map(|p| &**p));
+            async move { Ok::<_, Infallible>(response) }
+        })
+    };
+    let mut connection = hyper::server::conn::http1::Builder::new()
+        .keep_alive(false)
+        .title_case_headers(true)
+        .auto_date_header(false)
+        .max_buf_size(MAX_HEAD)
+        .max_headers(MAX_HEADERS)
+        .header_read_timeout(None)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        served = &mut connection => return Ok(served?),
+        () = tokio::time::sleep(READ_TIMEOUT) => {}
+    }
+    if head_read.load(Ordering::Acquire) {
+        return match tokio::time::timeout(WRITE_TIMEOUT, connection).await {
+            Ok(served) => Ok(served?),
+            Err(_) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()),
+        };
+    }
+    // No complete head in time: hyper would close without a word; say why first.
+    let mut stream = connection.into_parts().io.into_inner();
+    let body = "request head not received in time\n";
+    let late = format!(
+        "HTTP/1.1 408 Request Timeout\r\nContent-Type: {TEXT}\r\nContent-Length: {}\r\n\
+         Cache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let written = async {
+        stream.write_all(late.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    match tokio::time::timeout(WRITE_TIMEOUT, written).await {
+        Ok(written) => Ok(written?),
+        Err(_) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()),
     }
 }
 
-async fn answer(mut stream: TcpStream, probe: Option<Arc<dyn Probe>>) -> std::io::Result<()> {
-    let head = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
-        Ok(Ok(head)) => head,
-        Ok(Err(HeadError::Io(e))) => return Err(e),
-        Ok(Err(HeadError::TooLarge)) => {
-            let r = Response::text(
-                "431 Request Header Fields Too Large",
-                "request head too large",
-            );
-            return write(&mut stream, r, false).await;
-        }
-        Ok(Err(HeadError::Malformed)) => {
-            let r = Response::text("400 Bad Request", "malformed request");
-            return write(&mut stream, r, false).await;
-        }
-        Err(_) => {
-            let r = Response::text("408 Request Timeout", "request head not received in time");
-            return write(&mut stream, r, false).await;
-        }
-    };
-    let (method, path) = head;
-    let head_only = method == "HEAD";
-    let response = if method != "GET" && method != "HEAD" {
-        Response {
-            allow: true,
-            ..Response::text("405 Method Not Allowed", "only GET and HEAD are served")
-        }
-    } else {
-        route(&path, probe.as_deref())
-    };
-    write(&mut stream, response, head_only).await
-}
-
-fn route(path: &str, probe: Option<&dyn Probe>) -> Response {
-    let path = path.split_once('?').map_or(path, |(path, _)| path);
-    match path {
+/// The answer to one request. hyper leaves the body of a `HEAD` answer out and keeps
+/// its `Content-Length`.
+fn respond(request: &Request<Incoming>, probe: Option<&dyn Probe>) -> Response<Full<Bytes>> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let mut response = reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            TEXT,
+            "only GET and HEAD are served\n".into(),
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    match request.uri().path() {
         "/metrics" => {
             let snapshot = probe.and_then(Probe::snapshot);
-            Response {
-                status: "200 OK",
-                content_type: super::CONTENT_TYPE,
-                body: super::global().render(snapshot.as_ref()),
-                allow: false,
-            }
+            reply(
+                StatusCode::OK,
+                super::CONTENT_TYPE,
+                super::global().render(snapshot.as_ref()),
+            )
         }
         "/healthz" => {
             let (status, body) = match probe.map(Probe::health) {
-                None => ("503 Service Unavailable", json!({ "status": "starting" })),
+                None => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({ "status": "starting" }),
+                ),
                 Some(health) => {
                     let check = |c: &Check| json!({ "ok": c.ok, "detail": c.detail });
                     let (status, word) = if health.ok() {
-                        ("200 OK", "ok")
+                        (StatusCode::OK, "ok")
                     } else {
-                        ("503 Service Unavailable", "failing")
+                        (StatusCode::SERVICE_UNAVAILABLE, "failing")
                     };
                     (
                         status,
@@ -226,75 +295,34 @@ fn route(path: &str, probe: Option<&dyn Probe>) -> Response {
                     )
                 }
             };
-            Response {
-                status,
-                content_type: "application/json",
-                body: format!("{body}\n"),
-                allow: false,
-            }
+            reply(status, "application/json", format!("{body}\n"))
         }
-        _ => Response::text("404 Not Found", "not found; try /metrics or /healthz"),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            TEXT,
+            "not found; try /metrics or /healthz\n".into(),
+        ),
     }
 }
 
-enum HeadError {
-    Io(std::io::Error),
-    TooLarge,
-    Malformed,
-}
-
-/// Reads until the end of the request head; returns its method and path.
-async fn read_head(stream: &mut TcpStream) -> Result<(String, String), HeadError> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = stream.read(&mut chunk).await.map_err(HeadError::Io)?;
-        if n == 0 {
-            return Err(HeadError::Malformed);
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut request = httparse::Request::new(&mut headers);
-        match request.parse(&buf) {
-            Ok(httparse::Status::Complete(_)) => {
-                let (Some(method), Some(path)) = (request.method, request.path) else {
-                    return Err(HeadError::Malformed);
-                };
-                return Ok((method.to_owned(), path.to_owned()));
-            }
-            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
-            Ok(httparse::Status::Partial) => return Err(HeadError::TooLarge),
-            Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
-            Err(_) => return Err(HeadError::Malformed),
-        }
-    }
-}
-
-async fn write(stream: &mut TcpStream, r: Response, head_only: bool) -> std::io::Result<()> {
-    let allow = if r.allow { "Allow: GET, HEAD\r\n" } else { "" };
-    let mut out = format!(
-        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n\
-         {allow}Connection: close\r\n\r\n",
-        r.status,
-        r.content_type,
-        r.body.len()
-    )
-    .into_bytes();
-    if !head_only {
-        out.extend_from_slice(r.body.as_bytes());
-    }
-    let written = async {
-        stream.write_all(&out).await?;
-        stream.shutdown().await
-    };
-    tokio::time::timeout(WRITE_TIMEOUT, written)
-        .await
-        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+/// An answer with its headers; the connection closes after it.
+fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let length = body.len();
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 mod tests {
+    use tokio::io::AsyncReadExt;
+
     use super::*;
 
     struct Fixed(Health);
@@ -416,6 +444,115 @@ mod tests {
         // The paused clock jumps to the read timeout once everything is idle.
         idle.read_to_string(&mut out).await.unwrap();
         assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn too_many_headers_are_refused() {
+        let s = server().await;
+        let mut raw = b"GET /metrics HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            raw.extend(format!("X-{i}: y\r\n").bytes());
+        }
+        raw.extend(b"\r\n");
+        let r = request(s.local_addr(), &raw).await;
+        assert!(r.starts_with("HTTP/1.1 431"), "{r}");
+        let r = get(s.local_addr(), "/healthz").await;
+        assert!(r.contains("Cache-Control: no-store"), "{r}");
+        assert!(r.contains("Connection: close"), "{r}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stops_midway_is_cut_off() {
+        let s = server().await;
+        let mut slow = TcpStream::connect(s.local_addr()).await.unwrap();
+        slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        slow.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+        assert!(
+            out.ends_with("\r\n\r\nrequest head not received in time\n"),
+            "{out}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn connections_beyond_the_cap_wait_their_turn() {
+        let s = server().await;
+        let a = s.local_addr();
+        let mut idle = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            idle.push(TcpStream::connect(a).await.unwrap());
+        }
+        let started = tokio::time::Instant::now();
+        let r = get(a, "/healthz").await;
+        assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+        assert!(
+            started.elapsed() >= READ_TIMEOUT,
+            "answered after {:?}, before a slot was free",
+            started.elapsed()
+        );
+        for mut c in idle {
+            let mut out = String::new();
+            c.read_to_string(&mut out).await.unwrap();
+            assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_token_stops_the_listener() {
+        let cancel = CancellationToken::new();
+        let s = Server::bind_until("127.0.0.1:0".parse().unwrap(), cancel.clone())
+            .await
+            .unwrap();
+        let a = s.local_addr();
+        assert!(get(a, "/healthz").await.starts_with("HTTP/1.1 503"));
+        cancel.cancel();
+        let refused = async {
+            while TcpStream::connect(a).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), refused)
+            .await
+            .expect("still listening after the token was cancelled");
+        s.shutdown().await;
+
+        // Dropping a server stops it without cancelling the caller's token.
+        let cancel = CancellationToken::new();
+        let s = Server::bind_until("127.0.0.1:0".parse().unwrap(), cancel.clone())
+            .await
+            .unwrap();
+        let a = s.local_addr();
+        drop(s);
+        assert!(!cancel.is_cancelled());
+        let refused = async {
+            while TcpStream::connect(a).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), refused)
+            .await
+            .expect("still listening after the server was dropped");
+    }
+
+    #[tokio::test]
+    async fn shutdown_waits_for_the_answer_under_way() {
+        let s = server().await;
+        let mut c = TcpStream::connect(s.local_addr()).await.unwrap();
+        c.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+        let stopping = tokio::spawn(s.shutdown());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!stopping.is_finished(), "a connection is still open");
+        c.write_all(b"Host: x\r\n\r\n").await.unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+        tokio::time::timeout(Duration::from_secs(5), stopping)
+            .await
+            .unwrap()
+            .unwrap();
     }
 
     #[tokio::test]

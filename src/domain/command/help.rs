@@ -101,33 +101,10 @@ pub(crate) fn suggest(word: &str) -> Option<String> {
     }
     names
         .into_iter()
-        .map(|name| (edit_distance(&word, &name), name))
+        .map(|name| (strsim::osa_distance(&word, &name), name))
         .filter(|(d, name)| *d <= 2.max(name.len() / 4) && *d < name.len())
         .min_by_key(|(d, _)| *d)
         .map(|(_, name)| name)
-}
-
-/// Optimal string alignment distance (Levenshtein with adjacent transpositions).
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut prev2: Vec<usize> = vec![0; b.len() + 1];
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur: Vec<usize> = vec![0; b.len() + 1];
-    for i in 1..=a.len() {
-        cur[0] = i;
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                best = best.min(prev2[j - 2] + 1);
-            }
-            cur[j] = best;
-        }
-        std::mem::swap(&mut prev2, &mut prev);
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    prev[b.len()]
 }
 
 #[cfg(test)]
@@ -204,6 +181,8 @@ mod tests {
 
     #[test]
     fn edit_distance_counts_transpositions_once() {
+        // The suggestions use optimal string alignment: a swap of neighbours costs 1.
+        use strsim::osa_distance as edit_distance;
         assert_eq!(edit_distance("abc", "abc"), 0);
         assert_eq!(edit_distance("abc", "acb"), 1);
         assert_eq!(edit_distance("", "abc"), 3);

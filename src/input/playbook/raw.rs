@@ -9,7 +9,9 @@
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::input::yaml::{Located, OrderedMap};
+use indexmap::IndexMap;
+
+use crate::input::yaml::{Located, MapSchema};
 
 /// A humantime duration such as `90s`, `30m`, `12h`, `2d` or `1h 30m`.
 const DURATION_PATTERN: &str = r"^\s*[0-9]+\s*[a-zA-Zµ]+(\s*[0-9]+\s*[a-zA-Zµ]+)*\s*$";
@@ -51,8 +53,9 @@ pub struct RawPlaybook {
     pub retention: Located<RawRetention>,
     /// The roles of this incident, by role id (a slug such as `site-commander`). Order is
     /// kept: it is the order of the roster shown to the commander.
+    #[schemars(with = "Located<MapSchema<RawRole>>")]
     #[schemars(extend("propertyNames" = { "pattern": SLUG_PATTERN }))]
-    pub roles: Located<OrderedMap<Located<String>, RawRole>>,
+    pub roles: Located<IndexMap<Located<String>, RawRole>>,
     /// The rooms created when the incident is declared, in this order.
     #[schemars(length(min = 1))]
     pub rooms: Located<Vec<Located<RawRoom>>>,

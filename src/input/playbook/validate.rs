@@ -236,10 +236,10 @@ pub(crate) fn validate(
     // Roles first: everything else refers to them.
     let mut role_ids = Vec::new();
     let mut roles = Vec::new();
-    if raw.roles.value.0.is_empty() {
+    if raw.roles.value.is_empty() {
         cx.err(&raw.roles, "a playbook needs at least one role");
     }
-    for (key, role) in &raw.roles.value.0 {
+    for (key, role) in &raw.roles.value {
         let valid = cx.slug(key, "role id");
         if let Some(r) = build_role(cx, key, role) {
             if valid {
@@ -343,7 +343,7 @@ pub(crate) fn validate(
         }
     }
     // A role in no room would have its holders invited nowhere.
-    for (key, _) in &raw.roles.value.0 {
+    for (key, _) in &raw.roles.value {
         let in_room = raw.rooms.value.iter().any(|room| {
             room.value
                 .members
