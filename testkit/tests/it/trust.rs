@@ -4,8 +4,8 @@
 //! phone) goes on sending, a revoked person adding a cross-signed device, and a member
 //! flooding the control room with junk commands.
 
-use cordon::harness::TestUser;
-use cordon::harness::attack;
+use cordon::dev::TestUser;
+use cordon_testkit::attack;
 use cordon::incident::{IncidentId, State};
 use matrix_sdk::ruma::{OwnedEventId, OwnedUserId};
 

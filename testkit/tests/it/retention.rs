@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use cordon::harness::{Synapse, TestUser};
+use cordon::dev::{Synapse, TestUser};
 use cordon::incident::IncidentId;
 use cordon::retention::segment::read_segment;
 use cordon::retention::{
