@@ -481,4 +481,3 @@ pub async fn reset_identity(user: &TestUser, password: &str) -> Result<String, H
     }
     user.master_key_fingerprint().await
 }
-

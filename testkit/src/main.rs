@@ -163,14 +163,15 @@ fn run(command: BenchCmd) -> anyhow::Result<ExitCode> {
             // Rate-limit waits and failures are warnings; RUST_LOG=cordon::retention=debug
             // times every page.
             init_tracing();
-            let report = runtime()?.block_on(bench::sweep::sweep(bench::sweep::SweepBenchOptions {
-                runs: runs.max(1),
-                events,
-                concurrency,
-                page_size,
-                seal,
-                cold_baseline,
-            }))?;
+            let report =
+                runtime()?.block_on(bench::sweep::sweep(bench::sweep::SweepBenchOptions {
+                    runs: runs.max(1),
+                    events,
+                    concurrency,
+                    page_size,
+                    seal,
+                    cold_baseline,
+                }))?;
             println!(
                 "sweep, {} due events, {} in flight, pages of {}{}, {} runs each: cordon median {:.3} s, baseline median {:.3} s, ratio cordon/baseline {:.2}",
                 events,

@@ -28,9 +28,9 @@ use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
 use serde_json::{Value, json};
 
 use super::{BenchError, create_room, median, request, txn};
+use crate::encode;
 use cordon::dev::bot::{BotProcess, BotSetup};
 use cordon::dev::{Registration, Synapse, TestUser};
-use crate::encode;
 
 const WAIT: Duration = Duration::from_secs(600);
 

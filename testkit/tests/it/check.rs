@@ -555,8 +555,8 @@ fn other_files_are_still_checked_after_a_broken_one() {
 }
 
 fn yaml_to_json(path: &str) -> serde_json::Value {
-    let text = std::fs::read_to_string(cordon_testkit::repo_root().join(path))
-        .expect("read sample");
+    let text =
+        std::fs::read_to_string(cordon_testkit::repo_root().join(path)).expect("read sample");
     serde_saphyr::from_str::<serde_json::Value>(&text).expect("sample is YAML")
 }
 
@@ -734,7 +734,9 @@ fn explain_prints_the_plan_of_each_valid_playbook_without_a_server() {
         );
     }
     // Every holder of a member role is listed under the rooms that invite them.
-    let pb = std::fs::read_to_string(cordon_testkit::repo_root().join("playbooks/mass-casualty.yaml")).expect("read");
+    let pb =
+        std::fs::read_to_string(cordon_testkit::repo_root().join("playbooks/mass-casualty.yaml"))
+            .expect("read");
     let holders: Vec<&str> = pb
         .lines()
         .filter(|l| l.trim_start().starts_with("holders:"))

@@ -93,9 +93,7 @@ fn unreachable_config(dir: &Path) -> String {
              archive_dir: archives\n\
              operators: [\"@op:localhost\"]\n\
              metrics: {{ enabled: false }}\n",
-            cordon_testkit::repo_root()
-                .join("playbooks")
-                .display()
+            cordon_testkit::repo_root().join("playbooks").display()
         ),
     )
     .unwrap();

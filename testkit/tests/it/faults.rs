@@ -278,11 +278,7 @@ async fn sends_in_one_room_racing_across_a_key_rotation_all_arrive() {
     for who in ["a", "b"] {
         let name = format!("{tag}-{who}");
         hs.register(&name, "pw", false).await.unwrap();
-        people.push(
-            cordon::dev::TestUser::login(hs, &name, "pw")
-                .await
-                .unwrap(),
-        );
+        people.push(cordon::dev::TestUser::login(hs, &name, "pw").await.unwrap());
     }
     let (sender, reader) = (&people[0], &people[1]);
     let mut encryption = RoomEncryptionEventContent::with_recommended_defaults();
@@ -367,9 +363,7 @@ async fn a_room_creation_repeated_under_its_alias_finds_the_first_room_and_makes
     let hs = Synapse::shared().await.expect("synapse");
     let name = crate::support::unique("alias");
     hs.register(&name, "pw", false).await.unwrap();
-    let user = cordon::dev::TestUser::login(hs, &name, "pw")
-        .await
-        .unwrap();
+    let user = cordon::dev::TestUser::login(hs, &name, "pw").await.unwrap();
     let plan = RoomPlan {
         key: "command".into(),
         position: 0,

@@ -5,8 +5,8 @@
 //! flooding the control room with junk commands.
 
 use cordon::dev::TestUser;
-use cordon_testkit::attack;
 use cordon::incident::{IncidentId, State};
+use cordon_testkit::attack;
 use matrix_sdk::ruma::{OwnedEventId, OwnedUserId};
 
 use crate::guard::{World, audited, wait_undecryptable};
