@@ -34,13 +34,17 @@ FROM rust:1.95-slim-bookworm AS builder
 WORKDIR /src
 # Build the dependencies first, against stub sources, so that source edits do not
 # rebuild matrix-sdk. The stubs give every target Cargo.toml names a file: the library
-# (src/lib.rs), the binary (src/main.rs) and the integration tests (tests/it/main.rs).
+# (src/lib.rs) and the binary (src/main.rs), and the testkit's library and binary.
 # There is no build script and no bench target.
+# The workspace's other member, the testkit, must be present for cargo to read the
+# manifest; it is never built here (`cargo build` builds the default member, cordon).
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src tests/it \
+COPY testkit/Cargo.toml ./testkit/
+RUN mkdir -p src testkit/src \
     && echo 'fn main() {}' > src/main.rs \
     && : > src/lib.rs \
-    && echo 'fn main() {}' > tests/it/main.rs \
+    && : > testkit/src/lib.rs \
+    && echo 'fn main() {}' > testkit/src/main.rs \
     && cargo build --release --locked --bin cordon \
     && rm -rf src
 # Everything the binary compiles in is under src/ (the playbook scaffold is

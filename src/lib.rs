@@ -8,7 +8,6 @@
 //!
 //! - [`attachments`]: which media an event names (its attachment and thumbnail), noted
 //!   in sync and in the retention sweep for stand-down to delete.
-//! - [`bench`]: `cordon bench declare`, cordon's declare against a raw-HTTP baseline.
 //! - [`bot`]: the running bot (`cordon run`): start-up, sync, command handling and the
 //!   resumable provisioning pipeline.
 //! - [`clock`]: the injectable clock every time-based step reads.
@@ -17,9 +16,9 @@
 //!   faults (a full disk under the store, a step held while the homeserver restarts).
 //!   They, and the skewed clock, exist only with the `test-hooks` feature, which the
 //!   tests turn on and release builds leave off; without it every point is a no-op.
-//! - [`fuzz`]: the bodies of the fuzz targets (playbook, config, chat grammar), shared by
-//!   the cargo-afl targets in `fuzz/` and the short runs in `scripts/test`.
-//! - [`demo`]: `cordon demo`, a scripted incident on a throwaway Synapse.
+//! - [`dev`]: `cordon demo`'s embedded dev mode: a throwaway Synapse on loopback,
+//!   matrix-sdk users playing the people, cordon as its own process, and the scripted
+//!   incident. Never used by `cordon run`.
 //! - [`diagnostic`]: one located error (`file:line:col: error: message`) with its source
 //!   line, shared by everything that reads files written by people.
 //! - [`yaml`]: bounded YAML loading (size, depth and alias limits) that turns every
@@ -41,8 +40,13 @@
 //! - [`retention`]: the retention sweep: redacts every message older than the window,
 //!   sealing it first when the playbook asks, resumable and rate-limit aware.
 //! - [`store`]: redb tables for incidents, rooms, timers and the hash-chained audit log.
-//! - [`harness`]: a real, throwaway Synapse on loopback and matrix-sdk users for the
-//!   integration tests, `cordon demo` and the benchmarks. Never used in production.
+//!
+//! The command line (`src/main.rs`, `src/cli/`) is the binary's own: it parses,
+//! dispatches to one file per subcommand, and maps outcomes to exit codes.
+//!
+//! What only tests and benchmarks use is not here: the integration tests, the attack
+//! tooling, the benchmarks (`cordon-bench`) and the fuzz properties live in the workspace
+//! crate `cordon-testkit` (`testkit/`), which depends on this one and never the reverse.
 //!
 //! Pure logic takes plain data and returns plans; only the Matrix layer performs I/O.
 
@@ -50,14 +54,11 @@
 
 pub mod app;
 pub mod archive;
-pub mod bench;
 pub mod clock;
-pub mod demo;
+pub mod dev;
 pub mod domain;
 mod durable;
 pub mod failpoint;
-pub mod fuzz;
-pub mod harness;
 pub mod input;
 pub mod matrix;
 pub mod metrics;

@@ -1,5 +1,5 @@
-//! Fuzzes cordon's command parser: see `cordon::fuzz::command` for the property.
+//! Fuzzes cordon's command parser: see `cordon_testkit::fuzz::command` for the property.
 
 fn main() {
-    afl::fuzz!(|data: &[u8]| cordon::fuzz::command(data));
+    afl::fuzz!(|data: &[u8]| cordon_testkit::fuzz::command(data));
 }

@@ -1,5 +1,5 @@
-//! Fuzzes cordon's config parser: see `cordon::fuzz::config` for the property.
+//! Fuzzes cordon's config parser: see `cordon_testkit::fuzz::config` for the property.
 
 fn main() {
-    afl::fuzz!(|data: &[u8]| cordon::fuzz::config(data));
+    afl::fuzz!(|data: &[u8]| cordon_testkit::fuzz::config(data));
 }

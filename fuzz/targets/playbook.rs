@@ -1,5 +1,5 @@
-//! Fuzzes cordon's playbook parser: see `cordon::fuzz::playbook` for the property.
+//! Fuzzes cordon's playbook parser: see `cordon_testkit::fuzz::playbook` for the property.
 
 fn main() {
-    afl::fuzz!(|data: &[u8]| cordon::fuzz::playbook(data));
+    afl::fuzz!(|data: &[u8]| cordon_testkit::fuzz::playbook(data));
 }

@@ -21,7 +21,6 @@ use matrix_sdk::ruma::api::error::ErrorBody;
 use matrix_sdk::ruma::api::path_builder::SinglePath;
 use matrix_sdk::ruma::{MxcUri, OwnedMxcUri, OwnedServerName, RoomId, UserId};
 use matrix_sdk::{Client, HttpError};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
 use tracing::{info, instrument, warn};
 
@@ -439,18 +438,6 @@ impl SynapseAdmin {
             _ => Account::Unknown,
         }
     }
-}
-
-/// Percent-encodes a path segment (user ids contain `@` and `:`): everything but
-/// letters, digits and `-_.~`. The admin requests have ruma encode their paths; this is
-/// for the test harness and benchmarks, which build admin URLs of their own.
-pub(crate) fn encode(segment: &str) -> String {
-    const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'_')
-        .remove(b'.')
-        .remove(b'~');
-    utf8_percent_encode(segment, SEGMENT).to_string()
 }
 
 /// The server name and media id of a media address, for the admin media paths
@@ -883,8 +870,5 @@ mod tests {
             path_of(endpoints::media::Request::new(server, "a/b".into())),
             "/_synapse/admin/v1/media/nhs.example/a%2Fb"
         );
-        assert_eq!(encode("@cordon:nhs.example"), "%40cordon%3Anhs.example");
-        assert_eq!(encode("a/b"), "a%2Fb");
-        assert_eq!(encode("Az09-_.~ é"), "Az09-_.~%20%C3%A9");
     }
 }

@@ -5,7 +5,7 @@
 //! (raw HTTP sends from a third account), takes the cutoff after the last one, then
 //! times:
 //!
-//! - **cordon:** [`crate::retention::sweep_room_with`] on a matrix-sdk client of
+//! - **cordon:** [`cordon::retention::sweep_room_with`] on a matrix-sdk client of
 //!   cordon's account and a fresh store: paging the history forward, redacting every
 //!   due event with its reason and derived transaction id, storing progress once per
 //!   page, auditing at the end;
@@ -29,10 +29,10 @@ use matrix_sdk::ruma::api::client::room::create_room::v3::{
 use serde_json::{Value, json};
 
 use super::{BenchError, create_room, median, request};
-use crate::domain::incident::IncidentId;
-use crate::harness::{Registration, Synapse};
-use crate::retention::{SealTarget, SweepParams, SweepTuning, reason_for, sweep_room_with};
-use crate::store::Store;
+use cordon::dev::{Registration, Synapse};
+use cordon::domain::incident::IncidentId;
+use cordon::retention::{SealTarget, SweepParams, SweepTuning, reason_for, sweep_room_with};
+use cordon::store::Store;
 
 /// The retention window the sweep is told (only its reason and next due time use it).
 const WINDOW: Duration = Duration::from_secs(12 * 3600);

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::Command;
 
 fn cordon(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cordon"))
+    let out = Command::new(crate::support::cordon_bin())
         .args(args)
         .output()
         .expect("run cordon");
@@ -17,7 +17,7 @@ fn cordon(args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn example_config_is_valid() {
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("cordon.example.yaml");
+    let example = cordon_testkit::repo_root().join("cordon.example.yaml");
     let (code, out, err) = cordon(&["config", "check", example.to_str().unwrap()]);
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
     assert!(out.contains("@cordon:nhs.example"), "{out}");
@@ -93,9 +93,7 @@ fn unreachable_config(dir: &Path) -> String {
              archive_dir: archives\n\
              operators: [\"@op:localhost\"]\n\
              metrics: {{ enabled: false }}\n",
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("playbooks")
-                .display()
+            cordon_testkit::repo_root().join("playbooks").display()
         ),
     )
     .unwrap();

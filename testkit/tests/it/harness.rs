@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use cordon::harness::{HarnessError, Synapse, TestUser};
+use cordon::dev::{HarnessError, Synapse, TestUser};
 use matrix_sdk::RoomState;
 use matrix_sdk::ruma::api::client::room::create_room::v3::{
     Request as CreateRoomRequest, RoomPreset,

@@ -25,7 +25,7 @@ fn t(min: u32) -> DateTime<Utc> {
 
 /// `cordon <command> --store <dir> <args>`.
 fn offline(command: &[&str], dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cordon"))
+    Command::new(crate::support::cordon_bin())
         .args(command)
         .arg("--store")
         .arg(dir)

@@ -28,9 +28,9 @@ use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
 use serde_json::{Value, json};
 
 use super::{BenchError, create_room, median, request, txn};
-use crate::harness::bot::{BotProcess, BotSetup};
-use crate::harness::{Registration, Synapse, TestUser};
-use crate::matrix::admin::encode;
+use crate::encode;
+use cordon::dev::bot::{BotProcess, BotSetup};
+use cordon::dev::{Registration, Synapse, TestUser};
 
 const WAIT: Duration = Duration::from_secs(600);
 
@@ -148,7 +148,7 @@ pub async fn standdown(options: StandDownBenchOptions) -> Result<StandDownBenchR
     let mut bot = BotProcess::start(&options.binary, &setup, &[])?;
     bot.wait_for_log("cordon is ready", WAIT).await?;
     let lead = TestUser::login(&hs, "lead", "bench").await?;
-    crate::harness::bot::enrol(&options.binary, &setup, &lead).await?;
+    cordon::dev::bot::enrol(&options.binary, &setup, &lead).await?;
     let control = lead
         .create_encrypted_room("Bench control", std::slice::from_ref(&setup.user_id))
         .await?;
@@ -243,13 +243,13 @@ fn check_archive(
     let path = setup
         .dir
         .join("archives")
-        .join(crate::archive::archive_file_name(incident));
+        .join(cordon::archive::archive_file_name(incident));
     // Checked against the key of the bot that sealed it, as a records officer would.
-    let signer = crate::archive::ArchiveSigner::load(&setup.state_dir)
+    let signer = cordon::archive::ArchiveSigner::load(&setup.state_dir)
         .map_err(|e| other(format!("the bot's archive signing key: {e}")))?;
-    let trusted = crate::archive::TrustedSigners::pinned(signer.public());
+    let trusted = cordon::archive::TrustedSigners::pinned(signer.public());
     let verified =
-        crate::archive::reader::verify_file(&path, std::slice::from_ref(officer), &trusted)
+        cordon::archive::reader::verify_file(&path, std::slice::from_ref(officer), &trusted)
             .map_err(|e| other(format!("{}: {e}", path.display())))?;
     let totals = verified.manifest.totals();
     // The bot's own notices count as messages too.
@@ -295,7 +295,7 @@ async fn declare(
     let mut joined = Vec::new();
     while joined.len() < rooms {
         let room = lead.wait_for_invite(WAIT).await?;
-        let tagged = crate::matrix::rooms::room_tags(&room).await;
+        let tagged = cordon::matrix::rooms::room_tags(&room).await;
         if tagged.as_ref().map(|(i, _)| i.as_str()) != Some(id.as_str()) {
             continue;
         }

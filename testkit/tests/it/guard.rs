@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cordon::harness::attack::{self, ServerAdmin};
-use cordon::harness::bot::{self as bot_harness, BotProcess, BotSetup};
-use cordon::harness::{Synapse, TestUser};
+use cordon::dev::bot::{self as bot_harness, BotProcess, BotSetup};
+use cordon::dev::{Synapse, TestUser};
+use cordon_testkit::attack::{self, ServerAdmin};
 use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId};
 use serde_json::json;
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use cordon::archive::segment::read_segment;
+use cordon::dev::{Synapse, TestUser};
 use cordon::domain::incident::IncidentId;
-use cordon::harness::{Synapse, TestUser};
 use cordon::retention::{
     MIN_RESWEEP, RetryPolicy, SealTarget, SweepError, SweepParams, SweepTuning, reason_for,
     sweep_room, sweep_room_with,

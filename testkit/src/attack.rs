@@ -22,8 +22,10 @@ use matrix_sdk::ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, 
 use serde_json::{Value, json};
 use url::Url;
 
-use super::{HarnessError, Synapse, TestUser};
-use crate::matrix::admin::encode;
+use cordon::dev::synapse::{http_client, json_response};
+use cordon::dev::{HarnessError, Synapse, TestUser};
+
+use crate::encode;
 
 /// A server admin acting through the Synapse admin API with their own access token.
 #[derive(Clone)]
@@ -47,7 +49,7 @@ impl ServerAdmin {
     pub async fn register(hs: &Synapse, localpart: &str) -> Result<Self, HarnessError> {
         let password = format!("pw-{localpart}");
         let session = hs.register_session(localpart, &password, true).await?;
-        let http = super::synapse::http_client()?;
+        let http = http_client()?;
         Ok(Self {
             base: hs.base_url(),
             token: session.access_token,
@@ -79,7 +81,7 @@ impl ServerAdmin {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        super::synapse::json_response(&context, request.send().await).await
+        json_response(&context, request.send().await).await
     }
 
     /// `POST /_synapse/admin/v1/rooms/{room}/make_room_admin {"user_id": user}`: Synapse
@@ -189,7 +191,7 @@ impl ServerAdmin {
                 context: context.clone(),
                 detail: e.to_string(),
             })?;
-        super::synapse::json_response(
+        json_response(
             &context,
             self.http
                 .post(url)
@@ -300,7 +302,7 @@ impl ServerAdmin {
                 })?;
             Ok::<_, HarnessError>(self.http.request(method, url).bearer_auth(&token))
         };
-        let stored = super::synapse::json_response(
+        let stored = json_response(
             &context,
             as_user(
                 reqwest::Method::GET,
@@ -316,7 +318,7 @@ impl ServerAdmin {
         .await?;
         let event_type = stored["type"].as_str().unwrap_or_default().to_owned();
         let txn = format!("replay{}", rand::random::<u64>());
-        let sent = super::synapse::json_response(
+        let sent = json_response(
             &context,
             as_user(
                 reqwest::Method::PUT,

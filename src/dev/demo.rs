@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId};
 
-use crate::harness::bot::{BotProcess, BotSetup};
-use crate::harness::{HarnessError, Synapse, TestUser};
+use crate::dev::bot::{BotProcess, BotSetup};
+use crate::dev::{HarnessError, Synapse, TestUser};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -168,7 +168,7 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     // which cordon checks against the server's copy before signing it. Holders without
     // a client here stay unenrolled, so cordon will list them as pending.
     for person in std::iter::once(&commander).chain(clinicians.iter()) {
-        crate::harness::bot::enrol(&options.binary, &setup, person).await?;
+        crate::dev::bot::enrol(&options.binary, &setup, person).await?;
         t.say(format!(
             "operator: cordon verify {} --fingerprint {}  (enrolled in person)",
             person.user_id(),

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use cordon::harness::Synapse;
-use cordon::harness::bot::BotProcess;
+use cordon::dev::Synapse;
+use cordon::dev::bot::BotProcess;
 
 use crate::e2e::World;
 use crate::support::cordon_bin;
@@ -98,7 +98,7 @@ async fn healthz_fails_while_synapse_is_down_and_recovers_when_it_is_back() {
 /// timing is asserted; what must hold is that nothing is lost or left unanswered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_of_several_incidents_at_once_loses_nothing_and_answers_every_command() {
-    let options = cordon::bench::load::LoadOptions {
+    let options = cordon_testkit::bench::load::LoadOptions {
         binary: cordon_bin(),
         incidents: 5,
         commanders: 2,
@@ -107,7 +107,7 @@ async fn load_of_several_incidents_at_once_loses_nothing_and_answers_every_comma
         holders: 12,
         baseline_runs: 1,
     };
-    let report = cordon::bench::load::load(options.clone())
+    let report = cordon_testkit::bench::load::load(options.clone())
         .await
         .expect("the load run completes");
     let text = report.render(&options);
@@ -278,11 +278,7 @@ async fn sends_in_one_room_racing_across_a_key_rotation_all_arrive() {
     for who in ["a", "b"] {
         let name = format!("{tag}-{who}");
         hs.register(&name, "pw", false).await.unwrap();
-        people.push(
-            cordon::harness::TestUser::login(hs, &name, "pw")
-                .await
-                .unwrap(),
-        );
+        people.push(cordon::dev::TestUser::login(hs, &name, "pw").await.unwrap());
     }
     let (sender, reader) = (&people[0], &people[1]);
     let mut encryption = RoomEncryptionEventContent::with_recommended_defaults();
@@ -367,9 +363,7 @@ async fn a_room_creation_repeated_under_its_alias_finds_the_first_room_and_makes
     let hs = Synapse::shared().await.expect("synapse");
     let name = crate::support::unique("alias");
     hs.register(&name, "pw", false).await.unwrap();
-    let user = cordon::harness::TestUser::login(hs, &name, "pw")
-        .await
-        .unwrap();
+    let user = cordon::dev::TestUser::login(hs, &name, "pw").await.unwrap();
     let plan = RoomPlan {
         key: "command".into(),
         position: 0,

@@ -7,9 +7,10 @@ use std::time::Duration;
 /// How long a test waits for something on the real Synapse before it fails.
 pub const WAIT: Duration = Duration::from_secs(90);
 
-/// The `cordon` binary cargo built for these tests.
+/// The `cordon` binary under test (`scripts/test` builds it first; see
+/// [`cordon_testkit::cordon_bin`]).
 pub fn cordon_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_cordon"))
+    cordon_testkit::cordon_bin().unwrap_or_else(|why| panic!("{why}"))
 }
 
 /// `prefix` and 8 random hex digits: user names, playbook ids and so on that no other

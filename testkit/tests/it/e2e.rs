@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cordon::harness::bot::{BotProcess, BotSetup, enrol};
-use cordon::harness::{Synapse, TestUser};
+use cordon::dev::bot::{BotProcess, BotSetup, enrol};
+use cordon::dev::{Synapse, TestUser};
 use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId, RoomId};
 use serde_json::Value;
 

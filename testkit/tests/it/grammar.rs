@@ -22,7 +22,7 @@ fn reply(body: &str) -> String {
 /// The reply is plain chat text: no ANSI, no control characters but newlines, no
 /// direction or invisible characters.
 fn assert_clean(text: &str) {
-    cordon::fuzz::assert_displayable(text);
+    cordon_testkit::fuzz::assert_displayable(text);
 }
 
 #[test]

@@ -23,10 +23,10 @@ use chrono::Utc;
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 
-use crate::domain::incident::IncidentId;
-use crate::domain::incident::plan::{self, IncidentFacts, RoomPlan};
-use crate::harness::bot::{BotProcess, BotSetup};
-use crate::harness::{HarnessError, Synapse, TestUser};
+use cordon::dev::bot::{BotProcess, BotSetup};
+use cordon::dev::{HarnessError, Synapse, TestUser};
+use cordon::domain::incident::IncidentId;
+use cordon::domain::incident::plan::{self, IncidentFacts, RoomPlan};
 
 const WAIT: Duration = Duration::from_secs(180);
 
@@ -197,7 +197,7 @@ pub async fn declare(options: BenchOptions) -> Result<BenchReport, BenchError> {
     let (text, names) = playbook_text(hs.server_name(), options.holders);
     let file = playbooks.join("bench.yaml");
     std::fs::write(&file, &text).map_err(|e| BenchError::Other(e.to_string()))?;
-    let playbook = crate::input::playbook::load_file(&file)
+    let playbook = cordon::input::playbook::load_file(&file)
         .map_err(|d| BenchError::Other(format!("bench playbook: {:?}", d.first())))?;
     for name in &names {
         hs.register(name, "bench", false).await?;
@@ -219,7 +219,7 @@ pub async fn declare(options: BenchOptions) -> Result<BenchReport, BenchError> {
     // Enrolled, so that cordon takes its commands and its messages reach it. The other
     // holders have no device (so no identity): under `verification: warn` they are all
     // invited, after the same identity check a real declare makes for each of them.
-    crate::harness::bot::enrol(&options.binary, &setup, &commander).await?;
+    cordon::dev::bot::enrol(&options.binary, &setup, &commander).await?;
     let control = commander
         .create_encrypted_room("Bench control", std::slice::from_ref(&setup.user_id))
         .await?;

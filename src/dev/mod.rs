@@ -1,27 +1,29 @@
-//! A real, throwaway Synapse on loopback, and matrix-sdk users to talk to it.
+//! `cordon demo`'s embedded dev mode (like `vault server -dev`): a real, throwaway
+//! Synapse on loopback, matrix-sdk users to play the people, and cordon itself as a
+//! separate `cordon run` process. Never used by `cordon run`: the bot talks to the
+//! deployment's own homeserver, and nothing outside this module (and the demo in it)
+//! reaches in here.
 //!
-//! The integration tests, `cordon demo` and the benchmarks all run against a real
-//! homeserver, because the behaviour cordon depends on (power levels, retention, admin
-//! APIs, end-to-end encryption) is the server's and the SDK's, not ours. Never used in
-//! production.
+//! The demo runs against a real homeserver because the behaviour cordon depends on
+//! (power levels, retention, admin APIs, end-to-end encryption) is the server's and the
+//! SDK's, not ours. The testkit crate (`testkit/`, `cordon-testkit`), which the
+//! integration tests and the benchmarks live in, re-uses this module rather than keeping
+//! a copy; the attack tooling it adds on top is there, not here.
 //!
 //! # Layout
 //!
 //! - [`install`]: the Synapse virtualenv, built once per machine in a cache directory
 //!   (`$CORDON_SYNAPSE_VENV`, else `${XDG_CACHE_HOME:-$HOME/.cache}/cordon/synapse-1.163`)
 //!   and shared by every process. Builds go to a unique directory beside it and are
-//!   renamed into place, so parallel test processes never see a half-built venv.
+//!   renamed into place, so parallel processes never see a half-built venv.
 //! - [`synapse`]: one running homeserver ([`Synapse`]) on a free loopback port with its
 //!   own temporary data directory, every rate limit lifted, shared-secret registration,
-//!   restart and stop. [`Synapse::shared`] gives a process-wide instance for tests.
+//!   restart and stop. [`Synapse::shared`] gives a process-wide instance.
 //! - [`user`]: a role holder ([`TestUser`]): their own matrix-sdk client with its own
 //!   store, cross-signing bootstrapped, a background sync loop, and a log of the
 //!   invites and decrypted messages it has received.
-//! - [`attack`]: what an attacker does without anyone's keys, for the guard's tests: a
-//!   server admin forging power levels and invites and force-joining people, a holder's
-//!   password used on an unverified device, a holder's identity reset.
-//! - [`bot`]: cordon itself as a separate `cordon run` process on a generated config,
-//!   for the end-to-end and crash tests, the demo and the benchmark.
+//! - [`bot`]: cordon itself as a separate `cordon run` process on a generated config.
+//! - [`demo`]: `cordon demo`, the scripted incident that puts the above together.
 //!
 //! # Processes and clean-up
 //!
@@ -29,7 +31,7 @@
 //! `std::process::Child`, HTTP clients are made per call), so one instance may be shared
 //! by `#[tokio::test]`s that each run their own runtime. Synapse runs under a small `sh`
 //! watchdog that kills it, and removes its data directory, once the owning process is
-//! gone; a `static` instance (never dropped) or a SIGKILLed test leaves no orphan.
+//! gone; a `static` instance (never dropped) or a SIGKILLed process leaves no orphan.
 //! Dropping a [`Synapse`] kills it and removes its data directory at once, unless
 //! `CORDON_KEEP_SYNAPSE=1`, in which case the directory is kept and its path printed.
 //!
@@ -42,14 +44,12 @@
 //!
 //! # Enrolment (verification)
 //!
-//! cordon only talks to people whose identity it has verified. The test-side half of that
+//! cordon only talks to people whose identity it has verified. The people's half of that
 //! is [`TestUser::master_key_fingerprint`], which a person would read out to an operator
-//! for `cordon verify @user:hs --fingerprint KEY`. The one-call enrolment helper
-//! (`TestUser::enrol_with(&bot)`, signing the user's identity with the bot's user-signing
-//! key) belongs in [`user`] beside it, and is added by the verification work.
+//! for `cordon verify @user:hs --fingerprint KEY`; [`bot::enrol`] runs that command.
 
-pub mod attack;
 pub mod bot;
+pub mod demo;
 pub mod install;
 pub mod synapse;
 pub mod user;
@@ -215,14 +215,14 @@ impl From<matrix_sdk::ClientBuildError> for HarnessError {
 }
 
 impl HarnessError {
-    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Self::Io {
             context: context.into(),
             source,
         }
     }
 
-    pub(crate) fn matrix(context: impl Into<String>, source: impl Into<matrix_sdk::Error>) -> Self {
+    pub fn matrix(context: impl Into<String>, source: impl Into<matrix_sdk::Error>) -> Self {
         Self::Matrix {
             context: context.into(),
             source: Box::new(source.into()),
@@ -232,7 +232,7 @@ impl HarnessError {
 
 /// A unique name for a temporary directory: process id, a per-process counter and
 /// randomness, so parallel processes and parallel tests never collide.
-pub(crate) fn unique_name(prefix: &str) -> String {
+pub fn unique_name(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -241,7 +241,7 @@ pub(crate) fn unique_name(prefix: &str) -> String {
 }
 
 /// Creates a fresh directory under the system temp dir (never reusing an existing one).
-pub(crate) fn fresh_temp_dir(prefix: &str) -> Result<PathBuf, HarnessError> {
+pub fn fresh_temp_dir(prefix: &str) -> Result<PathBuf, HarnessError> {
     let dir = std::env::temp_dir().join(unique_name(prefix));
     std::fs::create_dir(&dir)
         .map_err(|e| HarnessError::io(format!("creating {}", dir.display()), e))?;
@@ -249,13 +249,13 @@ pub(crate) fn fresh_temp_dir(prefix: &str) -> Result<PathBuf, HarnessError> {
 }
 
 /// The last `lines` lines of `text`.
-pub(crate) fn tail(text: &str, lines: usize) -> String {
+pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     let start = all.len().saturating_sub(lines);
     all[start..].join("\n")
 }
 
 /// Whether `CORDON_KEEP_SYNAPSE=1` asks to keep data directories.
-pub(crate) fn keep_data() -> bool {
+pub fn keep_data() -> bool {
     std::env::var("CORDON_KEEP_SYNAPSE").is_ok_and(|v| v == "1")
 }

@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use crate::input::diagnostic::Diagnostic;
+use cordon::input::diagnostic::Diagnostic;
 
 /// The most input a target looks at: beyond this the loaders refuse on size alone.
 const MAX_INPUT: usize = 1 << 20;
@@ -24,15 +24,15 @@ fn text(data: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
 pub fn playbook(data: &[u8]) {
     let Some(text) = text(data) else { return };
     const FILE: &str = "fuzz.yaml";
-    match crate::input::playbook::load_str(Path::new(FILE), &text) {
+    match cordon::input::playbook::load_str(Path::new(FILE), &text) {
         Ok(pb) => {
-            let example = crate::domain::incident::explain::Example {
+            let example = cordon::domain::incident::explain::Example {
                 name: "Fuzz".into(),
                 commander: None,
                 at: chrono::DateTime::UNIX_EPOCH,
                 time_zone: chrono_tz::UTC,
             };
-            let _ = crate::domain::incident::explain::explain(&pb, &example);
+            let _ = cordon::domain::incident::explain::explain(&pb, &example);
         }
         Err(diagnostics) => assert_located(FILE, &diagnostics),
     }
@@ -42,7 +42,7 @@ pub fn playbook(data: &[u8]) {
 pub fn config(data: &[u8]) {
     let Some(text) = text(data) else { return };
     const FILE: &str = "/etc/cordon/fuzz.yaml";
-    if let Err(diagnostics) = crate::input::config::Config::from_text(Path::new(FILE), &text) {
+    if let Err(diagnostics) = cordon::input::config::Config::from_text(Path::new(FILE), &text) {
         assert_located(FILE, &diagnostics);
     }
 }
@@ -52,9 +52,9 @@ pub fn config(data: &[u8]) {
 /// characters). Checked both as it is and addressed to cordon.
 pub fn command(data: &[u8]) {
     let Some(text) = text(data) else { return };
-    let _ = crate::domain::command::parse(&text);
+    let _ = cordon::domain::command::parse(&text);
     let addressed = format!("!cordon {text}");
-    match crate::domain::command::parse(&addressed) {
+    match cordon::domain::command::parse(&addressed) {
         None => panic!("a message starting `!cordon ` was not taken as a command"),
         Some(Err(rejection)) => assert_displayable(&rejection.reply()),
         Some(Ok(_)) => {}
@@ -97,8 +97,8 @@ mod tests {
     #[test]
     fn the_targets_take_the_shipped_files_and_garbage() {
         for data in [
-            include_bytes!("../playbooks/mass-casualty.yaml").as_slice(),
-            include_bytes!("../cordon.example.yaml").as_slice(),
+            include_bytes!("../../playbooks/mass-casualty.yaml").as_slice(),
+            include_bytes!("../../cordon.example.yaml").as_slice(),
             b"\xff\xfe\x00",
             b"",
             b"declare mass-casualty \"Tram \xe2\x80\xae crash\"",

@@ -4,9 +4,9 @@
 //! phone) goes on sending, a revoked person adding a cross-signed device, and a member
 //! flooding the control room with junk commands.
 
+use cordon::dev::TestUser;
 use cordon::domain::incident::{IncidentId, State};
-use cordon::harness::TestUser;
-use cordon::harness::attack;
+use cordon_testkit::attack;
 use matrix_sdk::ruma::{OwnedEventId, OwnedUserId};
 
 use crate::guard::{World, audited, wait_undecryptable};

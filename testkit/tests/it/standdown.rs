@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use age::secrecy::ExposeSecret;
-use cordon::harness::{Synapse, TestUser};
+use cordon::dev::{Synapse, TestUser};
 use matrix_sdk::attachment::AttachmentConfig;
 use matrix_sdk::ruma::events::reaction::ReactionEventContent;
 use matrix_sdk::ruma::events::relation::Annotation;

@@ -25,9 +25,9 @@ use futures_util::future::join_all;
 use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, RoomId};
 
 use super::{BenchError, server_ts};
-use crate::domain::incident::{IncidentId, State};
-use crate::harness::bot::{BotProcess, BotSetup, enrol};
-use crate::harness::{Synapse, TestUser};
+use cordon::dev::bot::{BotProcess, BotSetup, enrol};
+use cordon::dev::{Synapse, TestUser};
+use cordon::domain::incident::{IncidentId, State};
 
 /// Longest wait for any one confirmation.
 const WAIT: Duration = Duration::from_secs(900);
@@ -513,9 +513,9 @@ fn check_store(
     expected: usize,
     report: &mut LoadReport,
 ) -> Result<(), BenchError> {
-    let store = crate::store::Store::open_existing(state_dir).map_err(other)?;
+    let store = cordon::store::Store::open_existing(state_dir).map_err(other)?;
     let incidents = store
-        .incidents(&crate::store::IncidentFilter::all())
+        .incidents(&cordon::store::IncidentFilter::all())
         .map_err(other)?;
     if incidents.len() != expected {
         report.problems.push(format!(
@@ -532,7 +532,7 @@ fn check_store(
     };
     report.redactions = audit
         .iter()
-        .filter(|e| e.action == crate::retention::AUDIT_ACTION)
+        .filter(|e| e.action == cordon::retention::AUDIT_ACTION)
         .filter_map(|e| serde_json::from_str::<serde_json::Value>(&e.details).ok())
         .filter_map(|d| d.get("redacted").and_then(serde_json::Value::as_u64))
         .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
@@ -601,7 +601,7 @@ mod tests {
     #[test]
     fn the_load_playbook_is_valid_with_a_short_window_and_a_reminder() {
         let text = playbook_text("hs.example", 20).unwrap();
-        let pb = crate::input::playbook::load_str(Path::new("load.yaml"), &text).unwrap();
+        let pb = cordon::input::playbook::load_str(Path::new("load.yaml"), &text).unwrap();
         assert_eq!(pb.retention.messages, Duration::from_secs(60));
         assert_eq!(pb.rooms[0].reminders.len(), 1);
         assert_eq!(pb.rooms.len(), 4);

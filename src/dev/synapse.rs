@@ -643,7 +643,7 @@ fn file_len(path: &Path) -> u64 {
 
 /// A fresh HTTP client for one call (a pooled client would tie itself to the runtime
 /// that first used it). Never goes through a proxy: the server is on loopback.
-pub(super) fn http_client() -> Result<reqwest::Client, HarnessError> {
+pub fn http_client() -> Result<reqwest::Client, HarnessError> {
     reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(30))
@@ -655,7 +655,7 @@ pub(super) fn http_client() -> Result<reqwest::Client, HarnessError> {
 }
 
 /// Reads a JSON body from a response, turning HTTP errors into [`HarnessError::Refused`].
-pub(super) async fn json_response(
+pub async fn json_response(
     context: &str,
     response: Result<reqwest::Response, reqwest::Error>,
 ) -> Result<serde_json::Value, HarnessError> {

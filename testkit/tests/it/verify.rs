@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use cordon::harness::bot::{BotProcess, BotSetup, enrol, verify_command};
-use cordon::harness::user::SasOutcome;
-use cordon::harness::{Synapse, TestUser};
+use cordon::dev::bot::{BotProcess, BotSetup, enrol, verify_command};
+use cordon::dev::user::SasOutcome;
+use cordon::dev::{Synapse, TestUser};
 use cordon::store::Store;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};

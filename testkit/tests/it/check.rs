@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-const FIXTURES: &str = "tests/data/playbooks";
+const FIXTURES: &str = "testkit/tests/data/playbooks";
 
 struct Run {
     code: i32,
@@ -15,9 +15,9 @@ struct Run {
 }
 
 fn cordon(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_cordon"))
+    let out = Command::new(crate::support::cordon_bin())
         .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(cordon_testkit::repo_root())
         .stdin(Stdio::null())
         .output()
         .expect("run cordon");
@@ -555,8 +555,8 @@ fn other_files_are_still_checked_after_a_broken_one() {
 }
 
 fn yaml_to_json(path: &str) -> serde_json::Value {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
-        .expect("read sample");
+    let text =
+        std::fs::read_to_string(cordon_testkit::repo_root().join(path)).expect("read sample");
     serde_saphyr::from_str::<serde_json::Value>(&text).expect("sample is YAML")
 }
 
@@ -570,8 +570,8 @@ fn json_schema_accepts_samples_and_rejects_unknown_keys() {
         "playbooks/mass-casualty.yaml",
         "playbooks/cbrn-decontamination.yaml",
         "playbooks/cyber-business-continuity.yaml",
-        "tests/data/playbooks/good/minimal.yaml",
-        "tests/data/playbooks/good/design-sketch.yaml",
+        "testkit/tests/data/playbooks/good/minimal.yaml",
+        "testkit/tests/data/playbooks/good/design-sketch.yaml",
     ] {
         let instance = yaml_to_json(sample);
         let errors: Vec<String> = validator
@@ -734,7 +734,9 @@ fn explain_prints_the_plan_of_each_valid_playbook_without_a_server() {
         );
     }
     // Every holder of a member role is listed under the rooms that invite them.
-    let pb = std::fs::read_to_string("playbooks/mass-casualty.yaml").expect("read");
+    let pb =
+        std::fs::read_to_string(cordon_testkit::repo_root().join("playbooks/mass-casualty.yaml"))
+            .expect("read");
     let holders: Vec<&str> = pb
         .lines()
         .filter(|l| l.trim_start().starts_with("holders:"))

@@ -1,6 +1,6 @@
 //! Hostile input to the playbook and config loaders: anything gives `Ok` or clean
 //! `file:line:col: error:` diagnostics, never a panic or a hang, within the parser's
-//! limits. The properties are the fuzz targets' own (`cordon::fuzz`), so this is the
+//! limits. The properties are the fuzz targets' own (`cordon_testkit::fuzz`), so this is the
 //! short run of the cargo-afl targets in `fuzz/`, with their seeds replayed. (More of
 //! the chat grammar's properties are in `grammar.rs`.)
 
@@ -9,8 +9,8 @@ use std::path::Path;
 use cordon::input::config::Config;
 use proptest::prelude::*;
 
-const PLAYBOOK: &str = include_str!("../../playbooks/mass-casualty.yaml");
-const CONFIG: &str = include_str!("../../cordon.example.yaml");
+const PLAYBOOK: &str = include_str!("../../../playbooks/mass-casualty.yaml");
+const CONFIG: &str = include_str!("../../../cordon.example.yaml");
 
 /// Fragments that mean something to YAML, to cordon's templates or to a terminal.
 const FRAGMENTS: &[&str] = &[
@@ -88,42 +88,42 @@ proptest! {
 
     #[test]
     fn playbook_loader_never_panics_on_any_text(text in any::<String>()) {
-        cordon::fuzz::playbook(text.as_bytes());
+        cordon_testkit::fuzz::playbook(text.as_bytes());
     }
 
     #[test]
     fn playbook_loader_never_panics_on_a_damaged_playbook(edits in edits()) {
         // What loads is a whole playbook: the target also explains it.
-        cordon::fuzz::playbook(mutate(PLAYBOOK, &edits).as_bytes());
+        cordon_testkit::fuzz::playbook(mutate(PLAYBOOK, &edits).as_bytes());
     }
 
     #[test]
     fn config_loader_never_panics_on_any_text(text in any::<String>()) {
-        cordon::fuzz::config(text.as_bytes());
+        cordon_testkit::fuzz::config(text.as_bytes());
     }
 
     #[test]
     fn config_loader_never_panics_on_a_damaged_config(edits in edits()) {
-        cordon::fuzz::config(mutate(CONFIG, &edits).as_bytes());
+        cordon_testkit::fuzz::config(mutate(CONFIG, &edits).as_bytes());
     }
 
     #[test]
     fn every_fuzz_target_holds_for_any_bytes(data in prop::collection::vec(any::<u8>(), 0..2048)) {
-        cordon::fuzz::playbook(&data);
-        cordon::fuzz::config(&data);
-        cordon::fuzz::command(&data);
+        cordon_testkit::fuzz::playbook(&data);
+        cordon_testkit::fuzz::config(&data);
+        cordon_testkit::fuzz::command(&data);
     }
 }
 
 /// The fuzz targets' seeds (and every finding added to them once fixed) hold for good.
 #[test]
 fn the_fuzz_seeds_hold() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = cordon_testkit::repo_root();
     let mut replayed = 0;
     for (target, run) in [
-        ("playbook", cordon::fuzz::playbook as fn(&[u8])),
-        ("config", cordon::fuzz::config),
-        ("command", cordon::fuzz::command),
+        ("playbook", cordon_testkit::fuzz::playbook as fn(&[u8])),
+        ("config", cordon_testkit::fuzz::config),
+        ("command", cordon_testkit::fuzz::command),
     ] {
         let dir = root.join("fuzz/seeds").join(target);
         let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -136,7 +136,7 @@ fn the_fuzz_seeds_hold() {
         }
     }
     for file in std::fs::read_dir(root.join("playbooks")).unwrap() {
-        cordon::fuzz::playbook(&std::fs::read(file.unwrap().path()).unwrap());
+        cordon_testkit::fuzz::playbook(&std::fs::read(file.unwrap().path()).unwrap());
         replayed += 1;
     }
     assert!(replayed >= 6, "only {replayed} seeds found");

@@ -231,7 +231,7 @@ async fn a_bot_restarted_across_a_due_expiry_still_stands_the_incident_down() {
     );
 }
 
-async fn react(user: &cordon::harness::TestUser, room: &RoomId, event: &EventId, key: &str) {
+async fn react(user: &cordon::dev::TestUser, room: &RoomId, event: &EventId, key: &str) {
     let room = user.client().get_room(room).unwrap();
     room.send(ReactionEventContent::new(Annotation::new(
         event.to_owned(),
@@ -361,7 +361,7 @@ async fn advice_is_flagged_counted_and_marked_transcribed_by_reaction_and_by_com
 /// The reason of the redaction of `event` as `user` sees it, or `None` while it is not
 /// redacted (`GET /rooms/{room}/event/{event}`, raw, as any client reads it).
 async fn redaction_reason(
-    user: &cordon::harness::TestUser,
+    user: &cordon::dev::TestUser,
     room: &RoomId,
     event: &EventId,
 ) -> Option<String> {
