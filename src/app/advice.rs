@@ -22,8 +22,8 @@ use matrix_sdk::ruma::events::{AnySyncMessageLikeEvent, AnySyncTimelineEvent};
 use matrix_sdk::ruma::{EventId, UserId};
 use tracing::{info, warn};
 
-use super::commands::{Incoming, refuse, reply, send_once, user_ids};
-use super::{Bot, BotError, millis_to_utc};
+use super::chat::{Incoming, refuse, reply, send_once, user_ids};
+use super::ctx::{Bot, BotError, millis_to_utc};
 use crate::domain::command::EventRef;
 use crate::domain::incident::plan::format_time;
 use crate::domain::incident::timers as timer_plan;
@@ -150,8 +150,8 @@ impl Marking<'_> {
         if !new {
             return Ok(format!("{link} is already flagged as clinical advice."));
         }
-        let playbook = super::provision::declared_playbook(bot, &incident.id)
-            .map_err(|e| store_trouble(&e))?;
+        let playbook =
+            super::ctx::declared_playbook(bot, &incident.id).map_err(|e| store_trouble(&e))?;
         let timer = timer_plan::advice(
             &incident.id,
             &record.key,
@@ -345,7 +345,7 @@ pub(crate) async fn on_due(
     let Some(room) = rooms::joined(&bot.client, &advice.room_id) else {
         return Ok(());
     };
-    let playbook = super::provision::declared_playbook(bot, id)?;
+    let playbook = super::ctx::declared_playbook(bot, id)?;
     let deleted_at = advice.sent_at
         + chrono::TimeDelta::from_std(playbook.retention.messages)
             .unwrap_or(chrono::TimeDelta::MAX);

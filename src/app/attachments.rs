@@ -16,7 +16,7 @@ use matrix_sdk::ruma::serde::Raw;
 use serde_json::Value;
 use tracing::{debug, error};
 
-use super::Bot;
+use super::ctx::Bot;
 use crate::domain::attachments::{MEDIA_EVENT_TYPES, media_addresses};
 use crate::store::{MediaSeenIn, MediaSighting};
 

@@ -7,18 +7,19 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use matrix_sdk::Room;
 use matrix_sdk::deserialized_responses::EncryptionInfo;
 use matrix_sdk::room::MessagesOptions;
-use matrix_sdk::ruma::events::room::message::{MessageType, RoomMessageEventContent};
+use matrix_sdk::ruma::events::room::message::MessageType;
 use matrix_sdk::ruma::events::{AnySyncMessageLikeEvent, AnySyncTimelineEvent};
-use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, UInt};
+use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId, UInt};
 use serde_json::json;
 use tracing::{error, info, instrument, warn};
 
-use super::{Bot, millis_to_utc, provision, roster, status};
+use super::chat::{Incoming, refuse, reply, send_once};
+use super::ctx::{Bot, millis_to_utc};
+use super::{provision, roster, status};
 use crate::domain::command::flood::Gate;
-use crate::domain::command::{Command, IncidentRef, Rejection};
+use crate::domain::command::{Command, IncidentRef};
 use crate::domain::incident::{Incident, IncidentId, NewIncident, State};
 use crate::input::playbook::Catalog;
 use crate::matrix::rooms::{self, notice};
@@ -26,26 +27,6 @@ use crate::store::IncidentFilter;
 use crate::store::ciphertexts::{Acceptance, AcceptedCiphertext};
 use crate::trust::replay;
 use crate::trust::sender::SenderDevice;
-
-/// A command message as it arrived.
-pub struct Incoming {
-    /// The room it was sent in.
-    pub room: Room,
-    /// Who sent it.
-    pub sender: OwnedUserId,
-    /// Whether the sending device may change anything.
-    pub device: SenderDevice,
-    /// Its event id (the deduplication key).
-    pub event_id: OwnedEventId,
-    /// When the sender's server received it.
-    pub sent_at: DateTime<Utc>,
-    /// The message's text, as decrypted.
-    pub body: String,
-    /// How it was encrypted, if it was.
-    pub encryption: Option<EncryptionInfo>,
-    /// The parsed command, or why it does not parse.
-    pub parsed: Result<Command, Rejection>,
-}
 
 /// Handles one command message, once.
 #[instrument(skip_all, fields(room = %incoming.room.room_id(), event = %incoming.event_id))]
@@ -120,7 +101,7 @@ pub async fn handle(bot: Arc<Bot>, incoming: Incoming) {
     if replay_of.is_some() || !matches!(incoming.device, SenderDevice::Verified) {
         let (gate, closed) = bot.flood_take(incoming.sender.as_str(), now);
         if let Some(closed) = closed {
-            audit_suppressed(&bot, &closed);
+            bot.audit_suppressed(&closed);
         }
         match gate {
             Gate::Pass => {}
@@ -416,19 +397,6 @@ async fn replayed(bot: &Arc<Bot>, incoming: &Incoming, first: &AcceptedCiphertex
     }
 }
 
-/// Writes a window's count of unanswered commands as one audit entry.
-pub(crate) fn audit_suppressed(bot: &Bot, closed: &crate::domain::command::flood::Suppressed) {
-    if let Err(e) = bot.store.audit(
-        closed.sender.as_str(),
-        "command.refusals-suppressed",
-        None,
-        json!({ "count": closed.count, "from": closed.from, "last": closed.last }),
-        bot.now(),
-    ) {
-        error!(error = %e, "store: auditing suppressed commands");
-    }
-}
-
 /// `declare`: checks, records the incident, and starts provisioning.
 async fn declare(bot: &Arc<Bot>, incoming: &Incoming, playbook_id: &str, name: &str) {
     let now = bot.now();
@@ -550,7 +518,11 @@ async fn declare(bot: &Arc<Bot>, incoming: &Incoming, playbook_id: &str, name: &
 
 /// Answers a command whose work failed part-way: what failed, and that it can be sent
 /// again (every step is safe to repeat).
-async fn answer_failure(bot: &Arc<Bot>, incoming: &Incoming, done: Result<(), super::BotError>) {
+async fn answer_failure(
+    bot: &Arc<Bot>,
+    incoming: &Incoming,
+    done: Result<(), super::ctx::BotError>,
+) {
     if let Err(e) = done {
         warn!(error = %e, "command failed");
         let text = format!(
@@ -704,102 +676,6 @@ fn store_unreadable(e: &dyn std::fmt::Display) -> String {
          minute; if this keeps happening, operators should check cordon's logs and \
          `/healthz`."
     )
-}
-
-/// Answers a command in its room, once (the reply's transaction id is stored first).
-pub async fn reply(bot: &Arc<Bot>, incoming: &Incoming, incident: Option<&IncidentId>, text: &str) {
-    let content = notice(text, std::slice::from_ref(&incoming.sender));
-    let key = format!("reply/{}", incoming.event_id);
-    if let Err(e) = send_once(bot, &incoming.room, &key, incident, content).await {
-        warn!(error = %e, "could not answer a command");
-    }
-}
-
-/// The valid Matrix user ids among `users` (mentions for notices).
-pub(crate) fn user_ids(users: &[&str]) -> Vec<OwnedUserId> {
-    users
-        .iter()
-        .filter_map(|u| OwnedUserId::try_from(*u).ok())
-        .collect()
-}
-
-/// Refuses a command: audits the refusal, then answers it. The command has already been
-/// marked as processed.
-/// True when the sender is the incident's commander or an operator; otherwise refuses
-/// (audited, answered) with "Only the commander … or an operator can {action}." and
-/// returns false.
-pub(crate) async fn commander_or_operator(
-    bot: &Arc<Bot>,
-    incoming: &Incoming,
-    incident: &Incident,
-    action: &str,
-) -> bool {
-    if incident.commander == incoming.sender.as_str() || bot.is_operator(&incoming.sender) {
-        return true;
-    }
-    let text = format!(
-        "Only the commander of {} ({}) or an operator can {action}. Nothing was changed.",
-        incident.id.as_str(),
-        incident.commander
-    );
-    refuse(bot, incoming, Some(&incident.id), "not-allowed", &text).await;
-    false
-}
-
-pub(crate) async fn refuse(
-    bot: &Arc<Bot>,
-    incoming: &Incoming,
-    incident: Option<&IncidentId>,
-    why: &str,
-    text: &str,
-) {
-    let _ = bot.store.audit(
-        incoming.sender.as_str(),
-        "command.refused",
-        incident,
-        json!({
-            "room": incoming.room.room_id(),
-            "event": incoming.event_id,
-            "why": why,
-            "command": incoming.parsed.as_ref().map(|c| c.name()).unwrap_or("unparsable"),
-        }),
-        bot.now(),
-    );
-    reply(bot, incoming, incident, text).await;
-}
-
-/// Sends `content` in `room` at most once under the idempotency `key`: the intent and
-/// its transaction id are stored before the send and reused on retry.
-pub async fn send_once(
-    bot: &Bot,
-    room: &Room,
-    key: &str,
-    incident: Option<&IncidentId>,
-    content: RoomMessageEventContent,
-) -> Result<OwnedEventId, super::BotError> {
-    let now = bot.now();
-    let entry = bot.store.outbox_put(
-        key,
-        incident,
-        "send",
-        json!({ "room": room.room_id() }),
-        now,
-    )?;
-    if let Some(event) = entry
-        .outcome
-        .as_ref()
-        .and_then(|o| o.get("event_id"))
-        .and_then(|e| e.as_str())
-        .and_then(|e| OwnedEventId::try_from(e).ok())
-    {
-        return Ok(event);
-    }
-    crate::failpoint::hit("send.before").await;
-    bot.before_send(room).await;
-    let event_id = rooms::send_message(room, content, &entry.txn_id).await?;
-    bot.store
-        .outbox_complete(key, Some(json!({ "event_id": event_id })), bot.now())?;
-    Ok(event_id)
 }
 
 /// Finds commands that arrived while cordon was down, in every control room, and

@@ -11,9 +11,9 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use tracing::info;
 
-use super::commands::{Incoming, commander_or_operator, refuse, reply, send_once};
-use super::provision::declared_playbook;
-use super::{ACTOR, Bot, BotError};
+use super::chat::{Incoming, commander_or_operator, refuse, reply, send_once};
+use super::ctx::declared_playbook;
+use super::ctx::{ACTOR, Bot, BotError};
 use crate::domain::incident::plan::{format_remaining, format_time};
 use crate::domain::incident::{Event, Incident, State};
 use crate::domain::schedule::Timer;
@@ -106,7 +106,7 @@ pub(crate) async fn on_warning(bot: &Arc<Bot>, timer: &Timer) -> Result<(), BotE
             name = incident.display_name,
             id = id.as_str(),
         );
-        let mention = super::commands::user_ids(&[incident.commander.as_str()]);
+        let mention = super::chat::user_ids(&[incident.commander.as_str()]);
         send_once(
             bot,
             &control,

@@ -29,9 +29,9 @@ use matrix_sdk::ruma::{OwnedMxcUri, OwnedRoomId};
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::commands::{send_once, user_ids};
-use super::provision::declared_playbook;
-use super::{ACTOR, Bot, BotError};
+use super::chat::{send_once, user_ids};
+use super::ctx::declared_playbook;
+use super::ctx::{ACTOR, Bot, BotError};
 use crate::domain::incident::timers as timer_plan;
 use crate::domain::incident::{Event, Incident, State};
 use crate::domain::schedule::Timer;

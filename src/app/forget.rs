@@ -16,7 +16,7 @@ use matrix_sdk::ruma::OwnedRoomId;
 use serde_json::json;
 use tracing::info;
 
-use super::{ACTOR, Bot, BotError};
+use super::ctx::{ACTOR, Bot, BotError};
 use crate::domain::incident::Incident;
 use crate::store::RoomStatus;
 

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use super::Bot;
+use super::ctx::Bot;
 use crate::metrics::Snapshot;
 use crate::metrics::http::{Check, Health, Probe};
 

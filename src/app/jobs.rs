@@ -10,7 +10,7 @@ use std::sync::{Arc, Weak};
 
 use tracing::warn;
 
-use super::Bot;
+use super::ctx::Bot;
 use crate::domain::incident::timers::{ADVICE_KIND, STANDDOWN_KIND};
 use crate::domain::schedule::{Timer, TimerKind};
 use crate::schedule::{FireContext, JobError, JobFuture, Jobs};
@@ -34,7 +34,7 @@ impl Jobs for BotJobs {
     }
 }
 
-async fn run(bot: &Arc<Bot>, timer: &Timer, ctx: FireContext) -> Result<(), super::BotError> {
+async fn run(bot: &Arc<Bot>, timer: &Timer, ctx: FireContext) -> Result<(), super::ctx::BotError> {
     match &timer.kind {
         TimerKind::Expiry => super::deadlines::on_expiry(bot, timer, ctx).await,
         TimerKind::Warning => super::deadlines::on_warning(bot, timer).await,

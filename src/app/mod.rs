@@ -15,7 +15,9 @@
 
 mod advice;
 mod attachments;
+mod chat;
 pub(crate) mod commands;
+mod ctx;
 mod deadlines;
 mod destroy;
 mod forget;
@@ -32,68 +34,27 @@ mod status;
 mod sweep;
 mod timers;
 
+pub use ctx::{ACTOR, Bot, BotError, millis_to_utc};
 pub use standdown::frozen_power_levels;
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use matrix_sdk::config::SyncSettings;
+use matrix_sdk::ruma::OwnedUserId;
 use matrix_sdk::ruma::events::StateEventType;
 use matrix_sdk::ruma::events::room::member::{MembershipState, StrippedRoomMemberEvent};
 use matrix_sdk::ruma::events::room::message::{MessageType, OriginalSyncRoomMessageEvent};
-use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId, RoomId};
-use matrix_sdk::{Client, Room, RoomState};
+use matrix_sdk::{Room, RoomState};
 use tokio::sync::Notify;
 use tracing::{error, info, instrument, warn};
 
-use crate::clock::Clock;
-use crate::domain::incident::{IncidentId, State};
+use crate::domain::incident::State;
 use crate::input::config::Config;
 use crate::matrix::admin::{RateLimits, SynapseAdmin};
 use crate::matrix::{self, MatrixError};
 use crate::store::{IncidentFilter, Store, StoreError};
-
-/// Why the bot could not start or had to stop.
-#[derive(Debug, thiserror::Error)]
-pub enum BotError {
-    /// A secret could not be read.
-    #[error(transparent)]
-    Secret(#[from] crate::input::config::SecretError),
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The Matrix layer failed.
-    #[error(transparent)]
-    Matrix(#[from] MatrixError),
-    /// Another process holds the state directory.
-    #[error(transparent)]
-    Lock(#[from] matrix::session::LockError),
-    /// The metrics endpoint could not listen.
-    #[error(transparent)]
-    Metrics(#[from] crate::metrics::http::BindError),
-    /// The admin socket could not be opened.
-    #[error(transparent)]
-    Admin(#[from] crate::trust::socket::AdminError),
-    /// A retention sweep failed.
-    #[error(transparent)]
-    Sweep(#[from] crate::retention::SweepError),
-    /// Sealing or verifying an archive failed.
-    #[error(transparent)]
-    Archive(#[from] crate::archive::ArchiveError),
-    /// A file of cordon's could not be read, written or deleted.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: std::path::PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The incident's pipeline is running already (the caller retries later).
-    #[error("{0}'s pipeline is already running")]
-    Busy(IncidentId),
-}
 
 /// How often pending holders are checked for a new enrolment.
 const ROSTER_INTERVAL: Duration = Duration::from_secs(60);
@@ -115,279 +76,6 @@ fn sync_filter() -> matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter
     definition.presence = Filter::ignore_all();
     definition.room.ephemeral = RoomEventFilter::ignore_all();
     matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter::FilterDefinition(definition)
-}
-
-/// The actor name cordon uses for its own audit entries.
-pub const ACTOR: &str = "cordon";
-
-/// Everything the handlers share.
-pub struct Bot {
-    pub(crate) config: Config,
-    pub(crate) store: Arc<Store>,
-    pub(crate) client: Client,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) rate_limits: RateLimits,
-    pub(crate) admin: SynapseAdmin,
-    /// Signs the manifests of sealed archives (its public key is what records officers
-    /// pin). It cannot open an archive.
-    pub(crate) signer: Arc<crate::archive::ArchiveSigner>,
-    /// Deletes a destroyed room's keys from matrix-sdk's crypto store (see
-    /// [`crate::matrix::forget`]).
-    pub(crate) room_keys: Arc<crate::matrix::forget::RoomKeyEraser>,
-    /// Incidents whose pipeline is running in this process, so that two triggers (a
-    /// command and the start-up resume) never run one incident twice at once.
-    running: Mutex<HashSet<IncidentId>>,
-    /// Asks the sync loop for a sync now (see [`Bot::settle_sync`]).
-    sync_kick: Notify,
-    /// How many syncs have completed.
-    syncs: tokio::sync::watch::Sender<u64>,
-    /// Work spawned by handlers, awaited (briefly) at shutdown.
-    tasks: tokio::sync::Mutex<tokio::task::JoinSet<()>>,
-    /// The scheduler that runs the incidents' timers, once started.
-    scheduler: std::sync::OnceLock<crate::schedule::SchedulerHandle>,
-    /// When the last sync succeeded (for `/healthz`).
-    last_sync: Mutex<Option<std::time::Instant>>,
-    /// Requests that provisioning fans out (identity checks, invites), in flight at
-    /// once across every incident: many incidents declared together share these
-    /// rather than each sending its own burst, which would queue at the homeserver
-    /// past the client's request timeout.
-    pub(crate) fan_out: tokio::sync::Semaphore,
-    /// The control rooms as last read from the store: who to tell when the store
-    /// itself can no longer be read.
-    control_seen: Mutex<BTreeSet<OwnedRoomId>>,
-    /// Each sender's answer budget for commands cordon does not trust.
-    flood: Mutex<crate::domain::command::flood::Flood>,
-    /// People whose enrolment is revoked, as last read from the store (see
-    /// [`Bot::before_send`]).
-    revoked: Mutex<Vec<OwnedUserId>>,
-}
-
-impl Bot {
-    /// Records a successful sync, for `/healthz` and the metrics.
-    fn synced(&self) {
-        if let Ok(mut last) = self.last_sync.lock() {
-            *last = Some(std::time::Instant::now());
-        }
-        crate::metrics::global().synced(Utc::now());
-    }
-
-    /// Now, by the injectable clock.
-    pub fn now(&self) -> DateTime<Utc> {
-        self.clock.now()
-    }
-
-    /// The bot's own user id.
-    pub fn user_id(&self) -> &matrix_sdk::ruma::UserId {
-        &self.config.user
-    }
-
-    /// The server name used in matrix.to links.
-    pub fn server_name(&self) -> &str {
-        self.config.user.server_name().as_str()
-    }
-
-    /// True for configured control rooms and those an operator invited cordon into.
-    pub fn is_control_room(&self, room: &RoomId) -> bool {
-        self.config.control_rooms.iter().any(|r| r == room)
-            || self
-                .store
-                .is_control_room(room.as_str())
-                .unwrap_or_else(|e| {
-                    error!(error = %e, "store: reading control rooms");
-                    false
-                })
-    }
-
-    /// All control rooms.
-    pub fn control_rooms(&self) -> Vec<OwnedRoomId> {
-        let mut rooms: BTreeSet<OwnedRoomId> = self.config.control_rooms.iter().cloned().collect();
-        match self.store.control_rooms() {
-            Ok(list) => {
-                let read: BTreeSet<OwnedRoomId> =
-                    list.iter().filter_map(|r| RoomId::parse(r).ok()).collect();
-                rooms.extend(read.iter().cloned());
-                if let Ok(mut seen) = self.control_seen.lock() {
-                    *seen = read;
-                }
-            }
-            Err(e) => {
-                error!(error = %e, "store: reading control rooms");
-                if let Ok(seen) = self.control_seen.lock() {
-                    rooms.extend(seen.iter().cloned());
-                }
-            }
-        }
-        rooms.into_iter().collect()
-    }
-
-    /// True when cordon's account is a server admin (it lifted its own rate limits).
-    pub fn is_server_admin(&self) -> bool {
-        self.rate_limits == RateLimits::Lifted
-    }
-
-    /// True when `user` is a configured operator.
-    pub fn is_operator(&self, user: &matrix_sdk::ruma::UserId) -> bool {
-        self.config.operators.contains(user)
-    }
-
-    /// Whether a command's sending device may change anything, checked now against the
-    /// homeserver's current keys (see [`crate::trust::sender::confirm_now`]). A device
-    /// found to belong to a changed identity loses any local trust at once.
-    pub(crate) async fn sender_device(
-        &self,
-        info: Option<&matrix_sdk::deserialized_responses::EncryptionInfo>,
-        sender: &matrix_sdk::ruma::UserId,
-    ) -> crate::trust::sender::SenderDevice {
-        use crate::trust::sender::{SenderDevice, Why};
-        let device =
-            crate::trust::sender::confirm_now(&self.client, &self.store, info, sender).await;
-        if matches!(device, SenderDevice::Unverified(Why::IdentityChanged)) {
-            crate::trust::enforce(&self.client, &self.store, sender).await;
-        }
-        device
-    }
-
-    /// Reads who is revoked from the store again.
-    pub(crate) fn refresh_revoked(&self) {
-        let list: Vec<OwnedUserId> = match self.store.enrolments() {
-            Ok(list) => list
-                .into_iter()
-                .filter(|e| !e.is_current())
-                .filter_map(|e| OwnedUserId::try_from(e.user.as_str()).ok())
-                .collect(),
-            Err(e) => {
-                error!(error = %e, "store: listing enrolments");
-                return;
-            }
-        };
-        match self.revoked.lock() {
-            Ok(mut r) => *r = list,
-            Err(poisoned) => *poisoned.into_inner() = list,
-        }
-    }
-
-    /// Before cordon sends into `room`: every revoked person who is a member has their
-    /// device list fetched now and every device blacklisted. matrix-sdk fetches the
-    /// device lists it knows to be outdated as part of the send and shares the room key
-    /// at once, so a device a revoked person added a moment ago would otherwise receive
-    /// it before the device watcher could blacklist it.
-    pub(crate) async fn before_send(&self, room: &Room) {
-        let revoked = match self.revoked.lock() {
-            Ok(r) => r.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
-        for user in revoked {
-            let member = matches!(
-                room.get_member_no_sync(&user).await,
-                Ok(Some(m)) if matches!(m.membership(), MembershipState::Join | MembershipState::Invite)
-            );
-            if !member {
-                continue;
-            }
-            if let Err(e) = crate::trust::blacklist_devices(&self.client, &user).await {
-                warn!(user = %user, error = %e, "could not blacklist a revoked member's devices");
-            }
-        }
-    }
-
-    /// Takes one answer from `sender`'s budget (see [`crate::domain::command::flood`]).
-    pub(crate) fn flood_take(
-        &self,
-        sender: &str,
-        now: DateTime<Utc>,
-    ) -> (
-        crate::domain::command::flood::Gate,
-        Option<crate::domain::command::flood::Suppressed>,
-    ) {
-        match self.flood.lock() {
-            Ok(mut f) => f.take(sender, now),
-            Err(poisoned) => poisoned.into_inner().take(sender, now),
-        }
-    }
-
-    /// Audits the counts of every budget window that has ended (every window, at
-    /// shutdown).
-    fn flood_flush(&self, all: bool) {
-        let now = if all {
-            self.now() + crate::domain::command::flood::WINDOW
-        } else {
-            self.now()
-        };
-        let closed = match self.flood.lock() {
-            Ok(mut f) => f.flush(now),
-            Err(poisoned) => poisoned.into_inner().flush(now),
-        };
-        for c in &closed {
-            commands::audit_suppressed(self, c);
-        }
-    }
-
-    /// True while any pipeline runs in this process.
-    fn busy(&self) -> bool {
-        match self.running.lock() {
-            Ok(set) => !set.is_empty(),
-            Err(poisoned) => !poisoned.into_inner().is_empty(),
-        }
-    }
-
-    /// Waits until the sync loop has completed `n` more syncs, asking it to sync at
-    /// once. Provisioning calls it after the invites: the first sync takes in the new
-    /// members, whose key queries the SDK then sends at the start of the next, so their
-    /// device lists are settled before the first encrypted message. Bounded: a sync
-    /// that does not come in ten seconds is not waited for.
-    pub(crate) async fn settle_sync(&self, n: u64) {
-        let mut seen = self.syncs.subscribe();
-        let target = *seen.borrow() + n;
-        let waited = async {
-            while *seen.borrow_and_update() < target {
-                self.sync_kick.notify_one();
-                if seen.changed().await.is_err() {
-                    break;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(10), waited).await;
-    }
-
-    fn try_start(&self, id: &IncidentId) -> bool {
-        match self.running.lock() {
-            Ok(mut set) => set.insert(id.clone()),
-            Err(poisoned) => poisoned.into_inner().insert(id.clone()),
-        }
-    }
-
-    fn finished(&self, id: &IncidentId) {
-        match self.running.lock() {
-            Ok(mut set) => set.remove(id),
-            Err(poisoned) => poisoned.into_inner().remove(id),
-        };
-    }
-
-    /// Marks `id`'s pipeline as running until the guard is dropped; `None` when it runs
-    /// already.
-    pub(crate) fn running_guard(self: &Arc<Self>, id: &IncidentId) -> Option<Running> {
-        self.try_start(id).then(|| Running {
-            bot: self.clone(),
-            id: id.clone(),
-        })
-    }
-
-    /// Runs `fut` as tracked background work.
-    pub(crate) async fn spawn(self: &Arc<Self>, fut: impl Future<Output = ()> + Send + 'static) {
-        self.tasks.lock().await.spawn(fut);
-    }
-}
-
-/// An incident's pipeline running in this process; see [`Bot::running_guard`].
-pub(crate) struct Running {
-    bot: Arc<Bot>,
-    id: IncidentId,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.bot.finished(&self.id);
-    }
 }
 
 /// Runs the bot until `shutdown` is notified (SIGTERM or ctrl-c in `cordon run`). Notify
@@ -769,7 +457,7 @@ async fn on_message(
     let b = bot.clone();
     bot.spawn(async move {
         let device = b.sender_device(encryption.as_ref(), &ev.sender).await;
-        let incoming = commands::Incoming {
+        let incoming = chat::Incoming {
             room,
             device,
             sender: ev.sender.clone(),
@@ -843,7 +531,7 @@ async fn handle_invite(bot: &Arc<Bot>, room: &Room, inviter: &OwnedUserId) {
     let body = "cordon is here. This is now a control room: incident commanders can \
                 declare incidents here. Type `!cordon help` to see what I can do.";
     let key = format!("control/{room_id}/hello");
-    let _ = commands::send_once(
+    let _ = chat::send_once(
         bot,
         room,
         &key,
@@ -899,12 +587,4 @@ async fn resume_incidents(bot: &Arc<Bot>) {
     }
     // A stand-down interrupted by a stop or a crash resumes through its timer, armed
     // again by `timers::ensure_all`.
-}
-
-/// Milliseconds since the epoch as a UTC time (the epoch itself if out of range).
-pub fn millis_to_utc(ms: u64) -> DateTime<Utc> {
-    i64::try_from(ms)
-        .ok()
-        .and_then(DateTime::from_timestamp_millis)
-        .unwrap_or_default()
 }

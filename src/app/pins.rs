@@ -6,7 +6,7 @@ use matrix_sdk::Room;
 use matrix_sdk::ruma::EventId;
 use serde_json::{Value, json};
 
-use super::{Bot, BotError};
+use super::ctx::{Bot, BotError};
 use crate::domain::incident::IncidentId;
 use crate::matrix::rooms;
 

@@ -17,8 +17,8 @@ use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId};
 use serde_json::json;
 use tracing::{error, info, instrument, warn};
 
-use super::commands::send_once;
-use super::{ACTOR, Bot, BotError};
+use super::chat::send_once;
+use super::ctx::{ACTOR, Bot, BotError, declared_playbook};
 use crate::domain::incident::plan::{self, IncidentFacts, RoomPlan};
 use crate::domain::incident::{Event, Incident, IncidentId, State};
 use crate::input::playbook::Playbook;
@@ -106,23 +106,6 @@ pub(crate) fn commander(incident: &Incident) -> Result<OwnedUserId, BotError> {
 
 fn control_room(bot: &Bot, incident: &Incident) -> Option<Room> {
     rooms::joined(&bot.client, &incident.control_room)
-}
-
-/// The playbook exactly as it was declared.
-pub(crate) fn declared_playbook(bot: &Bot, id: &IncidentId) -> Result<Playbook, BotError> {
-    let snapshot = bot
-        .store
-        .playbook_snapshot(id)?
-        .ok_or_else(|| MatrixError::Client(format!("no playbook snapshot for {}", id.as_str())))?;
-    crate::input::playbook::load_str(std::path::Path::new(&snapshot.path), &snapshot.text).map_err(
-        |problems| {
-            MatrixError::Client(format!(
-                "the declared playbook no longer loads: {}",
-                problems.first().map(|d| d.to_string()).unwrap_or_default()
-            ))
-            .into()
-        },
-    )
 }
 
 struct Progress {

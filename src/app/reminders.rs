@@ -11,9 +11,10 @@ use std::sync::Arc;
 use matrix_sdk::ruma::OwnedEventId;
 use tracing::info;
 
-use super::commands::send_once;
-use super::provision::{commander, declared_playbook};
-use super::{Bot, BotError};
+use super::chat::send_once;
+use super::ctx::declared_playbook;
+use super::ctx::{Bot, BotError};
+use super::provision::commander;
 use crate::domain::incident::plan::{self, IncidentFacts};
 use crate::domain::incident::timers as timer_plan;
 use crate::domain::incident::{Incident, State};

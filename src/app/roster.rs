@@ -14,9 +14,10 @@ use matrix_sdk::ruma::{OwnedUserId, UserId};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use super::commands::{Incoming, reply};
-use super::provision::{declared_playbook, unverified_reason};
-use super::{ACTOR, Bot, BotError};
+use super::chat::{Incoming, reply};
+use super::ctx::declared_playbook;
+use super::ctx::{ACTOR, Bot, BotError};
+use super::provision::unverified_reason;
 use crate::domain::incident::plan::{self, IncidentFacts, PL_MODERATOR};
 use crate::domain::incident::{Event, Incident, State};
 use crate::input::playbook::Playbook;
@@ -889,7 +890,7 @@ async fn notify_commander(bot: &Arc<Bot>, incident: &Incident, text: &str, key: 
         .into_iter()
         .collect();
     let key = format!("{}/{key}/notice", incident.id.as_str());
-    let _ = super::commands::send_once(
+    let _ = super::chat::send_once(
         bot,
         &room,
         &key,

@@ -31,9 +31,9 @@ use matrix_sdk::ruma::{OwnedMxcUri, UInt};
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use super::commands::{send_once, user_ids};
+use super::chat::{send_once, user_ids};
+use super::ctx::{Bot, BotError};
 use super::standdown::incident_rooms;
-use super::{Bot, BotError};
 use crate::archive::{self, ArchiveError, ArchiveHeader, ArchiveWriter, RoomExport};
 use crate::domain::incident::{ArchiveContents, ArchiveInfo, Event, Incident, State};
 use crate::domain::transcript::{MediaRef, Redacted, SOURCE_EXPORT, TranscriptLine};
@@ -168,9 +168,12 @@ pub(crate) async fn seal(
             undecryptable: counts.undecryptable,
         }),
     };
-    let (archived, _) =
-        bot.store
-            .apply(id, Event::Archived(info.clone()), super::ACTOR, bot.now())?;
+    let (archived, _) = bot.store.apply(
+        id,
+        Event::Archived(info.clone()),
+        super::ctx::ACTOR,
+        bot.now(),
+    )?;
     crate::failpoint::hit("standdown.archived").await;
     remove_pre_seal_dir(&dir, id.as_str());
     info!(
@@ -544,11 +547,11 @@ pub(crate) async fn stop(bot: &Arc<Bot>, incident: &Incident, why: &str) -> Resu
         Event::Failed {
             reason: format!("sealing the archive: {why}"),
         },
-        super::ACTOR,
+        super::ctx::ACTOR,
         bot.now(),
     )?;
     bot.store.audit(
-        super::ACTOR,
+        super::ctx::ACTOR,
         "archive.failed",
         Some(id),
         json!({ "reason": why }),

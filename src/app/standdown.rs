@@ -25,10 +25,10 @@ use matrix_sdk::Room;
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use super::commands::{Incoming, commander_or_operator, refuse, reply, send_once, user_ids};
+use super::chat::{Incoming, commander_or_operator, refuse, reply, send_once, user_ids};
+use super::ctx::declared_playbook;
+use super::ctx::{ACTOR, Bot, BotError};
 use super::deadlines::StandDownCause;
-use super::provision::declared_playbook;
-use super::{ACTOR, Bot, BotError};
 use crate::domain::incident::plan::{self, IncidentFacts, PL_CORDON};
 use crate::domain::incident::timers as timer_plan;
 use crate::domain::incident::{Event, Incident, IncidentId, State};

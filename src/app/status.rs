@@ -6,7 +6,7 @@
 use matrix_sdk::RoomMemberships;
 use matrix_sdk::ruma::events::room::member::MembershipState;
 
-use super::Bot;
+use super::ctx::Bot;
 use crate::domain::incident::plan::{format_remaining, format_time};
 use crate::domain::incident::{Incident, State};
 use crate::matrix::rooms;

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use chrono::TimeDelta;
 use tracing::info;
 
-use super::provision::declared_playbook;
+use super::ctx::declared_playbook;
+use super::ctx::{Bot, BotError};
 use super::reminders::room_of;
-use super::{Bot, BotError};
 use crate::domain::incident::State;
 use crate::domain::incident::timers as timer_plan;
 use crate::domain::schedule::Timer;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use tracing::{error, warn};
 
-use super::{Bot, BotError};
+use super::ctx::{Bot, BotError};
 use crate::domain::incident::timers as plan;
 use crate::domain::incident::{Incident, State};
 use crate::domain::schedule::Timer;
@@ -151,7 +151,7 @@ pub(crate) fn ensure_all(bot: &Arc<Bot>) {
         }
     };
     for incident in incidents {
-        let armed = super::provision::declared_playbook(bot, &incident.id)
+        let armed = super::ctx::declared_playbook(bot, &incident.id)
             .and_then(|playbook| ensure(bot, &incident, &playbook));
         if let Err(e) = armed {
             warn!(incident = %incident.id, error = %e, "could not arm the incident's timers");

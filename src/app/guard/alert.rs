@@ -11,8 +11,8 @@ use matrix_sdk::ruma::OwnedUserId;
 use serde_json::{Value, json};
 use tracing::{error, warn};
 
-use crate::app::Bot;
-use crate::app::commands::send_once;
+use crate::app::chat::send_once;
+use crate::app::ctx::Bot;
 use crate::domain::incident::Incident;
 use crate::matrix::rooms::{self, notice};
 use crate::store::OutboxEntry;

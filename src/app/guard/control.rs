@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use tracing::{error, warn};
 
 use super::state::{self, Seen};
-use crate::app::Bot;
+use crate::app::ctx::Bot;
 
 /// How far back a member's history is followed to the invite that let them in (each
 /// step is one display-name or avatar change).

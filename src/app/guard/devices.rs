@@ -18,7 +18,7 @@ use tracing::{error, warn};
 
 use super::Seats;
 use super::alert;
-use crate::app::{ACTOR, Bot, millis_to_utc};
+use crate::app::ctx::{ACTOR, Bot, millis_to_utc};
 
 /// Starts the two watchers; each stops when the bot is gone.
 pub(super) fn start(bot: &Arc<Bot>) {

@@ -16,7 +16,7 @@ use tracing::{error, info, warn};
 
 use super::Seats;
 use super::alert::{self, IdentityAction};
-use crate::app::{ACTOR, Bot};
+use crate::app::ctx::{ACTOR, Bot};
 use crate::input::playbook::IdentityChange;
 use crate::matrix::rooms::{self, InviteOutcome};
 use crate::store::{RosterAudit, RosterEntry, RosterStatus};

@@ -78,7 +78,7 @@ use tracing::{debug, error, info, instrument, warn};
 
 pub use members::{IDENTITY_CHANGED, REVOKED};
 
-use crate::app::{ACTOR, Bot};
+use crate::app::ctx::{ACTOR, Bot};
 use crate::domain::incident::{Incident, IncidentId, State};
 use crate::matrix::MatrixError;
 use crate::store::{IncidentFilter, RoomRecord, RoomStatus, RosterEntry, RosterStatus};

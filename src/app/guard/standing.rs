@@ -20,7 +20,7 @@ use matrix_sdk::ruma::{OwnedUserId, UserId};
 use serde_json::json;
 use tracing::{error, warn};
 
-use crate::app::{ACTOR, Bot};
+use crate::app::ctx::{ACTOR, Bot};
 use crate::matrix::rooms::notice;
 use crate::trust::{self, Enforced};
 
@@ -167,9 +167,7 @@ pub(super) async fn raise(
             error!(error = %e, action, "store: auditing a person's standing");
         }
     }
-    if let Err(e) =
-        crate::app::commands::send_once(bot, room, key, None, notice(body, mention)).await
-    {
+    if let Err(e) = crate::app::chat::send_once(bot, room, key, None, notice(body, mention)).await {
         warn!(error = %e, action, "could not raise a person's standing in a control room");
     }
 }
