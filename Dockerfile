@@ -48,7 +48,7 @@ RUN mkdir -p src testkit/src \
     && cargo build --release --locked --bin cordon \
     && rm -rf src
 # Everything the binary compiles in is under src/ (the playbook scaffold is
-# src/playbook/scaffold.yaml). The tests stay stubs: only the binary is built, and test
+# src/input/playbook/scaffold.yaml). The tests stay stubs: only the binary is built, and test
 # edits then leave this layer's cache alone.
 COPY src ./src
 COPY scripts/check-no-test-hooks ./scripts/

@@ -6,49 +6,37 @@
 //!
 //! # Layout
 //!
-//! - [`attachments`]: which media an event names (its attachment and thumbnail), noted
-//!   in sync and in the retention sweep for stand-down to delete.
-//! - [`bot`]: the running bot (`cordon run`): start-up, sync, command handling and the
-//!   resumable provisioning pipeline.
-//! - [`clock`]: the injectable clock every time-based step reads.
-//! - [`matrix`]: the only code that speaks matrix-sdk and the Synapse admin API.
-//! - [`failpoint`]: named stop points for the SIGKILL crash tests, and the injected
-//!   faults (a full disk under the store, a step held while the homeserver restarts).
-//!   They, and the skewed clock, exist only with the `test-hooks` feature, which the
-//!   tests turn on and release builds leave off; without it every point is a no-op.
-//! - [`dev`]: `cordon demo`'s embedded dev mode: a throwaway Synapse on loopback,
-//!   matrix-sdk users playing the people, cordon as its own process, and the scripted
-//!   incident. Never used by `cordon run`.
-//! - [`diagnostic`]: one located error (`file:line:col: error: message`) with its source
-//!   line, shared by everything that reads files written by people.
-//! - [`yaml`]: bounded YAML loading (size, depth and alias limits) that turns every
-//!   syntax or shape problem into [`diagnostic::Diagnostic`]s.
-//! - [`playbook`]: the playbook language planners write: schema, semantic validation,
-//!   `cordon check`, and the JSON Schema export for editors.
-//! - [`config`]: the bot's own configuration, read in two phases (raw file, then a
-//!   validated form built once).
-//! - [`command`]: the chat grammar (`!cordon declare …`), a clap-derived enum whose doc
-//!   comments are the help text.
-//! - [`incident`]: the incident lifecycle state machine and pure planning.
-//! - [`trust`]: who is verified: enrolment (`cordon verify` by emoji comparison or
-//!   fingerprint, over the bot's admin socket or offline), revocation, the standing of a
-//!   person and of a command's sending device, and `cordon recover`.
-//! - [`guard`]: watches every incident room and reconciles it against cordon's own
-//!   records: bans whoever cordon did not let in, reverts forged state, alerts on
-//!   identity changes and unverified devices.
-//! - [`schedule`]: durable timers (deadlines, cron), catch-up after downtime, retries.
+//! Layers whose imports point one way (docs/architecture.md, "Shape"); each module's
+//! opening comment says what it holds and what it may use.
+//!
+//! - [`app`]: the running bot (`cordon run`): start-up, sync, command handling, the
+//!   resumable provisioning pipeline, the scheduler's jobs, and [`app::guard`], which
+//!   reconciles every incident room against cordon's own records.
+//! - [`schedule`]: the scheduler task that runs the jobs from the durable timers.
+//! - [`trust`]: who is verified: enrolment (`cordon verify`), revocation, the standing of
+//!   a person and of a command's sending device, and `cordon recover`.
 //! - [`retention`]: the retention sweep: redacts every message older than the window,
 //!   sealing it first when the playbook asks, resumable and rate-limit aware.
+//! - [`metrics`]: Prometheus metrics and the `/metrics` and `/healthz` listener.
+//! - [`dev`]: `cordon demo`'s dev mode: a throwaway Synapse on loopback, matrix-sdk users
+//!   playing the people, cordon as its own process. Never used by `cordon run`.
+//! - [`matrix`]: matrix-sdk and the Synapse admin API.
 //! - [`store`]: redb tables for incidents, rooms, timers and the hash-chained audit log.
+//! - [`archive`]: the sealed archive and the pre-seal segments: write, verify, open.
+//! - [`domain`]: pure rules on plain data (ruma ids only): incidents, the chat grammar,
+//!   schedule rules, the transcript format.
+//! - [`input`]: what people write (playbooks, the config), read in two phases with every
+//!   problem located as `file:line:col: error: message`.
+//! - [`clock`], [`failpoint`]: the injectable clock, and the fault-test hooks, which
+//!   exist only with the `test-hooks` feature (the tests turn it on, release builds
+//!   leave it off; without it every point is a no-op).
 //!
-//! The command line (`src/main.rs`, `src/cli/`) is the binary's own: it parses,
-//! dispatches to one file per subcommand, and maps outcomes to exit codes.
+//! The command line (`src/main.rs`) is the binary's own: it parses, calls one thing per
+//! subcommand, and maps outcomes to exit codes.
 //!
 //! What only tests and benchmarks use is not here: the integration tests, the attack
 //! tooling, the benchmarks (`cordon-bench`) and the fuzz properties live in the workspace
 //! crate `cordon-testkit` (`testkit/`), which depends on this one and never the reverse.
-//!
-//! Pure logic takes plain data and returns plans; only the Matrix layer performs I/O.
 
 #![recursion_limit = "256"]
 

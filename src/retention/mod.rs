@@ -9,8 +9,9 @@
 //!   sweep stops, when the next one is due, and each redaction's transaction id.
 //! - [`rate_limit`]: 429 handling (`Retry-After`), shared by one sweep's requests, and
 //!   how it differs from matrix-sdk's own retries.
-//! - [`segment`]: pre-seal segments, age-encrypted JSON Lines in the archive's
-//!   transcript format (`docs/archive-format.md`).
+//! - Pre-seal segments (what a sweep seals before it redacts) are the archive's:
+//!   [`crate::archive::segment`], in the transcript format of
+//!   [`crate::domain::transcript`] (`docs/archive-format.md`).
 //! - [`sweep`]: the job itself, [`sweep_room`].
 //!
 //! # How a sweep runs

@@ -13,7 +13,7 @@
 //! | `meta` | `&str` | JSON: `schema_version` (number), `audit_head` (`{"seq","hash"}`), `outbox_seq` (number) |
 //! | `incidents` | incident id (`&str`) | [`Incident`] JSON |
 //! | `rooms` | (incident id, room key) (`(&str, &str)`) | [`RoomRecord`] JSON |
-//! | `timers` | timer id (`&str`) | [`Timer`] JSON |
+//! | `timers` | timer id (`&str`) | [`Timer`](crate::domain::schedule::Timer) JSON |
 //! | `processed_events` | Matrix event id (`&str`) | handled at, Unix ms (`i64`) |
 //! | `outbox` | intent key (`&str`) | [`OutboxEntry`] JSON |
 //! | `audit` | seq (`u64`, from 1) | [`AuditEntry`] JSON (see [`audit`] for the chain) |

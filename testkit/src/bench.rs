@@ -1,6 +1,6 @@
-//! `cordon bench declare`: how long a declare takes, against a raw-HTTP baseline
-//! measured in the same run on the same Synapse. `cordon bench sweep` is in [`sweep`],
-//! `cordon bench standdown` in [`standdown`].
+//! `cordon-bench declare`: how long a declare takes, against a raw-HTTP baseline
+//! measured in the same run on the same Synapse. `cordon-bench sweep` is in [`sweep`],
+//! `cordon-bench standdown` in [`standdown`].
 //!
 //! cordon's time runs from the command event to the summary cordon posts once the last
 //! invite and every briefing are confirmed (both server timestamps, so client sync
@@ -44,7 +44,7 @@ pub enum BenchError {
     Other(String),
 }
 
-/// Options of `cordon bench declare`.
+/// Options of `cordon-bench declare`.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
     /// The `cordon` binary.

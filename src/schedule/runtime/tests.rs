@@ -429,7 +429,7 @@ async fn jobs_of_one_incident_never_overlap_but_other_incidents_run_alongside() 
     }
 }
 
-/// Found by `cordon bench load`: with 200 rooms' sweeps due again and again, the job
+/// Found by `cordon-bench load`: with 200 rooms' sweeps due again and again, the job
 /// slots went to the earliest due sweeps, so no reminder fired and stand-downs waited
 /// minutes; and then, with posts put first, the briefing re-posts starved the sweeps.
 /// The lifecycle now goes first, and posts and sweeps take turns.

@@ -1,4 +1,4 @@
-//! `cordon bench load`: many incidents at once, from several commanders, on a real
+//! `cordon-bench load`: many incidents at once, from several commanders, on a real
 //! Synapse, with traffic, sweeps and reminders running, then all stood down.
 //!
 //! 1. **Baseline**, in the same run: one incident declared on its own, then stood down,
@@ -36,7 +36,7 @@ pub const RSS_TARGET_MIB: f64 = 150.0;
 /// The retention window of the load playbook: short, so sweeps run during the traffic.
 const RETENTION: &str = "1m";
 
-/// Options of `cordon bench load`.
+/// Options of `cordon-bench load`.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     /// The `cordon` binary.

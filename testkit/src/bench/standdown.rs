@@ -1,4 +1,4 @@
-//! `cordon bench standdown`: a whole stand-down, from the command to rooms destroyed
+//! `cordon-bench standdown`: a whole stand-down, from the command to rooms destroyed
 //! with a verified archive, against a raw-HTTP baseline that only pages the same amount
 //! of history and deletes the rooms, in the same run on the same Synapse.
 //!
@@ -40,7 +40,7 @@ const POLL: Duration = Duration::from_millis(500);
 /// Raw messages in flight while seeding the baseline's rooms.
 const SEED_CONCURRENCY: usize = 16;
 
-/// Options of `cordon bench standdown`.
+/// Options of `cordon-bench standdown`.
 #[derive(Debug, Clone)]
 pub struct StandDownBenchOptions {
     /// The `cordon` binary.

@@ -1,4 +1,4 @@
-//! `cordon bench sweep`: a retention sweep over a backlog of due events, against a
+//! `cordon-bench sweep`: a retention sweep over a backlog of due events, against a
 //! raw-HTTP baseline sending the same redactions in the same run on the same Synapse.
 //!
 //! Each run seeds two identical rooms with `events` plaintext `m.room.message` events
@@ -37,7 +37,7 @@ use cordon::store::Store;
 /// The retention window the sweep is told (only its reason and next due time use it).
 const WINDOW: Duration = Duration::from_secs(12 * 3600);
 
-/// Options of `cordon bench sweep`.
+/// Options of `cordon-bench sweep`.
 #[derive(Debug, Clone)]
 pub struct SweepBenchOptions {
     /// Runs of each (cordon and baseline).

@@ -93,7 +93,7 @@ async fn healthz_fails_while_synapse_is_down_and_recovers_when_it_is_back() {
     w.stop_bot();
 }
 
-/// The short version of `cordon bench load`: a few incidents at once from two
+/// The short version of `cordon-bench load`: a few incidents at once from two
 /// commanders, traffic with a sweep and a reminder running, then all stood down. No
 /// timing is asserted; what must hold is that nothing is lost or left unanswered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
