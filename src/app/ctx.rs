@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use matrix_sdk::ruma::events::room::member::MembershipState;
 use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId, RoomId};
 use matrix_sdk::{Client, Room};
 use serde_json::json;
@@ -21,7 +22,6 @@ use crate::input::playbook::Playbook;
 use crate::matrix::admin::{RateLimits, SynapseAdmin};
 use crate::matrix::{self, MatrixError};
 use crate::store::{Store, StoreError};
-use matrix_sdk::ruma::events::room::member::MembershipState;
 
 /// Why the bot could not start or had to stop.
 #[derive(Debug, thiserror::Error)]

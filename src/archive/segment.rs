@@ -267,6 +267,17 @@ mod tests {
     }
 
     #[test]
+    fn lines_are_encoded_one_object_per_line() {
+        let bytes = encode_lines(&[line("$e", "BP 90/60\nsecond line")]).unwrap();
+        // One object per line: the newline in the body is escaped.
+        assert_eq!(bytes.iter().filter(|b| **b == b'\n').count(), 1);
+        assert_eq!(
+            decode_lines(&bytes[..]).unwrap(),
+            vec![line("$e", "BP 90/60\nsecond line")]
+        );
+    }
+
+    #[test]
     fn room_keys_that_could_escape_are_refused() {
         let incident = IncidentId::parse("mc-4k7p").unwrap();
         for bad in ["", "../x", "a/b", "-x", "A", "a b"] {
