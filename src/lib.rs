@@ -31,8 +31,9 @@
 //!   exist only with the `test-hooks` feature (the tests turn it on, release builds
 //!   leave it off; without it every point is a no-op).
 //!
-//! The command line (`src/main.rs`) is the binary's own: it parses, calls one thing per
-//! subcommand, and maps outcomes to exit codes.
+//! The command line (`src/main.rs` and `src/cli/`, a file per subcommand) is the
+//! binary's own: it parses, calls one thing per subcommand, and maps outcomes to exit
+//! codes.
 //!
 //! What only tests and benchmarks use is not here: the integration tests, the attack
 //! tooling, the benchmarks (`cordon-bench`) and the fuzz properties live in the workspace

@@ -22,7 +22,7 @@ use matrix_sdk::ruma::events::{AnySyncMessageLikeEvent, AnySyncTimelineEvent};
 use matrix_sdk::ruma::{EventId, UserId};
 use tracing::{info, warn};
 
-use super::chat::{Incoming, refuse, reply, send_once, user_ids};
+use super::chat::{CommandError, Done, Incoming, send_once, user_ids};
 use super::ctx::{Bot, BotError, millis_to_utc};
 use crate::domain::command::EventRef;
 use crate::domain::incident::plan::format_time;
@@ -196,7 +196,10 @@ impl Marking<'_> {
             }
             TranscribedOutcome::Marked(_) => {
                 let id = &self.incident.id;
-                let _ = bot.disarm(&timer_plan::advice_id(id, self.target.as_str()));
+                if let Err(e) = bot.disarm(&timer_plan::advice_id(id, self.target.as_str())) {
+                    // The reminder then fires once more and finds the advice transcribed.
+                    warn!(error = %e, "store: disarming a transcribed advice's reminder");
+                }
                 info!(incident = %id, room = %self.record.key, "advice marked transcribed");
                 Ok(format!("Marked transcribed: {link}. Thank you."))
             }
@@ -256,7 +259,12 @@ fn store_trouble(e: &dyn std::fmt::Display) -> String {
 
 /// `advice <link>` and `transcribed <link>`, in an incident room or in the control room
 /// (with a link that names the incident room).
-pub(crate) async fn command(bot: &Arc<Bot>, incoming: &Incoming, event: &EventRef, mark: bool) {
+pub(crate) async fn command(
+    bot: &Arc<Bot>,
+    incoming: &Incoming,
+    event: &EventRef,
+    mark: bool,
+) -> Result<Done, CommandError> {
     let room = match &event.room {
         None => Some(incoming.room.clone()),
         Some(r) => matrix_sdk::ruma::OwnedRoomId::try_from(r.as_str())
@@ -265,17 +273,12 @@ pub(crate) async fn command(bot: &Arc<Bot>, incoming: &Incoming, event: &EventRe
     };
     let found = room.and_then(|room| incident_room(bot, &room).map(|(r, i)| (room, r, i)));
     let Some((room, record, incident)) = found else {
-        refuse(
-            bot,
-            incoming,
-            None,
+        return Err(CommandError::refused(
             "not-incident-room",
             "That message is not in one of the incident rooms. Use the message's link \
              (Share → Copy link), or send the command in the incident room. Nothing was \
              changed.",
-        )
-        .await;
-        return;
+        ));
     };
     if incident.state != State::Active {
         let text = format!(
@@ -283,20 +286,19 @@ pub(crate) async fn command(bot: &Arc<Bot>, incoming: &Incoming, event: &EventRe
             incident.id.as_str(),
             incident.state.as_str()
         );
-        refuse(bot, incoming, Some(&incident.id), "not-active", &text).await;
-        return;
+        return Err(CommandError::refused_about(
+            &incident.id,
+            "not-active",
+            text,
+        ));
     }
     if !is_member(bot, &record, &incident, &incoming.sender) && !bot.is_operator(&incoming.sender) {
-        refuse(
-            bot,
-            incoming,
-            Some(&incident.id),
+        return Err(CommandError::refused_about(
+            &incident.id,
             "not-member",
             "Only members of that incident room can flag advice or mark it transcribed. \
              Nothing was changed.",
-        )
-        .await;
-        return;
+        ));
     }
     let marking = Marking {
         record: &record,
@@ -309,11 +311,12 @@ pub(crate) async fn command(bot: &Arc<Bot>, incoming: &Incoming, event: &EventRe
     let kind = if mark { Kind::Transcribed } else { Kind::Flag };
     let outcome = marking.apply(bot, kind).await;
     match outcome {
-        Ok(text) => reply(bot, incoming, Some(&incident.id), &text).await,
-        Err(text) => {
-            let text = format!("{text} Nothing was changed.");
-            refuse(bot, incoming, Some(&incident.id), "advice", &text).await;
-        }
+        Ok(text) => Ok(Done::Reply(text)),
+        Err(text) => Err(CommandError::refused_about(
+            &incident.id,
+            "advice",
+            format!("{text} Nothing was changed."),
+        )),
     }
 }
 

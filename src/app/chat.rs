@@ -15,8 +15,9 @@ use tracing::{error, warn};
 
 use super::ctx::{Bot, BotError};
 use crate::domain::command::{Command, Rejection};
-use crate::domain::incident::{Incident, IncidentId};
+use crate::domain::incident::IncidentId;
 use crate::matrix::rooms::{self, notice};
+use crate::store::Effect;
 use crate::trust::sender::SenderDevice;
 
 /// A command message as it arrived.
@@ -48,33 +49,88 @@ pub async fn reply(bot: &Arc<Bot>, incoming: &Incoming, incident: Option<&Incide
     }
 }
 
+/// What a command's workflow did, when it did what was asked.
+#[derive(Debug)]
+pub(crate) enum Done {
+    /// Answer with this.
+    Reply(String),
+    /// The workflow answered itself (the declare summary, the stand-down notice).
+    Answered,
+}
+
+/// Why a command did not do what was asked. The dispatcher turns each into the answer
+/// and, for a refusal, the one `command.refused` audit entry ([`audit_refusal`]).
+#[derive(Debug)]
+pub(crate) enum CommandError {
+    /// Refused before anything changed: audited with `code`, answered with `text`.
+    Refused {
+        /// Why, for the audit log (`not-allowed`, `stale`, `not-active` …).
+        code: String,
+        /// The answer.
+        text: String,
+        /// The incident it is about, when the workflow found it (otherwise the one the
+        /// dispatcher resolved, if any).
+        incident: Option<IncidentId>,
+    },
+    /// Not done, answered with this, and nothing to audit: a question back (which
+    /// incident?), a state that does not allow it yet, a store that could not be read.
+    NotDone(String),
+    /// The work failed part-way: what was done is recorded, and sending the command
+    /// again finishes it (every step is safe to repeat).
+    Failed(BotError),
+    /// Neither run nor answered: a copy already handled, or a sender over their budget.
+    Dropped,
+}
+
+impl CommandError {
+    /// A refusal, audited as `code`.
+    pub(crate) fn refused(code: impl Into<String>, text: impl Into<String>) -> Self {
+        Self::Refused {
+            code: code.into(),
+            text: text.into(),
+            incident: None,
+        }
+    }
+
+    /// A refusal about `incident`, audited as `code`.
+    pub(crate) fn refused_about(
+        incident: &IncidentId,
+        code: impl Into<String>,
+        text: impl Into<String>,
+    ) -> Self {
+        Self::Refused {
+            code: code.into(),
+            text: text.into(),
+            incident: Some(incident.clone()),
+        }
+    }
+}
+
+impl From<BotError> for CommandError {
+    fn from(e: BotError) -> Self {
+        Self::Failed(e)
+    }
+}
+
+impl From<crate::store::StoreError> for CommandError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::Failed(e.into())
+    }
+}
+
+/// An answer that says nothing was done.
+impl From<String> for CommandError {
+    fn from(text: String) -> Self {
+        Self::NotDone(text)
+    }
+}
+
 /// The valid Matrix user ids among `users` (mentions for notices).
 pub(crate) fn user_ids(users: &[&str]) -> Vec<OwnedUserId> {
     users
         .iter()
         .filter_map(|u| OwnedUserId::try_from(*u).ok())
         .collect()
-}
-
-/// True when the sender is the incident's commander or an operator; otherwise refuses
-/// (audited, answered) with "Only the commander … or an operator can {action}." and
-/// returns false.
-pub(crate) async fn commander_or_operator(
-    bot: &Arc<Bot>,
-    incoming: &Incoming,
-    incident: &Incident,
-    action: &str,
-) -> bool {
-    if incident.commander == incoming.sender.as_str() || bot.is_operator(&incoming.sender) {
-        return true;
-    }
-    let text = format!(
-        "Only the commander of {} ({}) or an operator can {action}. Nothing was changed.",
-        incident.id.as_str(),
-        incident.commander
-    );
-    refuse(bot, incoming, Some(&incident.id), "not-allowed", &text).await;
-    false
 }
 
 /// Sends `content` in `room` at most once under the idempotency `key`: the intent and
@@ -90,8 +146,9 @@ pub async fn send_once(
     let entry = bot.store.outbox_put(
         key,
         incident,
-        "send",
-        json!({ "room": room.room_id() }),
+        Effect::Send {
+            room: room.room_id().to_string(),
+        },
         now,
     )?;
     if let Some(event) = entry
@@ -120,6 +177,19 @@ pub(crate) async fn refuse(
     why: &str,
     text: &str,
 ) {
+    audit_refusal(bot, incoming, incident, why);
+    reply(bot, incoming, incident, text).await;
+}
+
+/// Writes a refused command's audit entry (`command.refused`, with `why`), the one
+/// place it is written. A failure is logged: the refusal is still answered, since the
+/// sender must learn that nothing was done.
+pub(crate) fn audit_refusal(
+    bot: &Bot,
+    incoming: &Incoming,
+    incident: Option<&IncidentId>,
+    why: &str,
+) {
     let audited = bot.store.audit(
         incoming.sender.as_str(),
         "command.refused",
@@ -133,8 +203,14 @@ pub(crate) async fn refuse(
         bot.now(),
     );
     if let Err(e) = audited {
-        // The refusal is still answered: the sender must learn that nothing was done.
         error!(error = %e, why, "could not audit a refused command");
     }
-    reply(bot, incoming, incident, text).await;
+}
+
+/// Marks a command as handled without running it (it is being refused or dropped), so
+/// that it is not answered twice. A store failure is logged; the refusal still stands.
+pub(crate) fn mark_handled(bot: &Bot, incoming: &Incoming, now: DateTime<Utc>) {
+    if let Err(e) = bot.store.mark_processed(incoming.event_id.as_str(), now) {
+        error!(error = %e, "store: marking a refused command as handled");
+    }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use tracing::info;
 
-use super::chat::{Incoming, commander_or_operator, refuse, reply, send_once};
+use super::chat::{CommandError, Done, Incoming, send_once};
 use super::ctx::declared_playbook;
 use super::ctx::{ACTOR, Bot, BotError};
 use crate::domain::incident::plan::{format_remaining, format_time};
@@ -135,19 +135,16 @@ fn extension_left(incident: &Incident, playbook: &crate::input::playbook::Playbo
     playbook.duration.extend_max.saturating_sub(used)
 }
 
-/// `extend [incident] <duration>`: the commander (or an operator) moves the expiry
-/// later, up to the playbook's `extend_max` in total. Audited; a request beyond the
+/// `extend [incident] <duration>`: the commander (or an operator; the dispatcher checks)
+/// moves the expiry later, up to the playbook's `extend_max` in total. Audited; a request beyond the
 /// bound is refused with what is left.
 pub(crate) async fn extend(
     bot: &Arc<Bot>,
     incoming: &Incoming,
     incident: Incident,
     by: Duration,
-) -> Result<(), BotError> {
+) -> Result<Done, CommandError> {
     let id = &incident.id;
-    if !commander_or_operator(bot, incoming, &incident, "extend it").await {
-        return Ok(());
-    }
     if incident.state != State::Active {
         let text = format!(
             "{} is {}: only an active incident can be extended. Nothing was changed. \
@@ -156,8 +153,7 @@ pub(crate) async fn extend(
             incident.state.as_str(),
             id.as_str(),
         );
-        refuse(bot, incoming, Some(id), "not-active", &text).await;
-        return Ok(());
+        return Err(CommandError::refused("not-active", text));
     }
     let playbook = declared_playbook(bot, id)?;
     let max = playbook.duration.extend_max;
@@ -193,8 +189,7 @@ pub(crate) async fn extend(
                 format_duration(left).replace(' ', ""),
             )
         };
-        refuse(bot, incoming, Some(id), "beyond-bound", &text).await;
-        return Ok(());
+        return Err(CommandError::refused("beyond-bound", text));
     }
     let new_expiry = incident
         .expires_at
@@ -234,6 +229,5 @@ pub(crate) async fn extend(
         format_remaining(extended.expires_at, now),
         format_duration(left)
     );
-    reply(bot, incoming, Some(id), &text).await;
-    Ok(())
+    Ok(Done::Reply(text))
 }

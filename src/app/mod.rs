@@ -6,7 +6,8 @@
 //! found by paging back through each control room, and incidents left half-provisioned
 //! are resumed. Then it syncs until SIGTERM or ctrl-c.
 //!
-//! - `commands`: chat commands, checked in DESIGN.md's order, each answered.
+//! - `dispatch`: chat commands, checked in DESIGN.md's order, run, each answered once;
+//!   `resolve` finds the incident a command is about; `declare` starts one.
 //! - `provision`: the resumable provisioning pipeline behind `declare`.
 //! - `status`: the `status` reply.
 //! - `attachments`: notes every attachment address sync delivers in an incident room,
@@ -16,10 +17,11 @@
 mod advice;
 mod attachments;
 mod chat;
-pub(crate) mod commands;
 mod ctx;
 mod deadlines;
+mod declare;
 mod destroy;
+mod dispatch;
 mod forget;
 pub mod guard;
 mod health;
@@ -27,6 +29,7 @@ mod jobs;
 mod pins;
 mod provision;
 mod reminders;
+mod resolve;
 mod roster;
 mod seal;
 mod standdown;
@@ -209,7 +212,7 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
     info!("first sync done; catching up");
 
     catch_up_invites(&bot).await;
-    commands::catch_up(&bot).await;
+    dispatch::catch_up(&bot).await;
     resume_incidents(&bot).await;
     crate::app::guard::reconcile_all(&bot).await;
     roster::replay_invites(&bot).await;
@@ -467,7 +470,7 @@ async fn on_message(
             encryption,
             parsed,
         };
-        commands::handle(b, incoming).await
+        dispatch::handle(b, incoming).await
     })
     .await;
 }
@@ -531,26 +534,31 @@ async fn handle_invite(bot: &Arc<Bot>, room: &Room, inviter: &OwnedUserId) {
     let body = "cordon is here. This is now a control room: incident commanders can \
                 declare incidents here. Type `!cordon help` to see what I can do.";
     let key = format!("control/{room_id}/hello");
-    let _ = chat::send_once(
+    if let Err(e) = chat::send_once(
         bot,
         room,
         &key,
         None,
         crate::matrix::rooms::notice(body, &[]),
     )
-    .await;
+    .await
+    {
+        warn!(error = %e, "could not greet a new control room");
+    }
 }
 
 /// Declines an invite (or leaves a room joined to inspect it), and audits why.
 async fn decline(bot: &Arc<Bot>, room: &Room, inviter: &OwnedUserId, why: &str) {
     info!(why, "declining invite");
-    let _ = bot.store.audit(
+    if let Err(e) = bot.store.audit(
         ACTOR,
         "invite.declined",
         None,
         serde_json::json!({ "room": room.room_id(), "inviter": inviter, "why": why }),
         bot.now(),
-    );
+    ) {
+        error!(error = %e, "store: auditing a declined invite");
+    }
     if let Err(e) = room.leave().await {
         warn!(error = %e, "could not decline the invite");
     }

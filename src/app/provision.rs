@@ -26,7 +26,7 @@ use crate::input::playbook::Verification;
 use crate::matrix::MatrixError;
 use crate::matrix::admin::Account;
 use crate::matrix::rooms::{self, InviteOutcome, notice};
-use crate::store::{OutboxIntent, RoomRecord, RoomStatus, RosterEntry, RosterStatus};
+use crate::store::{Effect, OutboxIntent, RoomRecord, RoomStatus, RosterEntry, RosterStatus};
 use crate::trust::{self, Trust};
 
 /// How many invites (and identity checks) go out at once, across every incident
@@ -87,7 +87,11 @@ pub async fn run(bot: Arc<Bot>, id: IncidentId) {
                     );
                     let mention: Vec<OwnedUserId> = commander(&incident).into_iter().collect();
                     let key = format!("{}/provision/failed", id.as_str());
-                    let _ = send_once(&bot, &room, &key, Some(&id), notice(&body, &mention)).await;
+                    if let Err(e) =
+                        send_once(&bot, &room, &key, Some(&id), notice(&body, &mention)).await
+                    {
+                        warn!(error = %e, "could not say that provisioning stopped");
+                    }
                 }
                 break;
             }
@@ -322,8 +326,11 @@ async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
         .iter()
         .map(|(room, inv, key)| OutboxIntent {
             key: key.clone(),
-            kind: "invite".into(),
-            payload: json!({ "room": room.room_id(), "user": inv.user, "roles": inv.roles }),
+            effect: Effect::Invite {
+                room: room.room_id().to_string(),
+                user: inv.user.to_string(),
+                roles: inv.roles.clone(),
+            },
         })
         .collect();
     let entries = bot.store.outbox_put_many(Some(id), &intents, bot.now())?;

@@ -14,7 +14,7 @@ use matrix_sdk::ruma::{OwnedUserId, UserId};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use super::chat::{Incoming, reply};
+use super::chat::{CommandError, Done, Incoming};
 use super::ctx::declared_playbook;
 use super::ctx::{ACTOR, Bot, BotError};
 use super::provision::unverified_reason;
@@ -23,7 +23,7 @@ use crate::domain::incident::{Event, Incident, State};
 use crate::input::playbook::Playbook;
 use crate::matrix::MatrixError;
 use crate::matrix::rooms::{self, InviteOutcome};
-use crate::store::{IncidentFilter, RoomRecord, RosterAudit, RosterEntry, RosterStatus};
+use crate::store::{Effect, IncidentFilter, RoomRecord, RosterAudit, RosterEntry, RosterStatus};
 use crate::trust::{self, Trust};
 
 /// One room a person is to be let into, as the plan has it.
@@ -77,11 +77,6 @@ fn seats_for(
     Ok(seats)
 }
 
-/// Who may change the roster: the incident's commander, or an operator.
-fn may_manage(bot: &Bot, incident: &Incident, sender: &UserId) -> bool {
-    incident.commander == sender.as_str() || bot.is_operator(sender)
-}
-
 fn check_open(incident: &Incident) -> Result<(), String> {
     match incident.state {
         State::Active => Ok(()),
@@ -102,46 +97,21 @@ fn check_open(incident: &Incident) -> Result<(), String> {
 pub(super) async fn add(
     bot: &Arc<Bot>,
     incoming: &Incoming,
-    incident: Incident,
-    user: OwnedUserId,
-    role: &str,
-) {
-    let text = match add_inner(bot, incoming, &incident, &user, role).await {
-        Ok(text) | Err(text) => text,
-    };
-    reply(bot, incoming, Some(&incident.id), &text).await;
-}
-
-async fn add_inner(
-    bot: &Arc<Bot>,
-    incoming: &Incoming,
     incident: &Incident,
     user: &UserId,
     role: &str,
-) -> Result<String, String> {
+) -> Result<Done, CommandError> {
     let id = incident.id.as_str();
-    if !may_manage(bot, incident, &incoming.sender) {
-        return Err(refused(
-            bot,
-            incoming,
-            incident,
-            "not-allowed",
-            &format!(
-                "Only the commander of {id} ({}) or an operator can change its roster. Nothing was changed.",
-                incident.commander
-            ),
-        ));
-    }
     check_open(incident).map_err(|e| format!("{e} Nothing was changed."))?;
     let mut playbook = declared_playbook(bot, &incident.id).map_err(store_trouble)?;
     let Some(r) = playbook.roles.iter_mut().find(|r| r.id.as_str() == role) else {
         let roles: Vec<&str> = playbook.roles.iter().map(|r| r.id.as_str()).collect();
-        return Err(format!(
+        return Err(CommandError::NotDone(format!(
             "{} has no role `{}`. Nothing was changed. Roles: {}.",
             playbook.id,
             role,
             roles.join(", ")
-        ));
+        )));
     };
     if !r.holders.iter().any(|h| h == user) {
         r.holders.push(user.to_owned());
@@ -150,11 +120,11 @@ async fn add_inner(
     let commander = commander_of(incident)?;
     let seats = seats_for(bot, incident, &playbook, &commander, user).map_err(store_trouble)?;
     if seats.is_empty() {
-        return Err(format!(
+        return Err(CommandError::NotDone(format!(
             "The role {title} has no room in {id}. Nothing was changed. Choose a role that has \
              a room (`!cordon status {id}` lists the rooms), or ask the planners to add this \
              role to a room's `members`."
-        ));
+        )));
     }
     let standing = trust::status(&bot.client, &bot.store, user, true).await;
     if !standing.is_verified() {
@@ -188,12 +158,12 @@ async fn add_inner(
                 )
                 .map_err(store_trouble)?;
         }
-        return Err(format!(
+        return Err(CommandError::NotDone(format!(
             "{user} was not added: {}. An operator can enrol them in person with `cordon \
              verify {user}` (they are then invited as {title}), or in an emergency: \
              `!cordon admit {id} {user} --unverified --reason \"…\"`.",
             standing.reason()
-        ));
+        )));
     }
     let invited = let_in(
         bot,
@@ -207,10 +177,10 @@ async fn add_inner(
     )
     .await
     .map_err(|e| format!("I could not add {user}: {e}. Try again; nothing is sent twice."))?;
-    Ok(format!(
+    Ok(Done::Reply(format!(
         "Added {user} to {id} as {title}: invited to {}.",
         invited.join(", ")
-    ))
+    )))
 }
 
 /// `admit [incident] @user --unverified --reason …`: the audited emergency override
@@ -218,36 +188,11 @@ async fn add_inner(
 pub(super) async fn admit(
     bot: &Arc<Bot>,
     incoming: &Incoming,
-    incident: Incident,
-    user: OwnedUserId,
-    reason: &str,
-) {
-    let text = match admit_inner(bot, incoming, &incident, &user, reason).await {
-        Ok(text) | Err(text) => text,
-    };
-    reply(bot, incoming, Some(&incident.id), &text).await;
-}
-
-async fn admit_inner(
-    bot: &Arc<Bot>,
-    incoming: &Incoming,
     incident: &Incident,
     user: &UserId,
     reason: &str,
-) -> Result<String, String> {
+) -> Result<Done, CommandError> {
     let id = incident.id.as_str();
-    if incident.commander != incoming.sender.as_str() {
-        return Err(refused(
-            bot,
-            incoming,
-            incident,
-            "not-allowed",
-            &format!(
-                "Only the commander of {id} ({}) can admit someone unverified. Nothing was changed.",
-                incident.commander
-            ),
-        ));
-    }
     check_open(incident).map_err(|e| format!("{e} Nothing was changed."))?;
     let pending: Vec<RosterEntry> = bot
         .store
@@ -257,10 +202,10 @@ async fn admit_inner(
         .filter(|e| e.user == user.as_str() && matches!(e.status, RosterStatus::Pending { .. }))
         .collect();
     if pending.is_empty() {
-        return Err(format!(
+        return Err(CommandError::NotDone(format!(
             "{user} is not pending in {id}, so there is nobody to admit. To bring in \
              someone new, first `!cordon add {id} {user} --role <role>`."
-        ));
+        )));
     }
     let playbook = declared_playbook(bot, &incident.id).map_err(store_trouble)?;
     let mut with_holder = playbook.clone();
@@ -291,51 +236,27 @@ async fn admit_inner(
     )
     .await
     .map_err(|e| format!("I could not admit {user}: {e}. Try again; nothing is sent twice."))?;
-    Ok(format!(
+    Ok(Done::Reply(format!(
         "ADMITTED WITHOUT VERIFICATION: {user} into {id} ({}), on your authority: \
          \"{reason}\". This is in the audit log. cordon's own messages stay unreadable \
          to them until an operator enrols them in person.",
         invited.join(", ")
-    ))
+    )))
 }
 
 /// `remove [incident] @user`: takes a person out of every room of the incident.
 pub(super) async fn remove(
     bot: &Arc<Bot>,
     incoming: &Incoming,
-    incident: Incident,
-    user: OwnedUserId,
-) {
-    let text = match remove_inner(bot, incoming, &incident, &user).await {
-        Ok(text) | Err(text) => text,
-    };
-    reply(bot, incoming, Some(&incident.id), &text).await;
-}
-
-async fn remove_inner(
-    bot: &Arc<Bot>,
-    incoming: &Incoming,
     incident: &Incident,
     user: &UserId,
-) -> Result<String, String> {
+) -> Result<Done, CommandError> {
     let id = incident.id.as_str();
-    if !may_manage(bot, incident, &incoming.sender) {
-        return Err(refused(
-            bot,
-            incoming,
-            incident,
-            "not-allowed",
-            &format!(
-                "Only the commander of {id} ({}) or an operator can change its roster. Nothing was changed.",
-                incident.commander
-            ),
-        ));
-    }
     if incident.commander == user.as_str() {
-        return Err(format!(
+        return Err(CommandError::NotDone(format!(
             "{user} is the commander of {id}. Hand over first (`!cordon handover {id} \
              @someone`), then remove them. Nothing was changed."
-        ));
+        )));
     }
     check_open(incident).map_err(|e| format!("{e} Nothing was changed."))?;
     let why = format!("removed by {}", incoming.sender);
@@ -352,10 +273,10 @@ async fn remove_inner(
         })
         .collect();
     if entries.is_empty() {
-        return Err(format!(
+        return Err(CommandError::NotDone(format!(
             "{user} is not on the roster of {id}. Nothing was changed. Check the user id; \
              `!cordon status {id}` shows the rooms and who is in them."
-        ));
+        )));
     }
     bot.store
         .roster_put(
@@ -381,7 +302,10 @@ async fn remove_inner(
         }
         names.push(room_name(bot, incident, &e.room_key));
     }
-    Ok(format!("Removed {user} from {id}: {}.", names.join(", ")))
+    Ok(Done::Reply(format!(
+        "Removed {user} from {id}: {}.",
+        names.join(", ")
+    )))
 }
 
 /// `handover [incident] @user`: the commander role moves to a verified person, who is
@@ -389,47 +313,23 @@ async fn remove_inner(
 pub(super) async fn handover(
     bot: &Arc<Bot>,
     incoming: &Incoming,
-    incident: Incident,
-    user: OwnedUserId,
-) {
-    let text = match handover_inner(bot, incoming, &incident, &user).await {
-        Ok(text) | Err(text) => text,
-    };
-    reply(bot, incoming, Some(&incident.id), &text).await;
-}
-
-async fn handover_inner(
-    bot: &Arc<Bot>,
-    incoming: &Incoming,
     incident: &Incident,
     user: &UserId,
-) -> Result<String, String> {
+) -> Result<Done, CommandError> {
     let id = incident.id.as_str();
-    if !may_manage(bot, incident, &incoming.sender) {
-        return Err(refused(
-            bot,
-            incoming,
-            incident,
-            "not-allowed",
-            &format!(
-                "Only the commander of {id} ({}) or an operator can hand it over. Nothing was changed.",
-                incident.commander
-            ),
-        ));
-    }
     if incident.commander == user.as_str() {
-        return Err(format!(
+        return Err(CommandError::NotDone(format!(
             "{user} already commands {id}. Nothing was changed."
-        ));
+        )));
     }
     check_open(incident).map_err(|e| format!("{e} Nothing was changed."))?;
     let standing = trust::status(&bot.client, &bot.store, user, true).await;
     if !standing.is_verified() {
-        return Err(format!(
+        return Err(CommandError::NotDone(format!(
             "{user} cannot take command: {}. A commander must be verified; an operator \
              can enrol them in person with `cordon verify {user}`. Nothing was changed.",
             standing.reason()
-        ));
+        )));
     }
     let playbook = declared_playbook(bot, &incident.id).map_err(store_trouble)?;
     let seats = seats_for(bot, incident, &playbook, user, user).map_err(store_trouble)?;
@@ -457,11 +357,11 @@ async fn handover_inner(
         )
         .map_err(store_trouble)?;
     info!(incident = %incident.id, to = %user, "handed over");
-    Ok(format!(
+    Ok(Done::Reply(format!(
         "{user} now commands {id} (handed over by {}). They moderate every room: {}.",
         incoming.sender,
         invited.join(", ")
-    ))
+    )))
 }
 
 /// Lets pending holders who have since been enrolled into their rooms. Run after an
@@ -628,8 +528,11 @@ async fn let_in_keyed(
         bot.store.outbox_put(
             &outbox_key,
             Some(&incident.id),
-            INVITE,
-            json!({ "room": seat.room_id, "user": user, "reason": reason }),
+            Effect::RosterInvite {
+                room: seat.room_id.clone(),
+                user: user.to_string(),
+                reason: reason.clone(),
+            },
             bot.now(),
         )?;
         jobs.push((seat, reason, outbox_key));
@@ -664,9 +567,6 @@ async fn let_in_keyed(
     }
     Ok(names)
 }
-
-/// The outbox kind of a roster invite.
-const INVITE: &str = "roster-invite";
 
 /// Sends the invite behind the outbox intent `outbox_key` unless it is done; a ban left
 /// by the guard or an earlier removal is lifted first.
@@ -715,15 +615,20 @@ pub(crate) async fn replay_invites(bot: &Arc<Bot>) {
             return;
         }
     };
-    for entry in pending.into_iter().filter(|e| e.kind == INVITE) {
-        let p = &entry.payload;
-        let (Some(room_id), Some(user), Some(reason)) = (
-            p.get("room").and_then(|v| v.as_str()),
-            p.get("user")
-                .and_then(|v| v.as_str())
-                .and_then(|u| UserId::parse(u).ok()),
-            p.get("reason").and_then(|v| v.as_str()),
-        ) else {
+    for entry in &pending {
+        let Effect::RosterInvite {
+            room: room_id,
+            user,
+            reason,
+        } = &entry.effect
+        else {
+            continue;
+        };
+        let Ok(user) = UserId::parse(user.as_str()) else {
+            warn!(
+                key = entry.key,
+                "a pending invite names no valid user; skipping it"
+            );
             continue;
         };
         // Only once the roster lets them in: an intent whose roster change never
@@ -865,23 +770,6 @@ fn store_trouble(e: impl std::fmt::Display) -> String {
     )
 }
 
-/// Audits a refusal and returns its text.
-fn refused(bot: &Bot, incoming: &Incoming, incident: &Incident, why: &str, text: &str) -> String {
-    let _ = bot.store.audit(
-        incoming.sender.as_str(),
-        "command.refused",
-        Some(&incident.id),
-        json!({
-            "room": incoming.room.room_id(),
-            "event": incoming.event_id,
-            "why": why,
-            "command": incoming.parsed.as_ref().map(|c| c.name()).unwrap_or("unparsable"),
-        }),
-        bot.now(),
-    );
-    text.to_owned()
-}
-
 async fn notify_commander(bot: &Arc<Bot>, incident: &Incident, text: &str, key: &str) {
     let Some(room) = rooms::joined(&bot.client, &incident.control_room) else {
         return;
@@ -890,12 +778,15 @@ async fn notify_commander(bot: &Arc<Bot>, incident: &Incident, text: &str, key: 
         .into_iter()
         .collect();
     let key = format!("{}/{key}/notice", incident.id.as_str());
-    let _ = super::chat::send_once(
+    if let Err(e) = super::chat::send_once(
         bot,
         &room,
         &key,
         Some(&incident.id),
         rooms::notice(text, &mention),
     )
-    .await;
+    .await
+    {
+        warn!(error = %e, "could not tell the commander about a roster change");
+    }
 }

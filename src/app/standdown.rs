@@ -25,7 +25,7 @@ use matrix_sdk::Room;
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use super::chat::{Incoming, commander_or_operator, refuse, reply, send_once, user_ids};
+use super::chat::{CommandError, Done, Incoming, reply, send_once, user_ids};
 use super::ctx::declared_playbook;
 use super::ctx::{ACTOR, Bot, BotError};
 use super::deadlines::StandDownCause;
@@ -290,15 +290,13 @@ async fn freeze(
 }
 
 /// `standdown [incident]`: the commander (or an operator) stands the incident down now.
+/// Answered by the stand-down notice in the control room.
 pub(crate) async fn command(
     bot: &Arc<Bot>,
     incoming: &Incoming,
     incident: Incident,
-) -> Result<(), BotError> {
+) -> Result<Done, CommandError> {
     let id = &incident.id;
-    if !commander_or_operator(bot, incoming, &incident, "stand it down").await {
-        return Ok(());
-    }
     if !matches!(
         incident.state,
         State::Active | State::Failed | State::StandingDown
@@ -308,8 +306,7 @@ pub(crate) async fn command(
             id.as_str(),
             incident.state.as_str()
         );
-        refuse(bot, incoming, Some(id), "not-active", &text).await;
-        return Ok(());
+        return Err(CommandError::refused("not-active", text));
     }
     if incident.state == State::StandingDown {
         let step = bot
@@ -322,7 +319,8 @@ pub(crate) async fn command(
         );
         reply(bot, incoming, Some(id), &text).await;
     }
-    stand_down(bot, &incident, incoming.sender.as_str()).await
+    stand_down(bot, &incident, incoming.sender.as_str()).await?;
+    Ok(Done::Answered)
 }
 
 /// `retry [incident]`: the commander or an operator runs the step that failed again
@@ -331,11 +329,8 @@ pub(crate) async fn retry(
     bot: &Arc<Bot>,
     incoming: &Incoming,
     incident: Incident,
-) -> Result<(), BotError> {
+) -> Result<Done, CommandError> {
     let id = &incident.id;
-    if !commander_or_operator(bot, incoming, &incident, "retry it").await {
-        return Ok(());
-    }
     let Some(failure) = incident
         .failure
         .as_ref()
@@ -346,8 +341,7 @@ pub(crate) async fn retry(
             id.as_str(),
             incident.state.as_str()
         );
-        refuse(bot, incoming, Some(id), "not-failed", &text).await;
-        return Ok(());
+        return Err(CommandError::refused("not-failed", text));
     };
     let text = format!(
         "Retrying {} at the step that failed ({}: {}).",
@@ -359,6 +353,7 @@ pub(crate) async fn retry(
         .store
         .apply(id, Event::Retry, incoming.sender.as_str(), bot.now())?;
     info!(incident = %id, step = %retried.state, "retrying");
+    // Answered before the step runs again, so that its progress follows the answer.
     reply(bot, incoming, Some(id), &text).await;
     match retried.state {
         State::StandingDown => bot.arm(&timer_plan::standdown(id, bot.now()))?,
@@ -370,32 +365,19 @@ pub(crate) async fn retry(
         }
         _ => {}
     }
-    Ok(())
+    Ok(Done::Answered)
 }
 
-/// `hold [incident] --reason …`: the commander, an operator or a records officer places
-/// a legal hold. Retention sweeps pause until it is released.
+/// `hold [incident] --reason …`: the commander, an operator or a records officer (the
+/// dispatcher checks) places a legal hold. Retention sweeps pause until it is released.
 pub(crate) async fn hold(
     bot: &Arc<Bot>,
     incoming: &Incoming,
     incident: Incident,
     reason: &str,
-) -> Result<(), BotError> {
+) -> Result<Done, CommandError> {
     let id = &incident.id;
     let sender = &incoming.sender;
-    let allowed = incident.commander == sender.as_str()
-        || bot.is_operator(sender)
-        || bot.config.records_officers.contains(sender);
-    if !allowed {
-        let text = format!(
-            "Only the commander of {} ({}), an operator or a records officer can place a \
-             legal hold. Nothing was changed.",
-            id.as_str(),
-            incident.commander
-        );
-        refuse(bot, incoming, Some(id), "not-allowed", &text).await;
-        return Ok(());
-    }
     let was_held = incident.is_held();
     bot.store.apply(
         id,
@@ -419,32 +401,22 @@ pub(crate) async fn hold(
         id.as_str(),
         id.as_str()
     );
-    reply(bot, incoming, Some(id), &text).await;
-    Ok(())
+    Ok(Done::Reply(text))
 }
 
-/// `release [incident]`: an operator or a records officer releases the legal hold; the
+/// `release [incident]`: an operator or a records officer (the dispatcher checks)
+/// releases the legal hold; the
 /// retention sweeps resume at once.
 pub(crate) async fn release(
     bot: &Arc<Bot>,
     incoming: &Incoming,
     incident: Incident,
-) -> Result<(), BotError> {
+) -> Result<Done, CommandError> {
     let id = &incident.id;
     let sender = &incoming.sender;
-    if !(bot.is_operator(sender) || bot.config.records_officers.contains(sender)) {
-        let text = format!(
-            "Only an operator or a records officer can release the legal hold on {}. \
-             Nothing was changed.",
-            id.as_str()
-        );
-        refuse(bot, incoming, Some(id), "not-allowed", &text).await;
-        return Ok(());
-    }
     if !incident.is_held() {
         let text = format!("{} has no legal hold. Nothing was changed.", id.as_str());
-        refuse(bot, incoming, Some(id), "not-held", &text).await;
-        return Ok(());
+        return Err(CommandError::refused("not-held", text));
     }
     let (released, _) = bot.store.apply(
         id,
@@ -491,8 +463,7 @@ pub(crate) async fn release(
         "Legal hold on {} released: retention sweeps resume now.{next}",
         id.as_str()
     );
-    reply(bot, incoming, Some(id), &text).await;
-    Ok(())
+    Ok(Done::Reply(text))
 }
 
 /// Sets each room's topic again from the incident as it is now (after `extend`, whose

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use redb::ReadableTable;
 
-use super::records::{OutboxEntry, OutboxIntent};
+use super::records::{Effect, OutboxEntry, OutboxIntent};
 use super::{Store, StoreError, decode, encode, tables};
 use crate::domain::incident::IncidentId;
 
@@ -60,14 +60,12 @@ impl Store {
         &self,
         key: &str,
         incident: Option<&IncidentId>,
-        kind: &str,
-        payload: serde_json::Value,
+        effect: Effect,
         at: DateTime<Utc>,
     ) -> Result<OutboxEntry, StoreError> {
         let intent = OutboxIntent {
             key: key.to_owned(),
-            kind: kind.to_owned(),
-            payload,
+            effect,
         };
         let mut entries = self.outbox_put_many(incident, std::slice::from_ref(&intent), at)?;
         entries
@@ -109,8 +107,7 @@ impl Store {
                     // The time part keeps ids unique even if the store is ever rebuilt.
                     txn_id: format!("cordon.{}.{last}", at.timestamp_millis()),
                     incident: incident.cloned(),
-                    kind: intent.kind.clone(),
-                    payload: intent.payload.clone(),
+                    effect: intent.effect.clone(),
                     created_at: at,
                     done_at: None,
                     outcome: None,

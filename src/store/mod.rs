@@ -71,7 +71,7 @@ pub use audit::{AuditEntry, AuditHead, AuditProblem, AuditReport, GENESIS};
 pub use control::{ControlRoom, PlaybookSnapshot};
 pub use error::StoreError;
 pub use media::{MediaSeenIn, MediaSighting};
-pub use records::{IncidentFilter, OutboxEntry, OutboxIntent, RoomRecord, RoomStatus};
+pub use records::{Effect, IncidentFilter, OutboxEntry, OutboxIntent, RoomRecord, RoomStatus};
 pub use roster::{RosterAudit, RosterEntry, RosterStatus};
 pub use standdown::{StandDownRecord, StandDownStep};
 pub use sweeps::{LastSweep, SealSegment, SealedPage, SweepAudit, SweepCounts, SweepRecord};

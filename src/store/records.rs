@@ -60,10 +60,60 @@ pub struct RoomRecord {
 pub struct OutboxIntent {
     /// The idempotency key.
     pub key: String,
-    /// What kind of effect.
-    pub kind: String,
-    /// What to do, as JSON.
-    pub payload: serde_json::Value,
+    /// What to do.
+    pub effect: Effect,
+}
+
+/// What an outbox intent does, each kind with what it takes to do it (again, after a
+/// restart). Stored as `"kind": "<kind>", "payload": {…}` beside the entry's other
+/// fields, the shape entries have always had, so entries written before read unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "payload", rename_all = "kebab-case")]
+pub enum Effect {
+    /// A message sent once in `room` (its content is the caller's; the outcome keeps
+    /// the event id).
+    Send {
+        /// The room's Matrix id.
+        room: String,
+    },
+    /// A role holder invited while an incident is provisioned.
+    Invite {
+        /// The room's Matrix id.
+        room: String,
+        /// Who.
+        user: String,
+        /// The roles that bring them.
+        roles: Vec<String>,
+    },
+    /// Someone let in by a roster command (`add`, `handover`, `admit`); sent again at
+    /// start-up if cordon stopped before it was.
+    RosterInvite {
+        /// The room's Matrix id.
+        room: String,
+        /// Who.
+        user: String,
+        /// The invite's reason, as they see it.
+        reason: String,
+    },
+    /// Someone invited back by the guard after an operator verified them again; sent
+    /// again at start-up if cordon stopped before it was.
+    GuardReadmit {
+        /// The room's Matrix id.
+        room: String,
+        /// Who.
+        user: String,
+        /// The invite's reason, as they see it.
+        reason: String,
+    },
+    /// A guard alert, recorded before the guard acts and delivered at least once.
+    GuardAlert {
+        /// Its text.
+        body: String,
+        /// Who is mentioned.
+        mentions: Vec<String>,
+        /// The rooms it is posted in (Matrix ids).
+        rooms: Vec<String>,
+    },
 }
 
 /// An intended side effect, recorded before it is performed.
@@ -75,10 +125,9 @@ pub struct OutboxEntry {
     pub txn_id: String,
     /// The incident it belongs to, if any.
     pub incident: Option<IncidentId>,
-    /// What kind of effect (`send`, `create-room`, `redact` …).
-    pub kind: String,
-    /// What to do, as JSON.
-    pub payload: serde_json::Value,
+    /// What to do.
+    #[serde(flatten)]
+    pub effect: Effect,
     /// When it was recorded.
     pub created_at: DateTime<Utc>,
     /// When it was confirmed done; `None` while pending.

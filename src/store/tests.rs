@@ -180,7 +180,7 @@ fn reopen_after_drop_keeps_everything() {
             .unwrap();
         assert!(store.mark_processed("$ev1", t(2)).unwrap());
         store
-            .outbox_put("k1", Some(&inc.id), "send", json!({"body": "hi"}), t(3))
+            .outbox_put("k1", Some(&inc.id), send("!abc"), t(3))
             .unwrap();
         (inc.id, store.audit_head().unwrap().unwrap())
     };
@@ -1082,20 +1082,93 @@ fn processed_events_are_marked_once_and_pruned() {
     assert!(store.is_processed("$b").unwrap());
 }
 
+/// A message send to `room`, the simplest outbox effect.
+fn send(room: &str) -> Effect {
+    Effect::Send {
+        room: room.to_owned(),
+    }
+}
+
+#[test]
+fn outbox_effects_keep_the_stored_shape_of_kind_and_payload() {
+    // Each effect as entries have always been stored: `kind` and `payload` beside the
+    // entry's other fields. An entry written before the effects were typed reads back
+    // as its effect, and writing it again gives the same JSON.
+    let shapes = [
+        (
+            json!({ "kind": "send", "payload": { "room": "!r:hs" } }),
+            send("!r:hs"),
+        ),
+        (
+            json!({ "kind": "invite", "payload": { "room": "!r:hs", "user": "@a:hs", "roles": ["medic"] } }),
+            Effect::Invite {
+                room: "!r:hs".into(),
+                user: "@a:hs".into(),
+                roles: vec!["medic".into()],
+            },
+        ),
+        (
+            json!({ "kind": "roster-invite", "payload": { "room": "!r:hs", "user": "@a:hs", "reason": "added" } }),
+            Effect::RosterInvite {
+                room: "!r:hs".into(),
+                user: "@a:hs".into(),
+                reason: "added".into(),
+            },
+        ),
+        (
+            json!({ "kind": "guard-readmit", "payload": { "room": "!r:hs", "user": "@a:hs", "reason": "back" } }),
+            Effect::GuardReadmit {
+                room: "!r:hs".into(),
+                user: "@a:hs".into(),
+                reason: "back".into(),
+            },
+        ),
+        (
+            json!({ "kind": "guard-alert", "payload": { "body": "ALERT", "mentions": ["@c:hs"], "rooms": ["!r:hs"] } }),
+            Effect::GuardAlert {
+                body: "ALERT".into(),
+                mentions: vec!["@c:hs".into()],
+                rooms: vec!["!r:hs".into()],
+            },
+        ),
+    ];
+    for (shape, effect) in shapes {
+        let mut stored = json!({
+            "key": "k",
+            "txn_id": "cordon.1.1",
+            "incident": null,
+            "created_at": "2026-03-01T00:00:00Z",
+            "done_at": null,
+            "outcome": null,
+        });
+        for (k, v) in shape.as_object().unwrap() {
+            stored[k] = v.clone();
+        }
+        let entry: OutboxEntry = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(entry.effect, effect);
+        assert_eq!(serde_json::to_value(&entry).unwrap(), stored);
+    }
+    // A kind cordon does not know, or a payload missing a field, is a bad record, not
+    // a silently empty effect.
+    for bad in [
+        json!({ "kind": "redact", "payload": {} }),
+        json!({ "kind": "roster-invite", "payload": { "room": "!r:hs", "user": "@a:hs" } }),
+    ] {
+        assert!(
+            serde_json::from_value::<Effect>(bad.clone()).is_err(),
+            "{bad}"
+        );
+    }
+}
+
 #[test]
 fn outbox_intents_are_idempotent_and_resumable() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let a = store
-        .outbox_put("a", None, "send", json!({"n": 1}), t(1))
-        .unwrap();
-    let again = store
-        .outbox_put("a", None, "send", json!({"n": 2}), t(9))
-        .unwrap();
+    let a = store.outbox_put("a", None, send("!one"), t(1)).unwrap();
+    let again = store.outbox_put("a", None, send("!two"), t(9)).unwrap();
     assert_eq!(a, again);
-    let b = store
-        .outbox_put("b", None, "redact", json!({}), t(2))
-        .unwrap();
+    let b = store.outbox_put("b", None, send("!three"), t(2)).unwrap();
     assert_ne!(a.txn_id, b.txn_id);
     assert_eq!(
         store
@@ -1119,15 +1192,13 @@ fn outbox_intents_are_idempotent_and_resumable() {
     // A re-put after completion still returns the done entry, not a new intent.
     assert!(
         !store
-            .outbox_put("a", None, "send", json!({}), t(5))
+            .outbox_put("a", None, send("!four"), t(5))
             .unwrap()
             .is_pending()
     );
     assert_eq!(store.outbox_prune_done_before(t(4)).unwrap(), 1);
     assert!(store.outbox_get("a").unwrap().is_none());
-    let c = store
-        .outbox_put("c", None, "send", json!({}), t(6))
-        .unwrap();
+    let c = store.outbox_put("c", None, send("!five"), t(6)).unwrap();
     assert_ne!(c.txn_id, a.txn_id);
     assert_ne!(c.txn_id, b.txn_id);
 }

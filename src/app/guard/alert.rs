@@ -8,17 +8,14 @@
 
 use chrono::{DateTime, Utc};
 use matrix_sdk::ruma::OwnedUserId;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tracing::{error, warn};
 
 use crate::app::chat::send_once;
 use crate::app::ctx::Bot;
 use crate::domain::incident::Incident;
 use crate::matrix::rooms::{self, notice};
-use crate::store::OutboxEntry;
-
-/// The outbox kind of an alert intent.
-pub const KIND: &str = "guard-alert";
+use crate::store::{Effect, OutboxEntry};
 
 /// `at` in UTC and in the configured time zone, to the second:
 /// `2026-03-01 14:03:12 UTC (14:03:12 GMT, Europe/London)`.
@@ -377,16 +374,13 @@ fn targets(bot: &Bot, incident: &Incident) -> Vec<String> {
 /// text, mentions and target rooms), before the guard acts. An intent already recorded
 /// under `key` is returned unchanged.
 pub fn record(bot: &Bot, incident: &Incident, key: &str, body: &str) -> Option<OutboxEntry> {
-    let payload = json!({
-        "body": body,
-        "mentions": [incident.commander],
-        "rooms": targets(bot, incident),
-    });
+    let effect = Effect::GuardAlert {
+        body: body.to_owned(),
+        mentions: vec![incident.commander.clone()],
+        rooms: targets(bot, incident),
+    };
     let now = bot.now();
-    match bot
-        .store
-        .outbox_put(key, Some(&incident.id), KIND, payload, now)
-    {
+    match bot.store.outbox_put(key, Some(&incident.id), effect, now) {
         Ok(entry) => {
             // Counted once, when first recorded: a re-recorded intent keeps its time.
             if entry.created_at == now {
@@ -407,25 +401,20 @@ pub async fn deliver(bot: &Bot, entry: &OutboxEntry) {
     if !entry.is_pending() {
         return;
     }
-    let p = &entry.payload;
-    let body = p.get("body").and_then(Value::as_str).unwrap_or_default();
-    let mentions: Vec<OwnedUserId> = p
-        .get("mentions")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .filter_map(|u| OwnedUserId::try_from(u).ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    let targets: Vec<&str> = p
-        .get("rooms")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
+    let Effect::GuardAlert {
+        body,
+        mentions,
+        rooms: targets,
+    } = &entry.effect
+    else {
+        return;
+    };
+    let mentions: Vec<OwnedUserId> = mentions
+        .iter()
+        .filter_map(|u| OwnedUserId::try_from(u.as_str()).ok())
+        .collect();
     let mut complete = true;
-    for room_id in targets {
+    for room_id in targets.iter().map(String::as_str) {
         let Some(room) = rooms::joined(&bot.client, room_id) else {
             warn!(
                 room = room_id,
@@ -461,7 +450,10 @@ pub async fn resume(bot: &Bot) {
             return;
         }
     };
-    for entry in pending.iter().filter(|e| e.kind == KIND) {
+    for entry in pending
+        .iter()
+        .filter(|e| matches!(e.effect, Effect::GuardAlert { .. }))
+    {
         deliver(bot, entry).await;
     }
 }

@@ -19,7 +19,7 @@ use super::alert::{self, IdentityAction};
 use crate::app::ctx::{ACTOR, Bot};
 use crate::input::playbook::IdentityChange;
 use crate::matrix::rooms::{self, InviteOutcome};
-use crate::store::{RosterAudit, RosterEntry, RosterStatus};
+use crate::store::{Effect, RosterAudit, RosterEntry, RosterStatus};
 use crate::trust::{self, Trust};
 
 /// The roster reason of a member removed because their identity changed.
@@ -32,9 +32,6 @@ pub const REVOKED: &str = "enrolment revoked";
 /// is still under way. Later, a removed person back in the room was let in by someone
 /// other than cordon.
 pub const REMOVAL_GRACE: TimeDelta = TimeDelta::seconds(60);
-
-/// The outbox kind of an invite back after re-verification.
-const READMIT: &str = "guard-readmit";
 
 /// What the guard makes of one joined or invited member.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -403,10 +400,14 @@ pub(super) async fn readmit(bot: &Arc<Bot>, user: &UserId) {
                  patient record.",
                 seats.incident.display_name
             );
-            let payload = json!({ "room": e.room_id, "user": user, "reason": reason });
+            let effect = Effect::GuardReadmit {
+                room: e.room_id.clone(),
+                user: user.to_string(),
+                reason,
+            };
             match bot
                 .store
-                .outbox_put(&key, Some(&seats.incident.id), READMIT, payload, now)
+                .outbox_put(&key, Some(&seats.incident.id), effect, now)
             {
                 Ok(entry) => intents.push(entry),
                 Err(e) => error!(error = %e, "store: recording an invite back"),
@@ -467,14 +468,19 @@ async fn send_readmit(bot: &Bot, intent: &crate::store::OutboxEntry) {
     if !intent.is_pending() {
         return;
     }
-    let p = &intent.payload;
-    let (Some(room_id), Some(user), Some(reason)) = (
-        p.get("room").and_then(Value::as_str),
-        p.get("user")
-            .and_then(Value::as_str)
-            .and_then(|u| OwnedUserId::try_from(u).ok()),
-        p.get("reason").and_then(Value::as_str),
-    ) else {
+    let Effect::GuardReadmit {
+        room: room_id,
+        user,
+        reason,
+    } = &intent.effect
+    else {
+        return;
+    };
+    let Ok(user) = OwnedUserId::try_from(user.as_str()) else {
+        warn!(
+            key = intent.key,
+            "an invite back names no valid user; skipping it"
+        );
         return;
     };
     let allowed = bot
@@ -522,7 +528,10 @@ pub(super) async fn resume_readmissions(bot: &Bot) {
             return;
         }
     };
-    for intent in pending.iter().filter(|e| e.kind == READMIT) {
+    for intent in pending
+        .iter()
+        .filter(|e| matches!(e.effect, Effect::GuardReadmit { .. }))
+    {
         send_readmit(bot, intent).await;
     }
 }

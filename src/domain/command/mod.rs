@@ -17,11 +17,15 @@
 //!   clap tree as plain text.
 //! - `error`: [`Rejection`], the one error enum, and its polite reply.
 //! - [`flood`]: how many answers a sender gets for commands cordon does not trust.
+//! - [`authority`]: who may run each command on an incident (the commander, an
+//!   operator, a records officer).
 //!
-//! Authorisation (verified device, sender allowed, playbook valid) is not here: the bot
-//! runs those checks on the parsed [`Command`], using [`Command::changes_state`].
+//! The dispatcher (`app::dispatch`) runs the checks in order on the parsed [`Command`]:
+//! a verified device for anything that [`Command::changes_state`], then the incident,
+//! then [`authority::Authority`], then the workflow's own rules.
 
 mod args;
+pub mod authority;
 mod error;
 pub mod flood;
 mod grammar;

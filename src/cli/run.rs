@@ -1,0 +1,115 @@
+//! `cordon run`: the bot itself, until SIGTERM or ctrl-c.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+// `cordon run`'s arguments (the help text is the subcommand's, in `cli`).
+#[derive(Debug, clap::Args)]
+pub(super) struct Args {
+    /// The config file (see cordon.example.yaml and docs/config.md).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Log lines on stderr: `human` (default) or `json`, one object per line with
+    /// `timestamp`, `level`, `target`, `fields` and `spans`, for log shippers.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+}
+
+/// `cordon run --log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Readable lines (ANSI colours on a terminal).
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = match cordon::input::config::Config::load(&args.config) {
+        Ok(c) => c,
+        Err(diagnostics) => {
+            let mut err = io::stderr().lock();
+            for d in &diagnostics {
+                writeln!(err, "{d}")?;
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    init_tracing(args.log_format);
+    let runtime = super::runtime()?;
+    runtime.block_on(async move {
+        let shutdown = std::sync::Arc::new(tokio::sync::Notify::new());
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("signal received; shutting down");
+            // notify_one keeps the wake-up until the bot's loop next waits;
+            // notify_waiters would lose it whenever the loop is busy.
+            signal.notify_one();
+            // A second signal while draining stops at once.
+            wait_for_signal().await;
+            std::process::exit(130);
+        });
+        cordon::app::run(config, shutdown).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Logs on stderr, readable or JSON. `RUST_LOG` overrides the default filter, which
+/// keeps matrix-sdk quiet; no level logs secrets or message bodies.
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let default_filter =
+        "info,matrix_sdk=warn,matrix_sdk_base=warn,matrix_sdk_crypto=error,matrix_sdk_sqlite=warn";
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    // Each layer has its own filter: `RUST_LOG` decides what is logged, and the metrics
+    // layer still sees matrix-sdk's request spans to time them.
+    let logs = match format {
+        LogFormat::Human => {
+            use std::io::IsTerminal;
+            tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(std::io::stderr)
+                .with_filter(filter)
+                .boxed()
+        }
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(false)
+            .with_span_list(true)
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(cordon::metrics::layer::layer())
+        .init();
+}
+
+/// SIGTERM or ctrl-c.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
