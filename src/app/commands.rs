@@ -513,7 +513,7 @@ async fn declare(bot: &Arc<Bot>, incoming: &Incoming, playbook_id: &str, name: &
     info!(incident = %incident.id, playbook = %incident.playbook, "declared");
     let b = bot.clone();
     let id = incident.id.clone();
-    bot.spawn(async move { provision::run(b, id).await }).await;
+    bot.spawn(async move { provision::run(b, id).await });
 }
 
 /// Answers a command whose work failed part-way: what failed, and that it can be sent

@@ -1,6 +1,8 @@
 //! The context every part of the running bot shares: the configuration, the store, the
-//! Matrix client, the clock, the signer, and the bookkeeping of the running process
-//! (which incidents' pipelines run, the sync counter, the flood budgets). It holds no
+//! Matrix client, the clock, the signer, the tasks (the one tracker every task runs on
+//! and the one token that stops them, [`crate::tasks`]), and the bookkeeping of the
+//! running process (which incidents' pipelines run, the sync counter, the flood
+//! budgets). It holds no
 //! workflow: the files beside it do, and they import this one, never the reverse.
 
 use std::collections::{BTreeSet, HashSet};
@@ -87,8 +89,8 @@ pub struct Bot {
     pub(super) sync_kick: Notify,
     /// How many syncs have completed.
     pub(super) syncs: tokio::sync::watch::Sender<u64>,
-    /// Work spawned by handlers, awaited (briefly) at shutdown.
-    pub(super) tasks: tokio::sync::Mutex<tokio::task::JoinSet<()>>,
+    /// Every task of the running bot, and its shutdown (see [`crate::tasks`]).
+    pub(crate) tasks: crate::tasks::Tasks,
     /// The scheduler that runs the incidents' timers, once started.
     pub(super) scheduler: std::sync::OnceLock<crate::schedule::SchedulerHandle>,
     /// When the last sync succeeded (for `/healthz`).
@@ -331,9 +333,10 @@ impl Bot {
         }
     }
 
-    /// Runs `fut` as tracked background work.
-    pub(crate) async fn spawn(self: &Arc<Self>, fut: impl Future<Output = ()> + Send + 'static) {
-        self.tasks.lock().await.spawn(fut);
+    /// Runs `fut` as tracked background work: it finishes through the shutdown's grace
+    /// or is cut short at its end (see [`crate::tasks`]); a panic in it is logged.
+    pub(crate) fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn_detached(fut);
     }
 }
 

@@ -168,10 +168,11 @@ async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
     // task, so that they never hold up the invites and briefings they report on.
     let (edits, mut edit_queue) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
     let editor = {
+        let tasks = bot.tasks.clone();
         let bot = bot.clone();
         let id = id.clone();
         let target = control.clone().zip(progress_event.clone());
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             while let Some((key, body)) = edit_queue.recv().await {
                 if let Some((room, original)) = &target {
                     let _ =

@@ -365,8 +365,7 @@ pub(crate) async fn retry(
         State::Provisioning => {
             let b = bot.clone();
             let id = id.clone();
-            bot.spawn(async move { super::provision::run(b, id).await })
-                .await;
+            bot.spawn(async move { super::provision::run(b, id).await });
         }
         _ => {}
     }
