@@ -17,7 +17,7 @@ use tracing::{error, info, instrument, warn};
 
 use super::chat::{Incoming, refuse, reply, send_once};
 use super::ctx::{Bot, millis_to_utc};
-use super::{provision, roster, status};
+use super::{roster, status};
 use crate::domain::command::flood::Gate;
 use crate::domain::command::{Command, IncidentRef};
 use crate::domain::incident::{Incident, IncidentId, NewIncident, State};
@@ -511,9 +511,15 @@ async fn declare(bot: &Arc<Bot>, incoming: &Incoming, playbook_id: &str, name: &
         }
     };
     info!(incident = %incident.id, playbook = %incident.playbook, "declared");
-    let b = bot.clone();
-    let id = incident.id.clone();
-    bot.spawn(async move { provision::run(b, id).await });
+    // The pipeline is the provisioning timer's job, run by the scheduler at once. Should
+    // arming fail (the store), the incident is still provisioning: its timer is armed
+    // again at the next start.
+    if let Err(e) = bot.arm(&crate::domain::incident::timers::provision(
+        &incident.id,
+        bot.now(),
+    )) {
+        error!(incident = %incident.id, error = %e, "store: arming provisioning");
+    }
 }
 
 /// Answers a command whose work failed part-way: what failed, and that it can be sent

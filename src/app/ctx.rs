@@ -82,8 +82,10 @@ pub struct Bot {
     /// Deletes a destroyed room's keys from matrix-sdk's crypto store (see
     /// [`crate::matrix::forget`]).
     pub(crate) room_keys: Arc<crate::matrix::forget::RoomKeyEraser>,
-    /// Incidents whose pipeline is running in this process, so that two triggers (a
-    /// command and the start-up resume) never run one incident twice at once.
+    /// Incidents whose pipeline (provisioning or stand-down, each a scheduler job) is
+    /// running in this process: while one is, the sync loop syncs at most once a second
+    /// ([`Bot::busy`]). The scheduler already never runs two jobs of one incident at
+    /// once.
     pub(super) running: Mutex<HashSet<IncidentId>>,
     /// Asks the sync loop for a sync now (see [`Bot::settle_sync`]).
     pub(super) sync_kick: Notify,
@@ -297,14 +299,14 @@ impl Bot {
         let _ = tokio::time::timeout(Duration::from_secs(10), waited).await;
     }
 
-    pub(super) fn try_start(&self, id: &IncidentId) -> bool {
+    fn try_start(&self, id: &IncidentId) -> bool {
         match self.running.lock() {
             Ok(mut set) => set.insert(id.clone()),
             Err(poisoned) => poisoned.into_inner().insert(id.clone()),
         }
     }
 
-    pub(super) fn finished(&self, id: &IncidentId) {
+    fn finished(&self, id: &IncidentId) {
         match self.running.lock() {
             Ok(mut set) => set.remove(id),
             Err(poisoned) => poisoned.into_inner().remove(id),

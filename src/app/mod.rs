@@ -4,13 +4,14 @@
 //! (or create) the Matrix session, open the store, lift rate limits when cordon is a
 //! server admin, register the event handlers, sync once, then catch up: commands that
 //! arrived while cordon was down are found by paging back through each control room,
-//! and incidents left half-provisioned are resumed. Then it syncs until SIGTERM or
-//! ctrl-c, and shuts down as [`crate::tasks`] describes: every task it started runs on
-//! the context's one tracker and stops on its one token, and [`run`] returns once all
-//! have ended.
+//! and incidents left half-provisioned are resumed (by the scheduler, like a
+//! stand-down). Then it syncs until SIGTERM or ctrl-c, and shuts down as
+//! [`crate::tasks`] describes: every task it started runs on the context's one tracker
+//! and stops on its one token, and [`run`] returns once all have ended.
 //!
 //! - `commands`: chat commands, checked in DESIGN.md's order, each answered.
-//! - `provision`: the resumable provisioning pipeline behind `declare`.
+//! - `provision`: the resumable provisioning pipeline behind `declare`, a scheduler job
+//!   like the stand-down.
 //! - `status`: the `status` reply.
 //! - `attachments`: notes every attachment address sync delivers in an incident room,
 //!   for stand-down to delete.
@@ -54,11 +55,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, instrument, warn};
 
-use crate::domain::incident::State;
 use crate::input::config::Config;
 use crate::matrix::admin::{RateLimits, SynapseAdmin};
 use crate::matrix::{self, MatrixError};
-use crate::store::{IncidentFilter, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::tasks::Tasks;
 
 /// How often pending holders are checked for a new enrolment.
@@ -237,12 +237,13 @@ async fn serve(config: Config, tasks: &Tasks) -> Result<Arc<Bot>, BotError> {
 
     catch_up_invites(&bot).await;
     commands::catch_up(&bot).await;
-    resume_incidents(&bot).await;
     crate::app::guard::reconcile_all(&bot).await;
     roster::replay_invites(&bot).await;
     roster::admit_enrolled(&bot, None).await;
-    // Time limits, retention and reminders: the timers of every open incident, then the
-    // scheduler, which catches up on whatever fell due while cordon was down.
+    // Time limits, retention, reminders and the pipelines: the timers of every open
+    // incident (a provisioning or a stand-down interrupted by a stop or a crash
+    // resumes through its timer), then the scheduler, which catches up on whatever
+    // fell due while cordon was down.
     timers::ensure_all(&bot);
     let scheduler = crate::schedule::Scheduler::spawn(
         bot.store.clone(),
@@ -252,6 +253,12 @@ async fn serve(config: Config, tasks: &Tasks) -> Result<Arc<Bot>, BotError> {
         }),
         crate::schedule::SchedulerConfig {
             time_zone: bot.config.time_zone,
+            backoff_by_kind: std::collections::HashMap::from([(
+                crate::domain::schedule::TimerKind::Other(
+                    crate::domain::incident::timers::PROVISION_KIND.to_owned(),
+                ),
+                crate::domain::incident::timers::provision_backoff(),
+            )]),
             ..crate::schedule::SchedulerConfig::default()
         },
         tasks,
@@ -554,25 +561,4 @@ async fn catch_up_invites(bot: &Arc<Bot>) {
         let inviter = me.event().sender().to_owned();
         handle_invite(bot, &room, &inviter).await;
     }
-}
-
-/// Resumes every incident whose pipeline was interrupted.
-async fn resume_incidents(bot: &Arc<Bot>) {
-    let incidents = match bot
-        .store
-        .incidents(&IncidentFilter::in_states(&[State::Provisioning]))
-    {
-        Ok(list) => list,
-        Err(e) => {
-            error!(error = %e, "store: listing incidents to resume");
-            return;
-        }
-    };
-    for incident in incidents {
-        info!(incident = %incident.id, "resuming provisioning");
-        let b = bot.clone();
-        bot.spawn(async move { provision::run(b, incident.id).await });
-    }
-    // A stand-down interrupted by a stop or a crash resumes through its timer, armed
-    // again by `timers::ensure_all`.
 }

@@ -6,7 +6,7 @@
 //! a panic is caught (as a [`tokio::task::JoinError`]) and treated as a failure. Two
 //! jobs of the same incident (or of the same incident-less timer) never run at once;
 //! jobs of different incidents run concurrently, at most
-//! [`SchedulerConfig::max_concurrent`].
+//! [`SchedulerConfig::max_concurrent`] (provisioning aside: see `Class::Provision`).
 //! The outcome of each job is written to the store by the loop itself, so the store's
 //! record of a timer changes only in one place.
 //!
@@ -53,6 +53,10 @@ pub struct FireContext {
     /// Which attempt this is: 1 the first time, more after failures. A job may give up
     /// (report the step as failed and return `Ok`) when this grows too large.
     pub attempt: u32,
+    /// How many of the failed attempts before this one counted (see
+    /// [`JobError::waiting`]): what a job that gives up after so many real failures,
+    /// but waits out an outage however long, counts.
+    pub strikes: u32,
     /// When the scheduler dispatched it, by its clock.
     pub fired_at: DateTime<Utc>,
 }
@@ -63,6 +67,7 @@ pub struct FireContext {
 #[error("{message}")]
 pub struct JobError {
     message: String,
+    counts: bool,
 }
 
 impl JobError {
@@ -70,6 +75,17 @@ impl JobError {
     pub fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
+            counts: true,
+        }
+    }
+
+    /// A failure while the job only waited on something outside cordon (the homeserver
+    /// unreachable): retried with backoff like any other, but not counted in
+    /// [`FireContext::strikes`].
+    pub fn waiting(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            counts: false,
         }
     }
 
@@ -102,6 +118,9 @@ pub struct SchedulerConfig {
     pub max_concurrent: usize,
     /// The wait after each failed attempt.
     pub backoff: Backoff,
+    /// Another wait for the timers of some kinds (provisioning's, shorter: a commander
+    /// is waiting for the rooms).
+    pub backoff_by_kind: HashMap<TimerKind, Backoff>,
     /// The zone of cron timers that name none (the config's `time_zone`).
     pub time_zone: Tz,
     /// How long to wait before trying again after the store failed (default 5 s).
@@ -114,6 +133,7 @@ impl Default for SchedulerConfig {
             max_sleep: Duration::from_secs(60),
             max_concurrent: 4,
             backoff: Backoff::default(),
+            backoff_by_kind: HashMap::new(),
             time_zone: crate::input::config::DEFAULT_TIME_ZONE,
             store_retry: Duration::from_secs(5),
         }
@@ -307,17 +327,23 @@ impl Scheduler {
         }
         self.reported.retain(|id| seen.contains(id));
         for (timer, state, firing) in fair_order(due, self.post_turn) {
-            if self.running.len() >= self.config.max_concurrent.max(1) {
+            let kind = class(&timer.kind);
+            let limited = self
+                .jobs_running
+                .values()
+                .filter(|r| class(&r.kind) != Class::Provision)
+                .count();
+            if kind != Class::Provision && limited >= self.config.max_concurrent.max(1) {
                 // A finishing job wakes the loop.
                 break;
             }
             if self.busy.contains(&exclusivity_key(&timer)) {
                 continue;
             }
-            match class(&timer.kind) {
+            match kind {
                 Class::Post => self.post_turn = Some(false),
                 Class::Sweep => self.post_turn = Some(true),
-                Class::Lifecycle => {}
+                Class::Provision | Class::Lifecycle => {}
             }
             self.dispatch(timer, &state, firing, now);
         }
@@ -338,6 +364,7 @@ impl Scheduler {
             due: firing.due,
             collapsed: firing.collapsed,
             attempt: state.attempts.saturating_add(1),
+            strikes: state.strikes,
             fired_at: now,
         };
         if ctx.attempt > 1 {
@@ -405,12 +432,19 @@ impl Scheduler {
             },
             Err(failure) => {
                 crate::metrics::global().job_failed(&run.kind);
-                let delay = self.config.backoff.delay(run.ctx.attempt);
+                let backoff = self
+                    .config
+                    .backoff_by_kind
+                    .get(&run.kind)
+                    .unwrap_or(&self.config.backoff);
+                let delay = backoff.delay(run.ctx.attempt);
                 let retry_at = now.checked_add_signed(delay).unwrap_or(now);
-                match self
-                    .store
-                    .record_timer_failure(&run.timer, failure.message(), retry_at)
-                {
+                match self.store.record_timer_failure(
+                    &run.timer,
+                    failure.message(),
+                    retry_at,
+                    failure.counts,
+                ) {
                     Ok(Some(state)) => warn!(
                         timer = %run.timer,
                         attempts = state.attempts,
@@ -446,11 +480,15 @@ fn earliest(next: Option<DateTime<Utc>>, at: DateTime<Utc>) -> Option<DateTime<U
     Some(next.map_or(at, |next| next.min(at)))
 }
 
-/// Jobs with the same key never run at once: the incident, or the timer itself when it
-/// belongs to none.
 /// Which queue a due timer waits in for a free job slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Class {
+    /// Provisioning a declared incident: first, and outside
+    /// [`SchedulerConfig::max_concurrent`], as when each declare ran in a task of its
+    /// own. A commander is waiting for the rooms, the declares of a major incident come
+    /// together, and provisioning bounds its own requests across incidents (the bot's
+    /// fan-out) rather than by job slots.
+    Provision,
     /// The incident's lifecycle: expiry, warnings, the stand-down pipeline, the
     /// archive's keep time.
     Lifecycle,
@@ -462,6 +500,9 @@ enum Class {
 
 fn class(kind: &TimerKind) -> Class {
     match kind {
+        TimerKind::Other(name) if name == crate::domain::incident::timers::PROVISION_KIND => {
+            Class::Provision
+        }
         TimerKind::Expiry | TimerKind::Warning | TimerKind::KeepTimeEnd => Class::Lifecycle,
         TimerKind::Other(name) if name == crate::domain::incident::timers::STANDDOWN_KIND => {
             Class::Lifecycle
@@ -471,8 +512,8 @@ fn class(kind: &TimerKind) -> Class {
     }
 }
 
-/// The order in which due timers take the free job slots. The lifecycle goes first, so
-/// a stand-down never waits behind routine work. Posts and sweeps then take turns, each
+/// The order in which due timers take the free job slots. Provisioning goes first (it
+/// takes no slot), then the lifecycle, so a stand-down never waits behind routine work. Posts and sweeps then take turns, each
 /// queue earliest due first, starting with `post_turn` (whose turn it is since the last
 /// dispatch; when nothing has run yet, the queue whose head is older): when both are
 /// backlogged each gets half the slots, and when one is idle the other gets them all.
@@ -484,17 +525,20 @@ fn fair_order(
     post_turn: Option<bool>,
 ) -> Vec<(Timer, TimerState, Firing)> {
     due.sort_by_key(|(_, _, firing)| firing.due);
+    let mut provision = Vec::new();
     let mut lifecycle = Vec::new();
     let mut posts = std::collections::VecDeque::new();
     let mut sweeps = std::collections::VecDeque::new();
     for entry in due {
         match class(&entry.0.kind) {
+            Class::Provision => provision.push(entry),
             Class::Lifecycle => lifecycle.push(entry),
             Class::Post => posts.push_back(entry),
             Class::Sweep => sweeps.push_back(entry),
         }
     }
-    let mut out = lifecycle;
+    let mut out = provision;
+    out.extend(lifecycle);
     let mut post_turn = match (posts.front(), sweeps.front()) {
         (Some(p), Some(s)) => post_turn.unwrap_or(p.2.due <= s.2.due),
         (p, _) => p.is_some(),
@@ -511,6 +555,8 @@ fn fair_order(
     out
 }
 
+/// Jobs with the same key never run at once: the incident, or the timer itself when it
+/// belongs to none.
 fn exclusivity_key(timer: &Timer) -> String {
     match &timer.incident {
         Some(incident) => format!("incident/{}", incident.as_str()),

@@ -558,3 +558,90 @@ async fn a_backlog_of_due_sweeps_does_not_starve_a_stand_down_or_a_reminder() {
     );
     f.stop().await;
 }
+
+/// Provisioning's own backoff (2 s doubling) applies to its timers, and a failure that
+/// only waited on the homeserver is an attempt (the backoff grows) but not a strike
+/// (the job does not come closer to giving up).
+#[tokio::test(start_paused = true)]
+async fn a_kind_s_own_backoff_applies_and_waiting_failures_are_not_strikes() {
+    use crate::domain::incident::timers::{PROVISION_KIND, provision_backoff};
+    let f = fixture();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let clock = f.clock.clone();
+    let jobs = FnJobs(move |_timer: Timer, ctx: FireContext| -> JobFuture {
+        let _ = tx.send((clock.now(), ctx.attempt, ctx.strikes));
+        // Two attempts during an outage, then two real failures, then done.
+        let outcome = match ctx.attempt {
+            1 | 2 => Err(JobError::waiting("homeserver down")),
+            3 | 4 => Err(JobError::new("boom")),
+            _ => Ok(()),
+        };
+        async move { outcome }.boxed()
+    });
+    let kind = TimerKind::Other(PROVISION_KIND.into());
+    let timer = Timer {
+        kind: kind.clone(),
+        ..deadline("mc-1/provision", Some("mc-1"), start())
+    };
+    f.store.arm_timer(&timer, start()).unwrap();
+    let config = SchedulerConfig {
+        backoff_by_kind: HashMap::from([(kind, provision_backoff())]),
+        ..SchedulerConfig::default()
+    };
+    let _handle = f.spawn(Arc::new(jobs), config);
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let (at, attempt, strikes) = timeout(secs(60), rx.recv()).await.unwrap().unwrap();
+        seen.push(((at - start()).num_seconds(), attempt, strikes));
+    }
+    f.stop().await;
+    assert_eq!(
+        seen,
+        vec![(0, 1, 0), (2, 2, 0), (6, 3, 0), (14, 4, 1), (30, 5, 2)]
+    );
+    let (timer, state) = f.state("mc-1/provision");
+    assert_eq!(timer.last_fired, Some(start()));
+    assert_eq!((state.attempts, state.strikes), (0, 0), "cleared once done");
+}
+
+/// A declare is provisioned at once even when every job slot is taken, as when each
+/// declare ran in a task of its own.
+#[tokio::test(start_paused = true)]
+async fn provisioning_takes_no_job_slot() {
+    let f = fixture();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let jobs = FnJobs(move |timer: Timer, _ctx: FireContext| -> JobFuture {
+        let _ = tx.send(timer.id);
+        async {
+            tokio::time::sleep(secs(3600)).await;
+            Ok(())
+        }
+        .boxed()
+    });
+    for id in ["ex-1/expiry", "ex-2/expiry"] {
+        f.store
+            .arm_timer(&deadline(id, Some(&id[..4]), start()), start())
+            .unwrap();
+    }
+    let provision = crate::domain::incident::timers::provision(
+        &incident("pr-1"),
+        start() + TimeDelta::seconds(10),
+    );
+    f.store.arm_timer(&provision, start()).unwrap();
+    let _handle = f.spawn(
+        Arc::new(jobs),
+        SchedulerConfig {
+            max_concurrent: 1,
+            ..SchedulerConfig::default()
+        },
+    );
+    let first = timeout(secs(1), rx.recv()).await.unwrap().unwrap();
+    assert!(first.ends_with("/expiry"), "{first}");
+    let second = timeout(secs(11), rx.recv()).await.unwrap().unwrap();
+    assert_eq!(second, "pr-1/provision");
+    assert!(
+        timeout(secs(300), rx.recv()).await.is_err(),
+        "the second expiry waits for the one slot"
+    );
+    assert!(!f.tasks.drain(secs(1)).await);
+}
