@@ -30,6 +30,9 @@
 //! - [`clock`], [`failpoint`]: the injectable clock, and the fault-test hooks, which
 //!   exist only with the `test-hooks` feature (the tests turn it on, release builds
 //!   leave it off; without it every point is a no-op).
+//! - [`tasks`]: the one shutdown: every task of the running bot is spawned on one
+//!   tracker and stops on one cancellation token; its opening comment says how a stop
+//!   goes.
 //!
 //! The command line (`src/main.rs` and `src/cli/`, a file per subcommand) is the
 //! binary's own: it parses, calls one thing per subcommand, and maps outcomes to exit
@@ -54,4 +57,5 @@ pub mod metrics;
 pub mod retention;
 pub mod schedule;
 pub mod store;
+pub mod tasks;
 pub mod trust;

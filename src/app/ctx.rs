@@ -1,6 +1,8 @@
 //! The context every part of the running bot shares: the configuration, the store, the
-//! Matrix client, the clock, the signer, and the bookkeeping of the running process
-//! (which incidents' pipelines run, the sync counter, the flood budgets). It holds no
+//! Matrix client, the clock, the signer, the tasks (the one tracker every task runs on
+//! and the one token that stops them, [`crate::tasks`]), and the bookkeeping of the
+//! running process (which incidents' pipelines run, the sync counter, the flood
+//! budgets). It holds no
 //! workflow: the files beside it do, and they import this one, never the reverse.
 
 use std::collections::{BTreeSet, HashSet};
@@ -80,15 +82,17 @@ pub struct Bot {
     /// Deletes a destroyed room's keys from matrix-sdk's crypto store (see
     /// [`crate::matrix::forget`]).
     pub(crate) room_keys: Arc<crate::matrix::forget::RoomKeyEraser>,
-    /// Incidents whose pipeline is running in this process, so that two triggers (a
-    /// command and the start-up resume) never run one incident twice at once.
+    /// Incidents whose pipeline (provisioning or stand-down, each a scheduler job) is
+    /// running in this process: while one is, the sync loop syncs at most once a second
+    /// ([`Bot::busy`]). The scheduler already never runs two jobs of one incident at
+    /// once.
     pub(super) running: Mutex<HashSet<IncidentId>>,
     /// Asks the sync loop for a sync now (see [`Bot::settle_sync`]).
     pub(super) sync_kick: Notify,
     /// How many syncs have completed.
     pub(super) syncs: tokio::sync::watch::Sender<u64>,
-    /// Work spawned by handlers, awaited (briefly) at shutdown.
-    pub(super) tasks: tokio::sync::Mutex<tokio::task::JoinSet<()>>,
+    /// Every task of the running bot, and its shutdown (see [`crate::tasks`]).
+    pub(crate) tasks: crate::tasks::Tasks,
     /// The scheduler that runs the incidents' timers, once started.
     pub(super) scheduler: std::sync::OnceLock<crate::schedule::SchedulerHandle>,
     /// When the last sync succeeded (for `/healthz`).
@@ -295,14 +299,14 @@ impl Bot {
         let _ = tokio::time::timeout(Duration::from_secs(10), waited).await;
     }
 
-    pub(super) fn try_start(&self, id: &IncidentId) -> bool {
+    fn try_start(&self, id: &IncidentId) -> bool {
         match self.running.lock() {
             Ok(mut set) => set.insert(id.clone()),
             Err(poisoned) => poisoned.into_inner().insert(id.clone()),
         }
     }
 
-    pub(super) fn finished(&self, id: &IncidentId) {
+    fn finished(&self, id: &IncidentId) {
         match self.running.lock() {
             Ok(mut set) => set.remove(id),
             Err(poisoned) => poisoned.into_inner().remove(id),
@@ -331,9 +335,10 @@ impl Bot {
         }
     }
 
-    /// Runs `fut` as tracked background work.
-    pub(crate) async fn spawn(self: &Arc<Self>, fut: impl Future<Output = ()> + Send + 'static) {
-        self.tasks.lock().await.spawn(fut);
+    /// Runs `fut` as tracked background work: it finishes through the shutdown's grace
+    /// or is cut short at its end (see [`crate::tasks`]); a panic in it is logged.
+    pub(crate) fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn_detached(fut);
     }
 }
 

@@ -6,11 +6,10 @@
 use std::sync::Arc;
 
 use chrono::TimeDelta;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::chat::{CommandError, Done, Incoming};
 use super::ctx::Bot;
-use super::provision;
 use crate::domain::incident::NewIncident;
 use crate::input::playbook::Catalog;
 
@@ -118,9 +117,15 @@ pub(super) async fn declare(
         }
     };
     info!(incident = %incident.id, playbook = %incident.playbook, "declared");
-    let b = bot.clone();
-    let id = incident.id.clone();
-    bot.spawn(async move { provision::run(b, id).await }).await;
+    // The pipeline is the provisioning timer's job, run by the scheduler at once. Should
+    // arming fail (the store), the incident is still provisioning: its timer is armed
+    // again at the next start.
+    if let Err(e) = bot.arm(&crate::domain::incident::timers::provision(
+        &incident.id,
+        bot.now(),
+    )) {
+        error!(incident = %incident.id, error = %e, "store: arming provisioning");
+    }
     Ok(Done::Answered)
 }
 

@@ -10,8 +10,8 @@ use std::sync::{Arc, Weak};
 
 use tracing::warn;
 
-use super::ctx::Bot;
-use crate::domain::incident::timers::{ADVICE_KIND, STANDDOWN_KIND};
+use super::ctx::{Bot, BotError};
+use crate::domain::incident::timers::{ADVICE_KIND, PROVISION_KIND, STANDDOWN_KIND};
 use crate::domain::schedule::{Timer, TimerKind};
 use crate::schedule::{FireContext, JobError, JobFuture, Jobs};
 
@@ -27,14 +27,20 @@ impl Jobs for BotJobs {
             let Some(bot) = bot else {
                 return Err(JobError::new("cordon is stopping"));
             };
-            run(&bot, &timer, ctx)
-                .await
-                .map_err(|e| JobError::new(e.to_string()))
+            match &timer.kind {
+                // Tells a failure while the homeserver is down from one that counts.
+                TimerKind::Other(kind) if kind == PROVISION_KIND => {
+                    super::provision::on_job(&bot, &timer, ctx).await
+                }
+                _ => run(&bot, &timer, ctx)
+                    .await
+                    .map_err(|e| JobError::new(e.to_string())),
+            }
         })
     }
 }
 
-async fn run(bot: &Arc<Bot>, timer: &Timer, ctx: FireContext) -> Result<(), super::ctx::BotError> {
+async fn run(bot: &Arc<Bot>, timer: &Timer, ctx: FireContext) -> Result<(), BotError> {
     match &timer.kind {
         TimerKind::Expiry => super::deadlines::on_expiry(bot, timer, ctx).await,
         TimerKind::Warning => super::deadlines::on_warning(bot, timer).await,

@@ -1,14 +1,18 @@
 //! The running bot: `cordon run`.
 //!
 //! Start-up, in order: read the secrets, listen for `/metrics` and `/healthz`, restore
-//! (or create) the Matrix session, open the store, lift rate limits when cordon is a server admin, register the event
-//! handlers, sync once, then catch up: commands that arrived while cordon was down are
-//! found by paging back through each control room, and incidents left half-provisioned
-//! are resumed. Then it syncs until SIGTERM or ctrl-c.
+//! (or create) the Matrix session, open the store, lift rate limits when cordon is a
+//! server admin, register the event handlers, sync once, then catch up: commands that
+//! arrived while cordon was down are found by paging back through each control room,
+//! and incidents left half-provisioned are resumed (by the scheduler, like a
+//! stand-down). Then it syncs until SIGTERM or ctrl-c, and shuts down as
+//! [`crate::tasks`] describes: every task it started runs on the context's one tracker
+//! and stops on its one token, and [`run`] returns once all have ended.
 //!
 //! - `dispatch`: chat commands, checked in DESIGN.md's order, run, each answered once;
 //!   `resolve` finds the incident a command is about; `declare` starts one.
-//! - `provision`: the resumable provisioning pipeline behind `declare`.
+//! - `provision`: the resumable provisioning pipeline behind `declare`, a scheduler job
+//!   like the stand-down.
 //! - `status`: the `status` reply.
 //! - `attachments`: notes every attachment address sync delivers in an incident room,
 //!   for stand-down to delete.
@@ -51,13 +55,14 @@ use matrix_sdk::ruma::events::room::member::{MembershipState, StrippedRoomMember
 use matrix_sdk::ruma::events::room::message::{MessageType, OriginalSyncRoomMessageEvent};
 use matrix_sdk::{Room, RoomState};
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, instrument, warn};
 
-use crate::domain::incident::State;
 use crate::input::config::Config;
 use crate::matrix::admin::{RateLimits, SynapseAdmin};
 use crate::matrix::{self, MatrixError};
-use crate::store::{IncidentFilter, Store, StoreError};
+use crate::store::{Store, StoreError};
+use crate::tasks::Tasks;
 
 /// How often pending holders are checked for a new enrolment.
 const ROSTER_INTERVAL: Duration = Duration::from_secs(60);
@@ -67,6 +72,11 @@ const FLOOD_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The shortest interval between syncs while a pipeline is running.
 const BUSY_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long the work under way at shutdown (a job, a command, a reconcile) is given to
+/// finish before it is cut short; every step resumes at the next start (see
+/// [`crate::tasks`]).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// What cordon asks the homeserver to sync: no presence, no typing or read receipts
 /// (they would wake the bot for nothing). Members are not lazy-loaded: cordon needs
@@ -81,19 +91,36 @@ fn sync_filter() -> matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter
     matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter::FilterDefinition(definition)
 }
 
-/// Runs the bot until `shutdown` is notified (SIGTERM or ctrl-c in `cordon run`). Notify
-/// it with `notify_one`, whose permit is kept while the loop is busy elsewhere.
-pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> {
+/// Runs the bot until `stop` is cancelled (by `cordon run` on SIGTERM or ctrl-c, or by
+/// the bot itself when its store fails), then shuts down as [`crate::tasks`] describes:
+/// the work under way gets [`SHUTDOWN_GRACE`] to finish and is then cut short, and this
+/// returns only once every task the bot started has ended.
+pub async fn run(config: Config, stop: CancellationToken) -> Result<(), BotError> {
     // One process per state directory, for as long as this one runs: a second bot, or
     // an offline CLI, on the same device would drift apart from this one.
     let _lock = matrix::session::StateLock::acquire(&config.state_dir)?;
+    let tasks = Tasks::new(stop);
+    let ran = serve(config, &tasks).await;
+    info!("shutting down");
+    if !tasks.drain(SHUTDOWN_GRACE).await {
+        warn!("stopping unfinished work; it resumes at the next start");
+    }
+    match ran?.store.unusable() {
+        Some(failure) => Err(failure.into()),
+        None => Ok(()),
+    }
+}
+
+/// Starts the bot on `tasks` and syncs until they stop. Returns the bot, to be looked
+/// at once every task has ended.
+async fn serve(config: Config, tasks: &Tasks) -> Result<Arc<Bot>, BotError> {
     let password = config.password.read()?;
     let passphrase = config.store_passphrase.read()?;
     // Before logging in: a port already taken is a start-up error an operator fixes in
     // the config, and /healthz says "starting" while cordon connects.
     let metrics = match config.metrics_listen {
         Some(addr) => {
-            let server = crate::metrics::http::Server::bind(addr).await?;
+            let server = crate::metrics::http::Server::bind_until(addr, tasks).await?;
             info!(
                 "serving /metrics and /healthz on http://{}",
                 server.local_addr()
@@ -145,7 +172,7 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
         running: Mutex::new(HashSet::new()),
         sync_kick: Notify::new(),
         syncs: tokio::sync::watch::Sender::new(0),
-        tasks: tokio::sync::Mutex::new(tokio::task::JoinSet::new()),
+        tasks: tasks.clone(),
         scheduler: std::sync::OnceLock::new(),
         last_sync: Mutex::new(None),
         fan_out: tokio::sync::Semaphore::new(provision::INVITE_CONCURRENCY),
@@ -159,16 +186,19 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
     // A store that can no longer be read or written (a full disk) stops cordon: it
     // tells the control rooms, then shuts down, and its last complete commit is where
     // the next start resumes. Going on would act without recording what it did.
-    let store_watch = {
+    {
         let bot = bot.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let failure = bot.store.failed().await;
-            error!(error = %failure, "the store failed; cordon is stopping");
-            tell_store_failed(&bot, &failure).await;
-            shutdown.notify_one();
-        })
-    };
+        tasks.spawn_detached(async move {
+            tokio::select! {
+                failure = bot.store.failed() => {
+                    error!(error = %failure, "the store failed; cordon is stopping");
+                    tell_store_failed(&bot, &failure).await;
+                    bot.tasks.stop();
+                }
+                () = bot.tasks.stopping() => {}
+            }
+        });
+    }
 
     register_handlers(&bot);
     crate::app::guard::register(&bot);
@@ -177,7 +207,7 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
     }
 
     // `cordon verify` talks to this process; the bot's own client runs every flow.
-    let admin_socket = crate::trust::socket::AdminSocket::bind(
+    let _admin_socket = crate::trust::socket::AdminSocket::bind(
         &bot.config.state_dir,
         Arc::new(crate::trust::socket::AdminContext {
             client: client.clone(),
@@ -192,6 +222,7 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
                 crate::app::guard::on_revoked(&bot, &user).await;
             })),
         }),
+        tasks,
     )?;
 
     // First sync: from the saved token, so events since the last run reach the handlers
@@ -199,13 +230,9 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
     let settings = SyncSettings::default().timeout(Duration::from_secs(0));
     let first = tokio::select! {
         r = client.sync_once(settings) => r,
-        () = shutdown.notified() => {
-            admin_socket.close().await;
-            return Ok(());
-        }
+        () = tasks.stopping() => return Ok(bot),
     };
     if let Err(e) = first {
-        admin_socket.close().await;
         return Err(MatrixError::from(e).into());
     }
     bot.synced();
@@ -213,12 +240,13 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
 
     catch_up_invites(&bot).await;
     dispatch::catch_up(&bot).await;
-    resume_incidents(&bot).await;
     crate::app::guard::reconcile_all(&bot).await;
     roster::replay_invites(&bot).await;
     roster::admit_enrolled(&bot, None).await;
-    // Time limits, retention and reminders: the timers of every open incident, then the
-    // scheduler, which catches up on whatever fell due while cordon was down.
+    // Time limits, retention, reminders and the pipelines: the timers of every open
+    // incident (a provisioning or a stand-down interrupted by a stop or a crash
+    // resumes through its timer), then the scheduler, which catches up on whatever
+    // fell due while cordon was down.
     timers::ensure_all(&bot);
     let scheduler = crate::schedule::Scheduler::spawn(
         bot.store.clone(),
@@ -228,34 +256,46 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
         }),
         crate::schedule::SchedulerConfig {
             time_zone: bot.config.time_zone,
+            backoff_by_kind: std::collections::HashMap::from([(
+                crate::domain::schedule::TimerKind::Other(
+                    crate::domain::incident::timers::PROVISION_KIND.to_owned(),
+                ),
+                crate::domain::incident::timers::provision_backoff(),
+            )]),
             ..crate::schedule::SchedulerConfig::default()
         },
+        tasks,
     );
-    let _ = bot.scheduler.set(scheduler.clone());
+    let _ = bot.scheduler.set(scheduler);
     // Pending holders enrolled while cordon ran (or offline) are let in within a minute.
-    let enrolled_watch = {
+    {
         let b = bot.clone();
-        tokio::spawn(async move {
+        tasks.spawn_detached(async move {
             let mut tick = tokio::time::interval(ROSTER_INTERVAL);
             tick.tick().await;
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    () = b.tasks.stopping() => return,
+                    _ = tick.tick() => {}
+                }
                 roster::admit_enrolled(&b, None).await;
             }
-        })
-    };
+        });
+    }
     // The counts of suppressed commands are audited soon after each window ends.
-    let flood_watch = {
-        let weak = Arc::downgrade(&bot);
-        tokio::spawn(async move {
+    {
+        let b = bot.clone();
+        tasks.spawn_detached(async move {
             let mut tick = tokio::time::interval(FLOOD_FLUSH_INTERVAL);
             loop {
-                tick.tick().await;
-                let Some(bot) = weak.upgrade() else { return };
-                bot.flood_flush(false);
+                tokio::select! {
+                    () = b.tasks.stopping() => return,
+                    _ = tick.tick() => {}
+                }
+                b.flood_flush(false);
             }
-        })
-    };
+        });
+    }
     info!(user = %bot.config.user, "cordon is ready");
 
     let settings = SyncSettings::default()
@@ -274,7 +314,7 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
             tokio::select! {
                 () = tokio::time::sleep_until(next) => {}
                 () = bot.sync_kick.notified() => {}
-                () = shutdown.notified() => break,
+                () = tasks.stopping() => break,
             }
         }
         last_sync = tokio::time::Instant::now();
@@ -296,49 +336,21 @@ pub async fn run(config: Config, shutdown: Arc<Notify>) -> Result<(), BotError> 
                         && matches!(kind, matrix_sdk::ruma::api::error::ErrorKind::UnknownToken(_))
                     {
                         error!("the homeserver no longer accepts cordon's access token (logged out?)");
-                        admin_socket.close().await;
                         return Err(MatrixError::from(e).into());
                     }
                     warn!(error = %e, retry_in = ?backoff, "sync failed; retrying");
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
-                        () = shutdown.notified() => break,
+                        () = tasks.stopping() => break,
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(60));
                 }
             },
-            () = shutdown.notified() => break,
+            () = tasks.stopping() => break,
         }
-        reap(&bot).await;
     }
-
-    info!("shutting down");
-    admin_socket.close().await;
-    enrolled_watch.abort();
-    flood_watch.abort();
     bot.flood_flush(true);
-    // Running jobs finish (every one is resumable, so a slow one is cut short).
-    if tokio::time::timeout(Duration::from_secs(10), scheduler.shutdown())
-        .await
-        .is_err()
-    {
-        warn!("stopping unfinished scheduled jobs; they run again at the next start");
-    }
-    let mut tasks = std::mem::take(&mut *bot.tasks.lock().await);
-    // Every step is resumable, so in-flight work may be cut short; give it a moment to
-    // finish what it is doing.
-    let drain = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_secs(10), drain)
-        .await
-        .is_err()
-    {
-        warn!("stopping unfinished work; it resumes at the next start");
-    }
-    store_watch.abort();
-    match bot.store.unusable() {
-        Some(failure) => Err(failure.into()),
-        None => Ok(()),
-    }
+    Ok(bot)
 }
 
 /// Tells every control room, without recording it (the store cannot be written), that
@@ -382,23 +394,8 @@ where
     let act = Arc::new(act);
     Arc::new(move |user: OwnedUserId| {
         let Some(bot) = weak.upgrade() else { return };
-        let act = act.clone();
-        tokio::spawn(async move {
-            let work = act(bot.clone(), user);
-            bot.spawn(work).await;
-        });
+        bot.spawn(act(bot.clone(), user));
     })
-}
-
-async fn reap(bot: &Arc<Bot>) {
-    let mut tasks = bot.tasks.lock().await;
-    while let Some(done) = tasks.try_join_next() {
-        if let Err(e) = done
-            && e.is_panic()
-        {
-            error!("a background task panicked");
-        }
-    }
 }
 
 fn register_handlers(bot: &Arc<Bot>) {
@@ -417,7 +414,7 @@ fn register_handlers(bot: &Arc<Bot>) {
             let bot = b.clone();
             async move {
                 let b = bot.clone();
-                bot.spawn(advice::on_reaction(b, ev, room)).await;
+                bot.spawn(advice::on_reaction(b, ev, room));
             }
         },
     );
@@ -471,8 +468,7 @@ async fn on_message(
             parsed,
         };
         dispatch::handle(b, incoming).await
-    })
-    .await;
+    });
 }
 
 /// Joins an encrypted room as a control room when an operator invited cordon; declines
@@ -573,26 +569,4 @@ async fn catch_up_invites(bot: &Arc<Bot>) {
         let inviter = me.event().sender().to_owned();
         handle_invite(bot, &room, &inviter).await;
     }
-}
-
-/// Resumes every incident whose pipeline was interrupted.
-async fn resume_incidents(bot: &Arc<Bot>) {
-    let incidents = match bot
-        .store
-        .incidents(&IncidentFilter::in_states(&[State::Provisioning]))
-    {
-        Ok(list) => list,
-        Err(e) => {
-            error!(error = %e, "store: listing incidents to resume");
-            return;
-        }
-    };
-    for incident in incidents {
-        info!(incident = %incident.id, "resuming provisioning");
-        let b = bot.clone();
-        bot.spawn(async move { provision::run(b, incident.id).await })
-            .await;
-    }
-    // A stand-down interrupted by a stop or a crash resumes through its timer, armed
-    // again by `timers::ensure_all`.
 }

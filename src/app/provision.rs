@@ -5,6 +5,16 @@
 //! each holder with a reason → post and pin the briefing → post each role's
 //! instructions → summary → `active`. Progress is one control-room message, edited in
 //! place.
+//!
+//! Like the stand-down, the pipeline is a scheduler job, driven by one timer per
+//! incident (`<id>/provision`, armed by `declare`, by `retry`, and at every start while
+//! the incident is provisioning), so that resuming, retrying with backoff and never
+//! running one incident's jobs twice at once are the scheduler's, one mechanism for
+//! both pipelines. A failed attempt is retried after 2 s, doubling to 30 s
+//! ([`crate::domain::incident::timers::provision_backoff`]); only the attempts that fail
+//! while the homeserver answers count towards the [`ATTEMPTS`] after which the incident
+//! is marked `failed` ([`crate::schedule::JobError::waiting`]): through an outage,
+//! provisioning waits, then finishes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,12 +30,15 @@ use tracing::{error, info, instrument, warn};
 use super::chat::send_once;
 use super::ctx::{ACTOR, Bot, BotError, declared_playbook};
 use crate::domain::incident::plan::{self, IncidentFacts, RoomPlan};
+use crate::domain::incident::timers::provision_backoff;
 use crate::domain::incident::{Event, Incident, IncidentId, State};
+use crate::domain::schedule::Timer;
 use crate::input::playbook::Playbook;
 use crate::input::playbook::Verification;
 use crate::matrix::MatrixError;
 use crate::matrix::admin::Account;
 use crate::matrix::rooms::{self, InviteOutcome, notice};
+use crate::schedule::{FireContext, JobError};
 use crate::store::{Effect, OutboxIntent, RoomRecord, RoomStatus, RosterEntry, RosterStatus};
 use crate::trust::{self, Trust};
 
@@ -35,69 +48,78 @@ pub(crate) const INVITE_CONCURRENCY: usize = 64;
 /// Attempts at the whole pipeline, failed while the homeserver answers, before the
 /// incident is marked failed.
 const ATTEMPTS: u32 = 5;
-/// The longest wait between attempts (the waits double from 2 s).
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 
-/// Runs (or resumes) provisioning of incident `id` until it is active or failed.
+/// The provisioning timer's job: one attempt at the pipeline of the timer's incident
+/// (nothing when it is no longer provisioning). A failed attempt returns the error, and
+/// the scheduler runs the job again after the backoff; the fifth failure while the
+/// homeserver answers marks the incident `failed` and tells the control room instead.
+pub(crate) async fn on_job(
+    bot: &Arc<Bot>,
+    timer: &Timer,
+    ctx: FireContext,
+) -> Result<(), JobError> {
+    match &timer.incident {
+        Some(id) => attempt(bot, id, ctx).await,
+        None => Ok(()),
+    }
+}
+
 #[instrument(skip_all, fields(incident = %id))]
-pub async fn run(bot: Arc<Bot>, id: IncidentId) {
-    if !bot.try_start(&id) {
-        return;
+async fn attempt(bot: &Arc<Bot>, id: &IncidentId, ctx: FireContext) -> Result<(), JobError> {
+    // Marks the pipeline running, for the sync loop (see `Bot::busy`); the scheduler
+    // already never runs two jobs of one incident at once.
+    let Some(_running) = bot.running_guard(id) else {
+        return Err(JobError::new(BotError::Busy(id.clone()).to_string()));
+    };
+    let Err(e) = attempt_once(bot, id).await else {
+        return Ok(());
+    };
+    let retry_in = provision_backoff()
+        .delay(ctx.attempt)
+        .to_std()
+        .unwrap_or_default();
+    // A homeserver that is down (restarting, upgraded, unreachable) is waited for:
+    // only the attempts that fail while it answers count towards giving up.
+    if !bot.admin.reachable().await {
+        warn!(error = %e, ?retry_in, "the homeserver cannot be reached; provisioning resumes once it answers");
+        return Err(JobError::waiting(e.to_string()));
     }
-    let mut delay = Duration::from_secs(2);
-    let mut failures = 0;
-    loop {
-        let Err(e) = attempt_once(&bot, &id).await else {
-            break;
-        };
-        // A homeserver that is down (restarting, upgraded, unreachable) is waited for:
-        // only the attempts that fail while it answers count towards giving up.
-        let reachable = bot.admin.reachable().await;
-        if reachable {
-            failures += 1;
-        }
-        match failures {
-            n if n < ATTEMPTS => {
-                if reachable {
-                    warn!(failures, error = %e, retry_in = ?delay, "provisioning step failed; retrying");
-                } else {
-                    warn!(error = %e, retry_in = ?delay, "the homeserver cannot be reached; provisioning resumes once it answers");
-                }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(MAX_RETRY_DELAY);
-            }
-            _ => {
-                error!(error = %e, "provisioning failed");
-                let reason = e.to_string();
-                if let Ok((incident, _)) = bot.store.apply(
-                    &id,
-                    Event::Failed {
-                        reason: reason.clone(),
-                    },
-                    ACTOR,
-                    bot.now(),
-                ) && let Some(room) = control_room(&bot, &incident)
-                {
-                    let body = format!(
-                        "Provisioning of {} ({}) FAILED: {reason}\nNothing more will be \
-                         created automatically; the rooms made so far stay as they are. \
-                         Operators: check cordon's logs.",
-                        incident.display_name,
-                        id.as_str()
-                    );
-                    let mention: Vec<OwnedUserId> = commander(&incident).into_iter().collect();
-                    let key = format!("{}/provision/failed", id.as_str());
-                    if let Err(e) =
-                        send_once(&bot, &room, &key, Some(&id), notice(&body, &mention)).await
-                    {
-                        warn!(error = %e, "could not say that provisioning stopped");
-                    }
-                }
-                break;
-            }
+    let failures = ctx.strikes.saturating_add(1);
+    if failures < ATTEMPTS {
+        warn!(failures, error = %e, ?retry_in, "provisioning step failed; retrying");
+        return Err(JobError::new(e.to_string()));
+    }
+    error!(error = %e, "provisioning failed");
+    give_up(bot, id, &e.to_string())
+        .await
+        .map_err(|e| JobError::new(e.to_string()))
+}
+
+/// Records the incident `failed` with `reason` and tells the control room.
+async fn give_up(bot: &Arc<Bot>, id: &IncidentId, reason: &str) -> Result<(), BotError> {
+    let (incident, _) = bot.store.apply(
+        id,
+        Event::Failed {
+            reason: reason.to_owned(),
+        },
+        ACTOR,
+        bot.now(),
+    )?;
+    if let Some(room) = control_room(bot, &incident) {
+        let body = format!(
+            "Provisioning of {} ({}) FAILED: {reason}\nNothing more will be \
+             created automatically; the rooms made so far stay as they are. \
+             Operators: check cordon's logs.",
+            incident.display_name,
+            id.as_str()
+        );
+        let mention: Vec<OwnedUserId> = commander(&incident).into_iter().collect();
+        let key = format!("{}/provision/failed", id.as_str());
+        if let Err(e) = send_once(bot, &room, &key, Some(id), notice(&body, &mention)).await {
+            warn!(error = %e, "could not say that provisioning stopped");
         }
     }
-    bot.finished(&id);
+    Ok(())
 }
 
 /// The incident's commander as a user id (recorded from a parsed id, so it always
@@ -172,10 +194,11 @@ async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
     // task, so that they never hold up the invites and briefings they report on.
     let (edits, mut edit_queue) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
     let editor = {
+        let tasks = bot.tasks.clone();
         let bot = bot.clone();
         let id = id.clone();
         let target = control.clone().zip(progress_event.clone());
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             while let Some((key, body)) = edit_queue.recv().await {
                 if let Some((room, original)) = &target {
                     let _ =

@@ -357,12 +357,7 @@ pub(crate) async fn retry(
     reply(bot, incoming, Some(id), &text).await;
     match retried.state {
         State::StandingDown => bot.arm(&timer_plan::standdown(id, bot.now()))?,
-        State::Provisioning => {
-            let b = bot.clone();
-            let id = id.clone();
-            bot.spawn(async move { super::provision::run(b, id).await })
-                .await;
-        }
+        State::Provisioning => bot.arm(&timer_plan::provision(id, bot.now()))?,
         _ => {}
     }
     Ok(Done::Answered)

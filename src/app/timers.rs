@@ -1,6 +1,8 @@
 //! Arming an incident's timers (planned in [`crate::domain::incident::timers`]) in the store
 //! the scheduler runs from.
 //!
+//! - At `declare` (and `retry`), the provisioning pipeline's; at every start, that of
+//!   each incident still provisioning, due at once ([`ensure_all`]).
 //! - When provisioning completes, and again at every start for each open incident
 //!   ([`ensure`]): arming is idempotent, so a crash between `active` and the arming
 //!   loses nothing, and a restart neither fires a timer twice nor resets a backoff.
@@ -11,7 +13,7 @@
 
 use std::sync::Arc;
 
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use super::ctx::{Bot, BotError};
 use crate::domain::incident::timers as plan;
@@ -139,6 +141,7 @@ pub(crate) fn ensure_all(bot: &Arc<Bot>) {
     let incidents = match bot
         .store
         .incidents(&crate::store::IncidentFilter::in_states(&[
+            State::Provisioning,
             State::Active,
             State::StandingDown,
             State::Archived,
@@ -151,6 +154,15 @@ pub(crate) fn ensure_all(bot: &Arc<Bot>) {
         }
     };
     for incident in incidents {
+        if incident.state == State::Provisioning {
+            // Resumed at once, where its records say it stopped (the pipeline loads the
+            // declared playbook itself, and gives up on one that no longer loads).
+            info!(incident = %incident.id, "resuming provisioning");
+            if let Err(e) = bot.arm(&plan::provision(&incident.id, bot.now())) {
+                warn!(incident = %incident.id, error = %e, "could not arm provisioning");
+            }
+            continue;
+        }
         let armed = super::ctx::declared_playbook(bot, &incident.id)
             .and_then(|playbook| ensure(bot, &incident, &playbook));
         if let Err(e) = armed {

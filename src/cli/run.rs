@@ -39,14 +39,12 @@ pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
     init_tracing(args.log_format);
     let runtime = super::runtime()?;
     runtime.block_on(async move {
-        let shutdown = std::sync::Arc::new(tokio::sync::Notify::new());
+        let shutdown = tokio_util::sync::CancellationToken::new();
         let signal = shutdown.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!("signal received; shutting down");
-            // notify_one keeps the wake-up until the bot's loop next waits;
-            // notify_waiters would lose it whenever the loop is busy.
-            signal.notify_one();
+            signal.cancel();
             // A second signal while draining stops at once.
             wait_for_signal().await;
             std::process::exit(130);

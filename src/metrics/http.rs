@@ -10,9 +10,10 @@
 //! the check that failed, as JSON:
 //! `{"status":"ok","checks":{"sync":{"ok":true,"detail":"…"},"store":{…}}}`.
 //!
-//! The server stops when the [`CancellationToken`] given to [`Server::bind_until`] is
-//! cancelled, or when it is dropped: it stops accepting at once, and
-//! [`Server::shutdown`] returns when the answers under way are written.
+//! The server and each connection run on the bot's [`Tasks`] given to
+//! [`Server::bind_until`] (see [`crate::tasks`] for the shutdown). It stops when they
+//! stop, or when it is dropped: it stops accepting at once, and [`Server::shutdown`]
+//! returns when the answers under way are written.
 //!
 //! Written here rather than by hyper, one part: hyper closes a connection whose head is
 //! late without a word, so the 408 after [`READ_TIMEOUT`] is written on the socket
@@ -37,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::Snapshot;
+use crate::tasks::Tasks;
 
 /// The largest request head read (also hyper's smallest read buffer).
 const MAX_HEAD: usize = 8 * 1024;
@@ -89,7 +91,7 @@ pub struct Server {
     addr: SocketAddr,
     probe: Arc<OnceLock<Arc<dyn Probe>>>,
     stop: CancellationToken,
-    task: Option<tokio::task::JoinHandle<()>>,
+    task: Option<tokio::task::JoinHandle<Option<()>>>,
 }
 
 /// Why the endpoints could not start.
@@ -106,16 +108,14 @@ pub struct BindError {
 }
 
 impl Server {
-    /// Listens on `addr` and serves until dropped.
+    /// Listens on `addr` and serves until dropped, on tasks of its own.
     pub async fn bind(addr: SocketAddr) -> Result<Self, BindError> {
-        Self::bind_until(addr, CancellationToken::new()).await
+        Self::bind_until(addr, &Tasks::new(CancellationToken::new())).await
     }
 
-    /// Listens on `addr` and serves until `cancel` is cancelled or the server dropped.
-    pub async fn bind_until(
-        addr: SocketAddr,
-        cancel: CancellationToken,
-    ) -> Result<Self, BindError> {
+    /// Listens on `addr` and serves, on `tasks`, until they stop or the server is
+    /// dropped.
+    pub async fn bind_until(addr: SocketAddr, tasks: &Tasks) -> Result<Self, BindError> {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| BindError { addr, source })?;
@@ -123,9 +123,9 @@ impl Server {
             .local_addr()
             .map_err(|source| BindError { addr, source })?;
         let probe: Arc<OnceLock<Arc<dyn Probe>>> = Arc::new(OnceLock::new());
-        // A child: dropping the server stops it without cancelling the caller's token.
-        let stop = cancel.child_token();
-        let task = tokio::spawn(serve(listener, probe.clone(), stop.clone()));
+        // A child: dropping the server stops it without stopping the caller's tasks.
+        let stop = tasks.stop_token().child_token();
+        let task = tasks.spawn(serve(listener, probe.clone(), stop.clone(), tasks.clone()));
         Ok(Self {
             addr: local,
             probe,
@@ -164,6 +164,7 @@ async fn serve(
     listener: TcpListener,
     probe: Arc<OnceLock<Arc<dyn Probe>>>,
     stop: CancellationToken,
+    tasks: Tasks,
 ) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -188,7 +189,7 @@ async fn serve(
             }
         };
         let probe = probe.clone();
-        tokio::spawn(async move {
+        tasks.spawn_detached(async move {
             if let Err(e) = answer(stream, probe).await {
                 debug!(%peer, error = %e, "metrics endpoint: connection ended");
             }
@@ -503,7 +504,7 @@ mod tests {
     #[tokio::test]
     async fn the_token_stops_the_listener() {
         let cancel = CancellationToken::new();
-        let s = Server::bind_until("127.0.0.1:0".parse().unwrap(), cancel.clone())
+        let s = Server::bind_until("127.0.0.1:0".parse().unwrap(), &Tasks::new(cancel.clone()))
             .await
             .unwrap();
         let a = s.local_addr();
@@ -521,7 +522,7 @@ mod tests {
 
         // Dropping a server stops it without cancelling the caller's token.
         let cancel = CancellationToken::new();
-        let s = Server::bind_until("127.0.0.1:0".parse().unwrap(), cancel.clone())
+        let s = Server::bind_until("127.0.0.1:0".parse().unwrap(), &Tasks::new(cancel.clone()))
             .await
             .unwrap();
         let a = s.local_addr();

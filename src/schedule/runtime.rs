@@ -1,26 +1,34 @@
 //! The scheduler task, in mini-redis's shape: one loop on
-//! `select!{ sleep_until(next due), notified(), a job finished, shutdown }`.
+//! `select!{ sleep_until(next due), notified(), a job finished, stopping }`.
 //!
 //! Each pass reads every timer from the store, asks [`decide`] about each, records
-//! skips, and dispatches due jobs, each in its own tokio task so that a panic is
-//! caught (as a [`tokio::task::JoinError`]) and treated as a failure. Two jobs of the
-//! same incident (or of the same incident-less timer) never run at once; jobs of
-//! different incidents run concurrently, at most [`SchedulerConfig::max_concurrent`].
+//! skips, and dispatches due jobs, each in its own task on the bot's [`Tasks`] so that
+//! a panic is caught (as a [`tokio::task::JoinError`]) and treated as a failure. Two
+//! jobs of the same incident (or of the same incident-less timer) never run at once;
+//! jobs of different incidents run concurrently, at most
+//! [`SchedulerConfig::max_concurrent`] (provisioning aside: see `Class::Provision`).
 //! The outcome of each job is written to the store by the loop itself, so the store's
 //! record of a timer changes only in one place.
+//!
+//! The scheduler stops with everything else (see [`crate::tasks`]): once stopping it
+//! dispatches nothing more, waits for the jobs under way and records their outcomes. A
+//! job cut short at the end of the shutdown's grace has no outcome and none is recorded:
+//! its timer is still due at the next start, and runs again at once.
 //!
 //! The store is called directly from the loop: its transactions are short, and
 //! `spawn_blocking` would let paused tokio time run ahead while it works.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
+use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
-use tokio::sync::{Notify, watch};
-use tokio::task::{JoinError, JoinHandle, JoinSet};
+use futures_util::stream::FuturesUnordered;
+use tokio::sync::Notify;
+use tokio::task::JoinError;
 use tracing::{Instrument, error, info, instrument, warn};
 
 use super::error::ScheduleError;
@@ -31,6 +39,7 @@ use crate::domain::schedule::backoff::Backoff;
 use crate::domain::schedule::catch_up::{Decision, Firing, decide};
 use crate::domain::schedule::{Schedule, Timer, TimerKind};
 use crate::store::Store;
+use crate::tasks::Tasks;
 
 /// What a job is told about the firing it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +53,10 @@ pub struct FireContext {
     /// Which attempt this is: 1 the first time, more after failures. A job may give up
     /// (report the step as failed and return `Ok`) when this grows too large.
     pub attempt: u32,
+    /// How many of the failed attempts before this one counted (see
+    /// [`JobError::waiting`]): what a job that gives up after so many real failures,
+    /// but waits out an outage however long, counts.
+    pub strikes: u32,
     /// When the scheduler dispatched it, by its clock.
     pub fired_at: DateTime<Utc>,
 }
@@ -54,6 +67,7 @@ pub struct FireContext {
 #[error("{message}")]
 pub struct JobError {
     message: String,
+    counts: bool,
 }
 
 impl JobError {
@@ -61,6 +75,17 @@ impl JobError {
     pub fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
+            counts: true,
+        }
+    }
+
+    /// A failure while the job only waited on something outside cordon (the homeserver
+    /// unreachable): retried with backoff like any other, but not counted in
+    /// [`FireContext::strikes`].
+    pub fn waiting(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            counts: false,
         }
     }
 
@@ -93,6 +118,9 @@ pub struct SchedulerConfig {
     pub max_concurrent: usize,
     /// The wait after each failed attempt.
     pub backoff: Backoff,
+    /// Another wait for the timers of some kinds (provisioning's, shorter: a commander
+    /// is waiting for the rooms).
+    pub backoff_by_kind: HashMap<TimerKind, Backoff>,
     /// The zone of cron timers that name none (the config's `time_zone`).
     pub time_zone: Tz,
     /// How long to wait before trying again after the store failed (default 5 s).
@@ -105,6 +133,7 @@ impl Default for SchedulerConfig {
             max_sleep: Duration::from_secs(60),
             max_concurrent: 4,
             backoff: Backoff::default(),
+            backoff_by_kind: HashMap::new(),
             time_zone: crate::input::config::DEFAULT_TIME_ZONE,
             store_retry: Duration::from_secs(5),
         }
@@ -119,10 +148,12 @@ pub struct Scheduler {
     jobs: Arc<dyn Jobs>,
     config: SchedulerConfig,
     notify: Arc<Notify>,
-    shutdown: watch::Receiver<bool>,
-    running: JoinSet<Result<(), JobError>>,
+    /// Where the jobs run, and the token the scheduler stops on.
+    tasks: Tasks,
+    /// The jobs under way, each yielding its task id and outcome when it ends.
+    running: FuturesUnordered<BoxFuture<'static, Done>>,
     /// The running jobs, by task id.
-    tasks: HashMap<tokio::task::Id, Running>,
+    jobs_running: HashMap<tokio::task::Id, Running>,
     /// The exclusivity keys of the running jobs (see [`exclusivity_key`]).
     busy: HashSet<String>,
     /// Timers not to dispatch before a time: their outcome could not be recorded.
@@ -142,72 +173,74 @@ struct Running {
     ctx: FireContext,
 }
 
-/// A finished job task, as the join set reports it.
-type Done = Result<(tokio::task::Id, Result<(), JobError>), JoinError>;
+/// A finished job task: its id, and what it returned (`None` when it was cut short at
+/// the end of the shutdown's grace), or how it ended abnormally.
+type Done = (
+    tokio::task::Id,
+    Result<Option<Result<(), JobError>>, JoinError>,
+);
 
 /// What woke the loop.
 enum Wake {
-    Shutdown,
+    Stop,
     Finished(Done),
     Look,
 }
 
 impl Scheduler {
-    /// Starts the scheduler on the current tokio runtime. It picks up every timer
-    /// already in the store, so a restart catches up by itself.
+    /// Starts the scheduler on `tasks`, which its jobs run on too; it stops when they
+    /// stop. It picks up every timer already in the store, so a restart catches up by
+    /// itself.
     pub fn spawn(
         store: Arc<Store>,
         clock: Arc<dyn Clock>,
         jobs: Arc<dyn Jobs>,
         config: SchedulerConfig,
+        tasks: &Tasks,
     ) -> SchedulerHandle {
         let notify = Arc::new(Notify::new());
-        let (shutdown_tx, shutdown) = watch::channel(false);
         let scheduler = Scheduler {
             store: store.clone(),
             clock: clock.clone(),
             jobs,
             config,
             notify: notify.clone(),
-            shutdown,
-            running: JoinSet::new(),
-            tasks: HashMap::new(),
+            tasks: tasks.clone(),
+            running: FuturesUnordered::new(),
+            jobs_running: HashMap::new(),
             busy: HashSet::new(),
             held: HashMap::new(),
             reported: HashSet::new(),
             post_turn: None,
         };
-        let task = tokio::spawn(scheduler.run());
+        // Not cut short itself: once stopping it waits only on its jobs, which the cut
+        // ends, and records the outcome of each that finished in the grace.
+        tasks.spawn_supervisor(scheduler.run());
         SchedulerHandle {
             shared: Arc::new(Shared {
                 store,
                 clock,
                 notify,
-                shutdown: shutdown_tx,
-                task: Mutex::new(Some(task)),
             }),
         }
     }
 
     async fn run(mut self) {
         info!("scheduler started");
+        let tasks = self.tasks.clone();
         loop {
-            if *self.shutdown.borrow() {
+            if tasks.is_stopping() {
                 break;
             }
             let wait = self.pass();
             let wake = tokio::select! {
-                changed = self.shutdown.changed() => match changed {
-                    Ok(()) if !*self.shutdown.borrow() => Wake::Look,
-                    // Shut down, or every handle dropped.
-                    _ => Wake::Shutdown,
-                },
-                Some(done) = self.running.join_next_with_id() => Wake::Finished(done),
+                () = tasks.stopping() => Wake::Stop,
+                Some(done) = self.running.next() => Wake::Finished(done),
                 () = self.notify.notified() => Wake::Look,
                 () = tokio::time::sleep(wait) => Wake::Look,
             };
             match wake {
-                Wake::Shutdown => break,
+                Wake::Stop => break,
                 Wake::Finished(done) => self.finished(done),
                 Wake::Look => {}
             }
@@ -218,7 +251,7 @@ impl Scheduler {
                 "scheduler stopping: waiting for running jobs"
             );
         }
-        while let Some(done) = self.running.join_next_with_id().await {
+        while let Some(done) = self.running.next().await {
             self.finished(done);
         }
         info!("scheduler stopped");
@@ -238,7 +271,11 @@ impl Scheduler {
         let mut next: Option<DateTime<Utc>> = None;
         let mut store_trouble = false;
         let mut due: Vec<(Timer, TimerState, Firing)> = Vec::new();
-        let running: HashSet<&str> = self.tasks.values().map(|r| r.timer.as_str()).collect();
+        let running: HashSet<&str> = self
+            .jobs_running
+            .values()
+            .map(|r| r.timer.as_str())
+            .collect();
         let mut seen = HashSet::new();
         for (timer, mut state) in entries {
             seen.insert(timer.id.clone());
@@ -290,17 +327,23 @@ impl Scheduler {
         }
         self.reported.retain(|id| seen.contains(id));
         for (timer, state, firing) in fair_order(due, self.post_turn) {
-            if self.running.len() >= self.config.max_concurrent.max(1) {
+            let kind = class(&timer.kind);
+            let limited = self
+                .jobs_running
+                .values()
+                .filter(|r| class(&r.kind) != Class::Provision)
+                .count();
+            if kind != Class::Provision && limited >= self.config.max_concurrent.max(1) {
                 // A finishing job wakes the loop.
                 break;
             }
             if self.busy.contains(&exclusivity_key(&timer)) {
                 continue;
             }
-            match class(&timer.kind) {
+            match kind {
                 Class::Post => self.post_turn = Some(false),
                 Class::Sweep => self.post_turn = Some(true),
-                Class::Lifecycle => {}
+                Class::Provision | Class::Lifecycle => {}
             }
             self.dispatch(timer, &state, firing, now);
         }
@@ -321,6 +364,7 @@ impl Scheduler {
             due: firing.due,
             collapsed: firing.collapsed,
             attempt: state.attempts.saturating_add(1),
+            strikes: state.strikes,
             fired_at: now,
         };
         if ctx.attempt > 1 {
@@ -335,10 +379,13 @@ impl Scheduler {
         // `run` is called inside the task, so that even a panic before its future
         // exists is caught as the task's.
         let job = async move { jobs.run(timer, ctx).await }.in_current_span();
-        let handle = self.running.spawn(job);
+        let handle = self.tasks.spawn(job);
+        let task = handle.id();
+        self.running
+            .push(Box::pin(async move { (task, handle.await) }));
         self.busy.insert(key.clone());
-        self.tasks.insert(
-            handle.id(),
+        self.jobs_running.insert(
+            task,
             Running {
                 timer: id,
                 kind,
@@ -349,19 +396,25 @@ impl Scheduler {
     }
 
     /// Records the outcome of a finished job.
-    fn finished(&mut self, done: Done) {
-        let (task, outcome) = match done {
-            Ok((task, outcome)) => (task, outcome),
-            Err(join) => {
-                let why = if join.is_panic() {
-                    "the job panicked"
-                } else {
-                    "the job was cancelled"
-                };
-                (join.id(), Err(JobError::new(why)))
+    fn finished(&mut self, (task, done): Done) {
+        let outcome = match done {
+            Ok(Some(outcome)) => outcome,
+            // Cut short at the end of the shutdown's grace: as after a SIGKILL, nothing
+            // is recorded, so the timer is still due at the next start.
+            Ok(None) => {
+                if let Some(run) = self.jobs_running.remove(&task) {
+                    self.busy.remove(&run.key);
+                    warn!(timer = %run.timer, "job cut short by the shutdown; it runs again at the next start");
+                }
+                return;
             }
+            Err(join) => Err(JobError::new(if join.is_panic() {
+                "the job panicked"
+            } else {
+                "the job was cancelled"
+            })),
         };
-        let Some(run) = self.tasks.remove(&task) else {
+        let Some(run) = self.jobs_running.remove(&task) else {
             return;
         };
         self.busy.remove(&run.key);
@@ -379,12 +432,19 @@ impl Scheduler {
             },
             Err(failure) => {
                 crate::metrics::global().job_failed(&run.kind);
-                let delay = self.config.backoff.delay(run.ctx.attempt);
+                let backoff = self
+                    .config
+                    .backoff_by_kind
+                    .get(&run.kind)
+                    .unwrap_or(&self.config.backoff);
+                let delay = backoff.delay(run.ctx.attempt);
                 let retry_at = now.checked_add_signed(delay).unwrap_or(now);
-                match self
-                    .store
-                    .record_timer_failure(&run.timer, failure.message(), retry_at)
-                {
+                match self.store.record_timer_failure(
+                    &run.timer,
+                    failure.message(),
+                    retry_at,
+                    failure.counts,
+                ) {
                     Ok(Some(state)) => warn!(
                         timer = %run.timer,
                         attempts = state.attempts,
@@ -420,11 +480,15 @@ fn earliest(next: Option<DateTime<Utc>>, at: DateTime<Utc>) -> Option<DateTime<U
     Some(next.map_or(at, |next| next.min(at)))
 }
 
-/// Jobs with the same key never run at once: the incident, or the timer itself when it
-/// belongs to none.
 /// Which queue a due timer waits in for a free job slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Class {
+    /// Provisioning a declared incident: first, and outside
+    /// [`SchedulerConfig::max_concurrent`], as when each declare ran in a task of its
+    /// own. A commander is waiting for the rooms, the declares of a major incident come
+    /// together, and provisioning bounds its own requests across incidents (the bot's
+    /// fan-out) rather than by job slots.
+    Provision,
     /// The incident's lifecycle: expiry, warnings, the stand-down pipeline, the
     /// archive's keep time.
     Lifecycle,
@@ -436,6 +500,9 @@ enum Class {
 
 fn class(kind: &TimerKind) -> Class {
     match kind {
+        TimerKind::Other(name) if name == crate::domain::incident::timers::PROVISION_KIND => {
+            Class::Provision
+        }
         TimerKind::Expiry | TimerKind::Warning | TimerKind::KeepTimeEnd => Class::Lifecycle,
         TimerKind::Other(name) if name == crate::domain::incident::timers::STANDDOWN_KIND => {
             Class::Lifecycle
@@ -445,8 +512,8 @@ fn class(kind: &TimerKind) -> Class {
     }
 }
 
-/// The order in which due timers take the free job slots. The lifecycle goes first, so
-/// a stand-down never waits behind routine work. Posts and sweeps then take turns, each
+/// The order in which due timers take the free job slots. Provisioning goes first (it
+/// takes no slot), then the lifecycle, so a stand-down never waits behind routine work. Posts and sweeps then take turns, each
 /// queue earliest due first, starting with `post_turn` (whose turn it is since the last
 /// dispatch; when nothing has run yet, the queue whose head is older): when both are
 /// backlogged each gets half the slots, and when one is idle the other gets them all.
@@ -458,17 +525,20 @@ fn fair_order(
     post_turn: Option<bool>,
 ) -> Vec<(Timer, TimerState, Firing)> {
     due.sort_by_key(|(_, _, firing)| firing.due);
+    let mut provision = Vec::new();
     let mut lifecycle = Vec::new();
     let mut posts = std::collections::VecDeque::new();
     let mut sweeps = std::collections::VecDeque::new();
     for entry in due {
         match class(&entry.0.kind) {
+            Class::Provision => provision.push(entry),
             Class::Lifecycle => lifecycle.push(entry),
             Class::Post => posts.push_back(entry),
             Class::Sweep => sweeps.push_back(entry),
         }
     }
-    let mut out = lifecycle;
+    let mut out = provision;
+    out.extend(lifecycle);
     let mut post_turn = match (posts.front(), sweeps.front()) {
         (Some(p), Some(s)) => post_turn.unwrap_or(p.2.due <= s.2.due),
         (p, _) => p.is_some(),
@@ -485,6 +555,8 @@ fn fair_order(
     out
 }
 
+/// Jobs with the same key never run at once: the incident, or the timer itself when it
+/// belongs to none.
 fn exclusivity_key(timer: &Timer) -> String {
     match &timer.incident {
         Some(incident) => format!("incident/{}", incident.as_str()),
@@ -492,8 +564,8 @@ fn exclusivity_key(timer: &Timer) -> String {
     }
 }
 
-/// Talks to a running [`Scheduler`]. Cheap to clone. Dropping every handle stops the
-/// scheduler as [`SchedulerHandle::shutdown`] does, without waiting for it.
+/// Talks to a running [`Scheduler`]. Cheap to clone. The scheduler stops with the
+/// [`Tasks`] it was spawned on, not with its handles.
 #[derive(Clone)]
 pub struct SchedulerHandle {
     shared: Arc<Shared>,
@@ -503,8 +575,6 @@ struct Shared {
     store: Arc<Store>,
     clock: Arc<dyn Clock>,
     notify: Arc<Notify>,
-    shutdown: watch::Sender<bool>,
-    task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for SchedulerHandle {
@@ -545,23 +615,6 @@ impl SchedulerHandle {
     /// means).
     pub fn wake(&self) {
         self.shared.notify.notify_one();
-    }
-
-    /// Stops the scheduler: no new job starts, and this returns once the running jobs
-    /// have finished and their outcomes are recorded. Later calls return at once.
-    pub async fn shutdown(&self) {
-        self.shared.shutdown.send_replace(true);
-        let task = self
-            .shared
-            .task
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(task) = task
-            && let Err(e) = task.await
-        {
-            error!(error = %e, "the scheduler task ended abnormally");
-        }
     }
 }
 

@@ -944,7 +944,7 @@ fn arming_again_keeps_the_record_and_a_changed_timer_replaces_it() {
     assert!(store.arm_timer(&timer, t(0)).unwrap());
     assert!(store.mark_timer_fired(&timer.id, t(30)).unwrap());
     store
-        .record_timer_failure(&timer.id, "send failed", t(61))
+        .record_timer_failure(&timer.id, "send failed", t(61), true)
         .unwrap();
     // A restart arms the same timer again: nothing is reset.
     assert!(!store.arm_timer(&timer, t(40)).unwrap());
@@ -976,28 +976,43 @@ fn failures_count_up_and_firing_clears_them() {
     let timer = cron_timer(&id);
     store.arm_timer(&timer, t(0)).unwrap();
     let first = store
-        .record_timer_failure(&timer.id, "homeserver unreachable", t(1))
+        .record_timer_failure(&timer.id, "homeserver unreachable", t(1), true)
         .unwrap()
         .unwrap();
     assert_eq!((first.attempts, first.retry_at), (1, Some(t(1))));
     let long = "x".repeat(2000);
     let second = store
-        .record_timer_failure(&timer.id, &long, t(2))
+        .record_timer_failure(&timer.id, &long, t(2), true)
         .unwrap()
         .unwrap();
     assert_eq!((second.attempts, second.retry_at), (2, Some(t(2))));
     assert_eq!(second.last_error.map(|e| e.len()), Some(500));
-    assert_eq!(store.record_timer_failure("nope", "x", t(2)).unwrap(), None);
+    assert_eq!(
+        store.record_timer_failure("nope", "x", t(2), true).unwrap(),
+        None
+    );
+    // A failure that does not count is an attempt (for the backoff), not a strike.
+    let third = store
+        .record_timer_failure(&timer.id, "homeserver down", t(3), false)
+        .unwrap()
+        .unwrap();
+    assert_eq!((third.attempts, third.strikes), (3, 2));
     // Survives a reopen.
     drop(store);
     let store = Store::open(dir.path()).unwrap();
-    assert_eq!(store.timer_entry(&timer.id).unwrap().unwrap().1.attempts, 2);
+    let kept = store.timer_entry(&timer.id).unwrap().unwrap().1;
+    assert_eq!((kept.attempts, kept.strikes), (3, 2));
     assert!(store.mark_timer_fired(&timer.id, t(30)).unwrap());
     let (fired, state) = store.timer_entry(&timer.id).unwrap().unwrap();
     assert_eq!(fired.last_fired, Some(t(30)));
     assert_eq!(
-        (state.attempts, state.retry_at, state.last_error),
-        (0, None, None)
+        (
+            state.attempts,
+            state.strikes,
+            state.retry_at,
+            state.last_error
+        ),
+        (0, 0, None, None)
     );
     assert_eq!(
         state.armed_at,
@@ -1067,6 +1082,44 @@ fn a_timer_stored_before_the_scheduler_state_existed_still_decodes() {
     let (timer, state) = store.timer_entry("mc-1/expiry").unwrap().unwrap();
     assert_eq!(state.armed_at, Some(t(1)), "adopting twice keeps the first");
     assert_eq!(store.timer("mc-1/expiry").unwrap(), Some(timer));
+}
+
+/// A timer's state written before failures were told apart from strikes (a stand-down
+/// retrying when this build starts) decodes with no strike and keeps its attempts.
+#[test]
+fn a_timer_state_stored_before_strikes_existed_still_decodes() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    let old = json!({
+        "id": "mc-1/standdown",
+        "incident": "mc-1",
+        "kind": {"other": "standdown"},
+        "schedule": {"at": t(50)},
+        "payload": {},
+        "last_fired": null,
+        "state": {
+            "armed_at": t(50),
+            "attempts": 2,
+            "retry_at": t(70),
+            "last_error": "homeserver unreachable",
+            "last_skipped": null,
+        },
+    });
+    tamper(dir.path(), |tx| {
+        let mut timers = tx.open_table(tables::TIMERS).unwrap();
+        timers
+            .insert(
+                "mc-1/standdown",
+                serde_json::to_vec(&old).unwrap().as_slice(),
+            )
+            .unwrap();
+    });
+    let store = Store::open(dir.path()).unwrap();
+    let (_, state) = store.timer_entry("mc-1/standdown").unwrap().unwrap();
+    assert_eq!(
+        (state.attempts, state.strikes, state.retry_at),
+        (2, 0, Some(t(70)))
+    );
 }
 
 #[test]

@@ -181,17 +181,22 @@ impl Store {
             .is_some())
     }
 
-    /// Records a failed attempt of timer `id`: one more attempt, the next one not before
-    /// `retry_at`, and `error` (cut to 500 characters). Returns the new state, or `None`
-    /// if there is no such timer (it was disarmed while its job ran).
+    /// Records a failed attempt of timer `id`: one more attempt (and one more strike
+    /// when the failure `counts`), the next one not before `retry_at`, and `error` (cut to
+    /// 500 characters). Returns the new state, or `None` if there is no such timer (it
+    /// was disarmed while its job ran).
     pub fn record_timer_failure(
         &self,
         id: &str,
         error: &str,
         retry_at: DateTime<Utc>,
+        counts: bool,
     ) -> Result<Option<TimerState>, StoreError> {
         self.update_timer(id, |_, state| {
             state.attempts = state.attempts.saturating_add(1);
+            if counts {
+                state.strikes = state.strikes.saturating_add(1);
+            }
             state.retry_at = Some(retry_at);
             state.last_error = Some(error.chars().take(MAX_ERROR_CHARS).collect());
             state.clone()

@@ -11,6 +11,9 @@
 //! CLI takes the lock and runs the very same [`serve`] in-process over an in-memory
 //! pipe, so there is one implementation.
 //!
+//! The listener and each connection run on the bot's [`Tasks`]: when they stop (see
+//! [`crate::tasks`]) it stops accepting, ends open connections and removes the file.
+//!
 //! # Protocol (version 1)
 //!
 //! One JSON object per line, UTF-8, each line at most 64 KiB.
@@ -54,13 +57,12 @@ use tokio::io::{
     AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
 };
 use tokio::net::UnixListener;
-use tokio::sync::Notify;
-use tokio::task::JoinSet;
 use tracing::{info, instrument, warn};
 
 use super::{Listed, Trust, TrustError, fingerprint, sas};
 use crate::clock::Clock;
 use crate::store::Store;
+use crate::tasks::Tasks;
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -217,18 +219,21 @@ pub enum AdminError {
     },
 }
 
-/// The listening admin socket of a running bot. [`AdminSocket::close`] stops it and
-/// removes the socket file.
+/// The listening admin socket of a running bot. It stops, ending open connections and
+/// removing the socket file, when the [`Tasks`] it was bound on stop.
 pub struct AdminSocket {
     path: PathBuf,
-    stop: Arc<Notify>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl AdminSocket {
     /// Binds `admin.sock` in `state_dir` (replacing a stale file: the caller holds the
-    /// state directory's lock) and serves connections from this uid with `ctx`.
-    pub fn bind(state_dir: &Path, ctx: Arc<AdminContext>) -> Result<Self, AdminError> {
+    /// state directory's lock) and serves connections from this uid with `ctx`, on
+    /// `tasks`.
+    pub fn bind(
+        state_dir: &Path,
+        ctx: Arc<AdminContext>,
+        tasks: &Tasks,
+    ) -> Result<Self, AdminError> {
         let path = state_dir.join(SOCKET_FILE);
         let io = |source: std::io::Error| AdminError::Io {
             path: path.clone(),
@@ -246,32 +251,32 @@ impl AdminSocket {
             // The socket file is ours: its owner is this process's effective uid.
             std::fs::metadata(&path).map_err(io)?.uid()
         };
-        let stop = Arc::new(Notify::new());
-        let task = tokio::spawn(accept_loop(listener, own_uid, ctx, stop.clone()));
+        tasks.spawn_detached(accept_loop(
+            listener,
+            path.clone(),
+            own_uid,
+            ctx,
+            tasks.clone(),
+        ));
         info!(path = %path.display(), "admin socket listening");
-        Ok(Self { path, stop, task })
+        Ok(Self { path })
     }
 
     /// The socket's path.
     pub fn path(&self) -> &Path {
         &self.path
     }
-
-    /// Stops accepting, ends open connections and removes the socket file.
-    pub async fn close(self) {
-        self.stop.notify_one();
-        let _ = self.task.await;
-        let _ = std::fs::remove_file(&self.path);
-    }
 }
 
+/// Accepts connections until the tasks stop, then removes the socket file. Each
+/// connection runs on the tasks too, and ends when they stop.
 async fn accept_loop(
     listener: UnixListener,
+    path: PathBuf,
     own_uid: u32,
     ctx: Arc<AdminContext>,
-    stop: Arc<Notify>,
+    tasks: Tasks,
 ) {
-    let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -280,9 +285,13 @@ async fn accept_loop(
                     match peer {
                         Ok(uid) if uid == own_uid => {
                             let ctx = ctx.clone();
-                            connections.spawn(async move {
-                                if let Err(e) = serve(&ctx, stream).await {
-                                    warn!(error = %e, "admin socket: connection failed");
+                            let stop = tasks.stop_token();
+                            tasks.spawn_detached(async move {
+                                tokio::select! {
+                                    served = serve(&ctx, stream) => if let Err(e) = served {
+                                        warn!(error = %e, "admin socket: connection failed");
+                                    },
+                                    () = stop.cancelled() => {}
                                 }
                             });
                         }
@@ -295,11 +304,11 @@ async fn accept_loop(
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            () = stop.notified() => break,
+            () = tasks.stopping() => break,
         }
     }
-    connections.shutdown().await;
+    drop(listener);
+    let _ = std::fs::remove_file(&path);
 }
 
 /// Serves one connection: reads a request, runs it with `ctx`, and writes the replies.

@@ -38,8 +38,7 @@ pub(super) async fn schedule(bot: &Arc<Bot>, room_id: OwnedRoomId) {
         let _held = slot.lock.lock().await;
         slot.queued.store(false, Ordering::SeqCst);
         check(&b, &room_id).await;
-    })
-    .await;
+    });
 }
 
 /// Every control room (the guard's pass).

@@ -14,19 +14,35 @@ use std::sync::{Arc, Weak};
 use futures_util::StreamExt;
 use matrix_sdk::ruma::UserId;
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
 use super::Seats;
 use super::alert;
 use crate::app::ctx::{ACTOR, Bot, millis_to_utc};
 
-/// Starts the two watchers; each stops when the bot is gone.
+/// Starts the two watchers, on the bot's tasks; each stops when they stop (or when the
+/// bot is gone).
 pub(super) fn start(bot: &Arc<Bot>) {
-    tokio::spawn(watch_devices(Arc::downgrade(bot)));
-    tokio::spawn(watch_identities(Arc::downgrade(bot)));
+    bot.spawn(watch_devices(Arc::downgrade(bot), bot.tasks.stop_token()));
+    bot.spawn(watch_identities(
+        Arc::downgrade(bot),
+        bot.tasks.stop_token(),
+    ));
 }
 
-async fn watch_devices(weak: Weak<Bot>) {
+/// The next item of `stream`, or `None` once `stop` is cancelled or the stream ends.
+async fn next_or_stop<S: futures_util::Stream + Unpin>(
+    stream: &mut S,
+    stop: &CancellationToken,
+) -> Option<S::Item> {
+    tokio::select! {
+        () = stop.cancelled() => None,
+        next = stream.next() => next,
+    }
+}
+
+async fn watch_devices(weak: Weak<Bot>, stop: CancellationToken) {
     let stream = {
         let Some(bot) = weak.upgrade() else { return };
         match bot.client.encryption().devices_stream().await {
@@ -38,7 +54,7 @@ async fn watch_devices(weak: Weak<Bot>) {
         }
     };
     futures_util::pin_mut!(stream);
-    while let Some(updates) = stream.next().await {
+    while let Some(updates) = next_or_stop(&mut stream, &stop).await {
         let Some(bot) = weak.upgrade() else { return };
         // Every update first enforces the person's standing: a device that appears
         // after a revocation is blacklisted before cordon shares a key with it.
@@ -57,13 +73,12 @@ async fn watch_devices(weak: Weak<Bot>) {
                 continue;
             }
             let b = bot.clone();
-            bot.spawn(async move { super::check_person(&b, &user).await })
-                .await;
+            bot.spawn(async move { super::check_person(&b, &user).await });
         }
     }
 }
 
-async fn watch_identities(weak: Weak<Bot>) {
+async fn watch_identities(weak: Weak<Bot>, stop: CancellationToken) {
     let stream = {
         let Some(bot) = weak.upgrade() else { return };
         match bot.client.encryption().user_identities_stream().await {
@@ -75,7 +90,7 @@ async fn watch_identities(weak: Weak<Bot>) {
         }
     };
     futures_util::pin_mut!(stream);
-    while let Some(updates) = stream.next().await {
+    while let Some(updates) = next_or_stop(&mut stream, &stop).await {
         let Some(bot) = weak.upgrade() else { return };
         for user in updates.new.into_keys().chain(updates.changed.into_keys()) {
             if user == *bot.user_id() {
@@ -83,8 +98,7 @@ async fn watch_identities(weak: Weak<Bot>) {
             }
             super::check_standing(&bot, &user).await;
             let b = bot.clone();
-            bot.spawn(async move { super::check_person(&b, &user).await })
-                .await;
+            bot.spawn(async move { super::check_person(&b, &user).await });
         }
     }
 }

@@ -294,8 +294,7 @@ async fn schedule(bot: &Arc<Bot>, incident: IncidentId) {
         let _held = slot.lock.lock().await;
         slot.queued.store(false, Ordering::SeqCst);
         reconcile_incident(&b, &incident).await;
-    })
-    .await;
+    });
 }
 
 /// Reads the room's whole current state from the homeserver (one request).
@@ -731,14 +730,16 @@ pub(crate) async fn check_standing(bot: &Arc<Bot>, user: &UserId) {
 /// first sync), then again every [`PERIOD`] in the background.
 pub async fn reconcile_all(bot: &Arc<Bot>) {
     pass(bot).await;
-    let weak = Arc::downgrade(bot);
-    tokio::spawn(async move {
+    let bot = bot.clone();
+    bot.tasks.clone().spawn_detached(async move {
         let mut tick = tokio::time::interval(PERIOD);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
-            tick.tick().await;
-            let Some(bot) = weak.upgrade() else { return };
+            tokio::select! {
+                () = bot.tasks.stopping() => return,
+                _ = tick.tick() => {}
+            }
             pass(&bot).await;
         }
     });

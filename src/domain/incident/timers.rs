@@ -10,6 +10,9 @@
 //! | `<id>/sweep/<room>` | sweep | when the room's oldest unredacted message reaches the window (re-armed by each sweep) |
 //! | `<id>/briefing/<room>` | briefing | shortly before the pinned briefing reaches the window (re-armed by each re-post) |
 //! | `<id>/advice/<event>` | `advice-reminder` | shortly before flagged advice reaches the window |
+//! | `<id>/provision` | `provision` | at `declare` (and `retry`, and every start while provisioning): the provisioning pipeline |
+//! | `<id>/standdown` | `standdown` | at `standdown` or expiry (and `release`, `retry`, every start while unfinished): the stand-down pipeline |
+//! | `<id>/keep-time-end` | keep-time-end | when the sealed archive's keep time ends |
 //!
 //! Ids are stable, so arming again after a restart is idempotent, and an extension
 //! re-arms the same expiry and warning timers with their new times.
@@ -21,7 +24,7 @@ use serde_json::json;
 
 use super::{Incident, IncidentId};
 use crate::domain::schedule::catch_up::DEADLINE_KEY;
-use crate::domain::schedule::{Schedule, Timer, TimerKind};
+use crate::domain::schedule::{Backoff, Schedule, Timer, TimerKind};
 use crate::input::playbook::Playbook;
 
 /// The kind name of the timer that reminds the author of untranscribed advice.
@@ -29,6 +32,9 @@ pub const ADVICE_KIND: &str = "advice-reminder";
 
 /// The kind of the timer that drives the stand-down pipeline.
 pub const STANDDOWN_KIND: &str = "standdown";
+
+/// The kind of the timer that drives the provisioning pipeline.
+pub const PROVISION_KIND: &str = "provision";
 
 /// The longest lead before the window that the briefing re-post and the advice
 /// reminder keep: a tenth of the window, at most this.
@@ -94,6 +100,33 @@ fn at(
         schedule: Schedule::At(due),
         payload,
         last_fired: None,
+    }
+}
+
+/// The id of the timer that drives the incident's provisioning pipeline.
+pub fn provision_id(id: &IncidentId) -> String {
+    format!("{}/provision", id.as_str())
+}
+
+/// The provisioning pipeline's timer, due `due` (now, to run it at once). The scheduler
+/// retries it with [`provision_backoff`] until the incident is active or failed.
+pub fn provision(incident: &IncidentId, due: DateTime<Utc>) -> Timer {
+    at(
+        provision_id(incident),
+        incident,
+        TimerKind::Other(PROVISION_KIND.to_owned()),
+        due,
+        json!({}),
+    )
+}
+
+/// The wait after a failed provisioning attempt: 2 s, doubling, at most 30 s. Shorter
+/// than other jobs' (5 s to 5 min): a commander is waiting for the rooms, and an
+/// outage of the homeserver is waited out attempt after attempt.
+pub fn provision_backoff() -> Backoff {
+    Backoff {
+        base: TimeDelta::seconds(2),
+        cap: TimeDelta::seconds(30),
     }
 }
 
@@ -342,6 +375,19 @@ archive:
                 tz: "Europe/London".into()
             }
         );
+    }
+
+    #[test]
+    fn provisioning_runs_when_due_and_waits_two_seconds_doubling_to_thirty() {
+        let id = IncidentId::parse("mc-4k7p").unwrap();
+        let p = provision(&id, t0());
+        assert_eq!(p.id, "mc-4k7p/provision");
+        assert_eq!(p.kind, TimerKind::Other(PROVISION_KIND.into()));
+        assert_eq!(p.schedule, Schedule::At(t0()));
+        let waits: Vec<i64> = (1..=6)
+            .map(|n| provision_backoff().delay(n).num_seconds())
+            .collect();
+        assert_eq!(waits, vec![2, 4, 8, 16, 30, 30]);
     }
 
     #[test]

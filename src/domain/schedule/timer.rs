@@ -75,6 +75,11 @@ pub struct TimerState {
     pub armed_at: Option<DateTime<Utc>>,
     /// Failed attempts since the timer last fired (0 when it is not failing).
     pub attempts: u32,
+    /// Of those, the ones that count towards a job giving up: a job says a failure does
+    /// not count when it only waited on something outside cordon (the homeserver down;
+    /// see `crate::schedule::JobError::waiting`). Absent from records written before it
+    /// existed, which decode with 0.
+    pub strikes: u32,
     /// When the next attempt after a failure may run, if one failed.
     pub retry_at: Option<DateTime<Utc>>,
     /// The last failure, for operators (the job's error, never a message body).
@@ -85,9 +90,10 @@ pub struct TimerState {
 }
 
 impl TimerState {
-    /// Forgets past failures: no attempts, no retry time, no last error.
+    /// Forgets past failures: no attempts, no strikes, no retry time, no last error.
     pub fn clear_retry(&mut self) {
         self.attempts = 0;
+        self.strikes = 0;
         self.retry_at = None;
         self.last_error = None;
     }

@@ -69,6 +69,8 @@ struct Fixture {
     dir: tempfile::TempDir,
     store: Arc<Store>,
     clock: Arc<ManualClock>,
+    /// The process's tasks: the scheduler stops when they stop.
+    tasks: Tasks,
 }
 
 fn fixture() -> Fixture {
@@ -78,12 +80,26 @@ fn fixture() -> Fixture {
         dir,
         store,
         clock: Arc::new(ManualClock::new(start())),
+        tasks: Tasks::new(tokio_util::sync::CancellationToken::new()),
     }
 }
 
 impl Fixture {
     fn spawn(&self, jobs: Arc<dyn Jobs>, config: SchedulerConfig) -> SchedulerHandle {
-        Scheduler::spawn(self.store.clone(), self.clock.clone(), jobs, config)
+        Scheduler::spawn(
+            self.store.clone(),
+            self.clock.clone(),
+            jobs,
+            config,
+            &self.tasks,
+        )
+    }
+
+    /// Stops the scheduler as a shutdown does, and waits (with no grace limit) until
+    /// its running jobs have finished and their outcomes are recorded.
+    async fn stop(&self) {
+        self.tasks.stop();
+        self.tasks.wait().await;
     }
 
     fn state(&self, id: &str) -> (Timer, TimerState) {
@@ -111,7 +127,7 @@ async fn an_armed_deadline_runs_at_its_time_and_only_once() {
     assert_eq!((ctx.due, ctx.collapsed, ctx.attempt), (due, 1, 1));
     assert!(timeout(secs(600), rx.recv()).await.is_err(), "fired twice");
     assert_eq!(f.state("mc-1/expiry").0.last_fired, Some(due));
-    handle.shutdown().await;
+    f.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -154,14 +170,14 @@ async fn a_restart_catches_up_each_kind_by_its_rule() {
     f.store.arm_timer(&live_warning, down_since).unwrap();
 
     let (jobs, mut rx) = reporting();
-    let handle = f.spawn(jobs, SchedulerConfig::default());
+    let _handle = f.spawn(jobs, SchedulerConfig::default());
     let mut ran = HashMap::new();
     for _ in 0..3 {
         let (id, ctx) = timeout(secs(1), rx.recv()).await.unwrap().unwrap();
         ran.insert(id, ctx);
     }
     assert!(timeout(secs(1), rx.recv()).await.is_err(), "{ran:?}");
-    handle.shutdown().await;
+    f.stop().await;
 
     assert_eq!(ran["mc-1/expiry"].due, start() - TimeDelta::hours(1));
     // 08:30, 09:00, 09:30 and 10:00 were missed: one firing, for 10:00, standing for 4.
@@ -210,7 +226,7 @@ async fn failures_back_off_and_the_backoff_survives_a_restart() {
     for _ in 0..4 {
         attempts.push(timeout(secs(60), rx.recv()).await.unwrap().unwrap());
     }
-    handle.shutdown().await;
+    f.stop().await;
     drop(handle);
     let offsets: Vec<(i64, u32)> = attempts
         .iter()
@@ -224,15 +240,18 @@ async fn failures_back_off_and_the_backoff_survives_a_restart() {
     assert_eq!(state.last_error.as_deref(), Some("boom"));
 
     // Restart: reopen the store from its directory after 10 s down.
-    let Fixture { dir, store, clock } = f;
+    let Fixture {
+        dir, store, clock, ..
+    } = f;
     drop(store);
     tokio::time::sleep(secs(10)).await;
     let f = Fixture {
         store: Arc::new(Store::open(dir.path()).unwrap()),
         dir,
         clock,
+        tasks: Tasks::new(tokio_util::sync::CancellationToken::new()),
     };
-    let handle = f.spawn(failing(), SchedulerConfig::default());
+    let _handle = f.spawn(failing(), SchedulerConfig::default());
     let (at, attempt) = timeout(secs(60), rx.recv()).await.unwrap().unwrap();
     assert_eq!(
         ((at - start()).num_seconds(), attempt),
@@ -241,7 +260,7 @@ async fn failures_back_off_and_the_backoff_survives_a_restart() {
     );
     let (at, attempt) = timeout(secs(120), rx.recv()).await.unwrap().unwrap();
     assert_eq!(((at - start()).num_seconds(), attempt), (155, 6));
-    handle.shutdown().await;
+    f.stop().await;
 }
 
 fn panics_while_running() -> JobFuture {
@@ -274,7 +293,7 @@ async fn a_panicking_job_does_not_stop_the_next() {
             )
             .unwrap();
     }
-    let handle = f.spawn(Arc::new(jobs), SchedulerConfig::default());
+    let _handle = f.spawn(Arc::new(jobs), SchedulerConfig::default());
     let ran = timeout(secs(11), rx.recv()).await.unwrap().unwrap();
     assert_eq!(ran, "c");
     for id in ["a", "b"] {
@@ -291,7 +310,7 @@ async fn a_panicking_job_does_not_stop_the_next() {
         f.state("c").0.last_fired,
         Some(start() + TimeDelta::seconds(10))
     );
-    handle.shutdown().await;
+    f.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -302,14 +321,14 @@ async fn a_clock_jump_forward_is_noticed_within_a_minute() {
     f.store
         .arm_timer(&deadline("mc-1/expiry", Some("mc-1"), due), start())
         .unwrap();
-    let handle = f.spawn(jobs, SchedulerConfig::default());
+    let _handle = f.spawn(jobs, SchedulerConfig::default());
     // Let it make its first pass and go to sleep, then move the wall clock past the
     // expiry without moving tokio's time (a suspend, or a corrected system clock).
     assert!(timeout(secs(1), rx.recv()).await.is_err());
     f.clock.jump(TimeDelta::hours(2));
     let (id, ctx) = timeout(secs(60), rx.recv()).await.unwrap().unwrap();
     assert_eq!((id.as_str(), ctx.due), ("mc-1/expiry", due));
-    handle.shutdown().await;
+    f.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -339,7 +358,7 @@ async fn arming_a_sooner_timer_wakes_the_scheduler() {
         .unwrap();
     let (id, ctx) = timeout(secs(11), rx.recv()).await.unwrap().unwrap();
     assert_eq!((id.as_str(), ctx.due), ("mc-2/warn", sooner));
-    handle.shutdown().await;
+    f.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -364,11 +383,14 @@ async fn shutdown_waits_for_the_running_job_and_records_it() {
     f.store
         .arm_timer(&deadline("mc-1/expiry", Some("mc-1"), start()), start())
         .unwrap();
-    let handle = f.spawn(Arc::new(jobs), SchedulerConfig::default());
+    let _handle = f.spawn(Arc::new(jobs), SchedulerConfig::default());
     timeout(secs(1), rx.recv()).await.unwrap().unwrap();
     let stopping = tokio::spawn({
-        let handle = handle.clone();
-        async move { handle.shutdown().await }
+        let tasks = f.tasks.clone();
+        async move {
+            tasks.stop();
+            tasks.wait().await;
+        }
     });
     tokio::time::sleep(secs(120)).await;
     assert!(
@@ -379,6 +401,48 @@ async fn shutdown_waits_for_the_running_job_and_records_it() {
     stopping.await.unwrap();
     assert!(finished.load(Ordering::SeqCst));
     assert_eq!(f.state("mc-1/expiry").0.last_fired, Some(start()));
+}
+
+/// A job still running when the shutdown's grace ends is cut short, and nothing is
+/// recorded for it: no firing, no failure (so no backoff). At the next start its timer
+/// is due at once, as after a SIGKILL.
+#[tokio::test(start_paused = true)]
+async fn a_job_cut_short_at_shutdown_is_not_recorded_and_runs_at_once_after_a_restart() {
+    let f = fixture();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let hanging = move || -> Arc<dyn Jobs> {
+        let tx = tx.clone();
+        Arc::new(FnJobs(
+            move |_timer: Timer, ctx: FireContext| -> JobFuture {
+                let _ = tx.send(ctx.attempt);
+                async {
+                    tokio::time::sleep(secs(3600)).await;
+                    Ok(())
+                }
+                .boxed()
+            },
+        ))
+    };
+    f.store
+        .arm_timer(&deadline("mc-1/expiry", Some("mc-1"), start()), start())
+        .unwrap();
+    let _handle = f.spawn(hanging(), SchedulerConfig::default());
+    assert_eq!(timeout(secs(1), rx.recv()).await.unwrap(), Some(1));
+    let stopped = tokio::time::Instant::now();
+    assert!(!f.tasks.drain(secs(10)).await, "the job was cut short");
+    assert_eq!(stopped.elapsed(), secs(10), "the grace, then the cut");
+    let (timer, state) = f.state("mc-1/expiry");
+    assert_eq!(timer.last_fired, None);
+    assert_eq!((state.attempts, state.retry_at), (0, None));
+
+    // The next start runs it again at once, as its first attempt.
+    let f = Fixture {
+        tasks: Tasks::new(tokio_util::sync::CancellationToken::new()),
+        ..f
+    };
+    let _handle = f.spawn(hanging(), SchedulerConfig::default());
+    assert_eq!(timeout(secs(1), rx.recv()).await.unwrap(), Some(1));
+    assert!(!f.tasks.drain(secs(1)).await);
 }
 
 #[tokio::test(start_paused = true)]
@@ -409,7 +473,7 @@ async fn jobs_of_one_incident_never_overlap_but_other_incidents_run_alongside() 
             .arm_timer(&deadline(id, Some(incident), start()), start())
             .unwrap();
     }
-    let handle = f.spawn(Arc::new(jobs), SchedulerConfig::default());
+    let _handle = f.spawn(Arc::new(jobs), SchedulerConfig::default());
     let first = timeout(secs(1), rx.recv()).await.unwrap().unwrap();
     let second = timeout(secs(1), rx.recv()).await.unwrap().unwrap();
     assert_eq!((first.as_str(), second.as_str()), ("mc-1/a", "mc-2/a"));
@@ -423,7 +487,7 @@ async fn jobs_of_one_incident_never_overlap_but_other_incidents_run_alongside() 
     for id in ["mc-1/b", "mc-2/a"] {
         releases[id].notify_one();
     }
-    handle.shutdown().await;
+    f.stop().await;
     for id in ids {
         assert_eq!(f.state(id).0.last_fired, Some(start()), "{id}");
     }
@@ -470,7 +534,7 @@ async fn a_backlog_of_due_sweeps_does_not_starve_a_stand_down_or_a_reminder() {
         start(),
     ));
     let (jobs, mut rx) = reporting();
-    let handle = f.spawn(
+    let _handle = f.spawn(
         jobs,
         SchedulerConfig {
             max_concurrent: 1,
@@ -492,5 +556,92 @@ async fn a_backlog_of_due_sweeps_does_not_starve_a_stand_down_or_a_reminder() {
         order.contains(&"rm-1/reminder/command/0".to_owned()),
         "{order:?}"
     );
-    handle.shutdown().await;
+    f.stop().await;
+}
+
+/// Provisioning's own backoff (2 s doubling) applies to its timers, and a failure that
+/// only waited on the homeserver is an attempt (the backoff grows) but not a strike
+/// (the job does not come closer to giving up).
+#[tokio::test(start_paused = true)]
+async fn a_kind_s_own_backoff_applies_and_waiting_failures_are_not_strikes() {
+    use crate::domain::incident::timers::{PROVISION_KIND, provision_backoff};
+    let f = fixture();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let clock = f.clock.clone();
+    let jobs = FnJobs(move |_timer: Timer, ctx: FireContext| -> JobFuture {
+        let _ = tx.send((clock.now(), ctx.attempt, ctx.strikes));
+        // Two attempts during an outage, then two real failures, then done.
+        let outcome = match ctx.attempt {
+            1 | 2 => Err(JobError::waiting("homeserver down")),
+            3 | 4 => Err(JobError::new("boom")),
+            _ => Ok(()),
+        };
+        async move { outcome }.boxed()
+    });
+    let kind = TimerKind::Other(PROVISION_KIND.into());
+    let timer = Timer {
+        kind: kind.clone(),
+        ..deadline("mc-1/provision", Some("mc-1"), start())
+    };
+    f.store.arm_timer(&timer, start()).unwrap();
+    let config = SchedulerConfig {
+        backoff_by_kind: HashMap::from([(kind, provision_backoff())]),
+        ..SchedulerConfig::default()
+    };
+    let _handle = f.spawn(Arc::new(jobs), config);
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let (at, attempt, strikes) = timeout(secs(60), rx.recv()).await.unwrap().unwrap();
+        seen.push(((at - start()).num_seconds(), attempt, strikes));
+    }
+    f.stop().await;
+    assert_eq!(
+        seen,
+        vec![(0, 1, 0), (2, 2, 0), (6, 3, 0), (14, 4, 1), (30, 5, 2)]
+    );
+    let (timer, state) = f.state("mc-1/provision");
+    assert_eq!(timer.last_fired, Some(start()));
+    assert_eq!((state.attempts, state.strikes), (0, 0), "cleared once done");
+}
+
+/// A declare is provisioned at once even when every job slot is taken, as when each
+/// declare ran in a task of its own.
+#[tokio::test(start_paused = true)]
+async fn provisioning_takes_no_job_slot() {
+    let f = fixture();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let jobs = FnJobs(move |timer: Timer, _ctx: FireContext| -> JobFuture {
+        let _ = tx.send(timer.id);
+        async {
+            tokio::time::sleep(secs(3600)).await;
+            Ok(())
+        }
+        .boxed()
+    });
+    for id in ["ex-1/expiry", "ex-2/expiry"] {
+        f.store
+            .arm_timer(&deadline(id, Some(&id[..4]), start()), start())
+            .unwrap();
+    }
+    let provision = crate::domain::incident::timers::provision(
+        &incident("pr-1"),
+        start() + TimeDelta::seconds(10),
+    );
+    f.store.arm_timer(&provision, start()).unwrap();
+    let _handle = f.spawn(
+        Arc::new(jobs),
+        SchedulerConfig {
+            max_concurrent: 1,
+            ..SchedulerConfig::default()
+        },
+    );
+    let first = timeout(secs(1), rx.recv()).await.unwrap().unwrap();
+    assert!(first.ends_with("/expiry"), "{first}");
+    let second = timeout(secs(11), rx.recv()).await.unwrap().unwrap();
+    assert_eq!(second, "pr-1/provision");
+    assert!(
+        timeout(secs(300), rx.recv()).await.is_err(),
+        "the second expiry waits for the one slot"
+    );
+    assert!(!f.tasks.drain(secs(1)).await);
 }
