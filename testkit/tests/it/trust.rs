@@ -227,7 +227,7 @@ async fn a_device_added_after_revocation_cannot_read_the_control_room() {
     w.bot_says_all(&["still a member of this control room", nurse.as_str()])
         .await;
 
-    let added = attack::login_cross_signed_device(w.hs, w.nurse(), &w.nurse_name(), "pw")
+    let added = attack::login_cross_signed_device(w.hs, w.nurse(), w.nurse_name(), "pw")
         .await
         .unwrap();
     // Give cordon's sync the device-list change, as a real attacker would wait.
