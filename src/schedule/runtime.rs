@@ -27,9 +27,9 @@ use chrono_tz::Tz;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinError;
-use tracing::{Instrument, error, info, instrument, warn};
+use tracing::{Instrument, debug, error, info, instrument, warn};
 
 use super::error::ScheduleError;
 use crate::clock::Clock;
@@ -228,6 +228,9 @@ impl Scheduler {
     async fn run(mut self) {
         info!("scheduler started");
         let tasks = self.tasks.clone();
+        // A clock moved by other means than time (a test's) wakes the loop, which
+        // otherwise sleeps until the next due time by the old reading.
+        let mut clock_moves = self.clock.moves();
         loop {
             if tasks.is_stopping() {
                 break;
@@ -237,6 +240,7 @@ impl Scheduler {
                 () = tasks.stopping() => Wake::Stop,
                 Some(done) = self.running.next() => Wake::Finished(done),
                 () = self.notify.notified() => Wake::Look,
+                () = clock_moved(&mut clock_moves) => Wake::Look,
                 () = tokio::time::sleep(wait) => Wake::Look,
             };
             match wake {
@@ -346,6 +350,9 @@ impl Scheduler {
                 Class::Provision | Class::Lifecycle => {}
             }
             self.dispatch(timer, &state, firing, now);
+        }
+        if self.running.is_empty() {
+            debug!(%now, "scheduler idle: nothing is due or running");
         }
         let mut wait = self.config.max_sleep;
         if let Some(at) = next {
@@ -474,6 +481,18 @@ impl Scheduler {
             now.checked_add_signed(wait).unwrap_or(now),
         );
     }
+}
+
+/// Resolves when the clock behind `moves` has been moved ([`Clock::moves`]); never for
+/// a clock that only runs.
+async fn clock_moved(moves: &mut Option<watch::Receiver<()>>) {
+    if let Some(rx) = moves {
+        if rx.changed().await.is_ok() {
+            return;
+        }
+        *moves = None;
+    }
+    std::future::pending::<()>().await;
 }
 
 fn earliest(next: Option<DateTime<Utc>>, at: DateTime<Utc>) -> Option<DateTime<Utc>> {

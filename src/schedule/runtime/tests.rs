@@ -331,6 +331,49 @@ async fn a_clock_jump_forward_is_noticed_within_a_minute() {
     f.stop().await;
 }
 
+/// A [`ManualClock`] that says when it is moved ([`Clock::moves`]), as a test build's
+/// movable clock does.
+struct Announcing {
+    clock: Arc<ManualClock>,
+    moves: watch::Sender<()>,
+}
+
+impl Clock for Announcing {
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    fn moves(&self) -> Option<watch::Receiver<()>> {
+        Some(self.moves.subscribe())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_clock_that_says_it_moved_wakes_the_scheduler_at_once() {
+    let f = fixture();
+    let (jobs, mut rx) = reporting();
+    let due = start() + TimeDelta::hours(2);
+    f.store
+        .arm_timer(&deadline("mc-1/expiry", Some("mc-1"), due), start())
+        .unwrap();
+    let clock = Arc::new(Announcing {
+        clock: f.clock.clone(),
+        moves: watch::Sender::new(()),
+    });
+    // A long sleep cap, so only the clock's signal can wake it before the hour.
+    let config = SchedulerConfig {
+        max_sleep: secs(3600),
+        ..SchedulerConfig::default()
+    };
+    let _handle = Scheduler::spawn(f.store.clone(), clock.clone(), jobs, config, &f.tasks);
+    assert!(timeout(secs(1), rx.recv()).await.is_err());
+    f.clock.jump(TimeDelta::hours(2));
+    clock.moves.send_replace(());
+    let (id, ctx) = timeout(secs(1), rx.recv()).await.unwrap().unwrap();
+    assert_eq!((id.as_str(), ctx.due), ("mc-1/expiry", due));
+    f.stop().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn arming_a_sooner_timer_wakes_the_scheduler() {
     let f = fixture();

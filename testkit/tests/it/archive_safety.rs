@@ -17,8 +17,8 @@ use cordon::archive::ArchiveSigner;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::e2e::World;
 use crate::standdown::{Officer, archive_path, cordon, declared, read_lines, signing_key, text};
+use crate::world::World;
 
 /// Stands the incident down and waits for its archive; the bot is stopped after.
 async fn stand_down(w: &mut World, incident: &str) -> PathBuf {

@@ -1,320 +1,14 @@
 //! End to end against a real Synapse: `cordon run` as its own process, people as
 //! matrix-sdk clients of their own, exactly as a commander and role holders would be.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use cordon::dev::bot::{BotProcess, BotSetup, enrol};
-use cordon::dev::{Synapse, TestUser};
-use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId, RoomId};
+use cordon::dev::TestUser;
+use cordon::dev::bot::enrol;
 use serde_json::Value;
 
 use crate::support::{WAIT, cordon_bin, unique};
-
-/// The time limits, retention and reminders of a drill playbook, as YAML.
-#[derive(Debug, Clone)]
-pub(crate) struct Timing {
-    /// The `duration:` mapping.
-    pub duration: &'static str,
-    /// The `retention:` mapping.
-    pub retention: &'static str,
-    /// The command room's `reminders:` list (`[]` for none).
-    pub reminders: &'static str,
-    /// The archive's age recipient (a records officer's public key); a fixed key nobody
-    /// in the test holds when `None`.
-    pub recipient: Option<String>,
-}
-
-impl Default for Timing {
-    fn default() -> Self {
-        Self {
-            duration: "{ max: 2h, warn_before: [30m], extend_max: 1h }",
-            retention: "{ messages: 1h }",
-            reminders: "[]",
-            recipient: None,
-        }
-    }
-}
-
-/// A drill playbook whose holders are the test's own users.
-fn drill_playbook(id: &str, lead: &OwnedUserId, nurses: &[OwnedUserId], timing: &Timing) -> String {
-    let nurses: Vec<String> = nurses.iter().map(|n| format!("\"{n}\"")).collect();
-    format!(
-        r#"id: {id}
-title: "Drill: major incident"
-trigger: {{ allowed: [role:lead] }}
-duration: {duration}
-retention: {retention}
-roles:
-  lead:
-    title: Incident lead
-    holders: ["{lead}"]
-    min: 1
-    instructions: "Lead {{incident}}. Run METHANE."
-  nurse:
-    title: Nurse in charge
-    holders: [{nurses}]
-    instructions: "Report bed state to {{commander}}."
-rooms:
-  - key: command
-    name: "{{incident}} - Command"
-    members: [lead, nurse]
-    moderators: [lead]
-    reminders: {reminders}
-  - key: ward
-    name: "{{incident}} - Ward"
-    members: [nurse]
-archive:
-  recipients: ["{recipient}"]
-  keep: 30d
-"#,
-        recipient = timing
-            .recipient
-            .as_deref()
-            .unwrap_or("age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"),
-        nurses = nurses.join(", "),
-        duration = timing.duration,
-        retention = timing.retention,
-        reminders = timing.reminders,
-    )
-}
-
-/// One scenario's world: a Synapse, a commander, nurses, a bot and a control room.
-pub(crate) struct World {
-    pub hs: &'static Synapse,
-    pub dir: tempfile::TempDir,
-    pub setup: BotSetup,
-    pub bot: Option<BotProcess>,
-    pub commander: TestUser,
-    pub nurses: Vec<TestUser>,
-    pub control: OwnedRoomId,
-    pub playbook_id: String,
-}
-
-impl World {
-    /// A world whose commander and nurses are all enrolled.
-    pub(crate) async fn new(nurse_count: usize) -> World {
-        Self::with(nurse_count, 0).await
-    }
-
-    /// A world with `nurse_count` nurses, of whom the last `unenrolled` are not enrolled.
-    async fn with(nurse_count: usize, unenrolled: usize) -> World {
-        Self::timed(nurse_count, unenrolled, &Timing::default()).await
-    }
-
-    /// A world whose playbook has `timing`.
-    pub(crate) async fn timed(nurse_count: usize, unenrolled: usize, timing: &Timing) -> World {
-        let hs = Synapse::shared().await.expect("synapse");
-        Self::on(hs, nurse_count, unenrolled, timing).await
-    }
-
-    /// A world on the homeserver `hs`.
-    pub(crate) async fn on(
-        hs: &'static Synapse,
-        nurse_count: usize,
-        unenrolled: usize,
-        timing: &Timing,
-    ) -> World {
-        let dir = tempfile::tempdir().unwrap();
-        let tag = unique("t");
-        let commander_name = format!("{tag}-lead");
-        hs.register(&commander_name, "pw", false).await.unwrap();
-        let commander = TestUser::login(hs, &commander_name, "pw").await.unwrap();
-        let mut nurses = Vec::new();
-        for i in 0..nurse_count {
-            let name = format!("{tag}-nurse{i}");
-            hs.register(&name, "pw", false).await.unwrap();
-            nurses.push(TestUser::login(hs, &name, "pw").await.unwrap());
-        }
-        let playbook_id = format!("drill-{tag}");
-        let playbooks = dir.path().join("playbooks");
-        std::fs::create_dir_all(&playbooks).unwrap();
-        let mut nurse_ids: Vec<OwnedUserId> =
-            nurses.iter().map(|n| n.user_id().to_owned()).collect();
-        // A holder whose account does not exist (a typo in the playbook): their invite
-        // is refused, and the incident must go ahead without them.
-        nurse_ids.push(hs.user_id(&format!("{tag}-ghost")).unwrap());
-        std::fs::write(
-            playbooks.join(format!("{playbook_id}.yaml")),
-            drill_playbook(
-                &playbook_id,
-                &commander.user_id().to_owned(),
-                &nurse_ids,
-                timing,
-            ),
-        )
-        .unwrap();
-        let setup = BotSetup::create(
-            hs,
-            dir.path(),
-            &format!("{tag}-cordon"),
-            &playbooks,
-            &[commander.user_id().to_owned()],
-            "",
-        )
-        .await
-        .unwrap();
-        let mut bot = BotProcess::start(&cordon_bin(), &setup, &[]).unwrap();
-        bot.wait_for_log("cordon is ready", WAIT).await.unwrap();
-        // Enrolled in person before anything else: cordon's messages (even its greeting
-        // in the control room) go only to verified devices.
-        let enrolled = nurse_count.saturating_sub(unenrolled);
-        for person in std::iter::once(&commander).chain(nurses.iter().take(enrolled)) {
-            if let Err(e) = enrol(&cordon_bin(), &setup, person).await {
-                panic!(
-                    "enrolling {}: {e}\nbot log:\n{}",
-                    person.user_id(),
-                    bot.log_text()
-                );
-            }
-        }
-        let control = commander
-            .create_encrypted_room("Control", std::slice::from_ref(&setup.user_id))
-            .await
-            .unwrap();
-        if let Err(e) = commander
-            .wait_for_message(&control, WAIT, |s, b| {
-                s == setup.user_id && b.contains("control room")
-            })
-            .await
-        {
-            panic!(
-                "the bot did not greet the control room: {e}\nbot log:\n{}",
-                bot.log_text()
-            );
-        }
-        World {
-            hs,
-            dir,
-            setup,
-            bot: Some(bot),
-            commander,
-            nurses,
-            control,
-            playbook_id,
-        }
-    }
-
-    pub(crate) fn bot_id(&self) -> OwnedUserId {
-        self.setup.user_id.clone()
-    }
-
-    pub(crate) async fn say(&self, body: &str) {
-        self.commander.send_text(&self.control, body).await.unwrap();
-    }
-
-    /// Waits for a bot message in the control room containing `needle`.
-    pub(crate) async fn bot_says(&self, needle: &str) -> String {
-        let bot = self.bot_id();
-        let (_, body) = self
-            .commander
-            .wait_for_message(&self.control, WAIT, |s, b| s == bot && b.contains(needle))
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "waiting for {needle:?}: {e}\nbot log:\n{}",
-                    self.bot.as_ref().map(|b| b.log_text()).unwrap_or_default()
-                )
-            });
-        body
-    }
-
-    pub(crate) fn bot_messages(&self, needle: &str) -> usize {
-        let bot = self.bot_id();
-        self.commander
-            .messages(&self.control)
-            .iter()
-            .filter(|m| m.sender == bot && m.body.contains(needle))
-            .count()
-    }
-
-    pub(crate) fn restart(&mut self, env: &[(&str, &str)]) -> &mut BotProcess {
-        if let Some(mut b) = self.bot.take() {
-            b.terminate(Duration::from_secs(20));
-        }
-        self.bot = Some(BotProcess::start(&cordon_bin(), &self.setup, env).unwrap());
-        self.bot.as_mut().unwrap()
-    }
-
-    /// Waits for the running bot to stop at failpoint `point` (`name` or `name@N`), then
-    /// SIGKILLs it there.
-    pub(crate) async fn kill_at(&mut self, point: &str) {
-        let name = point.split('@').next().unwrap_or(point);
-        let needle = format!("failpoint reached: {name}");
-        let bot = self.bot.as_mut().expect("a running bot");
-        if let Err(e) = bot.wait_for_log(&needle, WAIT).await {
-            panic!("{point} not reached: {e}\n{}", bot.log_text());
-        }
-        bot.kill9();
-        self.bot = None;
-    }
-
-    /// Stops the bot with SIGTERM; it must shut down cleanly (exit status 0).
-    pub(crate) fn stop_bot(&mut self) {
-        if let Some(mut b) = self.bot.take() {
-            let status = b.terminate(Duration::from_secs(20));
-            assert!(
-                status.is_some_and(|s| s.success()),
-                "cordon did not shut down cleanly on SIGTERM ({status:?}):\n{}",
-                b.log_text()
-            );
-        }
-    }
-
-    /// The rooms the bot created, by room key, from the tags in their create events
-    /// (read through an admin account, as an auditor would).
-    pub(crate) async fn created_rooms(&self, incident: &str) -> BTreeMap<String, Vec<OwnedRoomId>> {
-        let mut out: BTreeMap<String, Vec<OwnedRoomId>> = BTreeMap::new();
-        for id in self.rooms_created_by_bot().await {
-            let state = admin_get(self.hs, &format!("_synapse/admin/v1/rooms/{id}/state")).await;
-            for ev in state["state"].as_array().unwrap() {
-                if ev["type"] == "m.room.create"
-                    && ev["content"]["org.cordon.incident"].as_str() == Some(incident)
-                {
-                    let key = ev["content"]["org.cordon.room_key"]
-                        .as_str()
-                        .unwrap()
-                        .to_owned();
-                    out.entry(key)
-                        .or_default()
-                        .push(RoomId::parse(&id).unwrap());
-                }
-            }
-        }
-        out
-    }
-
-    pub(crate) fn store_dir(&self) -> PathBuf {
-        self.setup.state_dir.join("store")
-    }
-}
-
-pub(crate) async fn admin_token(hs: &Synapse) -> String {
-    // One admin per Synapse (the shared one, and those tests start of their own).
-    static TOKENS: tokio::sync::Mutex<BTreeMap<String, String>> =
-        tokio::sync::Mutex::const_new(BTreeMap::new());
-    let mut tokens = TOKENS.lock().await;
-    let key = hs.base_url().to_string();
-    if let Some(token) = tokens.get(&key) {
-        return token.clone();
-    }
-    let name = unique("auditor");
-    let token = hs
-        .register_session(&name, "pw", true)
-        .await
-        .unwrap()
-        .access_token;
-    tokens.insert(key, token.clone());
-    token
-}
-
-pub(crate) fn incident_id_in(text: &str) -> String {
-    // "DECLARED: <name> (<id>), …"
-    let start = text.find('(').unwrap() + 1;
-    let end = start + text[start..].find(')').unwrap();
-    text[start..end].to_owned()
-}
+use crate::world::{World, incident_id_in};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declare_provisions_locked_down_rooms_that_holders_join_and_read() {
@@ -494,15 +188,15 @@ async fn refused_commands_are_answered_audited_and_create_nothing() {
     w.hs.register(&name, "pw", false).await.unwrap();
     let intruder = TestUser::login(w.hs, &name, "pw").await.unwrap();
     w.commander
-        .invite(&w.control, intruder.user_id())
+        .invite(w.control(), intruder.user_id())
         .await
         .unwrap();
     intruder.wait_for_invite(WAIT).await.unwrap();
-    intruder.join(&w.control).await.unwrap();
+    intruder.join(w.control()).await.unwrap();
     // Not enrolled: refused before anything else is looked at.
     intruder
         .send_text(
-            &w.control,
+            w.control(),
             &format!("!cordon declare {} \"Fake incident\"", w.playbook_id),
         )
         .await
@@ -513,7 +207,7 @@ async fn refused_commands_are_answered_audited_and_create_nothing() {
     enrol(&cordon_bin(), &w.setup, &intruder).await.unwrap();
     intruder
         .send_text(
-            &w.control,
+            w.control(),
             &format!("!cordon declare {} \"Fake incident 2\"", w.playbook_id),
         )
         .await
@@ -608,32 +302,6 @@ impl World {
     async fn created_rooms_count(&self) -> usize {
         self.rooms_created_by_bot().await.len()
     }
-
-    /// Every room whose creator is the bot, as the admin API lists them.
-    async fn rooms_created_by_bot(&self) -> Vec<String> {
-        let rooms = admin_get(self.hs, "_synapse/admin/v1/rooms?limit=1000").await;
-        rooms["rooms"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|r| r["creator"].as_str() == Some(self.bot_id().as_str()))
-            .map(|r| r["room_id"].as_str().unwrap().to_owned())
-            .collect()
-    }
-}
-
-/// A GET on the Synapse admin API as the auditor account.
-pub(crate) async fn admin_get(hs: &Synapse, path: &str) -> Value {
-    let admin = admin_token(hs).await;
-    reqwest::Client::new()
-        .get(hs.base_url().join(path).unwrap())
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -840,7 +508,10 @@ async fn only_operator_invites_to_encrypted_rooms_are_accepted_and_logs_hold_no_
         .filter(|e| e.action == "invite.declined")
         .count();
     assert_eq!(declined, 2);
-    assert_eq!(store.control_rooms().unwrap(), vec![w.control.to_string()]);
+    assert_eq!(
+        store.control_rooms().unwrap(),
+        vec![w.control().to_string()]
+    );
 }
 
 /// `verification: required`: only enrolled holders are invited, the others are reported
@@ -849,7 +520,7 @@ async fn only_operator_invites_to_encrypted_rooms_are_accepted_and_logs_hold_no_
 /// refused, and the refusal is readable by the room's verified members.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unverified_holders_are_not_invited_and_unverified_devices_cannot_command() {
-    let w = World::with(2, 1).await;
+    let w = World::builder().nurses(2, 1).build().await;
     let (enrolled, unenrolled) = (&w.nurses[0], &w.nurses[1]);
 
     // The commander's password on another device: no cross-signing, so no authority.
@@ -857,7 +528,7 @@ async fn unverified_holders_are_not_invited_and_unverified_devices_cannot_comman
     let stolen = TestUser::login(w.hs, &localpart, "pw").await.unwrap();
     stolen
         .send_text(
-            &w.control,
+            w.control(),
             &format!("!cordon declare {} \"Phantom\"", w.playbook_id),
         )
         .await
@@ -916,11 +587,11 @@ async fn unverified_holders_are_not_invited_and_unverified_devices_cannot_comman
     stolen.wait_for_syncs(2, WAIT).await.unwrap();
     let bot = w.bot_id();
     assert!(
-        stolen.messages(&w.control).iter().all(|m| m.sender != bot),
+        stolen.messages(w.control()).iter().all(|m| m.sender != bot),
         "an unverified device decrypted a message from cordon"
     );
     assert!(
-        !stolen.undecryptable(&w.control).is_empty(),
+        !stolen.undecryptable(w.control()).is_empty(),
         "the stolen device saw none of cordon's messages at all"
     );
     stolen.stop().await;
@@ -932,7 +603,7 @@ async fn unverified_holders_are_not_invited_and_unverified_devices_cannot_comman
 /// messages stay unreadable to them until they are enrolled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_commander_can_admit_an_unverified_holder_with_an_audited_reason() {
-    let mut w = World::with(1, 1).await;
+    let mut w = World::builder().nurses(1, 1).build().await;
     let locum = &w.nurses[0];
     w.say(&format!("!cordon declare {} \"Power cut\"", w.playbook_id))
         .await;

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use cordon::dev::Synapse;
 use cordon::dev::bot::BotProcess;
 
-use crate::e2e::World;
 use crate::support::cordon_bin;
+use crate::world::World;
 
 /// How long any one change of state is waited for (not a timing assertion: a hung
 /// bot fails here instead of hanging the run).
@@ -46,13 +46,13 @@ const OUTAGE: Duration = Duration::from_secs(120);
 async fn healthz_fails_while_synapse_is_down_and_recovers_when_it_is_back() {
     // Its own homeserver: stopping the shared one would break the other tests.
     let hs = Synapse::own().await.expect("synapse");
-    let mut w = World::on(hs, 1, 0, &crate::e2e::Timing::default()).await;
+    let mut w = World::builder().on(hs).build().await;
     w.say(&format!(
         "!cordon declare {} \"Outage drill\"",
         w.playbook_id
     ))
     .await;
-    let incident = crate::e2e::incident_id_in(&w.bot_says("DECLARED: Outage drill").await);
+    let incident = crate::world::incident_id_in(&w.bot_says("DECLARED: Outage drill").await);
     let bot = w.bot.as_mut().unwrap();
     let base = bot
         .metrics_url()
@@ -167,12 +167,7 @@ pub(crate) async fn stops_on_a_full_disk(w: &mut World, point: &str, alerts: usi
     // Still full: a refusal to start, and the store untouched.
     let file = w.store_dir().join(cordon::store::FILE_NAME);
     let before = std::fs::read(&file).unwrap();
-    let mut bot = BotProcess::start(
-        &cordon_bin(),
-        &w.setup,
-        &[(cordon::failpoint::DISK_FULL_VAR, "now")],
-    )
-    .unwrap();
+    let mut bot = w.spawn_bot(&[(cordon::failpoint::DISK_FULL_VAR, "now")]);
     let status = bot.wait_for_exit(WAIT).await.unwrap();
     let log = bot.log_text();
     assert!(!status.success(), "{point}: started on a full disk:\n{log}");
@@ -223,7 +218,7 @@ async fn a_full_disk_during_a_declare_stops_cordon_and_the_restart_resumes_witho
 async fn a_synapse_restart_during_a_declare_ends_in_one_complete_incident() {
     use cordon::failpoint::{HOLD_VAR, RELEASE_VAR};
     let hs = Synapse::own().await.expect("synapse");
-    let mut w = World::on(hs, 2, 0, &crate::e2e::Timing::default()).await;
+    let mut w = World::builder().on(hs).nurses(2, 0).build().await;
     let release = w.dir.path().join("release-provision");
     let release_var = release.to_str().unwrap().to_owned();
     let name = "Restart drill";
@@ -398,14 +393,14 @@ async fn a_room_creation_repeated_under_its_alias_finds_the_first_room_and_makes
             .is_err_and(|e| e.to_string().contains("not the room cordon planned")),
         "{refused:?}"
     );
-    let mine: Vec<String> =
-        crate::e2e::admin_get(hs, "_synapse/admin/v1/rooms?limit=1000").await["rooms"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|r| r["creator"].as_str() == Some(user.user_id().as_str()))
-            .map(|r| r["room_id"].as_str().unwrap().to_owned())
-            .collect();
+    let mine: Vec<String> = crate::world::admin_get(hs, "_synapse/admin/v1/rooms?limit=1000").await
+        ["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["creator"].as_str() == Some(user.user_id().as_str()))
+        .map(|r| r["room_id"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(mine, vec![first.to_string()], "rooms created");
     remove_creation_alias(user.client(), &alias).await.unwrap();
     remove_creation_alias(user.client(), &alias).await.unwrap();

@@ -6,149 +6,27 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cordon::dev::bot::{self as bot_harness, BotProcess, BotSetup};
-use cordon::dev::{Synapse, TestUser};
-use cordon_testkit::attack::{self, ServerAdmin};
+use cordon::dev::TestUser;
+use cordon::dev::bot as bot_harness;
+use cordon_testkit::attack;
 use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId};
 use serde_json::json;
 
 use crate::support::{WAIT, cordon_bin, unique};
-
-/// A drill playbook whose holders are the test's users.
-fn playbook(id: &str, lead: &OwnedUserId, nurse: &OwnedUserId, identity_change: &str) -> String {
-    format!(
-        r#"id: {id}
-title: "Drill: guard"
-trigger: {{ allowed: [role:lead] }}
-identity_change: {identity_change}
-duration: {{ max: 2h, warn_before: [30m], extend_max: 1h }}
-retention: {{ messages: 1h }}
-roles:
-  lead: {{ title: Incident lead, holders: ["{lead}"], min: 1 }}
-  nurse: {{ title: Nurse in charge, holders: ["{nurse}"] }}
-rooms:
-  - key: command
-    name: "{{incident}} - Command"
-    members: [lead, nurse]
-    moderators: [lead]
-  - key: ward
-    name: "{{incident}} - Ward"
-    members: [nurse]
-archive:
-  recipients: ["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"]
-  keep: 30d
-"#
-    )
-}
-
-/// One test's world: Synapse, an enrolled commander and nurse, a control room, the bot,
-/// and a server admin who can attack and audit.
-pub(crate) struct World {
-    pub(crate) hs: &'static Synapse,
-    pub(crate) _dir: tempfile::TempDir,
-    pub(crate) setup: BotSetup,
-    pub(crate) bot: Option<BotProcess>,
-    pub(crate) commander: TestUser,
-    pub(crate) nurse: TestUser,
-    pub(crate) nurse_name: String,
-    pub(crate) control: OwnedRoomId,
-    pub(crate) admin: ServerAdmin,
-    pub(crate) tag: String,
-}
+use crate::world::World;
 
 impl World {
-    /// `policies` are the `identity_change` values of the playbooks to write, each as
-    /// playbook `guard-<policy>-<tag>`.
-    pub(crate) async fn new(policies: &[&str], env: &[(&str, &str)]) -> World {
-        let hs = Synapse::shared().await.expect("synapse");
-        let dir = tempfile::tempdir().unwrap();
-        let tag = unique("g");
-        let lead_name = format!("{tag}-lead");
-        hs.register(&lead_name, "pw", false).await.unwrap();
-        let commander = TestUser::login(hs, &lead_name, "pw").await.unwrap();
-        let nurse_name = format!("{tag}-nurse");
-        hs.register(&nurse_name, "pw", false).await.unwrap();
-        let nurse = TestUser::login(hs, &nurse_name, "pw").await.unwrap();
-        let playbooks = dir.path().join("playbooks");
-        std::fs::create_dir_all(&playbooks).unwrap();
-        for policy in policies {
-            let id = format!("guard-{policy}-{tag}");
-            std::fs::write(
-                playbooks.join(format!("{id}.yaml")),
-                playbook(
-                    &id,
-                    &commander.user_id().to_owned(),
-                    &nurse.user_id().to_owned(),
-                    policy,
-                ),
-            )
-            .unwrap();
-        }
-        let setup = BotSetup::create(
-            hs,
-            dir.path(),
-            &format!("{tag}-cordon"),
-            &playbooks,
-            &[commander.user_id().to_owned()],
-            "",
-        )
-        .await
-        .unwrap();
-        let admin = ServerAdmin::register(hs, &format!("{tag}-admin"))
+    /// A world for the guard: the shared Synapse, an enrolled commander and nurse, one
+    /// guard playbook per `identity_change` policy in `policies`, a server admin who can
+    /// attack and audit, and the bot started with `env`.
+    pub(crate) async fn guarded(policies: &[&'static str], env: &[(&str, &str)]) -> World {
+        World::builder()
+            .prefix("g")
+            .guard_playbooks(policies)
+            .server_admin()
+            .env(env)
+            .build()
             .await
-            .unwrap();
-        let mut bot = BotProcess::start(&cordon_bin(), &setup, env).unwrap();
-        bot.wait_for_log("cordon is ready", WAIT).await.unwrap();
-        for person in [&commander, &nurse] {
-            bot_harness::enrol(&cordon_bin(), &setup, person)
-                .await
-                .unwrap_or_else(|e| panic!("enrolling: {e}\nbot log:\n{}", bot.log_text()));
-        }
-        let control = commander
-            .create_encrypted_room("Control", std::slice::from_ref(&setup.user_id))
-            .await
-            .unwrap();
-        let w = World {
-            hs,
-            _dir: dir,
-            setup,
-            bot: Some(bot),
-            commander,
-            nurse,
-            nurse_name,
-            control,
-            admin,
-            tag,
-        };
-        w.bot_says("control room").await;
-        w
-    }
-
-    pub(crate) fn bot_id(&self) -> OwnedUserId {
-        self.setup.user_id.clone()
-    }
-
-    pub(crate) fn log(&self) -> String {
-        self.bot.as_ref().map(|b| b.log_text()).unwrap_or_default()
-    }
-
-    /// Waits for a message from the bot in the control room containing every needle.
-    pub(crate) async fn bot_says(&self, needle: &str) -> String {
-        self.bot_says_all(&[needle]).await
-    }
-
-    pub(crate) async fn bot_says_all(&self, needles: &[&str]) -> String {
-        let bot = self.bot_id();
-        match self
-            .commander
-            .wait_for_message(&self.control, WAIT, |s, b| {
-                s == bot && needles.iter().all(|n| b.contains(n))
-            })
-            .await
-        {
-            Ok((_, body)) => body,
-            Err(e) => panic!("waiting for {needles:?}: {e}\nbot log:\n{}", self.log()),
-        }
     }
 
     /// Declares an incident from playbook `guard-<policy>-<tag>` and waits until it is
@@ -159,19 +37,12 @@ impl World {
         name: &str,
     ) -> (String, BTreeMap<String, OwnedRoomId>) {
         let playbook = format!("guard-{policy}-{}", self.tag);
-        self.commander
-            .send_text(
-                &self.control,
-                &format!("!cordon declare {playbook} \"{name}\""),
-            )
-            .await
-            .unwrap();
+        self.say(&format!("!cordon declare {playbook} \"{name}\""))
+            .await;
         let summary = self.bot_says(&format!("DECLARED: {name}")).await;
-        let start = summary.find('(').unwrap() + 1;
-        let end = start + summary[start..].find(')').unwrap();
-        let incident = summary[start..end].to_owned();
+        let incident = crate::world::incident_id_in(&summary);
         let rooms = self
-            .admin
+            .admin()
             .incident_rooms(&self.bot_id(), &incident)
             .await
             .unwrap();
@@ -181,24 +52,12 @@ impl World {
 
     /// The nurse joins `room` and reads the briefing there.
     pub(crate) async fn nurse_joins(&self, room: &RoomId) {
-        self.nurse.join(room).await.unwrap();
+        self.nurse().join(room).await.unwrap();
         let bot = self.bot_id();
-        self.nurse
+        self.nurse()
             .wait_for_message(room, WAIT, |s, b| s == bot && b.contains("BRIEFING"))
             .await
             .unwrap_or_else(|e| panic!("{e}\nbot log:\n{}", self.log()));
-    }
-
-    pub(crate) fn restart(&mut self, env: &[(&str, &str)]) {
-        if let Some(mut b) = self.bot.take() {
-            b.kill9();
-        }
-        self.bot = Some(BotProcess::start(&cordon_bin(), &self.setup, env).unwrap());
-    }
-
-    pub(crate) async fn wait_ready(&mut self) {
-        let bot = self.bot.as_mut().unwrap();
-        bot.wait_for_log("cordon is ready", WAIT).await.unwrap();
     }
 
     /// An operator revokes the nurse's enrolment (`cordon verify --revoke`).
@@ -206,7 +65,7 @@ impl World {
         let out = bot_harness::verify_command(&cordon_bin(), &self.setup)
             .args([
                 "--revoke",
-                self.nurse.user_id().as_str(),
+                self.nurse().user_id().as_str(),
                 "--reason",
                 reason,
             ])
@@ -218,19 +77,6 @@ impl World {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-    }
-
-    /// Stops the bot cleanly and opens its store.
-    pub(crate) fn stop_and_open_store(&mut self) -> cordon::store::Store {
-        if let Some(mut b) = self.bot.take() {
-            let status = b.terminate(Duration::from_secs(20));
-            assert!(
-                status.is_some_and(|s| s.success()),
-                "cordon did not stop cleanly ({status:?}):\n{}",
-                b.log_text()
-            );
-        }
-        cordon::store::Store::open_existing(&self.setup.state_dir.join("store")).unwrap()
     }
 }
 
@@ -276,7 +122,7 @@ pub(crate) fn audited(store: &cordon::store::Store, action: &str) -> Vec<serde_j
 /// unverified device, which neither that device nor the intruder can decrypt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_admin_and_force_joined_intruder_are_banned_reverted_and_read_nothing() {
-    let mut w = World::new(&["remove"], &[("CORDON_FAILPOINT", "guard.before_acting")]).await;
+    let mut w = World::guarded(&["remove"], &[("CORDON_FAILPOINT", "guard.before_acting")]).await;
     let (incident, rooms) = w.declare("remove", "Forged admin").await;
     let command = rooms["command"].clone();
     w.nurse_joins(&command).await;
@@ -286,19 +132,23 @@ async fn a_forged_admin_and_force_joined_intruder_are_banned_reverted_and_read_n
     let intruder = TestUser::login(w.hs, &intruder_name, "pw").await.unwrap();
 
     // The attack: forged power and invite in cordon's name, then a force-join.
-    w.admin
-        .make_room_admin(&command, w.admin.user_id())
+    w.admin()
+        .make_room_admin(&command, w.admin().user_id())
         .await
         .unwrap();
     let forged = w
-        .admin
+        .admin()
         .state_content(&command, "m.room.power_levels", "")
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(forged["users"][w.admin.user_id().as_str()], 100, "{forged}");
-    w.admin.join(&command).await.unwrap();
-    w.admin
+    assert_eq!(
+        forged["users"][w.admin().user_id().as_str()],
+        100,
+        "{forged}"
+    );
+    w.admin().join(&command).await.unwrap();
+    w.admin()
         .send_state(
             &command,
             "m.room.history_visibility",
@@ -306,12 +156,12 @@ async fn a_forged_admin_and_force_joined_intruder_are_banned_reverted_and_read_n
         )
         .await
         .unwrap();
-    w.admin
+    w.admin()
         .force_join(&command, intruder.user_id())
         .await
         .unwrap();
     assert_eq!(
-        w.admin
+        w.admin()
             .membership(&command, intruder.user_id())
             .await
             .unwrap()
@@ -327,17 +177,17 @@ async fn a_forged_admin_and_force_joined_intruder_are_banned_reverted_and_read_n
 
     // While the guard is held: the nurse's password is used on a new device that she
     // never verifies. cordon alerts, in the command room too, where the intruder is.
-    let device = attack::login_unverified_device(w.hs, &w.nurse_name, "pw")
+    let device = attack::login_unverified_device(w.hs, w.nurse_name(), "pw")
         .await
         .unwrap();
     let device_id = device.client().device_id().unwrap().to_string();
     let bot = w.bot_id();
-    w.nurse
+    w.nurse()
         .wait_for_message(&command, WAIT, |s, b| s == bot && b.contains(&device_id))
         .await
         .unwrap_or_else(|e| panic!("{e}\nbot log:\n{}", w.log()));
     let alert = w
-        .nurse
+        .nurse()
         .messages(&command)
         .into_iter()
         .find(|m| m.sender == bot && m.body.contains(&device_id))
@@ -350,7 +200,7 @@ async fn a_forged_admin_and_force_joined_intruder_are_banned_reverted_and_read_n
         alert.body
     );
     let alert_in_control = w
-        .bot_says_all(&[&device_id, w.nurse.user_id().as_str()])
+        .bot_says_all(&[&device_id, w.nurse().user_id().as_str()])
         .await;
     assert!(alert_in_control.contains(&incident), "{alert_in_control}");
 
@@ -367,18 +217,22 @@ async fn a_forged_admin_and_force_joined_intruder_are_banned_reverted_and_read_n
     );
 
     // A crash, and cordon comes back: by the time it is ready, the room is clean.
-    w.restart(&[]);
+    w.crash_restart(&[]);
     w.wait_ready().await;
-    for who in [intruder.user_id(), w.admin.user_id()] {
+    for who in [intruder.user_id(), w.admin().user_id()] {
         assert_eq!(
-            w.admin.membership(&command, who).await.unwrap().as_deref(),
+            w.admin()
+                .membership(&command, who)
+                .await
+                .unwrap()
+                .as_deref(),
             Some("ban"),
             "{who} is not banned\nbot log:\n{}",
             w.log()
         );
     }
     let pl = w
-        .admin
+        .admin()
         .state_content(&command, "m.room.power_levels", "")
         .await
         .unwrap()
@@ -391,7 +245,7 @@ async fn a_forged_admin_and_force_joined_intruder_are_banned_reverted_and_read_n
     assert_eq!(pl["invite"], 100, "{pl}");
 
     assert_eq!(
-        w.admin
+        w.admin()
             .state_content(&command, "m.room.history_visibility", "")
             .await
             .unwrap()
@@ -421,7 +275,7 @@ async fn a_forged_admin_and_force_joined_intruder_are_banned_reverted_and_read_n
     w.commander.wait_for_syncs(2, WAIT).await.unwrap();
     let mut sent: Vec<String> = w
         .commander
-        .messages(&w.control)
+        .messages(w.control())
         .into_iter()
         .filter(|m| m.sender == bot && m.body.contains("SECURITY ALERT"))
         .map(|m| m.body)
@@ -459,14 +313,14 @@ async fn a_forged_admin_and_force_joined_intruder_are_banned_reverted_and_read_n
 /// it says `alert` they stay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_identity_change_is_alerted_and_removes_the_member_where_the_playbook_says() {
-    let mut w = World::new(&["remove", "alert"], &[]).await;
+    let mut w = World::guarded(&["remove", "alert"], &[]).await;
     let (removing, removing_rooms) = w.declare("remove", "Removing drill").await;
     let (alerting, alerting_rooms) = w.declare("alert", "Alerting drill").await;
     w.nurse_joins(&removing_rooms["command"]).await;
     w.nurse_joins(&alerting_rooms["command"]).await;
 
-    attack::reset_identity(&w.nurse, "pw").await.unwrap();
-    let nurse = w.nurse.user_id().to_owned();
+    attack::reset_identity(w.nurse(), "pw").await.unwrap();
+    let nurse = w.nurse().user_id().to_owned();
     let removed = w
         .bot_says_all(&["identity (cross-signing keys)", nurse.as_str(), &removing])
         .await;
@@ -485,7 +339,7 @@ async fn an_identity_change_is_alerted_and_removes_the_member_where_the_playbook
         ("ward", &alerting_rooms, "invite"),
     ] {
         assert_eq!(
-            w.admin
+            w.admin()
                 .membership(&rooms[key], &nurse)
                 .await
                 .unwrap()
@@ -514,7 +368,7 @@ async fn an_identity_change_is_alerted_and_removes_the_member_where_the_playbook
 async fn wait_membership(w: &World, room: &RoomId, user: &OwnedUserId, expected: &str) {
     let waited = async {
         loop {
-            if w.admin.membership(room, user).await.unwrap().as_deref() == Some(expected) {
+            if w.admin().membership(room, user).await.unwrap().as_deref() == Some(expected) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -535,10 +389,10 @@ async fn wait_membership(w: &World, room: &RoomId, user: &OwnedUserId, expected:
 /// readmission after a new enrolment in person is automatic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_member_is_taken_out_and_let_back_in_once_enrolled_again() {
-    let mut w = World::new(&["alert"], &[]).await;
+    let mut w = World::guarded(&["alert"], &[]).await;
     let (incident, rooms) = w.declare("alert", "Revocation drill").await;
     w.nurse_joins(&rooms["command"]).await;
-    let nurse = w.nurse.user_id().to_owned();
+    let nurse = w.nurse().user_id().to_owned();
 
     w.revoke_nurse("lost her phone").await;
     // Even under `identity_change: alert`: a revocation is an operator's decision.
@@ -550,7 +404,7 @@ async fn a_revoked_member_is_taken_out_and_let_back_in_once_enrolled_again() {
         .await;
     assert!(told.contains("removed them"), "{told}");
 
-    bot_harness::enrol(&cordon_bin(), &w.setup, &w.nurse)
+    bot_harness::enrol(&cordon_bin(), &w.setup, w.nurse())
         .await
         .unwrap();
     for key in ["command", "ward"] {
@@ -581,7 +435,7 @@ async fn a_forged_ban_tombstone_rename_pin_and_widget_are_all_undone_and_raised(
     // attacker is not banned half-way through it.
     let release_dir = tempfile::tempdir().unwrap();
     let release = release_dir.path().join("release");
-    let mut w = World::new(
+    let mut w = World::guarded(
         &["remove"],
         &[
             ("CORDON_FAILPOINT_HOLD", "guard.before_acting"),
@@ -592,21 +446,21 @@ async fn a_forged_ban_tombstone_rename_pin_and_widget_are_all_undone_and_raised(
     let (incident, rooms) = w.declare("remove", "Forged state").await;
     let command = rooms["command"].clone();
     w.nurse_joins(&command).await;
-    let nurse = w.nurse.user_id().to_owned();
+    let nurse = w.nurse().user_id().to_owned();
     let name_before = w
-        .admin
+        .admin()
         .state_content(&command, "m.room.name", "")
         .await
         .unwrap()
         .unwrap();
     let topic_before = w
-        .admin
+        .admin()
         .state_content(&command, "m.room.topic", "")
         .await
         .unwrap()
         .unwrap();
     let pins_before = w
-        .admin
+        .admin()
         .state_content(&command, "m.room.pinned_events", "")
         .await
         .unwrap()
@@ -618,18 +472,18 @@ async fn a_forged_ban_tombstone_rename_pin_and_widget_are_all_undone_and_raised(
     );
 
     // The attack.
-    w.admin
-        .make_room_admin(&command, w.admin.user_id())
+    w.admin()
+        .make_room_admin(&command, w.admin().user_id())
         .await
         .unwrap();
-    w.admin.join(&command).await.unwrap();
-    w.admin.eject(&command, &nurse, "ban").await.unwrap();
+    w.admin().join(&command).await.unwrap();
+    w.admin().eject(&command, &nurse, "ban").await.unwrap();
     let elsewhere = w
         .commander
         .create_encrypted_room("Somewhere else", &[])
         .await
         .unwrap();
-    w.admin
+    w.admin()
         .send_state(
             &command,
             "m.room.tombstone",
@@ -637,7 +491,7 @@ async fn a_forged_ban_tombstone_rename_pin_and_widget_are_all_undone_and_raised(
         )
         .await
         .unwrap();
-    w.admin
+    w.admin()
         .send_state(
             &command,
             "m.room.name",
@@ -645,7 +499,7 @@ async fn a_forged_ban_tombstone_rename_pin_and_widget_are_all_undone_and_raised(
         )
         .await
         .unwrap();
-    w.admin
+    w.admin()
         .send_state(
             &command,
             "m.room.topic",
@@ -653,7 +507,7 @@ async fn a_forged_ban_tombstone_rename_pin_and_widget_are_all_undone_and_raised(
         )
         .await
         .unwrap();
-    w.admin
+    w.admin()
         .send_state(
             &command,
             "m.room.pinned_events",
@@ -661,7 +515,7 @@ async fn a_forged_ban_tombstone_rename_pin_and_widget_are_all_undone_and_raised(
         )
         .await
         .unwrap();
-    w.admin
+    w.admin()
         .send_state_keyed(
             &command,
             "im.vector.modular.widgets",
@@ -671,7 +525,7 @@ async fn a_forged_ban_tombstone_rename_pin_and_widget_are_all_undone_and_raised(
         .await
         .unwrap();
     assert_eq!(
-        w.admin
+        w.admin()
             .membership(&command, &nurse)
             .await
             .unwrap()
@@ -682,10 +536,10 @@ async fn a_forged_ban_tombstone_rename_pin_and_widget_are_all_undone_and_raised(
 
     // Undone: the nurse invited back, cordon's state put back, the rest emptied.
     wait_membership(&w, &command, &nurse, "invite").await;
-    let admin_id = w.admin.user_id().to_owned();
+    let admin_id = w.admin().user_id().to_owned();
     wait_membership(&w, &command, &admin_id, "ban").await;
     let state_now = |t: &'static str, key: &'static str| {
-        let admin = w.admin.clone();
+        let admin = w.admin().clone();
         let command = command.clone();
         async move {
             admin
@@ -740,12 +594,12 @@ async fn a_forged_ban_tombstone_rename_pin_and_widget_are_all_undone_and_raised(
     );
 
     // The nurse can come back in.
-    w.nurse.join(&command).await.unwrap();
+    w.nurse().join(&command).await.unwrap();
 
     // cordon itself taken out of the ward room with a token issued in its name.
     let ward = rooms["ward"].clone();
     let bot_id = w.bot_id();
-    w.admin.leave_as(&bot_id, &ward).await.unwrap();
+    w.admin().leave_as(&bot_id, &ward).await.unwrap();
     let lost = w
         .bot_says_all(&["cordon itself was removed from this room", "Ward"])
         .await;
@@ -780,12 +634,12 @@ async fn a_forged_ban_tombstone_rename_pin_and_widget_are_all_undone_and_raised(
 /// A holder who leaves by their own hand is not pulled back in: `status` names them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_who_leaves_stays_out_and_status_says_so() {
-    let mut w = World::new(&["remove"], &[]).await;
+    let mut w = World::guarded(&["remove"], &[]).await;
     let (incident, rooms) = w.declare("remove", "Leaving").await;
     let command = rooms["command"].clone();
     w.nurse_joins(&command).await;
-    let nurse = w.nurse.user_id().to_owned();
-    w.nurse
+    let nurse = w.nurse().user_id().to_owned();
+    w.nurse()
         .client()
         .get_room(&command)
         .unwrap()
@@ -794,10 +648,10 @@ async fn a_holder_who_leaves_stays_out_and_status_says_so() {
         .unwrap();
     wait_membership(&w, &command, &nurse, "leave").await;
     // A restart runs a full guard pass before cordon says it is ready.
-    w.restart(&[]);
+    w.crash_restart(&[]);
     w.wait_ready().await;
     assert_eq!(
-        w.admin
+        w.admin()
             .membership(&command, &nurse)
             .await
             .unwrap()
@@ -807,7 +661,7 @@ async fn a_holder_who_leaves_stays_out_and_status_says_so() {
         w.log()
     );
     w.commander
-        .send_text(&w.control, &format!("!cordon status {incident}"))
+        .send_text(w.control(), &format!("!cordon status {incident}"))
         .await
         .unwrap();
     let status = w.bot_says_all(&["by their own hand", nurse.as_str()]).await;
@@ -821,17 +675,17 @@ async fn a_holder_who_leaves_stays_out_and_status_says_so() {
 /// alerts rather than bans.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn someone_forced_into_a_control_room_is_raised_to_the_operators() {
-    let mut w = World::new(&["remove"], &[]).await;
+    let mut w = World::guarded(&["remove"], &[]).await;
     let intruder_name = unique("intruder");
     w.hs.register(&intruder_name, "pw", false).await.unwrap();
     let intruder = TestUser::login(w.hs, &intruder_name, "pw").await.unwrap();
-    w.admin
-        .make_room_admin(&w.control, w.admin.user_id())
+    w.admin()
+        .make_room_admin(w.control(), w.admin().user_id())
         .await
         .unwrap();
-    w.admin.join(&w.control).await.unwrap();
-    w.admin
-        .force_join(&w.control, intruder.user_id())
+    w.admin().join(w.control()).await.unwrap();
+    w.admin()
+        .force_join(w.control(), intruder.user_id())
         .await
         .unwrap();
     let alert = w
@@ -840,7 +694,7 @@ async fn someone_forced_into_a_control_room_is_raised_to_the_operators() {
     assert!(
         alert.contains(&format!(
             "invited by {}, who is not an operator",
-            w.admin.user_id()
+            w.admin().user_id()
         )),
         "{alert}"
     );
@@ -854,43 +708,43 @@ async fn someone_forced_into_a_control_room_is_raised_to_the_operators() {
 /// into an archived, held room is banned and its forged name put back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_kept_by_a_legal_hold_are_still_guarded() {
-    let mut w = World::new(&["remove"], &[]).await;
+    let mut w = World::guarded(&["remove"], &[]).await;
     let (incident, rooms) = w.declare("remove", "Held").await;
     let command = rooms["command"].clone();
     w.commander
         .send_text(
-            &w.control,
+            w.control(),
             &format!("!cordon hold {incident} --reason \"Inquest 2026/9\""),
         )
         .await
         .unwrap();
     w.bot_says("Legal hold placed").await;
     w.commander
-        .send_text(&w.control, &format!("!cordon standdown {incident}"))
+        .send_text(w.control(), &format!("!cordon standdown {incident}"))
         .await
         .unwrap();
     w.bot_says("are not destroyed: a legal hold is set").await;
     let name_before = w
-        .admin
+        .admin()
         .state_content(&command, "m.room.name", "")
         .await
         .unwrap()
         .unwrap();
 
-    w.admin
-        .make_room_admin(&command, w.admin.user_id())
+    w.admin()
+        .make_room_admin(&command, w.admin().user_id())
         .await
         .unwrap();
-    w.admin.join(&command).await.unwrap();
-    w.admin
+    w.admin().join(&command).await.unwrap();
+    w.admin()
         .send_state(&command, "m.room.name", json!({ "name": "Open to all" }))
         .await
         .unwrap();
-    let admin_id = w.admin.user_id().to_owned();
+    let admin_id = w.admin().user_id().to_owned();
     wait_membership(&w, &command, &admin_id, "ban").await;
     let waited = async {
         while w
-            .admin
+            .admin()
             .state_content(&command, "m.room.name", "")
             .await
             .unwrap()

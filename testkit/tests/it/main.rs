@@ -21,3 +21,4 @@ mod standdown;
 mod support;
 mod trust;
 mod verify;
+mod world;

@@ -1,8 +1,13 @@
-//! Time limits, reminders, retention and advice against the real Synapse, with playbooks
-//! whose durations are seconds and minutes (a real homeserver cannot run on paused
-//! time). The bot is its own process; people are matrix-sdk clients of their own.
+//! Time limits, reminders, retention and advice against the real Synapse. A real
+//! homeserver cannot run on paused time, so the tests move the bot's clock instead
+//! ([`World::advance_clock`], [`World::freeze_clock`]): an expiry two hours away, a
+//! retention window of an hour or a cron firing arrives in a moment, and what follows
+//! is waited for as it shows (a message, a redaction, a log line). The bot is its own
+//! process; people are matrix-sdk clients of their own.
 
 use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use cordon::domain::incident::IncidentId;
 use cordon::store::Store;
@@ -11,8 +16,8 @@ use matrix_sdk::ruma::events::relation::Annotation;
 use matrix_sdk::ruma::{EventId, OwnedRoomId, RoomId};
 use serde_json::Value;
 
-use crate::e2e::{Timing, World, incident_id_in};
 use crate::support::WAIT;
+use crate::world::{Timing, World, incident_id_in};
 
 /// The failpoint that stops the stand-down pipeline once the rooms are frozen, before
 /// the archive is sealed.
@@ -47,7 +52,7 @@ async fn status(w: &World, incident: &str) -> String {
     for _ in 0..(WAIT.as_secs() * 5) {
         let answers: Vec<String> = w
             .commander
-            .messages(&w.control)
+            .messages(w.control())
             .into_iter()
             .filter(|m| m.sender == bot && m.body.contains(&needle))
             .map(|m| m.body)
@@ -84,7 +89,8 @@ async fn a_reminder_arrives_on_schedule_as_a_notice_with_its_template_filled_in(
     let (incident, command) = declare(&w, "Reminder drill").await;
     let bot = w.setup.user_id.clone();
     let needle = format!("Reminder for {incident}:");
-    // Cron `* * * * *` fires at the top of each minute.
+    // Cron `* * * * *` fires at the top of each minute: a minute on, one has passed.
+    w.advance_clock(Duration::from_secs(60)).await;
     let (_, body) = w.nurses[0]
         .wait_for_message(&command, WAIT, |s, b| s == bot && b.contains(&needle))
         .await
@@ -97,9 +103,11 @@ async fn a_reminder_arrives_on_schedule_as_a_notice_with_its_template_filled_in(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_expiry_warning_then_the_expiry_stand_the_incident_down_and_freeze_its_rooms() {
+    // The retention window is as long as the incident, so no sweep removes a notice
+    // before the nurse has read it (the clock moves ahead of the messages' timestamps).
     let timing = Timing {
-        duration: "{ max: 75s, warn_before: [55s], extend_max: 0s }",
-        retention: "{ messages: 60s }",
+        duration: "{ max: 2h, warn_before: [30m], extend_max: 0s }",
+        retention: "{ messages: 2h }",
         reminders: "[]",
         recipient: None,
     };
@@ -113,7 +121,9 @@ async fn the_expiry_warning_then_the_expiry_stand_the_incident_down_and_freeze_i
         .await
         .unwrap();
 
-    // The warning: in the control room, with how to extend (here: it cannot be) …
+    // The warning, due 30 min before the expiry: in the control room, with how to
+    // extend (here: it cannot be) …
+    w.advance_clock(Duration::from_secs(91 * 60)).await;
     let warning = w.bot_says("stands down in").await;
     assert!(warning.contains(&incident), "{warning}");
     assert!(warning.contains("cannot be extended"), "{warning}");
@@ -126,6 +136,7 @@ async fn the_expiry_warning_then_the_expiry_stand_the_incident_down_and_freeze_i
         .unwrap();
 
     // The expiry: stood down by cordon, rooms read-only.
+    w.advance_clock(Duration::from_secs(30 * 60)).await;
     let done = w.bot_says("has stood down").await;
     assert!(done.contains("its time limit was reached"), "{done}");
     w.nurses[0]
@@ -365,24 +376,7 @@ async fn redaction_reason(
     room: &RoomId,
     event: &EventId,
 ) -> Option<String> {
-    let client = user.client();
-    let url = client
-        .homeserver()
-        .join(&format!(
-            "_matrix/client/v3/rooms/{}/event/{}",
-            urlencode(room.as_str()),
-            urlencode(event.as_str())
-        ))
-        .unwrap();
-    let body: Value = reqwest::Client::new()
-        .get(url)
-        .bearer_auth(client.access_token().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = event_json(user, room, event).await;
     let because = body.pointer("/unsigned/redacted_because")?;
     Some(
         because
@@ -393,17 +387,46 @@ async fn redaction_reason(
     )
 }
 
+/// When the homeserver says `event` was sent (its `origin_server_ts`).
+async fn sent_at(user: &cordon::dev::TestUser, room: &RoomId, event: &EventId) -> DateTime<Utc> {
+    let body = event_json(user, room, event).await;
+    let ms = body["origin_server_ts"].as_i64().unwrap();
+    DateTime::from_timestamp_millis(ms).unwrap()
+}
+
+/// `event` as `user` reads it (`GET /rooms/{room}/event/{event}`, raw).
+async fn event_json(user: &cordon::dev::TestUser, room: &RoomId, event: &EventId) -> Value {
+    let client = user.client();
+    let url = client
+        .homeserver()
+        .join(&format!(
+            "_matrix/client/v3/rooms/{}/event/{}",
+            urlencode(room.as_str()),
+            urlencode(event.as_str())
+        ))
+        .unwrap();
+    reqwest::Client::new()
+        .get(url)
+        .bearer_auth(client.access_token().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 /// Waits until `event` is redacted, and returns the reason.
 pub(crate) async fn wait_redacted(w: &World, room: &RoomId, event: &EventId) -> String {
-    for _ in 0..(WAIT.as_secs() * 2) {
+    for _ in 0..(WAIT.as_secs() * 5) {
         if let Some(reason) = redaction_reason(&w.nurses[0], room, event).await {
             return reason;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     panic!(
         "{event} was not redacted\n{}",
@@ -414,7 +437,7 @@ pub(crate) async fn wait_redacted(w: &World, room: &RoomId, event: &EventId) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_older_than_the_window_are_redacted_and_newer_ones_are_not() {
     let timing = Timing {
-        retention: "{ messages: 40s, seal_before_redact: true }",
+        retention: "{ messages: 1h, seal_before_redact: true }",
         ..Timing::default()
     };
     let mut w = World::timed(1, 0, &timing).await;
@@ -427,11 +450,33 @@ async fn messages_older_than_the_window_are_redacted_and_newer_ones_are_not() {
         .unwrap();
     // Flagged as advice by its author, never marked transcribed: one reminder to them.
     react(nurse, &command, &old, "🩺").await;
-    tokio::time::sleep(Duration::from_secs(20)).await;
     let newer = nurse.send_text(&command, "Bay 4 free").await.unwrap();
+    let (old_at, newer_at) = (
+        sent_at(nurse, &command, &old).await,
+        sent_at(nurse, &command, &newer).await,
+    );
+    assert!(old_at < newer_at, "{old_at} {newer_at}");
 
+    // 57 minutes on: the advice reminder and the briefing's re-post (each due 6 min
+    // before the window ends) come, and no sweep yet (due an hour after the declare).
+    w.advance_clock(Duration::from_secs(57 * 60)).await;
+    let (_, reminder) = nurse
+        .wait_for_message(&command, WAIT, |s, b| {
+            s == bot && b.contains("is not marked transcribed")
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        redaction_reason(nurse, &command, &old).await,
+        None,
+        "the advice was redacted before its author was reminded"
+    );
+    // The clock stops an hour after the moment between the two messages: the old one
+    // is past the window, the newer one not, whenever the sweep runs.
+    w.freeze_clock(old_at + (newer_at - old_at) / 2 + chrono::TimeDelta::hours(1))
+        .await;
     let reason = wait_redacted(&w, &command, &old).await;
-    assert_eq!(reason, "retention: 40s");
+    assert_eq!(reason, "retention: 1h");
     // Sealed for the records officer before it was redacted (the format and its
     // decryption are `retention::*`'s tests).
     let sealed = w
@@ -449,15 +494,9 @@ async fn messages_older_than_the_window_are_redacted_and_newer_ones_are_not() {
     assert_eq!(
         redaction_reason(nurse, &command, &newer).await,
         None,
-        "a message 20 s younger than the window was redacted with the old one"
+        "a message younger than the window was redacted with the old one"
     );
     // The author was reminded, by link, before the redaction.
-    let (_, reminder) = nurse
-        .wait_for_message(&command, WAIT, |s, b| {
-            s == bot && b.contains("is not marked transcribed")
-        })
-        .await
-        .unwrap();
     assert!(
         reminder.contains(old.as_str()),
         "names the message by link: {reminder}"
@@ -487,7 +526,9 @@ async fn messages_older_than_the_window_are_redacted_and_newer_ones_are_not() {
     assert_eq!(redaction_reason(nurse, &command, &current).await, None);
 
     // The newer message goes too once it is old enough: the next sweep continues.
-    assert_eq!(wait_redacted(&w, &command, &newer).await, "retention: 40s");
+    w.run_clock_from(newer_at + chrono::TimeDelta::hours(1) + chrono::TimeDelta::seconds(1))
+        .await;
+    assert_eq!(wait_redacted(&w, &command, &newer).await, "retention: 1h");
     // State is never redacted.
     let pl = nurse
         .room_state_json(&command, "m.room.power_levels", "")
@@ -527,14 +568,18 @@ async fn a_legal_hold_pauses_the_sweeps_until_it_is_released() {
             .filter(|l| l.contains(&incident) && l.contains("room=\"command\""))
             .count()
     };
-    // The room's first sweep comes before the message is due; the second after.
-    for _ in 0..(WAIT.as_secs() * 2) {
-        if paused(&w.bot.as_ref().unwrap().log_text()) >= 2 {
-            break;
+    // The room's first sweep (30 s after the declare) comes before the message is due;
+    // the second (30 s after the first) after. The clock moves 30 s for each.
+    for sweeps in 1..=2 {
+        w.advance_clock(Duration::from_secs(30)).await;
+        for _ in 0..(WAIT.as_secs() * 10) {
+            if paused(&w.log()) >= sweeps {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let log = w.bot.as_ref().unwrap().log_text();
+    let log = w.log();
     assert!(paused(&log) >= 2, "no paused sweeps:\n{log}");
     assert_eq!(
         redaction_reason(&w.nurses[0], &command, &kept).await,
@@ -545,6 +590,8 @@ async fn a_legal_hold_pauses_the_sweeps_until_it_is_released() {
     // Only an operator or a records officer may release it; the commander is one here.
     w.say(&format!("!cordon release {incident}")).await;
     w.bot_says("released").await;
+    // The next sweep, due 30 s after the last paused one.
+    w.advance_clock(Duration::from_secs(30)).await;
     assert_eq!(wait_redacted(&w, &command, &kept).await, "retention: 30s");
     w.stop_bot();
     let audit = audit_actions(&w, &incident);
@@ -579,6 +626,10 @@ async fn sigkill_inside_a_sweep_resumes_and_seals_each_message_once() {
             .unwrap();
         old.push(sent);
     }
+    // The messages are past the window for every bot from here on: the clock is
+    // moved a minute on while no bot runs, so the first sweep runs under a failpoint.
+    w.stop_bot();
+    w.advance_clock(Duration::from_secs(60)).await;
     // In the order a sweep reaches them: the segment written but not yet recorded; the
     // segment recorded; three of the page's five redactions done; the page redacted;
     // the sweep done but not yet recorded.

@@ -19,8 +19,8 @@ use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::e2e::{Timing, World, admin_token, incident_id_in};
 use crate::support::{WAIT, cordon_bin};
+use crate::world::{Timing, World, admin_get, admin_token, incident_id_in};
 
 /// A records officer: an age identity, its file, and the public key the playbook names.
 pub(crate) struct Officer {
@@ -77,7 +77,7 @@ async fn declared_timed(
         recipient: Some(officer.recipient.clone()),
         ..timing
     };
-    let w = World::on(hs, 1, 0, &timing).await;
+    let w = World::builder().on(hs).timing(timing).build().await;
     w.say(&format!("!cordon declare {} \"{name}\"", w.playbook_id))
         .await;
     let summary = w.bot_says("DECLARED").await;
@@ -281,7 +281,7 @@ async fn assert_destroyed(w: &World, rooms: &BTreeMap<String, OwnedRoomId>) {
             404,
             "room {key} still exists"
         );
-        let status = crate::e2e::admin_get(
+        let status = admin_get(
             w.hs,
             &format!("_synapse/admin/v2/rooms/{room}/delete_status"),
         )
@@ -505,10 +505,11 @@ async fn a_legal_hold_blocks_destruction_until_it_is_released() {
             "room {key} was destroyed under a legal hold"
         );
     }
-    // The hold outlives a restart.
+    // The hold outlives a restart: once the restarted scheduler has run everything due
+    // (a resumed stand-down runs through its timer, due at once), the rooms are there.
     let bot = w.restart(&[]);
     bot.wait_for_log("cordon is ready", WAIT).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    w.wait_scheduler_idle().await;
     for room in rooms.values() {
         assert_eq!(
             admin_status(&w, &format!("_synapse/admin/v1/rooms/{room}")).await,
@@ -722,8 +723,7 @@ async fn without_admin_rights_the_rooms_are_emptied_left_and_reported_purge_pend
 
     for (key, room) in &rooms {
         // The server still has the room (nobody could purge it) but nobody is in it.
-        let members =
-            crate::e2e::admin_get(w.hs, &format!("_synapse/admin/v1/rooms/{room}/members")).await;
+        let members = admin_get(w.hs, &format!("_synapse/admin/v1/rooms/{room}/members")).await;
         assert_eq!(members["total"], 0, "room {key}: {members}");
         // Kicked, so no longer able to post. (What a former member saw before the kick
         // stays readable to them until an admin purges the room: "purge pending".)
@@ -861,22 +861,6 @@ async fn media_status(user: &TestUser, mxc: &str) -> u16 {
         .as_u16()
 }
 
-/// Waits until the running bot has logged a line containing every one of `needles`.
-async fn wait_for_log_line(w: &World, needles: &[&str]) {
-    let bot = w.bot.as_ref().unwrap();
-    for _ in 0..(WAIT.as_secs() * 2) {
-        if bot
-            .log_text()
-            .lines()
-            .any(|l| needles.iter().all(|n| l.contains(n)))
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    panic!("no log line with {needles:?}:\n{}", bot.log_text());
-}
-
 /// Attachments whose messages were redacted before the stand-down, one by the retention
 /// sweep and one by its sender, are deleted with the rooms: the export finds no address
 /// in a redacted event, and Synapse cannot list encrypted media, so cordon noted them
@@ -895,11 +879,13 @@ async fn attachments_of_messages_redacted_before_the_stand_down_are_deleted() {
     let (taken_back, taken_back_mxc) = send_image(&ward, "xray-2.png").await;
     // Its sender takes the second back once cordon has read it (a redaction that came
     // first would leave cordon nothing to read).
-    wait_for_log_line(&w, &["attachment addresses noted", taken_back.as_str()]).await;
+    w.wait_for_log_line(&["attachment addresses noted", taken_back.as_str()])
+        .await;
     ward.redact(&taken_back, Some("wrong patient"), None)
         .await
         .unwrap();
-    // The first goes when retention's window ends.
+    // The first goes when retention's window ends: the clock moves a minute on.
+    w.advance_clock(Duration::from_secs(60)).await;
     assert_eq!(
         crate::schedule::wait_redacted(&w, &rooms["ward"], &swept).await,
         "retention: 30s"
@@ -966,7 +952,7 @@ async fn cordons_stores_keep_no_key_of_a_destroyed_room() {
         // What was not destroyed is kept: the control room's sessions are read back.
         assert!(
             !crypto
-                .get_inbound_group_sessions_by_room_id(&w.control)
+                .get_inbound_group_sessions_by_room_id(w.control())
                 .await
                 .unwrap()
                 .is_empty(),
@@ -990,7 +976,7 @@ async fn cordons_stores_keep_no_key_of_a_destroyed_room() {
                 "cordon's state store still knows the destroyed room {key}"
             );
         }
-        assert!(known.contains(&w.control), "{known:?}");
+        assert!(known.contains(w.control()), "{known:?}");
     }
 
     // Each room forgotten once, and it did hold keys (the nurse wrote in both).

@@ -9,8 +9,9 @@ use cordon::domain::incident::{IncidentId, State};
 use cordon_testkit::attack;
 use matrix_sdk::ruma::{OwnedEventId, OwnedUserId};
 
-use crate::guard::{World, audited, wait_undecryptable};
+use crate::guard::{audited, wait_undecryptable};
 use crate::support::WAIT;
+use crate::world::World;
 
 /// The id in a `DECLARED: NAME (ID)` summary.
 fn declared_id(summary: &str) -> String {
@@ -21,22 +22,22 @@ fn declared_id(summary: &str) -> String {
 
 /// The commander sends `text` in the control room; returns its event id.
 async fn command(w: &World, text: &str) -> OwnedEventId {
-    w.commander.send_text(&w.control, text).await.unwrap()
+    w.commander.send_text(w.control(), text).await.unwrap()
 }
 
 /// Invites the nurse into the control room and waits until they have joined and can
 /// read the bot there (they are enrolled: cordon shares its keys with them).
 async fn nurse_in_control_room(w: &World) {
     w.commander
-        .invite(&w.control, w.nurse.user_id())
+        .invite(w.control(), w.nurse().user_id())
         .await
         .unwrap();
-    w.nurse.wait_for_invite(WAIT).await.unwrap();
-    w.nurse.join(&w.control).await.unwrap();
+    w.nurse().wait_for_invite(WAIT).await.unwrap();
+    w.nurse().join(w.control()).await.unwrap();
     let bot = w.bot_id();
     command(w, "!cordon help").await;
-    w.nurse
-        .wait_for_message(&w.control, WAIT, |s, b| s == bot && b.contains("declare"))
+    w.nurse()
+        .wait_for_message(w.control(), WAIT, |s, b| s == bot && b.contains("declare"))
         .await
         .unwrap_or_else(|e| panic!("the nurse never read cordon: {e}\n{}", w.log()));
 }
@@ -46,11 +47,11 @@ async fn nurse_in_control_room(w: &World) {
 async fn bot_message(w: &World, user: &TestUser, needles: &[&str]) -> (OwnedEventId, String) {
     let bot = w.bot_id();
     let wanted = |s: &OwnedUserId, b: &str| *s == bot && needles.iter().all(|n| b.contains(n));
-    user.wait_for_message(&w.control, WAIT, |s, b| wanted(&s.to_owned(), b))
+    user.wait_for_message(w.control(), WAIT, |s, b| wanted(&s.to_owned(), b))
         .await
         .unwrap_or_else(|e| panic!("waiting for {needles:?}: {e}\nbot log:\n{}", w.log()));
     let found = user
-        .messages(&w.control)
+        .messages(w.control())
         .into_iter()
         .find(|m| wanted(&m.sender, &m.body))
         .expect("the message just read");
@@ -59,7 +60,7 @@ async fn bot_message(w: &World, user: &TestUser, needles: &[&str]) -> (OwnedEven
 
 /// A message from the bot in the control room, as the nurse reads it.
 async fn nurse_reads(w: &World, needles: &[&str]) -> (OwnedEventId, String) {
-    bot_message(w, &w.nurse, needles).await
+    bot_message(w, w.nurse(), needles).await
 }
 
 /// A server admin replays a commander's encrypted `declare`, then (once that incident
@@ -72,15 +73,15 @@ async fn nurse_reads(w: &World, needles: &[&str]) -> (OwnedEventId, String) {
 /// original event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replayed_declare_and_standdown_create_and_destroy_nothing_and_raise_the_alert() {
-    let mut w = World::new(&["alert"], &[]).await;
+    let mut w = World::guarded(&["alert"], &[]).await;
     let playbook = format!("guard-alert-{}", w.tag);
     let commander = w.commander.user_id().to_owned();
 
     let declare = command(&w, &format!("!cordon declare {playbook} \"Replay one\"")).await;
     let first = declared_id(&w.bot_says("DECLARED: Replay one").await);
     let copy = w
-        .admin
-        .replay(&commander, &w.control, &declare)
+        .admin()
+        .replay(&commander, w.control(), &declare)
         .await
         .unwrap();
     let alert = w
@@ -94,8 +95,8 @@ async fn replayed_declare_and_standdown_create_and_destroy_nothing_and_raise_the
     let second = declared_id(&w.bot_says("DECLARED: Replay two").await);
 
     let copy = w
-        .admin
-        .replay(&commander, &w.control, &standdown)
+        .admin()
+        .replay(&commander, w.control(), &standdown)
         .await
         .unwrap();
     w.bot_says_all(&["possible compromise", copy.as_str(), standdown.as_str()])
@@ -132,7 +133,7 @@ async fn replayed_declare_and_standdown_create_and_destroy_nothing_and_raise_the
 /// person enrolled by emoji comparison, whose compared device cordon trusted locally,
 /// too). The control room is told what the change means.
 async fn after_an_identity_reset_the_old_device_is_refused_and_reads_nothing(emoji: bool) {
-    let mut w = World::new(&["alert"], &[]).await;
+    let mut w = World::guarded(&["alert"], &[]).await;
     nurse_in_control_room(&w).await;
     if emoji {
         let (out, ..) = crate::verify::compare_emojis(&w.setup, &w.commander, true, "y\n").await;
@@ -173,7 +174,7 @@ async fn after_an_identity_reset_the_old_device_is_refused_and_reads_nothing(emo
     .await;
     let (refusal, text) = nurse_reads(&w, &["did not act on `declare`", "identity changed"]).await;
     assert!(text.contains(commander.as_str()), "{text}");
-    wait_undecryptable(&w.commander, &w.control, &refusal).await;
+    wait_undecryptable(&w.commander, w.control(), &refusal).await;
 
     let store = w.stop_and_open_store();
     let declared: Vec<String> = store
@@ -219,21 +220,21 @@ async fn after_a_reset_the_old_device_of_an_emoji_enrolled_commander_is_refused_
 /// in the control room, and the operators are told the revoked nurse is still there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_added_after_revocation_cannot_read_the_control_room() {
-    let mut w = World::new(&["alert"], &[]).await;
+    let mut w = World::guarded(&["alert"], &[]).await;
     nurse_in_control_room(&w).await;
-    let nurse = w.nurse.user_id().to_owned();
+    let nurse = w.nurse().user_id().to_owned();
     w.revoke_nurse("left the trust").await;
     w.bot_says_all(&["still a member of this control room", nurse.as_str()])
         .await;
 
-    let added = attack::login_cross_signed_device(w.hs, &w.nurse, &w.nurse_name, "pw")
+    let added = attack::login_cross_signed_device(w.hs, w.nurse(), w.nurse_name(), "pw")
         .await
         .unwrap();
     // Give cordon's sync the device-list change, as a real attacker would wait.
     added.wait_for_syncs(2, WAIT).await.unwrap();
     command(&w, "!cordon status").await;
     let (reply, _) = bot_message(&w, &w.commander, &["No open incident"]).await;
-    wait_undecryptable(&added, &w.control, &reply).await;
+    wait_undecryptable(&added, w.control(), &reply).await;
 
     let store = w.stop_and_open_store();
     let alerted = audited(&store, "trust.revoked-member");
@@ -245,20 +246,20 @@ async fn a_device_added_after_revocation_cannot_read_the_control_room() {
 /// one counter, and the verified commander is answered all along.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_junk_commands_gets_bounded_answers_and_the_commander_is_still_answered() {
-    let mut w = World::new(&["alert"], &[]).await;
+    let mut w = World::guarded(&["alert"], &[]).await;
     let name = format!("{}-junk", w.tag);
     w.hs.register(&name, "pw", false).await.unwrap();
     let junk = TestUser::login(w.hs, &name, "pw").await.unwrap();
     w.commander
-        .invite(&w.control, junk.user_id())
+        .invite(w.control(), junk.user_id())
         .await
         .unwrap();
     junk.wait_for_invite(WAIT).await.unwrap();
-    junk.join(&w.control).await.unwrap();
+    junk.join(w.control()).await.unwrap();
     let junk_id: OwnedUserId = junk.user_id().to_owned();
 
     for i in 0..200 {
-        junk.send_text(&w.control, &format!("!cordon frobnicate {i}"))
+        junk.send_text(w.control(), &format!("!cordon frobnicate {i}"))
             .await
             .unwrap();
     }
@@ -269,7 +270,7 @@ async fn a_flood_of_junk_commands_gets_bounded_answers_and_the_commander_is_stil
     w.commander.wait_for_syncs(2, WAIT).await.unwrap();
     let answers = w
         .commander
-        .messages(&w.control)
+        .messages(w.control())
         .into_iter()
         .filter(|m| {
             m.sender == bot && (m.body.contains("frobnicate") || m.body.contains(junk_id.as_str()))

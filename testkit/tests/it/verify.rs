@@ -5,59 +5,35 @@
 //! key printed at first start.
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
+use cordon::dev::TestUser;
 use cordon::dev::bot::{BotProcess, BotSetup, enrol, verify_command};
 use cordon::dev::user::SasOutcome;
-use cordon::dev::{Synapse, TestUser};
 use cordon::store::Store;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::support::{WAIT, cordon_bin, unique};
-
-/// A bot account with its config, and people with their own clients.
-struct World {
-    _dir: tempfile::TempDir,
-    setup: BotSetup,
-    people: Vec<TestUser>,
-}
+use crate::support::{WAIT, cordon_bin};
+use crate::world::World;
 
 impl World {
-    async fn new(people: usize) -> World {
-        let hs = Synapse::shared().await.expect("synapse");
-        let dir = tempfile::tempdir().unwrap();
-        let tag = unique("v");
-        let playbooks = dir.path().join("playbooks");
-        std::fs::create_dir_all(&playbooks).unwrap();
-        let mut list = Vec::new();
-        for i in 0..people {
-            let name = format!("{tag}-p{i}");
-            hs.register(&name, "pw", false).await.unwrap();
-            list.push(TestUser::login(hs, &name, "pw").await.unwrap());
-        }
-        let operator = hs.user_id(&format!("{tag}-operator")).unwrap();
-        let setup = BotSetup::create(
-            hs,
-            dir.path(),
-            &format!("{tag}-cordon"),
-            &playbooks,
-            &[operator],
-            "",
-        )
-        .await
-        .unwrap();
-        World {
-            _dir: dir,
-            setup,
-            people: list,
-        }
+    /// A bot account with its config and `people` with their own clients (the world's
+    /// nurses), nobody enrolled and the bot not started.
+    async fn enrolment(people: usize) -> World {
+        World::builder()
+            .prefix("v")
+            .nurses(people, people)
+            .unstarted()
+            .build()
+            .await
     }
 
+    /// Starts the bot (not owned by the world) and waits until it is ready.
     async fn start_bot(&self) -> BotProcess {
-        let mut bot = BotProcess::start(&cordon_bin(), &self.setup, &[]).unwrap();
+        let mut bot = self.spawn_bot(&[]);
         bot.wait_for_log("cordon is ready", WAIT).await.unwrap();
         bot
     }
@@ -92,10 +68,6 @@ impl World {
             value["trust"]["status"].as_str().unwrap_or("").to_owned(),
             out.status.success(),
         )
-    }
-
-    fn store_dir(&self) -> PathBuf {
-        self.setup.state_dir.join("store")
     }
 }
 
@@ -214,8 +186,8 @@ pub(crate) async fn compare_emojis(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn emoji_comparison_through_the_cli_enrols_the_person_when_the_operator_says_yes() {
-    let w = World::new(1).await;
-    let person = &w.people[0];
+    let w = World::enrolment(1).await;
+    let person = &w.nurses[0];
     let mut bot = w.start_bot().await;
     let (status, verified) = w.status(person).await;
     assert_eq!(
@@ -258,8 +230,8 @@ async fn emoji_comparison_through_the_cli_enrols_the_person_when_the_operator_sa
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn emoji_mismatch_enrols_nobody_and_exits_1() {
-    let w = World::new(1).await;
-    let person = &w.people[0];
+    let w = World::enrolment(1).await;
+    let person = &w.nurses[0];
     let mut bot = w.start_bot().await;
 
     let (out, cli_emojis, person_emojis, outcome) =
@@ -289,8 +261,8 @@ async fn emoji_mismatch_enrols_nobody_and_exits_1() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fingerprint_enrolment_checks_the_key_with_the_bot_running_and_stopped() {
-    let w = World::new(2).await;
-    let (running_person, stopped_person) = (&w.people[0], &w.people[1]);
+    let w = World::enrolment(2).await;
+    let (running_person, stopped_person) = (&w.nurses[0], &w.nurses[1]);
 
     // Bot stopped (never started even): the CLI takes the state directory itself.
     let fp = stopped_person.master_key_fingerprint().await.unwrap();
@@ -363,8 +335,8 @@ async fn fingerprint_enrolment_checks_the_key_with_the_bot_running_and_stopped()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoke_then_list_shows_the_revocation() {
-    let w = World::new(1).await;
-    let person = &w.people[0];
+    let w = World::enrolment(1).await;
+    let person = &w.nurses[0];
     let mut bot = w.start_bot().await;
     enrol(&cordon_bin(), &w.setup, person).await.unwrap();
     assert_eq!(w.status(person).await, ("verified".to_owned(), true));
@@ -405,7 +377,7 @@ async fn revoke_then_list_shows_the_revocation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_socket_is_owner_only_and_one_process_owns_the_state_directory() {
-    let w = World::new(0).await;
+    let w = World::enrolment(0).await;
     let mut bot = w.start_bot().await;
     let socket = w.setup.state_dir.join("admin.sock");
     let meta = std::fs::metadata(&socket).unwrap();
@@ -415,7 +387,7 @@ async fn the_admin_socket_is_owner_only_and_one_process_owns_the_state_directory
     assert_eq!(dir.permissions().mode() & 0o777, 0o700);
 
     // A second bot on the same state directory is refused, naming the first.
-    let mut second = BotProcess::start(&cordon_bin(), &w.setup, &[]).unwrap();
+    let mut second = w.spawn_bot(&[]);
     second
         .wait_for_log(
             &format!(
@@ -486,8 +458,8 @@ async fn recover(w: &World, key: &str) -> Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovery_key_restores_the_identity_on_a_wiped_disk_and_holders_stay_verified() {
-    let w = World::new(1).await;
-    let holder = &w.people[0];
+    let w = World::enrolment(1).await;
+    let holder = &w.nurses[0];
     let mut bot = w.start_bot().await;
     let key = recovery_key_in(&bot.log_text()).expect("the first start prints a recovery key");
     assert!(
@@ -502,7 +474,7 @@ async fn recovery_key_restores_the_identity_on_a_wiped_disk_and_holders_stay_ver
     std::fs::remove_dir_all(&w.setup.state_dir).unwrap();
 
     // Without recovery, the bot refuses to run as a cordon that cannot sign anyone.
-    let mut refused = BotProcess::start(&cordon_bin(), &w.setup, &[]).unwrap();
+    let mut refused = w.spawn_bot(&[]);
     refused.wait_for_log("cordon recover", WAIT).await.unwrap();
     assert!(
         refused
