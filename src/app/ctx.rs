@@ -13,17 +13,17 @@ use chrono::{DateTime, Utc};
 use matrix_sdk::ruma::events::room::member::MembershipState;
 use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId, RoomId};
 use matrix_sdk::{Client, Room};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tracing::{error, warn};
 
 use crate::clock::Clock;
-use crate::domain::incident::IncidentId;
+use crate::domain::incident::{Incident, IncidentId};
 use crate::input::config::Config;
 use crate::input::playbook::Playbook;
 use crate::matrix::admin::{RateLimits, SynapseAdmin};
-use crate::matrix::{self, MatrixError};
-use crate::store::{Store, StoreError};
+use crate::matrix::{self, MatrixError, rooms};
+use crate::store::{RoomRecord, Store, StoreError};
 
 /// Why the bot could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -377,4 +377,26 @@ pub(crate) fn declared_playbook(bot: &Bot, id: &IncidentId) -> Result<Playbook, 
             .into()
         },
     )
+}
+
+/// The incident's rooms that exist and that cordon has joined, with their records, in
+/// playbook order.
+pub(crate) fn incident_rooms(
+    bot: &Bot,
+    incident: &Incident,
+) -> Result<Vec<(RoomRecord, Room)>, BotError> {
+    let mut records = bot.store.rooms(&incident.id)?;
+    records.sort_by_key(|r| {
+        r.desired
+            .get("position")
+            .and_then(Value::as_u64)
+            .unwrap_or(u64::MAX)
+    });
+    Ok(records
+        .into_iter()
+        .filter_map(|record| {
+            let room = rooms::joined(&bot.client, record.room_id.as_deref()?)?;
+            Some((record, room))
+        })
+        .collect())
 }

@@ -47,25 +47,6 @@ pub(crate) async fn on_expiry(
     }
 }
 
-/// Why an incident stood down.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum StandDownCause {
-    /// Its time limit was reached.
-    Expiry,
-    /// Someone ran `standdown`.
-    Command,
-}
-
-impl StandDownCause {
-    /// Why `incident` stood down, from who stood it down (cordon itself at expiry).
-    pub(crate) fn of(incident: &Incident) -> Self {
-        match incident.stood_down_by.as_deref() {
-            Some(by) if by != ACTOR => StandDownCause::Command,
-            _ => StandDownCause::Expiry,
-        }
-    }
-}
-
 /// A warning timer's job: tells the control room and every incident room how long is
 /// left. A warning about an expiry that has since moved is not sent.
 pub(crate) async fn on_warning(bot: &Arc<Bot>, timer: &Timer) -> Result<(), BotError> {
@@ -116,7 +97,7 @@ pub(crate) async fn on_warning(bot: &Arc<Bot>, timer: &Timer) -> Result<(), BotE
         )
         .await?;
     }
-    for (record, room) in super::standdown::incident_rooms(bot, &incident)? {
+    for (record, room) in super::ctx::incident_rooms(bot, &incident)? {
         let advice = super::advice::outstanding_lines(bot, &incident, Some(&record.key));
         let body = format!(
             "⏳ This incident stands down in {left}, at {at}. These rooms then become \
@@ -205,7 +186,7 @@ pub(crate) async fn extend(
     info!(incident = %id, by = ?by, "extended");
     let at = format_time(extended.expires_at, bot.config.time_zone);
     let now = bot.now();
-    for (record, room) in super::standdown::incident_rooms(bot, &extended)? {
+    for (record, room) in super::ctx::incident_rooms(bot, &extended)? {
         let body = format!(
             "⏳ Extended by {} by {}: these rooms now close at {at} ({} from now).",
             format_duration(by),

@@ -32,8 +32,7 @@ use serde_json::{Value, json};
 use tracing::{info, warn};
 
 use super::chat::{send_once, user_ids};
-use super::ctx::{Bot, BotError};
-use super::standdown::incident_rooms;
+use super::ctx::{Bot, BotError, incident_rooms};
 use crate::archive::{self, ArchiveError, ArchiveHeader, ArchiveWriter, RoomExport};
 use crate::domain::incident::{ArchiveContents, ArchiveInfo, Event, Incident, State};
 use crate::domain::transcript::{MediaRef, Redacted, SOURCE_EXPORT, TranscriptLine};

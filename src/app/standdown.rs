@@ -21,14 +21,11 @@
 
 use std::sync::Arc;
 
-use matrix_sdk::Room;
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
 use super::chat::{CommandError, Done, Incoming, reply, send_once, user_ids};
-use super::ctx::declared_playbook;
-use super::ctx::{ACTOR, Bot, BotError};
-use super::deadlines::StandDownCause;
+use super::ctx::{ACTOR, Bot, BotError, declared_playbook, incident_rooms};
 use crate::domain::incident::plan::{self, IncidentFacts, PL_CORDON};
 use crate::domain::incident::timers as timer_plan;
 use crate::domain::incident::{Event, Incident, IncidentId, State};
@@ -36,28 +33,25 @@ use crate::domain::schedule::{Timer, TimerKind};
 use crate::input::playbook::Playbook;
 use crate::matrix::rooms::{self, notice};
 use crate::schedule::FireContext;
-use crate::store::{RoomRecord, RoomStatus, StandDownStep};
+use crate::store::{RoomStatus, StandDownStep};
 
-/// The incident's rooms that exist and that cordon has joined, with their records, in
-/// playbook order.
-pub(crate) fn incident_rooms(
-    bot: &Bot,
-    incident: &Incident,
-) -> Result<Vec<(RoomRecord, Room)>, BotError> {
-    let mut records = bot.store.rooms(&incident.id)?;
-    records.sort_by_key(|r| {
-        r.desired
-            .get("position")
-            .and_then(Value::as_u64)
-            .unwrap_or(u64::MAX)
-    });
-    Ok(records
-        .into_iter()
-        .filter_map(|record| {
-            let room = rooms::joined(&bot.client, record.room_id.as_deref()?)?;
-            Some((record, room))
-        })
-        .collect())
+/// Why an incident stood down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StandDownCause {
+    /// Its time limit was reached.
+    Expiry,
+    /// Someone ran `standdown`.
+    Command,
+}
+
+impl StandDownCause {
+    /// Why `incident` stood down, from who stood it down (cordon itself at expiry).
+    pub(crate) fn of(incident: &Incident) -> Self {
+        match incident.stood_down_by.as_deref() {
+            Some(by) if by != ACTOR => StandDownCause::Command,
+            _ => StandDownCause::Expiry,
+        }
+    }
 }
 
 /// Read-only power levels made from the room's desired ones: nobody but cordon may send

@@ -86,6 +86,17 @@ pub fn step(seen: &Seen) -> Step {
     }
 }
 
+/// What an earlier member event, read because the later one's `unsigned` did not name
+/// its sender, says about who let its member in: `None` when it is itself a join (a
+/// profile change), to be followed further back.
+pub fn judge_earlier(earlier: &Seen) -> Option<LetIn> {
+    match earlier.content.get("membership").and_then(Value::as_str) {
+        Some("invite") => Some(LetIn::InvitedBy(earlier.sender.clone())),
+        Some("join") => None,
+        _ => Some(LetIn::NoInvite),
+    }
+}
+
 /// The room's creators: the create event's sender and, in room version 12, its
 /// `additional_creators`.
 fn creators(create: Option<&Value>) -> Vec<String> {
@@ -129,14 +140,19 @@ async fn let_in(bot: &Bot, room_id: &RoomId, seen: &Seen) -> LetIn {
                 let Some(ev) = get_event(bot, room_id, &event_id).await else {
                     return LetIn::Unknown;
                 };
-                let Some(found) = state::snapshot(std::slice::from_ref(&ev))
+                let Some((_, earlier)) = state::snapshot(std::slice::from_ref(&ev))
                     .members
                     .into_values()
                     .next()
                 else {
                     return LetIn::Unknown;
                 };
-                current = found.1;
+                // The event read is the one `current` replaced: it is judged itself (an
+                // invite names its sender), and only a join is followed further back.
+                if let Some(found) = judge_earlier(&earlier) {
+                    return found;
+                }
+                current = earlier;
             }
         }
     }
@@ -242,6 +258,28 @@ mod tests {
             ev["unsigned"] = unsigned;
         }
         state::snapshot(&[ev]).members.remove("@x:hs").unwrap().1
+    }
+
+    #[test]
+    fn an_earlier_event_read_back_is_judged_itself_not_by_what_it_replaced() {
+        // The invite read back (the join's `unsigned` named no sender): it was the
+        // first of its member's events, and still it names who let them in.
+        let invite = state::snapshot(&[json!({
+            "type": "m.room.member", "state_key": "@x:hs", "event_id": "$i",
+            "sender": "@admin:hs", "origin_server_ts": 1, "content": { "membership": "invite" },
+        })])
+        .members
+        .remove("@x:hs")
+        .unwrap()
+        .1;
+        assert_eq!(
+            judge_earlier(&invite),
+            Some(LetIn::InvitedBy("@admin:hs".into()))
+        );
+        assert_eq!(judge_earlier(&member(None)), None);
+        let mut left = member(None);
+        left.content = json!({ "membership": "leave" });
+        assert_eq!(judge_earlier(&left), Some(LetIn::NoInvite));
     }
 
     #[test]
