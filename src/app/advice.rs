@@ -23,7 +23,7 @@ use matrix_sdk::ruma::{EventId, UserId};
 use tracing::{info, warn};
 
 use super::chat::{CommandError, Done, Incoming, send_once, user_ids};
-use super::ctx::{Bot, BotError, millis_to_utc};
+use super::ctx::{AppError, Ctx, millis_to_utc};
 use crate::domain::command::EventRef;
 use crate::domain::incident::plan::format_time;
 use crate::domain::incident::timers as timer_plan;
@@ -56,25 +56,25 @@ enum Kind {
 }
 
 /// The incident room `room` is, with its incident, if it is one of an open incident's.
-fn incident_room(bot: &Bot, room: &Room) -> Option<(RoomRecord, Incident)> {
-    let record = bot
+fn incident_room(ctx: &Ctx, room: &Room) -> Option<(RoomRecord, Incident)> {
+    let record = ctx
         .store
         .room_by_matrix_id(room.room_id().as_str())
         .ok()
         .flatten()?;
-    let incident = bot.store.incident(&record.incident).ok().flatten()?;
+    let incident = ctx.store.incident(&record.incident).ok().flatten()?;
     Some((record, incident))
 }
 
 /// True for someone cordon let into the room (or the incident's commander).
-fn is_member(bot: &Bot, record: &RoomRecord, incident: &Incident, user: &UserId) -> bool {
+fn is_member(ctx: &Ctx, record: &RoomRecord, incident: &Incident, user: &UserId) -> bool {
     if incident.commander == user.as_str() {
         return true;
     }
     let Some(room_id) = record.room_id.as_deref() else {
         return false;
     };
-    bot.store
+    ctx.store
         .roster_entry(room_id, user.as_str())
         .ok()
         .flatten()
@@ -82,17 +82,17 @@ fn is_member(bot: &Bot, record: &RoomRecord, incident: &Incident, user: &UserId)
 }
 
 /// A 🩺 or ✅ reaction in an incident room.
-pub(crate) async fn on_reaction(bot: Arc<Bot>, ev: OriginalSyncReactionEvent, room: Room) {
-    if ev.sender == bot.config.user {
+pub(crate) async fn on_reaction(ctx: Arc<Ctx>, ev: OriginalSyncReactionEvent, room: Room) {
+    if ev.sender == ctx.config.user {
         return;
     }
     let Some(kind) = reaction_meaning(&ev.content.relates_to.key) else {
         return;
     };
-    let Some((record, incident)) = incident_room(&bot, &room) else {
+    let Some((record, incident)) = incident_room(&ctx, &room) else {
         return;
     };
-    if incident.state != State::Active || !is_member(&bot, &record, &incident, &ev.sender) {
+    if incident.state != State::Active || !is_member(&ctx, &record, &incident, &ev.sender) {
         return;
     }
     let marking = Marking {
@@ -103,7 +103,7 @@ pub(crate) async fn on_reaction(bot: Arc<Bot>, ev: OriginalSyncReactionEvent, ro
         by: &ev.sender,
         via: MarkedVia::Reaction,
     };
-    if let Err(why) = marking.apply(&bot, kind).await {
+    if let Err(why) = marking.apply(&ctx, kind).await {
         info!(incident = %incident.id, why, "reaction not recorded");
     }
 }
@@ -123,27 +123,27 @@ struct Marking<'a> {
 }
 
 impl Marking<'_> {
-    async fn apply(self, bot: &Arc<Bot>, kind: Kind) -> Outcome {
+    async fn apply(self, ctx: &Arc<Ctx>, kind: Kind) -> Outcome {
         match kind {
-            Kind::Flag => self.flag(bot).await,
-            Kind::Transcribed => self.transcribed(bot).await,
+            Kind::Flag => self.flag(ctx).await,
+            Kind::Transcribed => self.transcribed(ctx).await,
         }
     }
 
-    fn link(self, bot: &Bot) -> String {
+    fn link(self, ctx: &Ctx) -> String {
         rooms::event_link(
             self.room.room_id().as_str(),
             self.target.as_str(),
-            bot.server_name(),
+            ctx.server_name(),
         )
     }
 
     /// Flags the message as advice, and arms its reminder.
-    async fn flag(self, bot: &Arc<Bot>) -> Outcome {
+    async fn flag(self, ctx: &Arc<Ctx>) -> Outcome {
         let (incident, record) = (self.incident, self.record);
-        let link = self.link(bot);
-        let unflagged = self.fresh_record(bot).await?;
-        let new = bot
+        let link = self.link(ctx);
+        let unflagged = self.fresh_record(ctx).await?;
+        let new = ctx
             .store
             .flag_advice(&unflagged)
             .map_err(|e| store_trouble(&e))?;
@@ -151,7 +151,7 @@ impl Marking<'_> {
             return Ok(format!("{link} is already flagged as clinical advice."));
         }
         let playbook =
-            super::ctx::declared_playbook(bot, &incident.id).map_err(|e| store_trouble(&e))?;
+            super::ctx::declared_playbook(ctx, &incident.id).map_err(|e| store_trouble(&e))?;
         let timer = timer_plan::advice(
             &incident.id,
             &record.key,
@@ -159,7 +159,7 @@ impl Marking<'_> {
             unflagged.sent_at,
             playbook.retention.messages,
         );
-        bot.arm(&timer).map_err(|e| store_trouble(&e))?;
+        ctx.arm(&timer).map_err(|e| store_trouble(&e))?;
         info!(incident = %incident.id, room = %record.key, "advice flagged");
         Ok(format!(
             "Flagged as clinical advice: {link}. Once it is in the patient record, send \
@@ -168,15 +168,15 @@ impl Marking<'_> {
     }
 
     /// Marks the message transcribed, and stops its reminder.
-    async fn transcribed(self, bot: &Arc<Bot>) -> Outcome {
-        let link = self.link(bot);
-        let unflagged = self.fresh_record(bot).await?;
+    async fn transcribed(self, ctx: &Arc<Ctx>) -> Outcome {
+        let link = self.link(ctx);
+        let unflagged = self.fresh_record(ctx).await?;
         let mark = Mark {
             by: self.by.to_string(),
-            at: bot.now(),
+            at: ctx.now(),
             via: self.via,
         };
-        match bot
+        match ctx
             .store
             .mark_transcribed(&unflagged, &mark)
             .map_err(|e| store_trouble(&e))?
@@ -196,7 +196,7 @@ impl Marking<'_> {
             }
             TranscribedOutcome::Marked(_) => {
                 let id = &self.incident.id;
-                if let Err(e) = bot.disarm(&timer_plan::advice_id(id, self.target.as_str())) {
+                if let Err(e) = ctx.disarm(&timer_plan::advice_id(id, self.target.as_str())) {
                     // The reminder then fires once more and finds the advice transcribed.
                     warn!(error = %e, "store: disarming a transcribed advice's reminder");
                 }
@@ -208,7 +208,7 @@ impl Marking<'_> {
 
     /// The record for the message as if it were flagged now: its author and time come
     /// from the event as the homeserver serves it. Refuses what is not a message.
-    async fn fresh_record(self, bot: &Bot) -> Result<AdviceRecord, String> {
+    async fn fresh_record(self, ctx: &Ctx) -> Result<AdviceRecord, String> {
         let event = self
             .room
             .event(self.target, None)
@@ -226,7 +226,7 @@ impl Marking<'_> {
         if !is_message {
             return Err("Only a message can be flagged as advice.".to_owned());
         }
-        if parsed.sender() == bot.user_id() {
+        if parsed.sender() == ctx.user_id() {
             return Err("cordon's own messages are not clinical advice.".to_owned());
         }
         if let AnySyncTimelineEvent::MessageLike(m) = &parsed
@@ -243,7 +243,7 @@ impl Marking<'_> {
             sent_at: millis_to_utc(parsed.origin_server_ts().get().into()),
             flagged: Mark {
                 by: self.by.to_string(),
-                at: bot.now(),
+                at: ctx.now(),
                 via: self.via,
             },
             transcribed: None,
@@ -260,7 +260,7 @@ fn store_trouble(e: &dyn std::fmt::Display) -> String {
 /// `advice <link>` and `transcribed <link>`, in an incident room or in the control room
 /// (with a link that names the incident room).
 pub(crate) async fn command(
-    bot: &Arc<Bot>,
+    ctx: &Arc<Ctx>,
     incoming: &Incoming,
     event: &EventRef,
     mark: bool,
@@ -269,9 +269,9 @@ pub(crate) async fn command(
         None => Some(incoming.room.clone()),
         Some(r) => matrix_sdk::ruma::OwnedRoomId::try_from(r.as_str())
             .ok()
-            .and_then(|id| bot.client.get_room(&id)),
+            .and_then(|id| ctx.client.get_room(&id)),
     };
-    let found = room.and_then(|room| incident_room(bot, &room).map(|(r, i)| (room, r, i)));
+    let found = room.and_then(|room| incident_room(ctx, &room).map(|(r, i)| (room, r, i)));
     let Some((room, record, incident)) = found else {
         return Err(CommandError::refused(
             "not-incident-room",
@@ -292,7 +292,7 @@ pub(crate) async fn command(
             text,
         ));
     }
-    if !is_member(bot, &record, &incident, &incoming.sender) && !bot.is_operator(&incoming.sender) {
+    if !is_member(ctx, &record, &incident, &incoming.sender) && !ctx.is_operator(&incoming.sender) {
         return Err(CommandError::refused_about(
             &incident.id,
             "not-member",
@@ -309,7 +309,7 @@ pub(crate) async fn command(
         via: MarkedVia::Command,
     };
     let kind = if mark { Kind::Transcribed } else { Kind::Flag };
-    let outcome = marking.apply(bot, kind).await;
+    let outcome = marking.apply(ctx, kind).await;
     match outcome {
         Ok(text) => Ok(Done::Reply(text)),
         Err(text) => Err(CommandError::refused_about(
@@ -323,37 +323,37 @@ pub(crate) async fn command(
 /// The advice timer's job: reminds the author, once, of advice still not marked
 /// transcribed before retention deletes it.
 pub(crate) async fn on_due(
-    bot: &Arc<Bot>,
+    ctx: &Arc<Ctx>,
     timer: &crate::domain::schedule::Timer,
-) -> Result<(), BotError> {
+) -> Result<(), AppError> {
     let (Some(id), Some(event)) = (
         &timer.incident,
         timer.payload.get("event").and_then(|e| e.as_str()),
     ) else {
         return Ok(());
     };
-    if bot
+    if ctx
         .store
         .incident(id)?
         .is_none_or(|i| i.state != State::Active)
     {
         return Ok(());
     };
-    let Some(advice) = bot.store.advice(id, event)? else {
+    let Some(advice) = ctx.store.advice(id, event)? else {
         return Ok(());
     };
     if !advice.is_outstanding() || advice.reminded_at.is_some() {
         return Ok(());
     }
-    let Some(room) = rooms::joined(&bot.client, &advice.room_id) else {
+    let Some(room) = rooms::joined(&ctx.client, &advice.room_id) else {
         return Ok(());
     };
-    let playbook = super::ctx::declared_playbook(bot, id)?;
+    let playbook = super::ctx::declared_playbook(ctx, id)?;
     let deleted_at = advice.sent_at
         + chrono::TimeDelta::from_std(playbook.retention.messages)
             .unwrap_or(chrono::TimeDelta::MAX);
-    let link = rooms::event_link(&advice.room_id, &advice.event_id, bot.server_name());
-    let tz = bot.config.time_zone;
+    let link = rooms::event_link(&advice.room_id, &advice.event_id, ctx.server_name());
+    let tz = ctx.config.time_zone;
     let body = match advice.unconfirmed() {
         None => format!(
             "{author}: the clinical advice you gave at {sent} ({link}) is not marked \
@@ -375,23 +375,23 @@ pub(crate) async fn on_due(
         ),
     };
     let mention = user_ids(&[advice.author.as_str()]);
-    send_once(bot, &room, &timer.id, Some(id), notice(&body, &mention)).await?;
-    bot.store.mark_advice_reminded(id, event, bot.now())?;
+    send_once(ctx, &room, &timer.id, Some(id), notice(&body, &mention)).await?;
+    ctx.store.mark_advice_reminded(id, event, ctx.now())?;
     info!(incident = %id, "advice reminder sent");
     Ok(())
 }
 
 /// How many advice items of `incident` are not marked transcribed.
-pub(crate) fn outstanding_count(bot: &Bot, incident: &Incident) -> usize {
-    bot.store
+pub(crate) fn outstanding_count(ctx: &Ctx, incident: &Incident) -> usize {
+    ctx.store
         .advice_for(&incident.id)
         .map(|list| list.iter().filter(|a| a.is_outstanding()).count())
         .unwrap_or(0)
 }
 
 /// How many of those have an unconfirmed ✅ (a reaction, which cannot be confirmed).
-pub(crate) fn unconfirmed_count(bot: &Bot, incident: &Incident) -> usize {
-    bot.store
+pub(crate) fn unconfirmed_count(ctx: &Ctx, incident: &Incident) -> usize {
+    ctx.store
         .advice_for(&incident.id)
         .map(|list| list.iter().filter(|a| a.unconfirmed().is_some()).count())
         .unwrap_or(0)
@@ -399,8 +399,8 @@ pub(crate) fn unconfirmed_count(bot: &Bot, incident: &Incident) -> usize {
 
 /// The advice not yet marked transcribed, in one room or in all, as lines to append to
 /// a message (empty when there is none): links and authors, never content.
-pub(crate) fn outstanding_lines(bot: &Bot, incident: &Incident, room_key: Option<&str>) -> String {
-    let list: Vec<AdviceRecord> = bot
+pub(crate) fn outstanding_lines(ctx: &Ctx, incident: &Incident, room_key: Option<&str>) -> String {
+    let list: Vec<AdviceRecord> = ctx
         .store
         .advice_for(&incident.id)
         .unwrap_or_default()
@@ -411,7 +411,7 @@ pub(crate) fn outstanding_lines(bot: &Bot, incident: &Incident, room_key: Option
     if list.is_empty() {
         return String::new();
     }
-    let tz = bot.config.time_zone;
+    let tz = ctx.config.time_zone;
     let mut out = format!("\nAdvice not yet marked transcribed ({}):", list.len());
     for a in list.iter().take(MAX_LISTED) {
         let unconfirmed = a
@@ -420,7 +420,7 @@ pub(crate) fn outstanding_lines(bot: &Bot, incident: &Incident, room_key: Option
             .unwrap_or_default();
         out.push_str(&format!(
             "\n- {} (from {}, {}{unconfirmed})",
-            rooms::event_link(&a.room_id, &a.event_id, bot.server_name()),
+            rooms::event_link(&a.room_id, &a.event_id, ctx.server_name()),
             a.author,
             format_time(a.sent_at, tz)
         ));

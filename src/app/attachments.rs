@@ -16,13 +16,13 @@ use matrix_sdk::ruma::serde::Raw;
 use serde_json::Value;
 use tracing::{debug, error};
 
-use super::ctx::Bot;
+use super::ctx::Ctx;
 use crate::domain::attachments::{MEDIA_EVENT_TYPES, media_addresses};
 use crate::store::{MediaSeenIn, MediaSighting};
 
 /// Records the media addresses `raw` names, if it is a message or sticker in an
 /// incident room.
-pub(crate) fn on_message_like(bot: &Arc<Bot>, raw: &Raw<AnySyncMessageLikeEvent>, room: &Room) {
+pub(crate) fn on_message_like(ctx: &Arc<Ctx>, raw: &Raw<AnySyncMessageLikeEvent>, room: &Room) {
     let Ok(Some(event_type)) = raw.get_field::<String>("type") else {
         return;
     };
@@ -37,7 +37,7 @@ pub(crate) fn on_message_like(bot: &Arc<Bot>, raw: &Raw<AnySyncMessageLikeEvent>
         return;
     }
     let room_id = room.room_id().as_str();
-    let record = match bot.store.room_by_matrix_id(room_id) {
+    let record = match ctx.store.room_by_matrix_id(room_id) {
         Ok(Some(record)) => record,
         // Not an incident room (a control room): nothing of an incident to delete.
         Ok(None) => return,
@@ -55,13 +55,13 @@ pub(crate) fn on_message_like(bot: &Arc<Bot>, raw: &Raw<AnySyncMessageLikeEvent>
         room: room_id.to_owned(),
         event: event.clone(),
         seen_in: MediaSeenIn::Sync,
-        at: bot.now(),
+        at: ctx.now(),
     };
     let found: Vec<_> = addresses
         .iter()
         .map(|address| (address.clone(), sighting.clone()))
         .collect();
-    match bot.store.record_media(&record.incident, &found) {
+    match ctx.store.record_media(&record.incident, &found) {
         Ok(new) => debug!(
             incident = %record.incident,
             room = %room_id,

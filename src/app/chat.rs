@@ -13,7 +13,7 @@ use matrix_sdk::ruma::{OwnedEventId, OwnedUserId};
 use serde_json::json;
 use tracing::{error, warn};
 
-use super::ctx::{Bot, BotError};
+use super::ctx::{AppError, Ctx};
 use crate::domain::command::{Command, Rejection};
 use crate::domain::incident::IncidentId;
 use crate::matrix::rooms::{self, notice};
@@ -41,10 +41,10 @@ pub struct Incoming {
 }
 
 /// Answers a command in its room, once (the reply's transaction id is stored first).
-pub async fn reply(bot: &Arc<Bot>, incoming: &Incoming, incident: Option<&IncidentId>, text: &str) {
+pub async fn reply(ctx: &Arc<Ctx>, incoming: &Incoming, incident: Option<&IncidentId>, text: &str) {
     let content = notice(text, std::slice::from_ref(&incoming.sender));
     let key = format!("reply/{}", incoming.event_id);
-    if let Err(e) = send_once(bot, &incoming.room, &key, incident, content).await {
+    if let Err(e) = send_once(ctx, &incoming.room, &key, incident, content).await {
         warn!(error = %e, "could not answer a command");
     }
 }
@@ -77,7 +77,7 @@ pub(crate) enum CommandError {
     NotDone(String),
     /// The work failed part-way: what was done is recorded, and sending the command
     /// again finishes it (every step is safe to repeat).
-    Failed(BotError),
+    Failed(AppError),
     /// Neither run nor answered: a copy already handled, or a sender over their budget.
     Dropped,
 }
@@ -106,8 +106,8 @@ impl CommandError {
     }
 }
 
-impl From<BotError> for CommandError {
-    fn from(e: BotError) -> Self {
+impl From<AppError> for CommandError {
+    fn from(e: AppError) -> Self {
         Self::Failed(e)
     }
 }
@@ -136,14 +136,14 @@ pub(crate) fn user_ids(users: &[&str]) -> Vec<OwnedUserId> {
 /// Sends `content` in `room` at most once under the idempotency `key`: the intent and
 /// its transaction id are stored before the send and reused on retry.
 pub async fn send_once(
-    bot: &Bot,
+    ctx: &Ctx,
     room: &Room,
     key: &str,
     incident: Option<&IncidentId>,
     content: RoomMessageEventContent,
-) -> Result<OwnedEventId, BotError> {
-    let now = bot.now();
-    let entry = bot.store.outbox_put(
+) -> Result<OwnedEventId, AppError> {
+    let now = ctx.now();
+    let entry = ctx.store.outbox_put(
         key,
         incident,
         Effect::Send {
@@ -161,36 +161,36 @@ pub async fn send_once(
         return Ok(event);
     }
     crate::failpoint::hit("send.before").await;
-    bot.before_send(room).await;
+    ctx.before_send(room).await;
     let event_id = rooms::send_message(room, content, &entry.txn_id).await?;
-    bot.store
-        .outbox_complete(key, Some(json!({ "event_id": event_id })), bot.now())?;
+    ctx.store
+        .outbox_complete(key, Some(json!({ "event_id": event_id })), ctx.now())?;
     Ok(event_id)
 }
 
 /// Refuses a command: audits the refusal, then answers it. The command has already been
 /// marked as processed.
 pub(crate) async fn refuse(
-    bot: &Arc<Bot>,
+    ctx: &Arc<Ctx>,
     incoming: &Incoming,
     incident: Option<&IncidentId>,
     why: &str,
     text: &str,
 ) {
-    audit_refusal(bot, incoming, incident, why);
-    reply(bot, incoming, incident, text).await;
+    audit_refusal(ctx, incoming, incident, why);
+    reply(ctx, incoming, incident, text).await;
 }
 
 /// Writes a refused command's audit entry (`command.refused`, with `why`), the one
 /// place it is written. A failure is logged: the refusal is still answered, since the
 /// sender must learn that nothing was done.
 pub(crate) fn audit_refusal(
-    bot: &Bot,
+    ctx: &Ctx,
     incoming: &Incoming,
     incident: Option<&IncidentId>,
     why: &str,
 ) {
-    let audited = bot.store.audit(
+    let audited = ctx.store.audit(
         incoming.sender.as_str(),
         "command.refused",
         incident,
@@ -200,7 +200,7 @@ pub(crate) fn audit_refusal(
             "why": why,
             "command": incoming.parsed.as_ref().map(|c| c.name()).unwrap_or("unparsable"),
         }),
-        bot.now(),
+        ctx.now(),
     );
     if let Err(e) = audited {
         error!(error = %e, why, "could not audit a refused command");
@@ -209,8 +209,8 @@ pub(crate) fn audit_refusal(
 
 /// Marks a command as handled without running it (it is being refused or dropped), so
 /// that it is not answered twice. A store failure is logged; the refusal still stands.
-pub(crate) fn mark_handled(bot: &Bot, incoming: &Incoming, now: DateTime<Utc>) {
-    if let Err(e) = bot.store.mark_processed(incoming.event_id.as_str(), now) {
+pub(crate) fn mark_handled(ctx: &Ctx, incoming: &Incoming, now: DateTime<Utc>) {
+    if let Err(e) = ctx.store.mark_processed(incoming.event_id.as_str(), now) {
         error!(error = %e, "store: marking a refused command as handled");
     }
 }

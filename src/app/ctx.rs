@@ -27,7 +27,7 @@ use crate::store::{RoomRecord, Store, StoreError};
 
 /// Why the bot could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
-pub enum BotError {
+pub enum AppError {
     /// A secret could not be read.
     #[error(transparent)]
     Secret(#[from] crate::input::config::SecretError),
@@ -69,7 +69,7 @@ pub enum BotError {
 pub const ACTOR: &str = "cordon";
 
 /// Everything the handlers share.
-pub struct Bot {
+pub struct Ctx {
     pub(crate) config: Config,
     pub(crate) store: Arc<Store>,
     pub(crate) client: Client,
@@ -84,10 +84,10 @@ pub struct Bot {
     pub(crate) room_keys: Arc<crate::matrix::forget::RoomKeyEraser>,
     /// Incidents whose pipeline (provisioning or stand-down, each a scheduler job) is
     /// running in this process: while one is, the sync loop syncs at most once a second
-    /// ([`Bot::busy`]). The scheduler already never runs two jobs of one incident at
+    /// ([`Ctx::busy`]). The scheduler already never runs two jobs of one incident at
     /// once.
     pub(super) running: Mutex<HashSet<IncidentId>>,
-    /// Asks the sync loop for a sync now (see [`Bot::settle_sync`]).
+    /// Asks the sync loop for a sync now (see [`Ctx::settle_sync`]).
     pub(super) sync_kick: Notify,
     /// How many syncs have completed.
     pub(super) syncs: tokio::sync::watch::Sender<u64>,
@@ -108,11 +108,11 @@ pub struct Bot {
     /// Each sender's answer budget for commands cordon does not trust.
     pub(super) flood: Mutex<crate::domain::command::flood::Flood>,
     /// People whose enrolment is revoked, as last read from the store (see
-    /// [`Bot::before_send`]).
+    /// [`Ctx::before_send`]).
     pub(super) revoked: Mutex<Vec<OwnedUserId>>,
 }
 
-impl Bot {
+impl Ctx {
     /// Records a successful sync, for `/healthz` and the metrics.
     pub(super) fn synced(&self) {
         if let Ok(mut last) = self.last_sync.lock() {
@@ -317,7 +317,7 @@ impl Bot {
     /// already.
     pub(crate) fn running_guard(self: &Arc<Self>, id: &IncidentId) -> Option<Running> {
         self.try_start(id).then(|| Running {
-            bot: self.clone(),
+            ctx: self.clone(),
             id: id.clone(),
         })
     }
@@ -342,15 +342,15 @@ impl Bot {
     }
 }
 
-/// An incident's pipeline running in this process; see [`Bot::running_guard`].
+/// An incident's pipeline running in this process; see [`Ctx::running_guard`].
 pub(crate) struct Running {
-    bot: Arc<Bot>,
+    ctx: Arc<Ctx>,
     id: IncidentId,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.bot.finished(&self.id);
+        self.ctx.finished(&self.id);
     }
 }
 
@@ -363,8 +363,8 @@ pub fn millis_to_utc(ms: u64) -> DateTime<Utc> {
 }
 
 /// The playbook exactly as it was declared.
-pub(crate) fn declared_playbook(bot: &Bot, id: &IncidentId) -> Result<Playbook, BotError> {
-    let snapshot = bot
+pub(crate) fn declared_playbook(ctx: &Ctx, id: &IncidentId) -> Result<Playbook, AppError> {
+    let snapshot = ctx
         .store
         .playbook_snapshot(id)?
         .ok_or_else(|| MatrixError::Client(format!("no playbook snapshot for {}", id.as_str())))?;
@@ -382,10 +382,10 @@ pub(crate) fn declared_playbook(bot: &Bot, id: &IncidentId) -> Result<Playbook, 
 /// The incident's rooms that exist and that cordon has joined, with their records, in
 /// playbook order.
 pub(crate) fn incident_rooms(
-    bot: &Bot,
+    ctx: &Ctx,
     incident: &Incident,
-) -> Result<Vec<(RoomRecord, Room)>, BotError> {
-    let mut records = bot.store.rooms(&incident.id)?;
+) -> Result<Vec<(RoomRecord, Room)>, AppError> {
+    let mut records = ctx.store.rooms(&incident.id)?;
     records.sort_by_key(|r| {
         r.desired
             .get("position")
@@ -395,7 +395,7 @@ pub(crate) fn incident_rooms(
     Ok(records
         .into_iter()
         .filter_map(|record| {
-            let room = rooms::joined(&bot.client, record.room_id.as_deref()?)?;
+            let room = rooms::joined(&ctx.client, record.room_id.as_deref()?)?;
             Some((record, room))
         })
         .collect())

@@ -13,7 +13,7 @@ use tracing::info;
 
 use super::chat::{CommandError, Done, Incoming, send_once};
 use super::ctx::declared_playbook;
-use super::ctx::{ACTOR, Bot, BotError};
+use super::ctx::{ACTOR, AppError, Ctx};
 use crate::domain::incident::plan::{format_remaining, format_time};
 use crate::domain::incident::{Event, Incident, State};
 use crate::domain::schedule::Timer;
@@ -24,23 +24,23 @@ use crate::schedule::FireContext;
 
 /// The expiry timer's job: stands the incident down when its time is up.
 pub(crate) async fn on_expiry(
-    bot: &Arc<Bot>,
+    ctx: &Arc<Ctx>,
     timer: &Timer,
-    ctx: FireContext,
-) -> Result<(), BotError> {
+    fire: FireContext,
+) -> Result<(), AppError> {
     let Some(id) = &timer.incident else {
         return Ok(());
     };
-    let Some(incident) = bot.store.incident(id)? else {
+    let Some(incident) = ctx.store.incident(id)? else {
         return Ok(());
     };
     match incident.state {
         // Extended meanwhile: the timer was re-armed for the new expiry.
-        State::Active if incident.expires_at > ctx.due => Ok(()),
+        State::Active if incident.expires_at > fire.due => Ok(()),
         State::Active | State::StandingDown | State::Failed => {
-            super::standdown::stand_down(bot, &incident, ACTOR).await
+            super::standdown::stand_down(ctx, &incident, ACTOR).await
         }
-        State::Provisioning => Err(BotError::Matrix(crate::matrix::MatrixError::Client(
+        State::Provisioning => Err(AppError::Matrix(crate::matrix::MatrixError::Client(
             "the incident expired while still provisioning; standing down once it is done".into(),
         ))),
         _ => Ok(()),
@@ -49,11 +49,11 @@ pub(crate) async fn on_expiry(
 
 /// A warning timer's job: tells the control room and every incident room how long is
 /// left. A warning about an expiry that has since moved is not sent.
-pub(crate) async fn on_warning(bot: &Arc<Bot>, timer: &Timer) -> Result<(), BotError> {
+pub(crate) async fn on_warning(ctx: &Arc<Ctx>, timer: &Timer) -> Result<(), AppError> {
     let Some(id) = &timer.incident else {
         return Ok(());
     };
-    let Some(incident) = bot.store.incident(id)? else {
+    let Some(incident) = ctx.store.incident(id)? else {
         return Ok(());
     };
     let deadline = timer
@@ -63,9 +63,9 @@ pub(crate) async fn on_warning(bot: &Arc<Bot>, timer: &Timer) -> Result<(), BotE
     if incident.state != State::Active || deadline.is_some_and(|d| d != incident.expires_at) {
         return Ok(());
     }
-    let playbook = declared_playbook(bot, id)?;
-    let now = bot.now();
-    let at = format_time(incident.expires_at, bot.config.time_zone);
+    let playbook = declared_playbook(ctx, id)?;
+    let now = ctx.now();
+    let at = format_time(incident.expires_at, ctx.config.time_zone);
     let left = format_remaining(incident.expires_at, now);
     let stamp = incident.expires_at.timestamp();
     let key = |room: &str| format!("{}/{stamp}/{room}", timer.id);
@@ -80,7 +80,7 @@ pub(crate) async fn on_warning(bot: &Arc<Bot>, timer: &Timer) -> Result<(), BotE
             format_duration(headroom)
         )
     };
-    if let Some(control) = crate::matrix::rooms::joined(&bot.client, &incident.control_room) {
+    if let Some(control) = crate::matrix::rooms::joined(&ctx.client, &incident.control_room) {
         let body = format!(
             "⏳ {name} ({id}) stands down in {left}, at {at}. Its rooms then become \
              read-only and are sealed and destroyed. {how}",
@@ -89,7 +89,7 @@ pub(crate) async fn on_warning(bot: &Arc<Bot>, timer: &Timer) -> Result<(), BotE
         );
         let mention = super::chat::user_ids(&[incident.commander.as_str()]);
         send_once(
-            bot,
+            ctx,
             &control,
             &key("control"),
             Some(id),
@@ -97,14 +97,14 @@ pub(crate) async fn on_warning(bot: &Arc<Bot>, timer: &Timer) -> Result<(), BotE
         )
         .await?;
     }
-    for (record, room) in super::ctx::incident_rooms(bot, &incident)? {
-        let advice = super::advice::outstanding_lines(bot, &incident, Some(&record.key));
+    for (record, room) in super::ctx::incident_rooms(ctx, &incident)? {
+        let advice = super::advice::outstanding_lines(ctx, &incident, Some(&record.key));
         let body = format!(
             "⏳ This incident stands down in {left}, at {at}. These rooms then become \
              read-only and are destroyed: transcribe any clinical advice into the patient \
              record now.{advice}"
         );
-        send_once(bot, &room, &key(&record.key), Some(id), notice(&body, &[])).await?;
+        send_once(ctx, &room, &key(&record.key), Some(id), notice(&body, &[])).await?;
     }
     info!(incident = %id, left = %left, "expiry warning sent");
     Ok(())
@@ -120,7 +120,7 @@ fn extension_left(incident: &Incident, playbook: &crate::input::playbook::Playbo
 /// moves the expiry later, up to the playbook's `extend_max` in total. Audited; a request beyond the
 /// bound is refused with what is left.
 pub(crate) async fn extend(
-    bot: &Arc<Bot>,
+    ctx: &Arc<Ctx>,
     incoming: &Incoming,
     incident: Incident,
     by: Duration,
@@ -136,7 +136,7 @@ pub(crate) async fn extend(
         );
         return Err(CommandError::refused("not-active", text));
     }
-    let playbook = declared_playbook(bot, id)?;
+    let playbook = declared_playbook(ctx, id)?;
     let max = playbook.duration.extend_max;
     let left = extension_left(&incident, &playbook);
     if by > left {
@@ -147,7 +147,7 @@ pub(crate) async fn extend(
                  before then.",
                 id.as_str(),
                 playbook.id,
-                format_time(incident.expires_at, bot.config.time_zone)
+                format_time(incident.expires_at, ctx.config.time_zone)
             )
         } else if left.is_zero() {
             format!(
@@ -156,7 +156,7 @@ pub(crate) async fn extend(
                  goes on, declare a new incident before then.",
                 id.as_str(),
                 format_duration(max),
-                format_time(incident.expires_at, bot.config.time_zone)
+                format_time(incident.expires_at, ctx.config.time_zone)
             )
         } else {
             format!(
@@ -176,17 +176,17 @@ pub(crate) async fn extend(
         .expires_at
         .checked_add_signed(TimeDelta::from_std(by).unwrap_or(TimeDelta::MAX))
         .unwrap_or(incident.expires_at);
-    let (extended, _) = bot.store.apply(
+    let (extended, _) = ctx.store.apply(
         id,
         Event::Extended { new_expiry },
         incoming.sender.as_str(),
-        bot.now(),
+        ctx.now(),
     )?;
-    super::timers::rearm_deadlines(bot, &extended, &playbook)?;
+    super::timers::rearm_deadlines(ctx, &extended, &playbook)?;
     info!(incident = %id, by = ?by, "extended");
-    let at = format_time(extended.expires_at, bot.config.time_zone);
-    let now = bot.now();
-    for (record, room) in super::ctx::incident_rooms(bot, &extended)? {
+    let at = format_time(extended.expires_at, ctx.config.time_zone);
+    let now = ctx.now();
+    for (record, room) in super::ctx::incident_rooms(ctx, &extended)? {
         let body = format!(
             "⏳ Extended by {} by {}: these rooms now close at {at} ({} from now).",
             format_duration(by),
@@ -199,9 +199,9 @@ pub(crate) async fn extend(
             incoming.event_id,
             record.key
         );
-        send_once(bot, &room, &key, Some(id), notice(&body, &[])).await?;
+        send_once(ctx, &room, &key, Some(id), notice(&body, &[])).await?;
     }
-    super::standdown::refresh_topics(bot, &extended, &playbook).await;
+    super::standdown::refresh_topics(ctx, &extended, &playbook).await;
     let left = extension_left(&extended, &playbook);
     let text = format!(
         "Extended {} by {}: it now stands down at {at} ({} from now). Extension left: {}.",

@@ -9,20 +9,20 @@ use chrono::TimeDelta;
 use tracing::{error, info, warn};
 
 use super::chat::{CommandError, Done, Incoming};
-use super::ctx::Bot;
+use super::ctx::Ctx;
 use crate::domain::incident::NewIncident;
 use crate::input::playbook::Catalog;
 
 /// `declare`: checks, records the incident, and starts provisioning, whose summary
 /// answers the command.
 pub(super) async fn declare(
-    bot: &Arc<Bot>,
+    ctx: &Arc<Ctx>,
     incoming: &Incoming,
     playbook_id: &str,
     name: &str,
 ) -> Result<Done, CommandError> {
-    let now = bot.now();
-    let (catalog, problems) = Catalog::load(std::slice::from_ref(&bot.config.playbooks_dir));
+    let now = ctx.now();
+    let (catalog, problems) = Catalog::load(std::slice::from_ref(&ctx.config.playbooks_dir));
 
     // (2) The playbook exists, and (4) is valid: a file named after the id with
     // problems is reported as such rather than as unknown.
@@ -61,7 +61,7 @@ pub(super) async fn declare(
     };
 
     // (3) The sender is allowed: the playbook's trigger, or an operator.
-    if !(playbook.may_declare(&incoming.sender) || bot.is_operator(&incoming.sender)) {
+    if !(playbook.may_declare(&incoming.sender) || ctx.is_operator(&incoming.sender)) {
         return Err(CommandError::refused(
             "not-allowed",
             format!(
@@ -95,7 +95,7 @@ pub(super) async fn declare(
     let created = {
         let mut rng = rand::rng();
         let mut next = || rand::Rng::random::<u64>(&mut rng);
-        bot.store.create_incident_for_command(
+        ctx.store.create_incident_for_command(
             incoming.event_id.as_str(),
             new,
             &snapshot,
@@ -120,9 +120,9 @@ pub(super) async fn declare(
     // The pipeline is the provisioning timer's job, run by the scheduler at once. Should
     // arming fail (the store), the incident is still provisioning: its timer is armed
     // again at the next start.
-    if let Err(e) = bot.arm(&crate::domain::incident::timers::provision(
+    if let Err(e) = ctx.arm(&crate::domain::incident::timers::provision(
         &incident.id,
-        bot.now(),
+        ctx.now(),
     )) {
         error!(incident = %incident.id, error = %e, "store: arming provisioning");
     }

@@ -31,7 +31,7 @@ use tracing::{info, warn};
 
 use super::chat::{send_once, user_ids};
 use super::ctx::declared_playbook;
-use super::ctx::{ACTOR, Bot, BotError};
+use super::ctx::{ACTOR, AppError, Ctx};
 use crate::domain::incident::timers as timer_plan;
 use crate::domain::incident::{Event, Incident, State};
 use crate::domain::schedule::Timer;
@@ -51,25 +51,25 @@ const DELETE_LIMIT: Duration = Duration::from_secs(15 * 60);
 
 /// Destroys the rooms of `incident` (archived), unless a legal hold is set, records it
 /// (`destroyed`), arms the archive's keep-time end and tells the control room.
-pub(crate) async fn destroy(bot: &Arc<Bot>, incident: &Incident) -> Result<(), BotError> {
+pub(crate) async fn destroy(ctx: &Arc<Ctx>, incident: &Incident) -> Result<(), AppError> {
     let id = &incident.id;
     if incident.state != State::Archived {
         return Ok(());
     }
-    if held(bot, incident).await? {
+    if held(ctx, incident).await? {
         return Ok(());
     }
-    bot.store
-        .begin_standdown_step(id, StandDownStep::Destroy, bot.now())?;
+    ctx.store
+        .begin_standdown_step(id, StandDownStep::Destroy, ctx.now())?;
     // A failed check retries the step: leaving the rooms on a network error would give
     // up the purge that the admin rights make possible.
-    let admin = bot.admin.is_admin(bot.user_id()).await?;
+    let admin = ctx.admin.is_admin(ctx.user_id()).await?;
     let reason = format!(
         "{} has stood down: its rooms are closed and their record is sealed for the \
          records officer.",
         incident.display_name
     );
-    let mut records = bot.store.rooms(id)?;
+    let mut records = ctx.store.rooms(id)?;
     records.sort_by(|a, b| a.key.cmp(&b.key));
     let mut pending = 0;
     let mut left = Vec::new();
@@ -86,8 +86,8 @@ pub(crate) async fn destroy(bot: &Arc<Bot>, incident: &Incident) -> Result<(), B
                 None => {
                     // Planned but never created: there is nothing to destroy.
                     record.status = RoomStatus::Destroyed;
-                    record.updated_at = bot.now();
-                    bot.store.upsert_room(&record)?;
+                    record.updated_at = ctx.now();
+                    ctx.store.upsert_room(&record)?;
                 }
             },
         }
@@ -95,7 +95,7 @@ pub(crate) async fn destroy(bot: &Arc<Bot>, incident: &Incident) -> Result<(), B
     // A few rooms at once: most of a room's time is Synapse's purge, which runs in the
     // background on the server while cordon polls.
     let mut ends = futures_util::stream::iter(left)
-        .map(|(record, room_id)| destroy_room(bot, incident, record, room_id, admin, &reason))
+        .map(|(record, room_id)| destroy_room(ctx, incident, record, room_id, admin, &reason))
         .buffer_unordered(ROOMS_AT_ONCE);
     let mut first_error = None;
     let mut stopped = false;
@@ -118,51 +118,51 @@ pub(crate) async fn destroy(bot: &Arc<Bot>, incident: &Incident) -> Result<(), B
         return Ok(());
     }
     if admin {
-        delete_media(bot, incident).await?;
+        delete_media(ctx, incident).await?;
     }
     crate::failpoint::hit("standdown.media-deleted").await;
     let purge_pending = pending > 0;
     let (incident, _) =
-        bot.store
-            .apply(id, Event::Destroyed { purge_pending }, ACTOR, bot.now())?;
+        ctx.store
+            .apply(id, Event::Destroyed { purge_pending }, ACTOR, ctx.now())?;
     crate::failpoint::hit("standdown.destroyed").await;
-    finish(bot, &incident).await
+    finish(ctx, &incident).await
 }
 
 /// What follows the destruction, from the store alone, so that a stand-down resumed
 /// after `destroyed` was recorded does it too, once: the rooms forgotten in cordon's own
 /// stores, the other timers disarmed, the end of the archive's keep time armed, and the
 /// control room told.
-pub(crate) async fn finish(bot: &Arc<Bot>, incident: &Incident) -> Result<(), BotError> {
+pub(crate) async fn finish(ctx: &Arc<Ctx>, incident: &Incident) -> Result<(), AppError> {
     let id = &incident.id;
     // Part of destruction: the step is done once the rooms are forgotten.
-    super::forget::forget_rooms(bot, incident).await?;
-    bot.store
-        .begin_standdown_step(id, StandDownStep::Done, bot.now())?;
+    super::forget::forget_rooms(ctx, incident).await?;
+    ctx.store
+        .begin_standdown_step(id, StandDownStep::Done, ctx.now())?;
     // Nothing runs in rooms that are gone; the keep time's end is all that is left.
-    for timer in bot.store.timers_for(id)? {
+    for timer in ctx.store.timers_for(id)? {
         if timer.id != timer_plan::standdown_id(id) && timer.id != timer_plan::keep_time_end_id(id)
         {
-            bot.disarm(&timer.id)?;
+            ctx.disarm(&timer.id)?;
         }
     }
     // The archive is kept for `archive.keep` after destruction (a hold may have kept the
     // rooms long past the seal).
-    let keep = declared_playbook(bot, id)
+    let keep = declared_playbook(ctx, id)
         .ok()
         .and_then(|p| chrono::TimeDelta::from_std(p.archive.keep).ok())
         .unwrap_or_default();
     let keep_until = incident.archive.as_ref().map(|archive| {
         archive.keep_until.max(
-            bot.now()
+            ctx.now()
                 .checked_add_signed(keep)
                 .unwrap_or(archive.keep_until),
         )
     });
     if let Some(due) = keep_until {
-        bot.arm(&timer_plan::keep_time_end(id, due))?;
+        ctx.arm(&timer_plan::keep_time_end(id, due))?;
     }
-    let rooms = bot.store.rooms(id)?;
+    let rooms = ctx.store.rooms(id)?;
     // Rooms planned but never created are recorded destroyed too; they are not counted.
     let destroyed = rooms
         .iter()
@@ -172,7 +172,7 @@ pub(crate) async fn finish(bot: &Arc<Bot>, incident: &Incident) -> Result<(), Bo
         .iter()
         .filter(|r| r.status == RoomStatus::PurgePending)
         .count() as u64;
-    let media_deleted: u64 = bot
+    let media_deleted: u64 = ctx
         .store
         .audit_entries(.., Some(id))?
         .iter()
@@ -180,7 +180,7 @@ pub(crate) async fn finish(bot: &Arc<Bot>, incident: &Incident) -> Result<(), Bo
         .filter_map(|e| serde_json::from_str::<serde_json::Value>(&e.details).ok())
         .filter_map(|d| d.get("deleted").and_then(serde_json::Value::as_u64))
         .sum();
-    tell_destroyed(bot, incident, destroyed, pending, media_deleted, keep_until).await;
+    tell_destroyed(ctx, incident, destroyed, pending, media_deleted, keep_until).await;
     Ok(())
 }
 
@@ -195,17 +195,17 @@ enum RoomEnd {
 /// Destroys one room (recorded `deleting` first): kicks everyone, then deletes and
 /// purges it (admin) or leaves and forgets it, records the outcome and audits it.
 async fn destroy_room(
-    bot: &Arc<Bot>,
+    ctx: &Arc<Ctx>,
     incident: &Incident,
     mut record: crate::store::RoomRecord,
     room_id: OwnedRoomId,
     admin: bool,
     reason: &str,
-) -> Result<RoomEnd, BotError> {
+) -> Result<RoomEnd, AppError> {
     let id = &incident.id;
     // A hold placed while the pipeline runs stops it before the rooms not yet started.
-    if let Some(current) = bot.store.incident(id)?
-        && held(bot, &current).await?
+    if let Some(current) = ctx.store.incident(id)?
+        && held(ctx, &current).await?
     {
         return Ok(RoomEnd::Held);
     }
@@ -213,13 +213,13 @@ async fn destroy_room(
     // cordon's own view of it stale, so the deletion is followed, not started again.
     let resumed = if admin && record.status == RoomStatus::Deleting {
         let status = match &record.delete_id {
-            Some(delete_id) => bot.admin.deletion(delete_id).await?,
-            None => bot.admin.deletion_status(&room_id).await?,
+            Some(delete_id) => ctx.admin.deletion(delete_id).await?,
+            None => ctx.admin.deletion_status(&room_id).await?,
         };
         match status {
             DeletionStatus::Complete => true,
             DeletionStatus::Running(_) => {
-                bot.admin
+                ctx.admin
                     .wait_deleted(
                         &room_id,
                         record.delete_id.clone(),
@@ -240,36 +240,36 @@ async fn destroy_room(
         // kicks, which it would take for someone else's; later looks skip the room.
         let _quiet = crate::app::guard::changing(id).await;
         record.status = RoomStatus::Deleting;
-        record.updated_at = bot.now();
-        bot.store.upsert_room(&record)?;
+        record.updated_at = ctx.now();
+        ctx.store.upsert_room(&record)?;
     }
     let (kicked, purged) = if resumed {
         (0, true)
     } else {
-        let kicked = kick_everyone(bot, &room_id, reason).await?;
+        let kicked = kick_everyone(ctx, &room_id, reason).await?;
         crate::failpoint::hit("standdown.kicked").await;
         if admin {
             // cordon leaves while the room is there to leave: a purged room answers
             // 404 and sends no leave down sync, so its client would count it as joined
             // for good and could not forget it afterwards (see `matrix::forget`).
-            leave(bot, &room_id).await?;
+            leave(ctx, &room_id).await?;
             // Listed before the purge, which forgets which media the room used.
-            let listed = bot.admin.room_media(&room_id).await?;
-            remember_media(bot, incident, &listed)?;
-            let delete_id = bot.admin.delete_room(&room_id, reason).await?;
+            let listed = ctx.admin.room_media(&room_id).await?;
+            remember_media(ctx, incident, &listed)?;
+            let delete_id = ctx.admin.delete_room(&room_id, reason).await?;
             // Recorded at once: Synapse lists a deletion by room only once its task has
             // started, so after a restart only its id tells that it is under way.
             if delete_id.is_some() {
                 record.delete_id.clone_from(&delete_id);
-                record.updated_at = bot.now();
-                bot.store.upsert_room(&record)?;
+                record.updated_at = ctx.now();
+                ctx.store.upsert_room(&record)?;
             }
             crate::failpoint::hit("standdown.delete-requested").await;
-            bot.admin
+            ctx.admin
                 .wait_deleted(&room_id, delete_id, reason, POLL, DELETE_LIMIT)
                 .await?;
         } else {
-            leave_and_forget(bot, &room_id).await?;
+            leave_and_forget(ctx, &room_id).await?;
         }
         (kicked, admin)
     };
@@ -278,9 +278,9 @@ async fn destroy_room(
     } else {
         RoomStatus::PurgePending
     };
-    record.updated_at = bot.now();
-    bot.store.upsert_room(&record)?;
-    bot.store.audit(
+    record.updated_at = ctx.now();
+    ctx.store.upsert_room(&record)?;
+    ctx.store.audit(
         ACTOR,
         if purged {
             "room.destroyed"
@@ -295,7 +295,7 @@ async fn destroy_room(
             "purged": purged,
             "blocked": purged,
         }),
-        bot.now(),
+        ctx.now(),
     )?;
     info!(incident = %id, room = %room_id, key = %record.key, purged, "room destroyed");
     Ok(if purged {
@@ -306,15 +306,15 @@ async fn destroy_room(
 }
 
 /// True (and the control room told, once per hold) when a legal hold blocks destruction.
-async fn held(bot: &Arc<Bot>, incident: &Incident) -> Result<bool, BotError> {
+async fn held(ctx: &Arc<Ctx>, incident: &Incident) -> Result<bool, AppError> {
     let Some(hold) = &incident.hold else {
         return Ok(false);
     };
     let id = &incident.id;
-    bot.store
-        .begin_standdown_step(id, StandDownStep::Held, bot.now())?;
+    ctx.store
+        .begin_standdown_step(id, StandDownStep::Held, ctx.now())?;
     info!(incident = %id, "legal hold: the rooms are not destroyed until it is released");
-    if let Some(control) = rooms::joined(&bot.client, &incident.control_room) {
+    if let Some(control) = rooms::joined(&ctx.client, &incident.control_room) {
         let body = format!(
             "{id}'s archive is sealed and verified, but its rooms are not destroyed: a \
              legal hold is set ({reason}, by {by}). They stay frozen until an operator or a \
@@ -324,18 +324,18 @@ async fn held(bot: &Arc<Bot>, incident: &Incident) -> Result<bool, BotError> {
             by = hold.by,
         );
         let key = format!("{}/destroy-held/{}", id.as_str(), hold.since.timestamp());
-        send_once(bot, &control, &key, Some(id), notice(&body, &[])).await?;
+        send_once(ctx, &control, &key, Some(id), notice(&body, &[])).await?;
     }
     Ok(true)
 }
 
 /// Kicks every member and pending invite but cordon, with `reason`. Returns how many.
 async fn kick_everyone(
-    bot: &Arc<Bot>,
+    ctx: &Arc<Ctx>,
     room_id: &OwnedRoomId,
     reason: &str,
-) -> Result<u64, BotError> {
-    let Some(room) = bot.client.get_room(room_id) else {
+) -> Result<u64, AppError> {
+    let Some(room) = ctx.client.get_room(room_id) else {
         return Ok(0);
     };
     if room.state() != matrix_sdk::RoomState::Joined {
@@ -348,7 +348,7 @@ async fn kick_everyone(
         .map_err(MatrixError::from)?;
     let mut kicked = 0;
     for member in members {
-        if member.user_id() == bot.user_id() {
+        if member.user_id() == ctx.user_id() {
             continue;
         }
         room.kick_user(member.user_id(), Some(reason))
@@ -360,8 +360,8 @@ async fn kick_everyone(
 }
 
 /// cordon leaves the room, if it is still in it.
-async fn leave(bot: &Arc<Bot>, room_id: &OwnedRoomId) -> Result<(), BotError> {
-    if let Some(room) = bot.client.get_room(room_id)
+async fn leave(ctx: &Arc<Ctx>, room_id: &OwnedRoomId) -> Result<(), AppError> {
+    if let Some(room) = ctx.client.get_room(room_id)
         && room.state() == matrix_sdk::RoomState::Joined
     {
         room.leave().await.map_err(MatrixError::from)?;
@@ -371,9 +371,9 @@ async fn leave(bot: &Arc<Bot>, room_id: &OwnedRoomId) -> Result<(), BotError> {
 
 /// Without admin rights: cordon leaves the room and forgets it. The server keeps its
 /// events until an admin purges it.
-async fn leave_and_forget(bot: &Arc<Bot>, room_id: &OwnedRoomId) -> Result<(), BotError> {
-    leave(bot, room_id).await?;
-    if let Some(room) = bot.client.get_room(room_id)
+async fn leave_and_forget(ctx: &Arc<Ctx>, room_id: &OwnedRoomId) -> Result<(), AppError> {
+    leave(ctx, room_id).await?;
+    if let Some(room) = ctx.client.get_room(room_id)
         && room.state() == matrix_sdk::RoomState::Left
     {
         room.forget().await.map_err(MatrixError::from)?;
@@ -382,8 +382,8 @@ async fn leave_and_forget(bot: &Arc<Bot>, room_id: &OwnedRoomId) -> Result<(), B
 }
 
 /// Adds the media Synapse listed for a room to what the export found.
-fn remember_media(bot: &Bot, incident: &Incident, listed: &[OwnedMxcUri]) -> Result<(), BotError> {
-    let Some(mut record) = bot.store.standdown(&incident.id)? else {
+fn remember_media(ctx: &Ctx, incident: &Incident, listed: &[OwnedMxcUri]) -> Result<(), AppError> {
+    let Some(mut record) = ctx.store.standdown(&incident.id)? else {
         return Ok(());
     };
     let mut changed = false;
@@ -394,8 +394,8 @@ fn remember_media(bot: &Bot, incident: &Incident, listed: &[OwnedMxcUri]) -> Res
         }
     }
     if changed {
-        record.updated_at = bot.now();
-        bot.store.put_standdown(&incident.id, &record)?;
+        record.updated_at = ctx.now();
+        ctx.store.put_standdown(&incident.id, &record)?;
     }
     Ok(())
 }
@@ -414,8 +414,8 @@ struct MediaCount {
 /// Every media address of the incident: what sync and the retention sweeps noted (the
 /// `media` table), what the seal read and what Synapse listed for the rooms (the
 /// stand-down record). Sorted, without repeats.
-fn incident_media(bot: &Bot, incident: &Incident) -> Result<Vec<String>, BotError> {
-    let mut all: std::collections::BTreeSet<String> = bot
+fn incident_media(ctx: &Ctx, incident: &Incident) -> Result<Vec<String>, AppError> {
+    let mut all: std::collections::BTreeSet<String> = ctx
         .store
         .standdown(&incident.id)?
         .map(|r| r.media)
@@ -423,7 +423,7 @@ fn incident_media(bot: &Bot, incident: &Incident) -> Result<Vec<String>, BotErro
         .into_iter()
         .collect();
     all.extend(
-        bot.store
+        ctx.store
             .incident_media(&incident.id)?
             .into_iter()
             .map(|(address, _)| address),
@@ -434,17 +434,17 @@ fn incident_media(bot: &Bot, incident: &Incident) -> Result<Vec<String>, BotErro
 /// The people whose uploads belong to the incident: everyone cordon let into (or kept
 /// out of) its rooms, the commander, and cordon.
 fn incident_people(
-    bot: &Bot,
+    ctx: &Ctx,
     incident: &Incident,
-) -> Result<std::collections::BTreeSet<String>, BotError> {
-    let mut people: std::collections::BTreeSet<String> = bot
+) -> Result<std::collections::BTreeSet<String>, AppError> {
+    let mut people: std::collections::BTreeSet<String> = ctx
         .store
         .roster_for_incident(&incident.id)?
         .into_iter()
         .map(|e| e.user)
         .collect();
     people.insert(incident.commander.clone());
-    people.insert(bot.user_id().to_string());
+    people.insert(ctx.user_id().to_string());
     Ok(people)
 }
 
@@ -457,10 +457,10 @@ fn incident_people(
 /// and have cordon delete it. A file forwarded into the incident from elsewhere keeps its
 /// first uploader and stays with the conversation it came from; those are counted as
 /// kept.
-async fn delete_media(bot: &Arc<Bot>, incident: &Incident) -> Result<(), BotError> {
-    let addresses = incident_media(bot, incident)?;
-    let people = incident_people(bot, incident)?;
-    let server = bot.user_id().server_name();
+async fn delete_media(ctx: &Arc<Ctx>, incident: &Incident) -> Result<(), AppError> {
+    let addresses = incident_media(ctx, incident)?;
+    let people = incident_people(ctx, incident)?;
+    let server = ctx.user_id().server_name();
     let mut count = MediaCount::default();
     for address in &addresses {
         let mxc = OwnedMxcUri::from(address.as_str());
@@ -472,7 +472,7 @@ async fn delete_media(bot: &Arc<Bot>, incident: &Incident) -> Result<(), BotErro
                 continue;
             }
         }
-        match bot.admin.media_upload(&mxc).await? {
+        match ctx.admin.media_upload(&mxc).await? {
             MediaUpload::Absent => {
                 count.absent += 1;
                 continue;
@@ -484,13 +484,13 @@ async fn delete_media(bot: &Arc<Bot>, incident: &Incident) -> Result<(), BotErro
                 continue;
             }
         }
-        match bot.admin.delete_media(&mxc).await? {
+        match ctx.admin.delete_media(&mxc).await? {
             MediaDeletion::Deleted => count.deleted += 1,
             MediaDeletion::Absent => count.absent += 1,
         }
     }
     if !addresses.is_empty() {
-        bot.store.audit(
+        ctx.store.audit(
             ACTOR,
             "media.deleted",
             Some(&incident.id),
@@ -500,28 +500,28 @@ async fn delete_media(bot: &Arc<Bot>, incident: &Incident) -> Result<(), BotErro
                 "other_servers": count.foreign,
                 "uploaded_outside_the_incident": count.kept,
             }),
-            bot.now(),
+            ctx.now(),
         )?;
     }
     Ok(())
 }
 
 async fn tell_destroyed(
-    bot: &Arc<Bot>,
+    ctx: &Arc<Ctx>,
     incident: &Incident,
     destroyed: u64,
     pending: u64,
     media_deleted: u64,
     keep_until: Option<chrono::DateTime<chrono::Utc>>,
 ) {
-    let Some(control) = rooms::joined(&bot.client, &incident.control_room) else {
+    let Some(control) = rooms::joined(&ctx.client, &incident.control_room) else {
         return;
     };
     let keep = match (&incident.archive, keep_until) {
         (Some(a), Some(until)) => format!(
             " The sealed archive ({}) is kept until {}, then deleted.",
             a.location,
-            crate::domain::incident::plan::format_time(until, bot.config.time_zone)
+            crate::domain::incident::plan::format_time(until, ctx.config.time_zone)
         ),
         _ => String::new(),
     };
@@ -545,7 +545,7 @@ async fn tell_destroyed(
     let key = format!("{}/destroyed", incident.id.as_str());
     let mention = user_ids(&[incident.commander.as_str()]);
     if let Err(e) = send_once(
-        bot,
+        ctx,
         &control,
         &key,
         Some(&incident.id),
@@ -559,11 +559,11 @@ async fn tell_destroyed(
 
 /// The keep-time end's job: deletes the sealed archive (unless a legal hold is set),
 /// audits it, and closes the incident.
-pub(crate) async fn on_keep_time_end(bot: &Arc<Bot>, timer: &Timer) -> Result<(), BotError> {
+pub(crate) async fn on_keep_time_end(ctx: &Arc<Ctx>, timer: &Timer) -> Result<(), AppError> {
     let Some(id) = &timer.incident else {
         return Ok(());
     };
-    let Some(incident) = bot.store.incident(id)? else {
+    let Some(incident) = ctx.store.incident(id)? else {
         return Ok(());
     };
     if incident.state != State::Destroyed {
@@ -583,8 +583,8 @@ pub(crate) async fn on_keep_time_end(bot: &Arc<Bot>, timer: &Timer) -> Result<()
         crate::domain::schedule::Schedule::At(at) => (*at).max(archive.keep_until),
         crate::domain::schedule::Schedule::Cron { .. } => archive.keep_until,
     };
-    if bot.now() < due {
-        bot.arm(&timer_plan::keep_time_end(id, due))?;
+    if ctx.now() < due {
+        ctx.arm(&timer_plan::keep_time_end(id, due))?;
         return Ok(());
     }
     let path = std::path::Path::new(&archive.location);
@@ -592,13 +592,13 @@ pub(crate) async fn on_keep_time_end(bot: &Arc<Bot>, timer: &Timer) -> Result<()
         Ok(()) => true,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
         Err(source) => {
-            return Err(BotError::Io {
+            return Err(AppError::Io {
                 path: path.to_owned(),
                 source,
             });
         }
     };
-    bot.store.audit(
+    ctx.store.audit(
         ACTOR,
         "archive.deleted",
         Some(id),
@@ -608,9 +608,9 @@ pub(crate) async fn on_keep_time_end(bot: &Arc<Bot>, timer: &Timer) -> Result<()
             "keep_until": archive.keep_until,
             "already_absent": !existed,
         }),
-        bot.now(),
+        ctx.now(),
     )?;
-    bot.store.apply(id, Event::Closed, ACTOR, bot.now())?;
+    ctx.store.apply(id, Event::Closed, ACTOR, ctx.now())?;
     info!(incident = %id, file = %archive.location, "sealed archive deleted at the end of its keep time; incident closed");
     Ok(())
 }

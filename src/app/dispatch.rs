@@ -22,7 +22,7 @@ use serde_json::json;
 use tracing::{error, info, instrument, warn};
 
 use super::chat::{CommandError, Done, Incoming, mark_handled, refuse, reply, send_once};
-use super::ctx::{Bot, millis_to_utc};
+use super::ctx::{Ctx, millis_to_utc};
 use super::resolve::{resolve_any, resolve_many, resolve_one};
 use super::{advice, deadlines, declare, roster, standdown, status};
 use crate::domain::command::Command;
@@ -36,31 +36,31 @@ use crate::trust::sender::SenderDevice;
 
 /// Handles one command message, once.
 #[instrument(skip_all, fields(room = %incoming.room.room_id(), event = %incoming.event_id))]
-pub async fn handle(bot: Arc<Bot>, incoming: Incoming) {
+pub async fn handle(ctx: Arc<Ctx>, incoming: Incoming) {
     let room_id = incoming.room.room_id().to_owned();
     // Control rooms take every command; incident rooms take `advice` and `transcribed`
     // (and are told where the rest go); elsewhere cordon stays silent rather than
     // reveal itself.
-    let in_control_room = bot.is_control_room(&room_id);
+    let in_control_room = ctx.is_control_room(&room_id);
     if !in_control_room
-        && !bot
+        && !ctx
             .store
             .room_by_matrix_id(room_id.as_str())
             .is_ok_and(|r| r.is_some())
     {
         return;
     }
-    let now = bot.now();
-    let (incident, outcome) = match check(&bot, &incoming, in_control_room, now).await {
-        Ok(command) => run(&bot, &incoming, command).await,
+    let now = ctx.now();
+    let (incident, outcome) = match check(&ctx, &incoming, in_control_room, now).await {
+        Ok(command) => run(&ctx, &incoming, command).await,
         Err(e) => (None, Err(e)),
     };
-    finish(&bot, &incoming, incident.as_ref(), outcome, now).await;
+    finish(&ctx, &incoming, incident.as_ref(), outcome, now).await;
 }
 
 /// The checks before any command runs, in order. `Ok` is the command to run.
 async fn check(
-    bot: &Arc<Bot>,
+    ctx: &Arc<Ctx>,
     incoming: &Incoming,
     in_control_room: bool,
     now: DateTime<Utc>,
@@ -71,14 +71,14 @@ async fn check(
     // runs: a copy posted again as a new event (a replay) is refused.
     let mut replay_of = None;
     if let (SenderDevice::Verified, Some(info)) = (&incoming.device, &incoming.encryption) {
-        match accept_ciphertext(bot, incoming, info, now).await {
+        match accept_ciphertext(ctx, incoming, info, now).await {
             Ok(None) => {}
             Ok(Some(first)) => replay_of = Some(first),
             Err(Unaccepted::Store) => return Err(CommandError::Dropped),
             Err(Unaccepted::Unidentified(why)) => {
                 if command_changes_state(incoming) {
                     warn!(why = %why.0, "a command's megolm message could not be identified");
-                    mark_handled(bot, incoming, now);
+                    mark_handled(ctx, incoming, now);
                     return Err(CommandError::refused(
                         "unidentified-ciphertext",
                         format!(
@@ -95,7 +95,7 @@ async fn check(
     // `declare` records the command and the incident in one transaction (in
     // `declare`); everything else is marked handled before it is answered.
     if !is_declare || replay_of.is_some() {
-        match bot.store.mark_processed(incoming.event_id.as_str(), now) {
+        match ctx.store.mark_processed(incoming.event_id.as_str(), now) {
             Ok(true) => {}
             Ok(false) => return Err(CommandError::Dropped),
             Err(e) => {
@@ -103,7 +103,7 @@ async fn check(
                 return Err(CommandError::Dropped);
             }
         }
-    } else if bot
+    } else if ctx
         .store
         .is_processed(incoming.event_id.as_str())
         .unwrap_or(false)
@@ -114,12 +114,12 @@ async fn check(
     // Commands cordon does not trust (an unverified device, a replay) take from their
     // sender's answer budget; a verified commander is always answered.
     if replay_of.is_some() || !matches!(incoming.device, SenderDevice::Verified) {
-        let (gate, closed) = bot.flood_take(incoming.sender.as_str(), now);
+        let (gate, closed) = ctx.flood_take(incoming.sender.as_str(), now);
         if let Some(closed) = closed {
-            bot.audit_suppressed(&closed);
+            ctx.audit_suppressed(&closed);
         }
         if is_declare && gate != Gate::Pass {
-            mark_handled(bot, incoming, now);
+            mark_handled(ctx, incoming, now);
         }
         match gate {
             Gate::Pass => {}
@@ -137,12 +137,12 @@ async fn check(
         }
     }
     if let Some(first) = replay_of {
-        replayed(bot, incoming, &first).await;
+        replayed(ctx, incoming, &first).await;
         return Err(CommandError::Dropped);
     }
 
     let age = now - incoming.sent_at;
-    let max_age = TimeDelta::from_std(bot.config.command_max_age).unwrap_or(TimeDelta::MAX);
+    let max_age = TimeDelta::from_std(ctx.config.command_max_age).unwrap_or(TimeDelta::MAX);
     if age > max_age {
         let minutes = age.num_minutes();
         return Err(CommandError::refused(
@@ -151,7 +151,7 @@ async fn check(
                 "I did not act on this command: it was sent {minutes} min ago, while I was \
                  unavailable, and commands older than {} are not run. If it is still \
                  needed, send it again.",
-                humantime::format_duration(bot.config.command_max_age)
+                humantime::format_duration(ctx.config.command_max_age)
             ),
         ));
     }
@@ -197,7 +197,7 @@ async fn check(
 /// authority over it, then runs its workflow. Returns the incident (for the answer's
 /// bookkeeping) and the outcome.
 async fn run(
-    bot: &Arc<Bot>,
+    ctx: &Arc<Ctx>,
     incoming: &Incoming,
     command: Command,
 ) -> (Option<IncidentId>, Result<Done, CommandError>) {
@@ -211,36 +211,36 @@ async fn run(
         | Command::Transcribed { .. } => None,
         Command::Hold { incident, .. }
         | Command::Release { incident }
-        | Command::Retry { incident } => match resolve_any(bot, incoming, incident.as_ref()) {
+        | Command::Retry { incident } => match resolve_any(ctx, incoming, incident.as_ref()) {
             Ok(i) => Some(i),
             Err(answer) => return (None, Err(CommandError::NotDone(answer))),
         },
-        other => match resolve_one(bot, incoming, other.incident()) {
+        other => match resolve_one(ctx, incoming, other.incident()) {
             Ok(i) => Some(i),
             Err(answer) => return (None, Err(CommandError::NotDone(answer))),
         },
     };
     let Some(incident) = incident else {
-        return (None, run_unscoped(bot, incoming, command).await);
+        return (None, run_unscoped(ctx, incoming, command).await);
     };
     let id = incident.id.clone();
     let authority = Authority::of(&command);
     let sender = &incoming.sender;
     let standing = Standing {
         commander: incident.commander == sender.as_str(),
-        operator: bot.is_operator(sender),
-        records_officer: bot.config.records_officers.contains(sender),
+        operator: ctx.is_operator(sender),
+        records_officer: ctx.config.records_officers.contains(sender),
     };
     if !authority.allows(standing) {
         let text = authority.refusal(id.as_str(), &incident.commander);
         return (Some(id), Err(CommandError::refused("not-allowed", text)));
     }
-    (Some(id), run_on(bot, incoming, command, incident).await)
+    (Some(id), run_on(ctx, incoming, command, incident).await)
 }
 
 /// The commands that are not about one resolved incident.
 async fn run_unscoped(
-    bot: &Arc<Bot>,
+    ctx: &Arc<Ctx>,
     incoming: &Incoming,
     command: Command,
 ) -> Result<Done, CommandError> {
@@ -252,14 +252,14 @@ async fn run_unscoped(
             },
         )),
         Command::Status { incident } => {
-            let list = resolve_many(bot, incoming, incident.as_ref())?;
-            Ok(Done::Reply(status::render(bot, &list).await))
+            let list = resolve_many(ctx, incoming, incident.as_ref())?;
+            Ok(Done::Reply(status::render(ctx, &list).await))
         }
         Command::Declare { playbook, name } => {
-            declare::declare(bot, incoming, playbook.as_str(), name.as_str()).await
+            declare::declare(ctx, incoming, playbook.as_str(), name.as_str()).await
         }
-        Command::Advice { event } => advice::command(bot, incoming, &event, false).await,
-        Command::Transcribed { event } => advice::command(bot, incoming, &event, true).await,
+        Command::Advice { event } => advice::command(ctx, incoming, &event, false).await,
+        Command::Transcribed { event } => advice::command(ctx, incoming, &event, true).await,
         other => Err(CommandError::NotDone(format!(
             "`{}` needs an incident. Nothing was changed.",
             other.name()
@@ -269,30 +269,30 @@ async fn run_unscoped(
 
 /// The commands about one incident, once the sender's authority over it is checked.
 async fn run_on(
-    bot: &Arc<Bot>,
+    ctx: &Arc<Ctx>,
     incoming: &Incoming,
     command: Command,
     incident: Incident,
 ) -> Result<Done, CommandError> {
     match command {
         Command::Add { user, role, .. } => {
-            roster::add(bot, incoming, &incident, &user, role.as_str()).await
+            roster::add(ctx, incoming, &incident, &user, role.as_str()).await
         }
-        Command::Remove { user, .. } => roster::remove(bot, incoming, &incident, &user).await,
-        Command::Handover { user, .. } => roster::handover(bot, incoming, &incident, &user).await,
+        Command::Remove { user, .. } => roster::remove(ctx, incoming, &incident, &user).await,
+        Command::Handover { user, .. } => roster::handover(ctx, incoming, &incident, &user).await,
         Command::Admit { user, reason, .. } => {
-            roster::admit(bot, incoming, &incident, &user, reason.as_str()).await
+            roster::admit(ctx, incoming, &incident, &user, reason.as_str()).await
         }
         Command::Extend { duration, .. } => {
-            deadlines::extend(bot, incoming, incident, duration).await
+            deadlines::extend(ctx, incoming, incident, duration).await
         }
-        Command::Standdown { .. } => standdown::command(bot, incoming, incident).await,
+        Command::Standdown { .. } => standdown::command(ctx, incoming, incident).await,
         Command::Hold { reason, .. } => {
-            standdown::hold(bot, incoming, incident, reason.as_str()).await
+            standdown::hold(ctx, incoming, incident, reason.as_str()).await
         }
-        Command::Release { .. } => standdown::release(bot, incoming, incident).await,
-        Command::Retry { .. } => standdown::retry(bot, incoming, incident).await,
-        other => run_unscoped(bot, incoming, other).await,
+        Command::Release { .. } => standdown::release(ctx, incoming, incident).await,
+        Command::Retry { .. } => standdown::retry(ctx, incoming, incident).await,
+        other => run_unscoped(ctx, incoming, other).await,
     }
 }
 
@@ -300,7 +300,7 @@ async fn run_on(
 /// explanation, or nothing. A refused `declare` is marked handled here (a `declare` is
 /// recorded with its incident only when it runs).
 async fn finish(
-    bot: &Arc<Bot>,
+    ctx: &Arc<Ctx>,
     incoming: &Incoming,
     incident: Option<&IncidentId>,
     outcome: Result<Done, CommandError>,
@@ -309,11 +309,11 @@ async fn finish(
     if matches!(incoming.parsed, Ok(Command::Declare { .. }))
         && matches!(outcome, Err(CommandError::Refused { .. }))
     {
-        mark_handled(bot, incoming, now);
+        mark_handled(ctx, incoming, now);
     }
     match outcome {
         Ok(Done::Reply(text)) | Err(CommandError::NotDone(text)) => {
-            reply(bot, incoming, incident, &text).await;
+            reply(ctx, incoming, incident, &text).await;
         }
         Ok(Done::Answered) | Err(CommandError::Dropped) => {}
         Err(CommandError::Refused {
@@ -321,7 +321,7 @@ async fn finish(
             text,
             incident: about,
         }) => {
-            refuse(bot, incoming, about.as_ref().or(incident), &code, &text).await;
+            refuse(ctx, incoming, about.as_ref().or(incident), &code, &text).await;
         }
         Err(CommandError::Failed(e)) => {
             warn!(error = %e, "command failed");
@@ -334,7 +334,7 @@ async fn finish(
                     .map(|c| c.name())
                     .unwrap_or("command")
             );
-            reply(bot, incoming, incident, &text).await;
+            reply(ctx, incoming, incident, &text).await;
         }
     }
 }
@@ -355,7 +355,7 @@ fn command_changes_state(incoming: &Incoming) -> bool {
 /// Records the command's megolm message as accepted. `Ok(Some(first))` when it was
 /// accepted before, for another event: a replay of `first`.
 async fn accept_ciphertext(
-    bot: &Bot,
+    ctx: &Ctx,
     incoming: &Incoming,
     info: &EncryptionInfo,
     now: DateTime<Utc>,
@@ -370,7 +370,7 @@ async fn accept_ciphertext(
         at: now,
         sha256: megolm.sha256.clone(),
     };
-    match bot.store.accept_ciphertext(&megolm.key, &first) {
+    match ctx.store.accept_ciphertext(&megolm.key, &first) {
         Ok(Acceptance::New | Acceptance::SameEvent) => Ok(None),
         Ok(Acceptance::Replay(original)) => {
             warn!(
@@ -389,15 +389,15 @@ async fn accept_ciphertext(
 /// Refuses a replayed command: audited as `command.replayed`, and raised in the
 /// control room (the incident's, for a command in an incident room) as a possible
 /// compromise, naming the sender and the original event.
-async fn replayed(bot: &Arc<Bot>, incoming: &Incoming, first: &AcceptedCiphertext) {
+async fn replayed(ctx: &Arc<Ctx>, incoming: &Incoming, first: &AcceptedCiphertext) {
     let here = incoming.room.room_id();
-    let incident = bot
+    let incident = ctx
         .store
         .room_by_matrix_id(here.as_str())
         .ok()
         .flatten()
-        .and_then(|r| bot.store.incident(&r.incident).ok().flatten());
-    if let Err(e) = bot.store.audit(
+        .and_then(|r| ctx.store.incident(&r.incident).ok().flatten());
+    if let Err(e) = ctx.store.audit(
         incoming.sender.as_str(),
         "command.replayed",
         incident.as_ref().map(|i| &i.id),
@@ -410,11 +410,11 @@ async fn replayed(bot: &Arc<Bot>, incoming: &Incoming, first: &AcceptedCiphertex
             "ciphertext_sha256": first.sha256,
             "command": incoming.parsed.as_ref().map(|c| c.name()).unwrap_or("unparsable"),
         }),
-        bot.now(),
+        ctx.now(),
     ) {
         error!(error = %e, "store: auditing a replayed command");
     }
-    let server = bot.server_name();
+    let server = ctx.server_name();
     let copy = rooms::event_link(here.as_str(), incoming.event_id.as_str(), server);
     let original = rooms::event_link(&first.room, &first.event_id, server);
     let body = format!(
@@ -424,33 +424,33 @@ async fn replayed(bot: &Arc<Bot>, incoming: &Incoming, first: &AcceptedCiphertex
          {sender} (a homeserver admin, or their password) is replaying their commands. \
          Operators: check the homeserver's admin actions and {sender}'s sessions.",
         sender = incoming.sender,
-        at = crate::domain::incident::plan::format_time(first.at, bot.config.time_zone),
+        at = crate::domain::incident::plan::format_time(first.at, ctx.config.time_zone),
     );
-    let mut mention: Vec<OwnedUserId> = bot.config.operators.iter().cloned().collect();
+    let mut mention: Vec<OwnedUserId> = ctx.config.operators.iter().cloned().collect();
     mention.push(incoming.sender.clone());
     let content = notice(&body, &mention);
     let key = format!("replay/{}", incoming.event_id);
     let target = match &incident {
         Some(i) => OwnedRoomId::try_from(i.control_room.as_str())
             .ok()
-            .and_then(|id| bot.client.get_room(&id)),
+            .and_then(|id| ctx.client.get_room(&id)),
         None => Some(incoming.room.clone()),
     };
     let Some(room) = target else {
         warn!("no control room to raise a replayed command in");
         return;
     };
-    if let Err(e) = send_once(bot, &room, &key, incident.as_ref().map(|i| &i.id), content).await {
+    if let Err(e) = send_once(ctx, &room, &key, incident.as_ref().map(|i| &i.id), content).await {
         warn!(error = %e, "could not raise a replayed command");
     }
 }
 
 /// Finds commands that arrived while cordon was down, in every control room, and
 /// handles each once (oldest first).
-pub async fn catch_up(bot: &Arc<Bot>) {
-    let horizon = bot.now() - TimeDelta::hours(24);
-    for room_id in bot.control_rooms() {
-        let Some(room) = bot.client.get_room(&room_id) else {
+pub async fn catch_up(ctx: &Arc<Ctx>) {
+    let horizon = ctx.now() - TimeDelta::hours(24);
+    for room_id in ctx.control_rooms() {
+        let Some(room) = ctx.client.get_room(&room_id) else {
             continue;
         };
         let mut found = Vec::new();
@@ -477,7 +477,7 @@ pub async fn catch_up(bot: &Arc<Bot>) {
                 if let AnySyncTimelineEvent::State(
                     matrix_sdk::ruma::events::AnySyncStateEvent::RoomMember(m),
                 ) = &ev
-                    && m.state_key() == bot.user_id()
+                    && m.state_key() == ctx.user_id()
                     && m.membership()
                         == &matrix_sdk::ruma::events::room::member::MembershipState::Join
                 {
@@ -487,7 +487,7 @@ pub async fn catch_up(bot: &Arc<Bot>) {
                 if let AnySyncTimelineEvent::MessageLike(AnySyncMessageLikeEvent::RoomMessage(
                     matrix_sdk::ruma::events::room::message::SyncRoomMessageEvent::Original(m),
                 )) = ev
-                    && m.sender != bot.config.user
+                    && m.sender != ctx.config.user
                     && let MessageType::Text(text) = &m.content.msgtype
                     && let Some(parsed) = crate::domain::command::parse(&text.body)
                 {
@@ -507,10 +507,10 @@ pub async fn catch_up(bot: &Arc<Bot>) {
             }
         }
         for (encryption, body, sender, event_id, sent_at, parsed) in found.into_iter().rev() {
-            if bot.store.is_processed(event_id.as_str()).unwrap_or(true) {
+            if ctx.store.is_processed(event_id.as_str()).unwrap_or(true) {
                 continue;
             }
-            let device = bot.sender_device(encryption.as_ref(), &sender).await;
+            let device = ctx.sender_device(encryption.as_ref(), &sender).await;
             let incoming = Incoming {
                 room: room.clone(),
                 device,
@@ -522,7 +522,7 @@ pub async fn catch_up(bot: &Arc<Bot>) {
                 parsed,
             };
             info!(event = %incoming.event_id, "handling a command that arrived while cordon was down");
-            handle(bot.clone(), incoming).await;
+            handle(ctx.clone(), incoming).await;
         }
     }
 }

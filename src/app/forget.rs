@@ -16,15 +16,15 @@ use matrix_sdk::ruma::OwnedRoomId;
 use serde_json::json;
 use tracing::info;
 
-use super::ctx::{ACTOR, Bot, BotError};
+use super::ctx::{ACTOR, AppError, Ctx};
 use crate::domain::incident::Incident;
 use crate::store::RoomStatus;
 
 /// Forgets every destroyed room of `incident` that is not forgotten yet, and records
 /// each.
-pub(crate) async fn forget_rooms(bot: &Arc<Bot>, incident: &Incident) -> Result<(), BotError> {
+pub(crate) async fn forget_rooms(ctx: &Arc<Ctx>, incident: &Incident) -> Result<(), AppError> {
     let id = &incident.id;
-    for mut record in bot.store.rooms(id)? {
+    for mut record in ctx.store.rooms(id)? {
         if !matches!(
             record.status,
             RoomStatus::Destroyed | RoomStatus::PurgePending
@@ -41,12 +41,12 @@ pub(crate) async fn forget_rooms(bot: &Arc<Bot>, incident: &Incident) -> Result<
             continue;
         };
         let forgotten =
-            crate::matrix::forget::forget_room(&bot.client, &bot.room_keys, &room_id).await?;
+            crate::matrix::forget::forget_room(&ctx.client, &ctx.room_keys, &room_id).await?;
         crate::failpoint::hit("standdown.forgotten").await;
-        record.forgotten_at = Some(bot.now());
-        record.updated_at = bot.now();
-        bot.store.upsert_room(&record)?;
-        bot.store.audit(
+        record.forgotten_at = Some(ctx.now());
+        record.updated_at = ctx.now();
+        ctx.store.upsert_room(&record)?;
+        ctx.store.audit(
             ACTOR,
             "room.forgotten",
             Some(id),
@@ -58,7 +58,7 @@ pub(crate) async fn forget_rooms(bot: &Arc<Bot>, incident: &Incident) -> Result<
                 "state_forgotten": forgotten.state_forgotten,
                 "backup_cleared": forgotten.backup_cleared,
             }),
-            bot.now(),
+            ctx.now(),
         )?;
         info!(incident = %id, room = %room_id, key = %record.key, "room forgotten in cordon's stores");
     }

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use super::ctx::Bot;
+use super::ctx::Ctx;
 use crate::metrics::Snapshot;
 use crate::metrics::http::{Check, Health, Probe};
 
@@ -14,19 +14,19 @@ const STORE_CHECK_FOR: Duration = Duration::from_secs(5);
 
 /// The bot's [`Probe`].
 pub(crate) struct BotProbe {
-    bot: Weak<Bot>,
+    ctx: Weak<Ctx>,
     store_check: Mutex<Option<(Instant, Check)>>,
 }
 
 impl BotProbe {
-    pub(crate) fn new(bot: &Arc<Bot>) -> Self {
+    pub(crate) fn new(ctx: &Arc<Ctx>) -> Self {
         Self {
-            bot: Arc::downgrade(bot),
+            ctx: Arc::downgrade(ctx),
             store_check: Mutex::new(None),
         }
     }
 
-    fn store(&self, bot: &Bot) -> Check {
+    fn store(&self, ctx: &Ctx) -> Check {
         let Ok(mut cached) = self.store_check.lock() else {
             return failed("the health check's cache is poisoned");
         };
@@ -35,7 +35,7 @@ impl BotProbe {
         {
             return check.clone();
         }
-        let check = match bot.store.probe_write(bot.now()) {
+        let check = match ctx.store.probe_write(ctx.now()) {
             Ok(()) => Check {
                 ok: true,
                 detail: "writable".into(),
@@ -72,23 +72,23 @@ fn sync_check(last: Option<Instant>, live_for: Duration) -> Check {
 
 impl Probe for BotProbe {
     fn health(&self) -> Health {
-        let Some(bot) = self.bot.upgrade() else {
+        let Some(ctx) = self.ctx.upgrade() else {
             let stopping = failed("cordon is shutting down");
             return Health {
                 sync: stopping.clone(),
                 store: stopping,
             };
         };
-        let last = bot.last_sync.lock().ok().and_then(|l| *l);
+        let last = ctx.last_sync.lock().ok().and_then(|l| *l);
         Health {
-            sync: sync_check(last, bot.config.sync_stale_after),
-            store: self.store(&bot),
+            sync: sync_check(last, ctx.config.sync_stale_after),
+            store: self.store(&ctx),
         }
     }
 
     fn snapshot(&self) -> Option<Snapshot> {
-        let bot = self.bot.upgrade()?;
-        match Snapshot::read(&bot.store, bot.now(), bot.config.time_zone) {
+        let ctx = self.ctx.upgrade()?;
+        match Snapshot::read(&ctx.store, ctx.now(), ctx.config.time_zone) {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::warn!(error = %e, "metrics: reading the store failed");

@@ -10,29 +10,29 @@ use std::sync::{Arc, Weak};
 
 use tracing::warn;
 
-use super::ctx::{Bot, BotError};
+use super::ctx::{AppError, Ctx};
 use crate::domain::incident::timers::{ADVICE_KIND, PROVISION_KIND, STANDDOWN_KIND};
 use crate::domain::schedule::{Timer, TimerKind};
 use crate::schedule::{FireContext, JobError, JobFuture, Jobs};
 
 /// The jobs of a running bot. Holds the bot weakly: the bot owns the scheduler.
-pub(crate) struct BotJobs {
-    pub(crate) bot: Weak<Bot>,
+pub(crate) struct AppJobs {
+    pub(crate) ctx: Weak<Ctx>,
 }
 
-impl Jobs for BotJobs {
-    fn run(&self, timer: Timer, ctx: FireContext) -> JobFuture {
-        let bot = self.bot.upgrade();
+impl Jobs for AppJobs {
+    fn run(&self, timer: Timer, fire: FireContext) -> JobFuture {
+        let ctx = self.ctx.upgrade();
         Box::pin(async move {
-            let Some(bot) = bot else {
+            let Some(ctx) = ctx else {
                 return Err(JobError::new("cordon is stopping"));
             };
             match &timer.kind {
                 // Tells a failure while the homeserver is down from one that counts.
                 TimerKind::Other(kind) if kind == PROVISION_KIND => {
-                    super::provision::on_job(&bot, &timer, ctx).await
+                    super::provision::on_job(&ctx, &timer, fire).await
                 }
-                _ => run(&bot, &timer, ctx)
+                _ => run(&ctx, &timer, fire)
                     .await
                     .map_err(|e| JobError::new(e.to_string())),
             }
@@ -40,18 +40,18 @@ impl Jobs for BotJobs {
     }
 }
 
-async fn run(bot: &Arc<Bot>, timer: &Timer, ctx: FireContext) -> Result<(), BotError> {
+async fn run(ctx: &Arc<Ctx>, timer: &Timer, fire: FireContext) -> Result<(), AppError> {
     match &timer.kind {
-        TimerKind::Expiry => super::deadlines::on_expiry(bot, timer, ctx).await,
-        TimerKind::Warning => super::deadlines::on_warning(bot, timer).await,
-        TimerKind::Reminder => super::reminders::on_reminder(bot, timer, ctx).await,
-        TimerKind::Briefing => super::reminders::on_briefing(bot, timer).await,
-        TimerKind::Sweep => super::sweep::on_sweep(bot, timer).await,
-        TimerKind::Other(kind) if kind == ADVICE_KIND => super::advice::on_due(bot, timer).await,
+        TimerKind::Expiry => super::deadlines::on_expiry(ctx, timer, fire).await,
+        TimerKind::Warning => super::deadlines::on_warning(ctx, timer).await,
+        TimerKind::Reminder => super::reminders::on_reminder(ctx, timer, fire).await,
+        TimerKind::Briefing => super::reminders::on_briefing(ctx, timer).await,
+        TimerKind::Sweep => super::sweep::on_sweep(ctx, timer).await,
+        TimerKind::Other(kind) if kind == ADVICE_KIND => super::advice::on_due(ctx, timer).await,
         TimerKind::Other(kind) if kind == STANDDOWN_KIND => {
-            super::standdown::on_job(bot, timer, ctx).await
+            super::standdown::on_job(ctx, timer, fire).await
         }
-        TimerKind::KeepTimeEnd => super::destroy::on_keep_time_end(bot, timer).await,
+        TimerKind::KeepTimeEnd => super::destroy::on_keep_time_end(ctx, timer).await,
         other => {
             warn!(timer = %timer.id, kind = ?other, "no job for this kind of timer");
             Ok(())

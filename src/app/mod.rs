@@ -29,6 +29,7 @@ mod dispatch;
 mod forget;
 pub mod guard;
 mod health;
+mod invites;
 mod jobs;
 mod pins;
 mod provision;
@@ -41,7 +42,7 @@ mod status;
 mod sweep;
 mod timers;
 
-pub use ctx::{ACTOR, Bot, BotError, millis_to_utc};
+pub use ctx::{ACTOR, AppError, Ctx, millis_to_utc};
 pub use standdown::frozen_power_levels;
 
 use std::collections::{BTreeSet, HashSet};
@@ -95,7 +96,7 @@ fn sync_filter() -> matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter
 /// the bot itself when its store fails), then shuts down as [`crate::tasks`] describes:
 /// the work under way gets [`SHUTDOWN_GRACE`] to finish and is then cut short, and this
 /// returns only once every task the bot started has ended.
-pub async fn run(config: Config, stop: CancellationToken) -> Result<(), BotError> {
+pub async fn run(config: Config, stop: CancellationToken) -> Result<(), AppError> {
     // One process per state directory, for as long as this one runs: a second bot, or
     // an offline CLI, on the same device would drift apart from this one.
     let _lock = matrix::session::StateLock::acquire(&config.state_dir)?;
@@ -113,7 +114,7 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), BotError
 
 /// Starts the bot on `tasks` and syncs until they stop. Returns the bot, to be looked
 /// at once every task has ended.
-async fn serve(config: Config, tasks: &Tasks) -> Result<Arc<Bot>, BotError> {
+async fn serve(config: Config, tasks: &Tasks) -> Result<Arc<Ctx>, AppError> {
     let password = config.password.read()?;
     let passphrase = config.store_passphrase.read()?;
     // Before logging in: a port already taken is a start-up error an operator fixes in
@@ -160,7 +161,7 @@ async fn serve(config: Config, tasks: &Tasks) -> Result<Arc<Bot>, BotError> {
         }
     };
 
-    let bot = Arc::new(Bot {
+    let ctx = Arc::new(Ctx {
         config,
         store,
         client: client.clone(),
@@ -180,46 +181,46 @@ async fn serve(config: Config, tasks: &Tasks) -> Result<Arc<Bot>, BotError> {
         flood: Mutex::new(crate::domain::command::flood::Flood::default()),
         revoked: Mutex::new(Vec::new()),
     });
-    bot.refresh_revoked();
+    ctx.refresh_revoked();
     // Who to tell if the store fails, before anything else can fail it.
-    bot.control_rooms();
+    ctx.control_rooms();
     // A store that can no longer be read or written (a full disk) stops cordon: it
     // tells the control rooms, then shuts down, and its last complete commit is where
     // the next start resumes. Going on would act without recording what it did.
     {
-        let bot = bot.clone();
+        let ctx = ctx.clone();
         tasks.spawn_detached(async move {
             tokio::select! {
-                failure = bot.store.failed() => {
+                failure = ctx.store.failed() => {
                     error!(error = %failure, "the store failed; cordon is stopping");
-                    tell_store_failed(&bot, &failure).await;
-                    bot.tasks.stop();
+                    tell_store_failed(&ctx, &failure).await;
+                    ctx.tasks.stop();
                 }
-                () = bot.tasks.stopping() => {}
+                () = ctx.tasks.stopping() => {}
             }
         });
     }
 
-    register_handlers(&bot);
-    crate::app::guard::register(&bot);
+    register_handlers(&ctx);
+    crate::app::guard::register(&ctx);
     if let Some(server) = &metrics {
-        server.attach(Arc::new(health::BotProbe::new(&bot)));
+        server.attach(Arc::new(health::BotProbe::new(&ctx)));
     }
 
     // `cordon verify` talks to this process; the bot's own client runs every flow.
     let _admin_socket = crate::trust::socket::AdminSocket::bind(
-        &bot.config.state_dir,
+        &ctx.config.state_dir,
         Arc::new(crate::trust::socket::AdminContext {
             client: client.clone(),
-            store: bot.store.clone(),
-            clock: bot.clock.clone(),
-            on_enrolled: Some(person_hook(&bot, |bot, user| async move {
-                bot.refresh_revoked();
-                roster::admit_enrolled(&bot, Some(&*user)).await;
-                crate::app::guard::on_enrolled(&bot, &user).await;
+            store: ctx.store.clone(),
+            clock: ctx.clock.clone(),
+            on_enrolled: Some(person_hook(&ctx, |ctx, user| async move {
+                ctx.refresh_revoked();
+                roster::admit_enrolled(&ctx, Some(&*user)).await;
+                crate::app::guard::on_enrolled(&ctx, &user).await;
             })),
-            on_revoked: Some(person_hook(&bot, |bot, user| async move {
-                crate::app::guard::on_revoked(&bot, &user).await;
+            on_revoked: Some(person_hook(&ctx, |ctx, user| async move {
+                crate::app::guard::on_revoked(&ctx, &user).await;
             })),
         }),
         tasks,
@@ -230,32 +231,32 @@ async fn serve(config: Config, tasks: &Tasks) -> Result<Arc<Bot>, BotError> {
     let settings = SyncSettings::default().timeout(Duration::from_secs(0));
     let first = tokio::select! {
         r = client.sync_once(settings) => r,
-        () = tasks.stopping() => return Ok(bot),
+        () = tasks.stopping() => return Ok(ctx),
     };
     if let Err(e) = first {
         return Err(MatrixError::from(e).into());
     }
-    bot.synced();
+    ctx.synced();
     info!("first sync done; catching up");
 
-    catch_up_invites(&bot).await;
-    dispatch::catch_up(&bot).await;
-    crate::app::guard::reconcile_all(&bot).await;
-    roster::replay_invites(&bot).await;
-    roster::admit_enrolled(&bot, None).await;
+    catch_up_invites(&ctx).await;
+    dispatch::catch_up(&ctx).await;
+    crate::app::guard::reconcile_all(&ctx).await;
+    invites::replay(&ctx, invites::Kind::Roster).await;
+    roster::admit_enrolled(&ctx, None).await;
     // Time limits, retention, reminders and the pipelines: the timers of every open
     // incident (a provisioning or a stand-down interrupted by a stop or a crash
     // resumes through its timer), then the scheduler, which catches up on whatever
     // fell due while cordon was down.
-    timers::ensure_all(&bot);
+    timers::ensure_all(&ctx);
     let scheduler = crate::schedule::Scheduler::spawn(
-        bot.store.clone(),
-        bot.clock.clone(),
-        Arc::new(jobs::BotJobs {
-            bot: Arc::downgrade(&bot),
+        ctx.store.clone(),
+        ctx.clock.clone(),
+        Arc::new(jobs::AppJobs {
+            ctx: Arc::downgrade(&ctx),
         }),
         crate::schedule::SchedulerConfig {
-            time_zone: bot.config.time_zone,
+            time_zone: ctx.config.time_zone,
             backoff_by_kind: std::collections::HashMap::from([(
                 crate::domain::schedule::TimerKind::Other(
                     crate::domain::incident::timers::PROVISION_KIND.to_owned(),
@@ -266,10 +267,10 @@ async fn serve(config: Config, tasks: &Tasks) -> Result<Arc<Bot>, BotError> {
         },
         tasks,
     );
-    let _ = bot.scheduler.set(scheduler);
+    let _ = ctx.scheduler.set(scheduler);
     // Pending holders enrolled while cordon ran (or offline) are let in within a minute.
     {
-        let b = bot.clone();
+        let b = ctx.clone();
         tasks.spawn_detached(async move {
             let mut tick = tokio::time::interval(ROSTER_INTERVAL);
             tick.tick().await;
@@ -284,7 +285,7 @@ async fn serve(config: Config, tasks: &Tasks) -> Result<Arc<Bot>, BotError> {
     }
     // The counts of suppressed commands are audited soon after each window ends.
     {
-        let b = bot.clone();
+        let b = ctx.clone();
         tasks.spawn_detached(async move {
             let mut tick = tokio::time::interval(FLOOD_FLUSH_INTERVAL);
             loop {
@@ -296,7 +297,7 @@ async fn serve(config: Config, tasks: &Tasks) -> Result<Arc<Bot>, BotError> {
             }
         });
     }
-    info!(user = %bot.config.user, "cordon is ready");
+    info!(user = %ctx.config.user, "cordon is ready");
 
     let settings = SyncSettings::default()
         .timeout(Duration::from_secs(30))
@@ -308,12 +309,12 @@ async fn serve(config: Config, tasks: &Tasks) -> Result<Arc<Bot>, BotError> {
         // While a pipeline runs, every invite it sends would wake the long poll at once;
         // syncing at most once a second then leaves the homeserver to the invites. A
         // command waits at most that second longer.
-        let busy = bot.busy();
+        let busy = ctx.busy();
         if busy {
             let next = last_sync + BUSY_SYNC_INTERVAL;
             tokio::select! {
                 () = tokio::time::sleep_until(next) => {}
-                () = bot.sync_kick.notified() => {}
+                () = ctx.sync_kick.notified() => {}
                 () = tasks.stopping() => break,
             }
         }
@@ -327,9 +328,9 @@ async fn serve(config: Config, tasks: &Tasks) -> Result<Arc<Bot>, BotError> {
         tokio::select! {
             r = client.sync_once(this) => match r {
                 Ok(_) => {
-                    bot.synced();
+                    ctx.synced();
                     backoff = Duration::from_secs(1);
-                    bot.syncs.send_modify(|n| *n += 1);
+                    ctx.syncs.send_modify(|n| *n += 1);
                 }
                 Err(e) => {
                     if let Some(kind) = e.client_api_error_kind()
@@ -349,23 +350,23 @@ async fn serve(config: Config, tasks: &Tasks) -> Result<Arc<Bot>, BotError> {
             () = tasks.stopping() => break,
         }
     }
-    bot.flood_flush(true);
-    Ok(bot)
+    ctx.flood_flush(true);
+    Ok(ctx)
 }
 
 /// Tells every control room, without recording it (the store cannot be written), that
 /// cordon is stopping because its store failed, and what operators should do.
-async fn tell_store_failed(bot: &Bot, failure: &StoreError) {
+async fn tell_store_failed(ctx: &Ctx, failure: &StoreError) {
     let body = format!(
         "ALERT: cordon has stopped: {failure}.\nUntil it is running again it does not \
          answer commands, provision, remind, redact expired messages, guard the rooms or \
          stand incidents down; the rooms themselves stay as they are (invite-only, and \
          only cordon may invite)."
     );
-    let mention: Vec<OwnedUserId> = bot.config.operators.iter().cloned().collect();
+    let mention: Vec<OwnedUserId> = ctx.config.operators.iter().cloned().collect();
     let send = async {
-        for room_id in bot.control_rooms() {
-            let Some(room) = crate::matrix::rooms::joined(&bot.client, room_id.as_str()) else {
+        for room_id in ctx.control_rooms() {
+            let Some(room) = crate::matrix::rooms::joined(&ctx.client, room_id.as_str()) else {
                 continue;
             };
             let content = crate::matrix::rooms::notice(&body, &mention);
@@ -385,66 +386,66 @@ async fn tell_store_failed(bot: &Bot, failure: &StoreError) {
 
 /// An admin-socket hook that runs `act` for the person as tracked background work of
 /// the bot, if it still runs.
-fn person_hook<F, Fut>(bot: &Arc<Bot>, act: F) -> crate::trust::socket::PersonHook
+fn person_hook<F, Fut>(ctx: &Arc<Ctx>, act: F) -> crate::trust::socket::PersonHook
 where
-    F: Fn(Arc<Bot>, OwnedUserId) -> Fut + Send + Sync + 'static,
+    F: Fn(Arc<Ctx>, OwnedUserId) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let weak = Arc::downgrade(bot);
+    let weak = Arc::downgrade(ctx);
     let act = Arc::new(act);
     Arc::new(move |user: OwnedUserId| {
-        let Some(bot) = weak.upgrade() else { return };
-        bot.spawn(act(bot.clone(), user));
+        let Some(ctx) = weak.upgrade() else { return };
+        ctx.spawn(act(ctx.clone(), user));
     })
 }
 
-fn register_handlers(bot: &Arc<Bot>) {
-    let b = bot.clone();
-    bot.client.add_event_handler(
+fn register_handlers(ctx: &Arc<Ctx>) {
+    let b = ctx.clone();
+    ctx.client.add_event_handler(
         move |ev: OriginalSyncRoomMessageEvent,
               room: Room,
               encryption: Option<matrix_sdk::deserialized_responses::EncryptionInfo>| {
-            let bot = b.clone();
-            async move { on_message(bot, ev, room, encryption).await }
+            let ctx = b.clone();
+            async move { on_message(ctx, ev, room, encryption).await }
         },
     );
-    let b = bot.clone();
-    bot.client.add_event_handler(
+    let b = ctx.clone();
+    ctx.client.add_event_handler(
         move |ev: matrix_sdk::ruma::events::reaction::OriginalSyncReactionEvent, room: Room| {
-            let bot = b.clone();
+            let ctx = b.clone();
             async move {
-                let b = bot.clone();
-                bot.spawn(advice::on_reaction(b, ev, room));
+                let b = ctx.clone();
+                ctx.spawn(advice::on_reaction(b, ev, room));
             }
         },
     );
     // Attachment addresses, noted as cordon first reads each message (decrypted when it
     // can be), for stand-down to delete.
-    let b = bot.clone();
-    bot.client.add_event_handler(
+    let b = ctx.clone();
+    ctx.client.add_event_handler(
         move |ev: matrix_sdk::ruma::serde::Raw<
             matrix_sdk::ruma::events::AnySyncMessageLikeEvent,
         >,
               room: Room| {
-            let bot = b.clone();
-            async move { attachments::on_message_like(&bot, &ev, &room) }
+            let ctx = b.clone();
+            async move { attachments::on_message_like(&ctx, &ev, &room) }
         },
     );
-    let b = bot.clone();
-    bot.client
+    let b = ctx.clone();
+    ctx.client
         .add_event_handler(move |ev: StrippedRoomMemberEvent, room: Room| {
-            let bot = b.clone();
-            async move { on_invite(bot, ev, room).await }
+            let ctx = b.clone();
+            async move { on_invite(ctx, ev, room).await }
         });
 }
 
 async fn on_message(
-    bot: Arc<Bot>,
+    ctx: Arc<Ctx>,
     ev: OriginalSyncRoomMessageEvent,
     room: Room,
     encryption: Option<matrix_sdk::deserialized_responses::EncryptionInfo>,
 ) {
-    if ev.sender == bot.config.user {
+    if ev.sender == ctx.config.user {
         return;
     }
     let MessageType::Text(text) = &ev.content.msgtype else {
@@ -454,8 +455,8 @@ async fn on_message(
         return;
     };
     let body = text.body.clone();
-    let b = bot.clone();
-    bot.spawn(async move {
+    let b = ctx.clone();
+    ctx.spawn(async move {
         let device = b.sender_device(encryption.as_ref(), &ev.sender).await;
         let incoming = chat::Incoming {
             room,
@@ -474,22 +475,22 @@ async fn on_message(
 /// Joins an encrypted room as a control room when an operator invited cordon; declines
 /// every other invite.
 #[instrument(skip_all, fields(room = %room.room_id(), inviter = %ev.sender))]
-async fn on_invite(bot: Arc<Bot>, ev: StrippedRoomMemberEvent, room: Room) {
-    if ev.state_key != bot.config.user || ev.content.membership != MembershipState::Invite {
+async fn on_invite(ctx: Arc<Ctx>, ev: StrippedRoomMemberEvent, room: Room) {
+    if ev.state_key != ctx.config.user || ev.content.membership != MembershipState::Invite {
         return;
     }
     if room.state() != RoomState::Invited {
         return;
     }
-    handle_invite(&bot, &room, &ev.sender).await;
+    handle_invite(&ctx, &room, &ev.sender).await;
 }
 
-async fn handle_invite(bot: &Arc<Bot>, room: &Room, inviter: &OwnedUserId) {
-    let now = bot.now();
+async fn handle_invite(ctx: &Arc<Ctx>, room: &Room, inviter: &OwnedUserId) {
+    let now = ctx.now();
     let room_id = room.room_id().to_owned();
-    if !bot.is_operator(inviter) {
+    if !ctx.is_operator(inviter) {
         decline(
-            bot,
+            ctx,
             room,
             inviter,
             "invited by someone who is not a configured operator",
@@ -516,10 +517,10 @@ async fn handle_invite(bot: &Arc<Bot>, room: &Room, inviter: &OwnedUserId) {
             .map(|s| s.is_encrypted())
             .unwrap_or(false);
     if !encrypted {
-        decline(bot, room, inviter, "the room is not end-to-end encrypted").await;
+        decline(ctx, room, inviter, "the room is not end-to-end encrypted").await;
         return;
     }
-    if let Err(e) = bot
+    if let Err(e) = ctx
         .store
         .add_control_room(room_id.as_str(), inviter.as_str(), now)
     {
@@ -531,7 +532,7 @@ async fn handle_invite(bot: &Arc<Bot>, room: &Room, inviter: &OwnedUserId) {
                 declare incidents here. Type `!cordon help` to see what I can do.";
     let key = format!("control/{room_id}/hello");
     if let Err(e) = chat::send_once(
-        bot,
+        ctx,
         room,
         &key,
         None,
@@ -544,14 +545,14 @@ async fn handle_invite(bot: &Arc<Bot>, room: &Room, inviter: &OwnedUserId) {
 }
 
 /// Declines an invite (or leaves a room joined to inspect it), and audits why.
-async fn decline(bot: &Arc<Bot>, room: &Room, inviter: &OwnedUserId, why: &str) {
+async fn decline(ctx: &Arc<Ctx>, room: &Room, inviter: &OwnedUserId, why: &str) {
     info!(why, "declining invite");
-    if let Err(e) = bot.store.audit(
+    if let Err(e) = ctx.store.audit(
         ACTOR,
         "invite.declined",
         None,
         serde_json::json!({ "room": room.room_id(), "inviter": inviter, "why": why }),
-        bot.now(),
+        ctx.now(),
     ) {
         error!(error = %e, "store: auditing a declined invite");
     }
@@ -561,12 +562,12 @@ async fn decline(bot: &Arc<Bot>, room: &Room, inviter: &OwnedUserId, why: &str) 
 }
 
 /// Invites that arrived while cordon was down and were not handled.
-async fn catch_up_invites(bot: &Arc<Bot>) {
-    for room in bot.client.invited_rooms() {
-        let Ok(Some(me)) = room.get_member_no_sync(&bot.config.user).await else {
+async fn catch_up_invites(ctx: &Arc<Ctx>) {
+    for room in ctx.client.invited_rooms() {
+        let Ok(Some(me)) = room.get_member_no_sync(&ctx.config.user).await else {
             continue;
         };
         let inviter = me.event().sender().to_owned();
-        handle_invite(bot, &room, &inviter).await;
+        handle_invite(ctx, &room, &inviter).await;
     }
 }

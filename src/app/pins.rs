@@ -6,7 +6,7 @@ use matrix_sdk::Room;
 use matrix_sdk::ruma::EventId;
 use serde_json::{Value, json};
 
-use super::ctx::{Bot, BotError};
+use super::ctx::{AppError, Ctx};
 use crate::domain::incident::IncidentId;
 use crate::matrix::rooms;
 
@@ -15,15 +15,15 @@ const PINS: &str = "m.room.pinned_events";
 
 /// Pins `new` in `room` (room `room_key` of `incident`) in place of `old`.
 pub(crate) async fn pin(
-    bot: &Bot,
+    ctx: &Ctx,
     incident: &IncidentId,
     room_key: &str,
     room: &Room,
     old: Option<&EventId>,
     new: &EventId,
-) -> Result<(), BotError> {
+) -> Result<(), AppError> {
     let _quiet = crate::app::guard::changing(incident).await;
-    let record = bot.store.update_room(incident, room_key, |record| {
+    let record = ctx.store.update_room(incident, room_key, |record| {
         let current: Vec<String> = record
             .desired
             .pointer(&format!("/state/{PINS}/pinned"))

@@ -28,13 +28,13 @@ use serde_json::json;
 use tracing::{error, info, instrument, warn};
 
 use super::chat::send_once;
-use super::ctx::{ACTOR, Bot, BotError, declared_playbook};
+use super::ctx::{ACTOR, AppError, Ctx, declared_playbook};
+use crate::domain::admission::{self, Admission, Seat};
 use crate::domain::incident::plan::{self, IncidentFacts, RoomPlan};
 use crate::domain::incident::timers::provision_backoff;
 use crate::domain::incident::{Event, Incident, IncidentId, State};
 use crate::domain::schedule::Timer;
 use crate::input::playbook::Playbook;
-use crate::input::playbook::Verification;
 use crate::matrix::MatrixError;
 use crate::matrix::admin::Account;
 use crate::matrix::rooms::{self, InviteOutcome, notice};
@@ -43,7 +43,7 @@ use crate::store::{Effect, OutboxIntent, RoomRecord, RoomStatus, RosterEntry, Ro
 use crate::trust::{self, Trust};
 
 /// How many invites (and identity checks) go out at once, across every incident
-/// ([`Bot::fan_out`]).
+/// ([`Ctx::fan_out`]).
 pub(crate) const INVITE_CONCURRENCY: usize = 64;
 /// Attempts at the whole pipeline, failed while the homeserver answers, before the
 /// incident is marked failed.
@@ -54,58 +54,58 @@ const ATTEMPTS: u32 = 5;
 /// the scheduler runs the job again after the backoff; the fifth failure while the
 /// homeserver answers marks the incident `failed` and tells the control room instead.
 pub(crate) async fn on_job(
-    bot: &Arc<Bot>,
+    ctx: &Arc<Ctx>,
     timer: &Timer,
-    ctx: FireContext,
+    fire: FireContext,
 ) -> Result<(), JobError> {
     match &timer.incident {
-        Some(id) => attempt(bot, id, ctx).await,
+        Some(id) => attempt(ctx, id, fire).await,
         None => Ok(()),
     }
 }
 
 #[instrument(skip_all, fields(incident = %id))]
-async fn attempt(bot: &Arc<Bot>, id: &IncidentId, ctx: FireContext) -> Result<(), JobError> {
+async fn attempt(ctx: &Arc<Ctx>, id: &IncidentId, fire: FireContext) -> Result<(), JobError> {
     // Marks the pipeline running, for the sync loop (see `Bot::busy`); the scheduler
     // already never runs two jobs of one incident at once.
-    let Some(_running) = bot.running_guard(id) else {
-        return Err(JobError::new(BotError::Busy(id.clone()).to_string()));
+    let Some(_running) = ctx.running_guard(id) else {
+        return Err(JobError::new(AppError::Busy(id.clone()).to_string()));
     };
-    let Err(e) = attempt_once(bot, id).await else {
+    let Err(e) = attempt_once(ctx, id).await else {
         return Ok(());
     };
     let retry_in = provision_backoff()
-        .delay(ctx.attempt)
+        .delay(fire.attempt)
         .to_std()
         .unwrap_or_default();
     // A homeserver that is down (restarting, upgraded, unreachable) is waited for:
     // only the attempts that fail while it answers count towards giving up.
-    if !bot.admin.reachable().await {
+    if !ctx.admin.reachable().await {
         warn!(error = %e, ?retry_in, "the homeserver cannot be reached; provisioning resumes once it answers");
         return Err(JobError::waiting(e.to_string()));
     }
-    let failures = ctx.strikes.saturating_add(1);
+    let failures = fire.strikes.saturating_add(1);
     if failures < ATTEMPTS {
         warn!(failures, error = %e, ?retry_in, "provisioning step failed; retrying");
         return Err(JobError::new(e.to_string()));
     }
     error!(error = %e, "provisioning failed");
-    give_up(bot, id, &e.to_string())
+    give_up(ctx, id, &e.to_string())
         .await
         .map_err(|e| JobError::new(e.to_string()))
 }
 
 /// Records the incident `failed` with `reason` and tells the control room.
-async fn give_up(bot: &Arc<Bot>, id: &IncidentId, reason: &str) -> Result<(), BotError> {
-    let (incident, _) = bot.store.apply(
+async fn give_up(ctx: &Arc<Ctx>, id: &IncidentId, reason: &str) -> Result<(), AppError> {
+    let (incident, _) = ctx.store.apply(
         id,
         Event::Failed {
             reason: reason.to_owned(),
         },
         ACTOR,
-        bot.now(),
+        ctx.now(),
     )?;
-    if let Some(room) = control_room(bot, &incident) {
+    if let Some(room) = control_room(ctx, &incident) {
         let body = format!(
             "Provisioning of {} ({}) FAILED: {reason}\nNothing more will be \
              created automatically; the rooms made so far stay as they are. \
@@ -115,7 +115,7 @@ async fn give_up(bot: &Arc<Bot>, id: &IncidentId, reason: &str) -> Result<(), Bo
         );
         let mention: Vec<OwnedUserId> = commander(&incident).into_iter().collect();
         let key = format!("{}/provision/failed", id.as_str());
-        if let Err(e) = send_once(bot, &room, &key, Some(id), notice(&body, &mention)).await {
+        if let Err(e) = send_once(ctx, &room, &key, Some(id), notice(&body, &mention)).await {
             warn!(error = %e, "could not say that provisioning stopped");
         }
     }
@@ -124,14 +124,14 @@ async fn give_up(bot: &Arc<Bot>, id: &IncidentId, reason: &str) -> Result<(), Bo
 
 /// The incident's commander as a user id (recorded from a parsed id, so it always
 /// parses).
-pub(crate) fn commander(incident: &Incident) -> Result<OwnedUserId, BotError> {
+pub(crate) fn commander(incident: &Incident) -> Result<OwnedUserId, AppError> {
     OwnedUserId::try_from(incident.commander.as_str()).map_err(|e| {
         MatrixError::Client(format!("stored commander {}: {e}", incident.commander)).into()
     })
 }
 
-fn control_room(bot: &Bot, incident: &Incident) -> Option<Room> {
-    rooms::joined(&bot.client, &incident.control_room)
+fn control_room(ctx: &Ctx, incident: &Incident) -> Option<Room> {
+    rooms::joined(&ctx.client, &incident.control_room)
 }
 
 struct Progress {
@@ -155,20 +155,20 @@ impl Progress {
     }
 }
 
-async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
+async fn attempt_once(ctx: &Arc<Ctx>, id: &IncidentId) -> Result<(), AppError> {
     let started = Instant::now();
-    let Some(incident) = bot.store.incident(id)? else {
+    let Some(incident) = ctx.store.incident(id)? else {
         return Ok(());
     };
     if incident.state != State::Provisioning {
         return Ok(());
     }
-    let playbook = declared_playbook(bot, id)?;
+    let playbook = declared_playbook(ctx, id)?;
     let commander = commander(&incident)?;
-    let facts = IncidentFacts::of(&incident, &playbook, &commander, bot.config.time_zone);
+    let facts = IncidentFacts::of(&incident, &playbook, &commander, ctx.config.time_zone);
     // Planned as of the declaration, so a resumed run plans exactly the same rooms.
     let plans = plan::plan_rooms(&facts, incident.declared_at);
-    let control = control_room(bot, &incident);
+    let control = control_room(ctx, &incident);
 
     let mut progress = Progress {
         rooms_total: plans.len(),
@@ -181,7 +181,7 @@ async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
         Some(room) => {
             let body = progress.text(&incident, &playbook.title, "starting");
             let key = format!("{}/progress", id.as_str());
-            Some(send_once(bot, room, &key, Some(id), notice(&body, &[])).await?)
+            Some(send_once(ctx, room, &key, Some(id), notice(&body, &[])).await?)
         }
         None => None,
     };
@@ -194,15 +194,15 @@ async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
     // task, so that they never hold up the invites and briefings they report on.
     let (edits, mut edit_queue) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
     let editor = {
-        let tasks = bot.tasks.clone();
-        let bot = bot.clone();
+        let tasks = ctx.tasks.clone();
+        let ctx = ctx.clone();
         let id = id.clone();
         let target = control.clone().zip(progress_event.clone());
         tasks.spawn(async move {
             while let Some((key, body)) = edit_queue.recv().await {
                 if let Some((room, original)) = &target {
                     let _ =
-                        send_once(&bot, room, &key, Some(&id), rooms::edit(original, &body)).await;
+                        send_once(&ctx, room, &key, Some(&id), rooms::edit(original, &body)).await;
                 }
             }
         })
@@ -213,12 +213,12 @@ async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
     // for a local account that does not, and the holder would wait forever.
     let creating = stream::iter(plans.clone())
         .map(|p| {
-            let bot = bot.clone();
+            let ctx = ctx.clone();
             let id = id.clone();
-            async move { ensure_room(&bot, &id, &p).await.map(|room| (p, room)) }
+            async move { ensure_room(&ctx, &id, &p).await.map(|room| (p, room)) }
         })
         .buffer_unordered(4)
-        .collect::<Vec<Result<(RoomPlan, Room), BotError>>>();
+        .collect::<Vec<Result<(RoomPlan, Room), AppError>>>();
     let mut holders: Vec<OwnedUserId> = plans
         .iter()
         .flat_map(|p| p.invites.iter().map(|i| i.user.clone()))
@@ -229,12 +229,12 @@ async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
     // changed since enrolment is caught before anyone is invited.
     let checking = stream::iter(holders)
         .map(|user| {
-            let bot = bot.clone();
+            let ctx = ctx.clone();
             async move {
-                let _slot = bot.fan_out.acquire().await;
+                let _slot = ctx.fan_out.acquire().await;
                 let (account, standing) = tokio::join!(
-                    bot.admin.account(&user, bot.is_server_admin()),
-                    trust::status(&bot.client, &bot.store, &user, true),
+                    ctx.admin.account(&user, ctx.is_server_admin()),
+                    trust::status(&ctx.client, &ctx.store, &user, true),
                 );
                 (user, account, standing)
             }
@@ -288,38 +288,30 @@ async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
         .flat_map(|i| per_room.iter().filter_map(move |r| r.get(i).cloned()))
         .collect();
 
-    // The verification policy, recorded in the roster (the guard's ground truth) before
-    // any invite goes out. Someone already let in stays in; a pending holder who has
-    // been enrolled since an interrupted attempt is let in now.
+    // The verification policy (`domain::admission`), recorded in the roster (the guard's
+    // ground truth) before any invite goes out. Someone already let in stays in; a
+    // pending holder who has been enrolled since an interrupted attempt is let in now.
     let mut roster = Vec::new();
     let mut jobs = Vec::new();
     for (room, room_key, mut inv) in all_jobs {
-        let existing = bot
+        let existing = ctx
             .store
             .roster_entry(room.room_id().as_str(), inv.user.as_str())?;
         let trust = standing.get(&inv.user).cloned().unwrap_or(Trust::Unknown {
             why: "not checked".to_owned(),
         });
-        let admitted_before = existing.as_ref().is_some_and(|e| e.is_allowed());
-        let status = if let Some(why) = uninvitable.get(&inv.user) {
-            // No account to invite: pending for that reason, whatever the keys say.
-            RosterStatus::Pending {
-                why: (*why).to_owned(),
-            }
-        } else if admitted_before || trust.is_verified() {
-            RosterStatus::Invited
-        } else {
-            match playbook.verification {
-                Verification::Required => RosterStatus::Pending {
-                    why: trust.reason(),
-                },
-                Verification::Warn => RosterStatus::Invited,
-            }
+        let holder = admission::Holder {
+            admitted_before: existing
+                .as_ref()
+                .filter(|e| e.is_allowed())
+                .map(|e| e.unverified),
+            uninvitable: uninvitable.get(&inv.user).map(|why| (*why).to_owned()),
+            unverified_because: (!trust.is_verified()).then(|| trust.reason()),
         };
-        let unverified = if admitted_before {
-            existing.as_ref().is_some_and(|e| e.unverified)
-        } else {
-            !trust.is_verified()
+        let Admission { seat, unverified } = admission::admit(&holder, playbook.verification);
+        let status = match seat {
+            Seat::Invited => RosterStatus::Invited,
+            Seat::Pending(why) => RosterStatus::Pending { why },
         };
         if status == RosterStatus::Invited && unverified {
             inv.reason = unverified_reason(&inv.reason);
@@ -333,7 +325,7 @@ async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
                 roles: inv.roles.clone(),
                 status: status.clone(),
                 unverified,
-                at: bot.now(),
+                at: ctx.now(),
             });
         }
         if status == RosterStatus::Invited {
@@ -342,7 +334,7 @@ async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
         }
     }
     if !roster.is_empty() {
-        bot.store.roster_put(&roster, None, bot.now())?;
+        ctx.store.roster_put(&roster, None, ctx.now())?;
     }
     progress.invites_total = jobs.len();
     let intents: Vec<OutboxIntent> = jobs
@@ -356,7 +348,7 @@ async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
             },
         })
         .collect();
-    let entries = bot.store.outbox_put_many(Some(id), &intents, bot.now())?;
+    let entries = ctx.store.outbox_put_many(Some(id), &intents, ctx.now())?;
     let pending: Vec<(Room, plan::InvitePlan, String)> = jobs
         .into_iter()
         .zip(entries)
@@ -365,17 +357,17 @@ async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
         .collect();
     progress.invites_done = progress.invites_total.saturating_sub(pending.len());
     crate::failpoint::hit("provision.before_invite").await;
-    let results: Vec<Result<(String, serde_json::Value), BotError>> = stream::iter(pending)
+    let results: Vec<Result<(String, serde_json::Value), AppError>> = stream::iter(pending)
         .map(|(room, inv, key)| {
-            let bot = bot.clone();
+            let ctx = ctx.clone();
             let skip = uninvitable.get(&inv.user).copied();
             async move {
                 let outcome = match skip {
                     Some(why) => InviteOutcome::Refused(why.to_owned()),
                     None => {
-                        let _slot = bot.fan_out.acquire().await;
+                        let _slot = ctx.fan_out.acquire().await;
                         rooms::invite_with_reason(
-                            &bot.client,
+                            &ctx.client,
                             room.room_id(),
                             &inv.user,
                             &inv.reason,
@@ -413,7 +405,7 @@ async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
         "invites sent"
     );
     crate::failpoint::hit("provision.before_invites_recorded").await;
-    bot.store.outbox_complete_many(&completions, bot.now())?;
+    ctx.store.outbox_complete_many(&completions, ctx.now())?;
     if let Some(e) = first_error {
         return Err(e);
     }
@@ -426,28 +418,28 @@ async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
     // Settle the invitees' device lists before the first encrypted message (see
     // `Bot::settle_sync`): otherwise matrix-sdk may wait five seconds per room for key
     // queries of members who have no device yet.
-    bot.settle_sync(2).await;
+    ctx.settle_sync(2).await;
     info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "device lists settled"
     );
 
     // Briefing (posted and pinned) and role instructions, in each room.
-    let posts: Vec<Result<(), BotError>> = stream::iter(rooms_by_key.values().cloned())
+    let posts: Vec<Result<(), AppError>> = stream::iter(rooms_by_key.values().cloned())
         .map(|(p, room)| {
-            let bot = bot.clone();
+            let ctx = ctx.clone();
             let facts = facts.clone();
             let id = id.clone();
             async move {
                 let key = format!("{}/{}/briefing", id.as_str(), p.key);
-                let body = plan::briefing(&facts, &p, bot.now());
-                let event = send_once(&bot, &room, &key, Some(&id), notice(&body, &[])).await?;
+                let body = plan::briefing(&facts, &p, ctx.now());
+                let event = send_once(&ctx, &room, &key, Some(&id), notice(&body, &[])).await?;
                 crate::failpoint::hit("provision.before_pin").await;
-                super::pins::pin(&bot, &id, &p.key, &room, None, &event).await?;
-                for msg in plan::role_messages(&facts, &p.key, bot.now()) {
+                super::pins::pin(&ctx, &id, &p.key, &room, None, &event).await?;
+                for msg in plan::role_messages(&facts, &p.key, ctx.now()) {
                     let key = format!("{}/{}/role/{}", id.as_str(), p.key, msg.role);
                     send_once(
-                        &bot,
+                        &ctx,
                         &room,
                         &key,
                         Some(&id),
@@ -471,7 +463,7 @@ async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
     );
     // Summary, then active.
     let summary = summary_text(
-        bot,
+        ctx,
         &incident,
         &playbook,
         &plans,
@@ -485,7 +477,7 @@ async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
     if let Some(room) = &control {
         let key = format!("{}/summary", id.as_str());
         send_once(
-            bot,
+            ctx,
             room,
             &key,
             Some(id),
@@ -494,20 +486,20 @@ async fn attempt_once(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
         .await?;
     }
     crate::failpoint::hit("provision.before_active").await;
-    let (active, _) = bot.store.apply(id, Event::Provisioned, ACTOR, bot.now())?;
+    let (active, _) = ctx.store.apply(id, Event::Provisioned, ACTOR, ctx.now())?;
     // Its time limit, retention and reminders from now on (armed again at every start,
     // so a crash right here loses nothing).
-    super::timers::ensure(bot, &active, &playbook)?;
+    super::timers::ensure(ctx, &active, &playbook)?;
     info!(elapsed = ?started.elapsed(), "incident active");
     Ok(())
 }
 
 /// The room for `plan`: recorded, found again by its tag, or created now.
-async fn ensure_room(bot: &Bot, id: &IncidentId, p: &RoomPlan) -> Result<Room, BotError> {
-    let now = bot.now();
-    let record = bot.store.room(id, &p.key)?;
+async fn ensure_room(ctx: &Ctx, id: &IncidentId, p: &RoomPlan) -> Result<Room, AppError> {
+    let now = ctx.now();
+    let record = ctx.store.room(id, &p.key)?;
     if let Some(room_id) = record.as_ref().and_then(|r| r.room_id.clone()) {
-        if let Some(room) = rooms::joined(&bot.client, &room_id) {
+        if let Some(room) = rooms::joined(&ctx.client, &room_id) {
             return Ok(room);
         }
         return Err(MatrixError::Client(format!(
@@ -517,11 +509,11 @@ async fn ensure_room(bot: &Bot, id: &IncidentId, p: &RoomPlan) -> Result<Room, B
         .into());
     }
     let planned_alias = record.and_then(|r| r.create_alias);
-    if let Some(room) = rooms::find_tagged_room(&bot.client, id.as_str(), &p.key).await {
+    if let Some(room) = rooms::find_tagged_room(&ctx.client, id.as_str(), &p.key).await {
         info!(room = %room.room_id(), key = %p.key, "found the room created before a restart");
-        record_room(bot, id, p, room.room_id().to_owned(), now)?;
+        record_room(ctx, id, p, room.room_id().to_owned(), now)?;
         if let Some(alias) = &planned_alias {
-            remove_creation_alias(bot, p, alias).await;
+            remove_creation_alias(ctx, p, alias).await;
         }
         return Ok(room);
     }
@@ -529,7 +521,7 @@ async fn ensure_room(bot: &Bot, id: &IncidentId, p: &RoomPlan) -> Result<Room, B
     // a createRoom cut short (a crash, a timeout) is found by the alias, or by the tag
     // lookup above, and never made twice.
     let alias = planned_alias.unwrap_or_else(rooms::new_creation_alias);
-    bot.store.upsert_room(&RoomRecord {
+    ctx.store.upsert_room(&RoomRecord {
         incident: id.clone(),
         key: p.key.clone(),
         room_id: None,
@@ -541,7 +533,7 @@ async fn ensure_room(bot: &Bot, id: &IncidentId, p: &RoomPlan) -> Result<Room, B
         forgotten_at: None,
     })?;
     crate::failpoint::hit("provision.before_create_room").await;
-    let created = rooms::create_planned_room(&bot.client, p, &alias).await?;
+    let created = rooms::create_planned_room(&ctx.client, p, &alias).await?;
     let room_id = match &created {
         rooms::Created::New(room) => room.room_id().to_owned(),
         rooms::Created::Before(room_id) => {
@@ -550,12 +542,12 @@ async fn ensure_room(bot: &Bot, id: &IncidentId, p: &RoomPlan) -> Result<Room, B
         }
     };
     crate::failpoint::hit("provision.after_create_room").await;
-    record_room(bot, id, p, room_id.clone(), bot.now())?;
-    remove_creation_alias(bot, p, &alias).await;
+    record_room(ctx, id, p, room_id.clone(), ctx.now())?;
+    remove_creation_alias(ctx, p, &alias).await;
     match created {
         rooms::Created::New(room) => Ok(room),
         rooms::Created::Before(_) => {
-            rooms::joined(&bot.client, room_id.as_str()).ok_or_else(|| {
+            rooms::joined(&ctx.client, room_id.as_str()).ok_or_else(|| {
                 MatrixError::Client(format!(
                     "room {room_id} of {} is recorded but not known to the client yet",
                     p.key
@@ -568,20 +560,20 @@ async fn ensure_room(bot: &Bot, id: &IncidentId, p: &RoomPlan) -> Result<Room, B
 
 /// The alias has done its work once the room is recorded; one left behind (this failed,
 /// or a crash came first) goes with the room at stand-down.
-async fn remove_creation_alias(bot: &Bot, p: &RoomPlan, alias: &str) {
-    if let Err(e) = rooms::remove_creation_alias(&bot.client, alias).await {
+async fn remove_creation_alias(ctx: &Ctx, p: &RoomPlan, alias: &str) {
+    if let Err(e) = rooms::remove_creation_alias(&ctx.client, alias).await {
         warn!(key = %p.key, error = %e, "could not remove the room's creation alias");
     }
 }
 
 fn record_room(
-    bot: &Bot,
+    ctx: &Ctx,
     id: &IncidentId,
     p: &RoomPlan,
     room_id: OwnedRoomId,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<(), BotError> {
-    bot.store.upsert_room(&RoomRecord {
+) -> Result<(), AppError> {
+    ctx.store.upsert_room(&RoomRecord {
         incident: id.clone(),
         key: p.key.clone(),
         room_id: Some(room_id.to_string()),
@@ -592,7 +584,7 @@ fn record_room(
         create_alias: None,
         forgotten_at: None,
     })?;
-    bot.store.audit(
+    ctx.store.audit(
         ACTOR,
         "room.created",
         Some(id),
@@ -619,7 +611,7 @@ fn invite_key(id: &IncidentId, room_key: &str, user: &matrix_sdk::ruma::UserId) 
 }
 
 fn summary_text(
-    bot: &Bot,
+    ctx: &Ctx,
     incident: &Incident,
     playbook: &Playbook,
     plans: &[RoomPlan],
@@ -632,14 +624,14 @@ fn summary_text(
         id = incident.id.as_str(),
         title = playbook.title,
         commander = incident.commander,
-        expires = plan::format_time(incident.expires_at, bot.config.time_zone),
+        expires = plan::format_time(incident.expires_at, ctx.config.time_zone),
     );
     // Holders whose invite the server refused, once each, with the reason.
     let mut refused: BTreeMap<String, String> = BTreeMap::new();
     for p in plans {
         for inv in &p.invites {
             let key = invite_key(&incident.id, &p.key, &inv.user);
-            if let Ok(Some(entry)) = bot.store.outbox_get(&key)
+            if let Ok(Some(entry)) = ctx.store.outbox_get(&key)
                 && let Some(outcome) = &entry.outcome
                 && outcome.get("outcome").and_then(|o| o.as_str()) == Some("refused")
             {
@@ -653,7 +645,7 @@ fn summary_text(
         }
     }
     // Holders the verification policy kept out, and those let in unverified.
-    let roster = bot
+    let roster = ctx
         .store
         .roster_for_incident(&incident.id)
         .unwrap_or_default();
@@ -683,7 +675,7 @@ fn summary_text(
             out.push_str(&format!(
                 "\n- {}: {} ({invited} invited)",
                 p.name,
-                rooms::room_link(room.room_id(), bot.server_name()),
+                rooms::room_link(room.room_id(), ctx.server_name()),
             ));
         }
     }

@@ -13,7 +13,7 @@ use tracing::info;
 
 use super::chat::send_once;
 use super::ctx::declared_playbook;
-use super::ctx::{Bot, BotError};
+use super::ctx::{AppError, Ctx};
 use super::provision::commander;
 use crate::domain::incident::plan::{self, IncidentFacts};
 use crate::domain::incident::timers as timer_plan;
@@ -23,11 +23,11 @@ use crate::matrix::rooms::{self, notice};
 use crate::schedule::FireContext;
 
 /// The incident a timer belongs to, when it is still active.
-fn active_incident(bot: &Bot, timer: &Timer) -> Result<Option<Incident>, BotError> {
+fn active_incident(ctx: &Ctx, timer: &Timer) -> Result<Option<Incident>, AppError> {
     let Some(id) = &timer.incident else {
         return Ok(None);
     };
-    Ok(bot.store.incident(id)?.filter(|i| i.state == State::Active))
+    Ok(ctx.store.incident(id)?.filter(|i| i.state == State::Active))
 }
 
 fn payload_room(timer: &Timer) -> Option<&str> {
@@ -36,11 +36,11 @@ fn payload_room(timer: &Timer) -> Option<&str> {
 
 /// A reminder timer's job: posts the reminder in its room.
 pub(crate) async fn on_reminder(
-    bot: &Arc<Bot>,
+    ctx: &Arc<Ctx>,
     timer: &Timer,
-    ctx: FireContext,
-) -> Result<(), BotError> {
-    let Some(incident) = active_incident(bot, timer)? else {
+    fire: FireContext,
+) -> Result<(), AppError> {
+    let Some(incident) = active_incident(ctx, timer)? else {
         return Ok(());
     };
     let (Some(room_key), Some(index)) = (
@@ -49,41 +49,41 @@ pub(crate) async fn on_reminder(
     ) else {
         return Ok(());
     };
-    let playbook = declared_playbook(bot, &incident.id)?;
+    let playbook = declared_playbook(ctx, &incident.id)?;
     let Some(reminder) = playbook.room(room_key).and_then(|r| {
         r.reminders
             .get(usize::try_from(index).unwrap_or(usize::MAX))
     }) else {
         return Ok(());
     };
-    let Some(room) = room_of(bot, &incident, room_key)? else {
+    let Some(room) = room_of(ctx, &incident, room_key)? else {
         return Ok(());
     };
     let commander = commander(&incident)?;
-    let facts = IncidentFacts::of(&incident, &playbook, &commander, bot.config.time_zone);
-    let mut body = reminder.text.render(&facts.vars(bot.now()));
-    if ctx.collapsed > 1 {
+    let facts = IncidentFacts::of(&incident, &playbook, &commander, ctx.config.time_zone);
+    let mut body = reminder.text.render(&facts.vars(ctx.now()));
+    if fire.collapsed > 1 {
         body.push_str(&format!(
             "\n({} earlier reminders fell due while cordon was unavailable; this one stands \
              for them.)",
-            ctx.collapsed - 1
+            fire.collapsed - 1
         ));
     }
     body.push_str(&super::advice::outstanding_lines(
-        bot,
+        ctx,
         &incident,
         Some(room_key),
     ));
-    let key = format!("{}/{}", timer.id, ctx.due.timestamp());
-    send_once(bot, &room, &key, Some(&incident.id), notice(&body, &[])).await?;
+    let key = format!("{}/{}", timer.id, fire.due.timestamp());
+    send_once(ctx, &room, &key, Some(&incident.id), notice(&body, &[])).await?;
     info!(incident = %incident.id, room = room_key, "reminder posted");
     Ok(())
 }
 
 /// A briefing timer's job: posts the briefing again, pins the new copy in place of the
 /// old one (which retention is about to remove), and arms the next re-post.
-pub(crate) async fn on_briefing(bot: &Arc<Bot>, timer: &Timer) -> Result<(), BotError> {
-    let Some(incident) = active_incident(bot, timer)? else {
+pub(crate) async fn on_briefing(ctx: &Arc<Ctx>, timer: &Timer) -> Result<(), AppError> {
+    let Some(incident) = active_incident(ctx, timer)? else {
         return Ok(());
     };
     let Some(room_key) = payload_room(timer) else {
@@ -99,12 +99,12 @@ pub(crate) async fn on_briefing(bot: &Arc<Bot>, timer: &Timer) -> Result<(), Bot
         .get("pinned")
         .and_then(|p| p.as_str())
         .and_then(|p| OwnedEventId::try_from(p).ok());
-    let playbook = declared_playbook(bot, &incident.id)?;
-    let Some(room) = room_of(bot, &incident, room_key)? else {
+    let playbook = declared_playbook(ctx, &incident.id)?;
+    let Some(room) = room_of(ctx, &incident, room_key)? else {
         return Ok(());
     };
     let commander = commander(&incident)?;
-    let facts = IncidentFacts::of(&incident, &playbook, &commander, bot.config.time_zone);
+    let facts = IncidentFacts::of(&incident, &playbook, &commander, ctx.config.time_zone);
     let Some(p) = plan::plan_rooms(&facts, incident.declared_at)
         .into_iter()
         .find(|p| p.key == room_key)
@@ -113,19 +113,19 @@ pub(crate) async fn on_briefing(bot: &Arc<Bot>, timer: &Timer) -> Result<(), Bot
     };
     let body = format!(
         "{}\n(Posted again: the earlier copy is about to be deleted by retention.)",
-        plan::briefing(&facts, &p, bot.now())
+        plan::briefing(&facts, &p, ctx.now())
     );
     let next = generation + 1;
     let key = format!("{}/{}/briefing/{next}", incident.id.as_str(), room_key);
-    let event = send_once(bot, &room, &key, Some(&incident.id), notice(&body, &[])).await?;
-    super::pins::pin(bot, &incident.id, room_key, &room, old.as_deref(), &event).await?;
+    let event = send_once(ctx, &room, &key, Some(&incident.id), notice(&body, &[])).await?;
+    super::pins::pin(ctx, &incident.id, room_key, &room, old.as_deref(), &event).await?;
     // From when the re-post was recorded: a job run again after a crash does not push
     // the next one later.
-    let posted_at = bot
+    let posted_at = ctx
         .store
         .outbox_get(&key)?
-        .map_or_else(|| bot.now(), |e| e.created_at);
-    bot.arm(&timer_plan::briefing(
+        .map_or_else(|| ctx.now(), |e| e.created_at);
+    ctx.arm(&timer_plan::briefing(
         &incident.id,
         room_key,
         posted_at,
@@ -139,13 +139,13 @@ pub(crate) async fn on_briefing(bot: &Arc<Bot>, timer: &Timer) -> Result<(), Bot
 
 /// The joined Matrix room of one of the incident's rooms.
 pub(crate) fn room_of(
-    bot: &Bot,
+    ctx: &Ctx,
     incident: &Incident,
     room_key: &str,
-) -> Result<Option<matrix_sdk::Room>, BotError> {
-    Ok(bot
+) -> Result<Option<matrix_sdk::Room>, AppError> {
+    Ok(ctx
         .store
         .room(&incident.id, room_key)?
         .and_then(|r| r.room_id)
-        .and_then(|id| rooms::joined(&bot.client, &id)))
+        .and_then(|id| rooms::joined(&ctx.client, &id)))
 }

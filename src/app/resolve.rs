@@ -2,7 +2,7 @@
 //! its control room. Each failure is the answer to give, as text.
 
 use super::chat::Incoming;
-use super::ctx::Bot;
+use super::ctx::Ctx;
 use crate::domain::command::IncidentRef;
 use crate::domain::incident::{Incident, IncidentId, State};
 use crate::store::IncidentFilter;
@@ -10,16 +10,16 @@ use crate::store::IncidentFilter;
 /// Like [`resolve_one`], but a named incident may be in any state (a hold outlives the
 /// rooms), and the default is the only open incident of this control room.
 pub(super) fn resolve_any(
-    bot: &Bot,
+    ctx: &Ctx,
     incoming: &Incoming,
     wanted: Option<&IncidentRef>,
 ) -> Result<Incident, String> {
     if wanted.is_some() {
-        return resolve_one(bot, incoming, wanted);
+        return resolve_one(ctx, incoming, wanted);
     }
-    let mut list = resolve_many(bot, incoming, None)?;
+    let mut list = resolve_many(ctx, incoming, None)?;
     match list.len() {
-        1 => list.pop().ok_or_else(String::new),
+        1 => Ok(list.remove(0)),
         0 => Err(
             "There is no open incident in this room; name one, like `!cordon hold \
                   mc-4k7p --reason \"…\"`. Nothing was changed."
@@ -39,13 +39,13 @@ pub(super) fn resolve_any(
 /// this control room, or else the only active one here. The answer when there is none
 /// or several is the error.
 pub(super) fn resolve_one(
-    bot: &Bot,
+    ctx: &Ctx,
     incoming: &Incoming,
     wanted: Option<&IncidentRef>,
 ) -> Result<Incident, String> {
     let here = incoming.room.room_id().as_str();
     let answer = match wanted {
-        Some(_) => match resolve_many(bot, incoming, wanted) {
+        Some(_) => match resolve_many(ctx, incoming, wanted) {
             Ok(mut list) => match list.pop() {
                 Some(incident) if incident.control_room == here => return Ok(incident),
                 Some(incident) => format!(
@@ -59,12 +59,12 @@ pub(super) fn resolve_one(
             Err(why) => why,
         },
         None => {
-            let active = bot.store.incidents(
+            let active = ctx.store.incidents(
                 &IncidentFilter::in_states(&[State::Active, State::Provisioning])
                     .in_control_room(here),
             );
             match active {
-                Ok(mut list) if list.len() == 1 => return list.pop().ok_or_else(String::new),
+                Ok(mut list) if list.len() == 1 => return Ok(list.remove(0)),
                 Ok(list) if list.is_empty() => {
                     "There is no active incident in this room, so nothing was changed. \
                      `!cordon status` lists this room's incidents; `!cordon declare` starts one."
@@ -94,7 +94,7 @@ pub(super) fn resolve_one(
 /// The incidents a command names: the given one, or every open incident of this
 /// control room.
 pub(super) fn resolve_many(
-    bot: &Bot,
+    ctx: &Ctx,
     incoming: &Incoming,
     wanted: Option<&IncidentRef>,
 ) -> Result<Vec<Incident>, String> {
@@ -107,7 +107,7 @@ pub(super) fn resolve_many(
                     r.as_str()
                 )
             })?;
-            match bot.store.incident(&id) {
+            match ctx.store.incident(&id) {
                 Ok(Some(i)) => Ok(vec![i]),
                 Ok(None) => Err(format!(
                     "There is no incident `{}`. Type `!cordon status` to list them.",
@@ -124,7 +124,7 @@ pub(super) fn resolve_many(
                 State::Failed,
             ])
             .in_control_room(incoming.room.room_id().as_str());
-            bot.store
+            ctx.store
                 .incidents(&filter)
                 .map_err(|e| store_unreadable(&e))
         }

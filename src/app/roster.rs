@@ -16,13 +16,14 @@ use tracing::{debug, info, warn};
 
 use super::chat::{CommandError, Done, Incoming};
 use super::ctx::declared_playbook;
-use super::ctx::{ACTOR, Bot, BotError};
+use super::ctx::{ACTOR, AppError, Ctx};
+use super::invites::Kind;
 use super::provision::unverified_reason;
 use crate::domain::incident::plan::{self, IncidentFacts, PL_MODERATOR};
 use crate::domain::incident::{Event, Incident, State};
 use crate::input::playbook::Playbook;
 use crate::matrix::MatrixError;
-use crate::matrix::rooms::{self, InviteOutcome};
+use crate::matrix::rooms;
 use crate::store::{Effect, IncidentFilter, RoomRecord, RosterAudit, RosterEntry, RosterStatus};
 use crate::trust::{self, Trust};
 
@@ -38,21 +39,21 @@ struct Seat {
 /// The rooms `user` would be in, with the invite reason, if `playbook` (as changed by
 /// the caller) and `commander` applied.
 fn seats_for(
-    bot: &Bot,
+    ctx: &Ctx,
     incident: &Incident,
     playbook: &Playbook,
     commander: &UserId,
     user: &UserId,
-) -> Result<Vec<Seat>, BotError> {
-    let facts = IncidentFacts::of(incident, playbook, commander, bot.config.time_zone);
-    let records: BTreeMap<String, RoomRecord> = bot
+) -> Result<Vec<Seat>, AppError> {
+    let facts = IncidentFacts::of(incident, playbook, commander, ctx.config.time_zone);
+    let records: BTreeMap<String, RoomRecord> = ctx
         .store
         .rooms(&incident.id)?
         .into_iter()
         .map(|r| (r.key.clone(), r))
         .collect();
     let mut seats = Vec::new();
-    for p in plan::plan_rooms(&facts, bot.now()) {
+    for p in plan::plan_rooms(&facts, ctx.now()) {
         let Some(inv) = p.invites.iter().find(|i| i.user == user) else {
             continue;
         };
@@ -95,7 +96,7 @@ fn check_open(incident: &Incident) -> Result<(), String> {
 
 /// `add [incident] @user --role R`: a verified person joins in a role.
 pub(super) async fn add(
-    bot: &Arc<Bot>,
+    ctx: &Arc<Ctx>,
     incoming: &Incoming,
     incident: &Incident,
     user: &UserId,
@@ -103,7 +104,7 @@ pub(super) async fn add(
 ) -> Result<Done, CommandError> {
     let id = incident.id.as_str();
     check_open(incident).map_err(|e| format!("{e} Nothing was changed."))?;
-    let mut playbook = declared_playbook(bot, &incident.id).map_err(store_trouble)?;
+    let mut playbook = declared_playbook(ctx, &incident.id).map_err(store_trouble)?;
     let Some(r) = playbook.roles.iter_mut().find(|r| r.id.as_str() == role) else {
         let roles: Vec<&str> = playbook.roles.iter().map(|r| r.id.as_str()).collect();
         return Err(CommandError::NotDone(format!(
@@ -118,7 +119,7 @@ pub(super) async fn add(
     }
     let title = r.title.clone();
     let commander = commander_of(incident)?;
-    let seats = seats_for(bot, incident, &playbook, &commander, user).map_err(store_trouble)?;
+    let seats = seats_for(ctx, incident, &playbook, &commander, user).map_err(store_trouble)?;
     if seats.is_empty() {
         return Err(CommandError::NotDone(format!(
             "The role {title} has no room in {id}. Nothing was changed. Choose a role that has \
@@ -126,7 +127,7 @@ pub(super) async fn add(
              role to a room's `members`."
         )));
     }
-    let standing = trust::status(&bot.client, &bot.store, user, true).await;
+    let standing = trust::status(&ctx.client, &ctx.store, user, true).await;
     if !standing.is_verified() {
         // Recorded as pending, so that `admit` (or an enrolment) can let them in.
         let entries: Vec<RosterEntry> = seats
@@ -140,13 +141,13 @@ pub(super) async fn add(
                         why: standing.reason(),
                     },
                     false,
-                    bot,
+                    ctx,
                 )
             })
-            .filter(|e| !already_allowed(bot, e))
+            .filter(|e| !already_allowed(ctx, e))
             .collect();
         if !entries.is_empty() {
-            bot.store
+            ctx.store
                 .roster_put(
                     &entries,
                     Some(RosterAudit {
@@ -154,7 +155,7 @@ pub(super) async fn add(
                         action: "roster.pending",
                         details: json!({ "user": user, "role": role, "why": standing.reason() }),
                     }),
-                    bot.now(),
+                    ctx.now(),
                 )
                 .map_err(store_trouble)?;
         }
@@ -166,7 +167,7 @@ pub(super) async fn add(
         )));
     }
     let invited = let_in(
-        bot,
+        ctx,
         incoming,
         incident,
         user,
@@ -186,7 +187,7 @@ pub(super) async fn add(
 /// `admit [incident] @user --unverified --reason …`: the audited emergency override
 /// that lets in a pending holder without a verified identity. Commanders only.
 pub(super) async fn admit(
-    bot: &Arc<Bot>,
+    ctx: &Arc<Ctx>,
     incoming: &Incoming,
     incident: &Incident,
     user: &UserId,
@@ -194,7 +195,7 @@ pub(super) async fn admit(
 ) -> Result<Done, CommandError> {
     let id = incident.id.as_str();
     check_open(incident).map_err(|e| format!("{e} Nothing was changed."))?;
-    let pending: Vec<RosterEntry> = bot
+    let pending: Vec<RosterEntry> = ctx
         .store
         .roster_for_incident(&incident.id)
         .map_err(store_trouble)?
@@ -207,7 +208,7 @@ pub(super) async fn admit(
              someone new, first `!cordon add {id} {user} --role <role>`."
         )));
     }
-    let playbook = declared_playbook(bot, &incident.id).map_err(store_trouble)?;
+    let playbook = declared_playbook(ctx, &incident.id).map_err(store_trouble)?;
     let mut with_holder = playbook.clone();
     for e in &pending {
         for role in &e.roles {
@@ -219,13 +220,13 @@ pub(super) async fn admit(
         }
     }
     let commander = commander_of(incident)?;
-    let seats: Vec<Seat> = seats_for(bot, incident, &with_holder, &commander, user)
+    let seats: Vec<Seat> = seats_for(ctx, incident, &with_holder, &commander, user)
         .map_err(store_trouble)?
         .into_iter()
         .filter(|s| pending.iter().any(|p| p.room_id == s.room_id))
         .collect();
     let invited = let_in(
-        bot,
+        ctx,
         incoming,
         incident,
         user,
@@ -246,7 +247,7 @@ pub(super) async fn admit(
 
 /// `remove [incident] @user`: takes a person out of every room of the incident.
 pub(super) async fn remove(
-    bot: &Arc<Bot>,
+    ctx: &Arc<Ctx>,
     incoming: &Incoming,
     incident: &Incident,
     user: &UserId,
@@ -260,7 +261,7 @@ pub(super) async fn remove(
     }
     check_open(incident).map_err(|e| format!("{e} Nothing was changed."))?;
     let why = format!("removed by {}", incoming.sender);
-    let entries: Vec<RosterEntry> = bot
+    let entries: Vec<RosterEntry> = ctx
         .store
         .roster_for_incident(&incident.id)
         .map_err(store_trouble)?
@@ -268,7 +269,7 @@ pub(super) async fn remove(
         .filter(|e| e.user == user.as_str() && !matches!(e.status, RosterStatus::Removed { .. }))
         .map(|mut e| {
             e.status = RosterStatus::Removed { why: why.clone() };
-            e.at = bot.now();
+            e.at = ctx.now();
             e
         })
         .collect();
@@ -278,7 +279,7 @@ pub(super) async fn remove(
              `!cordon status {id}` shows the rooms and who is in them."
         )));
     }
-    bot.store
+    ctx.store
         .roster_put(
             &entries,
             Some(RosterAudit {
@@ -286,21 +287,21 @@ pub(super) async fn remove(
                 action: "roster.removed",
                 details: json!({ "user": user, "rooms": entries.iter().map(|e| &e.room_id).collect::<Vec<_>>() }),
             }),
-            bot.now(),
+            ctx.now(),
         )
         .map_err(store_trouble)?;
     let mut names = Vec::new();
     for e in &entries {
-        let Some(room) = rooms::joined(&bot.client, &e.room_id) else {
+        let Some(room) = rooms::joined(&ctx.client, &e.room_id) else {
             continue;
         };
         if let Err(err) = kick_if_present(&room, user, &format!("cordon: {why}")).await {
             warn!(room = %e.room_id, error = %err, "could not remove a member; the guard retries");
         }
-        if let Err(err) = set_moderator(bot, &incident.id, &e.room_key, user, false).await {
+        if let Err(err) = set_moderator(ctx, &incident.id, &e.room_key, user, false).await {
             warn!(room = %e.room_id, error = %err, "could not update power levels");
         }
-        names.push(room_name(bot, incident, &e.room_key));
+        names.push(room_name(ctx, incident, &e.room_key));
     }
     Ok(Done::Reply(format!(
         "Removed {user} from {id}: {}.",
@@ -311,7 +312,7 @@ pub(super) async fn remove(
 /// `handover [incident] @user`: the commander role moves to a verified person, who is
 /// let into every room as a moderator.
 pub(super) async fn handover(
-    bot: &Arc<Bot>,
+    ctx: &Arc<Ctx>,
     incoming: &Incoming,
     incident: &Incident,
     user: &UserId,
@@ -323,7 +324,7 @@ pub(super) async fn handover(
         )));
     }
     check_open(incident).map_err(|e| format!("{e} Nothing was changed."))?;
-    let standing = trust::status(&bot.client, &bot.store, user, true).await;
+    let standing = trust::status(&ctx.client, &ctx.store, user, true).await;
     if !standing.is_verified() {
         return Err(CommandError::NotDone(format!(
             "{user} cannot take command: {}. A commander must be verified; an operator \
@@ -331,11 +332,11 @@ pub(super) async fn handover(
             standing.reason()
         )));
     }
-    let playbook = declared_playbook(bot, &incident.id).map_err(store_trouble)?;
-    let seats = seats_for(bot, incident, &playbook, user, user).map_err(store_trouble)?;
+    let playbook = declared_playbook(ctx, &incident.id).map_err(store_trouble)?;
+    let seats = seats_for(ctx, incident, &playbook, user, user).map_err(store_trouble)?;
     // The roster first (so the guard expects the new commander), then the incident.
     let invited = let_in(
-        bot,
+        ctx,
         incoming,
         incident,
         user,
@@ -346,14 +347,14 @@ pub(super) async fn handover(
     )
     .await
     .map_err(|e| format!("I could not hand {id} over: {e}. Try again; nothing is sent twice."))?;
-    bot.store
+    ctx.store
         .apply(
             &incident.id,
             Event::RosterChanged {
                 commander: Some(user.to_string()),
             },
             incoming.sender.as_str(),
-            bot.now(),
+            ctx.now(),
         )
         .map_err(store_trouble)?;
     info!(incident = %incident.id, to = %user, "handed over");
@@ -366,8 +367,8 @@ pub(super) async fn handover(
 
 /// Lets pending holders who have since been enrolled into their rooms. Run after an
 /// enrolment and periodically; returns how many seats were filled.
-pub(crate) async fn admit_enrolled(bot: &Arc<Bot>, only: Option<&UserId>) -> usize {
-    let open = match bot
+pub(crate) async fn admit_enrolled(ctx: &Arc<Ctx>, only: Option<&UserId>) -> usize {
+    let open = match ctx
         .store
         .incidents(&IncidentFilter::in_states(&[State::Active]))
     {
@@ -379,7 +380,7 @@ pub(crate) async fn admit_enrolled(bot: &Arc<Bot>, only: Option<&UserId>) -> usi
     };
     let mut filled = 0;
     for incident in open {
-        let Ok(roster) = bot.store.roster_for_incident(&incident.id) else {
+        let Ok(roster) = ctx.store.roster_for_incident(&incident.id) else {
             continue;
         };
         let mut by_user: BTreeMap<String, Vec<RosterEntry>> = BTreeMap::new();
@@ -397,12 +398,12 @@ pub(crate) async fn admit_enrolled(bot: &Arc<Bot>, only: Option<&UserId>) -> usi
             // Fetched, not cached: cordon shares no room with a pending holder, so its
             // copy of their identity is never refreshed by a device-list change, and it
             // would not show the signature an enrolment just uploaded.
-            let trust = trust::status(&bot.client, &bot.store, &user, true).await;
+            let trust = trust::status(&ctx.client, &ctx.store, &user, true).await;
             if trust != Trust::Verified {
                 debug!(incident = %incident.id, user = %user, ?trust, "pending holder not verified yet");
                 continue;
             }
-            let seats = match seats_for_entries(bot, &incident, &user, &entries) {
+            let seats = match seats_for_entries(ctx, &incident, &user, &entries) {
                 Ok(s) => s,
                 Err(e) => {
                     warn!(error = %e, "planning seats for an enrolled holder");
@@ -414,7 +415,7 @@ pub(crate) async fn admit_enrolled(bot: &Arc<Bot>, only: Option<&UserId>) -> usi
             let since = entries.iter().map(|e| e.at).min().unwrap_or_default();
             let key = format!("enrolled/{}", since.timestamp_millis());
             match let_in_keyed(
-                bot,
+                ctx,
                 ACTOR,
                 &key,
                 &incident,
@@ -429,7 +430,7 @@ pub(crate) async fn admit_enrolled(bot: &Arc<Bot>, only: Option<&UserId>) -> usi
                 Ok(rooms) => {
                     filled += rooms.len();
                     notify_commander(
-                        bot,
+                        ctx,
                         &incident,
                         &format!(
                             "{user} has been enrolled and is now invited to {}: {}.",
@@ -448,12 +449,12 @@ pub(crate) async fn admit_enrolled(bot: &Arc<Bot>, only: Option<&UserId>) -> usi
 }
 
 fn seats_for_entries(
-    bot: &Bot,
+    ctx: &Ctx,
     incident: &Incident,
     user: &UserId,
     entries: &[RosterEntry],
-) -> Result<Vec<Seat>, BotError> {
-    let mut playbook = declared_playbook(bot, &incident.id)?;
+) -> Result<Vec<Seat>, AppError> {
+    let mut playbook = declared_playbook(ctx, &incident.id)?;
     for e in entries {
         for role in &e.roles {
             if let Some(r) = playbook.roles.iter_mut().find(|r| r.id.as_str() == role)
@@ -464,7 +465,7 @@ fn seats_for_entries(
         }
     }
     let commander = commander_of(incident).map_err(MatrixError::Client)?;
-    Ok(seats_for(bot, incident, &playbook, &commander, user)?
+    Ok(seats_for(ctx, incident, &playbook, &commander, user)?
         .into_iter()
         .filter(|s| entries.iter().any(|e| e.room_id == s.room_id))
         .collect())
@@ -472,7 +473,7 @@ fn seats_for_entries(
 
 #[allow(clippy::too_many_arguments)]
 async fn let_in(
-    bot: &Arc<Bot>,
+    ctx: &Arc<Ctx>,
     incoming: &Incoming,
     incident: &Incident,
     user: &UserId,
@@ -480,10 +481,10 @@ async fn let_in(
     unverified: bool,
     action: &str,
     details: serde_json::Value,
-) -> Result<Vec<String>, BotError> {
+) -> Result<Vec<String>, AppError> {
     let key = incoming.event_id.to_string();
     let_in_keyed(
-        bot,
+        ctx,
         incoming.sender.as_str(),
         &key,
         incident,
@@ -501,7 +502,7 @@ async fn let_in(
 /// room names.
 #[allow(clippy::too_many_arguments)]
 async fn let_in_keyed(
-    bot: &Arc<Bot>,
+    ctx: &Arc<Ctx>,
     actor: &str,
     key: &str,
     incident: &Incident,
@@ -510,7 +511,7 @@ async fn let_in_keyed(
     unverified: bool,
     action: &str,
     mut details: serde_json::Value,
-) -> Result<Vec<String>, BotError> {
+) -> Result<Vec<String>, AppError> {
     // Intents first (replayed at start-up if cordon stops half-way), then the roster
     // and its audit entry, then the invites.
     let mut jobs = Vec::new();
@@ -525,7 +526,7 @@ async fn let_in_keyed(
             incident.id.as_str(),
             seat.record.key
         );
-        bot.store.outbox_put(
+        ctx.store.outbox_put(
             &outbox_key,
             Some(&incident.id),
             Effect::RosterInvite {
@@ -533,13 +534,13 @@ async fn let_in_keyed(
                 user: user.to_string(),
                 reason: reason.clone(),
             },
-            bot.now(),
+            ctx.now(),
         )?;
-        jobs.push((seat, reason, outbox_key));
+        jobs.push((seat, outbox_key));
     }
     let entries: Vec<RosterEntry> = seats
         .iter()
-        .map(|s| entry(incident, s, user, RosterStatus::Invited, unverified, bot))
+        .map(|s| entry(incident, s, user, RosterStatus::Invited, unverified, ctx))
         .collect();
     if let Some(map) = details.as_object_mut() {
         map.insert("user".into(), json!(user));
@@ -548,105 +549,24 @@ async fn let_in_keyed(
             json!(seats.iter().map(|s| &s.room_id).collect::<Vec<_>>()),
         );
     }
-    bot.store.roster_put(
+    ctx.store.roster_put(
         &entries,
         Some(RosterAudit {
             actor,
             action,
             details,
         }),
-        bot.now(),
+        ctx.now(),
     )?;
     let mut names = Vec::new();
-    for (seat, reason, outbox_key) in jobs {
+    for (seat, outbox_key) in jobs {
         if seat.moderator {
-            set_moderator(bot, &incident.id, &seat.record.key, user, true).await?;
+            set_moderator(ctx, &incident.id, &seat.record.key, user, true).await?;
         }
-        invite_once(bot, &seat.room_id, user, &reason, &outbox_key).await?;
-        names.push(room_name(bot, incident, &seat.record.key));
+        super::invites::send(ctx, &outbox_key, Kind::Roster).await?;
+        names.push(room_name(ctx, incident, &seat.record.key));
     }
     Ok(names)
-}
-
-/// Sends the invite behind the outbox intent `outbox_key` unless it is done; a ban left
-/// by the guard or an earlier removal is lifted first.
-async fn invite_once(
-    bot: &Bot,
-    room_id: &str,
-    user: &UserId,
-    reason: &str,
-    outbox_key: &str,
-) -> Result<(), BotError> {
-    if !bot
-        .store
-        .outbox_get(outbox_key)?
-        .is_some_and(|e| e.is_pending())
-    {
-        return Ok(());
-    }
-    let Some(room) = rooms::joined(&bot.client, room_id) else {
-        return Err(MatrixError::Client(format!("cordon is not in room {room_id}")).into());
-    };
-    if let Ok(Some(member)) = room.get_member(user).await
-        && *member.membership() == matrix_sdk::ruma::events::room::member::MembershipState::Ban
-    {
-        room.unban_user(user, Some("cordon: let in again by the commander"))
-            .await
-            .map_err(MatrixError::from)?;
-    }
-    let outcome = rooms::invite_with_reason(&bot.client, room.room_id(), user, reason).await?;
-    let outcome = match outcome {
-        InviteOutcome::Invited => json!({ "outcome": "invited" }),
-        InviteOutcome::AlreadyThere => json!({ "outcome": "already-there" }),
-        InviteOutcome::Refused(why) => json!({ "outcome": "refused", "why": why }),
-    };
-    bot.store
-        .outbox_complete(outbox_key, Some(outcome), bot.now())?;
-    Ok(())
-}
-
-/// Sends roster invites whose intent was stored but whose outcome was not (cordon
-/// stopped half-way through a roster change). Run at start-up.
-pub(crate) async fn replay_invites(bot: &Arc<Bot>) {
-    let pending = match bot.store.outbox_pending() {
-        Ok(p) => p,
-        Err(e) => {
-            warn!(error = %e, "store: listing pending invites");
-            return;
-        }
-    };
-    for entry in &pending {
-        let Effect::RosterInvite {
-            room: room_id,
-            user,
-            reason,
-        } = &entry.effect
-        else {
-            continue;
-        };
-        let Ok(user) = UserId::parse(user.as_str()) else {
-            warn!(
-                key = entry.key,
-                "a pending invite names no valid user; skipping it"
-            );
-            continue;
-        };
-        // Only once the roster lets them in: an intent whose roster change never
-        // committed stays pending until that change is made again.
-        let allowed = bot
-            .store
-            .roster_entry(room_id, user.as_str())
-            .ok()
-            .flatten()
-            .is_some_and(|e| e.is_allowed());
-        if !allowed {
-            continue;
-        }
-        info!(room = room_id, user = %user, "sending an invite interrupted by a restart");
-        if let Err(e) = invite_once(bot, room_id, &user, reason, &entry.key).await {
-            warn!(error = %e, "replaying an invite");
-        }
-    }
 }
 
 async fn kick_if_present(room: &Room, user: &UserId, reason: &str) -> Result<(), MatrixError> {
@@ -669,16 +589,16 @@ async fn kick_if_present(room: &Room, user: &UserId, reason: &str) -> Result<(),
 /// Grants or withdraws moderator power: the desired state is updated first (so the
 /// guard reverts to it, not from it), then the power levels are sent.
 async fn set_moderator(
-    bot: &Bot,
+    ctx: &Ctx,
     incident: &crate::domain::incident::IncidentId,
     room_key: &str,
     user: &UserId,
     on: bool,
-) -> Result<(), BotError> {
+) -> Result<(), AppError> {
     let _quiet = crate::app::guard::changing(incident).await;
     let mut changed = false;
-    let now = bot.now();
-    let Some(record) = bot.store.update_room(incident, room_key, |record| {
+    let now = ctx.now();
+    let Some(record) = ctx.store.update_room(incident, room_key, |record| {
         let Some(users) = record
             .desired
             .pointer_mut("/state/m.room.power_levels/users")
@@ -703,7 +623,7 @@ async fn set_moderator(
     }
     let content = record.desired["state"]["m.room.power_levels"].clone();
     if let Some(room_id) = &record.room_id
-        && let Some(room) = rooms::joined(&bot.client, room_id)
+        && let Some(room) = rooms::joined(&ctx.client, room_id)
     {
         room.send_state_event_raw("m.room.power_levels", "", content)
             .await
@@ -718,7 +638,7 @@ fn entry(
     user: &UserId,
     status: RosterStatus,
     unverified: bool,
-    bot: &Bot,
+    ctx: &Ctx,
 ) -> RosterEntry {
     RosterEntry {
         incident: incident.id.clone(),
@@ -728,20 +648,20 @@ fn entry(
         roles: seat.roles.clone(),
         status,
         unverified,
-        at: bot.now(),
+        at: ctx.now(),
     }
 }
 
-fn already_allowed(bot: &Bot, e: &RosterEntry) -> bool {
-    bot.store
+fn already_allowed(ctx: &Ctx, e: &RosterEntry) -> bool {
+    ctx.store
         .roster_entry(&e.room_id, &e.user)
         .ok()
         .flatten()
         .is_some_and(|x| x.is_allowed())
 }
 
-fn room_name(bot: &Bot, incident: &Incident, key: &str) -> String {
-    bot.store
+fn room_name(ctx: &Ctx, incident: &Incident, key: &str) -> String {
+    ctx.store
         .room(&incident.id, key)
         .ok()
         .flatten()
@@ -770,8 +690,8 @@ fn store_trouble(e: impl std::fmt::Display) -> String {
     )
 }
 
-async fn notify_commander(bot: &Arc<Bot>, incident: &Incident, text: &str, key: &str) {
-    let Some(room) = rooms::joined(&bot.client, &incident.control_room) else {
+async fn notify_commander(ctx: &Arc<Ctx>, incident: &Incident, text: &str, key: &str) {
+    let Some(room) = rooms::joined(&ctx.client, &incident.control_room) else {
         return;
     };
     let mention: Vec<OwnedUserId> = OwnedUserId::try_from(incident.commander.as_str())
@@ -779,7 +699,7 @@ async fn notify_commander(bot: &Arc<Bot>, incident: &Incident, text: &str, key: 
         .collect();
     let key = format!("{}/{key}/notice", incident.id.as_str());
     if let Err(e) = super::chat::send_once(
-        bot,
+        ctx,
         &room,
         &key,
         Some(&incident.id),

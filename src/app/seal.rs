@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 use tracing::{info, warn};
 
 use super::chat::{send_once, user_ids};
-use super::ctx::{Bot, BotError, incident_rooms};
+use super::ctx::{AppError, Ctx, incident_rooms};
 use crate::archive::{self, ArchiveError, ArchiveHeader, ArchiveWriter, RoomExport};
 use crate::domain::incident::{ArchiveContents, ArchiveInfo, Event, Incident, State};
 use crate::domain::transcript::{MediaRef, Redacted, SOURCE_EXPORT, TranscriptLine};
@@ -48,16 +48,16 @@ const PAGE: u32 = 500;
 /// Why sealing did not end in a verified archive.
 pub(crate) enum SealFailure {
     /// Something that may pass (the homeserver unreachable): the job runs again.
-    Retry(BotError),
+    Retry(AppError),
     /// The archive could not be sealed or did not verify: the pipeline stops, as
     /// `failed`, before anything is destroyed.
     Stop(String),
 }
 
-impl From<BotError> for SealFailure {
-    fn from(e: BotError) -> Self {
+impl From<AppError> for SealFailure {
+    fn from(e: AppError) -> Self {
         match e {
-            BotError::Archive(e) => SealFailure::Stop(e.to_string()),
+            AppError::Archive(e) => SealFailure::Stop(e.to_string()),
             other => SealFailure::Retry(other),
         }
     }
@@ -79,27 +79,27 @@ impl From<crate::store::StoreError> for SealFailure {
 /// frozen), records it (`archived`) and tells the control room. Returns the incident
 /// as recorded.
 pub(crate) async fn seal(
-    bot: &Arc<Bot>,
+    ctx: &Arc<Ctx>,
     incident: &Incident,
     playbook: &Playbook,
 ) -> Result<Incident, SealFailure> {
     let id = &incident.id;
-    let mut record = bot
+    let mut record = ctx
         .store
-        .begin_standdown_step(id, StandDownStep::Seal, bot.now())?;
+        .begin_standdown_step(id, StandDownStep::Seal, ctx.now())?;
     info!(incident = %id, attempt = record.seal_attempts, "sealing the archive");
     crate::failpoint::hit("standdown.seal").await;
-    let rooms = exportable_rooms(bot, incident)?;
-    let dir = bot.config.archive_dir.clone();
+    let rooms = exportable_rooms(ctx, incident)?;
+    let dir = ctx.config.archive_dir.clone();
     let name = archive::archive_file_name(id.as_str());
     let mut writer = ArchiveWriter::create(&dir, &name, &playbook.archive.recipients)?;
     let mut media = BTreeSet::new();
     for (record, room) in &rooms {
-        let export = export_room(bot, record, room, &mut writer, &mut media).await?;
+        let export = export_room(ctx, record, room, &mut writer, &mut media).await?;
         writer.add_room(&export)?;
     }
     // After the export: a segment a sweep sealed meanwhile is in the list.
-    for (room_key, segment) in bot.store.seal_segments(id)? {
+    for (room_key, segment) in ctx.store.seal_segments(id)? {
         let path = dir.join(&segment.file);
         let bytes = tokio::fs::read(&path).await.map_err(|e| {
             SealFailure::Stop(format!(
@@ -120,7 +120,7 @@ pub(crate) async fn seal(
             segment.events,
         )?;
     }
-    let audit: Vec<Value> = bot
+    let audit: Vec<Value> = ctx
         .store
         .audit_entries(.., Some(id))?
         .iter()
@@ -129,8 +129,8 @@ pub(crate) async fn seal(
     writer.add_audit(&audit)?;
     // What destruction must delete, recorded before the archive exists.
     record.media = media.into_iter().collect();
-    record.updated_at = bot.now();
-    bot.store.put_standdown(id, &record)?;
+    record.updated_at = ctx.now();
+    ctx.store.put_standdown(id, &record)?;
 
     let header = ArchiveHeader {
         incident: id.to_string(),
@@ -139,12 +139,12 @@ pub(crate) async fn seal(
         commander: incident.commander.clone(),
         declared_at: incident.declared_at,
         expires_at: incident.expires_at,
-        stood_down_at: stood_down_at(bot, incident),
+        stood_down_at: stood_down_at(ctx, incident),
         stood_down_by: incident.stood_down_by.clone(),
-        sealed_at: bot.now(),
-        server_name: bot.config.user.server_name().to_string(),
+        sealed_at: ctx.now(),
+        server_name: ctx.config.user.server_name().to_string(),
     };
-    let signer = bot.signer.clone();
+    let signer = ctx.signer.clone();
     let sealed = tokio::task::spawn_blocking(move || writer.finish(header, &signer))
         .await
         .map_err(|e| SealFailure::Stop(format!("the sealing task failed: {e}")))??;
@@ -154,7 +154,7 @@ pub(crate) async fn seal(
     let info = ArchiveInfo {
         sha256: sealed.sha256.clone(),
         location: sealed.path.display().to_string(),
-        keep_until: bot
+        keep_until: ctx
             .now()
             .checked_add_signed(keep)
             .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC),
@@ -167,11 +167,11 @@ pub(crate) async fn seal(
             undecryptable: counts.undecryptable,
         }),
     };
-    let (archived, _) = bot.store.apply(
+    let (archived, _) = ctx.store.apply(
         id,
         Event::Archived(info.clone()),
         super::ctx::ACTOR,
-        bot.now(),
+        ctx.now(),
     )?;
     crate::failpoint::hit("standdown.archived").await;
     remove_pre_seal_dir(&dir, id.as_str());
@@ -183,18 +183,18 @@ pub(crate) async fn seal(
         undecryptable = counts.undecryptable,
         "archive sealed and verified"
     );
-    tell_archived(bot, &archived).await;
+    tell_archived(ctx, &archived).await;
     Ok(archived)
 }
 
 /// The rooms to export: every room cordon created, which must all be frozen and joined
 /// (one that is not cannot be exported, and the pipeline must not go on without it).
 fn exportable_rooms(
-    bot: &Bot,
+    ctx: &Ctx,
     incident: &Incident,
 ) -> Result<Vec<(RoomRecord, Room)>, SealFailure> {
-    let joined = incident_rooms(bot, incident)?;
-    for record in bot.store.rooms(&incident.id)? {
+    let joined = incident_rooms(ctx, incident)?;
+    for record in ctx.store.rooms(&incident.id)? {
         let present = joined.iter().any(|(r, _)| r.key == record.key);
         if record.status == RoomStatus::Frozen && !present {
             return Err(SealFailure::Stop(format!(
@@ -212,8 +212,8 @@ fn exportable_rooms(
 }
 
 /// When the stand-down was recorded, from the audit log.
-fn stood_down_at(bot: &Bot, incident: &Incident) -> Option<chrono::DateTime<chrono::Utc>> {
-    bot.store
+fn stood_down_at(ctx: &Ctx, incident: &Incident) -> Option<chrono::DateTime<chrono::Utc>> {
+    ctx.store
         .audit_entries(.., Some(&incident.id))
         .ok()?
         .iter()
@@ -226,7 +226,7 @@ fn stood_down_at(bot: &Bot, incident: &Incident) -> Option<chrono::DateTime<chro
 
 /// One room's history, oldest first, with its attachments added to `writer`.
 async fn export_room(
-    bot: &Bot,
+    ctx: &Ctx,
     record: &RoomRecord,
     room: &Room,
     writer: &mut ArchiveWriter,
@@ -255,12 +255,12 @@ async fn export_room(
             .send(request)
             .into_future()
             .await
-            .map_err(|e| BotError::Matrix(MatrixError::Http(e.to_string())))?;
+            .map_err(|e| AppError::Matrix(MatrixError::Http(e.to_string())))?;
         for raw in &page.chunk {
             let head = EventHead::parse(raw.json().get());
             let line = if head.unsigned.redacted_because {
                 let json: Value = serde_json::from_str(raw.json().get()).unwrap_or(Value::Null);
-                redacted_line(bot, record, room_id.as_str(), &json, encrypted)
+                redacted_line(ctx, record, room_id.as_str(), &json, encrypted)
             } else {
                 read(room, record, raw, &head, encrypted).await?
             };
@@ -273,7 +273,7 @@ async fn export_room(
                 lines.push(line);
                 continue;
             }
-            lines.push(complete(bot, writer, &record.key, line, media).await?);
+            lines.push(complete(ctx, writer, &record.key, line, media).await?);
         }
         match page.end {
             Some(end) if !page.chunk.is_empty() && from.as_deref() != Some(end.as_str()) => {
@@ -285,12 +285,12 @@ async fn export_room(
     if !undecrypted.is_empty() {
         // A room key may still be on its way (to-device messages come with the sync):
         // wait for two syncs and try once more before calling a message undecryptable.
-        bot.settle_sync(2).await;
+        ctx.settle_sync(2).await;
         let mut still = 0;
         for (index, raw, head) in undecrypted {
             let line = match read(room, record, &raw, &head, encrypted).await? {
                 Some(line) if !line.undecryptable => {
-                    complete(bot, writer, &record.key, line, media).await?
+                    complete(ctx, writer, &record.key, line, media).await?
                 }
                 _ => {
                     still += 1;
@@ -333,7 +333,7 @@ async fn read(
 
 /// Notes a readable line's media addresses and fetches its attachment into the archive.
 async fn complete(
-    bot: &Bot,
+    ctx: &Ctx,
     writer: &mut ArchiveWriter,
     room_key: &str,
     mut line: TranscriptLine,
@@ -345,7 +345,7 @@ async fn complete(
             &content,
         ));
         if let Some(source) = attachment(&line.event_type, &content) {
-            line.media = Some(fetch(bot, writer, room_key, &line, &content, source).await?);
+            line.media = Some(fetch(ctx, writer, room_key, &line, &content, source).await?);
         }
     }
     Ok(line)
@@ -356,7 +356,7 @@ async fn complete(
 /// type `m.room.encrypted`; one that was sent in plaintext into an encrypted room is
 /// still marked as unencrypted.
 fn redacted_line(
-    bot: &Bot,
+    ctx: &Ctx,
     record: &RoomRecord,
     room_id: &str,
     json: &Value,
@@ -379,7 +379,7 @@ fn redacted_line(
     };
     let by = text("/sender").unwrap_or_default();
     let reason = text("/content/reason");
-    let by_retention = by == bot.config.user.as_str()
+    let by_retention = by == ctx.config.user.as_str()
         && reason
             .as_deref()
             .is_some_and(|r| r.starts_with(crate::retention::REASON_PREFIX));
@@ -418,7 +418,7 @@ fn attachment(event_type: &str, content: &Value) -> Option<MediaSource> {
 /// failure is retried with the whole step, so nothing is left out because the network
 /// blinked.
 async fn fetch(
-    bot: &Bot,
+    ctx: &Ctx,
     writer: &mut ArchiveWriter,
     room_key: &str,
     line: &TranscriptLine,
@@ -446,7 +446,7 @@ async fn fetch(
         source,
         format: MediaFormat::File,
     };
-    match bot.client.media().get_media_content(&request, false).await {
+    match ctx.client.media().get_media_content(&request, false).await {
         Ok(bytes) => {
             let entry =
                 writer.add_media(room_key, &line.event_id, &mxc, mimetype.as_deref(), &bytes)?;
@@ -487,16 +487,16 @@ fn remove_pre_seal_dir(archive_dir: &Path, incident: &str) {
 /// Tells the control room, once, that the archive is sealed and verified, from what the
 /// incident's record says of it: a stand-down resumed after the archive was recorded
 /// tells it too.
-pub(crate) async fn tell_archived(bot: &Arc<Bot>, incident: &Incident) {
+pub(crate) async fn tell_archived(ctx: &Arc<Ctx>, incident: &Incident) {
     let Some(info) = &incident.archive else {
         return;
     };
-    let Some(control) = rooms::joined(&bot.client, &incident.control_room) else {
+    let Some(control) = rooms::joined(&ctx.client, &incident.control_room) else {
         return;
     };
-    let body = archived_notice(incident.id.as_str(), info, bot.config.time_zone);
+    let body = archived_notice(incident.id.as_str(), info, ctx.config.time_zone);
     let key = format!("{}/archived", incident.id.as_str());
-    if let Err(e) = send_once(bot, &control, &key, Some(&incident.id), notice(&body, &[])).await {
+    if let Err(e) = send_once(ctx, &control, &key, Some(&incident.id), notice(&body, &[])).await {
         warn!(incident = %incident.id, error = %e, "could not tell the control room the archive is sealed");
     }
 }
@@ -538,27 +538,27 @@ fn archived_notice(id: &str, info: &ArchiveInfo, time_zone: chrono_tz::Tz) -> St
 
 /// Stops the pipeline before anything is destroyed: the incident is recorded as
 /// `failed` at the seal step, and the commander and the operators are alerted.
-pub(crate) async fn stop(bot: &Arc<Bot>, incident: &Incident, why: &str) -> Result<(), BotError> {
+pub(crate) async fn stop(ctx: &Arc<Ctx>, incident: &Incident, why: &str) -> Result<(), AppError> {
     let id = &incident.id;
     warn!(incident = %id, why, "the archive could not be sealed and verified; the stand-down stops");
-    bot.store.apply(
+    ctx.store.apply(
         id,
         Event::Failed {
             reason: format!("sealing the archive: {why}"),
         },
         super::ctx::ACTOR,
-        bot.now(),
+        ctx.now(),
     )?;
-    bot.store.audit(
+    ctx.store.audit(
         super::ctx::ACTOR,
         "archive.failed",
         Some(id),
         json!({ "reason": why }),
-        bot.now(),
+        ctx.now(),
     )?;
-    if let Some(control) = rooms::joined(&bot.client, &incident.control_room) {
+    if let Some(control) = rooms::joined(&ctx.client, &incident.control_room) {
         let mut mention = vec![incident.commander.as_str()];
-        mention.extend(bot.config.operators.iter().map(|o| o.as_str()));
+        mention.extend(ctx.config.operators.iter().map(|o| o.as_str()));
         let body = format!(
             "ALERT: the stand-down of {id} stopped before anything was destroyed: the \
              archive could not be sealed and verified ({why}). The rooms stay frozen and \
@@ -566,10 +566,10 @@ pub(crate) async fn stop(bot: &Arc<Bot>, incident: &Incident, why: &str) -> Resu
              retry {id}`.",
             id = id.as_str()
         );
-        let attempt = bot.store.standdown(id)?.map_or(0, |r| r.seal_attempts);
+        let attempt = ctx.store.standdown(id)?.map_or(0, |r| r.seal_attempts);
         let key = format!("{}/seal-failed/{attempt}", id.as_str());
         send_once(
-            bot,
+            ctx,
             &control,
             &key,
             Some(id),

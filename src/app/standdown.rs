@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use tracing::{info, warn};
 
 use super::chat::{CommandError, Done, Incoming, reply, send_once, user_ids};
-use super::ctx::{ACTOR, Bot, BotError, declared_playbook, incident_rooms};
+use super::ctx::{ACTOR, AppError, Ctx, declared_playbook, incident_rooms};
 use crate::domain::incident::plan::{self, IncidentFacts, PL_CORDON};
 use crate::domain::incident::timers as timer_plan;
 use crate::domain::incident::{Event, Incident, IncidentId, State};
@@ -77,21 +77,21 @@ pub fn frozen_power_levels(desired: &Value) -> Value {
 /// rooms, seals and verifies the archive, and destroys the rooms. Safe to repeat: a
 /// stand-down already under way is only woken.
 pub(crate) async fn stand_down(
-    bot: &Arc<Bot>,
+    ctx: &Arc<Ctx>,
     incident: &Incident,
     by: &str,
-) -> Result<(), BotError> {
+) -> Result<(), AppError> {
     let id = &incident.id;
     match incident.state {
         State::Active | State::Failed => {
-            bot.store
-                .apply(id, Event::StandDown { by: by.to_owned() }, by, bot.now())?;
+            ctx.store
+                .apply(id, Event::StandDown { by: by.to_owned() }, by, ctx.now())?;
             info!(incident = %id, by, "standing down");
         }
         State::StandingDown => {}
         _ => return Ok(()),
     }
-    bot.arm(&timer_plan::standdown(id, bot.now()))
+    ctx.arm(&timer_plan::standdown(id, ctx.now()))
 }
 
 /// How many failed attempts of the pipeline's job pass before the commander and the
@@ -104,63 +104,63 @@ const TELL_AFTER_ATTEMPTS: u32 = 3;
 /// (the archive failed verification) stops the pipeline as `failed`, before anything
 /// is destroyed, and alerts.
 pub(crate) async fn on_job(
-    bot: &Arc<Bot>,
+    ctx: &Arc<Ctx>,
     timer: &Timer,
-    ctx: FireContext,
-) -> Result<(), BotError> {
+    fire: FireContext,
+) -> Result<(), AppError> {
     let Some(id) = &timer.incident else {
         return Ok(());
     };
-    let Some(_running) = bot.running_guard(id) else {
-        return Err(BotError::Busy(id.clone()));
+    let Some(_running) = ctx.running_guard(id) else {
+        return Err(AppError::Busy(id.clone()));
     };
-    let result = run_pipeline(bot, id).await;
+    let result = run_pipeline(ctx, id).await;
     if let Err(e) = &result {
-        warn!(incident = %id, attempt = ctx.attempt, error = %e, "stand-down step failed; retrying");
-        if ctx.attempt == TELL_AFTER_ATTEMPTS {
-            tell_retrying(bot, id, e).await;
+        warn!(incident = %id, attempt = fire.attempt, error = %e, "stand-down step failed; retrying");
+        if fire.attempt == TELL_AFTER_ATTEMPTS {
+            tell_retrying(ctx, id, e).await;
         }
     }
     result
 }
 
-async fn run_pipeline(bot: &Arc<Bot>, id: &IncidentId) -> Result<(), BotError> {
-    let Some(incident) = bot.store.incident(id)? else {
+async fn run_pipeline(ctx: &Arc<Ctx>, id: &IncidentId) -> Result<(), AppError> {
+    let Some(incident) = ctx.store.incident(id)? else {
         return Ok(());
     };
-    let playbook = declared_playbook(bot, id)?;
+    let playbook = declared_playbook(ctx, id)?;
     let incident = match incident.state {
         State::StandingDown => {
-            bot.store
-                .begin_standdown_step(id, StandDownStep::Freeze, bot.now())?;
-            freeze(bot, &incident, StandDownCause::of(&incident)).await?;
-            match super::seal::seal(bot, &incident, &playbook).await {
+            ctx.store
+                .begin_standdown_step(id, StandDownStep::Freeze, ctx.now())?;
+            freeze(ctx, &incident, StandDownCause::of(&incident)).await?;
+            match super::seal::seal(ctx, &incident, &playbook).await {
                 Ok(archived) => archived,
                 Err(super::seal::SealFailure::Retry(e)) => return Err(e),
                 Err(super::seal::SealFailure::Stop(why)) => {
-                    super::seal::stop(bot, &incident, &why).await?;
+                    super::seal::stop(ctx, &incident, &why).await?;
                     return Ok(());
                 }
             }
         }
         // Resumed after the archive was recorded: its notice may not have gone out.
         State::Archived => {
-            super::seal::tell_archived(bot, &incident).await;
+            super::seal::tell_archived(ctx, &incident).await;
             incident
         }
         // Resumed after the destruction was recorded: what follows it may not have run.
-        State::Destroyed => return super::destroy::finish(bot, &incident).await,
+        State::Destroyed => return super::destroy::finish(ctx, &incident).await,
         _ => return Ok(()),
     };
-    super::destroy::destroy(bot, &incident).await
+    super::destroy::destroy(ctx, &incident).await
 }
 
 /// Tells the control room that the stand-down keeps failing and is being retried.
-async fn tell_retrying(bot: &Arc<Bot>, id: &IncidentId, error: &BotError) {
-    let Ok(Some(incident)) = bot.store.incident(id) else {
+async fn tell_retrying(ctx: &Arc<Ctx>, id: &IncidentId, error: &AppError) {
+    let Ok(Some(incident)) = ctx.store.incident(id) else {
         return;
     };
-    let Some(control) = rooms::joined(&bot.client, &incident.control_room) else {
+    let Some(control) = rooms::joined(&ctx.client, &incident.control_room) else {
         return;
     };
     let body = format!(
@@ -171,7 +171,7 @@ async fn tell_retrying(bot: &Arc<Bot>, id: &IncidentId, error: &BotError) {
     );
     let key = format!("{}/standdown/retrying", id.as_str());
     let mention = user_ids(&[incident.commander.as_str()]);
-    if let Err(e) = send_once(bot, &control, &key, Some(id), notice(&body, &mention)).await {
+    if let Err(e) = send_once(ctx, &control, &key, Some(id), notice(&body, &mention)).await {
         warn!(incident = %id, error = %e, "could not tell the control room the stand-down is retrying");
     }
 }
@@ -181,13 +181,13 @@ async fn tell_retrying(bot: &Arc<Bot>, id: &IncidentId, error: &BotError) {
 /// advice not yet marked transcribed), and the incident's timers stopped (all but the
 /// retention sweeps, which run while the rooms exist, and the pipeline's own).
 async fn freeze(
-    bot: &Arc<Bot>,
+    ctx: &Arc<Ctx>,
     incident: &Incident,
     cause: StandDownCause,
-) -> Result<(), BotError> {
+) -> Result<(), AppError> {
     let id = &incident.id;
     let by = incident.stood_down_by.as_deref().unwrap_or(ACTOR);
-    let rooms = incident_rooms(bot, incident)?;
+    let rooms = incident_rooms(ctx, incident)?;
     let mut frozen = 0;
     for (mut record, room) in rooms.iter().cloned() {
         let Some(desired_pl) = record
@@ -201,8 +201,8 @@ async fn freeze(
         if record.status == RoomStatus::Created {
             // The desired state first, so the guard keeps the rooms frozen from now on.
             let pl = frozen_power_levels(&desired_pl);
-            let now = bot.now();
-            if let Some(written) = bot.store.update_room(&record.incident, &record.key, |r| {
+            let now = ctx.now();
+            if let Some(written) = ctx.store.update_room(&record.incident, &record.key, |r| {
                 if let Some(state) = r.desired.get_mut("state").and_then(Value::as_object_mut) {
                     state.insert("m.room.power_levels".into(), pl);
                 }
@@ -232,16 +232,16 @@ async fn freeze(
         StandDownCause::Command => format!("stood down by {by}"),
     };
     for (record, room) in &rooms {
-        let advice = super::advice::outstanding_lines(bot, incident, Some(&record.key));
+        let advice = super::advice::outstanding_lines(ctx, incident, Some(&record.key));
         let body = format!(
             "This incident has stood down: {why}. These rooms are now read-only. Any \
              clinical advice here must be in the patient record.{advice}"
         );
         let key = format!("{}/{}/final", id.as_str(), record.key);
-        send_once(bot, room, &key, Some(id), notice(&body, &[])).await?;
+        send_once(ctx, room, &key, Some(id), notice(&body, &[])).await?;
     }
-    if let Some(control) = rooms::joined(&bot.client, &incident.control_room) {
-        let advice = super::advice::outstanding_lines(bot, incident, None);
+    if let Some(control) = rooms::joined(&ctx.client, &incident.control_room) {
+        let advice = super::advice::outstanding_lines(ctx, incident, None);
         let body = format!(
             "{name} ({id}) has stood down: {why}. Its {frozen} room(s) are read-only \
              now.{advice}",
@@ -250,16 +250,16 @@ async fn freeze(
         );
         let key = format!("{}/stood-down", id.as_str());
         let mention = user_ids(&[incident.commander.as_str()]);
-        send_once(bot, &control, &key, Some(id), notice(&body, &mention)).await?;
+        send_once(ctx, &control, &key, Some(id), notice(&body, &mention)).await?;
     }
     // Audited once, however often an interrupted stand-down is resumed.
-    let audited = bot
+    let audited = ctx
         .store
         .audit_entries(.., Some(id))?
         .iter()
         .any(|e| e.action == "incident.frozen");
     if !audited {
-        bot.store.audit(
+        ctx.store.audit(
             by,
             "incident.frozen",
             Some(id),
@@ -267,7 +267,7 @@ async fn freeze(
             StandDownCause::Expiry => "expiry",
             StandDownCause::Command => "command",
         } }),
-            bot.now(),
+            ctx.now(),
         )?;
     }
     // Last, once everything above is done: everything but the sweeps stops (no more
@@ -275,9 +275,9 @@ async fn freeze(
     // then the expiry timer stays armed, so a stand-down that failed part-way is
     // retried by the scheduler, and the others see the incident is no longer active.
     let pipeline = timer_plan::standdown_id(id);
-    for timer in bot.store.timers_for(id)? {
+    for timer in ctx.store.timers_for(id)? {
         if timer.kind != TimerKind::Sweep && timer.id != pipeline {
-            bot.disarm(&timer.id)?;
+            ctx.disarm(&timer.id)?;
         }
     }
     Ok(())
@@ -286,7 +286,7 @@ async fn freeze(
 /// `standdown [incident]`: the commander (or an operator) stands the incident down now.
 /// Answered by the stand-down notice in the control room.
 pub(crate) async fn command(
-    bot: &Arc<Bot>,
+    ctx: &Arc<Ctx>,
     incoming: &Incoming,
     incident: Incident,
 ) -> Result<Done, CommandError> {
@@ -303,7 +303,7 @@ pub(crate) async fn command(
         return Err(CommandError::refused("not-active", text));
     }
     if incident.state == State::StandingDown {
-        let step = bot
+        let step = ctx
             .store
             .standdown(id)?
             .map_or("freeze", |r| r.step.as_str());
@@ -311,16 +311,16 @@ pub(crate) async fn command(
             "{} is already standing down (now at: {step}). Its progress is posted here.",
             id.as_str()
         );
-        reply(bot, incoming, Some(id), &text).await;
+        reply(ctx, incoming, Some(id), &text).await;
     }
-    stand_down(bot, &incident, incoming.sender.as_str()).await?;
+    stand_down(ctx, &incident, incoming.sender.as_str()).await?;
     Ok(Done::Answered)
 }
 
 /// `retry [incident]`: the commander or an operator runs the step that failed again
 /// (provisioning, or the stand-down's sealing), once its cause is fixed.
 pub(crate) async fn retry(
-    bot: &Arc<Bot>,
+    ctx: &Arc<Ctx>,
     incoming: &Incoming,
     incident: Incident,
 ) -> Result<Done, CommandError> {
@@ -343,15 +343,15 @@ pub(crate) async fn retry(
         failure.step.as_str(),
         failure.reason
     );
-    let (retried, _) = bot
+    let (retried, _) = ctx
         .store
-        .apply(id, Event::Retry, incoming.sender.as_str(), bot.now())?;
+        .apply(id, Event::Retry, incoming.sender.as_str(), ctx.now())?;
     info!(incident = %id, step = %retried.state, "retrying");
     // Answered before the step runs again, so that its progress follows the answer.
-    reply(bot, incoming, Some(id), &text).await;
+    reply(ctx, incoming, Some(id), &text).await;
     match retried.state {
-        State::StandingDown => bot.arm(&timer_plan::standdown(id, bot.now()))?,
-        State::Provisioning => bot.arm(&timer_plan::provision(id, bot.now()))?,
+        State::StandingDown => ctx.arm(&timer_plan::standdown(id, ctx.now()))?,
+        State::Provisioning => ctx.arm(&timer_plan::provision(id, ctx.now()))?,
         _ => {}
     }
     Ok(Done::Answered)
@@ -360,7 +360,7 @@ pub(crate) async fn retry(
 /// `hold [incident] --reason …`: the commander, an operator or a records officer (the
 /// dispatcher checks) places a legal hold. Retention sweeps pause until it is released.
 pub(crate) async fn hold(
-    bot: &Arc<Bot>,
+    ctx: &Arc<Ctx>,
     incoming: &Incoming,
     incident: Incident,
     reason: &str,
@@ -368,14 +368,14 @@ pub(crate) async fn hold(
     let id = &incident.id;
     let sender = &incoming.sender;
     let was_held = incident.is_held();
-    bot.store.apply(
+    ctx.store.apply(
         id,
         Event::HoldSet {
             reason: reason.to_owned(),
             by: sender.to_string(),
         },
         sender.as_str(),
-        bot.now(),
+        ctx.now(),
     )?;
     info!(incident = %id, "legal hold placed");
     let kept = if incident.state == State::Destroyed {
@@ -397,7 +397,7 @@ pub(crate) async fn hold(
 /// releases the legal hold; the
 /// retention sweeps resume at once.
 pub(crate) async fn release(
-    bot: &Arc<Bot>,
+    ctx: &Arc<Ctx>,
     incoming: &Incoming,
     incident: Incident,
 ) -> Result<Done, CommandError> {
@@ -407,24 +407,24 @@ pub(crate) async fn release(
         let text = format!("{} has no legal hold. Nothing was changed.", id.as_str());
         return Err(CommandError::refused("not-held", text));
     }
-    let (released, _) = bot.store.apply(
+    let (released, _) = ctx.store.apply(
         id,
         Event::HoldReleased {
             by: sender.to_string(),
         },
         sender.as_str(),
-        bot.now(),
+        ctx.now(),
     )?;
     // The sweeps paused by the hold run now; so does a stand-down that waited for the
     // release to destroy the rooms, and the deletion of an archive kept past its time.
     if matches!(released.state, State::Active | State::StandingDown) {
-        for record in bot.store.rooms(id)? {
-            bot.arm(&timer_plan::sweep(id, &record.key, bot.now()))?;
+        for record in ctx.store.rooms(id)? {
+            ctx.arm(&timer_plan::sweep(id, &record.key, ctx.now()))?;
         }
     }
     let next = match released.state {
         State::StandingDown | State::Archived => {
-            bot.arm(&timer_plan::standdown(id, bot.now()))?;
+            ctx.arm(&timer_plan::standdown(id, ctx.now()))?;
             " The stand-down goes on now: the rooms are destroyed once the archive is sealed \
              and verified."
         }
@@ -432,7 +432,7 @@ pub(crate) async fn release(
             if let Some(archive) = &released.archive {
                 // Its own due time (destruction + `archive.keep`) when still ahead; now,
                 // if it passed under the hold.
-                let armed = bot.store.timer(&timer_plan::keep_time_end_id(id))?;
+                let armed = ctx.store.timer(&timer_plan::keep_time_end_id(id))?;
                 let due = match armed.map(|t| t.schedule) {
                     Some(crate::domain::schedule::Schedule::At(at)) => at,
                     _ => archive.keep_until,
@@ -440,8 +440,8 @@ pub(crate) async fn release(
                 // Fresh: a spent timer re-armed with the same due time would not run
                 // again (the keep time can have passed under the hold by a clock that
                 // was later set back).
-                bot.disarm(&timer_plan::keep_time_end_id(id))?;
-                bot.arm(&timer_plan::keep_time_end(id, due.max(bot.now())))?;
+                ctx.disarm(&timer_plan::keep_time_end_id(id))?;
+                ctx.arm(&timer_plan::keep_time_end(id, due.max(ctx.now())))?;
             }
             " The sealed archive is deleted at the end of its keep time."
         }
@@ -457,13 +457,13 @@ pub(crate) async fn release(
 
 /// Sets each room's topic again from the incident as it is now (after `extend`, whose
 /// new closing time the banner names). Best effort: a topic is not a safeguard.
-pub(crate) async fn refresh_topics(bot: &Arc<Bot>, incident: &Incident, playbook: &Playbook) {
+pub(crate) async fn refresh_topics(ctx: &Arc<Ctx>, incident: &Incident, playbook: &Playbook) {
     let Ok(commander) = matrix_sdk::ruma::OwnedUserId::try_from(incident.commander.as_str()) else {
         return;
     };
-    let facts = IncidentFacts::of(incident, playbook, &commander, bot.config.time_zone);
-    let plans = plan::plan_rooms(&facts, bot.now());
-    let Ok(rooms) = incident_rooms(bot, incident) else {
+    let facts = IncidentFacts::of(incident, playbook, &commander, ctx.config.time_zone);
+    let plans = plan::plan_rooms(&facts, ctx.now());
+    let Ok(rooms) = incident_rooms(ctx, incident) else {
         return;
     };
     for (record, room) in rooms {
@@ -475,8 +475,8 @@ pub(crate) async fn refresh_topics(bot: &Arc<Bot>, incident: &Incident, playbook
         }
         // The new topic is cordon's from here on: the guard compares the room with it.
         let _quiet = crate::app::guard::changing(&incident.id).await;
-        let now = bot.now();
-        let written = bot.store.update_room(&record.incident, &record.key, |r| {
+        let now = ctx.now();
+        let written = ctx.store.update_room(&record.incident, &record.key, |r| {
             if let Some(obj) = r.desired.as_object_mut() {
                 obj.insert("topic".into(), json!(p.topic));
             }

@@ -6,7 +6,7 @@
 use matrix_sdk::RoomMemberships;
 use matrix_sdk::ruma::events::room::member::MembershipState;
 
-use super::ctx::Bot;
+use super::ctx::Ctx;
 use crate::domain::incident::plan::{format_remaining, format_time};
 use crate::domain::incident::{Incident, State};
 use crate::matrix::rooms;
@@ -16,10 +16,10 @@ use crate::store::{RoomStatus, RosterStatus};
 pub const DETAILED_UP_TO: usize = 2;
 
 /// Renders `incidents` as the status reply.
-pub async fn render(bot: &Bot, incidents: &[Incident]) -> String {
+pub async fn render(ctx: &Ctx, incidents: &[Incident]) -> String {
     let mut views = Vec::with_capacity(incidents.len());
     for incident in incidents {
-        views.push(gather(bot, incident).await);
+        views.push(gather(ctx, incident).await);
     }
     format(&views)
 }
@@ -67,9 +67,9 @@ pub enum RoomState {
     Gone(&'static str),
 }
 
-async fn gather(bot: &Bot, incident: &Incident) -> IncidentView {
-    let now = bot.now();
-    let tz = bot.config.time_zone;
+async fn gather(ctx: &Ctx, incident: &Incident) -> IncidentView {
+    let now = ctx.now();
+    let tz = ctx.config.time_zone;
     let held = if incident.is_held() {
         " · LEGAL HOLD"
     } else {
@@ -92,9 +92,9 @@ async fn gather(bot: &Bot, incident: &Incident) -> IncidentView {
         flags: Vec::new(),
         rooms: Vec::new(),
     };
-    let advice = super::advice::outstanding_count(bot, incident);
+    let advice = super::advice::outstanding_count(ctx, incident);
     if advice > 0 {
-        let unconfirmed = super::advice::unconfirmed_count(bot, incident);
+        let unconfirmed = super::advice::unconfirmed_count(ctx, incident);
         let unconfirmed = if unconfirmed > 0 {
             format!(
                 " ({unconfirmed} with a ✅ reaction, unconfirmed: confirm with `!cordon \
@@ -119,7 +119,7 @@ async fn gather(bot: &Bot, incident: &Incident) -> IncidentView {
         view.flags.push("FAILED".to_owned());
     }
     if incident.state == State::StandingDown
-        && let Ok(Some(record)) = bot.store.standdown(&incident.id)
+        && let Ok(Some(record)) = ctx.store.standdown(&incident.id)
     {
         view.notes
             .push(format!("stand-down at: {}", record.step.as_str()));
@@ -133,7 +133,7 @@ async fn gather(bot: &Bot, incident: &Incident) -> IncidentView {
         ));
         view.flags.push("archive sealed".to_owned());
     }
-    let mut records = bot.store.rooms(&incident.id).unwrap_or_default();
+    let mut records = ctx.store.rooms(&incident.id).unwrap_or_default();
     records.sort_by_key(|r| {
         r.desired
             .get("position")
@@ -168,7 +168,7 @@ async fn gather(bot: &Bot, incident: &Incident) -> IncidentView {
         let Some(room) = record
             .room_id
             .as_deref()
-            .and_then(|id| rooms::joined(&bot.client, id))
+            .and_then(|id| rooms::joined(&ctx.client, id))
         else {
             view.rooms.push(RoomView {
                 name,
@@ -180,7 +180,7 @@ async fn gather(bot: &Bot, incident: &Incident) -> IncidentView {
             .members(RoomMemberships::JOIN | RoomMemberships::INVITE)
             .await
             .unwrap_or_default();
-        let me = bot.user_id();
+        let me = ctx.user_id();
         let joined = members
             .iter()
             .filter(|m| m.user_id() != me && *m.membership() == MembershipState::Join)
@@ -191,7 +191,7 @@ async fn gather(bot: &Bot, incident: &Incident) -> IncidentView {
             .count();
         // From the roster when there is one: who cordon let in but has not joined
         // yet, and who is waiting (unverified, no account …).
-        let roster = bot
+        let roster = ctx
             .store
             .roster_for_room(room.room_id().as_str())
             .unwrap_or_default();

@@ -9,7 +9,7 @@ use chrono::TimeDelta;
 use tracing::info;
 
 use super::ctx::declared_playbook;
-use super::ctx::{Bot, BotError};
+use super::ctx::{AppError, Ctx};
 use super::reminders::room_of;
 use crate::domain::incident::State;
 use crate::domain::incident::timers as timer_plan;
@@ -17,14 +17,14 @@ use crate::domain::schedule::Timer;
 use crate::retention::{self, MIN_RESWEEP, SealTarget, SweepParams};
 
 /// A sweep timer's job.
-pub(crate) async fn on_sweep(bot: &Arc<Bot>, timer: &Timer) -> Result<(), BotError> {
+pub(crate) async fn on_sweep(ctx: &Arc<Ctx>, timer: &Timer) -> Result<(), AppError> {
     let (Some(id), Some(room_key)) = (
         &timer.incident,
         timer.payload.get("room").and_then(|r| r.as_str()),
     ) else {
         return Ok(());
     };
-    let Some(incident) = bot.store.incident(id)? else {
+    let Some(incident) = ctx.store.incident(id)? else {
         return Ok(());
     };
     // The rooms exist from `active` until they are destroyed.
@@ -34,22 +34,22 @@ pub(crate) async fn on_sweep(bot: &Arc<Bot>, timer: &Timer) -> Result<(), BotErr
     ) {
         return Ok(());
     }
-    let playbook = declared_playbook(bot, id)?;
+    let playbook = declared_playbook(ctx, id)?;
     let window = playbook.retention.messages;
-    let now = bot.now();
+    let now = ctx.now();
     let later = |now: chrono::DateTime<chrono::Utc>| {
         now + TimeDelta::from_std(window.max(MIN_RESWEEP)).unwrap_or(TimeDelta::MAX)
     };
     if incident.is_held() {
         info!(incident = %id, room = room_key, "retention sweep paused by a legal hold");
-        bot.arm(&timer_plan::sweep(id, room_key, later(now)))?;
+        ctx.arm(&timer_plan::sweep(id, room_key, later(now)))?;
         return Ok(());
     }
-    let Some(room) = room_of(bot, &incident, room_key)? else {
+    let Some(room) = room_of(ctx, &incident, room_key)? else {
         return Ok(());
     };
     let seal = playbook.retention.seal_before_redact.then(|| SealTarget {
-        dir: &bot.config.archive_dir,
+        dir: &ctx.config.archive_dir,
         recipients: &playbook.archive.recipients,
     });
     let params = SweepParams {
@@ -60,10 +60,10 @@ pub(crate) async fn on_sweep(bot: &Arc<Bot>, timer: &Timer) -> Result<(), BotErr
         reason: retention::reason_for(window),
         seal,
     };
-    let report = retention::sweep_room(&room, &bot.store, &params).await?;
+    let report = retention::sweep_room(&room, &ctx.store, &params).await?;
     if report.held {
         info!(incident = %id, room = room_key, "retention sweep paused by a legal hold");
-        bot.arm(&timer_plan::sweep(id, room_key, later(bot.now())))?;
+        ctx.arm(&timer_plan::sweep(id, room_key, later(ctx.now())))?;
         return Ok(());
     }
     if report.redacted > 0 || report.sealed > 0 {
@@ -76,6 +76,6 @@ pub(crate) async fn on_sweep(bot: &Arc<Bot>, timer: &Timer) -> Result<(), BotErr
             "retention sweep"
         );
     }
-    bot.arm(&timer_plan::sweep(id, room_key, report.next_due))?;
+    ctx.arm(&timer_plan::sweep(id, room_key, report.next_due))?;
     Ok(())
 }

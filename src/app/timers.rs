@@ -15,23 +15,23 @@ use std::sync::Arc;
 
 use tracing::{error, info, warn};
 
-use super::ctx::{Bot, BotError};
+use super::ctx::{AppError, Ctx};
 use crate::domain::incident::timers as plan;
 use crate::domain::incident::{Incident, State};
 use crate::domain::schedule::Timer;
 use crate::input::playbook::Playbook;
 
-impl Bot {
+impl Ctx {
     /// Arms `timer` ([`crate::store::Store::arm_timer`]: idempotent) and wakes the
     /// scheduler.
-    pub(crate) fn arm(&self, timer: &Timer) -> Result<(), BotError> {
+    pub(crate) fn arm(&self, timer: &Timer) -> Result<(), AppError> {
         self.store.arm_timer(timer, self.now())?;
         self.wake_scheduler();
         Ok(())
     }
 
     /// Arms `timer` unless a timer with its id exists.
-    pub(crate) fn arm_if_absent(&self, timer: &Timer) -> Result<(), BotError> {
+    pub(crate) fn arm_if_absent(&self, timer: &Timer) -> Result<(), AppError> {
         if self.store.timer(&timer.id)?.is_none() {
             self.arm(timer)?;
         }
@@ -39,7 +39,7 @@ impl Bot {
     }
 
     /// Removes timer `id`, if armed.
-    pub(crate) fn disarm(&self, id: &str) -> Result<(), BotError> {
+    pub(crate) fn disarm(&self, id: &str) -> Result<(), AppError> {
         self.store.remove_timer(id)?;
         self.wake_scheduler();
         Ok(())
@@ -56,22 +56,22 @@ impl Bot {
 /// Arms every timer an incident in its state runs on. Active: expiry, warnings still
 /// ahead, reminders, each room's sweep and briefing re-post. Standing down (frozen
 /// rooms, until they are destroyed): the sweeps alone, so retention still holds.
-pub(crate) fn ensure(bot: &Bot, incident: &Incident, playbook: &Playbook) -> Result<(), BotError> {
+pub(crate) fn ensure(ctx: &Ctx, incident: &Incident, playbook: &Playbook) -> Result<(), AppError> {
     match incident.state {
         State::Active => {
-            bot.arm(&plan::expiry(incident))?;
-            for w in plan::warnings(incident, playbook, bot.now()) {
-                bot.arm(&w)?;
+            ctx.arm(&plan::expiry(incident))?;
+            for w in plan::warnings(incident, playbook, ctx.now()) {
+                ctx.arm(&w)?;
             }
-            for r in plan::reminders(incident, playbook, bot.config.time_zone.name()) {
-                bot.arm(&r)?;
+            for r in plan::reminders(incident, playbook, ctx.config.time_zone.name()) {
+                ctx.arm(&r)?;
             }
             for room in &playbook.rooms {
-                bot.arm_if_absent(&plan::first_sweep(incident, playbook, &room.key))?;
-                let pinned = briefing_event(bot, incident, &room.key);
+                ctx.arm_if_absent(&plan::first_sweep(incident, playbook, &room.key))?;
+                let pinned = briefing_event(ctx, incident, &room.key);
                 // The briefing went out after the declaration: re-posting as if it had
                 // gone out at the declaration is early, never late.
-                bot.arm_if_absent(&plan::briefing(
+                ctx.arm_if_absent(&plan::briefing(
                     &incident.id,
                     &room.key,
                     incident.declared_at,
@@ -83,16 +83,16 @@ pub(crate) fn ensure(bot: &Bot, incident: &Incident, playbook: &Playbook) -> Res
         }
         State::StandingDown | State::Archived => {
             for room in &playbook.rooms {
-                bot.arm_if_absent(&plan::first_sweep(incident, playbook, &room.key))?;
+                ctx.arm_if_absent(&plan::first_sweep(incident, playbook, &room.key))?;
             }
             // The pipeline resumes where it stopped; a held one waits for `release`.
             if incident.state == State::StandingDown || !incident.is_held() {
-                bot.arm(&plan::standdown(&incident.id, bot.now()))?;
+                ctx.arm(&plan::standdown(&incident.id, ctx.now()))?;
             }
         }
         State::Destroyed => {
             if let Some(archive) = &incident.archive {
-                bot.arm_if_absent(&plan::keep_time_end(&incident.id, archive.keep_until))?;
+                ctx.arm_if_absent(&plan::keep_time_end(&incident.id, archive.keep_until))?;
             }
         }
         _ => {}
@@ -101,9 +101,9 @@ pub(crate) fn ensure(bot: &Bot, incident: &Incident, playbook: &Playbook) -> Res
 }
 
 /// The event id of the briefing posted in `room_key` at declaration, from the outbox.
-fn briefing_event(bot: &Bot, incident: &Incident, room_key: &str) -> Option<String> {
+fn briefing_event(ctx: &Ctx, incident: &Incident, room_key: &str) -> Option<String> {
     let key = format!("{}/{}/briefing", incident.id.as_str(), room_key);
-    bot.store
+    ctx.store
         .outbox_get(&key)
         .ok()
         .flatten()
@@ -118,27 +118,27 @@ fn briefing_event(bot: &Bot, incident: &Incident, room_key: &str) -> Option<Stri
 /// After an extension: the expiry at the new time, and the warnings planned again from
 /// it (those whose mark has already passed are dropped: the commander was just told).
 pub(crate) fn rearm_deadlines(
-    bot: &Bot,
+    ctx: &Ctx,
     incident: &Incident,
     playbook: &Playbook,
-) -> Result<(), BotError> {
-    bot.arm(&plan::expiry(incident))?;
+) -> Result<(), AppError> {
+    ctx.arm(&plan::expiry(incident))?;
     let prefix = plan::warning_prefix(&incident.id);
-    for timer in bot.store.timers_for(&incident.id)? {
+    for timer in ctx.store.timers_for(&incident.id)? {
         if timer.id.starts_with(&prefix) {
-            bot.disarm(&timer.id)?;
+            ctx.disarm(&timer.id)?;
         }
     }
-    for w in plan::warnings(incident, playbook, bot.now()) {
-        bot.arm(&w)?;
+    for w in plan::warnings(incident, playbook, ctx.now()) {
+        ctx.arm(&w)?;
     }
     Ok(())
 }
 
 /// At start: the timers of every open incident, so those armed before a crash (or
 /// never armed, when cordon stopped between `active` and arming) all run.
-pub(crate) fn ensure_all(bot: &Arc<Bot>) {
-    let incidents = match bot
+pub(crate) fn ensure_all(ctx: &Arc<Ctx>) {
+    let incidents = match ctx
         .store
         .incidents(&crate::store::IncidentFilter::in_states(&[
             State::Provisioning,
@@ -158,13 +158,13 @@ pub(crate) fn ensure_all(bot: &Arc<Bot>) {
             // Resumed at once, where its records say it stopped (the pipeline loads the
             // declared playbook itself, and gives up on one that no longer loads).
             info!(incident = %incident.id, "resuming provisioning");
-            if let Err(e) = bot.arm(&plan::provision(&incident.id, bot.now())) {
+            if let Err(e) = ctx.arm(&plan::provision(&incident.id, ctx.now())) {
                 warn!(incident = %incident.id, error = %e, "could not arm provisioning");
             }
             continue;
         }
-        let armed = super::ctx::declared_playbook(bot, &incident.id)
-            .and_then(|playbook| ensure(bot, &incident, &playbook));
+        let armed = super::ctx::declared_playbook(ctx, &incident.id)
+            .and_then(|playbook| ensure(ctx, &incident, &playbook));
         if let Err(e) = armed {
             warn!(incident = %incident.id, error = %e, "could not arm the incident's timers");
         }

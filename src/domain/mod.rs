@@ -13,7 +13,10 @@
 //!   and backoff.
 //! - [`transcript`]: the transcript format shared by pre-seal segments and the archive.
 //! - [`attachments`]: which media an event names.
+//! - [`admission`]: who is let into an incident's rooms at provisioning (the
+//!   verification policy per holder).
 
+pub mod admission;
 pub mod attachments;
 pub mod command;
 pub mod incident;

@@ -12,7 +12,7 @@ use serde_json::Value;
 use tracing::{error, warn};
 
 use crate::app::chat::send_once;
-use crate::app::ctx::Bot;
+use crate::app::ctx::Ctx;
 use crate::domain::incident::Incident;
 use crate::matrix::rooms::{self, notice};
 use crate::store::{Effect, OutboxEntry};
@@ -346,9 +346,9 @@ fn one_line(s: &str, max: usize) -> String {
 }
 
 /// The rooms an incident's alerts go to: its control room, then its command room.
-fn targets(bot: &Bot, incident: &Incident) -> Vec<String> {
+fn targets(ctx: &Ctx, incident: &Incident) -> Vec<String> {
     let mut out = vec![incident.control_room.clone()];
-    match bot.store.rooms(&incident.id) {
+    match ctx.store.rooms(&incident.id) {
         Ok(records) => {
             let command = records
                 .iter()
@@ -373,14 +373,14 @@ fn targets(bot: &Bot, incident: &Incident) -> Vec<String> {
 /// Records the intent to send `body` as an alert about `incident` under `key` (its
 /// text, mentions and target rooms), before the guard acts. An intent already recorded
 /// under `key` is returned unchanged.
-pub fn record(bot: &Bot, incident: &Incident, key: &str, body: &str) -> Option<OutboxEntry> {
+pub fn record(ctx: &Ctx, incident: &Incident, key: &str, body: &str) -> Option<OutboxEntry> {
     let effect = Effect::GuardAlert {
         body: body.to_owned(),
         mentions: vec![incident.commander.clone()],
-        rooms: targets(bot, incident),
+        rooms: targets(ctx, incident),
     };
-    let now = bot.now();
-    match bot.store.outbox_put(key, Some(&incident.id), effect, now) {
+    let now = ctx.now();
+    match ctx.store.outbox_put(key, Some(&incident.id), effect, now) {
         Ok(entry) => {
             // Counted once, when first recorded: a re-recorded intent keeps its time.
             if entry.created_at == now {
@@ -397,7 +397,7 @@ pub fn record(bot: &Bot, incident: &Incident, key: &str, body: &str) -> Option<O
 
 /// Sends a recorded alert to each of its rooms once, and marks it done when every room
 /// cordon is in has it.
-pub async fn deliver(bot: &Bot, entry: &OutboxEntry) {
+pub async fn deliver(ctx: &Ctx, entry: &OutboxEntry) {
     if !entry.is_pending() {
         return;
     }
@@ -415,7 +415,7 @@ pub async fn deliver(bot: &Bot, entry: &OutboxEntry) {
         .collect();
     let mut complete = true;
     for room_id in targets.iter().map(String::as_str) {
-        let Some(room) = rooms::joined(&bot.client, room_id) else {
+        let Some(room) = rooms::joined(&ctx.client, room_id) else {
             warn!(
                 room = room_id,
                 "cordon is not in an alert's room; skipping it"
@@ -424,7 +424,7 @@ pub async fn deliver(bot: &Bot, entry: &OutboxEntry) {
         };
         let key = format!("{}/{room_id}", entry.key);
         if let Err(e) = send_once(
-            bot,
+            ctx,
             &room,
             &key,
             entry.incident.as_ref(),
@@ -436,14 +436,14 @@ pub async fn deliver(bot: &Bot, entry: &OutboxEntry) {
             complete = false;
         }
     }
-    if complete && let Err(e) = bot.store.outbox_complete(&entry.key, None, bot.now()) {
+    if complete && let Err(e) = ctx.store.outbox_complete(&entry.key, None, ctx.now()) {
         error!(error = %e, "store: completing a guard alert");
     }
 }
 
 /// Sends every alert whose sending a restart (or a failed send) interrupted.
-pub async fn resume(bot: &Bot) {
-    let pending = match bot.store.outbox_pending() {
+pub async fn resume(ctx: &Ctx) {
+    let pending = match ctx.store.outbox_pending() {
         Ok(p) => p,
         Err(e) => {
             error!(error = %e, "store: listing pending guard alerts");
@@ -454,163 +454,9 @@ pub async fn resume(bot: &Bot) {
         .iter()
         .filter(|e| matches!(e.effect, Effect::GuardAlert { .. }))
     {
-        deliver(bot, entry).await;
+        deliver(ctx, entry).await;
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use chrono::TimeZone;
-
-    use super::*;
-    use crate::domain::incident::{IncidentId, NewIncident};
-
-    fn incident() -> Incident {
-        let at = Utc.with_ymd_and_hms(2026, 7, 1, 13, 0, 0).unwrap();
-        Incident::new(
-            IncidentId::parse("drill-4k7p").unwrap(),
-            NewIncident {
-                playbook: "drill".into(),
-                display_name: "Tram crash".into(),
-                control_room: "!control".into(),
-                commander: "@lead:hs".into(),
-                expires_at: at,
-            },
-            at,
-        )
-    }
-
-    #[test]
-    fn times_are_given_in_utc_and_local_time() {
-        let at = Utc.with_ymd_and_hms(2026, 7, 1, 13, 4, 5).unwrap();
-        assert_eq!(
-            when(at, chrono_tz::Europe::London),
-            "2026-07-01 13:04:05 UTC (14:04:05 BST, Europe/London)"
-        );
-    }
-
-    #[test]
-    fn a_compromise_alert_names_the_forgery_the_time_and_the_commander() {
-        let at = Utc.with_ymd_and_hms(2026, 7, 1, 13, 4, 5).unwrap();
-        let body = compromise_body(
-            &incident(),
-            &[(
-                "Tram crash - Command".to_owned(),
-                vec![
-                    Finding::Intruder {
-                        user: "@eve:hs".into(),
-                        membership: "invite".into(),
-                        claimed_sender: "@cordon:hs".into(),
-                        at,
-                        why: "cordon never invited them".into(),
-                    },
-                    Finding::Drift {
-                        event_type: "m.room.power_levels".into(),
-                        state_key: String::new(),
-                        claimed_sender: Some("@cordon:hs".into()),
-                        at: Some(at),
-                        own: true,
-                    },
-                    Finding::Drift {
-                        event_type: "m.room.tombstone".into(),
-                        state_key: String::new(),
-                        claimed_sender: Some("@eve:hs".into()),
-                        at: Some(at),
-                        own: false,
-                    },
-                    Finding::Ejected {
-                        user: "@nurse:hs".into(),
-                        membership: "ban".into(),
-                        claimed_sender: "@eve:hs".into(),
-                        at,
-                    },
-                ],
-            )],
-            "@cordon:hs",
-            at,
-            chrono_tz::Europe::London,
-        );
-        for needle in [
-            "POSSIBLE SERVER COMPROMISE",
-            "Tram crash (drill-4k7p)",
-            "In room \"Tram crash - Command\"",
-            "@eve:hs was invited at 2026-07-01 13:04:05 UTC (14:04:05 BST, Europe/London)",
-            "claims to come from cordon (@cordon:hs), which did not send it",
-            "cordon banned them",
-            "m.room.power_levels was changed",
-            "restored",
-            "m.room.tombstone was set",
-            "emptied it",
-            "this room has moved",
-            "@nurse:hs was banned",
-            "claims to come from @eve:hs",
-            "lifted the ban and invited them back",
-            "rotated the room's encryption key",
-            "72-hour",
-            "Commander: @lead:hs",
-        ] {
-            assert!(body.contains(needle), "{needle:?} not in:\n{body}");
-        }
-    }
-
-    #[test]
-    fn a_state_only_alert_does_not_claim_a_ban() {
-        let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-        let body = compromise_body(
-            &incident(),
-            &[(
-                "Ward".to_owned(),
-                vec![Finding::Drift {
-                    event_type: "m.room.join_rules".into(),
-                    state_key: String::new(),
-                    claimed_sender: None,
-                    at: None,
-                    own: true,
-                }],
-            )],
-            "@cordon:hs",
-            at,
-            chrono_tz::UTC,
-        );
-        assert!(body.contains("m.room.join_rules is missing"), "{body}");
-        assert!(!body.contains("banned"), "{body}");
-    }
-
-    #[test]
-    fn cordon_removed_from_a_room_says_the_room_is_lost() {
-        let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-        let body = compromise_body(
-            &incident(),
-            &[(
-                "Ward".to_owned(),
-                vec![Finding::CordonRemoved {
-                    membership: "leave".into(),
-                    claimed_sender: Some("@cordon:hs".into()),
-                    at: Some(at),
-                }],
-            )],
-            "@cordon:hs",
-            at,
-            chrono_tz::UTC,
-        );
-        assert!(
-            body.contains("cordon itself was removed from this room"),
-            "{body}"
-        );
-        assert!(body.contains("which did not send it"), "{body}");
-        assert!(body.contains("treat the room as compromised"), "{body}");
-    }
-
-    #[test]
-    fn identity_and_device_alerts_say_what_was_done() {
-        let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-        let tz = chrono_tz::UTC;
-        let removed = identity_body(&incident(), "@n:hs", IdentityAction::Removed, at, tz);
-        assert!(removed.contains("removed @n:hs"), "{removed}");
-        let stays = identity_body(&incident(), "@n:hs", IdentityAction::AlertOnly, at, tz);
-        assert!(stays.contains("stays in the rooms"), "{stays}");
-        let device = device_body(&incident(), "@n:hs", "DEV1", Some("phone\n"), at, tz);
-        assert!(device.contains("DEV1 (\"phone \")"), "{device}");
-        assert!(device.contains("Commander: @lead:hs"), "{device}");
-    }
-}
+mod tests;

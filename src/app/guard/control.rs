@@ -21,20 +21,20 @@ use serde_json::{Value, json};
 use tracing::{error, warn};
 
 use super::state::{self, Seen};
-use crate::app::ctx::Bot;
+use crate::app::ctx::Ctx;
 
 /// How far back a member's history is followed to the invite that let them in (each
 /// step is one display-name or avatar change).
 const HISTORY_LIMIT: usize = 20;
 
 /// Checks `room_id` soon, once for any number of member events arriving meanwhile.
-pub(super) async fn schedule(bot: &Arc<Bot>, room_id: OwnedRoomId) {
+pub(super) async fn schedule(ctx: &Arc<Ctx>, room_id: OwnedRoomId) {
     let slot = super::slot(format!("control:{room_id}"));
     if slot.queued.swap(true, Ordering::SeqCst) {
         return;
     }
-    let b = bot.clone();
-    bot.spawn(async move {
+    let b = ctx.clone();
+    ctx.spawn(async move {
         let _held = slot.lock.lock().await;
         slot.queued.store(false, Ordering::SeqCst);
         check(&b, &room_id).await;
@@ -42,11 +42,11 @@ pub(super) async fn schedule(bot: &Arc<Bot>, room_id: OwnedRoomId) {
 }
 
 /// Every control room (the guard's pass).
-pub(super) async fn check_all(bot: &Arc<Bot>) {
-    for room_id in bot.control_rooms() {
+pub(super) async fn check_all(ctx: &Arc<Ctx>) {
+    for room_id in ctx.control_rooms() {
         let slot = super::slot(format!("control:{room_id}"));
         let _held = slot.lock.lock().await;
-        check(bot, &room_id).await;
+        check(ctx, &room_id).await;
     }
 }
 
@@ -81,7 +81,9 @@ pub fn step(seen: &Seen) -> Step {
             Some(sender) => Step::Found(LetIn::InvitedBy(sender.clone())),
             None => Step::Back(prev.event_id.clone()),
         },
-        Some("join") => Step::Back(prev.event_id.clone()),
+        // A profile change, or a replaced event the server named without its content
+        // (`prev_content` is not always filled in): read it.
+        Some("join") | None => Step::Back(prev.event_id.clone()),
         _ => Step::Found(LetIn::NoInvite),
     }
 }
@@ -118,10 +120,10 @@ fn creators(create: Option<&Value>) -> Vec<String> {
     out
 }
 
-async fn get_event(bot: &Bot, room_id: &RoomId, event_id: &str) -> Option<Value> {
+async fn get_event(ctx: &Ctx, room_id: &RoomId, event_id: &str) -> Option<Value> {
     let event_id = EventId::parse(event_id).ok()?;
     let request = get_room_event::v3::Request::new(room_id.to_owned(), event_id);
-    match bot.client.send(request).await {
+    match ctx.client.send(request).await {
         Ok(response) => serde_json::from_str(response.event.json().get()).ok(),
         Err(e) => {
             warn!(room = %room_id, error = %e, "could not read a member event");
@@ -130,21 +132,33 @@ async fn get_event(bot: &Bot, room_id: &RoomId, event_id: &str) -> Option<Value>
     }
 }
 
+/// One member event, read on its own.
+async fn read_member(ctx: &Ctx, room_id: &RoomId, event_id: &str) -> Option<Seen> {
+    let ev = get_event(ctx, room_id, event_id).await?;
+    state::snapshot(std::slice::from_ref(&ev))
+        .members
+        .into_values()
+        .next()
+        .map(|(_, seen)| seen)
+}
+
 /// Follows `seen` back to the invite that let its member in.
-async fn let_in(bot: &Bot, room_id: &RoomId, seen: &Seen) -> LetIn {
+async fn let_in(ctx: &Ctx, room_id: &RoomId, seen: &Seen) -> LetIn {
     let mut current = seen.clone();
+    if current.prev.is_none() {
+        // No replaced event named: a first join, or a state listing that left out the
+        // event's `unsigned`. The event read on its own says which, before a join is
+        // called uninvited.
+        let Some(again) = read_member(ctx, room_id, &seen.event_id).await else {
+            return LetIn::Unknown;
+        };
+        current = again;
+    }
     for _ in 0..HISTORY_LIMIT {
         match step(&current) {
             Step::Found(found) => return found,
             Step::Back(event_id) => {
-                let Some(ev) = get_event(bot, room_id, &event_id).await else {
-                    return LetIn::Unknown;
-                };
-                let Some((_, earlier)) = state::snapshot(std::slice::from_ref(&ev))
-                    .members
-                    .into_values()
-                    .next()
-                else {
+                let Some(earlier) = read_member(ctx, room_id, &event_id).await else {
                     return LetIn::Unknown;
                 };
                 // The event read is the one `current` replaced: it is judged itself (an
@@ -160,11 +174,11 @@ async fn let_in(bot: &Bot, room_id: &RoomId, seen: &Seen) -> LetIn {
 }
 
 /// Checks one control room's joined members, raising each join no operator asked for.
-async fn check(bot: &Arc<Bot>, room_id: &RoomId) {
-    let Some(room) = crate::matrix::rooms::joined(&bot.client, room_id.as_str()) else {
+async fn check(ctx: &Arc<Ctx>, room_id: &RoomId) {
+    let Some(room) = crate::matrix::rooms::joined(&ctx.client, room_id.as_str()) else {
         return;
     };
-    let events: Vec<Value> = match super::fetch_events(bot, room_id).await {
+    let events: Vec<Value> = match super::fetch_events(ctx, room_id).await {
         Ok(e) => e,
         Err(e) => {
             warn!(room = %room_id, error = %e, "could not read a control room's state");
@@ -176,27 +190,27 @@ async fn check(bot: &Arc<Bot>, room_id: &RoomId) {
         .find(|e| e.get("type").and_then(Value::as_str) == Some("m.room.create"));
     let by_right = creators(create);
     let snapshot = state::snapshot(&events);
-    let own = bot.user_id().as_str();
+    let own = ctx.user_id().as_str();
     for (user, membership, seen) in snapshot.present() {
         if membership != "join"
             || user == own
             || by_right.iter().any(|c| c == user)
-            || bot.config.operators.iter().any(|o| o.as_str() == user)
+            || ctx.config.operators.iter().any(|o| o.as_str() == user)
         {
             continue;
         }
         let marker = format!("control:{room_id}:{}", seen.event_id);
-        if bot.store.is_processed(&marker).unwrap_or(false) {
+        if ctx.store.is_processed(&marker).unwrap_or(false) {
             continue;
         }
-        let found = let_in(bot, room_id, seen).await;
+        let found = let_in(ctx, room_id, seen).await;
         let operator_invite = matches!(&found, LetIn::InvitedBy(s)
-            if bot.config.operators.iter().any(|o| o.as_str() == s) || by_right.iter().any(|c| c == s));
+            if ctx.config.operators.iter().any(|o| o.as_str() == s) || by_right.iter().any(|c| c == s));
         if !operator_invite && found != LetIn::Unknown {
-            raise(bot, &room, user, seen, &found).await;
+            raise(ctx, &room, user, seen, &found).await;
         }
         if found != LetIn::Unknown
-            && let Err(e) = bot.store.mark_processed(&marker, bot.now())
+            && let Err(e) = ctx.store.mark_processed(&marker, ctx.now())
         {
             error!(error = %e, "store: marking a control-room join judged");
         }
@@ -218,8 +232,8 @@ pub fn joiner_body(user: &str, found: &LetIn, joined: &str) -> String {
     )
 }
 
-async fn raise(bot: &Arc<Bot>, room: &matrix_sdk::Room, user: &str, seen: &Seen, found: &LetIn) {
-    let joined = crate::domain::incident::plan::format_time(seen.at, bot.config.time_zone);
+async fn raise(ctx: &Arc<Ctx>, room: &matrix_sdk::Room, user: &str, seen: &Seen, found: &LetIn) {
+    let joined = crate::domain::incident::plan::format_time(seen.at, ctx.config.time_zone);
     let body = joiner_body(user, found, &joined);
     let key = format!("guard/control/{}/{}", room.room_id(), seen.event_id);
     let invited_by = match found {
@@ -228,11 +242,11 @@ async fn raise(bot: &Arc<Bot>, room: &matrix_sdk::Room, user: &str, seen: &Seen,
     };
     let details = json!({
         "user": user, "room": room.room_id(), "event_id": seen.event_id,
-        "invited_by": invited_by, "event_at": seen.at, "detected_at": bot.now(),
+        "invited_by": invited_by, "event_at": seen.at, "detected_at": ctx.now(),
     });
-    let mention: Vec<OwnedUserId> = bot.config.operators.iter().cloned().collect();
+    let mention: Vec<OwnedUserId> = ctx.config.operators.iter().cloned().collect();
     super::standing::raise(
-        bot,
+        ctx,
         room,
         &key,
         "guard.control-room-joiner",
@@ -304,6 +318,9 @@ mod tests {
             "prev_content": { "membership": "leave" },
         })));
         assert_eq!(step(&after_leave), Step::Found(LetIn::NoInvite));
+        // The replaced event named without its content is read, not taken for "none".
+        let bare = member(Some(json!({ "replaces_state": "$i" })));
+        assert_eq!(step(&bare), Step::Back("$i".into()));
     }
 
     #[test]

@@ -19,15 +19,15 @@ use tracing::{error, warn};
 
 use super::Seats;
 use super::alert;
-use crate::app::ctx::{ACTOR, Bot, millis_to_utc};
+use crate::app::ctx::{ACTOR, Ctx, millis_to_utc};
 
 /// Starts the two watchers, on the bot's tasks; each stops when they stop (or when the
 /// bot is gone).
-pub(super) fn start(bot: &Arc<Bot>) {
-    bot.spawn(watch_devices(Arc::downgrade(bot), bot.tasks.stop_token()));
-    bot.spawn(watch_identities(
-        Arc::downgrade(bot),
-        bot.tasks.stop_token(),
+pub(super) fn start(ctx: &Arc<Ctx>) {
+    ctx.spawn(watch_devices(Arc::downgrade(ctx), ctx.tasks.stop_token()));
+    ctx.spawn(watch_identities(
+        Arc::downgrade(ctx),
+        ctx.tasks.stop_token(),
     ));
 }
 
@@ -42,10 +42,10 @@ async fn next_or_stop<S: futures_util::Stream + Unpin>(
     }
 }
 
-async fn watch_devices(weak: Weak<Bot>, stop: CancellationToken) {
+async fn watch_devices(weak: Weak<Ctx>, stop: CancellationToken) {
     let stream = {
-        let Some(bot) = weak.upgrade() else { return };
-        match bot.client.encryption().devices_stream().await {
+        let Some(ctx) = weak.upgrade() else { return };
+        match ctx.client.encryption().devices_stream().await {
             Ok(s) => s,
             Err(e) => {
                 error!(error = %e, "guard: cannot watch devices; only the periodic check runs");
@@ -55,33 +55,33 @@ async fn watch_devices(weak: Weak<Bot>, stop: CancellationToken) {
     };
     futures_util::pin_mut!(stream);
     while let Some(updates) = next_or_stop(&mut stream, &stop).await {
-        let Some(bot) = weak.upgrade() else { return };
+        let Some(ctx) = weak.upgrade() else { return };
         // Every update first enforces the person's standing: a device that appears
         // after a revocation is blacklisted before cordon shares a key with it.
         let people: std::collections::BTreeSet<_> = updates
             .new
             .keys()
             .chain(updates.changed.keys())
-            .filter(|u| *u != bot.user_id())
+            .filter(|u| *u != ctx.user_id())
             .cloned()
             .collect();
         for user in people {
-            super::check_standing(&bot, &user).await;
+            super::check_standing(&ctx, &user).await;
         }
         for (user, devices) in updates.new {
-            if user == *bot.user_id() || devices.values().all(|d| d.is_cross_signed_by_owner()) {
+            if user == *ctx.user_id() || devices.values().all(|d| d.is_cross_signed_by_owner()) {
                 continue;
             }
-            let b = bot.clone();
-            bot.spawn(async move { super::check_person(&b, &user).await });
+            let b = ctx.clone();
+            ctx.spawn(async move { super::check_person(&b, &user).await });
         }
     }
 }
 
-async fn watch_identities(weak: Weak<Bot>, stop: CancellationToken) {
+async fn watch_identities(weak: Weak<Ctx>, stop: CancellationToken) {
     let stream = {
-        let Some(bot) = weak.upgrade() else { return };
-        match bot.client.encryption().user_identities_stream().await {
+        let Some(ctx) = weak.upgrade() else { return };
+        match ctx.client.encryption().user_identities_stream().await {
             Ok(s) => s,
             Err(e) => {
                 error!(error = %e, "guard: cannot watch identities; only the periodic check runs");
@@ -91,14 +91,14 @@ async fn watch_identities(weak: Weak<Bot>, stop: CancellationToken) {
     };
     futures_util::pin_mut!(stream);
     while let Some(updates) = next_or_stop(&mut stream, &stop).await {
-        let Some(bot) = weak.upgrade() else { return };
+        let Some(ctx) = weak.upgrade() else { return };
         for user in updates.new.into_keys().chain(updates.changed.into_keys()) {
-            if user == *bot.user_id() {
+            if user == *ctx.user_id() {
                 continue;
             }
-            super::check_standing(&bot, &user).await;
-            let b = bot.clone();
-            bot.spawn(async move { super::check_person(&b, &user).await });
+            super::check_standing(&ctx, &user).await;
+            let b = ctx.clone();
+            ctx.spawn(async move { super::check_person(&b, &user).await });
         }
     }
 }
@@ -106,8 +106,8 @@ async fn watch_identities(weak: Weak<Bot>, stop: CancellationToken) {
 /// Alerts once per device and incident about each of `user`'s devices that they have
 /// not cross-signed. cordon never shares room keys with such a device (it is not
 /// trusted), so the alert is about the account, not about what the device can read.
-pub(super) async fn check(bot: &Bot, user: &UserId, all: &[Seats]) {
-    let devices = match bot.client.encryption().get_user_devices(user).await {
+pub(super) async fn check(ctx: &Ctx, user: &UserId, all: &[Seats]) {
+    let devices = match ctx.client.encryption().get_user_devices(user).await {
         Ok(d) => d,
         Err(e) => {
             warn!(user = %user, error = %e, "could not list a member's devices");
@@ -125,10 +125,10 @@ pub(super) async fn check(bot: &Bot, user: &UserId, all: &[Seats]) {
                 seats.incident.id,
                 device.device_id()
             );
-            match bot.store.outbox_get(&key) {
+            match ctx.store.outbox_get(&key) {
                 Ok(None) => {}
                 Ok(Some(existing)) => {
-                    alert::deliver(bot, &existing).await;
+                    alert::deliver(ctx, &existing).await;
                     continue;
                 }
                 Err(e) => {
@@ -136,21 +136,21 @@ pub(super) async fn check(bot: &Bot, user: &UserId, all: &[Seats]) {
                     continue;
                 }
             }
-            let now = bot.now();
+            let now = ctx.now();
             let body = alert::device_body(
                 &seats.incident,
                 user.as_str(),
                 device.device_id().as_str(),
                 device.display_name(),
                 seen,
-                bot.config.time_zone,
+                ctx.config.time_zone,
             );
-            let Some(entry) = alert::record(bot, &seats.incident, &key, &body) else {
+            let Some(entry) = alert::record(ctx, &seats.incident, &key, &body) else {
                 continue;
             };
             warn!(incident = %seats.incident.id, user = %user, device = %device.device_id(),
                   "a member has a device they have not verified");
-            if let Err(e) = bot.store.audit(
+            if let Err(e) = ctx.store.audit(
                 ACTOR,
                 "guard.device-alert",
                 Some(&seats.incident.id),
@@ -164,7 +164,7 @@ pub(super) async fn check(bot: &Bot, user: &UserId, all: &[Seats]) {
             ) {
                 error!(error = %e, "store: auditing a device alert");
             }
-            alert::deliver(bot, &entry).await;
+            alert::deliver(ctx, &entry).await;
         }
     }
 }

@@ -9,14 +9,15 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use matrix_sdk::Room;
+use matrix_sdk::ruma::UserId;
 use matrix_sdk::ruma::events::room::member::MembershipState;
-use matrix_sdk::ruma::{OwnedUserId, UserId};
 use serde_json::{Value, json};
 use tracing::{error, info, warn};
 
 use super::Seats;
 use super::alert::{self, IdentityAction};
-use crate::app::ctx::{ACTOR, Bot};
+use crate::app::ctx::{ACTOR, Ctx};
+use crate::app::invites::{self, Kind};
 use crate::input::playbook::IdentityChange;
 use crate::matrix::rooms::{self, InviteOutcome};
 use crate::store::{Effect, RosterAudit, RosterEntry, RosterStatus};
@@ -96,7 +97,7 @@ pub fn ejected(
 /// then invited again with the reason. The roster still lets them in, so a step cut
 /// short is done again at the next look.
 pub(super) async fn let_back_in(
-    bot: &Bot,
+    ctx: &Ctx,
     w: &super::Watched,
     room: &Room,
     finding: &super::Finding,
@@ -132,7 +133,7 @@ pub(super) async fn let_back_in(
         name = w.name(),
         incident = w.incident.display_name,
     );
-    let outcome = match rooms::invite_with_reason(&bot.client, room.room_id(), &user_id, &reason)
+    let outcome = match rooms::invite_with_reason(&ctx.client, room.room_id(), &user_id, &reason)
         .await
     {
         Ok(InviteOutcome::Invited | InviteOutcome::AlreadyThere) => json!("invited"),
@@ -144,7 +145,7 @@ pub(super) async fn let_back_in(
     };
     info!(user = %user_id, membership = %membership, "let a holder someone else put out back in");
     audit_room(
-        bot,
+        ctx,
         &w.incident.id,
         "guard.member-restored",
         json!({
@@ -156,14 +157,14 @@ pub(super) async fn let_back_in(
 }
 
 fn audit_room(
-    bot: &Bot,
+    ctx: &Ctx,
     incident: &crate::domain::incident::IncidentId,
     action: &str,
     details: Value,
 ) {
-    if let Err(e) = bot
+    if let Err(e) = ctx
         .store
-        .audit(ACTOR, action, Some(incident), details, bot.now())
+        .audit(ACTOR, action, Some(incident), details, ctx.now())
     {
         error!(error = %e, action, "store: auditing a guard action");
     }
@@ -175,8 +176,8 @@ fn removed_by_guard(status: &RosterStatus) -> bool {
 }
 
 /// The member's joined room, if cordon is in it.
-fn room_of(bot: &Bot, entry: &RosterEntry) -> Option<Room> {
-    rooms::joined(&bot.client, &entry.room_id)
+fn room_of(ctx: &Ctx, entry: &RosterEntry) -> Option<Room> {
+    rooms::joined(&ctx.client, &entry.room_id)
 }
 
 /// Kicks `user` from `room` if they are joined or invited there.
@@ -201,8 +202,8 @@ pub(super) async fn kick_if_present(room: &Room, user: &UserId, reason: &str) ->
 /// Takes `user` out of every room in `seats` (one incident): the roster first (audited
 /// as `guard.removed` in the same transaction), then the kicks, then a fresh room key
 /// in each room.
-pub(super) async fn remove(bot: &Bot, user: &UserId, seats: &Seats, why: &str) {
-    let now = bot.now();
+pub(super) async fn remove(ctx: &Ctx, user: &UserId, seats: &Seats, why: &str) {
+    let now = ctx.now();
     let entries: Vec<RosterEntry> = seats
         .entries
         .iter()
@@ -223,13 +224,13 @@ pub(super) async fn remove(bot: &Bot, user: &UserId, seats: &Seats, why: &str) {
         action: "guard.removed",
         details: json!({ "user": user, "rooms": rooms, "why": why, "detected_at": now }),
     };
-    if let Err(e) = bot.store.roster_put(&entries, Some(audit), now) {
+    if let Err(e) = ctx.store.roster_put(&entries, Some(audit), now) {
         error!(error = %e, "store: recording a removal");
         return;
     }
     info!(incident = %seats.incident.id, user = %user, why, "removing a member");
     for entry in &entries {
-        let Some(room) = room_of(bot, entry) else {
+        let Some(room) = room_of(ctx, entry) else {
             continue;
         };
         if kick_if_present(
@@ -247,8 +248,8 @@ pub(super) async fn remove(bot: &Bot, user: &UserId, seats: &Seats, why: &str) {
 
 /// The playbook's identity-change policy for an incident. A playbook that no longer
 /// loads counts as `remove`, the safer choice.
-fn policy(bot: &Bot, seats: &Seats) -> IdentityChange {
-    let loaded = bot
+fn policy(ctx: &Ctx, seats: &Seats) -> IdentityChange {
+    let loaded = ctx
         .store
         .playbook_snapshot(&seats.incident.id)
         .ok()
@@ -267,8 +268,8 @@ fn policy(bot: &Bot, seats: &Seats) -> IdentityChange {
 
 /// A member's identity changed since enrolment: alert once per new identity and
 /// incident, and remove them where the playbook says so.
-pub(super) async fn identity_changed(bot: &Bot, user: &UserId, all: &[Seats]) {
-    let identity = bot
+pub(super) async fn identity_changed(ctx: &Ctx, user: &UserId, all: &[Seats]) {
+    let identity = ctx
         .client
         .encryption()
         .get_user_identity(user)
@@ -279,20 +280,20 @@ pub(super) async fn identity_changed(bot: &Bot, user: &UserId, all: &[Seats]) {
         .as_ref()
         .and_then(trust::master_key)
         .unwrap_or_else(|| "none".to_owned());
-    let enrolled = bot
+    let enrolled = ctx
         .store
         .enrolment(user.as_str())
         .ok()
         .flatten()
         .and_then(|e| e.master_key);
     for seats in all {
-        let policy = policy(bot, seats);
+        let policy = policy(ctx, seats);
         let key = format!("guard/{}/identity/{user}/{master}", seats.incident.id);
-        let fresh = match bot.store.outbox_get(&key) {
+        let fresh = match ctx.store.outbox_get(&key) {
             Ok(None) => true,
             // Alerted before; under `alert` there is nothing more to do.
             Ok(Some(existing)) if policy == IdentityChange::Alert => {
-                alert::deliver(bot, &existing).await;
+                alert::deliver(ctx, &existing).await;
                 continue;
             }
             Ok(Some(_)) => false,
@@ -301,7 +302,7 @@ pub(super) async fn identity_changed(bot: &Bot, user: &UserId, all: &[Seats]) {
                 continue;
             }
         };
-        let now = bot.now();
+        let now = ctx.now();
         let action = match policy {
             IdentityChange::Remove => IdentityAction::Removed,
             IdentityChange::Alert => IdentityAction::AlertOnly,
@@ -311,15 +312,15 @@ pub(super) async fn identity_changed(bot: &Bot, user: &UserId, all: &[Seats]) {
             user.as_str(),
             action,
             now,
-            bot.config.time_zone,
+            ctx.config.time_zone,
         );
-        let Some(entry) = alert::record(bot, &seats.incident, &key, &body) else {
+        let Some(entry) = alert::record(ctx, &seats.incident, &key, &body) else {
             continue;
         };
         if fresh {
             warn!(incident = %seats.incident.id, user = %user, "identity changed since enrolment");
             audit(
-                bot,
+                ctx,
                 seats,
                 "guard.identity-changed",
                 json!({
@@ -332,15 +333,15 @@ pub(super) async fn identity_changed(bot: &Bot, user: &UserId, all: &[Seats]) {
             );
         }
         if policy == IdentityChange::Remove {
-            remove(bot, user, seats, IDENTITY_CHANGED).await;
+            remove(ctx, user, seats, IDENTITY_CHANGED).await;
         }
-        alert::deliver(bot, &entry).await;
+        alert::deliver(ctx, &entry).await;
     }
 }
 
 /// A member's enrolment was revoked: remove them from every open incident and alert.
-pub(super) async fn revoked(bot: &Bot, user: &UserId, all: &[Seats]) {
-    let since = bot
+pub(super) async fn revoked(ctx: &Ctx, user: &UserId, all: &[Seats]) {
+    let since = ctx
         .store
         .enrolment(user.as_str())
         .ok()
@@ -350,20 +351,20 @@ pub(super) async fn revoked(bot: &Bot, user: &UserId, all: &[Seats]) {
         .unwrap_or_default();
     for seats in all {
         let key = format!("guard/{}/revoked/{user}/{since}", seats.incident.id);
-        let now = bot.now();
-        let body = alert::revoked_body(&seats.incident, user.as_str(), now, bot.config.time_zone);
-        let Some(entry) = alert::record(bot, &seats.incident, &key, &body) else {
+        let now = ctx.now();
+        let body = alert::revoked_body(&seats.incident, user.as_str(), now, ctx.config.time_zone);
+        let Some(entry) = alert::record(ctx, &seats.incident, &key, &body) else {
             continue;
         };
-        remove(bot, user, seats, REVOKED).await;
-        alert::deliver(bot, &entry).await;
+        remove(ctx, user, seats, REVOKED).await;
+        alert::deliver(ctx, &entry).await;
     }
 }
 
-fn audit(bot: &Bot, seats: &Seats, action: &str, details: Value) {
-    if let Err(e) = bot
+fn audit(ctx: &Ctx, seats: &Seats, action: &str, details: Value) {
+    if let Err(e) = ctx
         .store
-        .audit(ACTOR, action, Some(&seats.incident.id), details, bot.now())
+        .audit(ACTOR, action, Some(&seats.incident.id), details, ctx.now())
     {
         error!(error = %e, action, "store: auditing a guard action");
     }
@@ -373,16 +374,16 @@ fn audit(bot: &Bot, seats: &Seats, action: &str, details: Value) {
 /// revocation), once cordon sees them verified again. Their identity is fetched from
 /// the homeserver: someone removed from the rooms may share none with cordon any more,
 /// and then nothing refreshes cordon's local copy of it.
-pub(super) async fn readmit(bot: &Arc<Bot>, user: &UserId) {
-    let removed = super::seats_where(bot, user, removed_by_guard);
+pub(super) async fn readmit(ctx: &Arc<Ctx>, user: &UserId) {
+    let removed = super::seats_where(ctx, user, removed_by_guard);
     if removed.is_empty() {
         return;
     }
-    if trust::status(&bot.client, &bot.store, user, true).await != Trust::Verified {
+    if trust::status(&ctx.client, &ctx.store, user, true).await != Trust::Verified {
         return;
     }
     for seats in removed {
-        let now = bot.now();
+        let now = ctx.now();
         // Intents first (one per room, keyed by the removal), then the roster, then the
         // invites: a restart in between finds the intents and sends them.
         let mut intents = Vec::new();
@@ -393,7 +394,7 @@ pub(super) async fn readmit(bot: &Arc<Bot>, user: &UserId) {
                 e.room_key,
                 e.at.timestamp_millis()
             );
-            let name = room_name(bot, e);
+            let name = room_name(ctx, e);
             let reason = format!(
                 "You are invited back to {name} ({}): an operator verified your identity \
                  again. Not the medical record: transcribe clinical advice into the \
@@ -405,7 +406,7 @@ pub(super) async fn readmit(bot: &Arc<Bot>, user: &UserId) {
                 user: user.to_string(),
                 reason,
             };
-            match bot
+            match ctx
                 .store
                 .outbox_put(&key, Some(&seats.incident.id), effect, now)
             {
@@ -422,19 +423,21 @@ pub(super) async fn readmit(bot: &Arc<Bot>, user: &UserId) {
                 ..e.clone()
             })
             .collect();
-        let names: Vec<String> = seats.entries.iter().map(|e| room_name(bot, e)).collect();
+        let names: Vec<String> = seats.entries.iter().map(|e| room_name(ctx, e)).collect();
         let audit = RosterAudit {
             actor: ACTOR,
             action: "guard.readmitted",
             details: json!({ "user": user, "rooms": names, "at": now }),
         };
-        if let Err(e) = bot.store.roster_put(&entries, Some(audit), now) {
+        if let Err(e) = ctx.store.roster_put(&entries, Some(audit), now) {
             error!(error = %e, "store: recording a readmission");
             continue;
         }
         info!(incident = %seats.incident.id, user = %user, "inviting a re-verified member back");
         for intent in &intents {
-            send_readmit(bot, intent).await;
+            if let Err(e) = invites::send(ctx, &intent.key, Kind::Readmit).await {
+                warn!(error = %e, "could not invite back; retrying later");
+            }
         }
         let key = format!(
             "guard/{}/readmitted/{user}/{}",
@@ -442,14 +445,14 @@ pub(super) async fn readmit(bot: &Arc<Bot>, user: &UserId) {
             now.timestamp_millis()
         );
         let body = alert::readmitted_body(&seats.incident, user.as_str(), &names);
-        if let Some(entry) = alert::record(bot, &seats.incident, &key, &body) {
-            alert::deliver(bot, &entry).await;
+        if let Some(entry) = alert::record(ctx, &seats.incident, &key, &body) {
+            alert::deliver(ctx, &entry).await;
         }
     }
 }
 
-fn room_name(bot: &Bot, entry: &RosterEntry) -> String {
-    bot.store
+fn room_name(ctx: &Ctx, entry: &RosterEntry) -> String {
+    ctx.store
         .room(&entry.incident, &entry.room_key)
         .ok()
         .flatten()
@@ -462,184 +465,5 @@ fn room_name(bot: &Bot, entry: &RosterEntry) -> String {
         .unwrap_or_else(|| entry.room_key.clone())
 }
 
-/// Sends one recorded invite back, lifting a ban first, if the roster still lets the
-/// person in.
-async fn send_readmit(bot: &Bot, intent: &crate::store::OutboxEntry) {
-    if !intent.is_pending() {
-        return;
-    }
-    let Effect::GuardReadmit {
-        room: room_id,
-        user,
-        reason,
-    } = &intent.effect
-    else {
-        return;
-    };
-    let Ok(user) = OwnedUserId::try_from(user.as_str()) else {
-        warn!(
-            key = intent.key,
-            "an invite back names no valid user; skipping it"
-        );
-        return;
-    };
-    let allowed = bot
-        .store
-        .roster_entry(room_id, user.as_str())
-        .ok()
-        .flatten()
-        .is_some_and(|e| e.is_allowed());
-    if !allowed {
-        return;
-    }
-    let Some(room) = rooms::joined(&bot.client, room_id) else {
-        return;
-    };
-    if let Ok(Some(m)) = room.get_member_no_sync(&user).await
-        && *m.membership() == MembershipState::Ban
-        && let Err(e) = room.unban_user(&user, Some("cordon: verified again")).await
-    {
-        warn!(error = %e, "could not lift a ban before inviting back");
-        return;
-    }
-    let outcome = match rooms::invite_with_reason(&bot.client, room.room_id(), &user, reason).await
-    {
-        Ok(InviteOutcome::Invited | InviteOutcome::AlreadyThere) => json!({ "outcome": "invited" }),
-        Ok(InviteOutcome::Refused(why)) => json!({ "outcome": "refused", "why": why }),
-        Err(e) => {
-            warn!(error = %e, "could not invite back; retrying later");
-            return;
-        }
-    };
-    if let Err(e) = bot
-        .store
-        .outbox_complete(&intent.key, Some(outcome), bot.now())
-    {
-        error!(error = %e, "store: completing an invite back");
-    }
-}
-
-/// Sends the invites back that a restart interrupted.
-pub(super) async fn resume_readmissions(bot: &Bot) {
-    let pending = match bot.store.outbox_pending() {
-        Ok(p) => p,
-        Err(e) => {
-            error!(error = %e, "store: listing pending invites back");
-            return;
-        }
-    };
-    for intent in pending
-        .iter()
-        .filter(|e| matches!(e.effect, Effect::GuardReadmit { .. }))
-    {
-        send_readmit(bot, intent).await;
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::incident::IncidentId;
-
-    fn entry(status: RosterStatus, at: DateTime<Utc>) -> RosterEntry {
-        RosterEntry {
-            incident: IncidentId::parse("drill-4k7p").unwrap(),
-            room_key: "command".into(),
-            room_id: "!r".into(),
-            user: "@n:hs".into(),
-            roles: vec!["nurse".into()],
-            status,
-            unverified: false,
-            at,
-        }
-    }
-
-    #[test]
-    fn only_an_invited_roster_entry_lets_someone_in() {
-        let now = Utc::now();
-        let old = now - TimeDelta::hours(1);
-        let v = |e: Option<&RosterEntry>| verdict("@n:hs", e, "@cordon:hs", now);
-        assert_eq!(
-            v(Some(&entry(RosterStatus::Invited, old))),
-            Verdict::Allowed
-        );
-        assert!(matches!(v(None), Verdict::Intruder { .. }));
-        let pending = entry(
-            RosterStatus::Pending {
-                why: "not enrolled".into(),
-            },
-            old,
-        );
-        match v(Some(&pending)) {
-            Verdict::Intruder { why } => assert!(why.contains("not enrolled"), "{why}"),
-            other => panic!("{other:?}"),
-        }
-        let removed = entry(
-            RosterStatus::Removed {
-                why: IDENTITY_CHANGED.into(),
-            },
-            old,
-        );
-        assert!(matches!(v(Some(&removed)), Verdict::Intruder { .. }));
-    }
-
-    #[test]
-    fn a_removal_under_way_is_not_an_intrusion() {
-        let now = Utc::now();
-        let just = entry(
-            RosterStatus::Removed { why: "x".into() },
-            now - TimeDelta::seconds(5),
-        );
-        assert_eq!(
-            verdict("@n:hs", Some(&just), "@cordon:hs", now),
-            Verdict::BeingRemoved
-        );
-    }
-
-    #[test]
-    fn cordon_itself_is_never_an_intruder() {
-        assert_eq!(
-            verdict("@cordon:hs", None, "@cordon:hs", Utc::now()),
-            Verdict::Allowed
-        );
-    }
-
-    #[test]
-    fn a_holder_put_out_by_anyone_but_themselves_was_ejected() {
-        let let_in = Utc::now();
-        let after = let_in + TimeDelta::seconds(1);
-        let e = |membership, sender| ejected("@n:hs", membership, sender, after, let_in);
-        assert!(e("ban", "@evil:hs"));
-        assert!(e("ban", "@cordon:hs"), "a ban claiming cordon is forged");
-        assert!(e("leave", "@cordon:hs"), "a kick claiming cordon is forged");
-        assert!(e("leave", "@evil:hs"));
-        assert!(!e("leave", "@n:hs"), "they left by their own hand");
-        for fine in ["join", "invite", "knock"] {
-            assert!(!e(fine, "@evil:hs"), "{fine}");
-        }
-        assert!(
-            !ejected(
-                "@n:hs",
-                "leave",
-                "@cordon:hs",
-                let_in - TimeDelta::minutes(5),
-                let_in
-            ),
-            "cordon's own removal, before it let them in again"
-        );
-    }
-
-    #[test]
-    fn only_guard_removals_are_undone_by_reverification() {
-        assert!(removed_by_guard(&RosterStatus::Removed {
-            why: IDENTITY_CHANGED.into()
-        }));
-        assert!(removed_by_guard(&RosterStatus::Removed {
-            why: REVOKED.into()
-        }));
-        assert!(!removed_by_guard(&RosterStatus::Removed {
-            why: "removed by the commander".into()
-        }));
-        assert!(!removed_by_guard(&RosterStatus::Invited));
-    }
-}
+mod tests;

@@ -57,6 +57,7 @@
 mod alert;
 mod control;
 pub mod devices;
+mod look;
 pub mod members;
 mod standing;
 pub mod state;
@@ -78,12 +79,13 @@ use tracing::{debug, error, info, instrument, warn};
 
 pub use members::{IDENTITY_CHANGED, REVOKED};
 
-use crate::app::ctx::{ACTOR, Bot};
+use crate::app::ctx::{ACTOR, Ctx};
 use crate::domain::incident::{Incident, IncidentId, State};
 use crate::matrix::MatrixError;
 use crate::store::{IncidentFilter, RoomRecord, RoomStatus, RosterEntry, RosterStatus};
 use crate::trust::{self, Trust};
 use alert::Finding;
+use look::{Look, look};
 use members::Verdict;
 
 /// How often everything is reconciled in the background.
@@ -110,7 +112,7 @@ const SETTLE: Duration = Duration::from_secs(2);
 /// burst of events would otherwise ban twice and alert twice), and a flag that a check
 /// is already queued behind the running one.
 ///
-/// Process-wide rather than on [`Bot`] because the bot's struct is not the guard's to
+/// Process-wide rather than on [`Ctx`] because the bot's struct is not the guard's to
 /// extend; room and user ids are unique, so sharing it between bots is harmless.
 struct Slot {
     lock: Arc<tokio::sync::Mutex<()>>,
@@ -154,8 +156,8 @@ pub(crate) struct Seats {
 }
 
 /// The incident, if its rooms are watched.
-fn open_incident(bot: &Bot, id: &IncidentId) -> Option<Incident> {
-    match bot.store.incident(id) {
+fn open_incident(ctx: &Ctx, id: &IncidentId) -> Option<Incident> {
+    match ctx.store.incident(id) {
         Ok(Some(i)) if WATCHED_STATES.contains(&i.state) => Some(i),
         Ok(_) => None,
         Err(e) => {
@@ -166,8 +168,8 @@ fn open_incident(bot: &Bot, id: &IncidentId) -> Option<Incident> {
 }
 
 /// `user`'s roster entries whose status passes `keep`, by open incident.
-fn seats_where(bot: &Bot, user: &UserId, keep: fn(&RosterStatus) -> bool) -> Vec<Seats> {
-    let entries = match bot.store.roster_for_user(user.as_str()) {
+fn seats_where(ctx: &Ctx, user: &UserId, keep: fn(&RosterStatus) -> bool) -> Vec<Seats> {
+    let entries = match ctx.store.roster_for_user(user.as_str()) {
         Ok(e) => e,
         Err(e) => {
             error!(error = %e, "store: reading a member's roster");
@@ -181,7 +183,7 @@ fn seats_where(bot: &Bot, user: &UserId, keep: fn(&RosterStatus) -> bool) -> Vec
     by_incident
         .into_iter()
         .filter_map(|(id, entries)| {
-            open_incident(bot, &id).map(|incident| Seats { incident, entries })
+            open_incident(ctx, &id).map(|incident| Seats { incident, entries })
         })
         .collect()
 }
@@ -194,12 +196,12 @@ struct Watched {
 }
 
 impl Watched {
-    fn from_record(bot: &Bot, record: RoomRecord) -> Option<Self> {
+    fn from_record(ctx: &Ctx, record: RoomRecord) -> Option<Self> {
         if !matches!(record.status, RoomStatus::Created | RoomStatus::Frozen) {
             return None;
         }
         let room_id = OwnedRoomId::try_from(record.room_id.as_deref()?).ok()?;
-        let incident = open_incident(bot, &record.incident)?;
+        let incident = open_incident(ctx, &record.incident)?;
         Some(Self {
             incident,
             record,
@@ -217,9 +219,9 @@ impl Watched {
     }
 }
 
-fn watched(bot: &Bot, room_id: &RoomId) -> Option<Watched> {
-    match bot.store.room_by_matrix_id(room_id.as_str()) {
-        Ok(Some(record)) => Watched::from_record(bot, record),
+fn watched(ctx: &Ctx, room_id: &RoomId) -> Option<Watched> {
+    match ctx.store.room_by_matrix_id(room_id.as_str()) {
+        Ok(Some(record)) => Watched::from_record(ctx, record),
         Ok(None) => None,
         Err(e) => {
             error!(error = %e, "store: looking up a room");
@@ -228,8 +230,8 @@ fn watched(bot: &Bot, room_id: &RoomId) -> Option<Watched> {
     }
 }
 
-fn all_watched(bot: &Bot) -> Vec<Watched> {
-    let incidents = match bot
+fn all_watched(ctx: &Ctx) -> Vec<Watched> {
+    let incidents = match ctx
         .store
         .incidents(&IncidentFilter::in_states(&WATCHED_STATES))
     {
@@ -241,11 +243,11 @@ fn all_watched(bot: &Bot) -> Vec<Watched> {
     };
     let mut out = Vec::new();
     for incident in incidents {
-        match bot.store.rooms(&incident.id) {
+        match ctx.store.rooms(&incident.id) {
             Ok(records) => out.extend(
                 records
                     .into_iter()
-                    .filter_map(|r| Watched::from_record(bot, r)),
+                    .filter_map(|r| Watched::from_record(ctx, r)),
             ),
             Err(e) => error!(error = %e, "store: listing an incident's rooms"),
         }
@@ -255,41 +257,41 @@ fn all_watched(bot: &Bot) -> Vec<Watched> {
 
 /// Registers the guard's event handlers on the bot's client, and starts the device
 /// and identity watchers.
-pub fn register(bot: &Arc<Bot>) {
-    let b = bot.clone();
-    bot.client
+pub fn register(ctx: &Arc<Ctx>) {
+    let b = ctx.clone();
+    ctx.client
         .add_event_handler(move |ev: Raw<AnySyncStateEvent>, room: Room| {
-            let bot = b.clone();
-            async move { on_state_event(bot, ev, room).await }
+            let ctx = b.clone();
+            async move { on_state_event(ctx, ev, room).await }
         });
-    devices::start(bot);
+    devices::start(ctx);
 }
 
 /// Any state event in a watched room, or a membership in a control room: look at it.
-async fn on_state_event(bot: Arc<Bot>, ev: Raw<AnySyncStateEvent>, room: Room) {
+async fn on_state_event(ctx: Arc<Ctx>, ev: Raw<AnySyncStateEvent>, room: Room) {
     let Ok(Some(event_type)) = ev.get_field::<String>("type") else {
         return;
     };
     if !state::is_watched(&event_type) {
         return;
     }
-    if let Some(w) = watched(&bot, room.room_id()) {
-        schedule(&bot, w.incident.id).await;
-    } else if event_type == "m.room.member" && bot.is_control_room(room.room_id()) {
-        control::schedule(&bot, room.room_id().to_owned()).await;
+    if let Some(w) = watched(&ctx, room.room_id()) {
+        schedule(&ctx, w.incident.id).await;
+    } else if event_type == "m.room.member" && ctx.is_control_room(room.room_id()) {
+        control::schedule(&ctx, room.room_id().to_owned()).await;
     }
 }
 
 /// Reconciles the rooms of `incident` soon, once for any number of events arriving
 /// meanwhile: an intruder's burst of changes (a ban, a rename, a tombstone, a pin) is
 /// undone and raised together, in one alert.
-async fn schedule(bot: &Arc<Bot>, incident: IncidentId) {
+async fn schedule(ctx: &Arc<Ctx>, incident: IncidentId) {
     let slot = slot(format!("incident:{incident}"));
     if slot.queued.swap(true, Ordering::SeqCst) {
         return;
     }
-    let b = bot.clone();
-    bot.spawn(async move {
+    let b = ctx.clone();
+    ctx.spawn(async move {
         tokio::time::sleep(SETTLE).await;
         let _held = slot.lock.lock().await;
         slot.queued.store(false, Ordering::SeqCst);
@@ -298,14 +300,14 @@ async fn schedule(bot: &Arc<Bot>, incident: IncidentId) {
 }
 
 /// Reads the room's whole current state from the homeserver (one request).
-async fn fetch(bot: &Bot, room_id: &RoomId) -> Result<state::Snapshot, MatrixError> {
-    Ok(state::snapshot(&fetch_events(bot, room_id).await?))
+async fn fetch(ctx: &Ctx, room_id: &RoomId) -> Result<state::Snapshot, MatrixError> {
+    Ok(state::snapshot(&fetch_events(ctx, room_id).await?))
 }
 
 /// The room's current state events, as JSON, from the homeserver (one request).
-async fn fetch_events(bot: &Bot, room_id: &RoomId) -> Result<Vec<Value>, MatrixError> {
+async fn fetch_events(ctx: &Ctx, room_id: &RoomId) -> Result<Vec<Value>, MatrixError> {
     let request = get_state_events::v3::Request::new(room_id.to_owned());
-    let response = bot
+    let response = ctx
         .client
         .send(request)
         .await
@@ -323,178 +325,16 @@ fn marker(room_id: &RoomId, id: &str) -> String {
     format!("guard:{room_id}:{id}")
 }
 
-/// What the guard found in one room, and what it will do there.
-struct Look {
-    /// Findings with their alert markers, whether new or alerted before.
-    findings: Vec<(String, Finding)>,
-    /// Members to ban, with their member event's id.
-    intruders: Vec<(String, Finding)>,
-    /// Members cordon is removing (kick, no alert).
-    leaving: Vec<String>,
-    /// State to put back.
-    drifts: Vec<state::Drift>,
-    /// Role holders to let back in.
-    ejected: Vec<Finding>,
-}
-
-impl Look {
-    fn is_clean(&self) -> bool {
-        self.findings.is_empty() && self.leaving.is_empty()
-    }
-}
-
-/// Looks at one room: who is in it, who was put out of it, and its state, against the
-/// store alone. `None` when the room cannot be judged now (a read failed).
-async fn look(bot: &Bot, w: &Watched) -> Option<Look> {
-    let room = bot.client.get_room(&w.room_id)?;
-    if room.state() != RoomState::Joined {
-        return Some(removed_from(bot, w, &room).await);
-    }
-    let snapshot = match fetch(bot, &w.room_id).await {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(room = %w.room_id, error = %e, "could not read the room's state; retrying at the next pass");
-            return None;
-        }
-    };
-    let now = bot.now();
-    let own = bot.user_id().as_str();
-    let mut out = Look {
-        findings: Vec::new(),
-        intruders: Vec::new(),
-        leaving: Vec::new(),
-        drifts: Vec::new(),
-        ejected: Vec::new(),
-    };
-
-    // Judge every joined or invited member from the store alone, as it stands now.
-    for (user, membership, seen) in snapshot.present() {
-        let entry = match bot.store.roster_entry(w.room_id.as_str(), user) {
-            Ok(e) => e,
-            Err(e) => {
-                // Never ban on a store failure: it could ban everyone.
-                error!(error = %e, "store: reading the roster; not judging this room now");
-                return None;
-            }
-        };
-        match members::verdict(user, entry.as_ref(), own, now) {
-            Verdict::Allowed => {}
-            Verdict::BeingRemoved => out.leaving.push(user.to_owned()),
-            Verdict::Intruder { why } => {
-                let f = Finding::Intruder {
-                    user: user.to_owned(),
-                    membership: membership.to_owned(),
-                    claimed_sender: seen.sender.clone(),
-                    at: seen.at,
-                    why,
-                };
-                out.findings
-                    .push((marker(&w.room_id, &seen.event_id), f.clone()));
-                out.intruders.push((seen.event_id.clone(), f));
-            }
-        }
-    }
-
-    // Every role holder cordon let in and did not take out: banned or removed by
-    // someone else, they are let back in. One who left by their own hand stays out
-    // (`status` lists them).
-    let roster = match bot.store.roster_for_room(w.room_id.as_str()) {
-        Ok(r) => r,
-        Err(e) => {
-            error!(error = %e, "store: reading the roster; not judging this room now");
-            return None;
-        }
-    };
-    for entry in roster.iter().filter(|e| e.is_allowed()) {
-        let Some((membership, seen)) = snapshot.membership(&entry.user) else {
-            continue;
-        };
-        if !members::ejected(&entry.user, membership, &seen.sender, seen.at, entry.at) {
-            continue;
-        }
-        let f = Finding::Ejected {
-            user: entry.user.clone(),
-            membership: membership.to_owned(),
-            claimed_sender: seen.sender.clone(),
-            at: seen.at,
-        };
-        out.findings
-            .push((marker(&w.room_id, &seen.event_id), f.clone()));
-        out.ejected.push(f);
-    }
-
-    // Every state event against what cordon set.
-    out.drifts = state::drift(
-        &w.record.desired,
-        w.record.create_alias.as_deref(),
-        &snapshot,
-    );
-    for d in &out.drifts {
-        let id = match &d.seen {
-            Some(s) => s.event_id.clone(),
-            None => format!("missing:{}:{}", d.event_type, d.state_key),
-        };
-        out.findings.push((
-            marker(&w.room_id, &id),
-            Finding::Drift {
-                event_type: d.event_type.clone(),
-                state_key: d.state_key.clone(),
-                claimed_sender: d.seen.as_ref().map(|s| s.sender.clone()),
-                at: d.seen.as_ref().map(|s| s.at),
-                own: d.own,
-            },
-        ));
-    }
-    Some(out)
-}
-
-/// cordon is not joined to a room it never left: whoever made it leave (a kick, a ban,
-/// a leave sent with its stolen or admin-issued token) has taken the room from it.
-async fn removed_from(bot: &Bot, w: &Watched, room: &Room) -> Look {
-    let member = room.get_member_no_sync(bot.user_id()).await.ok().flatten();
-    let (event_id, finding) = match member {
-        Some(m) => {
-            let event = m.event();
-            (
-                event.event_id().map(|e| e.to_string()),
-                Finding::CordonRemoved {
-                    membership: m.membership().to_string(),
-                    claimed_sender: Some(event.sender().to_string()),
-                    at: event
-                        .timestamp()
-                        .map(|ts| crate::app::millis_to_utc(u64::from(ts))),
-                },
-            )
-        }
-        None => (
-            None,
-            Finding::CordonRemoved {
-                membership: format!("{:?}", room.state()).to_lowercase(),
-                claimed_sender: None,
-                at: None,
-            },
-        ),
-    };
-    let id = event_id.unwrap_or_else(|| "cordon-removed".to_owned());
-    Look {
-        findings: vec![(marker(&w.room_id, &id), finding)],
-        intruders: Vec::new(),
-        leaving: Vec::new(),
-        drifts: Vec::new(),
-        ejected: Vec::new(),
-    }
-}
-
 /// Reconciles every watched room of one incident: looks at each, records one alert for
 /// what is new across them, then bans whoever cordon did not let in, lets back in the
 /// holders someone else put out, puts back every state event cordon did not set as it
 /// is, and rotates the room key after a ban.
 #[instrument(skip_all, fields(incident = %id))]
-async fn reconcile_incident(bot: &Arc<Bot>, id: &IncidentId) {
-    let rooms: Vec<Watched> = match bot.store.rooms(id) {
+async fn reconcile_incident(ctx: &Arc<Ctx>, id: &IncidentId) {
+    let rooms: Vec<Watched> = match ctx.store.rooms(id) {
         Ok(records) => records
             .into_iter()
-            .filter_map(|r| Watched::from_record(bot, r))
+            .filter_map(|r| Watched::from_record(ctx, r))
             .collect(),
         Err(e) => {
             error!(error = %e, "store: listing an incident's rooms");
@@ -506,7 +346,7 @@ async fn reconcile_incident(bot: &Arc<Bot>, id: &IncidentId) {
     };
     let mut looks = Vec::new();
     for w in rooms {
-        if let Some(l) = look(bot, &w).await
+        if let Some(l) = look(ctx, &w).await
             && !l.is_clean()
         {
             looks.push((w, l));
@@ -515,8 +355,8 @@ async fn reconcile_incident(bot: &Arc<Bot>, id: &IncidentId) {
     if looks.is_empty() {
         return;
     }
-    let now = bot.now();
-    let own = bot.user_id().as_str();
+    let now = ctx.now();
+    let own = ctx.user_id().as_str();
 
     // What is new (each offending event is alerted once), recorded before acting.
     let mut fresh_markers = Vec::new();
@@ -525,7 +365,7 @@ async fn reconcile_incident(bot: &Arc<Bot>, id: &IncidentId) {
         let fresh: Vec<Finding> = l
             .findings
             .iter()
-            .filter(|(m, _)| !bot.store.is_processed(m).unwrap_or(false))
+            .filter(|(m, _)| !ctx.store.is_processed(m).unwrap_or(false))
             .map(|(m, f)| {
                 fresh_markers.push(m.clone());
                 f.clone()
@@ -541,11 +381,11 @@ async fn reconcile_incident(bot: &Arc<Bot>, id: &IncidentId) {
         fresh_markers.sort_unstable();
         let digest = hex::encode(Sha256::digest(fresh_markers.join("\n").as_bytes()));
         let key = format!("guard/{}/compromise/{}", incident.id, &digest[..16]);
-        let body = alert::compromise_body(&incident, &by_room, own, now, bot.config.time_zone);
-        let entry = alert::record(bot, &incident, &key, &body);
+        let body = alert::compromise_body(&incident, &by_room, own, now, ctx.config.time_zone);
+        let entry = alert::record(ctx, &incident, &key, &body);
         if entry.is_some() {
             for m in &fresh_markers {
-                if let Err(e) = bot.store.mark_processed(m, now) {
+                if let Err(e) = ctx.store.mark_processed(m, now) {
                     error!(error = %e, "store: marking a finding alerted");
                 }
             }
@@ -561,22 +401,22 @@ async fn reconcile_incident(bot: &Arc<Bot>, id: &IncidentId) {
     // holders back in, then a fresh room key.
     crate::failpoint::hit("guard.before_acting").await;
     for (w, l) in &looks {
-        act(bot, w, l, now).await;
+        act(ctx, w, l, now).await;
     }
     if let Some(entry) = pending_alert {
-        alert::deliver(bot, &entry).await;
+        alert::deliver(ctx, &entry).await;
     }
 }
 
 /// Does what [`look`] found needed in one room.
-async fn act(bot: &Arc<Bot>, w: &Watched, l: &Look, now: DateTime<Utc>) {
-    let Some(room) = bot.client.get_room(&w.room_id) else {
+async fn act(ctx: &Arc<Ctx>, w: &Watched, l: &Look, now: DateTime<Utc>) {
+    let Some(room) = ctx.client.get_room(&w.room_id) else {
         return;
     };
     if room.state() != RoomState::Joined {
         if let Some((_, f)) = l.findings.first() {
             audit(
-                bot,
+                ctx,
                 &w.incident.id,
                 "guard.cordon-removed",
                 json!({ "room": w.room_id, "room_key": w.record.key, "finding": format!("{f:?}"), "detected_at": now }),
@@ -610,7 +450,7 @@ async fn act(bot: &Arc<Bot>, w: &Watched, l: &Look, now: DateTime<Utc>) {
                 banned_any = true;
                 info!(user = %user_id, "banned an intruder");
                 audit(
-                    bot,
+                    ctx,
                     &w.incident.id,
                     "guard.banned",
                     json!({
@@ -640,7 +480,7 @@ async fn act(bot: &Arc<Bot>, w: &Watched, l: &Look, now: DateTime<Utc>) {
             Ok(_) => {
                 info!(event_type = %d.event_type, state_key = %d.state_key, own = d.own, "put back forged room state");
                 audit(
-                    bot,
+                    ctx,
                     &w.incident.id,
                     if d.own {
                         "guard.state-reverted"
@@ -666,17 +506,17 @@ async fn act(bot: &Arc<Bot>, w: &Watched, l: &Look, now: DateTime<Utc>) {
         }
     }
     for f in &l.ejected {
-        members::let_back_in(bot, w, &room, f, now).await;
+        members::let_back_in(ctx, w, &room, f, now).await;
     }
     if banned_any && let Err(e) = room.discard_room_key().await {
         warn!(error = %e, "could not rotate the room key");
     }
 }
 
-fn audit(bot: &Bot, incident: &IncidentId, action: &str, details: Value) {
-    if let Err(e) = bot
+fn audit(ctx: &Ctx, incident: &IncidentId, action: &str, details: Value) {
+    if let Err(e) = ctx
         .store
-        .audit(ACTOR, action, Some(incident), details, bot.now())
+        .audit(ACTOR, action, Some(incident), details, ctx.now())
     {
         error!(error = %e, action, "store: auditing a guard action");
     }
@@ -684,20 +524,20 @@ fn audit(bot: &Bot, incident: &IncidentId, action: &str, details: Value) {
 
 /// Checks one person: an identity change or a revocation takes them out where the
 /// playbook says so; otherwise devices they have not cross-signed are alerted.
-pub(crate) async fn check_person(bot: &Arc<Bot>, user: &UserId) {
-    if user == bot.user_id() {
+pub(crate) async fn check_person(ctx: &Arc<Ctx>, user: &UserId) {
+    if user == ctx.user_id() {
         return;
     }
     let slot = slot(format!("user:{user}"));
     let _held = slot.lock.lock().await;
-    let seats = seats_where(bot, user, |s| *s == RosterStatus::Invited);
+    let seats = seats_where(ctx, user, |s| *s == RosterStatus::Invited);
     if seats.is_empty() {
         return;
     }
-    match trust::status(&bot.client, &bot.store, user, false).await {
-        Trust::IdentityChanged => members::identity_changed(bot, user, &seats).await,
-        Trust::Revoked => members::revoked(bot, user, &seats).await,
-        Trust::Verified | Trust::NotEnrolled => devices::check(bot, user, &seats).await,
+    match trust::status(&ctx.client, &ctx.store, user, false).await {
+        Trust::IdentityChanged => members::identity_changed(ctx, user, &seats).await,
+        Trust::Revoked => members::revoked(ctx, user, &seats).await,
+        Trust::Verified | Trust::NotEnrolled => devices::check(ctx, user, &seats).await,
         // No identity at all (admitted unverified, every device unsigned), or unknown.
         Trust::NoCrossSigning | Trust::Unknown { .. } => {}
     }
@@ -706,52 +546,52 @@ pub(crate) async fn check_person(bot: &Arc<Bot>, user: &UserId) {
 /// Invites `user` back into the incident rooms the guard removed them from (identity
 /// changed, or enrolment revoked), once they are verified again. Called after an
 /// enrolment, and by the periodic pass.
-pub async fn on_enrolled(bot: &Arc<Bot>, user: &UserId) {
+pub async fn on_enrolled(ctx: &Arc<Ctx>, user: &UserId) {
     let slot = slot(format!("user:{user}"));
     let _held = slot.lock.lock().await;
-    members::readmit(bot, user).await;
+    members::readmit(ctx, user).await;
 }
 
 /// Takes a person whose enrolment was just revoked out of every open incident, with an
 /// alert (the periodic pass would, within [`PERIOD`]).
-pub async fn on_revoked(bot: &Arc<Bot>, user: &UserId) {
-    bot.refresh_revoked();
-    standing::check(bot, user).await;
-    check_person(bot, user).await;
+pub async fn on_revoked(ctx: &Arc<Ctx>, user: &UserId) {
+    ctx.refresh_revoked();
+    standing::check(ctx, user).await;
+    check_person(ctx, user).await;
 }
 
 /// Enforces `user`'s standing in cordon's crypto store (see `standing`), raising
 /// what is new in the control rooms.
-pub(crate) async fn check_standing(bot: &Arc<Bot>, user: &UserId) {
-    standing::check(bot, user).await;
+pub(crate) async fn check_standing(ctx: &Arc<Ctx>, user: &UserId) {
+    standing::check(ctx, user).await;
 }
 
 /// Reconciles every watched room and checks every member once (at start-up, after the
 /// first sync), then again every [`PERIOD`] in the background.
-pub async fn reconcile_all(bot: &Arc<Bot>) {
-    pass(bot).await;
-    let bot = bot.clone();
-    bot.tasks.clone().spawn_detached(async move {
+pub async fn reconcile_all(ctx: &Arc<Ctx>) {
+    pass(ctx).await;
+    let ctx = ctx.clone();
+    ctx.tasks.clone().spawn_detached(async move {
         let mut tick = tokio::time::interval(PERIOD);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
             tokio::select! {
-                () = bot.tasks.stopping() => return,
+                () = ctx.tasks.stopping() => return,
                 _ = tick.tick() => {}
             }
-            pass(&bot).await;
+            pass(&ctx).await;
         }
     });
 }
 
 /// One full pass: interrupted alerts and invites back, every room, every person.
-async fn pass(bot: &Arc<Bot>) {
-    bot.refresh_revoked();
-    standing::check_everyone(bot).await;
-    alert::resume(bot).await;
-    members::resume_readmissions(bot).await;
-    let rooms = all_watched(bot);
+async fn pass(ctx: &Arc<Ctx>) {
+    ctx.refresh_revoked();
+    standing::check_everyone(ctx).await;
+    alert::resume(ctx).await;
+    crate::app::invites::replay(ctx, crate::app::invites::Kind::Readmit).await;
+    let rooms = all_watched(ctx);
     let mut incidents: BTreeSet<&IncidentId> = BTreeSet::new();
     for w in &rooms {
         incidents.insert(&w.incident.id);
@@ -759,13 +599,13 @@ async fn pass(bot: &Arc<Bot>) {
     for id in &incidents {
         let slot = slot(format!("incident:{id}"));
         let _held = slot.lock.lock().await;
-        reconcile_incident(bot, id).await;
+        reconcile_incident(ctx, id).await;
     }
-    control::check_all(bot).await;
+    control::check_all(ctx).await;
     let mut members: BTreeSet<OwnedUserId> = BTreeSet::new();
     let mut removed: BTreeSet<OwnedUserId> = BTreeSet::new();
     for id in incidents {
-        let Ok(roster) = bot.store.roster_for_incident(id) else {
+        let Ok(roster) = ctx.store.roster_for_incident(id) else {
             continue;
         };
         for e in roster {
@@ -784,12 +624,12 @@ async fn pass(bot: &Arc<Bot>) {
         }
     }
     for user in &members {
-        check_person(bot, user).await;
+        check_person(ctx, user).await;
     }
     for user in &removed {
         let slot = slot(format!("user:{user}"));
         let _held = slot.lock.lock().await;
-        members::readmit(bot, user).await;
+        members::readmit(ctx, user).await;
     }
     debug!(
         rooms = rooms.len(),

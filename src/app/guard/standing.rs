@@ -20,32 +20,32 @@ use matrix_sdk::ruma::{OwnedUserId, UserId};
 use serde_json::json;
 use tracing::{error, warn};
 
-use crate::app::ctx::{ACTOR, Bot};
+use crate::app::ctx::{ACTOR, Ctx};
 use crate::matrix::rooms::notice;
 use crate::trust::{self, Enforced};
 
 /// Enforces `user`'s standing and raises what is new in the control rooms.
-pub(crate) async fn check(bot: &Arc<Bot>, user: &UserId) {
-    if user == bot.user_id() {
+pub(crate) async fn check(ctx: &Arc<Ctx>, user: &UserId) {
+    if user == ctx.user_id() {
         return;
     }
     // One check of a person at a time: the watchers, the pass and a revocation may
     // all ask at once, and each alert is audited once.
     let slot = super::slot(format!("standing:{user}"));
     let _held = slot.lock.lock().await;
-    match trust::enforce(&bot.client, &bot.store, user).await {
+    match trust::enforce(&ctx.client, &ctx.store, user).await {
         Enforced::Nothing => {}
         Enforced::IdentityChanged {
             master_key,
             distrusted,
-        } => identity_changed(bot, user, &master_key, distrusted).await,
-        Enforced::Revoked { .. } => revoked_in_control_rooms(bot, user).await,
+        } => identity_changed(ctx, user, &master_key, distrusted).await,
+        Enforced::Revoked { .. } => revoked_in_control_rooms(ctx, user).await,
     }
 }
 
 /// Every enrolled person, once (the guard's periodic pass).
-pub(crate) async fn check_everyone(bot: &Arc<Bot>) {
-    let enrolments = match bot.store.enrolments() {
+pub(crate) async fn check_everyone(ctx: &Arc<Ctx>) {
+    let enrolments = match ctx.store.enrolments() {
         Ok(list) => list,
         Err(e) => {
             error!(error = %e, "store: listing enrolments");
@@ -54,16 +54,16 @@ pub(crate) async fn check_everyone(bot: &Arc<Bot>) {
     };
     for e in enrolments {
         if let Ok(user) = OwnedUserId::try_from(e.user.as_str()) {
-            check(bot, &user).await;
+            check(ctx, &user).await;
         }
     }
 }
 
 /// The control rooms `user` is joined to or invited into.
-async fn control_rooms_of(bot: &Bot, user: &UserId) -> Vec<matrix_sdk::Room> {
+async fn control_rooms_of(ctx: &Ctx, user: &UserId) -> Vec<matrix_sdk::Room> {
     let mut out = Vec::new();
-    for id in bot.control_rooms() {
-        let Some(room) = bot.client.get_room(&id) else {
+    for id in ctx.control_rooms() {
+        let Some(room) = ctx.client.get_room(&id) else {
             continue;
         };
         if let Ok(Some(member)) = room.get_member_no_sync(user).await
@@ -78,8 +78,8 @@ async fn control_rooms_of(bot: &Bot, user: &UserId) -> Vec<matrix_sdk::Room> {
     out
 }
 
-async fn identity_changed(bot: &Arc<Bot>, user: &UserId, master_key: &str, distrusted: usize) {
-    let now = bot.now();
+async fn identity_changed(ctx: &Arc<Ctx>, user: &UserId, master_key: &str, distrusted: usize) {
+    let now = ctx.now();
     let body = format!(
         "SECURITY ALERT: the identity (cross-signing keys) of {user} changed since an \
          operator enrolled them; detected {detected}. This happens when someone resets \
@@ -88,18 +88,18 @@ async fn identity_changed(bot: &Arc<Bot>, user: &UserId, master_key: &str, distr
          operator compared emojis with included: commands from them are refused, and no \
          room key of cordon's reaches any of their devices, until an operator enrols them \
          again in person (`cordon verify {user}`).",
-        detected = crate::domain::incident::plan::format_time(now, bot.config.time_zone),
+        detected = crate::domain::incident::plan::format_time(now, ctx.config.time_zone),
     );
-    let mut mention: Vec<OwnedUserId> = bot.config.operators.iter().cloned().collect();
+    let mut mention: Vec<OwnedUserId> = ctx.config.operators.iter().cloned().collect();
     mention.push(user.to_owned());
-    for room in control_rooms_of(bot, user).await {
+    for room in control_rooms_of(ctx, user).await {
         let key = format!("trust/identity/{user}/{master_key}/{}", room.room_id());
         let details = json!({
             "user": user, "room": room.room_id(), "master_key": master_key,
             "devices_distrusted": distrusted, "detected_at": now,
         });
         raise(
-            bot,
+            ctx,
             &room,
             &key,
             "trust.identity-changed",
@@ -111,15 +111,15 @@ async fn identity_changed(bot: &Arc<Bot>, user: &UserId, master_key: &str, distr
     }
 }
 
-async fn revoked_in_control_rooms(bot: &Arc<Bot>, user: &UserId) {
-    let Ok(Some(enrolment)) = bot.store.enrolment(user.as_str()) else {
+async fn revoked_in_control_rooms(ctx: &Arc<Ctx>, user: &UserId) {
+    let Ok(Some(enrolment)) = ctx.store.enrolment(user.as_str()) else {
         return;
     };
     let Some(revocation) = enrolment.revoked else {
         return;
     };
-    let now = bot.now();
-    let tz = bot.config.time_zone;
+    let now = ctx.now();
+    let tz = ctx.config.time_zone;
     let body = format!(
         "SECURITY ALERT: {user} is still a member of this control room, but an operator \
          revoked their enrolment ({by}, {at}). cordon withholds its room keys from every \
@@ -129,8 +129,8 @@ async fn revoked_in_control_rooms(bot: &Arc<Bot>, user: &UserId) {
         by = revocation.by,
         at = crate::domain::incident::plan::format_time(revocation.at, tz),
     );
-    let mention: Vec<OwnedUserId> = bot.config.operators.iter().cloned().collect();
-    for room in control_rooms_of(bot, user).await {
+    let mention: Vec<OwnedUserId> = ctx.config.operators.iter().cloned().collect();
+    for room in control_rooms_of(ctx, user).await {
         let key = format!(
             "trust/revoked/{user}/{}/{}",
             revocation.at.timestamp_millis(),
@@ -138,7 +138,7 @@ async fn revoked_in_control_rooms(bot: &Arc<Bot>, user: &UserId) {
         );
         let details = json!({ "user": user, "room": room.room_id(), "detected_at": now });
         raise(
-            bot,
+            ctx,
             &room,
             &key,
             "trust.revoked-member",
@@ -153,7 +153,7 @@ async fn revoked_in_control_rooms(bot: &Arc<Bot>, user: &UserId) {
 /// Raises `body` in a control room once under `key`, audited as `action` the first
 /// time (the outbox entry is what makes it once, across restarts too).
 pub(super) async fn raise(
-    bot: &Bot,
+    ctx: &Ctx,
     room: &matrix_sdk::Room,
     key: &str,
     action: &str,
@@ -161,13 +161,13 @@ pub(super) async fn raise(
     body: &str,
     mention: &[OwnedUserId],
 ) {
-    if matches!(bot.store.outbox_get(key), Ok(None)) {
+    if matches!(ctx.store.outbox_get(key), Ok(None)) {
         warn!(room = %room.room_id(), action, "raising a person's standing in a control room");
-        if let Err(e) = bot.store.audit(ACTOR, action, None, details, bot.now()) {
+        if let Err(e) = ctx.store.audit(ACTOR, action, None, details, ctx.now()) {
             error!(error = %e, action, "store: auditing a person's standing");
         }
     }
-    if let Err(e) = crate::app::chat::send_once(bot, room, key, None, notice(body, mention)).await {
+    if let Err(e) = crate::app::chat::send_once(ctx, room, key, None, notice(body, mention)).await {
         warn!(error = %e, action, "could not raise a person's standing in a control room");
     }
 }

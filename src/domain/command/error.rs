@@ -6,57 +6,8 @@
 //! next. Every piece of user input kept in a rejection has gone through `echo`, so a
 //! reply never carries control, invisible or direction-changing characters back.
 
-use super::args::Lookalike;
-use super::help;
-
-/// The longest piece of user input echoed back in a reply, in characters.
-const ECHO_MAX_CHARS: usize = 48;
-
-/// Makes user input safe to quote in a reply: control, invisible and direction-changing
-/// characters become `\u{…}` escapes, backticks become `'` (so they cannot break the
-/// reply's code spans), `<` and `>` become `‹` and `›` (no HTML), `@room` is defused
-/// (it would notify the whole room), and the result is cut to [`ECHO_MAX_CHARS`]
-/// characters.
-pub(crate) fn echo(s: &str) -> String {
-    let mut out = String::new();
-    for (count, c) in s.chars().enumerate() {
-        if count == ECHO_MAX_CHARS {
-            out.push('…');
-            break;
-        }
-        match c {
-            '`' => out.push('\''),
-            // Keeps echoed input from reading as HTML if a reply is ever sent as markup.
-            '<' => out.push('‹'),
-            '>' => out.push('›'),
-            c if Lookalike::of(c).is_some() || (c.is_whitespace() && c != ' ') => {
-                out.push_str(&format!("\\u{{{:04x}}}", u32::from(c)));
-            }
-            c => out.push(c),
-        }
-    }
-    defuse_room_mention(&out)
-}
-
-/// Replaces `@room` (any case) so that a reply cannot notify everyone in the room.
-fn defuse_room_mention(s: &str) -> String {
-    const NEEDLE: &str = "@room";
-    let lower = s.to_ascii_lowercase();
-    if !lower.contains(NEEDLE) {
-        return s.to_owned();
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    let mut rest = 0;
-    for (at, _) in lower.match_indices(NEEDLE) {
-        // `to_ascii_lowercase` keeps byte offsets, so `at` is a boundary in `s` too.
-        out.push_str(&s[rest..at]);
-        out.push_str("(at)");
-        out.push_str(&s[at + 1..at + NEEDLE.len()]);
-        rest = at + NEEDLE.len();
-    }
-    out.push_str(&s[rest..]);
-    out
-}
+use super::grammar::{command_names, usage};
+use super::text::Lookalike;
 
 /// Why a message addressed to cordon was not accepted as a command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -191,7 +142,7 @@ impl Rejection {
         let mut text = match self {
             Self::Empty => format!(
                 "`!cordon` needs a command after it. Commands: {}.",
-                help::command_names().join(", ")
+                command_names().join(", ")
             ),
             Self::TooLong { bytes, limit } => format!(
                 "That message is too long for a cordon command ({bytes} bytes; the limit is \
@@ -239,7 +190,7 @@ impl Rejection {
                 if let Some(suggestion) = suggestion {
                     s.push_str(&format!(" Did you mean `{suggestion}`?"));
                 }
-                s.push_str(&format!(" Commands: {}.", help::command_names().join(", ")));
+                s.push_str(&format!(" Commands: {}.", command_names().join(", ")));
                 s
             }
             Self::MissingArgument { command, argument } => {
@@ -275,7 +226,7 @@ impl Rejection {
         };
         match self.command() {
             Some(command) => {
-                if let Some(usage) = help::usage(command) {
+                if let Some(usage) = usage(command) {
                     text.push('\n');
                     text.push_str(&usage);
                 }
@@ -299,30 +250,6 @@ impl Rejection {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn echo_escapes_invisible_and_control_characters() {
-        assert_eq!(echo("a\u{202E}b"), "a\\u{202e}b");
-        assert_eq!(echo("a\u{1b}[31mb"), "a\\u{001b}[31mb");
-        assert_eq!(echo("a\tb"), "a\\u{0009}b");
-        assert_eq!(echo("`x`"), "'x'");
-        assert_eq!(echo("<img src=x>"), "‹img src=x›");
-    }
-
-    #[test]
-    fn echo_truncates_long_input() {
-        let long = "x".repeat(500);
-        let echoed = echo(&long);
-        assert_eq!(echoed.chars().count(), ECHO_MAX_CHARS + 1);
-        assert!(echoed.ends_with('…'));
-    }
-
-    #[test]
-    fn echo_defuses_room_mentions() {
-        assert_eq!(echo("hi @room!"), "hi (at)room!");
-        assert_eq!(echo("@ROOM"), "(at)ROOM");
-        assert!(!echo("é@Room@room").to_ascii_lowercase().contains("@room"));
-    }
 
     #[test]
     fn reply_names_the_usage_and_next_step() {

@@ -1,8 +1,8 @@
 //! The grammar itself: a clap-derived enum whose doc comments are the chat help.
 //!
 //! [`Grammar`] mirrors what commanders type, word for word (a name may arrive as several
-//! words, an incident may be left out). [`Grammar::into_command`] turns it into the typed
-//! [`Command`] the bot acts on. Every variant's doc comment ends with an example, and
+//! words, an incident may be left out). `parse` turns it into the typed [`Command`] the bot
+//! acts on. Every variant's doc comment ends with an example, and
 //! `!cordon help` renders these comments, so the help cannot drift from the parser.
 
 use std::time::Duration;
@@ -10,11 +10,7 @@ use std::time::Duration;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use matrix_sdk::ruma::OwnedUserId;
 
-use super::Command;
-use super::args::{
-    EventRef, IncidentName, IncidentRef, PlaybookId, Reason, RoleId, parse_duration, parse_user,
-};
-use super::error::Rejection;
+use super::args::{EventRef, IncidentRef, PlaybookId, RoleId, parse_duration, parse_user};
 
 /// The bin name clap shows in usage lines and errors.
 pub(crate) const BIN_NAME: &str = "!cordon";
@@ -264,73 +260,43 @@ pub(crate) fn parse_words(args: &[String]) -> Result<Grammar, clap::Error> {
     Chat::from_arg_matches_mut(&mut matches).map(|chat| chat.command)
 }
 
-impl Grammar {
-    /// Turns the words as typed into a typed command, validating what clap could not
-    /// (joined names and reasons, help topics).
-    pub(crate) fn into_command(self) -> Result<Command, Rejection> {
-        let invalid = |command: &str, argument: &str, reason: String| Rejection::InvalidArgument {
-            command: command.to_owned(),
-            argument: argument.to_owned(),
-            reason,
-        };
-        Ok(match self {
-            Self::Declare { playbook, name } => Command::Declare {
-                playbook,
-                name: IncidentName::from_words(&name)
-                    .map_err(|e| invalid("declare", "<NAME>", e.to_string()))?,
-            },
-            Self::Status { incident } => Command::Status { incident },
-            Self::Extend { incident, duration } => Command::Extend { incident, duration },
-            Self::Standdown { incident } => Command::Standdown { incident },
-            Self::Hold { incident, reason } => Command::Hold {
-                incident,
-                reason: Reason::from_words(&reason)
-                    .map_err(|e| invalid("hold", "--reason <REASON>", e.to_string()))?,
-            },
-            Self::Release { incident } => Command::Release { incident },
-            Self::Retry { incident } => Command::Retry { incident },
-            Self::Add {
-                incident,
-                user,
-                role,
-            } => Command::Add {
-                incident,
-                user,
-                role,
-            },
-            Self::Remove { incident, user } => Command::Remove { incident, user },
-            Self::Handover { incident, user } => Command::Handover { incident, user },
-            Self::Admit {
-                incident,
-                user,
-                unverified,
-                reason,
-            } => {
-                if !unverified {
-                    // clap requires the flag; this keeps the override explicit even if that
-                    // attribute is ever lost.
-                    return Err(Rejection::MissingArgument {
-                        command: "admit".to_owned(),
-                        argument: "--unverified".to_owned(),
-                    });
-                }
-                Command::Admit {
-                    incident,
-                    user,
-                    reason: Reason::from_words(&reason)
-                        .map_err(|e| invalid("admit", "--reason <REASON>", e.to_string()))?,
-                }
-            }
-            Self::Advice { link } => Command::Advice { event: link },
-            Self::Transcribed { link } => Command::Transcribed { event: link },
-            Self::Help { command } => Command::Help {
-                topic: match command {
-                    None => None,
-                    Some(topic) => Some(super::help::topic(&topic)?),
-                },
-            },
-        })
+/// The commands, in the order of the grammar (aliases and hidden commands left out).
+pub(crate) fn command_names() -> Vec<String> {
+    clap_command()
+        .get_subcommands()
+        .filter(|sub| !sub.is_hide_set())
+        .map(|sub| sub.get_name().to_owned())
+        .collect()
+}
+
+/// The usage line of `command` (`Usage: !cordon extend [INCIDENT] <DURATION>`).
+pub(crate) fn usage(command: &str) -> Option<String> {
+    let mut root = clap_command();
+    let sub = root.find_subcommand_mut(command)?;
+    Some(sub.render_usage().to_string().trim_end().to_owned())
+}
+
+/// The command closest to `word`, if one is close enough to be a likely typo.
+pub(crate) fn suggest(word: &str) -> Option<String> {
+    // Long words are not typos of short commands; bounding them also bounds the work.
+    if word.is_empty() || word.chars().count() > 24 {
+        return None;
     }
+    let word = word.to_lowercase();
+    let names = command_names();
+    if let Some(prefixed) = names
+        .iter()
+        .filter(|n| word.chars().count() >= 3 && n.starts_with(&word))
+        .min_by_key(|n| n.len())
+    {
+        return Some(prefixed.clone());
+    }
+    names
+        .into_iter()
+        .map(|name| (strsim::osa_distance(&word, &name), name))
+        .filter(|(d, name)| *d <= 2.max(name.len() / 4) && *d < name.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, name)| name)
 }
 
 #[cfg(test)]

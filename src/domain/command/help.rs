@@ -1,24 +1,9 @@
-//! `!cordon help`, usage lines and "did you mean" suggestions, all rendered from the
-//! clap tree of [`super::grammar`] as plain text (no ANSI colour).
+//! `!cordon help`, rendered from the clap tree of [`super::grammar`] as plain text (no
+//! ANSI colour).
 
-use super::error::{Rejection, echo};
-use super::grammar::clap_command;
-
-/// The commands, in the order of the grammar (aliases and hidden commands left out).
-pub(crate) fn command_names() -> Vec<String> {
-    clap_command()
-        .get_subcommands()
-        .filter(|sub| !sub.is_hide_set())
-        .map(|sub| sub.get_name().to_owned())
-        .collect()
-}
-
-/// The usage line of `command` (`Usage: !cordon extend [INCIDENT] <DURATION>`).
-pub(crate) fn usage(command: &str) -> Option<String> {
-    let mut root = clap_command();
-    let sub = root.find_subcommand_mut(command)?;
-    Some(sub.render_usage().to_string().trim_end().to_owned())
-}
+use super::error::Rejection;
+use super::grammar::{clap_command, suggest};
+use super::text::echo;
 
 /// Resolves a help topic (a command name or alias, case-insensitive, with or without a
 /// leading `!cordon`) to the command's canonical name.
@@ -84,32 +69,10 @@ fn tidy(text: &str) -> String {
     lines.join("\n").trim_end().to_owned()
 }
 
-/// The command closest to `word`, if one is close enough to be a likely typo.
-pub(crate) fn suggest(word: &str) -> Option<String> {
-    // Long words are not typos of short commands; bounding them also bounds the work.
-    if word.is_empty() || word.chars().count() > 24 {
-        return None;
-    }
-    let word = word.to_lowercase();
-    let names = command_names();
-    if let Some(prefixed) = names
-        .iter()
-        .filter(|n| word.chars().count() >= 3 && n.starts_with(&word))
-        .min_by_key(|n| n.len())
-    {
-        return Some(prefixed.clone());
-    }
-    names
-        .into_iter()
-        .map(|name| (strsim::osa_distance(&word, &name), name))
-        .filter(|(d, name)| *d <= 2.max(name.len() / 4) && *d < name.len())
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, name)| name)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::command::grammar::{command_names, usage};
 
     #[test]
     fn overview_lists_every_command_with_its_summary() {

@@ -2,8 +2,8 @@
 //! it, and where the words are (shlex, POSIX shell rules). All of it is linear in the
 //! length of the body.
 
-use super::args::Lookalike;
-use super::error::{Rejection, echo};
+use super::error::Rejection;
+use super::text::{Lookalike, echo};
 
 /// The prefix that addresses cordon (matched ASCII case-insensitively).
 pub const PREFIX: &str = "!cordon";

@@ -32,14 +32,15 @@ mod grammar;
 mod help;
 mod lexer;
 mod parse;
+mod text;
 
 use std::time::Duration;
 
 use matrix_sdk::ruma::OwnedUserId;
 
 pub use args::{
-    ArgError, EventRef, IncidentName, IncidentRef, Lookalike, MAX_EXTENSION, PlaybookId, Reason,
-    RoleId, parse_duration, parse_user,
+    ArgError, EventRef, IncidentName, IncidentRef, MAX_EXTENSION, PlaybookId, Reason, RoleId,
+    parse_duration, parse_user,
 };
 pub use error::Rejection;
 pub use help::help;
@@ -213,7 +214,7 @@ mod tests {
     #[test]
     fn names_match_the_grammar() {
         // Every command name the parser knows is one `Command::name` can return.
-        for name in help::command_names() {
+        for name in grammar::command_names() {
             let body = format!("!cordon help {name}");
             assert_eq!(
                 parse(&body),
@@ -222,7 +223,7 @@ mod tests {
                 }))
             );
         }
-        assert_eq!(help::command_names().len(), 14);
+        assert_eq!(grammar::command_names().len(), 14);
     }
 
     #[test]

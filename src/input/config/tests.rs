@@ -1,0 +1,177 @@
+use super::*;
+
+const GOOD: &str = "\
+homeserver: https://matrix.nhs.example
+user: \"@cordon:nhs.example\"
+password: { env: CORDON_PASSWORD }
+store_passphrase: { file: secrets/store-passphrase }
+state_dir: /var/lib/cordon
+playbooks_dir: playbooks
+archive_dir: /var/lib/cordon/archives
+control_rooms: [\"!control:nhs.example\"]
+operators: [\"@it-oncall:nhs.example\"]
+records_officers: [\"@records:nhs.example\"]
+";
+
+fn load(text: &str) -> Result<Config, Vec<Diagnostic>> {
+    Config::from_text(Path::new("/etc/cordon/cordon.yaml"), text)
+}
+
+fn errors(text: &str) -> Vec<String> {
+    match load(text) {
+        Ok(_) => panic!("expected errors"),
+        Err(d) => d.iter().map(|d| d.to_string()).collect(),
+    }
+}
+
+#[test]
+fn good_config_loads_with_defaults() {
+    let c = load(GOOD).unwrap();
+    assert_eq!(c.user.as_str(), "@cordon:nhs.example");
+    assert_eq!(c.time_zone, chrono_tz::Europe::London);
+    assert_eq!(c.command_max_age, Duration::from_secs(900));
+    assert_eq!(c.playbooks_dir, PathBuf::from("/etc/cordon/playbooks"));
+    assert_eq!(
+        c.store_passphrase,
+        SecretSource::File(PathBuf::from("/etc/cordon/secrets/store-passphrase"))
+    );
+    assert_eq!(c.password, SecretSource::Env("CORDON_PASSWORD".into()));
+}
+
+#[test]
+fn sync_stale_after_is_bounded() {
+    assert_eq!(
+        load(GOOD).unwrap().sync_stale_after,
+        DEFAULT_SYNC_STALE_AFTER
+    );
+    let c = load(&format!("{GOOD}metrics: {{ sync_stale_after: 2m }}\n")).unwrap();
+    assert_eq!(c.sync_stale_after, Duration::from_secs(120));
+    for bad in ["10s", "2h"] {
+        let errs = errors(&format!("{GOOD}metrics: {{ sync_stale_after: {bad} }}\n"));
+        assert!(errs[0].contains("between 45s and 1h"), "{errs:?}");
+    }
+    let errs = errors(&format!("{GOOD}metrics: {{ sync_stale_after: soon }}\n"));
+    assert!(
+        errs[0].contains(":11:30: error: metrics.sync_stale_after `soon` is not a duration"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn metrics_listen_is_checked_and_can_be_turned_off() {
+    assert_eq!(
+        load(GOOD).unwrap().metrics_listen,
+        Some(DEFAULT_METRICS_LISTEN)
+    );
+    let on = load(&format!("{GOOD}metrics: {{ listen: \"[::1]:9100\" }}\n")).unwrap();
+    assert_eq!(on.metrics_listen, Some("[::1]:9100".parse().unwrap()));
+    let off = load(&format!("{GOOD}metrics: {{ enabled: false }}\n")).unwrap();
+    assert_eq!(off.metrics_listen, None);
+    let errs = errors(&format!("{GOOD}metrics: {{ listen: localhost }}\n"));
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].contains("cordon.yaml:11:20: error: metrics.listen `localhost`"),
+        "{errs:#?}"
+    );
+    let errs = errors(&format!(
+        "{GOOD}metrics: {{ enabled: false, listen: \"127.0.0.1:1\" }}\n"
+    ));
+    assert!(errs[0].contains("remove one of them"), "{errs:#?}");
+    let errs = errors(&format!("{GOOD}metrics: {{ port: 9 }}\n"));
+    assert!(errs[0].contains("port"), "{errs:#?}");
+}
+
+#[test]
+fn inline_password_is_refused_with_its_line() {
+    let text = GOOD.replace("{ env: CORDON_PASSWORD }", "hunter2");
+    let errs = errors(&text);
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("cordon.yaml:3:") && e.contains("must not be written")),
+        "{errs:#?}"
+    );
+    assert!(errs.iter().all(|e| !e.contains("hunter2")), "{errs:#?}");
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_locations() {
+    let text = GOOD
+        .replace("https://matrix.nhs.example", "http://matrix.nhs.example")
+        .replace("\"@cordon:nhs.example\"", "cordon")
+        .replace("[\"@it-oncall:nhs.example\"]", "[\"@it-oncall\"]")
+        .replace("\"!control:nhs.example\"", "\"#control:nhs.example\"")
+        + "time_zone: Mars/Olympus\ncommands: { max_age: soon }\n";
+    let errs = errors(&text);
+    for needle in [
+        "cordon.yaml:1:13: error: homeserver",
+        "cordon.yaml:2:7: error: user: `cordon`",
+        "cordon.yaml:8:",
+        "cordon.yaml:9:",
+        "cordon.yaml:11:12: error: time_zone",
+        "cordon.yaml:12:",
+    ] {
+        assert!(
+            errs.iter().any(|e| e.contains(needle)),
+            "{needle}: {errs:#?}"
+        );
+    }
+    assert_eq!(errs.len(), 6, "{errs:#?}");
+}
+
+#[test]
+fn unknown_key_is_an_error() {
+    let errs = errors(&format!("{GOOD}pasword_file: x\n"));
+    assert!(errs.iter().any(|e| e.contains("pasword_file")), "{errs:#?}");
+}
+
+#[test]
+fn plain_http_is_allowed_only_to_loopback() {
+    let local = GOOD.replace("https://matrix.nhs.example", "http://127.0.0.1:8008");
+    assert!(load(&local).is_ok());
+    let remote = GOOD.replace("https://matrix.nhs.example", "http://10.0.0.5:8008");
+    assert!(load(&remote).is_err());
+}
+
+#[test]
+fn secret_needs_exactly_one_source() {
+    let both = GOOD.replace(
+        "{ env: CORDON_PASSWORD }",
+        "{ env: CORDON_PASSWORD, file: /x }",
+    );
+    assert!(errors(&both).iter().any(|e| e.contains("not both")));
+    let bad_env = GOOD.replace("CORDON_PASSWORD", "1-bad");
+    assert!(
+        errors(&bad_env)
+            .iter()
+            .any(|e| e.contains("environment variable"))
+    );
+}
+
+#[test]
+fn lookalike_operator_is_refused() {
+    // Cyrillic "о" in place of Latin "o".
+    let text = GOOD.replace("@it-oncall:nhs.example", "@it-\u{43e}ncall:nhs.example");
+    assert!(errors(&text).iter().any(|e| e.contains("non-ASCII")));
+}
+
+#[test]
+fn secret_debug_never_shows_the_value() {
+    let s = Secret("hunter2".into());
+    assert!(!format!("{s:?}").contains("hunter2"));
+}
+
+#[test]
+fn secret_file_trailing_newline_is_trimmed_and_empty_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("pw");
+    std::fs::write(&f, "s3cret\n").unwrap();
+    assert_eq!(
+        SecretSource::File(f.clone()).read().unwrap().expose(),
+        "s3cret"
+    );
+    std::fs::write(&f, "\n").unwrap();
+    assert!(matches!(
+        SecretSource::File(f).read(),
+        Err(SecretError::FileEmpty(_))
+    ));
+}
