@@ -7,10 +7,14 @@ import logging
 from typing import Any, Mapping, Optional, Tuple
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 from twisted.web.client import readBody
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 
+# Not re-exported by synapse.module_api, but stable for years and what
+# Synapse's own timeouts use to fire errbacks from the sentinel context.
+from synapse.logging.context import PreserveLoggingContext
 from synapse.module_api import (
     EventBase,
     ModuleApi,
@@ -172,30 +176,85 @@ class CordonGate:
             raise Unanswered("answer too large (%d bytes)" % len(raw))
         return parse_answer(response.code, raw)
 
+    async def _post_retrying(self, body: bytes, attempt: "_Attempt") -> Answer:
+        """One question, sent at most twice: a connection that the listener
+        closed while it sat idle in Synapse's connection pool fails before any
+        answer is read (Synapse reports it as RequestTimedOutError), and that
+        says nothing about cordon. A second failure is the answer. The caller's
+        timeout covers both tries."""
+        try:
+            return await self._post(body)
+        except Unanswered:
+            raise
+        except Exception as e:
+            if attempt.timed_out:
+                raise
+            logger.info(
+                "asking cordon failed (%s); trying once more", _describe(e)
+            )
+        return await self._post(body)
+
     async def _ask(self, question: dict) -> Answer:
+        """Sends the question; raises Unanswered unless cordon answered within
+        timeout_ms.
+
+        The timeout fires the result on its own: it does not wait for the HTTP
+        request to wind down (Synapse's client may carry on with it in the
+        background, up to its own 60 s limit; its outcome is then ignored)."""
         body = json.dumps(question).encode("utf-8")
-        d = run_in_background(self._post, body)
-        timed_out = []
+        attempt = _Attempt()
+        result: "defer.Deferred[Answer]" = defer.Deferred()
+
+        def settle(outcome: Any) -> None:
+            # called from the sentinel log context (d follows the logcontext
+            # rules; time_out below enters it explicitly)
+            if not result.called:
+                if isinstance(outcome, Failure):
+                    result.errback(outcome)
+                else:
+                    result.callback(outcome)
+            return None  # the outcome is consumed here; nothing left unhandled
+
+        d = run_in_background(self._post_retrying, body, attempt)
+        d.addBoth(settle)
 
         def time_out() -> None:
-            if not d.called:
-                timed_out.append(True)
-                d.cancel()
+            if result.called:
+                return
+            attempt.timed_out = True
+            with PreserveLoggingContext():
+                try:
+                    d.cancel()
+                except Exception:  # a canceller throwing must not stop the timeout
+                    logger.exception("cancelling the question to cordon failed")
+                if not result.called:
+                    result.errback(
+                        Unanswered("no answer within %d ms" % self._config.timeout_ms)
+                    )
 
         call = self._api.delayed_background_call(
             self._config.timeout_ms, time_out, desc="cordon_synapse_timeout"
         )
         try:
-            return await make_deferred_yieldable(d)
+            return await make_deferred_yieldable(result)
         except Unanswered:
             raise
         except Exception as e:
-            if timed_out:
+            if attempt.timed_out:
                 raise Unanswered("no answer within %d ms" % self._config.timeout_ms)
-            raise Unanswered("%s: %s" % (type(e).__name__, e) if str(e) else type(e).__name__)
+            raise Unanswered(_describe(e))
         finally:
             if call.active():
                 call.cancel()
+
+
+class _Attempt:
+    timed_out = False
+
+
+def _describe(e: BaseException) -> str:
+    text = str(e)
+    return "%s: %s" % (type(e).__name__, text) if text else type(e).__name__
 
 
 class StatusResource(Resource):

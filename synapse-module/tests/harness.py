@@ -66,6 +66,7 @@ class StandIn:
         self.records: List[Dict[str, Any]] = []
         self.policy: Callable[[dict], Verdict] = lambda q: (200, {"allow": True})
         self.hang_seconds = 0.0
+        self.drop_next = 0
         self.release = threading.Event()
         self._server: Optional[ThreadingHTTPServer] = None
         self._thread: Optional[threading.Thread] = None
@@ -79,6 +80,7 @@ class StandIn:
             self.records = []
         self.policy = lambda q: (200, {"allow": True})
         self.hang_seconds = 0.0
+        self.drop_next = 0
         self.release.clear()
 
     def questions(self, room_id: Optional[str] = None) -> List[Dict[str, Any]]:
@@ -108,6 +110,16 @@ class StandIn:
                     record["question"] = json.loads(raw)
                 except ValueError:
                     record["question"] = None
+                with standin.lock:
+                    drop = standin.drop_next > 0
+                    if drop:
+                        standin.drop_next -= 1
+                if drop:  # a connection closed before any answer
+                    record["status"], record["answer"] = None, None
+                    with standin.lock:
+                        standin.records.append(record)
+                    self.close_connection = True
+                    return
                 if standin.hang_seconds:
                     standin.release.wait(standin.hang_seconds)
                 if self.path != CHECK_PATH:
@@ -126,6 +138,9 @@ class StandIn:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(body)))
+                    # an HTTP/1.0 server closes after each answer: say so, or
+                    # the client's pool reuses a connection being closed
+                    self.send_header("Connection", "close")
                     self.end_headers()
                     self.wfile.write(body)
                 except OSError:
