@@ -321,3 +321,30 @@ def test_a_dropped_connection_is_tried_once_more(world):
     assert last_two[0]["question"] == last_two[1]["question"]
     w.standin.drop_next = 2
     assert_refused(*w.bot.set_state(room, "m.room.topic", {"topic": "t"}), "topic, dropped twice")
+
+
+def test_room_deletion_api_kicks_as_self_leaves(world):
+    """Not prevented, documented: Synapse's room deletion API
+    (DELETE /_synapse/admin/v2/rooms/{id}, block + purge) makes every local
+    member leave *as themselves* (sender == state_key), which the module lets
+    through unasked; then the room is purged. cordon sees nothing ask about it
+    and must notice it otherwise (check_can_shutdown_room would be the hook)."""
+    w = world
+    room = tagged_room(w, allowed=[w.alice])
+    assert w.bot.invite(room, w.alice)[0] == 200
+    assert w.alice.join(room)[0] == 200
+    n = len(w.standin.questions(room))
+    st, doc = w.admin.call("DELETE", "/_synapse/admin/v2/rooms/%s" % q(room),
+                           {"block": True, "purge": True})
+    assert st == 200, doc
+
+    def done():
+        s, d = w.admin.call("GET", "/_synapse/admin/v2/rooms/delete_status/%s"
+                            % doc["delete_id"])
+        return d if s == 200 and d.get("status") in ("complete", "failed") else None
+
+    result = wait_until("the room deletion", done)
+    print("deletion:", json.dumps(result))
+    assert result["status"] == "complete"
+    assert set(result["shutdown_room"]["kicked_users"]) == {w.bot.id, w.alice.id}
+    assert len(w.standin.questions(room)) == n
