@@ -348,3 +348,24 @@ def test_room_deletion_api_kicks_as_self_leaves(world):
     assert result["status"] == "complete"
     assert set(result["shutdown_room"]["kicked_users"]) == {w.bot.id, w.alice.id}
     assert len(w.standin.questions(room)) == n
+
+
+def test_make_room_admin_sends_two_events_in_the_bots_name(world):
+    """Documented for cordon: make_room_admin's power-levels change and its
+    invite are separate questions, both with the bot as sender. Each is judged
+    on its own: allowing the first and refusing the second leaves the power
+    change in place."""
+    w = world
+    room = tagged_room(w, power_ok=[w.admin])  # the grant passes, the invite does not
+    n = len(w.standin.questions(room))
+    st, doc = w.admin.call("POST", "/_synapse/admin/v1/rooms/%s/make_room_admin" % q(room), {})
+    assert_refused(st, doc, "make_room_admin, invite refused")
+    asked = [(r["question"]["event"], r["answer"]["allow"]) for r in w.standin.questions(room)[n:]]
+    assert [(e["type"], e["sender"], e["state_key"], ok) for e, ok in asked] == [
+        ("m.room.power_levels", w.bot.id, "", True),
+        ("m.room.member", w.bot.id, w.admin.id, False),
+    ]
+    assert asked[1][0]["content"]["membership"] == "invite"
+    pl = [e for e in w.bot.state(room) if e["type"] == "m.room.power_levels"][0]["content"]
+    assert pl["users"].get(w.admin.id) == 100
+    assert member_events(w.bot.state(room), w.admin) == []
