@@ -369,3 +369,19 @@ def test_make_room_admin_sends_two_events_in_the_bots_name(world):
     pl = [e for e in w.bot.state(room) if e["type"] == "m.room.power_levels"][0]["content"]
     assert pl["users"].get(w.admin.id) == 100
     assert member_events(w.bot.state(room), w.admin) == []
+
+
+def test_admin_puppeting_the_bot_looks_like_the_bot(world):
+    """Documented for cordon: an admin can log in *as the bot*
+    (POST /_synapse/admin/v1/users/{bot}/login) and act with its power. The
+    question is then indistinguishable by sender from cordon's own work, so
+    cordon must judge against what it is itself doing, not the sender."""
+    w = world
+    room = tagged_room(w)
+    st, doc = w.admin.call("POST", "/_synapse/admin/v1/users/%s/login" % q(w.bot.id), {})
+    assert st == 200, doc
+    puppet = type(w.bot)(w.hs, w.bot.id, doc["access_token"])
+    assert_refused(*puppet.invite(room, w.mallory), "invite by the puppeted bot")
+    last = w.standin.questions(room)[-1]["question"]["event"]
+    assert (last["sender"], last["state_key"]) == (w.bot.id, w.mallory.id)
+    assert w.bot.membership(room, w.mallory) is None
