@@ -30,6 +30,7 @@
 //! - [`clock`], [`failpoint`]: the injectable clock, and the fault-test hooks, which
 //!   exist only with the `test-hooks` feature (the tests turn it on, release builds
 //!   leave it off; without it every point is a no-op).
+//! - [`http`]: the small HTTP/1.1 server under cordon's listeners.
 //! - [`tasks`]: the one shutdown: every task of the running bot is spawned on one
 //!   tracker and stops on one cancellation token; its opening comment says how a stop
 //!   goes.
@@ -51,6 +52,7 @@ pub mod dev;
 pub mod domain;
 mod durable;
 pub mod failpoint;
+pub mod http;
 pub mod input;
 pub mod matrix;
 pub mod metrics;

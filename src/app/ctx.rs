@@ -110,9 +110,26 @@ pub struct Ctx {
     /// People whose enrolment is revoked, as last read from the store (see
     /// [`Ctx::before_send`]).
     pub(super) revoked: Mutex<Vec<OwnedUserId>>,
+    /// Prevention as last seen: `None` when it is not configured, else whether the
+    /// homeserver's module is on and what its status said (see `app::prevention`).
+    pub(crate) prevention: Mutex<Option<PreventionSeen>>,
+}
+
+/// What the prevention module's status said last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PreventionSeen {
+    /// Whether the module is on and asks this cordon.
+    pub(crate) on: bool,
+    /// What was found, for `status` and the alerts.
+    pub(crate) detail: String,
 }
 
 impl Ctx {
+    /// Prevention as last seen (`None` when not configured).
+    pub(crate) fn prevention_seen(&self) -> Option<PreventionSeen> {
+        self.prevention.lock().ok().and_then(|p| p.clone())
+    }
+
     /// Records a successful sync, for `/healthz` and the metrics.
     pub(super) fn synced(&self) {
         if let Ok(mut last) = self.last_sync.lock() {

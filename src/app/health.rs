@@ -77,12 +77,14 @@ impl Probe for BotProbe {
             return Health {
                 sync: stopping.clone(),
                 store: stopping,
+                prevention: None,
             };
         };
         let last = ctx.last_sync.lock().ok().and_then(|l| *l);
         Health {
             sync: sync_check(last, ctx.config.sync_stale_after),
             store: self.store(&ctx),
+            prevention: ctx.prevention_seen().map(|p| p.on),
         }
     }
 

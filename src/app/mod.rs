@@ -32,6 +32,7 @@ mod health;
 mod invites;
 mod jobs;
 mod pins;
+pub mod prevention;
 mod provision;
 mod reminders;
 mod resolve;
@@ -130,6 +131,12 @@ async fn serve(config: Config, tasks: &Tasks) -> Result<Arc<Ctx>, AppError> {
         }
         None => None,
     };
+    // Also before logging in: the prevention module's questions, refused ("starting")
+    // until the bot is up, so the homeserver fails closed meanwhile.
+    let gate = match &config.prevention {
+        Some(p) => Some(prevention::Gate::bind(p, tasks).await?),
+        None => None,
+    };
     matrix::session::create_private_dir(&config.state_dir)?;
     // The session first: a cordon that must be recovered leaves no store behind.
     let client = matrix::session::connect(&config, &password, &passphrase).await?;
@@ -180,6 +187,7 @@ async fn serve(config: Config, tasks: &Tasks) -> Result<Arc<Ctx>, AppError> {
         control_seen: Mutex::new(BTreeSet::new()),
         flood: Mutex::new(crate::domain::command::flood::Flood::default()),
         revoked: Mutex::new(Vec::new()),
+        prevention: Mutex::new(None),
     });
     ctx.refresh_revoked();
     // Who to tell if the store fails, before anything else can fail it.
@@ -205,6 +213,11 @@ async fn serve(config: Config, tasks: &Tasks) -> Result<Arc<Ctx>, AppError> {
     crate::app::guard::register(&ctx);
     if let Some(server) = &metrics {
         server.attach(Arc::new(health::BotProbe::new(&ctx)));
+    }
+    // Before the first sync: a provisioning resumed from here creates rooms, and the
+    // homeserver asks about their first events while `createRoom` is open.
+    if let Some(gate) = &gate {
+        gate.attach(&ctx);
     }
 
     // `cordon verify` talks to this process; the bot's own client runs every flow.
@@ -239,6 +252,9 @@ async fn serve(config: Config, tasks: &Tasks) -> Result<Arc<Ctx>, AppError> {
     ctx.synced();
     info!("first sync done; catching up");
 
+    if let (Some(gate), Some(p)) = (&gate, &ctx.config.prevention) {
+        prevention::watch(&ctx, p, gate.local_addr());
+    }
     catch_up_invites(&ctx).await;
     dispatch::catch_up(&ctx).await;
     crate::app::guard::reconcile_all(&ctx).await;

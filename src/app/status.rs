@@ -21,7 +21,12 @@ pub async fn render(ctx: &Ctx, incidents: &[Incident]) -> String {
     for incident in incidents {
         views.push(gather(ctx, incident).await);
     }
-    format(&views)
+    let mut out = format(&views);
+    if let Some(line) = crate::app::prevention::status_line(ctx) {
+        out.push_str("\n");
+        out.push_str(&line);
+    }
+    out
 }
 
 /// What the reply says about one incident, gathered from the store and the rooms.

@@ -75,6 +75,25 @@ pub struct RawConfig {
     /// The Prometheus `/metrics` and `/healthz` endpoints.
     #[serde(default)]
     pub metrics: Option<RawMetrics>,
+    /// Prevention: the Synapse module `cordon_synapse` asks cordon before any
+    /// membership or state change in its rooms (see `synapse-module/README.md`).
+    #[serde(default)]
+    pub prevention: Option<RawPrevention>,
+}
+
+/// `prevention:` section as written.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrevention {
+    /// Address and port the module's questions come to (loopback, like the module's
+    /// `endpoint`), e.g. `127.0.0.1:9479`.
+    pub listen: Located<String>,
+    /// The secret shared with the module: `{ file: PATH }` or `{ env: NAME }`, the same
+    /// value as the module's `secret_file`.
+    pub secret: Located<RawSecret>,
+    /// The module's status URL. Default: the homeserver's
+    /// `/_synapse/client/cordon/v1/status`.
+    pub status_url: Option<Located<String>>,
 }
 
 /// `metrics:` section as written.
@@ -222,7 +241,23 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// `/healthz` reports sync as down when the last sync is older than this.
     pub sync_stale_after: Duration,
+    /// Prevention through the Synapse module; `None` when not configured.
+    pub prevention: Option<Prevention>,
 }
+
+/// Where the Synapse module's questions come to, and how cordon checks it is on.
+#[derive(Debug, Clone)]
+pub struct Prevention {
+    /// The listener's address (loopback).
+    pub listen: SocketAddr,
+    /// The secret the module sends as a bearer token.
+    pub secret: SecretSource,
+    /// The module's status resource on the homeserver.
+    pub status_url: url::Url,
+}
+
+/// Where the module serves its status, under the homeserver's base URL.
+pub const PREVENTION_STATUS_PATH: &str = "_synapse/client/cordon/v1/status";
 
 /// Collects diagnostics for one file.
 struct Checker<'a> {
@@ -286,6 +321,70 @@ impl Checker<'_> {
             self.error(raw, format!("{field} must not be empty"));
         }
         resolve(base, &raw.value)
+    }
+
+    /// The `prevention:` section: a loopback listener (the module refuses a remote one
+    /// unless told otherwise, and so does cordon: the questions carry room state), the
+    /// shared secret, and the status URL.
+    fn prevention(
+        &mut self,
+        raw: &RawPrevention,
+        base: &Path,
+        homeserver: Option<&url::Url>,
+    ) -> Option<Prevention> {
+        let secret = self.secret("prevention.secret", &raw.secret, base);
+        let listen = match raw.listen.value.trim().parse::<SocketAddr>() {
+            Ok(addr) if addr.ip().is_loopback() => Some(addr),
+            Ok(_) => {
+                self.error(
+                    &raw.listen,
+                    format!(
+                        "prevention.listen `{}` is not a loopback address; the module and \
+                         cordon talk on this machine only, e.g. 127.0.0.1:9479",
+                        shown(&raw.listen.value)
+                    ),
+                );
+                None
+            }
+            Err(_) => {
+                self.error(
+                    &raw.listen,
+                    format!(
+                        "prevention.listen `{}` is not an address and port, e.g. 127.0.0.1:9479",
+                        shown(&raw.listen.value)
+                    ),
+                );
+                None
+            }
+        };
+        let status_url = match &raw.status_url {
+            Some(u) => match url::Url::parse(u.value.trim()) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") => Some(url),
+                _ => {
+                    self.error(
+                        u,
+                        format!(
+                            "prevention.status_url `{}` is not an http(s) URL, e.g. \
+                             https://matrix.nhs.example/{PREVENTION_STATUS_PATH}",
+                            shown(&u.value)
+                        ),
+                    );
+                    None
+                }
+            },
+            None => homeserver.and_then(|h| {
+                let mut base = h.clone();
+                if !base.path().ends_with('/') {
+                    base.set_path(&format!("{}/", base.path()));
+                }
+                base.join(PREVENTION_STATUS_PATH).ok()
+            }),
+        };
+        Some(Prevention {
+            listen: listen?,
+            secret,
+            status_url: status_url?,
+        })
     }
 
     fn secret(&mut self, field: &str, raw: &Located<RawSecret>, base: &Path) -> SecretSource {
@@ -501,6 +600,11 @@ impl Config {
             (DEFAULT_SYNC_STALE_AFTER, "90s"),
         );
 
+        let prevention = raw
+            .prevention
+            .as_ref()
+            .and_then(|p| c.prevention(p, &base, homeserver.as_ref()));
+
         match (c.problems.is_empty(), homeserver, user) {
             (true, Some(homeserver), Some(user)) => Ok(Config {
                 path: path.to_path_buf(),
@@ -518,6 +622,7 @@ impl Config {
                 command_max_age,
                 metrics_listen,
                 sync_stale_after,
+                prevention,
             }),
             _ => Err(c.problems),
         }
@@ -525,17 +630,21 @@ impl Config {
 
     /// One line describing the config, for `cordon config check`.
     pub fn summary(&self) -> String {
+        let metrics = match self.metrics_listen {
+            Some(addr) => format!("metrics on http://{addr}/metrics"),
+            None => "metrics off".to_owned(),
+        };
+        let prevention = match &self.prevention {
+            Some(p) => format!(", prevention questions on {}", p.listen),
+            None => String::new(),
+        };
         format!(
-            "{} on {}, {} operator(s), {} control room(s), time zone {}, {}",
+            "{} on {}, {} operator(s), {} control room(s), time zone {}, {metrics}{prevention}",
             self.user,
             self.homeserver,
             self.operators.len(),
             self.control_rooms.len(),
             self.time_zone,
-            match self.metrics_listen {
-                Some(addr) => format!("metrics on http://{addr}/metrics"),
-                None => "metrics off".to_owned(),
-            }
         )
     }
 

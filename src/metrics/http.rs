@@ -1,57 +1,26 @@
-//! The `/metrics` and `/healthz` endpoints: a deliberately small HTTP/1.1 server,
-//! hyper's `http1` connection on a tokio listener. It answers `GET` and `HEAD` for
-//! those two paths and nothing else, closes each connection after one answer, and
-//! bounds what a client can make it hold: an 8 KiB head of at most 32 headers (else
-//! 431), 5 s to send it (else 408), 10 s to take the answer, and 16 connections at
-//! once. A malformed head gets hyper's 400.
+//! The `/metrics` and `/healthz` endpoints, on [`crate::http`]'s small server. They
+//! answer `GET` and `HEAD` for those two paths and nothing else.
 //!
 //! `/healthz` answers 503 `starting` until the bot [`Server::attach`]es its [`Probe`],
 //! then 200 `ok` when sync is live and the store is writable, else 503 `failing` naming
 //! the check that failed, as JSON:
-//! `{"status":"ok","checks":{"sync":{"ok":true,"detail":"…"},"store":{…}}}`.
-//!
-//! The server and each connection run on the bot's [`Tasks`] given to
-//! [`Server::bind_until`] (see [`crate::tasks`] for the shutdown). It stops when they
-//! stop, or when it is dropped: it stops accepting at once, and [`Server::shutdown`]
-//! returns when the answers under way are written.
-//!
-//! Written here rather than by hyper, one part: hyper closes a connection whose head is
-//! late without a word, so the 408 after [`READ_TIMEOUT`] is written on the socket
-//! hyper gives back.
+//! `{"status":"ok","checks":{"sync":{"ok":true,"detail":"…"},"store":{…}}}`, with the
+//! prevention module's state beside the checks (`"prevention":"on"`, `"off"`, or
+//! `"not configured"`), which does not decide the status.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
 
 use super::Snapshot;
+use crate::http::{Answer, Listener, Router, TEXT, reply};
 use crate::tasks::Tasks;
-
-/// The largest request head read (also hyper's smallest read buffer).
-const MAX_HEAD: usize = 8 * 1024;
-/// The most header lines a request may have.
-const MAX_HEADERS: usize = 32;
-/// How long a client has to send its request head.
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long writing the answer may take.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections served at once; more wait in the kernel's backlog.
-const MAX_CONNECTIONS: usize = 16;
-/// The content type of the plain-text answers.
-const TEXT: &str = "text/plain; charset=utf-8";
+use tokio_util::sync::CancellationToken;
 
 /// One health check's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +38,10 @@ pub struct Health {
     pub sync: Check,
     /// Whether the store can be written.
     pub store: Check,
+    /// Whether the homeserver asks cordon before changes in its rooms: `None` when
+    /// prevention is not configured. Reported, not a check: the guard still undoes what
+    /// gets through.
+    pub prevention: Option<bool>,
 }
 
 impl Health {
@@ -88,10 +61,20 @@ pub trait Probe: Send + Sync {
 
 /// The listening endpoints.
 pub struct Server {
-    addr: SocketAddr,
+    listener: Listener,
     probe: Arc<OnceLock<Arc<dyn Probe>>>,
-    stop: CancellationToken,
-    task: Option<tokio::task::JoinHandle<Option<()>>>,
+}
+
+/// Routes `/metrics` and `/healthz` with the probe, once attached.
+struct Endpoints {
+    probe: Arc<OnceLock<Arc<dyn Probe>>>,
+}
+
+impl Router for Endpoints {
+    fn route(&self, request: Request<Incoming>) -> Answer {
+        let response = respond(&request, self.probe.get().map(|p| &**p));
+        Box::pin(async move { response })
+    }
 }
 
 /// Why the endpoints could not start.
@@ -116,27 +99,19 @@ impl Server {
     /// Listens on `addr` and serves, on `tasks`, until they stop or the server is
     /// dropped.
     pub async fn bind_until(addr: SocketAddr, tasks: &Tasks) -> Result<Self, BindError> {
-        let listener = TcpListener::bind(addr)
+        let probe: Arc<OnceLock<Arc<dyn Probe>>> = Arc::new(OnceLock::new());
+        let router = Arc::new(Endpoints {
+            probe: probe.clone(),
+        });
+        let listener = Listener::bind(addr, tasks, router, "metrics")
             .await
             .map_err(|source| BindError { addr, source })?;
-        let local = listener
-            .local_addr()
-            .map_err(|source| BindError { addr, source })?;
-        let probe: Arc<OnceLock<Arc<dyn Probe>>> = Arc::new(OnceLock::new());
-        // A child: dropping the server stops it without stopping the caller's tasks.
-        let stop = tasks.stop_token().child_token();
-        let task = tasks.spawn(serve(listener, probe.clone(), stop.clone(), tasks.clone()));
-        Ok(Self {
-            addr: local,
-            probe,
-            stop,
-            task: Some(task),
-        })
+        Ok(Self { listener, probe })
     }
 
     /// The address it listens on (the real port when the config asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.listener.local_addr()
     }
 
     /// Hands the endpoints the bot's probe; until then `/healthz` says `starting`.
@@ -146,108 +121,8 @@ impl Server {
 
     /// Stops listening, and returns once the answers under way are written (each is
     /// bounded by the read and write timeouts).
-    pub async fn shutdown(mut self) {
-        self.stop.cancel();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-async fn serve(
-    listener: TcpListener,
-    probe: Arc<OnceLock<Arc<dyn Probe>>>,
-    stop: CancellationToken,
-    tasks: Tasks,
-) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let next = async {
-            let permit = permits.clone().acquire_owned().await;
-            (permit, listener.accept().await)
-        };
-        let (permit, accepted) = tokio::select! {
-            () = stop.cancelled() => break,
-            next = next => next,
-        };
-        let Ok(permit) = permit else {
-            return;
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors and the like: pause rather than spin.
-                warn!(error = %e, "metrics endpoint: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let probe = probe.clone();
-        tasks.spawn_detached(async move {
-            if let Err(e) = answer(stream, probe).await {
-                debug!(%peer, error = %e, "metrics endpoint: connection ended");
-            }
-            drop(permit);
-        });
-    }
-    // Stop listening now, then wait for the answers under way.
-    drop(listener);
-    let all = u32::try_from(MAX_CONNECTIONS).unwrap_or(u32::MAX);
-    let _ = permits.acquire_many(all).await;
-}
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Serves one connection: one request, one answer.
-async fn answer(stream: TcpStream, probe: Arc<OnceLock<Arc<dyn Probe>>>) -> Result<(), BoxError> {
-    let head_read = Arc::new(AtomicBool::new(false));
-    let service = {
-        let head_read = head_read.clone();
-        hyper::service::service_fn(move |request: Request<Incoming>| {
-            head_read.store(true, Ordering::Release);
-            let response = respond(&request, probe.get().map(|p| &**p));
-            async move { Ok::<_, Infallible>(response) }
-        })
-    };
-    let mut connection = hyper::server::conn::http1::Builder::new()
-        .keep_alive(false)
-        .title_case_headers(true)
-        .auto_date_header(false)
-        .max_buf_size(MAX_HEAD)
-        .max_headers(MAX_HEADERS)
-        .header_read_timeout(None)
-        .serve_connection(TokioIo::new(stream), service);
-    tokio::select! {
-        served = &mut connection => return Ok(served?),
-        () = tokio::time::sleep(READ_TIMEOUT) => {}
-    }
-    if head_read.load(Ordering::Acquire) {
-        return match tokio::time::timeout(WRITE_TIMEOUT, connection).await {
-            Ok(served) => Ok(served?),
-            Err(_) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()),
-        };
-    }
-    // No complete head in time: hyper would close without a word; say why first.
-    let mut stream = connection.into_parts().io.into_inner();
-    let body = "request head not received in time\n";
-    let late = format!(
-        "HTTP/1.1 408 Request Timeout\r\nContent-Type: {TEXT}\r\nContent-Length: {}\r\n\
-         Cache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let written = async {
-        stream.write_all(late.as_bytes()).await?;
-        stream.shutdown().await
-    };
-    match tokio::time::timeout(WRITE_TIMEOUT, written).await {
-        Ok(written) => Ok(written?),
-        Err(_) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()),
+    pub async fn shutdown(self) {
+        self.listener.shutdown().await;
     }
 }
 
@@ -292,6 +167,11 @@ fn respond(request: &Request<Incoming>, probe: Option<&dyn Probe>) -> Response<F
                         json!({
                             "status": word,
                             "checks": { "sync": check(&health.sync), "store": check(&health.store) },
+                            "prevention": match health.prevention {
+                                Some(true) => "on",
+                                Some(false) => "off",
+                                None => "not configured",
+                            },
                         }),
                     )
                 }
@@ -306,25 +186,16 @@ fn respond(request: &Request<Incoming>, probe: Option<&dyn Probe>) -> Response<F
     }
 }
 
-/// An answer with its headers; the connection closes after it.
-fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
-    let length = body.len();
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    response
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 mod tests {
-    use tokio::io::AsyncReadExt;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
 
     use super::*;
+    use crate::http::{MAX_CONNECTIONS, MAX_HEAD, MAX_HEADERS, READ_TIMEOUT};
 
     struct Fixed(Health);
 
@@ -373,6 +244,7 @@ mod tests {
         s.attach(Arc::new(Fixed(Health {
             sync: check(true),
             store: check(true),
+            prevention: None,
         })));
         let r = get(s.local_addr(), "/healthz").await;
         assert!(r.starts_with("HTTP/1.1 200 OK"), "{r}");
@@ -382,6 +254,7 @@ mod tests {
         failing.attach(Arc::new(Fixed(Health {
             sync: check(true),
             store: check(false),
+            prevention: None,
         })));
         let r = get(failing.local_addr(), "/healthz?verbose").await;
         assert!(r.starts_with("HTTP/1.1 503"), "{r}");
@@ -408,6 +281,7 @@ mod tests {
         s.attach(Arc::new(Fixed(Health {
             sync: check(true),
             store: check(true),
+            prevention: None,
         })));
         let r = get(s.local_addr(), "/metrics").await;
         assert!(r.lines().any(|l| l == "cordon_invites_pending 0"), "{r}");

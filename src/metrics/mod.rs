@@ -90,6 +90,8 @@ pub struct Metrics {
     job_failures: Family<JobLabel, Counter>,
     matrix_requests: LatencyFamily,
     last_sync: Gauge<f64, AtomicU64>,
+    prevention: Gauge,
+    prevented: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -141,12 +143,29 @@ impl Metrics {
              first)",
             last_sync.clone(),
         );
+        let prevention = Gauge::default();
+        prevention.set(-1);
+        registry.register(
+            "prevention_enabled",
+            "Whether the homeserver's cordon_synapse module asks cordon before membership \
+             and state changes in its rooms: 1 on, 0 off, -1 not configured",
+            prevention.clone(),
+        );
+        let prevented = Counter::default();
+        registry.register(
+            "prevention_refusals",
+            "Membership and state changes in cordon's rooms that cordon refused when the \
+             module asked",
+            prevented.clone(),
+        );
         Self {
             registry,
             guard_alerts,
             job_failures,
             matrix_requests,
             last_sync,
+            prevention,
+            prevented,
         }
     }
 
@@ -176,6 +195,20 @@ impl Metrics {
                 endpoint: endpoint.to_owned(),
             })
             .observe(seconds);
+    }
+
+    /// Records whether prevention is on (`Some`) or not configured (`None`).
+    pub fn prevention(&self, on: Option<bool>) {
+        self.prevention.set(match on {
+            Some(true) => 1,
+            Some(false) => 0,
+            None => -1,
+        });
+    }
+
+    /// Counts one change refused when the module asked.
+    pub fn prevented(&self) {
+        self.prevented.inc();
     }
 
     /// Records a successful sync at `at`.

@@ -123,6 +123,7 @@ class CordonGate:
             state_key=state_key,
             sender=event.sender,
             content=content,
+            replaces=_content_of(state_events.get((event.type, state_key))),
         )
         what = "%s (state_key %r, sender %s) in %s" % (
             event.type,
@@ -250,6 +251,10 @@ class CordonGate:
 
 class _Attempt:
     timed_out = False
+
+
+def _content_of(event: Optional[EventBase]) -> Optional[Mapping[str, Any]]:
+    return None if event is None else event.content
 
 
 def _describe(e: BaseException) -> str:

@@ -286,7 +286,11 @@ def build_question(
     state_key: str,
     sender: str,
     content: Mapping[str, Any],
+    replaces: Optional[Mapping[str, Any]] = None,
 ) -> dict:
+    """The question for one event. `replaces` is the content of the state event of the
+    same type and key that it would replace (None when there is none): cordon tells a
+    kick from an unban by the membership it replaces."""
     return {
         "v": PROTOCOL_VERSION,
         "room_id": room_id,
@@ -299,6 +303,7 @@ def build_question(
             "sender": sender,
             "content": plain(content),
         },
+        "replaces": None if replaces is None else plain(replaces),
     }
 
 

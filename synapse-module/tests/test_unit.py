@@ -185,9 +185,13 @@ def test_question_shape():
         "v": 1, "room_id": "!r:hs", "incident": "INC-1", "room_key": "command",
         "event": {"event_id": "$e", "type": "m.room.member", "state_key": "@x:hs",
                   "sender": "@admin:hs", "content": {"membership": "invite", "x": [1, 2]}},
+        "replaces": None,
     }
     json.dumps(qn)
     assert build_question("!r:hs", RoomTag("I", None), "$e", "t", "", "@s:hs", {})["room_key"] is None
+    unban = build_question("!r:hs", RoomTag("I", "c"), "$e", "m.room.member", "@x:hs",
+                           "@bot:hs", {"membership": "leave"}, Frozen(membership="ban"))
+    assert unban["replaces"] == {"membership": "ban"}
 
 
 # --- the answer -------------------------------------------------------------------

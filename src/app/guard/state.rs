@@ -257,6 +257,34 @@ pub fn drift(desired: &Value, alias: Option<&str>, snapshot: &Snapshot) -> Vec<D
     out
 }
 
+/// Whether a state event of `event_type` and `state_key` with `content` is one cordon
+/// itself intends for a room whose record holds `desired` (created under `alias`): its
+/// own state as the record has it now (so its own changes, written to the record before
+/// they are sent, and the guard's reverts pass), the empty content that undoes a state
+/// event it never set, or the canonical alias `createRoom` wrote. What the prevention
+/// module asks about; [`drift`] is the same judgement over a whole room.
+pub fn intended(
+    desired: &Value,
+    alias: Option<&str>,
+    event_type: &str,
+    state_key: &str,
+    content: &Value,
+) -> bool {
+    if !desired.get("state").is_some_and(Value::is_object) {
+        return false;
+    }
+    let key = (event_type.to_owned(), state_key.to_owned());
+    match own_state(desired).get(&key) {
+        Some(want) => same_content(event_type, want, content),
+        None => {
+            *content == neutral(event_type)
+                || (event_type == "m.room.canonical_alias"
+                    && state_key.is_empty()
+                    && own_alias(alias, content))
+        }
+    }
+}
+
 /// True for the canonical-alias content `createRoom` wrote for cordon's alias: that
 /// alias (or none) and no alternatives.
 fn own_alias(alias: Option<&str>, content: &Value) -> bool {
