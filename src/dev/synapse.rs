@@ -59,6 +59,8 @@ pub struct Synapse {
     data_dir: PathBuf,
     python: PathBuf,
     shared_secret: String,
+    /// The prevention module's settings, when it runs with it.
+    prevention: Option<Prevention>,
     /// The watchdog shell, leader of the process group that holds Synapse.
     process: std::sync::Mutex<Option<Child>>,
 }
@@ -94,6 +96,69 @@ impl fmt::Debug for Registration {
     }
 }
 
+/// The Synapse module `cordon_synapse` (`synapse-module/`), compiled into the binary so
+/// that the demo and the tests run the repository's own module whatever directory
+/// they run in: written into the data directory and put on Synapse's `PYTHONPATH`.
+const MODULE_FILES: [(&str, &str); 4] = [
+    (
+        "__init__.py",
+        include_str!("../../synapse-module/cordon_synapse/__init__.py"),
+    ),
+    (
+        "_version.py",
+        include_str!("../../synapse-module/cordon_synapse/_version.py"),
+    ),
+    (
+        "gate.py",
+        include_str!("../../synapse-module/cordon_synapse/gate.py"),
+    ),
+    (
+        "rules.py",
+        include_str!("../../synapse-module/cordon_synapse/rules.py"),
+    ),
+];
+
+/// How a Synapse runs the prevention module: where cordon's questions go and the secret
+/// they share.
+#[derive(Debug, Clone)]
+pub struct Prevention {
+    /// The loopback port cordon answers on (chosen before either starts).
+    pub cordon_port: u16,
+    /// The file holding the shared secret (mode 0600).
+    pub secret_file: PathBuf,
+    /// The module's `fail_open`.
+    pub fail_open: bool,
+}
+
+impl Prevention {
+    /// A free port and a fresh secret in `dir`.
+    pub fn create(dir: &Path) -> Result<Self, HarnessError> {
+        let secret_file = dir.join("prevention.secret");
+        write(&secret_file, &format!("{}\n", random_secret()))?;
+        set_private(&secret_file)?;
+        Ok(Self {
+            cordon_port: free_port()?,
+            secret_file,
+            fail_open: false,
+        })
+    }
+
+    /// cordon's `prevention:` config section for this module.
+    pub fn cordon_config(&self) -> String {
+        format!(
+            "prevention: {{ listen: \"127.0.0.1:{}\", secret: {{ file: \"{}\" }} }}\n",
+            self.cordon_port,
+            self.secret_file.display()
+        )
+    }
+}
+
+fn set_private(path: &Path) -> Result<(), HarnessError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| HarnessError::io("making the prevention secret private", e))
+}
+
 /// Why one launch attempt failed.
 enum LaunchError {
     /// The port was taken; try another (or wait and retry the same one).
@@ -106,6 +171,11 @@ impl Synapse {
     /// loopback port in a fresh temporary data directory, and waits (at most 60 s) until
     /// it answers.
     pub async fn start() -> Result<Synapse, HarnessError> {
+        Self::start_with(None).await
+    }
+
+    /// As [`Synapse::start`], with the prevention module when `prevention` is given.
+    pub async fn start_with(prevention: Option<Prevention>) -> Result<Synapse, HarnessError> {
         let python = install::ensure_installed().await?;
         let data_dir = fresh_temp_dir("cordon-synapse")?;
         let mut synapse = Synapse {
@@ -114,6 +184,7 @@ impl Synapse {
             data_dir,
             python,
             shared_secret: random_secret(),
+            prevention,
             process: std::sync::Mutex::new(None),
         };
         // From here on, dropping `synapse` cleans up after a failure.
@@ -153,6 +224,21 @@ impl Synapse {
     /// removes its data when the process ends.
     pub async fn own() -> Result<&'static Synapse, HarnessError> {
         Ok(Box::leak(Box::new(Synapse::start().await?)))
+    }
+
+    /// A homeserver of its own that asks cordon through the prevention module (see
+    /// [`Prevention`]); never dropped, like [`Synapse::own`].
+    pub async fn own_with_prevention(
+        prevention: Prevention,
+    ) -> Result<&'static Synapse, HarnessError> {
+        Ok(Box::leak(Box::new(
+            Synapse::start_with(Some(prevention)).await?,
+        )))
+    }
+
+    /// The prevention module's settings, when this homeserver runs it.
+    pub fn prevention(&self) -> Option<&Prevention> {
+        self.prevention.as_ref()
     }
 
     /// The client-server API base URL, `http://127.0.0.1:PORT`.
@@ -407,7 +493,21 @@ impl Synapse {
             "root": { "level": level, "handlers": ["file"] },
             "disable_existing_loggers": false
         });
-        write(&self.data_dir.join("log.yaml"), &log_config.to_string())
+        write(&self.data_dir.join("log.yaml"), &log_config.to_string())?;
+        if self.prevention.is_some() {
+            let package = self.modules_dir().join("cordon_synapse");
+            std::fs::create_dir_all(&package)
+                .map_err(|e| HarnessError::io("creating the module's directory", e))?;
+            for (name, text) in MODULE_FILES {
+                write(&package.join(name), text)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Where the prevention module's package is written (on Synapse's `PYTHONPATH`).
+    fn modules_dir(&self) -> PathBuf {
+        self.data_dir.join("modules")
     }
 
     /// Writes `homeserver.yaml` for the current port.
@@ -462,6 +562,21 @@ impl Synapse {
             "rc_reports": unlimited,
             "rc_presence": { "per_user": unlimited }
         });
+        let mut config = config;
+        if let Some(p) = &self.prevention {
+            config["modules"] = json!([{
+                "module": "cordon_synapse.CordonGate",
+                "config": {
+                    "endpoint": format!(
+                        "http://127.0.0.1:{}/_cordon/prevention/v1/check",
+                        p.cordon_port
+                    ),
+                    "secret_file": p.secret_file,
+                    "timeout_ms": 5000,
+                    "fail_open": p.fail_open,
+                }
+            }]);
+        }
         write(&self.config_path(), &config.to_string())
     }
 
@@ -481,6 +596,7 @@ impl Synapse {
             .args(["-m", "synapse.app.homeserver", "-c"])
             .arg(self.config_path())
             .current_dir(&self.data_dir)
+            .env("PYTHONPATH", self.modules_dir())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -251,7 +251,9 @@ impl Builder {
             &format!("{tag}-cordon"),
             &playbooks,
             std::slice::from_ref(&lead),
-            "",
+            &hs.prevention()
+                .map(|p| p.cordon_config())
+                .unwrap_or_default(),
         )
         .await
         .unwrap();
