@@ -48,9 +48,11 @@ RUN mkdir -p src testkit/src \
     && cargo build --release --locked --bin cordon \
     && rm -rf src
 # Everything the binary compiles in is under src/ (the playbook scaffold is
-# src/input/playbook/scaffold.yaml). The tests stay stubs: only the binary is built, and test
-# edits then leave this layer's cache alone.
+# src/input/playbook/scaffold.yaml), and the Synapse module's Python files, which
+# `cordon demo` writes out for its throwaway Synapse (src/dev/synapse.rs). The tests stay
+# stubs: only the binary is built, and test edits then leave this layer's cache alone.
 COPY src ./src
+COPY synapse-module/cordon_synapse ./synapse-module/cordon_synapse
 COPY scripts/check-no-test-hooks ./scripts/
 # Touch so that cargo sees the real sources as newer than the stub build. No
 # `--features`: the `test-hooks` feature (failpoints, a fake full disk, a skewed clock,

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId};
+use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId, RoomId};
 
 use crate::dev::bot::{BotProcess, BotSetup};
 use crate::dev::{HarnessError, Synapse, TestUser};
@@ -68,16 +68,19 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         started: Instant::now(),
     };
     println!("cordon demo: a scripted major incident on a throwaway Synapse homeserver\n");
-    t.say("installing (first run only) and starting Synapse 1.163 on loopback");
-    let hs = Synapse::start().await?;
+    let dir = std::env::temp_dir().join(format!("cordon-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| DemoError::Io(dir.display().to_string(), e))?;
+    t.say(
+        "installing (first run only) and starting Synapse 1.163 on loopback, with the \
+         cordon_synapse module (prevention: Synapse asks cordon before any member or \
+         setting changes in its rooms)",
+    );
+    let hs = Synapse::start_with(Some(super::Prevention::create(&dir)?)).await?;
     t.say(format!(
         "Synapse is up at {} (server name {})",
         hs.base_url(),
         hs.server_name()
     ));
-
-    let dir = std::env::temp_dir().join(format!("cordon-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| DemoError::Io(dir.display().to_string(), e))?;
     let playbooks = dir.join("playbooks");
     std::fs::create_dir_all(&playbooks)
         .map_err(|e| DemoError::Io(playbooks.display().to_string(), e))?;
@@ -138,7 +141,12 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         "cordon",
         &playbooks,
         std::slice::from_ref(&commander_id),
-        "time_zone: Europe/London\n",
+        &format!(
+            "time_zone: Europe/London\n{}",
+            hs.prevention()
+                .map(super::Prevention::cordon_config)
+                .unwrap_or_default()
+        ),
     )
     .await?;
     let mut bot = BotProcess::start(&options.binary, &setup, &[])?;
@@ -250,6 +258,29 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         .await?;
     for line in status.lines() {
         println!("           | {line}");
+    }
+
+    // A rogue server admin tries the injection the guard was built to undo: Synapse's
+    // `make_room_admin` on an incident room. Synapse asks cordon first, and refuses.
+    if let Some((_, room)) = joined.first() {
+        let rogue = hs
+            .register_session("rogue-admin", "demo-password", true)
+            .await?;
+        t.say(format!(
+            "a rogue server admin ({}) calls Synapse's make_room_admin on an incident room",
+            rogue.user_id
+        ));
+        let refused = make_room_admin(&hs, &rogue, room).await;
+        t.say(format!("Synapse answered: {refused}"));
+        let (_, alert) = commander
+            .wait_for_message(&control, WAIT, |s, b| {
+                s == bot_id && b.starts_with("PREVENTED")
+            })
+            .await?;
+        t.say("cordon told the control room:");
+        for line in alert.lines() {
+            println!("           | {line}");
+        }
     }
 
     // The time limit: extended once, then the incident is stood down, which freezes
@@ -453,4 +484,34 @@ fn shorten(s: &str, max: usize) -> String {
 /// The default sample playbook, relative to the working directory.
 pub fn default_playbook() -> PathBuf {
     Path::new("playbooks").join("mass-casualty.yaml")
+}
+
+/// Calls Synapse's `make_room_admin` on `room` as `admin`; returns what Synapse said.
+async fn make_room_admin(hs: &Synapse, admin: &super::Registration, room: &RoomId) -> String {
+    let url = match hs.base_url().join(&format!(
+        "_synapse/admin/v1/rooms/{}/make_room_admin",
+        percent_encoding::utf8_percent_encode(room.as_str(), percent_encoding::NON_ALPHANUMERIC)
+    )) {
+        Ok(url) => url,
+        Err(e) => return format!("(no URL: {e})"),
+    };
+    let sent = match super::synapse::http_client() {
+        Ok(client) => {
+            client
+                .post(url)
+                .bearer_auth(&admin.access_token)
+                .json(&serde_json::json!({ "user_id": admin.user_id }))
+                .send()
+                .await
+        }
+        Err(e) => return format!("(no HTTP client: {e})"),
+    };
+    match sent {
+        Ok(response) => {
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            format!("{status} {}", body.trim())
+        }
+        Err(e) => format!("(no answer: {e})"),
+    }
 }

@@ -354,13 +354,21 @@ async fn report(ctx: &Ctx, incident: Option<&Incident>, q: &Question, why: &str,
         })
         .unwrap_or_else(|| q.room_id.clone());
     let about = incident.map_or_else(String::new, |i| format!(" of {}", i.id));
+    let through = if q.event.sender == ctx.user_id().as_str() {
+        format!(
+            "sent in cordon's own name ({}), which cordon did not intend: Synapse's admin \
+             API forges events that way, and so does anyone holding cordon's credentials",
+            q.event.sender
+        )
+    } else {
+        format!("attempted through the account {}", q.event.sender)
+    };
     let body = format!(
-        "PREVENTED: the homeserver refused {what} in {name}{about}, attempted through the \
-         account {sender}: {why}. Nothing changed in the room.\nA server admin, or \
-         someone with a server admin's or cordon's credentials, tried this: tell the server \
-         operators now. The next attempts from this account in this room are audited \
-         without another alert for a minute.",
-        sender = q.event.sender,
+        "PREVENTED: the homeserver refused {what} in {name}{about}, {through}: {why}. \
+         Nothing changed in the room.\nA server admin, or someone with a server admin's \
+         or cordon's credentials, tried this: tell the server operators now. Further \
+         attempts through this account in this room are audited without another alert \
+         for a minute."
     );
     let key = format!(
         "prevention/{}/{}",
