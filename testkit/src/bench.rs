@@ -53,6 +53,9 @@ pub struct BenchOptions {
     pub runs: usize,
     /// Role holders in the playbook.
     pub holders: usize,
+    /// Run Synapse with the prevention module (which asks cordon about every
+    /// membership and state event of the declare), and cordon answering it.
+    pub prevention: bool,
 }
 
 /// The benchmark's result.
@@ -190,8 +193,21 @@ archive:
 
 /// Runs the benchmark.
 pub async fn declare(options: BenchOptions) -> Result<BenchReport, BenchError> {
-    let hs = Synapse::start().await?;
-    let dir = std::env::temp_dir().join(format!("cordon-bench-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "cordon-bench-{}-{}",
+        std::process::id(),
+        if options.prevention {
+            "prevention"
+        } else {
+            "plain"
+        }
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| BenchError::Other(e.to_string()))?;
+    let prevention = match options.prevention {
+        true => Some(cordon::dev::Prevention::create(&dir)?),
+        false => None,
+    };
+    let hs = Synapse::start_with(prevention).await?;
     let playbooks = dir.join("playbooks");
     std::fs::create_dir_all(&playbooks).map_err(|e| BenchError::Other(e.to_string()))?;
     let (text, names) = playbook_text(hs.server_name(), options.holders);
@@ -210,7 +226,9 @@ pub async fn declare(options: BenchOptions) -> Result<BenchReport, BenchError> {
         "cordon",
         &playbooks,
         std::slice::from_ref(&commander_id),
-        "",
+        &hs.prevention()
+            .map(cordon::dev::Prevention::cordon_config)
+            .unwrap_or_default(),
     )
     .await?;
     let mut bot = BotProcess::start(&options.binary, &setup, &[])?;
@@ -293,7 +311,17 @@ pub async fn declare(options: BenchOptions) -> Result<BenchReport, BenchError> {
             expires_at: Utc::now() + chrono::TimeDelta::hours(24),
             time_zone: chrono_tz::Europe::London,
         };
-        let plans = plan::plan_rooms(&facts, Utc::now());
+        let mut plans = plan::plan_rooms(&facts, Utc::now());
+        if options.prevention {
+            // The baseline's rooms are not cordon's: untagged, the module lets them be
+            // (cordon would refuse an incident it never declared).
+            for p in &mut plans {
+                if let Some(content) = p.creation_content.as_object_mut() {
+                    content.remove(plan::TAG_INCIDENT);
+                    content.remove(plan::TAG_ROOM_KEY);
+                }
+            }
+        }
         report.invites = plans.iter().map(|p| p.invites.len()).sum();
         let started = Instant::now();
         baseline_declare(

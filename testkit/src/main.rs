@@ -32,6 +32,18 @@ enum BenchCmd {
         #[arg(long, default_value_t = 40)]
         holders: usize,
     },
+    /// The cost of prevention: the declare benchmark on a Synapse running the
+    /// cordon_synapse module (asking cordon about every membership and state event),
+    /// against the same benchmark without it, in the same run. Exits 1 when the module
+    /// adds 10 % or more to cordon's median.
+    Prevention {
+        /// Runs of each.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Role holders in the benchmark playbook.
+        #[arg(long, default_value_t = 40)]
+        holders: usize,
+    },
     /// Many incidents at once from several commanders, with traffic, sweeps and
     /// reminders, then all stood down: peak RSS, CPU and command-to-confirmation
     /// p50/p95 against one incident alone in the same run. Exits 1 when a target is
@@ -114,6 +126,7 @@ fn run(command: BenchCmd) -> anyhow::Result<ExitCode> {
                 binary,
                 runs: runs.max(1),
                 holders,
+                prevention: false,
             }))?;
             println!(
                 "declare, {} rooms, {} invites, {} runs each: cordon median {:.3} s, baseline median {:.3} s, ratio cordon/baseline {:.2}",
@@ -125,6 +138,38 @@ fn run(command: BenchCmd) -> anyhow::Result<ExitCode> {
                 report.ratio()
             );
             Ok(ExitCode::SUCCESS)
+        }
+        BenchCmd::Prevention { runs, holders } => {
+            let binary = binary()?;
+            let rt = runtime()?;
+            let options = |prevention| bench::BenchOptions {
+                binary: binary.clone(),
+                runs: runs.max(1),
+                holders,
+                prevention,
+            };
+            println!("without the module:");
+            let plain = rt.block_on(bench::declare(options(false)))?;
+            println!("with the module:");
+            let guarded = rt.block_on(bench::declare(options(true)))?;
+            let extra = guarded.cordon_median().as_secs_f64()
+                / plain.cordon_median().as_secs_f64().max(1e-9);
+            println!(
+                "prevention, {} rooms, {} invites, {} runs each: cordon median without the module {:.3} s (baseline {:.3} s), with it {:.3} s (baseline {:.3} s); with/without {:.2} (target below 1.10)",
+                plain.rooms,
+                plain.invites,
+                plain.cordon.len(),
+                plain.cordon_median().as_secs_f64(),
+                plain.baseline_median().as_secs_f64(),
+                guarded.cordon_median().as_secs_f64(),
+                guarded.baseline_median().as_secs_f64(),
+                extra
+            );
+            Ok(if extra < 1.10 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         BenchCmd::Load {
             incidents,
