@@ -403,6 +403,46 @@ impl Synapse {
         }
     }
 
+    /// Restarts Synapse with its prevention module loaded (`on`) or left out of
+    /// `homeserver.yaml` (a homeserver whose operator removed it). Only for a homeserver
+    /// started with [`Prevention`].
+    pub async fn restart_with_module(&self, on: bool) -> Result<(), HarnessError> {
+        let path = self.config_path();
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| HarnessError::io("reading homeserver.yaml", e))?;
+        let mut config: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| HarnessError::BadResponse {
+                context: "reading homeserver.yaml".into(),
+                detail: e.to_string(),
+            })?;
+        if on {
+            if let Some(modules) = self.module_config() {
+                config["modules"] = modules;
+            }
+        } else if let Some(map) = config.as_object_mut() {
+            map.remove("modules");
+        }
+        write(&path, &config.to_string())?;
+        self.restart().await
+    }
+
+    /// The `modules` entry for the prevention module, when this homeserver runs it.
+    fn module_config(&self) -> Option<serde_json::Value> {
+        let p = self.prevention.as_ref()?;
+        Some(json!([{
+            "module": "cordon_synapse.CordonGate",
+            "config": {
+                "endpoint": format!(
+                    "http://127.0.0.1:{}/_cordon/prevention/v1/check",
+                    p.cordon_port
+                ),
+                "secret_file": p.secret_file,
+                "timeout_ms": 5000,
+                "fail_open": p.fail_open,
+            }
+        }]))
+    }
+
     /// Stops Synapse (SIGTERM, then SIGKILL after 20 s). Keeps the data directory, so
     /// [`Synapse::restart`] can bring it back; dropping removes it. Does nothing if
     /// already stopped.
@@ -563,19 +603,8 @@ impl Synapse {
             "rc_presence": { "per_user": unlimited }
         });
         let mut config = config;
-        if let Some(p) = &self.prevention {
-            config["modules"] = json!([{
-                "module": "cordon_synapse.CordonGate",
-                "config": {
-                    "endpoint": format!(
-                        "http://127.0.0.1:{}/_cordon/prevention/v1/check",
-                        p.cordon_port
-                    ),
-                    "secret_file": p.secret_file,
-                    "timeout_ms": 5000,
-                    "fail_open": p.fail_open,
-                }
-            }]);
+        if let Some(modules) = self.module_config() {
+            config["modules"] = modules;
         }
         write(&self.config_path(), &config.to_string())
     }

@@ -215,3 +215,41 @@ async fn with_cordon_stopped_its_rooms_refuse_changes_and_others_do_not() {
     w.say("!cordon status").await;
     w.bot_says("Prevention: on").await;
 }
+
+/// cordon knows whether prevention is on: when the homeserver comes back without the
+/// module, the control room is told (and `status` and `/healthz` say so); when the
+/// module is back, the control room is told again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_room_is_told_when_prevention_goes_off_and_when_it_is_back() {
+    let hs = guarded_homeserver().await;
+    let w = world(hs).await;
+    w.say("!cordon status").await;
+    w.bot_says("Prevention: on").await;
+
+    hs.restart_with_module(false).await.unwrap();
+    let off = w.bot_says("PREVENTION OFF").await;
+    assert!(off.contains("no cordon_synapse module"), "{off}");
+    let metrics = w.bot.as_ref().unwrap().metrics_url().unwrap();
+    let health: Value = reqwest::get(format!("{metrics}/healthz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["prevention"], "off", "{health}");
+    w.say("!cordon status").await;
+    w.bot_says("Prevention: OFF").await;
+
+    hs.restart_with_module(true).await.unwrap();
+    w.bot_says("Prevention is on again").await;
+    let scrape = reqwest::get(format!("{metrics}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        scrape.lines().any(|l| l == "cordon_prevention_enabled 1"),
+        "{scrape}"
+    );
+}
