@@ -23,7 +23,7 @@ pub async fn render(ctx: &Ctx, incidents: &[Incident]) -> String {
     }
     let mut out = format(&views);
     if let Some(line) = crate::app::prevention::status_line(ctx) {
-        out.push_str("\n");
+        out.push('\n');
         out.push_str(&line);
     }
     out

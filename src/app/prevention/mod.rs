@@ -208,12 +208,7 @@ impl Questions {
             let c = ctx.clone();
             ctx.spawn(async move { report(&c, incident.as_ref(), &question, &why, alert).await });
         }
-        let mut response = reply(StatusCode::OK, "application/json", body.to_string());
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        response
+        reply(StatusCode::OK, "application/json", body.to_string())
     }
 
     fn authorised(&self, request: &Request<Incoming>) -> bool {

@@ -5,11 +5,15 @@
 //! work goes through unchanged; with cordon stopped, its rooms refuse changes while
 //! other rooms do not.
 
+use cordon::clock::Setting;
 use cordon::dev::{Prevention, Synapse};
 use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId, RoomId};
 use serde_json::Value;
 
+use std::time::Duration;
+
 use crate::guard::audited;
+use crate::schedule::wait_redacted;
 use crate::support::unique;
 use crate::world::{World, admin_get};
 
@@ -133,9 +137,9 @@ async fn an_admin_api_injection_is_refused_by_the_server_and_reported() {
 }
 
 /// cordon's own work goes through the module unchanged: rooms created and set up,
-/// holders invited and joining, a member removed and added back, command handed over
-/// (power levels), and the stand-down's freeze and destruction; nothing of cordon's is
-/// refused.
+/// holders invited and joining, retention (the briefing pinned again, old messages
+/// redacted), a member removed and added back, command handed over (power levels), and
+/// the stand-down's freeze and destruction; nothing of cordon's is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cordons_own_work_goes_through_the_module() {
     let hs = guarded_homeserver().await;
@@ -144,6 +148,15 @@ async fn cordons_own_work_goes_through_the_module() {
     let command = rooms["command"].clone();
     w.nurse_joins(&command).await;
     let nurse = w.nurse().user_id().to_owned();
+
+    // Retention: an hour on, the briefing is posted and pinned again (a state change)
+    // and the sweep redacts what is older than the window.
+    let old = w.nurse().send_text(&command, "Bay 4 free").await.unwrap();
+    w.advance_clock(Duration::from_secs(61 * 60)).await;
+    assert_eq!(wait_redacted(&w, &command, &old).await, "retention: 1h");
+    // Back to real time, so that the next commands are not an hour old to cordon.
+    w.set_clock(Setting::Offset(chrono::TimeDelta::zero()))
+        .await;
 
     w.say(&format!("!cordon remove {incident} {nurse}")).await;
     w.bot_says(&format!("Removed {nurse} from {incident}"))
