@@ -168,6 +168,7 @@ async fn serve(config: Config, tasks: &Tasks) -> Result<Arc<Ctx>, AppError> {
         }
     };
 
+    let config_prevention = config.prevention.is_some();
     let ctx = Arc::new(Ctx {
         config,
         store,
@@ -187,7 +188,11 @@ async fn serve(config: Config, tasks: &Tasks) -> Result<Arc<Ctx>, AppError> {
         control_seen: Mutex::new(BTreeSet::new()),
         flood: Mutex::new(crate::domain::command::flood::Flood::default()),
         revoked: Mutex::new(Vec::new()),
-        prevention: Mutex::new(None),
+        // Configured: off until the module's status says otherwise (read at once).
+        prevention: Mutex::new(config_prevention.then(|| ctx::PreventionSeen {
+            on: false,
+            detail: "the module's status is not read yet".to_owned(),
+        })),
     });
     ctx.refresh_revoked();
     // Who to tell if the store fails, before anything else can fail it.

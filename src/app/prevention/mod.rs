@@ -427,14 +427,27 @@ pub fn watch(ctx: &Arc<Ctx>, config: &Prevention, listening: SocketAddr) {
                 () = ctx.tasks.stopping() => return,
                 _ = tick.tick() => {}
             }
-            let seen = read_status(&http, &url, listening).await;
+            let seen = match read_status(&http, &url, listening).await {
+                Ok(seen) => seen,
+                // The homeserver is not answering at all: nothing changes in any room
+                // meanwhile, and what comes back is judged when it does.
+                Err(unreachable) if !first => {
+                    warn!(
+                        detail = unreachable.detail,
+                        "prevention: the homeserver did not answer"
+                    );
+                    continue;
+                }
+                Err(unreachable) => unreachable,
+            };
             let before = ctx
                 .prevention
                 .lock()
                 .ok()
                 .and_then(|mut p| p.replace(seen.clone()));
             crate::metrics::global().prevention(Some(seen.on));
-            let was_on = before.as_ref().map(|b| b.on);
+            // What the start-up placeholder said is not a state prevention was in.
+            let was_on = before.filter(|_| !first).map(|b| b.on);
             if first || was_on != Some(seen.on) {
                 changed(&ctx, was_on, &seen, first).await;
             }
@@ -443,43 +456,52 @@ pub fn watch(ctx: &Arc<Ctx>, config: &Prevention, listening: SocketAddr) {
     });
 }
 
-/// What the status resource says, judged against where cordon listens.
+/// What the status resource says, judged against where cordon listens; `Err` (off, with
+/// why) when the homeserver did not answer at all.
 async fn read_status(
     http: &reqwest::Client,
     url: &url::Url,
     listening: SocketAddr,
-) -> PreventionSeen {
+) -> Result<PreventionSeen, PreventionSeen> {
     let off = |detail: String| PreventionSeen { on: false, detail };
     let response = match http.get(url.clone()).send().await {
         Ok(r) => r,
-        Err(e) => return off(format!("the module's status at {url} did not answer ({e})")),
+        Err(e) => {
+            return Err(off(format!(
+                "the module's status at {url} did not answer ({e})"
+            )));
+        }
     };
     if response.status() == reqwest::StatusCode::NOT_FOUND {
-        return off(format!(
+        return Ok(off(format!(
             "the homeserver has no cordon_synapse module ({url} is not found)"
-        ));
+        )));
     }
     if !response.status().is_success() {
-        return off(format!(
+        return Ok(off(format!(
             "the module's status at {url} said {}",
             response.status()
-        ));
+        )));
     }
     let status: Value = match response.json().await {
         Ok(v) => v,
-        Err(e) => return off(format!("the module's status at {url} is not JSON ({e})")),
+        Err(e) => {
+            return Ok(off(format!(
+                "the module's status at {url} is not JSON ({e})"
+            )));
+        }
     };
     if status.get("module").and_then(Value::as_str) != Some("cordon_synapse") {
-        return off(format!("{url} is not cordon_synapse's status"));
+        return Ok(off(format!("{url} is not cordon_synapse's status")));
     }
     let endpoint = status.get("endpoint").and_then(Value::as_str).unwrap_or("");
     if !asks_here(endpoint, listening) {
-        return off(format!(
+        return Ok(off(format!(
             "the module asks {endpoint}, but cordon listens on {listening}{CHECK_PATH}"
-        ));
+        )));
     }
     let fail_open = status.get("fail_open").and_then(Value::as_bool) == Some(true);
-    PreventionSeen {
+    Ok(PreventionSeen {
         on: true,
         detail: format!(
             "cordon_synapse {} asks cordon first ({})",
@@ -490,7 +512,7 @@ async fn read_status(
                 "fail closed: while cordon does not answer, changes are refused"
             }
         ),
-    }
+    })
 }
 
 /// Whether the module's endpoint is this listener (a loopback host, this port, the
@@ -571,4 +593,75 @@ pub(crate) fn status_line(ctx: &Ctx) -> Option<String> {
             seen.detail
         )
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_module_asks_here_only_at_this_port_and_path_on_loopback() {
+        let here: SocketAddr = "127.0.0.1:9479".parse().unwrap();
+        assert!(asks_here(
+            "http://127.0.0.1:9479/_cordon/prevention/v1/check",
+            here
+        ));
+        assert!(asks_here(
+            "http://localhost:9479/_cordon/prevention/v1/check",
+            here
+        ));
+        assert!(!asks_here(
+            "http://127.0.0.1:9480/_cordon/prevention/v1/check",
+            here
+        ));
+        assert!(!asks_here(
+            "http://10.0.0.5:9479/_cordon/prevention/v1/check",
+            here
+        ));
+        assert!(!asks_here("http://127.0.0.1:9479/elsewhere", here));
+        assert!(!asks_here("not a url", here));
+    }
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cret", b"s3cre"));
+        assert!(!constant_time_eq(b"s3cret", b"s3creT"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+
+    #[test]
+    fn what_was_attempted_is_said_in_words() {
+        let q = |t: &str, k: &str, content: Value| Question {
+            v: 1,
+            room_id: "!r:hs".into(),
+            incident: json!("mc-4k7p"),
+            room_key: Some("command".into()),
+            event: Asked {
+                event_id: Some("$e".into()),
+                event_type: t.into(),
+                state_key: k.into(),
+                sender: "@admin:hs".into(),
+                content,
+            },
+            replaces: None,
+        };
+        assert_eq!(
+            attempted(&q(
+                "m.room.member",
+                "@eve:hs",
+                json!({ "membership": "invite" })
+            )),
+            "an invite of @eve:hs"
+        );
+        assert_eq!(
+            attempted(&q("m.room.power_levels", "", json!({}))),
+            "a change of who may do what (power levels)"
+        );
+        assert_eq!(
+            attempted(&q("m.widget", "w1", json!({}))),
+            "a `m.widget` state event (w1)"
+        );
+    }
 }

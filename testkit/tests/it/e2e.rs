@@ -392,26 +392,8 @@ pub(crate) async fn assert_declared_once(w: &World, name: &str, point: &str) -> 
 
 /// Kills the bot with SIGKILL at each failpoint of a declare, restarts it, and checks
 /// the end state: exactly the playbook's rooms, everyone invited once, nothing sent twice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_at_any_point_of_declare_resumes_without_duplicates() {
-    let points = [
-        "provision.before_create_room",
-        // Rooms are created a few at once: `@2` is the second room to get there.
-        "provision.before_create_room@2",
-        "provision.after_create_room",
-        "provision.after_create_room@2",
-        "provision.before_invite",
-        "provision.before_invites_recorded",
-        "send.before@1",
-        "send.before@2",
-        "send.before@3",
-        "send.before@4",
-        "send.before@5",
-        "send.before@6",
-        "send.before@7",
-        "provision.before_pin",
-        "provision.before_active",
-    ];
+/// The points are taken in three worlds of their own, so the three run side by side.
+async fn sigkill_at_each_point_resumes_without_duplicates(points: &[&str]) {
     let mut w = World::new(2).await;
     for (n, point) in points.iter().enumerate() {
         let name = format!("Crash drill {n}");
@@ -428,6 +410,47 @@ async fn sigkill_at_any_point_of_declare_resumes_without_duplicates() {
     }
     w.stop_bot();
     assert_all_active(&w, points.len());
+}
+
+/// SIGKILL while the rooms are created and before the invites go out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_rooms_are_created_resumes_without_duplicates() {
+    sigkill_at_each_point_resumes_without_duplicates(&[
+        "provision.before_create_room",
+        // Rooms are created a few at once: `@2` is the second room to get there.
+        "provision.before_create_room@2",
+        "provision.after_create_room",
+        "provision.after_create_room@2",
+        "provision.before_invite",
+    ])
+    .await;
+}
+
+/// SIGKILL while the invites are recorded and the first messages are sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_inviting_and_sending_resumes_without_duplicates() {
+    sigkill_at_each_point_resumes_without_duplicates(&[
+        "provision.before_invites_recorded",
+        "send.before@1",
+        "send.before@2",
+        "send.before@3",
+        "send.before@4",
+    ])
+    .await;
+}
+
+/// SIGKILL while the briefings are posted and pinned, and before the incident is
+/// active.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_briefing_resumes_without_duplicates() {
+    sigkill_at_each_point_resumes_without_duplicates(&[
+        "send.before@5",
+        "send.before@6",
+        "send.before@7",
+        "provision.before_pin",
+        "provision.before_active",
+    ])
+    .await;
 }
 
 /// In the stopped bot's store: `count` incidents, all active, and the audit chain intact.
