@@ -113,6 +113,9 @@ pub struct Ctx {
     /// Prevention as last seen: `None` when it is not configured, else whether the
     /// homeserver's module is on and what its status said (see `app::prevention`).
     pub(crate) prevention: Mutex<Option<PreventionSeen>>,
+    /// When this process started, by cordon's clock: a deadline before it passed while
+    /// cordon was down.
+    pub(crate) started_at: DateTime<Utc>,
 }
 
 /// What the prevention module's status said last.

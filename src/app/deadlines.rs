@@ -37,6 +37,7 @@ pub(crate) async fn on_expiry(
     match incident.state {
         // Extended meanwhile: the timer was re-armed for the new expiry.
         State::Active if incident.expires_at > fire.due => Ok(()),
+        State::Active if incident.expires_at < ctx.started_at => late_expiry(ctx, &incident).await,
         State::Active | State::StandingDown | State::Failed => {
             super::standdown::stand_down(ctx, &incident, ACTOR).await
         }
@@ -45,6 +46,98 @@ pub(crate) async fn on_expiry(
         ))),
         _ => Ok(()),
     }
+}
+
+/// An expiry that passed while cordon was down. The first time: the warning it could not
+/// send, with the grace it gets now (`deadlines.grace_after_downtime`), audited, and a
+/// timer at the grace's end. Then, and after a restart meanwhile: the stand-down once
+/// the grace is over. A grace of zero stands it down at once, as before.
+async fn late_expiry(ctx: &Arc<Ctx>, incident: &Incident) -> Result<(), AppError> {
+    let id = &incident.id;
+    let grace = ctx.config.grace_after_downtime;
+    let marker = format!(
+        "{}/late-expiry/{}",
+        id.as_str(),
+        incident.expires_at.timestamp()
+    );
+    if grace.is_zero() {
+        return super::standdown::stand_down(ctx, incident, ACTOR).await;
+    }
+    if ctx.store.is_processed(&marker)? {
+        // The grace was given: its timer stands the incident down when it ends.
+        let now = ctx.now();
+        let waiting = ctx
+            .store
+            .timer(&crate::domain::incident::timers::expiry_grace_id(id))?
+            .is_some_and(
+                |t| matches!(t.schedule, crate::domain::schedule::Schedule::At(due) if due > now),
+            );
+        if waiting {
+            return Ok(());
+        }
+        return super::standdown::stand_down(ctx, incident, ACTOR).await;
+    }
+    let now = ctx.now();
+    let until = now + TimeDelta::from_std(grace).unwrap_or(TimeDelta::MAX);
+    ctx.store.audit(
+        ACTOR,
+        "incident.expiry-grace",
+        Some(id),
+        serde_json::json!({
+            "expired_at": incident.expires_at, "back_at": ctx.started_at,
+            "stands_down_at": until, "grace_secs": grace.as_secs(),
+        }),
+        now,
+    )?;
+    ctx.arm(&crate::domain::incident::timers::expiry_grace(id, until))?;
+    ctx.store.mark_processed(&marker, now)?;
+    let playbook = declared_playbook(ctx, id)?;
+    let tz = ctx.config.time_zone;
+    let headroom = extension_left(incident, &playbook);
+    let how = if headroom.is_zero() {
+        "It cannot be extended further.".to_owned()
+    } else {
+        format!(
+            "To keep it open: `!cordon extend {} 4h` (up to {} more, counted from {}).",
+            id.as_str(),
+            format_duration(headroom),
+            format_time(incident.expires_at, tz)
+        )
+    };
+    let key = |room: &str| format!("{marker}/{room}");
+    let at = format_time(until, tz);
+    let left = format_remaining(until, now);
+    if let Some(control) = crate::matrix::rooms::joined(&ctx.client, &incident.control_room) {
+        let body = format!(
+            "⏳ {name} ({id}) reached its time limit at {expired} while cordon was \
+             unavailable. It stands down in {left}, at {at}, unless extended: its rooms then \
+             become read-only and are sealed and destroyed. {how}",
+            name = incident.display_name,
+            id = id.as_str(),
+            expired = format_time(incident.expires_at, tz),
+        );
+        let mention = super::chat::user_ids(&[incident.commander.as_str()]);
+        send_once(
+            ctx,
+            &control,
+            &key("control"),
+            Some(id),
+            notice(&body, &mention),
+        )
+        .await?;
+    }
+    for (record, room) in super::ctx::incident_rooms(ctx, incident)? {
+        let advice = super::advice::outstanding_lines(ctx, incident, Some(&record.key));
+        let body = format!(
+            "⏳ This incident reached its time limit while cordon was unavailable. It stands \
+             down in {left}, at {at}, unless the commander extends it. These rooms then \
+             become read-only and are destroyed: transcribe any clinical advice into the \
+             patient record now.{advice}"
+        );
+        send_once(ctx, &room, &key(&record.key), Some(id), notice(&body, &[])).await?;
+    }
+    info!(incident = %id, until = %until, "expired while cordon was down: grace given");
+    Ok(())
 }
 
 /// A warning timer's job: tells the control room and every incident room how long is

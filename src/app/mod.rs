@@ -169,11 +169,13 @@ async fn serve(config: Config, tasks: &Tasks) -> Result<Arc<Ctx>, AppError> {
     };
 
     let config_prevention = config.prevention.is_some();
+    let clock = crate::clock::from_env();
+    let started_at = clock.now();
     let ctx = Arc::new(Ctx {
         config,
         store,
         client: client.clone(),
-        clock: crate::clock::from_env(),
+        clock,
         rate_limits,
         admin,
         signer,
@@ -193,6 +195,7 @@ async fn serve(config: Config, tasks: &Tasks) -> Result<Arc<Ctx>, AppError> {
             on: false,
             detail: "the module's status is not read yet".to_owned(),
         })),
+        started_at,
     });
     ctx.refresh_revoked();
     // Who to tell if the store fails, before anything else can fail it.

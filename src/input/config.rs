@@ -26,6 +26,10 @@ pub const DEFAULT_TIME_ZONE: chrono_tz::Tz = chrono_tz::Europe::London;
 
 /// Commands older than this when cordon first sees them are not executed by default.
 pub const DEFAULT_COMMAND_MAX_AGE: Duration = Duration::from_secs(15 * 60);
+
+/// How long an incident whose deadline passed while cordon was down stays open after
+/// cordon is back, unless the config says otherwise.
+pub const DEFAULT_GRACE_AFTER_DOWNTIME: Duration = Duration::from_secs(10 * 60);
 /// `/healthz` reports sync as down when the last successful sync is older than this,
 /// unless the config says otherwise. A long poll waits 30 s, and a failing sync
 /// retries within a minute at most.
@@ -72,6 +76,9 @@ pub struct RawConfig {
     /// Command handling.
     #[serde(default)]
     pub commands: Option<RawCommands>,
+    /// Deadlines after downtime.
+    #[serde(default)]
+    pub deadlines: Option<RawDeadlines>,
     /// The Prometheus `/metrics` and `/healthz` endpoints.
     #[serde(default)]
     pub metrics: Option<RawMetrics>,
@@ -107,6 +114,16 @@ pub struct RawMetrics {
     /// `/healthz` fails when the last successful sync is older than this. Default
     /// `90s`; between `45s` and `1h`.
     pub sync_stale_after: Option<Located<String>>,
+}
+
+/// `deadlines:` section as written.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeadlines {
+    /// When cordon comes back after an incident's expiry passed while it was down, it
+    /// warns first and stands the incident down this long after (the commander may
+    /// `extend` meanwhile). Default `10m`; `0s` stands it down at once; at most `2h`.
+    pub grace_after_downtime: Option<Located<String>>,
 }
 
 /// `commands:` section as written.
@@ -237,6 +254,9 @@ pub struct Config {
     pub time_zone: chrono_tz::Tz,
     /// Maximum age of a command for it to be executed.
     pub command_max_age: Duration,
+    /// How long an incident that expired while cordon was down stays open once cordon
+    /// is back (zero: it stands down at once).
+    pub grace_after_downtime: Duration,
     /// Where `/metrics` and `/healthz` are served; `None` when turned off.
     pub metrics_listen: Option<SocketAddr>,
     /// `/healthz` reports sync as down when the last sync is older than this.
@@ -560,6 +580,16 @@ impl Config {
             (DEFAULT_COMMAND_MAX_AGE, "15m"),
         );
 
+        let grace_after_downtime = c.duration(
+            "deadlines.grace_after_downtime",
+            raw.deadlines
+                .as_ref()
+                .and_then(|d| d.grace_after_downtime.as_ref()),
+            (Duration::ZERO, "0s"),
+            (Duration::from_secs(2 * 3600), "2h"),
+            (DEFAULT_GRACE_AFTER_DOWNTIME, "10m"),
+        );
+
         let metrics_listen = match &raw.metrics {
             None => Some(DEFAULT_METRICS_LISTEN),
             Some(m) if m.enabled.as_ref().is_some_and(|e| !e.value) => {
@@ -620,6 +650,7 @@ impl Config {
                 records_officers,
                 time_zone,
                 command_max_age,
+                grace_after_downtime,
                 metrics_listen,
                 sync_stale_after,
                 prevention,

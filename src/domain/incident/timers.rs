@@ -45,6 +45,17 @@ pub fn expiry_id(id: &IncidentId) -> String {
     format!("{}/expiry", id.as_str())
 }
 
+/// The id of the timer that stands an incident down after the grace it was given when
+/// its expiry passed while cordon was down.
+pub fn expiry_grace_id(id: &IncidentId) -> String {
+    format!("{}/expiry-grace", id.as_str())
+}
+
+/// The grace timer: an expiry at `until`.
+pub fn expiry_grace(id: &IncidentId, until: DateTime<Utc>) -> Timer {
+    at(expiry_grace_id(id), id, TimerKind::Expiry, until, json!({}))
+}
+
 /// The id of the warning `before` the expiry.
 pub fn warning_id(id: &IncidentId, before: Duration) -> String {
     format!("{}/warn/{}", id.as_str(), before.as_secs())

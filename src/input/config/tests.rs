@@ -175,3 +175,50 @@ fn secret_file_trailing_newline_is_trimmed_and_empty_refused() {
         Err(SecretError::FileEmpty(_))
     ));
 }
+
+#[test]
+fn the_grace_after_downtime_defaults_to_ten_minutes_and_may_be_zero() {
+    assert_eq!(
+        load(GOOD).unwrap().grace_after_downtime,
+        Duration::from_secs(600)
+    );
+    let zero = load(&format!(
+        "{GOOD}deadlines: {{ grace_after_downtime: 0s }}\n"
+    ))
+    .unwrap();
+    assert_eq!(zero.grace_after_downtime, Duration::ZERO);
+    let errs = errors(&format!(
+        "{GOOD}deadlines: {{ grace_after_downtime: 3h }}\n"
+    ));
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("deadlines.grace_after_downtime must be between 0s and 2h")),
+        "{errs:#?}"
+    );
+}
+
+#[test]
+fn prevention_listens_on_loopback_only_and_finds_the_status_on_the_homeserver() {
+    let ok = load(&format!(
+        "{GOOD}prevention: {{ listen: \"127.0.0.1:9479\", secret: {{ file: prevention.secret }} }}\n"
+    ))
+    .unwrap();
+    let p = ok.prevention.unwrap();
+    assert_eq!(p.listen, "127.0.0.1:9479".parse().unwrap());
+    assert_eq!(
+        p.status_url.as_str(),
+        "https://matrix.nhs.example/_synapse/client/cordon/v1/status"
+    );
+    assert_eq!(
+        p.secret,
+        SecretSource::File(PathBuf::from("/etc/cordon/prevention.secret"))
+    );
+    let errs = errors(&format!(
+        "{GOOD}prevention: {{ listen: \"0.0.0.0:9479\", secret: {{ file: s }} }}\n"
+    ));
+    assert!(
+        errs.iter().any(|e| e.contains("is not a loopback address")),
+        "{errs:#?}"
+    );
+    assert!(load(GOOD).unwrap().prevention.is_none());
+}

@@ -210,7 +210,12 @@ async fn extend_is_allowed_up_to_the_bound_and_refused_beyond_it_with_what_is_le
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bot_restarted_across_a_due_expiry_still_stands_the_incident_down() {
-    let mut w = World::timed(1, 0, &Timing::default()).await;
+    // No grace after downtime: the incident stands down at once, as it always did (the
+    // grace is the next test's).
+    let mut w = World::builder()
+        .config("deadlines: { grace_after_downtime: 0s }\n")
+        .build()
+        .await;
     let (incident, command) = declare(&w, "Restart drill").await;
     w.stop_bot();
     // cordon comes back after the expiry (2h) has passed: its clock is moved on,
@@ -240,6 +245,69 @@ async fn a_bot_restarted_across_a_due_expiry_still_stands_the_incident_down() {
         audit.iter().any(|(_, a, _)| a == "incident.stand-down"),
         "{audit:?}"
     );
+}
+
+/// cordon comes back after expiries that passed while it was down: it first posts the
+/// warning it could not send, with a grace (`deadlines.grace_after_downtime`, 10 min by
+/// default) in which the commander may extend. The incident extended stays open past
+/// the grace; the other stands down when its grace ends. Both graces are audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_after_a_missed_expiry_cordon_warns_and_stands_down_after_a_grace() {
+    // Commands are checked against cordon's clock, which is about to be two hours ahead.
+    let mut w = World::builder()
+        .config("commands: { max_age: 3h }\n")
+        .build()
+        .await;
+    let mut ids = Vec::new();
+    for name in ["Grace drill", "Grace drill two"] {
+        w.say(&format!("!cordon declare {} \"{name}\"", w.playbook_id))
+            .await;
+        ids.push(incident_id_in(
+            &w.bot_says(&format!("DECLARED: {name} ")).await,
+        ));
+    }
+    let (extended, lapsed) = (&ids[0], &ids[1]);
+    w.stop_bot();
+    // Down across both expiries (2h after the declare).
+    w.set_clock(cordon::clock::Setting::Offset(chrono::TimeDelta::minutes(
+        125,
+    )))
+    .await;
+    w.restart(&[])
+        .wait_for_log("cordon is ready", WAIT)
+        .await
+        .unwrap();
+    for id in [extended, lapsed] {
+        let warned = w
+            .bot_says_all(&["while cordon was unavailable", id.as_str()])
+            .await;
+        assert!(warned.contains("unless extended"), "{warned}");
+        assert!(warned.contains(&format!("!cordon extend {id}")), "{warned}");
+    }
+    assert_eq!(
+        w.bot_messages("has stood down"),
+        0,
+        "stood down before the grace"
+    );
+    w.say(&format!("!cordon extend {extended} 1h")).await;
+    w.bot_says(&format!("Extended {extended} by 1h")).await;
+
+    // The grace ends.
+    w.advance_clock(Duration::from_secs(11 * 60)).await;
+    let done = w.bot_says_all(&["has stood down", lapsed.as_str()]).await;
+    assert!(done.contains("its time limit was reached"), "{done}");
+    let open = status(&w, extended).await;
+    assert!(open.contains("active"), "{open}");
+    w.bot.take().unwrap().kill9();
+    for id in [extended, lapsed] {
+        let audit = audit_actions(&w, id);
+        assert!(
+            audit
+                .iter()
+                .any(|(_, a, d)| a == "incident.expiry-grace" && d["grace_secs"] == 600),
+            "{audit:?}"
+        );
+    }
 }
 
 async fn react(user: &cordon::dev::TestUser, room: &RoomId, event: &EventId, key: &str) {

@@ -144,6 +144,7 @@ pub(crate) struct Builder {
     env: Vec<(String, String)>,
     start: bool,
     server_admin: bool,
+    config: String,
 }
 
 impl Builder {
@@ -191,6 +192,12 @@ impl Builder {
     /// and there is no control room (the enrolment tests do those steps themselves).
     pub(crate) fn unstarted(mut self) -> Self {
         self.start = false;
+        self
+    }
+
+    /// `text` appended to the bot's config (YAML sections of its own).
+    pub(crate) fn config(mut self, text: &str) -> Self {
+        self.config.push_str(text);
         self
     }
 
@@ -251,9 +258,13 @@ impl Builder {
             &format!("{tag}-cordon"),
             &playbooks,
             std::slice::from_ref(&lead),
-            &hs.prevention()
-                .map(|p| p.cordon_config())
-                .unwrap_or_default(),
+            &format!(
+                "{}{}",
+                hs.prevention()
+                    .map(|p| p.cordon_config())
+                    .unwrap_or_default(),
+                self.config
+            ),
         )
         .await
         .unwrap();
@@ -345,6 +356,7 @@ impl World {
             env: Vec::new(),
             start: true,
             server_admin: false,
+            config: String::new(),
         }
     }
 
