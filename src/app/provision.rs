@@ -66,7 +66,7 @@ pub(crate) async fn on_job(
 
 #[instrument(skip_all, fields(incident = %id))]
 async fn attempt(ctx: &Arc<Ctx>, id: &IncidentId, fire: FireContext) -> Result<(), JobError> {
-    // Marks the pipeline running, for the sync loop (see `Bot::busy`); the scheduler
+    // Marks the pipeline running, for the sync loop (see `Ctx::busy`); the scheduler
     // already never runs two jobs of one incident at once.
     let Some(_running) = ctx.running_guard(id) else {
         return Err(JobError::new(AppError::Busy(id.clone()).to_string()));
@@ -416,7 +416,7 @@ async fn attempt_once(ctx: &Arc<Ctx>, id: &IncidentId) -> Result<(), AppError> {
     ));
 
     // Settle the invitees' device lists before the first encrypted message (see
-    // `Bot::settle_sync`): otherwise matrix-sdk may wait five seconds per room for key
+    // `Ctx::settle_sync`): otherwise matrix-sdk may wait five seconds per room for key
     // queries of members who have no device yet.
     ctx.settle_sync(2).await;
     info!(
