@@ -133,32 +133,27 @@ pub(super) async fn look(ctx: &Ctx, w: &Watched) -> Option<Look> {
 /// a leave sent with its stolen or admin-issued token) has taken the room from it.
 pub(super) async fn removed_from(ctx: &Ctx, w: &Watched, room: &Room) -> Look {
     let member = room.get_member_no_sync(ctx.user_id()).await.ok().flatten();
-    let (event_id, finding) = match member {
+    let finding = match member {
         Some(m) => {
             let event = m.event();
-            (
-                event.event_id().map(|e| e.to_string()),
-                Finding::CordonRemoved {
-                    membership: m.membership().to_string(),
-                    claimed_sender: Some(event.sender().to_string()),
-                    at: event
-                        .timestamp()
-                        .map(|ts| crate::app::millis_to_utc(u64::from(ts))),
-                },
-            )
-        }
-        None => (
-            None,
             Finding::CordonRemoved {
-                membership: format!("{:?}", room.state()).to_lowercase(),
-                claimed_sender: None,
-                at: None,
-            },
-        ),
+                membership: m.membership().to_string(),
+                claimed_sender: Some(event.sender().to_string()),
+                at: event
+                    .timestamp()
+                    .map(|ts| crate::app::millis_to_utc(u64::from(ts))),
+            }
+        }
+        None => Finding::CordonRemoved {
+            membership: format!("{:?}", room.state()).to_lowercase(),
+            claimed_sender: None,
+            at: None,
+        },
     };
-    let id = event_id.unwrap_or_else(|| "cordon-removed".to_owned());
+    // One alert per room, whichever look saw it first: an early look may find no
+    // member event of cordon's yet, a later one its event id.
     Look {
-        findings: vec![(marker(&w.room_id, &id), finding)],
+        findings: vec![(marker(&w.room_id, "cordon-removed"), finding)],
         intruders: Vec::new(),
         leaving: Vec::new(),
         drifts: Vec::new(),
