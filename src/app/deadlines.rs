@@ -93,49 +93,35 @@ async fn late_expiry(ctx: &Arc<Ctx>, incident: &Incident) -> Result<(), AppError
     ctx.store.mark_processed(&marker, now)?;
     let playbook = declared_playbook(ctx, id)?;
     let tz = ctx.config.time_zone;
-    let headroom = extension_left(incident, &playbook);
-    let how = if headroom.is_zero() {
-        "It cannot be extended further.".to_owned()
-    } else {
-        format!(
-            "To keep it open: `!cordon extend {} 4h` (up to {} more, counted from {}).",
-            id.as_str(),
-            format_duration(headroom),
-            format_time(incident.expires_at, tz)
-        )
-    };
-    let key = |room: &str| format!("{marker}/{room}");
+    let how = how_to_extend(
+        incident,
+        &playbook,
+        &format!(", counted from {}", format_time(incident.expires_at, tz)),
+    );
     let at = format_time(until, tz);
     let left = format_remaining(until, now);
-    if let Some(control) = crate::matrix::rooms::joined(&ctx.client, &incident.control_room) {
-        let body = format!(
-            "⏳ {name} ({id}) reached its time limit at {expired} while cordon was \
-             unavailable. It stands down in {left}, at {at}, unless extended: its rooms then \
-             become read-only and are sealed and destroyed. {how}",
-            name = incident.display_name,
-            id = id.as_str(),
-            expired = format_time(incident.expires_at, tz),
-        );
-        let mention = super::chat::user_ids(&[incident.commander.as_str()]);
-        send_once(
-            ctx,
-            &control,
-            &key("control"),
-            Some(id),
-            notice(&body, &mention),
-        )
-        .await?;
-    }
-    for (record, room) in super::ctx::incident_rooms(ctx, incident)? {
-        let advice = super::advice::outstanding_lines(ctx, incident, Some(&record.key));
-        let body = format!(
-            "⏳ This incident reached its time limit while cordon was unavailable. It stands \
-             down in {left}, at {at}, unless the commander extends it. These rooms then \
-             become read-only and are destroyed: transcribe any clinical advice into the \
-             patient record now.{advice}"
-        );
-        send_once(ctx, &room, &key(&record.key), Some(id), notice(&body, &[])).await?;
-    }
+    let control = format!(
+        "⏳ {name} ({id}) reached its time limit at {expired} while cordon was \
+         unavailable. It stands down in {left}, at {at}, unless extended: its rooms then \
+         become read-only and are sealed and destroyed. {how}",
+        name = incident.display_name,
+        id = id.as_str(),
+        expired = format_time(incident.expires_at, tz),
+    );
+    let rooms = format!(
+        "⏳ This incident reached its time limit while cordon was unavailable. It stands \
+         down in {left}, at {at}, unless the commander extends it. These rooms then \
+         become read-only and are destroyed: transcribe any clinical advice into the \
+         patient record now."
+    );
+    announce(
+        ctx,
+        incident,
+        |room| format!("{marker}/{room}"),
+        &control,
+        &rooms,
+    )
+    .await?;
     info!(incident = %id, until = %until, "expired while cordon was down: grace given");
     Ok(())
 }
@@ -163,43 +149,69 @@ pub(crate) async fn on_warning(ctx: &Arc<Ctx>, timer: &Timer) -> Result<(), AppE
     let stamp = incident.expires_at.timestamp();
     let key = |room: &str| format!("{}/{stamp}/{room}", timer.id);
 
-    let headroom = extension_left(&incident, &playbook);
-    let how = if headroom.is_zero() {
+    let how = how_to_extend(&incident, &playbook, "");
+    let control = format!(
+        "⏳ {name} ({id}) stands down in {left}, at {at}. Its rooms then become read-only \
+         and are sealed and destroyed. {how}",
+        name = incident.display_name,
+        id = id.as_str(),
+    );
+    let rooms = format!(
+        "⏳ This incident stands down in {left}, at {at}. These rooms then become \
+         read-only and are destroyed: transcribe any clinical advice into the patient \
+         record now."
+    );
+    announce(ctx, &incident, key, &control, &rooms).await?;
+    info!(incident = %id, left = %left, "expiry warning sent");
+    Ok(())
+}
+
+/// How the commander keeps the incident open, for a deadline notice (`counted` says
+/// from when, if it matters).
+fn how_to_extend(
+    incident: &Incident,
+    playbook: &crate::input::playbook::Playbook,
+    counted: &str,
+) -> String {
+    let headroom = extension_left(incident, playbook);
+    if headroom.is_zero() {
         "It cannot be extended further.".to_owned()
     } else {
         format!(
-            "To keep it open: `!cordon extend {} 4h` (up to {} more).",
-            id.as_str(),
+            "To keep it open: `!cordon extend {} 4h` (up to {} more{counted}).",
+            incident.id.as_str(),
             format_duration(headroom)
         )
-    };
-    if let Some(control) = crate::matrix::rooms::joined(&ctx.client, &incident.control_room) {
-        let body = format!(
-            "⏳ {name} ({id}) stands down in {left}, at {at}. Its rooms then become \
-             read-only and are sealed and destroyed. {how}",
-            name = incident.display_name,
-            id = id.as_str(),
-        );
+    }
+}
+
+/// Posts a deadline notice once: `control` in the control room, mentioning the
+/// commander, and `rooms` in every incident room, each followed by that room's advice
+/// still to transcribe; `key` names each send.
+async fn announce(
+    ctx: &Arc<Ctx>,
+    incident: &Incident,
+    key: impl Fn(&str) -> String,
+    control: &str,
+    rooms: &str,
+) -> Result<(), AppError> {
+    let id = &incident.id;
+    if let Some(room) = crate::matrix::rooms::joined(&ctx.client, &incident.control_room) {
         let mention = super::chat::user_ids(&[incident.commander.as_str()]);
         send_once(
             ctx,
-            &control,
+            &room,
             &key("control"),
             Some(id),
-            notice(&body, &mention),
+            notice(control, &mention),
         )
         .await?;
     }
-    for (record, room) in super::ctx::incident_rooms(ctx, &incident)? {
-        let advice = super::advice::outstanding_lines(ctx, &incident, Some(&record.key));
-        let body = format!(
-            "⏳ This incident stands down in {left}, at {at}. These rooms then become \
-             read-only and are destroyed: transcribe any clinical advice into the patient \
-             record now.{advice}"
-        );
+    for (record, room) in super::ctx::incident_rooms(ctx, incident)? {
+        let advice = super::advice::outstanding_lines(ctx, incident, Some(&record.key));
+        let body = format!("{rooms}{advice}");
         send_once(ctx, &room, &key(&record.key), Some(id), notice(&body, &[])).await?;
     }
-    info!(incident = %id, left = %left, "expiry warning sent");
     Ok(())
 }
 

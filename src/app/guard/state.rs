@@ -239,11 +239,7 @@ pub fn drift(desired: &Value, alias: Option<&str>, snapshot: &Snapshot) -> Vec<D
             continue;
         }
         let (event_type, state_key) = key;
-        let fine = seen.content == neutral(event_type)
-            || (event_type == "m.room.canonical_alias"
-                && state_key.is_empty()
-                && own_alias(alias, &seen.content));
-        if !fine {
+        if !foreign_is_fine(alias, event_type, state_key, &seen.content) {
             out.push(Drift {
                 event_type: event_type.clone(),
                 state_key: state_key.clone(),
@@ -276,13 +272,22 @@ pub fn intended(
     let key = (event_type.to_owned(), state_key.to_owned());
     match own_state(desired).get(&key) {
         Some(want) => same_content(event_type, want, content),
-        None => {
-            *content == neutral(event_type)
-                || (event_type == "m.room.canonical_alias"
-                    && state_key.is_empty()
-                    && own_alias(alias, content))
-        }
+        None => foreign_is_fine(alias, event_type, state_key, content),
     }
+}
+
+/// True for a state event cordon never set whose content is harmless: the empty content
+/// that undoes it, or the canonical alias `createRoom` wrote for cordon's alias.
+fn foreign_is_fine(
+    alias: Option<&str>,
+    event_type: &str,
+    state_key: &str,
+    content: &Value,
+) -> bool {
+    *content == neutral(event_type)
+        || (event_type == "m.room.canonical_alias"
+            && state_key.is_empty()
+            && own_alias(alias, content))
 }
 
 /// True for the canonical-alias content `createRoom` wrote for cordon's alias: that

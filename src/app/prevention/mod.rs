@@ -389,20 +389,28 @@ async fn report(ctx: &Ctx, incident: Option<&Incident>, q: &Question, why: &str,
             Vec::new(),
         ),
     };
-    for room_id in targets {
-        let Some(room) = rooms::joined(&ctx.client, &room_id) else {
+    post(ctx, &targets, &key, id, &body, &mention).await;
+}
+
+/// Posts `body` once in each of `room_ids` (those cordon is in), mentioning `mention`,
+/// under `key` and the room's id; a send that fails is logged.
+async fn post<R: AsRef<str>>(
+    ctx: &Ctx,
+    room_ids: &[R],
+    key: &str,
+    incident: Option<&IncidentId>,
+    body: &str,
+    mention: &[OwnedUserId],
+) {
+    for room_id in room_ids {
+        let room_id = room_id.as_ref();
+        let Some(room) = rooms::joined(&ctx.client, room_id) else {
             continue;
         };
-        if let Err(e) = send_once(
-            ctx,
-            &room,
-            &format!("{key}/{room_id}"),
-            id,
-            notice(&body, &mention),
-        )
-        .await
+        let content = notice(body, mention);
+        if let Err(e) = send_once(ctx, &room, &format!("{key}/{room_id}"), incident, content).await
         {
-            warn!(error = %e, "could not report a prevented change");
+            warn!(error = %e, room = room_id, "could not post about prevention");
         }
     }
 }
@@ -563,23 +571,8 @@ async fn changed(ctx: &Ctx, was_on: Option<bool>, seen: &PreventionSeen, first: 
         (true, _) => return,
     };
     let key = format!("prevention/state/{}", ctx.now().timestamp_millis());
-    for room_id in ctx.control_rooms() {
-        let Some(room) = rooms::joined(&ctx.client, room_id.as_str()) else {
-            continue;
-        };
-        let operators: Vec<OwnedUserId> = ctx.config.operators.iter().cloned().collect();
-        if let Err(e) = send_once(
-            ctx,
-            &room,
-            &format!("{key}/{room_id}"),
-            None,
-            notice(&body, &operators),
-        )
-        .await
-        {
-            warn!(error = %e, "could not tell a control room about prevention");
-        }
-    }
+    let operators: Vec<OwnedUserId> = ctx.config.operators.iter().cloned().collect();
+    post(ctx, &ctx.control_rooms(), &key, None, &body, &operators).await;
 }
 
 /// The status line for `!cordon status`, when prevention is configured.
