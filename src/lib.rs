@@ -31,6 +31,8 @@
 //!   exist only with the `test-hooks` feature (the tests turn it on, release builds
 //!   leave it off; without it every point is a no-op).
 //! - [`http`]: the small HTTP/1.1 server under cordon's listeners.
+//! - [`sealed`]: small secrets at rest (the access token, the archive signing key)
+//!   sealed with the store passphrase.
 //! - [`tasks`]: the one shutdown: every task of the running bot is spawned on one
 //!   tracker and stops on one cancellation token; its opening comment says how a stop
 //!   goes.
@@ -58,6 +60,7 @@ pub mod matrix;
 pub mod metrics;
 pub mod retention;
 pub mod schedule;
+pub mod sealed;
 pub mod store;
 pub mod tasks;
 pub mod trust;

@@ -97,12 +97,16 @@ fn sync_filter() -> matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter
 /// the bot itself when its store fails), then shuts down as [`crate::tasks`] describes:
 /// the work under way gets [`SHUTDOWN_GRACE`] to finish and is then cut short, and this
 /// returns only once every task the bot started has ended.
-pub async fn run(config: Config, stop: CancellationToken) -> Result<(), AppError> {
+pub async fn run(
+    config: Config,
+    recovery_key: matrix::session::RecoveryKeyOut,
+    stop: CancellationToken,
+) -> Result<(), AppError> {
     // One process per state directory, for as long as this one runs: a second bot, or
     // an offline CLI, on the same device would drift apart from this one.
     let _lock = matrix::session::StateLock::acquire(&config.state_dir)?;
     let tasks = Tasks::new(stop);
-    let ran = serve(config, &tasks).await;
+    let ran = serve(config, &recovery_key, &tasks).await;
     info!("shutting down");
     if !tasks.drain(SHUTDOWN_GRACE).await {
         warn!("stopping unfinished work; it resumes at the next start");
@@ -115,7 +119,11 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), AppError
 
 /// Starts the bot on `tasks` and syncs until they stop. Returns the bot, to be looked
 /// at once every task has ended.
-async fn serve(config: Config, tasks: &Tasks) -> Result<Arc<Ctx>, AppError> {
+async fn serve(
+    config: Config,
+    recovery_key: &matrix::session::RecoveryKeyOut,
+    tasks: &Tasks,
+) -> Result<Arc<Ctx>, AppError> {
     let password = config.password.read()?;
     let passphrase = config.store_passphrase.read()?;
     // Before logging in: a port already taken is a start-up error an operator fixes in
@@ -139,7 +147,7 @@ async fn serve(config: Config, tasks: &Tasks) -> Result<Arc<Ctx>, AppError> {
     };
     matrix::session::create_private_dir(&config.state_dir)?;
     // The session first: a cordon that must be recovered leaves no store behind.
-    let client = matrix::session::connect(&config, &password, &passphrase).await?;
+    let client = matrix::session::connect(&config, &password, &passphrase, recovery_key).await?;
     let store = Arc::new(Store::open(&config.state_dir.join("store"))?);
     // While the passphrase is at hand: the crypto store's cipher, to find a destroyed
     // room's keys in it (PBKDF2, so off the runtime).
@@ -154,6 +162,7 @@ async fn serve(config: Config, tasks: &Tasks) -> Result<Arc<Ctx>, AppError> {
     };
     let signer = Arc::new(crate::archive::ArchiveSigner::load_or_create(
         &config.state_dir,
+        &passphrase,
     )?);
     info!(key = %signer.public(), "archive signing key (pin it with `cordon archive pubkey`)");
     drop(password);

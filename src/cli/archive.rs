@@ -93,7 +93,7 @@ fn archive_key(s: &str) -> Result<cordon::archive::ArchivePublicKey, String> {
 }
 
 pub(super) fn run(command: Cmd) -> anyhow::Result<ExitCode> {
-    use cordon::archive::{self, ArchiveError, ArchiveSigner};
+    use cordon::archive::{self, ArchiveError};
     // A failed check exits 1 with what to do; anything else exits 2. A trust file's
     // problems are already `file:line: error: …` lines.
     let fail = |e: ArchiveError| {
@@ -208,9 +208,9 @@ pub(super) fn run(command: Cmd) -> anyhow::Result<ExitCode> {
                 }
                 (None, None) => anyhow::bail!("give --config FILE or --state-dir DIR"),
             };
-            match ArchiveSigner::load(&state_dir) {
-                Ok(signer) => {
-                    writeln!(out, "{}", signer.public())?;
+            match cordon::archive::ArchivePublicKey::of_state_dir(&state_dir) {
+                Ok(public) => {
+                    writeln!(out, "{public}")?;
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e @ ArchiveError::NoSigningKey(_)) => {

@@ -14,6 +14,16 @@ pub(super) struct Args {
     /// `timestamp`, `level`, `target`, `fields` and `spans`, for log shippers.
     #[arg(long, value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
+    /// When cordon sets up recovery (its first start), write the recovery key to this
+    /// new file (mode 0600; an existing file is never overwritten) rather than the
+    /// terminal. Move it offline at once.
+    #[arg(long, value_name = "FILE")]
+    recovery_key_out: Option<PathBuf>,
+    /// Print the recovery key on standard output even when it is not a terminal
+    /// (without this or `--recovery-key-out`, a first start whose output is not a
+    /// terminal, such as a service's journal, does not set up recovery and says so).
+    #[arg(long, conflicts_with = "recovery_key_out")]
+    recovery_key_to_stdout: bool,
 }
 
 /// `cordon run --log-format`.
@@ -49,7 +59,11 @@ pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
             wait_for_signal().await;
             std::process::exit(130);
         });
-        cordon::app::run(config, shutdown).await
+        let recovery_key = cordon::matrix::session::RecoveryKeyOut::choose(
+            args.recovery_key_out,
+            args.recovery_key_to_stdout,
+        );
+        cordon::app::run(config, recovery_key, shutdown).await
     })?;
     Ok(ExitCode::SUCCESS)
 }

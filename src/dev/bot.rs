@@ -94,6 +94,14 @@ impl BotSetup {
             user_id,
         })
     }
+
+    /// The store passphrase the config names (what opens the sealed session token and
+    /// archive signing key).
+    pub fn store_passphrase(&self) -> Result<crate::input::config::Secret, HarnessError> {
+        std::fs::read_to_string(self.dir.join("store-passphrase"))
+            .map(crate::input::config::Secret::new)
+            .map_err(|e| HarnessError::io("reading the bot's store passphrase", e))
+    }
 }
 
 /// A running `cordon run`.
@@ -131,6 +139,8 @@ impl BotProcess {
             .arg("run")
             .arg("--config")
             .arg(&setup.config)
+            // The log is where the harness and the demo read the recovery key from.
+            .arg("--recovery-key-to-stdout")
             .current_dir(&setup.dir)
             .stdin(Stdio::null())
             .stdout(

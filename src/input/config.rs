@@ -135,7 +135,7 @@ pub struct RawCommands {
     pub max_age: Option<Located<String>>,
 }
 
-/// A secret reference as written: exactly one of `env` or `file`.
+/// A secret reference as written: exactly one of `env`, `file` or `credential`.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSecret {
@@ -143,6 +143,10 @@ pub struct RawSecret {
     pub env: Option<String>,
     /// Path of a file holding the secret (trailing newline ignored).
     pub file: Option<String>,
+    /// Name of a systemd credential (`LoadCredential=NAME:…` or
+    /// `LoadCredentialEncrypted=NAME:…` in the unit), read from
+    /// `$CREDENTIALS_DIRECTORY/NAME`.
+    pub credential: Option<String>,
 }
 
 /// Where a secret is read from.
@@ -152,6 +156,8 @@ pub enum SecretSource {
     Env(String),
     /// A file; relative paths were resolved against the config file's directory.
     File(PathBuf),
+    /// A systemd credential, by name: `$CREDENTIALS_DIRECTORY/NAME` when read.
+    Credential(String),
 }
 
 impl fmt::Debug for SecretSource {
@@ -159,6 +165,7 @@ impl fmt::Debug for SecretSource {
         match self {
             Self::Env(name) => write!(f, "env:{name}"),
             Self::File(path) => write!(f, "file:{}", path.display()),
+            Self::Credential(name) => write!(f, "credential:{name}"),
         }
     }
 }
@@ -168,6 +175,11 @@ impl fmt::Debug for SecretSource {
 pub struct Secret(String);
 
 impl Secret {
+    /// A secret from its value (one the caller read from where the config says).
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
     /// The secret itself, for handing to the login or the store.
     pub fn expose(&self) -> &str {
         &self.0
@@ -197,12 +209,25 @@ pub enum SecretError {
     /// The file is empty.
     #[error("secret file {0} is empty")]
     FileEmpty(PathBuf),
+    /// A credential was named, but systemd gave this process none.
+    #[error(
+        "the config names the systemd credential `{0}`, but $CREDENTIALS_DIRECTORY is not \
+         set: systemd sets it only for a unit with `LoadCredential={0}:…` (or \
+         `LoadCredentialEncrypted=`). Outside the service, run the command under it, e.g. \
+         `systemd-run --pipe --wait -p LoadCredential={0}:… -p User=cordon cordon …`, or \
+         use a config that names a file"
+    )]
+    NoCredentials(String),
 }
 
 impl SecretSource {
     /// Reads the secret now. A single trailing newline in a file is ignored.
     pub fn read(&self) -> Result<Secret, SecretError> {
         match self {
+            Self::Credential(name) => {
+                let dir = std::env::var_os("CREDENTIALS_DIRECTORY");
+                Self::File(credential_path(dir.as_deref(), name)?).read()
+            }
             Self::Env(name) => match std::env::var(name) {
                 Ok(v) if !v.is_empty() => Ok(Secret(v)),
                 _ => Err(SecretError::EnvMissing(name.clone())),
@@ -223,6 +248,13 @@ impl SecretSource {
             }
         }
     }
+}
+
+/// Where systemd put the credential `name`, given `$CREDENTIALS_DIRECTORY`.
+pub fn credential_path(dir: Option<&std::ffi::OsStr>, name: &str) -> Result<PathBuf, SecretError> {
+    dir.filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(name))
+        .ok_or_else(|| SecretError::NoCredentials(name.to_owned()))
 }
 
 /// The validated configuration.
@@ -408,9 +440,30 @@ impl Checker<'_> {
     }
 
     fn secret(&mut self, field: &str, raw: &Located<RawSecret>, base: &Path) -> SecretSource {
-        match (&raw.value.env, &raw.value.file) {
-            (Some(name), None) if valid_env_name(name) => SecretSource::Env(name.clone()),
-            (Some(name), None) => {
+        let given = [
+            raw.value.env.is_some(),
+            raw.value.file.is_some(),
+            raw.value.credential.is_some(),
+        ];
+        match given.iter().filter(|g| **g).count() {
+            0 => {
+                self.error(
+                    raw,
+                    format!("{field}: give `env: VARIABLE`, `file: PATH` or `credential: NAME`"),
+                );
+                return SecretSource::Env(String::new());
+            }
+            1 => {}
+            _ => {
+                self.error(
+                    raw,
+                    format!("{field}: give one of `env`, `file` or `credential`, not several"),
+                );
+                return SecretSource::Env(String::new());
+            }
+        }
+        if let Some(name) = &raw.value.env {
+            if !valid_env_name(name) {
                 self.error(
                     raw,
                     format!(
@@ -419,29 +472,28 @@ impl Checker<'_> {
                         shown(name)
                     ),
                 );
-                SecretSource::Env(String::new())
             }
-            (None, Some(path)) if !path.trim().is_empty() => {
-                SecretSource::File(resolve(base, path))
-            }
-            (None, Some(_)) => {
+            SecretSource::Env(name.clone())
+        } else if let Some(path) = &raw.value.file {
+            if path.trim().is_empty() {
                 self.error(raw, format!("{field}.file must not be empty"));
-                SecretSource::File(PathBuf::new())
+                return SecretSource::File(PathBuf::new());
             }
-            (Some(_), Some(_)) => {
+            SecretSource::File(resolve(base, path))
+        } else {
+            let name = raw.value.credential.as_deref().unwrap_or_default();
+            // systemd's credential names: a file name, no `/`, not `.` or `..`.
+            if name.is_empty() || name.contains('/') || name == "." || name == ".." {
                 self.error(
                     raw,
-                    format!("{field}: give either `env` or `file`, not both"),
+                    format!(
+                        "{field}.credential: `{}` is not a systemd credential name (the \
+                         NAME of `LoadCredential=NAME:…`: no `/`, not empty)",
+                        shown(name)
+                    ),
                 );
-                SecretSource::Env(String::new())
             }
-            (None, None) => {
-                self.error(
-                    raw,
-                    format!("{field}: give `env: VARIABLE` or `file: PATH`"),
-                );
-                SecretSource::Env(String::new())
-            }
+            SecretSource::Credential(name.to_owned())
         }
     }
 }

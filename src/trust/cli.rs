@@ -197,7 +197,11 @@ where
     let password = config.password.read()?;
     let passphrase = config.store_passphrase.read()?;
     let store = Arc::new(crate::store::Store::open(&config.state_dir.join("store"))?);
-    let client = crate::matrix::session::connect(config, &password, &passphrase).await?;
+    // Recovery is normally set up already, by the bot's first start; if not, its key
+    // goes only to a terminal.
+    let recovery_key = crate::matrix::session::RecoveryKeyOut::choose(None, false);
+    let client =
+        crate::matrix::session::connect(config, &password, &passphrase, &recovery_key).await?;
     drop(password);
     drop(passphrase);
 

@@ -83,7 +83,7 @@ pub struct Recovered {
 }
 
 /// Reads the recovery key: from a terminal with a prompt on stderr and echo off, or
-/// the first line of a pipe.
+/// the first line of a pipe that is neither blank nor a `#` comment.
 pub fn read_recovery_key() -> Result<String, RecoverError> {
     let stdin = std::io::stdin();
     let terminal = stdin.is_terminal();
@@ -92,14 +92,31 @@ pub fn read_recovery_key() -> Result<String, RecoverError> {
         let _ = std::io::stderr().flush();
         set_echo(false);
     }
-    let mut line = String::new();
-    let read = stdin.lock().read_line(&mut line);
+    // The first line that is not blank or a `#` comment: the key, typed, or the file
+    // `cordon run --recovery-key-out` wrote.
+    let mut key = String::new();
+    let mut lines = stdin.lock();
+    loop {
+        let mut line = String::new();
+        match lines.read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let line = line.trim();
+                if !line.is_empty() && !line.starts_with('#') {
+                    line.clone_into(&mut key);
+                    break;
+                }
+                if terminal {
+                    break;
+                }
+            }
+        }
+    }
     if terminal {
         set_echo(true);
         eprintln!();
     }
-    let key = line.trim().to_owned();
-    if read.is_err() || key.is_empty() {
+    if key.is_empty() {
         return Err(RecoverError::NoKey);
     }
     Ok(key)
@@ -162,7 +179,7 @@ pub async fn recover(
         .matrix_auth()
         .session()
         .ok_or_else(|| MatrixError::Client("login returned no session".into()))?;
-    session::write_session(&paths.session, &session)?;
+    session::write_session(&paths.session, &session, &passphrase)?;
     info!(device = %device, "cordon's identity is restored");
 
     let other_devices: Vec<OwnedDeviceId> = match client.devices().await {

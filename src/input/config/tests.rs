@@ -138,12 +138,49 @@ fn secret_needs_exactly_one_source() {
         "{ env: CORDON_PASSWORD }",
         "{ env: CORDON_PASSWORD, file: /x }",
     );
-    assert!(errors(&both).iter().any(|e| e.contains("not both")));
+    assert!(errors(&both).iter().any(|e| e.contains("not several")));
     let bad_env = GOOD.replace("CORDON_PASSWORD", "1-bad");
     assert!(
         errors(&bad_env)
             .iter()
             .any(|e| e.contains("environment variable"))
+    );
+}
+
+#[test]
+fn a_secret_may_be_a_systemd_credential() {
+    let text = GOOD.replace("{ env: CORDON_PASSWORD }", "{ credential: password }");
+    let c = load(&text).unwrap();
+    assert_eq!(c.password, SecretSource::Credential("password".into()));
+    for bad in ["../password", "\"\""] {
+        let text = GOOD.replace(
+            "{ env: CORDON_PASSWORD }",
+            &format!("{{ credential: {bad} }}"),
+        );
+        assert!(
+            errors(&text)
+                .iter()
+                .any(|e| e.contains("password.credential")),
+            "{bad}"
+        );
+    }
+    let three = GOOD.replace(
+        "{ env: CORDON_PASSWORD }",
+        "{ env: CORDON_PASSWORD, credential: password }",
+    );
+    assert!(errors(&three).iter().any(|e| e.contains("not several")));
+}
+
+#[test]
+fn a_credential_is_read_from_the_directory_systemd_names() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("password"), "s3cret\n").unwrap();
+    let path = credential_path(Some(dir.path().as_os_str()), "password").unwrap();
+    assert_eq!(SecretSource::File(path).read().unwrap().expose(), "s3cret");
+    let missing = credential_path(None, "password").unwrap_err();
+    assert!(
+        missing.to_string().contains("LoadCredential=password"),
+        "{missing}"
     );
 }
 

@@ -245,9 +245,9 @@ fn check_archive(
         .join("archives")
         .join(cordon::archive::archive_file_name(incident));
     // Checked against the key of the bot that sealed it, as a records officer would.
-    let signer = cordon::archive::ArchiveSigner::load(&setup.state_dir)
+    let public = cordon::archive::ArchivePublicKey::of_state_dir(&setup.state_dir)
         .map_err(|e| other(format!("the bot's archive signing key: {e}")))?;
-    let trusted = cordon::archive::TrustedSigners::pinned(signer.public());
+    let trusted = cordon::archive::TrustedSigners::pinned(public);
     let verified =
         cordon::archive::reader::verify_file(&path, std::slice::from_ref(officer), &trusted)
             .map_err(|e| other(format!("{}: {e}", path.display())))?;

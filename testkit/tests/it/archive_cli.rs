@@ -55,7 +55,8 @@ fn seal() -> Sealing {
     write_identity(&key_file, &officer);
     let state_dir = dir.path().join("state");
     fs::create_dir(&state_dir).unwrap();
-    let signer = ArchiveSigner::load_or_create(&state_dir).unwrap();
+    let passphrase = cordon::input::config::Secret::new("store passphrase".to_owned());
+    let signer = ArchiveSigner::load_or_create(&state_dir, &passphrase).unwrap();
 
     let mut w = ArchiveWriter::create(
         &dir.path().join("archives"),

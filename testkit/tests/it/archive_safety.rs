@@ -296,7 +296,8 @@ async fn a_crafted_archive_with_dot_dot_in_a_room_key_writes_nothing_outside_out
     let pinned = signing_key(&w).await;
     // Signed with cordon's own key (a leaked key, a compromised host): the signature
     // says who sealed it, not that its names are harmless.
-    let own = ArchiveSigner::load(&w.setup.state_dir).unwrap();
+    let own =
+        ArchiveSigner::load(&w.setup.state_dir, &w.setup.store_passphrase().unwrap()).unwrap();
     assert_eq!(own.public().to_string(), pinned);
     let work = tempfile::tempdir().unwrap();
     let crafted = work.path().join("crafted.cordon-archive.age");

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use cordon::dev::TestUser;
 use cordon::dev::bot::enrol;
-use serde_json::Value;
 
 use crate::support::{WAIT, cordon_bin, unique};
 use crate::world::{World, incident_id_in};
@@ -516,12 +515,30 @@ async fn only_operator_invites_to_encrypted_rooms_are_accepted_and_logs_hold_no_
     let log = w.bot.as_ref().unwrap().log_text();
     w.stop_bot();
     let password = std::fs::read_to_string(w.setup.dir.join("password")).unwrap();
-    let session: Value =
-        serde_json::from_slice(&std::fs::read(w.setup.state_dir.join("session.json")).unwrap())
-            .unwrap();
-    let token = session["access_token"].as_str().unwrap();
+    let session_file = w.setup.state_dir.join("session.json");
+    let session =
+        cordon::matrix::session::read_session(&session_file, &w.setup.store_passphrase().unwrap())
+            .unwrap()
+            .expect("a saved session");
+    assert!(!session.was_in_the_clear);
+    let token = session.session.tokens.access_token.as_str();
     assert!(!log.contains(password.trim()), "the password is in the log");
     assert!(!log.contains(token), "the access token is in the log");
+    // Nor is it in session.json: sealed with the store passphrase, which the file
+    // does not open without.
+    let on_disk = std::fs::read_to_string(&session_file).unwrap();
+    assert!(
+        !on_disk.contains(token),
+        "the access token is in session.json: {on_disk}"
+    );
+    assert!(!on_disk.contains("access_token"), "{on_disk}");
+    assert!(
+        cordon::matrix::session::read_session(
+            &session_file,
+            &cordon::input::config::Secret::new("not the passphrase".to_owned()),
+        )
+        .is_err()
+    );
 
     let store = cordon::store::Store::open_existing(&w.store_dir()).unwrap();
     let declined = store

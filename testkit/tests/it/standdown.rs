@@ -999,10 +999,15 @@ async fn cordons_stores_keep_no_key_of_a_destroyed_room() {
     }
 
     // Nor does the key backup on the server hold any key of the rooms.
-    let session: matrix_sdk::authentication::matrix::MatrixSession =
-        serde_json::from_slice(&std::fs::read(w.setup.state_dir.join("session.json")).unwrap())
-            .unwrap();
-    let token = session.tokens.access_token;
+    let token = cordon::matrix::session::read_session(
+        &w.setup.state_dir.join("session.json"),
+        &w.setup.store_passphrase().unwrap(),
+    )
+    .unwrap()
+    .expect("a saved session")
+    .session
+    .tokens
+    .access_token;
     let http = reqwest::Client::new();
     let version: Value = http
         .get(
