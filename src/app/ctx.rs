@@ -65,6 +65,20 @@ pub enum AppError {
     Busy(IncidentId),
 }
 
+impl AppError {
+    /// Whether only an operator can fix this (an unreadable secret, a refused login, a
+    /// session file the passphrase does not open), so that a restart would repeat it.
+    /// `cordon run` exits 78 for these, and the systemd unit does not restart on 78.
+    pub fn needs_operator(&self) -> bool {
+        match self {
+            Self::Secret(_) => true,
+            Self::Matrix(e) => e.needs_operator(),
+            Self::Archive(crate::archive::ArchiveError::SigningKey { .. }) => true,
+            _ => false,
+        }
+    }
+}
+
 /// The actor name cordon uses for its own audit entries.
 pub const ACTOR: &str = "cordon";
 

@@ -43,12 +43,12 @@ pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
             for d in &diagnostics {
                 writeln!(err, "{d}")?;
             }
-            return Ok(ExitCode::FAILURE);
+            return Ok(ExitCode::from(NEEDS_OPERATOR));
         }
     };
     init_tracing(args.log_format);
     let runtime = super::runtime()?;
-    runtime.block_on(async move {
+    let ran = runtime.block_on(async move {
         let shutdown = tokio_util::sync::CancellationToken::new();
         let signal = shutdown.clone();
         tokio::spawn(async move {
@@ -64,9 +64,22 @@ pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.recovery_key_to_stdout,
         );
         cordon::app::run(config, recovery_key, shutdown).await
-    })?;
-    Ok(ExitCode::SUCCESS)
+    });
+    match ran {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) if e.needs_operator() => {
+            eprintln!("cordon: error: {e}");
+            Ok(ExitCode::from(NEEDS_OPERATOR))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
+
+/// The exit code for what a restart cannot fix (an invalid config, an unreadable
+/// secret, a refused login): 78, `EX_CONFIG` in sysexits.h. The systemd unit has
+/// `RestartPreventExitStatus=78`, so cordon waits for an operator instead of
+/// restarting every 5 seconds.
+const NEEDS_OPERATOR: u8 = 78;
 
 /// Logs on stderr, readable or JSON. `RUST_LOG` overrides the default filter, which
 /// keeps matrix-sdk quiet; no level logs secrets or message bodies.

@@ -46,6 +46,10 @@ pub enum MatrixError {
     /// A Synapse admin API call failed.
     #[error("synapse admin API: {0}")]
     Admin(String),
+    /// The homeserver refused cordon's credentials: a wrong password, or a device that
+    /// no longer exists. Restarting cannot fix it; an operator must.
+    #[error("{0}")]
+    Refused(String),
     /// One of matrix-sdk's sqlite stores could not be read or changed directly (see
     /// [`forget`]).
     #[error("matrix store {path}: {why}")]
@@ -55,4 +59,16 @@ pub enum MatrixError {
         /// What failed.
         why: String,
     },
+}
+
+impl MatrixError {
+    /// Whether only an operator can fix this (a secret, the session file, a refused
+    /// login), so that restarting would only repeat it: `cordon run` then exits 78
+    /// (EX_CONFIG), on which the systemd unit does not restart.
+    pub fn needs_operator(&self) -> bool {
+        matches!(
+            self,
+            Self::Refused(_) | Self::SessionFile { .. } | Self::SessionMismatch { .. }
+        )
+    }
 }

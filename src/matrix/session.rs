@@ -129,6 +129,8 @@ pub async fn connect(
                 });
             }
             let device = session.meta.device_id.clone();
+            let session =
+                renew_if_revoked(config, password, store_passphrase, &paths, session).await?;
             client
                 .matrix_auth()
                 .restore_session(session, RoomLoadSettings::default())
@@ -142,7 +144,8 @@ pub async fn connect(
                 .login_username(config.user.as_str(), password.expose())
                 .initial_device_display_name(DEVICE_NAME)
                 .send()
-                .await?;
+                .await
+                .map_err(|e| login_refused(config, e))?;
             info!(device = %response.device_id, "logged in with a new device");
             true
         }
@@ -206,6 +209,114 @@ pub async fn connect(
         ensure_recovery(&client, recovery_key).await?;
     }
     Ok(client)
+}
+
+/// A refused login (`M_FORBIDDEN`: a wrong password) is for an operator to fix; any
+/// other failure is the SDK's error, which a restart may get past.
+fn login_refused(config: &Config, e: matrix_sdk::Error) -> MatrixError {
+    use matrix_sdk::ruma::api::error::ErrorKind;
+    match e.client_api_error_kind() {
+        Some(ErrorKind::Forbidden | ErrorKind::UserDeactivated | ErrorKind::UserLocked) => {
+            MatrixError::Refused(format!(
+                "the homeserver refused to log {} in ({e}): check the password the config \
+                 names (`password` in {}), then start cordon again",
+                config.user,
+                config.path.display()
+            ))
+        }
+        _ => e.into(),
+    }
+}
+
+/// Checks the saved access token before the session is restored. A token the server no
+/// longer knows (`M_UNKNOWN_TOKEN`: an administrator logged the device out, or a
+/// password change that logged out every device) is replaced by logging in again with
+/// the configured password *as the same device*, so that cordon keeps its keys and
+/// nobody verifies it again. That is only right while the device, with its keys, still
+/// exists on the server; if it was deleted, the keys others encrypted to it are gone,
+/// and cordon stops for an operator (`cordon recover`) rather than run half-blind.
+///
+/// Runs on a throwaway client without a store, so the real one never logs in twice.
+/// An unreachable server is not a verdict: the saved session is used, and sync retries.
+async fn renew_if_revoked(
+    config: &Config,
+    password: &Secret,
+    store_passphrase: &Secret,
+    paths: &SessionPaths,
+    session: MatrixSession,
+) -> Result<MatrixSession, MatrixError> {
+    use matrix_sdk::ruma::api::client::keys::get_keys;
+    use matrix_sdk::ruma::api::error::ErrorKind;
+    let probe = Client::builder()
+        .homeserver_url(config.homeserver.as_str())
+        .build()
+        .await
+        .map_err(|e| MatrixError::Client(e.to_string()))?;
+    probe
+        .matrix_auth()
+        .restore_session(session.clone(), RoomLoadSettings::default())
+        .await?;
+    match probe.whoami().await {
+        Ok(_) => return Ok(session),
+        Err(e) if matches!(e.client_api_error_kind(), Some(ErrorKind::UnknownToken(_))) => {}
+        Err(e) => {
+            warn!(error = %e, "could not check the saved session; using it");
+            return Ok(session);
+        }
+    }
+    let device = session.meta.device_id.clone();
+    warn!(
+        device = %device,
+        "the homeserver no longer accepts cordon's access token; logging in again as the \
+         same device"
+    );
+    let fresh = Client::builder()
+        .homeserver_url(config.homeserver.as_str())
+        .build()
+        .await
+        .map_err(|e| MatrixError::Client(e.to_string()))?;
+    fresh
+        .matrix_auth()
+        .login_username(config.user.as_str(), password.expose())
+        .device_id(device.as_str())
+        .initial_device_display_name(DEVICE_NAME)
+        .send()
+        .await
+        .map_err(|e| login_refused(config, e))?;
+    // Does the server still hold the device's keys? A device it deleted comes back
+    // empty from a login with its id.
+    let mut query = get_keys::v3::Request::new();
+    query
+        .device_keys
+        .insert(config.user.clone(), vec![device.clone()]);
+    let keys = fresh
+        .send(query)
+        .await
+        .map_err(|e| MatrixError::Http(e.to_string()))?;
+    let kept = keys
+        .device_keys
+        .get(&config.user)
+        .is_some_and(|devices| devices.contains_key(&device));
+    if !kept {
+        if let Err(e) = fresh.logout().await {
+            warn!(error = %e, "could not log the empty device out again");
+        }
+        return Err(MatrixError::Refused(format!(
+            "cordon's device {device} no longer exists on the homeserver (logged out with \
+             its keys, e.g. by a password change that logged out every device), so what was \
+             encrypted to it cannot be read and people would have to verify a new device. \
+             Restore cordon's identity with `cordon recover --config {}` and its recovery \
+             key (docs/operations.md, \"Rotating the bot's password\")",
+            config.path.display()
+        )));
+    }
+    let renewed = fresh
+        .matrix_auth()
+        .session()
+        .ok_or_else(|| MatrixError::Client("login returned no session".into()))?;
+    write_session(&paths.session, &renewed, store_passphrase)?;
+    info!(device = %device, "logged in again as the same device; the new token is saved");
+    Ok(renewed)
 }
 
 /// Builds the matrix-sdk client on the sqlite store at `sdk_store`, with cordon's

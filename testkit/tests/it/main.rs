@@ -15,6 +15,7 @@ mod grammar;
 mod guard;
 mod harness;
 mod hostile;
+mod operations;
 mod prevention;
 mod retention;
 mod schedule;

@@ -1,0 +1,200 @@
+//! Operating cordon as a service: what a restart cannot fix makes it exit 78 (which the
+//! unit does not restart on) instead of crash-looping, and the recovery key goes only
+//! where the operator said.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use cordon::dev::bot::{BotProcess, BotSetup};
+use cordon::dev::synapse::Synapse;
+
+use crate::support::{cordon_bin, unique};
+
+/// `cordon run`'s exit code for what only an operator can fix (EX_CONFIG).
+const NEEDS_OPERATOR: i32 = 78;
+
+async fn setup(hs: &Synapse, dir: &std::path::Path, tag: &str) -> BotSetup {
+    let playbooks = dir.join("playbooks");
+    std::fs::create_dir_all(&playbooks).unwrap();
+    let operator = hs.user_id(&unique("operator")).unwrap();
+    BotSetup::create(hs, dir, &unique(tag), &playbooks, &[operator], "")
+        .await
+        .unwrap()
+}
+
+/// A wrong password at the first start: the login is refused, and cordon exits 78
+/// naming the password, rather than 2 (which systemd would restart every 5 seconds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_login_exits_78_for_an_operator_instead_of_crash_looping() {
+    let hs = Synapse::shared().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let setup = setup(hs, dir.path(), "wrongpw").await;
+    std::fs::write(setup.dir.join("password"), "not-the-password").unwrap();
+    let mut bot = BotProcess::start(&cordon_bin(), &setup, &[]).unwrap();
+    let status = bot.wait_for_exit(Duration::from_secs(60)).await.unwrap();
+    let log = bot.log_text();
+    assert_eq!(status.code(), Some(NEEDS_OPERATOR), "{log}");
+    assert!(log.contains("refused to log"), "{log}");
+    assert!(log.contains("check the password"), "{log}");
+    // Nothing was left behind that a corrected start would trip over.
+    assert!(!setup.state_dir.join("session.json").exists());
+}
+
+/// The bot's password changed by an administrator who logged out every device (the
+/// default of Synapse's password reset): cordon's device and its keys are gone. cordon
+/// logs in again to look, finds the device empty, logs that login out, and stops with
+/// 78 and the way back (`cordon recover`), instead of running as a new, unverified
+/// device or restarting in a loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_reset_that_deleted_cordons_device_stops_it_with_the_way_back() {
+    let hs = Synapse::shared().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let setup = setup(hs, dir.path(), "pwreset").await;
+    let mut bot = BotProcess::start(&cordon_bin(), &setup, &[]).unwrap();
+    bot.wait_for_log("cordon is ready", Duration::from_secs(90))
+        .await
+        .unwrap();
+    bot.terminate(Duration::from_secs(15));
+
+    let admin = hs
+        .register_session(&unique("pwadmin"), "admin-pw-1", true)
+        .await
+        .unwrap();
+    let new_password = "rotated-pw-2";
+    let url = hs
+        .base_url()
+        .join(&format!(
+            "_synapse/admin/v1/reset_password/{}",
+            setup.user_id
+        ))
+        .unwrap();
+    let reset = cordon::dev::synapse::http_client()
+        .unwrap()
+        .post(url)
+        .bearer_auth(&admin.access_token)
+        .json(&serde_json::json!({"new_password": new_password, "logout_devices": true}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        reset.status().is_success(),
+        "{}",
+        reset.text().await.unwrap()
+    );
+    // The operator updates the secret, as the runbook says.
+    std::fs::write(setup.dir.join("password"), new_password).unwrap();
+
+    let mut bot = BotProcess::start(&cordon_bin(), &setup, &[]).unwrap();
+    let status = bot.wait_for_exit(Duration::from_secs(60)).await.unwrap();
+    let log = bot.log_text();
+    assert_eq!(status.code(), Some(NEEDS_OPERATOR), "{log}");
+    assert!(log.contains("no longer exists on the homeserver"), "{log}");
+    assert!(log.contains("cordon recover"), "{log}");
+    // The look-up login was logged out again: the account has no device left.
+    let devices: serde_json::Value = cordon::dev::synapse::http_client()
+        .unwrap()
+        .get(
+            hs.base_url()
+                .join(&format!(
+                    "_synapse/admin/v2/users/{}/devices",
+                    setup.user_id
+                ))
+                .unwrap(),
+        )
+        .bearer_auth(&admin.access_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(devices["total"], 0, "{devices}");
+}
+
+/// The first start writes the recovery key to the file `--recovery-key-out` names,
+/// owner-only, and nowhere else; a first start whose output is not a terminal, with
+/// neither option, keeps it out of the output and does not set up recovery (a key
+/// nobody holds would be worse than none), and says how to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recovery_key_goes_to_the_file_named_or_is_not_made() {
+    let hs = Synapse::shared().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    let named = setup(hs, dir.path(), "rkfile").await;
+    let key_file = dir.path().join("recovery-key.txt");
+    let out = run_until(
+        &named,
+        &["--recovery-key-out", key_file.to_str().unwrap()],
+        "recovery is set up",
+    )
+    .await;
+    let text = std::fs::read_to_string(&key_file).unwrap();
+    let key = text
+        .lines()
+        .find(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .expect("a key line");
+    assert!(key.split_whitespace().count() >= 12, "{text}");
+    assert!(!out.contains(key), "the key is in the output:\n{out}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    let unnamed = setup(hs, dir.path(), "rknone").await;
+    let out = run_until(&unnamed, &[], "recovery is not set up").await;
+    assert!(!out.contains("Recovery key:"), "{out}");
+    assert!(out.contains("--recovery-key-out"), "{out}");
+}
+
+/// Runs `cordon run` with `args` (stdout and stderr piped, so not a terminal) until a
+/// log line contains `wanted`, then stops it; returns everything it wrote.
+async fn run_until(setup: &BotSetup, args: &[&str], wanted: &str) -> String {
+    let mut child = tokio::process::Command::new(cordon_bin())
+        .arg("run")
+        .arg("--config")
+        .arg(&setup.config)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let a = tokio::spawn(pump(child.stdout.take().unwrap(), out.clone()));
+    let b = tokio::spawn(pump(child.stderr.take().unwrap(), out.clone()));
+    let started = std::time::Instant::now();
+    while !out.lock().unwrap().contains(wanted) {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "no {wanted:?} in:\n{}",
+            out.lock().unwrap()
+        );
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("cordon exited ({status}):\n{}", out.lock().unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child.kill().await.unwrap();
+    let _ = tokio::join!(a, b);
+    out.lock().unwrap().clone()
+}
+
+/// Appends what `pipe` yields to `out` until it closes.
+async fn pump(
+    mut pipe: impl tokio::io::AsyncRead + Unpin,
+    out: std::sync::Arc<std::sync::Mutex<String>>,
+) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = pipe.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        out.lock()
+            .unwrap()
+            .push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
