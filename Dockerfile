@@ -21,12 +21,21 @@
 # `metrics: { listen: 0.0.0.0:9464 }` (the loopback default is unreachable from outside
 # the container) and publish the port to the host's loopback only, as above.
 #
-# The first start prints cordon's recovery key on stdout, which Docker would keep in
-# the container's log: run it once in a terminal with `-it --rm --log-driver none`
-# (docs/deploy.md, "First start").
+# The first start sets up cordon's recovery key, which must not end in the container's
+# log. The image's command refuses to start until that first start is done
+# (`--require-session`, exit 78): do it once by hand, in a terminal,
 #
-# No HEALTHCHECK: the runtime image has no HTTP client. Point the orchestrator's HTTP
-# probe at GET /healthz on port 9464 instead.
+#   docker run -it --rm --log-driver none -v cordon-state:/var/lib/cordon \
+#       -v /etc/cordon/cordon.yaml:/etc/cordon/cordon.yaml:ro \
+#       -v /etc/cordon/playbooks:/etc/cordon/playbooks:ro \
+#       -v /etc/cordon/secrets:/run/secrets/cordon:ro \
+#       cordon run --config /etc/cordon/cordon.yaml
+#
+# (or with `--recovery-key-out FILE` on a mounted directory), stop it with ctrl-c, and
+# then start the container as above (docs/deploy.md, "First start" and "Docker").
+#
+# HEALTHCHECK runs `cordon healthcheck`, which asks /healthz at the config's
+# `metrics.listen` (the image has no curl); it needs `metrics.listen` set, as above.
 
 FROM rust:1.95-slim-bookworm AS builder
 # The slim Rust image already carries gcc and libc6-dev, which the C parts need
@@ -82,5 +91,9 @@ VOLUME ["/var/lib/cordon"]
 EXPOSE 9464
 USER cordon:cordon
 WORKDIR /var/lib/cordon
+# Healthy when /healthz says so: synced recently and the store writable. The start
+# period covers a start-up that catches up on timers after a long stop.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=2m --retries=3 \
+    CMD ["/usr/local/bin/cordon", "healthcheck", "--config", "/etc/cordon/cordon.yaml"]
 ENTRYPOINT ["/usr/local/bin/cordon"]
-CMD ["run", "--config", "/etc/cordon/cordon.yaml"]
+CMD ["run", "--config", "/etc/cordon/cordon.yaml", "--require-session"]

@@ -17,6 +17,7 @@ mod audit;
 mod check;
 mod config;
 mod demo;
+mod healthcheck;
 mod playbook;
 mod recover;
 mod run;
@@ -77,6 +78,10 @@ enum Cmd {
     /// Restore cordon's identity on a new (empty) state directory from the recovery key
     /// printed at its first start, read from standard input. The bot must be stopped.
     Recover(recover::Args),
+    /// Ask the running bot's /healthz (from the config's `metrics.listen`): exits 0
+    /// when it is healthy, 1 when not or when nothing answers. For Docker's
+    /// HEALTHCHECK and other probes without an HTTP client.
+    Healthcheck(healthcheck::Args),
 }
 
 impl Cli {
@@ -93,6 +98,7 @@ impl Cli {
             Cmd::Archive { command } => archive::run(command),
             Cmd::Verify(args) => verify::run(args),
             Cmd::Recover(args) => recover::run(args),
+            Cmd::Healthcheck(args) => healthcheck::run(args),
         }
     }
 }

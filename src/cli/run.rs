@@ -24,6 +24,12 @@ pub(super) struct Args {
     /// terminal, such as a service's journal, does not set up recovery and says so).
     #[arg(long, conflicts_with = "recovery_key_out")]
     recovery_key_to_stdout: bool,
+    /// Refuse to start (exit 78) unless cordon has started before (its state directory
+    /// holds `session.json`): the first start is an operator's, in a terminal or with
+    /// `--recovery-key-out`. The Docker image runs with it; the systemd unit has the
+    /// same guard as `ConditionPathExists=`.
+    #[arg(long)]
+    require_session: bool,
 }
 
 /// `cordon run --log-format`.
@@ -46,6 +52,17 @@ pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(NEEDS_OPERATOR));
         }
     };
+    let session = config.state_dir.join(cordon::matrix::session::SESSION_FILE);
+    if args.require_session && !session.exists() {
+        eprintln!(
+            "cordon: error: {} does not exist: cordon has never started with this state \
+             directory. Do its first start by hand, which sets up its recovery key: in a \
+             terminal, or with `--recovery-key-out FILE` (docs/deploy.md, \"First start\"); \
+             then start it as a service",
+            session.display()
+        );
+        return Ok(ExitCode::from(NEEDS_OPERATOR));
+    }
     init_tracing(args.log_format);
     let runtime = super::runtime()?;
     let ran = runtime.block_on(async move {

@@ -92,6 +92,14 @@ pub enum StoreError {
     /// An error from redb while reading or writing.
     #[error("store database error: {0}")]
     Database(#[source] redb::Error),
+    /// A snapshot for a backup could not be taken.
+    #[error("taking a snapshot of {path}: {detail}")]
+    Snapshot {
+        /// The database being copied.
+        path: PathBuf,
+        /// What failed.
+        detail: String,
+    },
     /// A batch write returned fewer records than it was given (a bug, not bad data).
     #[error("the store returned an incomplete batch ({0})")]
     IncompleteBatch(&'static str),

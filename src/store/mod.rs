@@ -40,6 +40,7 @@ pub mod advice;
 pub mod audit;
 pub mod audit_export;
 mod backend;
+pub mod backup;
 pub mod ciphertexts;
 mod control;
 mod error;

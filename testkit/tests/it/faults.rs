@@ -60,6 +60,14 @@ async fn healthz_fails_while_synapse_is_down_and_recovers_when_it_is_back() {
 
     let up = healthz_becomes(&base, 200, bot).await;
     assert_eq!(up["checks"]["sync"]["ok"], true, "{up}");
+    // `cordon healthcheck` (Docker's HEALTHCHECK) says the same, by its exit code.
+    let addr = base
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let (code, said) = healthcheck(&addr).await;
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("200 ok"), "{said}");
 
     let stopped = Instant::now();
     hs.stop().await;
@@ -74,6 +82,12 @@ async fn healthz_fails_while_synapse_is_down_and_recovers_when_it_is_back() {
     );
     // The store is fine: the failing check is the one named.
     assert_eq!(down["checks"]["store"]["ok"], true, "{down}");
+    let (code, said) = healthcheck(&addr).await;
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        said.contains("503 failing") && said.contains("sync:"),
+        "{said}"
+    );
     // The rest of the two minutes away.
     tokio::time::sleep(OUTAGE.saturating_sub(stopped.elapsed())).await;
     assert!(
@@ -91,6 +105,21 @@ async fn healthz_fails_while_synapse_is_down_and_recovers_when_it_is_back() {
     let status = w.bot_says(&format!("{incident} ·")).await;
     assert!(status.contains("active"), "{status}");
     w.stop_bot();
+}
+
+/// `cordon healthcheck --addr ADDR`: its exit code and output.
+async fn healthcheck(addr: &str) -> (Option<i32>, String) {
+    let out = tokio::process::Command::new(cordon_bin())
+        .args(["healthcheck", "--addr", addr])
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
 }
 
 /// The short version of `cordon-bench load`: a few incidents at once from two

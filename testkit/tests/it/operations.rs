@@ -40,6 +40,31 @@ async fn a_refused_login_exits_78_for_an_operator_instead_of_crash_looping() {
     assert!(!setup.state_dir.join("session.json").exists());
 }
 
+/// The Docker image's first-start guard: `--require-session` refuses a state directory
+/// cordon never started with (exit 78), so the recovery key is never set up by a start
+/// whose output nobody reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_start_before_the_first_start_is_refused_with_what_to_do() {
+    let hs = Synapse::shared().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let setup = setup(hs, dir.path(), "guard").await;
+    let out = tokio::process::Command::new(cordon_bin())
+        .arg("run")
+        .arg("--config")
+        .arg(&setup.config)
+        .arg("--require-session")
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(NEEDS_OPERATOR), "{err}");
+    assert!(
+        err.contains("never started") && err.contains("--recovery-key-out"),
+        "{err}"
+    );
+    assert!(!setup.state_dir.join("session.json").exists());
+}
+
 /// The bot's password changed by an administrator who logged out every device (the
 /// default of Synapse's password reset): cordon's device and its keys are gone. cordon
 /// logs in again to look, finds the device empty, logs that login out, and stops with
