@@ -241,6 +241,7 @@ async fn serve(
     let _admin_socket = crate::trust::socket::AdminSocket::bind(
         &ctx.config.state_dir,
         Arc::new(crate::trust::socket::AdminContext {
+            state_dir: ctx.config.state_dir.clone(),
             client: client.clone(),
             store: ctx.store.clone(),
             clock: ctx.clock.clone(),

@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 
 mod archive;
 mod audit;
+mod backup;
 mod check;
 mod config;
 mod demo;
@@ -82,6 +83,12 @@ enum Cmd {
     /// when it is healthy, 1 when not or when nothing answers. For Docker's
     /// HEALTHCHECK and other probes without an HTTP client.
     Healthcheck(healthcheck::Args),
+    /// Back up the state directory: a consistent snapshot (taken by the running bot over
+    /// its admin socket, or here with the bot stopped), encrypted with age to the
+    /// operators' keys. Run it as the bot's user.
+    Backup(backup::Args),
+    /// Restore a backup into an empty or absent state directory, the bot stopped.
+    Restore(backup::RestoreArgs),
 }
 
 impl Cli {
@@ -99,6 +106,8 @@ impl Cli {
             Cmd::Verify(args) => verify::run(args),
             Cmd::Recover(args) => recover::run(args),
             Cmd::Healthcheck(args) => healthcheck::run(args),
+            Cmd::Backup(args) => backup::run(args),
+            Cmd::Restore(args) => backup::restore(args),
         }
     }
 }

@@ -207,6 +207,216 @@ fn private_dir(dir: &Path) -> std::io::Result<()> {
     builder.create(dir)
 }
 
+/// The parts a backup may hold, as the first component of each path in it.
+const PARTS: [&str; 4] = ["store", SDK_STORE_DIR, SESSION_FILES[0], SESSION_FILES[1]];
+
+/// Why a backup could not be written or restored.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// No recipient to encrypt to.
+    #[error("no recipient: give at least one operator's age public key (-r age1… or -R FILE)")]
+    NoRecipients,
+    /// The keys given do not open the backup, or it is not one.
+    #[error("{0}: the identities given do not open it, or it is not a cordon backup")]
+    CannotOpen(PathBuf),
+    /// Something in the backup is not what cordon writes.
+    #[error("{path}: not a cordon backup: {detail}; nothing was restored")]
+    NotABackup {
+        /// The backup.
+        path: PathBuf,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The state directory is not empty.
+    #[error(
+        "{0} is not empty: restore only into an empty or absent state directory (move the \
+         old one aside first, and never over a running cordon)"
+    )]
+    NotEmpty(PathBuf),
+    /// A store error.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Packs the snapshot directory `dir` as a tar stream encrypted with age to
+/// `recipients` (the operators' X25519 keys) into `out`, which the caller created new.
+/// Returns the number of files.
+pub fn pack(
+    dir: &Path,
+    recipients: &[age::x25519::Recipient],
+    out: &mut fs::File,
+    out_path: &Path,
+) -> Result<usize, BackupError> {
+    if recipients.is_empty() {
+        return Err(BackupError::NoRecipients);
+    }
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| BackupError::Io { path, source }
+    };
+    let encryptor =
+        age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
+            .map_err(|e| BackupError::Io {
+                path: out_path.to_path_buf(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+    let writer = encryptor.wrap_output(&mut *out).map_err(io(out_path))?;
+    let mut tar = tar::Builder::new(writer);
+    tar.mode(tar::HeaderMode::Deterministic);
+    // Plain entries only (redb's file has holes; `unpack` takes regular files alone).
+    tar.sparse(false);
+    let mut files = Vec::new();
+    collect_files(dir, Path::new(""), &mut files).map_err(io(dir))?;
+    files.sort();
+    for relative in &files {
+        let path = dir.join(relative);
+        let mut file = fs::File::open(&path).map_err(io(&path))?;
+        tar.append_file(relative, &mut file).map_err(io(&path))?;
+    }
+    let writer = tar.into_inner().map_err(io(out_path))?;
+    writer.finish().map_err(io(out_path))?;
+    out.sync_all().map_err(io(out_path))?;
+    Ok(files.len())
+}
+
+fn collect_files(root: &Path, relative: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in fs::read_dir(root.join(relative))? {
+        let entry = entry?;
+        let path = relative.join(entry.file_name());
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            collect_files(root, &path, out)?;
+        } else if kind.is_file() {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Restores the backup at `path` into `state_dir`, which must be empty or absent,
+/// with owner-only modes. Every entry is checked before anything is written: only the
+/// parts a backup holds, regular files, relative paths without `..`. It is unpacked
+/// beside the target and moved into place, so a failure leaves nothing behind.
+/// Returns the files restored.
+pub fn unpack(
+    path: &Path,
+    identities: &[age::x25519::Identity],
+    state_dir: &Path,
+) -> Result<Vec<PathBuf>, BackupError> {
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| BackupError::Io { path: p, source }
+    };
+    let bad = |detail: String| BackupError::NotABackup {
+        path: path.to_path_buf(),
+        detail,
+    };
+    match fs::read_dir(state_dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(BackupError::NotEmpty(state_dir.to_path_buf()));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            crate::durable::create_private_dirs(state_dir)
+                .map_err(|(path, source)| BackupError::Io { path, source })?;
+        }
+        Err(e) => return Err(io(state_dir)(e)),
+    }
+    let file = fs::File::open(path).map_err(io(path))?;
+    let decryptor = age::Decryptor::new(std::io::BufReader::new(file))
+        .map_err(|_| BackupError::CannotOpen(path.to_path_buf()))?;
+    let reader = decryptor
+        .decrypt(identities.iter().map(|i| i as &dyn age::Identity))
+        .map_err(|_| BackupError::CannotOpen(path.to_path_buf()))?;
+    let staging = state_dir.join(format!(".restore-{:08x}", rand::random::<u32>()));
+    private_dir(&staging).map_err(io(&staging))?;
+    let result = (|| {
+        let mut restored = Vec::new();
+        let mut archive = tar::Archive::new(reader);
+        for entry in archive.entries().map_err(|e| bad(e.to_string()))? {
+            let mut entry = entry.map_err(|e| bad(e.to_string()))?;
+            let relative = entry.path().map_err(|e| bad(e.to_string()))?.into_owned();
+            let normal = relative
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+            let part = relative
+                .components()
+                .next()
+                .and_then(|c| c.as_os_str().to_str())
+                .unwrap_or("");
+            if !normal || !PARTS.contains(&part) {
+                return Err(bad(format!("it holds {}", relative.display())));
+            }
+            if entry.header().entry_type() != tar::EntryType::Regular {
+                return Err(bad(format!(
+                    "{} is not a plain file ({:?})",
+                    relative.display(),
+                    entry.header().entry_type()
+                )));
+            }
+            let target = staging.join(&relative);
+            if let Some(parent) = target.parent() {
+                crate::durable::create_private_dirs(parent)
+                    .map_err(|(path, source)| BackupError::Io { path, source })?;
+            }
+            let mut options = fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            let mut out = options.open(&target).map_err(io(&target))?;
+            std::io::copy(&mut entry, &mut out).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::InvalidData {
+                    BackupError::CannotOpen(path.to_path_buf())
+                } else {
+                    io(&target)(e)
+                }
+            })?;
+            out.sync_all().map_err(io(&target))?;
+            restored.push(relative);
+        }
+        if !restored
+            .iter()
+            .any(|p| p == &Path::new("store").join(FILE_NAME))
+        {
+            return Err(bad("it holds no store".to_owned()));
+        }
+        // Readable as a store, with its audit chain intact, before it takes the place.
+        let store = Store::open_existing(&staging.join("store"))?;
+        if !store.verify_audit()?.is_intact() {
+            return Err(bad("its audit chain is broken".to_owned()));
+        }
+        drop(store);
+        for part in PARTS {
+            let from = staging.join(part);
+            if from.exists() {
+                let to = state_dir.join(part);
+                fs::rename(&from, &to).map_err(io(&to))?;
+            }
+        }
+        Ok(restored)
+    })();
+    let _ = fs::remove_dir_all(&staging);
+    if result.is_err() {
+        for part in PARTS {
+            let _ = fs::remove_dir_all(state_dir.join(part));
+            let _ = fs::remove_file(state_dir.join(part));
+        }
+    }
+    result
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 mod tests {
@@ -237,5 +447,84 @@ mod tests {
             copy.audit_entries(.., None).unwrap().len(),
             store.audit_entries(.., None).unwrap().len()
         );
+    }
+
+    #[test]
+    fn a_backup_opens_only_with_an_operators_key_and_restores_into_an_empty_dir_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let store = Store::open(&state.join("store")).unwrap();
+        store
+            .audit(
+                "operator:alice",
+                "test.entry",
+                None,
+                serde_json::json!({}),
+                chrono::Utc::now(),
+            )
+            .unwrap();
+        fs::write(state.join("session.json"), b"{\"sealed\":1}").unwrap();
+        let snap = snapshot(&store, &state).unwrap();
+        let operator = age::x25519::Identity::generate();
+        let out_path = dir.path().join("backup.age");
+        let mut out = fs::File::create(&out_path).unwrap();
+        let files = pack(&snap.dir, &[operator.to_public()], &mut out, &out_path).unwrap();
+        assert_eq!(files, 2);
+        assert!(matches!(
+            pack(&snap.dir, &[], &mut out, &out_path),
+            Err(BackupError::NoRecipients)
+        ));
+
+        // Another key opens nothing, and writes nothing.
+        let target = dir.path().join("restored");
+        let stranger = age::x25519::Identity::generate();
+        assert!(matches!(
+            unpack(&out_path, &[stranger], &target),
+            Err(BackupError::CannotOpen(_))
+        ));
+        assert_eq!(fs::read_dir(&target).unwrap().count(), 0);
+        // Not over a state directory that holds anything.
+        assert!(matches!(
+            unpack(&out_path, std::slice::from_ref(&operator), &state),
+            Err(BackupError::NotEmpty(_))
+        ));
+        let restored = unpack(&out_path, &[operator], &target).unwrap();
+        assert_eq!(restored.len(), 2);
+        assert_eq!(
+            fs::read(target.join("session.json")).unwrap(),
+            b"{\"sealed\":1}"
+        );
+        let back = Store::open_existing(&target.join("store")).unwrap();
+        assert_eq!(back.audit_entries(.., None).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_backup_with_a_path_outside_the_state_directory_restores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let operator = age::x25519::Identity::generate();
+        let crafted = dir.path().join("crafted.age");
+        {
+            let file = fs::File::create(&crafted).unwrap();
+            let recipient = operator.to_public();
+            let encryptor =
+                age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+                    .unwrap();
+            let writer = encryptor.wrap_output(file).unwrap();
+            let mut tar = tar::Builder::new(writer);
+            let mut header = tar::Header::new_gnu();
+            header.set_size(2);
+            header.set_mode(0o600);
+            header.set_entry_type(tar::EntryType::Regular);
+            // `append_data` refuses `..`; write the name into the header by hand.
+            header.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"../escaped.tx");
+            header.set_cksum();
+            tar.append(&header, &b"hi"[..]).unwrap();
+            tar.into_inner().unwrap().finish().unwrap();
+        }
+        let target = dir.path().join("state");
+        let err = unpack(&crafted, &[operator], &target).unwrap_err();
+        assert!(matches!(err, BackupError::NotABackup { .. }), "{err}");
+        assert!(!dir.path().join("escaped.tx").exists());
+        assert_eq!(fs::read_dir(&target).unwrap().count(), 0);
     }
 }

@@ -207,6 +207,7 @@ where
 
     let syncing = tokio::spawn(sync_loop(client.clone()));
     let ctx = AdminContext {
+        state_dir: config.state_dir.clone(),
         client: client.clone(),
         store,
         clock: crate::clock::from_env(),

@@ -26,6 +26,7 @@
 //! {"v":1,"by":"operator:alice","op":"list"}
 //! {"v":1,"by":"operator:alice","op":"revoke","user":"@a:hs","reason":"left the trust"}
 //! {"v":1,"by":"operator:alice","op":"status","user":"@a:hs"}
+//! {"v":1,"by":"operator:alice","op":"snapshot"}
 //! ```
 //!
 //! `by` names the operator in the audit log; the bot takes it on trust, since only its
@@ -117,6 +118,10 @@ pub enum Op {
         /// The person.
         user: String,
     },
+    /// A consistent snapshot of the state directory for `cordon backup`
+    /// ([`crate::store::backup`]), written into a new owner-only directory inside it;
+    /// `done`'s message is that directory, which the client packs and removes.
+    Snapshot,
 }
 
 /// A line from the server.
@@ -192,6 +197,8 @@ pub type PersonHook = Arc<dyn Fn(OwnedUserId) + Send + Sync>;
 
 /// What the server runs requests with: the bot's own client and store.
 pub struct AdminContext {
+    /// The bot's state directory (where `snapshot` writes).
+    pub state_dir: PathBuf,
     /// The bot's client.
     pub client: Client,
     /// The bot's store.
@@ -422,6 +429,37 @@ where
             )
             .await;
             enrolled(ctx, &user, result)
+        }
+        Op::Snapshot => {
+            // Audited before it is taken, so that the backup holds the record of its
+            // own making: a restored audit log ends with it.
+            if let Err(e) = ctx.store.audit(
+                by,
+                "backup.snapshot",
+                None,
+                json!({ "bot": "running" }),
+                ctx.clock.now(),
+            ) {
+                return Reply::done(CODE_ERROR, format!("auditing the snapshot: {e}"));
+            }
+            let store = ctx.store.clone();
+            let state_dir = ctx.state_dir.clone();
+            let taken = tokio::task::spawn_blocking(move || {
+                crate::store::backup::snapshot(&store, &state_dir)
+            })
+            .await;
+            match taken {
+                Ok(Ok(snapshot)) => {
+                    info!(
+                        by,
+                        files = snapshot.files.len(),
+                        "took a snapshot for a backup"
+                    );
+                    Reply::done(CODE_OK, snapshot.dir.display().to_string())
+                }
+                Ok(Err(e)) => Reply::done(CODE_ERROR, format!("taking the snapshot: {e}")),
+                Err(e) => Reply::done(CODE_ERROR, format!("taking the snapshot: {e}")),
+            }
         }
         Op::List => match super::list(&ctx.client, &ctx.store).await {
             Ok(list) => {

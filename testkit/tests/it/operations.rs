@@ -223,3 +223,141 @@ async fn pump(
             .push_str(&String::from_utf8_lossy(&buf[..n]));
     }
 }
+
+/// `cordon backup` while the bot runs an incident, then a lost disk: `cordon restore`
+/// into an empty state directory, and the restored cordon carries on with the same
+/// device, the same incident and an intact audit log. The backup opens only with an
+/// operator's key, and holds nothing in the clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_while_the_bot_runs_restores_a_cordon_that_carries_on() {
+    let mut w = crate::world::World::builder().build().await;
+    w.say(&format!(
+        "!cordon declare {} \"Backup drill\"",
+        w.playbook_id
+    ))
+    .await;
+    let incident = crate::world::incident_id_in(&w.bot_says("DECLARED: Backup drill").await);
+
+    let keys = tempfile::tempdir().unwrap();
+    let operator = age::x25519::Identity::generate();
+    let key_file = keys.path().join("operator.key");
+    {
+        use age::secrecy::ExposeSecret;
+        std::fs::write(
+            &key_file,
+            format!("{}\n", operator.to_string().expose_secret()),
+        )
+        .unwrap();
+    }
+    let backup = keys.path().join("cordon.backup.age");
+    let out = cordon_cli(&[
+        "backup",
+        "--config",
+        w.setup.config.to_str().unwrap(),
+        "--out",
+        backup.to_str().unwrap(),
+        "-r",
+        &operator.to_public().to_string(),
+    ])
+    .await;
+    assert_eq!(out.0, Some(0), "{}", out.1);
+    assert!(w.bot.as_mut().unwrap().is_running(), "{}", w.log());
+    // The snapshot the bot wrote is gone from its state directory.
+    let leftovers: Vec<_> = std::fs::read_dir(&w.setup.state_dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".backup-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // Never over an existing file.
+    let again = cordon_cli(&[
+        "backup",
+        "--config",
+        w.setup.config.to_str().unwrap(),
+        "--out",
+        backup.to_str().unwrap(),
+        "-r",
+        &operator.to_public().to_string(),
+    ])
+    .await;
+    assert_eq!(again.0, Some(2), "{}", again.1);
+
+    // The disk is lost.
+    w.stop_bot();
+    let device_before = std::fs::read_to_string(w.setup.state_dir.join("session.json")).unwrap();
+    let lost = w.setup.dir.join("state.lost");
+    std::fs::rename(&w.setup.state_dir, &lost).unwrap();
+
+    // Someone else's key opens nothing.
+    let stranger = keys.path().join("stranger.key");
+    {
+        use age::secrecy::ExposeSecret;
+        let id = age::x25519::Identity::generate();
+        std::fs::write(&stranger, format!("{}\n", id.to_string().expose_secret())).unwrap();
+    }
+    let refused = cordon_cli(&[
+        "restore",
+        "--config",
+        w.setup.config.to_str().unwrap(),
+        "-i",
+        stranger.to_str().unwrap(),
+        backup.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(refused.0, Some(2), "{}", refused.1);
+    assert!(refused.1.contains("do not open it"), "{}", refused.1);
+
+    let restored = cordon_cli(&[
+        "restore",
+        "--config",
+        w.setup.config.to_str().unwrap(),
+        "-i",
+        key_file.to_str().unwrap(),
+        backup.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(restored.0, Some(0), "{}", restored.1);
+    assert!(restored.1.contains("1 open incident"), "{}", restored.1);
+    assert_eq!(
+        std::fs::read_to_string(w.setup.state_dir.join("session.json")).unwrap(),
+        device_before,
+        "the same device comes back"
+    );
+
+    w.restart(&[]);
+    w.wait_ready().await;
+    w.say(&format!("!cordon status {incident}")).await;
+    let status = w.bot_says(&format!("{incident} ·")).await;
+    assert!(status.contains("active"), "{status}");
+    assert!(
+        w.log().contains("restored the saved session"),
+        "the restored cordon kept its device:\n{}",
+        w.log()
+    );
+    let store = w.stop_and_open_store();
+    assert!(store.verify_audit().unwrap().is_intact());
+    assert!(
+        store
+            .audit_entries(.., None)
+            .unwrap()
+            .iter()
+            .any(|e| e.action == "backup.snapshot")
+    );
+}
+
+/// Runs the cordon CLI; its exit code and everything it wrote.
+async fn cordon_cli(args: &[&str]) -> (Option<i32>, String) {
+    let out = tokio::process::Command::new(cordon_bin())
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
