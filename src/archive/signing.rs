@@ -158,6 +158,19 @@ impl ArchiveSigner {
         }
     }
 
+    /// Seals the key in `state_dir` again under `new` (`cordon rekey`): `Ok(false)` when
+    /// `new` opens it already, `Ok(true)` when it was sealed again.
+    pub fn reseal(state_dir: &Path, old: &Secret, new: &Secret) -> Result<bool, ArchiveError> {
+        if let Ok((_, true)) = Self::load_file(state_dir, new) {
+            return Ok(false);
+        }
+        let signer = Self::load(state_dir, old)?;
+        let text = signer.file_text(new)?;
+        crate::durable::write_atomic(&signing_key_path(state_dir), text.as_bytes(), 0o600)
+            .map_err(|(path, source)| ArchiveError::Io { path, source })?;
+        Ok(true)
+    }
+
     /// Loads the key from `state_dir`, opening its seal with `passphrase`;
     /// [`ArchiveError::NoSigningKey`] when there is none.
     pub fn load(state_dir: &Path, passphrase: &Secret) -> Result<Self, ArchiveError> {

@@ -21,6 +21,7 @@ mod demo;
 mod healthcheck;
 mod playbook;
 mod recover;
+mod rekey;
 mod run;
 mod status;
 mod verify;
@@ -89,6 +90,10 @@ enum Cmd {
     Backup(backup::Args),
     /// Restore a backup into an empty or absent state directory, the bot stopped.
     Restore(backup::RestoreArgs),
+    /// Seal everything the store passphrase protects (matrix-sdk's stores, the session
+    /// token, the archive signing key) under a new passphrase. The bot must be stopped;
+    /// an interrupted run is finished by running it again.
+    Rekey(rekey::Args),
 }
 
 impl Cli {
@@ -108,6 +113,7 @@ impl Cli {
             Cmd::Healthcheck(args) => healthcheck::run(args),
             Cmd::Backup(args) => backup::run(args),
             Cmd::Restore(args) => backup::restore(args),
+            Cmd::Rekey(args) => rekey::run(args),
         }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod forget;
+pub mod rekey;
 pub mod rooms;
 pub mod session;
 

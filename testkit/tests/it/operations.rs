@@ -361,3 +361,77 @@ async fn cordon_cli(args: &[&str]) -> (Option<i32>, String) {
         ),
     )
 }
+
+/// `cordon rekey`: a new store passphrase for everything the old one protects. The bot
+/// starts with the new one as the same device and carries on; a second run finds
+/// nothing left to do; the old passphrase opens nothing any more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_store_passphrase_keeps_the_device_and_the_old_one_opens_nothing() {
+    let mut w = crate::world::World::builder().build().await;
+    w.say(&format!(
+        "!cordon declare {} \"Rekey drill\"",
+        w.playbook_id
+    ))
+    .await;
+    let incident = crate::world::incident_id_in(&w.bot_says("DECLARED: Rekey drill").await);
+    w.stop_bot();
+
+    let config = w.setup.config.to_str().unwrap().to_owned();
+    let new_file = w.setup.dir.join("new-passphrase");
+    std::fs::write(&new_file, "a new and quite long store passphrase\n").unwrap();
+    let rekeyed = cordon_cli(&[
+        "rekey",
+        "--config",
+        &config,
+        "--new-passphrase-file",
+        new_file.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(rekeyed.0, Some(0), "{}", rekeyed.1);
+    assert!(
+        rekeyed
+            .1
+            .contains("session.json: sealed with the new passphrase"),
+        "{}",
+        rekeyed.1
+    );
+    assert!(
+        rekeyed.1.contains("crypto.sqlite3: sealed with the new"),
+        "{}",
+        rekeyed.1
+    );
+    // Finished already: a second run changes nothing.
+    let old_file = w.setup.dir.join("store-passphrase");
+    let old = std::fs::read_to_string(&old_file).unwrap();
+    let again = cordon_cli(&[
+        "rekey",
+        "--config",
+        &config,
+        "--new-passphrase-file",
+        new_file.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(again.0, Some(0), "{}", again.1);
+    assert!(!again.1.contains(": sealed with the new"), "{}", again.1);
+
+    // With the old passphrase, cordon cannot open its session: 78, not a loop.
+    let mut bot = w.spawn_bot(&[]);
+    let status = bot.wait_for_exit(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(status.code(), Some(NEEDS_OPERATOR), "{}", bot.log_text());
+    assert!(bot.log_text().contains("passphrase"), "{}", bot.log_text());
+
+    // The operator puts the new one where the config points.
+    std::fs::copy(&new_file, &old_file).unwrap();
+    assert_ne!(old, std::fs::read_to_string(&old_file).unwrap());
+    w.restart(&[]);
+    w.wait_ready().await;
+    assert!(
+        w.log().contains("restored the saved session"),
+        "{}",
+        w.log()
+    );
+    w.say(&format!("!cordon status {incident}")).await;
+    let status = w.bot_says(&format!("{incident} ·")).await;
+    assert!(status.contains("active"), "{status}");
+    w.stop_bot();
+}
