@@ -14,8 +14,6 @@ use age::secrecy::SecretString;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 
-use crate::input::config::Secret;
-
 /// scrypt's log2 work factor for new seals (see the module docs).
 const WORK_FACTOR: u8 = 15;
 /// The highest work factor an opened seal may ask for: a seal that asks more is not
@@ -39,22 +37,21 @@ pub enum SealError {
     Seal(String),
 }
 
-/// Seals `plain` with `passphrase`; the result is unpadded base64 text.
-pub fn seal(passphrase: &Secret, plain: &[u8]) -> Result<String, SealError> {
-    let mut recipient =
-        age::scrypt::Recipient::new(SecretString::from(passphrase.expose().to_owned()));
+/// Seals `plain` with `passphrase` (the store passphrase, as the config gives it); the
+/// result is unpadded base64 text.
+pub fn seal(passphrase: &str, plain: &[u8]) -> Result<String, SealError> {
+    let mut recipient = age::scrypt::Recipient::new(SecretString::from(passphrase.to_owned()));
     recipient.set_work_factor(WORK_FACTOR);
     let sealed = age::encrypt(&recipient, plain).map_err(|e| SealError::Seal(e.to_string()))?;
     Ok(STANDARD_NO_PAD.encode(sealed))
 }
 
 /// Opens what [`seal`] made.
-pub fn open(passphrase: &Secret, sealed: &str) -> Result<Vec<u8>, SealError> {
+pub fn open(passphrase: &str, sealed: &str) -> Result<Vec<u8>, SealError> {
     let bytes = STANDARD_NO_PAD
         .decode(sealed.trim().trim_end_matches('='))
         .map_err(|_| SealError::Damaged)?;
-    let mut identity =
-        age::scrypt::Identity::new(SecretString::from(passphrase.expose().to_owned()));
+    let mut identity = age::scrypt::Identity::new(SecretString::from(passphrase.to_owned()));
     identity.set_max_work_factor(MAX_WORK_FACTOR);
     age::decrypt(&identity, &bytes).map_err(|e| match e {
         age::DecryptError::InvalidHeader | age::DecryptError::UnknownFormat => SealError::Damaged,
@@ -67,30 +64,20 @@ pub fn open(passphrase: &Secret, sealed: &str) -> Result<Vec<u8>, SealError> {
 mod tests {
     use super::*;
 
-    fn secret(s: &str) -> Secret {
-        Secret::new(s.to_owned())
-    }
-
     #[test]
     fn a_seal_opens_with_its_passphrase_only_and_never_shows_the_value() {
-        let sealed = seal(&secret("correct horse"), b"syt_token").unwrap();
+        let sealed = seal("correct horse", b"syt_token").unwrap();
         assert!(!sealed.contains("syt_token"));
-        assert_eq!(
-            open(&secret("correct horse"), &sealed).unwrap(),
-            b"syt_token"
-        );
+        assert_eq!(open("correct horse", &sealed).unwrap(), b"syt_token");
         assert!(matches!(
-            open(&secret("wrong"), &sealed),
+            open("wrong", &sealed),
             Err(SealError::WrongPassphrase)
         ));
         assert!(matches!(
-            open(&secret("correct horse"), "not base64!"),
+            open("correct horse", "not base64!"),
             Err(SealError::Damaged)
         ));
         // Two seals of one value differ (a fresh salt and file key each time).
-        assert_ne!(
-            seal(&secret("p"), b"x").unwrap(),
-            seal(&secret("p"), b"x").unwrap()
-        );
+        assert_ne!(seal("p", b"x").unwrap(), seal("p", b"x").unwrap());
     }
 }

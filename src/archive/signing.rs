@@ -188,8 +188,8 @@ impl ArchiveSigner {
         let (bytes, sealed): ([u8; 32], bool) = match (&file.sealed, file.clear) {
             (_, Some(bytes)) => (bytes, false),
             (Some(sealed), None) => {
-                let plain =
-                    crate::sealed::open(passphrase, sealed).map_err(|e| bad(e.to_string()))?;
+                let plain = crate::sealed::open(passphrase.expose(), sealed)
+                    .map_err(|e| bad(e.to_string()))?;
                 let bytes = plain
                     .try_into()
                     .map_err(|_| bad("the sealed key is not 32 bytes".to_owned()))?;
@@ -212,12 +212,13 @@ impl ArchiveSigner {
     /// The key file's text: comments, the public key in the clear, the private key
     /// sealed.
     fn file_text(&self, passphrase: &Secret) -> Result<String, ArchiveError> {
-        let sealed = crate::sealed::seal(passphrase, &self.key.to_bytes()).map_err(|e| {
-            ArchiveError::SigningKey {
-                path: PathBuf::from(SIGNING_KEY_FILE),
-                detail: e.to_string(),
-            }
-        })?;
+        let sealed =
+            crate::sealed::seal(passphrase.expose(), &self.key.to_bytes()).map_err(|e| {
+                ArchiveError::SigningKey {
+                    path: PathBuf::from(SIGNING_KEY_FILE),
+                    detail: e.to_string(),
+                }
+            })?;
         Ok(format!(
             "# cordon's archive signing key: back it up with the state directory.\n\
              # The private key is sealed with the store passphrase; the public key below is\n\

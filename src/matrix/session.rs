@@ -22,11 +22,18 @@ use std::path::{Path, PathBuf};
 
 use matrix_sdk::Client;
 use matrix_sdk::authentication::matrix::MatrixSession;
-use matrix_sdk::encryption::recovery::RecoveryState;
 use matrix_sdk::encryption::{BackupDownloadStrategy, EncryptionSettings};
 use matrix_sdk::ruma::api::client::uiaa;
 use matrix_sdk::store::RoomLoadSettings;
-use tracing::{error, info, instrument, warn};
+use tracing::{info, instrument, warn};
+
+mod recovery_key;
+mod saved;
+
+pub use recovery_key::RecoveryKeyOut;
+use recovery_key::ensure_recovery;
+pub(crate) use saved::write_session;
+pub use saved::{SavedSession, read_session};
 
 use super::MatrixError;
 use crate::input::config::{Config, Secret};
@@ -60,33 +67,6 @@ impl SessionPaths {
         Self {
             session: state_dir.join(SESSION_FILE),
             sdk_store: state_dir.join(SDK_STORE_DIR),
-        }
-    }
-}
-
-/// Where the recovery key goes when cordon sets up recovery (normally its first start).
-/// Never the logs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RecoveryKeyOut {
-    /// A new file the operator named, written owner-only (0600); an existing file is
-    /// never overwritten.
-    File(PathBuf),
-    /// Standard output: a terminal, or another output the operator asked for.
-    Stdout,
-    /// Nowhere to put it safely: recovery is not set up, and cordon says so at every
-    /// start until it is.
-    Nowhere,
-}
-
-impl RecoveryKeyOut {
-    /// The file if one is named; otherwise stdout if it is a terminal or `to_stdout`
-    /// asks for it; otherwise nowhere (a service's stdout is its journal).
-    pub fn choose(file: Option<PathBuf>, to_stdout: bool) -> Self {
-        use std::io::IsTerminal;
-        match file {
-            Some(path) => Self::File(path),
-            None if to_stdout || std::io::stdout().is_terminal() => Self::Stdout,
-            None => Self::Nowhere,
         }
     }
 }
@@ -364,122 +344,6 @@ pub(crate) fn set_aside_orphaned_store(sdk_store: &Path) -> Result<(), MatrixErr
     Ok(())
 }
 
-/// Sets up recovery (secret storage holding the cross-signing keys, and key backup) if
-/// it is not yet, and hands the new recovery key to `out`. A server-side failure is
-/// logged and does not stop cordon: it runs, but a lost disk would mean re-enrolling
-/// everyone. A key file that cannot be created stops it before recovery is set up, so
-/// no key is made that nobody holds.
-async fn ensure_recovery(client: &Client, out: &RecoveryKeyOut) -> Result<(), MatrixError> {
-    let encryption = client.encryption();
-    encryption.wait_for_e2ee_initialization_tasks().await;
-    let recovery = encryption.recovery();
-    match recovery.state() {
-        RecoveryState::Enabled => {}
-        RecoveryState::Disabled => {
-            let mut file = match out {
-                RecoveryKeyOut::Nowhere => {
-                    warn!(
-                        "recovery is not set up: cordon has nowhere safe to put its recovery \
-                         key (standard output is not a terminal). Stop it and start it once \
-                         with `--recovery-key-out FILE` (or in a terminal); until then a lost \
-                         disk means re-enrolling everyone"
-                    );
-                    return Ok(());
-                }
-                RecoveryKeyOut::File(path) => Some((path, create_key_file(path)?)),
-                RecoveryKeyOut::Stdout => None,
-            };
-            match recovery.enable().await {
-                Ok(key) => match file.as_mut() {
-                    Some((path, file)) => {
-                        write_key_file(path, file, &key)?;
-                        info!(
-                            file = %path.display(),
-                            "recovery is set up; the recovery key is in the file named \
-                             (move it offline)"
-                        );
-                    }
-                    None => {
-                        print_recovery_key(&key);
-                        info!("recovery is set up; the recovery key was printed on stdout");
-                    }
-                },
-                Err(e) => {
-                    if let Some((path, file)) = file {
-                        drop(file);
-                        let _ = std::fs::remove_file(path);
-                    }
-                    error!(
-                        error = %e,
-                        "could not set up recovery; without it a lost disk means \
-                         re-enrolling everyone"
-                    );
-                }
-            }
-        }
-        state => warn!(
-            ?state,
-            "recovery is not complete for this device; check secret storage and key backup"
-        ),
-    }
-    Ok(())
-}
-
-/// Creates the recovery key's file, new and owner-only.
-fn create_key_file(path: &Path) -> Result<File, MatrixError> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    options.open(path).map_err(|e| MatrixError::SessionFile {
-        path: path.to_path_buf(),
-        why: format!(
-            "creating the recovery key's file ({e}; an existing file is never overwritten)"
-        ),
-    })
-}
-
-fn write_key_file(path: &Path, file: &mut File, key: &str) -> Result<(), MatrixError> {
-    let text = format!(
-        "# cordon's RECOVERY KEY. Keep it offline, away from the server, and delete\n\
-         # this copy once it is. `cordon recover --config FILE < THIS-FILE` restores\n\
-         # cordon's identity on a new disk with it. Anyone holding it can act as cordon.\n\
-         {key}\n"
-    );
-    file.write_all(text.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|e| MatrixError::SessionFile {
-            path: path.to_path_buf(),
-            why: format!("writing the recovery key ({e}); it is printed below instead"),
-        })
-        .inspect_err(|_| print_recovery_key(key))
-}
-
-/// Prints the recovery key in a frame the operator cannot miss. On stdout, never in
-/// the logs.
-fn print_recovery_key(key: &str) {
-    let rule = "=".repeat(78);
-    let text = format!(
-        "\n{rule}\n\
-         cordon's RECOVERY KEY. It is shown this once and stored nowhere else.\n\
-         \n\
-         Recovery key: {key}\n\
-         \n\
-         Write it down or print it, and keep it offline, away from this server (a safe, a\n\
-         sealed envelope). If the state directory is lost, `cordon recover --config FILE`\n\
-         restores cordon's identity with this key, and nobody needs to be enrolled again.\n\
-         Without it, a lost disk means re-enrolling everyone. Anyone holding it can act\n\
-         as cordon: treat it like the bot's password.\n\
-         {rule}\n"
-    );
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes());
-    let _ = out.flush();
-}
-
 /// Why the state directory could not be locked.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -560,113 +424,6 @@ impl StateLock {
     }
 }
 
-/// `session.json` as written: who and which device in the clear, the tokens sealed
-/// with the store passphrase ([`crate::sealed`]). A file from before the seal holds the
-/// tokens in the clear (`access_token`, `refresh_token`); it is read, and sealed at the
-/// next start ([`connect`]).
-#[derive(serde::Serialize, serde::Deserialize)]
-struct SessionFile {
-    user_id: matrix_sdk::ruma::OwnedUserId,
-    device_id: matrix_sdk::ruma::OwnedDeviceId,
-    /// The [`SessionTokens`](matrix_sdk::SessionTokens) as JSON, sealed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    tokens_sealed: Option<String>,
-    /// Only in a file from before the seal.
-    #[serde(default, skip_serializing)]
-    access_token: Option<String>,
-    /// Only in a file from before the seal.
-    #[serde(default, skip_serializing)]
-    refresh_token: Option<String>,
-}
-
-/// A session read from `session.json`.
-#[derive(Debug)]
-pub struct SavedSession {
-    /// The session.
-    pub session: MatrixSession,
-    /// Whether its tokens were in the clear (a file from before the seal).
-    pub was_in_the_clear: bool,
-}
-
-/// Reads `session.json`; `None` when there is none. The tokens need the store
-/// passphrase.
-pub fn read_session(
-    path: &Path,
-    store_passphrase: &Secret,
-) -> Result<Option<SavedSession>, MatrixError> {
-    let bad = |why: String| MatrixError::SessionFile {
-        path: path.to_path_buf(),
-        why,
-    };
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(bad(e.to_string())),
-    };
-    let file: SessionFile = serde_json::from_slice(&bytes).map_err(|e| {
-        bad(format!(
-            "not a cordon session file ({e}); restore it from backup"
-        ))
-    })?;
-    let (tokens, was_in_the_clear) = match (file.tokens_sealed, file.access_token) {
-        (Some(sealed), _) => {
-            let plain = crate::sealed::open(store_passphrase, &sealed)
-                .map_err(|e| bad(format!("its access token: {e}")))?;
-            let tokens: matrix_sdk::SessionTokens = serde_json::from_slice(&plain)
-                .map_err(|e| bad(format!("its sealed tokens are not a session ({e})")))?;
-            (tokens, false)
-        }
-        (None, Some(access_token)) => (
-            matrix_sdk::SessionTokens {
-                access_token,
-                refresh_token: file.refresh_token,
-            },
-            true,
-        ),
-        (None, None) => {
-            return Err(bad(
-                "it holds no access token; restore it from backup".to_owned()
-            ));
-        }
-    };
-    Ok(Some(SavedSession {
-        session: MatrixSession {
-            meta: matrix_sdk::SessionMeta {
-                user_id: file.user_id,
-                device_id: file.device_id,
-            },
-            tokens,
-        },
-        was_in_the_clear,
-    }))
-}
-
-/// Writes the session atomically and owner-only, its tokens sealed with the store
-/// passphrase.
-pub(crate) fn write_session(
-    path: &Path,
-    session: &MatrixSession,
-    store_passphrase: &Secret,
-) -> Result<(), MatrixError> {
-    let err = |why: String| MatrixError::SessionFile {
-        path: path.to_path_buf(),
-        why,
-    };
-    let tokens = serde_json::to_vec(&session.tokens).map_err(|e| err(e.to_string()))?;
-    let file = SessionFile {
-        user_id: session.meta.user_id.clone(),
-        device_id: session.meta.device_id.clone(),
-        tokens_sealed: Some(
-            crate::sealed::seal(store_passphrase, &tokens).map_err(|e| err(e.to_string()))?,
-        ),
-        access_token: None,
-        refresh_token: None,
-    };
-    let bytes = serde_json::to_vec_pretty(&file).map_err(|e| err(e.to_string()))?;
-    // Owner-only, though the token is sealed: the device id is no one else's business.
-    crate::durable::write_atomic(path, &bytes, 0o600).map_err(|(_, e)| err(e.to_string()))
-}
-
 /// Creates `dir` (and parents) with owner-only permissions if it does not exist.
 pub fn create_private_dir(dir: &Path) -> Result<(), MatrixError> {
     let err = |e: std::io::Error| MatrixError::SessionFile {
@@ -681,44 +438,4 @@ pub fn create_private_dir(dir: &Path) -> Result<(), MatrixError> {
         builder.mode(0o700);
     }
     builder.create(dir).map_err(err)
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_token_is_sealed_and_a_file_from_before_the_seal_is_still_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(SESSION_FILE);
-        let passphrase = Secret::new("store passphrase".to_owned());
-        // As cordon wrote it before the seal: matrix-sdk's session, token in the clear.
-        std::fs::write(
-            &path,
-            r#"{"user_id":"@cordon:hs.example","device_id":"DEVICEID","access_token":"syt_secret_token"}"#,
-        )
-        .unwrap();
-        let old = read_session(&path, &passphrase).unwrap().unwrap();
-        assert!(old.was_in_the_clear);
-        assert_eq!(old.session.tokens.access_token, "syt_secret_token");
-
-        write_session(&path, &old.session, &passphrase).unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert!(!text.contains("syt_secret_token"), "{text}");
-        assert!(text.contains("DEVICEID"), "{text}");
-        let new = read_session(&path, &passphrase).unwrap().unwrap();
-        assert!(!new.was_in_the_clear);
-        assert_eq!(new.session.tokens.access_token, "syt_secret_token");
-        assert_eq!(new.session.meta.device_id, "DEVICEID");
-
-        let wrong = Secret::new("another".to_owned());
-        let err = read_session(&path, &wrong).unwrap_err().to_string();
-        assert!(err.contains("passphrase"), "{err}");
-        assert!(
-            read_session(&dir.path().join("none"), &passphrase)
-                .unwrap()
-                .is_none()
-        );
-    }
 }
