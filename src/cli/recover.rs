@@ -46,7 +46,7 @@ pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 out,
                 "cordon's identity is restored on a new device ({}): its cross-signing keys \
                  came back from secret storage and the device is signed by its self-signing \
-                 key. People enrolled before stay verified. Start the ctx with `cordon run`.",
+                 key. People enrolled before stay verified. Start the bot with `cordon run`.",
                 done.device
             )?;
             if !done.other_devices.is_empty() {
