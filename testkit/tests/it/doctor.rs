@@ -1,0 +1,272 @@
+//! `cordon doctor`, the operator's preflight, against the real Synapse: a working
+//! setup passes (beside the running bot, whose device it leaves alone), and each
+//! failure it names comes with its fix: an unreadable playbook, a wrong password, an
+//! account without admin rights, an older default room version (on which a declare
+//! still makes room version 12 rooms).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use cordon::dev::SynapseOptions;
+use cordon::dev::bot::BotSetup;
+use cordon::dev::synapse::Synapse;
+
+use crate::support::{cordon_bin, unique};
+use crate::world::{World, admin_get, incident_id_in};
+
+/// A valid playbook, for setups whose playbooks are not the subject.
+const PLAYBOOK: &str = include_str!("../../../playbooks/mass-casualty.yaml");
+
+/// Runs `cordon doctor --config CONFIG`; its output and exit code.
+async fn doctor(config: &Path) -> (Output, String) {
+    let output = tokio::process::Command::new(cordon_bin())
+        .args(["doctor", "--config"])
+        .arg(config)
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output, text)
+}
+
+/// The line that starts with `start`, and the line after it.
+fn line_and_next<'a>(text: &'a str, start: &str) -> (&'a str, &'a str) {
+    let lines: Vec<&str> = text.lines().collect();
+    let i = lines
+        .iter()
+        .position(|l| l.starts_with(start))
+        .unwrap_or_else(|| panic!("no line starting {start:?} in:\n{text}"));
+    (lines[i], lines.get(i + 1).copied().unwrap_or_default())
+}
+
+/// A bot's account (a server admin), config, secrets and one valid playbook in a
+/// directory everyone may search (so a service user other than root can be judged).
+async fn setup(hs: &Synapse, dir: &Path, tag: &str) -> BotSetup {
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let playbooks = dir.join("playbooks");
+    std::fs::create_dir_all(&playbooks).unwrap();
+    std::fs::write(playbooks.join("mass-casualty.yaml"), PLAYBOOK).unwrap();
+    let operator = hs.user_id(&unique("docop")).unwrap();
+    BotSetup::create(hs, dir, &unique(tag), &playbooks, &[operator], "")
+        .await
+        .unwrap()
+}
+
+/// The working setup, checked while the bot runs (as operators do after a change):
+/// every check passes, the saved session's token is accepted, and doctor's own login
+/// is a device that is gone again afterwards while the bot runs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_passes_a_working_setup_while_the_bot_runs_and_leaves_no_device_behind() {
+    let mut w = World::builder().prefix("doc").build().await;
+    let bot = w.bot_id();
+    let devices_path = format!("_synapse/admin/v2/users/{bot}/devices");
+    let devices_before = admin_get(w.hs, &devices_path).await["devices"].clone();
+    let (output, text) = doctor(&w.setup.config).await;
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    for line in [
+        format!("PASS  admin: {bot} is a server admin, through {}_synapse/admin/", w.hs.base_url()),
+        format!("PASS  rate limits: lifted for {bot}"),
+        "PASS  room versions: 12 is available and the server's default".to_owned(),
+        "PASS  saved session: the homeserver accepts the saved token of cordon's device ".to_owned(),
+        "PASS  homeserver: ".to_owned(),
+        format!("PASS  login: {bot} logged in with the configured password, as a temporary device \"cordon doctor (temporary)\""),
+        "PASS  logout: the temporary device ".to_owned(),
+        "PASS  aliases: the server's alias_creation_rules let cordon create its rooms' creation aliases".to_owned(),
+        "PASS  playbooks: 1 valid in ".to_owned(),
+        "PASS  password: ".to_owned(),
+        "PASS  store_passphrase: ".to_owned(),
+        "PASS  state_dir: ".to_owned(),
+        "PASS  metrics: ".to_owned(),
+        "PASS  disk: ".to_owned(),
+    ] {
+        assert!(text.lines().any(|l| l.starts_with(&line)), "no {line:?} in:\n{text}");
+    }
+    assert!(!text.contains("FAIL"), "{text}");
+    assert!(text.contains("0 failed"), "{text}");
+    // The bot is untouched, and doctor's device is gone: only the bot's remains.
+    let bot_process = w.bot.as_mut().unwrap();
+    assert!(bot_process.is_running(), "{}", bot_process.log_text());
+    let devices_after = admin_get(w.hs, &devices_path).await["devices"].clone();
+    assert_eq!(devices_after, devices_before, "doctor left a device behind");
+    assert!(
+        !devices_after.to_string().contains("cordon doctor"),
+        "{devices_after}"
+    );
+    w.stop_bot();
+}
+
+/// As root, `chmod 600` does not stop doctor reading a playbook, but it stops the
+/// service user: the checks are made for the owner of the state directory (here
+/// `nobody`), from the file's mode and owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_fails_a_playbook_the_service_user_cannot_read_and_says_how_to_open_it() {
+    let hs = Synapse::shared().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let setup = setup(hs, dir.path(), "docread").await;
+    // The service user is nobody: it owns the state directory and the bot's files.
+    std::fs::create_dir_all(&setup.state_dir).unwrap();
+    std::fs::set_permissions(&setup.state_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let status = std::process::Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(&setup.dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let playbook: PathBuf = setup.playbooks_dir.join("mass-casualty.yaml");
+    std::fs::set_permissions(&playbook, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let (output, text) = doctor(&setup.config).await;
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    let nobody = format!("{} (uid 65534)", cordon::doctor::access::user_name(65534));
+    let group = cordon::doctor::access::group_name(65534);
+    let p = playbook.display();
+    assert!(
+        text.contains(&format!(
+            "Checking for the service user {nobody}, the owner of the state directory"
+        )),
+        "{text}"
+    );
+    let (line, fix) = line_and_next(&text, &format!("FAIL  playbook {p}:"));
+    assert_eq!(
+        line,
+        format!("FAIL  playbook {p}: {p} is not readable by {nobody} (mode 0600, owner root:root)")
+    );
+    assert_eq!(
+        fix,
+        format!(
+            "      fix: let {nobody} read it: chgrp {group} {p} && chmod 0640 {p} (or chmod 0644 {p})"
+        )
+    );
+    // That is the only failure: the rest of the setup is sound for nobody.
+    assert!(text.contains(" 1 failed"), "{text}");
+}
+
+/// A wrong password: the login fails with where the password goes, and what needs a
+/// login is skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_fails_a_wrong_password_and_skips_what_needs_a_login() {
+    let hs = Synapse::shared().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let setup = setup(hs, dir.path(), "docpw").await;
+    std::fs::write(setup.dir.join("password"), "not-the-password").unwrap();
+
+    let (output, text) = doctor(&setup.config).await;
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    let (line, fix) = line_and_next(&text, "FAIL  login:");
+    assert!(
+        line.starts_with(&format!(
+            "FAIL  login: the homeserver refused the password for {} (",
+            setup.user_id
+        )),
+        "{line}"
+    );
+    assert_eq!(
+        fix,
+        format!(
+            "      fix: put the account's password in what `password` names in {} (or set a new one: docs/operations.md, \"Rotating the bot's password\")",
+            setup.config.display()
+        )
+    );
+    for skipped in ["admin", "rate limits", "room versions", "aliases"] {
+        assert!(
+            text.lines()
+                .any(|l| l == format!("SKIP  {skipped} (needs login)")),
+            "{skipped}:\n{text}"
+        );
+    }
+}
+
+/// An account that is not a server admin: named, with how to make it one; what needs
+/// admin rights is skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_fails_an_account_without_admin_rights() {
+    let hs = Synapse::shared().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let setup = setup(hs, dir.path(), "docadm").await;
+    // The config names another account, with its password: not an admin.
+    let plain = hs
+        .register(&unique("docplain"), "plain-pw", false)
+        .await
+        .unwrap();
+    std::fs::write(setup.dir.join("password"), "plain-pw").unwrap();
+    let config = std::fs::read_to_string(&setup.config).unwrap();
+    let config = config.replace(setup.user_id.as_str(), plain.as_str());
+    std::fs::write(&setup.config, config).unwrap();
+
+    let (output, text) = doctor(&setup.config).await;
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    let (line, fix) = line_and_next(&text, "FAIL  admin:");
+    assert_eq!(
+        line,
+        format!(
+            "FAIL  admin: {plain} is not a server admin: cordon cannot lift its rate limits or purge incident rooms at stand-down"
+        )
+    );
+    assert_eq!(
+        fix,
+        "      fix: make it a server admin (docs/deploy.md, step 2: `register_new_matrix_user --admin`, or the admin API's PUT /_synapse/admin/v2/users/<user> with \"admin\": true)"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l == "SKIP  rate limits (needs admin rights)"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l == "SKIP  aliases (needs admin rights)"),
+        "{text}"
+    );
+    assert!(text.contains(" 1 failed"), "{text}");
+}
+
+/// A Synapse whose `default_room_version` is 10: doctor warns and passes (cordon asks
+/// for 12 itself), and a declare works end to end, its rooms version 12 while the
+/// control room the commander made is 10.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_warns_of_an_older_default_room_version_and_a_declare_still_makes_v12_rooms() {
+    let hs = Synapse::own_with(SynapseOptions::default().default_room_version("10"))
+        .await
+        .expect("synapse");
+    let mut w = World::builder().on(hs).prefix("doc10").build().await;
+
+    let (output, text) = doctor(&w.setup.config).await;
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    let (line, fix) = line_and_next(&text, "WARN  room versions:");
+    assert_eq!(
+        line,
+        "WARN  room versions: 12 is available, but the server's default is 10: cordon asks for 12 in every room it creates, so its incident rooms are 12; control rooms people create get 10, which cordon handles"
+    );
+    assert_eq!(
+        fix,
+        "      fix: nothing for cordon; to make 12 the default for everyone, set `default_room_version: \"12\"` in homeserver.yaml"
+    );
+
+    let control = admin_get(hs, &format!("_synapse/admin/v1/rooms/{}", w.control())).await;
+    assert_eq!(control["version"], "10", "{control}");
+    w.say(&format!(
+        "!cordon declare {} \"Old default drill\"",
+        w.playbook_id
+    ))
+    .await;
+    let incident = incident_id_in(&w.bot_says("DECLARED: Old default drill").await);
+    let rooms = w.created_rooms(&incident).await;
+    assert!(!rooms.is_empty());
+    for (key, ids) in rooms {
+        for id in ids {
+            let state = admin_get(hs, &format!("_synapse/admin/v1/rooms/{id}/state")).await;
+            let create = state["state"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["type"] == "m.room.create")
+                .unwrap();
+            assert_eq!(create["content"]["room_version"], "12", "{key}: {create}");
+        }
+    }
+    w.stop_bot();
+}
