@@ -44,17 +44,23 @@ fn line_and_next<'a>(text: &'a str, start: &str) -> (&'a str, &'a str) {
     (lines[i], lines.get(i + 1).copied().unwrap_or_default())
 }
 
-/// A bot's account (a server admin), config, secrets and one valid playbook in a
-/// directory everyone may search (so a service user other than root can be judged).
+/// A bot's account (a server admin), config, secrets, its state directory and one valid
+/// playbook, in a directory everyone may search (so a service user other than root can
+/// be judged).
 async fn setup(hs: &Synapse, dir: &Path, tag: &str) -> BotSetup {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let playbooks = dir.join("playbooks");
     std::fs::create_dir_all(&playbooks).unwrap();
     std::fs::write(playbooks.join("mass-casualty.yaml"), PLAYBOOK).unwrap();
     let operator = hs.user_id(&unique("docop")).unwrap();
-    BotSetup::create(hs, dir, &unique(tag), &playbooks, &[operator], "")
+    let setup = BotSetup::create(hs, dir, &unique(tag), &playbooks, &[operator], "")
         .await
-        .unwrap()
+        .unwrap();
+    // The state directory exists (owner-only), so its owner is the service user, whatever
+    // accounts this host has (without it, doctor would judge for an account `cordon`).
+    std::fs::create_dir_all(&setup.state_dir).unwrap();
+    std::fs::set_permissions(&setup.state_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    setup
 }
 
 /// The working setup, checked while the bot runs (as operators do after a change):
@@ -109,8 +115,6 @@ async fn doctor_fails_a_playbook_the_service_user_cannot_read_and_says_how_to_op
     let dir = tempfile::tempdir().unwrap();
     let setup = setup(hs, dir.path(), "docread").await;
     // The service user is nobody: it owns the state directory and the bot's files.
-    std::fs::create_dir_all(&setup.state_dir).unwrap();
-    std::fs::set_permissions(&setup.state_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
     let status = std::process::Command::new("chown")
         .args(["-R", "65534:65534"])
         .arg(&setup.dir)
@@ -268,5 +272,136 @@ async fn doctor_warns_of_an_older_default_room_version_and_a_declare_still_makes
             assert_eq!(create["content"]["room_version"], "12", "{key}: {create}");
         }
     }
+    w.stop_bot();
+}
+
+/// A playbook broken now: the same `file:line:col: error:` lines as `cordon check`,
+/// under one failure for the file; the valid playbook beside it is not named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_shows_a_broken_playbook_with_the_diagnostics_of_cordon_check() {
+    let hs = Synapse::shared().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let setup = setup(hs, dir.path(), "docbroken").await;
+    let broken = setup.playbooks_dir.join("broken.yaml");
+    std::fs::write(&broken, PLAYBOOK.replacen("title:", "titel:", 1)).unwrap();
+
+    let (output, text) = doctor(&setup.config).await;
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    let check = std::process::Command::new(cordon_bin())
+        .arg("check")
+        .arg(&broken)
+        .output()
+        .unwrap();
+    let expected: Vec<String> = String::from_utf8_lossy(&check.stderr)
+        .lines()
+        .filter(|l| l.contains(": error: "))
+        .map(|l| format!("      {l}"))
+        .collect();
+    assert!(!expected.is_empty());
+    let b = broken.display();
+    let (line, _) = line_and_next(&text, &format!("FAIL  playbook {b}:"));
+    assert_eq!(
+        line,
+        format!("FAIL  playbook {b}: {} problem(s)", expected.len())
+    );
+    for diagnostic in &expected {
+        assert!(
+            text.lines().any(|l| l == diagnostic),
+            "{diagnostic}:\n{text}"
+        );
+    }
+    assert!(
+        text.lines().any(|l| l
+            == format!(
+                "      fix: correct it (`cordon check {b}` shows the same): a declare of it is refused until then"
+            )),
+        "{text}"
+    );
+    assert!(!text.contains("mass-casualty.yaml:"), "{text}");
+    assert!(text.contains(" 1 failed"), "{text}");
+}
+
+/// A store passphrase that does not open the saved session: named, with the fix. The
+/// metrics address the running bot listens on is told from one another program holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_names_a_wrong_store_passphrase_and_tells_the_running_cordon_on_the_metrics_address()
+{
+    let mut w = World::builder().prefix("docpass").build().await;
+    let dir = &w.setup.dir;
+    let bot_metrics = w
+        .bot
+        .as_ref()
+        .unwrap()
+        .metrics_url()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_owned();
+    let original = std::fs::read_to_string(&w.setup.config).unwrap();
+    assert!(original.contains("127.0.0.1:0"), "{original}");
+
+    // The running cordon's own address: in use, by cordon.
+    let on_bot = dir.join("on-bot.yaml");
+    std::fs::write(&on_bot, original.replace("127.0.0.1:0", &bot_metrics)).unwrap();
+    let (output, text) = doctor(&on_bot).await;
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(
+        text.lines().any(|l| l
+            == format!(
+                "PASS  metrics: {bot_metrics} is in use by the running cordon (/healthz: ok)"
+            )),
+        "{text}"
+    );
+
+    // An address another program holds, and a passphrase that is not cordon's.
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = other.local_addr().unwrap().to_string();
+    std::fs::write(dir.join("wrong-passphrase"), "not the passphrase").unwrap();
+    let wrong = dir.join("wrong.yaml");
+    std::fs::write(
+        &wrong,
+        original
+            .replace("127.0.0.1:0", &taken)
+            .replace("{ file: store-passphrase }", "{ file: wrong-passphrase }"),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        dir.join("wrong-passphrase"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let (output, text) = doctor(&wrong).await;
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    let session = w.setup.state_dir.join("session.json");
+    let (line, fix) = line_and_next(&text, "FAIL  saved session:");
+    assert!(
+        line.starts_with(&format!(
+            "FAIL  saved session: session file {}: its access token: ",
+            session.display()
+        )),
+        "{line}"
+    );
+    assert_eq!(
+        fix,
+        format!(
+            "      fix: `store_passphrase` in {} must name the passphrase cordon first started with (it also opens the crypto store): put that one back from your password vault",
+            wrong.display()
+        )
+    );
+    let (line, fix) = line_and_next(&text, "FAIL  metrics:");
+    assert_eq!(
+        line,
+        format!(
+            "FAIL  metrics: {taken} is in use by another program (it does not answer as cordon's /healthz)"
+        )
+    );
+    assert_eq!(
+        fix,
+        format!(
+            "      fix: stop that program, or set `metrics.listen` in {} to a free address",
+            wrong.display()
+        )
+    );
+    assert!(text.contains(" 2 failed"), "{text}");
+    drop(other);
     w.stop_bot();
 }
