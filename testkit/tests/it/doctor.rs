@@ -405,3 +405,28 @@ async fn doctor_names_a_wrong_store_passphrase_and_tells_the_running_cordon_on_t
     drop(other);
     w.stop_bot();
 }
+
+/// A config that cannot be read: its problems as `cordon config check` prints them,
+/// and exit 2, before any check runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_exits_2_with_the_configs_problems_when_it_cannot_read_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cordon.yaml");
+    std::fs::write(
+        &config,
+        "homeserver: https://matrix.example\nusr: \"@cordon:example\"\n",
+    )
+    .unwrap();
+    let (output, text) = doctor(&config).await;
+    assert_eq!(output.status.code(), Some(2), "{text}");
+    let check = std::process::Command::new(cordon_bin())
+        .args(["config", "check"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let problems = String::from_utf8_lossy(&check.stderr);
+    let first = problems.lines().next().unwrap();
+    assert!(first.contains(": error: "), "{problems}");
+    assert!(text.lines().any(|l| l == first), "{first}:\n{text}");
+    assert!(!text.contains("PASS"), "{text}");
+}
