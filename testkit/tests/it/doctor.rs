@@ -430,3 +430,31 @@ async fn doctor_exits_2_with_the_configs_problems_when_it_cannot_read_the_config
     assert!(text.lines().any(|l| l == first), "{first}:\n{text}");
     assert!(!text.contains("PASS"), "{text}");
 }
+
+/// The bot reads playbooks again at each declare, so one broken now is logged at start,
+/// with its file and first problem, before a commander meets it; the bot starts anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bot_warns_at_start_of_a_playbook_that_is_broken_now() {
+    let hs = Synapse::shared().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let setup = setup(hs, dir.path(), "docstart").await;
+    let broken = setup.playbooks_dir.join("broken.yaml");
+    std::fs::write(&broken, PLAYBOOK.replacen("title:", "titel:", 1)).unwrap();
+    let mut bot = cordon::dev::bot::BotProcess::start(&cordon_bin(), &setup, &[]).unwrap();
+    bot.wait_for_log("cordon is ready", std::time::Duration::from_secs(90))
+        .await
+        .unwrap();
+    let log = bot.log_text();
+    bot.terminate(std::time::Duration::from_secs(15));
+    let warning = log
+        .lines()
+        .find(|l| l.contains("a playbook is broken"))
+        .unwrap_or_else(|| panic!("no warning in:\n{log}"));
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(warning.contains(&broken.display().to_string()), "{warning}");
+    assert!(
+        warning.contains("unknown key `titel`") || warning.contains("titel"),
+        "{warning}"
+    );
+    assert!(!log.contains("mass-casualty.yaml"), "{log}");
+}
