@@ -275,7 +275,8 @@ async fn login(
                 _ => Check::fail(
                     "login",
                     format!("logging in {} failed: {e}", config.user),
-                    "password login must be enabled for the account (docs/deploy.md, step 2)",
+                    "`homeserver` must be the homeserver's client address, with password login \
+                     enabled for the account (docs/deploy.md, step 2)",
                 ),
             };
             report.add(check)?;

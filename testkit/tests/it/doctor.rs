@@ -458,3 +458,119 @@ async fn the_bot_warns_at_start_of_a_playbook_that_is_broken_now() {
     );
     assert!(!log.contains("mass-casualty.yaml"), "{log}");
 }
+
+/// A homeserver whose certificate an internal CA signed, on a host whose trust store
+/// lacks that CA: named as such, with where to install the CA; with the CA trusted
+/// (`SSL_CERT_FILE`, which the system's trust store reads as the installed CAs would
+/// be), the same homeserver passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_names_a_certificate_from_an_internal_ca_this_host_does_not_trust() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let write = |name: &str, text: &str| std::fs::write(d.join(name), text).unwrap();
+    write("ca.pem", include_str!("../data/internal-ca/ca.pem"));
+    write(
+        "homeserver.pem",
+        include_str!("../data/internal-ca/homeserver.pem"),
+    );
+    write(
+        "homeserver.key",
+        include_str!("../data/internal-ca/homeserver.key"),
+    );
+    // A homeserver stand-in: HTTPS with that certificate, answering the versions.
+    write(
+        "server.py",
+        r#"import http.server, ssl, sys
+class Versions(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"versions": ["v1.11"]}')
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", 0), Versions)
+tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+tls.load_cert_chain("homeserver.pem", "homeserver.key")
+server.socket = tls.wrap_socket(server.socket, server_side=True)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"#,
+    );
+    let python = cordon::dev::install::ensure_installed().await.unwrap();
+    let mut server = tokio::process::Command::new(python)
+        .arg("server.py")
+        .current_dir(d)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    {
+        use tokio::io::AsyncBufReadExt;
+        let stdout = server.stdout.take().unwrap();
+        tokio::io::BufReader::new(stdout)
+            .read_line(&mut port)
+            .await
+            .unwrap();
+    }
+    let port = port.trim();
+    std::fs::create_dir(d.join("playbooks")).unwrap();
+    write("playbooks/mass-casualty.yaml", PLAYBOOK);
+    for secret in ["password", "store-passphrase"] {
+        write(secret, "secret");
+        std::fs::set_permissions(d.join(secret), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    std::fs::create_dir(d.join("state")).unwrap();
+    write(
+        "cordon.yaml",
+        &format!(
+            "homeserver: https://127.0.0.1:{port}\n\
+             user: \"@cordon:localhost\"\n\
+             password: {{ file: password }}\n\
+             store_passphrase: {{ file: store-passphrase }}\n\
+             state_dir: state\n\
+             playbooks_dir: playbooks\n\
+             archive_dir: archives\n\
+             operators: [\"@op:localhost\"]\n\
+             metrics: {{ listen: \"127.0.0.1:0\" }}\n"
+        ),
+    );
+    let config = d.join("cordon.yaml");
+
+    let (output, text) = doctor(&config).await;
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    let (line, fix) = line_and_next(&text, "FAIL  homeserver:");
+    assert!(
+        line.starts_with(
+            "FAIL  homeserver: the homeserver's certificate is not trusted by this system's trust store ("
+        ),
+        "{line}"
+    );
+    assert!(line.contains("UnknownIssuer"), "{line}");
+    assert_eq!(
+        fix,
+        "      fix: if the certificate is signed by an internal CA, install the CA on this host (Debian: copy it to /usr/local/share/ca-certificates/ and run update-ca-certificates); otherwise give the homeserver a certificate from a public CA"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l == "SKIP  login (needs the homeserver)"),
+        "{text}"
+    );
+
+    let trusted = tokio::process::Command::new(cordon_bin())
+        .args(["doctor", "--config"])
+        .arg(&config)
+        .env("SSL_CERT_FILE", d.join("ca.pem"))
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&trusted.stdout);
+    assert!(
+        text.lines().any(|l| l.starts_with(&format!(
+            "PASS  homeserver: https://127.0.0.1:{port}/ reachable"
+        ))),
+        "{text}"
+    );
+    server.kill().await.unwrap();
+}
