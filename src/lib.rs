@@ -18,6 +18,9 @@
 //! - [`retention`]: the retention sweep: redacts every message older than the window,
 //!   sealing it first when the playbook asks, resumable and rate-limit aware.
 //! - [`metrics`]: Prometheus metrics and the `/metrics` and `/healthz` listener.
+//! - [`doctor`]: `cordon doctor`, the operator's preflight: secrets, directories,
+//!   playbooks, the homeserver (trust, login, admin rights, room version 12, aliases),
+//!   the metrics address and disk space, one pass/fail line each.
 //! - [`dev`]: `cordon demo`'s dev mode: a throwaway Synapse on loopback, matrix-sdk users
 //!   playing the people, cordon as its own process. Never used by `cordon run`.
 //! - [`matrix`]: matrix-sdk and the Synapse admin API.
@@ -51,6 +54,7 @@ pub mod app;
 pub mod archive;
 pub mod clock;
 pub mod dev;
+pub mod doctor;
 pub mod domain;
 mod durable;
 pub mod failpoint;

@@ -126,6 +126,8 @@ async fn serve(
 ) -> Result<Arc<Ctx>, AppError> {
     let password = config.password.read()?;
     let passphrase = config.store_passphrase.read()?;
+    // Playbooks are read again at each declare: one broken now is worth a warning now.
+    crate::doctor::local::warn_broken_playbooks(&config.playbooks_dir);
     // Before logging in: a port already taken is a start-up error an operator fixes in
     // the config, and /healthz says "starting" while cordon connects.
     let metrics = match config.metrics_listen {

@@ -18,6 +18,7 @@ mod backup;
 mod check;
 mod config;
 mod demo;
+mod doctor;
 mod healthcheck;
 mod playbook;
 mod recover;
@@ -41,6 +42,13 @@ enum Cmd {
     /// Run a scripted major incident end to end on a throwaway Synapse (installed from
     /// PyPI on first use), printing a timeline of rooms, invites and joins.
     Demo(demo::Args),
+    /// Preflight: check the config, secrets, directories, playbooks, homeserver, metrics
+    /// address and disk space, one PASS/FAIL/WARN/SKIP line each, with a fix for each
+    /// failure. Safe while the bot runs.
+    ///
+    /// Exits 0 when nothing failed (warnings allowed), 1 when a check failed, 2 when the
+    /// config cannot be read.
+    Doctor(doctor::Args),
     /// Check playbooks and report every problem as `file:line:col: error: message`.
     ///
     /// Exits 0 when every playbook is valid, 1 otherwise.
@@ -102,6 +110,7 @@ impl Cli {
         match self.command {
             Cmd::Run(args) => run::run(args),
             Cmd::Demo(args) => demo::run(args),
+            Cmd::Doctor(args) => doctor::run(args),
             Cmd::Check(args) => check::run(args),
             Cmd::Status(args) => status::run(args),
             Cmd::Playbook { command } => playbook::run(command),

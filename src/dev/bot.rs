@@ -63,9 +63,10 @@ impl BotSetup {
         let io = |what: &str, e: std::io::Error| HarnessError::io(what, e);
         std::fs::create_dir_all(&dir).map_err(|e| io("creating the bot's directory", e))?;
         let state_dir = dir.join("state");
-        std::fs::write(dir.join("password"), &password)
+        // Owner-only, as docs/deploy.md asks of the secrets (`cordon doctor` checks).
+        write_secret(&dir.join("password"), &password)
             .map_err(|e| io("writing the bot's password file", e))?;
-        std::fs::write(dir.join("store-passphrase"), random_token())
+        write_secret(&dir.join("store-passphrase"), &random_token())
             .map_err(|e| io("writing the bot's store passphrase", e))?;
         let operators: Vec<String> = operators.iter().map(|o| format!("\"{o}\"")).collect();
         let config = dir.join("cordon.yaml");
@@ -102,6 +103,19 @@ impl BotSetup {
             .map(crate::input::config::Secret::new)
             .map_err(|e| HarnessError::io("reading the bot's store passphrase", e))
     }
+}
+
+/// Writes a secret file with mode 0600.
+fn write_secret(path: &Path, value: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(value.as_bytes())
 }
 
 /// A running `cordon run`.

@@ -61,6 +61,8 @@ pub struct Synapse {
     shared_secret: String,
     /// The prevention module's settings, when it runs with it.
     prevention: Option<Prevention>,
+    /// `default_room_version` in its config, when not Synapse's own default.
+    default_room_version: Option<String>,
     /// The watchdog shell, leader of the process group that holds Synapse.
     process: std::sync::Mutex<Option<Child>>,
 }
@@ -159,6 +161,25 @@ fn set_private(path: &Path) -> Result<(), HarnessError> {
         .map_err(|e| HarnessError::io("making the prevention secret private", e))
 }
 
+/// How a test homeserver differs from the plain one ([`Synapse::start_with_options`]).
+/// Start from `Options::default()` and set what the test needs.
+#[derive(Debug, Default)]
+pub struct Options {
+    /// Run the prevention module with these settings.
+    pub prevention: Option<Prevention>,
+    /// Synapse's `default_room_version` (the version of rooms created without one),
+    /// e.g. `"10"` for a server configured before room version 12 was the default.
+    pub default_room_version: Option<String>,
+}
+
+impl Options {
+    /// With `default_room_version: version`.
+    pub fn default_room_version(mut self, version: &str) -> Self {
+        self.default_room_version = Some(version.to_owned());
+        self
+    }
+}
+
 /// Why one launch attempt failed.
 enum LaunchError {
     /// The port was taken; try another (or wait and retry the same one).
@@ -176,6 +197,19 @@ impl Synapse {
 
     /// As [`Synapse::start`], with the prevention module when `prevention` is given.
     pub async fn start_with(prevention: Option<Prevention>) -> Result<Synapse, HarnessError> {
+        Self::start_with_options(Options {
+            prevention,
+            ..Options::default()
+        })
+        .await
+    }
+
+    /// As [`Synapse::start`], configured as `options` say.
+    pub async fn start_with_options(options: Options) -> Result<Synapse, HarnessError> {
+        let Options {
+            prevention,
+            default_room_version,
+        } = options;
         let python = install::ensure_installed().await?;
         let data_dir = fresh_temp_dir("cordon-synapse")?;
         let mut synapse = Synapse {
@@ -185,6 +219,7 @@ impl Synapse {
             python,
             shared_secret: random_secret(),
             prevention,
+            default_room_version,
             process: std::sync::Mutex::new(None),
         };
         // From here on, dropping `synapse` cleans up after a failure.
@@ -233,6 +268,14 @@ impl Synapse {
     ) -> Result<&'static Synapse, HarnessError> {
         Ok(Box::leak(Box::new(
             Synapse::start_with(Some(prevention)).await?,
+        )))
+    }
+
+    /// A homeserver of its own configured as `options` say; never dropped, like
+    /// [`Synapse::own`].
+    pub async fn own_with(options: Options) -> Result<&'static Synapse, HarnessError> {
+        Ok(Box::leak(Box::new(
+            Synapse::start_with_options(options).await?,
         )))
     }
 
@@ -603,6 +646,9 @@ impl Synapse {
             "rc_presence": { "per_user": unlimited }
         });
         let mut config = config;
+        if let Some(version) = &self.default_room_version {
+            config["default_room_version"] = json!(version);
+        }
         if let Some(modules) = self.module_config() {
             config["modules"] = modules;
         }

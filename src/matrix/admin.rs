@@ -38,6 +38,8 @@ const RETRIES: usize = 3;
 #[derive(Clone)]
 pub struct SynapseAdmin {
     client: Client,
+    /// Each request's timeout and retries ([`config`], or [`preflight_config`]).
+    request: RequestConfig,
 }
 
 impl std::fmt::Debug for SynapseAdmin {
@@ -68,6 +70,40 @@ fn config() -> RequestConfig {
         .max_retry_time(TIMEOUT)
 }
 
+/// The request settings of `cordon doctor`'s admin requests: one attempt, 10 s, so an
+/// operator waits seconds, not minutes, for a verdict.
+fn preflight_config() -> RequestConfig {
+    RequestConfig::new()
+        .disable_retry()
+        .timeout(REACHABLE_TIMEOUT)
+}
+
+/// What the admin API said about cordon's own account ([`SynapseAdmin::admin_rights`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminRights {
+    /// A server admin.
+    Admin,
+    /// Synapse answered: not a server admin (401 or 403).
+    NotAdmin,
+    /// Something in front of Synapse answered instead (404 or 405: a reverse proxy that
+    /// does not pass `/_synapse/admin`), with the status and any error text.
+    NotForwarded(u16, String),
+}
+
+/// A user's rate-limit override as Synapse holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimitOverride {
+    /// None: Synapse's default limits apply.
+    None,
+    /// Messages per second and burst count (0 and 0: no limit).
+    Set {
+        /// `messages_per_second`.
+        messages_per_second: u64,
+        /// `burst_count`.
+        burst_count: u64,
+    },
+}
+
 /// The HTTP status of a failed request the server answered, and its `error` text.
 fn answered(e: &HttpError) -> Option<(u16, String)> {
     let e = e.as_client_api_error()?;
@@ -91,7 +127,54 @@ impl SynapseAdmin {
         }
         Ok(Self {
             client: client.clone(),
+            request: config(),
         })
+    }
+
+    /// As [`Self::new`], for `cordon doctor`: each request tried once, for 10 s.
+    pub fn for_preflight(client: &Client) -> Result<Self, MatrixError> {
+        Ok(Self {
+            request: preflight_config(),
+            ..Self::new(client)?
+        })
+    }
+
+    /// Whether `user` (cordon itself) is a server admin, telling Synapse's refusal
+    /// apart from a proxy's.
+    pub async fn admin_rights(&self, user: &UserId) -> Result<AdminRights, MatrixError> {
+        let request = endpoints::user_admin::Request::new(user.to_owned());
+        match self.send("checking admin rights", request).await? {
+            Ok(response) if response.admin => Ok(AdminRights::Admin),
+            Ok(_) => Ok(AdminRights::NotAdmin),
+            // Synapse answers 403 M_FORBIDDEN "You are not a server admin".
+            Err((401 | 403, _)) => Ok(AdminRights::NotAdmin),
+            Err((code @ (404 | 405), text)) => Ok(AdminRights::NotForwarded(code, text)),
+            Err((code, _)) => Err(MatrixError::Admin(format!(
+                "checking admin rights answered HTTP {code}"
+            ))),
+        }
+    }
+
+    /// `user`'s rate-limit override (read only; [`Self::lift_own_rate_limits`] sets it).
+    pub async fn rate_limit_override(
+        &self,
+        user: &UserId,
+    ) -> Result<RateLimitOverride, MatrixError> {
+        let request = endpoints::get_ratelimit::Request::new(user.to_owned());
+        match self
+            .send("reading the rate-limit override", request)
+            .await?
+        {
+            Ok(endpoints::get_ratelimit::Response {
+                messages_per_second: Some(messages_per_second),
+                burst_count: Some(burst_count),
+            }) => Ok(RateLimitOverride::Set {
+                messages_per_second,
+                burst_count,
+            }),
+            Ok(_) => Ok(RateLimitOverride::None),
+            Err(answer) => Err(Self::unexpected("reading the rate-limit override", answer)),
+        }
     }
 
     /// Whether the homeserver answers at all now (its unauthenticated versions
@@ -111,13 +194,14 @@ impl SynapseAdmin {
     }
 
     /// True when `user` (cordon itself) is a server admin.
+    /// A 404 (the admin API not passed by a proxy) counts as not an admin, as
+    /// docs/deploy.md says; `cordon doctor` tells the two apart
+    /// ([`Self::admin_rights`]).
     pub async fn is_admin(&self, user: &UserId) -> Result<bool, MatrixError> {
-        let request = endpoints::user_admin::Request::new(user.to_owned());
-        match self.send("checking admin rights", request).await? {
-            Ok(response) => Ok(response.admin),
-            // Synapse answers 403 M_FORBIDDEN "You are not a server admin".
-            Err((401 | 403 | 404, _)) => Ok(false),
-            Err((code, _)) => Err(MatrixError::Admin(format!(
+        match self.admin_rights(user).await? {
+            AdminRights::Admin => Ok(true),
+            AdminRights::NotAdmin | AdminRights::NotForwarded(404, _) => Ok(false),
+            AdminRights::NotForwarded(code, _) => Err(MatrixError::Admin(format!(
                 "checking admin rights answered HTTP {code}"
             ))),
         }
@@ -138,7 +222,7 @@ impl SynapseAdmin {
         if let Err(e) = self
             .client
             .send(request)
-            .with_request_config(config())
+            .with_request_config(self.request)
             .await
         {
             return Err(MatrixError::Admin(match e.as_client_api_error() {
@@ -202,7 +286,7 @@ impl SynapseAdmin {
         match self
             .client
             .send(request)
-            .with_request_config(config())
+            .with_request_config(self.request)
             .await
         {
             Ok(response) => Ok(Ok(response)),

@@ -71,6 +71,38 @@ pub mod override_ratelimit {
     }
 }
 
+/// A user's rate-limit override, if any (an empty answer: none, the defaults apply).
+pub mod get_ratelimit {
+    use super::*;
+
+    metadata! {
+        method: GET,
+        rate_limited: false,
+        authentication: AccessToken,
+        path: "/_synapse/admin/v1/users/{user_id}/override_ratelimit",
+    }
+
+    #[request]
+    pub struct Request {
+        #[ruma_api(path)]
+        pub user_id: OwnedUserId,
+    }
+
+    #[response]
+    pub struct Response {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub messages_per_second: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub burst_count: Option<u64>,
+    }
+
+    impl Request {
+        pub fn new(user_id: OwnedUserId) -> Self {
+            Self { user_id }
+        }
+    }
+}
+
 /// Deletes a room: members removed, events purged, the room blocked.
 pub mod delete_room {
     use super::*;
