@@ -20,9 +20,15 @@ const PLAYBOOK: &str = include_str!("../../../playbooks/mass-casualty.yaml");
 
 /// Runs `cordon doctor --config CONFIG`; its output and exit code.
 async fn doctor(config: &Path) -> (Output, String) {
+    doctor_with(config, &[]).await
+}
+
+/// Runs `cordon doctor --config CONFIG ARGS…`; its output and exit code.
+async fn doctor_with(config: &Path, args: &[&str]) -> (Output, String) {
     let output = tokio::process::Command::new(cordon_bin())
         .args(["doctor", "--config"])
         .arg(config)
+        .args(args)
         .output()
         .await
         .unwrap();
@@ -660,4 +666,28 @@ server.serve_forever()
     );
     assert!(text.contains(" 1 failed"), "{text}");
     proxy.kill().await.unwrap();
+}
+
+/// Less free space than `--min-free` asks for fails, naming the file system and why
+/// it matters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_fails_when_the_state_directorys_disk_has_less_free_space_than_asked() {
+    let hs = Synapse::shared().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let setup = setup(hs, dir.path(), "docdisk").await;
+    let (output, text) = doctor_with(&setup.config, &["--min-free", "100%"]).await;
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    let (line, fix) = line_and_next(&text, "FAIL  disk:");
+    assert!(
+        line.ends_with(&format!(
+            " on the file system of {} (at least 100% wanted)",
+            setup.state_dir.display()
+        )),
+        "{line}"
+    );
+    assert_eq!(
+        fix,
+        "      fix: free space there: the store and the sealed archives grow with every incident, and cordon stops when its store cannot be written"
+    );
+    assert!(text.contains(" 1 failed"), "{text}");
 }
