@@ -117,7 +117,17 @@ fn secret(
         }
         SecretSource::File(path) => path,
     };
-    let meta = std::fs::metadata(path)?;
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) => {
+            report.add(Check::fail(
+                name,
+                format!("{}: {e}", path.display()),
+                "run doctor again (the file changed while it was read)",
+            ))?;
+            return Ok(Some(value));
+        }
+    };
     let shown = describe_meta(&meta);
     let owner = user.name.clone().unwrap_or_else(|| user.uid.to_string());
     if let Err(why) = user.may(path, Want::Read) {

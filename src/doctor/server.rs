@@ -216,6 +216,11 @@ async fn login(
 ) -> io::Result<Option<Client>> {
     let client = match Client::builder()
         .homeserver_url(config.homeserver.as_str())
+        // Every check goes through the configured address, as the bot's requests do
+        // once it restores its session: matrix-sdk would otherwise move to the
+        // `well_known` base URL a login answer carries (Synapse's `public_baseurl`),
+        // past the very proxy the admin check is about.
+        .respect_login_well_known(false)
         .request_config(RequestConfig::new().disable_retry().timeout(TIMEOUT))
         .build()
         .await

@@ -20,9 +20,15 @@ const PLAYBOOK: &str = include_str!("../../../playbooks/mass-casualty.yaml");
 
 /// Runs `cordon doctor --config CONFIG`; its output and exit code.
 async fn doctor(config: &Path) -> (Output, String) {
+    doctor_with(config, &[]).await
+}
+
+/// Runs `cordon doctor --config CONFIG ARGS…`; its output and exit code.
+async fn doctor_with(config: &Path, args: &[&str]) -> (Output, String) {
     let output = tokio::process::Command::new(cordon_bin())
         .args(["doctor", "--config"])
         .arg(config)
+        .args(args)
         .output()
         .await
         .unwrap();
@@ -32,6 +38,28 @@ async fn doctor(config: &Path) -> (Output, String) {
         String::from_utf8_lossy(&output.stderr)
     );
     (output, text)
+}
+
+/// Runs `script` (in `dir`) with the harness's Python and `args`; the script prints
+/// the port it listens on as its first line. The process dies with the handle.
+async fn python_server(dir: &Path, script: &str, args: &[&str]) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let python = cordon::dev::install::ensure_installed().await.unwrap();
+    let mut server = tokio::process::Command::new(python)
+        .arg(script)
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    let stdout = server.stdout.take().unwrap();
+    tokio::io::BufReader::new(stdout)
+        .read_line(&mut port)
+        .await
+        .unwrap();
+    (server, port.trim().to_owned())
 }
 
 /// The line that starts with `start`, and the line after it.
@@ -497,24 +525,8 @@ print(server.server_address[1], flush=True)
 server.serve_forever()
 "#,
     );
-    let python = cordon::dev::install::ensure_installed().await.unwrap();
-    let mut server = tokio::process::Command::new(python)
-        .arg("server.py")
-        .current_dir(d)
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut port = String::new();
-    {
-        use tokio::io::AsyncBufReadExt;
-        let stdout = server.stdout.take().unwrap();
-        tokio::io::BufReader::new(stdout)
-            .read_line(&mut port)
-            .await
-            .unwrap();
-    }
-    let port = port.trim();
+    let (mut server, port) = python_server(d, "server.py", &[]).await;
+    let port = port.as_str();
     std::fs::create_dir(d.join("playbooks")).unwrap();
     write("playbooks/mass-casualty.yaml", PLAYBOOK);
     for secret in ["password", "store-passphrase"] {
@@ -573,4 +585,109 @@ server.serve_forever()
         "{text}"
     );
     server.kill().await.unwrap();
+}
+
+/// A reverse proxy in front of Synapse that passes only `/_matrix/` (as many do): the
+/// login works through it, but the admin API answers the proxy's 404, which is named
+/// as the proxy's doing, with what to forward.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_names_a_reverse_proxy_that_does_not_forward_the_admin_api() {
+    let hs = Synapse::shared().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let setup = setup(hs, dir.path(), "docproxy").await;
+    std::fs::write(
+        dir.path().join("proxy.py"),
+        r#"import http.client, http.server, sys
+UPSTREAM = int(sys.argv[1])
+class Proxy(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def forward(self):
+        if not self.path.startswith("/_matrix/"):
+            body = b"<html><body>404 Not Found</body></html>"
+            self.send_response(404)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        data = self.rfile.read(length) if length else None
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+        upstream = http.client.HTTPConnection("127.0.0.1", UPSTREAM, timeout=30)
+        upstream.request(self.command, self.path, body=data, headers=headers)
+        answer = upstream.getresponse()
+        payload = answer.read()
+        self.send_response(answer.status)
+        for k, v in answer.getheaders():
+            if k.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+    do_GET = do_POST = do_PUT = do_DELETE = forward
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"#,
+    )
+    .unwrap();
+    let (mut proxy, port) = python_server(dir.path(), "proxy.py", &[&hs.port().to_string()]).await;
+    let config = std::fs::read_to_string(&setup.config).unwrap();
+    let proxied = format!("http://127.0.0.1:{port}/");
+    std::fs::write(
+        &setup.config,
+        config.replace(hs.base_url().as_str(), &proxied),
+    )
+    .unwrap();
+
+    let (output, text) = doctor(&setup.config).await;
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!("PASS  login: {} logged in", setup.user_id)),
+        "{text}"
+    );
+    let (line, fix) = line_and_next(&text, "FAIL  admin:");
+    assert_eq!(
+        line,
+        format!(
+            "FAIL  admin: {proxied}_synapse/admin/ answered HTTP 404: the admin API is not reachable through this address"
+        )
+    );
+    assert_eq!(
+        fix,
+        "      fix: your reverse proxy must forward /_synapse/admin/ to Synapse for cordon's account (docs/deploy.md, step 3), or point `homeserver` at Synapse's loopback listener when cordon runs on its host"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l == "SKIP  rate limits (needs admin rights)"),
+        "{text}"
+    );
+    assert!(text.contains(" 1 failed"), "{text}");
+    proxy.kill().await.unwrap();
+}
+
+/// Less free space than `--min-free` asks for fails, naming the file system and why
+/// it matters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_fails_when_the_state_directorys_disk_has_less_free_space_than_asked() {
+    let hs = Synapse::shared().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let setup = setup(hs, dir.path(), "docdisk").await;
+    let (output, text) = doctor_with(&setup.config, &["--min-free", "100%"]).await;
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    let (line, fix) = line_and_next(&text, "FAIL  disk:");
+    assert!(
+        line.ends_with(&format!(
+            " on the file system of {} (at least 100% wanted)",
+            setup.state_dir.display()
+        )),
+        "{line}"
+    );
+    assert_eq!(
+        fix,
+        "      fix: free space there: the store and the sealed archives grow with every incident, and cordon stops when its store cannot be written"
+    );
+    assert!(text.contains(" 1 failed"), "{text}");
 }
