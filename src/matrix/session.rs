@@ -229,6 +229,7 @@ async fn renew_if_revoked(
     use matrix_sdk::ruma::api::error::ErrorKind;
     let probe = Client::builder()
         .homeserver_url(config.homeserver.as_str())
+        .respect_login_well_known(false)
         .build()
         .await
         .map_err(|e| MatrixError::Client(e.to_string()))?;
@@ -252,6 +253,7 @@ async fn renew_if_revoked(
     );
     let fresh = Client::builder()
         .homeserver_url(config.homeserver.as_str())
+        .respect_login_well_known(false)
         .build()
         .await
         .map_err(|e| MatrixError::Client(e.to_string()))?;
@@ -308,6 +310,10 @@ pub(crate) async fn build_client(
 ) -> Result<Client, MatrixError> {
     Client::builder()
         .homeserver_url(config.homeserver.as_str())
+        // The configured address for good: a login answer's `well_known` base URL
+        // (Synapse's `public_baseurl`) would move the client past a proxy the
+        // operator put in front of the admin API, for the rest of a first start.
+        .respect_login_well_known(false)
         .sqlite_store(sdk_store, Some(store_passphrase.expose()))
         // Room keys go only to devices of identities cordon has verified: the default
         // (`AllDevices`) would hand them to any device a hostile server adds, and to a
