@@ -23,6 +23,7 @@ mod healthcheck;
 mod playbook;
 mod recover;
 mod rekey;
+mod rotate_recovery_key;
 mod run;
 mod status;
 mod verify;
@@ -102,6 +103,10 @@ enum Cmd {
     /// token, the archive signing key) under a new passphrase. The bot must be stopped;
     /// an interrupted run is finished by running it again.
     Rekey(rekey::Args),
+    /// Replace cordon's recovery key: secret storage is made again under a new key,
+    /// written to a new file; the old key opens nothing afterwards. The bot must be
+    /// stopped.
+    RotateRecoveryKey(rotate_recovery_key::Args),
 }
 
 impl Cli {
@@ -123,6 +128,7 @@ impl Cli {
             Cmd::Backup(args) => backup::run(args),
             Cmd::Restore(args) => backup::restore(args),
             Cmd::Rekey(args) => rekey::run(args),
+            Cmd::RotateRecoveryKey(args) => rotate_recovery_key::run(args),
         }
     }
 }

@@ -32,6 +32,7 @@ mod saved;
 
 pub use recovery_key::RecoveryKeyOut;
 use recovery_key::ensure_recovery;
+pub(crate) use recovery_key::{create_key_file, write_key_file};
 pub(crate) use saved::write_session;
 pub use saved::{SavedSession, read_session};
 

@@ -299,3 +299,59 @@ async fn delete_devices(
         .map_err(|e| MatrixError::Http(e.to_string()))?;
     Ok(())
 }
+
+/// Replaces cordon's recovery key (`cordon rotate-recovery-key`), with the bot
+/// stopped: secret storage is made again under a new key, which is written to `out` (a
+/// new file, 0600) before anything changes on the server. The old key opens nothing
+/// afterwards. Audited as `identity.recovery-key-rotated` (without the key).
+#[instrument(skip_all, fields(user = %config.user))]
+pub async fn rotate_key(config: &Config, out: &Path, by: &str) -> Result<(), RecoverError> {
+    let _lock = StateLock::acquire(&config.state_dir)?;
+    let paths = SessionPaths::new(&config.state_dir);
+    if !paths.session.exists() {
+        return Err(RecoverError::Unusable(
+            "cordon has never started with this state directory, so it has no recovery \
+             key to replace"
+                .to_owned(),
+        ));
+    }
+    let password = config.password.read()?;
+    let passphrase = config.store_passphrase.read()?;
+    let client = session::connect(
+        config,
+        &password,
+        &passphrase,
+        &session::RecoveryKeyOut::Nowhere,
+    )
+    .await?;
+    drop(password);
+    drop(passphrase);
+    let encryption = client.encryption();
+    encryption.wait_for_e2ee_initialization_tasks().await;
+    if encryption.recovery().state() != matrix_sdk::encryption::recovery::RecoveryState::Enabled {
+        return Err(RecoverError::NotSetUp);
+    }
+    let mut file = session::create_key_file(out)?;
+    let key = match encryption.recovery().reset_key().await {
+        Ok(key) => key,
+        Err(e) => {
+            drop(file);
+            let _ = std::fs::remove_file(out);
+            return Err(RecoverError::Unusable(format!(
+                "the homeserver did not take the new key ({e}); the old key still holds"
+            )));
+        }
+    };
+    session::write_key_file(out, &mut file, &key)?;
+    drop(key);
+    let store = crate::store::Store::open(&config.state_dir.join("store"))?;
+    store.audit(
+        by,
+        "identity.recovery-key-rotated",
+        None,
+        json!({ "user": config.user }),
+        crate::clock::from_env().now(),
+    )?;
+    info!("the recovery key is replaced; the old one opens nothing any more");
+    Ok(())
+}

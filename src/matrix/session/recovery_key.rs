@@ -104,7 +104,7 @@ pub(super) async fn ensure_recovery(
 }
 
 /// Creates the recovery key's file, new and owner-only.
-fn create_key_file(path: &Path) -> Result<File, MatrixError> {
+pub(crate) fn create_key_file(path: &Path) -> Result<File, MatrixError> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -120,7 +120,7 @@ fn create_key_file(path: &Path) -> Result<File, MatrixError> {
     })
 }
 
-fn write_key_file(path: &Path, file: &mut File, key: &str) -> Result<(), MatrixError> {
+pub(crate) fn write_key_file(path: &Path, file: &mut File, key: &str) -> Result<(), MatrixError> {
     let text = format!(
         "# cordon's RECOVERY KEY. Keep it offline, away from the server, and delete\n\
          # this copy once it is. `cordon recover --config FILE < THIS-FILE` restores\n\

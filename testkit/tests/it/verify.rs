@@ -518,3 +518,51 @@ async fn recovery_key_restores_the_identity_on_a_wiped_disk_and_holders_stay_ver
     assert_eq!(w.status(holder).await, ("verified".to_owned(), true));
     bot.terminate(Duration::from_secs(20));
 }
+
+/// `cordon rotate-recovery-key`: the new key goes to the file named, the old key opens
+/// nothing any more, and the new one restores cordon's identity on a wiped disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_recovery_key_restores_the_identity_and_the_old_one_no_longer_does() {
+    let w = World::enrolment(0).await;
+    let mut bot = w.start_bot().await;
+    let old = recovery_key_in(&bot.log_text()).expect("the first start prints a recovery key");
+    bot.terminate(Duration::from_secs(20));
+
+    let file = w.setup.dir.join("new-recovery-key.txt");
+    let out = tokio::process::Command::new(cordon_bin())
+        .args(["rotate-recovery-key", "--config"])
+        .arg(&w.setup.config)
+        .arg("--out")
+        .arg(&file)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let text = std::fs::read_to_string(&file).unwrap();
+    let new = text
+        .lines()
+        .find(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert_ne!(new, old);
+    assert!(!show(&out).contains(&new), "the key is only in the file");
+    let actions = audit_actions(&w.store_dir());
+    assert!(
+        actions
+            .iter()
+            .any(|(a, _)| a == "identity.recovery-key-rotated"),
+        "{actions:?}"
+    );
+
+    // The disk is lost: the old key opens nothing, the new one restores cordon.
+    std::fs::remove_dir_all(&w.setup.state_dir).unwrap();
+    let out = recover(&w, &old).await;
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(!w.setup.state_dir.join("session.json").exists());
+    let out = recover(&w, &new).await;
+    assert!(out.status.success(), "{}", show(&out));
+    let mut bot = w.start_bot().await;
+    assert!(bot.is_running(), "{}", bot.log_text());
+    bot.terminate(Duration::from_secs(20));
+}
