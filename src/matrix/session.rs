@@ -228,12 +228,7 @@ async fn renew_if_revoked(
 ) -> Result<MatrixSession, MatrixError> {
     use matrix_sdk::ruma::api::client::keys::get_keys;
     use matrix_sdk::ruma::api::error::ErrorKind;
-    let probe = Client::builder()
-        .homeserver_url(config.homeserver.as_str())
-        .respect_login_well_known(false)
-        .build()
-        .await
-        .map_err(|e| MatrixError::Client(e.to_string()))?;
+    let probe = storeless_client(config).await?;
     probe
         .matrix_auth()
         .restore_session(session.clone(), RoomLoadSettings::default())
@@ -252,12 +247,7 @@ async fn renew_if_revoked(
         "the homeserver no longer accepts cordon's access token; logging in again as the \
          same device"
     );
-    let fresh = Client::builder()
-        .homeserver_url(config.homeserver.as_str())
-        .respect_login_well_known(false)
-        .build()
-        .await
-        .map_err(|e| MatrixError::Client(e.to_string()))?;
+    let fresh = storeless_client(config).await?;
     fresh
         .matrix_auth()
         .login_username(config.user.as_str(), password.expose())
@@ -300,6 +290,17 @@ async fn renew_if_revoked(
     write_session(&paths.session, &renewed, store_passphrase)?;
     info!(device = %device, "logged in again as the same device; the new token is saved");
     Ok(renewed)
+}
+
+/// A throwaway client on the configured address, without a store: nothing it does
+/// touches cordon's device keys.
+async fn storeless_client(config: &Config) -> Result<Client, MatrixError> {
+    Client::builder()
+        .homeserver_url(config.homeserver.as_str())
+        .respect_login_well_known(false)
+        .build()
+        .await
+        .map_err(|e| MatrixError::Client(e.to_string()))
 }
 
 /// Builds the matrix-sdk client on the sqlite store at `sdk_store`, with cordon's
