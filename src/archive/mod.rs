@@ -15,6 +15,8 @@
 //! - [`keyring`]: the keys a records officer trusts ([`TrustedSigners`], from
 //!   `--signer` and trust files); an archive is never verified without one.
 //! - [`render`]: the Markdown renderings, which treat every body as untrusted.
+//! - [`record`]: the command record's entries (the decision log), each sealed to the
+//!   records officers as it is made.
 //! - [`merge`]: putting the pre-seal segments' lines back into a room's transcript.
 //! - [`error`]: the one error type, [`ArchiveError`].
 //!
@@ -33,6 +35,7 @@ pub mod keyring;
 pub mod manifest;
 pub mod merge;
 pub mod reader;
+pub mod record;
 pub mod render;
 pub mod segment;
 pub mod signing;

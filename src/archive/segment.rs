@@ -128,6 +128,21 @@ pub fn write_segment(
     lines: &[TranscriptLine],
     recipients: &[age::x25519::Recipient],
 ) -> Result<WrittenSegment, SealError> {
+    let plaintext = encode_lines(lines)?;
+    write_sealed(archive_dir, relative, &plaintext, recipients)
+}
+
+/// Encrypts `plaintext` with age to `recipients` and writes it under `archive_dir` at
+/// `relative`, durably (temporary file, fsync, rename, directory fsync): after a crash
+/// the file is complete or absent. An existing file of the same name (left by an
+/// attempt that crashed before the store recorded it) is replaced. The plaintext never
+/// touches the disk.
+pub fn write_sealed(
+    archive_dir: &Path,
+    relative: &str,
+    plaintext: &[u8],
+    recipients: &[age::x25519::Recipient],
+) -> Result<WrittenSegment, SealError> {
     if recipients.is_empty() {
         return Err(SealError::NoRecipients);
     }
@@ -145,7 +160,6 @@ pub fn write_segment(
     path.file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| SealError::BadRoomKey(relative.to_owned()))?;
-    let plaintext = encode_lines(lines)?;
 
     let (tmp, file) = durable::create_temp(&path, 0o600)
         .map_err(|(path, source)| SealError::Io { path, source })?;
@@ -157,7 +171,7 @@ pub fn write_segment(
     let encryptor =
         age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))?;
     let mut writer = encryptor.wrap_output(&mut hashing).map_err(io_err(&tmp))?;
-    writer.write_all(&plaintext).map_err(io_err(&tmp))?;
+    writer.write_all(plaintext).map_err(io_err(&tmp))?;
     writer.finish().map_err(io_err(&tmp))?;
     let HashingWriter { inner, hash, bytes } = hashing;
     let file = inner.into_inner().map_err(|e| SealError::Io {
@@ -170,6 +184,20 @@ pub fn write_segment(
         sha256: hex::encode(hash.finalize()),
         bytes,
     })
+}
+
+/// Decrypts age-encrypted `bytes` with an identity (the records officer's).
+pub fn open_sealed(bytes: &[u8], identity: &dyn age::Identity) -> Result<Vec<u8>, SealError> {
+    let decryptor = age::Decryptor::new_buffered(bytes)?;
+    let mut plaintext = Vec::new();
+    decryptor
+        .decrypt(std::iter::once(identity))?
+        .read_to_end(&mut plaintext)
+        .map_err(|source| SealError::Io {
+            path: PathBuf::from("<sealed entry>"),
+            source,
+        })?;
+    Ok(plaintext)
 }
 
 /// Opens a segment with an age identity (the records officer's) and decodes its lines.

@@ -1,0 +1,217 @@
+//! The command record's entries (the decision log), sealed one by one as they are made.
+//!
+//! What people write in a decision can hold patient data, like every message, so cordon
+//! never keeps it in the clear: each entry is encrypted with age to the playbook's
+//! records recipients the moment it is recorded, written atomically beside the pre-seal
+//! segments (`<incident>/record/<file>.json.age`), and the store keeps only its number,
+//! times, people, kind and hashes. The stand-down copies the sealed files into the
+//! archive verbatim; opening the archive decrypts them into `decision-log.jsonl` and
+//! `decision-log.md`. cordon keeps no key that can open an entry.
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::segment::{SealError, WrittenSegment, open_sealed, write_sealed};
+use crate::domain::incident::IncidentId;
+
+/// The version of [`SealedEntry`]'s format.
+pub const ENTRY_VERSION: u32 = 1;
+
+/// What kind of entry of the command record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EntryKind {
+    /// A decision (`!cordon decision`), numbered D1, D2, …
+    Decision,
+}
+
+impl EntryKind {
+    /// The letter its numbers carry (`D` for decisions).
+    pub fn letter(self) -> &'static str {
+        match self {
+            Self::Decision => "D",
+        }
+    }
+
+    /// The entry's label: `D3`.
+    pub fn label(self, number: u32) -> String {
+        format!("{}{number}", self.letter())
+    }
+
+    /// The name used in the store, the audit log and the archive (`decision`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Decision => "decision",
+        }
+    }
+}
+
+/// One entry as sealed to the records officers: everything said and who said it. This
+/// is the plaintext inside the entry's `.json.age` file; nothing of it but the hash,
+/// the number, the times and the people is kept anywhere cordon can read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedEntry {
+    /// [`ENTRY_VERSION`].
+    pub v: u32,
+    /// The incident id.
+    pub incident: String,
+    /// What kind of entry.
+    pub kind: EntryKind,
+    /// Its number within the incident and kind (the 3 of D3).
+    pub number: u32,
+    /// What was decided, as written (for a decision logged as a reply: the text of the
+    /// message replied to).
+    pub text: String,
+    /// The rationale (`--because`), if given.
+    pub because: Option<String>,
+    /// Who decided: the sender, or the author of the message replied to.
+    pub decided_by: String,
+    /// Who logged it: the sender of the command.
+    pub logged_by: String,
+    /// When it was decided: the command's time, or the time of the message replied to.
+    pub decided_at: DateTime<Utc>,
+    /// When it was logged: the command's time (its server timestamp).
+    pub logged_at: DateTime<Utc>,
+    /// The room the command was sent in.
+    pub command_room: String,
+    /// The command's event id.
+    pub command_event: String,
+    /// The message replied to, when the decision was logged as a reply.
+    pub source_event: Option<String>,
+    /// The number of the entry this one corrects (`--corrects D5`), if any.
+    pub corrects: Option<u32>,
+}
+
+impl SealedEntry {
+    /// The entry's label: `D3`.
+    pub fn label(&self) -> String {
+        self.kind.label(self.number)
+    }
+
+    /// The exact bytes that are sealed: the entry as one line of JSON.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, SealError> {
+        let mut out =
+            serde_json::to_vec(self).map_err(|source| SealError::Line { line: 1, source })?;
+        out.push(b'\n');
+        Ok(out)
+    }
+
+    /// Reads an entry from its sealed bytes, once decrypted.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, SealError> {
+        serde_json::from_slice(bytes).map_err(|source| SealError::Line { line: 1, source })
+    }
+}
+
+/// An entry written to disk, sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenEntry {
+    /// The sealed file: its path relative to the archive directory, its SHA-256 and size.
+    pub file: WrittenSegment,
+    /// SHA-256 of the plaintext ([`SealedEntry::to_bytes`]), hex: what the store and the
+    /// audit log keep, so that an opened entry can be checked against them.
+    pub content_sha256: String,
+}
+
+/// The entry's path relative to the archive directory:
+/// `<incident>/record/<label>-<command hash>.json.age`. The name depends only on the
+/// entry's number and its command, so a command run again after a crash rewrites the
+/// same file rather than leaving a second one.
+pub fn entry_path(incident: &IncidentId, kind: EntryKind, number: u32, command_event: &str) -> String {
+    let tag = hex::encode(Sha256::digest(command_event.as_bytes()));
+    format!(
+        "{incident}/record/{}-{}.json.age",
+        kind.label(number),
+        &tag[..16]
+    )
+}
+
+/// Seals `entry` to `recipients` under `archive_dir`, at [`entry_path`], durably.
+pub fn seal_entry(
+    archive_dir: &Path,
+    entry: &SealedEntry,
+    recipients: &[age::x25519::Recipient],
+) -> Result<WrittenEntry, SealError> {
+    let incident = IncidentId::parse(&entry.incident)
+        .map_err(|_| SealError::BadRoomKey(entry.incident.clone()))?;
+    let relative = entry_path(&incident, entry.kind, entry.number, &entry.command_event);
+    let plaintext = entry.to_bytes()?;
+    let content_sha256 = hex::encode(Sha256::digest(&plaintext));
+    let file = write_sealed(archive_dir, &relative, &plaintext, recipients)?;
+    Ok(WrittenEntry {
+        file,
+        content_sha256,
+    })
+}
+
+/// Opens a sealed entry's bytes with an identity (the records officer's). Returns the
+/// entry and the SHA-256 of its plaintext, to check against the manifest.
+pub fn open_entry(
+    bytes: &[u8],
+    identity: &dyn age::Identity,
+) -> Result<(SealedEntry, String), SealError> {
+    let plaintext = open_sealed(bytes, identity)?;
+    let sha256 = hex::encode(Sha256::digest(&plaintext));
+    Ok((SealedEntry::from_bytes(&plaintext)?, sha256))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+mod tests {
+    use super::*;
+
+    fn entry() -> SealedEntry {
+        let at = DateTime::parse_from_rfc3339("2026-12-04T14:32:10Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        SealedEntry {
+            v: ENTRY_VERSION,
+            incident: "mc-4k7p".into(),
+            kind: EntryKind::Decision,
+            number: 3,
+            text: "Divert all P1 trauma to St George's; bed 4 patient J.S. to theatre".into(),
+            because: Some("CT down".into()),
+            decided_by: "@a:nhs.example".into(),
+            logged_by: "@loggist1:nhs.example".into(),
+            decided_at: at,
+            logged_at: at,
+            command_room: "!c:nhs.example".into(),
+            command_event: "$cmd".into(),
+            source_event: None,
+            corrects: Some(1),
+        }
+    }
+
+    #[test]
+    fn an_entry_is_sealed_to_its_recipient_and_never_on_disk_in_the_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let officer = age::x25519::Identity::generate();
+        let other = age::x25519::Identity::generate();
+        let e = entry();
+        let written = seal_entry(dir.path(), &e, &[officer.to_public()]).unwrap();
+        assert!(written.file.file.starts_with("mc-4k7p/record/D3-"));
+        assert!(written.file.file.ends_with(".json.age"));
+        let raw = std::fs::read(dir.path().join(&written.file.file)).unwrap();
+        assert_eq!(written.file.sha256, hex::encode(Sha256::digest(&raw)));
+        assert!(!raw.windows(6).any(|w| w == b"Divert"), "plaintext on disk");
+        let (opened, sha) = open_entry(&raw, &officer).unwrap();
+        assert_eq!(opened, e);
+        assert_eq!(sha, written.content_sha256);
+        assert!(open_entry(&raw, &other).is_err());
+        // The same command and number name the same file.
+        let again = seal_entry(dir.path(), &e, &[officer.to_public()]).unwrap();
+        assert_eq!(again.file.file, written.file.file);
+        assert_eq!(e.label(), "D3");
+    }
+
+    #[test]
+    fn sealing_needs_a_recipient() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            seal_entry(dir.path(), &entry(), &[]),
+            Err(SealError::NoRecipients)
+        ));
+    }
+}
