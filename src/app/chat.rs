@@ -38,6 +38,24 @@ pub struct Incoming {
     pub encryption: Option<EncryptionInfo>,
     /// The parsed command, or why it does not parse.
     pub parsed: Result<Command, Rejection>,
+    /// The message it replies to, when it was sent as a reply.
+    pub reply_to: Option<OwnedEventId>,
+}
+
+/// The message a room message replies to, if it is a reply (an `m.in_reply_to`
+/// relation, threaded or not).
+pub(crate) fn reply_target(
+    content: &matrix_sdk::ruma::events::room::message::RoomMessageEventContent,
+) -> Option<OwnedEventId> {
+    use matrix_sdk::ruma::events::room::message::Relation;
+    match content.relates_to.as_ref()? {
+        Relation::Reply(reply) => Some(reply.in_reply_to.event_id.clone()),
+        // In a thread, a fallback reply only points at the thread's latest message.
+        Relation::Thread(thread) if !thread.is_falling_back => {
+            thread.in_reply_to.as_ref().map(|r| r.event_id.clone())
+        }
+        _ => None,
+    }
 }
 
 /// Answers a command in its room, once (the reply's transaction id is stored first).

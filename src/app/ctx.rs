@@ -63,6 +63,12 @@ pub enum AppError {
     /// The incident's pipeline is running already (the caller retries later).
     #[error("{0}'s pipeline is already running")]
     Busy(IncidentId),
+    /// Sealing an entry of the command record to the records officers failed.
+    #[error("sealing to the records officers: {0}")]
+    Seal(#[from] crate::archive::segment::SealError),
+    /// An entry of the command record could not be recorded or posted.
+    #[error("{0}")]
+    Record(String),
 }
 
 impl AppError {

@@ -6,7 +6,7 @@
 //! not stale, parsable, from a verified device if it changes anything, and in a room
 //! that takes it. Then the incident it names is resolved, the sender's authority over it
 //! checked ([`Authority`]), and the workflow runs (`declare`, `roster`, `deadlines`,
-//! `standdown`, `advice`, `status`). Every outcome comes back here as `Ok(Done)` or a
+//! `standdown`, `advice`, `record`, `status`). Every outcome comes back here as `Ok(Done)` or a
 //! [`CommandError`], and [`finish`] turns it into the answer and, for a refusal, the
 //! audit entry. A refusal changes nothing.
 
@@ -23,8 +23,8 @@ use tracing::{error, info, instrument, warn};
 
 use super::chat::{CommandError, Done, Incoming, mark_handled, refuse, reply, send_once};
 use super::ctx::{Ctx, millis_to_utc};
-use super::resolve::{resolve_any, resolve_many, resolve_one};
-use super::{advice, deadlines, declare, roster, standdown, status};
+use super::resolve::{resolve_any, resolve_here, resolve_many, resolve_one};
+use super::{advice, deadlines, declare, record, roster, standdown, status};
 use crate::domain::command::Command;
 use crate::domain::command::authority::{Authority, Standing};
 use crate::domain::command::flood::Gate;
@@ -65,7 +65,11 @@ async fn check(
     in_control_room: bool,
     now: DateTime<Utc>,
 ) -> Result<Command, CommandError> {
-    let is_declare = matches!(incoming.parsed, Ok(Command::Declare { .. }));
+    // `declare` and `decision` record the command with what it does, in one transaction.
+    let records_itself = matches!(
+        incoming.parsed,
+        Ok(Command::Declare { .. } | Command::Decision { .. })
+    );
 
     // A command from a verified device is keyed by its megolm message before anything
     // runs: a copy posted again as a new event (a replay) is refused.
@@ -93,8 +97,9 @@ async fn check(
     }
 
     // `declare` records the command and the incident in one transaction (in
-    // `declare`); everything else is marked handled before it is answered.
-    if !is_declare || replay_of.is_some() {
+    // `declare`), `decision` the command and the entry (in `record`); everything else
+    // is marked handled before it is answered.
+    if !records_itself || replay_of.is_some() {
         match ctx.store.mark_processed(incoming.event_id.as_str(), now) {
             Ok(true) => {}
             Ok(false) => return Err(CommandError::Dropped),
@@ -118,7 +123,7 @@ async fn check(
         if let Some(closed) = closed {
             ctx.audit_suppressed(&closed);
         }
-        if is_declare && gate != Gate::Pass {
+        if records_itself && gate != Gate::Pass {
             mark_handled(ctx, incoming, now);
         }
         match gate {
@@ -180,13 +185,17 @@ async fn check(
     if !in_control_room
         && !matches!(
             command,
-            Command::Advice { .. } | Command::Transcribed { .. }
+            Command::Advice { .. }
+                | Command::Transcribed { .. }
+                | Command::Decision { .. }
+                | Command::Log { .. }
         )
     {
         return Err(CommandError::NotDone(
             "In an incident room I take only `!cordon advice <link>` and `!cordon \
-             transcribed <link>` (or react 🩺 and ✅ to the message). Send other commands \
-             in the control room. Nothing was changed."
+             transcribed <link>` (or react 🩺 and ✅ to the message), `!cordon decision` \
+             and `!cordon log`. Send other commands in the control room. Nothing was \
+             changed."
                 .to_owned(),
         ));
     }
@@ -215,6 +224,14 @@ async fn run(
             Ok(i) => Some(i),
             Err(answer) => return (None, Err(CommandError::NotDone(answer))),
         },
+        // In an incident room, its incident; a log outlives the rooms.
+        Command::Decision { incident, .. } | Command::Log { incident } => {
+            let any_state = matches!(command, Command::Log { .. });
+            match resolve_here(ctx, incoming, incident.as_ref(), any_state) {
+                Ok(i) => Some(i),
+                Err(answer) => return (None, Err(CommandError::NotDone(answer))),
+            }
+        }
         other => match resolve_one(ctx, incoming, other.incident()) {
             Ok(i) => Some(i),
             Err(answer) => return (None, Err(CommandError::NotDone(answer))),
@@ -230,6 +247,8 @@ async fn run(
         commander: incident.commander == sender.as_str(),
         operator: ctx.is_operator(sender),
         records_officer: ctx.config.records_officers.contains(sender),
+        loggist: matches!(authority, Authority::CommanderOrLoggist)
+            && record::is_loggist(ctx, &incident, sender.as_str()),
     };
     if !authority.allows(standing) {
         let text = authority.refusal(id.as_str(), &incident.commander);
@@ -292,13 +311,21 @@ async fn run_on(
         }
         Command::Release { .. } => standdown::release(ctx, incoming, incident).await,
         Command::Retry { .. } => standdown::retry(ctx, incoming, incident).await,
+        Command::Decision {
+            text,
+            because,
+            corrects,
+            ..
+        } => record::decision(ctx, incoming, &incident, text, because, corrects).await,
+        Command::Log { .. } => record::log(ctx, &incident).await,
         other => run_unscoped(ctx, incoming, other).await,
     }
 }
 
 /// Turns an outcome into the answer: a reply, a refusal (audited), a failure's
 /// explanation, or nothing. A refused `declare` is marked handled here (a `declare` is
-/// recorded with its incident only when it runs).
+/// recorded with its incident only when it runs), and so is a `decision` refused or
+/// not done (one that runs is recorded with its entry).
 async fn finish(
     ctx: &Arc<Ctx>,
     incoming: &Incoming,
@@ -306,10 +333,12 @@ async fn finish(
     outcome: Result<Done, CommandError>,
     now: DateTime<Utc>,
 ) {
-    if matches!(incoming.parsed, Ok(Command::Declare { .. }))
-        && matches!(outcome, Err(CommandError::Refused { .. }))
-    {
-        mark_handled(ctx, incoming, now);
+    let refused = matches!(outcome, Err(CommandError::Refused { .. }));
+    let not_done = matches!(outcome, Err(CommandError::NotDone(_)));
+    match incoming.parsed {
+        Ok(Command::Declare { .. }) if refused => mark_handled(ctx, incoming, now),
+        Ok(Command::Decision { .. }) if refused || not_done => mark_handled(ctx, incoming, now),
+        _ => {}
     }
     match outcome {
         Ok(Done::Reply(text)) | Err(CommandError::NotDone(text)) => {
@@ -493,6 +522,7 @@ pub async fn catch_up(ctx: &Arc<Ctx>) {
                 {
                     found.push((
                         event.encryption_info().map(|i| i.as_ref().clone()),
+                        super::chat::reply_target(&m.content),
                         text.body.clone(),
                         m.sender.clone(),
                         m.event_id.clone(),
@@ -506,7 +536,9 @@ pub async fn catch_up(ctx: &Arc<Ctx>) {
                 None => break,
             }
         }
-        for (encryption, body, sender, event_id, sent_at, parsed) in found.into_iter().rev() {
+        for (encryption, reply_to, body, sender, event_id, sent_at, parsed) in
+            found.into_iter().rev()
+        {
             if ctx.store.is_processed(event_id.as_str()).unwrap_or(true) {
                 continue;
             }
@@ -520,6 +552,7 @@ pub async fn catch_up(ctx: &Arc<Ctx>) {
                 body,
                 encryption,
                 parsed,
+                reply_to,
             };
             info!(event = %incoming.event_id, "handling a command that arrived while cordon was down");
             handle(ctx.clone(), incoming).await;

@@ -34,6 +34,7 @@ mod jobs;
 mod pins;
 pub mod prevention;
 mod provision;
+mod record;
 mod reminders;
 mod resolve;
 mod roster;
@@ -491,6 +492,7 @@ async fn on_message(
         return;
     };
     let body = text.body.clone();
+    let reply_to = chat::reply_target(&ev.content);
     let b = ctx.clone();
     ctx.spawn(async move {
         let device = b.sender_device(encryption.as_ref(), &ev.sender).await;
@@ -503,6 +505,7 @@ async fn on_message(
             body,
             encryption,
             parsed,
+            reply_to,
         };
         dispatch::handle(b, incoming).await
     });

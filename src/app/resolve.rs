@@ -35,6 +35,40 @@ pub(super) fn resolve_any(
     }
 }
 
+/// For the commands an incident room takes too (`decision`, `log`): in an incident
+/// room, that room's incident (a different one named is refused); in a control room,
+/// as [`resolve_one`], or [`resolve_any`] when `any_state`.
+pub(super) fn resolve_here(
+    ctx: &Ctx,
+    incoming: &Incoming,
+    wanted: Option<&IncidentRef>,
+    any_state: bool,
+) -> Result<Incident, String> {
+    let here = incoming.room.room_id().as_str();
+    if ctx.is_control_room(incoming.room.room_id()) {
+        return if any_state {
+            resolve_any(ctx, incoming, wanted)
+        } else {
+            resolve_one(ctx, incoming, wanted)
+        };
+    }
+    let own = ctx
+        .store
+        .room_by_matrix_id(here)
+        .ok()
+        .flatten()
+        .and_then(|r| ctx.store.incident(&r.incident).ok().flatten());
+    match (own, wanted) {
+        (None, _) => Err("This room belongs to no incident I know.".to_owned()),
+        (Some(incident), Some(w)) if w.as_str() != incident.id.as_str() => Err(format!(
+            "This room belongs to {}; name that incident here, or send the command in \
+             the control room. Nothing was changed.",
+            incident.id.as_str()
+        )),
+        (Some(incident), _) => Ok(incident),
+    }
+}
+
 /// The one incident a command acts on: the one named, which must have been declared in
 /// this control room, or else the only active one here. The answer when there is none
 /// or several is the error.

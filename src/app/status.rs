@@ -113,6 +113,17 @@ async fn gather(ctx: &Ctx, incident: &Incident) -> IncidentView {
         ));
         view.flags.push(format!("{advice} advice untranscribed"));
     }
+    let decisions = ctx.store.record_entries(&incident.id).unwrap_or_default();
+    if let Some(last) = decisions.last() {
+        view.notes.push(format!(
+            "decision log: {} entr{}, the latest {} at {} (`!cordon log {}`)",
+            decisions.len(),
+            if decisions.len() == 1 { "y" } else { "ies" },
+            last.label(),
+            format_time(last.logged_at, tz),
+            incident.id.as_str()
+        ));
+    }
     if let Some(failure) = &incident.failure
         && incident.state == State::Failed
     {

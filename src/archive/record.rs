@@ -16,38 +16,10 @@ use sha2::{Digest, Sha256};
 
 use super::segment::{SealError, WrittenSegment, open_sealed, write_sealed};
 use crate::domain::incident::IncidentId;
+pub use crate::domain::record::EntryKind;
 
 /// The version of [`SealedEntry`]'s format.
 pub const ENTRY_VERSION: u32 = 1;
-
-/// What kind of entry of the command record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum EntryKind {
-    /// A decision (`!cordon decision`), numbered D1, D2, …
-    Decision,
-}
-
-impl EntryKind {
-    /// The letter its numbers carry (`D` for decisions).
-    pub fn letter(self) -> &'static str {
-        match self {
-            Self::Decision => "D",
-        }
-    }
-
-    /// The entry's label: `D3`.
-    pub fn label(self, number: u32) -> String {
-        format!("{}{number}", self.letter())
-    }
-
-    /// The name used in the store, the audit log and the archive (`decision`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Decision => "decision",
-        }
-    }
-}
 
 /// One entry as sealed to the records officers: everything said and who said it. This
 /// is the plaintext inside the entry's `.json.age` file; nothing of it but the hash,
@@ -119,7 +91,12 @@ pub struct WrittenEntry {
 /// `<incident>/record/<label>-<command hash>.json.age`. The name depends only on the
 /// entry's number and its command, so a command run again after a crash rewrites the
 /// same file rather than leaving a second one.
-pub fn entry_path(incident: &IncidentId, kind: EntryKind, number: u32, command_event: &str) -> String {
+pub fn entry_path(
+    incident: &IncidentId,
+    kind: EntryKind,
+    number: u32,
+    command_event: &str,
+) -> String {
     let tag = hex::encode(Sha256::digest(command_event.as_bytes()));
     format!(
         "{incident}/record/{}-{}.json.age",

@@ -283,13 +283,38 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         }
     }
 
-    // The time limit: extended once, then the incident is stood down, which freezes
-    // its rooms read-only.
     let incident = summary
         .split_once('(')
         .and_then(|(_, rest)| rest.split_once(')'))
         .map(|(id, _)| id.to_owned())
         .unwrap_or_default();
+
+    // The decision log: two decisions, the second correcting the first. Each is sealed
+    // to the records officer, numbered and posted in the command room.
+    for (command, answer) in [
+        (
+            "!cordon decision Divert P1 trauma to St George's until CT is back --because CT scanner down since 14:05".to_owned(),
+            "Logged as D1",
+        ),
+        (
+            "!cordon decision --corrects D1 Divert P1 trauma to King's instead --because St George's is full".to_owned(),
+            "Logged as D2",
+        ),
+        (format!("!cordon log {incident}"), "Decision log of"),
+    ] {
+        commander.send_text(&control, &command).await?;
+        t.say(format!("commander: {command}"));
+        let (_, reply) = commander
+            .wait_for_message(&control, WAIT, |s, b| s == bot_id && b.contains(answer))
+            .await?;
+        t.say("cordon:");
+        for line in reply.lines() {
+            println!("           | {line}");
+        }
+    }
+
+    // The time limit: extended once, then the incident is stood down, which freezes
+    // its rooms read-only.
     for (command, answers) in [
         (format!("!cordon extend {incident} 2h"), &["Extended"][..]),
         (
@@ -386,6 +411,14 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         let text = std::fs::read_to_string(&first)
             .map_err(|e| DemoError::Io(first.display().to_string(), e))?;
         for line in text.lines().take(14) {
+            println!("           | {line}");
+        }
+    }
+
+    let decisions = opened.join("decision-log.md");
+    if let Ok(text) = std::fs::read_to_string(&decisions) {
+        t.say(format!("the decision log {}:", decisions.display()));
+        for line in text.lines().take(24) {
             println!("           | {line}");
         }
     }

@@ -339,6 +339,27 @@ impl TestUser {
         Ok(sent.response.event_id)
     }
 
+    /// Sends a plain-text message as a reply to `in_reply_to` (an `m.in_reply_to`
+    /// relation, as Element sends one) and returns its event id.
+    pub async fn send_reply(
+        &self,
+        room_id: &RoomId,
+        in_reply_to: &matrix_sdk::ruma::EventId,
+        body: &str,
+    ) -> Result<OwnedEventId, HarnessError> {
+        use matrix_sdk::ruma::events::relation::{InReplyTo, Reply};
+        use matrix_sdk::ruma::events::room::message::Relation;
+        let room = self.room(room_id)?;
+        let mut content = RoomMessageEventContent::text_plain(body);
+        content.relates_to = Some(Relation::Reply(Reply::new(InReplyTo::new(
+            in_reply_to.to_owned(),
+        ))));
+        let sent = room.send(content).await.map_err(|e| {
+            HarnessError::matrix(format!("{} replying in {room_id}", self.user_id), e)
+        })?;
+        Ok(sent.response.event_id)
+    }
+
     /// Sends an event of `event_type` with `content` in plaintext, even into an
     /// encrypted room, through the client-server API: what a client without end-to-end
     /// encryption does, and what a homeserver can inject in anyone's name. Returns its

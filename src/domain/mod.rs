@@ -13,6 +13,8 @@
 //!   and backoff.
 //! - [`transcript`]: the transcript format shared by pre-seal segments and the archive.
 //! - [`attachments`]: which media an event names.
+//! - [`record`]: the command record (the decision log): kinds, labels, and the text cordon
+//!   posts for an entry.
 //! - [`admission`]: who is let into an incident's rooms at provisioning (the
 //!   verification policy per holder).
 
@@ -20,5 +22,6 @@ pub mod admission;
 pub mod attachments;
 pub mod command;
 pub mod incident;
+pub mod record;
 pub mod schedule;
 pub mod transcript;

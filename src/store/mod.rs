@@ -48,6 +48,7 @@ mod exactly_once;
 mod incidents;
 pub mod media;
 pub mod offline_status;
+pub mod record;
 pub mod records;
 mod roster;
 pub mod standdown;
@@ -388,6 +389,7 @@ fn open_all_tables(tx: &WriteTransaction) -> Result<(), redb::TableError> {
     tx.open_table(tables::STANDDOWN)?;
     tx.open_table(tables::CIPHERTEXTS)?;
     tx.open_table(tables::MEDIA)?;
+    tx.open_table(tables::RECORD)?;
     Ok(())
 }
 

@@ -64,3 +64,7 @@ pub const CIPHERTEXTS: TableDefinition<&str, &[u8]> = TableDefinition::new("ciph
 /// address cordon saw in an incident's messages (in sync or before the retention sweep
 /// redacted them), deleted at stand-down. Ids and addresses only, never message text.
 pub const MEDIA: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("media");
+/// `record`: (incident id, `<kind>/<number:08>`) → `RecordEntry` JSON: the command
+/// record's entries (the decision log): numbers, times, people, hashes and the sealed
+/// file. Never their text, which is sealed to the records officers.
+pub const RECORD: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("record");

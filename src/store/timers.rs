@@ -26,6 +26,27 @@ struct StoredTimer {
     state: TimerState,
 }
 
+/// Inserts or replaces `timer` inside the caller's write transaction, armed at `at`
+/// with a clear scheduler state, so that a record and the job that acts on it commit
+/// together.
+pub(super) fn insert_timer_in(
+    tx: &redb::WriteTransaction,
+    timer: &Timer,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let mut timers = tx.open_table(tables::TIMERS)?;
+    let stored = StoredTimer {
+        timer: timer.clone(),
+        state: TimerState {
+            armed_at: Some(at),
+            ..TimerState::default()
+        },
+    };
+    let bytes = encode("timer", &stored)?;
+    timers.insert(timer.id.as_str(), bytes.as_slice())?;
+    Ok(())
+}
+
 impl Store {
     /// Inserts or replaces a timer (by its id), with a clear scheduler state. Prefer
     /// [`Store::arm_timer`], which keeps the state when nothing changed.

@@ -16,6 +16,9 @@ pub struct Standing {
     pub operator: bool,
     /// A records officer (the config's `records_officers`).
     pub records_officer: bool,
+    /// Holds a role that may log decisions (a loggist, or a role the playbook's
+    /// `decisions.by` names).
+    pub loggist: bool,
 }
 
 /// Who may run a command on an incident.
@@ -35,6 +38,8 @@ pub enum Authority {
     CommanderOperatorOrRecordsOfficer,
     /// An operator or a records officer: releasing a legal hold.
     OperatorOrRecordsOfficer,
+    /// The commander or a loggist (a role the playbook lets log decisions).
+    CommanderOrLoggist,
 }
 
 impl Authority {
@@ -57,10 +62,12 @@ impl Authority {
             Command::Admit { .. } => Self::CommanderOnly,
             Command::Hold { .. } => Self::CommanderOperatorOrRecordsOfficer,
             Command::Release { .. } => Self::OperatorOrRecordsOfficer,
+            Command::Decision { .. } => Self::CommanderOrLoggist,
             Command::Declare { .. }
             | Command::Status { .. }
             | Command::Advice { .. }
             | Command::Transcribed { .. }
+            | Command::Log { .. }
             | Command::Help { .. } => Self::Anyone,
         }
     }
@@ -75,6 +82,7 @@ impl Authority {
                 who.commander || who.operator || who.records_officer
             }
             Self::OperatorOrRecordsOfficer => who.operator || who.records_officer,
+            Self::CommanderOrLoggist => who.commander || who.loggist,
         }
     }
 
@@ -99,6 +107,10 @@ impl Authority {
                 "Only an operator or a records officer can release the legal hold on {id}. \
                  Nothing was changed."
             ),
+            Self::CommanderOrLoggist => format!(
+                "Only the commander of {id} ({commander}) or a loggist (a role its playbook \
+                 lets log decisions) can log a decision. Nothing was changed."
+            ),
         }
     }
 }
@@ -117,6 +129,7 @@ mod tests {
         commander: false,
         operator: false,
         records_officer: false,
+        loggist: false,
     };
     const COMMANDER: Standing = Standing {
         commander: true,
@@ -160,6 +173,22 @@ mod tests {
             assert_eq!(a.allows(RECORDS), records, "{body}: records officer");
             assert_eq!(a.allows(NOBODY), nobody, "{body}: anyone else");
         }
+    }
+
+    #[test]
+    fn decisions_are_logged_by_the_commander_or_a_loggist_only() {
+        let a = authority("!cordon decision Divert P1 trauma --because CT down");
+        let loggist = Standing {
+            loggist: true,
+            ..NOBODY
+        };
+        assert!(a.allows(COMMANDER));
+        assert!(a.allows(loggist));
+        assert!(!a.allows(OPERATOR));
+        assert!(!a.allows(RECORDS));
+        assert!(!a.allows(NOBODY));
+        assert!(authority("!cordon log").allows(NOBODY));
+        assert!(a.refusal("mc-4k7p", "@ic:hs").contains("or a loggist"));
     }
 
     #[test]

@@ -215,6 +215,44 @@ pub(crate) enum Grammar {
         link: EventRef,
     },
 
+    /// Log a decision in the incident's decision log: numbered (D1, D2, …), timed,
+    /// attributed, posted in the command room, never edited.
+    ///
+    /// The commander, a loggist or a role the playbook names may log one. Send it as a
+    /// reply to a message to log that message as the decision, its author as the one who
+    /// decided. The text is kept as written, line breaks and all; --because takes the
+    /// rest of the message. A mistake is corrected by a new entry: --corrects D5.
+    ///
+    /// Example: !cordon decision Divert P1 trauma to St George's --because CT scanner down
+    #[command(
+        override_usage = "!cordon decision [--incident <INCIDENT>] [--corrects <Dn>] <TEXT>... [--because <RATIONALE>...]"
+    )]
+    Decision {
+        /// The incident's short id (like mc-4k7p); leave it out when exactly one incident
+        /// is active in this room.
+        #[arg(long, value_parser = IncidentRef::parse)]
+        incident: Option<IncidentRef>,
+        /// The decision this one corrects, as numbered in the log (like D5).
+        #[arg(long, value_name = "Dn")]
+        corrects: Option<String>,
+        /// What was decided; leave it out when replying to the message that says it.
+        #[arg(num_args = 0..)]
+        text: Vec<String>,
+        /// Why: the rationale, recorded with the decision.
+        #[arg(long, num_args = 1.., value_name = "RATIONALE")]
+        because: Vec<String>,
+    },
+
+    /// List an incident's decision log: number, time, who decided and logged, and where.
+    ///
+    /// Example: !cordon log mc-4k7p
+    Log {
+        /// The incident's short id (like mc-4k7p); leave it out when exactly one incident
+        /// is active in this room.
+        #[arg(value_parser = IncidentRef::parse)]
+        incident: Option<IncidentRef>,
+    },
+
     /// List the commands, or explain one.
     ///
     /// Example: !cordon help declare

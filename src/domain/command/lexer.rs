@@ -16,7 +16,7 @@ pub const MAX_ARG_CHARS: usize = 512;
 
 /// Drops a reply fallback: leading lines that start with `>`, followed by a blank line.
 /// Without the blank line the quoted lines are not a fallback and the body is kept as is.
-pub(crate) fn strip_reply_fallback(body: &str) -> &str {
+pub fn strip_reply_fallback(body: &str) -> &str {
     if !body.starts_with('>') {
         return body;
     }

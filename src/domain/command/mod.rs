@@ -13,6 +13,8 @@
 //! - `args`: typed, validated arguments ([`IncidentRef`], [`PlaybookId`], [`RoleId`],
 //!   [`IncidentName`], [`Reason`], [`EventRef`], users, durations).
 //! - `parse`: the pipeline from body to [`Command`], and clap errors to [`Rejection`]s.
+//! - `freetext`: `decision`, whose text is taken as written (line breaks, apostrophes)
+//!   rather than split into words.
 //! - `help`: help text, usage lines and "did you mean" suggestions, rendered from the
 //!   clap tree as plain text.
 //! - `error`: [`Rejection`], the one error enum, and its polite reply.
@@ -28,6 +30,7 @@ mod args;
 pub mod authority;
 mod error;
 pub mod flood;
+mod freetext;
 mod grammar;
 mod help;
 mod lexer;
@@ -44,7 +47,7 @@ pub use args::{
 };
 pub use error::Rejection;
 pub use help::help;
-pub use lexer::{MAX_ARG_CHARS, MAX_ARGS, MAX_BODY_BYTES, PREFIX};
+pub use lexer::{MAX_ARG_CHARS, MAX_ARGS, MAX_BODY_BYTES, PREFIX, strip_reply_fallback};
 pub use parse::parse;
 
 /// A valid cordon command with typed arguments. `incident: None` means "the one incident
@@ -137,6 +140,23 @@ pub enum Command {
         /// The message.
         event: EventRef,
     },
+    /// `decision [--incident <ID>] [--corrects <Dn>] <TEXT>... [--because <RATIONALE>...]`:
+    /// log a decision. `text: None` asks for the message replied to.
+    Decision {
+        /// The incident, if named.
+        incident: Option<IncidentRef>,
+        /// What was decided, as written; `None` when left out (a reply).
+        text: Option<String>,
+        /// The rationale, as written.
+        because: Option<String>,
+        /// The number of the decision this one corrects.
+        corrects: Option<u32>,
+    },
+    /// `log [INCIDENT]`: list the decision log.
+    Log {
+        /// The incident, if named.
+        incident: Option<IncidentRef>,
+    },
     /// `help [COMMAND]`: list the commands or explain one.
     Help {
         /// The canonical name of the command asked about, if any.
@@ -161,15 +181,17 @@ impl Command {
             Self::Admit { .. } => "admit",
             Self::Advice { .. } => "advice",
             Self::Transcribed { .. } => "transcribed",
+            Self::Decision { .. } => "decision",
+            Self::Log { .. } => "log",
             Self::Help { .. } => "help",
         }
     }
 
     /// Whether the command changes anything (the bot requires a verified device for
-    /// these). Only `status` and `help` are read-only.
+    /// these). Only `status`, `log` and `help` are read-only.
     pub fn changes_state(&self) -> bool {
         match self {
-            Self::Status { .. } | Self::Help { .. } => false,
+            Self::Status { .. } | Self::Log { .. } | Self::Help { .. } => false,
             Self::Declare { .. }
             | Self::Extend { .. }
             | Self::Standdown { .. }
@@ -181,7 +203,8 @@ impl Command {
             | Self::Handover { .. }
             | Self::Admit { .. }
             | Self::Advice { .. }
-            | Self::Transcribed { .. } => true,
+            | Self::Transcribed { .. }
+            | Self::Decision { .. } => true,
         }
     }
 
@@ -198,7 +221,9 @@ impl Command {
             | Self::Add { incident, .. }
             | Self::Remove { incident, .. }
             | Self::Handover { incident, .. }
-            | Self::Admit { incident, .. } => incident.as_ref(),
+            | Self::Admit { incident, .. }
+            | Self::Decision { incident, .. }
+            | Self::Log { incident } => incident.as_ref(),
             Self::Declare { .. }
             | Self::Advice { .. }
             | Self::Transcribed { .. }
@@ -223,12 +248,12 @@ mod tests {
                 }))
             );
         }
-        assert_eq!(grammar::command_names().len(), 14);
+        assert_eq!(grammar::command_names().len(), 16);
     }
 
     #[test]
     fn only_status_and_help_are_read_only() {
-        let read_only = ["!cordon status", "!cordon help"];
+        let read_only = ["!cordon status", "!cordon help", "!cordon log"];
         for body in read_only {
             assert!(!parse(body).unwrap().unwrap().changes_state(), "{body}");
         }
@@ -245,6 +270,7 @@ mod tests {
             "!cordon admit @a:b.c --unverified --reason x",
             "!cordon advice $e",
             "!cordon transcribed $e",
+            "!cordon decision Divert P1 trauma",
         ];
         for body in changing {
             let command = parse(body).unwrap().unwrap();

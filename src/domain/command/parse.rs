@@ -7,7 +7,9 @@ use super::Command;
 use super::args::parse_duration;
 use super::args::{IncidentName, Reason};
 use super::error::Rejection;
+use super::freetext::parse_decision;
 use super::grammar::{Grammar, canonical_name, parse_words, suggest, takes_many_values};
+use super::lexer::MAX_BODY_BYTES;
 use super::lexer::{addressed, words};
 use super::text::echo;
 
@@ -25,6 +27,9 @@ pub fn parse(body: &str) -> Option<Result<Command, Rejection>> {
 }
 
 fn parse_addressed(whole: &str, rest: &str) -> Result<Command, Rejection> {
+    if let Some(parsed) = free_text(whole, rest) {
+        return parsed;
+    }
     let mut words = words(whole, rest)?;
     let Some(first) = words.first() else {
         return Err(Rejection::Empty);
@@ -48,6 +53,23 @@ fn parse_addressed(whole: &str, rest: &str) -> Result<Command, Rejection> {
     }
     let grammar: Grammar = parse_words(&words).map_err(|err| from_clap(&err, &name))?;
     into_command(grammar)
+}
+
+/// A command whose argument is prose (`decision`), parsed as written rather than split
+/// into words; `None` for every other command.
+fn free_text(whole: &str, rest: &str) -> Option<Result<Command, Rejection>> {
+    let trimmed = rest.trim_start();
+    let end = trimmed.find(char::is_whitespace).unwrap_or(trimmed.len());
+    if canonical_name(&trimmed[..end]).as_deref() != Some("decision") {
+        return None;
+    }
+    if whole.len() > MAX_BODY_BYTES {
+        return Some(Err(Rejection::TooLong {
+            bytes: whole.len(),
+            limit: MAX_BODY_BYTES,
+        }));
+    }
+    Some(parse_decision(&trimmed[end..]))
 }
 
 /// `--reason=Coroner asked`: clap stops collecting a flag's values after `=`, so the
@@ -215,6 +237,31 @@ fn into_command(grammar: Grammar) -> Result<Command, Rejection> {
         }
         Grammar::Advice { link } => Command::Advice { event: link },
         Grammar::Transcribed { link } => Command::Transcribed { event: link },
+        // Parsed as written by `freetext` before clap sees it; this arm is what clap's
+        // reading of the same words would mean, for completeness.
+        Grammar::Decision {
+            incident,
+            corrects,
+            text,
+            because,
+        } => Command::Decision {
+            incident,
+            text: (!text.is_empty()).then(|| text.join(" ")),
+            because: (!because.is_empty()).then(|| because.join(" ")),
+            corrects: match corrects {
+                None => None,
+                Some(c) => Some(crate::domain::record::parse_decision_label(&c).ok_or_else(
+                    || {
+                        invalid(
+                            "decision",
+                            "--corrects <Dn>",
+                            "not a decision's number".into(),
+                        )
+                    },
+                )?),
+            },
+        },
+        Grammar::Log { incident } => Command::Log { incident },
         Grammar::Help { command } => Command::Help {
             topic: match command {
                 None => None,

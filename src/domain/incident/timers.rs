@@ -33,6 +33,15 @@ pub const ADVICE_KIND: &str = "advice-reminder";
 /// The kind of the timer that drives the stand-down pipeline.
 pub const STANDDOWN_KIND: &str = "standdown";
 
+/// The kind of the timer that posts a command-record entry (a decision) in the command
+/// room, should the post right after recording it not happen (a crash, the homeserver
+/// away).
+pub const RECORD_POST_KIND: &str = "record-post";
+
+/// How long after recording an entry its post timer is due: the post is made at once,
+/// and the timer only picks up one that was not.
+pub const RECORD_POST_FALLBACK: Duration = Duration::from_secs(30);
+
 /// The kind of the timer that drives the provisioning pipeline.
 pub const PROVISION_KIND: &str = "provision";
 
@@ -84,6 +93,27 @@ pub fn briefing_id(id: &IncidentId, room: &str) -> String {
 /// The id of the reminder about one flagged advice message.
 pub fn advice_id(id: &IncidentId, event: &str) -> String {
     format!("{}/advice/{event}", id.as_str())
+}
+
+/// The id of the timer that posts entry `label` (`D3`) of `incident`'s record.
+pub fn record_post_id(incident: &IncidentId, label: &str) -> String {
+    format!("{}/record/{label}", incident.as_str())
+}
+
+/// The timer that posts entry `number` of `kind` if it is not posted by `due`.
+pub fn record_post(
+    incident: &IncidentId,
+    kind: crate::domain::record::EntryKind,
+    number: u32,
+    due: DateTime<Utc>,
+) -> Timer {
+    at(
+        record_post_id(incident, &kind.label(number)),
+        incident,
+        TimerKind::Other(RECORD_POST_KIND.to_owned()),
+        due,
+        serde_json::json!({ "kind": kind, "number": number }),
+    )
 }
 
 /// How long before a message reaches the retention window its re-post (the briefing)

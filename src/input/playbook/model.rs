@@ -115,6 +115,9 @@ pub struct Playbook {
     pub briefing: Option<Template>,
     /// Sealed-archive settings.
     pub archive: Archive,
+    /// The roles whose holders may log decisions besides the commander (`decisions.by`;
+    /// without it, `loggist` when the playbook has that role).
+    pub decision_loggers: Vec<RoleId>,
     /// Where the playbook was read from.
     pub source: PathBuf,
     /// SHA-256 of the file's text (lowercase hex), for the audit log: which exact

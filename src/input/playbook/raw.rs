@@ -64,6 +64,20 @@ pub struct RawPlaybook {
     pub briefing: Option<Located<String>>,
     /// Who receives the sealed archive of the incident's record.
     pub archive: Located<RawArchive>,
+    /// The decision log (`!cordon decision`): who may log decisions besides the
+    /// commander. Without it, the holders of a role called `loggist`, when there is one.
+    #[serde(default)]
+    pub decisions: Option<Located<RawDecisions>>,
+}
+
+/// Who may log decisions.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawDecisions {
+    /// Role ids whose holders may log decisions (`!cordon decision`), besides the
+    /// incident commander, e.g. `[loggist, site-commander]`. An empty list leaves it to
+    /// the commander alone.
+    pub by: Located<Vec<Located<String>>>,
 }
 
 /// Who may declare an incident from this playbook.

@@ -368,6 +368,7 @@ pub(crate) fn validate(
         .and_then(|b| cx.template(b, "briefing", false));
 
     let archive = build_archive(cx, &raw);
+    let decision_loggers = build_decision_loggers(cx, &raw, &role_ids);
 
     if !cx.errors.is_empty() {
         let mut errors = std::mem::take(&mut cx.errors);
@@ -400,6 +401,7 @@ pub(crate) fn validate(
         rooms,
         briefing,
         archive,
+        decision_loggers,
         source: file.to_path_buf(),
         sha256: hex::encode(Sha256::digest(text.as_bytes())),
     };
@@ -593,6 +595,32 @@ fn build_room(cx: &mut Ctx<'_>, room: &RawRoom, roles: &[RoleId]) -> Option<Room
         federate,
         reminders,
     })
+}
+
+/// `decisions.by`, or `loggist` when the playbook has that role and does not say.
+fn build_decision_loggers(cx: &mut Ctx<'_>, raw: &RawPlaybook, roles: &[RoleId]) -> Vec<RoleId> {
+    let Some(decisions) = &raw.decisions else {
+        return roles
+            .iter()
+            .filter(|r| r.as_str() == "loggist")
+            .cloned()
+            .collect();
+    };
+    let mut out: Vec<RoleId> = Vec::new();
+    for entry in &decisions.value.by.value {
+        let Some(id) = cx.role_ref(entry, roles, "decisions.by") else {
+            continue;
+        };
+        if out.contains(&id) {
+            cx.err(
+                entry,
+                format!("role `{id}` is listed twice in decisions.by"),
+            );
+        } else {
+            out.push(id);
+        }
+    }
+    out
 }
 
 fn build_archive(cx: &mut Ctx<'_>, raw: &RawPlaybook) -> Option<Archive> {

@@ -265,12 +265,14 @@ proptest! {
         command in prop::sample::select(vec![
             "declare", "status", "extend", "standdown", "hold", "release", "retry", "add",
             "remove", "handover", "admit", "advice", "transcribed", "help", "decalre",
+            "decision", "log",
         ]),
         words in prop::collection::vec(
             prop::sample::select(vec![
                 "mc-1", "4h", "@a:b.c", "--role", "--reason", "--unverified", "—reason", "\"",
                 "“", "’", "'", "x", "$e", "https://matrix.to/#/!r:b.c/$e", "\\", "#", "-h",
-                "\u{202E}", "é", "%E2%80%AE", "--", "-",
+                "\u{202E}", "é", "%E2%80%AE", "--", "-", "--because", "--corrects", "D1",
+                "--incident", "—because", "\n",
             ]),
             0..12,
         ),

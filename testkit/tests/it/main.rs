@@ -18,6 +18,7 @@ mod harness;
 mod hostile;
 mod operations;
 mod prevention;
+mod record;
 mod retention;
 mod schedule;
 mod standdown;

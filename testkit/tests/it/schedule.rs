@@ -110,6 +110,7 @@ async fn the_expiry_warning_then_the_expiry_stand_the_incident_down_and_freeze_i
         retention: "{ messages: 2h }",
         reminders: "[]",
         recipient: None,
+        extra: "",
     };
     let mut w = World::timed(1, 0, &timing).await;
     let (incident, command) = declare(&w, "Expiry drill").await;

@@ -67,7 +67,7 @@ async fn declared_on(
 }
 
 /// [`declared_on`], with the playbook's `timing` (its recipient is the officer's).
-async fn declared_timed(
+pub(crate) async fn declared_timed(
     hs: &'static Synapse,
     officer: &Officer,
     name: &str,
@@ -232,7 +232,7 @@ pub(crate) async fn signing_key(w: &World) -> String {
 
 /// Opens the archive with the officer's key, pinning `w`'s bot as its signer, into a
 /// fresh directory.
-async fn open(w: &World, officer: &Officer, file: &Path) -> tempfile::TempDir {
+pub(crate) async fn open(w: &World, officer: &Officer, file: &Path) -> tempfile::TempDir {
     let out = tempfile::tempdir().unwrap();
     let dest = out.path().join("opened");
     let signer = signing_key(w).await;

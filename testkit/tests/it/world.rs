@@ -34,6 +34,8 @@ pub(crate) struct Timing {
     /// The archive's age recipient (a records officer's public key); a fixed key nobody
     /// in the test holds when `None`.
     pub recipient: Option<String>,
+    /// More top-level YAML for the playbook (`decisions: { by: [nurse] }`), or `""`.
+    pub extra: &'static str,
 }
 
 impl Default for Timing {
@@ -43,6 +45,7 @@ impl Default for Timing {
             retention: "{ messages: 1h }",
             reminders: "[]",
             recipient: None,
+            extra: "",
         }
     }
 }
@@ -81,7 +84,9 @@ rooms:
 archive:
   recipients: ["{recipient}"]
   keep: 30d
+{extra}
 "#,
+        extra = timing.extra,
         recipient = timing.recipient.as_deref().unwrap_or(NOBODYS_KEY),
         nurses = nurses.join(", "),
         duration = timing.duration,

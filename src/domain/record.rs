@@ -1,0 +1,185 @@
+//! The command record: the numbered entries an incident keeps beside its chat (the
+//! decision log), what they are called, and the text cordon posts for each one.
+//!
+//! Entries are never edited or removed: a correction is a new entry that names the one
+//! it corrects. Their text is sealed to the records officers as it is recorded
+//! (`archive::record`); this module only renders what cordon posts in the command room
+//! from text it has just read, and never stores it.
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+use super::incident::plan::format_time;
+
+/// What kind of entry of the command record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EntryKind {
+    /// A decision (`!cordon decision`), numbered D1, D2, …
+    Decision,
+}
+
+impl EntryKind {
+    /// The letter its numbers carry (`D` for decisions).
+    pub fn letter(self) -> &'static str {
+        match self {
+            Self::Decision => "D",
+        }
+    }
+
+    /// The entry's label: `D3`.
+    pub fn label(self, number: u32) -> String {
+        format!("{}{number}", self.letter())
+    }
+
+    /// The name used in the store, the audit log and the archive (`decision`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Decision => "decision",
+        }
+    }
+}
+
+/// The most characters of a decision's text or rationale cordon takes.
+pub const MAX_TEXT_CHARS: usize = 2000;
+
+/// What cordon posts in the command room for a decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionPost<'a> {
+    /// Its number.
+    pub number: u32,
+    /// Who decided.
+    pub decided_by: &'a str,
+    /// Who logged it.
+    pub logged_by: &'a str,
+    /// When it was decided.
+    pub decided_at: DateTime<Utc>,
+    /// When it was logged.
+    pub logged_at: DateTime<Utc>,
+    /// The decision, read back from the chat; `None` when the message is gone.
+    pub text: Option<&'a str>,
+    /// The rationale, if any.
+    pub because: Option<&'a str>,
+    /// The entry it corrects.
+    pub corrects: Option<u32>,
+}
+
+impl DecisionPost<'_> {
+    /// The post's plain text, times to the minute in `tz`.
+    pub fn render(&self, tz: Tz) -> String {
+        let label = EntryKind::Decision.label(self.number);
+        let logged = format_time(self.logged_at, tz);
+        let decided = if self.decided_by == self.logged_by
+            && self.decided_at.timestamp() / 60 == self.logged_at.timestamp() / 60
+        {
+            format!("decided by {}", self.decided_by)
+        } else if self.decided_at.timestamp() / 60 == self.logged_at.timestamp() / 60 {
+            format!(
+                "decided by {}, logged by {}",
+                self.decided_by, self.logged_by
+            )
+        } else {
+            format!(
+                "decided by {} at {}, logged by {}",
+                self.decided_by,
+                format_time(self.decided_at, tz),
+                self.logged_by
+            )
+        };
+        let mut out = format!("Decision {label} · {logged} · {decided}");
+        if let Some(n) = self.corrects {
+            out.push_str(&format!("\nCorrects {}.", EntryKind::Decision.label(n)));
+        }
+        match self.text {
+            Some(text) => {
+                out.push('\n');
+                out.push_str(text);
+            }
+            None => out.push_str(
+                "\n(I could not read the decision back from the chat to post it here; its \
+                 text is in the sealed record for the records officers.)",
+            ),
+        }
+        if let Some(because) = self.because {
+            out.push_str("\nBecause: ");
+            out.push_str(because);
+        }
+        out
+    }
+}
+
+/// Reads a label like `D5` (or `d5`, or `5`) as a decision's number.
+pub fn parse_decision_label(text: &str) -> Option<u32> {
+    let t = text.trim();
+    let digits = t
+        .strip_prefix('D')
+        .or_else(|| t.strip_prefix('d'))
+        .unwrap_or(t);
+    if digits.is_empty() || digits.len() > 6 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().filter(|n| *n > 0)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn labels_read_and_write() {
+        assert_eq!(EntryKind::Decision.label(3), "D3");
+        assert_eq!(parse_decision_label("D5"), Some(5));
+        assert_eq!(parse_decision_label("d12"), Some(12));
+        assert_eq!(parse_decision_label("7"), Some(7));
+        assert_eq!(parse_decision_label("D0"), None);
+        assert_eq!(parse_decision_label("D"), None);
+        assert_eq!(parse_decision_label("M1"), None);
+        assert_eq!(parse_decision_label("D1234567"), None);
+    }
+
+    #[test]
+    fn a_post_names_who_decided_who_logged_and_what_it_corrects() {
+        let tz: Tz = "Europe/London".parse().unwrap();
+        let post = DecisionPost {
+            number: 3,
+            decided_by: "@ic:x",
+            logged_by: "@loggist:x",
+            decided_at: at("2026-12-04T14:29:10Z"),
+            logged_at: at("2026-12-04T14:32:50Z"),
+            text: Some("Divert P1 trauma"),
+            because: Some("CT down"),
+            corrects: Some(1),
+        };
+        let text = post.render(tz);
+        assert!(text.starts_with("Decision D3 · "), "{text}");
+        assert!(text.contains("14:32"), "{text}");
+        assert!(text.contains("decided by @ic:x at "), "{text}");
+        assert!(text.contains("14:29"), "{text}");
+        assert!(text.contains("logged by @loggist:x"), "{text}");
+        assert!(text.contains("\nCorrects D1."), "{text}");
+        assert!(
+            text.contains("\nDivert P1 trauma\nBecause: CT down"),
+            "{text}"
+        );
+
+        let own = DecisionPost {
+            decided_by: "@ic:x",
+            logged_by: "@ic:x",
+            decided_at: at("2026-12-04T14:32:01Z"),
+            logged_at: at("2026-12-04T14:32:01Z"),
+            text: None,
+            because: None,
+            corrects: None,
+            ..post
+        };
+        let text = own.render(tz);
+        assert!(text.contains("· decided by @ic:x\n"), "{text}");
+        assert!(text.contains("sealed record"), "{text}");
+    }
+}

@@ -1,0 +1,178 @@
+//! The command record against the real Synapse: the decision log. Decisions are
+//! numbered, attributed and posted once in the command room (also when cordon is
+//! killed between recording one and posting it), corrected by new entries, listed by
+//! `log` after retention has swept the chat, never kept in the clear in cordon's store,
+//! and opened from the sealed archive by the records officer.
+
+use std::time::Duration;
+
+use cordon::dev::Synapse;
+use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId};
+use serde_json::Value;
+
+use crate::schedule::wait_redacted;
+use crate::standdown::{Officer, archive_path, declared_timed, open, read_lines};
+use crate::support::WAIT;
+use crate::world::{Timing, World};
+
+/// The bot's posts in `room` that contain `needle`, as the commander received them.
+fn posts(w: &World, room: &OwnedRoomId, needle: &str) -> Vec<String> {
+    let bot: OwnedUserId = w.bot_id();
+    w.commander
+        .messages(room)
+        .into_iter()
+        .filter(|m| m.sender == bot && m.body.contains(needle))
+        .map(|m| m.body)
+        .collect()
+}
+
+/// Waits for cordon's post of decision `label` in the command room; returns its text.
+async fn wait_post(w: &World, command: &OwnedRoomId, label: &str) -> String {
+    let bot = w.bot_id();
+    let needle = format!("Decision {label} ·");
+    match w
+        .commander
+        .wait_for_message(command, WAIT, |s, b| s == bot && b.contains(&needle))
+        .await
+    {
+        Ok((_, body)) => body,
+        Err(e) => panic!("no post of {label}: {e}\nbot log:\n{}", w.log()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_are_numbered_corrected_posted_once_and_survive_retention_sigkill_and_seal() {
+    let hs = Synapse::shared().await.expect("synapse");
+    let officer = Officer::new();
+    let timing = Timing {
+        retention: "{ messages: 40s }",
+        extra: "decisions: { by: [nurse] }",
+        ..Timing::default()
+    };
+    let (mut w, incident, rooms) = declared_timed(hs, &officer, "Decision drill", timing).await;
+    let command = rooms["command"].clone();
+    let commander = w.commander.user_id().to_owned();
+    let nurse = w.nurses[0].user_id().to_owned();
+
+    // D1: the commander, in the control room, with a rationale and an apostrophe.
+    w.say("!cordon decision Divert P1 trauma to St George's\nuntil CT is back --because CT scanner down since 14:05")
+        .await;
+    let d1 = wait_post(&w, &command, "D1").await;
+    assert!(d1.contains(&format!("decided by {commander}")), "{d1}");
+    assert!(
+        d1.contains("Divert P1 trauma to St George's\nuntil CT is back"),
+        "{d1}"
+    );
+    assert!(d1.contains("Because: CT scanner down since 14:05"), "{d1}");
+    w.bot_says_all(&["Logged as D1", "command room"]).await;
+
+    // D2: the nurse (a role the playbook lets log decisions) logs the commander's
+    // message, by replying to it in the command room: the commander decided.
+    let said = w
+        .commander
+        .send_text(&command, "We open theatre 3 for the tram casualties now.")
+        .await
+        .unwrap();
+    w.nurses[0]
+        .send_reply(
+            &command,
+            &said,
+            "!cordon decision --because theatres agreed at 14:20",
+        )
+        .await
+        .unwrap();
+    let d2 = wait_post(&w, &command, "D2").await;
+    assert!(d2.contains(&format!("decided by {commander}")), "{d2}");
+    assert!(d2.contains(&format!("logged by {nurse}")), "{d2}");
+    assert!(
+        d2.contains("We open theatre 3 for the tram casualties now."),
+        "{d2}"
+    );
+
+    // A correction of a decision that does not exist changes nothing.
+    w.say("!cordon decision --corrects D9 Nothing").await;
+    w.bot_says("There is no D9 in the decision log").await;
+
+    // D3 corrects D1, and cordon is killed between recording it and posting it: the
+    // restarted bot posts it, once, read back from the command.
+    w.restart(&[("CORDON_FAILPOINT", "record.before-post")]);
+    w.wait_ready().await;
+    w.say("!cordon decision --corrects D1 Divert P1 trauma to King's instead")
+        .await;
+    w.kill_at("record.before-post").await;
+    assert!(posts(&w, &command, "Decision D3 ·").is_empty());
+    w.crash_restart(&[]);
+    w.wait_ready().await;
+    // The fallback timer is due 30 s after the command; the movable clock gets it there.
+    w.advance_clock(Duration::from_secs(60)).await;
+    let d3 = wait_post(&w, &command, "D3").await;
+    assert!(d3.contains("Corrects D1."), "{d3}");
+    assert!(d3.contains("Divert P1 trauma to King's instead"), "{d3}");
+
+    // Retention sweeps the command room (past 40 s by now): the commander's message and
+    // cordon's posts go, the log does not.
+    w.advance_clock(Duration::from_secs(120)).await;
+    wait_redacted(&w, &command, &said).await;
+    w.wait_scheduler_idle().await;
+    for label in ["D1", "D2", "D3"] {
+        assert_eq!(
+            w.commander
+                .messages(&command)
+                .iter()
+                .filter(
+                    |m| m.sender == w.bot_id() && m.body.contains(&format!("Decision {label} ·"))
+                )
+                .count(),
+            1,
+            "{label} posted once"
+        );
+    }
+    w.say(&format!("!cordon log {incident}")).await;
+    let log = w.bot_says(&format!("Decision log of {incident}")).await;
+    assert!(log.contains("3 entries"), "{log}");
+    assert!(log.contains("- D1"), "{log}");
+    assert!(log.contains("corrected by D3"), "{log}");
+    assert!(log.contains("- D3") && log.contains("corrects D1"), "{log}");
+
+    // Stand-down: the records officer opens the decision log from the sealed archive.
+    w.say(&format!("!cordon standdown {incident}")).await;
+    w.bot_says("is sealed and verified").await;
+    w.bot_says("room(s) are destroyed").await;
+    w.stop_bot();
+
+    // cordon's store never held the text.
+    let store = std::fs::read(w.store_dir().join("cordon.redb")).unwrap();
+    for secret in [
+        "St George",
+        "theatre 3",
+        "King's instead",
+        "CT scanner down",
+    ] {
+        assert!(
+            !store.windows(secret.len()).any(|s| s == secret.as_bytes()),
+            "{secret:?} is in cordon's store in the clear"
+        );
+    }
+
+    let opened = open(&w, &officer, &archive_path(&w, &incident)).await;
+    let dir = opened.path().join("opened");
+    let log = read_lines(&dir.join("decision-log.jsonl"));
+    let labels: Vec<&str> = log.iter().map(|e| e["label"].as_str().unwrap()).collect();
+    assert_eq!(labels, ["D1", "D2", "D3"], "{log:?}");
+    assert_eq!(
+        log[0]["text"],
+        Value::from("Divert P1 trauma to St George's\nuntil CT is back")
+    );
+    assert_eq!(
+        log[0]["because"],
+        Value::from("CT scanner down since 14:05")
+    );
+    assert_eq!(log[0]["corrected_by"], serde_json::json!([3]));
+    assert_eq!(log[1]["decided_by"], Value::from(commander.as_str()));
+    assert_eq!(log[1]["logged_by"], Value::from(nurse.as_str()));
+    assert_eq!(log[1]["source_event"], Value::from(said.as_str()));
+    assert_eq!(log[2]["corrects"], Value::from(1));
+    let md = std::fs::read_to_string(dir.join("decision-log.md")).unwrap();
+    assert!(md.contains("King's instead"), "{md}");
+    assert!(md.contains("Corrects D1."), "{md}");
+}
