@@ -126,6 +126,15 @@ pub(super) async fn declare(
     )) {
         error!(incident = %incident.id, error = %e, "store: arming provisioning");
     }
+    if playbook.methane_required {
+        let due = incident.declared_at
+            + chrono::TimeDelta::from_std(crate::domain::incident::timers::METHANE_FIRST)
+                .unwrap_or(chrono::TimeDelta::zero());
+        let timer = crate::domain::incident::timers::methane_reminder(&incident.id, due);
+        if let Err(e) = ctx.arm(&timer) {
+            error!(incident = %incident.id, error = %e, "store: arming the METHANE reminder");
+        }
+    }
     Ok(Done::Answered)
 }
 

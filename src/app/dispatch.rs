@@ -68,7 +68,7 @@ async fn check(
     // `declare` and `decision` record the command with what it does, in one transaction.
     let records_itself = matches!(
         incoming.parsed,
-        Ok(Command::Declare { .. } | Command::Decision { .. })
+        Ok(Command::Declare { .. } | Command::Decision { .. } | Command::Methane { .. })
     );
 
     // A command from a verified device is keyed by its megolm message before anything
@@ -97,7 +97,7 @@ async fn check(
     }
 
     // `declare` records the command and the incident in one transaction (in
-    // `declare`), `decision` the command and the entry (in `record`); everything else
+    // `declare`), `decision` and `methane` the command and the entry (in `record`); everything else
     // is marked handled before it is answered.
     if !records_itself || replay_of.is_some() {
         match ctx.store.mark_processed(incoming.event_id.as_str(), now) {
@@ -188,13 +188,14 @@ async fn check(
             Command::Advice { .. }
                 | Command::Transcribed { .. }
                 | Command::Decision { .. }
+                | Command::Methane { .. }
                 | Command::Log { .. }
         )
     {
         return Err(CommandError::NotDone(
             "In an incident room I take only `!cordon advice <link>` and `!cordon \
-             transcribed <link>` (or react 🩺 and ✅ to the message), `!cordon decision` \
-             and `!cordon log`. Send other commands in the control room. Nothing was \
+             transcribed <link>` (or react 🩺 and ✅ to the message), `!cordon decision`, \
+             `!cordon methane` and `!cordon log`. Send other commands in the control room. Nothing was \
              changed."
                 .to_owned(),
         ));
@@ -225,7 +226,9 @@ async fn run(
             Err(answer) => return (None, Err(CommandError::NotDone(answer))),
         },
         // In an incident room, its incident; a log outlives the rooms.
-        Command::Decision { incident, .. } | Command::Log { incident } => {
+        Command::Decision { incident, .. }
+        | Command::Methane { incident, .. }
+        | Command::Log { incident } => {
             let any_state = matches!(command, Command::Log { .. });
             match resolve_here(ctx, incoming, incident.as_ref(), any_state) {
                 Ok(i) => Some(i),
@@ -317,6 +320,7 @@ async fn run_on(
             corrects,
             ..
         } => record::decision(ctx, incoming, &incident, text, because, corrects).await,
+        Command::Methane { report, .. } => record::methane(ctx, incoming, &incident, &report).await,
         Command::Log { .. } => record::log(ctx, &incident).await,
         other => run_unscoped(ctx, incoming, other).await,
     }
@@ -337,7 +341,9 @@ async fn finish(
     let not_done = matches!(outcome, Err(CommandError::NotDone(_)));
     match incoming.parsed {
         Ok(Command::Declare { .. }) if refused => mark_handled(ctx, incoming, now),
-        Ok(Command::Decision { .. }) if refused || not_done => mark_handled(ctx, incoming, now),
+        Ok(Command::Decision { .. } | Command::Methane { .. }) if refused || not_done => {
+            mark_handled(ctx, incoming, now)
+        }
         _ => {}
     }
     match outcome {

@@ -12,7 +12,7 @@ use tracing::warn;
 
 use super::ctx::{AppError, Ctx};
 use crate::domain::incident::timers::{
-    ADVICE_KIND, PROVISION_KIND, RECORD_POST_KIND, STANDDOWN_KIND,
+    ADVICE_KIND, METHANE_KIND, PROVISION_KIND, RECORD_POST_KIND, STANDDOWN_KIND,
 };
 use crate::domain::schedule::{Timer, TimerKind};
 use crate::schedule::{FireContext, JobError, JobFuture, Jobs};
@@ -50,6 +50,9 @@ async fn run(ctx: &Arc<Ctx>, timer: &Timer, fire: FireContext) -> Result<(), App
         TimerKind::Briefing => super::reminders::on_briefing(ctx, timer).await,
         TimerKind::Sweep => super::sweep::on_sweep(ctx, timer).await,
         TimerKind::Other(kind) if kind == ADVICE_KIND => super::advice::on_due(ctx, timer).await,
+        TimerKind::Other(kind) if kind == METHANE_KIND => {
+            super::record::on_methane_due(ctx, timer).await
+        }
         TimerKind::Other(kind) if kind == RECORD_POST_KIND => {
             super::record::on_post_due(ctx, timer).await
         }

@@ -142,15 +142,56 @@ pub(crate) async fn decision(
     {
         return Err(no_such_entry(ctx, id, n));
     }
+    record(ctx, incoming, incident, EntryKind::Decision, said, corrects).await
+}
+
+/// `methane`: records, seals, posts and pins a METHANE report, the next version.
+pub(crate) async fn methane(
+    ctx: &Arc<Ctx>,
+    incoming: &Incoming,
+    incident: &Incident,
+    report: &crate::domain::record::Methane,
+) -> Result<Done, CommandError> {
+    if incident.state != State::Active {
+        return Err(CommandError::refused_about(
+            &incident.id,
+            "not-active",
+            format!(
+                "{} is {}: its command record is closed. Nothing was changed.",
+                incident.id.as_str(),
+                incident.state.as_str()
+            ),
+        ));
+    }
+    let said = Said {
+        text: report.to_text(),
+        because: None,
+        decided_by: incoming.sender.to_string(),
+        decided_at: incoming.sent_at,
+        source: None,
+    };
+    record(ctx, incoming, incident, EntryKind::Methane, said, None).await
+}
+
+/// Seals, records and posts one entry of `kind`, numbered next.
+async fn record(
+    ctx: &Arc<Ctx>,
+    incoming: &Incoming,
+    incident: &Incident,
+    kind: EntryKind,
+    said: Said,
+    corrects: Option<u32>,
+) -> Result<Done, CommandError> {
+    let id = &incident.id;
     let playbook = super::ctx::declared_playbook(ctx, id)?;
     let recipients = playbook.archive.recipients.clone();
     let dir = ctx.config.archive_dir.clone();
     for _ in 0..NUMBER_ATTEMPTS {
-        let number = ctx.store.next_record_number(id, EntryKind::Decision)?;
+        let number = ctx.store.next_record_number(id, kind)?;
         let sealed = SealedEntry {
             v: ENTRY_VERSION,
             incident: id.as_str().to_owned(),
-            kind: EntryKind::Decision,
+            kind,
             number,
             text: said.text.clone(),
             because: said.because.clone(),
@@ -170,7 +211,7 @@ pub(crate) async fn decision(
             .map_err(AppError::from)?;
         let entry = RecordEntry {
             incident: id.clone(),
-            kind: EntryKind::Decision,
+            kind,
             number,
             decided_by: sealed.decided_by.clone(),
             logged_by: sealed.logged_by.clone(),
@@ -189,11 +230,11 @@ pub(crate) async fn decision(
         };
         let fallback = incoming.sent_at.max(ctx.now())
             + TimeDelta::from_std(timer_plan::RECORD_POST_FALLBACK).unwrap_or(TimeDelta::zero());
-        let timer = timer_plan::record_post(id, EntryKind::Decision, number, fallback);
+        let timer = timer_plan::record_post(id, kind, number, fallback);
         match ctx.store.record_entry(&entry, &timer)? {
             Recorded::New => {
                 ctx.wake_scheduler();
-                info!(incident = %id, label = %entry.label(), "decision recorded");
+                info!(incident = %id, label = %entry.label(), "command record entry recorded");
                 crate::failpoint::hit("record.before-post").await;
                 let posted = post(ctx, &entry, Some((&said.text, said.because.as_deref()))).await;
                 return Ok(answer(ctx, incoming, &entry, posted));
@@ -212,7 +253,7 @@ pub(crate) async fn decision(
         }
     }
     Err(CommandError::NotDone(
-        "Several decisions were being logged at once and I could not number this one. \
+        "Several entries were being recorded at once and I could not number this one. \
          Nothing was recorded; send it again."
             .to_owned(),
     ))
@@ -229,14 +270,22 @@ fn answer(
     match posted {
         Ok(p) if p.room == incoming.room.room_id().as_str() => Done::Answered,
         Ok(p) => Done::Reply(format!(
-            "Logged as {} and posted in the command room: {}",
+            "{} as {} and {} in the command room: {}",
+            match entry.kind {
+                EntryKind::Decision => "Logged",
+                EntryKind::Methane => "Recorded",
+            },
             entry.label(),
+            match entry.kind {
+                EntryKind::Decision => "posted",
+                EntryKind::Methane => "pinned",
+            },
             rooms::event_link(&p.room, &p.event_id, ctx.server_name())
         )),
         Err(e) => {
-            warn!(error = %e, label = %entry.label(), "could not post a decision yet");
+            warn!(error = %e, label = %entry.label(), "could not post an entry yet");
             Done::Reply(format!(
-                "Logged as {}. I could not post it in the command room yet ({e}); I will \
+                "Recorded as {}. I could not post it in the command room yet ({e}); I will \
                  keep trying.",
                 entry.label()
             ))
@@ -338,8 +387,9 @@ async fn what_was_said(
     }
 }
 
-/// The incident's command room: the room with key `command`, else its first room.
-fn command_room(ctx: &Ctx, id: &IncidentId) -> Result<Option<Room>, AppError> {
+/// The incident's command room (its key and handle): the room with key `command`, else
+/// its first room.
+fn command_room(ctx: &Ctx, id: &IncidentId) -> Result<Option<(String, Room)>, AppError> {
     let records = ctx.store.rooms(id)?;
     let chosen = records.iter().find(|r| r.key == "command").or_else(|| {
         records.iter().min_by_key(|r| {
@@ -348,9 +398,10 @@ fn command_room(ctx: &Ctx, id: &IncidentId) -> Result<Option<Room>, AppError> {
                 .and_then(serde_json::Value::as_u64)
         })
     });
-    Ok(chosen
-        .and_then(|r| r.room_id.as_deref())
-        .and_then(|room| rooms::joined(&ctx.client, room)))
+    Ok(chosen.and_then(|r| {
+        let room = rooms::joined(&ctx.client, r.room_id.as_deref()?)?;
+        Some((r.key.clone(), room))
+    }))
 }
 
 /// Posts `entry` in the command room once, and records the post. `said` is the text
@@ -365,7 +416,7 @@ async fn post(
         return Ok(p.clone());
     }
     let id = &entry.incident;
-    let Some(room) = command_room(ctx, id)? else {
+    let Some((room_key, room)) = command_room(ctx, id)? else {
         return Err(AppError::Record(
             "cordon is not in the incident's command room".to_owned(),
         ));
@@ -378,19 +429,41 @@ async fn post(
             read_back.clone()
         }
     };
-    let body = DecisionPost {
-        number: entry.number,
-        decided_by: &entry.decided_by,
-        logged_by: &entry.logged_by,
-        decided_at: entry.decided_at,
-        logged_at: entry.logged_at,
-        text: text.as_deref(),
-        because: because.as_deref(),
-        corrects: entry.corrects,
-    }
-    .render(ctx.config.time_zone);
+    let tz = ctx.config.time_zone;
+    let body = match entry.kind {
+        EntryKind::Decision => DecisionPost {
+            number: entry.number,
+            decided_by: &entry.decided_by,
+            logged_by: &entry.logged_by,
+            decided_at: entry.decided_at,
+            logged_at: entry.logged_at,
+            text: text.as_deref(),
+            because: because.as_deref(),
+            corrects: entry.corrects,
+        }
+        .render(tz),
+        EntryKind::Methane => crate::domain::record::methane_post(
+            entry.number,
+            &entry.logged_by,
+            entry.logged_at,
+            text.as_deref(),
+            tz,
+        ),
+    };
     let key = timer_plan::record_post_id(id, &entry.label());
     let event = send_once(ctx, &room, &key, Some(id), notice(&body, &[])).await?;
+    if entry.kind == EntryKind::Methane {
+        // The latest report is pinned in place of the one it supersedes.
+        let previous = match entry.number.checked_sub(1).filter(|n| *n > 0) {
+            Some(n) => ctx
+                .store
+                .record_entry_get(id, EntryKind::Methane, n)?
+                .and_then(|e| e.posted)
+                .and_then(|p| OwnedEventId::try_from(p.event_id).ok()),
+            None => None,
+        };
+        super::pins::pin(ctx, id, &room_key, &room, previous.as_deref(), &event).await?;
+    }
     let posted = Posted {
         room: room.room_id().to_string(),
         event_id: event.to_string(),
@@ -402,7 +475,7 @@ async fn post(
         // The timer fires once more and finds the entry posted.
         warn!(error = %e, "store: disarming a posted decision's timer");
     }
-    info!(incident = %id, label = %entry.label(), "decision posted");
+    info!(incident = %id, label = %entry.label(), "command record entry posted");
     Ok(posted)
 }
 
@@ -420,14 +493,19 @@ async fn read_back_said(ctx: &Ctx, entry: &RecordEntry) -> (Option<String>, Opti
     if let Some(r) = room(&entry.command_room)
         && let Ok(event) = OwnedEventId::try_from(entry.command_event.as_str())
         && let Ok(command) = read_message(&r, &event).await
-        && let Some(Ok(Command::Decision {
-            text: t,
-            because: b,
-            ..
-        })) = crate::domain::command::parse(&command.text)
     {
-        text = t;
-        because = b;
+        match crate::domain::command::parse(&command.text) {
+            Some(Ok(Command::Decision {
+                text: t,
+                because: b,
+                ..
+            })) => {
+                text = t;
+                because = b;
+            }
+            Some(Ok(Command::Methane { report, .. })) => text = Some(report.to_text()),
+            _ => {}
+        }
     }
     if let Some((source_room, source_event)) = &entry.source {
         text = None;
@@ -474,6 +552,61 @@ pub(crate) async fn on_post_due(ctx: &Arc<Ctx>, timer: &Timer) -> Result<(), App
         return Ok(());
     }
     post(ctx, &entry, None).await.map(|_| ())
+}
+
+/// The METHANE reminder's job (`methane: required`): until a report is given, tells the
+/// commander in the control room and the command room, then again every 10 minutes.
+pub(crate) async fn on_methane_due(ctx: &Arc<Ctx>, timer: &Timer) -> Result<(), AppError> {
+    let Some(id) = &timer.incident else {
+        return Ok(());
+    };
+    let Some(incident) = ctx.store.incident(id)? else {
+        return Ok(());
+    };
+    let again = |after: std::time::Duration| {
+        let due = ctx.now() + TimeDelta::from_std(after).unwrap_or(TimeDelta::zero());
+        ctx.arm(&timer_plan::methane_reminder(id, due))
+    };
+    match incident.state {
+        State::Provisioning => return again(std::time::Duration::from_secs(60)),
+        State::Active => {}
+        _ => return Ok(()),
+    }
+    let given = ctx
+        .store
+        .record_entries(id)?
+        .iter()
+        .any(|e| e.kind == EntryKind::Methane);
+    if given {
+        return Ok(());
+    }
+    let body = format!(
+        "{commander}: no METHANE report yet for {name} ({id}), declared at {at}. Send \
+         `!cordon methane` followed by seven lines: M: declared or standby, E: exact \
+         location, T: type, H: hazards, A: access, N: number and severity of casualties, \
+         E: emergency services present and required.",
+        commander = incident.commander,
+        name = incident.display_name,
+        id = id.as_str(),
+        at = crate::domain::incident::plan::format_time(incident.declared_at, ctx.config.time_zone),
+    );
+    let mention = super::chat::user_ids(&[incident.commander.as_str()]);
+    let due = match timer.schedule {
+        crate::domain::schedule::Schedule::At(at) => at.timestamp(),
+        _ => 0,
+    };
+    let mut targets = vec![incident.control_room.clone()];
+    if let Some((_, room)) = command_room(ctx, id)? {
+        targets.push(room.room_id().to_string());
+    }
+    for (n, target) in targets.iter().enumerate() {
+        if let Some(room) = rooms::joined(&ctx.client, target) {
+            let key = format!("{}/methane/{due}/{n}", id.as_str());
+            send_once(ctx, &room, &key, Some(id), notice(&body, &mention)).await?;
+        }
+    }
+    info!(incident = %id, "METHANE reminder sent");
+    again(timer_plan::METHANE_EVERY)
 }
 
 /// `log`: the incident's decision log, newest last: number, time, who, what it
@@ -540,6 +673,21 @@ pub(crate) async fn log(ctx: &Arc<Ctx>, incident: &Incident) -> Result<Done, Com
             }
             None => out.push_str("\n  (not posted yet)"),
         }
+    }
+    let reports: Vec<RecordEntry> = ctx
+        .store
+        .record_entries(id)?
+        .into_iter()
+        .filter(|e| e.kind == EntryKind::Methane)
+        .collect();
+    if let Some(latest) = reports.last() {
+        out.push_str(&format!(
+            "\nMETHANE: v{} from {} at {}, pinned in the command room ({} version(s), all kept)",
+            latest.number,
+            latest.logged_by,
+            crate::domain::incident::plan::format_time(latest.logged_at, tz),
+            reports.len()
+        ));
     }
     Ok(Done::Reply(out))
 }

@@ -113,7 +113,22 @@ async fn gather(ctx: &Ctx, incident: &Incident) -> IncidentView {
         ));
         view.flags.push(format!("{advice} advice untranscribed"));
     }
-    let decisions = ctx.store.record_entries(&incident.id).unwrap_or_default();
+    let entries = ctx.store.record_entries(&incident.id).unwrap_or_default();
+    let (decisions, reports): (Vec<_>, Vec<_>) = entries
+        .iter()
+        .partition(|e| e.kind == crate::domain::record::EntryKind::Decision);
+    match reports.last() {
+        Some(latest) => view.notes.push(format!(
+            "{} from {} at {}",
+            latest.label(),
+            latest.logged_by,
+            format_time(latest.logged_at, tz)
+        )),
+        None if incident.state == State::Active => view
+            .notes
+            .push("no METHANE report yet (`!cordon methane`, then the seven lines)".to_owned()),
+        None => {}
+    }
     if let Some(last) = decisions.last() {
         view.notes.push(format!(
             "decision log: {} entr{}, the latest {} at {} (`!cordon log {}`)",

@@ -18,6 +18,9 @@ use super::incident::plan::format_time;
 pub enum EntryKind {
     /// A decision (`!cordon decision`), numbered D1, D2, …
     Decision,
+    /// A METHANE report (`!cordon methane`), numbered by version: v1, v2, …; the latest
+    /// supersedes the others, which are kept.
+    Methane,
 }
 
 impl EntryKind {
@@ -25,18 +28,23 @@ impl EntryKind {
     pub fn letter(self) -> &'static str {
         match self {
             Self::Decision => "D",
+            Self::Methane => "v",
         }
     }
 
-    /// The entry's label: `D3`.
+    /// The entry's label: `D3`, or `METHANE v2`.
     pub fn label(self, number: u32) -> String {
-        format!("{}{number}", self.letter())
+        match self {
+            Self::Decision => format!("D{number}"),
+            Self::Methane => format!("METHANE v{number}"),
+        }
     }
 
     /// The name used in the store, the audit log and the archive (`decision`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Decision => "decision",
+            Self::Methane => "methane",
         }
     }
 }
@@ -107,6 +115,66 @@ impl DecisionPost<'_> {
         }
         out
     }
+}
+
+/// The seven lines of a METHANE report, in order: the letter and what it stands for.
+pub const METHANE_LINES: [(&str, &str); 7] = [
+    ("M", "major incident declared or standby"),
+    ("E", "exact location"),
+    ("T", "type of incident"),
+    ("H", "hazards, present and potential"),
+    ("A", "access, and the routes in"),
+    ("N", "number and severity of casualties"),
+    ("E", "emergency services present and required"),
+];
+
+/// A METHANE report: the seven lines' texts, in [`METHANE_LINES`] order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Methane {
+    /// The texts after `M:`, `E:`, `T:`, `H:`, `A:`, `N:`, `E:`.
+    pub lines: [String; 7],
+}
+
+impl Methane {
+    /// The report as seven `X: text` lines: what is sealed and posted.
+    pub fn to_text(&self) -> String {
+        METHANE_LINES
+            .iter()
+            .zip(&self.lines)
+            .map(|((letter, _), text)| format!("{letter}: {text}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Whether `M:` says the major incident is declared (rather than standby).
+    pub fn declared(&self) -> bool {
+        self.lines[0].to_lowercase().contains("declared")
+    }
+}
+
+/// What cordon posts (and pins) in the command room for a METHANE report.
+pub fn methane_post(
+    version: u32,
+    by: &str,
+    at: DateTime<Utc>,
+    report: Option<&str>,
+    tz: Tz,
+) -> String {
+    let mut out = format!("METHANE v{version} · {} · from {by}", format_time(at, tz));
+    if version > 1 {
+        out.push_str(&format!(" (supersedes v{})", version - 1));
+    }
+    match report {
+        Some(text) => {
+            out.push('\n');
+            out.push_str(text);
+        }
+        None => out.push_str(
+            "\n(I could not read the report back from the chat to post it here; it is in \
+             the sealed record for the records officers.)",
+        ),
+    }
+    out
 }
 
 /// Reads a label like `D5` (or `d5`, or `5`) as a decision's number.

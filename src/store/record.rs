@@ -147,6 +147,7 @@ impl Store {
                 actor: &entry.logged_by,
                 action: match entry.kind {
                     EntryKind::Decision => "record.decision",
+                    EntryKind::Methane => "record.methane",
                 },
                 incident: Some(&entry.incident),
                 details: &json!({

@@ -62,7 +62,7 @@ impl Authority {
             Command::Admit { .. } => Self::CommanderOnly,
             Command::Hold { .. } => Self::CommanderOperatorOrRecordsOfficer,
             Command::Release { .. } => Self::OperatorOrRecordsOfficer,
-            Command::Decision { .. } => Self::CommanderOrLoggist,
+            Command::Decision { .. } | Command::Methane { .. } => Self::CommanderOrLoggist,
             Command::Declare { .. }
             | Command::Status { .. }
             | Command::Advice { .. }
@@ -109,7 +109,7 @@ impl Authority {
             ),
             Self::CommanderOrLoggist => format!(
                 "Only the commander of {id} ({commander}) or a loggist (a role its playbook \
-                 lets log decisions) can log a decision. Nothing was changed."
+                 lets log decisions) can add to its command record. Nothing was changed."
             ),
         }
     }
@@ -189,6 +189,9 @@ mod tests {
         assert!(!a.allows(NOBODY));
         assert!(authority("!cordon log").allows(NOBODY));
         assert!(a.refusal("mc-4k7p", "@ic:hs").contains("or a loggist"));
+        let methane = authority("!cordon methane\nM: declared\nE: x\nT: x\nH: x\nA: x\nN: x\nE: x");
+        assert!(methane.allows(COMMANDER) && methane.allows(loggist));
+        assert!(!methane.allows(OPERATOR));
     }
 
     #[test]

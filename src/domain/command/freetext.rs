@@ -12,7 +12,7 @@ use super::Command;
 use super::args::IncidentRef;
 use super::error::Rejection;
 use super::text::{Lookalike, echo};
-use crate::domain::record::{MAX_TEXT_CHARS, parse_decision_label};
+use crate::domain::record::{MAX_TEXT_CHARS, METHANE_LINES, Methane, parse_decision_label};
 
 /// The flags `decision` takes, for suggestions.
 const FLAGS: [&str; 3] = ["--incident", "--corrects", "--because"];
@@ -164,13 +164,161 @@ pub(crate) fn parse_decision(args: &str) -> Result<Command, Rejection> {
     })
 }
 
+/// What a METHANE line's label names: its index in [`METHANE_LINES`] (the first `E`
+/// for either `E`; the caller places it), or `None`.
+fn methane_index(label: &str) -> Option<usize> {
+    let l = label.trim().trim_end_matches('.').to_lowercase();
+    Some(match l.as_str() {
+        "m" | "major incident" | "major incident declared" | "major" => 0,
+        "e" => 1,
+        "exact location" | "location" => 1,
+        "t" | "type" | "type of incident" => 2,
+        "h" | "hazards" | "hazard" => 3,
+        "a" | "access" => 4,
+        "n" | "number" | "number of casualties" | "casualties" => 5,
+        "emergency services" | "services" => 6,
+        _ => return None,
+    })
+}
+
+/// The line named as the usage reply says it: "the `T:` line (type of incident)".
+fn methane_line_name(index: usize) -> String {
+    let (letter, meaning) = METHANE_LINES[index];
+    let which = match index {
+        1 => "first ",
+        6 => "second ",
+        _ => "",
+    };
+    format!("the {which}`{letter}:` line ({meaning})")
+}
+
+/// Parses what follows `methane`: an optional `--incident <ID>` on the command's line,
+/// then the seven lines, `M:` to `E:`, each once. Missing, unknown, repeated and empty
+/// lines are refused, naming the line.
+pub(crate) fn parse_methane(args: &str) -> Result<Command, Rejection> {
+    let command = "methane";
+    let mut lines = args.split('\n');
+    let first = lines.next().unwrap_or_default();
+    let mut incident = None;
+    let head: Vec<&str> = first.split_whitespace().collect();
+    let mut rest_of_first = first;
+    match head.as_slice() {
+        [] => {}
+        ["--help" | "-h", ..] => {
+            return Ok(Command::Help {
+                topic: Some(command.to_owned()),
+            });
+        }
+        [flag, value, ..] if flag_of(flag).as_deref() == Some("--incident") => {
+            incident = Some(
+                IncidentRef::parse(value).map_err(|e| Rejection::InvalidArgument {
+                    command: command.to_owned(),
+                    argument: "--incident <INCIDENT>".to_owned(),
+                    reason: e.to_string(),
+                })?,
+            );
+            let after = first.find(value).map_or(first.len(), |i| i + value.len());
+            rest_of_first = &first[after..];
+        }
+        [flag] if flag_of(flag).as_deref() == Some("--incident") => {
+            return Err(Rejection::MissingArgument {
+                command: command.to_owned(),
+                argument: "a value after --incident".to_owned(),
+            });
+        }
+        _ => {}
+    }
+    let mut slots: [Option<String>; 7] = Default::default();
+    for line in std::iter::once(rest_of_first).chain(lines) {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let Some((label, value)) = line.split_once(':') else {
+            return Err(Rejection::InvalidArgument {
+                command: command.to_owned(),
+                argument: "<LINES>".to_owned(),
+                reason: format!(
+                    "the line `{}` has no `X:` label; each line starts with M:, E:, T:, H:, \
+                     A:, N: or E:",
+                    echo(line)
+                ),
+            });
+        };
+        let Some(mut index) = methane_index(label) else {
+            return Err(Rejection::InvalidArgument {
+                command: command.to_owned(),
+                argument: "<LINES>".to_owned(),
+                reason: format!(
+                    "`{}:` is not a METHANE line; the lines are M:, E:, T:, H:, A:, N: and E:",
+                    echo(label.trim())
+                ),
+            });
+        };
+        // `E:` is the exact location the first time, the emergency services the second.
+        if index == 1 && label.trim().eq_ignore_ascii_case("e") && slots[1].is_some() {
+            index = 6;
+        }
+        if slots[index].is_some() {
+            return Err(Rejection::Usage {
+                command: command.to_owned(),
+                message: format!("{} was given twice", methane_line_name(index)),
+            });
+        }
+        let value = value.trim();
+        if value.is_empty() {
+            return Err(Rejection::InvalidArgument {
+                command: command.to_owned(),
+                argument: "<LINES>".to_owned(),
+                reason: format!(
+                    "{} is empty; write what is known, or `not known`",
+                    methane_line_name(index)
+                ),
+            });
+        }
+        slots[index] = Some(checked_as(value, command, "<LINES>")?);
+    }
+    let missing: Vec<String> = (0..7)
+        .filter(|i| slots[*i].is_none())
+        .map(methane_line_name)
+        .collect();
+    if !missing.is_empty() {
+        return Err(Rejection::MissingArgument {
+            command: command.to_owned(),
+            argument: format!(
+                "{} (write `!cordon methane`, then one line each: M:, E:, T:, H:, A:, N:, E:)",
+                missing.join(", ")
+            ),
+        });
+    }
+    let lines = slots.map(Option::unwrap_or_default);
+    let m = lines[0].to_lowercase();
+    if !m.contains("declared") && !m.contains("standby") {
+        return Err(Rejection::InvalidArgument {
+            command: command.to_owned(),
+            argument: "<LINES>".to_owned(),
+            reason: "the `M:` line says whether a major incident is `declared` or on \
+                     `standby`"
+                .to_owned(),
+        });
+    }
+    Ok(Command::Methane {
+        incident,
+        report: Methane { lines },
+    })
+}
+
 /// Refuses text that is too long or holds characters that could disguise it (line
 /// breaks and tabs are kept).
 fn checked(text: &str, argument: &str) -> Result<String, Rejection> {
+    checked_as(text, "decision", argument)
+}
+
+fn checked_as(text: &str, command: &str, argument: &str) -> Result<String, Rejection> {
     let chars = text.chars().count();
     if chars > MAX_TEXT_CHARS {
         return Err(Rejection::InvalidArgument {
-            command: "decision".to_owned(),
+            command: command.to_owned(),
             argument: argument.to_owned(),
             reason: format!("it is {chars} characters long; the limit is {MAX_TEXT_CHARS}"),
         });
@@ -179,7 +327,7 @@ fn checked(text: &str, argument: &str) -> Result<String, Rejection> {
         let line = line.strip_suffix('\r').unwrap_or(line);
         if let Some((character, kind)) = Lookalike::find(line) {
             return Err(Rejection::InvalidArgument {
-                command: "decision".to_owned(),
+                command: command.to_owned(),
                 argument: argument.to_owned(),
                 reason: format!(
                     "it contains {} U+{:04X}; retype it without that character",
@@ -249,6 +397,77 @@ mod tests {
         let (text, because, ..) = decision("  --because agreed with ED lead");
         assert_eq!(text, None);
         assert_eq!(because.as_deref(), Some("agreed with ED lead"));
+    }
+
+    const REPORT: &str = "\nM: Major incident declared\nE: Addiscombe Road tram stop\nT: Tram derailment\nH: Overhead lines live\nA: From Lower Addiscombe Road\nN: 12 P1, 20 P2, 40 P3\nE: Ambulance, fire, police on scene; HART requested";
+
+    #[test]
+    fn a_methane_report_is_read_line_by_line() {
+        let Command::Methane { incident, report } = parse_methane(REPORT).unwrap() else {
+            panic!()
+        };
+        assert_eq!(incident, None);
+        assert_eq!(report.lines[1], "Addiscombe Road tram stop");
+        assert_eq!(
+            report.lines[6],
+            "Ambulance, fire, police on scene; HART requested"
+        );
+        assert!(report.declared());
+        assert!(
+            report
+                .to_text()
+                .starts_with("M: Major incident declared\nE: Addiscombe")
+        );
+        let long = REPORT
+            .replace("M:", "Major incident:")
+            .replace("T:", "Type:")
+            .replace("N:", "Number of casualties:");
+        let named = format!(" --incident mc-4k7p{long}");
+        let Command::Methane { incident, .. } = parse_methane(&named).unwrap() else {
+            panic!()
+        };
+        assert_eq!(incident.unwrap().as_str(), "mc-4k7p");
+    }
+
+    #[test]
+    fn a_malformed_methane_report_names_the_line() {
+        let without_t = REPORT.replace("T: Tram derailment\n", "");
+        let err = parse_methane(&without_t).unwrap_err();
+        assert!(
+            matches!(&err, Rejection::MissingArgument { argument, .. } if argument.contains("`T:` line (type of incident)")),
+            "{err:?}"
+        );
+        let without_second_e =
+            REPORT.replace("\nE: Ambulance, fire, police on scene; HART requested", "");
+        let err = parse_methane(&without_second_e).unwrap_err();
+        assert!(
+            matches!(&err, Rejection::MissingArgument { argument, .. } if argument.contains("second `E:` line")),
+            "{err:?}"
+        );
+        let unknown = REPORT.replace("H:", "X:");
+        assert!(matches!(
+            parse_methane(&unknown),
+            Err(Rejection::InvalidArgument { reason, .. }) if reason.contains("`X:` is not a METHANE line")
+        ));
+        let empty = REPORT.replace("H: Overhead lines live", "H:");
+        assert!(matches!(
+            parse_methane(&empty),
+            Err(Rejection::InvalidArgument { reason, .. }) if reason.contains("`H:` line")
+        ));
+        let twice = format!("{REPORT}\nT: again");
+        assert!(matches!(
+            parse_methane(&twice),
+            Err(Rejection::Usage { .. })
+        ));
+        let neither = REPORT.replace("Major incident declared", "Busy");
+        assert!(matches!(
+            parse_methane(&neither),
+            Err(Rejection::InvalidArgument { reason, .. }) if reason.contains("standby")
+        ));
+        assert!(matches!(
+            parse_methane(""),
+            Err(Rejection::MissingArgument { .. })
+        ));
     }
 
     #[test]

@@ -243,6 +243,25 @@ pub(crate) enum Grammar {
         because: Vec<String>,
     },
 
+    /// Record a METHANE report: the command, then seven lines, one each.
+    ///
+    /// M: major incident declared or standby; E: exact location; T: type of incident;
+    /// H: hazards; A: access; N: number and severity of casualties; E: emergency
+    /// services present and required. The report is pinned in the command room and a
+    /// later one supersedes it (v2, v3; all are kept).
+    ///
+    /// Example: !cordon methane (then, on the next lines) M: declared / E: Addiscombe Road tram stop / T: tram derailment / H: live overhead lines / A: from Lower Addiscombe Road / N: 12 P1, 20 P2 / E: ambulance, fire, police; HART requested
+    #[command(override_usage = "!cordon methane [--incident <INCIDENT>] <LINES>...")]
+    Methane {
+        /// The incident's short id (like mc-4k7p); leave it out when exactly one incident
+        /// is active in this room.
+        #[arg(long, value_parser = IncidentRef::parse)]
+        incident: Option<IncidentRef>,
+        /// The seven lines, M: to E:, each on its own line.
+        #[arg(num_args = 0..)]
+        lines: Vec<String>,
+    },
+
     /// List an incident's decision log: number, time, who decided and logged, and where.
     ///
     /// Example: !cordon log mc-4k7p

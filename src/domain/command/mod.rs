@@ -13,7 +13,7 @@
 //! - `args`: typed, validated arguments ([`IncidentRef`], [`PlaybookId`], [`RoleId`],
 //!   [`IncidentName`], [`Reason`], [`EventRef`], users, durations).
 //! - `parse`: the pipeline from body to [`Command`], and clap errors to [`Rejection`]s.
-//! - `freetext`: `decision`, whose text is taken as written (line breaks, apostrophes)
+//! - `freetext`: `decision` and `methane`, whose text is taken as written (line breaks, apostrophes)
 //!   rather than split into words.
 //! - `help`: help text, usage lines and "did you mean" suggestions, rendered from the
 //!   clap tree as plain text.
@@ -152,6 +152,13 @@ pub enum Command {
         /// The number of the decision this one corrects.
         corrects: Option<u32>,
     },
+    /// `methane [--incident <ID>]` and seven lines: a METHANE report.
+    Methane {
+        /// The incident, if named.
+        incident: Option<IncidentRef>,
+        /// The report.
+        report: crate::domain::record::Methane,
+    },
     /// `log [INCIDENT]`: list the decision log.
     Log {
         /// The incident, if named.
@@ -182,6 +189,7 @@ impl Command {
             Self::Advice { .. } => "advice",
             Self::Transcribed { .. } => "transcribed",
             Self::Decision { .. } => "decision",
+            Self::Methane { .. } => "methane",
             Self::Log { .. } => "log",
             Self::Help { .. } => "help",
         }
@@ -204,7 +212,8 @@ impl Command {
             | Self::Admit { .. }
             | Self::Advice { .. }
             | Self::Transcribed { .. }
-            | Self::Decision { .. } => true,
+            | Self::Decision { .. }
+            | Self::Methane { .. } => true,
         }
     }
 
@@ -223,6 +232,7 @@ impl Command {
             | Self::Handover { incident, .. }
             | Self::Admit { incident, .. }
             | Self::Decision { incident, .. }
+            | Self::Methane { incident, .. }
             | Self::Log { incident } => incident.as_ref(),
             Self::Declare { .. }
             | Self::Advice { .. }
@@ -248,7 +258,7 @@ mod tests {
                 }))
             );
         }
-        assert_eq!(grammar::command_names().len(), 16);
+        assert_eq!(grammar::command_names().len(), 17);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use super::Command;
 use super::args::parse_duration;
 use super::args::{IncidentName, Reason};
 use super::error::Rejection;
-use super::freetext::parse_decision;
+use super::freetext::{parse_decision, parse_methane};
 use super::grammar::{Grammar, canonical_name, parse_words, suggest, takes_many_values};
 use super::lexer::MAX_BODY_BYTES;
 use super::lexer::{addressed, words};
@@ -55,12 +55,13 @@ fn parse_addressed(whole: &str, rest: &str) -> Result<Command, Rejection> {
     into_command(grammar)
 }
 
-/// A command whose argument is prose (`decision`), parsed as written rather than split
+/// A command whose argument is prose (`decision`, `methane`), parsed as written rather than split
 /// into words; `None` for every other command.
 fn free_text(whole: &str, rest: &str) -> Option<Result<Command, Rejection>> {
     let trimmed = rest.trim_start();
     let end = trimmed.find(char::is_whitespace).unwrap_or(trimmed.len());
-    if canonical_name(&trimmed[..end]).as_deref() != Some("decision") {
+    let name = canonical_name(&trimmed[..end])?;
+    if name != "decision" && name != "methane" {
         return None;
     }
     if whole.len() > MAX_BODY_BYTES {
@@ -69,7 +70,11 @@ fn free_text(whole: &str, rest: &str) -> Option<Result<Command, Rejection>> {
             limit: MAX_BODY_BYTES,
         }));
     }
-    Some(parse_decision(&trimmed[end..]))
+    Some(if name == "methane" {
+        parse_methane(&trimmed[end..])
+    } else {
+        parse_decision(&trimmed[end..])
+    })
 }
 
 /// `--reason=Coroner asked`: clap stops collecting a flag's values after `=`, so the
@@ -262,6 +267,13 @@ fn into_command(grammar: Grammar) -> Result<Command, Rejection> {
             },
         },
         Grammar::Log { incident } => Command::Log { incident },
+        // Parsed line by line by `freetext` before clap sees it: words lose the lines.
+        Grammar::Methane { .. } => {
+            return Err(Rejection::Usage {
+                command: "methane".to_owned(),
+                message: "write the report on seven lines after the command".to_owned(),
+            });
+        }
         Grammar::Help { command } => Command::Help {
             topic: match command {
                 None => None,

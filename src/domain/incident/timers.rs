@@ -95,6 +95,26 @@ pub fn advice_id(id: &IncidentId, event: &str) -> String {
     format!("{}/advice/{event}", id.as_str())
 }
 
+/// The kind of the timer that reminds the commander that a METHANE report is due
+/// (`methane: required`).
+pub const METHANE_KIND: &str = "methane-reminder";
+
+/// How long after declaring the first METHANE reminder comes, and then how often.
+pub const METHANE_FIRST: Duration = Duration::from_secs(5 * 60);
+/// How often the METHANE reminder repeats until a report is given.
+pub const METHANE_EVERY: Duration = Duration::from_secs(10 * 60);
+
+/// The METHANE reminder of `incident`, due at `due`.
+pub fn methane_reminder(incident: &IncidentId, due: DateTime<Utc>) -> Timer {
+    at(
+        format!("{}/methane", incident.as_str()),
+        incident,
+        TimerKind::Other(METHANE_KIND.to_owned()),
+        due,
+        serde_json::Value::Null,
+    )
+}
+
 /// The id of the timer that posts entry `label` (`D3`) of `incident`'s record.
 pub fn record_post_id(incident: &IncidentId, label: &str) -> String {
     format!("{}/record/{label}", incident.as_str())

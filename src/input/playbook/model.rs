@@ -118,6 +118,9 @@ pub struct Playbook {
     /// The roles whose holders may log decisions besides the commander (`decisions.by`;
     /// without it, `loggist` when the playbook has that role).
     pub decision_loggers: Vec<RoleId>,
+    /// Whether a METHANE report is required (`methane: required`): the commander is
+    /// reminded after declaring until one is given.
+    pub methane_required: bool,
     /// Where the playbook was read from.
     pub source: PathBuf,
     /// SHA-256 of the file's text (lowercase hex), for the audit log: which exact

@@ -68,6 +68,21 @@ pub struct RawPlaybook {
     /// commander. Without it, the holders of a role called `loggist`, when there is one.
     #[serde(default)]
     pub decisions: Option<Located<RawDecisions>>,
+    /// Whether the incident needs a METHANE report (`!cordon methane`): `required` (the
+    /// commander is reminded after declaring until one is given) or `optional`
+    /// (default).
+    #[serde(default)]
+    pub methane: Option<Located<RawMethane>>,
+}
+
+/// Whether a METHANE report is required.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RawMethane {
+    /// The commander is reminded after declaring until a report is given.
+    Required,
+    /// No reminder.
+    Optional,
 }
 
 /// Who may log decisions.

@@ -402,6 +402,10 @@ pub(crate) fn validate(
         briefing,
         archive,
         decision_loggers,
+        methane_required: raw
+            .methane
+            .as_ref()
+            .is_some_and(|m| m.value == super::raw::RawMethane::Required),
         source: file.to_path_buf(),
         sha256: hex::encode(Sha256::digest(text.as_bytes())),
     };
