@@ -119,7 +119,12 @@ pub struct WrittenEntry {
 /// `<incident>/record/<label>-<command hash>.json.age`. The name depends only on the
 /// entry's number and its command, so a command run again after a crash rewrites the
 /// same file rather than leaving a second one.
-pub fn entry_path(incident: &IncidentId, kind: EntryKind, number: u32, command_event: &str) -> String {
+pub fn entry_path(
+    incident: &IncidentId,
+    kind: EntryKind,
+    number: u32,
+    command_event: &str,
+) -> String {
     let tag = hex::encode(Sha256::digest(command_event.as_bytes()));
     format!(
         "{incident}/record/{}-{}.json.age",
