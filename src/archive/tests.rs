@@ -77,6 +77,7 @@ fn header() -> ArchiveHeader {
         stood_down_by: Some("@cmd:hs".into()),
         sealed_at: at(13),
         server_name: "hs".into(),
+        time_zone: None,
     }
 }
 
