@@ -82,7 +82,7 @@ pub enum ArchiveError {
     /// The manifest's format version is not one this cordon reads.
     #[error(
         "archive format version {0} is not supported by this cordon (it reads versions {readable})",
-        readable = super::manifest::READABLE_VERSIONS.map(|v| v.to_string()).join(" and ")
+        readable = readable_versions()
     )]
     UnsupportedVersion(u32),
     /// A transcript line does not decode.
@@ -117,6 +117,21 @@ pub enum ArchiveError {
         /// The SHA-256 of the bytes given.
         found: String,
     },
+    /// A sealed entry of the command record is not the file sealed when it was made.
+    #[error(
+        "{label}'s sealed entry {file} has SHA-256 {found}, but {expected} was recorded when \
+         it was sealed: refusing to archive it"
+    )]
+    RecordMismatch {
+        /// The entry's label, e.g. `D3`.
+        label: String,
+        /// The entry's file name.
+        file: String,
+        /// The SHA-256 recorded when it was sealed.
+        expected: String,
+        /// The SHA-256 of the bytes given.
+        found: String,
+    },
     /// An earlier call on this writer failed, so the archive is incomplete.
     #[error("an earlier write to this archive failed; start a new one")]
     Poisoned,
@@ -145,6 +160,18 @@ pub enum ArchiveError {
     /// The output directory exists and is not empty.
     #[error("{0} already exists and is not empty; choose an empty or new directory")]
     OutputNotEmpty(PathBuf),
+}
+
+/// `1, 2 and 3`: the versions this cordon reads, for a refusal.
+fn readable_versions() -> String {
+    let all: Vec<String> = super::manifest::READABLE_VERSIONS
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    match all.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => all.concat(),
+    }
 }
 
 impl ArchiveError {

@@ -5,17 +5,27 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::record::EntryKind;
 use crate::domain::transcript::{TranscriptLine, Unauthenticated};
 
 /// The manifest's format version, in its `v`. Version 2 added the counts of lines
 /// whose sender nothing proves (`unencrypted`, `unverified_device`,
 /// `mismatched_sender`) and the transcripts' `unauthenticated` marker; a cordon that
 /// reads only version 1 refuses it rather than render those lines unmarked.
-pub const MANIFEST_VERSION: u32 = 2;
+///
+/// Version 3 added the command record (`record`, members under `record/`) and
+/// `time_zone`. Both are optional with defaults, so this cordon still reads versions 1
+/// and 2 (they read as no decision and UTC). The version changes nonetheless because a
+/// cordon that reads only version 2 would meet `record/` members it does not know and
+/// refuse the archive as altered ("do not rely on this copy"), sending a records
+/// officer to report tampering that never happened; with version 3 it says instead that
+/// a newer cordon is needed.
+pub const MANIFEST_VERSION: u32 = 3;
 
 /// Every manifest version this cordon reads. A version 1 archive has none of version
-/// 2's counts (they read as 0) and no marked line, so its figures still check.
-pub const READABLE_VERSIONS: [u32; 2] = [1, 2];
+/// 2's counts (they read as 0) and no marked line, so its figures still check; version
+/// 1 and 2 archives have no command record and no time zone.
+pub const READABLE_VERSIONS: [u32; 3] = [1, 2, 3];
 
 /// `manifest.json`. Signed, byte for byte, by `manifest.sig`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +54,10 @@ pub struct Manifest {
     pub sealed_at: DateTime<Utc>,
     /// The homeserver's server name.
     pub server_name: String,
+    /// The time zone the incident was run in (an IANA name, e.g. `Europe/London`), in
+    /// which opening renders the decision log's times. Absent before version 3: UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
     /// The cordon version that sealed it.
     pub cordon_version: String,
     /// The key that signed `manifest.sig`, `ed25519:<unpadded base64>`.
@@ -54,6 +68,11 @@ pub struct Manifest {
     pub media: Vec<MediaManifest>,
     /// The pre-seal segments, copied verbatim.
     pub pre_seal: Vec<PreSealManifest>,
+    /// The command record's entries (the decision log), copied verbatim as they were
+    /// sealed, in order of kind and number. Absent before version 3, and when nothing
+    /// was recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub record: Vec<RecordManifest>,
     /// The incident's slice of the audit log.
     pub audit: AuditManifest,
     /// The Markdown renderings (each room's and `index.md`).
@@ -278,6 +297,47 @@ pub struct PreSealManifest {
     pub bytes: u64,
     /// How many transcript lines it holds, as recorded when it was written.
     pub lines: u64,
+}
+
+/// One entry of the command record, copied verbatim (still encrypted to the records
+/// officers): what cordon knows of it without being able to read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordManifest {
+    /// What kind of entry.
+    pub kind: EntryKind,
+    /// Its number within the incident and kind (the 3 of D3), from 1.
+    pub number: u32,
+    /// `record/<label>-<tag>.json.age`.
+    pub file: String,
+    /// SHA-256 of the encrypted file, hex (the one recorded when it was sealed).
+    pub sha256: String,
+    /// Its size.
+    pub bytes: u64,
+    /// SHA-256 of the sealed plaintext ([`super::record::SealedEntry::to_bytes`]), hex:
+    /// opening checks the decrypted entry against it.
+    pub content_sha256: String,
+    /// When it was decided.
+    pub decided_at: DateTime<Utc>,
+    /// When it was logged.
+    pub logged_at: DateTime<Utc>,
+    /// Who decided.
+    pub decided_by: String,
+    /// Who logged it.
+    pub logged_by: String,
+    /// The number of the entry (of the same kind) it corrects, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrects: Option<u32>,
+    /// The event id of cordon's post of the entry in the command room, if it was
+    /// posted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub posted_event: Option<String>,
+}
+
+impl RecordManifest {
+    /// The entry's label: `D3`.
+    pub fn label(&self) -> String {
+        self.kind.label(self.number)
+    }
 }
 
 /// The audit log's slice.

@@ -3,13 +3,15 @@
 //!
 //! The format is specified in `docs/archive-format.md` ("The sealed archive"). In short:
 //! a tar stream (`manifest.json`, its ed25519 signature `manifest.sig`, each room's
-//! transcript and Markdown rendering, the attachments, the pre-seal segments verbatim,
-//! the audit log's slice and `index.md`), encrypted with age to the playbook's records
-//! officers.
+//! transcript and Markdown rendering, the attachments, the pre-seal segments and the
+//! command record's sealed entries verbatim, the audit log's slice and `index.md`),
+//! encrypted with age to the playbook's records officers.
 //!
 //! - [`writer`]: [`ArchiveWriter`], which streams members into the encrypted file and, at
 //!   [`ArchiveWriter::finish`], re-reads what reached the disk and checks all of it.
-//! - [`reader`]: [`verify_file`] and [`open_file`], what a records officer runs.
+//! - [`reader`]: [`verify_file`] and [`open_file`], what a records officer runs;
+//!   opening also decrypts the decision log ([`DECISION_LOG_FILE`],
+//!   [`DECISION_LOG_RENDERING`]).
 //! - [`manifest`]: the manifest and the transcripts' figures ([`Counts`]).
 //! - [`signing`]: cordon's signing key, [`ArchiveSigner`], and [`ArchivePublicKey`].
 //! - [`keyring`]: the keys a records officer trusts ([`TrustedSigners`], from
@@ -48,7 +50,7 @@ pub use error::ArchiveError;
 pub use keyring::{KeySource, TrustedKey, TrustedSigners};
 pub use manifest::{
     AuditManifest, Counts, FileHash, MANIFEST_VERSION, Manifest, MediaManifest, PreSealManifest,
-    READABLE_VERSIONS, RoomManifest,
+    READABLE_VERSIONS, RecordManifest, RoomManifest,
 };
 pub use reader::{Opened, Verified, open_file, verify_file};
 pub use signing::{ArchivePublicKey, ArchiveSigner, SIGNING_KEY_FILE};
@@ -62,6 +64,12 @@ pub const SIGNATURE_FILE: &str = "manifest.sig";
 pub const AUDIT_FILE: &str = "audit.jsonl";
 /// The summary's member name.
 pub const INDEX_FILE: &str = "index.md";
+/// The directory of the command record's sealed entries inside the archive.
+pub const RECORD_DIR: &str = "record";
+/// The decision log that opening writes, one JSON object per decision.
+pub const DECISION_LOG_FILE: &str = "decision-log.jsonl";
+/// The decision log's rendering that opening writes.
+pub const DECISION_LOG_RENDERING: &str = "decision-log.md";
 
 /// What the archive says about its incident; handed to [`ArchiveWriter::finish`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +94,10 @@ pub struct ArchiveHeader {
     pub sealed_at: DateTime<Utc>,
     /// The homeserver's server name.
     pub server_name: String,
+    /// The time zone the incident was run in, an IANA name (`Europe/London`; the
+    /// configuration's `time_zone`), in which opening renders the decision log. `None`
+    /// renders it in UTC.
+    pub time_zone: Option<String>,
 }
 
 /// One room's exported transcript, for [`ArchiveWriter::add_room`].

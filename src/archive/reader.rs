@@ -1,5 +1,6 @@
 //! What a records officer runs: [`verify_file`] checks an archive end to end, and
-//! [`open_file`] writes it out, with the pre-seal segments decrypted and merged.
+//! [`open_file`] writes it out, with the pre-seal segments decrypted and merged and the
+//! command record's entries decrypted into the decision log.
 //!
 //! Both read the file as a stream: age authenticates every 64 KiB chunk and the end of
 //! the stream (so a truncated or altered file fails), tar members are hashed as they
@@ -29,8 +30,8 @@ use super::merge::merge;
 use super::render::{self, RoomHeading};
 use super::signing::ArchivePublicKey;
 use super::{
-    AUDIT_FILE, ArchiveError, INDEX_FILE, MANIFEST_FILE, SIGNATURE_FILE, create_private_dirs,
-    is_safe_name,
+    AUDIT_FILE, ArchiveError, INDEX_FILE, MANIFEST_FILE, RECORD_DIR, SIGNATURE_FILE,
+    create_private_dirs, is_safe_name,
 };
 use crate::archive::segment::{self, check_room_key};
 use crate::domain::transcript::TranscriptLine;
@@ -71,7 +72,9 @@ pub struct Opened {
     /// Every file written, relative to `out`, in the order written.
     pub written: Vec<String>,
     /// Things a reader should know that did not stop the opening (a pre-seal segment
-    /// the identities could not decrypt, a line count that differs from the record).
+    /// the identities could not decrypt, a line count that differs from the record, a
+    /// decision that could not be opened or does not match the manifest's record of
+    /// it).
     pub warnings: Vec<String>,
 }
 
@@ -91,7 +94,11 @@ pub fn verify_file(
 /// [`verify_file`], then writes every file into `out` (created 0700; it must be empty
 /// or absent), and decrypts each pre-seal segment with the same identities to write
 /// `rooms/<key>.merged.jsonl` (see [`super::merge`]) and its rendering
-/// `rooms/<key>.merged.md` for every room.
+/// `rooms/<key>.merged.md` for every room. Last, it decrypts the command record's
+/// entries with the same identities, checks each against the manifest, and writes
+/// the decision log, [`super::DECISION_LOG_FILE`] and [`super::DECISION_LOG_RENDERING`]
+/// (both always, even when no decision was logged). An entry that cannot be decrypted
+/// or does not match the manifest is a warning, and is marked as such in both files.
 pub fn open_file(
     path: &Path,
     identities: &[age::x25519::Identity],
@@ -170,6 +177,7 @@ pub fn open_file(
         write_new(out, &md_name, |f| f.write_all(md.as_bytes()))?;
         written.push(md_name);
     }
+    decisions::write_log(m, out, &ids, &mut written, &mut warnings)?;
     Ok(Opened {
         verified,
         out: out.to_owned(),
@@ -453,6 +461,25 @@ fn expected_members(m: &Manifest) -> Result<ExpectedMembers, ArchiveError> {
             m.audit.file
         )));
     }
+    let mut entries = BTreeSet::new();
+    for r in &m.record {
+        let label = r.label();
+        let named = r
+            .file
+            .strip_prefix(RECORD_DIR)
+            .and_then(|f| f.strip_prefix('/'))
+            .is_some_and(is_safe_name);
+        if !named {
+            return Err(bad(format!(
+                "{label}'s sealed entry {:?} is not under {RECORD_DIR}/",
+                r.file
+            )));
+        }
+        if !entries.insert((r.kind, r.number)) {
+            return Err(bad(format!("lists {label} twice")));
+        }
+        add(&r.file, Some(&r.sha256), Some(r.bytes))?;
+    }
     add(&m.audit.file, Some(&m.audit.sha256), None)?;
     for r in &m.renderings {
         add(&r.file, Some(&r.sha256), None)?;
@@ -492,6 +519,7 @@ fn compare_members(
     Ok(())
 }
 
+mod decisions;
 mod stream;
 
 use stream::{Failure, Member, classify, decrypt_error, read_limited, walk};
@@ -501,6 +529,17 @@ fn read_pre_seal(
     path: &Path,
     ids: &[&dyn age::Identity],
 ) -> Result<Vec<TranscriptLine>, ArchiveError> {
+    let plaintext = decrypt_file(path, ids)?;
+    segment::decode_lines(plaintext.as_slice()).map_err(|e| ArchiveError::Transcript {
+        file: path.display().to_string(),
+        line: 0,
+        detail: e.to_string(),
+    })
+}
+
+/// Decrypts a file that is still encrypted to the records officers (a pre-seal segment
+/// or a sealed entry, written out by `open_file`) with the identities.
+fn decrypt_file(path: &Path, ids: &[&dyn age::Identity]) -> Result<Vec<u8>, ArchiveError> {
     let file = File::open(path).map_err(ArchiveError::io(path))?;
     let decryptor =
         age::Decryptor::new_buffered(BufReader::new(file)).map_err(|e| decrypt_error(e, path))?;
@@ -516,11 +555,7 @@ fn read_pre_seal(
             }
             .into_error(path)
         })?;
-    segment::decode_lines(plaintext.as_slice()).map_err(|e| ArchiveError::Transcript {
-        file: path.display().to_string(),
-        line: 0,
-        detail: e.to_string(),
-    })
+    Ok(plaintext)
 }
 
 fn read_lines(path: &Path, name: &str) -> Result<Vec<TranscriptLine>, ArchiveError> {

@@ -1,4 +1,5 @@
-//! The archive's Markdown: one rendering per room (`rooms/<key>.md`) and `index.md`.
+//! The archive's Markdown: one rendering per room (`rooms/<key>.md`), `index.md`, and
+//! the decision log that opening writes (`decision-log.md`, [`decision_log`]).
 //!
 //! Message bodies, names and reasons are untrusted: [`escape`] turns HTML's `<`, `>`
 //! and `&` into entities and backslash-escapes Markdown's inline syntax (links, images,
@@ -20,7 +21,13 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::manifest::{Manifest, is_edit, relation};
+use super::record::EntryKind;
+use super::{DECISION_LOG_FILE, DECISION_LOG_RENDERING, RECORD_DIR};
 use crate::domain::transcript::{SOURCE_PRE_SEAL, TranscriptLine, Unauthenticated};
+
+mod decisions;
+
+pub(crate) use decisions::{Decision, decision_log};
 
 /// An undecryptable event, for `index.md`'s list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -511,8 +518,9 @@ pub(crate) fn is_media_member(file: &str) -> bool {
     file.strip_prefix("media/").is_some_and(super::is_safe_name)
 }
 
-/// `index.md`: the incident, its rooms with their figures, the pre-seal segments, every
-/// event nothing proves came from its sender, and every undecryptable event.
+/// `index.md`: the incident, its rooms with their figures, the pre-seal segments, how
+/// many decisions were logged, every event nothing proves came from its sender, and
+/// every undecryptable event.
 pub(crate) fn index(
     m: &Manifest,
     undecryptable: &[UndecryptableEvent],
@@ -591,6 +599,24 @@ pub(crate) fn index(
                 p.lines
             );
         }
+    }
+    out.push_str("\n## Decision log\n\n");
+    let decisions = m
+        .record
+        .iter()
+        .filter(|r| r.kind == EntryKind::Decision)
+        .count();
+    if decisions == 0 {
+        out.push_str("No decisions were logged.\n");
+    } else {
+        let _ = writeln!(
+            out,
+            "{decisions} decision{} logged, each sealed to the records officers when it was \
+             made and copied here as sealed (`{RECORD_DIR}/`). Their text is in \
+             `{DECISION_LOG_RENDERING}` (and `{DECISION_LOG_FILE}`) when the archive is \
+             opened with a records officer\u{2019}s key (`cordon archive open`).",
+            if decisions == 1 { " was" } else { "s were" }
+        );
     }
     let _ = writeln!(
         out,

@@ -77,6 +77,7 @@ fn header() -> ArchiveHeader {
         stood_down_by: Some("@cmd:hs".into()),
         sealed_at: at(13),
         server_name: "hs".into(),
+        time_zone: None,
     }
 }
 
@@ -1033,3 +1034,6 @@ fn unauthenticated_lines_are_counted_marked_before_their_words_and_listed_in_the
         assert!(index.contains(&format!("event \\{id}")), "{id} in {index}");
     }
 }
+
+/// The command record's entries in the archive: sealed, copied, verified, decrypted.
+mod decisions;

@@ -19,13 +19,13 @@ use sha2::{Digest, Sha256};
 
 use super::manifest::{
     AuditManifest, Counts, FileHash, MANIFEST_VERSION, Manifest, MediaManifest, PreSealManifest,
-    RoomManifest,
+    RecordManifest, RoomManifest,
 };
 use super::render::{self, RoomHeading, UnauthenticatedEvent, UndecryptableEvent};
 use super::signing::ArchiveSigner;
 use super::{
-    AUDIT_FILE, ArchiveError, ArchiveHeader, INDEX_FILE, MANIFEST_FILE, MediaEntry, RoomExport,
-    SIGNATURE_FILE, Sealed, create_private_dirs, is_safe_name, reader, sync_dir,
+    AUDIT_FILE, ArchiveError, ArchiveHeader, INDEX_FILE, MANIFEST_FILE, MediaEntry, RECORD_DIR,
+    RoomExport, SIGNATURE_FILE, Sealed, create_private_dirs, is_safe_name, reader, sync_dir,
 };
 use crate::archive::segment::{self, check_room_key};
 
@@ -45,6 +45,7 @@ pub struct ArchiveWriter {
     media: Vec<MediaManifest>,
     media_seq: HashMap<String, u64>,
     pre_seal: Vec<PreSealManifest>,
+    record: Vec<RecordManifest>,
     audit: Option<AuditManifest>,
     /// Room renderings without their heading, written by `finish`.
     pending: Vec<(usize, String)>,
@@ -98,6 +99,7 @@ impl ArchiveWriter {
             media: Vec::new(),
             media_seq: HashMap::new(),
             pre_seal: Vec::new(),
+            record: Vec::new(),
             audit: None,
             pending: Vec::new(),
             undecryptable: Vec::new(),
@@ -227,6 +229,68 @@ impl ArchiveWriter {
         Ok(())
     }
 
+    /// Copies one sealed entry of the command record verbatim, as `record/<file_name>`,
+    /// and lists `entry` in the manifest (with its `file` set to that member). Refuses
+    /// the bytes if their SHA-256 or size differs from `entry.sha256` and `entry.bytes`
+    /// (the ones recorded when the entry was sealed; [`ArchiveError::RecordMismatch`]),
+    /// and refuses a second entry of the same kind and number, an entry numbered 0, a
+    /// `content_sha256` that is not a SHA-256 and a file name cordon does not write.
+    pub fn add_record(
+        &mut self,
+        mut entry: RecordManifest,
+        file_name: &str,
+        bytes: &[u8],
+    ) -> Result<(), ArchiveError> {
+        let label = entry.label();
+        if entry.number == 0 {
+            return Err(ArchiveError::BadInput(format!(
+                "{label} is not an entry of the record (they are numbered from 1)"
+            )));
+        }
+        if !is_safe_name(file_name) {
+            return Err(ArchiveError::BadInput(format!(
+                "{file_name:?} cannot name the sealed entry {label}"
+            )));
+        }
+        if !is_sha256(&entry.content_sha256) {
+            return Err(ArchiveError::BadInput(format!(
+                "{label}: {:?} is not the SHA-256 of its content",
+                entry.content_sha256
+            )));
+        }
+        if self
+            .record
+            .iter()
+            .any(|r| r.kind == entry.kind && r.number == entry.number)
+        {
+            return Err(ArchiveError::BadInput(format!("{label} was added twice")));
+        }
+        let found = hex::encode(Sha256::digest(bytes));
+        if !found.eq_ignore_ascii_case(entry.sha256.trim()) {
+            return Err(ArchiveError::RecordMismatch {
+                label,
+                file: file_name.to_owned(),
+                expected: entry.sha256,
+                found,
+            });
+        }
+        if entry.bytes != bytes.len() as u64 {
+            return Err(ArchiveError::BadInput(format!(
+                "{label}: {file_name} is {} bytes, but {} were recorded when it was sealed",
+                bytes.len(),
+                entry.bytes
+            )));
+        }
+        let file = format!("{RECORD_DIR}/{file_name}");
+        let (sha256, size) = self.append(&file, bytes)?;
+        entry.file = file;
+        entry.sha256 = sha256;
+        entry.bytes = size;
+        entry.content_sha256.make_ascii_lowercase();
+        self.record.push(entry);
+        Ok(())
+    }
+
     /// Adds the incident's slice of the audit log, one JSON object per line. Without
     /// it, `finish` writes an empty `audit.jsonl`.
     pub fn add_audit(&mut self, entries: &[Value]) -> Result<(), ArchiveError> {
@@ -264,6 +328,13 @@ impl ArchiveWriter {
         if self.poisoned {
             return Err(ArchiveError::Poisoned);
         }
+        if let Some(tz) = &header.time_zone
+            && tz.parse::<chrono_tz::Tz>().is_err()
+        {
+            return Err(ArchiveError::BadInput(format!(
+                "{tz:?} is not an IANA time zone name (like Europe/London)"
+            )));
+        }
         if self.audit.is_none() {
             self.add_audit(&[])?;
         }
@@ -295,11 +366,17 @@ impl ArchiveWriter {
             stood_down_by: header.stood_down_by,
             sealed_at: header.sealed_at,
             server_name: header.server_name,
+            time_zone: header.time_zone,
             cordon_version: env!("CARGO_PKG_VERSION").to_owned(),
             signing_key: signer.public().to_string(),
             rooms: std::mem::take(&mut self.rooms),
             media: std::mem::take(&mut self.media),
             pre_seal: std::mem::take(&mut self.pre_seal),
+            record: {
+                let mut record = std::mem::take(&mut self.record);
+                record.sort_by_key(|r| (r.kind, r.number));
+                record
+            },
             audit: self.audit.take().ok_or(ArchiveError::Poisoned)?,
             renderings,
         };
@@ -413,6 +490,11 @@ impl Drop for ArchiveWriter {
             let _ = fs::remove_file(&self.tmp);
         }
     }
+}
+
+/// True for 64 hex digits.
+fn is_sha256(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn room_key_ok(room_key: &str) -> Result<(), ArchiveError> {

@@ -130,7 +130,7 @@ pub(super) enum Member {
 
 /// Whether `name` is one cordon writes: `manifest.json`, `manifest.sig`,
 /// `audit.jsonl`, `index.md`, `rooms/<name>.jsonl|.md`, `media/<name>`,
-/// `pre-seal/<name>`.
+/// `pre-seal/<name>`, `record/<name>`.
 pub(super) fn classify(name: &str) -> Member {
     if name.starts_with('/')
         || name.contains('\\')
@@ -149,7 +149,7 @@ pub(super) fn classify(name: &str) -> Member {
         {
             Member::Known
         }
-        Some(("media" | "pre-seal", file)) if is_safe_name(file) => Member::Known,
+        Some(("media" | "pre-seal" | RECORD_DIR, file)) if is_safe_name(file) => Member::Known,
         _ => Member::Unknown,
     }
 }
