@@ -120,6 +120,38 @@ pub(crate) async fn seal(
             segment.events,
         )?;
     }
+    // The command record's sealed entries, copied verbatim: only the records officer's
+    // key opens them (into `decision-log.md` and `.jsonl`).
+    for entry in ctx.store.record_entries(id)? {
+        let path = dir.join(&entry.sealed_file);
+        let bytes = tokio::fs::read(&path).await.map_err(|e| {
+            SealFailure::Stop(format!(
+                "the sealed entry {} ({}) cannot be read: {e}",
+                entry.label(),
+                path.display()
+            ))
+        })?;
+        let file_name = Path::new(&entry.sealed_file)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or(entry.sealed_file.as_str())
+            .to_owned();
+        let manifest = archive::RecordManifest {
+            kind: entry.kind,
+            number: entry.number,
+            file: String::new(),
+            sha256: entry.sealed_sha256.clone(),
+            bytes: entry.sealed_bytes,
+            content_sha256: entry.content_sha256.clone(),
+            decided_at: entry.decided_at,
+            logged_at: entry.logged_at,
+            decided_by: entry.decided_by.clone(),
+            logged_by: entry.logged_by.clone(),
+            corrects: entry.corrects,
+            posted_event: entry.posted.as_ref().map(|p| p.event_id.clone()),
+        };
+        writer.add_record(manifest, &file_name, &bytes)?;
+    }
     let audit: Vec<Value> = ctx
         .store
         .audit_entries(.., Some(id))?
@@ -143,6 +175,7 @@ pub(crate) async fn seal(
         stood_down_by: incident.stood_down_by.clone(),
         sealed_at: ctx.now(),
         server_name: ctx.config.user.server_name().to_string(),
+        time_zone: Some(ctx.config.time_zone.name().to_owned()),
     };
     let signer = ctx.signer.clone();
     let sealed = tokio::task::spawn_blocking(move || writer.finish(header, &signer))
@@ -474,7 +507,8 @@ fn is_gone(e: &matrix_sdk::Error) -> bool {
     }
 }
 
-/// Deletes the pre-seal segments once the archive that holds them is recorded.
+/// Deletes the pre-seal segments and the command record's sealed entries once the
+/// archive that holds them is recorded.
 fn remove_pre_seal_dir(archive_dir: &Path, incident: &str) {
     let dir = archive_dir.join(incident);
     if dir.exists()

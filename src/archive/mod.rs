@@ -70,6 +70,10 @@ pub const RECORD_DIR: &str = "record";
 pub const DECISION_LOG_FILE: &str = "decision-log.jsonl";
 /// The decision log's rendering that opening writes.
 pub const DECISION_LOG_RENDERING: &str = "decision-log.md";
+/// The METHANE reports opening writes, one JSON object per version, when there are any.
+pub const METHANE_FILE: &str = "methane.jsonl";
+/// Their Markdown rendering.
+pub const METHANE_RENDERING: &str = "methane.md";
 
 /// What the archive says about its incident; handed to [`ArchiveWriter::finish`].
 #[derive(Debug, Clone, PartialEq, Eq)]

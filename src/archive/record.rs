@@ -100,7 +100,7 @@ pub fn entry_path(
     let tag = hex::encode(Sha256::digest(command_event.as_bytes()));
     format!(
         "{incident}/record/{}-{}.json.age",
-        kind.label(number),
+        kind.file_label(number),
         &tag[..16]
     )
 }

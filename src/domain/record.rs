@@ -40,6 +40,14 @@ impl EntryKind {
         }
     }
 
+    /// The label as it names a file: `D3`, `methane-v2` (no spaces).
+    pub fn file_label(self, number: u32) -> String {
+        match self {
+            Self::Decision => format!("D{number}"),
+            Self::Methane => format!("methane-v{number}"),
+        }
+    }
+
     /// The name used in the store, the audit log and the archive (`decision`).
     pub fn as_str(self) -> &'static str {
         match self {

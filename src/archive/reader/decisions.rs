@@ -16,9 +16,9 @@ use serde::Serialize;
 use super::*;
 use crate::archive::manifest::RecordManifest;
 use crate::archive::record::{ENTRY_VERSION, EntryKind, SealedEntry};
-use crate::archive::render::{Decision, decision_log};
+use crate::archive::render::{Decision, decision_log, methane_reports};
 use crate::archive::segment::SealError;
-use crate::archive::{DECISION_LOG_FILE, DECISION_LOG_RENDERING};
+use crate::archive::{DECISION_LOG_FILE, DECISION_LOG_RENDERING, METHANE_FILE, METHANE_RENDERING};
 
 /// One line of [`DECISION_LOG_FILE`]: the sealed entry's fields (those the manifest
 /// records, when it could not be opened), its label, cordon's post of it, the
@@ -135,6 +135,51 @@ pub(super) fn write_log(
     let md = decision_log(&m.incident, &m.display_name, tz, &decisions);
     write_new(out, DECISION_LOG_RENDERING, |f| f.write_all(md.as_bytes()))?;
     written.push(DECISION_LOG_RENDERING.to_owned());
+    write_methane(m, out, ids, tz, written, warnings)
+}
+
+/// Decrypts the METHANE reports of `m`, when there are any, and writes
+/// [`METHANE_FILE`] and [`METHANE_RENDERING`].
+fn write_methane(
+    m: &Manifest,
+    out: &Path,
+    ids: &[&dyn age::Identity],
+    tz: Tz,
+    written: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> Result<(), ArchiveError> {
+    let mut records: Vec<&RecordManifest> = m
+        .record
+        .iter()
+        .filter(|r| r.kind == EntryKind::Methane)
+        .collect();
+    if records.is_empty() {
+        return Ok(());
+    }
+    records.sort_by_key(|r| r.number);
+    let reports: Vec<Decision<'_>> = records
+        .into_iter()
+        .map(|r| open_one(r, &m.incident, &out.join(&r.file), ids))
+        .collect();
+    for r in reports.iter().filter(|r| !r.problems.is_empty()) {
+        warnings.push(format!(
+            "{} ({}): {}; it is marked in {METHANE_RENDERING} and {METHANE_FILE}",
+            r.label(),
+            r.record.file,
+            r.problems.join("; ")
+        ));
+    }
+    let mut jsonl = Vec::new();
+    for r in &reports {
+        serde_json::to_writer(&mut jsonl, &LogLine::of(r, &m.incident))
+            .map_err(|e| ArchiveError::BadInput(format!("{METHANE_FILE}: {e}")))?;
+        jsonl.push(b'\n');
+    }
+    write_new(out, METHANE_FILE, |f| f.write_all(&jsonl))?;
+    written.push(METHANE_FILE.to_owned());
+    let md = methane_reports(&m.incident, &m.display_name, tz, &reports);
+    write_new(out, METHANE_RENDERING, |f| f.write_all(md.as_bytes()))?;
+    written.push(METHANE_RENDERING.to_owned());
     Ok(())
 }
 

@@ -111,6 +111,36 @@ pub(crate) fn decision_log(
     out
 }
 
+/// `methane.md`: the incident's METHANE reports, every version by number (the latest
+/// supersedes the earlier ones, which are kept), its times to the minute in `tz`.
+pub(crate) fn methane_reports(
+    incident: &str,
+    display_name: &str,
+    tz: Tz,
+    reports: &[Decision<'_>],
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# METHANE reports: {}
+", escape(display_name));
+    let _ = writeln!(
+        out,
+        "Incident {} ({}). {} version{}; each supersedes the one before, and all are \
+         kept. Times are {}, to the minute. Each was sealed to the records officers when it \
+         was given; one marked \u{26a0} could not be opened or does not match cordon\u{2019}s \
+         record of it.\n\n---",
+        escape(display_name),
+        escape(incident),
+        reports.len(),
+        if reports.len() == 1 { "" } else { "s" },
+        escape(tz.name())
+    );
+    for r in reports {
+        out.push('\n');
+        out.push_str(&entry(r, tz));
+    }
+    out
+}
+
 /// One decision: its heading, then its lines.
 fn entry(d: &Decision<'_>, tz: Tz) -> String {
     let minute = |t: DateTime<Utc>| t.with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string();

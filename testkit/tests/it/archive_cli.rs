@@ -108,6 +108,7 @@ fn seal() -> Sealing {
                 declared_at: at(8),
                 expires_at: at(20),
                 stood_down_at: Some(at(12)),
+                time_zone: None,
                 stood_down_by: Some("@ic:nhs.example".into()),
                 sealed_at: at(13),
                 server_name: "nhs.example".into(),

@@ -176,3 +176,137 @@ async fn decisions_are_numbered_corrected_posted_once_and_survive_retention_sigk
     assert!(md.contains("King's instead"), "{md}");
     assert!(md.contains("Corrects D1."), "{md}");
 }
+
+/// The event ids pinned in `room`, as its member `user` reads the state.
+async fn pinned(user: &cordon::dev::TestUser, room: &OwnedRoomId) -> Vec<String> {
+    let client = user.client();
+    let url = client
+        .homeserver()
+        .join(&format!(
+            "_matrix/client/v3/rooms/{}/state/m.room.pinned_events/",
+            room.as_str().replace('!', "%21").replace(':', "%3A")
+        ))
+        .unwrap();
+    let body: Value = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(client.access_token().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["pinned"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The event id of cordon's post in `room` containing `needle`.
+fn post_id(w: &World, room: &OwnedRoomId, needle: &str) -> String {
+    let bot = w.bot_id();
+    w.commander
+        .messages(room)
+        .into_iter()
+        .find(|m| m.sender == bot && m.body.contains(needle))
+        .map(|m| m.event_id.to_string())
+        .unwrap_or_else(|| panic!("no post with {needle:?}"))
+}
+
+const METHANE_V1: &str = "!cordon methane
+M: Major incident declared
+E: Addiscombe Road tram stop
+T: Tram derailment
+H: Overhead lines may be live
+A: From Lower Addiscombe Road
+N: 12 P1, 20 P2, 40 P3
+E: Ambulance, fire and police on scene; HART requested";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_methane_report_is_checked_pinned_superseded_sealed_and_chased_when_required() {
+    let hs = Synapse::shared().await.expect("synapse");
+    let officer = Officer::new();
+    let timing = Timing {
+        extra: "methane: required",
+        ..Timing::default()
+    };
+    let (mut w, incident, rooms) = declared_timed(hs, &officer, "METHANE drill", timing).await;
+    let command = rooms["command"].clone();
+    let commander = w.commander.user_id().to_owned();
+
+    // `methane: required`: five minutes after declaring, the commander is chased.
+    w.advance_clock(Duration::from_secs(6 * 60)).await;
+    let chased = w.bot_says("no METHANE report yet for").await;
+    assert!(chased.contains(&commander.to_string()), "{chased}");
+    assert!(chased.contains(&incident), "{chased}");
+
+    // A report without its T: line is refused, naming the line; nothing is recorded.
+    let without_t = METHANE_V1.replace("T: Tram derailment\n", "");
+    w.say(&without_t).await;
+    let refused = w.bot_says("`T:` line (type of incident)").await;
+    assert!(refused.contains("Usage: !cordon methane"), "{refused}");
+    let unknown = METHANE_V1.replace("H: Overhead", "X: Overhead");
+    w.say(&unknown).await;
+    w.bot_says("`X:` is not a METHANE line").await;
+
+    w.say(METHANE_V1).await;
+    w.bot_says("Recorded as METHANE v1").await;
+    let v1 = {
+        let bot = w.bot_id();
+        w.commander
+            .wait_for_message(&command, WAIT, |s, b| s == bot && b.contains("METHANE v1 ·"))
+            .await
+            .unwrap()
+            .1
+    };
+    assert!(v1.contains("T: Tram derailment"), "{v1}");
+    let v1_id = post_id(&w, &command, "METHANE v1 ·");
+    assert!(pinned(&w.commander, &command).await.contains(&v1_id));
+
+    let v2_text = METHANE_V1.replace("12 P1, 20 P2, 40 P3", "15 P1, 22 P2, 41 P3");
+    w.say(&v2_text).await;
+    w.bot_says("Recorded as METHANE v2").await;
+    let bot = w.bot_id();
+    let (_, v2) = w
+        .commander
+        .wait_for_message(&command, WAIT, |s, b| s == bot && b.contains("METHANE v2 ·"))
+        .await
+        .unwrap();
+    assert!(v2.contains("(supersedes v1)") && v2.contains("15 P1"), "{v2}");
+    let v2_id = post_id(&w, &command, "METHANE v2 ·");
+    let pins = pinned(&w.commander, &command).await;
+    assert!(pins.contains(&v2_id) && !pins.contains(&v1_id), "{pins:?}");
+
+    w.say(&format!("!cordon status {incident}")).await;
+    w.bot_says_all(&[&format!("{incident} ·"), "METHANE v2 from"])
+        .await;
+    // Given: no more chasing.
+    let chases = w.bot_messages("no METHANE report yet for");
+    w.advance_clock(Duration::from_secs(20 * 60)).await;
+    w.wait_scheduler_idle().await;
+    assert_eq!(w.bot_messages("no METHANE report yet for"), chases);
+    // Back to the real time, so that the next command is not taken as stale.
+    w.set_clock(cordon::clock::Setting::Offset(chrono::TimeDelta::zero()))
+        .await;
+
+    w.say(&format!("!cordon standdown {incident}")).await;
+    w.bot_says("is sealed and verified").await;
+    w.stop_bot();
+    let opened = open(&w, &officer, &archive_path(&w, &incident)).await;
+    let dir = opened.path().join("opened");
+    let reports = read_lines(&dir.join("methane.jsonl"));
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    assert!(
+        reports[1]["text"].as_str().unwrap().contains("N: 15 P1, 22 P2, 41 P3"),
+        "{reports:?}"
+    );
+    let md = std::fs::read_to_string(dir.join("methane.md")).unwrap();
+    assert!(md.contains("METHANE v1") && md.contains("METHANE v2"), "{md}");
+    // The decision log is in every archive, empty or not.
+    let log = std::fs::read_to_string(dir.join("decision-log.md")).unwrap();
+    assert!(log.contains("No decisions were logged."), "{log}");
+}
