@@ -120,8 +120,12 @@ pub(crate) fn methane_reports(
     reports: &[Decision<'_>],
 ) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "# METHANE reports: {}
-", escape(display_name));
+    let _ = writeln!(
+        out,
+        "# METHANE reports: {}
+",
+        escape(display_name)
+    );
     let _ = writeln!(
         out,
         "Incident {} ({}). {} version{}; each supersedes the one before, and all are \

@@ -113,8 +113,43 @@ impl Explainer<'_> {
         self.limits();
         self.roles();
         self.rooms();
+        self.command_record();
         self.stand_down();
         self.out
+    }
+
+    /// Who keeps the decision log, and whether a METHANE report is chased.
+    fn command_record(&mut self) {
+        let loggers: Vec<&str> = self
+            .pb
+            .decision_loggers
+            .iter()
+            .map(|r| r.as_str())
+            .collect();
+        say!(
+            self,
+            "\nDecision log (`!cordon decision`): kept by the commander{}; each decision is \
+             sealed to the records officers, numbered D1, D2, … and posted in the command room.",
+            if loggers.is_empty() {
+                " alone".to_owned()
+            } else {
+                format!(" and holders of {}", loggers.join(", "))
+            }
+        );
+        let due = self.example.at
+            + chrono::TimeDelta::from_std(super::timers::METHANE_FIRST)
+                .unwrap_or(chrono::TimeDelta::zero());
+        if self.pb.methane_required {
+            say!(
+                self,
+                "METHANE (`!cordon methane`): required; without one, the commander is reminded \
+                 from {} and every {} after, until one is given.",
+                plan::format_time(due, self.example.time_zone),
+                format_duration(super::timers::METHANE_EVERY)
+            );
+        } else {
+            say!(self, "METHANE (`!cordon methane`): optional, no reminder.");
+        }
     }
 
     fn header(&mut self) {
@@ -493,10 +528,26 @@ archive:
             "Reminders: none.",
             "encrypted to 1 records officer key (age1t8v5…2632)",
             "The archive is kept 30d.",
+            "Decision log (`!cordon decision`): kept by the commander alone",
+            "METHANE (`!cordon methane`): optional, no reminder.",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
         assert!(!text.contains("cordon.invalid"), "{text}");
+    }
+
+    #[test]
+    fn the_command_record_keys_are_explained() {
+        let text = format!("{PLAYBOOK}decisions: {{ by: [nurse, lead] }}\nmethane: required\n");
+        let out = explain(&playbook(&text), &example());
+        assert!(
+            out.contains("kept by the commander and holders of nurse, lead"),
+            "{out}"
+        );
+        assert!(
+            out.contains("METHANE (`!cordon methane`): required; without one, the commander is reminded from Thu 03 Dec 12:15 GMT and every 10m after"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -258,7 +258,9 @@ async fn a_methane_report_is_checked_pinned_superseded_sealed_and_chased_when_re
     let v1 = {
         let bot = w.bot_id();
         w.commander
-            .wait_for_message(&command, WAIT, |s, b| s == bot && b.contains("METHANE v1 ·"))
+            .wait_for_message(&command, WAIT, |s, b| {
+                s == bot && b.contains("METHANE v1 ·")
+            })
             .await
             .unwrap()
             .1
@@ -273,10 +275,15 @@ async fn a_methane_report_is_checked_pinned_superseded_sealed_and_chased_when_re
     let bot = w.bot_id();
     let (_, v2) = w
         .commander
-        .wait_for_message(&command, WAIT, |s, b| s == bot && b.contains("METHANE v2 ·"))
+        .wait_for_message(&command, WAIT, |s, b| {
+            s == bot && b.contains("METHANE v2 ·")
+        })
         .await
         .unwrap();
-    assert!(v2.contains("(supersedes v1)") && v2.contains("15 P1"), "{v2}");
+    assert!(
+        v2.contains("(supersedes v1)") && v2.contains("15 P1"),
+        "{v2}"
+    );
     let v2_id = post_id(&w, &command, "METHANE v2 ·");
     let pins = pinned(&w.commander, &command).await;
     assert!(pins.contains(&v2_id) && !pins.contains(&v1_id), "{pins:?}");
@@ -301,11 +308,17 @@ async fn a_methane_report_is_checked_pinned_superseded_sealed_and_chased_when_re
     let reports = read_lines(&dir.join("methane.jsonl"));
     assert_eq!(reports.len(), 2, "{reports:?}");
     assert!(
-        reports[1]["text"].as_str().unwrap().contains("N: 15 P1, 22 P2, 41 P3"),
+        reports[1]["text"]
+            .as_str()
+            .unwrap()
+            .contains("N: 15 P1, 22 P2, 41 P3"),
         "{reports:?}"
     );
     let md = std::fs::read_to_string(dir.join("methane.md")).unwrap();
-    assert!(md.contains("METHANE v1") && md.contains("METHANE v2"), "{md}");
+    assert!(
+        md.contains("METHANE v1") && md.contains("METHANE v2"),
+        "{md}"
+    );
     // The decision log is in every archive, empty or not.
     let log = std::fs::read_to_string(dir.join("decision-log.md")).unwrap();
     assert!(log.contains("No decisions were logged."), "{log}");
