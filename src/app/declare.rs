@@ -126,6 +126,14 @@ pub(super) async fn declare(
     )) {
         error!(incident = %incident.id, error = %e, "store: arming provisioning");
     }
+    if let Some(sitrep) = &playbook.sitrep {
+        let due = incident.declared_at
+            + chrono::TimeDelta::from_std(sitrep.every).unwrap_or(chrono::TimeDelta::MAX);
+        let timer = crate::domain::incident::timers::sitrep_due(&incident.id, 1, due);
+        if let Err(e) = ctx.arm(&timer) {
+            error!(incident = %incident.id, error = %e, "store: arming the SITREP cycle");
+        }
+    }
     if playbook.methane_required {
         let due = incident.declared_at
             + chrono::TimeDelta::from_std(crate::domain::incident::timers::METHANE_FIRST)

@@ -68,7 +68,10 @@ async fn check(
     // `declare` and `decision` record the command with what it does, in one transaction.
     let records_itself = matches!(
         incoming.parsed,
-        Ok(Command::Declare { .. } | Command::Decision { .. } | Command::Methane { .. })
+        Ok(Command::Declare { .. }
+            | Command::Decision { .. }
+            | Command::Methane { .. }
+            | Command::Sitrep { .. })
     );
 
     // A command from a verified device is keyed by its megolm message before anything
@@ -189,13 +192,14 @@ async fn check(
                 | Command::Transcribed { .. }
                 | Command::Decision { .. }
                 | Command::Methane { .. }
+                | Command::Sitrep { .. }
                 | Command::Log { .. }
         )
     {
         return Err(CommandError::NotDone(
             "In an incident room I take only `!cordon advice <link>` and `!cordon \
              transcribed <link>` (or react 🩺 and ✅ to the message), `!cordon decision`, \
-             `!cordon methane` and `!cordon log`. Send other commands in the control room. Nothing was \
+             `!cordon methane`, `!cordon sitrep` and `!cordon log`. Send other commands in the control room. Nothing was \
              changed."
                 .to_owned(),
         ));
@@ -228,6 +232,7 @@ async fn run(
         // In an incident room, its incident; a log outlives the rooms.
         Command::Decision { incident, .. }
         | Command::Methane { incident, .. }
+        | Command::Sitrep { incident, .. }
         | Command::Log { incident } => {
             let any_state = matches!(command, Command::Log { .. });
             match resolve_here(ctx, incoming, incident.as_ref(), any_state) {
@@ -250,8 +255,14 @@ async fn run(
         commander: incident.commander == sender.as_str(),
         operator: ctx.is_operator(sender),
         records_officer: ctx.config.records_officers.contains(sender),
-        loggist: matches!(authority, Authority::CommanderOrLoggist)
-            && record::is_loggist(ctx, &incident, sender.as_str()),
+        loggist: match authority {
+            Authority::CommanderOrLoggist => record::is_loggist(ctx, &incident, sender.as_str()),
+            Authority::CommanderLoggistOrReporter => {
+                record::is_loggist(ctx, &incident, sender.as_str())
+                    || record::is_reporter(ctx, &incident, sender.as_str())
+            }
+            _ => false,
+        },
     };
     if !authority.allows(standing) {
         let text = authority.refusal(id.as_str(), &incident.commander);
@@ -321,6 +332,7 @@ async fn run_on(
             ..
         } => record::decision(ctx, incoming, &incident, text, because, corrects).await,
         Command::Methane { report, .. } => record::methane(ctx, incoming, &incident, &report).await,
+        Command::Sitrep { text, .. } => record::sitrep(ctx, incoming, &incident, text).await,
         Command::Log { .. } => record::log(ctx, &incident).await,
         other => run_unscoped(ctx, incoming, other).await,
     }
@@ -341,7 +353,9 @@ async fn finish(
     let not_done = matches!(outcome, Err(CommandError::NotDone(_)));
     match incoming.parsed {
         Ok(Command::Declare { .. }) if refused => mark_handled(ctx, incoming, now),
-        Ok(Command::Decision { .. } | Command::Methane { .. }) if refused || not_done => {
+        Ok(Command::Decision { .. } | Command::Methane { .. } | Command::Sitrep { .. })
+            if refused || not_done =>
+        {
             mark_handled(ctx, incoming, now)
         }
         _ => {}

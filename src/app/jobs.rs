@@ -12,7 +12,8 @@ use tracing::warn;
 
 use super::ctx::{AppError, Ctx};
 use crate::domain::incident::timers::{
-    ADVICE_KIND, METHANE_KIND, PROVISION_KIND, RECORD_POST_KIND, STANDDOWN_KIND,
+    ADVICE_KIND, METHANE_KIND, PROVISION_KIND, RECORD_POST_KIND, SITREP_DUE_KIND,
+    SITREP_GRACE_KIND, STANDDOWN_KIND,
 };
 use crate::domain::schedule::{Timer, TimerKind};
 use crate::schedule::{FireContext, JobError, JobFuture, Jobs};
@@ -50,6 +51,12 @@ async fn run(ctx: &Arc<Ctx>, timer: &Timer, fire: FireContext) -> Result<(), App
         TimerKind::Briefing => super::reminders::on_briefing(ctx, timer).await,
         TimerKind::Sweep => super::sweep::on_sweep(ctx, timer).await,
         TimerKind::Other(kind) if kind == ADVICE_KIND => super::advice::on_due(ctx, timer).await,
+        TimerKind::Other(kind) if kind == SITREP_DUE_KIND => {
+            super::record::on_sitrep_due(ctx, timer).await
+        }
+        TimerKind::Other(kind) if kind == SITREP_GRACE_KIND => {
+            super::record::on_sitrep_grace(ctx, timer).await
+        }
         TimerKind::Other(kind) if kind == METHANE_KIND => {
             super::record::on_methane_due(ctx, timer).await
         }

@@ -31,7 +31,7 @@ use crate::archive::record::{ENTRY_VERSION, SealedEntry, seal_entry};
 use crate::domain::command::Command;
 use crate::domain::incident::timers as timer_plan;
 use crate::domain::incident::{Incident, IncidentId, State};
-use crate::domain::record::{DecisionPost, EntryKind};
+use crate::domain::record::{DecisionPost, EntryKind, SitrepCycle, Timeliness};
 use crate::domain::schedule::Timer;
 use crate::matrix::rooms::{self, notice};
 use crate::store::record::{Posted, RecordEntry, Recorded};
@@ -61,6 +61,48 @@ pub(crate) fn is_loggist(ctx: &Ctx, incident: &Incident, sender: &str) -> bool {
                 .iter()
                 .any(|r| playbook.decision_loggers.iter().any(|l| l.as_str() == r))
         })
+}
+
+/// Whether `sender` holds the role `incident`'s playbook asks SITREPs from.
+pub(crate) fn is_reporter(ctx: &Ctx, incident: &Incident, sender: &str) -> bool {
+    let Ok(playbook) = super::ctx::declared_playbook(ctx, &incident.id) else {
+        return false;
+    };
+    let Some(sitrep) = &playbook.sitrep else {
+        return false;
+    };
+    role_holders(ctx, &incident.id, sitrep.from.as_str())
+        .iter()
+        .any(|h| h == sender)
+}
+
+/// The people the roster lets in who hold `role` in `incident`, once each.
+fn role_holders(ctx: &Ctx, id: &IncidentId, role: &str) -> Vec<String> {
+    let mut out: Vec<String> = ctx
+        .store
+        .roster_for_incident(id)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.is_allowed() && e.roles.iter().any(|r| r == role))
+        .map(|e| e.user)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The incident's SITREP cycle, when its playbook has one.
+fn sitrep_cycle(ctx: &Ctx, incident: &Incident) -> Option<(SitrepCycle, String)> {
+    let playbook = super::ctx::declared_playbook(ctx, &incident.id).ok()?;
+    let s = playbook.sitrep?;
+    Some((
+        SitrepCycle {
+            declared_at: incident.declared_at,
+            every: s.every,
+            grace: s.grace,
+        },
+        s.from.as_str().to_owned(),
+    ))
 }
 
 /// A message read back from a room: who sent it, when, and its text.
@@ -173,6 +215,60 @@ pub(crate) async fn methane(
     record(ctx, incoming, incident, EntryKind::Methane, said, None).await
 }
 
+/// `sitrep`: records, seals and posts a situation report, judged against the cycle
+/// (on time, or late) when the playbook has one.
+pub(crate) async fn sitrep(
+    ctx: &Arc<Ctx>,
+    incoming: &Incoming,
+    incident: &Incident,
+    text: String,
+) -> Result<Done, CommandError> {
+    if incident.state != State::Active {
+        return Err(CommandError::refused_about(
+            &incident.id,
+            "not-active",
+            format!(
+                "{} is {}: its command record is closed. Nothing was changed.",
+                incident.id.as_str(),
+                incident.state.as_str()
+            ),
+        ));
+    }
+    // Judged by when cordon received it: the cycle is cordon's clock.
+    let received = ctx.now();
+    let said = Said {
+        text,
+        because: None,
+        decided_by: incoming.sender.to_string(),
+        decided_at: received,
+        source: None,
+    };
+    let done = record(ctx, incoming, incident, EntryKind::Sitrep, said, None).await?;
+    if let Some((cycle, _)) = sitrep_cycle(ctx, incident) {
+        let (action, details) = match cycle.judge(received) {
+            Timeliness::Early => ("sitrep.early", serde_json::json!({})),
+            Timeliness::OnTime(n) => (
+                "sitrep.on-time",
+                serde_json::json!({ "cycle": n, "due": cycle.due(n) }),
+            ),
+            Timeliness::Late(n, by) => (
+                "sitrep.late",
+                serde_json::json!({ "cycle": n, "due": cycle.due(n), "late_by_secs": by.num_seconds() }),
+            ),
+        };
+        if let Err(e) = ctx.store.audit(
+            incoming.sender.as_str(),
+            action,
+            Some(&incident.id),
+            details,
+            received,
+        ) {
+            warn!(error = %e, "store: auditing a SITREP's timeliness");
+        }
+    }
+    Ok(done)
+}
+
 /// Seals, records and posts one entry of `kind`, numbered next.
 async fn record(
     ctx: &Arc<Ctx>,
@@ -198,7 +294,12 @@ async fn record(
             decided_by: said.decided_by.clone(),
             logged_by: incoming.sender.to_string(),
             decided_at: said.decided_at,
-            logged_at: incoming.sent_at,
+            // A SITREP is timed by cordon's receipt (its cycle runs on cordon's clock).
+            logged_at: if kind == EntryKind::Sitrep {
+                said.decided_at
+            } else {
+                incoming.sent_at
+            },
             command_room: incoming.room.room_id().to_string(),
             command_event: incoming.event_id.to_string(),
             source_event: said.source.as_ref().map(|(_, e)| e.clone()),
@@ -273,11 +374,11 @@ fn answer(
             "{} as {} and {} in the command room: {}",
             match entry.kind {
                 EntryKind::Decision => "Logged",
-                EntryKind::Methane => "Recorded",
+                EntryKind::Methane | EntryKind::Sitrep => "Recorded",
             },
             entry.label(),
             match entry.kind {
-                EntryKind::Decision => "posted",
+                EntryKind::Decision | EntryKind::Sitrep => "posted",
                 EntryKind::Methane => "pinned",
             },
             rooms::event_link(&p.room, &p.event_id, ctx.server_name())
@@ -449,6 +550,21 @@ async fn post(
             text.as_deref(),
             tz,
         ),
+        EntryKind::Sitrep => {
+            let timeliness = ctx
+                .store
+                .incident(id)?
+                .and_then(|i| sitrep_cycle(ctx, &i))
+                .map(|(cycle, _)| cycle.judge(entry.logged_at));
+            crate::domain::record::sitrep_post(
+                entry.number,
+                &entry.logged_by,
+                entry.logged_at,
+                timeliness,
+                text.as_deref(),
+                tz,
+            )
+        }
     };
     let key = timer_plan::record_post_id(id, &entry.label());
     let event = send_once(ctx, &room, &key, Some(id), notice(&body, &[])).await?;
@@ -504,6 +620,7 @@ async fn read_back_said(ctx: &Ctx, entry: &RecordEntry) -> (Option<String>, Opti
                 because = b;
             }
             Some(Ok(Command::Methane { report, .. })) => text = Some(report.to_text()),
+            Some(Ok(Command::Sitrep { text: t, .. })) => text = Some(t),
             _ => {}
         }
     }
@@ -607,6 +724,146 @@ pub(crate) async fn on_methane_due(ctx: &Arc<Ctx>, timer: &Timer) -> Result<(), 
     }
     info!(incident = %id, "METHANE reminder sent");
     again(timer_plan::METHANE_EVERY)
+}
+
+/// The `n` of a SITREP timer.
+fn cycle_of(timer: &Timer) -> Option<u32> {
+    timer
+        .payload
+        .get("cycle")
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|n| u32::try_from(n).ok())
+}
+
+/// The SITREP cycle's job: asks the role for SITREP `n` in the command room, then arms
+/// its grace and the next cycle.
+pub(crate) async fn on_sitrep_due(ctx: &Arc<Ctx>, timer: &Timer) -> Result<(), AppError> {
+    let (Some(id), Some(n)) = (&timer.incident, cycle_of(timer)) else {
+        return Ok(());
+    };
+    let Some(incident) = ctx.store.incident(id)? else {
+        return Ok(());
+    };
+    match incident.state {
+        State::Provisioning => {
+            let due = ctx.now() + TimeDelta::minutes(1);
+            return ctx.arm(&timer_plan::sitrep_due(id, n, due));
+        }
+        State::Active => {}
+        _ => return Ok(()),
+    }
+    let Some((cycle, role)) = sitrep_cycle(ctx, &incident) else {
+        return Ok(());
+    };
+    let tz = ctx.config.time_zone;
+    let holders = role_holders(ctx, id, &role);
+    let grace_end = cycle.due(n) + TimeDelta::from_std(cycle.grace).unwrap_or(TimeDelta::zero());
+    let body = format!(
+        "SITREP {n} is due now ({due}) from {role}: {who}. Send `!cordon sitrep <the situation \
+         now>` by {by}.",
+        due = crate::domain::incident::plan::format_time(cycle.due(n), tz),
+        who = if holders.is_empty() {
+            "nobody holds the role; the commander, please".to_owned()
+        } else {
+            holders.join(", ")
+        },
+        by = crate::domain::incident::plan::format_time(grace_end, tz),
+    );
+    let names: Vec<&str> = holders.iter().map(String::as_str).collect();
+    if let Some((_, room)) = command_room(ctx, id)? {
+        let key = format!("{}/sitrep/{n}/ask", id.as_str());
+        send_once(
+            ctx,
+            &room,
+            &key,
+            Some(id),
+            notice(&body, &super::chat::user_ids(&names)),
+        )
+        .await?;
+    }
+    ctx.arm(&timer_plan::sitrep_grace(id, n, grace_end))?;
+    ctx.arm(&timer_plan::sitrep_due(id, n + 1, cycle.due(n + 1)))?;
+    info!(incident = %id, cycle = n, "SITREP asked for");
+    Ok(())
+}
+
+/// The grace's job: when SITREP `n` has not come within its grace, mentions the role
+/// holders and the commander in the command room, says so in the control room, and
+/// records it (`sitrep.missed`).
+pub(crate) async fn on_sitrep_grace(ctx: &Arc<Ctx>, timer: &Timer) -> Result<(), AppError> {
+    let (Some(id), Some(n)) = (&timer.incident, cycle_of(timer)) else {
+        return Ok(());
+    };
+    let Some(incident) = ctx.store.incident(id)? else {
+        return Ok(());
+    };
+    if incident.state != State::Active {
+        return Ok(());
+    }
+    let Some((cycle, role)) = sitrep_cycle(ctx, &incident) else {
+        return Ok(());
+    };
+    let answered = ctx
+        .store
+        .record_entries(id)?
+        .iter()
+        .filter(|e| e.kind == EntryKind::Sitrep)
+        .any(|e| cycle.judge(e.logged_at) == Timeliness::OnTime(n));
+    if answered {
+        return Ok(());
+    }
+    let tz = ctx.config.time_zone;
+    let due = crate::domain::incident::plan::format_time(cycle.due(n), tz);
+    let holders = role_holders(ctx, id, &role);
+    let mut mention: Vec<&str> = holders.iter().map(String::as_str).collect();
+    mention.push(incident.commander.as_str());
+    let room_body = format!(
+        "SITREP {n} was due at {due} from {role} and has not come: {who}. Send `!cordon \
+         sitrep <the situation now>` as soon as you can; it is recorded as late.",
+        who = mention.join(", "),
+    );
+    let control_body = format!(
+        "SITREP {n} of {name} ({id}) is late: due at {due} from {role}, nothing within {grace}. \
+         I reminded {who} in the command room.",
+        name = incident.display_name,
+        id = id.as_str(),
+        grace = humantime::format_duration(cycle.grace),
+        who = mention.join(", "),
+    );
+    // Recorded before it is said, once per cycle.
+    let key = format!("{}/sitrep/{n}/missed", id.as_str());
+    if ctx.store.outbox_get(&format!("{key}/0"))?.is_none() {
+        ctx.store.audit(
+            crate::app::ctx::ACTOR,
+            "sitrep.missed",
+            Some(id),
+            serde_json::json!({ "cycle": n, "due": cycle.due(n), "role": role, "holders": holders }),
+            ctx.now(),
+        )?;
+    }
+    let users = super::chat::user_ids(&mention);
+    if let Some((_, room)) = command_room(ctx, id)? {
+        send_once(
+            ctx,
+            &room,
+            &format!("{key}/0"),
+            Some(id),
+            notice(&room_body, &users),
+        )
+        .await?;
+    }
+    if let Some(control) = rooms::joined(&ctx.client, &incident.control_room) {
+        send_once(
+            ctx,
+            &control,
+            &format!("{key}/1"),
+            Some(id),
+            notice(&control_body, &users),
+        )
+        .await?;
+    }
+    info!(incident = %id, cycle = n, "SITREP missed, raised");
+    Ok(())
 }
 
 /// `log`: the incident's decision log, newest last: number, time, who, what it

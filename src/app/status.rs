@@ -114,9 +114,27 @@ async fn gather(ctx: &Ctx, incident: &Incident) -> IncidentView {
         view.flags.push(format!("{advice} advice untranscribed"));
     }
     let entries = ctx.store.record_entries(&incident.id).unwrap_or_default();
-    let (decisions, reports): (Vec<_>, Vec<_>) = entries
+    use crate::domain::record::EntryKind;
+    let decisions: Vec<_> = entries
         .iter()
-        .partition(|e| e.kind == crate::domain::record::EntryKind::Decision);
+        .filter(|e| e.kind == EntryKind::Decision)
+        .collect();
+    let reports: Vec<_> = entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::Methane)
+        .collect();
+    if let Some(last) = entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::Sitrep)
+        .last()
+    {
+        view.notes.push(format!(
+            "{} from {} at {}",
+            last.label(),
+            last.logged_by,
+            format_time(last.logged_at, tz)
+        ));
+    }
     match reports.last() {
         Some(latest) => view.notes.push(format!(
             "{} from {} at {}",

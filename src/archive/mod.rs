@@ -74,6 +74,10 @@ pub const DECISION_LOG_RENDERING: &str = "decision-log.md";
 pub const METHANE_FILE: &str = "methane.jsonl";
 /// Their Markdown rendering.
 pub const METHANE_RENDERING: &str = "methane.md";
+/// The SITREPs opening writes, one JSON object each, when there are any.
+pub const SITREP_FILE: &str = "sitreps.jsonl";
+/// Their Markdown rendering.
+pub const SITREP_RENDERING: &str = "sitreps.md";
 
 /// What the archive says about its incident; handed to [`ArchiveWriter::finish`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -27,7 +27,7 @@ use crate::domain::transcript::{SOURCE_PRE_SEAL, TranscriptLine, Unauthenticated
 
 mod decisions;
 
-pub(crate) use decisions::{Decision, decision_log, methane_reports};
+pub(crate) use decisions::{Decision, decision_log, reports_rendering};
 
 /// An undecryptable event, for `index.md`'s list.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,7 @@
 //! (`archive::record`); this module only renders what cordon posts in the command room
 //! from text it has just read, and never stores it.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +21,8 @@ pub enum EntryKind {
     /// A METHANE report (`!cordon methane`), numbered by version: v1, v2, …; the latest
     /// supersedes the others, which are kept.
     Methane,
+    /// A situation report (`!cordon sitrep`), numbered SITREP 1, 2, … in the order given.
+    Sitrep,
 }
 
 impl EntryKind {
@@ -29,6 +31,7 @@ impl EntryKind {
         match self {
             Self::Decision => "D",
             Self::Methane => "v",
+            Self::Sitrep => "S",
         }
     }
 
@@ -37,6 +40,7 @@ impl EntryKind {
         match self {
             Self::Decision => format!("D{number}"),
             Self::Methane => format!("METHANE v{number}"),
+            Self::Sitrep => format!("SITREP {number}"),
         }
     }
 
@@ -45,6 +49,7 @@ impl EntryKind {
         match self {
             Self::Decision => format!("D{number}"),
             Self::Methane => format!("methane-v{number}"),
+            Self::Sitrep => format!("sitrep-{number}"),
         }
     }
 
@@ -53,6 +58,7 @@ impl EntryKind {
         match self {
             Self::Decision => "decision",
             Self::Methane => "methane",
+            Self::Sitrep => "sitrep",
         }
     }
 }
@@ -185,6 +191,90 @@ pub fn methane_post(
     out
 }
 
+/// The SITREP cycle: the `n`-th report is due `n × every` after the declaration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SitrepCycle {
+    /// When the incident was declared.
+    pub declared_at: DateTime<Utc>,
+    /// How often one is due.
+    pub every: std::time::Duration,
+    /// How long after it is due a missing one is raised.
+    pub grace: std::time::Duration,
+}
+
+/// How a SITREP stands against its cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timeliness {
+    /// Before the first one was due.
+    Early,
+    /// Within the grace of cycle `n`.
+    OnTime(u32),
+    /// After the grace of cycle `n`, late by this long.
+    Late(u32, TimeDelta),
+}
+
+impl SitrepCycle {
+    fn every(&self) -> TimeDelta {
+        TimeDelta::from_std(self.every).unwrap_or(TimeDelta::MAX)
+    }
+
+    /// When the `n`-th SITREP is due.
+    pub fn due(&self, n: u32) -> DateTime<Utc> {
+        self.every()
+            .checked_mul(i32::try_from(n).unwrap_or(i32::MAX))
+            .and_then(|d| self.declared_at.checked_add_signed(d))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
+
+    /// Which cycle a SITREP received at `at` answers (the latest one due), and whether it
+    /// came within that cycle's grace.
+    pub fn judge(&self, at: DateTime<Utc>) -> Timeliness {
+        let every = self.every().num_milliseconds().max(1);
+        let since = (at - self.declared_at).num_milliseconds();
+        if since < every {
+            return Timeliness::Early;
+        }
+        let n = u32::try_from(since / every).unwrap_or(u32::MAX);
+        let grace_end = self.due(n) + TimeDelta::from_std(self.grace).unwrap_or(TimeDelta::zero());
+        if at <= grace_end {
+            Timeliness::OnTime(n)
+        } else {
+            Timeliness::Late(n, at - self.due(n))
+        }
+    }
+}
+
+/// What cordon posts in the command room for a SITREP.
+pub fn sitrep_post(
+    number: u32,
+    by: &str,
+    at: DateTime<Utc>,
+    timeliness: Option<Timeliness>,
+    report: Option<&str>,
+    tz: Tz,
+) -> String {
+    let mut out = format!("SITREP {number} · {} · from {by}", format_time(at, tz));
+    match timeliness {
+        Some(Timeliness::OnTime(n)) => out.push_str(&format!(" (cycle {n}, on time)")),
+        Some(Timeliness::Late(n, by)) => out.push_str(&format!(
+            " (cycle {n}, {} min after it was due: late)",
+            by.num_minutes()
+        )),
+        Some(Timeliness::Early) | None => {}
+    }
+    match report {
+        Some(text) => {
+            out.push('\n');
+            out.push_str(text);
+        }
+        None => out.push_str(
+            "\n(I could not read the report back from the chat to post it here; it is in \
+             the sealed record for the records officers.)",
+        ),
+    }
+    out
+}
+
 /// Reads a label like `D5` (or `d5`, or `5`) as a decision's number.
 pub fn parse_decision_label(text: &str) -> Option<u32> {
     let t = text.trim();
@@ -205,6 +295,33 @@ mod tests {
 
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn a_sitrep_answers_the_latest_cycle_due_and_is_late_after_its_grace() {
+        let cycle = SitrepCycle {
+            declared_at: at("2026-12-04T14:00:00Z"),
+            every: std::time::Duration::from_secs(30 * 60),
+            grace: std::time::Duration::from_secs(10 * 60),
+        };
+        assert_eq!(cycle.due(2), at("2026-12-04T15:00:00Z"));
+        assert_eq!(cycle.judge(at("2026-12-04T14:20:00Z")), Timeliness::Early);
+        assert_eq!(
+            cycle.judge(at("2026-12-04T14:30:00Z")),
+            Timeliness::OnTime(1)
+        );
+        assert_eq!(
+            cycle.judge(at("2026-12-04T14:40:00Z")),
+            Timeliness::OnTime(1)
+        );
+        assert_eq!(
+            cycle.judge(at("2026-12-04T14:52:00Z")),
+            Timeliness::Late(1, TimeDelta::minutes(22))
+        );
+        assert_eq!(
+            cycle.judge(at("2026-12-04T15:05:00Z")),
+            Timeliness::OnTime(2)
+        );
     }
 
     #[test]

@@ -148,6 +148,7 @@ impl Store {
                 action: match entry.kind {
                     EntryKind::Decision => "record.decision",
                     EntryKind::Methane => "record.methane",
+                    EntryKind::Sitrep => "record.sitrep",
                 },
                 incident: Some(&entry.incident),
                 details: &json!({

@@ -148,7 +148,7 @@ impl Store {
     pub fn arm_timer(&self, timer: &Timer, at: DateTime<Utc>) -> Result<bool, StoreError> {
         let tx = self.write()?;
         let written = {
-            let mut timers = tx.open_table(tables::TIMERS)?;
+            let timers = tx.open_table(tables::TIMERS)?;
             let old: Option<StoredTimer> = match timers.get(timer.id.as_str())? {
                 None => None,
                 Some(bytes) => Some(decode("timers", &timer.id, bytes.value())?),
@@ -159,21 +159,11 @@ impl Store {
                     && old.timer.schedule == timer.schedule
                     && old.timer.payload == timer.payload
             });
-            if same {
-                false
-            } else {
-                let stored = StoredTimer {
-                    timer: timer.clone(),
-                    state: TimerState {
-                        armed_at: Some(at),
-                        ..TimerState::default()
-                    },
-                };
-                let bytes = encode("timer", &stored)?;
-                timers.insert(timer.id.as_str(), bytes.as_slice())?;
-                true
-            }
+            !same
         };
+        if written {
+            insert_timer_in(&tx, timer, at)?;
+        }
         tx.commit()?;
         Ok(written)
     }

@@ -16,9 +16,12 @@ use serde::Serialize;
 use super::*;
 use crate::archive::manifest::RecordManifest;
 use crate::archive::record::{ENTRY_VERSION, EntryKind, SealedEntry};
-use crate::archive::render::{Decision, decision_log, methane_reports};
+use crate::archive::render::{Decision, decision_log, reports_rendering};
 use crate::archive::segment::SealError;
-use crate::archive::{DECISION_LOG_FILE, DECISION_LOG_RENDERING, METHANE_FILE, METHANE_RENDERING};
+use crate::archive::{
+    DECISION_LOG_FILE, DECISION_LOG_RENDERING, METHANE_FILE, METHANE_RENDERING, SITREP_FILE,
+    SITREP_RENDERING,
+};
 
 /// One line of [`DECISION_LOG_FILE`]: the sealed entry's fields (those the manifest
 /// records, when it could not be opened), its label, cordon's post of it, the
@@ -115,44 +118,50 @@ pub(super) fn write_log(
             .collect();
         d.corrected_by.sort_unstable();
     }
-    for d in decisions.iter().filter(|d| !d.problems.is_empty()) {
-        warnings.push(format!(
-            "{} ({}): {}; it is marked in {DECISION_LOG_RENDERING} and {DECISION_LOG_FILE}",
-            d.label(),
-            d.record.file,
-            d.problems.join("; ")
-        ));
-    }
-
-    let mut jsonl = Vec::new();
-    for d in &decisions {
-        serde_json::to_writer(&mut jsonl, &LogLine::of(d, &m.incident))
-            .map_err(|e| ArchiveError::BadInput(format!("{DECISION_LOG_FILE}: {e}")))?;
-        jsonl.push(b'\n');
-    }
-    write_new(out, DECISION_LOG_FILE, |f| f.write_all(&jsonl))?;
-    written.push(DECISION_LOG_FILE.to_owned());
     let md = decision_log(&m.incident, &m.display_name, tz, &decisions);
-    write_new(out, DECISION_LOG_RENDERING, |f| f.write_all(md.as_bytes()))?;
-    written.push(DECISION_LOG_RENDERING.to_owned());
-    write_methane(m, out, ids, tz, written, warnings)
+    let names = (DECISION_LOG_FILE, DECISION_LOG_RENDERING);
+    write_pair(&decisions, &m.incident, out, names, &md, written, warnings)?;
+    let methane = (METHANE_FILE, METHANE_RENDERING);
+    write_reports(
+        m,
+        out,
+        ids,
+        tz,
+        EntryKind::Methane,
+        methane,
+        written,
+        warnings,
+    )?;
+    let sitreps = (SITREP_FILE, SITREP_RENDERING);
+    write_reports(
+        m,
+        out,
+        ids,
+        tz,
+        EntryKind::Sitrep,
+        sitreps,
+        written,
+        warnings,
+    )
 }
 
-/// Decrypts the METHANE reports of `m`, when there are any, and writes
-/// [`METHANE_FILE`] and [`METHANE_RENDERING`].
-fn write_methane(
+/// Decrypts the reports of `kind` in `m` (METHANE, SITREPs), when there are any, and
+/// writes them to `names` (JSON Lines, Markdown).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call per kind of report, all plain data"
+)]
+fn write_reports(
     m: &Manifest,
     out: &Path,
     ids: &[&dyn age::Identity],
     tz: Tz,
+    kind: EntryKind,
+    names: (&str, &str),
     written: &mut Vec<String>,
     warnings: &mut Vec<String>,
 ) -> Result<(), ArchiveError> {
-    let mut records: Vec<&RecordManifest> = m
-        .record
-        .iter()
-        .filter(|r| r.kind == EntryKind::Methane)
-        .collect();
+    let mut records: Vec<&RecordManifest> = m.record.iter().filter(|r| r.kind == kind).collect();
     if records.is_empty() {
         return Ok(());
     }
@@ -161,25 +170,39 @@ fn write_methane(
         .into_iter()
         .map(|r| open_one(r, &m.incident, &out.join(&r.file), ids))
         .collect();
-    for r in reports.iter().filter(|r| !r.problems.is_empty()) {
+    let md = reports_rendering(kind, &m.incident, &m.display_name, tz, &reports);
+    write_pair(&reports, &m.incident, out, names, &md, written, warnings)
+}
+
+/// Writes `entries` as JSON Lines to `names.0` and `md` to `names.1` under `out`,
+/// noting both in `written` and each entry's problems in `warnings`.
+fn write_pair(
+    entries: &[Decision<'_>],
+    incident: &str,
+    out: &Path,
+    (jsonl_name, md_name): (&str, &str),
+    md: &str,
+    written: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> Result<(), ArchiveError> {
+    for d in entries.iter().filter(|d| !d.problems.is_empty()) {
         warnings.push(format!(
-            "{} ({}): {}; it is marked in {METHANE_RENDERING} and {METHANE_FILE}",
-            r.label(),
-            r.record.file,
-            r.problems.join("; ")
+            "{} ({}): {}; it is marked in {md_name} and {jsonl_name}",
+            d.label(),
+            d.record.file,
+            d.problems.join("; ")
         ));
     }
     let mut jsonl = Vec::new();
-    for r in &reports {
-        serde_json::to_writer(&mut jsonl, &LogLine::of(r, &m.incident))
-            .map_err(|e| ArchiveError::BadInput(format!("{METHANE_FILE}: {e}")))?;
+    for d in entries {
+        serde_json::to_writer(&mut jsonl, &LogLine::of(d, incident))
+            .map_err(|e| ArchiveError::BadInput(format!("{jsonl_name}: {e}")))?;
         jsonl.push(b'\n');
     }
-    write_new(out, METHANE_FILE, |f| f.write_all(&jsonl))?;
-    written.push(METHANE_FILE.to_owned());
-    let md = methane_reports(&m.incident, &m.display_name, tz, &reports);
-    write_new(out, METHANE_RENDERING, |f| f.write_all(md.as_bytes()))?;
-    written.push(METHANE_RENDERING.to_owned());
+    write_new(out, jsonl_name, |f| f.write_all(&jsonl))?;
+    written.push(jsonl_name.to_owned());
+    write_new(out, md_name, |f| f.write_all(md.as_bytes()))?;
+    written.push(md_name.to_owned());
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use chrono_tz::Tz;
 
 use super::{body_text, escape};
 use crate::archive::manifest::RecordManifest;
-use crate::archive::record::SealedEntry;
+use crate::archive::record::{EntryKind, SealedEntry};
 
 /// One decision as opening found it: what the manifest records, what the sealed entry
 /// says when it could be opened, and what is wrong with it.
@@ -111,31 +111,45 @@ pub(crate) fn decision_log(
     out
 }
 
-/// `methane.md`: the incident's METHANE reports, every version by number (the latest
-/// supersedes the earlier ones, which are kept), its times to the minute in `tz`.
-pub(crate) fn methane_reports(
+/// `methane.md` or `sitreps.md`: the incident's reports of `kind`, every one by
+/// number, its times to the minute in `tz`.
+pub(crate) fn reports_rendering(
+    kind: EntryKind,
     incident: &str,
     display_name: &str,
     tz: Tz,
     reports: &[Decision<'_>],
 ) -> String {
+    let n = reports.len();
+    let (title, counted) = match kind {
+        EntryKind::Methane => (
+            "METHANE reports",
+            format!(
+                "{n} version{}; each supersedes the one before, and all are kept",
+                if n == 1 { "" } else { "s" }
+            ),
+        ),
+        EntryKind::Sitrep => (
+            "Situation reports (SITREPs)",
+            format!(
+                "{n} report{}, in the order received",
+                if n == 1 { "" } else { "s" }
+            ),
+        ),
+        EntryKind::Decision => (
+            "Decisions",
+            format!("{n} decision{}", if n == 1 { "" } else { "s" }),
+        ),
+    };
     let mut out = String::new();
+    let _ = writeln!(out, "# {title}: {}\n", escape(display_name));
     let _ = writeln!(
         out,
-        "# METHANE reports: {}
-",
-        escape(display_name)
-    );
-    let _ = writeln!(
-        out,
-        "Incident {} ({}). {} version{}; each supersedes the one before, and all are \
-         kept. Times are {}, to the minute. Each was sealed to the records officers when it \
-         was given; one marked \u{26a0} could not be opened or does not match cordon\u{2019}s \
-         record of it.\n\n---",
+        "Incident {} ({}). {counted}. Times are {}, to the minute. Each was sealed to the \
+         records officers when it was given; one marked \u{26a0} could not be opened or does \
+         not match cordon\u{2019}s record of it.\n\n---",
         escape(display_name),
         escape(incident),
-        reports.len(),
-        if reports.len() == 1 { "" } else { "s" },
         escape(tz.name())
     );
     for r in reports {

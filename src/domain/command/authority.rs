@@ -40,6 +40,9 @@ pub enum Authority {
     OperatorOrRecordsOfficer,
     /// The commander or a loggist (a role the playbook lets log decisions).
     CommanderOrLoggist,
+    /// The commander, a loggist, or a holder of the role the playbook asks SITREPs from
+    /// (`loggist` stands for both here: the dispatcher sets it for either).
+    CommanderLoggistOrReporter,
 }
 
 impl Authority {
@@ -63,6 +66,7 @@ impl Authority {
             Command::Hold { .. } => Self::CommanderOperatorOrRecordsOfficer,
             Command::Release { .. } => Self::OperatorOrRecordsOfficer,
             Command::Decision { .. } | Command::Methane { .. } => Self::CommanderOrLoggist,
+            Command::Sitrep { .. } => Self::CommanderLoggistOrReporter,
             Command::Declare { .. }
             | Command::Status { .. }
             | Command::Advice { .. }
@@ -82,7 +86,9 @@ impl Authority {
                 who.commander || who.operator || who.records_officer
             }
             Self::OperatorOrRecordsOfficer => who.operator || who.records_officer,
-            Self::CommanderOrLoggist => who.commander || who.loggist,
+            Self::CommanderOrLoggist | Self::CommanderLoggistOrReporter => {
+                who.commander || who.loggist
+            }
         }
     }
 
@@ -110,6 +116,10 @@ impl Authority {
             Self::CommanderOrLoggist => format!(
                 "Only the commander of {id} ({commander}) or a loggist (a role its playbook \
                  lets log decisions) can add to its command record. Nothing was changed."
+            ),
+            Self::CommanderLoggistOrReporter => format!(
+                "Only the commander of {id} ({commander}), a loggist, or a holder of the role \
+                 its playbook asks SITREPs from can send one. Nothing was changed."
             ),
         }
     }

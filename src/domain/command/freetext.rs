@@ -1,4 +1,4 @@
-//! Commands whose argument is prose (`decision`): the text is taken as written, line
+//! Commands whose argument is prose (`decision`, `sitrep`, `methane`): the text is taken as written, line
 //! breaks, apostrophes and quotes included. Shell-style splitting would eat an
 //! unbalanced apostrophe (`don't`), fold line breaks and cut a long rationale at the
 //! word limit; a decision log must keep what was decided word for word.
@@ -52,7 +52,65 @@ fn spans(s: &str) -> Vec<(usize, usize)> {
 /// Parses what follows `decision`. An empty text is allowed here (a decision sent as a
 /// reply logs the message replied to); the dispatcher refuses it when it is not a reply.
 pub(crate) fn parse_decision(args: &str) -> Result<Command, Rejection> {
-    let command = "decision";
+    prose("decision", args).map(|p| match p {
+        Ok(Prose {
+            incident,
+            text,
+            because,
+            corrects,
+        }) => Command::Decision {
+            incident,
+            text,
+            because,
+            corrects,
+        },
+        Err(help) => help,
+    })
+}
+
+/// Parses what follows `sitrep`: `--incident <ID>` and the report, as written.
+pub(crate) fn parse_sitrep(args: &str) -> Result<Command, Rejection> {
+    let command = "sitrep";
+    let p = match prose(command, args)? {
+        Ok(p) => p,
+        Err(help) => return Ok(help),
+    };
+    if let Some(flag) = [
+        ("--because", p.because.is_some()),
+        ("--corrects", p.corrects.is_some()),
+    ]
+    .iter()
+    .find_map(|(f, given)| given.then_some(*f))
+    {
+        return Err(Rejection::UnexpectedArgument {
+            command: command.to_owned(),
+            argument: flag.to_owned(),
+            suggestion: None,
+        });
+    }
+    let Some(text) = p.text else {
+        return Err(Rejection::MissingArgument {
+            command: command.to_owned(),
+            argument: "<TEXT> (the situation now: what has changed, numbers, needs)".to_owned(),
+        });
+    };
+    Ok(Command::Sitrep {
+        incident: p.incident,
+        text,
+    })
+}
+
+/// Prose with its flags, as [`prose`] reads it.
+struct Prose {
+    incident: Option<IncidentRef>,
+    text: Option<String>,
+    because: Option<String>,
+    corrects: Option<u32>,
+}
+
+/// Reads `args` as prose with the flags `--incident`, `--corrects` and `--because`;
+/// `Ok(Err(help))` when it asks for help.
+fn prose(command: &str, args: &str) -> Result<Result<Prose, Command>, Rejection> {
     let words = spans(args);
     let mut incident = None;
     let mut corrects = None;
@@ -64,9 +122,9 @@ pub(crate) fn parse_decision(args: &str) -> Result<Command, Rejection> {
     while let Some(&(b, e)) = words.get(i) {
         let word = &args[b..e];
         if word == "--help" || word == "-h" {
-            return Ok(Command::Help {
+            return Ok(Err(Command::Help {
                 topic: Some(command.to_owned()),
-            });
+            }));
         }
         let Some(flag) = flag_of(word) else {
             i += 1;
@@ -82,7 +140,7 @@ pub(crate) fn parse_decision(args: &str) -> Result<Command, Rejection> {
                         argument: "a rationale after --because".to_owned(),
                     });
                 }
-                because = Some(checked(rest, "--because <RATIONALE>")?);
+                because = Some(checked_as(rest, command, "--because <RATIONALE>")?);
                 piece_start = args.len();
                 break;
             }
@@ -154,14 +212,14 @@ pub(crate) fn parse_decision(args: &str) -> Result<Command, Rejection> {
     let text = if text.is_empty() {
         None
     } else {
-        Some(checked(&text, "<TEXT>")?)
+        Some(checked_as(&text, command, "<TEXT>")?)
     };
-    Ok(Command::Decision {
+    Ok(Ok(Prose {
         incident,
         text,
         because,
         corrects,
-    })
+    }))
 }
 
 /// What a METHANE line's label names: its index in [`METHANE_LINES`] (the first `E`
@@ -310,10 +368,6 @@ pub(crate) fn parse_methane(args: &str) -> Result<Command, Rejection> {
 
 /// Refuses text that is too long or holds characters that could disguise it (line
 /// breaks and tabs are kept).
-fn checked(text: &str, argument: &str) -> Result<String, Rejection> {
-    checked_as(text, "decision", argument)
-}
-
 fn checked_as(text: &str, command: &str, argument: &str) -> Result<String, Rejection> {
     let chars = text.chars().count();
     if chars > MAX_TEXT_CHARS {
@@ -467,6 +521,25 @@ mod tests {
         assert!(matches!(
             parse_methane(""),
             Err(Rejection::MissingArgument { .. })
+        ));
+    }
+
+    #[test]
+    fn a_sitrep_is_prose_and_needs_text() {
+        assert_eq!(
+            parse_sitrep(" 14 in resus, 3 to theatre\nCT back 15:10").unwrap(),
+            Command::Sitrep {
+                incident: None,
+                text: "14 in resus, 3 to theatre\nCT back 15:10".into()
+            }
+        );
+        assert!(matches!(
+            parse_sitrep("  "),
+            Err(Rejection::MissingArgument { command, .. }) if command == "sitrep"
+        ));
+        assert!(matches!(
+            parse_sitrep("All well --because why"),
+            Err(Rejection::UnexpectedArgument { .. })
         ));
     }
 

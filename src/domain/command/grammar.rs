@@ -262,6 +262,23 @@ pub(crate) enum Grammar {
         lines: Vec<String>,
     },
 
+    /// Send a situation report (SITREP) for the incident's cycle.
+    ///
+    /// The playbook says how often one is due and from which role; cordon asks for it in
+    /// the command room and raises a late one. The text is kept as written.
+    ///
+    /// Example: !cordon sitrep 14 in resus, 3 to theatre, CT back at 15:10; need 2 ODPs
+    #[command(override_usage = "!cordon sitrep [--incident <INCIDENT>] <TEXT>...")]
+    Sitrep {
+        /// The incident's short id (like mc-4k7p); leave it out when exactly one incident
+        /// is active in this room.
+        #[arg(long, value_parser = IncidentRef::parse)]
+        incident: Option<IncidentRef>,
+        /// The situation now.
+        #[arg(required = true, num_args = 1..)]
+        text: Vec<String>,
+    },
+
     /// List an incident's decision log: number, time, who decided and logged, and where.
     ///
     /// Example: !cordon log mc-4k7p

@@ -159,6 +159,13 @@ pub enum Command {
         /// The report.
         report: crate::domain::record::Methane,
     },
+    /// `sitrep [--incident <ID>] <TEXT>...`: a situation report.
+    Sitrep {
+        /// The incident, if named.
+        incident: Option<IncidentRef>,
+        /// The report, as written.
+        text: String,
+    },
     /// `log [INCIDENT]`: list the decision log.
     Log {
         /// The incident, if named.
@@ -190,6 +197,7 @@ impl Command {
             Self::Transcribed { .. } => "transcribed",
             Self::Decision { .. } => "decision",
             Self::Methane { .. } => "methane",
+            Self::Sitrep { .. } => "sitrep",
             Self::Log { .. } => "log",
             Self::Help { .. } => "help",
         }
@@ -213,7 +221,8 @@ impl Command {
             | Self::Advice { .. }
             | Self::Transcribed { .. }
             | Self::Decision { .. }
-            | Self::Methane { .. } => true,
+            | Self::Methane { .. }
+            | Self::Sitrep { .. } => true,
         }
     }
 
@@ -233,6 +242,7 @@ impl Command {
             | Self::Admit { incident, .. }
             | Self::Decision { incident, .. }
             | Self::Methane { incident, .. }
+            | Self::Sitrep { incident, .. }
             | Self::Log { incident } => incident.as_ref(),
             Self::Declare { .. }
             | Self::Advice { .. }
@@ -258,7 +268,7 @@ mod tests {
                 }))
             );
         }
-        assert_eq!(grammar::command_names().len(), 17);
+        assert_eq!(grammar::command_names().len(), 18);
     }
 
     #[test]
@@ -281,6 +291,7 @@ mod tests {
             "!cordon advice $e",
             "!cordon transcribed $e",
             "!cordon decision Divert P1 trauma",
+            "!cordon sitrep All stable",
         ];
         for body in changing {
             let command = parse(body).unwrap().unwrap();

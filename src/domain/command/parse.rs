@@ -7,7 +7,7 @@ use super::Command;
 use super::args::parse_duration;
 use super::args::{IncidentName, Reason};
 use super::error::Rejection;
-use super::freetext::{parse_decision, parse_methane};
+use super::freetext::{parse_decision, parse_methane, parse_sitrep};
 use super::grammar::{Grammar, canonical_name, parse_words, suggest, takes_many_values};
 use super::lexer::MAX_BODY_BYTES;
 use super::lexer::{addressed, words};
@@ -55,13 +55,13 @@ fn parse_addressed(whole: &str, rest: &str) -> Result<Command, Rejection> {
     into_command(grammar)
 }
 
-/// A command whose argument is prose (`decision`, `methane`), parsed as written rather than split
+/// A command whose argument is prose (`decision`, `methane`, `sitrep`), parsed as written rather than split
 /// into words; `None` for every other command.
 fn free_text(whole: &str, rest: &str) -> Option<Result<Command, Rejection>> {
     let trimmed = rest.trim_start();
     let end = trimmed.find(char::is_whitespace).unwrap_or(trimmed.len());
     let name = canonical_name(&trimmed[..end])?;
-    if name != "decision" && name != "methane" {
+    if !matches!(name.as_str(), "decision" | "methane" | "sitrep") {
         return None;
     }
     if whole.len() > MAX_BODY_BYTES {
@@ -70,10 +70,11 @@ fn free_text(whole: &str, rest: &str) -> Option<Result<Command, Rejection>> {
             limit: MAX_BODY_BYTES,
         }));
     }
-    Some(if name == "methane" {
-        parse_methane(&trimmed[end..])
-    } else {
-        parse_decision(&trimmed[end..])
+    let args = &trimmed[end..];
+    Some(match name.as_str() {
+        "methane" => parse_methane(args),
+        "sitrep" => parse_sitrep(args),
+        _ => parse_decision(args),
     })
 }
 
@@ -267,6 +268,10 @@ fn into_command(grammar: Grammar) -> Result<Command, Rejection> {
             },
         },
         Grammar::Log { incident } => Command::Log { incident },
+        Grammar::Sitrep { incident, text } => Command::Sitrep {
+            incident,
+            text: text.join(" "),
+        },
         // Parsed line by line by `freetext` before clap sees it: words lose the lines.
         Grammar::Methane { .. } => {
             return Err(Rejection::Usage {

@@ -150,6 +150,26 @@ impl Explainer<'_> {
         } else {
             say!(self, "METHANE (`!cordon methane`): optional, no reminder.");
         }
+        match &self.pb.sitrep {
+            Some(s) => {
+                let first = self.example.at
+                    + chrono::TimeDelta::from_std(s.every).unwrap_or(chrono::TimeDelta::MAX);
+                say!(
+                    self,
+                    "SITREPs (`!cordon sitrep`): from {} every {}, the first due {}; one not in \
+                     within {} is raised with the role's holders and the commander, and \
+                     recorded late.",
+                    s.from,
+                    format_duration(s.every),
+                    plan::format_time(first, self.example.time_zone),
+                    format_duration(s.grace)
+                );
+            }
+            None => say!(
+                self,
+                "SITREPs: none on a cycle (`!cordon sitrep` records one any time)."
+            ),
+        }
     }
 
     fn header(&mut self) {
@@ -538,7 +558,9 @@ archive:
 
     #[test]
     fn the_command_record_keys_are_explained() {
-        let text = format!("{PLAYBOOK}decisions: {{ by: [nurse, lead] }}\nmethane: required\n");
+        let text = format!(
+            "{PLAYBOOK}decisions: {{ by: [nurse, lead] }}\nmethane: required\nsitrep: {{ every: 30m, from: nurse }}\n"
+        );
         let out = explain(&playbook(&text), &example());
         assert!(
             out.contains("kept by the commander and holders of nurse, lead"),
@@ -546,6 +568,10 @@ archive:
         );
         assert!(
             out.contains("METHANE (`!cordon methane`): required; without one, the commander is reminded from Thu 03 Dec 12:15 GMT and every 10m after"),
+            "{out}"
+        );
+        assert!(
+            out.contains("SITREPs (`!cordon sitrep`): from nurse every 30m, the first due Thu 03 Dec 12:40 GMT; one not in within 10m"),
             "{out}"
         );
     }

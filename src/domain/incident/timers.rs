@@ -115,6 +115,34 @@ pub fn methane_reminder(incident: &IncidentId, due: DateTime<Utc>) -> Timer {
     )
 }
 
+/// The kind of the timer that asks for the `n`-th SITREP when it is due.
+pub const SITREP_DUE_KIND: &str = "sitrep-due";
+/// The kind of the timer that raises the `n`-th SITREP when it has not come by the
+/// end of its grace.
+pub const SITREP_GRACE_KIND: &str = "sitrep-grace";
+
+/// The timer that asks for SITREP `n` at `due`.
+pub fn sitrep_due(incident: &IncidentId, n: u32, due: DateTime<Utc>) -> Timer {
+    at(
+        format!("{}/sitrep/{n}", incident.as_str()),
+        incident,
+        TimerKind::Other(SITREP_DUE_KIND.to_owned()),
+        due,
+        serde_json::json!({ "cycle": n }),
+    )
+}
+
+/// The timer that raises SITREP `n` if it has not come by `due`.
+pub fn sitrep_grace(incident: &IncidentId, n: u32, due: DateTime<Utc>) -> Timer {
+    at(
+        format!("{}/sitrep/{n}/grace", incident.as_str()),
+        incident,
+        TimerKind::Other(SITREP_GRACE_KIND.to_owned()),
+        due,
+        serde_json::json!({ "cycle": n }),
+    )
+}
+
 /// The id of the timer that posts entry `label` (`D3`) of `incident`'s record.
 pub fn record_post_id(incident: &IncidentId, label: &str) -> String {
     format!("{}/record/{label}", incident.as_str())

@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 
 pub use model::{
     Allowed, Archive, IdentityChange, Limits, Playbook, Reminder, Retention, Role, RoleId, Room,
-    SlugError, Trigger, Verification,
+    Sitrep, SlugError, Trigger, Verification,
 };
 pub use template::{Template, TemplateVars};
 

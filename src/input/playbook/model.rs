@@ -121,6 +121,8 @@ pub struct Playbook {
     /// Whether a METHANE report is required (`methane: required`): the commander is
     /// reminded after declaring until one is given.
     pub methane_required: bool,
+    /// Situation reports on a cycle (`sitrep`), if the playbook asks for them.
+    pub sitrep: Option<Sitrep>,
     /// Where the playbook was read from.
     pub source: PathBuf,
     /// SHA-256 of the file's text (lowercase hex), for the audit log: which exact
@@ -291,6 +293,17 @@ pub struct Reminder {
     pub schedule: CronSchedule,
     /// What.
     pub text: Template,
+}
+
+/// Situation reports on a cycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sitrep {
+    /// How often one is due, from the declaration.
+    pub every: Duration,
+    /// The role whose holders send it.
+    pub from: RoleId,
+    /// How long after it is due a missing one is raised.
+    pub grace: Duration,
 }
 
 /// Sealed-archive settings.

@@ -73,6 +73,26 @@ pub struct RawPlaybook {
     /// (default).
     #[serde(default)]
     pub methane: Option<Located<RawMethane>>,
+    /// Situation reports on a cycle: cordon asks the `from` role in the command room
+    /// every `every`, and raises a missing one after `grace`.
+    #[serde(default)]
+    pub sitrep: Option<Located<RawSitrep>>,
+}
+
+/// Situation reports on a cycle.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSitrep {
+    /// How often a SITREP is due, from the declaration, e.g. `30m`.
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub every: Located<String>,
+    /// The role whose holders send it (`!cordon sitrep <text>`).
+    pub from: Located<String>,
+    /// How long after it is due a missing SITREP is raised with the role holders and
+    /// the commander, e.g. `10m`. Default `10m`; shorter than `every`.
+    #[serde(default)]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub grace: Option<Located<String>>,
 }
 
 /// Whether a METHANE report is required.

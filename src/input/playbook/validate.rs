@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use super::cron::CronSchedule;
 use super::model::{
     Allowed, Archive, IdentityChange, Limits, Playbook, Reminder, Retention, Role, RoleId, Room,
-    Trigger, Verification, check_slug, format_duration,
+    Sitrep, Trigger, Verification, check_slug, format_duration,
 };
 use super::raw::{RawIdentityChange, RawPlaybook, RawRole, RawRoom, RawVerification};
 use super::template::Template;
@@ -369,6 +369,7 @@ pub(crate) fn validate(
 
     let archive = build_archive(cx, &raw);
     let decision_loggers = build_decision_loggers(cx, &raw, &role_ids);
+    let sitrep = build_sitrep(cx, &raw, &role_ids);
 
     if !cx.errors.is_empty() {
         let mut errors = std::mem::take(&mut cx.errors);
@@ -406,6 +407,7 @@ pub(crate) fn validate(
             .methane
             .as_ref()
             .is_some_and(|m| m.value == super::raw::RawMethane::Required),
+        sitrep,
         source: file.to_path_buf(),
         sha256: hex::encode(Sha256::digest(text.as_bytes())),
     };
@@ -599,6 +601,42 @@ fn build_room(cx: &mut Ctx<'_>, room: &RawRoom, roles: &[RoleId]) -> Option<Room
         federate,
         reminders,
     })
+}
+
+/// The grace when `sitrep.grace` is left out.
+const DEFAULT_SITREP_GRACE: Duration = Duration::from_secs(10 * 60);
+
+/// `sitrep`: a cycle, a role that exists, a grace shorter than the cycle.
+fn build_sitrep(cx: &mut Ctx<'_>, raw: &RawPlaybook, roles: &[RoleId]) -> Option<Sitrep> {
+    let s = &raw.sitrep.as_ref()?.value;
+    let every = cx.duration(&s.every, "sitrep.every", false);
+    let from = cx.role_ref(&s.from, roles, "sitrep.from");
+    let grace = match &s.grace {
+        Some(g) => cx.duration(g, "sitrep.grace", false),
+        None => Some(DEFAULT_SITREP_GRACE),
+    };
+    let (every, from, grace) = (every?, from?, grace?);
+    if every < Duration::from_secs(5 * 60) {
+        cx.err(
+            &s.every,
+            "sitrep.every is shorter than 5m; SITREPs that often would flood the command room",
+        );
+        return None;
+    }
+    if grace >= every {
+        let at = s.grace.as_ref().unwrap_or(&s.every);
+        cx.err(
+            at,
+            format!(
+                "sitrep.grace ({}) must be shorter than sitrep.every ({}), or a late SITREP \
+                 would only be raised after the next one is due",
+                humantime::format_duration(grace),
+                humantime::format_duration(every)
+            ),
+        );
+        return None;
+    }
+    Some(Sitrep { every, from, grace })
 }
 
 /// `decisions.by`, or `loggist` when the playbook has that role and does not say.

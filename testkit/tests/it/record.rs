@@ -323,3 +323,126 @@ async fn a_methane_report_is_checked_pinned_superseded_sealed_and_chased_when_re
     let log = std::fs::read_to_string(dir.join("decision-log.md")).unwrap();
     assert!(log.contains("No decisions were logged."), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sitrep_is_asked_for_on_its_cycle_and_a_missed_one_is_escalated_and_recorded_late() {
+    let hs = Synapse::shared().await.expect("synapse");
+    let officer = Officer::new();
+    let timing = Timing {
+        duration: "{ max: 4h, warn_before: [], extend_max: 1h }",
+        recipient: Some(officer.recipient.clone()),
+        extra: "sitrep: { every: 30m, from: nurse, grace: 10m }",
+        ..Timing::default()
+    };
+    // The clock is moved past the cycle: commands sent meanwhile must not count as stale.
+    let mut w = World::builder()
+        .on(hs)
+        .timing(timing)
+        .config("commands: { max_age: 3h }\n")
+        .build()
+        .await;
+    w.say(&format!(
+        "!cordon declare {} \"SITREP drill\"",
+        w.playbook_id
+    ))
+    .await;
+    let summary = w.bot_says("DECLARED").await;
+    let incident = crate::world::incident_id_in(&summary);
+    let rooms = w.created_rooms(&incident).await;
+    let command = rooms["command"][0].clone();
+    crate::standdown::join_when_invited(&w.commander, &[&command]).await;
+    crate::standdown::join_when_invited(&w.nurses[0], &[&command, &rooms["ward"][0]]).await;
+    let nurse = w.nurses[0].user_id().to_owned();
+    let commander = w.commander.user_id().to_owned();
+    let bot = w.bot_id();
+
+    // Cycle 1 is due 30 minutes after declaring: cordon asks the nurse role.
+    w.advance_clock(Duration::from_secs(31 * 60)).await;
+    let (_, asked) = w
+        .commander
+        .wait_for_message(&command, WAIT, |s, b| {
+            s == bot && b.starts_with("SITREP 1 is due now")
+        })
+        .await
+        .unwrap();
+    assert!(asked.contains(nurse.as_str()), "{asked}");
+
+    // Nothing within the grace: the role holders and the commander are mentioned in the
+    // command room, and the control room is told.
+    w.advance_clock(Duration::from_secs(10 * 60)).await;
+    let (_, raised) = w
+        .commander
+        .wait_for_message(&command, WAIT, |s, b| {
+            s == bot && b.contains("SITREP 1 was due at")
+        })
+        .await
+        .unwrap();
+    assert!(
+        raised.contains(nurse.as_str()) && raised.contains(commander.as_str()),
+        "{raised}"
+    );
+    let told = w
+        .bot_says(&format!("SITREP 1 of SITREP drill ({incident}) is late"))
+        .await;
+    assert!(told.contains("nothing within 10m"), "{told}");
+
+    // It comes, late: recorded as late, and posted so.
+    w.nurses[0]
+        .send_text(
+            &command,
+            "!cordon sitrep 14 in resus, 3 to theatre, CT back at 15:10; need 2 ODPs",
+        )
+        .await
+        .unwrap();
+    let (_, posted) = w
+        .commander
+        .wait_for_message(&command, WAIT, |s, b| {
+            s == bot && b.starts_with("SITREP 1 ·")
+        })
+        .await
+        .unwrap();
+    assert!(
+        posted.contains("(cycle 1, ") && posted.contains("min after it was due: late)"),
+        "{posted}"
+    );
+    assert!(posted.contains("need 2 ODPs"), "{posted}");
+
+    // Cycle 2 (due at 60 minutes) answered within its grace: on time, nothing raised.
+    w.advance_clock(Duration::from_secs(20 * 60)).await;
+    w.commander
+        .wait_for_message(&command, WAIT, |s, b| {
+            s == bot && b.starts_with("SITREP 2 is due now")
+        })
+        .await
+        .unwrap();
+    w.nurses[0]
+        .send_text(&command, "!cordon sitrep Resus clear; 2 awaiting theatre")
+        .await
+        .unwrap();
+    let (_, second) = w
+        .commander
+        .wait_for_message(&command, WAIT, |s, b| {
+            s == bot && b.starts_with("SITREP 2 ·")
+        })
+        .await
+        .unwrap();
+    assert!(second.contains("(cycle 2, on time)"), "{second}");
+    w.advance_clock(Duration::from_secs(11 * 60)).await;
+    w.wait_scheduler_idle().await;
+    assert_eq!(w.bot_messages("SITREP 2 of SITREP drill"), 0);
+
+    // The lateness is in the audit log and the SITREPs in the sealed archive.
+    w.say(&format!("!cordon standdown {incident}")).await;
+    w.bot_says("is sealed and verified").await;
+    let store = w.stop_and_open_store();
+    let audit = store.audit_entries(.., None).unwrap();
+    let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
+    assert!(actions.contains(&"sitrep.missed"), "{actions:?}");
+    assert!(actions.contains(&"sitrep.late"), "{actions:?}");
+    assert!(actions.contains(&"sitrep.on-time"), "{actions:?}");
+    drop(store);
+    let opened = open(&w, &officer, &archive_path(&w, &incident)).await;
+    let reports = read_lines(&opened.path().join("opened").join("sitreps.jsonl"));
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    assert!(reports[0]["text"].as_str().unwrap().contains("need 2 ODPs"));
+}
