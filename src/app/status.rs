@@ -123,11 +123,7 @@ async fn gather(ctx: &Ctx, incident: &Incident) -> IncidentView {
         .iter()
         .filter(|e| e.kind == EntryKind::Methane)
         .collect();
-    if let Some(last) = entries
-        .iter()
-        .filter(|e| e.kind == EntryKind::Sitrep)
-        .last()
-    {
+    if let Some(last) = entries.iter().rfind(|e| e.kind == EntryKind::Sitrep) {
         view.notes.push(format!(
             "{} from {} at {}",
             last.label(),
