@@ -289,9 +289,14 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         .map(|(id, _)| id.to_owned())
         .unwrap_or_default();
 
-    // The decision log: two decisions, the second correcting the first. Each is sealed
-    // to the records officer, numbered and posted in the command room.
+    // The command record: a METHANE report (pinned in the command room), two decisions,
+    // the second correcting the first, and a SITREP. Each is sealed to the records
+    // officer, numbered and posted in the command room.
     for (command, answer) in [
+        (
+            "!cordon methane\nM: Major incident declared\nE: Addiscombe Road tram stop\nT: Tram derailment, two carriages on their side\nH: Overhead lines may be live; diesel leak\nA: From Lower Addiscombe Road only\nN: About 12 P1, 20 P2, 40 P3\nE: Ambulance, fire and police on scene; HART requested".to_owned(),
+            "Recorded as METHANE v1",
+        ),
         (
             "!cordon decision Divert P1 trauma to St George's until CT is back --because CT scanner down since 14:05".to_owned(),
             "Logged as D1",
@@ -299,6 +304,10 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         (
             "!cordon decision --corrects D1 Divert P1 trauma to King's instead --because St George's is full".to_owned(),
             "Logged as D2",
+        ),
+        (
+            "!cordon sitrep 14 in resus, 3 to theatre, CT back at 15:10; need 2 more ODPs".to_owned(),
+            "Recorded as SITREP 1",
         ),
         (format!("!cordon log {incident}"), "Decision log of"),
     ] {
@@ -415,11 +424,17 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         }
     }
 
-    let decisions = opened.join("decision-log.md");
-    if let Ok(text) = std::fs::read_to_string(&decisions) {
-        t.say(format!("the decision log {}:", decisions.display()));
-        for line in text.lines().take(24) {
-            println!("           | {line}");
+    for (file, what) in [
+        ("decision-log.md", "the decision log"),
+        ("methane.md", "the METHANE reports"),
+        ("sitreps.md", "the SITREPs"),
+    ] {
+        let path = opened.join(file);
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            t.say(format!("{what} {}:", path.display()));
+            for line in text.lines().take(24) {
+                println!("           | {line}");
+            }
         }
     }
 
