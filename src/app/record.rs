@@ -7,9 +7,10 @@
 //! handled, audits it and arms a fallback timer to post it; then it is posted, once
 //! (`send_once`: a stored transaction id, so a retry after a crash is the same event).
 //! A crash before the transaction leaves the command unhandled (it is run again at the
-//! next start and rewrites the same sealed file); a crash after it leaves the timer,
-//! whose job reads the command back from the chat to post it. Entries are never edited
-//! or removed: a correction is a new entry (`--corrects D5`).
+//! next start, sealing to a new file; the one left behind is never archived); a crash
+//! after it leaves the timer, whose job reads the command back from the chat to post
+//! it. Entries are never edited or removed: a correction is a new entry (`--corrects
+//! D5`).
 //!
 //! Who may: the commander, and holders of the roles the playbook lets log decisions
 //! (`decisions.by`; a `loggist` role by default), in the control room or in one of the
@@ -341,14 +342,14 @@ async fn record(
                 return Ok(answer(ctx, incoming, &entry, posted));
             }
             Recorded::AlreadyHandled => {
-                remove_orphan(&ctx.config.archive_dir, &written.file.file, ctx, &entry);
+                remove_orphan(&ctx.config.archive_dir, &written.file.file);
                 return Err(CommandError::Dropped);
             }
             Recorded::NumberTaken => {
-                remove_orphan(&ctx.config.archive_dir, &written.file.file, ctx, &entry);
+                remove_orphan(&ctx.config.archive_dir, &written.file.file);
             }
             Recorded::NoSuchEntry(n) => {
-                remove_orphan(&ctx.config.archive_dir, &written.file.file, ctx, &entry);
+                remove_orphan(&ctx.config.archive_dir, &written.file.file);
                 return Err(no_such_entry(ctx, id, n));
             }
         }
@@ -395,18 +396,11 @@ fn answer(
 }
 
 /// A sealed file written for an entry that was not recorded; removed so that nothing
-/// sealed is left that the store does not know.
-fn remove_orphan(dir: &std::path::Path, relative: &str, ctx: &Ctx, entry: &RecordEntry) {
-    // The same command and number name the same file: an entry recorded under that
-    // name (by this command, before a crash) keeps it.
-    let recorded = ctx
-        .store
-        .record_entry_get(&entry.incident, entry.kind, entry.number)
-        .ok()
-        .flatten()
-        .is_some_and(|e| e.sealed_file == relative);
-    if !recorded && let Err(e) = std::fs::remove_file(dir.join(relative)) {
-        warn!(error = %e, "could not remove a sealed decision that was not recorded");
+/// sealed is left that the store does not know. (Each attempt seals to a file of its
+/// own, so this never touches a recorded entry's file.)
+fn remove_orphan(dir: &std::path::Path, relative: &str) {
+    if let Err(e) = std::fs::remove_file(dir.join(relative)) {
+        warn!(error = %e, "could not remove a sealed entry that was not recorded");
     }
 }
 

@@ -88,24 +88,28 @@ pub struct WrittenEntry {
 }
 
 /// The entry's path relative to the archive directory:
-/// `<incident>/record/<label>-<command hash>.json.age`. The name depends only on the
-/// entry's number and its command, so a command run again after a crash rewrites the
-/// same file rather than leaving a second one.
+/// `<incident>/record/<label>-<command hash>-<attempt>.json.age`. The attempt tag is
+/// random, so that no attempt ever overwrites a file another one recorded (the same
+/// command handled twice at once, from sync and from catch-up, seals twice and records
+/// once). A file whose attempt was not recorded (a crash in between) is never named by
+/// the store, is not archived, and goes with the incident's directory once the archive
+/// is sealed.
 pub fn entry_path(
     incident: &IncidentId,
     kind: EntryKind,
     number: u32,
     command_event: &str,
+    attempt: u64,
 ) -> String {
     let tag = hex::encode(Sha256::digest(command_event.as_bytes()));
     format!(
-        "{incident}/record/{}-{}.json.age",
+        "{incident}/record/{}-{}-{attempt:016x}.json.age",
         kind.file_label(number),
         &tag[..16]
     )
 }
 
-/// Seals `entry` to `recipients` under `archive_dir`, at [`entry_path`], durably.
+/// Seals `entry` to `recipients` under `archive_dir`, at a new [`entry_path`], durably.
 pub fn seal_entry(
     archive_dir: &Path,
     entry: &SealedEntry,
@@ -113,7 +117,13 @@ pub fn seal_entry(
 ) -> Result<WrittenEntry, SealError> {
     let incident = IncidentId::parse(&entry.incident)
         .map_err(|_| SealError::BadRoomKey(entry.incident.clone()))?;
-    let relative = entry_path(&incident, entry.kind, entry.number, &entry.command_event);
+    let relative = entry_path(
+        &incident,
+        entry.kind,
+        entry.number,
+        &entry.command_event,
+        rand::random(),
+    );
     let plaintext = entry.to_bytes()?;
     let content_sha256 = hex::encode(Sha256::digest(&plaintext));
     let file = write_sealed(archive_dir, &relative, &plaintext, recipients)?;
@@ -177,9 +187,13 @@ mod tests {
         assert_eq!(opened, e);
         assert_eq!(sha, written.content_sha256);
         assert!(open_entry(&raw, &other).is_err());
-        // The same command and number name the same file.
+        // Sealing again never overwrites what was sealed.
         let again = seal_entry(dir.path(), &e, &[officer.to_public()]).unwrap();
-        assert_eq!(again.file.file, written.file.file);
+        assert_ne!(again.file.file, written.file.file);
+        assert_eq!(
+            std::fs::read(dir.path().join(&written.file.file)).unwrap(),
+            raw
+        );
         assert_eq!(e.label(), "D3");
     }
 
