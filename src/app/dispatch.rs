@@ -6,9 +6,9 @@
 //! not stale, parsable, from a verified device if it changes anything, and in a room
 //! that takes it. Then the incident it names is resolved, the sender's authority over it
 //! checked ([`Authority`]), and the workflow runs (`declare`, `roster`, `deadlines`,
-//! `standdown`, `advice`, `record`, `status`). Every outcome comes back here as `Ok(Done)` or a
-//! [`CommandError`], and [`finish`] turns it into the answer and, for a refusal, the
-//! audit entry. A refusal changes nothing.
+//! `standdown`, `advice`, `record`, `status`). Every outcome comes back here as
+//! `Ok(Done)` or a [`CommandError`], and [`finish`] turns it into the answer and, for a
+//! refusal, the audit entry. A refusal changes nothing.
 
 use std::sync::Arc;
 
@@ -65,7 +65,8 @@ async fn check(
     in_control_room: bool,
     now: DateTime<Utc>,
 ) -> Result<Command, CommandError> {
-    // `declare` and `decision` record the command with what it does, in one transaction.
+    // `declare` and the command record's entries (`decision`, `methane`, `sitrep`) record
+    // the command with what it does, in one transaction.
     let records_itself = matches!(
         incoming.parsed,
         Ok(Command::Declare { .. }
@@ -100,8 +101,8 @@ async fn check(
     }
 
     // `declare` records the command and the incident in one transaction (in
-    // `declare`), `decision` and `methane` the command and the entry (in `record`); everything else
-    // is marked handled before it is answered.
+    // `declare`), `decision`, `methane` and `sitrep` the command and the entry (in
+    // `record`); everything else is marked handled before it is answered.
     if !records_itself || replay_of.is_some() {
         match ctx.store.mark_processed(incoming.event_id.as_str(), now) {
             Ok(true) => {}
@@ -199,8 +200,8 @@ async fn check(
         return Err(CommandError::NotDone(
             "In an incident room I take only `!cordon advice <link>` and `!cordon \
              transcribed <link>` (or react 🩺 and ✅ to the message), `!cordon decision`, \
-             `!cordon methane`, `!cordon sitrep` and `!cordon log`. Send other commands in the control room. Nothing was \
-             changed."
+             `!cordon methane`, `!cordon sitrep` and `!cordon log`. Send other commands in \
+             the control room. Nothing was changed."
                 .to_owned(),
         ));
     }
@@ -340,8 +341,8 @@ async fn run_on(
 
 /// Turns an outcome into the answer: a reply, a refusal (audited), a failure's
 /// explanation, or nothing. A refused `declare` is marked handled here (a `declare` is
-/// recorded with its incident only when it runs), and so is a `decision` refused or
-/// not done (one that runs is recorded with its entry).
+/// recorded with its incident only when it runs), and so is a `decision`, `methane` or
+/// `sitrep` refused or not done (one that runs is recorded with its entry).
 async fn finish(
     ctx: &Arc<Ctx>,
     incoming: &Incoming,
