@@ -164,17 +164,7 @@ pub(crate) async fn decision(
 ) -> Result<Done, CommandError> {
     let id = &incident.id;
     if incident.state != State::Active {
-        return Err(CommandError::refused_about(
-            id,
-            "not-active",
-            format!(
-                "{} is {}: its decision log is closed. `!cordon log {}` lists it. Nothing \
-                 was changed.",
-                id.as_str(),
-                incident.state.as_str(),
-                id.as_str()
-            ),
-        ));
+        return Err(closed(incident));
     }
     let said = what_was_said(ctx, incoming, text, because).await?;
     if let Some(n) = corrects
@@ -188,6 +178,20 @@ pub(crate) async fn decision(
     record(ctx, incoming, incident, EntryKind::Decision, said, corrects).await
 }
 
+/// The refusal of a new entry once the incident is no longer active.
+fn closed(incident: &Incident) -> CommandError {
+    let id = incident.id.as_str();
+    CommandError::refused_about(
+        &incident.id,
+        "not-active",
+        format!(
+            "{id} is {}: its command record is closed. `!cordon log {id}` lists its \
+             decisions. Nothing was changed.",
+            incident.state.as_str()
+        ),
+    )
+}
+
 /// `methane`: records, seals, posts and pins a METHANE report, the next version.
 pub(crate) async fn methane(
     ctx: &Arc<Ctx>,
@@ -196,15 +200,7 @@ pub(crate) async fn methane(
     report: &crate::domain::record::Methane,
 ) -> Result<Done, CommandError> {
     if incident.state != State::Active {
-        return Err(CommandError::refused_about(
-            &incident.id,
-            "not-active",
-            format!(
-                "{} is {}: its command record is closed. Nothing was changed.",
-                incident.id.as_str(),
-                incident.state.as_str()
-            ),
-        ));
+        return Err(closed(incident));
     }
     let said = Said {
         text: report.to_text(),
@@ -225,15 +221,7 @@ pub(crate) async fn sitrep(
     text: String,
 ) -> Result<Done, CommandError> {
     if incident.state != State::Active {
-        return Err(CommandError::refused_about(
-            &incident.id,
-            "not-active",
-            format!(
-                "{} is {}: its command record is closed. Nothing was changed.",
-                incident.id.as_str(),
-                incident.state.as_str()
-            ),
-        ));
+        return Err(closed(incident));
     }
     // Judged by when cordon received it: the cycle is cordon's clock.
     let received = ctx.now();

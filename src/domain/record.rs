@@ -166,6 +166,21 @@ impl Methane {
     }
 }
 
+/// Appends a report's text on the lines after a post's heading, or, when it could not
+/// be read back from the chat, where it is.
+fn push_report(out: &mut String, report: Option<&str>) {
+    match report {
+        Some(text) => {
+            out.push('\n');
+            out.push_str(text);
+        }
+        None => out.push_str(
+            "\n(I could not read the report back from the chat to post it here; it is in \
+             the sealed record for the records officers.)",
+        ),
+    }
+}
+
 /// What cordon posts (and pins) in the command room for a METHANE report.
 pub fn methane_post(
     version: u32,
@@ -178,16 +193,7 @@ pub fn methane_post(
     if version > 1 {
         out.push_str(&format!(" (supersedes v{})", version - 1));
     }
-    match report {
-        Some(text) => {
-            out.push('\n');
-            out.push_str(text);
-        }
-        None => out.push_str(
-            "\n(I could not read the report back from the chat to post it here; it is in \
-             the sealed record for the records officers.)",
-        ),
-    }
+    push_report(&mut out, report);
     out
 }
 
@@ -262,16 +268,7 @@ pub fn sitrep_post(
         )),
         Some(Timeliness::Early) | None => {}
     }
-    match report {
-        Some(text) => {
-            out.push('\n');
-            out.push_str(text);
-        }
-        None => out.push_str(
-            "\n(I could not read the report back from the chat to post it here; it is in \
-             the sealed record for the records officers.)",
-        ),
-    }
+    push_report(&mut out, report);
     out
 }
 
