@@ -615,25 +615,33 @@ fn build_sitrep(cx: &mut Ctx<'_>, raw: &RawPlaybook, roles: &[RoleId]) -> Option
         Some(g) => cx.duration(g, "sitrep.grace", false),
         None => Some(DEFAULT_SITREP_GRACE),
     };
-    let (every, from, grace) = (every?, from?, grace?);
-    if every < Duration::from_secs(5 * 60) {
+    let mut ok = true;
+    if let Some(e) = every
+        && e < Duration::from_secs(5 * 60)
+    {
         cx.err(
             &s.every,
             "sitrep.every is shorter than 5m; SITREPs that often would flood the command room",
         );
-        return None;
+        ok = false;
     }
-    if grace >= every {
+    if let (Some(e), Some(g)) = (every, grace)
+        && g >= e
+    {
         let at = s.grace.as_ref().unwrap_or(&s.every);
         cx.err(
             at,
             format!(
                 "sitrep.grace ({}) must be shorter than sitrep.every ({}), or a late SITREP \
                  would only be raised after the next one is due",
-                humantime::format_duration(grace),
-                humantime::format_duration(every)
+                humantime::format_duration(g),
+                humantime::format_duration(e)
             ),
         );
+        ok = false;
+    }
+    let (every, from, grace) = (every?, from?, grace?);
+    if !ok {
         return None;
     }
     Some(Sitrep { every, from, grace })

@@ -627,6 +627,51 @@ fn bad_enum_word_is_reported_alongside_other_shape_errors() {
     );
 }
 
+/// The command record's keys: roles that do not exist (with the closest suggested), a
+/// role listed twice, a grace as long as the cycle, and an unknown `methane` word, each
+/// at its line and column, all in one run.
+#[test]
+fn command_record_keys_are_checked_where_they_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = "id: flood\ntitle: Flood\ntrigger: { allowed: [role:gold] }\n\
+                duration: { max: 6h }\nretention: { messages: 1h }\n\
+                roles:\n  gold: { title: Gold, holders: [\"@g:nhs.example\"] }\n\
+                rooms:\n  - { key: command, name: Command, members: [gold] }\n\
+                archive: { recipients: [\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"] }\n";
+    let semantic = dir.path().join("record.yaml");
+    std::fs::write(
+        &semantic,
+        format!(
+            "{head}decisions: {{ by: [golf, gold, gold] }}\n\
+             sitrep: {{ every: 30m, from: silver, grace: 45m }}\n"
+        ),
+    )
+    .unwrap();
+    let shape = dir.path().join("methane.yaml");
+    std::fs::write(&shape, format!("{head}methane: always\n")).unwrap();
+    let (a, b) = (semantic.to_str().unwrap(), shape.to_str().unwrap());
+    let run = check(&[a, b]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_error(&run, a, 11, 19, "decisions.by refers to role `golf`");
+    assert_error(&run, a, 11, 19, "did you mean `gold`?");
+    assert_error(
+        &run,
+        a,
+        11,
+        31,
+        "role `gold` is listed twice in decisions.by",
+    );
+    assert_error(&run, a, 12, 29, "sitrep.from refers to role `silver`");
+    assert_error(
+        &run,
+        a,
+        12,
+        44,
+        "sitrep.grace (45m) must be shorter than sitrep.every (30m)",
+    );
+    assert_error(&run, b, 11, 10, "`methane`: unknown value `always`");
+}
+
 const OFFICER_KEY: &str = "age1t8v5qss4t65exu523uky9wesc5jyk3dkst9hnf75xxyfxcm374hqkx2632";
 
 #[test]
