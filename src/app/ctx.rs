@@ -419,6 +419,20 @@ pub(crate) fn declared_playbook(ctx: &Ctx, id: &IncidentId) -> Result<Playbook, 
     )
 }
 
+/// An incident's command room among its room records: the room with key `command`,
+/// else its first room. Alerts, the decision log, METHANE and SITREPs go there.
+pub(crate) fn command_room_record(
+    records: &[crate::store::RoomRecord],
+) -> Option<&crate::store::RoomRecord> {
+    records.iter().find(|r| r.key == "command").or_else(|| {
+        records.iter().min_by_key(|r| {
+            r.desired
+                .get("position")
+                .and_then(serde_json::Value::as_u64)
+        })
+    })
+}
+
 /// The incident's rooms that exist and that cordon has joined, with their records, in
 /// playbook order.
 pub(crate) fn incident_rooms(

@@ -474,14 +474,7 @@ async fn what_was_said(
 /// its first room.
 fn command_room(ctx: &Ctx, id: &IncidentId) -> Result<Option<(String, Room)>, AppError> {
     let records = ctx.store.rooms(id)?;
-    let chosen = records.iter().find(|r| r.key == "command").or_else(|| {
-        records.iter().min_by_key(|r| {
-            r.desired
-                .get("position")
-                .and_then(serde_json::Value::as_u64)
-        })
-    });
-    Ok(chosen.and_then(|r| {
+    Ok(super::ctx::command_room_record(&records).and_then(|r| {
         let room = rooms::joined(&ctx.client, r.room_id.as_deref()?)?;
         Some((r.key.clone(), room))
     }))

@@ -8,7 +8,6 @@
 
 use chrono::{DateTime, Utc};
 use matrix_sdk::ruma::OwnedUserId;
-use serde_json::Value;
 use tracing::{error, warn};
 
 use crate::app::chat::send_once;
@@ -350,15 +349,8 @@ fn targets(ctx: &Ctx, incident: &Incident) -> Vec<String> {
     let mut out = vec![incident.control_room.clone()];
     match ctx.store.rooms(&incident.id) {
         Ok(records) => {
-            let command = records
-                .iter()
-                .find(|r| r.key == "command")
-                .or_else(|| {
-                    records
-                        .iter()
-                        .min_by_key(|r| r.desired.get("position").and_then(Value::as_u64))
-                })
-                .and_then(|r| r.room_id.clone());
+            let command =
+                crate::app::ctx::command_room_record(&records).and_then(|r| r.room_id.clone());
             if let Some(room) = command
                 && !out.contains(&room)
             {
