@@ -152,7 +152,8 @@ pub(crate) fn user_ids(users: &[&str]) -> Vec<OwnedUserId> {
 }
 
 /// Sends `content` in `room` at most once under the idempotency `key`: the intent and
-/// its transaction id are stored before the send and reused on retry.
+/// its transaction id are stored before the send and reused on retry. A message about
+/// an exercise (`incident` is one) is labelled EXERCISE here, the one way out.
 pub async fn send_once(
     ctx: &Ctx,
     room: &Room,
@@ -180,6 +181,13 @@ pub async fn send_once(
     }
     crate::failpoint::hit("send.before").await;
     ctx.before_send(room).await;
+    // Every message about an exercise says so first, whichever workflow sent it.
+    let content = match incident {
+        Some(id) if ctx.store.incident(id)?.is_some_and(|i| i.exercise) => {
+            rooms::labelled(content, crate::domain::incident::plan::EXERCISE_LABEL)
+        }
+        _ => content,
+    };
     let event_id = rooms::send_message(room, content, &entry.txn_id).await?;
     ctx.store
         .outbox_complete(key, Some(json!({ "event_id": event_id })), ctx.now())?;

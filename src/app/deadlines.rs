@@ -161,6 +161,19 @@ pub(crate) async fn on_warning(ctx: &Arc<Ctx>, timer: &Timer) -> Result<(), AppE
          read-only and are destroyed: transcribe any clinical advice into the patient \
          record now."
     );
+    // Recorded once, before it is said, for the debrief's timeline.
+    if ctx.store.outbox_get(&key("control"))?.is_none() {
+        ctx.store.audit(
+            ACTOR,
+            "incident.warned",
+            Some(id),
+            serde_json::json!({
+                "expires_at": incident.expires_at,
+                "left_secs": (incident.expires_at - now).num_seconds().max(0),
+            }),
+            now,
+        )?;
+    }
     announce(ctx, &incident, key, &control, &rooms).await?;
     info!(incident = %id, left = %left, "expiry warning sent");
     Ok(())

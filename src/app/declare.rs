@@ -20,6 +20,7 @@ pub(super) async fn declare(
     incoming: &Incoming,
     playbook_id: &str,
     name: &str,
+    exercise: bool,
 ) -> Result<Done, CommandError> {
     let now = ctx.now();
     let (catalog, problems) = Catalog::load(std::slice::from_ref(&ctx.config.playbooks_dir));
@@ -86,6 +87,7 @@ pub(super) async fn declare(
         control_room: incoming.room.room_id().to_string(),
         commander: incoming.sender.to_string(),
         expires_at,
+        exercise,
     };
     let snapshot = crate::store::PlaybookSnapshot {
         path: playbook.source.display().to_string(),

@@ -289,9 +289,11 @@ async fn run_unscoped(
             let list = resolve_many(ctx, incoming, incident.as_ref())?;
             Ok(Done::Reply(status::render(ctx, &list).await))
         }
-        Command::Declare { playbook, name } => {
-            declare::declare(ctx, incoming, playbook.as_str(), name.as_str()).await
-        }
+        Command::Declare {
+            playbook,
+            name,
+            exercise,
+        } => declare::declare(ctx, incoming, playbook.as_str(), name.as_str(), exercise).await,
         Command::Advice { event } => advice::command(ctx, incoming, &event, false).await,
         Command::Transcribed { event } => advice::command(ctx, incoming, &event, true).await,
         other => Err(CommandError::NotDone(format!(

@@ -92,7 +92,12 @@ pub(crate) async fn seal(
     let rooms = exportable_rooms(ctx, incident)?;
     let dir = ctx.config.archive_dir.clone();
     let name = archive::archive_file_name(id.as_str());
-    let mut writer = ArchiveWriter::create(&dir, &name, &playbook.archive.recipients)?;
+    // An exercise's archive is kept apart from real incidents' (`exercises/`).
+    let sealed_dir = match archive::archive_relative_path(id.as_str(), incident.exercise).parent() {
+        Some(sub) => dir.join(sub),
+        None => dir.clone(),
+    };
+    let mut writer = ArchiveWriter::create(&sealed_dir, &name, &playbook.archive.recipients)?;
     let mut media = BTreeSet::new();
     for (record, room) in &rooms {
         let export = export_room(ctx, record, room, &mut writer, &mut media).await?;
@@ -176,6 +181,8 @@ pub(crate) async fn seal(
         sealed_at: ctx.now(),
         server_name: ctx.config.user.server_name().to_string(),
         time_zone: Some(ctx.config.time_zone.name().to_owned()),
+        exercise: incident.exercise,
+        roles: roles_held(ctx, incident, playbook)?,
     };
     let signer = ctx.signer.clone();
     let sealed = tokio::task::spawn_blocking(move || writer.finish(header, &signer))
@@ -509,6 +516,39 @@ fn is_gone(e: &matrix_sdk::Error) -> bool {
 
 /// Deletes the pre-seal segments and the command record's sealed entries once the
 /// archive that holds them is recorded.
+/// The playbook's roles and everyone who held each during the incident: the
+/// playbook's holders and anyone the roster seated in it (added, enrolled, admitted).
+fn roles_held(
+    ctx: &Ctx,
+    incident: &Incident,
+    playbook: &Playbook,
+) -> Result<Vec<archive::RoleManifest>, SealFailure> {
+    let roster = ctx.store.roster_for_incident(&incident.id)?;
+    Ok(playbook
+        .roles
+        .iter()
+        .map(|role| {
+            let id = role.id.as_str();
+            let holders: BTreeSet<String> = role
+                .holders
+                .iter()
+                .map(|h| h.to_string())
+                .chain(
+                    roster
+                        .iter()
+                        .filter(|e| e.roles.iter().any(|r| r == id))
+                        .map(|e| e.user.clone()),
+                )
+                .collect();
+            archive::RoleManifest {
+                id: id.to_owned(),
+                title: role.title.clone(),
+                holders: holders.into_iter().collect(),
+            }
+        })
+        .collect())
+}
+
 fn remove_pre_seal_dir(archive_dir: &Path, incident: &str) {
     let dir = archive_dir.join(incident);
     if dir.exists()

@@ -367,6 +367,18 @@ pub(crate) async fn hold(
 ) -> Result<Done, CommandError> {
     let id = &incident.id;
     let sender = &incoming.sender;
+    if incident.exercise {
+        return Err(CommandError::refused(
+            "exercise",
+            format!(
+                "{} is an exercise: a legal hold does not apply to a drill, which is \
+                 destroyed as soon as its archive is sealed and verified. Nothing was \
+                 changed. If something real happened during the exercise, declare it as an \
+                 incident.",
+                id.as_str()
+            ),
+        ));
+    }
     let was_held = incident.is_held();
     ctx.store.apply(
         id,

@@ -32,6 +32,8 @@ pub async fn render(ctx: &Ctx, incidents: &[Incident]) -> String {
 /// What the reply says about one incident, gathered from the store and the rooms.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IncidentView {
+    /// A drill: listed after the real incidents, under its own heading.
+    pub exercise: bool,
     /// The first line: id, name, state, hold.
     pub title: String,
     /// Commander and closing time.
@@ -81,8 +83,14 @@ async fn gather(ctx: &Ctx, incident: &Incident) -> IncidentView {
         ""
     };
     let mut view = IncidentView {
+        exercise: incident.exercise,
         title: format!(
-            "{id} · {name} · {state}{held}",
+            "{exercise}{id} · {name} · {state}{held}",
+            exercise = if incident.exercise {
+                crate::domain::incident::plan::EXERCISE_LABEL
+            } else {
+                ""
+            },
             id = incident.id.as_str(),
             name = incident.display_name,
             state = incident.state.as_str(),
@@ -292,8 +300,16 @@ pub fn format(views: &[IncidentView]) -> String {
             .to_owned();
     }
     let compact = views.len() > DETAILED_UP_TO;
-    let mut blocks = Vec::with_capacity(views.len() + 1);
-    for view in views {
+    let mut blocks = Vec::with_capacity(views.len() + 2);
+    // Real incidents first, then the exercises under their own heading: a drill never
+    // stands between a commander and a real incident.
+    let (real, drills): (Vec<&IncidentView>, Vec<&IncidentView>) =
+        views.iter().partition(|v| !v.exercise);
+    let heading_at = (!drills.is_empty() && !real.is_empty()).then_some(real.len());
+    for (n, view) in real.into_iter().chain(drills).enumerate() {
+        if heading_at == Some(n) {
+            blocks.push("EXERCISES (drills, not real incidents):".to_owned());
+        }
         let mut lines = vec![view.title.clone()];
         if compact {
             let mut second = view.times.clone();
@@ -314,9 +330,15 @@ pub fn format(views: &[IncidentView]) -> String {
         blocks.push(lines.join("\n"));
     }
     if compact {
+        let drills = views.iter().filter(|v| v.exercise).count();
+        let real = views.len() - drills;
+        let counted = match drills {
+            0 => format!("{real} incidents"),
+            1 => format!("{real} incident(s) and 1 exercise"),
+            n => format!("{real} incident(s) and {n} exercises"),
+        };
         blocks.push(format!(
-            "{} incidents. `!cordon status <id>` shows one incident's rooms.",
-            views.len()
+            "{counted}. `!cordon status <id>` shows one incident's rooms."
         ));
     }
     blocks.join("\n\n")
@@ -382,6 +404,7 @@ mod tests {
 
     fn view(n: usize, rooms: usize) -> IncidentView {
         IncidentView {
+            exercise: false,
             title: format!("mc-{n:04} · Tram crash {n} · active"),
             times: "commander @ic:hs.example · closes Thu 03 Dec 14:10 GMT (1h 05m)".into(),
             notes: vec!["advice not yet marked transcribed: 2".into()],
@@ -447,6 +470,31 @@ mod tests {
             "1 room: 3 joined, 1 invited, 0 pending, 2 rooms destroyed, 1 room not created yet"
         );
         assert_eq!(rooms_summary(&[]), "no rooms");
+    }
+
+    #[test]
+    fn exercises_come_after_the_real_incidents_under_their_own_heading() {
+        let mut drill = view(1, 1);
+        drill.exercise = true;
+        drill.title = format!("EXERCISE · {}", drill.title);
+        let text = format(&[drill.clone(), view(2, 1)]);
+        let real_at = text.find("mc-0002").unwrap();
+        let heading_at = text.find("EXERCISES (drills").unwrap();
+        let drill_at = text.find("EXERCISE · mc-0001").unwrap();
+        assert!(real_at < heading_at && heading_at < drill_at, "{text}");
+        // Only exercises: each says so in its title, no heading needed.
+        let text = format(&[drill.clone()]);
+        assert!(text.starts_with("EXERCISE · mc-0001"), "{text}");
+        // Counted apart in the compact form.
+        let mut views: Vec<_> = (2..=4).map(|n| view(n, 1)).collect();
+        views.push(drill);
+        let text = format(&views);
+        assert!(
+            text.ends_with(
+                "3 incident(s) and 1 exercise. `!cordon status <id>` shows one incident's rooms."
+            ),
+            "{text}"
+        );
     }
 
     #[test]

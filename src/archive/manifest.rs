@@ -20,12 +20,17 @@ use crate::domain::transcript::{TranscriptLine, Unauthenticated};
 /// refuse the archive as altered ("do not rely on this copy"), sending a records
 /// officer to report tampering that never happened; with version 3 it says instead that
 /// a newer cordon is needed.
-pub const MANIFEST_VERSION: u32 = 3;
+///
+/// Version 4 added `exercise`. A cordon that reads only version 3 would ignore the
+/// field and present a drill's archive as a real incident's; with version 4 it says that
+/// a newer cordon is needed instead.
+pub const MANIFEST_VERSION: u32 = 4;
 
 /// Every manifest version this cordon reads. A version 1 archive has none of version
 /// 2's counts (they read as 0) and no marked line, so its figures still check; version
-/// 1 and 2 archives have no command record and no time zone.
-pub const READABLE_VERSIONS: [u32; 3] = [1, 2, 3];
+/// 1 and 2 archives have no command record and no time zone; before version 4 no
+/// archive is an exercise's.
+pub const READABLE_VERSIONS: [u32; 4] = [1, 2, 3, 4];
 
 /// `manifest.json`. Signed, byte for byte, by `manifest.sig`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +63,10 @@ pub struct Manifest {
     /// which opening renders the decision log's times. Absent before version 3: UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_zone: Option<String>,
+    /// True when the incident was an exercise (a drill, `declare … --exercise`), not a
+    /// real incident. Absent (false) for real incidents and before version 4.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exercise: bool,
     /// The cordon version that sealed it.
     pub cordon_version: String,
     /// The key that signed `manifest.sig`, `ed25519:<unpadded base64>`.
@@ -73,10 +82,25 @@ pub struct Manifest {
     /// was recorded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub record: Vec<RecordManifest>,
+    /// The playbook's roles as the incident ran them: each role's title and everyone who
+    /// held it (the playbook's holders and anyone added). Absent before version 4.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<RoleManifest>,
     /// The incident's slice of the audit log.
     pub audit: AuditManifest,
     /// The Markdown renderings (each room's and `index.md`).
     pub renderings: Vec<FileHash>,
+}
+
+/// One role of the incident and its holders.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleManifest {
+    /// The playbook's role id (`ed-lead`).
+    pub id: String,
+    /// Its title (`ED consultant in charge`).
+    pub title: String,
+    /// Everyone who held it during the incident, Matrix user ids, sorted.
+    pub holders: Vec<String>,
 }
 
 /// One room's transcript.

@@ -32,6 +32,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::transcript::TranscriptLine;
 
+pub mod debrief;
 pub mod error;
 pub mod keyring;
 pub mod manifest;
@@ -50,9 +51,9 @@ pub use error::ArchiveError;
 pub use keyring::{KeySource, TrustedKey, TrustedSigners};
 pub use manifest::{
     AuditManifest, Counts, FileHash, MANIFEST_VERSION, Manifest, MediaManifest, PreSealManifest,
-    READABLE_VERSIONS, RecordManifest, RoomManifest,
+    READABLE_VERSIONS, RecordManifest, RoleManifest, RoomManifest,
 };
-pub use reader::{Opened, Verified, open_file, verify_file};
+pub use reader::{Opened, Reported, Verified, open_file, report_file, verify_file};
 pub use signing::{ArchivePublicKey, ArchiveSigner, SIGNING_KEY_FILE};
 pub use writer::ArchiveWriter;
 
@@ -78,6 +79,10 @@ pub const METHANE_RENDERING: &str = "methane.md";
 pub const SITREP_FILE: &str = "sitreps.jsonl";
 /// Their Markdown rendering.
 pub const SITREP_RENDERING: &str = "sitreps.md";
+/// The debrief report opening writes ([`debrief`]), as JSON.
+pub const DEBRIEF_FILE: &str = "debrief.json";
+/// Its Markdown rendering, which `cordon archive report` prints.
+pub const DEBRIEF_RENDERING: &str = "debrief.md";
 
 /// What the archive says about its incident; handed to [`ArchiveWriter::finish`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +111,10 @@ pub struct ArchiveHeader {
     /// configuration's `time_zone`), in which opening renders the decision log. `None`
     /// renders it in UTC.
     pub time_zone: Option<String>,
+    /// True for an exercise (a drill).
+    pub exercise: bool,
+    /// The roles and everyone who held them.
+    pub roles: Vec<RoleManifest>,
 }
 
 /// One room's exported transcript, for [`ArchiveWriter::add_room`].
@@ -150,6 +159,22 @@ pub struct Sealed {
 /// The archive's file name for an incident: `<incident>.cordon-archive.age`.
 pub fn archive_file_name(incident: &str) -> String {
     format!("{incident}.cordon-archive.age")
+}
+
+/// The folder, under the archive directory, that holds exercises' archives: kept apart
+/// from real incidents' so that nobody files a drill as evidence, or a real incident as
+/// a drill.
+pub const EXERCISES_DIR: &str = "exercises";
+
+/// Where an incident's sealed archive goes, relative to the archive directory:
+/// [`archive_file_name`] for a real incident, under [`EXERCISES_DIR`] for an exercise.
+pub fn archive_relative_path(incident: &str, exercise: bool) -> PathBuf {
+    let name = archive_file_name(incident);
+    if exercise {
+        Path::new(EXERCISES_DIR).join(name)
+    } else {
+        PathBuf::from(name)
+    }
 }
 
 /// Reads an `age-keygen` identity file: `AGE-SECRET-KEY-1…` lines, `#` comments and

@@ -30,8 +30,8 @@ use super::merge::merge;
 use super::render::{self, RoomHeading};
 use super::signing::ArchivePublicKey;
 use super::{
-    AUDIT_FILE, ArchiveError, INDEX_FILE, MANIFEST_FILE, RECORD_DIR, SIGNATURE_FILE,
-    create_private_dirs, is_safe_name,
+    AUDIT_FILE, ArchiveError, DEBRIEF_FILE, DEBRIEF_RENDERING, INDEX_FILE, MANIFEST_FILE,
+    RECORD_DIR, SIGNATURE_FILE, create_private_dirs, is_safe_name,
 };
 use crate::archive::segment::{self, check_room_key};
 use crate::domain::transcript::TranscriptLine;
@@ -125,6 +125,8 @@ pub fn open_file(
 
     let mut warnings = Vec::new();
     let m = &verified.manifest;
+    // Every room's exported lines, for the debrief.
+    let mut exported: Vec<TranscriptLine> = Vec::new();
     let mut room_keys: Vec<&str> = m.rooms.iter().map(|r| r.key.as_str()).collect();
     for p in &m.pre_seal {
         if !room_keys.contains(&p.room_key.as_str()) {
@@ -176,14 +178,155 @@ pub fn open_file(
         md.push_str(&render::room_body(&merged));
         write_new(out, &md_name, |f| f.write_all(md.as_bytes()))?;
         written.push(md_name);
+        exported.extend(export);
     }
-    decisions::write_log(m, out, &ids, &mut written, &mut warnings)?;
+    let record = decisions::open_record(m, |r| decrypt_file(&out.join(&r.file), &ids));
+    decisions::write_log(m, out, &record, &mut written, &mut warnings)?;
+    let audit_path = out.join(AUDIT_FILE);
+    let audit = read_audit(
+        &mut File::open(&audit_path).map_err(ArchiveError::io(&audit_path))?,
+        &mut warnings,
+    )?;
+    let tz = decisions::time_zone(m, false, &mut warnings);
+    let debrief = super::debrief::build(&super::debrief::Sources {
+        manifest: m,
+        audit: &audit,
+        transcripts: &exported,
+        record: &record,
+    });
+    let json = serde_json::to_vec_pretty(&debrief)
+        .map_err(|e| ArchiveError::BadInput(format!("{DEBRIEF_FILE}: {e}")))?;
+    write_new(out, DEBRIEF_FILE, |f| f.write_all(&json))?;
+    written.push(DEBRIEF_FILE.to_owned());
+    let md = render::debrief_rendering(&debrief, tz);
+    write_new(out, DEBRIEF_RENDERING, |f| f.write_all(md.as_bytes()))?;
+    written.push(DEBRIEF_RENDERING.to_owned());
     Ok(Opened {
         verified,
         out: out.to_owned(),
         written,
         warnings,
     })
+}
+
+/// The debrief of a verified archive, built in memory: nothing is written to disk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reported {
+    /// What was verified first.
+    pub verified: Verified,
+    /// The debrief (`debrief.json`'s content).
+    pub debrief: super::debrief::Debrief,
+    /// Its Markdown rendering (`debrief.md`'s content).
+    pub markdown: String,
+    /// Things a reader should know (an entry of the command record that could not be
+    /// opened, say); they are marked in the report too.
+    pub warnings: Vec<String>,
+}
+
+/// [`verify_file`], then reads the archive again and builds its debrief report in
+/// memory (the audit log, the rooms' membership events and the command record,
+/// decrypted with the same identities): `cordon archive report`. Each member is hashed
+/// again on the way and compared with the verified manifest, as [`open_file`] does.
+pub fn report_file(
+    path: &Path,
+    identities: &[age::x25519::Identity],
+    trusted: &TrustedSigners,
+) -> Result<Reported, ArchiveError> {
+    let verified = verify_file(path, identities, trusted)?;
+    let ids: Vec<&dyn age::Identity> = identities.iter().map(|i| i as &dyn age::Identity).collect();
+    let m = &verified.manifest;
+    let expected = expected_members(m)?;
+    let transcripts: BTreeSet<&str> = m.rooms.iter().map(|r| r.file.as_str()).collect();
+    let records: BTreeSet<&str> = m.record.iter().map(|r| r.file.as_str()).collect();
+    let mut audit = Vec::new();
+    let mut audit_warnings = Vec::new();
+    let mut exported: Vec<TranscriptLine> = Vec::new();
+    let mut sealed: HashMap<String, Vec<u8>> = HashMap::new();
+    let walk = walk(path, &ids, |name, data| {
+        if !expected.contains_key(name) {
+            return Err(ArchiveError::UnexpectedMember(name.to_owned()));
+        }
+        if name == AUDIT_FILE {
+            audit = read_audit(data, &mut audit_warnings)?;
+        } else if transcripts.contains(name) {
+            let lines = segment::decode_lines(BufReader::new(data)).map_err(|e| {
+                ArchiveError::Transcript {
+                    file: name.to_owned(),
+                    line: 0,
+                    detail: e.to_string(),
+                }
+            })?;
+            exported.extend(
+                lines
+                    .into_iter()
+                    .filter(|l| l.event_type == "m.room.member"),
+            );
+        } else if records.contains(name) {
+            let mut bytes = Vec::new();
+            data.read_to_end(&mut bytes)
+                .map_err(ArchiveError::io(Path::new(name)))?;
+            sealed.insert(name.to_owned(), bytes);
+        } else {
+            io::copy(data, &mut io::sink()).map_err(ArchiveError::io(Path::new(name)))?;
+        }
+        Ok(())
+    })?;
+    compare_members(&expected, &walk.members)?;
+    let record = decisions::open_record(m, |r| match sealed.get(&r.file) {
+        Some(bytes) => decrypt_from(bytes.as_slice(), Path::new(&r.file), &ids),
+        None => Err(ArchiveError::MissingMember(r.file.clone())),
+    });
+    let mut warnings: Vec<String> = record
+        .iter()
+        .filter(|d| !d.problems.is_empty())
+        .map(|d| {
+            format!(
+                "{} ({}): {}",
+                d.label(),
+                d.record.file,
+                d.problems.join("; ")
+            )
+        })
+        .collect();
+    warnings.extend(audit_warnings);
+    let tz = decisions::time_zone(m, false, &mut warnings);
+    let debrief = super::debrief::build(&super::debrief::Sources {
+        manifest: m,
+        audit: &audit,
+        transcripts: &exported,
+        record: &record,
+    });
+    let markdown = render::debrief_rendering(&debrief, tz);
+    Ok(Reported {
+        verified: verified.clone(),
+        debrief,
+        markdown,
+        warnings,
+    })
+}
+
+/// The audit slice's lines (`audit.jsonl`), as the debrief reads them. A line that is
+/// not an audit entry is left out of the debrief and named in `warnings` (the file is
+/// still the one the manifest's hash covers).
+fn read_audit(
+    data: &mut dyn Read,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<super::debrief::AuditLine>, ArchiveError> {
+    let mut out = Vec::new();
+    for (n, line) in BufReader::new(data).lines().enumerate() {
+        let line = line.map_err(ArchiveError::io(Path::new(AUDIT_FILE)))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str(&line) {
+            Ok(entry) => out.push(entry),
+            Err(e) => warnings.push(format!(
+                "{AUDIT_FILE} line {}: not an audit entry ({e}); the debrief leaves it out",
+                n + 1
+            )),
+        }
+    }
+    Ok(out)
 }
 
 /// `finish`'s check of the file it just wrote: [`verify_file`]'s checks with the
@@ -541,8 +684,17 @@ fn read_pre_seal(
 /// or a sealed entry, written out by `open_file`) with the identities.
 fn decrypt_file(path: &Path, ids: &[&dyn age::Identity]) -> Result<Vec<u8>, ArchiveError> {
     let file = File::open(path).map_err(ArchiveError::io(path))?;
+    decrypt_from(file, path, ids)
+}
+
+/// Decrypts `source` (named `path` in errors) with the identities.
+fn decrypt_from(
+    source: impl Read,
+    path: &Path,
+    ids: &[&dyn age::Identity],
+) -> Result<Vec<u8>, ArchiveError> {
     let decryptor =
-        age::Decryptor::new_buffered(BufReader::new(file)).map_err(|e| decrypt_error(e, path))?;
+        age::Decryptor::new_buffered(BufReader::new(source)).map_err(|e| decrypt_error(e, path))?;
     let mut plaintext = Vec::new();
     decryptor
         .decrypt(ids.iter().copied())

@@ -25,8 +25,10 @@ use super::record::EntryKind;
 use super::{DECISION_LOG_FILE, DECISION_LOG_RENDERING, RECORD_DIR};
 use crate::domain::transcript::{SOURCE_PRE_SEAL, TranscriptLine, Unauthenticated};
 
+mod debrief;
 mod decisions;
 
+pub(crate) use debrief::debrief as debrief_rendering;
 pub(crate) use decisions::{Decision, decision_log, reports_rendering};
 
 /// An undecryptable event, for `index.md`'s list.
@@ -527,7 +529,15 @@ pub(crate) fn index(
     unauthenticated: &[UnauthenticatedEvent],
 ) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "# Incident archive: {}\n", escape(&m.display_name));
+    if m.exercise {
+        let _ = writeln!(
+            out,
+            "# EXERCISE archive: {}\n\n**EXERCISE. This was a drill, not a real incident.**\n",
+            escape(&m.display_name)
+        );
+    } else {
+        let _ = writeln!(out, "# Incident archive: {}\n", escape(&m.display_name));
+    }
     out.push_str("| | |\n|---|---|\n");
     let stood_down = match (&m.stood_down_at, &m.stood_down_by) {
         (Some(at), Some(by)) => format!("{} by {}", time(at), escape(by)),
@@ -535,7 +545,14 @@ pub(crate) fn index(
         (None, _) => "not stood down (expired or closed otherwise)".into(),
     };
     let rows = [
-        ("Incident", escape(&m.incident)),
+        (
+            "Incident",
+            if m.exercise {
+                format!("{} (EXERCISE)", escape(&m.incident))
+            } else {
+                escape(&m.incident)
+            },
+        ),
         ("Playbook", escape(&m.playbook)),
         ("Commander", escape(&m.commander)),
         ("Declared", time(&m.declared_at)),

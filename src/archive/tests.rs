@@ -78,6 +78,8 @@ fn header() -> ArchiveHeader {
         sealed_at: at(13),
         server_name: "hs".into(),
         time_zone: None,
+        exercise: false,
+        roles: Vec::new(),
     }
 }
 
@@ -251,9 +253,36 @@ fn seal() -> Fixture {
         lines: vec![text("ed-resus", "$ed1", T0 + 100, "Resus 2 ready")],
     };
     w.add_room(&ed).unwrap();
+    // Audit entries as the store writes them (the debrief reads `at`, `actor`, `action`
+    // and `details`).
+    let audit = |seq: u64, at: &str, actor: &str, action: &str, details: Value| {
+        json!({
+            "seq": seq, "at": at, "actor": actor, "action": action, "incident": "mc-4k7p",
+            "details": details.to_string(), "prev": "0".repeat(64), "hash": "1".repeat(64),
+        })
+    };
     w.add_audit(&[
-        json!({"seq": 1, "kind": "incident.declared"}),
-        json!({"seq": 2, "kind": "incident.stood_down"}),
+        audit(
+            1,
+            "2025-12-02T08:00:00Z",
+            "@ic:hs",
+            "incident.declared",
+            json!({}),
+        ),
+        audit(
+            2,
+            "2025-12-02T08:00:01Z",
+            "cordon",
+            "room.created",
+            json!({"key": "command", "name": "Command [gold]"}),
+        ),
+        audit(
+            3,
+            "2025-12-02T12:00:00Z",
+            "@ic:hs",
+            "incident.stand-down",
+            json!({}),
+        ),
     ])
     .unwrap();
     let sealed = w.finish(header(), &signer).unwrap();
@@ -381,7 +410,7 @@ fn an_archive_round_trips_and_each_records_officer_can_verify_it() {
             mismatched_sender: 0,
         }
     );
-    assert_eq!(m.audit.entries, 2);
+    assert_eq!(m.audit.entries, 3);
     assert_eq!(m.pre_seal.len(), 2);
     assert_eq!(m.media[0].mxc, "mxc://hs/xray");
     let names: Vec<String> = members(f.path(), &f.officers[1])
@@ -583,6 +612,81 @@ fn a_pinned_key_must_be_the_signer() {
     let err = verify_file(f.path(), &f.officers, &TrustedSigners::pinned(other)).unwrap_err();
     assert!(matches!(err, ArchiveError::UntrustedSigner { .. }), "{err}");
     assert!(err.is_check_failure());
+}
+
+#[test]
+fn opening_writes_the_debrief_and_report_prints_the_same_without_writing() {
+    let f = seal();
+    let out = f.dir.path().join("opened");
+    let opened = open_file(f.path(), &f.officers, &f.trusted(), &out).unwrap();
+    for name in ["debrief.md", "debrief.json"] {
+        assert!(opened.written.iter().any(|w| w == name), "{name}");
+    }
+    let md = fs::read_to_string(out.join("debrief.md")).unwrap();
+    assert!(
+        md.starts_with("# Debrief: Tram crash &lt;Addiscombe&gt;"),
+        "{md}"
+    );
+    assert!(
+        md.contains("Room command created: Command \\[gold\\]"),
+        "{md}"
+    );
+    let json: Value = serde_json::from_slice(&fs::read(out.join("debrief.json")).unwrap()).unwrap();
+    assert_eq!(json["timeline"][0]["kind"], "declared", "{json:#}");
+    assert_eq!(json["exercise"], false);
+
+    let reported = crate::archive::report_file(f.path(), &f.officers[1..], &f.trusted()).unwrap();
+    assert_eq!(reported.markdown, md, "report prints what open wrote");
+    assert!(reported.warnings.is_empty(), "{:?}", reported.warnings);
+    // Not trusted, not reported.
+    let stranger = TrustedSigners::pinned(ArchiveSigner::generate().public());
+    assert!(matches!(
+        crate::archive::report_file(f.path(), &f.officers, &stranger).unwrap_err(),
+        ArchiveError::UntrustedSigner { .. }
+    ));
+}
+
+#[test]
+fn an_exercise_archive_is_marked_in_its_manifest_index_and_debrief() {
+    let dir = tempfile::tempdir().unwrap();
+    let officer = age::x25519::Identity::generate();
+    let signer = ArchiveSigner::generate();
+    let place = dir.path().join(archive_relative_path("mc-4k7p", true));
+    assert!(place.ends_with("exercises/mc-4k7p.cordon-archive.age"));
+    let w = ArchiveWriter::create(
+        place.parent().unwrap(),
+        &archive_file_name("mc-4k7p"),
+        &[officer.to_public()],
+    )
+    .unwrap();
+    let sealed = w
+        .finish(
+            ArchiveHeader {
+                exercise: true,
+                ..header()
+            },
+            &signer,
+        )
+        .unwrap();
+    assert_eq!(sealed.path, place);
+    assert!(sealed.manifest.exercise);
+    let out = dir.path().join("opened");
+    open_file(
+        &place,
+        &[officer],
+        &TrustedSigners::pinned(signer.public()),
+        &out,
+    )
+    .unwrap();
+    let index = fs::read_to_string(out.join("index.md")).unwrap();
+    assert!(index.starts_with("# EXERCISE archive:"), "{index}");
+    let debrief = fs::read_to_string(out.join("debrief.md")).unwrap();
+    assert!(debrief.starts_with("# EXERCISE debrief:"), "{debrief}");
+    // A real incident's archive stays where it always was.
+    assert_eq!(
+        archive_relative_path("mc-4k7p", false),
+        Path::new("mc-4k7p.cordon-archive.age")
+    );
 }
 
 #[test]

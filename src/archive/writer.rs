@@ -367,6 +367,7 @@ impl ArchiveWriter {
             sealed_at: header.sealed_at,
             server_name: header.server_name,
             time_zone: header.time_zone,
+            exercise: header.exercise,
             cordon_version: env!("CARGO_PKG_VERSION").to_owned(),
             signing_key: signer.public().to_string(),
             rooms: std::mem::take(&mut self.rooms),
@@ -377,6 +378,7 @@ impl ArchiveWriter {
                 record.sort_by_key(|r| (r.kind, r.number));
                 record
             },
+            roles: header.roles,
             audit: self.audit.take().ok_or(ArchiveError::Poisoned)?,
             renderings,
         };

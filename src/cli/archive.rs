@@ -40,6 +40,22 @@ pub(super) enum Cmd {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// Verify a sealed archive, then print its debrief report: the timeline, the time
+    /// each role took to join, METHANE versions, SITREP compliance, the decision log,
+    /// clinical advice and the time to transcribe it, and what was outstanding at
+    /// stand-down. Nothing is written to disk (`open` writes the same report as
+    /// debrief.md and debrief.json).
+    ///
+    /// Exits like `verify`.
+    Report {
+        /// The archive, `<incident>.cordon-archive.age`.
+        file: PathBuf,
+        #[command(flatten)]
+        keys: ArchiveKeys,
+        /// Print debrief.json instead of the Markdown.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the public key that signs this cordon's archives, for records officers to
     /// pin with `--signer`. Needs no secrets; exits 1 if the bot has not created the key
     /// yet.
@@ -197,6 +213,27 @@ pub(super) fn run(command: Cmd) -> anyhow::Result<ExitCode> {
                 Err(e) => Ok(fail(e)),
             }
         }
+        Cmd::Report { file, keys, json } => {
+            let (ids, trusted) = match inputs(&keys) {
+                Ok(inputs) => inputs,
+                Err(e) => return Ok(fail(e)),
+            };
+            match archive::report_file(&file, &ids, &trusted) {
+                Ok(report) => {
+                    if json {
+                        serde_json::to_writer_pretty(&mut out, &report.debrief)?;
+                        writeln!(out)?;
+                    } else {
+                        out.write_all(report.markdown.as_bytes())?;
+                    }
+                    for warning in &report.warnings {
+                        eprintln!("warning: {}", shown(warning));
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => Ok(fail(e)),
+            }
+        }
         Cmd::Pubkey { config, state_dir } => {
             let state_dir = match (config, state_dir) {
                 (_, Some(dir)) => dir,
@@ -250,6 +287,9 @@ fn print_verified(
         shown(&m.playbook),
         shown(&m.commander)
     )?;
+    if m.exercise {
+        writeln!(out, "EXERCISE:   this was a drill, not a real incident")?;
+    }
     writeln!(out, "declared:   {}", time(&m.declared_at))?;
     writeln!(out, "expires:    {}", time(&m.expires_at))?;
     match (&m.stood_down_at, &m.stood_down_by) {

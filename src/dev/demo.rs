@@ -438,6 +438,26 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         }
     }
 
+    // The emergency planner's debrief, straight from the sealed archive.
+    let args = [
+        "archive",
+        "report",
+        archive_arg.as_str(),
+        "-i",
+        key_arg.as_str(),
+        "--trust-file",
+        trust_arg.as_str(),
+    ];
+    t.say(format!(
+        "emergency planner: cordon {} (the debrief report; also {} in the opened archive)",
+        args.join(" "),
+        opened.join(crate::archive::DEBRIEF_RENDERING).display()
+    ));
+    let report = run_cli(&options.binary, &args).await?;
+    for line in report.lines().take(90) {
+        println!("           | {line}");
+    }
+
     bot.terminate(Duration::from_secs(20));
     t.say("cordon stopped (SIGTERM); the demo is over");
     if options.keep {

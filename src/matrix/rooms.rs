@@ -368,6 +368,37 @@ pub fn defuse_room_mention(body: &str) -> String {
     body.replace("@room", "@\u{2060}room")
 }
 
+/// `content` with `label` put before its text (the plain body and the HTML one, and an
+/// edit's new text as well): how every message of an exercise says EXERCISE first.
+pub fn labelled(mut content: RoomMessageEventContent, label: &str) -> RoomMessageEventContent {
+    use matrix_sdk::ruma::events::room::message::{MessageType, Relation};
+    fn prefix(msgtype: &mut MessageType, label: &str) {
+        let (body, formatted) = match msgtype {
+            MessageType::Notice(n) => (&mut n.body, n.formatted.as_mut()),
+            MessageType::Text(t) => (&mut t.body, t.formatted.as_mut()),
+            MessageType::Emote(e) => (&mut e.body, e.formatted.as_mut()),
+            _ => return,
+        };
+        // An edit's fallback body starts with `* `; the label goes after it.
+        let at = if body.starts_with("* ") { 2 } else { 0 };
+        if !body[at..].starts_with(label) {
+            body.insert_str(at, label);
+        }
+        if let Some(f) = formatted {
+            let at = if f.body.starts_with("* ") { 2 } else { 0 };
+            let html = to_html(label);
+            if !f.body[at..].starts_with(&html) {
+                f.body.insert_str(at, &html);
+            }
+        }
+    }
+    prefix(&mut content.msgtype, label);
+    if let Some(Relation::Replacement(replacement)) = content.relates_to.as_mut() {
+        prefix(&mut replacement.new_content.msgtype, label);
+    }
+    content
+}
+
 /// An edit of `original` replacing its text with `body`.
 pub fn edit(original: &EventId, body: &str) -> RoomMessageEventContent {
     let body = defuse_room_mention(body);

@@ -292,8 +292,10 @@ pub fn global() -> &'static Metrics {
 /// The gauges read from the store at one scrape.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
-    /// Incidents by state, every state listed (0 included).
+    /// Incidents by state, every state listed (0 included); exercises are not counted.
     pub incidents: Vec<(State, u64)>,
+    /// Exercises (drills) by state, every state listed (0 included).
+    pub exercises: Vec<(State, u64)>,
     /// Rooms of incidents not yet closed, by status.
     pub rooms: Vec<(RoomStatus, u64)>,
     /// Invites waiting to be sent, one per person per room: role holders not yet let
@@ -310,10 +312,16 @@ impl Snapshot {
     pub fn read(store: &Store, now: DateTime<Utc>, tz: chrono_tz::Tz) -> Result<Self, StoreError> {
         let incidents = store.incidents(&IncidentFilter::all())?;
         let mut by_state: Vec<(State, u64)> = State::ALL.iter().map(|s| (*s, 0)).collect();
+        let mut drills = by_state.clone();
         let mut rooms: Vec<(RoomStatus, u64)> = ROOM_STATUSES.iter().map(|s| (*s, 0)).collect();
         let mut invites_pending = 0;
         for incident in &incidents {
-            if let Some((_, n)) = by_state.iter_mut().find(|(s, _)| *s == incident.state) {
+            let counted = if incident.exercise {
+                &mut drills
+            } else {
+                &mut by_state
+            };
+            if let Some((_, n)) = counted.iter_mut().find(|(s, _)| *s == incident.state) {
                 *n += 1;
             }
             if incident.state == State::Closed {
@@ -350,6 +358,7 @@ impl Snapshot {
         }
         Ok(Self {
             incidents: by_state,
+            exercises: drills,
             rooms,
             invites_pending,
             sweep_lag_seconds,
@@ -366,7 +375,24 @@ impl Snapshot {
                 })
                 .set(*n as i64);
         }
-        registry.register("incidents", "Incidents in the store, by state", incidents);
+        registry.register(
+            "incidents",
+            "Incidents in the store, by state (exercises are counted apart)",
+            incidents,
+        );
+        let exercises = Family::<StateLabel, Gauge>::default();
+        for (state, n) in &self.exercises {
+            exercises
+                .get_or_create(&StateLabel {
+                    state: state.as_str(),
+                })
+                .set(*n as i64);
+        }
+        registry.register(
+            "exercises",
+            "Exercises (drills, declared with --exercise) in the store, by state",
+            exercises,
+        );
         let rooms = Family::<StatusLabel, Gauge>::default();
         for (status, n) in &self.rooms {
             rooms

@@ -13,6 +13,10 @@ fn t(min: i64) -> DateTime<Utc> {
 }
 
 fn declare(store: &Store, n: u64) -> Incident {
+    declare_as(store, n, false)
+}
+
+fn declare_as(store: &Store, n: u64, exercise: bool) -> Incident {
     let mut next = move || n;
     store
         .create_incident(
@@ -22,6 +26,7 @@ fn declare(store: &Store, n: u64) -> Incident {
                 control_room: "!ctl:hs".into(),
                 commander: "@ic:hs".into(),
                 expires_at: t(600),
+                exercise,
             },
             &mut next,
             "@ic:hs",
@@ -103,6 +108,14 @@ fn the_snapshot_counts_what_the_store_holds() {
     // A pending holder of an incident standing down is no longer waiting for an invite.
     roster(&store, &destroyed, "@late:hs", pending());
 
+    // Two exercises: counted apart, never among the incidents.
+    for n in [4, 5] {
+        let drill = declare_as(&store, n, true);
+        store
+            .apply(&drill.id, Event::Provisioned, "cordon", t(2))
+            .unwrap();
+    }
+
     // A sweep every 10 minutes, armed at t(0) and never run: at t(25) it has been due
     // since t(10).
     store
@@ -142,6 +155,8 @@ fn the_snapshot_counts_what_the_store_holds() {
     assert_eq!(count(&s.incidents, State::StandingDown), 1);
     assert_eq!(count(&s.incidents, State::Closed), 0);
     assert_eq!(s.incidents.len(), State::ALL.len(), "every state is listed");
+    assert_eq!(count(&s.exercises, State::Active), 2);
+    assert_eq!(s.exercises.len(), State::ALL.len(), "every state is listed");
     assert_eq!(count(&s.rooms, RoomStatus::Created), 2);
     assert_eq!(count(&s.rooms, RoomStatus::Planned), 1);
     assert_eq!(count(&s.rooms, RoomStatus::Frozen), 1);
@@ -156,6 +171,7 @@ fn the_snapshot_counts_what_the_store_holds() {
     for line in [
         "cordon_incidents{state=\"active\"} 1",
         "cordon_incidents{state=\"closed\"} 0",
+        "cordon_exercises{state=\"active\"} 2",
         "cordon_rooms{status=\"created\"} 2",
         "cordon_invites_pending 2",
         "cordon_sweep_lag_seconds 900.0",

@@ -148,6 +148,7 @@ mod tests {
             control_room: "!control:hs".into(),
             commander: "@boss:hs".into(),
             expires_at: Utc::now(),
+            exercise: false,
         }
     }
 

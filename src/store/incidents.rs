@@ -222,7 +222,7 @@ pub(super) fn insert_new_incident(
     let incident = Incident::new(id, new, at);
     let bytes = encode("incident", &incident)?;
     incidents.insert(incident.id.as_str(), bytes.as_slice())?;
-    let details = json!({
+    let mut details = json!({
         "playbook": incident.playbook,
         "display_name": incident.display_name,
         "control_room": incident.control_room,
@@ -230,6 +230,9 @@ pub(super) fn insert_new_incident(
         "expires_at": incident.expires_at,
         "state": incident.state,
     });
+    if incident.exercise {
+        details["exercise"] = json!(true);
+    }
     append(tx, actor, "incident.declared", &incident.id, &details, at)?;
     Ok(incident)
 }

@@ -15,7 +15,8 @@ use crate::domain::schedule::Schedule;
 pub fn render(store: &Store, now: DateTime<Utc>, all: bool) -> Result<String, StoreError> {
     let mut incidents = store.incidents(&IncidentFilter::all())?;
     incidents.retain(|i| all || i.state != State::Closed);
-    incidents.sort_by_key(|i| std::cmp::Reverse(i.declared_at));
+    // Real incidents first, then exercises: a drill never hides a real incident.
+    incidents.sort_by_key(|i| (i.exercise, std::cmp::Reverse(i.declared_at)));
     let timers = store.timer_entries()?;
     let mut out = String::new();
     let time = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
@@ -26,10 +27,14 @@ pub fn render(store: &Store, now: DateTime<Utc>, all: bool) -> Result<String, St
             "no open incidents (--all lists closed ones too)\n"
         });
     }
-    for i in &incidents {
+    for (n, i) in incidents.iter().enumerate() {
+        if i.exercise && incidents.get(n.wrapping_sub(1)).is_none_or(|p| !p.exercise) {
+            out.push_str("EXERCISES (drills, not real incidents)\n");
+        }
         let _ = writeln!(
             out,
-            "{id}  {state}  \"{name}\"  playbook {playbook}",
+            "{exercise}{id}  {state}  \"{name}\"  playbook {playbook}",
+            exercise = if i.exercise { "EXERCISE  " } else { "" },
             id = i.id.as_str(),
             state = i.state.as_str(),
             name = i.display_name,

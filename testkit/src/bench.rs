@@ -310,6 +310,7 @@ pub async fn declare(options: BenchOptions) -> Result<BenchReport, BenchError> {
             commander: &commander_id,
             expires_at: Utc::now() + chrono::TimeDelta::hours(24),
             time_zone: chrono_tz::Europe::London,
+            exercise: false,
         };
         let mut plans = plan::plan_rooms(&facts, Utc::now());
         if options.prevention {

@@ -84,33 +84,28 @@ impl<'a> LogLine<'a> {
     }
 }
 
-/// Decrypts every decision of `m` (already written out under `out`), and writes
-/// [`DECISION_LOG_FILE`] and [`DECISION_LOG_RENDERING`] into `out`, noting them in
-/// `written` and every problem in `warnings`.
-pub(super) fn write_log(
-    m: &Manifest,
-    out: &Path,
-    ids: &[&dyn age::Identity],
-    written: &mut Vec<String>,
-    warnings: &mut Vec<String>,
-) -> Result<(), ArchiveError> {
-    let mut records: Vec<&RecordManifest> = m
-        .record
-        .iter()
-        .filter(|r| r.kind == EntryKind::Decision)
-        .collect();
-    records.sort_by_key(|r| r.number);
-    let tz = time_zone(m, !records.is_empty(), warnings);
-
-    let mut decisions: Vec<Decision<'_>> = records
+/// Every entry of `m`'s command record, opened with `decrypt` (which returns an
+/// entry's plaintext) and checked against the manifest: the decisions by number, each
+/// with the decisions that correct it, then the METHANE reports, then the SITREPs.
+pub(super) fn open_record<'m>(
+    m: &'m Manifest,
+    decrypt: impl Fn(&RecordManifest) -> Result<Vec<u8>, ArchiveError>,
+) -> Vec<Decision<'m>> {
+    let mut records: Vec<&RecordManifest> = m.record.iter().collect();
+    records.sort_by_key(|r| (r.kind, r.number));
+    let mut opened: Vec<Decision<'_>> = records
         .into_iter()
-        .map(|r| open_one(r, &m.incident, &out.join(&r.file), ids))
+        .map(|r| open_one(r, &m.incident, decrypt(r)))
         .collect();
-    let corrections: Vec<(u32, u32)> = decisions
+    let corrections: Vec<(u32, u32)> = opened
         .iter()
+        .filter(|d| d.record.kind == EntryKind::Decision)
         .filter_map(|d| Some((d.corrects()?, d.record.number)))
         .collect();
-    for d in &mut decisions {
+    for d in opened
+        .iter_mut()
+        .filter(|d| d.record.kind == EntryKind::Decision)
+    {
         d.corrected_by = corrections
             .iter()
             .filter(|(corrected, _)| *corrected == d.record.number)
@@ -118,60 +113,43 @@ pub(super) fn write_log(
             .collect();
         d.corrected_by.sort_unstable();
     }
-    let md = decision_log(&m.incident, &m.display_name, tz, &decisions);
-    let names = (DECISION_LOG_FILE, DECISION_LOG_RENDERING);
-    write_pair(&decisions, &m.incident, out, names, &md, written, warnings)?;
-    let methane = (METHANE_FILE, METHANE_RENDERING);
-    write_reports(
-        m,
-        out,
-        ids,
-        tz,
-        EntryKind::Methane,
-        methane,
-        written,
-        warnings,
-    )?;
-    let sitreps = (SITREP_FILE, SITREP_RENDERING);
-    write_reports(
-        m,
-        out,
-        ids,
-        tz,
-        EntryKind::Sitrep,
-        sitreps,
-        written,
-        warnings,
-    )
+    opened
 }
 
-/// Decrypts the reports of `kind` in `m` (METHANE, SITREPs), when there are any, and
-/// writes them to `names` (JSON Lines, Markdown).
-#[allow(
-    clippy::too_many_arguments,
-    reason = "one call per kind of report, all plain data"
-)]
-fn write_reports(
+/// Writes the opened `record` ([`open_record`]) into `out`: [`DECISION_LOG_FILE`] and
+/// [`DECISION_LOG_RENDERING`] always, the METHANE and SITREP files when there are any,
+/// noting them in `written` and every problem in `warnings`.
+pub(super) fn write_log(
     m: &Manifest,
     out: &Path,
-    ids: &[&dyn age::Identity],
-    tz: Tz,
-    kind: EntryKind,
-    names: (&str, &str),
+    record: &[Decision<'_>],
     written: &mut Vec<String>,
     warnings: &mut Vec<String>,
 ) -> Result<(), ArchiveError> {
-    let mut records: Vec<&RecordManifest> = m.record.iter().filter(|r| r.kind == kind).collect();
-    if records.is_empty() {
-        return Ok(());
+    let tz = time_zone(m, !record.is_empty(), warnings);
+    let of = |kind: EntryKind| -> Vec<Decision<'_>> {
+        record
+            .iter()
+            .filter(|d| d.record.kind == kind)
+            .cloned()
+            .collect()
+    };
+    let decisions = of(EntryKind::Decision);
+    let md = decision_log(&m.incident, &m.display_name, tz, &decisions);
+    let names = (DECISION_LOG_FILE, DECISION_LOG_RENDERING);
+    write_pair(&decisions, &m.incident, out, names, &md, written, warnings)?;
+    for (kind, names) in [
+        (EntryKind::Methane, (METHANE_FILE, METHANE_RENDERING)),
+        (EntryKind::Sitrep, (SITREP_FILE, SITREP_RENDERING)),
+    ] {
+        let reports = of(kind);
+        if reports.is_empty() {
+            continue;
+        }
+        let md = reports_rendering(kind, &m.incident, &m.display_name, tz, &reports);
+        write_pair(&reports, &m.incident, out, names, &md, written, warnings)?;
     }
-    records.sort_by_key(|r| r.number);
-    let reports: Vec<Decision<'_>> = records
-        .into_iter()
-        .map(|r| open_one(r, &m.incident, &out.join(&r.file), ids))
-        .collect();
-    let md = reports_rendering(kind, &m.incident, &m.display_name, tz, &reports);
-    write_pair(&reports, &m.incident, out, names, &md, written, warnings)
+    Ok(())
 }
 
 /// Writes `entries` as JSON Lines to `names.0` and `md` to `names.1` under `out`,
@@ -208,7 +186,7 @@ fn write_pair(
 
 /// The manifest's time zone; UTC when it names none, or one this cordon does not know
 /// (a warning when there are decisions to render in it).
-fn time_zone(m: &Manifest, needed: bool, warnings: &mut Vec<String>) -> Tz {
+pub(super) fn time_zone(m: &Manifest, needed: bool, warnings: &mut Vec<String>) -> Tz {
     let Some(name) = m.time_zone.as_deref() else {
         return chrono_tz::UTC;
     };
@@ -228,11 +206,10 @@ fn time_zone(m: &Manifest, needed: bool, warnings: &mut Vec<String>) -> Tz {
 fn open_one<'m>(
     record: &'m RecordManifest,
     incident: &str,
-    path: &Path,
-    ids: &[&dyn age::Identity],
+    plaintext: Result<Vec<u8>, ArchiveError>,
 ) -> Decision<'m> {
     let mut problems = Vec::new();
-    let entry = match decrypt_file(path, ids) {
+    let entry = match plaintext {
         Err(ArchiveError::WrongKey) => {
             problems.push("it is not sealed to any of the identities given".to_owned());
             None

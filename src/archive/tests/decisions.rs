@@ -183,9 +183,15 @@ fn decisions_are_archived_verified_and_opened_into_the_decision_log_in_order() {
 
     let (opened, out) = open(&f, f.path(), "opened");
     assert!(opened.warnings.is_empty(), "{:?}", opened.warnings);
+    // The decision log, then the debrief built from it and the rest.
     assert_eq!(
-        opened.written[opened.written.len() - 2..],
-        [DECISION_LOG_FILE, DECISION_LOG_RENDERING]
+        opened.written[opened.written.len() - 4..],
+        [
+            DECISION_LOG_FILE,
+            DECISION_LOG_RENDERING,
+            DEBRIEF_FILE,
+            DEBRIEF_RENDERING
+        ]
     );
 
     let lines = log_lines(&out);
@@ -488,7 +494,7 @@ fn an_archive_from_before_the_record_still_verifies_and_opens() {
     let future = resigned(&f, &f.signer, |_, v| v["v"] = json!(MANIFEST_VERSION + 1));
     let err = verify_file(&future, &f.officers, &f.trusted()).unwrap_err();
     assert!(
-        err.to_string().contains("(it reads versions 1, 2 and 3)"),
+        err.to_string().contains("(it reads versions 1, 2, 3 and 4)"),
         "{err}"
     );
 }

@@ -37,9 +37,12 @@ pub(crate) enum Grammar {
     /// Declare an incident from a playbook.
     ///
     /// cordon checks the playbook, creates its rooms, invites the verified role holders
-    /// and starts the incident's clock. Quotes around the name are optional.
+    /// and starts the incident's clock. Quotes around the name are optional. With
+    /// --exercise it runs the playbook as a drill: every room and message says EXERCISE,
+    /// its archive is kept apart from real incidents', and no legal hold applies.
     ///
     /// Example: !cordon declare mass-casualty "Tram crash Addiscombe"
+    #[command(override_usage = "!cordon declare <PLAYBOOK> <NAME>... [--exercise]")]
     Declare {
         /// The playbook's id, as written in its file (like mass-casualty).
         #[arg(value_parser = PlaybookId::parse)]
@@ -47,6 +50,9 @@ pub(crate) enum Grammar {
         /// A name for the incident, up to 200 characters; several words are joined.
         #[arg(required = true, num_args = 1..)]
         name: Vec<String>,
+        /// Run it as an exercise (a drill), not a real incident.
+        #[arg(long)]
+        exercise: bool,
     },
 
     /// Show an incident's state, time left and roster.

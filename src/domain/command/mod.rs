@@ -55,12 +55,14 @@ pub use parse::parse;
 /// exactly one. See `!cordon help <command>` for what each does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// `declare <PLAYBOOK> <NAME>...`: declare an incident from a playbook.
+    /// `declare <PLAYBOOK> <NAME>... [--exercise]`: declare an incident from a playbook.
     Declare {
         /// The playbook to run.
         playbook: PlaybookId,
         /// The incident's display name.
         name: IncidentName,
+        /// A drill, not a real incident.
+        exercise: bool,
     },
     /// `status [INCIDENT]`: show an incident's state.
     Status {

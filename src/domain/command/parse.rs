@@ -194,8 +194,13 @@ fn into_command(grammar: Grammar) -> Result<Command, Rejection> {
         reason,
     };
     Ok(match grammar {
-        Grammar::Declare { playbook, name } => Command::Declare {
+        Grammar::Declare {
             playbook,
+            name,
+            exercise,
+        } => Command::Declare {
+            playbook,
+            exercise,
             name: IncidentName::from_words(&name)
                 .map_err(|e| invalid("declare", "<NAME>", e.to_string()))?,
         },

@@ -57,6 +57,7 @@ pub fn explain(playbook: &Playbook, example: &Example) -> String {
             control_room: String::new(),
             commander: commander.to_string(),
             expires_at,
+            exercise: false,
         },
         example.at,
     );

@@ -11,7 +11,8 @@
 //! | `closed` | nothing |
 //!
 //! A legal hold is a flag, not a state: [`Event::HoldSet`] and [`Event::HoldReleased`]
-//! leave the state alone and are accepted in every state but `closed`.
+//! leave the state alone and are accepted in every state but `closed`. An exercise
+//! takes no hold: a drill is not evidence, and it is destroyed as soon as it is sealed.
 //!
 //! [`Incident::apply`] either changes the record and returns the [`Transition`], or
 //! returns a [`TransitionError`] and leaves the record untouched.
@@ -142,6 +143,10 @@ pub struct NewIncident {
     pub commander: String,
     /// When the incident expires unless extended.
     pub expires_at: DateTime<Utc>,
+    /// A drill (`declare … --exercise`), not a real incident: every room name, topic and
+    /// message says EXERCISE, its archive is kept apart, and no legal hold applies.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exercise: bool,
 }
 
 /// The persisted record of one incident.
@@ -177,6 +182,10 @@ pub struct Incident {
     pub purge_pending: bool,
     /// When the record last changed.
     pub updated_at: DateTime<Utc>,
+    /// A drill, not a real incident (see [`NewIncident::exercise`]); absent (false) in
+    /// records written before exercises existed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exercise: bool,
 }
 
 /// Something that happens to an incident.
@@ -364,6 +373,9 @@ pub enum TransitionError {
     /// `hold-released` with no hold set.
     #[error("no legal hold is set on this incident")]
     NotHeld,
+    /// A legal hold on an exercise: a drill is not evidence, and is destroyed at once.
+    #[error("an exercise cannot be placed under a legal hold")]
+    ExerciseNotHeld,
     /// `closed` before the sealed archive's keep time has ended (or with no archive).
     #[error(
         "the sealed archive must be kept until {keep_until:?}; the incident cannot close before then"
@@ -436,6 +448,7 @@ impl Incident {
             archive: None,
             purge_pending: false,
             updated_at: at,
+            exercise: new.exercise,
         }
     }
 
@@ -483,6 +496,9 @@ impl Incident {
             }
             Event::HoldReleased { .. } if self.hold.is_none() => {
                 return Err(TransitionError::NotHeld);
+            }
+            Event::HoldSet { .. } if self.exercise => {
+                return Err(TransitionError::ExerciseNotHeld);
             }
             Event::Extended { new_expiry } if *new_expiry <= self.expires_at => {
                 return Err(TransitionError::ExtensionNotLater {

@@ -29,6 +29,10 @@ pub const PL_MODERATOR: i64 = 50;
 /// The megolm algorithm every incident room uses.
 pub const MEGOLM: &str = "m.megolm.v1.aes-sha2";
 
+/// What starts every room name, topic, invite and message of an exercise, so that
+/// nobody mistakes a drill for a real incident (JESIP: exercise messages say EXERCISE).
+pub const EXERCISE_LABEL: &str = "EXERCISE · ";
+
 /// Facts about one incident that plans are made from.
 #[derive(Debug, Clone)]
 pub struct IncidentFacts<'a> {
@@ -44,6 +48,8 @@ pub struct IncidentFacts<'a> {
     pub expires_at: DateTime<Utc>,
     /// The time zone for times shown to people.
     pub time_zone: chrono_tz::Tz,
+    /// A drill: room names, topics and invites say EXERCISE.
+    pub exercise: bool,
 }
 
 impl<'a> IncidentFacts<'a> {
@@ -62,7 +68,14 @@ impl<'a> IncidentFacts<'a> {
             commander,
             expires_at: incident.expires_at,
             time_zone,
+            exercise: incident.exercise,
         }
+    }
+
+    /// What starts every room name, topic and invite of a drill (`EXERCISE · `), empty
+    /// for a real incident.
+    pub fn label(&self) -> &'static str {
+        if self.exercise { EXERCISE_LABEL } else { "" }
     }
 
     /// The template variables at `now`.
@@ -173,11 +186,12 @@ fn plan_room(
     vars: &TemplateVars,
 ) -> RoomPlan {
     let pb = facts.playbook;
-    let name = one_line(&room.name.render(vars), 255);
+    let name = one_line(&format!("{}{}", facts.label(), room.name.render(vars)), 255);
     let banner = format!(
-        "{title}: {incident} ({id}). NOT the medical record: transcribe and attribute \
-         clinical advice in the patient record. Messages are deleted after {retention}. \
-         Closes {expires}.",
+        "{exercise}{title}: {incident} ({id}). NOT the medical record: transcribe and \
+         attribute clinical advice in the patient record. Messages are deleted after \
+         {retention}. Closes {expires}.",
+        exercise = facts.label(),
         title = pb.title,
         incident = facts.display_name,
         id = facts.id.as_str(),
@@ -350,9 +364,10 @@ fn invite_reason(
     };
     one_line(
         &format!(
-            "cordon: {why} in {title} \"{incident}\" ({id}), room {room_name}. \
+            "cordon: {exercise}{why} in {title} \"{incident}\" ({id}), room {room_name}. \
              Encrypted, invite-only and time-limited: it closes {expires} and messages \
              are deleted after {retention}. It is not the medical record.",
+            exercise = facts.label(),
             title = pb.title,
             incident = facts.display_name,
             id = facts.id.as_str(),

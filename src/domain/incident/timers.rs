@@ -417,6 +417,7 @@ archive:
                 control_room: "!c:x.org".into(),
                 commander: "@a:x.org".into(),
                 expires_at: declared + TimeDelta::hours(4),
+                exercise: false,
             },
             declared,
         )

@@ -121,3 +121,27 @@ fn edits_carry_html_too() {
         "{json}"
     );
 }
+
+#[test]
+fn an_exercise_label_goes_first_in_every_form_of_the_text_once() {
+    let user = OwnedUserId::try_from("@a:hs.example").unwrap();
+    let content = labelled(notice("Reminder for @a:hs.example", &[user]), "EXERCISE · ");
+    assert!(
+        content.body().starts_with("EXERCISE · Reminder"),
+        "{}",
+        content.body()
+    );
+    assert!(formatted(&content).starts_with("EXERCISE · Reminder"));
+    // Labelling twice (a retried send) does not say it twice.
+    let again = labelled(content.clone(), "EXERCISE · ");
+    assert_eq!(again.body(), content.body());
+    // An edit says it in its fallback and in its new text.
+    let original = OwnedEventId::try_from("$orig:hs.example").unwrap();
+    let edited = labelled(edit(&original, "Status: active"), "EXERCISE · ");
+    let json = serde_json::to_value(&edited).unwrap();
+    assert_eq!(json["body"], "* EXERCISE · Status: active", "{json}");
+    assert_eq!(
+        json["m.new_content"]["body"], "EXERCISE · Status: active",
+        "{json}"
+    );
+}

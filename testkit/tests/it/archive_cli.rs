@@ -112,6 +112,8 @@ fn seal() -> Sealing {
                 stood_down_by: Some("@ic:nhs.example".into()),
                 sealed_at: at(13),
                 server_name: "nhs.example".into(),
+                exercise: false,
+                roles: Vec::new(),
             },
             &signer,
         )

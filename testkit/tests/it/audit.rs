@@ -59,6 +59,7 @@ fn populate(dir: &Path, extra: u32) -> IncidentId {
                 control_room: "!control:nhs.example".into(),
                 commander: "@ic:nhs.example".into(),
                 expires_at: t(50),
+                exercise: false,
             },
             &mut || draws.next().unwrap_or(0),
             "@ic:nhs.example",

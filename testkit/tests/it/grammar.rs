@@ -51,7 +51,7 @@ fn prefix_is_case_insensitive_and_may_follow_whitespace_and_a_reply_fallback() {
 
 #[test]
 fn declare_from_a_phone_keyboard() {
-    let Command::Declare { playbook, name } =
+    let Command::Declare { playbook, name, .. } =
         ok("!cordon declare mass-casualty “Tram crash at St Mary’s”")
     else {
         panic!("not a declare");

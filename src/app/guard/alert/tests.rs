@@ -13,6 +13,7 @@ fn incident() -> Incident {
             control_room: "!control".into(),
             commander: "@lead:hs".into(),
             expires_at: at,
+            exercise: false,
         },
         at,
     )

@@ -18,6 +18,7 @@ fn incident(state: State) -> Incident {
             control_room: "!control:hs".into(),
             commander: "@ic:hs".into(),
             expires_at: at,
+            exercise: false,
         },
         at,
     );

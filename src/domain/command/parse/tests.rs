@@ -50,12 +50,38 @@ fn declare_with_quotes_without_quotes_and_curly_quotes() {
         "!cordon declare mass-casualty “Tram crash Addiscombe”",
         "!Cordon Declare mass-casualty 'Tram crash'  Addiscombe",
     ] {
-        let Command::Declare { playbook, name } = ok(body) else {
+        let Command::Declare {
+            playbook,
+            name,
+            exercise,
+        } = ok(body)
+        else {
             panic!("{body}");
         };
         assert_eq!(playbook.as_str(), "mass-casualty");
         assert_eq!(name.as_str(), "Tram crash Addiscombe");
+        assert!(!exercise, "{body}");
     }
+}
+
+#[test]
+fn declare_an_exercise_with_the_flag_anywhere_after_the_playbook() {
+    for body in [
+        r#"!cordon declare mass-casualty "Exercise Tramline" --exercise"#,
+        "!cordon declare mass-casualty --exercise Exercise Tramline",
+        "!cordon declare --exercise mass-casualty Exercise Tramline",
+    ] {
+        let Command::Declare { name, exercise, .. } = ok(body) else {
+            panic!("{body}");
+        };
+        assert!(exercise, "{body}");
+        assert_eq!(name.as_str(), "Exercise Tramline", "{body}");
+    }
+    // A mistyped flag is refused, never taken into the name.
+    assert!(matches!(
+        rejected("!cordon declare mass-casualty Tramline --excercise"),
+        Rejection::UnexpectedArgument { .. }
+    ));
 }
 
 #[test]

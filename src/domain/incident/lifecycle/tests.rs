@@ -16,6 +16,7 @@ fn incident(state: State, held: bool, failed_step: Option<State>) -> Incident {
             control_room: "!control".into(),
             commander: "@a:hs".into(),
             expires_at: t(10),
+            exercise: false,
         },
         t(1),
     );
@@ -384,5 +385,31 @@ fn states_and_events_serialise_in_kebab_case() {
         assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{k}\""));
         let json = serde_json::to_value(example(k)).unwrap();
         assert_eq!(json["event"], k.as_str(), "{json}");
+    }
+}
+
+#[test]
+fn an_exercise_takes_no_legal_hold_in_any_state() {
+    for state in [
+        State::Active,
+        State::StandingDown,
+        State::Archived,
+        State::Destroyed,
+    ] {
+        let mut inc = incident(state, false, None);
+        inc.exercise = true;
+        let before = inc.clone();
+        assert_eq!(
+            inc.apply(
+                Event::HoldSet {
+                    reason: "inquest".into(),
+                    by: "@ic:hs".into()
+                },
+                t(5)
+            ),
+            Err(TransitionError::ExerciseNotHeld),
+            "{state}"
+        );
+        assert_eq!(inc, before, "a refused hold changes nothing");
     }
 }

@@ -30,6 +30,10 @@ fn playbook() -> Playbook {
 }
 
 fn plans(pb: &Playbook) -> Vec<RoomPlan> {
+    plans_of(pb, false)
+}
+
+fn plans_of(pb: &Playbook, exercise: bool) -> Vec<RoomPlan> {
     let id = IncidentId::parse("dr-2345").unwrap();
     let commander = UserId::parse("@boss:hs.example").unwrap();
     let now = DateTime::parse_from_rfc3339("2026-11-25T10:00:00Z")
@@ -42,6 +46,7 @@ fn plans(pb: &Playbook) -> Vec<RoomPlan> {
         commander: &commander,
         expires_at: now + chrono::TimeDelta::hours(2),
         time_zone: chrono_tz::Europe::London,
+        exercise,
     };
     plan_rooms(&facts, now)
 }
@@ -155,6 +160,31 @@ fn topic_carries_the_banner() {
         "{}",
         plan.topic
     );
+}
+
+#[test]
+fn an_exercise_says_so_first_in_every_name_topic_and_invite() {
+    let pb = playbook();
+    for plan in plans_of(&pb, true) {
+        assert!(plan.name.starts_with("EXERCISE · "), "{}", plan.name);
+        assert!(plan.topic.starts_with("EXERCISE · "), "{}", plan.topic);
+        for invite in &plan.invites {
+            assert!(
+                invite.reason.starts_with("cordon: EXERCISE · "),
+                "{}",
+                invite.reason
+            );
+        }
+        assert_eq!(
+            plan.desired_state()["name"],
+            serde_json::json!(plan.name),
+            "the guard keeps the labelled name"
+        );
+    }
+    for plan in plans(&pb) {
+        assert!(!plan.name.contains("EXERCISE"), "{}", plan.name);
+        assert!(!plan.topic.contains("EXERCISE"), "{}", plan.topic);
+    }
 }
 
 #[test]
