@@ -9,6 +9,7 @@ mod archive_safety;
 mod audit;
 mod check;
 mod config;
+mod debrief;
 mod doctor;
 mod e2e;
 mod faults;
