@@ -494,7 +494,8 @@ fn an_archive_from_before_the_record_still_verifies_and_opens() {
     let future = resigned(&f, &f.signer, |_, v| v["v"] = json!(MANIFEST_VERSION + 1));
     let err = verify_file(&future, &f.officers, &f.trusted()).unwrap_err();
     assert!(
-        err.to_string().contains("(it reads versions 1, 2, 3 and 4)"),
+        err.to_string()
+            .contains("(it reads versions 1, 2, 3 and 4)"),
         "{err}"
     );
 }

@@ -48,18 +48,26 @@ async fn an_exercise_is_labelled_in_its_rooms_and_messages_takes_no_hold_and_is_
 
     // Every room's name and topic say EXERCISE first, as any member's client shows them.
     for room in [&command, &ward] {
-        let name = nurse.room_state_json(room, "m.room.name", "").await.unwrap();
+        let name = nurse
+            .room_state_json(room, "m.room.name", "")
+            .await
+            .unwrap();
         let name = name["name"].as_str().unwrap_or_default().to_owned();
         assert!(name.starts_with("EXERCISE · "), "{name}");
         assert!(name.contains("Tramline drill"), "{name}");
-        let topic = nurse.room_state_json(room, "m.room.topic", "").await.unwrap();
+        let topic = nurse
+            .room_state_json(room, "m.room.topic", "")
+            .await
+            .unwrap();
         let topic = topic["topic"].as_str().unwrap_or_default().to_owned();
         assert!(topic.starts_with("EXERCISE · "), "{topic}");
     }
     // The briefing and the role instructions in the rooms say it too.
     let bot = w.bot_id();
     nurse
-        .wait_for_message(&ward, WAIT, |s, b| s == bot && b.contains("Instructions for"))
+        .wait_for_message(&ward, WAIT, |s, b| {
+            s == bot && b.contains("Instructions for")
+        })
         .await
         .unwrap();
     let posts = bot_posts(&w, nurse, &ward);
@@ -91,8 +99,15 @@ async fn an_exercise_is_labelled_in_its_rooms_and_messages_takes_no_hold_and_is_
         .join("archives")
         .join("exercises")
         .join(format!("{incident}.cordon-archive.age"));
-    assert!(!real_place.exists(), "an exercise sealed among real incidents");
-    assert!(drill_place.exists(), "no archive at {}", drill_place.display());
+    assert!(
+        !real_place.exists(),
+        "an exercise sealed among real incidents"
+    );
+    assert!(
+        drill_place.exists(),
+        "no archive at {}",
+        drill_place.display()
+    );
 
     let opened = open(&w, &officer, &drill_place).await;
     let dir = opened.path().join("opened");
@@ -100,9 +115,15 @@ async fn an_exercise_is_labelled_in_its_rooms_and_messages_takes_no_hold_and_is_
         serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["exercise"], true, "{manifest}");
     let index = std::fs::read_to_string(dir.join("index.md")).unwrap();
-    assert!(index.starts_with("# EXERCISE archive: Tramline drill"), "{index}");
+    assert!(
+        index.starts_with("# EXERCISE archive: Tramline drill"),
+        "{index}"
+    );
     let debrief = std::fs::read_to_string(dir.join("debrief.md")).unwrap();
-    assert!(debrief.starts_with("# EXERCISE debrief: Tramline drill"), "{debrief}");
+    assert!(
+        debrief.starts_with("# EXERCISE debrief: Tramline drill"),
+        "{debrief}"
+    );
     let signer = signing_key(&w).await;
     let verified = cordon(&[
         "archive",
@@ -160,8 +181,11 @@ async fn the_debrief_holds_the_right_times_for_a_scripted_incident() {
         .await;
     let commander = w.commander.user_id().to_owned();
     let nurse_id = w.nurses[0].user_id().to_owned();
-    w.say(&format!("!cordon declare {} \"Debrief drill\"", w.playbook_id))
-        .await;
+    w.say(&format!(
+        "!cordon declare {} \"Debrief drill\"",
+        w.playbook_id
+    ))
+    .await;
     let summary = w.bot_says("DECLARED").await;
     let incident = incident_id_in(&summary);
     let rooms = w.created_rooms(&incident).await;
@@ -185,7 +209,8 @@ async fn the_debrief_holds_the_right_times_for_a_scripted_incident() {
     w.say("!cordon decision Open the second resus bay --because 12 P1 expected")
         .await;
     w.bot_says("Logged as D1").await;
-    w.say("!cordon decision --corrects D1 Open resus bays 2 and 3").await;
+    w.say("!cordon decision --corrects D1 Open resus bays 2 and 3")
+        .await;
     w.bot_says("Logged as D2").await;
     let advice = w.nurses[0]
         .send_text(&ward, "Give 1g tranexamic acid to P1-007")
@@ -208,7 +233,9 @@ async fn the_debrief_holds_the_right_times_for_a_scripted_incident() {
         .await
         .unwrap();
     w.nurses[0]
-        .wait_for_message(&ward, WAIT, |s, b| s == bot && b.contains("Marked transcribed"))
+        .wait_for_message(&ward, WAIT, |s, b| {
+            s == bot && b.contains("Marked transcribed")
+        })
         .await
         .unwrap();
 
@@ -225,7 +252,9 @@ async fn the_debrief_holds_the_right_times_for_a_scripted_incident() {
         .await
         .unwrap();
     w.commander
-        .wait_for_message(&command, WAIT, |s, b| s == bot && b.starts_with("SITREP 1 ·"))
+        .wait_for_message(&command, WAIT, |s, b| {
+            s == bot && b.starts_with("SITREP 1 ·")
+        })
         .await
         .unwrap();
     w.advance_clock(Duration::from_secs(41 * 60)).await;
@@ -256,7 +285,12 @@ async fn the_debrief_holds_the_right_times_for_a_scripted_incident() {
     for (room, user, before, after) in [
         ("command", nurse_id.as_str(), nurse_before, nurse_after),
         ("ward", nurse_id.as_str(), nurse_before, nurse_after),
-        ("command", commander.as_str(), commander_before, commander_after),
+        (
+            "command",
+            commander.as_str(),
+            commander_before,
+            commander_after,
+        ),
     ] {
         let a = arrival(room, user);
         let joined = time(&a["joined_at"]);
@@ -266,14 +300,23 @@ async fn the_debrief_holds_the_right_times_for_a_scripted_incident() {
         );
         let invited = time(&a["invited_at"]);
         assert!(invited <= joined);
-        assert_eq!(a["took_secs"], Value::from((joined - invited).num_seconds()));
+        assert_eq!(
+            a["took_secs"],
+            Value::from((joined - invited).num_seconds())
+        );
     }
-    assert_eq!(arrival("ward", nurse_id.as_str())["roles"], serde_json::json!(["nurse"]));
+    assert_eq!(
+        arrival("ward", nurse_id.as_str())["roles"],
+        serde_json::json!(["nurse"])
+    );
 
     // Per role, the first holder to join, counted from the declaration.
     let roles = d["roles"].as_array().unwrap();
     let role = |id: &str| roles.iter().find(|r| r["role"] == id).unwrap();
-    assert_eq!(role("nurse")["first_joined_by"], Value::from(nurse_id.as_str()));
+    assert_eq!(
+        role("nurse")["first_joined_by"],
+        Value::from(nurse_id.as_str())
+    );
     let declared = time(&d["declared_at"]);
     let nurse_first = time(&role("nurse")["first_joined_at"]);
     assert_eq!(
@@ -300,7 +343,10 @@ async fn the_debrief_holds_the_right_times_for_a_scripted_incident() {
     assert_eq!(advice_items.len(), 1);
     let took = advice_items[0]["took_secs"].as_i64().unwrap();
     assert!((12 * 60..12 * 60 + 60).contains(&took), "took {took} s");
-    assert_eq!(advice_items[0]["transcribed_by"], Value::from(nurse_id.as_str()));
+    assert_eq!(
+        advice_items[0]["transcribed_by"],
+        Value::from(nurse_id.as_str())
+    );
     assert_eq!(d["outstanding"]["advice"], serde_json::json!([]));
 
     // The timeline runs from the declaration, through both rooms, to the stand-down.
@@ -308,7 +354,14 @@ async fn the_debrief_holds_the_right_times_for_a_scripted_incident() {
     assert_eq!(timeline[0]["kind"], "declared", "{d:#}");
     let kinds: Vec<&str> = timeline.iter().filter_map(|m| m["kind"].as_str()).collect();
     assert_eq!(kinds.iter().filter(|k| **k == "room-created").count(), 2);
-    for kind in ["invited", "joined", "methane", "decision", "sitrep-missed", "stand-down"] {
+    for kind in [
+        "invited",
+        "joined",
+        "methane",
+        "decision",
+        "sitrep-missed",
+        "stand-down",
+    ] {
         assert!(kinds.contains(&kind), "no {kind} in {kinds:?}");
     }
 
@@ -329,5 +382,8 @@ async fn the_debrief_holds_the_right_times_for_a_scripted_incident() {
     let written = std::fs::read_to_string(dir.join("debrief.md")).unwrap();
     assert_eq!(printed, written);
     assert!(printed.contains("Open resus bays 2 and 3"), "{printed}");
-    assert!(printed.contains("SITREP cycles never answered: 2"), "{printed}");
+    assert!(
+        printed.contains("SITREP cycles never answered: 2"),
+        "{printed}"
+    );
 }
