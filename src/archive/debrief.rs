@@ -186,6 +186,8 @@ pub struct Sitreps {
     pub missed: usize,
     /// SITREPs received in all (early ones included).
     pub received: usize,
+    /// Of those, how many came before the first cycle was due (answering no cycle).
+    pub early: usize,
 }
 
 /// One cycle of the SITREP cycle.

@@ -454,7 +454,7 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         opened.join(crate::archive::DEBRIEF_RENDERING).display()
     ));
     let report = run_cli(&options.binary, &args).await?;
-    for line in report.lines().take(90) {
+    for line in report.lines() {
         println!("           | {line}");
     }
 

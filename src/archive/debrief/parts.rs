@@ -59,8 +59,11 @@ pub(super) fn moment_of(m: &Manifest, a: &AuditLine) -> Option<Moment> {
         "incident.extended" => {
             let to = d
                 .pointer("/event/new_expiry")
-                .and_then(Value::as_str)
-                .unwrap_or("?");
+                .and_then(|v| serde_json::from_value::<DateTime<Utc>>(v.clone()).ok())
+                .map_or_else(
+                    || "later".to_owned(),
+                    |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+                );
             Some(moment(
                 a.at,
                 "extended",
@@ -239,7 +242,12 @@ fn guard_words(action: &str, d: &Value) -> String {
 /// (a cycle missed and then answered late is late).
 pub(super) fn sitreps(audit: &[AuditLine], received: usize) -> Sitreps {
     let mut cycles: BTreeMap<u64, SitrepCycle> = BTreeMap::new();
+    let mut early = 0;
     for a in audit {
+        if a.action == "sitrep.early" {
+            early += 1;
+            continue;
+        }
         let outcome = match a.action.as_str() {
             "sitrep.on-time" => "on-time",
             "sitrep.late" => "late",
@@ -278,6 +286,7 @@ pub(super) fn sitreps(audit: &[AuditLine], received: usize) -> Sitreps {
         late: count("late"),
         missed: count("missed"),
         received,
+        early,
         cycles,
     }
 }

@@ -288,6 +288,11 @@ fn the_timeline_runs_in_order_from_declaration_to_stand_down() {
         "{}",
         joined.what
     );
+    let extended = d.timeline.iter().find(|m| m.kind == "extended").unwrap();
+    assert_eq!(
+        extended.what,
+        "Extended: now expires 2026-12-05 15:00:00 UTC"
+    );
     let guard = d.timeline.iter().find(|m| m.kind == "guard").unwrap();
     assert!(guard.what.contains("@intruder:hs in ed"), "{}", guard.what);
 }
@@ -300,6 +305,10 @@ fn the_rendering_says_exercise_and_shows_local_times() {
     assert!(md.starts_with("# EXERCISE debrief: Tram crash"), "{md}");
     assert!(md.contains("| T+0:01:10 | 14:01:10 |"), "{md}");
     assert!(md.contains("On time: 1. Late: 1. Missed: 1."), "{md}");
+    assert!(
+        md.contains("Received in all: 0 (0 before any was due)"),
+        "{md}"
+    );
     assert!(
         md.contains("| ED lead (ed-lead) | 2 | @a:hs | 14:01:10 | 1m 10s |"),
         "{md}"

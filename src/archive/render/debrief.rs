@@ -85,8 +85,12 @@ pub(crate) fn debrief(d: &Debrief, tz: Tz) -> String {
         ),
         format!("METHANE reports: {}", d.methane.len()),
         format!(
-            "SITREPs: {} received; cycles on time {}, late {}, missed {}",
-            d.sitreps.received, d.sitreps.on_time, d.sitreps.late, d.sitreps.missed
+            "SITREPs: {} received ({} before any was due); cycles on time {}, late {}, missed {}",
+            d.sitreps.received,
+            d.sitreps.early,
+            d.sitreps.on_time,
+            d.sitreps.late,
+            d.sitreps.missed
         ),
         format!(
             "Decisions logged: {} ({} correcting an earlier one)",
@@ -200,8 +204,12 @@ pub(crate) fn debrief(d: &Debrief, tz: Tz) -> String {
     } else {
         let _ = writeln!(
             out,
-            "On time: {}. Late: {}. Missed: {}. Received in all: {}.\n",
-            d.sitreps.on_time, d.sitreps.late, d.sitreps.missed, d.sitreps.received
+            "On time: {}. Late: {}. Missed: {}. Received in all: {} ({} before any was due).\n",
+            d.sitreps.on_time,
+            d.sitreps.late,
+            d.sitreps.missed,
+            d.sitreps.received,
+            d.sitreps.early
         );
         if !d.sitreps.cycles.is_empty() {
             out.push_str("| Cycle | Due | Outcome | Received | Late by |\n|---|---|---|---|---|\n");
