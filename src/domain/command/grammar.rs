@@ -42,6 +42,8 @@ pub(crate) enum Grammar {
     /// its archive is kept apart from real incidents', and no legal hold applies.
     ///
     /// Example: !cordon declare mass-casualty "Tram crash Addiscombe"
+    ///
+    /// Exercise: !cordon declare mass-casualty "Exercise Tramline" --exercise
     #[command(override_usage = "!cordon declare <PLAYBOOK> <NAME>... [--exercise]")]
     Declare {
         /// The playbook's id, as written in its file (like mass-casualty).
