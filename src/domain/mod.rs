@@ -22,6 +22,7 @@ pub mod admission;
 pub mod attachments;
 pub mod command;
 pub mod incident;
+pub mod pid;
 pub mod record;
 pub mod schedule;
 pub mod transcript;
