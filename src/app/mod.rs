@@ -31,6 +31,7 @@ pub mod guard;
 mod health;
 mod invites;
 mod jobs;
+mod pid;
 mod pins;
 pub mod prevention;
 mod provision;
@@ -489,6 +490,12 @@ async fn on_message(
         return;
     };
     let Some(parsed) = crate::domain::command::parse(&text.body) else {
+        // Not a command: a message in an incident room may hold patient identifiers.
+        let body = text.body.clone();
+        let b = ctx.clone();
+        ctx.spawn(async move {
+            pid::on_message(&b, &room, &ev.sender, &ev.event_id, &body).await;
+        });
         return;
     };
     let body = text.body.clone();

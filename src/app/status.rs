@@ -105,6 +105,14 @@ async fn gather(ctx: &Ctx, incident: &Incident) -> IncidentView {
         flags: Vec::new(),
         rooms: Vec::new(),
     };
+    if let Ok(n) = ctx.store.pid_nudge_count(&incident.id)
+        && n > 0
+    {
+        view.notes.push(format!(
+            "notices about patient identifiers (NHS numbers, dates of birth) in messages: {n}"
+        ));
+        view.flags.push(format!("{n} PID notice(s)"));
+    }
     let advice = super::advice::outstanding_count(ctx, incident);
     if advice > 0 {
         let unconfirmed = super::advice::unconfirmed_count(ctx, incident);

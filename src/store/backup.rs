@@ -67,6 +67,7 @@ impl Store {
         records += copy_table(&read, &write, CIPHERTEXTS)?;
         records += copy_table(&read, &write, MEDIA)?;
         records += copy_table(&read, &write, RECORD)?;
+        records += copy_table(&read, &write, PID_NUDGES)?;
         // A table this list forgot would be lost in every backup: refuse instead.
         let tables = |names: &mut dyn Iterator<Item = redb::UntypedTableHandle>| {
             let mut names: Vec<String> = names.map(|t| t.name().to_owned()).collect();

@@ -25,6 +25,8 @@
 //! | `sweeps` | (incident id, room key) | [`SweepRecord`] JSON (retention sweep progress) |
 //! | `seal_segments` | (incident id, room key, seq `u64`) | [`SealSegment`] JSON (pre-seal segments) |
 //! | `media` | (incident id, `mxc://` address) | [`MediaSighting`] JSON (attachment addresses to delete at stand-down) |
+//! | `record` | (incident id, `<kind>/<number:08>`) | [`record::RecordEntry`] JSON (the command record: numbers, times, people, hashes) |
+//! | `pid_nudges` | (incident id, sender) | [`pid::PidNudges`] JSON (when a sender was last nudged about patient identifiers, and how often) |
 //!
 //! # Opening
 //!
@@ -48,6 +50,7 @@ mod exactly_once;
 mod incidents;
 pub mod media;
 pub mod offline_status;
+pub mod pid;
 pub mod record;
 pub mod records;
 mod roster;
@@ -390,6 +393,7 @@ fn open_all_tables(tx: &WriteTransaction) -> Result<(), redb::TableError> {
     tx.open_table(tables::CIPHERTEXTS)?;
     tx.open_table(tables::MEDIA)?;
     tx.open_table(tables::RECORD)?;
+    tx.open_table(tables::PID_NUDGES)?;
     Ok(())
 }
 

@@ -68,3 +68,6 @@ pub const MEDIA: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("me
 /// record's entries (the decision log): numbers, times, people, hashes and the sealed
 /// file. Never their text, which is sealed to the records officers.
 pub const RECORD: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("record");
+/// `pid_nudges`: (incident id, sender) → `PidNudges` JSON: when cordon last nudged a
+/// sender about patient identifiers in a message, and how often. Never what was found.
+pub const PID_NUDGES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("pid_nudges");

@@ -165,6 +165,25 @@ pub(super) fn moment_of(m: &Manifest, a: &AuditLine) -> Option<Moment> {
                 d.get("cycle").and_then(Value::as_u64).unwrap_or(0)
             ),
         )),
+        "pid.nudged" => Some(moment(
+            a.at,
+            "pid-notice",
+            None,
+            format!(
+                "Notice to {}: patient identifiers ({}) in a message in {}",
+                field("sender"),
+                d.get("found")
+                    .and_then(Value::as_array)
+                    .map(|k| {
+                        k.iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default(),
+                field("room")
+            ),
+        )),
         "advice.flagged" => Some(moment(
             a.at,
             "advice",

@@ -157,6 +157,12 @@ fn scripted() -> Debrief {
             "guard.banned",
             json!({ "room_key": "ed", "user": "@intruder:hs" }),
         ),
+        audit(
+            800,
+            "cordon",
+            "pid.nudged",
+            json!({ "room": "ed", "sender": "@a:hs", "event": "$m", "found": ["nhs-number"] }),
+        ),
         audit(7_200, "@ic:hs", "incident.stand-down", json!({})),
         // Transcribed after the stand-down: still outstanding at it.
         audit(
@@ -318,6 +324,14 @@ fn the_rendering_says_exercise_and_shows_local_times() {
         "{md}"
     );
     assert!(md.contains("No METHANE report was given"), "{md}");
+    assert!(
+        md.contains("- Notices about patient identifiers in messages: 1"),
+        "{md}"
+    );
+    assert!(
+        md.contains("Notice to @a:hs: patient identifiers \\(nhs-number\\) in a message in ed"),
+        "{md}"
+    );
 }
 
 #[test]

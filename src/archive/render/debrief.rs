@@ -104,6 +104,10 @@ pub(crate) fn debrief(d: &Debrief, tz: Tz) -> String {
             median(&transcribed).map_or("—".to_owned(), span)
         ),
         format!(
+            "Notices about patient identifiers in messages: {}",
+            count("pid-notice")
+        ),
+        format!(
             "Expiry warnings: {}; extensions: {}; legal holds: {}; guard alerts: {}",
             count("warning"),
             count("extended"),

@@ -151,6 +151,19 @@ impl Explainer<'_> {
         } else {
             say!(self, "METHANE (`!cordon methane`): optional, no reminder.");
         }
+        if self.pb.pid_nudges {
+            say!(
+                self,
+                "Patient identifiers: a message in an incident room holding an NHS number or \
+                 a date of birth gets a short notice to its sender (at most once an hour \
+                 each) to use initials, or the bed and ward."
+            );
+        } else {
+            say!(
+                self,
+                "Patient identifiers: no notices (`pid_nudges: false`)."
+            );
+        }
         match &self.pb.sitrep {
             Some(s) => {
                 let first = self.example.at

@@ -123,6 +123,9 @@ pub struct Playbook {
     pub methane_required: bool,
     /// Situation reports on a cycle (`sitrep`), if the playbook asks for them.
     pub sitrep: Option<Sitrep>,
+    /// Whether a message holding an NHS number or a date of birth gets a nudge
+    /// (`pid_nudges`, default true).
+    pub pid_nudges: bool,
     /// Where the playbook was read from.
     pub source: PathBuf,
     /// SHA-256 of the file's text (lowercase hex), for the audit log: which exact

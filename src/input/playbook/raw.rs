@@ -77,6 +77,11 @@ pub struct RawPlaybook {
     /// every `every`, and raises a missing one after `grace`.
     #[serde(default)]
     pub sitrep: Option<Located<RawSitrep>>,
+    /// Whether cordon nudges a sender whose message in an incident room holds an NHS
+    /// number or a full date of birth (to minimise patient-identifiable data). Default
+    /// `true`.
+    #[serde(default)]
+    pub pid_nudges: Option<Located<bool>>,
 }
 
 /// Situation reports on a cycle.

@@ -408,6 +408,7 @@ pub(crate) fn validate(
             .as_ref()
             .is_some_and(|m| m.value == super::raw::RawMethane::Required),
         sitrep,
+        pid_nudges: raw.pid_nudges.as_ref().is_none_or(|p| p.value),
         source: file.to_path_buf(),
         sha256: hex::encode(Sha256::digest(text.as_bytes())),
     };
