@@ -47,7 +47,10 @@ pub(crate) async fn on_message(
     }
     match declared_playbook(ctx, &incident.id) {
         Ok(playbook) if playbook.pid_nudges => {}
-        Ok(_) => return,
+        Ok(_) => {
+            info!(incident = %incident.id, "patient identifiers in a message; PID nudges are off");
+            return;
+        }
         Err(e) => {
             warn!(incident = %incident.id, error = %e, "reading the playbook for a PID nudge");
             return;
@@ -64,7 +67,10 @@ pub(crate) async fn on_message(
     };
     match ctx.store.record_pid_nudge(&seen, QUIET) {
         Ok(true) => {}
-        Ok(false) => return,
+        Ok(false) => {
+            info!(incident = %incident.id, "patient identifiers in a message; sender nudged within the hour");
+            return;
+        }
         Err(e) => {
             warn!(incident = %incident.id, error = %e, "store: recording a PID nudge");
             return;

@@ -18,6 +18,7 @@ mod guard;
 mod harness;
 mod hostile;
 mod operations;
+mod patient;
 mod prevention;
 mod record;
 mod retention;
