@@ -514,8 +514,6 @@ fn is_gone(e: &matrix_sdk::Error) -> bool {
     }
 }
 
-/// Deletes the pre-seal segments and the command record's sealed entries once the
-/// archive that holds them is recorded.
 /// The playbook's roles and everyone who held each during the incident: the
 /// playbook's holders and anyone the roster seated in it (added, enrolled, admitted).
 fn roles_held(
@@ -549,6 +547,8 @@ fn roles_held(
         .collect())
 }
 
+/// Deletes the pre-seal segments and the command record's sealed entries once the
+/// archive that holds them is recorded.
 fn remove_pre_seal_dir(archive_dir: &Path, incident: &str) {
     let dir = archive_dir.join(incident);
     if dir.exists()

@@ -368,7 +368,8 @@ pub(crate) async fn hold(
     let id = &incident.id;
     let sender = &incoming.sender;
     if incident.exercise {
-        return Err(CommandError::refused(
+        return Err(CommandError::refused_about(
+            id,
             "exercise",
             format!(
                 "{} is an exercise: a legal hold does not apply to a drill, which is \
