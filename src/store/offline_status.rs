@@ -133,3 +133,44 @@ fn room_status(s: RoomStatus) -> &'static str {
         RoomStatus::PurgePending => "purge pending",
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::domain::incident::NewIncident;
+
+    #[test]
+    fn exercises_are_listed_after_real_incidents_under_their_own_heading() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let at = |h| Utc.with_ymd_and_hms(2026, 12, 4, h, 0, 0).unwrap();
+        // The drill is declared last, so newest-first alone would put it on top.
+        for (n, name, exercise) in [(1u64, "Tram crash", false), (2, "Exercise Tramline", true)] {
+            let mut next = move || n;
+            store
+                .create_incident(
+                    NewIncident {
+                        playbook: "mass-casualty".into(),
+                        display_name: name.into(),
+                        control_room: "!ctl:hs".into(),
+                        commander: "@ic:hs".into(),
+                        expires_at: at(20),
+                        exercise,
+                    },
+                    &mut next,
+                    "@ic:hs",
+                    at(8 + n as u32),
+                )
+                .unwrap();
+        }
+        let text = render(&store, at(12), false).unwrap();
+        let real = text.find("\"Tram crash\"").unwrap();
+        let heading = text.find("EXERCISES (drills, not real incidents)").unwrap();
+        let drill = text.find("EXERCISE  ").unwrap();
+        assert!(real < heading && heading < drill, "{text}");
+        assert!(text[drill..].contains("\"Exercise Tramline\""), "{text}");
+    }
+}
