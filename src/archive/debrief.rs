@@ -316,7 +316,11 @@ pub(crate) fn build(sources: &Sources<'_>) -> Debrief {
             EntryKind::Decision => (
                 "decision",
                 match d.corrects() {
-                    Some(n) => format!("{} logged (corrects D{n})", d.label()),
+                    Some(n) => format!(
+                        "{} logged (corrects {})",
+                        d.label(),
+                        EntryKind::Decision.label(n)
+                    ),
                     None => format!("{} logged", d.label()),
                 },
             ),

@@ -87,7 +87,7 @@ pub fn verify_file(
     identities: &[age::x25519::Identity],
     trusted: &TrustedSigners,
 ) -> Result<Verified, ArchiveError> {
-    let ids: Vec<&dyn age::Identity> = identities.iter().map(|i| i as &dyn age::Identity).collect();
+    let ids = as_dyn(identities);
     verify_with(path, &ids, trusted)
 }
 
@@ -107,7 +107,7 @@ pub fn open_file(
 ) -> Result<Opened, ArchiveError> {
     let verified = verify_file(path, identities, trusted)?;
     prepare_out(out)?;
-    let ids: Vec<&dyn age::Identity> = identities.iter().map(|i| i as &dyn age::Identity).collect();
+    let ids = as_dyn(identities);
     let expected = expected_members(&verified.manifest)?;
     let mut written = Vec::new();
     // Second pass: the file is read again, so each member is hashed again on its way
@@ -125,7 +125,7 @@ pub fn open_file(
 
     let mut warnings = Vec::new();
     let m = &verified.manifest;
-    // Every room's exported lines, for the debrief.
+    // Every room's membership events, for the debrief.
     let mut exported: Vec<TranscriptLine> = Vec::new();
     let mut room_keys: Vec<&str> = m.rooms.iter().map(|r| r.key.as_str()).collect();
     for p in &m.pre_seal {
@@ -178,7 +178,7 @@ pub fn open_file(
         md.push_str(&render::room_body(&merged));
         write_new(out, &md_name, |f| f.write_all(md.as_bytes()))?;
         written.push(md_name);
-        exported.extend(export);
+        exported.extend(member_events(export));
     }
     let record = decisions::open_record(m, |r| decrypt_file(&out.join(&r.file), &ids));
     decisions::write_log(m, out, &record, &mut written, &mut warnings)?;
@@ -187,18 +187,11 @@ pub fn open_file(
         &mut File::open(&audit_path).map_err(ArchiveError::io(&audit_path))?,
         &mut warnings,
     )?;
-    let tz = decisions::time_zone(m, false, &mut warnings);
-    let debrief = super::debrief::build(&super::debrief::Sources {
-        manifest: m,
-        audit: &audit,
-        transcripts: &exported,
-        record: &record,
-    });
+    let (debrief, md) = debrief_of(m, &audit, &exported, &record, &mut warnings);
     let json = serde_json::to_vec_pretty(&debrief)
         .map_err(|e| ArchiveError::BadInput(format!("{DEBRIEF_FILE}: {e}")))?;
     write_new(out, DEBRIEF_FILE, |f| f.write_all(&json))?;
     written.push(DEBRIEF_FILE.to_owned());
-    let md = render::debrief_rendering(&debrief, tz);
     write_new(out, DEBRIEF_RENDERING, |f| f.write_all(md.as_bytes()))?;
     written.push(DEBRIEF_RENDERING.to_owned());
     Ok(Opened {
@@ -233,7 +226,7 @@ pub fn report_file(
     trusted: &TrustedSigners,
 ) -> Result<Reported, ArchiveError> {
     let verified = verify_file(path, identities, trusted)?;
-    let ids: Vec<&dyn age::Identity> = identities.iter().map(|i| i as &dyn age::Identity).collect();
+    let ids = as_dyn(identities);
     let m = &verified.manifest;
     let expected = expected_members(m)?;
     let transcripts: BTreeSet<&str> = m.rooms.iter().map(|r| r.file.as_str()).collect();
@@ -256,11 +249,7 @@ pub fn report_file(
                     detail: e.to_string(),
                 }
             })?;
-            exported.extend(
-                lines
-                    .into_iter()
-                    .filter(|l| l.event_type == "m.room.member"),
-            );
+            exported.extend(member_events(lines));
         } else if records.contains(name) {
             let mut bytes = Vec::new();
             data.read_to_end(&mut bytes)
@@ -289,20 +278,47 @@ pub fn report_file(
         })
         .collect();
     warnings.extend(audit_warnings);
-    let tz = decisions::time_zone(m, false, &mut warnings);
-    let debrief = super::debrief::build(&super::debrief::Sources {
-        manifest: m,
-        audit: &audit,
-        transcripts: &exported,
-        record: &record,
-    });
-    let markdown = render::debrief_rendering(&debrief, tz);
+    let (debrief, markdown) = debrief_of(m, &audit, &exported, &record, &mut warnings);
     Ok(Reported {
         verified: verified.clone(),
         debrief,
         markdown,
         warnings,
     })
+}
+
+/// The debrief of `m` from its audit slice, its rooms' membership events and its
+/// opened command record, and its Markdown in the manifest's time zone: what `open`
+/// writes and `report` prints.
+fn debrief_of(
+    m: &Manifest,
+    audit: &[super::debrief::AuditLine],
+    members: &[TranscriptLine],
+    record: &[render::Decision<'_>],
+    warnings: &mut Vec<String>,
+) -> (super::debrief::Debrief, String) {
+    let tz = decisions::time_zone(m, false, warnings);
+    let debrief = super::debrief::build(&super::debrief::Sources {
+        manifest: m,
+        audit,
+        transcripts: members,
+        record,
+    });
+    let markdown = render::debrief_rendering(&debrief, tz);
+    (debrief, markdown)
+}
+
+/// The membership events among a room's transcript lines: all the debrief reads of a
+/// transcript, so only they are kept while the rest of the archive is read.
+fn member_events(lines: Vec<TranscriptLine>) -> impl Iterator<Item = TranscriptLine> {
+    lines
+        .into_iter()
+        .filter(|l| l.event_type == "m.room.member")
+}
+
+/// The identities as the age decryptor takes them.
+fn as_dyn(identities: &[age::x25519::Identity]) -> Vec<&dyn age::Identity> {
+    identities.iter().map(|i| i as &dyn age::Identity).collect()
 }
 
 /// The audit slice's lines (`audit.jsonl`), as the debrief reads them. A line that is
