@@ -86,11 +86,7 @@ async fn gather(ctx: &Ctx, incident: &Incident) -> IncidentView {
         exercise: incident.exercise,
         title: format!(
             "{exercise}{id} · {name} · {state}{held}",
-            exercise = if incident.exercise {
-                crate::domain::incident::plan::EXERCISE_LABEL
-            } else {
-                ""
-            },
+            exercise = crate::domain::incident::plan::exercise_label(incident.exercise),
             id = incident.id.as_str(),
             name = incident.display_name,
             state = incident.state.as_str(),

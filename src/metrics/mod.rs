@@ -289,6 +289,19 @@ pub fn global() -> &'static Metrics {
     &METRICS
 }
 
+/// A gauge per lifecycle state, from `counts`.
+fn by_state(counts: &[(State, u64)]) -> Family<StateLabel, Gauge> {
+    let family = Family::<StateLabel, Gauge>::default();
+    for (state, n) in counts {
+        family
+            .get_or_create(&StateLabel {
+                state: state.as_str(),
+            })
+            .set(*n as i64);
+    }
+    family
+}
+
 /// The gauges read from the store at one scrape.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
@@ -367,31 +380,15 @@ impl Snapshot {
 
     fn registry(&self) -> Registry {
         let mut registry = Registry::with_prefix(PREFIX);
-        let incidents = Family::<StateLabel, Gauge>::default();
-        for (state, n) in &self.incidents {
-            incidents
-                .get_or_create(&StateLabel {
-                    state: state.as_str(),
-                })
-                .set(*n as i64);
-        }
         registry.register(
             "incidents",
             "Incidents in the store, by state (exercises are counted apart)",
-            incidents,
+            by_state(&self.incidents),
         );
-        let exercises = Family::<StateLabel, Gauge>::default();
-        for (state, n) in &self.exercises {
-            exercises
-                .get_or_create(&StateLabel {
-                    state: state.as_str(),
-                })
-                .set(*n as i64);
-        }
         registry.register(
             "exercises",
             "Exercises (drills, declared with --exercise) in the store, by state",
-            exercises,
+            by_state(&self.exercises),
         );
         let rooms = Family::<StatusLabel, Gauge>::default();
         for (status, n) in &self.rooms {

@@ -33,6 +33,11 @@ pub const MEGOLM: &str = "m.megolm.v1.aes-sha2";
 /// nobody mistakes a drill for a real incident (JESIP: exercise messages say EXERCISE).
 pub const EXERCISE_LABEL: &str = "EXERCISE · ";
 
+/// [`EXERCISE_LABEL`] for an exercise, nothing for a real incident.
+pub fn exercise_label(exercise: bool) -> &'static str {
+    if exercise { EXERCISE_LABEL } else { "" }
+}
+
 /// Facts about one incident that plans are made from.
 #[derive(Debug, Clone)]
 pub struct IncidentFacts<'a> {
@@ -75,7 +80,7 @@ impl<'a> IncidentFacts<'a> {
     /// What starts every room name, topic and invite of a drill (`EXERCISE · `), empty
     /// for a real incident.
     pub fn label(&self) -> &'static str {
-        if self.exercise { EXERCISE_LABEL } else { "" }
+        exercise_label(self.exercise)
     }
 
     /// The template variables at `now`.
