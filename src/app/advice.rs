@@ -23,7 +23,7 @@ use matrix_sdk::ruma::{EventId, UserId};
 use tracing::{info, warn};
 
 use super::chat::{CommandError, Done, Incoming, send_once, user_ids};
-use super::ctx::{AppError, Ctx, millis_to_utc};
+use super::ctx::{AppError, Ctx, incident_room, millis_to_utc};
 use crate::domain::command::EventRef;
 use crate::domain::incident::plan::format_time;
 use crate::domain::incident::timers as timer_plan;
@@ -55,17 +55,6 @@ enum Kind {
     Transcribed,
 }
 
-/// The incident room `room` is, with its incident, if it is one of an open incident's.
-fn incident_room(ctx: &Ctx, room: &Room) -> Option<(RoomRecord, Incident)> {
-    let record = ctx
-        .store
-        .room_by_matrix_id(room.room_id().as_str())
-        .ok()
-        .flatten()?;
-    let incident = ctx.store.incident(&record.incident).ok().flatten()?;
-    Some((record, incident))
-}
-
 /// True for someone cordon let into the room (or the incident's commander).
 fn is_member(ctx: &Ctx, record: &RoomRecord, incident: &Incident, user: &UserId) -> bool {
     if incident.commander == user.as_str() {
@@ -89,7 +78,7 @@ pub(crate) async fn on_reaction(ctx: Arc<Ctx>, ev: OriginalSyncReactionEvent, ro
     let Some(kind) = reaction_meaning(&ev.content.relates_to.key) else {
         return;
     };
-    let Some((record, incident)) = incident_room(&ctx, &room) else {
+    let Some((record, incident)) = incident_room(&ctx, room.room_id().as_str()) else {
         return;
     };
     if incident.state != State::Active || !is_member(&ctx, &record, &incident, &ev.sender) {
@@ -271,7 +260,8 @@ pub(crate) async fn command(
             .ok()
             .and_then(|id| ctx.client.get_room(&id)),
     };
-    let found = room.and_then(|room| incident_room(ctx, &room).map(|(r, i)| (room, r, i)));
+    let found = room
+        .and_then(|room| incident_room(ctx, room.room_id().as_str()).map(|(r, i)| (room, r, i)));
     let Some((room, record, incident)) = found else {
         return Err(CommandError::refused(
             "not-incident-room",

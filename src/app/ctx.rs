@@ -419,6 +419,14 @@ pub(crate) fn declared_playbook(ctx: &Ctx, id: &IncidentId) -> Result<Playbook, 
     )
 }
 
+/// The incident room `room_id` is (its record) and the incident it belongs to, when it
+/// is one of cordon's incident rooms.
+pub(crate) fn incident_room(ctx: &Ctx, room_id: &str) -> Option<(RoomRecord, Incident)> {
+    let record = ctx.store.room_by_matrix_id(room_id).ok().flatten()?;
+    let incident = ctx.store.incident(&record.incident).ok().flatten()?;
+    Some((record, incident))
+}
+
 /// An incident's command room among its room records: the room with key `command`,
 /// else its first room. Alerts, the decision log, METHANE and SITREPs go there.
 pub(crate) fn command_room_record(

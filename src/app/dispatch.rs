@@ -443,12 +443,7 @@ async fn accept_ciphertext(
 /// compromise, naming the sender and the original event.
 async fn replayed(ctx: &Arc<Ctx>, incoming: &Incoming, first: &AcceptedCiphertext) {
     let here = incoming.room.room_id();
-    let incident = ctx
-        .store
-        .room_by_matrix_id(here.as_str())
-        .ok()
-        .flatten()
-        .and_then(|r| ctx.store.incident(&r.incident).ok().flatten());
+    let incident = super::ctx::incident_room(ctx, here.as_str()).map(|(_, i)| i);
     if let Err(e) = ctx.store.audit(
         incoming.sender.as_str(),
         "command.replayed",

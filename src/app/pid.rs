@@ -12,7 +12,7 @@ use matrix_sdk::ruma::{EventId, UserId};
 use tracing::{info, warn};
 
 use super::chat::send_once;
-use super::ctx::{Ctx, declared_playbook};
+use super::ctx::{Ctx, declared_playbook, incident_room};
 use crate::domain::incident::State;
 use crate::domain::pid;
 use crate::matrix::rooms::notice;
@@ -36,10 +36,7 @@ pub(crate) async fn on_message(
     if found.is_empty() {
         return;
     }
-    let Ok(Some(record)) = ctx.store.room_by_matrix_id(room.room_id().as_str()) else {
-        return;
-    };
-    let Ok(Some(incident)) = ctx.store.incident(&record.incident) else {
+    let Some((record, incident)) = incident_room(ctx, room.room_id().as_str()) else {
         return;
     };
     if incident.state != State::Active {

@@ -52,12 +52,7 @@ pub(super) fn resolve_here(
             resolve_one(ctx, incoming, wanted)
         };
     }
-    let own = ctx
-        .store
-        .room_by_matrix_id(here)
-        .ok()
-        .flatten()
-        .and_then(|r| ctx.store.incident(&r.incident).ok().flatten());
+    let own = super::ctx::incident_room(ctx, here).map(|(_, i)| i);
     match (own, wanted) {
         (None, _) => Err("This room belongs to no incident I know.".to_owned()),
         (Some(incident), Some(w)) if w.as_str() != incident.id.as_str() => Err(format!(
