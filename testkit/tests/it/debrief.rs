@@ -9,7 +9,7 @@ use cordon::dev::Synapse;
 use matrix_sdk::ruma::OwnedRoomId;
 use serde_json::Value;
 
-use crate::standdown::{Officer, archive_path, cordon, join_when_invited, open, signing_key, text};
+use crate::standdown::{Officer, archive_cli, archive_path, join_when_invited, open, text};
 use crate::support::WAIT;
 use crate::world::{Timing, World, incident_id_in};
 
@@ -124,17 +124,7 @@ async fn an_exercise_is_labelled_in_its_rooms_and_messages_takes_no_hold_and_is_
         debrief.starts_with("# EXERCISE debrief: Tramline drill"),
         "{debrief}"
     );
-    let signer = signing_key(&w).await;
-    let verified = cordon(&[
-        "archive",
-        "verify",
-        drill_place.to_str().unwrap(),
-        "-i",
-        officer.key_file.to_str().unwrap(),
-        "--signer",
-        &signer,
-    ])
-    .await;
+    let verified = archive_cli(&w, "verify", &drill_place, &officer.key_file, &[]).await;
     assert!(verified.status.success(), "{}", text(&verified));
     assert!(
         text(&verified).contains("EXERCISE:   this was a drill"),
@@ -366,17 +356,8 @@ async fn the_debrief_holds_the_right_times_for_a_scripted_incident() {
     }
 
     // `cordon archive report` prints the same report, writing nothing.
-    let signer = signing_key(&w).await;
-    let report = cordon(&[
-        "archive",
-        "report",
-        archive_path(&w, &incident).to_str().unwrap(),
-        "-i",
-        officer.key_file.to_str().unwrap(),
-        "--signer",
-        &signer,
-    ])
-    .await;
+    let file = archive_path(&w, &incident);
+    let report = archive_cli(&w, "report", &file, &officer.key_file, &[]).await;
     assert!(report.status.success(), "{}", text(&report));
     let printed = String::from_utf8(report.stdout).unwrap();
     let written = std::fs::read_to_string(dir.join("debrief.md")).unwrap();

@@ -230,23 +230,41 @@ pub(crate) async fn signing_key(w: &World) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
+/// `cordon archive <command> FILE -i KEY --signer <w's bot key>`, then `extra`: what a
+/// records officer runs who pinned this bot's signing key.
+pub(crate) async fn archive_cli(
+    w: &World,
+    command: &str,
+    file: &Path,
+    key_file: &Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let signer = signing_key(w).await;
+    let mut args = vec![
+        "archive",
+        command,
+        file.to_str().unwrap(),
+        "-i",
+        key_file.to_str().unwrap(),
+        "--signer",
+        &signer,
+    ];
+    args.extend_from_slice(extra);
+    cordon(&args).await
+}
+
 /// Opens the archive with the officer's key, pinning `w`'s bot as its signer, into a
 /// fresh directory.
 pub(crate) async fn open(w: &World, officer: &Officer, file: &Path) -> tempfile::TempDir {
     let out = tempfile::tempdir().unwrap();
     let dest = out.path().join("opened");
-    let signer = signing_key(w).await;
-    let done = cordon(&[
-        "archive",
+    let done = archive_cli(
+        w,
         "open",
-        file.to_str().unwrap(),
-        "-i",
-        officer.key_file.to_str().unwrap(),
-        "--signer",
-        &signer,
-        "--out",
-        dest.to_str().unwrap(),
-    ])
+        file,
+        &officer.key_file,
+        &["--out", dest.to_str().unwrap()],
+    )
     .await;
     assert!(done.status.success(), "archive open: {}", text(&done));
     out
@@ -323,31 +341,12 @@ async fn a_stood_down_incident_is_sealed_verified_opened_and_its_rooms_destroyed
     let file = archive_path(&w, &incident);
     // Verified by the records officer's CLI, the bot's key pinned: integrity,
     // signature, manifest.
-    let signer = signing_key(&w).await;
-    let verified = cordon(&[
-        "archive",
-        "verify",
-        file.to_str().unwrap(),
-        "-i",
-        officer.key_file.to_str().unwrap(),
-        "--signer",
-        &signer,
-    ])
-    .await;
+    let verified = archive_cli(&w, "verify", &file, &officer.key_file, &[]).await;
     assert!(verified.status.success(), "{}", text(&verified));
     assert!(text(&verified).contains(&incident), "{}", text(&verified));
     // A key the archive was not sealed to is refused.
     let stranger = Officer::new();
-    let refused = cordon(&[
-        "archive",
-        "verify",
-        file.to_str().unwrap(),
-        "-i",
-        stranger.key_file.to_str().unwrap(),
-        "--signer",
-        &signer,
-    ])
-    .await;
+    let refused = archive_cli(&w, "verify", &file, &stranger.key_file, &[]).await;
     assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
 
     let opened = open(&w, &officer, &file).await;
