@@ -22,15 +22,24 @@ use matrix_sdk::ruma::events::{AnySyncMessageLikeEvent, AnySyncTimelineEvent};
 use matrix_sdk::ruma::{EventId, UserId};
 use tracing::{info, warn};
 
-use super::chat::{CommandError, Done, Incoming, send_once, user_ids};
+use chrono::{DateTime, Utc};
+use matrix_sdk::ruma::events::room::message::SyncRoomMessageEvent;
+use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId};
+
+use super::chat::{CommandError, Done, Incoming, reply_target, send_once, user_ids};
 use super::ctx::{AppError, Ctx, incident_room, millis_to_utc};
+use super::record::remove_orphan;
+use crate::archive::advice::{ADVICE_VERSION, SealedAdvice, seal_advice};
 use crate::domain::command::EventRef;
 use crate::domain::incident::plan::format_time;
 use crate::domain::incident::timers as timer_plan;
 use crate::domain::incident::{Incident, State};
+use crate::domain::pid::NhsNumber;
 use crate::matrix::rooms::{self, notice};
 use crate::store::RoomRecord;
-use crate::store::advice::{AdviceRecord, Mark, MarkedVia, TranscribedOutcome};
+use crate::store::advice::{
+    AdviceRecord, Mark, MarkedVia, Resealed, SealedRef, TranscribedOutcome,
+};
 
 /// The reaction that flags a message as clinical advice.
 pub const FLAG_KEY: &str = "🩺";
@@ -92,7 +101,7 @@ pub(crate) async fn on_reaction(ctx: Arc<Ctx>, ev: OriginalSyncReactionEvent, ro
         by: &ev.sender,
         via: MarkedVia::Reaction,
     };
-    if let Err(why) = marking.apply(&ctx, kind).await {
+    if let Err(why) = marking.apply(&ctx, kind, None).await {
         info!(incident = %incident.id, why, "reaction not recorded");
     }
 }
@@ -111,10 +120,20 @@ struct Marking<'a> {
     via: MarkedVia,
 }
 
+/// The message flagged, as read from the room when it was flagged.
+struct Message {
+    author: String,
+    sent_at: DateTime<Utc>,
+    /// Its text; `None` when cordon cannot read it (a message it could not decrypt).
+    text: Option<String>,
+    /// The message it replies to.
+    in_reply_to: Option<String>,
+}
+
 impl Marking<'_> {
-    async fn apply(self, ctx: &Arc<Ctx>, kind: Kind) -> Outcome {
+    async fn apply(self, ctx: &Arc<Ctx>, kind: Kind, patient: Option<&NhsNumber>) -> Outcome {
         match kind {
-            Kind::Flag => self.flag(ctx).await,
+            Kind::Flag => self.flag(ctx, patient).await,
             Kind::Transcribed => self.transcribed(ctx).await,
         }
     }
@@ -127,17 +146,35 @@ impl Marking<'_> {
         )
     }
 
-    /// Flags the message as advice, and arms its reminder.
-    async fn flag(self, ctx: &Arc<Ctx>) -> Outcome {
+    /// Flags the message as advice (sealing it, with the patient when given), and arms
+    /// its reminder. Advice already flagged is sealed again when a patient is given.
+    async fn flag(self, ctx: &Arc<Ctx>, patient: Option<&NhsNumber>) -> Outcome {
         let (incident, record) = (self.incident, self.record);
         let link = self.link(ctx);
-        let unflagged = self.fresh_record(ctx).await?;
-        let new = ctx
+        let already = || format!("{link} is already flagged as clinical advice.");
+        let existing = ctx
             .store
-            .flag_advice(&unflagged)
+            .advice(&incident.id, self.target.as_str())
             .map_err(|e| store_trouble(&e))?;
+        if let Some(existing) = existing {
+            return match patient {
+                None => Ok(already()),
+                Some(patient) => self.add_patient(ctx, &existing, patient).await,
+            };
+        }
+        let message = self.read(ctx).await?;
+        let mut unflagged = self.fresh_record(ctx, &message);
+        let sealed = self
+            .seal(ctx, &unflagged, &message, patient.map(NhsNumber::digits))
+            .await?;
+        unflagged.sealed = Some(sealed.clone());
+        let new = ctx.store.flag_advice(&unflagged).map_err(|e| {
+            remove_orphan(&ctx.config.archive_dir, &sealed.file);
+            store_trouble(&e)
+        })?;
         if !new {
-            return Ok(format!("{link} is already flagged as clinical advice."));
+            remove_orphan(&ctx.config.archive_dir, &sealed.file);
+            return Ok(already());
         }
         let playbook =
             super::ctx::declared_playbook(ctx, &incident.id).map_err(|e| store_trouble(&e))?;
@@ -150,26 +187,146 @@ impl Marking<'_> {
         );
         ctx.arm(&timer).map_err(|e| store_trouble(&e))?;
         info!(incident = %incident.id, room = %record.key, "advice flagged");
+        let for_patient = if patient.is_some() {
+            " for the patient you named (the NHS number is sealed to the records officers \
+             with the advice; cordon does not keep it)"
+        } else {
+            ""
+        };
         Ok(format!(
-            "Flagged as clinical advice: {link}. Once it is in the patient record, send \
-             `!cordon transcribed {link}` (a ✅ reaction is noted, but cannot be confirmed)."
+            "Flagged as clinical advice{for_patient}: {link}. Once it is in the patient \
+             record, send `!cordon transcribed {link}` (a ✅ reaction is noted, but cannot \
+             be confirmed)."
         ))
+    }
+
+    /// Seals flagged advice again, now naming `patient` (a patient added, or another
+    /// one given), and removes the copy it replaces. The message is read again: if
+    /// cordon can no longer read it, the copy it has stays as it is.
+    async fn add_patient(
+        self,
+        ctx: &Arc<Ctx>,
+        existing: &AdviceRecord,
+        patient: &NhsNumber,
+    ) -> Outcome {
+        let link = self.link(ctx);
+        let message = self.read(ctx).await?;
+        let sealed = self
+            .seal(ctx, existing, &message, Some(patient.digits()))
+            .await?;
+        let outcome = ctx
+            .store
+            .reseal_advice(
+                &self.incident.id,
+                self.target.as_str(),
+                &sealed,
+                self.by.as_str(),
+                ctx.now(),
+            )
+            .map_err(|e| {
+                remove_orphan(&ctx.config.archive_dir, &sealed.file);
+                store_trouble(&e)
+            })?;
+        match outcome {
+            Resealed::Replaced(old) => {
+                if let Some(old) = old {
+                    remove_orphan(&ctx.config.archive_dir, &old);
+                }
+                info!(incident = %self.incident.id, room = %self.record.key,
+                      "advice sealed again with a patient");
+                let had = existing.sealed.as_ref().is_some_and(|s| s.patient);
+                Ok(format!(
+                    "{} the patient of the clinical advice {link}: the NHS number is sealed \
+                     to the records officers with it; cordon does not keep it.",
+                    if had { "Replaced" } else { "Added" }
+                ))
+            }
+            Resealed::NotFlagged => {
+                remove_orphan(&ctx.config.archive_dir, &sealed.file);
+                Err("That message is no longer flagged as advice.".to_owned())
+            }
+        }
+    }
+
+    /// Seals `record`'s message (as read now) and `patient` to the incident's records
+    /// recipients, under the archive directory.
+    async fn seal(
+        self,
+        ctx: &Ctx,
+        record: &AdviceRecord,
+        message: &Message,
+        patient: Option<&str>,
+    ) -> Result<SealedRef, String> {
+        let playbook =
+            super::ctx::declared_playbook(ctx, &self.incident.id).map_err(|e| store_trouble(&e))?;
+        let item = SealedAdvice {
+            v: ADVICE_VERSION,
+            incident: record.incident.as_str().to_owned(),
+            room_key: record.room_key.clone(),
+            room_id: record.room_id.clone(),
+            event_id: record.event_id.clone(),
+            author: record.author.clone(),
+            author_registration: ctx.config.fhir.registration_of(&record.author),
+            sent_at: record.sent_at,
+            text: message.text.clone(),
+            in_reply_to: message.in_reply_to.clone(),
+            patient: patient.map(str::to_owned),
+            flagged_by: record.flagged.by.clone(),
+            flagged_at: record.flagged.at,
+        };
+        let dir = ctx.config.archive_dir.clone();
+        let recipients = playbook.archive.recipients.clone();
+        let written = tokio::task::spawn_blocking(move || seal_advice(&dir, &item, &recipients))
+            .await
+            .map_err(|e| store_trouble(&e))?
+            .map_err(|e| {
+                warn!(error = %e, "advice: sealing");
+                "I could not seal it for the records officers; nothing was changed. Try \
+                 again in a minute."
+                    .to_owned()
+            })?;
+        Ok(SealedRef {
+            file: written.file.file,
+            sha256: written.file.sha256,
+            bytes: written.file.bytes,
+            content_sha256: written.content_sha256,
+            patient: patient.is_some(),
+        })
     }
 
     /// Marks the message transcribed, and stops its reminder.
     async fn transcribed(self, ctx: &Arc<Ctx>) -> Outcome {
         let link = self.link(ctx);
-        let unflagged = self.fresh_record(ctx).await?;
+        let existing = ctx
+            .store
+            .advice(&self.incident.id, self.target.as_str())
+            .map_err(|e| store_trouble(&e))?;
+        // A message nobody flagged is recorded as flagged by this mark: sealed first.
+        let (unflagged, sealed_here) = match existing {
+            Some(existing) => (existing, None),
+            None => {
+                let message = self.read(ctx).await?;
+                let mut unflagged = self.fresh_record(ctx, &message);
+                let sealed = self.seal(ctx, &unflagged, &message, None).await?;
+                let file = sealed.file.clone();
+                unflagged.sealed = Some(sealed);
+                (unflagged, Some(file))
+            }
+        };
         let mark = Mark {
             by: self.by.to_string(),
             at: ctx.now(),
             via: self.via,
         };
-        match ctx
-            .store
-            .mark_transcribed(&unflagged, &mark)
-            .map_err(|e| store_trouble(&e))?
+        let outcome = ctx.store.mark_transcribed(&unflagged, &mark);
+        // The copy sealed here stays only if the store now names it (this mark
+        // recorded the advice, rather than another flag at the same moment).
+        if let Some(file) = sealed_here
+            && !names_sealed_copy(ctx, &self, &file)
         {
+            remove_orphan(&ctx.config.archive_dir, &file);
+        }
+        match outcome.map_err(|e| store_trouble(&e))? {
             TranscribedOutcome::Already(existing) => {
                 let who = existing.transcribed.map(|m| m.by).unwrap_or_default();
                 Ok(format!("{link} was already marked transcribed by {who}."))
@@ -196,8 +353,30 @@ impl Marking<'_> {
     }
 
     /// The record for the message as if it were flagged now: its author and time come
-    /// from the event as the homeserver serves it. Refuses what is not a message.
-    async fn fresh_record(self, ctx: &Ctx) -> Result<AdviceRecord, String> {
+    /// from the event as the homeserver serves it.
+    fn fresh_record(self, ctx: &Ctx, message: &Message) -> AdviceRecord {
+        AdviceRecord {
+            incident: self.incident.id.clone(),
+            room_key: self.record.key.clone(),
+            room_id: self.room.room_id().to_string(),
+            event_id: self.target.to_string(),
+            author: message.author.clone(),
+            sent_at: message.sent_at,
+            flagged: Mark {
+                by: self.by.to_string(),
+                at: ctx.now(),
+                via: self.via,
+            },
+            transcribed: None,
+            reminded_at: None,
+            sealed: None,
+        }
+    }
+
+    /// Reads the message from the room (decrypted when cordon can): its author, time,
+    /// text and what it replies to. Refuses what is not a message, cordon's own and a
+    /// deleted one.
+    async fn read(self, ctx: &Ctx) -> Result<Message, String> {
         let event = self
             .room
             .event(self.target, None)
@@ -223,22 +402,37 @@ impl Marking<'_> {
         {
             return Err("That message has been deleted.".to_owned());
         }
-        Ok(AdviceRecord {
-            incident: self.incident.id.clone(),
-            room_key: self.record.key.clone(),
-            room_id: self.room.room_id().to_string(),
-            event_id: self.target.to_string(),
+        let (text, in_reply_to) = match &parsed {
+            AnySyncTimelineEvent::MessageLike(AnySyncMessageLikeEvent::RoomMessage(
+                SyncRoomMessageEvent::Original(m),
+            )) => (
+                Some(
+                    crate::domain::command::strip_reply_fallback(m.content.body())
+                        .trim()
+                        .to_owned(),
+                ),
+                reply_target(&m.content).map(|e| e.to_string()),
+            ),
+            _ => (None, None),
+        };
+        Ok(Message {
             author: parsed.sender().to_string(),
             sent_at: millis_to_utc(parsed.origin_server_ts().get().into()),
-            flagged: Mark {
-                by: self.by.to_string(),
-                at: ctx.now(),
-                via: self.via,
-            },
-            transcribed: None,
-            reminded_at: None,
+            text,
+            in_reply_to,
         })
     }
+}
+
+/// True when the store's record of the marking's advice names `file` as its sealed
+/// copy (so it must not be removed).
+fn names_sealed_copy(ctx: &Ctx, marking: &Marking<'_>, file: &str) -> bool {
+    ctx.store
+        .advice(&marking.incident.id, marking.target.as_str())
+        .ok()
+        .flatten()
+        .and_then(|a| a.sealed)
+        .is_some_and(|s| s.file == file)
 }
 
 fn store_trouble(e: &dyn std::fmt::Display) -> String {
@@ -251,14 +445,30 @@ fn store_trouble(e: &dyn std::fmt::Display) -> String {
 pub(crate) async fn command(
     ctx: &Arc<Ctx>,
     incoming: &Incoming,
-    event: &EventRef,
+    event: Option<&EventRef>,
+    patient: Option<&NhsNumber>,
     mark: bool,
 ) -> Result<Done, CommandError> {
-    let room = match &event.room {
-        None => Some(incoming.room.clone()),
-        Some(r) => matrix_sdk::ruma::OwnedRoomId::try_from(r.as_str())
-            .ok()
-            .and_then(|id| ctx.client.get_room(&id)),
+    // The message: the link's, else the one the command replies to.
+    let (room, target): (Option<Room>, OwnedEventId) = match (event, &incoming.reply_to) {
+        (Some(event), _) => (
+            match &event.room {
+                None => Some(incoming.room.clone()),
+                Some(r) => OwnedRoomId::try_from(r.as_str())
+                    .ok()
+                    .and_then(|id| ctx.client.get_room(&id)),
+            },
+            event.event.clone(),
+        ),
+        (None, Some(reply_to)) => (Some(incoming.room.clone()), reply_to.clone()),
+        (None, None) => {
+            return Err(CommandError::NotDone(
+                "Which message? Give its link (Options → Share → Copy link): `!cordon advice \
+                 <link> [--patient <NHS number>]`, or send the command as a reply to the \
+                 message. Nothing was changed."
+                    .to_owned(),
+            ));
+        }
     };
     let found = room
         .and_then(|room| incident_room(ctx, room.room_id().as_str()).map(|(r, i)| (room, r, i)));
@@ -294,12 +504,12 @@ pub(crate) async fn command(
         record: &record,
         incident: &incident,
         room: &room,
-        target: &event.event,
+        target: &target,
         by: &incoming.sender,
         via: MarkedVia::Command,
     };
     let kind = if mark { Kind::Transcribed } else { Kind::Flag };
-    let outcome = marking.apply(ctx, kind).await;
+    let outcome = marking.apply(ctx, kind, patient).await;
     match outcome {
         Ok(text) => Ok(Done::Reply(text)),
         Err(text) => Err(CommandError::refused_about(

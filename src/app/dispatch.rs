@@ -294,8 +294,12 @@ async fn run_unscoped(
             name,
             exercise,
         } => declare::declare(ctx, incoming, playbook.as_str(), name.as_str(), exercise).await,
-        Command::Advice { event } => advice::command(ctx, incoming, &event, false).await,
-        Command::Transcribed { event } => advice::command(ctx, incoming, &event, true).await,
+        Command::Advice { event, patient } => {
+            advice::command(ctx, incoming, event.as_ref(), patient.as_ref(), false).await
+        }
+        Command::Transcribed { event } => {
+            advice::command(ctx, incoming, Some(&event), None, true).await
+        }
         other => Err(CommandError::NotDone(format!(
             "`{}` needs an incident. Nothing was changed.",
             other.name()

@@ -386,7 +386,7 @@ fn answer(
 /// A sealed file written for an entry that was not recorded; removed so that nothing
 /// sealed is left that the store does not know. (Each attempt seals to a file of its
 /// own, so this never touches a recorded entry's file.)
-fn remove_orphan(dir: &std::path::Path, relative: &str) {
+pub(super) fn remove_orphan(dir: &std::path::Path, relative: &str) {
     if let Err(e) = std::fs::remove_file(dir.join(relative)) {
         warn!(error = %e, "could not remove a sealed entry that was not recorded");
     }

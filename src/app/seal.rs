@@ -40,6 +40,7 @@ use crate::input::playbook::Playbook;
 use crate::matrix::MatrixError;
 use crate::matrix::rooms::{self, notice};
 use crate::retention::classify::{EventHead, REDACTION_TYPE};
+use crate::store::advice::MarkedVia;
 use crate::store::{RoomRecord, RoomStatus, StandDownStep};
 
 /// Events per page of the export.
@@ -156,6 +157,58 @@ pub(crate) async fn seal(
             posted_event: entry.posted.as_ref().map(|p| p.event_id.clone()),
         };
         writer.add_record(manifest, &file_name, &bytes)?;
+    }
+    // The advice, each item with its sealed copy (text, patient) verbatim: only the
+    // records officer's key opens them (into the FHIR bundle).
+    for advice in ctx.store.advice_for(id)? {
+        let sealed = match &advice.sealed {
+            None => None,
+            Some(s) => {
+                let path = dir.join(&s.file);
+                let bytes = tokio::fs::read(&path).await.map_err(|e| {
+                    SealFailure::Stop(format!(
+                        "the sealed advice {} ({}) cannot be read: {e}",
+                        advice.event_id,
+                        path.display()
+                    ))
+                })?;
+                let name = Path::new(&s.file)
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or(s.file.as_str())
+                    .to_owned();
+                Some((name, bytes))
+            }
+        };
+        let listed = archive::AdviceManifest {
+            room_key: advice.room_key.clone(),
+            room_id: advice.room_id.clone(),
+            event_id: advice.event_id.clone(),
+            author: advice.author.clone(),
+            sent_at: advice.sent_at,
+            flagged_by: advice.flagged.by.clone(),
+            flagged_at: advice.flagged.at,
+            flagged_via: advice.flagged.via.as_str().to_owned(),
+            transcribed: advice
+                .transcribed
+                .as_ref()
+                .map(|m| archive::TranscribedManifest {
+                    by: m.by.clone(),
+                    at: m.at,
+                    confirmed: m.via == MarkedVia::Command,
+                }),
+            patient: advice.sealed.as_ref().is_some_and(|s| s.patient),
+            sealed: advice.sealed.as_ref().map(|s| archive::SealedMember {
+                file: String::new(),
+                sha256: s.sha256.clone(),
+                bytes: s.bytes,
+                content_sha256: s.content_sha256.clone(),
+            }),
+        };
+        writer.add_advice(
+            listed,
+            sealed.as_ref().map(|(n, b)| (n.as_str(), b.as_slice())),
+        )?;
     }
     let audit: Vec<Value> = ctx
         .store

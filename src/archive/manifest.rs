@@ -24,13 +24,17 @@ use crate::domain::transcript::{TranscriptLine, Unauthenticated};
 /// Version 4 added `exercise`. A cordon that reads only version 3 would ignore the
 /// field and present a drill's archive as a real incident's; with version 4 it says that
 /// a newer cordon is needed instead.
-pub const MANIFEST_VERSION: u32 = 4;
+///
+/// Version 5 added the clinical advice (`advice`, members under `advice/`, sealed to
+/// the records officers as each item was flagged). A cordon that reads only version 4
+/// would meet `advice/` members it does not know and refuse the archive as altered.
+pub const MANIFEST_VERSION: u32 = 5;
 
 /// Every manifest version this cordon reads. A version 1 archive has none of version
 /// 2's counts (they read as 0) and no marked line, so its figures still check; version
 /// 1 and 2 archives have no command record and no time zone; before version 4 no
-/// archive is an exercise's.
-pub const READABLE_VERSIONS: [u32; 4] = [1, 2, 3, 4];
+/// archive is an exercise's; before version 5 none holds sealed advice.
+pub const READABLE_VERSIONS: [u32; 5] = [1, 2, 3, 4, 5];
 
 /// `manifest.json`. Signed, byte for byte, by `manifest.sig`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +86,11 @@ pub struct Manifest {
     /// was recorded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub record: Vec<RecordManifest>,
+    /// The messages flagged as clinical advice, in the order they were sent, each with
+    /// its sealed copy (`advice/…`) when it has one. Absent before version 5, and when
+    /// none was flagged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub advice: Vec<AdviceManifest>,
     /// The playbook's roles as the incident ran them: each role's title and everyone who
     /// held it (the playbook's holders and anyone added). Absent before version 4.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -321,6 +330,64 @@ pub struct PreSealManifest {
     pub bytes: u64,
     /// How many transcript lines it holds, as recorded when it was written.
     pub lines: u64,
+}
+
+/// One message flagged as clinical advice: what cordon knows of it (ids, people,
+/// times), never its text or patient, and its sealed copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdviceManifest {
+    /// The room's key.
+    pub room_key: String,
+    /// The Matrix room id.
+    pub room_id: String,
+    /// The message's event id.
+    pub event_id: String,
+    /// Who wrote it.
+    pub author: String,
+    /// When it was sent.
+    pub sent_at: DateTime<Utc>,
+    /// Who flagged it.
+    pub flagged_by: String,
+    /// When.
+    pub flagged_at: DateTime<Utc>,
+    /// How: `command` or `reaction`.
+    pub flagged_via: String,
+    /// Who marked it transcribed, when, and whether by command (confirmed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcribed: Option<TranscribedManifest>,
+    /// True when a patient was given (`--patient`); the number is only in the sealed
+    /// copy.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub patient: bool,
+    /// The sealed copy, when there is one (advice flagged before cordon sealed it has
+    /// none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<SealedMember>,
+}
+
+/// Who marked advice transcribed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TranscribedManifest {
+    /// The Matrix user id.
+    pub by: String,
+    /// When cordon recorded it.
+    pub at: DateTime<Utc>,
+    /// True when confirmed by command; false for a ✅ reaction alone.
+    pub confirmed: bool,
+}
+
+/// A member copied verbatim, still encrypted to the records officers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedMember {
+    /// Its path in the archive (`advice/<tag>-<attempt>.json.age`).
+    pub file: String,
+    /// SHA-256 of the encrypted file, hex (the one recorded when it was sealed).
+    pub sha256: String,
+    /// Its size.
+    pub bytes: u64,
+    /// SHA-256 of the sealed plaintext, hex: opening checks the decrypted item
+    /// against it.
+    pub content_sha256: String,
 }
 
 /// One entry of the command record, copied verbatim (still encrypted to the records

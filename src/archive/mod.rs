@@ -32,8 +32,10 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::transcript::TranscriptLine;
 
+pub mod advice;
 pub mod debrief;
 pub mod error;
+pub mod fhir;
 pub mod keyring;
 pub mod manifest;
 pub mod merge;
@@ -50,8 +52,9 @@ mod tests;
 pub use error::ArchiveError;
 pub use keyring::{KeySource, TrustedKey, TrustedSigners};
 pub use manifest::{
-    AuditManifest, Counts, FileHash, MANIFEST_VERSION, Manifest, MediaManifest, PreSealManifest,
-    READABLE_VERSIONS, RecordManifest, RoleManifest, RoomManifest,
+    AdviceManifest, AuditManifest, Counts, FileHash, MANIFEST_VERSION, Manifest, MediaManifest,
+    PreSealManifest, READABLE_VERSIONS, RecordManifest, RoleManifest, RoomManifest, SealedMember,
+    TranscribedManifest,
 };
 pub use reader::{Opened, Reported, Verified, open_file, report_file, verify_file};
 pub use signing::{ArchivePublicKey, ArchiveSigner, SIGNING_KEY_FILE};
@@ -67,6 +70,10 @@ pub const AUDIT_FILE: &str = "audit.jsonl";
 pub const INDEX_FILE: &str = "index.md";
 /// The directory of the command record's sealed entries inside the archive.
 pub const RECORD_DIR: &str = "record";
+/// The directory of the sealed advice items inside the archive.
+pub const ADVICE_DIR: &str = "advice";
+/// The FHIR bundle of the incident's advice that opening writes.
+pub const FHIR_ADVICE_FILE: &str = "fhir/advice.json";
 /// The decision log that opening writes, one JSON object per decision.
 pub const DECISION_LOG_FILE: &str = "decision-log.jsonl";
 /// The decision log's rendering that opening writes.

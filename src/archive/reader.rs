@@ -30,8 +30,8 @@ use super::merge::merge;
 use super::render::{self, RoomHeading};
 use super::signing::ArchivePublicKey;
 use super::{
-    AUDIT_FILE, ArchiveError, DEBRIEF_FILE, DEBRIEF_RENDERING, INDEX_FILE, MANIFEST_FILE,
-    RECORD_DIR, SIGNATURE_FILE, create_private_dirs, is_safe_name,
+    ADVICE_DIR, AUDIT_FILE, ArchiveError, DEBRIEF_FILE, DEBRIEF_RENDERING, FHIR_ADVICE_FILE,
+    INDEX_FILE, MANIFEST_FILE, RECORD_DIR, SIGNATURE_FILE, create_private_dirs, is_safe_name,
 };
 use crate::archive::segment::{self, check_room_key};
 use crate::domain::transcript::TranscriptLine;
@@ -194,6 +194,10 @@ pub fn open_file(
     written.push(DEBRIEF_FILE.to_owned());
     write_new(out, DEBRIEF_RENDERING, |f| f.write_all(md.as_bytes()))?;
     written.push(DEBRIEF_RENDERING.to_owned());
+    let opened = advice::open_all(m, |f| decrypt_file(&out.join(f), &ids), &mut warnings);
+    let fhir = advice::to_bytes(&advice::bundle(m, &opened))?;
+    write_new(out, FHIR_ADVICE_FILE, |f| f.write_all(&fhir))?;
+    written.push(FHIR_ADVICE_FILE.to_owned());
     Ok(Opened {
         verified,
         out: out.to_owned(),
@@ -211,6 +215,8 @@ pub struct Reported {
     pub debrief: super::debrief::Debrief,
     /// Its Markdown rendering (`debrief.md`'s content).
     pub markdown: String,
+    /// The FHIR bundle of the incident's advice (`fhir/advice.json`'s content).
+    pub fhir: serde_json::Value,
     /// Things a reader should know (an entry of the command record that could not be
     /// opened, say); they are marked in the report too.
     pub warnings: Vec<String>,
@@ -230,7 +236,16 @@ pub fn report_file(
     let m = &verified.manifest;
     let expected = expected_members(m)?;
     let transcripts: BTreeSet<&str> = m.rooms.iter().map(|r| r.file.as_str()).collect();
-    let records: BTreeSet<&str> = m.record.iter().map(|r| r.file.as_str()).collect();
+    let records: BTreeSet<&str> = m
+        .record
+        .iter()
+        .map(|r| r.file.as_str())
+        .chain(
+            m.advice
+                .iter()
+                .filter_map(|a| Some(a.sealed.as_ref()?.file.as_str())),
+        )
+        .collect();
     let mut audit = Vec::new();
     let mut audit_warnings = Vec::new();
     let mut exported: Vec<TranscriptLine> = Vec::new();
@@ -279,10 +294,20 @@ pub fn report_file(
         .collect();
     warnings.extend(audit_warnings);
     let (debrief, markdown) = debrief_of(m, &audit, &exported, &record, &mut warnings);
+    let opened = advice::open_all(
+        m,
+        |f| match sealed.get(f) {
+            Some(bytes) => decrypt_from(bytes.as_slice(), Path::new(f), &ids),
+            None => Err(ArchiveError::MissingMember(f.to_owned())),
+        },
+        &mut warnings,
+    );
+    let fhir = advice::bundle(m, &opened);
     Ok(Reported {
         verified: verified.clone(),
         debrief,
         markdown,
+        fhir,
         warnings,
     })
 }
@@ -639,6 +664,27 @@ fn expected_members(m: &Manifest) -> Result<ExpectedMembers, ArchiveError> {
         }
         add(&r.file, Some(&r.sha256), Some(r.bytes))?;
     }
+    let mut advised = BTreeSet::new();
+    for a in &m.advice {
+        room_key(&format!("advice {:?}", a.event_id), &a.room_key)?;
+        if !advised.insert(a.event_id.as_str()) {
+            return Err(bad(format!("lists the advice {} twice", a.event_id)));
+        }
+        if let Some(s) = &a.sealed {
+            let named = s
+                .file
+                .strip_prefix(ADVICE_DIR)
+                .and_then(|f| f.strip_prefix('/'))
+                .is_some_and(is_safe_name);
+            if !named {
+                return Err(bad(format!(
+                    "the advice {}'s sealed copy {:?} is not under {ADVICE_DIR}/",
+                    a.event_id, s.file
+                )));
+            }
+            add(&s.file, Some(&s.sha256), Some(s.bytes))?;
+        }
+    }
     add(&m.audit.file, Some(&m.audit.sha256), None)?;
     for r in &m.renderings {
         add(&r.file, Some(&r.sha256), None)?;
@@ -678,6 +724,7 @@ fn compare_members(
     Ok(())
 }
 
+mod advice;
 mod decisions;
 mod stream;
 

@@ -1140,4 +1140,5 @@ fn unauthenticated_lines_are_counted_marked_before_their_words_and_listed_in_the
 }
 
 /// The command record's entries in the archive: sealed, copied, verified, decrypted.
+mod advice;
 mod decisions;

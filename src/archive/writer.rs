@@ -18,14 +18,15 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::manifest::{
-    AuditManifest, Counts, FileHash, MANIFEST_VERSION, Manifest, MediaManifest, PreSealManifest,
-    RecordManifest, RoomManifest,
+    AdviceManifest, AuditManifest, Counts, FileHash, MANIFEST_VERSION, Manifest, MediaManifest,
+    PreSealManifest, RecordManifest, RoomManifest,
 };
 use super::render::{self, RoomHeading, UnauthenticatedEvent, UndecryptableEvent};
 use super::signing::ArchiveSigner;
 use super::{
-    AUDIT_FILE, ArchiveError, ArchiveHeader, INDEX_FILE, MANIFEST_FILE, MediaEntry, RECORD_DIR,
-    RoomExport, SIGNATURE_FILE, Sealed, create_private_dirs, is_safe_name, reader, sync_dir,
+    ADVICE_DIR, AUDIT_FILE, ArchiveError, ArchiveHeader, INDEX_FILE, MANIFEST_FILE, MediaEntry,
+    RECORD_DIR, RoomExport, SIGNATURE_FILE, Sealed, create_private_dirs, is_safe_name, reader,
+    sync_dir,
 };
 use crate::archive::segment::{self, check_room_key};
 
@@ -46,6 +47,7 @@ pub struct ArchiveWriter {
     media_seq: HashMap<String, u64>,
     pre_seal: Vec<PreSealManifest>,
     record: Vec<RecordManifest>,
+    advice: Vec<AdviceManifest>,
     audit: Option<AuditManifest>,
     /// Room renderings without their heading, written by `finish`.
     pending: Vec<(usize, String)>,
@@ -100,6 +102,7 @@ impl ArchiveWriter {
             media_seq: HashMap::new(),
             pre_seal: Vec::new(),
             record: Vec::new(),
+            advice: Vec::new(),
             audit: None,
             pending: Vec::new(),
             undecryptable: Vec::new(),
@@ -291,6 +294,70 @@ impl ArchiveWriter {
         Ok(())
     }
 
+    /// Lists one advice item in the manifest and, when it has a sealed copy, copies
+    /// that verbatim as `advice/<file_name>` (setting `sealed.file` to that member).
+    /// Refuses bytes whose SHA-256 or size differs from the ones recorded when the item
+    /// was sealed ([`ArchiveError::RecordMismatch`]), an item listed twice, a
+    /// `content_sha256` that is not a SHA-256 and a file name cordon does not write.
+    pub fn add_advice(
+        &mut self,
+        mut item: AdviceManifest,
+        sealed: Option<(&str, &[u8])>,
+    ) -> Result<(), ArchiveError> {
+        let label = format!("advice {}", item.event_id);
+        check_room_key(&item.room_key)
+            .map_err(|e| ArchiveError::BadInput(format!("{label}: {e}")))?;
+        if self.advice.iter().any(|a| a.event_id == item.event_id) {
+            return Err(ArchiveError::BadInput(format!("{label} was added twice")));
+        }
+        match (item.sealed.as_mut(), sealed) {
+            (None, None) => {}
+            (Some(member), Some((file_name, bytes))) => {
+                if !is_safe_name(file_name) {
+                    return Err(ArchiveError::BadInput(format!(
+                        "{file_name:?} cannot name the sealed {label}"
+                    )));
+                }
+                if !is_sha256(&member.content_sha256) {
+                    return Err(ArchiveError::BadInput(format!(
+                        "{label}: {:?} is not the SHA-256 of its content",
+                        member.content_sha256
+                    )));
+                }
+                let found = hex::encode(Sha256::digest(bytes));
+                if !found.eq_ignore_ascii_case(member.sha256.trim()) {
+                    return Err(ArchiveError::RecordMismatch {
+                        label,
+                        file: file_name.to_owned(),
+                        expected: member.sha256.clone(),
+                        found,
+                    });
+                }
+                if member.bytes != bytes.len() as u64 {
+                    return Err(ArchiveError::BadInput(format!(
+                        "{label}: {file_name} is {} bytes, but {} were recorded when it \
+                         was sealed",
+                        bytes.len(),
+                        member.bytes
+                    )));
+                }
+                let file = format!("{ADVICE_DIR}/{file_name}");
+                let (sha256, size) = self.append(&file, bytes)?;
+                member.file = file;
+                member.sha256 = sha256;
+                member.bytes = size;
+                member.content_sha256.make_ascii_lowercase();
+            }
+            _ => {
+                return Err(ArchiveError::BadInput(format!(
+                    "{label}: its sealed copy and its listing disagree"
+                )));
+            }
+        }
+        self.advice.push(item);
+        Ok(())
+    }
+
     /// Adds the incident's slice of the audit log, one JSON object per line. Without
     /// it, `finish` writes an empty `audit.jsonl`.
     pub fn add_audit(&mut self, entries: &[Value]) -> Result<(), ArchiveError> {
@@ -377,6 +444,11 @@ impl ArchiveWriter {
                 let mut record = std::mem::take(&mut self.record);
                 record.sort_by_key(|r| (r.kind, r.number));
                 record
+            },
+            advice: {
+                let mut advice = std::mem::take(&mut self.advice);
+                advice.sort_by(|a, b| a.sent_at.cmp(&b.sent_at).then(a.event_id.cmp(&b.event_id)));
+                advice
             },
             roles: header.roles,
             audit: self.audit.take().ok_or(ArchiveError::Poisoned)?,

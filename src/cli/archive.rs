@@ -56,6 +56,20 @@ pub(super) enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Verify a sealed archive, then print the FHIR R4 bundle of its clinical advice:
+    /// a `transaction` Bundle of one `Communication` per advice item (text, author,
+    /// time, the patient's NHS number when one was given, who flagged it and who
+    /// marked it transcribed), for the electronic patient record or an integration
+    /// engine to load. Nothing is written to disk (`open` writes the same bundle as
+    /// fhir/advice.json).
+    ///
+    /// Exits like `verify`.
+    Fhir {
+        /// The archive, `<incident>.cordon-archive.age`.
+        file: PathBuf,
+        #[command(flatten)]
+        keys: ArchiveKeys,
+    },
     /// Print the public key that signs this cordon's archives, for records officers to
     /// pin with `--signer`. Needs no secrets; exits 1 if the bot has not created the key
     /// yet.
@@ -101,6 +115,53 @@ impl ArchiveKeys {
         }
         Ok(trusted)
     }
+}
+
+/// What `report` and `fhir` print.
+#[derive(Debug, Clone, Copy)]
+enum Printed {
+    /// The debrief's Markdown.
+    Debrief,
+    /// debrief.json.
+    DebriefJson,
+    /// The FHIR bundle of the advice.
+    Fhir,
+}
+
+/// Verifies `file` and prints what it holds as `what`, warnings on stderr.
+fn report(
+    out: &mut impl Write,
+    file: &std::path::Path,
+    inputs: Result<
+        (Vec<age::x25519::Identity>, cordon::archive::TrustedSigners),
+        cordon::archive::ArchiveError,
+    >,
+    what: Printed,
+    fail: impl Fn(cordon::archive::ArchiveError) -> ExitCode,
+) -> anyhow::Result<ExitCode> {
+    let (ids, trusted) = match inputs {
+        Ok(inputs) => inputs,
+        Err(e) => return Ok(fail(e)),
+    };
+    let report = match cordon::archive::report_file(file, &ids, &trusted) {
+        Ok(report) => report,
+        Err(e) => return Ok(fail(e)),
+    };
+    match what {
+        Printed::Debrief => out.write_all(report.markdown.as_bytes())?,
+        Printed::DebriefJson => {
+            serde_json::to_writer_pretty(&mut *out, &report.debrief)?;
+            writeln!(out)?;
+        }
+        Printed::Fhir => {
+            serde_json::to_writer_pretty(&mut *out, &report.fhir)?;
+            writeln!(out)?;
+        }
+    }
+    for warning in &report.warnings {
+        eprintln!("warning: {}", shown(warning));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn archive_key(s: &str) -> Result<cordon::archive::ArchivePublicKey, String> {
@@ -214,26 +275,14 @@ pub(super) fn run(command: Cmd) -> anyhow::Result<ExitCode> {
             }
         }
         Cmd::Report { file, keys, json } => {
-            let (ids, trusted) = match inputs(&keys) {
-                Ok(inputs) => inputs,
-                Err(e) => return Ok(fail(e)),
+            let what = if json {
+                Printed::DebriefJson
+            } else {
+                Printed::Debrief
             };
-            match archive::report_file(&file, &ids, &trusted) {
-                Ok(report) => {
-                    if json {
-                        serde_json::to_writer_pretty(&mut out, &report.debrief)?;
-                        writeln!(out)?;
-                    } else {
-                        out.write_all(report.markdown.as_bytes())?;
-                    }
-                    for warning in &report.warnings {
-                        eprintln!("warning: {}", shown(warning));
-                    }
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(e) => Ok(fail(e)),
-            }
+            report(&mut out, &file, inputs(&keys), what, fail)
         }
+        Cmd::Fhir { file, keys } => report(&mut out, &file, inputs(&keys), Printed::Fhir, fail),
         Cmd::Pubkey { config, state_dir } => {
             let state_dir = match (config, state_dir) {
                 (_, Some(dir)) => dir,

@@ -18,6 +18,7 @@ use std::time::Duration;
 use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde::Deserialize;
 
+use crate::domain::pid::Registration;
 use crate::input::diagnostic::Diagnostic;
 use crate::input::yaml::Located;
 
@@ -86,6 +87,21 @@ pub struct RawConfig {
     /// membership or state change in its rooms (see `synapse-module/README.md`).
     #[serde(default)]
     pub prevention: Option<RawPrevention>,
+    /// The patient record: professional registrations for the FHIR export of advice.
+    #[serde(default)]
+    pub fhir: Option<RawFhir>,
+}
+
+/// `fhir:` section as written.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawFhir {
+    /// People's professional registrations, as the patient record identifies them:
+    /// Matrix user id → `gmc:1234567`, `nmc:12A3456B`, `hcpc:PA12345` or
+    /// `<system URI>|<value>`. Advice from someone listed names them by it in the FHIR
+    /// export; from anyone else, by Matrix user id.
+    #[serde(default)]
+    pub practitioners: std::collections::BTreeMap<String, Located<String>>,
 }
 
 /// `prevention:` section as written.
@@ -295,6 +311,23 @@ pub struct Config {
     pub sync_stale_after: Duration,
     /// Prevention through the Synapse module; `None` when not configured.
     pub prevention: Option<Prevention>,
+    /// The patient record's side (FHIR export of advice).
+    pub fhir: Fhir,
+}
+
+/// The `fhir:` section, checked.
+#[derive(Debug, Clone, Default)]
+pub struct Fhir {
+    /// Professional registrations by Matrix user id.
+    pub practitioners: std::collections::BTreeMap<OwnedUserId, Registration>,
+}
+
+impl Fhir {
+    /// `user`'s registration, when the config maps them to one.
+    pub fn registration_of(&self, user: &str) -> Option<Registration> {
+        let user = UserId::parse(user).ok()?;
+        self.practitioners.get(&user).cloned()
+    }
 }
 
 /// Where the Synapse module's questions come to, and how cordon checks it is on.
@@ -373,6 +406,31 @@ impl Checker<'_> {
             self.error(raw, format!("{field} must not be empty"));
         }
         resolve(base, &raw.value)
+    }
+
+    /// The `fhir:` section: each practitioner's user id and registration.
+    fn fhir(&mut self, raw: &RawFhir) -> Fhir {
+        let mut practitioners = std::collections::BTreeMap::new();
+        for (user, registration) in &raw.practitioners {
+            let field = format!("fhir.practitioners `{}`", shown(user));
+            let user = match parse_user_id(user) {
+                Ok(user) => Some(user),
+                Err(why) => {
+                    self.error(registration, format!("{field}: the key {why}"));
+                    None
+                }
+            };
+            let parsed = Registration::parse(&registration.value).map_err(|why| {
+                self.error(
+                    registration,
+                    format!("{field}: `{}` is {why}", shown(&registration.value)),
+                );
+            });
+            if let (Some(user), Ok(parsed)) = (user, parsed) {
+                practitioners.insert(user, parsed);
+            }
+        }
+        Fhir { practitioners }
     }
 
     /// The `prevention:` section: a loopback listener (the module refuses a remote one
@@ -687,6 +745,8 @@ impl Config {
             .as_ref()
             .and_then(|p| c.prevention(p, &base, homeserver.as_ref()));
 
+        let fhir = raw.fhir.as_ref().map(|f| c.fhir(f)).unwrap_or_default();
+
         match (c.problems.is_empty(), homeserver, user) {
             (true, Some(homeserver), Some(user)) => Ok(Config {
                 path: path.to_path_buf(),
@@ -706,6 +766,7 @@ impl Config {
                 metrics_listen,
                 sync_stale_after,
                 prevention,
+                fhir,
             }),
             _ => Err(c.problems),
         }

@@ -20,6 +20,16 @@ pub enum MarkedVia {
     Command,
 }
 
+impl MarkedVia {
+    /// Its name in the audit log and the archive: `reaction` or `command`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reaction => "reaction",
+            Self::Command => "command",
+        }
+    }
+}
+
 /// Who did something, when, and how.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mark {
@@ -53,6 +63,27 @@ pub struct AdviceRecord {
     pub transcribed: Option<Mark>,
     /// When its author was reminded, once they have been.
     pub reminded_at: Option<DateTime<Utc>>,
+    /// Its copy sealed to the records officers (text, patient), once sealed; `None` for
+    /// advice flagged before cordon sealed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<SealedRef>,
+}
+
+/// Where an advice item's sealed copy is, and what cordon may know of it: hashes, and
+/// whether a patient was given. Never the text or the NHS number, nor a hash of the
+/// number alone (ten digits with a check digit are quickly guessed from their hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedRef {
+    /// The sealed file, relative to the archive directory.
+    pub file: String,
+    /// SHA-256 of the sealed file, hex.
+    pub sha256: String,
+    /// Its size.
+    pub bytes: u64,
+    /// SHA-256 of the sealed plaintext, hex.
+    pub content_sha256: String,
+    /// True when the sealed copy names a patient (`--patient`).
+    pub patient: bool,
 }
 
 impl AdviceRecord {
@@ -90,6 +121,15 @@ pub enum TranscribedOutcome {
     Already(AdviceRecord),
 }
 
+/// What [`Store::reseal_advice`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resealed {
+    /// The new copy replaced this file (to remove), or none.
+    Replaced(Option<String>),
+    /// There is no such advice; nothing changed.
+    NotFlagged,
+}
+
 impl Store {
     /// Flags a message as advice and audits it (`advice.flagged`), in one transaction.
     /// A message already flagged is left as it is. Returns whether it was new.
@@ -118,6 +158,7 @@ impl Store {
                         "event": record.event_id,
                         "author": record.author,
                         "via": record.flagged.via,
+                        "patient": record.sealed.as_ref().is_some_and(|s| s.patient),
                     }),
                     at: record.flagged.at,
                 },
@@ -183,6 +224,54 @@ impl Store {
         }
         tx.commit()?;
         Ok(outcome)
+    }
+
+    /// Replaces the sealed copy of flagged advice `event` (sealed again with a patient),
+    /// auditing `advice.patient` as `by` at `at`, in one transaction.
+    pub fn reseal_advice(
+        &self,
+        incident: &IncidentId,
+        event: &str,
+        sealed: &SealedRef,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Resealed, StoreError> {
+        let tx = self.write()?;
+        let replaced = {
+            let mut table = tx.open_table(tables::ADVICE)?;
+            let existing: Option<AdviceRecord> = match table.get((incident.as_str(), event))? {
+                None => None,
+                Some(bytes) => Some(decode("advice", event, bytes.value())?),
+            };
+            match existing {
+                None => None,
+                Some(mut record) => {
+                    let old = record.sealed.replace(sealed.clone()).map(|s| s.file);
+                    let bytes = encode("advice", &record)?;
+                    table.insert((incident.as_str(), event), bytes.as_slice())?;
+                    Some((old, record))
+                }
+            }
+        };
+        let Some((old, record)) = replaced else {
+            return Ok(Resealed::NotFlagged);
+        };
+        append_in(
+            &tx,
+            audit::NewEntry {
+                actor: by,
+                action: "advice.patient",
+                incident: Some(incident),
+                details: &json!({
+                    "room": record.room_key,
+                    "event": record.event_id,
+                    "author": record.author,
+                }),
+                at,
+            },
+        )?;
+        tx.commit()?;
+        Ok(Resealed::Replaced(old))
     }
 
     /// Records that the author of advice `event` was reminded at `at`. Returns false if

@@ -1316,6 +1316,7 @@ fn advice_record(incident: &Incident, event: &str, sent: u32) -> advice::AdviceR
         },
         transcribed: None,
         reminded_at: None,
+        sealed: None,
     }
 }
 
@@ -1495,6 +1496,55 @@ fn a_reaction_mark_stays_outstanding_until_a_command_confirms_it() {
             .iter()
             .filter(|a| *a == "advice.transcribed")
             .count(),
+        1,
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn advice_is_sealed_again_with_a_patient_and_the_replaced_file_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let incident = declare(&store, "p", "!c:x.org");
+    let sealed = |file: &str, patient: bool| advice::SealedRef {
+        file: file.into(),
+        sha256: "a".repeat(64),
+        bytes: 10,
+        content_sha256: "b".repeat(64),
+        patient,
+    };
+    let mut a = advice_record(&incident, "$a", 10);
+    a.sealed = Some(sealed("i/advice/one.json.age", false));
+    assert!(store.flag_advice(&a).unwrap());
+    let again = store
+        .reseal_advice(
+            &incident.id,
+            "$a",
+            &sealed("i/advice/two.json.age", true),
+            "@lead:x.org",
+            t(20),
+        )
+        .unwrap();
+    assert_eq!(
+        again,
+        advice::Resealed::Replaced(Some("i/advice/one.json.age".into()))
+    );
+    let now = store.advice(&incident.id, "$a").unwrap().unwrap();
+    assert_eq!(now.sealed, Some(sealed("i/advice/two.json.age", true)));
+    assert_eq!(
+        store
+            .reseal_advice(&incident.id, "$b", &sealed("x", true), "@lead:x.org", t(21))
+            .unwrap(),
+        advice::Resealed::NotFlagged
+    );
+    let actions: Vec<String> = store
+        .audit_entries(.., Some(&incident.id))
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(
+        actions.iter().filter(|a| *a == "advice.patient").count(),
         1,
         "{actions:?}"
     );

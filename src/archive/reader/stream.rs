@@ -149,7 +149,9 @@ pub(super) fn classify(name: &str) -> Member {
         {
             Member::Known
         }
-        Some(("media" | "pre-seal" | RECORD_DIR, file)) if is_safe_name(file) => Member::Known,
+        Some(("media" | "pre-seal" | RECORD_DIR | ADVICE_DIR, file)) if is_safe_name(file) => {
+            Member::Known
+        }
         _ => Member::Unknown,
     }
 }

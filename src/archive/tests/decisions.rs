@@ -183,14 +183,15 @@ fn decisions_are_archived_verified_and_opened_into_the_decision_log_in_order() {
 
     let (opened, out) = open(&f, f.path(), "opened");
     assert!(opened.warnings.is_empty(), "{:?}", opened.warnings);
-    // The decision log, then the debrief built from it and the rest.
+    // The decision log, then the debrief built from it and the rest, then the advice.
     assert_eq!(
-        opened.written[opened.written.len() - 4..],
+        opened.written[opened.written.len() - 5..],
         [
             DECISION_LOG_FILE,
             DECISION_LOG_RENDERING,
             DEBRIEF_FILE,
-            DEBRIEF_RENDERING
+            DEBRIEF_RENDERING,
+            crate::archive::FHIR_ADVICE_FILE,
         ]
     );
 
@@ -495,7 +496,7 @@ fn an_archive_from_before_the_record_still_verifies_and_opens() {
     let err = verify_file(&future, &f.officers, &f.trusted()).unwrap_err();
     assert!(
         err.to_string()
-            .contains("(it reads versions 1, 2, 3 and 4)"),
+            .contains("(it reads versions 1, 2, 3, 4 and 5)"),
         "{err}"
     );
 }

@@ -205,13 +205,22 @@ pub(crate) enum Grammar {
 
     /// Flag a message as clinical advice that must be transcribed into the patient record.
     ///
-    /// Use the message's link (Options, Share, Copy link) or its event id.
+    /// Use the message's link (Options, Share, Copy link) or its event id, or send the
+    /// command as a reply to the message. --patient ties the advice to a patient by NHS
+    /// number (checked; sealed to the records officers, never kept by cordon in the
+    /// clear), for the export to the patient record; send it again with --patient to add
+    /// one to advice already flagged.
     ///
-    /// Example: !cordon advice https://matrix.to/#/!abc:nhs.example/$def?via=nhs.example
+    /// Example: !cordon advice https://matrix.to/#/!abc:nhs.example/$def?via=nhs.example --patient 943 476 5919
+    #[command(override_usage = "!cordon advice [LINK] [--patient <NHS NUMBER>]")]
     Advice {
-        /// The message: its matrix.to link, a matrix: link, or its event id ($…).
+        /// The message: its matrix.to link, a matrix: link, or its event id ($…). Leave
+        /// it out when replying to the message.
         #[arg(value_parser = EventRef::parse)]
-        link: EventRef,
+        link: Option<EventRef>,
+        /// The patient's NHS number: ten digits, spaced 3 3 4 or not.
+        #[arg(long, value_name = "NHS NUMBER", num_args = 1..=3)]
+        patient: Vec<String>,
     },
 
     /// Mark flagged advice as transcribed into the patient record, with attribution.

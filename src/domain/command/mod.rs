@@ -132,10 +132,13 @@ pub enum Command {
         /// Why, for the audit log.
         reason: Reason,
     },
-    /// `advice <LINK>`: flag a message as clinical advice to transcribe.
+    /// `advice [<LINK>] [--patient <NHS NUMBER>]`: flag a message as clinical advice to
+    /// transcribe, optionally for a patient.
     Advice {
-        /// The message.
-        event: EventRef,
+        /// The message; `None` when the command replies to it.
+        event: Option<EventRef>,
+        /// The patient it is about, when given.
+        patient: Option<crate::domain::pid::NhsNumber>,
     },
     /// `transcribed <LINK>`: mark flagged advice as transcribed.
     Transcribed {

@@ -4,7 +4,7 @@
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 
 use super::Command;
-use super::args::parse_duration;
+use super::args::{EventRef, parse_duration};
 use super::args::{IncidentName, Reason};
 use super::error::Rejection;
 use super::freetext::{parse_decision, parse_methane, parse_sitrep};
@@ -12,6 +12,7 @@ use super::grammar::{Grammar, canonical_name, parse_words, suggest, takes_many_v
 use super::lexer::MAX_BODY_BYTES;
 use super::lexer::{addressed, words};
 use super::text::echo;
+use crate::domain::pid::NhsNumber;
 
 /// Parses a message body.
 ///
@@ -185,6 +186,43 @@ fn clap_message(err: &clap::Error) -> String {
     line.split(' ').map(echo).collect::<Vec<_>>().join(" ")
 }
 
+/// `advice`'s words: the link (or none, for a reply) and the NHS number after
+/// `--patient`, spaced or not. clap hands `--patient` up to three words, so a link written
+/// after the number arrives among them: a word that reads as a link is the link.
+fn advice(link: Option<EventRef>, patient: &[String]) -> Result<Command, Rejection> {
+    let invalid = |argument: &str, reason: String| Rejection::InvalidArgument {
+        command: "advice".to_owned(),
+        argument: argument.to_owned(),
+        reason,
+    };
+    let looks_like_link = |w: &str| {
+        let w = w.trim_start_matches('<');
+        w.starts_with('$') || w.starts_with("https://") || w.starts_with("matrix:")
+    };
+    let (links, digits): (Vec<&String>, Vec<&String>) =
+        patient.iter().partition(|w| looks_like_link(w));
+    let mut event = link;
+    match links.as_slice() {
+        [] => {}
+        [one] if event.is_none() => {
+            event = Some(EventRef::parse(one).map_err(|e| invalid("<LINK>", e.to_string()))?);
+        }
+        _ => {
+            return Err(invalid(
+                "<LINK>",
+                "give one message: its link, or send the command as a reply to it".to_owned(),
+            ));
+        }
+    }
+    let patient = if patient.is_empty() {
+        None
+    } else {
+        let typed: Vec<&str> = digits.iter().map(|w| w.as_str()).collect();
+        Some(NhsNumber::parse(&typed.join(" ")).map_err(|e| invalid("--patient <NHS NUMBER>", e))?)
+    };
+    Ok(Command::Advice { event, patient })
+}
+
 /// Turns the words as typed into a typed command, validating what clap could not
 /// (joined names and reasons, help topics).
 fn into_command(grammar: Grammar) -> Result<Command, Rejection> {
@@ -246,7 +284,7 @@ fn into_command(grammar: Grammar) -> Result<Command, Rejection> {
                     .map_err(|e| invalid("admit", "--reason <REASON>", e.to_string()))?,
             }
         }
-        Grammar::Advice { link } => Command::Advice { event: link },
+        Grammar::Advice { link, patient } => advice(link, &patient)?,
         Grammar::Transcribed { link } => Command::Transcribed { event: link },
         // Parsed as written by `freetext` before clap sees it; this arm is what clap's
         // reading of the same words would mean, for completeness.

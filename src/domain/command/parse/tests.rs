@@ -349,8 +349,10 @@ fn admit_demands_unverified_and_reason() {
 
 #[test]
 fn advice_and_transcribed_take_event_refs() {
-    let Command::Advice { event } =
-        ok("!cordon advice https://matrix.to/#/!abc:nhs.example/$def?via=nhs.example")
+    let Command::Advice {
+        event: Some(event),
+        patient: None,
+    } = ok("!cordon advice https://matrix.to/#/!abc:nhs.example/$def?via=nhs.example")
     else {
         panic!();
     };
@@ -363,14 +365,76 @@ fn advice_and_transcribed_take_event_refs() {
         ok("!cordon transcribed matrix:roomid/abc:nhs.example/e/def"),
         Command::Transcribed { .. }
     ));
+    // Without a link: a reply to the message (the workflow asks for one otherwise).
     assert!(matches!(
-        rejected("!cordon advice"),
-        Rejection::MissingArgument { .. }
+        ok("!cordon advice"),
+        Command::Advice {
+            event: None,
+            patient: None
+        }
     ));
     assert!(matches!(
         rejected("!cordon advice not-a-link"),
         Rejection::InvalidArgument { .. }
     ));
+}
+
+#[test]
+fn advice_takes_a_checked_nhs_number_before_or_after_the_link() {
+    let patient = |body: &str| match ok(body) {
+        Command::Advice {
+            event,
+            patient: Some(p),
+        } => (event.map(|e| e.event.to_string()), p.digits().to_owned()),
+        other => panic!("{body}: {other:?}"),
+    };
+    let digits = "9434765919".to_owned();
+    assert_eq!(
+        patient("!cordon advice $def --patient 943 476 5919"),
+        (Some("$def".to_owned()), digits.clone())
+    );
+    assert_eq!(
+        patient("!cordon advice --patient 9434765919 $def"),
+        (Some("$def".to_owned()), digits.clone())
+    );
+    assert_eq!(
+        patient("!cordon advice --patient 943 476 5919 https://matrix.to/#/!abc:nhs.example/$def"),
+        (Some("$def".to_owned()), digits.clone())
+    );
+    assert_eq!(
+        patient("!cordon advice --patient 943 476 5919"),
+        (None, digits)
+    );
+    // A mistyped digit, too few digits, letters: refused with the reason, as usage.
+    for body in [
+        "!cordon advice $def --patient 943 476 5918",
+        "!cordon advice $def --patient 943 476",
+        "!cordon advice $def --patient NHS-number",
+        "!cordon advice $def --patient",
+    ] {
+        let why = rejected(body);
+        assert!(
+            matches!(why, Rejection::InvalidArgument { ref argument, .. } if argument.contains("--patient"))
+                || matches!(
+                    why,
+                    Rejection::MissingArgument { .. } | Rejection::Usage { .. }
+                ),
+            "{body}: {why:?}"
+        );
+    }
+    let Rejection::InvalidArgument { reason, .. } =
+        rejected("!cordon advice $def --patient 943 476 5918")
+    else {
+        panic!()
+    };
+    assert!(reason.contains("check digit"), "{reason}");
+    // Two links: which one?
+    assert!(matches!(
+        rejected("!cordon advice $abc --patient 9434765919 $def"),
+        Rejection::InvalidArgument { .. }
+    ));
+    // The number never shows in the command's Debug (logs).
+    assert!(!format!("{:?}", ok("!cordon advice $def --patient 9434765919")).contains("943"));
 }
 
 #[test]
