@@ -13,6 +13,7 @@ mod debrief;
 mod doctor;
 mod e2e;
 mod faults;
+mod fhir;
 mod grammar;
 mod guard;
 mod harness;

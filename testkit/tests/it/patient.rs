@@ -2,7 +2,7 @@
 //! number or a date of birth gets one notice to its sender an hour, which never repeats
 //! what it found; cordon's store never holds it; a playbook can turn the notices off.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cordon::dev::Synapse;
 use matrix_sdk::ruma::OwnedRoomId;
@@ -23,23 +23,6 @@ async fn declared(w: &World, name: &str) -> (String, OwnedRoomId, OwnedRoomId) {
     join_when_invited(&w.nurses[0], &[&command, &ward]).await;
     join_when_invited(&w.commander, &[&command]).await;
     (incident, ward, command)
-}
-
-/// Waits until the bot has logged `needle` on `n` lines.
-async fn logged_times(w: &World, needle: &str, n: usize) {
-    let started = Instant::now();
-    loop {
-        let seen = w.log().lines().filter(|l| l.contains(needle)).count();
-        if seen >= n {
-            return;
-        }
-        assert!(
-            started.elapsed() < WAIT,
-            "{needle:?} logged {seen} times, not {n}:\n{}",
-            w.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// The bot's notices in `room` mentioning patient identifiers, as `user` received them.
@@ -90,7 +73,8 @@ async fn an_nhs_number_gets_one_notice_an_hour_that_never_repeats_it() {
         .send_text(&ward, "Second casualty DOB 12/03/1984, query pelvis")
         .await
         .unwrap();
-    logged_times(&w, "sender nudged within the hour", 1).await;
+    w.wait_for_log_lines("sender nudged within the hour", 1)
+        .await;
     // A message with nothing in it, and a wrong check digit, get nothing either.
     nurse
         .send_text(&ward, "Bed 12 free; ref 943 476 5918")
@@ -167,6 +151,6 @@ async fn a_playbook_can_turn_the_notices_off() {
         .send_text(&ward, "Pt 943 476 5919 to CT")
         .await
         .unwrap();
-    logged_times(&w, "PID nudges are off", 1).await;
+    w.wait_for_log_lines("PID nudges are off", 1).await;
     assert!(notices(&w, nurse, &ward).is_empty());
 }

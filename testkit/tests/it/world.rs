@@ -532,6 +532,23 @@ impl World {
         }
     }
 
+    /// Waits until the running bot has logged `needle` on `n` lines.
+    pub(crate) async fn wait_for_log_lines(&self, needle: &str, n: usize) {
+        let started = Instant::now();
+        loop {
+            let seen = self.log().lines().filter(|l| l.contains(needle)).count();
+            if seen >= n {
+                return;
+            }
+            assert!(
+                started.elapsed() < WAIT,
+                "{needle:?} logged {seen} times, not {n}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits until the running bot's scheduler has nothing due left to run and nothing
     /// running (it logs so after each look at its timers): every timer due by then has
     /// fired and its job finished.

@@ -1,0 +1,269 @@
+//! Clinical advice into the patient record, against the real Synapse: advice flagged
+//! with `--patient` (on a link, on a reply, added to a 🩺 later) is sealed as it is
+//! flagged, never kept by cordon in the clear, and ends in the archive as FHIR R4
+//! `Communication`s that an independent validator accepts; a wrong NHS number is
+//! refused and changes nothing.
+
+use std::path::Path;
+use std::time::Duration;
+
+use cordon::dev::Synapse;
+use matrix_sdk::ruma::events::reaction::ReactionEventContent;
+use matrix_sdk::ruma::events::relation::Annotation;
+use serde_json::Value;
+
+use crate::standdown::{Officer, archive_cli, archive_path, join_when_invited, open, text};
+use crate::support::WAIT;
+use crate::world::{Timing, World, incident_id_in};
+
+/// Runs `scripts/fhir-validate` (fhir.resources from PyPI, in its own venv) on `file`.
+pub(crate) async fn fhir_validate(file: &Path) -> std::process::Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fhir-validate");
+    tokio::process::Command::new(script)
+        .arg(file)
+        .output()
+        .await
+        .unwrap()
+}
+
+/// The bundle's Communication for the message `event`.
+fn communication<'a>(bundle: &'a Value, event: &str) -> &'a Value {
+    let id = event.trim_start_matches('$');
+    bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["resource"])
+        .find(|r| {
+            r["identifier"][0]["value"]
+                .as_str()
+                .is_some_and(|v| v.ends_with(&format!("/e/{id}")))
+        })
+        .unwrap_or_else(|| panic!("no Communication for {event}: {bundle:#}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advice_for_a_patient_ends_as_a_valid_communication_with_its_author_time_and_transcriber() {
+    let hs = Synapse::shared().await.expect("synapse");
+    let officer = Officer::new();
+    let timing = Timing {
+        recipient: Some(officer.recipient.clone()),
+        ..Timing::default()
+    };
+    let w = World::builder()
+        .on(hs)
+        .timing(timing)
+        .config("commands: { max_age: 3h }\n")
+        .build()
+        .await;
+    w.say(&format!("!cordon declare {} \"FHIR drill\"", w.playbook_id))
+        .await;
+    let incident = incident_id_in(&w.bot_says("DECLARED").await);
+    let rooms = w.created_rooms(&incident).await;
+    let (command, ward) = (rooms["command"][0].clone(), rooms["ward"][0].clone());
+    let nurse = &w.nurses[0];
+    join_when_invited(nurse, &[&command, &ward]).await;
+    join_when_invited(&w.commander, &[&command]).await;
+    let bot = w.bot_id();
+    let flagged = |b: &str| b.contains("Flagged as clinical advice");
+
+    // The advice, and a wrong NHS number (one digit mistyped): refused, nothing flagged.
+    let advice = nurse
+        .send_text(&ward, "Bed 4: give 1 g tranexamic acid over 10 minutes")
+        .await
+        .unwrap();
+    let sent_after = chrono::Utc::now();
+    nurse
+        .send_text(
+            &ward,
+            &format!("!cordon advice {advice} --patient 943 476 5918"),
+        )
+        .await
+        .unwrap();
+    let (_, refused) = nurse
+        .wait_for_message(&ward, WAIT, |s, b| s == bot && b.contains("--patient"))
+        .await
+        .unwrap();
+    assert!(refused.contains("check digit"), "{refused}");
+    assert!(refused.contains("Usage"), "a usage reply: {refused}");
+
+    // The right one, on the link.
+    nurse
+        .send_text(
+            &ward,
+            &format!("!cordon advice {advice} --patient 943 476 5919"),
+        )
+        .await
+        .unwrap();
+    let (_, ok) = nurse
+        .wait_for_message(&ward, WAIT, |s, b| s == bot && flagged(b))
+        .await
+        .unwrap();
+    assert!(ok.contains("for the patient you named"), "{ok}");
+    assert!(!ok.contains("5919"), "the reply repeats the number: {ok}");
+
+    // A reply to it, flagged by replying to the reply with --patient.
+    let answer = nurse
+        .send_reply(&ward, &advice, "And repeat the Hb in one hour")
+        .await
+        .unwrap();
+    nurse
+        .send_reply(&ward, &answer, "!cordon advice --patient 9434765919")
+        .await
+        .unwrap();
+    nurse
+        .wait_for_message(&ward, WAIT, |s, b| {
+            s == bot && flagged(b) && b.contains(answer.as_str())
+        })
+        .await
+        .unwrap();
+
+    // Advice flagged with 🩺 (no patient), then given its patient by command.
+    let third = nurse
+        .send_text(&ward, "Bed 9: nil by mouth until the surgical review")
+        .await
+        .unwrap();
+    nurse
+        .client()
+        .get_room(&ward)
+        .unwrap()
+        .send(ReactionEventContent::new(Annotation::new(
+            third.clone(),
+            "🩺".into(),
+        )))
+        .await
+        .unwrap();
+    w.wait_for_log_lines("advice flagged", 3).await;
+    nurse
+        .send_text(
+            &ward,
+            &format!("!cordon advice {third} --patient 401 023 2137"),
+        )
+        .await
+        .unwrap();
+    nurse
+        .wait_for_message(&ward, WAIT, |s, b| {
+            s == bot && b.starts_with("Added the patient")
+        })
+        .await
+        .unwrap();
+
+    // Transcribed twelve minutes later (cordon's clock), by the commander from the
+    // control room, by the message's link.
+    w.advance_clock(Duration::from_secs(12 * 60)).await;
+    w.say(&format!(
+        "!cordon transcribed https://matrix.to/#/{ward}/{advice}"
+    ))
+    .await;
+    w.bot_says("Marked transcribed").await;
+
+    w.say(&format!("!cordon standdown {incident}")).await;
+    w.bot_says("is sealed and verified").await;
+    w.bot_says("room(s) are destroyed").await;
+
+    // The archive's bundle: valid to an independent validator, one Communication each.
+    let file = archive_path(&w, &incident);
+    let opened = open(&w, &officer, &file).await;
+    let bundle_file = opened.path().join("opened/fhir/advice.json");
+    let checked = fhir_validate(&bundle_file).await;
+    assert!(checked.status.success(), "validator: {}", text(&checked));
+    assert!(
+        text(&checked).contains("3 Communication(s)"),
+        "{}",
+        text(&checked)
+    );
+    let bundle: Value = serde_json::from_slice(&std::fs::read(&bundle_file).unwrap()).unwrap();
+    assert_eq!(bundle["type"], "transaction");
+
+    let nurse_uri = format!(
+        "matrix:u/{}",
+        nurse.user_id().as_str().trim_start_matches('@')
+    );
+    let commander = w.commander.user_id().to_string();
+    let a = communication(&bundle, advice.as_str());
+    assert_eq!(a["status"], "completed");
+    assert_eq!(
+        a["subject"]["identifier"],
+        serde_json::json!({ "system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9434765919" })
+    );
+    assert_eq!(
+        a["sender"]["identifier"]["value"],
+        Value::from(nurse_uri.as_str())
+    );
+    assert_eq!(
+        a["payload"][0]["contentString"],
+        "Bed 4: give 1 g tranexamic acid over 10 minutes"
+    );
+    let sent: chrono::DateTime<chrono::Utc> = a["sent"].as_str().unwrap().parse().unwrap();
+    assert!(
+        sent <= sent_after && sent_after - sent < chrono::TimeDelta::seconds(30),
+        "sent {sent}, the test saw it sent by {sent_after}"
+    );
+    let notes: Vec<&Value> = a["note"].as_array().unwrap().iter().collect();
+    assert!(notes[0]["text"].as_str().unwrap().contains(&incident));
+    assert_eq!(
+        notes[1]["authorString"],
+        Value::from(nurse.user_id().as_str())
+    );
+    let transcribed = notes[2];
+    assert_eq!(transcribed["authorString"], Value::from(commander.as_str()));
+    assert!(
+        transcribed["text"].as_str().unwrap().contains("confirmed"),
+        "{transcribed}"
+    );
+    let flagged_at: chrono::DateTime<chrono::Utc> =
+        notes[1]["time"].as_str().unwrap().parse().unwrap();
+    let transcribed_at: chrono::DateTime<chrono::Utc> =
+        transcribed["time"].as_str().unwrap().parse().unwrap();
+    let took = (transcribed_at - flagged_at).num_seconds();
+    assert!(
+        (720..780).contains(&took),
+        "transcribed {took} s after the flag"
+    );
+
+    let b = communication(&bundle, answer.as_str());
+    assert_eq!(b["subject"]["identifier"]["value"], "9434765919");
+    let a_url = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| std::ptr::eq(&e["resource"], a))
+        .unwrap()["fullUrl"]
+        .clone();
+    assert_eq!(b["inResponseTo"][0]["reference"], a_url);
+    assert!(
+        b["note"][2]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Not marked transcribed")
+    );
+
+    let c = communication(&bundle, third.as_str());
+    assert_eq!(c["subject"]["identifier"]["value"], "4010232137");
+    assert!(c["note"][1]["text"].as_str().unwrap().contains("reaction"));
+
+    // `cordon archive fhir` prints the same bundle, and writes nothing.
+    let printed = archive_cli(&w, "fhir", &file, &officer.key_file, &[]).await;
+    assert!(printed.status.success(), "{}", text(&printed));
+    let printed: Value = serde_json::from_slice(&printed.stdout).unwrap();
+    assert_eq!(printed, bundle);
+
+    // The validator is not a formality: a bundle with a broken resource fails it.
+    let mut broken = bundle.clone();
+    broken["entry"][0]["resource"]["status"] = Value::from("flagged");
+    let broken_file = opened.path().join("broken.json");
+    std::fs::write(&broken_file, serde_json::to_vec(&broken).unwrap()).unwrap();
+    let refused = fhir_validate(&broken_file).await;
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+
+    // cordon's store holds ids and hashes, never the numbers or the advice.
+    let mut w = w;
+    drop(w.stop_and_open_store());
+    let store = std::fs::read(w.store_dir().join("cordon.redb")).unwrap();
+    for secret in ["9434765919", "4010232137", "tranexamic", "nil by mouth"] {
+        assert!(
+            !store.windows(secret.len()).any(|s| s == secret.as_bytes()),
+            "{secret:?} is in cordon's store"
+        );
+    }
+}
