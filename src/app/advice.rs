@@ -275,7 +275,7 @@ impl Marking<'_> {
             flagged_at: record.flagged.at,
         };
         let dir = ctx.config.archive_dir.clone();
-        let recipients = playbook.archive.recipients.clone();
+        let recipients = super::fhir::advice_recipients(ctx, &playbook);
         let written = tokio::task::spawn_blocking(move || seal_advice(&dir, &item, &recipients))
             .await
             .map_err(|e| store_trouble(&e))?

@@ -69,6 +69,9 @@ pub enum AppError {
     /// An entry of the command record could not be recorded or posted.
     #[error("{0}")]
     Record(String),
+    /// The advice could not be delivered to the FHIR server (the stand-down waits).
+    #[error("delivering the advice to the patient record: {0}")]
+    Fhir(String),
 }
 
 impl AppError {
@@ -79,7 +82,10 @@ impl AppError {
         match self {
             Self::Secret(_) => true,
             Self::Matrix(e) => e.needs_operator(),
-            Self::Archive(crate::archive::ArchiveError::SigningKey { .. }) => true,
+            Self::Archive(
+                crate::archive::ArchiveError::SigningKey { .. }
+                | crate::archive::ArchiveError::DeliveryKey { .. },
+            ) => true,
             _ => false,
         }
     }
@@ -99,6 +105,9 @@ pub struct Ctx {
     /// Signs the manifests of sealed archives (its public key is what records officers
     /// pin). It cannot open an archive.
     pub(crate) signer: Arc<crate::archive::ArchiveSigner>,
+    /// Opens the advice cordon delivers to a FHIR server (`fhir.base_url`), until it
+    /// is delivered; `None` when delivery was never configured.
+    pub(crate) fhir_key: Option<Arc<age::x25519::Identity>>,
     /// Deletes a destroyed room's keys from matrix-sdk's crypto store (see
     /// [`crate::matrix::forget`]).
     pub(crate) room_keys: Arc<crate::matrix::forget::RoomKeyEraser>,

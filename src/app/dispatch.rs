@@ -226,7 +226,7 @@ async fn run(
         | Command::Transcribed { .. } => None,
         Command::Hold { incident, .. }
         | Command::Release { incident }
-        | Command::Retry { incident } => match resolve_any(ctx, incoming, incident.as_ref()) {
+        | Command::Retry { incident, .. } => match resolve_any(ctx, incoming, incident.as_ref()) {
             Ok(i) => Some(i),
             Err(answer) => return (None, Err(CommandError::NotDone(answer))),
         },
@@ -331,7 +331,9 @@ async fn run_on(
             standdown::hold(ctx, incoming, incident, reason.as_str()).await
         }
         Command::Release { .. } => standdown::release(ctx, incoming, incident).await,
-        Command::Retry { .. } => standdown::retry(ctx, incoming, incident).await,
+        Command::Retry { skip_fhir, .. } => {
+            standdown::retry(ctx, incoming, incident, skip_fhir).await
+        }
         Command::Decision {
             text,
             because,

@@ -26,6 +26,7 @@ mod deadlines;
 mod declare;
 mod destroy;
 mod dispatch;
+mod fhir;
 mod forget;
 pub mod guard;
 mod health;
@@ -169,6 +170,22 @@ async fn serve(
         &passphrase,
     )?);
     info!(key = %signer.public(), "archive signing key (pin it with `cordon archive pubkey`)");
+    // The delivery key: made when a FHIR server is configured; kept loaded while its
+    // file exists, for bundles that wait from before the config changed.
+    let fhir_key = if config.fhir.delivery.is_some() {
+        Some(crate::archive::delivery::load_or_create(
+            &config.state_dir,
+            &passphrase,
+        )?)
+    } else if crate::archive::delivery::key_path(&config.state_dir).exists() {
+        Some(crate::archive::delivery::load(
+            &config.state_dir,
+            &passphrase,
+        )?)
+    } else {
+        None
+    }
+    .map(Arc::new);
     drop(password);
     drop(passphrase);
 
@@ -192,6 +209,7 @@ async fn serve(
         rate_limits,
         admin,
         signer,
+        fhir_key,
         room_keys: Arc::new(room_keys),
         running: Mutex::new(HashSet::new()),
         sync_kick: Notify::new(),

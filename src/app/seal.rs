@@ -242,6 +242,15 @@ pub(crate) async fn seal(
         .await
         .map_err(|e| SealFailure::Stop(format!("the sealing task failed: {e}")))??;
     crate::failpoint::hit("standdown.sealed").await;
+    // The advice to deliver to the patient record, from the items sealed to cordon's
+    // delivery key, before the archive is recorded (the items go with the pre-seal
+    // directory once it is).
+    let fhir = super::fhir::prepare(ctx, incident, &sealed.manifest).await?;
+    if fhir.is_some() {
+        record.fhir = fhir;
+        record.updated_at = ctx.now();
+        ctx.store.put_standdown(id, &record)?;
+    }
     let keep = TimeDelta::from_std(playbook.archive.keep).unwrap_or(TimeDelta::MAX);
     let counts = sealed.manifest.totals();
     let info = ArchiveInfo {

@@ -117,7 +117,8 @@ pub(crate) async fn on_job(
     let result = run_pipeline(ctx, id).await;
     if let Err(e) = &result {
         warn!(incident = %id, attempt = fire.attempt, error = %e, "stand-down step failed; retrying");
-        if fire.attempt == TELL_AFTER_ATTEMPTS {
+        // A failed delivery tells the control room itself, at once.
+        if fire.attempt == TELL_AFTER_ATTEMPTS && !matches!(e, AppError::Fhir(_)) {
             tell_retrying(ctx, id, e).await;
         }
     }
@@ -152,6 +153,9 @@ async fn run_pipeline(ctx: &Arc<Ctx>, id: &IncidentId) -> Result<(), AppError> {
         State::Destroyed => return super::destroy::finish(ctx, &incident).await,
         _ => return Ok(()),
     };
+    // The advice delivered to the patient record (when a FHIR server is configured)
+    // before anything is destroyed: a failure keeps the rooms and is retried.
+    super::fhir::deliver(ctx, &incident).await?;
     super::destroy::destroy(ctx, &incident).await
 }
 
@@ -323,8 +327,39 @@ pub(crate) async fn retry(
     ctx: &Arc<Ctx>,
     incoming: &Incoming,
     incident: Incident,
+    skip_fhir: bool,
 ) -> Result<Done, CommandError> {
     let id = &incident.id;
+    // The stand-down waiting for the advice's delivery: tried again now, or skipped.
+    if incident.state == State::Archived && super::fhir::is_waiting(ctx, &incident) {
+        let text = if skip_fhir {
+            super::fhir::skip(ctx, &incident, incoming.sender.as_str())?;
+            format!(
+                "Skipping the delivery of {}'s advice to the patient record, as {} asked: its \
+                 rooms are destroyed now. The bundle is in the sealed archive (`cordon \
+                 archive fhir`) for the records officer to load.",
+                id.as_str(),
+                incoming.sender
+            )
+        } else {
+            format!(
+                "Trying the delivery of {}'s advice to the patient record again now.",
+                id.as_str()
+            )
+        };
+        reply(ctx, incoming, Some(id), &text).await;
+        ctx.disarm(&timer_plan::standdown_id(id))?;
+        ctx.arm(&timer_plan::standdown(id, ctx.now()))?;
+        return Ok(Done::Answered);
+    }
+    if skip_fhir {
+        let text = format!(
+            "{} is not waiting for its advice to be delivered to the patient record: there \
+             is nothing to skip. Nothing was changed.",
+            id.as_str()
+        );
+        return Err(CommandError::refused("no-fhir-delivery", text));
+    }
     let Some(failure) = incident
         .failure
         .as_ref()

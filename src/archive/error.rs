@@ -151,6 +151,14 @@ pub enum ArchiveError {
         /// Why.
         detail: String,
     },
+    /// The FHIR delivery key is unreadable or does not open.
+    #[error("FHIR delivery key {path}: {detail}")]
+    DeliveryKey {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
     /// No signing key exists yet in the state directory.
     #[error("no archive signing key in {0} yet")]
     NoSigningKey(PathBuf),

@@ -34,6 +34,7 @@ use crate::domain::transcript::TranscriptLine;
 
 pub mod advice;
 pub mod debrief;
+pub mod delivery;
 pub mod error;
 pub mod fhir;
 pub mod keyring;

@@ -74,6 +74,18 @@ pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
         Rekeyed::Absent
     };
     parts.push((key.display().to_string(), done));
+    let key = cordon::archive::delivery::key_path(state_dir);
+    let done = if key.exists() {
+        match cordon::archive::delivery::reseal(state_dir, &old, &new)
+            .with_context(|| format!("re-keying {}{interrupted}", key.display()))?
+        {
+            true => Rekeyed::Done,
+            false => Rekeyed::AlreadyNew,
+        }
+    } else {
+        Rekeyed::Absent
+    };
+    parts.push((key.display().to_string(), done));
     for (part, done) in &parts {
         let said = match done {
             Rekeyed::Done => "sealed with the new passphrase",

@@ -96,6 +96,16 @@ pub struct RawConfig {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawFhir {
+    /// A FHIR R4 server's base URL (https; http only to a loopback address). When set,
+    /// the stand-down POSTs each incident's advice bundle there (a transaction) after
+    /// the archive is sealed, and destroys the rooms only once it is delivered or an
+    /// operator skips it (`!cordon retry --skip-fhir`).
+    pub base_url: Option<Located<String>>,
+    /// The bearer token for it: `{ file: PATH }`, `{ env: NAME }` or
+    /// `{ credential: NAME }`. Default: none.
+    pub token: Option<Located<RawSecret>>,
+    /// Shorthand for `token: { file: PATH }`.
+    pub token_file: Option<Located<String>>,
     /// People's professional registrations, as the patient record identifies them:
     /// Matrix user id → `gmc:1234567`, `nmc:12A3456B`, `hcpc:PA12345` or
     /// `<system URI>|<value>`. Advice from someone listed names them by it in the FHIR
@@ -318,8 +328,20 @@ pub struct Config {
 /// The `fhir:` section, checked.
 #[derive(Debug, Clone, Default)]
 pub struct Fhir {
+    /// Where the advice bundles are delivered; `None`: they are not (they are in the
+    /// archives all the same).
+    pub delivery: Option<FhirDelivery>,
     /// Professional registrations by Matrix user id.
     pub practitioners: std::collections::BTreeMap<OwnedUserId, Registration>,
+}
+
+/// A FHIR server the stand-down delivers the advice to.
+#[derive(Debug, Clone)]
+pub struct FhirDelivery {
+    /// Its base URL (ending in `/`): the transaction is POSTed there.
+    pub base_url: url::Url,
+    /// The bearer token, when it needs one.
+    pub token: Option<SecretSource>,
 }
 
 impl Fhir {
@@ -408,8 +430,40 @@ impl Checker<'_> {
         resolve(base, &raw.value)
     }
 
-    /// The `fhir:` section: each practitioner's user id and registration.
-    fn fhir(&mut self, raw: &RawFhir) -> Fhir {
+    /// The `fhir:` section: the server delivered to, and each practitioner's user id
+    /// and registration.
+    fn fhir(&mut self, raw: &RawFhir, base: &Path) -> Fhir {
+        let token = match (&raw.token, &raw.token_file) {
+            (Some(t), Some(f)) => {
+                self.error(f, "give fhir.token or fhir.token_file, not both");
+                Some(self.secret("fhir.token", t, base))
+            }
+            (Some(t), None) => Some(self.secret("fhir.token", t, base)),
+            (None, Some(f)) => {
+                if f.value.trim().is_empty() {
+                    self.error(f, "fhir.token_file must not be empty");
+                }
+                Some(SecretSource::File(resolve(base, &f.value)))
+            }
+            (None, None) => None,
+        };
+        let delivery = match &raw.base_url {
+            None => {
+                if let Some(f) = &raw.token_file {
+                    self.error(f, "fhir.token_file is set but fhir.base_url is not");
+                } else if let Some(t) = &raw.token {
+                    self.error(t, "fhir.token is set but fhir.base_url is not");
+                }
+                None
+            }
+            Some(u) => match fhir_base_url(&u.value) {
+                Ok(base_url) => Some(FhirDelivery { base_url, token }),
+                Err(why) => {
+                    self.error(u, format!("fhir.base_url `{}` {why}", shown(&u.value)));
+                    None
+                }
+            },
+        };
         let mut practitioners = std::collections::BTreeMap::new();
         for (user, registration) in &raw.practitioners {
             let field = format!("fhir.practitioners `{}`", shown(user));
@@ -430,7 +484,10 @@ impl Checker<'_> {
                 practitioners.insert(user, parsed);
             }
         }
-        Fhir { practitioners }
+        Fhir {
+            delivery,
+            practitioners,
+        }
     }
 
     /// The `prevention:` section: a loopback listener (the module refuses a remote one
@@ -745,7 +802,11 @@ impl Config {
             .as_ref()
             .and_then(|p| c.prevention(p, &base, homeserver.as_ref()));
 
-        let fhir = raw.fhir.as_ref().map(|f| c.fhir(f)).unwrap_or_default();
+        let fhir = raw
+            .fhir
+            .as_ref()
+            .map(|f| c.fhir(f, &base))
+            .unwrap_or_default();
 
         match (c.problems.is_empty(), homeserver, user) {
             (true, Some(homeserver), Some(user)) => Ok(Config {
@@ -782,8 +843,13 @@ impl Config {
             Some(p) => format!(", prevention questions on {}", p.listen),
             None => String::new(),
         };
+        let fhir = match &self.fhir.delivery {
+            Some(d) => format!(", advice delivered to {}", d.base_url),
+            None => String::new(),
+        };
         format!(
-            "{} on {}, {} operator(s), {} control room(s), time zone {}, {metrics}{prevention}",
+            "{} on {}, {} operator(s), {} control room(s), time zone {}, \
+             {metrics}{prevention}{fhir}",
             self.user,
             self.homeserver,
             self.operators.len(),
@@ -844,6 +910,42 @@ fn valid_env_name(name: &str) -> bool {
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A FHIR server's base URL: https, or http to a loopback address (a local
+/// integration engine); no query or fragment; ending in `/` so that the transaction is
+/// POSTed to the base itself.
+fn fhir_base_url(text: &str) -> Result<url::Url, &'static str> {
+    let mut url = url::Url::parse(text.trim())
+        .map_err(|_| "is not a URL, e.g. https://fhir.trust.nhs.uk/R4")?;
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        "http" => {
+            return Err(
+                "must be https: patient data does not cross a network in the clear \
+                        (http is taken only to a loopback address)",
+            );
+        }
+        _ => return Err("is not an http(s) URL, e.g. https://fhir.trust.nhs.uk/R4"),
+    }
+    if url.host().is_none() || url.query().is_some() || url.fragment().is_some() {
+        return Err("must be a server's base URL, without a query or fragment");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not hold credentials: give the token in fhir.token_file");
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
 }
 
 fn resolve(base: &Path, path: &str) -> PathBuf {

@@ -52,8 +52,53 @@ pub struct StandDownRecord {
     /// deleted with the rooms: encrypted rooms hide them from the server's own list.
     #[serde(default)]
     pub media: Vec<String>,
+    /// The delivery of the incident's advice to a FHIR server, when there is one to
+    /// make (`fhir.base_url` configured, advice flagged, not an exercise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fhir: Option<FhirDelivery>,
     /// When the record last changed.
     pub updated_at: DateTime<Utc>,
+}
+
+/// Where the delivery of an incident's advice bundle is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FhirDelivery {
+    /// The bundle, sealed to cordon's delivery key: its path under the state directory.
+    pub outbox: String,
+    /// How many advice items it holds.
+    pub items: usize,
+    /// How many times it was POSTed (counted before each attempt).
+    pub attempts: u32,
+    /// How it ended, once it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<FhirOutcome>,
+}
+
+/// How a delivery ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum FhirOutcome {
+    /// The server accepted the transaction.
+    Delivered {
+        /// When.
+        at: DateTime<Utc>,
+        /// Where.
+        url: String,
+    },
+    /// An operator said to destroy the rooms without delivering (`retry --skip-fhir`).
+    Skipped {
+        /// Who.
+        by: String,
+        /// When.
+        at: DateTime<Utc>,
+    },
+}
+
+impl FhirDelivery {
+    /// True while the rooms wait for it: neither delivered nor skipped.
+    pub fn is_pending(&self) -> bool {
+        self.outcome.is_none()
+    }
 }
 
 impl Store {
@@ -96,6 +141,7 @@ impl Store {
             started_at: now,
             seal_attempts: 0,
             media: Vec::new(),
+            fhir: None,
             updated_at: now,
         });
         if record.step != step {

@@ -32,6 +32,12 @@ pub enum Authority {
         /// What they would do, as the refusal says it.
         action: &'static str,
     },
+    /// An operator alone, to do `action`: skipping the delivery of advice to the
+    /// patient record.
+    OperatorOnly {
+        /// What they would do, as the refusal says it.
+        action: &'static str,
+    },
     /// The commander alone: the emergency override `admit --unverified`.
     CommanderOnly,
     /// The commander, an operator or a records officer: a legal hold.
@@ -54,6 +60,12 @@ impl Authority {
             },
             Command::Standdown { .. } => Self::CommanderOrOperator {
                 action: "stand it down",
+            },
+            Command::Retry {
+                skip_fhir: true, ..
+            } => Self::OperatorOnly {
+                action: "destroy its rooms without delivering its advice to the patient \
+                         record",
             },
             Command::Retry { .. } => Self::CommanderOrOperator { action: "retry it" },
             Command::Add { .. } | Command::Remove { .. } => Self::CommanderOrOperator {
@@ -82,6 +94,7 @@ impl Authority {
             Self::Anyone => true,
             Self::CommanderOrOperator { .. } => who.commander || who.operator,
             Self::CommanderOnly => who.commander,
+            Self::OperatorOnly { .. } => who.operator,
             Self::CommanderOperatorOrRecordsOfficer => {
                 who.commander || who.operator || who.records_officer
             }
@@ -105,6 +118,9 @@ impl Authority {
                 "Only the commander of {id} ({commander}) can admit someone unverified. \
                  Nothing was changed."
             ),
+            Self::OperatorOnly { action } => {
+                format!("Only an operator can {action} ({id}). Nothing was changed.")
+            }
             Self::CommanderOperatorOrRecordsOfficer => format!(
                 "Only the commander of {id} ({commander}), an operator or a records officer \
                  can place a legal hold. Nothing was changed."
@@ -161,6 +177,7 @@ mod tests {
             ("!cordon extend 1h", true, true, false, false),
             ("!cordon standdown", true, true, false, false),
             ("!cordon retry", true, true, false, false),
+            ("!cordon retry --skip-fhir", false, true, false, false),
             ("!cordon add @a:b.c --role medic", true, true, false, false),
             ("!cordon remove @a:b.c", true, true, false, false),
             ("!cordon handover @a:b.c", true, true, false, false),

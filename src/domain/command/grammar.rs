@@ -118,14 +118,22 @@ pub(crate) enum Grammar {
         incident: Option<IncidentRef>,
     },
 
-    /// Retry the step that failed.
+    /// Retry the step that failed, or the delivery of the advice to the patient record
+    /// that the stand-down waits for.
+    ///
+    /// --skip-fhir (operators only) destroys the rooms without delivering the advice to
+    /// the FHIR server; the bundle stays in the sealed archive.
     ///
     /// Example: !cordon retry mc-4k7p
+    #[command(override_usage = "!cordon retry [INCIDENT] [--skip-fhir]")]
     Retry {
         /// The incident's short id (like mc-4k7p); leave it out when exactly one incident
         /// is active in this room.
         #[arg(value_parser = IncidentRef::parse)]
         incident: Option<IncidentRef>,
+        /// Stop waiting for the FHIR delivery and destroy the rooms without it.
+        #[arg(long)]
+        skip_fhir: bool,
     },
 
     /// Add a verified person to the incident in a role, and invite them to its rooms.

@@ -93,10 +93,13 @@ pub enum Command {
         /// The incident, if named.
         incident: Option<IncidentRef>,
     },
-    /// `retry [INCIDENT]`: retry the failed step.
+    /// `retry [INCIDENT] [--skip-fhir]`: retry the failed step (or the FHIR delivery),
+    /// or skip the FHIR delivery.
     Retry {
         /// The incident, if named.
         incident: Option<IncidentRef>,
+        /// Destroy without delivering the advice to the FHIR server.
+        skip_fhir: bool,
     },
     /// `add [INCIDENT] <USER> --role <ROLE>`: add a verified person in a role.
     Add {
@@ -240,7 +243,7 @@ impl Command {
             | Self::Standdown { incident }
             | Self::Hold { incident, .. }
             | Self::Release { incident }
-            | Self::Retry { incident }
+            | Self::Retry { incident, .. }
             | Self::Add { incident, .. }
             | Self::Remove { incident, .. }
             | Self::Handover { incident, .. }

@@ -251,7 +251,13 @@ fn into_command(grammar: Grammar) -> Result<Command, Rejection> {
                 .map_err(|e| invalid("hold", "--reason <REASON>", e.to_string()))?,
         },
         Grammar::Release { incident } => Command::Release { incident },
-        Grammar::Retry { incident } => Command::Retry { incident },
+        Grammar::Retry {
+            incident,
+            skip_fhir,
+        } => Command::Retry {
+            incident,
+            skip_fhir,
+        },
         Grammar::Add {
             incident,
             user,

@@ -259,3 +259,61 @@ fn prevention_listens_on_loopback_only_and_finds_the_status_on_the_homeserver() 
     );
     assert!(load(GOOD).unwrap().prevention.is_none());
 }
+
+#[test]
+fn the_fhir_server_is_https_or_loopback_and_practitioners_are_checked_all_at_once() {
+    let ok = load(&format!(
+        "{GOOD}fhir:\n  base_url: https://fhir.trust.nhs.uk/R4\n  token_file: secrets/fhir\n  \
+         practitioners:\n    \"@dr.patel:nhs.example\": gmc:7654321\n    \
+         \"@n.jones:nhs.example\": \"https://example.org/Id/staff|A-12\"\n"
+    ))
+    .unwrap();
+    let d = ok.fhir.delivery.as_ref().unwrap();
+    assert_eq!(d.base_url.as_str(), "https://fhir.trust.nhs.uk/R4/");
+    assert_eq!(
+        d.token,
+        Some(SecretSource::File(PathBuf::from(
+            "/etc/cordon/secrets/fhir"
+        )))
+    );
+    let gmc = ok.fhir.registration_of("@dr.patel:nhs.example").unwrap();
+    assert_eq!(gmc.system, "https://fhir.hl7.org.uk/Id/gmc-number");
+    assert_eq!(gmc.value, "7654321");
+    assert_eq!(
+        ok.fhir
+            .registration_of("@n.jones:nhs.example")
+            .unwrap()
+            .value,
+        "A-12"
+    );
+    assert!(ok.fhir.registration_of("@other:nhs.example").is_none());
+    assert!(load(GOOD).unwrap().fhir.delivery.is_none());
+    let local = load(&format!(
+        "{GOOD}fhir: {{ base_url: \"http://127.0.0.1:8080/fhir\" }}\n"
+    ))
+    .unwrap();
+    assert!(local.fhir.delivery.unwrap().token.is_none());
+
+    let errs = errors(&format!(
+        "{GOOD}fhir:\n  base_url: http://fhir.trust.nhs.uk/R4\n  token_file: a\n  \
+         token: {{ file: b }}\n  practitioners:\n    \"@dr:nhs.example\": xyz:1\n    \
+         \"not-a-user\": gmc:1\n"
+    ));
+    assert_eq!(errs.len(), 4, "{errs:?}");
+    assert!(errs.iter().any(|e| e.contains("must be https")), "{errs:?}");
+    assert!(errs.iter().any(|e| e.contains("not both")), "{errs:?}");
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("not a registration cordon knows")),
+        "{errs:?}"
+    );
+    assert!(errs.iter().any(|e| e.contains("`not-a-user`")), "{errs:?}");
+    // Every problem with its place: file:line:col.
+    assert!(
+        errs.iter()
+            .all(|e| e.starts_with("/etc/cordon/cordon.yaml:")),
+        "{errs:?}"
+    );
+    let orphan = errors(&format!("{GOOD}fhir: {{ token_file: a }}\n"));
+    assert!(orphan[0].contains("fhir.base_url is not"), "{orphan:?}");
+}

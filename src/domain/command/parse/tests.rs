@@ -203,11 +203,25 @@ fn standdown_release_retry_with_and_without_incident() {
             incident: incident("mc-1")
         }
     );
-    assert_eq!(ok("!cordon retry"), Command::Retry { incident: None });
+    assert_eq!(
+        ok("!cordon retry"),
+        Command::Retry {
+            incident: None,
+            skip_fhir: false
+        }
+    );
     assert_eq!(
         ok("!cordon retry mc-1"),
         Command::Retry {
-            incident: incident("mc-1")
+            incident: incident("mc-1"),
+            skip_fhir: false
+        }
+    );
+    assert_eq!(
+        ok("!cordon retry mc-1 --skip-fhir"),
+        Command::Retry {
+            incident: incident("mc-1"),
+            skip_fhir: true
         }
     );
 }
