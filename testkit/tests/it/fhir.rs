@@ -12,7 +12,10 @@ use matrix_sdk::ruma::events::reaction::ReactionEventContent;
 use matrix_sdk::ruma::events::relation::Annotation;
 use serde_json::Value;
 
-use crate::standdown::{Officer, archive_cli, archive_path, join_when_invited, open, text};
+use crate::standdown::{
+    Officer, admin_status, archive_cli, archive_path, assert_destroyed, join_when_invited, open,
+    text,
+};
 use crate::support::WAIT;
 use crate::world::{Timing, World, incident_id_in};
 
@@ -266,4 +269,275 @@ async fn advice_for_a_patient_ends_as_a_valid_communication_with_its_author_time
             "{secret:?} is in cordon's store"
         );
     }
+}
+
+/// The FHIR server stand-in (`testkit/fhir-standin.py`, Python's standard library
+/// alone): its directory holds its port, each request it took, and the `fail` switch.
+struct StandIn {
+    dir: tempfile::TempDir,
+    _process: tokio::process::Child,
+    port: u16,
+}
+
+impl StandIn {
+    /// Starts it, failing every POST with 503 while `failing` (until [`StandIn::heal`]).
+    async fn start(failing: bool) -> StandIn {
+        let dir = tempfile::tempdir().unwrap();
+        if failing {
+            std::fs::write(dir.path().join("fail"), "").unwrap();
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fhir-standin.py");
+        let process = tokio::process::Command::new("python3")
+            .arg(script)
+            .arg(dir.path())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        let port = loop {
+            if let Ok(p) = std::fs::read_to_string(dir.path().join("port")) {
+                break p.trim().parse().unwrap();
+            }
+            assert!(started.elapsed() < WAIT, "the FHIR stand-in did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        StandIn {
+            dir,
+            _process: process,
+            port,
+        }
+    }
+
+    /// cordon's config for it, with a bearer token in a file beside it.
+    fn config(&self) -> String {
+        let token = self.dir.path().join("token");
+        std::fs::write(&token, "s3cret-fhir-token\n").unwrap();
+        std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        format!(
+            "commands: {{ max_age: 3h }}\nfhir:\n  base_url: http://127.0.0.1:{}/fhir\n  token_file: {}\n",
+            self.port,
+            token.display()
+        )
+    }
+
+    /// Every request it took, in order.
+    fn requests(&self) -> Vec<Value> {
+        (1..)
+            .map(|n| self.dir.path().join(format!("request-{n}.json")))
+            .take_while(|p| p.exists())
+            .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+            .collect()
+    }
+
+    /// Waits until it has taken `n` requests.
+    async fn wait_for_requests(&self, n: usize) {
+        let started = std::time::Instant::now();
+        while self.requests().len() < n {
+            assert!(
+                started.elapsed() < WAIT,
+                "the FHIR stand-in took {} request(s), not {n}",
+                self.requests().len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// From now on it accepts what it is sent.
+    fn heal(&self) {
+        std::fs::remove_file(self.dir.path().join("fail")).unwrap();
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.dir.path().join("stop"), "");
+    }
+}
+
+/// A world delivering to `fhir`, sealing to `officer`, with one advice item flagged for
+/// a patient; returns the incident and its rooms.
+async fn with_advice(
+    fhir: &StandIn,
+    officer: &Officer,
+) -> (
+    World,
+    String,
+    std::collections::BTreeMap<String, matrix_sdk::ruma::OwnedRoomId>,
+) {
+    let hs = Synapse::shared().await.expect("synapse");
+    let timing = Timing {
+        recipient: Some(officer.recipient.clone()),
+        ..Timing::default()
+    };
+    let w = World::builder()
+        .on(hs)
+        .timing(timing)
+        .config(&fhir.config())
+        .build()
+        .await;
+    w.say(&format!(
+        "!cordon declare {} \"Delivery drill\"",
+        w.playbook_id
+    ))
+    .await;
+    let incident = incident_id_in(&w.bot_says("DECLARED").await);
+    let rooms = w.created_rooms(&incident).await;
+    let (command, ward) = (rooms["command"][0].clone(), rooms["ward"][0].clone());
+    let nurse = &w.nurses[0];
+    join_when_invited(nurse, &[&command, &ward]).await;
+    let advice = nurse
+        .send_text(&ward, "Bed 4: give 1 g tranexamic acid over 10 minutes")
+        .await
+        .unwrap();
+    nurse
+        .send_text(
+            &ward,
+            &format!("!cordon advice {advice} --patient 943 476 5919"),
+        )
+        .await
+        .unwrap();
+    let bot = w.bot_id();
+    nurse
+        .wait_for_message(&ward, WAIT, |s, b| {
+            s == bot && b.contains("Flagged as clinical advice")
+        })
+        .await
+        .unwrap();
+    let rooms = rooms.into_iter().map(|(k, v)| (k, v[0].clone())).collect();
+    (w, incident, rooms)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_fhir_server_blocks_destruction_across_retries_and_a_restart_until_it_takes_the_bundle()
+ {
+    let fhir = StandIn::start(true).await;
+    let officer = Officer::new();
+    let (mut w, incident, rooms) = with_advice(&fhir, &officer).await;
+    w.say(&format!("!cordon standdown {incident}")).await;
+    w.bot_says("is sealed and verified").await;
+    let alert = w
+        .bot_says("could not be delivered to the patient record")
+        .await;
+    assert!(alert.contains("HTTP 503"), "{alert}");
+    assert!(alert.contains("--skip-fhir"), "{alert}");
+    assert!(
+        !alert.contains("9434765919"),
+        "the server's diagnostics reached the chat: {alert}"
+    );
+
+    // Retried with backoff, and the rooms are still there after each attempt.
+    fhir.wait_for_requests(2).await;
+    for (key, room) in &rooms {
+        assert_eq!(
+            admin_status(&w, &format!("_synapse/admin/v1/rooms/{room}")).await,
+            200,
+            "room {key} was destroyed before the advice was delivered"
+        );
+    }
+    // Killed and started again: still waiting, still retrying, nothing destroyed.
+    let before = fhir.requests().len();
+    w.bot.as_mut().unwrap().kill9();
+    let bot = w.restart(&[]);
+    bot.wait_for_log("cordon is ready", WAIT).await.unwrap();
+    fhir.wait_for_requests(before + 1).await;
+    for room in rooms.values() {
+        assert_eq!(
+            admin_status(&w, &format!("_synapse/admin/v1/rooms/{room}")).await,
+            200
+        );
+    }
+
+    // The server comes back; `retry` tries at once.
+    fhir.heal();
+    w.say(&format!("!cordon retry {incident}")).await;
+    w.bot_says("Trying the delivery").await;
+    let delivered = w.bot_says("is delivered to the patient record").await;
+    assert!(delivered.contains("1 item(s)"), "{delivered}");
+    w.bot_says("room(s) are destroyed").await;
+    assert_destroyed(&w, &rooms).await;
+
+    // What arrived: the transaction, with the token, as FHIR JSON, valid.
+    let requests = fhir.requests();
+    let last = requests.last().unwrap();
+    assert_eq!(last["path"], "/fhir/");
+    assert_eq!(last["authorization"], "Bearer s3cret-fhir-token");
+    assert_eq!(last["content_type"], "application/fhir+json");
+    let body = &last["body"];
+    assert_eq!(body["type"], "transaction");
+    let c = &body["entry"][0]["resource"];
+    assert_eq!(c["subject"]["identifier"]["value"], "9434765919");
+    assert_eq!(
+        c["payload"][0]["contentString"],
+        "Bed 4: give 1 g tranexamic acid over 10 minutes"
+    );
+    let arrived = fhir.dir.path().join("arrived.json");
+    std::fs::write(&arrived, serde_json::to_vec(body).unwrap()).unwrap();
+    let checked = fhir_validate(&arrived).await;
+    assert!(checked.status.success(), "{}", text(&checked));
+    // The same bundle as the archive's, which the records officer opens.
+    let opened = open(&w, &officer, &archive_path(&w, &incident)).await;
+    let archived: Value = serde_json::from_slice(
+        &std::fs::read(opened.path().join("opened/fhir/advice.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(&archived, body);
+
+    // Audited: each failure (its status, never the server's words), then the delivery;
+    // the outbox copy is gone.
+    let store = w.stop_and_open_store();
+    let audit = store.audit_entries(.., None).unwrap();
+    let failed: Vec<String> = audit
+        .iter()
+        .filter(|e| e.action == "fhir.failed")
+        .map(|e| e.details.clone())
+        .collect();
+    assert!(failed.len() >= 3, "{failed:?}");
+    assert!(
+        failed.iter().all(|d| !d.contains("9434765919")),
+        "{failed:?}"
+    );
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|e| e.action == "fhir.delivered")
+            .count(),
+        1
+    );
+    drop(store);
+    let outbox = w.setup.state_dir.join("fhir-outbox");
+    let left: Vec<_> = std::fs::read_dir(&outbox)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "the outbox still holds {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_can_skip_a_delivery_that_keeps_failing_and_the_rooms_are_destroyed() {
+    let fhir = StandIn::start(true).await;
+    let officer = Officer::new();
+    let (mut w, incident, rooms) = with_advice(&fhir, &officer).await;
+    // Nothing to skip before the stand-down.
+    w.say(&format!("!cordon retry {incident} --skip-fhir"))
+        .await;
+    w.bot_says("there is nothing to skip").await;
+    w.say(&format!("!cordon standdown {incident}")).await;
+    w.bot_says("could not be delivered to the patient record")
+        .await;
+    // The commander here is an operator (the world's only one).
+    w.say(&format!("!cordon retry {incident} --skip-fhir"))
+        .await;
+    let skipped = w.bot_says("Skipping the delivery").await;
+    assert!(skipped.contains("cordon archive fhir"), "{skipped}");
+    w.bot_says("room(s) are destroyed").await;
+    assert_destroyed(&w, &rooms).await;
+    let store = w.stop_and_open_store();
+    let skips: Vec<_> = store
+        .audit_entries(.., None)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "fhir.skipped")
+        .collect();
+    assert_eq!(skips.len(), 1);
+    assert_eq!(skips[0].actor, w.commander.user_id().as_str());
 }

@@ -279,7 +279,7 @@ pub(crate) fn read_lines(path: &Path) -> Vec<Value> {
 }
 
 /// A Synapse admin API call's HTTP status.
-async fn admin_status(w: &World, path: &str) -> u16 {
+pub(crate) async fn admin_status(w: &World, path: &str) -> u16 {
     let admin = admin_token(w.hs).await;
     reqwest::Client::new()
         .get(w.hs.base_url().join(path).unwrap())
@@ -292,7 +292,7 @@ async fn admin_status(w: &World, path: &str) -> u16 {
 }
 
 /// Every room answers as deleted (no details, deletion complete), no member can read it.
-async fn assert_destroyed(w: &World, rooms: &BTreeMap<String, OwnedRoomId>) {
+pub(crate) async fn assert_destroyed(w: &World, rooms: &BTreeMap<String, OwnedRoomId>) {
     for (key, room) in rooms {
         assert_eq!(
             admin_status(w, &format!("_synapse/admin/v1/rooms/{room}")).await,
