@@ -511,12 +511,41 @@ pub(crate) async fn command(
     let kind = if mark { Kind::Transcribed } else { Kind::Flag };
     let outcome = marking.apply(ctx, kind, patient).await;
     match outcome {
+        Ok(text) if patient.is_some() => Ok(Done::Reply(format!(
+            "{text} {}",
+            remove_command(incoming).await
+        ))),
         Ok(text) => Ok(Done::Reply(text)),
         Err(text) => Err(CommandError::refused_about(
             &incident.id,
             "advice",
             format!("{text} Nothing was changed."),
         )),
+    }
+}
+
+/// Redacts the command that gave an NHS number, once the number is sealed, so that it
+/// is not left in the chat's history; says which happened.
+async fn remove_command(incoming: &Incoming) -> &'static str {
+    let txn = matrix_sdk::ruma::OwnedTransactionId::from(format!(
+        "cordon-nhs-{}",
+        incoming.event_id.as_str().trim_start_matches('$')
+    ));
+    match incoming
+        .room
+        .redact(
+            &incoming.event_id,
+            Some("the NHS number is sealed for the records officers"),
+            Some(txn),
+        )
+        .await
+    {
+        Ok(_) => "I removed your command from the chat, so the number is not left in it.",
+        Err(e) => {
+            warn!(error = %e, "could not redact a command holding an NHS number");
+            "I could not remove your command from the chat: please delete it, since it \
+             holds the NHS number."
+        }
     }
 }
 

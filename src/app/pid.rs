@@ -88,7 +88,11 @@ fn nudge_text(sender: &UserId, found: &pid::Found) -> String {
         "{sender}: your last message looks like it holds {what}. Please keep \
          patient-identifiable data out of this chat: use initials, or the bed and ward. \
          The chat is not the patient record, and everything in it is sealed for the \
-         records officer. (No more reminders about this for an hour.)",
+         records officer. To tie clinical advice to a patient, flag it with \
+         `!cordon advice <link> --patient <NHS number>` (or reply to it with `!cordon \
+         advice --patient <NHS number>`): cordon seals the number for the records \
+         officers and the patient record's export, then removes the command from the \
+         chat. (No more reminders about this for an hour.)",
         what = found.words()
     )
 }

@@ -90,8 +90,8 @@ async fn advice_for_a_patient_ends_as_a_valid_communication_with_its_author_time
     assert!(refused.contains("check digit"), "{refused}");
     assert!(refused.contains("Usage"), "a usage reply: {refused}");
 
-    // The right one, on the link.
-    nurse
+    // The right one, on the link: sealed, and the command taken out of the chat.
+    let with_number = nurse
         .send_text(
             &ward,
             &format!("!cordon advice {advice} --patient 943 476 5919"),
@@ -104,6 +104,17 @@ async fn advice_for_a_patient_ends_as_a_valid_communication_with_its_author_time
         .unwrap();
     assert!(ok.contains("for the patient you named"), "{ok}");
     assert!(!ok.contains("5919"), "the reply repeats the number: {ok}");
+    assert!(ok.contains("I removed your command from the chat"), "{ok}");
+    let served = nurse
+        .client()
+        .get_room(&ward)
+        .unwrap()
+        .event(&with_number, None)
+        .await
+        .unwrap();
+    let served = served.raw().json().get().to_owned();
+    assert!(served.contains("redacted_because"), "{served}");
+    assert!(!served.contains("5919"), "{served}");
 
     // A reply to it, flagged by replying to the reply with --patient.
     let answer = nurse
