@@ -10,6 +10,7 @@ use super::ctx::Ctx;
 use crate::domain::incident::plan::{format_remaining, format_time};
 use crate::domain::incident::{Incident, State};
 use crate::matrix::rooms;
+use crate::store::standdown::FhirOutcome;
 use crate::store::{RoomStatus, RosterStatus};
 
 /// Up to this many incidents are shown room by room.
@@ -189,6 +190,36 @@ async fn gather(ctx: &Ctx, incident: &Incident) -> IncidentView {
             format_time(archive.keep_until, tz)
         ));
         view.flags.push("archive sealed".to_owned());
+    }
+    if let Ok(Some(d)) = ctx
+        .store
+        .standdown(&incident.id)
+        .map(|r| r.and_then(|r| r.fhir))
+    {
+        let note = match &d.outcome {
+            None => format!(
+                "advice ({} item(s)) waiting to be delivered to the patient record, {} \
+                 attempt(s) so far: the rooms are destroyed once it is (`!cordon retry {}` \
+                 tries now)",
+                d.items,
+                d.attempts,
+                incident.id.as_str()
+            ),
+            Some(FhirOutcome::Delivered { url, .. }) => {
+                format!(
+                    "advice ({} item(s)) delivered to the patient record at {url}",
+                    d.items
+                )
+            }
+            Some(FhirOutcome::Skipped { by, .. }) => format!(
+                "advice ({} item(s)) not delivered to the patient record: skipped by {by}",
+                d.items
+            ),
+        };
+        if d.is_pending() {
+            view.flags.push("waiting for FHIR delivery".to_owned());
+        }
+        view.notes.push(note);
     }
     let mut records = ctx.store.rooms(&incident.id).unwrap_or_default();
     records.sort_by_key(|r| {

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use super::record::WrittenEntry;
 use super::segment::{SealError, open_sealed, write_sealed};
 use crate::domain::incident::IncidentId;
-pub use crate::domain::pid::Registration;
+pub use crate::input::config::Registration;
 
 /// The version of [`SealedAdvice`]'s format.
 pub const ADVICE_VERSION: u32 = 1;

@@ -15,7 +15,7 @@
 //! The bundle is built from plain data (the manifest's list and the opened items);
 //! nothing here speaks Matrix or HTTP.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, SubsecRound as _, Utc};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
@@ -193,7 +193,8 @@ fn via(v: &str) -> &'static str {
 
 /// A FHIR `instant`: seconds (and milliseconds when there are any), `Z`.
 fn instant(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    t.trunc_subsecs(3)
+        .to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
 /// The item's `fullUrl`: a UUID named by its event id (SHA-256, RFC 9562 version 8),

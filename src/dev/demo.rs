@@ -322,6 +322,37 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         }
     }
 
+    // Clinical advice in an incident room, flagged for a patient (the command with the
+    // NHS number is taken out of the chat once the number is sealed), then marked
+    // transcribed into the patient record by the commander from the control room.
+    if let (Some(c), Some((_, room))) = (clinicians.first(), joined.first()) {
+        let said =
+            "Bed 4: give 1 g tranexamic acid IV over 10 minutes, then repeat the Hb in one hour";
+        let advice = c.send_text(room, said).await?;
+        t.say(format!("{}: {said}", c.user_id()));
+        let flag = format!("!cordon advice {advice} --patient 943 476 5919");
+        c.send_text(room, &flag).await?;
+        t.say(format!("{}: {flag}", c.user_id()));
+        let (_, reply) = c
+            .wait_for_message(room, WAIT, |s, b| {
+                s == bot_id && b.contains("Flagged as clinical advice")
+            })
+            .await?;
+        t.say("cordon:");
+        for line in reply.lines() {
+            println!("           | {line}");
+        }
+        let mark = format!("!cordon transcribed https://matrix.to/#/{room}/{advice}");
+        commander.send_text(&control, &mark).await?;
+        t.say(format!("commander: {mark}"));
+        let (_, reply) = commander
+            .wait_for_message(&control, WAIT, |s, b| {
+                s == bot_id && b.contains("Marked transcribed")
+            })
+            .await?;
+        t.say(format!("cordon: {reply}"));
+    }
+
     // The time limit: extended once, then the incident is stood down, which freezes
     // its rooms read-only.
     for (command, answers) in [
@@ -455,6 +486,27 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     ));
     let report = run_cli(&options.binary, &args).await?;
     for line in report.lines() {
+        println!("           | {line}");
+    }
+
+    // The records officer's export of the advice for the electronic patient record.
+    let args = [
+        "archive",
+        "fhir",
+        archive_arg.as_str(),
+        "-i",
+        key_arg.as_str(),
+        "--trust-file",
+        trust_arg.as_str(),
+    ];
+    t.say(format!(
+        "records officer: cordon {} (the advice as a FHIR R4 transaction bundle, for the \
+         patient record; also {} in the opened archive)",
+        args.join(" "),
+        opened.join(crate::archive::FHIR_ADVICE_FILE).display()
+    ));
+    let bundle = run_cli(&options.binary, &args).await?;
+    for line in bundle.lines() {
         println!("           | {line}");
     }
 

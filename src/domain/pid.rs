@@ -104,66 +104,6 @@ pub fn parse_nhs_number(text: &str) -> Result<String, String> {
     Ok(digits)
 }
 
-/// A practitioner's professional registration as the patient record knows it: a FHIR
-/// identifier (system and value). Written `gmc:1234567` (General Medical Council),
-/// `nmc:12A3456B` (Nursing and Midwifery Council), `hcpc:PA12345` (Health and Care
-/// Professions Council), or `<system URI>|<value>` for any other.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Registration {
-    /// The identifier system, e.g. `https://fhir.hl7.org.uk/Id/gmc-number`.
-    pub system: String,
-    /// The number.
-    pub value: String,
-}
-
-impl Registration {
-    /// The UK Core identifier systems of the registers, by the prefix that names them.
-    pub const REGISTERS: [(&'static str, &'static str); 3] = [
-        ("gmc", "https://fhir.hl7.org.uk/Id/gmc-number"),
-        ("nmc", "https://fhir.hl7.org.uk/Id/nmc-number"),
-        ("hcpc", "https://fhir.hl7.org.uk/Id/hcpc-number"),
-    ];
-
-    /// Reads `gmc:1234567`, `nmc:…`, `hcpc:…` or `<system URI>|<value>`.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let text = text.trim();
-        let usage = "write it as gmc:1234567, nmc:12A3456B, hcpc:PA12345 or <system URI>|<value>";
-        let (system, value) = if let Some((system, value)) = text.split_once('|') {
-            let uri = system.starts_with("https://")
-                || system.starts_with("http://")
-                || system.starts_with("urn:");
-            if !uri {
-                return Err(format!(
-                    "not a registration: the system before `|` is not a URI ({usage})"
-                ));
-            }
-            (system.to_owned(), value)
-        } else if let Some((prefix, value)) = text.split_once(':')
-            && let Some((_, system)) = Self::REGISTERS
-                .iter()
-                .find(|(p, _)| p.eq_ignore_ascii_case(prefix))
-        {
-            ((*system).to_owned(), value)
-        } else {
-            return Err(format!("not a registration cordon knows ({usage})"));
-        };
-        let value = value.trim();
-        let plain = !value.is_empty()
-            && value.len() <= 64
-            && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-        if !plain {
-            return Err(format!(
-                "not a registration: the number must be letters, digits and `-`, at most 64 \
-                 ({usage})"
-            ));
-        }
-        Ok(Self {
-            system,
-            value: value.to_owned(),
-        })
-    }
-}
-
 /// What a message holds that identifies a patient (counts only, never the values).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Found {

@@ -459,6 +459,13 @@ async fn a_failing_fhir_server_blocks_destruction_across_retries_and_a_restart_u
         );
     }
 
+    // `status` says what the rooms wait for.
+    w.say(&format!("!cordon status {incident}")).await;
+    let status = w
+        .bot_says("waiting to be delivered to the patient record")
+        .await;
+    assert!(status.contains("1 item(s)"), "{status}");
+
     // The server comes back; `retry` tries at once.
     fhir.heal();
     w.say(&format!("!cordon retry {incident}")).await;
