@@ -3,7 +3,8 @@ library only, independent of cordon's code.
 
     python3 fhir-standin.py DIR
 
-Listens on 127.0.0.1 on a free port and writes it to DIR/port. Each POST's path,
+Listens on 127.0.0.1 on a free port and writes it to DIR/port. GET /fhir/metadata
+answers an R4 CapabilityStatement that takes transactions. Each POST's path,
 Authorization header and body go to DIR/request-<n>.json. While DIR/fail exists, a
 POST gets 503 with an OperationOutcome; otherwise a transaction Bundle gets 200 and a
 transaction-response with 201 for each entry. Stops when DIR/stop appears.
@@ -31,6 +32,20 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+    def do_GET(self):
+        if self.path.rstrip("/").endswith("/metadata"):
+            self.answer(200, {
+                "resourceType": "CapabilityStatement", "status": "active",
+                "kind": "instance", "fhirVersion": "4.0.1", "format": ["json"],
+                "rest": [{"mode": "server",
+                          "interaction": [{"code": "transaction"}, {"code": "batch"}],
+                          "resource": [{"type": "Communication",
+                                        "conditionalCreate": True}]}],
+            })
+        else:
+            self.answer(404, {"resourceType": "OperationOutcome", "issue": [
+                {"severity": "error", "code": "not-found"}]})
 
     def do_POST(self):
         length = int(self.headers.get("Content-Length", "0"))

@@ -1,8 +1,18 @@
-//! Clinical advice: flagged with a 🩺 reaction or `!cordon advice <link>`, marked
-//! transcribed into the patient record with a ✅ reaction or `!cordon transcribed
-//! <link>`. cordon records who and when for both (audited), counts what is outstanding
-//! in `status`, names it by link in reminders and at stand-down, and reminds the author
-//! once before retention deletes a message that is still outstanding.
+//! Clinical advice: flagged with a 🩺 reaction or `!cordon advice [<link>] [--patient
+//! <NHS number>]` (the link, or the message the command replies to), marked transcribed
+//! into the patient record with a ✅ reaction or `!cordon transcribed <link>`. cordon
+//! records who and when for both (audited), counts what is outstanding in `status`,
+//! names it by link in reminders and at stand-down, and reminds the author once before
+//! retention deletes a message that is still outstanding.
+//!
+//! Flagging reads the message once and seals what the patient record needs (its text,
+//! author, time, the message it answers, the patient's NHS number) to the records
+//! officers (`archive::advice`) before the store records the flag, which keeps the file
+//! and its hashes, never the text or the number; a sealed file whose record did not
+//! commit is removed. `--patient` for advice already flagged seals it again with the
+//! number. A command that gave an NHS number is redacted once the number is sealed, so
+//! that the number is not left in the chat. The archive's FHIR bundle is made from the
+//! sealed items (`archive::fhir`), and delivered by `app::fhir` when configured.
 //!
 //! Who may: a member of the incident room on its roster (or the commander). The
 //! commands, like every command, need a verified device. Reactions cannot: Matrix
@@ -11,20 +21,17 @@
 //! takes a 🩺 from roster members all the same (a forged flag only adds a reminder),
 //! but a ✅ is recorded as *unconfirmed*: the item stays outstanding (in `status`, in
 //! the reminder, which still goes out, and in the stand-down notice, marked as such)
-//! until `!cordon transcribed <link>` from a verified device confirms it. Content is
-//! never read beyond what it takes to know the message exists.
+//! until `!cordon transcribed <link>` from a verified device confirms it.
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use matrix_sdk::Room;
 use matrix_sdk::ruma::events::reaction::OriginalSyncReactionEvent;
-use matrix_sdk::ruma::events::{AnySyncMessageLikeEvent, AnySyncTimelineEvent};
-use matrix_sdk::ruma::{EventId, UserId};
-use tracing::{info, warn};
-
-use chrono::{DateTime, Utc};
 use matrix_sdk::ruma::events::room::message::SyncRoomMessageEvent;
-use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId};
+use matrix_sdk::ruma::events::{AnySyncMessageLikeEvent, AnySyncTimelineEvent};
+use matrix_sdk::ruma::{EventId, OwnedEventId, OwnedRoomId, UserId};
+use tracing::{info, warn};
 
 use super::chat::{CommandError, Done, Incoming, reply_target, send_once, user_ids};
 use super::ctx::{AppError, Ctx, incident_room, millis_to_utc};
@@ -173,8 +180,16 @@ impl Marking<'_> {
             store_trouble(&e)
         })?;
         if !new {
+            // Flagged by someone else meanwhile: that record gets the patient.
             remove_orphan(&ctx.config.archive_dir, &sealed.file);
-            return Ok(already());
+            let flagged = ctx
+                .store
+                .advice(&incident.id, self.target.as_str())
+                .map_err(|e| store_trouble(&e))?;
+            return match (flagged, patient) {
+                (Some(flagged), Some(patient)) => self.add_patient(ctx, &flagged, patient).await,
+                _ => Ok(already()),
+            };
         }
         let playbook =
             super::ctx::declared_playbook(ctx, &incident.id).map_err(|e| store_trouble(&e))?;
@@ -188,8 +203,8 @@ impl Marking<'_> {
         ctx.arm(&timer).map_err(|e| store_trouble(&e))?;
         info!(incident = %incident.id, room = %record.key, "advice flagged");
         let for_patient = if patient.is_some() {
-            " for the patient you named (the NHS number is sealed to the records officers \
-             with the advice; cordon does not keep it)"
+            " for the patient you named (the NHS number is sealed for the records \
+             officers with the advice, not kept in cordon's store)"
         } else {
             ""
         };
@@ -237,7 +252,7 @@ impl Marking<'_> {
                 let had = existing.sealed.as_ref().is_some_and(|s| s.patient);
                 Ok(format!(
                     "{} the patient of the clinical advice {link}: the NHS number is sealed \
-                     to the records officers with it; cordon does not keep it.",
+                     for the records officers with it, not kept in cordon's store.",
                     if had { "Replaced" } else { "Added" }
                 ))
             }

@@ -335,9 +335,10 @@ pub(crate) async fn retry(
         let text = if skip_fhir {
             super::fhir::skip(ctx, &incident, incoming.sender.as_str())?;
             format!(
-                "Skipping the delivery of {}'s advice to the patient record, as {} asked: its \
-                 rooms are destroyed now. The bundle is in the sealed archive (`cordon \
-                 archive fhir`) for the records officer to load.",
+                "Skipping the delivery of {}'s advice to the patient record, as {} asked: the \
+                 stand-down goes on, and its rooms are destroyed unless a legal hold keeps \
+                 them. The bundle is in the sealed archive (`cordon archive fhir`) for the \
+                 records officer to load.",
                 id.as_str(),
                 incoming.sender
             )

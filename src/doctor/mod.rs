@@ -8,7 +8,9 @@
 //!   same diagnostics as `cordon check`), the metrics address and the free disk space;
 //! - [`server`]: the homeserver: reachable with this system's trust store, login (as a
 //!   throwaway device, logged out at once), the saved session's token, admin rights
-//!   through the configured URL, rate limits, room version 12, aliases.
+//!   through the configured URL, rate limits, room version 12, aliases;
+//! - [`fhir`]: the FHIR server advice is delivered to, when one is configured: its token,
+//!   and a FHIR R4 CapabilityStatement that takes transactions.
 //!
 //! It is safe beside a running bot: it never takes the state directory's lock, never
 //! opens the store or matrix-sdk's stores, and never uses the bot's device (its login
@@ -19,6 +21,7 @@
 //! a service beside `trust` and `retention`, below `app`.
 
 pub mod access;
+pub mod fhir;
 pub mod local;
 pub mod server;
 
@@ -308,6 +311,7 @@ pub async fn run(config: &Config, options: Options, out: &mut dyn Write) -> io::
     local::directories(config, &user, &mut report)?;
     local::playbooks(config, &user, &mut report)?;
     server::checks(config, &secrets, &mut report).await?;
+    fhir::check(config, &mut report).await?;
     local::metrics(config, &mut report).await?;
     local::disk(config, options.min_free, &mut report)?;
     let summary = report.summary();

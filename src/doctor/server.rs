@@ -95,7 +95,7 @@ fn http() -> Result<reqwest::Client, reqwest::Error> {
 }
 
 /// Every error in `e`'s chain, joined.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(super) fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

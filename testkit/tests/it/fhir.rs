@@ -559,3 +559,40 @@ async fn an_operator_can_skip_a_delivery_that_keeps_failing_and_the_rooms_are_de
     assert_eq!(skips.len(), 1);
     assert_eq!(skips[0].actor, w.commander.user_id().as_str());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_checks_the_fhir_server_and_names_one_that_does_not_answer() {
+    let fhir = StandIn::start(false).await;
+    let hs = Synapse::shared().await.expect("synapse");
+    let w = World::builder().on(hs).config(&fhir.config()).build().await;
+    let doctor = |config: std::path::PathBuf| async move {
+        let out = crate::standdown::cordon(&["doctor", "--config", config.to_str().unwrap()]).await;
+        text(&out)
+    };
+    let said = doctor(w.setup.config.clone()).await;
+    let expected = format!(
+        "PASS  FHIR server: FHIR 4.0.1, takes transactions at http://127.0.0.1:{}/fhir/",
+        fhir.port
+    );
+    assert!(
+        said.lines().any(|l| l == expected),
+        "no {expected:?} in:\n{said}"
+    );
+    // Only a read: nothing was POSTed.
+    assert!(fhir.requests().is_empty());
+
+    std::fs::write(fhir.dir.path().join("stop"), "").unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let said = doctor(w.setup.config.clone()).await;
+        if let Some(line) = said.lines().find(|l| l.starts_with("FAIL  FHIR server:")) {
+            assert!(line.contains("did not answer"), "{line}");
+            break;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "the stopped server still passes:\n{said}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
