@@ -318,6 +318,8 @@ pub struct Snapshot {
     /// How far behind the most overdue retention sweep is, in seconds (0 when none is
     /// overdue).
     pub sweep_lag_seconds: f64,
+    /// Incidents whose rooms wait for their advice to be delivered to the FHIR server.
+    pub fhir_waiting: u64,
 }
 
 impl Snapshot {
@@ -328,6 +330,7 @@ impl Snapshot {
         let mut drills = by_state.clone();
         let mut rooms: Vec<(RoomStatus, u64)> = ROOM_STATUSES.iter().map(|s| (*s, 0)).collect();
         let mut invites_pending = 0;
+        let mut fhir_waiting = 0;
         for incident in &incidents {
             let counted = if incident.exercise {
                 &mut drills
@@ -339,6 +342,13 @@ impl Snapshot {
             }
             if incident.state == State::Closed {
                 continue;
+            }
+            if store
+                .standdown(&incident.id)?
+                .and_then(|r| r.fhir)
+                .is_some_and(|d| d.is_pending())
+            {
+                fhir_waiting += 1;
             }
             for room in store.rooms(&incident.id)? {
                 if let Some((_, n)) = rooms.iter_mut().find(|(s, _)| *s == room.status) {
@@ -375,6 +385,7 @@ impl Snapshot {
             rooms,
             invites_pending,
             sweep_lag_seconds,
+            fhir_waiting,
         })
     }
 
@@ -413,6 +424,14 @@ impl Snapshot {
         );
         let lag = Gauge::<f64, AtomicU64>::default();
         lag.set(self.sweep_lag_seconds);
+        let fhir = Gauge::<i64>::default();
+        fhir.set(self.fhir_waiting as i64);
+        registry.register(
+            "fhir_deliveries_waiting",
+            "Stood-down incidents whose rooms wait for their advice to be delivered to the \
+             FHIR server (fhir.base_url)",
+            fhir,
+        );
         registry.register(
             "sweep_lag_seconds",
             "How long the most overdue retention sweep has been due (0 when none is)",

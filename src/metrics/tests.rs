@@ -107,6 +107,17 @@ fn the_snapshot_counts_what_the_store_holds() {
     room(&store, &destroyed, "command", RoomStatus::Frozen);
     // A pending holder of an incident standing down is no longer waiting for an invite.
     roster(&store, &destroyed, "@late:hs", pending());
+    // Its advice waits for the FHIR server.
+    let mut record = store
+        .begin_standdown_step(&destroyed.id, crate::store::StandDownStep::Seal, t(3))
+        .unwrap();
+    record.fhir = Some(crate::store::standdown::FhirDelivery {
+        outbox: "fhir-outbox/x.json.age".into(),
+        items: 2,
+        attempts: 3,
+        outcome: None,
+    });
+    store.put_standdown(&destroyed.id, &record).unwrap();
 
     // Two exercises: counted apart, never among the incidents.
     for n in [4, 5] {
@@ -161,6 +172,7 @@ fn the_snapshot_counts_what_the_store_holds() {
     assert_eq!(count(&s.rooms, RoomStatus::Planned), 1);
     assert_eq!(count(&s.rooms, RoomStatus::Frozen), 1);
     assert_eq!(s.invites_pending, 2);
+    assert_eq!(s.fhir_waiting, 1);
     assert!(
         (s.sweep_lag_seconds - 900.0).abs() < 1e-6,
         "{}",
@@ -174,6 +186,7 @@ fn the_snapshot_counts_what_the_store_holds() {
         "cordon_exercises{state=\"active\"} 2",
         "cordon_rooms{status=\"created\"} 2",
         "cordon_invites_pending 2",
+        "cordon_fhir_deliveries_waiting 1",
         "cordon_sweep_lag_seconds 900.0",
     ] {
         assert!(text.lines().any(|l| l == line), "{line}:\n{text}");
