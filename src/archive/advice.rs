@@ -15,8 +15,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::record::WrittenEntry;
-use super::segment::{SealError, open_sealed, write_sealed};
+use super::record::{WrittenEntry, from_json_line, json_line, open_line, seal_line};
+use super::segment::SealError;
 use crate::domain::incident::IncidentId;
 pub use crate::input::config::Registration;
 
@@ -62,15 +62,12 @@ pub struct SealedAdvice {
 impl SealedAdvice {
     /// The exact bytes that are sealed: the item as one line of JSON.
     pub fn to_bytes(&self) -> Result<Vec<u8>, SealError> {
-        let mut out =
-            serde_json::to_vec(self).map_err(|source| SealError::Line { line: 1, source })?;
-        out.push(b'\n');
-        Ok(out)
+        json_line(self)
     }
 
     /// Reads an item from its sealed bytes, once decrypted.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, SealError> {
-        serde_json::from_slice(bytes).map_err(|source| SealError::Line { line: 1, source })
+        from_json_line(bytes)
     }
 }
 
@@ -92,13 +89,7 @@ pub fn seal_advice(
     let incident = IncidentId::parse(&item.incident)
         .map_err(|_| SealError::BadRoomKey(item.incident.clone()))?;
     let relative = advice_path(&incident, &item.event_id, rand::random());
-    let plaintext = item.to_bytes()?;
-    let content_sha256 = hex::encode(Sha256::digest(&plaintext));
-    let file = write_sealed(archive_dir, &relative, &plaintext, recipients)?;
-    Ok(WrittenEntry {
-        file,
-        content_sha256,
-    })
+    seal_line(archive_dir, &relative, &item.to_bytes()?, recipients)
 }
 
 /// Opens a sealed item's bytes with an identity (the records officer's). Returns the
@@ -107,9 +98,7 @@ pub fn open_advice(
     bytes: &[u8],
     identity: &dyn age::Identity,
 ) -> Result<(SealedAdvice, String), SealError> {
-    let plaintext = open_sealed(bytes, identity)?;
-    let sha256 = hex::encode(Sha256::digest(&plaintext));
-    Ok((SealedAdvice::from_bytes(&plaintext)?, sha256))
+    open_line(bytes, identity)
 }
 
 #[cfg(test)]

@@ -65,16 +65,53 @@ impl SealedEntry {
 
     /// The exact bytes that are sealed: the entry as one line of JSON.
     pub fn to_bytes(&self) -> Result<Vec<u8>, SealError> {
-        let mut out =
-            serde_json::to_vec(self).map_err(|source| SealError::Line { line: 1, source })?;
-        out.push(b'\n');
-        Ok(out)
+        json_line(self)
     }
 
     /// Reads an entry from its sealed bytes, once decrypted.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, SealError> {
-        serde_json::from_slice(bytes).map_err(|source| SealError::Line { line: 1, source })
+        from_json_line(bytes)
     }
+}
+
+/// `value` as the one line of JSON that is sealed (the object and `\n`).
+pub(crate) fn json_line(value: &impl Serialize) -> Result<Vec<u8>, SealError> {
+    let mut out =
+        serde_json::to_vec(value).map_err(|source| SealError::Line { line: 1, source })?;
+    out.push(b'\n');
+    Ok(out)
+}
+
+/// A value read back from its sealed line, once decrypted.
+pub(crate) fn from_json_line<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, SealError> {
+    serde_json::from_slice(bytes).map_err(|source| SealError::Line { line: 1, source })
+}
+
+/// Seals `plaintext` to `recipients` at `relative` under `archive_dir`, durably, with
+/// the SHA-256 of the plaintext that the store and the manifest keep.
+pub(crate) fn seal_line(
+    archive_dir: &Path,
+    relative: &str,
+    plaintext: &[u8],
+    recipients: &[age::x25519::Recipient],
+) -> Result<WrittenEntry, SealError> {
+    let content_sha256 = hex::encode(Sha256::digest(plaintext));
+    let file = write_sealed(archive_dir, relative, plaintext, recipients)?;
+    Ok(WrittenEntry {
+        file,
+        content_sha256,
+    })
+}
+
+/// Opens a sealed line with an identity: the value and the SHA-256 of its plaintext,
+/// to check against the manifest.
+pub(crate) fn open_line<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    identity: &dyn age::Identity,
+) -> Result<(T, String), SealError> {
+    let plaintext = open_sealed(bytes, identity)?;
+    let sha256 = hex::encode(Sha256::digest(&plaintext));
+    Ok((from_json_line(&plaintext)?, sha256))
 }
 
 /// An entry written to disk, sealed.
@@ -124,13 +161,7 @@ pub fn seal_entry(
         &entry.command_event,
         rand::random(),
     );
-    let plaintext = entry.to_bytes()?;
-    let content_sha256 = hex::encode(Sha256::digest(&plaintext));
-    let file = write_sealed(archive_dir, &relative, &plaintext, recipients)?;
-    Ok(WrittenEntry {
-        file,
-        content_sha256,
-    })
+    seal_line(archive_dir, &relative, &entry.to_bytes()?, recipients)
 }
 
 /// Opens a sealed entry's bytes with an identity (the records officer's). Returns the
@@ -139,9 +170,7 @@ pub fn open_entry(
     bytes: &[u8],
     identity: &dyn age::Identity,
 ) -> Result<(SealedEntry, String), SealError> {
-    let plaintext = open_sealed(bytes, identity)?;
-    let sha256 = hex::encode(Sha256::digest(&plaintext));
-    Ok((SealedEntry::from_bytes(&plaintext)?, sha256))
+    open_line(bytes, identity)
 }
 
 #[cfg(test)]

@@ -8,6 +8,14 @@ use anyhow::Context;
 use cordon::input::config::SecretSource;
 use cordon::matrix::rekey::{self, Rekeyed};
 
+/// Seals a key file in the state directory again under a new passphrase: `Ok(false)`
+/// when the new one opens it already.
+type KeyReseal = fn(
+    &std::path::Path,
+    &cordon::input::config::Secret,
+    &cordon::input::config::Secret,
+) -> Result<bool, cordon::archive::ArchiveError>;
+
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
     /// The bot's config file; its `store_passphrase` is the current passphrase.
@@ -62,30 +70,31 @@ pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let done = rekey::session_file(&paths.session, &old, &new)
         .with_context(|| format!("re-keying {}{interrupted}", paths.session.display()))?;
     parts.push((paths.session.display().to_string(), done));
-    let key = cordon::archive::signing::signing_key_path(state_dir);
-    let done = if key.exists() {
-        match cordon::archive::ArchiveSigner::reseal(state_dir, &old, &new)
-            .with_context(|| format!("re-keying {}{interrupted}", key.display()))?
-        {
-            true => Rekeyed::Done,
-            false => Rekeyed::AlreadyNew,
-        }
-    } else {
-        Rekeyed::Absent
-    };
-    parts.push((key.display().to_string(), done));
-    let key = cordon::archive::delivery::key_path(state_dir);
-    let done = if key.exists() {
-        match cordon::archive::delivery::reseal(state_dir, &old, &new)
-            .with_context(|| format!("re-keying {}{interrupted}", key.display()))?
-        {
-            true => Rekeyed::Done,
-            false => Rekeyed::AlreadyNew,
-        }
-    } else {
-        Rekeyed::Absent
-    };
-    parts.push((key.display().to_string(), done));
+    // The key files sealed with the passphrase: the archive signing key, and the FHIR
+    // delivery key when there is one.
+    let keys: [(PathBuf, KeyReseal); 2] = [
+        (
+            cordon::archive::signing::signing_key_path(state_dir),
+            cordon::archive::ArchiveSigner::reseal,
+        ),
+        (
+            cordon::archive::delivery::key_path(state_dir),
+            cordon::archive::delivery::reseal,
+        ),
+    ];
+    for (key, reseal) in keys {
+        let done = if key.exists() {
+            match reseal(state_dir, &old, &new)
+                .with_context(|| format!("re-keying {}{interrupted}", key.display()))?
+            {
+                true => Rekeyed::Done,
+                false => Rekeyed::AlreadyNew,
+            }
+        } else {
+            Rekeyed::Absent
+        };
+        parts.push((key.display().to_string(), done));
+    }
     for (part, done) in &parts {
         let said = match done {
             Rekeyed::Done => "sealed with the new passphrase",
