@@ -469,16 +469,22 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         }
     }
 
+    // `cordon archive <command>` on the sealed archive, with the records officer's key
+    // and the trust file.
+    let archive_cli = |command: &'static str| {
+        [
+            "archive",
+            command,
+            archive_arg.as_str(),
+            "-i",
+            key_arg.as_str(),
+            "--trust-file",
+            trust_arg.as_str(),
+        ]
+    };
+
     // The emergency planner's debrief, straight from the sealed archive.
-    let args = [
-        "archive",
-        "report",
-        archive_arg.as_str(),
-        "-i",
-        key_arg.as_str(),
-        "--trust-file",
-        trust_arg.as_str(),
-    ];
+    let args = archive_cli("report");
     t.say(format!(
         "emergency planner: cordon {} (the debrief report; also {} in the opened archive)",
         args.join(" "),
@@ -490,15 +496,7 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     }
 
     // The records officer's export of the advice for the electronic patient record.
-    let args = [
-        "archive",
-        "fhir",
-        archive_arg.as_str(),
-        "-i",
-        key_arg.as_str(),
-        "--trust-file",
-        trust_arg.as_str(),
-    ];
+    let args = archive_cli("fhir");
     t.say(format!(
         "records officer: cordon {} (the advice as a FHIR R4 transaction bundle, for the \
          patient record; also {} in the opened archive)",

@@ -4,10 +4,12 @@
 //! `Communication`s that an independent validator accepts; a wrong NHS number is
 //! refused and changes nothing.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 use cordon::dev::Synapse;
+use matrix_sdk::ruma::OwnedRoomId;
 use matrix_sdk::ruma::events::reaction::ReactionEventContent;
 use matrix_sdk::ruma::events::relation::Annotation;
 use serde_json::Value;
@@ -45,10 +47,14 @@ fn communication<'a>(bundle: &'a Value, event: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no Communication for {event}: {bundle:#}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn advice_for_a_patient_ends_as_a_valid_communication_with_its_author_time_and_transcriber() {
+/// A world sealing to `officer` with `config`, and an incident declared in it as `name`
+/// whose rooms the nurse joined; returns the incident and its rooms by key.
+async fn declared(
+    officer: &Officer,
+    config: &str,
+    name: &str,
+) -> (World, String, BTreeMap<String, OwnedRoomId>) {
     let hs = Synapse::shared().await.expect("synapse");
-    let officer = Officer::new();
     let timing = Timing {
         recipient: Some(officer.recipient.clone()),
         ..Timing::default()
@@ -56,16 +62,29 @@ async fn advice_for_a_patient_ends_as_a_valid_communication_with_its_author_time
     let w = World::builder()
         .on(hs)
         .timing(timing)
-        .config("commands: { max_age: 3h }\n")
+        .config(config)
         .build()
         .await;
-    w.say(&format!("!cordon declare {} \"FHIR drill\"", w.playbook_id))
+    w.say(&format!("!cordon declare {} \"{name}\"", w.playbook_id))
         .await;
     let incident = incident_id_in(&w.bot_says("DECLARED").await);
-    let rooms = w.created_rooms(&incident).await;
-    let (command, ward) = (rooms["command"][0].clone(), rooms["ward"][0].clone());
+    let rooms: BTreeMap<String, OwnedRoomId> = w
+        .created_rooms(&incident)
+        .await
+        .into_iter()
+        .map(|(k, v)| (k, v[0].clone()))
+        .collect();
+    join_when_invited(&w.nurses[0], &[&rooms["command"], &rooms["ward"]]).await;
+    (w, incident, rooms)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advice_for_a_patient_ends_as_a_valid_communication_with_its_author_time_and_transcriber() {
+    let officer = Officer::new();
+    let (w, incident, rooms) =
+        declared(&officer, "commands: { max_age: 3h }\n", "FHIR drill").await;
+    let (command, ward) = (rooms["command"].clone(), rooms["ward"].clone());
     let nurse = &w.nurses[0];
-    join_when_invited(nurse, &[&command, &ward]).await;
     join_when_invited(&w.commander, &[&command]).await;
     let bot = w.bot_id();
     let flagged = |b: &str| b.contains("Flagged as clinical advice");
@@ -371,32 +390,10 @@ impl Drop for StandIn {
 async fn with_advice(
     fhir: &StandIn,
     officer: &Officer,
-) -> (
-    World,
-    String,
-    std::collections::BTreeMap<String, matrix_sdk::ruma::OwnedRoomId>,
-) {
-    let hs = Synapse::shared().await.expect("synapse");
-    let timing = Timing {
-        recipient: Some(officer.recipient.clone()),
-        ..Timing::default()
-    };
-    let w = World::builder()
-        .on(hs)
-        .timing(timing)
-        .config(&fhir.config())
-        .build()
-        .await;
-    w.say(&format!(
-        "!cordon declare {} \"Delivery drill\"",
-        w.playbook_id
-    ))
-    .await;
-    let incident = incident_id_in(&w.bot_says("DECLARED").await);
-    let rooms = w.created_rooms(&incident).await;
-    let (command, ward) = (rooms["command"][0].clone(), rooms["ward"][0].clone());
+) -> (World, String, BTreeMap<String, OwnedRoomId>) {
+    let (w, incident, rooms) = declared(officer, &fhir.config(), "Delivery drill").await;
+    let ward = rooms["ward"].clone();
     let nurse = &w.nurses[0];
-    join_when_invited(nurse, &[&command, &ward]).await;
     let advice = nurse
         .send_text(&ward, "Bed 4: give 1 g tranexamic acid over 10 minutes")
         .await
@@ -415,7 +412,6 @@ async fn with_advice(
         })
         .await
         .unwrap();
-    let rooms = rooms.into_iter().map(|(k, v)| (k, v[0].clone())).collect();
     (w, incident, rooms)
 }
 
