@@ -288,6 +288,7 @@ impl Marking<'_> {
             patient: patient.map(str::to_owned),
             flagged_by: record.flagged.by.clone(),
             flagged_at: record.flagged.at,
+            salt: hex::encode(rand::random::<[u8; 16]>()),
         };
         let dir = ctx.config.archive_dir.clone();
         let recipients = super::fhir::advice_recipients(ctx, &playbook);

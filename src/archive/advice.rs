@@ -57,6 +57,11 @@ pub struct SealedAdvice {
     pub flagged_by: String,
     /// When cordon recorded the flag.
     pub flagged_at: DateTime<Utc>,
+    /// 16 random bytes, hex: the store keeps the SHA-256 of this plaintext, and without
+    /// them a message cordon could not read would leave only the NHS number unknown,
+    /// which its hash would give away to anyone who tries the numbers.
+    #[serde(default)]
+    pub salt: String,
 }
 
 impl SealedAdvice {
@@ -124,6 +129,7 @@ mod tests {
             patient: Some("9434765919".into()),
             flagged_by: "@nurse:nhs.example".into(),
             flagged_at: at,
+            salt: "00".repeat(16),
         }
     }
 

@@ -60,6 +60,7 @@ fn sealed(
         patient: patient.map(str::to_owned),
         flagged_by: "@nurse:hs".into(),
         flagged_at: at(sent + 60),
+        salt: String::new(),
     }
 }
 

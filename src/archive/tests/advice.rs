@@ -27,6 +27,7 @@ fn item(event: &str, sent: i64, patient: Option<&str>) -> SealedAdvice {
         patient: patient.map(str::to_owned),
         flagged_by: "@nurse:hs".into(),
         flagged_at: at(sent + 30),
+        salt: "ab".repeat(16),
     }
 }
 
