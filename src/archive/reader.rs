@@ -1,6 +1,7 @@
 //! What a records officer runs: [`verify_file`] checks an archive end to end, and
-//! [`open_file`] writes it out, with the pre-seal segments decrypted and merged and the
-//! command record's entries decrypted into the decision log.
+//! [`open_file`] writes it out, with the pre-seal segments decrypted and merged, the
+//! command record's entries decrypted into the decision log, and the advice items into
+//! the FHIR bundle.
 //!
 //! Both read the file as a stream: age authenticates every 64 KiB chunk and the end of
 //! the stream (so a truncated or altered file fails), tar members are hashed as they
@@ -99,6 +100,8 @@ pub fn verify_file(
 /// the decision log, [`super::DECISION_LOG_FILE`] and [`super::DECISION_LOG_RENDERING`]
 /// (both always, even when no decision was logged). An entry that cannot be decrypted
 /// or does not match the manifest is a warning, and is marked as such in both files.
+/// Then the debrief, and the advice items decrypted into the FHIR bundle,
+/// [`super::FHIR_ADVICE_FILE`] (always; empty when no advice was flagged).
 pub fn open_file(
     path: &Path,
     identities: &[age::x25519::Identity],

@@ -28,7 +28,9 @@ pub(super) enum Cmd {
     },
     /// Verify a sealed archive, then write its files (transcripts, Markdown renderings,
     /// attachments, audit log) into a new directory, with the pre-seal segments
-    /// decrypted and merged into `rooms/<key>.merged.jsonl` and `.merged.md`.
+    /// decrypted and merged into `rooms/<key>.merged.jsonl` and `.merged.md`, the
+    /// decision log, the debrief, and the clinical advice as a FHIR bundle
+    /// (fhir/advice.json).
     ///
     /// Exits like `verify`; nothing is written unless the archive verifies.
     Open {
