@@ -79,7 +79,8 @@ pub(crate) async fn prepare(
             None => None,
             Some(s) => {
                 let path = ctx.config.archive_dir.join(&s.file);
-                match std::fs::read(&path)
+                match tokio::fs::read(&path)
+                    .await
                     .ok()
                     .and_then(|bytes| open_advice(&bytes, key.as_ref()).ok())
                 {
@@ -283,7 +284,7 @@ async fn post(ctx: &Ctx, pending: &FhirDelivery) -> Result<(), Failure> {
         ));
     };
     let path = ctx.config.state_dir.join(&pending.outbox);
-    let sealed = std::fs::read(&path).map_err(|e| {
+    let sealed = tokio::fs::read(&path).await.map_err(|e| {
         Failure::plain(format!("the outbox {} cannot be read: {e}", path.display()))
     })?;
     let body = segment::open_sealed(&sealed, key.as_ref())
