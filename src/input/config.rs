@@ -86,7 +86,8 @@ pub struct RawConfig {
     /// membership or state change in its rooms (see `synapse-module/README.md`).
     #[serde(default)]
     pub prevention: Option<RawPrevention>,
-    /// The patient record: professional registrations for the FHIR export of advice.
+    /// The patient record: the FHIR server advice is delivered to, and people's
+    /// professional registrations for the FHIR export.
     #[serde(default)]
     pub fhir: Option<RawFhir>,
 }
