@@ -106,18 +106,10 @@ pub(crate) async fn seal(
     }
     // After the export: a segment a sweep sealed meanwhile is in the list.
     for (room_key, segment) in ctx.store.seal_segments(id)? {
-        let path = dir.join(&segment.file);
-        let bytes = tokio::fs::read(&path).await.map_err(|e| {
-            SealFailure::Stop(format!(
-                "the pre-seal segment {} cannot be read: {e}",
-                path.display()
-            ))
-        })?;
-        let file_name = Path::new(&segment.file)
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or(segment.file.as_str())
-            .to_owned();
+        let (file_name, bytes) = read_sealed(&dir, &segment.file, |path| {
+            format!("the pre-seal segment {}", path.display())
+        })
+        .await?;
         writer.add_pre_seal(
             &room_key,
             &file_name,
@@ -129,19 +121,10 @@ pub(crate) async fn seal(
     // The command record's sealed entries, copied verbatim: only the records officer's
     // key opens them (into `decision-log.md` and `.jsonl`).
     for entry in ctx.store.record_entries(id)? {
-        let path = dir.join(&entry.sealed_file);
-        let bytes = tokio::fs::read(&path).await.map_err(|e| {
-            SealFailure::Stop(format!(
-                "the sealed entry {} ({}) cannot be read: {e}",
-                entry.label(),
-                path.display()
-            ))
-        })?;
-        let file_name = Path::new(&entry.sealed_file)
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or(entry.sealed_file.as_str())
-            .to_owned();
+        let (file_name, bytes) = read_sealed(&dir, &entry.sealed_file, |path| {
+            format!("the sealed entry {} ({})", entry.label(), path.display())
+        })
+        .await?;
         let manifest = archive::RecordManifest {
             kind: entry.kind,
             number: entry.number,
@@ -163,22 +146,12 @@ pub(crate) async fn seal(
     for advice in ctx.store.advice_for(id)? {
         let sealed = match &advice.sealed {
             None => None,
-            Some(s) => {
-                let path = dir.join(&s.file);
-                let bytes = tokio::fs::read(&path).await.map_err(|e| {
-                    SealFailure::Stop(format!(
-                        "the sealed advice {} ({}) cannot be read: {e}",
-                        advice.event_id,
-                        path.display()
-                    ))
-                })?;
-                let name = Path::new(&s.file)
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or(s.file.as_str())
-                    .to_owned();
-                Some((name, bytes))
-            }
+            Some(s) => Some(
+                read_sealed(&dir, &s.file, |path| {
+                    format!("the sealed advice {} ({})", advice.event_id, path.display())
+                })
+                .await?,
+            ),
         };
         let listed = archive::AdviceManifest {
             room_key: advice.room_key.clone(),
@@ -287,6 +260,27 @@ pub(crate) async fn seal(
     );
     tell_archived(ctx, &archived).await;
     Ok(archived)
+}
+
+/// A file sealed before the stand-down (a pre-seal segment, an entry of the command
+/// record, an advice item), `relative` to the archive directory `dir`: its file name
+/// and bytes, to copy into the archive verbatim. One that cannot be read stops the
+/// pipeline, `describe`d by its path.
+async fn read_sealed(
+    dir: &Path,
+    relative: &str,
+    describe: impl FnOnce(&Path) -> String,
+) -> Result<(String, Vec<u8>), SealFailure> {
+    let path = dir.join(relative);
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|e| SealFailure::Stop(format!("{} cannot be read: {e}", describe(&path))))?;
+    let name = Path::new(relative)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(relative)
+        .to_owned();
+    Ok((name, bytes))
 }
 
 /// The rooms to export: every room cordon created, which must all be frozen and joined

@@ -32,6 +32,18 @@ use crate::archive::segment::{self, check_room_key};
 
 type Sink = age::stream::StreamWriter<BufWriter<File>>;
 
+/// A file sealed before the stand-down, as [`ArchiveWriter::add_sealed`] copies it: the
+/// directory it goes under, its name and bytes, and what was recorded when it was
+/// sealed.
+struct SealedCopy<'a> {
+    dir: &'static str,
+    file_name: &'a str,
+    bytes: &'a [u8],
+    sha256: &'a str,
+    size: u64,
+    content_sha256: &'a str,
+}
+
 /// Writes one sealed archive. See the module documentation; `Send`, so the stand-down
 /// can drive it from a blocking task.
 pub struct ArchiveWriter {
@@ -250,17 +262,6 @@ impl ArchiveWriter {
                 "{label} is not an entry of the record (they are numbered from 1)"
             )));
         }
-        if !is_safe_name(file_name) {
-            return Err(ArchiveError::BadInput(format!(
-                "{file_name:?} cannot name the sealed entry {label}"
-            )));
-        }
-        if !is_sha256(&entry.content_sha256) {
-            return Err(ArchiveError::BadInput(format!(
-                "{label}: {:?} is not the SHA-256 of its content",
-                entry.content_sha256
-            )));
-        }
         if self
             .record
             .iter()
@@ -268,30 +269,71 @@ impl ArchiveWriter {
         {
             return Err(ArchiveError::BadInput(format!("{label} was added twice")));
         }
-        let found = hex::encode(Sha256::digest(bytes));
-        if !found.eq_ignore_ascii_case(entry.sha256.trim()) {
-            return Err(ArchiveError::RecordMismatch {
-                label,
-                file: file_name.to_owned(),
-                expected: entry.sha256,
-                found,
-            });
-        }
-        if entry.bytes != bytes.len() as u64 {
-            return Err(ArchiveError::BadInput(format!(
-                "{label}: {file_name} is {} bytes, but {} were recorded when it was sealed",
-                bytes.len(),
-                entry.bytes
-            )));
-        }
-        let file = format!("{RECORD_DIR}/{file_name}");
-        let (sha256, size) = self.append(&file, bytes)?;
-        entry.file = file;
-        entry.sha256 = sha256;
-        entry.bytes = size;
+        let copied = self.add_sealed(
+            &label,
+            &format!("entry {label}"),
+            SealedCopy {
+                dir: RECORD_DIR,
+                file_name,
+                bytes,
+                sha256: &entry.sha256,
+                size: entry.bytes,
+                content_sha256: &entry.content_sha256,
+            },
+        )?;
+        (entry.file, entry.sha256, entry.bytes) = copied;
         entry.content_sha256.make_ascii_lowercase();
         self.record.push(entry);
         Ok(())
+    }
+
+    /// Copies a file sealed before the stand-down verbatim as `<dir>/<file_name>`,
+    /// once its name is one cordon writes, its `content_sha256` is a SHA-256, and its
+    /// bytes have the SHA-256 and size recorded when it was sealed
+    /// ([`ArchiveError::RecordMismatch`]). `label` names it in errors, `named` after
+    /// "the sealed". Returns the member's path, SHA-256 and size.
+    fn add_sealed(
+        &mut self,
+        label: &str,
+        named: &str,
+        sealed: SealedCopy<'_>,
+    ) -> Result<(String, String, u64), ArchiveError> {
+        let SealedCopy {
+            dir,
+            file_name,
+            bytes,
+            sha256,
+            size,
+            content_sha256,
+        } = sealed;
+        if !is_safe_name(file_name) {
+            return Err(ArchiveError::BadInput(format!(
+                "{file_name:?} cannot name the sealed {named}"
+            )));
+        }
+        if !is_sha256(content_sha256) {
+            return Err(ArchiveError::BadInput(format!(
+                "{label}: {content_sha256:?} is not the SHA-256 of its content"
+            )));
+        }
+        let found = hex::encode(Sha256::digest(bytes));
+        if !found.eq_ignore_ascii_case(sha256.trim()) {
+            return Err(ArchiveError::RecordMismatch {
+                label: label.to_owned(),
+                file: file_name.to_owned(),
+                expected: sha256.to_owned(),
+                found,
+            });
+        }
+        if size != bytes.len() as u64 {
+            return Err(ArchiveError::BadInput(format!(
+                "{label}: {file_name} is {} bytes, but {size} were recorded when it was sealed",
+                bytes.len()
+            )));
+        }
+        let file = format!("{dir}/{file_name}");
+        let (sha256, size) = self.append(&file, bytes)?;
+        Ok((file, sha256, size))
     }
 
     /// Lists one advice item in the manifest and, when it has a sealed copy, copies
@@ -313,39 +355,19 @@ impl ArchiveWriter {
         match (item.sealed.as_mut(), sealed) {
             (None, None) => {}
             (Some(member), Some((file_name, bytes))) => {
-                if !is_safe_name(file_name) {
-                    return Err(ArchiveError::BadInput(format!(
-                        "{file_name:?} cannot name the sealed {label}"
-                    )));
-                }
-                if !is_sha256(&member.content_sha256) {
-                    return Err(ArchiveError::BadInput(format!(
-                        "{label}: {:?} is not the SHA-256 of its content",
-                        member.content_sha256
-                    )));
-                }
-                let found = hex::encode(Sha256::digest(bytes));
-                if !found.eq_ignore_ascii_case(member.sha256.trim()) {
-                    return Err(ArchiveError::RecordMismatch {
-                        label,
-                        file: file_name.to_owned(),
-                        expected: member.sha256.clone(),
-                        found,
-                    });
-                }
-                if member.bytes != bytes.len() as u64 {
-                    return Err(ArchiveError::BadInput(format!(
-                        "{label}: {file_name} is {} bytes, but {} were recorded when it \
-                         was sealed",
-                        bytes.len(),
-                        member.bytes
-                    )));
-                }
-                let file = format!("{ADVICE_DIR}/{file_name}");
-                let (sha256, size) = self.append(&file, bytes)?;
-                member.file = file;
-                member.sha256 = sha256;
-                member.bytes = size;
+                let copied = self.add_sealed(
+                    &label,
+                    &label,
+                    SealedCopy {
+                        dir: ADVICE_DIR,
+                        file_name,
+                        bytes,
+                        sha256: &member.sha256,
+                        size: member.bytes,
+                        content_sha256: &member.content_sha256,
+                    },
+                )?;
+                (member.file, member.sha256, member.bytes) = copied;
                 member.content_sha256.make_ascii_lowercase();
             }
             _ => {
