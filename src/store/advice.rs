@@ -237,23 +237,11 @@ impl Store {
         at: DateTime<Utc>,
     ) -> Result<Resealed, StoreError> {
         let tx = self.write()?;
-        let replaced = {
-            let mut table = tx.open_table(tables::ADVICE)?;
-            let existing: Option<AdviceRecord> = match table.get((incident.as_str(), event))? {
-                None => None,
-                Some(bytes) => Some(decode("advice", event, bytes.value())?),
-            };
-            match existing {
-                None => None,
-                Some(mut record) => {
-                    let old = record.sealed.replace(sealed.clone()).map(|s| s.file);
-                    let bytes = encode("advice", &record)?;
-                    table.insert((incident.as_str(), event), bytes.as_slice())?;
-                    Some((old, record))
-                }
-            }
-        };
-        let Some((old, record)) = replaced else {
+        let mut old = None;
+        let Some(record) = update_in(&tx, incident, event, |r| {
+            old = r.sealed.replace(sealed.clone()).map(|s| s.file);
+        })?
+        else {
             return Ok(Resealed::NotFlagged);
         };
         append_in(
@@ -283,22 +271,7 @@ impl Store {
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let tx = self.write()?;
-        let found = {
-            let mut table = tx.open_table(tables::ADVICE)?;
-            let existing: Option<AdviceRecord> = match table.get((incident.as_str(), event))? {
-                None => None,
-                Some(bytes) => Some(decode("advice", event, bytes.value())?),
-            };
-            match existing {
-                None => false,
-                Some(mut record) => {
-                    record.reminded_at = Some(at);
-                    let bytes = encode("advice", &record)?;
-                    table.insert((incident.as_str(), event), bytes.as_slice())?;
-                    true
-                }
-            }
-        };
+        let found = update_in(&tx, incident, event, |r| r.reminded_at = Some(at))?.is_some();
         tx.commit()?;
         Ok(found)
     }
@@ -334,4 +307,26 @@ impl Store {
         out.sort_by(|a, b| a.sent_at.cmp(&b.sent_at).then(a.event_id.cmp(&b.event_id)));
         Ok(out)
     }
+}
+
+/// Changes the advice record of `event` in `incident` with `change`, inside `tx`, and
+/// returns it as written; `None` (nothing written) when there is no such record.
+fn update_in(
+    tx: &redb::WriteTransaction,
+    incident: &IncidentId,
+    event: &str,
+    change: impl FnOnce(&mut AdviceRecord),
+) -> Result<Option<AdviceRecord>, StoreError> {
+    let mut table = tx.open_table(tables::ADVICE)?;
+    let existing: Option<AdviceRecord> = match table.get((incident.as_str(), event))? {
+        None => None,
+        Some(bytes) => Some(decode("advice", event, bytes.value())?),
+    };
+    let Some(mut record) = existing else {
+        return Ok(None);
+    };
+    change(&mut record);
+    let bytes = encode("advice", &record)?;
+    table.insert((incident.as_str(), event), bytes.as_slice())?;
+    Ok(Some(record))
 }
