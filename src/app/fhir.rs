@@ -5,10 +5,10 @@
 //!
 //! 1. **Prepare** ([`prepare`], in the seal step, before the archive is recorded): the
 //!    advice items cordon sealed to its delivery key as they were flagged
-//!    ([`crate::archive::delivery`]) are opened, built into the bundle (the same
-//!    [`crate::archive::fhir::bundle`] a records officer's `cordon archive fhir`
-//!    prints), and the bundle is sealed to the delivery key in the outbox, and
-//!    recorded. An exercise's advice is never delivered.
+//!    ([`crate::archive::delivery`]) are opened and checked, built into the bundle (by
+//!    [`crate::archive::reader::advice_bundle`], which also makes the one a records
+//!    officer's `cordon archive fhir` prints), and the bundle is sealed to the delivery
+//!    key in the outbox, and recorded. An exercise's advice is never delivered.
 //! 2. **Deliver** ([`deliver`], the pipeline's step before destruction): the attempt is
 //!    counted, then the bundle POSTed. A 2xx whose transaction-response entries are all
 //!    2xx is delivered (audited `fhir.delivered`, the outbox copy deleted, the control
@@ -28,9 +28,7 @@ use tracing::{info, warn};
 
 use super::chat::{send_once, user_ids};
 use super::ctx::{ACTOR, AppError, Ctx};
-use crate::archive::advice::{SealedAdvice, open_advice};
-use crate::archive::fhir::{Item, bundle};
-use crate::archive::{Manifest, segment};
+use crate::archive::{self, ArchiveError, Manifest, segment};
 use crate::domain::incident::Incident;
 use crate::input::playbook::Playbook;
 use crate::matrix::rooms::{self, notice};
@@ -68,59 +66,40 @@ pub(crate) async fn prepare(
     if incident.exercise || manifest.advice.is_empty() {
         return Ok(None);
     }
-    let stored = ctx.store.advice_for(&incident.id)?;
-    let mut opened: Vec<Option<SealedAdvice>> = Vec::new();
-    for listed in &manifest.advice {
-        let sealed = stored
-            .iter()
-            .find(|a| a.event_id == listed.event_id)
-            .and_then(|a| a.sealed.as_ref());
-        let item = match sealed {
-            None => None,
-            Some(s) => {
-                let path = ctx.config.archive_dir.join(&s.file);
-                match tokio::fs::read(&path)
-                    .await
-                    .ok()
-                    .and_then(|bytes| open_advice(&bytes, key.as_ref()).ok())
-                {
-                    Some((item, sha)) if sha == s.content_sha256 => Some(item),
-                    _ => {
-                        // Flagged before delivery was configured (sealed to the records
-                        // officers alone), or damaged: delivered without its text.
-                        warn!(incident = %incident.id, event = %listed.event_id,
-                              "an advice item cannot be opened with the delivery key");
-                        None
-                    }
-                }
-            }
-        };
-        opened.push(item);
-    }
-    let items: Vec<Item<'_>> = manifest
-        .advice
-        .iter()
-        .zip(&opened)
-        .map(|(listed, sealed)| Item {
-            listed,
-            sealed: sealed.as_ref(),
-        })
-        .collect();
-    let body = serde_json::to_vec(&bundle(manifest, &items))
-        .map_err(|e| AppError::Record(format!("the FHIR bundle: {e}")))?;
+    // The items as they wait under the archive directory (`<incident>/advice/…`), the
+    // manifest's members (`advice/…`) before they were copied.
+    let sealed_dir = ctx.config.archive_dir.join(incident.id.as_str());
     let relative = format!("{OUTBOX_DIR}/{}.json.age", incident.id.as_str());
     let state_dir = ctx.config.state_dir.clone();
-    let recipient = key.to_public();
-    let to_write = relative.clone();
-    tokio::task::spawn_blocking(move || {
-        segment::write_sealed(&state_dir, &to_write, &body, &[recipient])
+    let (manifest, key, to_write) = (manifest.clone(), key.clone(), relative.clone());
+    let (items, warnings) = tokio::task::spawn_blocking(move || {
+        let mut warnings = Vec::new();
+        let bundle = archive::reader::advice_bundle(
+            &manifest,
+            |member| {
+                let bytes = std::fs::read(sealed_dir.join(member))
+                    .map_err(ArchiveError::io(&sealed_dir.join(member)))?;
+                segment::open_sealed(&bytes, key.as_ref())
+                    .map_err(|e| ArchiveError::BadInput(e.to_string()))
+            },
+            &mut warnings,
+        );
+        let body = serde_json::to_vec(&bundle)
+            .map_err(|e| AppError::Record(format!("the FHIR bundle: {e}")))?;
+        segment::write_sealed(&state_dir, &to_write, &body, &[key.to_public()])?;
+        Ok::<_, AppError>((manifest.advice.len(), warnings))
     })
     .await
     .map_err(|e| AppError::Record(format!("sealing the FHIR bundle: {e}")))??;
-    info!(incident = %incident.id, items = items.len(), "FHIR bundle ready to deliver");
+    // Advice flagged before delivery was configured was sealed to the records officers
+    // alone: it is delivered without its text.
+    for warning in &warnings {
+        warn!(incident = %incident.id, %warning, "an advice item is delivered without its text");
+    }
+    info!(incident = %incident.id, items, "FHIR bundle ready to deliver");
     Ok(Some(FhirDelivery {
         outbox: relative,
-        items: items.len(),
+        items,
         attempts: 0,
         outcome: None,
     }))

@@ -197,8 +197,8 @@ pub fn open_file(
     written.push(DEBRIEF_FILE.to_owned());
     write_new(out, DEBRIEF_RENDERING, |f| f.write_all(md.as_bytes()))?;
     written.push(DEBRIEF_RENDERING.to_owned());
-    let opened = advice::open_all(m, |f| decrypt_file(&out.join(f), &ids), &mut warnings);
-    let fhir = advice::to_bytes(&advice::bundle(m, &opened))?;
+    let bundle = advice_bundle(m, |f| decrypt_file(&out.join(f), &ids), &mut warnings);
+    let fhir = advice::to_bytes(&bundle)?;
     write_new(out, FHIR_ADVICE_FILE, |f| f.write_all(&fhir))?;
     written.push(FHIR_ADVICE_FILE.to_owned());
     Ok(Opened {
@@ -297,7 +297,7 @@ pub fn report_file(
         .collect();
     warnings.extend(audit_warnings);
     let (debrief, markdown) = debrief_of(m, &audit, &exported, &record, &mut warnings);
-    let opened = advice::open_all(
+    let fhir = advice_bundle(
         m,
         |f| match sealed.get(f) {
             Some(bytes) => decrypt_from(bytes.as_slice(), Path::new(f), &ids),
@@ -305,7 +305,6 @@ pub fn report_file(
         },
         &mut warnings,
     );
-    let fhir = advice::bundle(m, &opened);
     Ok(Reported {
         verified: verified.clone(),
         debrief,
@@ -313,6 +312,19 @@ pub fn report_file(
         fhir,
         warnings,
     })
+}
+
+/// The FHIR bundle of `m`'s advice: each sealed item opened with `decrypt` (its member's
+/// path, `advice/…`, to its plaintext) and checked against the manifest, an item that
+/// does not open or match left without text or patient and named in `warnings`. What
+/// `open` writes, `report` prints, and the stand-down delivers.
+pub fn advice_bundle(
+    m: &Manifest,
+    decrypt: impl Fn(&str) -> Result<Vec<u8>, ArchiveError>,
+    warnings: &mut Vec<String>,
+) -> serde_json::Value {
+    let opened = advice::open_all(m, decrypt, warnings);
+    advice::bundle(m, &opened)
 }
 
 /// The debrief of `m` from its audit slice, its rooms' membership events and its
