@@ -6,6 +6,7 @@ use chrono::DateTime;
 
 use super::*;
 use crate::archive::advice::{ADVICE_VERSION, SealedAdvice, seal_advice};
+use crate::archive::record::WrittenEntry;
 use crate::archive::{AdviceManifest, FHIR_ADVICE_FILE, SealedMember, TranscribedManifest};
 
 fn at(secs: i64) -> DateTime<Utc> {
@@ -28,6 +29,33 @@ fn item(event: &str, sent: i64, patient: Option<&str>) -> SealedAdvice {
         flagged_by: "@nurse:hs".into(),
         flagged_at: at(sent + 30),
         salt: "ab".repeat(16),
+    }
+}
+
+/// What the stand-down lists of `a`, sealed as `written`: flagged by command and
+/// confirmed transcribed twelve minutes after it was sent.
+fn listed(a: &SealedAdvice, written: &WrittenEntry) -> AdviceManifest {
+    AdviceManifest {
+        room_key: a.room_key.clone(),
+        room_id: a.room_id.clone(),
+        event_id: a.event_id.clone(),
+        author: a.author.clone(),
+        sent_at: a.sent_at,
+        flagged_by: a.flagged_by.clone(),
+        flagged_at: a.flagged_at,
+        flagged_via: "command".into(),
+        transcribed: Some(TranscribedManifest {
+            by: "@clerk:hs".into(),
+            at: a.sent_at + chrono::TimeDelta::minutes(12),
+            confirmed: true,
+        }),
+        patient: a.patient.is_some(),
+        sealed: Some(SealedMember {
+            file: String::new(),
+            sha256: written.file.sha256.clone(),
+            bytes: written.file.bytes,
+            content_sha256: written.content_sha256.clone(),
+        }),
     }
 }
 
@@ -54,28 +82,7 @@ fn seal_with(items: &[SealedAdvice], mut change: impl FnMut(&mut AdviceManifest)
             .to_str()
             .unwrap()
             .to_owned();
-        let mut listed = AdviceManifest {
-            room_key: a.room_key.clone(),
-            room_id: a.room_id.clone(),
-            event_id: a.event_id.clone(),
-            author: a.author.clone(),
-            sent_at: a.sent_at,
-            flagged_by: a.flagged_by.clone(),
-            flagged_at: a.flagged_at,
-            flagged_via: "command".into(),
-            transcribed: Some(TranscribedManifest {
-                by: "@clerk:hs".into(),
-                at: a.sent_at + chrono::TimeDelta::minutes(12),
-                confirmed: true,
-            }),
-            patient: a.patient.is_some(),
-            sealed: Some(SealedMember {
-                file: String::new(),
-                sha256: written.file.sha256.clone(),
-                bytes: written.file.bytes,
-                content_sha256: written.content_sha256.clone(),
-            }),
-        };
+        let mut listed = listed(a, &written);
         change(&mut listed);
         w.add_advice(listed, Some((&name, &bytes))).unwrap();
     }
@@ -170,24 +177,7 @@ fn bytes_that_are_not_the_ones_sealed_are_refused_when_added() {
         &[officer.to_public()],
     )
     .unwrap();
-    let listed = AdviceManifest {
-        room_key: "command".into(),
-        room_id: a.room_id.clone(),
-        event_id: a.event_id.clone(),
-        author: a.author.clone(),
-        sent_at: a.sent_at,
-        flagged_by: a.flagged_by.clone(),
-        flagged_at: a.flagged_at,
-        flagged_via: "reaction".into(),
-        transcribed: None,
-        patient: false,
-        sealed: Some(SealedMember {
-            file: String::new(),
-            sha256: written.file.sha256.clone(),
-            bytes: written.file.bytes,
-            content_sha256: written.content_sha256.clone(),
-        }),
-    };
+    let listed = listed(&a, &written);
     let err = w
         .add_advice(listed.clone(), Some(("a.json.age", b"other bytes")))
         .unwrap_err();

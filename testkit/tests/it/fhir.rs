@@ -15,8 +15,8 @@ use matrix_sdk::ruma::events::relation::Annotation;
 use serde_json::Value;
 
 use crate::standdown::{
-    Officer, admin_status, archive_cli, archive_path, assert_destroyed, join_when_invited, open,
-    text,
+    Officer, archive_cli, archive_path, assert_destroyed, assert_rooms_remain, join_when_invited,
+    open, text,
 };
 use crate::support::WAIT;
 use crate::world::{Timing, World, incident_id_in};
@@ -435,25 +435,19 @@ async fn a_failing_fhir_server_blocks_destruction_across_retries_and_a_restart_u
 
     // Retried with backoff, and the rooms are still there after each attempt.
     fhir.wait_for_requests(2).await;
-    for (key, room) in &rooms {
-        assert_eq!(
-            admin_status(&w, &format!("_synapse/admin/v1/rooms/{room}")).await,
-            200,
-            "room {key} was destroyed before the advice was delivered"
-        );
-    }
+    assert_rooms_remain(&w, &rooms, "before the advice was delivered").await;
     // Killed and started again: still waiting, still retrying, nothing destroyed.
     let before = fhir.requests().len();
     w.bot.as_mut().unwrap().kill9();
     let bot = w.restart(&[]);
     bot.wait_for_log("cordon is ready", WAIT).await.unwrap();
     fhir.wait_for_requests(before + 1).await;
-    for room in rooms.values() {
-        assert_eq!(
-            admin_status(&w, &format!("_synapse/admin/v1/rooms/{room}")).await,
-            200
-        );
-    }
+    assert_rooms_remain(
+        &w,
+        &rooms,
+        "before the advice was delivered, after a kill -9",
+    )
+    .await;
 
     // `status` says what the rooms wait for.
     w.say(&format!("!cordon status {incident}")).await;

@@ -279,7 +279,7 @@ pub(crate) fn read_lines(path: &Path) -> Vec<Value> {
 }
 
 /// A Synapse admin API call's HTTP status.
-pub(crate) async fn admin_status(w: &World, path: &str) -> u16 {
+async fn admin_status(w: &World, path: &str) -> u16 {
     let admin = admin_token(w.hs).await;
     reqwest::Client::new()
         .get(w.hs.base_url().join(path).unwrap())
@@ -289,6 +289,22 @@ pub(crate) async fn admin_status(w: &World, path: &str) -> u16 {
         .unwrap()
         .status()
         .as_u16()
+}
+
+/// Every room still exists on the homeserver (its admin details answer); `why` ends the
+/// failure's message ("room ward was destroyed <why>").
+pub(crate) async fn assert_rooms_remain(
+    w: &World,
+    rooms: &BTreeMap<String, OwnedRoomId>,
+    why: &str,
+) {
+    for (key, room) in rooms {
+        assert_eq!(
+            admin_status(w, &format!("_synapse/admin/v1/rooms/{room}")).await,
+            200,
+            "room {key} was destroyed {why}"
+        );
+    }
 }
 
 /// Every room answers as deleted (no details, deletion complete), no member can read it.
@@ -497,24 +513,13 @@ async fn a_legal_hold_blocks_destruction_until_it_is_released() {
     let held = w.bot_says("are not destroyed: a legal hold is set").await;
     assert!(held.contains("Inquest 2026/7"), "{held}");
     // The rooms still exist and are still readable by their members.
-    for (key, room) in &rooms {
-        assert_eq!(
-            admin_status(&w, &format!("_synapse/admin/v1/rooms/{room}")).await,
-            200,
-            "room {key} was destroyed under a legal hold"
-        );
-    }
+    assert_rooms_remain(&w, &rooms, "under a legal hold").await;
     // The hold outlives a restart: once the restarted scheduler has run everything due
     // (a resumed stand-down runs through its timer, due at once), the rooms are there.
     let bot = w.restart(&[]);
     bot.wait_for_log("cordon is ready", WAIT).await.unwrap();
     w.wait_scheduler_idle().await;
-    for room in rooms.values() {
-        assert_eq!(
-            admin_status(&w, &format!("_synapse/admin/v1/rooms/{room}")).await,
-            200
-        );
-    }
+    assert_rooms_remain(&w, &rooms, "under a legal hold, after a restart").await;
     w.say(&format!("!cordon release {incident}")).await;
     w.bot_says("The stand-down goes on now").await;
     w.bot_says("room(s) are destroyed").await;
