@@ -7,6 +7,11 @@
 //! jobs of the same incident (or of the same incident-less timer) never run at once;
 //! jobs of different incidents run concurrently, at most
 //! [`SchedulerConfig::max_concurrent`] (provisioning aside: see `Class::Provision`).
+//! Deadline-bound posts (reminders, expiry warnings: `Class::Deadline`) are the
+//! exception on both counts: they have slots of their own
+//! ([`SchedulerConfig::max_concurrent_deadline`]) and run beside their incident's
+//! routine jobs, so a reminder is posted at its time however far behind the sweeps and
+//! re-posts are.
 //! The outcome of each job is written to the store by the loop itself, so the store's
 //! record of a timer changes only in one place.
 //!
@@ -34,9 +39,10 @@ use tracing::{Instrument, debug, error, info, instrument, warn};
 use super::error::ScheduleError;
 use crate::clock::Clock;
 use crate::domain::incident::IncidentId;
+use crate::domain::schedule::TimerError;
 use crate::domain::schedule::TimerState;
 use crate::domain::schedule::backoff::Backoff;
-use crate::domain::schedule::catch_up::{Decision, Firing, decide};
+use crate::domain::schedule::catch_up::{Decision, Firing, Verdict, verdict};
 use crate::domain::schedule::{Schedule, Timer, TimerKind};
 use crate::store::Store;
 use crate::tasks::Tasks;
@@ -114,8 +120,14 @@ pub struct SchedulerConfig {
     /// The longest sleep before the clock is read again (default 60 s), so a jump of
     /// the wall clock or a suspend is noticed.
     pub max_sleep: Duration,
-    /// How many jobs may run at once, across incidents (default 4; at least 1).
+    /// How many jobs may run at once, across incidents (default 4; at least 1),
+    /// provisioning and deadline-bound posts aside.
     pub max_concurrent: usize,
+    /// How many deadline-bound posts (reminders, expiry warnings) may run at once,
+    /// beside the other jobs (default 16; at least 1). Each is a message or two, so
+    /// many fit; at 50 incidents whose reminders fall due on the same minute they go out
+    /// in a few rounds instead of waiting behind the routine jobs.
+    pub max_concurrent_deadline: usize,
     /// The wait after each failed attempt.
     pub backoff: Backoff,
     /// Another wait for the timers of some kinds (provisioning's, shorter: a commander
@@ -132,6 +144,7 @@ impl Default for SchedulerConfig {
         Self {
             max_sleep: Duration::from_secs(60),
             max_concurrent: 4,
+            max_concurrent_deadline: 16,
             backoff: Backoff::default(),
             backoff_by_kind: HashMap::new(),
             time_zone: crate::input::config::DEFAULT_TIME_ZONE,
@@ -154,21 +167,35 @@ pub struct Scheduler {
     running: FuturesUnordered<BoxFuture<'static, Done>>,
     /// The running jobs, by task id.
     jobs_running: HashMap<tokio::task::Id, Running>,
-    /// The exclusivity keys of the running jobs (see [`exclusivity_key`]).
-    busy: HashSet<String>,
     /// Timers not to dispatch before a time: their outcome could not be recorded.
     held: HashMap<String, DateTime<Utc>>,
     /// Timers already reported as unschedulable, so the log says it once.
     reported: HashSet<String>,
+    /// The last decision about each timer, kept while it holds ([`Remembered`]).
+    verdicts: HashMap<String, Remembered>,
     /// Whose turn it is for the next slot between posts and sweeps ([`fair_order`]):
     /// `None` until one of them has run.
     post_turn: Option<bool>,
+}
+
+/// A decision about a timer in a state, from a time, while it holds. Deciding about a
+/// cron timer pulls a day and more of wall-clock times from the cron crate (the zone's
+/// offsets, see `domain::schedule::occurrences`): at fifty incidents, each with
+/// every-minute reminders and sweeps, doing that for every timer at every pass took
+/// most of the scheduler's time (a quarter of a second a pass in a debug build), and the
+/// loop runs on the bot's runtime.
+struct Remembered {
+    timer: Timer,
+    state: TimerState,
+    from: DateTime<Utc>,
+    verdict: Verdict,
 }
 
 /// A job in flight.
 struct Running {
     timer: String,
     kind: TimerKind,
+    class: Class,
     key: String,
     ctx: FireContext,
 }
@@ -208,9 +235,9 @@ impl Scheduler {
             tasks: tasks.clone(),
             running: FuturesUnordered::new(),
             jobs_running: HashMap::new(),
-            busy: HashSet::new(),
             held: HashMap::new(),
             reported: HashSet::new(),
+            verdicts: HashMap::new(),
             post_turn: None,
         };
         // Not cut short itself: once stopping it waits only on its jobs, which the cut
@@ -265,6 +292,7 @@ impl Scheduler {
     /// and returns how long to sleep before the next pass at the latest.
     fn pass(&mut self) -> Duration {
         let now = self.clock.now();
+
         let entries = match self.store.timer_entries() {
             Ok(entries) => entries,
             Err(e) => {
@@ -275,16 +303,16 @@ impl Scheduler {
         let mut next: Option<DateTime<Utc>> = None;
         let mut store_trouble = false;
         let mut due: Vec<(Timer, TimerState, Firing)> = Vec::new();
-        let running: HashSet<&str> = self
+        let running: HashSet<String> = self
             .jobs_running
             .values()
-            .map(|r| r.timer.as_str())
+            .map(|r| r.timer.clone())
             .collect();
         let mut seen = HashSet::new();
         for (timer, mut state) in entries {
             seen.insert(timer.id.clone());
             // A running job's timer is looked at again when the job finishes.
-            if running.contains(timer.id.as_str()) {
+            if running.contains(&timer.id) {
                 continue;
             }
             if let Some(&until) = self.held.get(&timer.id) {
@@ -308,7 +336,7 @@ impl Scheduler {
                     }
                 }
             }
-            match decide(&timer, &state, now, self.config.time_zone) {
+            match self.decide(&timer, &state, now) {
                 Err(e) => {
                     if self.reported.insert(timer.id.clone()) {
                         error!(timer = %timer.id, error = %e, "timer cannot be scheduled; ignoring it");
@@ -330,24 +358,32 @@ impl Scheduler {
             }
         }
         self.reported.retain(|id| seen.contains(id));
+        self.verdicts.retain(|id, _| seen.contains(id));
         for (timer, state, firing) in fair_order(due, self.post_turn) {
             let kind = class(&timer.kind);
-            let limited = self
+            if let Some(limit) = self.slots(kind) {
+                let taken = self
+                    .jobs_running
+                    .values()
+                    .filter(|r| self.slots(r.class).is_some() && r.class.pooled_with(kind))
+                    .count();
+                if taken >= limit {
+                    // A finishing job wakes the loop.
+                    continue;
+                }
+            }
+            let key = exclusivity_key(&timer);
+            if self
                 .jobs_running
                 .values()
-                .filter(|r| class(&r.kind) != Class::Provision)
-                .count();
-            if kind != Class::Provision && limited >= self.config.max_concurrent.max(1) {
-                // A finishing job wakes the loop.
-                break;
-            }
-            if self.busy.contains(&exclusivity_key(&timer)) {
+                .any(|r| r.key == key && !r.class.runs_beside(kind))
+            {
                 continue;
             }
             match kind {
                 Class::Post => self.post_turn = Some(false),
                 Class::Sweep => self.post_turn = Some(true),
-                Class::Provision | Class::Lifecycle => {}
+                Class::Provision | Class::Lifecycle | Class::Deadline => {}
             }
             self.dispatch(timer, &state, firing, now);
         }
@@ -382,6 +418,7 @@ impl Scheduler {
         let key = exclusivity_key(&timer);
         let id = timer.id.clone();
         let kind = timer.kind.clone();
+        let class = class(&kind);
         let jobs = self.jobs.clone();
         // `run` is called inside the task, so that even a panic before its future
         // exists is caught as the task's.
@@ -390,12 +427,12 @@ impl Scheduler {
         let task = handle.id();
         self.running
             .push(Box::pin(async move { (task, handle.await) }));
-        self.busy.insert(key.clone());
         self.jobs_running.insert(
             task,
             Running {
                 timer: id,
                 kind,
+                class,
                 key,
                 ctx,
             },
@@ -410,7 +447,6 @@ impl Scheduler {
             // is recorded, so the timer is still due at the next start.
             Ok(None) => {
                 if let Some(run) = self.jobs_running.remove(&task) {
-                    self.busy.remove(&run.key);
                     warn!(timer = %run.timer, "job cut short by the shutdown; it runs again at the next start");
                 }
                 return;
@@ -424,7 +460,6 @@ impl Scheduler {
         let Some(run) = self.jobs_running.remove(&task) else {
             return;
         };
-        self.busy.remove(&run.key);
         let now = self.clock.now();
         match outcome {
             Ok(()) => match self.store.mark_timer_fired(&run.timer, run.ctx.due) {
@@ -471,6 +506,47 @@ impl Scheduler {
         }
     }
 
+    /// What to do with `timer` in `state` at `now`: the decision remembered for it while
+    /// that holds, else a new one.
+    fn decide(
+        &mut self,
+        timer: &Timer,
+        state: &TimerState,
+        now: DateTime<Utc>,
+    ) -> Result<Decision, TimerError> {
+        if let Some(known) = self.verdicts.get(&timer.id)
+            && known.from <= now
+            && known.verdict.holds_until.is_none_or(|until| now < until)
+            && known.state == *state
+            && known.timer == *timer
+        {
+            return Ok(known.verdict.decision);
+        }
+        let verdict = verdict(timer, state, now, self.config.time_zone)?;
+        self.verdicts.insert(
+            timer.id.clone(),
+            Remembered {
+                timer: timer.clone(),
+                state: state.clone(),
+                from: now,
+                verdict,
+            },
+        );
+        Ok(verdict.decision)
+    }
+
+    /// How many jobs of `class` (with those it shares its slots with) may run at once;
+    /// `None` when it takes no slot.
+    fn slots(&self, class: Class) -> Option<usize> {
+        match class {
+            Class::Provision => None,
+            Class::Deadline => Some(self.config.max_concurrent_deadline.max(1)),
+            Class::Lifecycle | Class::Post | Class::Sweep => {
+                Some(self.config.max_concurrent.max(1))
+            }
+        }
+    }
+
     /// Keeps `timer` from being dispatched for a while after the store failed to record
     /// its outcome, so a failing store does not re-run its job in a hot loop.
     fn hold(&mut self, timer: &str, now: DateTime<Utc>) {
@@ -508,13 +584,38 @@ enum Class {
     /// together, and provisioning bounds its own requests across incidents (the bot's
     /// fan-out) rather than by job slots.
     Provision,
-    /// The incident's lifecycle: expiry, warnings, the stand-down pipeline, the
-    /// archive's keep time.
+    /// The incident's lifecycle: expiry, the stand-down pipeline, the archive's keep
+    /// time.
     Lifecycle,
-    /// Posts people read: reminders, the briefing re-post, advice reminders.
+    /// Posts that say something at a time: playbook reminders and expiry warnings.
+    /// Slots of their own ([`SchedulerConfig::max_concurrent_deadline`]), and they run
+    /// beside their incident's routine jobs: under load (fifty incidents, minutes of
+    /// sweeps and briefing re-posts overdue) a reminder that queued with the routine
+    /// work was posted minutes late or never, each minute's firing collapsing into the
+    /// next.
+    Deadline,
+    /// Routine posts: the briefing re-post, advice reminders, the command record's.
     Post,
     /// Retention sweeps.
     Sweep,
+}
+
+impl Class {
+    /// Whether a job of this class, already running, lets a job of `other` in the same
+    /// incident start beside it. A deadline-bound post only reads the incident and
+    /// sends (once, through the outbox), so it runs beside the routine jobs and they
+    /// beside it; the lifecycle and provisioning run alone in their incident, as does
+    /// everything else.
+    fn runs_beside(self, other: Class) -> bool {
+        let routine = |c: Class| matches!(c, Class::Post | Class::Sweep);
+        (self == Class::Deadline && (routine(other) || other == Class::Deadline))
+            || (other == Class::Deadline && routine(self))
+    }
+
+    /// Whether jobs of this class and of `other` count against the same slots.
+    fn pooled_with(self, other: Class) -> bool {
+        (self == Class::Deadline) == (other == Class::Deadline)
+    }
 }
 
 fn class(kind: &TimerKind) -> Class {
@@ -522,17 +623,20 @@ fn class(kind: &TimerKind) -> Class {
         TimerKind::Other(name) if name == crate::domain::incident::timers::PROVISION_KIND => {
             Class::Provision
         }
-        TimerKind::Expiry | TimerKind::Warning | TimerKind::KeepTimeEnd => Class::Lifecycle,
+        TimerKind::Expiry | TimerKind::KeepTimeEnd => Class::Lifecycle,
+        TimerKind::Reminder | TimerKind::Warning => Class::Deadline,
         TimerKind::Other(name) if name == crate::domain::incident::timers::STANDDOWN_KIND => {
             Class::Lifecycle
         }
-        TimerKind::Reminder | TimerKind::Briefing | TimerKind::Other(_) => Class::Post,
+        TimerKind::Briefing | TimerKind::Other(_) => Class::Post,
         TimerKind::Sweep => Class::Sweep,
     }
 }
 
 /// The order in which due timers take the free job slots. Provisioning goes first (it
-/// takes no slot), then the lifecycle, so a stand-down never waits behind routine work. Posts and sweeps then take turns, each
+/// takes no slot), then the lifecycle, so a stand-down never waits behind routine work,
+/// then the deadline-bound posts (in slots of their own), earliest due first. Posts and
+/// sweeps then take turns, each
 /// queue earliest due first, starting with `post_turn` (whose turn it is since the last
 /// dispatch; when nothing has run yet, the queue whose head is older): when both are
 /// backlogged each gets half the slots, and when one is idle the other gets them all.
@@ -546,18 +650,21 @@ fn fair_order(
     due.sort_by_key(|(_, _, firing)| firing.due);
     let mut provision = Vec::new();
     let mut lifecycle = Vec::new();
+    let mut deadline = Vec::new();
     let mut posts = std::collections::VecDeque::new();
     let mut sweeps = std::collections::VecDeque::new();
     for entry in due {
         match class(&entry.0.kind) {
             Class::Provision => provision.push(entry),
             Class::Lifecycle => lifecycle.push(entry),
+            Class::Deadline => deadline.push(entry),
             Class::Post => posts.push_back(entry),
             Class::Sweep => sweeps.push_back(entry),
         }
     }
     let mut out = provision;
     out.extend(lifecycle);
+    out.extend(deadline);
     let mut post_turn = match (posts.front(), sweeps.front()) {
         (Some(p), Some(s)) => post_turn.unwrap_or(p.2.due <= s.2.due),
         (p, _) => p.is_some(),

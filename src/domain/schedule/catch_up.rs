@@ -13,6 +13,9 @@
 //!   timer's payload under [`DEADLINE_KEY`]; a warning without one is sent.
 //! - After a failure, nothing runs before the state's `retry_at`.
 
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+
 use chrono::{DateTime, TimeDelta, Utc};
 use chrono_tz::Tz;
 
@@ -20,7 +23,7 @@ use super::TimerError;
 use super::occurrences::occurrences_after;
 use crate::domain::schedule::TimerState;
 use crate::domain::schedule::{Schedule, Timer, TimerKind};
-use crate::input::playbook::cron::CronSchedule;
+use crate::input::playbook::cron::{CronError, CronSchedule};
 
 /// The key of a warning timer's payload that holds the deadline it warns about
 /// (RFC 3339, as `chrono` serialises a `DateTime<Utc>`).
@@ -93,42 +96,76 @@ pub fn decide(
     now: DateTime<Utc>,
     default_tz: Tz,
 ) -> Result<Decision, TimerError> {
+    Ok(verdict(timer, state, now, default_tz)?.decision)
+}
+
+/// A [`Decision`], and how long it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    /// What to do now.
+    pub decision: Decision,
+    /// The same timer in the same state decides the same way at every time from the
+    /// `now` it was decided at up to (not including) this one; `None` when for ever. A
+    /// caller may keep the decision that long instead of deciding again: for a cron
+    /// timer that is the next occurrence, and finding occurrences in a zone costs a day
+    /// and more of wall-clock times pulled from the cron crate (see `occurrences`).
+    pub holds_until: Option<DateTime<Utc>>,
+}
+
+/// As [`decide`], with how long the decision holds.
+pub fn verdict(
+    timer: &Timer,
+    state: &TimerState,
+    now: DateTime<Utc>,
+    default_tz: Tz,
+) -> Result<Verdict, TimerError> {
+    let done = |decision, holds_until| {
+        Ok(Verdict {
+            decision,
+            holds_until,
+        })
+    };
     let settled = state.settled_until(timer);
-    let firing = match &timer.schedule {
+    let (firing, holds_until) = match &timer.schedule {
         Schedule::At(due) => {
             let due = *due;
             if settled.is_some_and(|settled| settled >= due) {
-                return Ok(Decision::Spent);
+                return done(Decision::Spent, None);
             }
             if due > now {
-                return Ok(Decision::Wait(due));
+                return done(Decision::Wait(due), Some(due));
             }
-            if timer.kind == TimerKind::Warning
-                && let Some(deadline) = warning_deadline(timer)
-                && deadline <= now
-            {
-                return Ok(Decision::Skip {
-                    due,
-                    reason: SkipReason::DeadlinePassed { deadline },
-                });
+            match warning_deadline(timer).filter(|_| timer.kind == TimerKind::Warning) {
+                Some(deadline) if deadline <= now => {
+                    return done(
+                        Decision::Skip {
+                            due,
+                            reason: SkipReason::DeadlinePassed { deadline },
+                        },
+                        None,
+                    );
+                }
+                // Until its deadline passes too.
+                deadline => (Firing { due, collapsed: 1 }, deadline),
             }
-            Firing { due, collapsed: 1 }
         }
         Schedule::Cron { expr, tz } => {
             let (cron, tz) = compile(timer, expr, tz, default_tz)?;
             // A cron timer counts from when it last fired, else from when it was armed;
-            // one with neither (not yet adopted by the scheduler) counts from now.
-            let anchor = settled.or(state.armed_at).unwrap_or(now);
-            match cron_firing(&cron, tz, anchor, now) {
-                CronNext::Never => return Ok(Decision::Spent),
-                CronNext::At(at) => return Ok(Decision::Wait(at)),
-                CronNext::Due(firing) => firing,
+            // one with neither (not yet adopted by the scheduler) counts from now, so
+            // its decision holds only now.
+            let anchor = settled.or(state.armed_at);
+            let only_now = anchor.is_none().then_some(now);
+            match cron_firing(&cron, tz, anchor.unwrap_or(now), now) {
+                CronNext::Never => return done(Decision::Spent, only_now),
+                CronNext::At(at) => return done(Decision::Wait(at), only_now.or(Some(at))),
+                CronNext::Due(firing, next) => (firing, next),
             }
         }
     };
     match state.retry_at {
-        Some(retry_at) if retry_at > now => Ok(Decision::Wait(retry_at)),
-        _ => Ok(Decision::Fire(firing)),
+        Some(retry_at) if retry_at > now => done(Decision::Wait(retry_at), Some(retry_at)),
+        _ => done(Decision::Fire(firing), holds_until),
     }
 }
 
@@ -180,7 +217,30 @@ pub fn warning_deadline(timer: &Timer) -> Option<DateTime<Utc>> {
 enum CronNext {
     Never,
     At(DateTime<Utc>),
-    Due(Firing),
+    /// Due, collapsing the occurrences so far, until the next occurrence (`None`:
+    /// there is none, or it was not looked for).
+    Due(Firing, Option<DateTime<Utc>>),
+}
+
+/// `expr` compiled, from a cache of the expressions seen so far. The scheduler decides
+/// about every timer at each pass, and compiling an expression builds the cron crate's
+/// sets of every second, minute, hour and day it matches: at fifty incidents that was
+/// most of a pass's time (found with `perf` on the scheduler's test of that load).
+/// Playbooks hold a handful of distinct expressions; the cache keeps at most 256, and
+/// one refused is compiled again (and refused) each time.
+fn parsed(expr: &str) -> Result<Arc<CronSchedule>, CronError> {
+    const MOST: usize = 256;
+    static CACHE: LazyLock<Mutex<HashMap<String, Arc<CronSchedule>>>> =
+        LazyLock::new(Mutex::default);
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(cron) = cache.get(expr) {
+        return Ok(cron.clone());
+    }
+    let cron = Arc::new(CronSchedule::parse(expr)?);
+    if cache.len() < MOST {
+        cache.insert(expr.to_owned(), cron.clone());
+    }
+    Ok(cron)
 }
 
 fn compile(
@@ -188,8 +248,8 @@ fn compile(
     expr: &str,
     tz: &str,
     default_tz: Tz,
-) -> Result<(CronSchedule, Tz), TimerError> {
-    let cron = CronSchedule::parse(expr).map_err(|source| TimerError::Cron {
+) -> Result<(Arc<CronSchedule>, Tz), TimerError> {
+    let cron = parsed(expr).map_err(|source| TimerError::Cron {
         timer: timer.id.clone(),
         source,
     })?;
@@ -215,8 +275,15 @@ fn cron_firing(cron: &CronSchedule, tz: Tz, anchor: DateTime<Utc>, now: DateTime
     }
     let mut latest = first;
     let mut collapsed = 1;
+    let mut next = None;
     for at in occurrences {
-        if at > now || collapsed == MAX_COLLAPSED {
+        if at > now {
+            next = Some(at);
+            break;
+        }
+        if collapsed == MAX_COLLAPSED {
+            // Not looked for: the firing holds only now.
+            next = Some(now);
             break;
         }
         latest = at;
@@ -233,10 +300,13 @@ fn cron_firing(cron: &CronSchedule, tz: Tz, anchor: DateTime<Utc>, now: DateTime
     {
         latest = at;
     }
-    CronNext::Due(Firing {
-        due: latest,
-        collapsed,
-    })
+    CronNext::Due(
+        Firing {
+            due: latest,
+            collapsed,
+        },
+        next,
+    )
 }
 
 #[cfg(test)]
@@ -277,6 +347,54 @@ mod tests {
             armed_at: Some(at),
             ..TimerState::default()
         }
+    }
+
+    /// A verdict holds for exactly as long as it says: at every minute before its
+    /// `holds_until` the timer decides the same, and at that time no longer (or the
+    /// decision is for ever).
+    #[test]
+    fn a_verdict_holds_exactly_as_long_as_it_says() {
+        let mut warning = at(TimerKind::Warning, t(10));
+        warning.payload = json!({ DEADLINE_KEY: t(40) });
+        let mut fired = cron(TimerKind::Sweep, "*/15 * * * *");
+        fired.last_fired = Some(t(15));
+        let retrying = TimerState {
+            attempts: 1,
+            retry_at: Some(t(37)),
+            ..armed(t(0))
+        };
+        let cases = [
+            (cron(TimerKind::Reminder, "* * * * *"), armed(t(0))),
+            (cron(TimerKind::Sweep, "*/15 * * * *"), armed(t(0))),
+            (cron(TimerKind::Sweep, "*/15 * * * *"), retrying),
+            (fired, armed(t(0))),
+            (cron(TimerKind::Reminder, "0 9 * * *"), armed(t(0))),
+            (at(TimerKind::Expiry, t(20)), TimerState::default()),
+            (warning, TimerState::default()),
+        ];
+        for (timer, state) in &cases {
+            for from in 0..70 {
+                let v = verdict(timer, state, t(from), London).unwrap();
+                let end = v.holds_until.map_or(t(90), |u| u.min(t(90)));
+                assert!(end > t(from), "{timer:?} at {from}: holds until {end}");
+                let mut now = t(from);
+                while now < end {
+                    assert_eq!(decide_at(timer, state, now), v.decision, "{timer:?} {now}");
+                    now += TimeDelta::seconds(20);
+                }
+                if let Some(until) = v.holds_until {
+                    assert_ne!(
+                        decide_at(timer, state, until),
+                        v.decision,
+                        "{timer:?} from {from}: still the same at {until}"
+                    );
+                }
+            }
+        }
+        // A cron timer never armed counts from now: its verdict holds only now.
+        let unarmed = cron(TimerKind::Sweep, "*/15 * * * *");
+        let v = verdict(&unarmed, &TimerState::default(), t(5), London).unwrap();
+        assert_eq!(v.holds_until, Some(t(5)));
     }
 
     fn decide_at(timer: &Timer, state: &TimerState, now: DateTime<Utc>) -> Decision {
