@@ -35,6 +35,8 @@ const WAIT: Duration = Duration::from_secs(900);
 pub const RSS_TARGET_MIB: f64 = 150.0;
 /// The retention window of the load playbook: short, so sweeps run during the traffic.
 const RETENTION: &str = "1m";
+/// How late a reminder may be posted after its minute; later, or never, fails the run.
+pub const REMINDER_BOUND: Duration = Duration::from_secs(30);
 
 /// Options of `cordon-bench load`.
 #[derive(Debug, Clone)]
@@ -75,6 +77,15 @@ pub struct LoadReport {
     pub messages_failed: usize,
     /// Reminders cordon posted during the traffic, as the commanders saw them.
     pub reminders_seen: usize,
+    /// The server time of each reminder seen, by room (ms since the epoch).
+    pub reminder_times: BTreeMap<OwnedRoomId, Vec<u64>>,
+    /// The traffic's start and end, by this machine's clock (ms since the epoch; the
+    /// homeserver's clock is the same).
+    pub traffic_window: (u64, u64),
+    /// Reminders due in the traffic (each command room's minutes, but for the last
+    /// [`REMINDER_BOUND`]), and each one's delay after its minute; `None` when none
+    /// came within the bound.
+    pub reminder_delays: Vec<Option<Duration>>,
     /// Redactions cordon made during the traffic (from the audit log).
     pub redactions: usize,
     /// The bot's peak resident set, MiB.
@@ -140,6 +151,15 @@ impl LoadReport {
             "traffic: {} messages sent ({} failed), {} reminders seen, {} redactions by retention\n",
             self.messages_sent, self.messages_failed, self.reminders_seen, self.redactions
         ));
+        let on_time: Vec<Duration> = self.reminder_delays.iter().flatten().copied().collect();
+        out.push_str(&format!(
+            "reminders: {} due in the traffic, {} posted within {} s of their minute (delay p50 {}, max {})\n",
+            self.reminder_delays.len(),
+            on_time.len(),
+            REMINDER_BOUND.as_secs(),
+            s(percentile(&on_time, 50.0)),
+            s(percentile(&on_time, 100.0)),
+        ));
         out.push_str(&format!(
             "bot: peak RSS {:.1} MiB (target < {RSS_TARGET_MIB} MiB), CPU {:.1} s over {:.0} s\n",
             self.peak_rss_mib,
@@ -182,6 +202,33 @@ fn playbook_text(server: &str, holders: usize) -> Result<String, BenchError> {
             command_room,
             "    moderators: [site-commander]\n    reminders:\n      - { cron: \"* * * * *\", text: \"LOAD REMINDER for {incident_id}: transcribe clinical advice.\" }\n  - key: ed-resus",
         ))
+}
+
+/// This machine's clock, ms since the epoch.
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// For each minute `from` to `until` (ms) whose reminder was due at least
+/// [`REMINDER_BOUND`] before `until`, the delay of the first reminder in `times` within
+/// the bound after it, or `None`.
+pub fn reminder_delays(times: &[u64], from: u64, until: u64) -> Vec<Option<Duration>> {
+    let bound = u64::try_from(REMINDER_BOUND.as_millis()).unwrap_or(u64::MAX);
+    let mut minute = from.div_ceil(60_000) * 60_000;
+    let mut delays = Vec::new();
+    while minute.saturating_add(bound) <= until {
+        let delay = times
+            .iter()
+            .filter(|&&t| t >= minute && t - minute <= bound)
+            .min()
+            .map(|t| Duration::from_millis(t - minute));
+        delays.push(delay);
+        minute += 60_000;
+    }
+    delays
 }
 
 /// The bot process's peak RSS in MiB and CPU seconds, from `/proc`.
@@ -419,6 +466,7 @@ pub async fn load(options: LoadOptions) -> Result<LoadReport, BenchError> {
     let every = Duration::from_secs_f64(60.0 / f64::from(options.messages_per_minute.max(1)));
     let mut tick = tokio::time::interval(every);
     let mut sends = Vec::with_capacity(total);
+    let traffic_start = epoch_ms();
     for n in 0..total {
         tick.tick().await;
         if rooms.is_empty() {
@@ -445,17 +493,21 @@ pub async fn load(options: LoadOptions) -> Result<LoadReport, BenchError> {
             report.messages_failed += 1;
         }
     }
-    report.reminders_seen = rooms
-        .iter()
-        .map(|(k, room)| {
-            commanders[*k]
-                .user
-                .messages(room)
-                .iter()
-                .filter(|m| m.sender == bot_id && m.body.starts_with("LOAD REMINDER"))
-                .count()
-        })
-        .sum();
+    report.traffic_window = (traffic_start, epoch_ms());
+    for (k, room) in &rooms {
+        let user = &commanders[*k].user;
+        for m in user.messages(room) {
+            if m.sender == bot_id && m.body.starts_with("LOAD REMINDER") {
+                let at = server_ts(user, room, &m.event_id).await?;
+                report.reminders_seen += 1;
+                report
+                    .reminder_times
+                    .entry(room.clone())
+                    .or_default()
+                    .push(at);
+            }
+        }
+    }
 
     // 4. Every incident stood down at once.
     let standdowns = ids.iter().map(|(i, id)| {
@@ -495,10 +547,12 @@ pub async fn load(options: LoadOptions) -> Result<LoadReport, BenchError> {
     }
 
     let expected = options.incidents + options.baseline_runs;
+    let concurrent: Vec<IncidentId> = ids.values().cloned().collect();
     check_store(
         &setup.state_dir.join("store"),
         &setup.dir,
         expected,
+        &concurrent,
         &mut report,
     )?;
     super::finish_dir(&dir, Some(&setup.log));
@@ -506,11 +560,14 @@ pub async fn load(options: LoadOptions) -> Result<LoadReport, BenchError> {
 }
 
 /// The final checks, on the stopped bot's store: every incident destroyed, with all
-/// its rooms created once and destroyed, its archive sealed once, the audit intact.
+/// its rooms created once and destroyed, its archive sealed once, the audit intact, and
+/// every reminder due in the traffic posted in each `concurrent` incident's command room
+/// within [`REMINDER_BOUND`] of its minute.
 fn check_store(
     state_dir: &Path,
     bot_dir: &Path,
     expected: usize,
+    concurrent: &[IncidentId],
     report: &mut LoadReport,
 ) -> Result<(), BenchError> {
     let store = cordon::store::Store::open_existing(state_dir).map_err(other)?;
@@ -547,6 +604,31 @@ fn check_store(
             ));
         }
         let rooms = store.rooms(id).map_err(other)?;
+        if let Some(command) = rooms
+            .iter()
+            .find(|r| r.key == "command")
+            .and_then(|r| r.room_id.as_deref())
+            .and_then(|r| OwnedRoomId::try_from(r).ok())
+            && concurrent.contains(id)
+        {
+            let times = report
+                .reminder_times
+                .get(&command)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let (from, until) = report.traffic_window;
+            let delays = reminder_delays(times, from, until);
+            let late = delays.iter().filter(|d| d.is_none()).count();
+            if late > 0 {
+                report.problems.push(format!(
+                    "{}: {late} of {} reminders due in the traffic not posted within {} s",
+                    id.as_str(),
+                    delays.len(),
+                    REMINDER_BOUND.as_secs()
+                ));
+            }
+            report.reminder_delays.extend(delays);
+        }
         let created = count("room.created", id);
         if rooms.len() != 4 || created != 4 {
             report.problems.push(format!(
@@ -587,6 +669,20 @@ fn check_store(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reminder_is_on_time_within_the_bound_after_its_minute_and_late_or_missing_otherwise() {
+        let m = |min: u64, sec: u64| (min * 60 + sec) * 1000;
+        // Traffic from 0:10 to 3:20: minutes 1 and 2 are due (3 is within the bound of
+        // the end, not counted).
+        let delays = reminder_delays(&[m(1, 4), m(2, 31), m(0, 5)], m(0, 10), m(3, 20));
+        assert_eq!(delays, vec![Some(Duration::from_secs(4)), None]);
+        assert_eq!(
+            reminder_delays(&[], m(0, 0), m(2, 30)),
+            vec![None, None, None]
+        );
+        assert!(reminder_delays(&[m(1, 1)], m(0, 59), m(1, 29)).is_empty());
+    }
 
     #[test]
     fn percentiles_are_nearest_rank() {
