@@ -2,11 +2,11 @@
 //!
 //! The venv lives in `$CORDON_SYNAPSE_VENV` if set, else in
 //! `${XDG_CACHE_HOME:-$HOME/.cache}/cordon/synapse-1.163`, and survives between runs. It
-//! is reused when its interpreter imports Synapse at a 1.163.x version; otherwise it is
-//! rebuilt. A build happens in a unique directory beside the target and is renamed into
-//! place, so a half-built venv is never visible; a lock file beside it keeps parallel
-//! processes from building at the same time, and if two builds still race, the loser
-//! discards its copy. Synapse is always started as `VENV/bin/python -m ...`: the venv's
+//! is reused when its interpreter imports Synapse at a 1.163.x version, with PostgreSQL's
+//! and Redis's drivers; otherwise it is rebuilt. A build happens in a unique directory
+//! beside the target and is renamed into place, so a half-built venv is never visible; a
+//! lock file beside it keeps parallel processes from building at the same time, and if
+//! two builds still race, the loser discards its copy. Synapse is always started as `VENV/bin/python -m ...`: the venv's
 //! console scripts carry the build directory in their shebangs, which a rename breaks,
 //! while the interpreter symlink survives it.
 
@@ -19,8 +19,16 @@ use tokio::process::Command;
 
 use super::{HarnessError, tail, unique_name};
 
-/// The Synapse requirement pip installs.
-pub const SYNAPSE_REQUIREMENT: &str = "matrix-synapse==1.163.*";
+/// The Synapse requirement pip installs, with Redis for replication between workers.
+pub const SYNAPSE_REQUIREMENT: &str = "matrix-synapse[redis]==1.163.*";
+
+/// PostgreSQL's driver. Synapse's own `postgres` extra asks for `psycopg2`, which pip
+/// builds from source against the distribution's libpq headers; the binary wheel is
+/// the same module, built, and is what Synapse imports.
+pub const POSTGRES_DRIVER: &str = "psycopg2-binary==2.9.*";
+
+/// What a usable venv imports beside Synapse (the postgres-workers form's drivers).
+const EXTRA_IMPORTS: &str = "import psycopg2, txredisapi, hiredis";
 
 /// The version prefix a usable venv must report.
 const VERSION_PREFIX: &str = "1.163.";
@@ -181,7 +189,8 @@ async fn build_venv(dir: &Path) -> Result<(), HarnessError> {
         "--no-input",
         "--quiet",
     ])
-    .arg(SYNAPSE_REQUIREMENT);
+    .arg(SYNAPSE_REQUIREMENT)
+    .arg(POSTGRES_DRIVER);
     let out = match run_bounded(pip, PIP_TIMEOUT).await {
         Ok(out) => out,
         Err(RunError::Spawn(source)) => {
@@ -206,7 +215,8 @@ async fn build_venv(dir: &Path) -> Result<(), HarnessError> {
     check_venv(dir).await
 }
 
-/// Checks that `venv`'s interpreter imports Synapse at the expected version.
+/// Checks that `venv`'s interpreter imports Synapse at the expected version, and the
+/// drivers of the postgres-workers form (a venv built before them is built again).
 async fn check_venv(venv: &Path) -> Result<(), HarnessError> {
     let python = venv_python(venv);
     let broken = |reason: String| HarnessError::BrokenVenv {
@@ -217,7 +227,10 @@ async fn check_venv(venv: &Path) -> Result<(), HarnessError> {
         return Err(broken(format!("{} does not exist", python.display())));
     }
     let mut cmd = Command::new(&python);
-    cmd.args(["-c", "import synapse; print(synapse.__version__)"]);
+    cmd.args([
+        "-c",
+        &format!("import synapse; {EXTRA_IMPORTS}; print(synapse.__version__)"),
+    ]);
     let out = match run_bounded(cmd, CHECK_TIMEOUT).await {
         Ok(out) => out,
         Err(RunError::Spawn(e)) => {

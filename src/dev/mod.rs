@@ -41,6 +41,11 @@
 //! - `CORDON_PYTHON`: the interpreter used to build it (default `python3`).
 //! - `CORDON_KEEP_SYNAPSE=1`: keep data directories (config, logs, database) after use.
 //! - `CORDON_SYNAPSE_LOG_LEVEL`: Synapse's log level (default `WARNING`).
+//! - `CORDON_SYNAPSE`: the homeserver's form ([`Form`]): `sqlite` (the default: one
+//!   process on sqlite) or `postgres-workers` (PostgreSQL, an event persister and a
+//!   background worker, Redis between them; see [`services`]).
+//! - `CORDON_PG_BIN`, `CORDON_PG_USER`: PostgreSQL's programs and, when run as root,
+//!   the account it runs as (see [`services`]).
 //!
 //! # Enrolment (verification)
 //!
@@ -51,13 +56,14 @@
 pub mod bot;
 pub mod demo;
 pub mod install;
+pub mod services;
 pub mod synapse;
 pub mod user;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use synapse::{Options as SynapseOptions, Prevention, Registration, Synapse};
+pub use synapse::{Form, Options as SynapseOptions, Prevention, Registration, Synapse};
 pub use user::{ReceivedInvite, ReceivedMessage, TestUser};
 
 /// Everything that can go wrong while installing, running or talking to the test
@@ -120,6 +126,34 @@ pub enum HarnessError {
         /// The underlying error.
         source: std::io::Error,
     },
+
+    /// A service the production-shaped homeserver needs (PostgreSQL, Redis) is not
+    /// installed.
+    #[error(
+        "`{program}` is not installed: the postgres-workers homeserver needs it (Debian: \
+         apt-get install {package}; or set CORDON_SYNAPSE=sqlite)"
+    )]
+    ServiceMissing {
+        /// The program looked for.
+        program: String,
+        /// The distribution's package that has it.
+        package: String,
+    },
+
+    /// A service the homeserver stands on did not start or answer.
+    #[error("{what} failed: {detail}. Its output ends with:\n{log_tail}")]
+    ServiceFailed {
+        /// Which service, or which step.
+        what: String,
+        /// What happened.
+        detail: String,
+        /// The end of its log.
+        log_tail: String,
+    },
+
+    /// `CORDON_SYNAPSE` names no homeserver form.
+    #[error("CORDON_SYNAPSE={0:?} is not a homeserver form: use `sqlite` or `postgres-workers`")]
+    UnknownForm(String),
 
     /// Synapse exited while starting (or restarting).
     #[error("Synapse exited during start-up ({status}). Its log ends with:\n{log_tail}")]

@@ -14,6 +14,7 @@ use serde_json::json;
 use tokio::sync::OnceCell;
 use url::Url;
 
+use super::services::{Postgres, Redis};
 use super::{HarnessError, fresh_temp_dir, install, keep_data, tail, unique_name};
 
 /// How long Synapse may take to answer after being started.
@@ -29,7 +30,7 @@ const SERVER_NAME: &str = "localhost";
 /// SIGTERM to it (a graceful stop), exits with Synapse's status, and, in a second
 /// background loop, kills Synapse and removes the data directory once the owning process
 /// (`$1`) is gone. Arguments: owner pid, data dir, keep (0/1), then the command.
-const WATCHDOG: &str = r#"owner=$1; data=$2; keep=$3; shift 3
+pub(super) const WATCHDOG: &str = r#"owner=$1; data=$2; keep=$3; shift 3
 "$@" >>"$data/stdout.log" 2>&1 </dev/null &
 child=$!
 (
@@ -48,6 +49,61 @@ kill "$watcher" 2>/dev/null
 exit $status
 "#;
 
+/// How a test homeserver runs: chosen by `CORDON_SYNAPSE` for the tests and the
+/// benchmarks ([`Form::from_env`]); the demo runs the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Form {
+    /// One Python process on sqlite: the simplest form, and the default.
+    #[default]
+    Sqlite,
+    /// As hospitals run it when one process is not enough: PostgreSQL, and beside the
+    /// main process an event persister (every event is written by it, through
+    /// replication) and a background worker (Synapse's scheduled tasks, among them the
+    /// room deletions cordon asks for, and the retention purges), with Redis carrying
+    /// replication between them. Clients talk to the main process.
+    PostgresWorkers,
+}
+
+impl Form {
+    /// The form `CORDON_SYNAPSE` names (`sqlite` or `postgres-workers`), `Sqlite` when
+    /// it is unset or empty.
+    pub fn from_env() -> Result<Form, HarnessError> {
+        match std::env::var("CORDON_SYNAPSE").unwrap_or_default().trim() {
+            "" | "sqlite" => Ok(Form::Sqlite),
+            "postgres-workers" => Ok(Form::PostgresWorkers),
+            other => Err(HarnessError::UnknownForm(other.to_owned())),
+        }
+    }
+
+    /// Its name, as `CORDON_SYNAPSE` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Form::Sqlite => "sqlite",
+            Form::PostgresWorkers => "postgres-workers",
+        }
+    }
+}
+
+/// The workers of a [`Form::PostgresWorkers`] homeserver, and what they stand on.
+#[derive(Debug)]
+struct Workers {
+    /// The process's PostgreSQL cluster.
+    postgres: &'static Postgres,
+    /// The database's name in it.
+    database: String,
+    redis: Redis,
+    /// The main process's replication listener.
+    main_replication: u16,
+    /// Each worker's name and replication port.
+    ports: Vec<(&'static str, u16)>,
+    /// The workers' watchdogs, once started.
+    processes: std::sync::Mutex<Vec<Child>>,
+}
+
+/// The workers a [`Form::PostgresWorkers`] homeserver runs: the event persister and the
+/// background worker.
+const WORKERS: [&str; 2] = ["persister1", "background1"];
+
 /// One running Synapse homeserver on `127.0.0.1`, with its own data directory.
 ///
 /// Holds nothing tied to a tokio runtime, so a `static` instance (see [`Synapse::shared`])
@@ -63,6 +119,8 @@ pub struct Synapse {
     prevention: Option<Prevention>,
     /// `default_room_version` in its config, when not Synapse's own default.
     default_room_version: Option<String>,
+    /// Its workers, in the postgres-workers form.
+    workers: Option<Workers>,
     /// The watchdog shell, leader of the process group that holds Synapse.
     process: std::sync::Mutex<Option<Child>>,
 }
@@ -170,6 +228,8 @@ pub struct Options {
     /// Synapse's `default_room_version` (the version of rooms created without one),
     /// e.g. `"10"` for a server configured before room version 12 was the default.
     pub default_room_version: Option<String>,
+    /// Its form; `None` for the one `CORDON_SYNAPSE` names ([`Form::from_env`]).
+    pub form: Option<Form>,
 }
 
 impl Options {
@@ -209,9 +269,35 @@ impl Synapse {
         let Options {
             prevention,
             default_room_version,
+            form,
         } = options;
+        let form = match form {
+            Some(form) => form,
+            None => Form::from_env()?,
+        };
         let python = install::ensure_installed().await?;
         let data_dir = fresh_temp_dir("cordon-synapse")?;
+        let workers = match form {
+            Form::Sqlite => None,
+            Form::PostgresWorkers => {
+                let postgres = Postgres::shared().await?;
+                let database = format!("synapse_{}", &random_secret()[..16]);
+                postgres.create_database(&database)?;
+                let redis = Redis::start(&data_dir.join("redis")).await?;
+                let mut ports = Vec::new();
+                for name in WORKERS {
+                    ports.push((name, free_port()?));
+                }
+                Some(Workers {
+                    postgres,
+                    database,
+                    redis,
+                    main_replication: free_port()?,
+                    ports,
+                    processes: std::sync::Mutex::new(Vec::new()),
+                })
+            }
+        };
         let mut synapse = Synapse {
             port: 0,
             base_url: local_url(0)?,
@@ -220,6 +306,7 @@ impl Synapse {
             shared_secret: random_secret(),
             prevention,
             default_room_version,
+            workers,
             process: std::sync::Mutex::new(None),
         };
         // From here on, dropping `synapse` cleans up after a failure.
@@ -277,6 +364,29 @@ impl Synapse {
         Ok(Box::leak(Box::new(
             Synapse::start_with_options(options).await?,
         )))
+    }
+
+    /// Its form.
+    pub fn form(&self) -> Form {
+        if self.workers.is_some() {
+            Form::PostgresWorkers
+        } else {
+            Form::Sqlite
+        }
+    }
+
+    /// Runs one SQL statement in the homeserver's PostgreSQL database (the
+    /// postgres-workers form only) and returns its rows, one a line.
+    pub fn sql(&self, sql: &str) -> Result<String, HarnessError> {
+        let workers = self
+            .workers
+            .as_ref()
+            .ok_or_else(|| HarnessError::ServiceFailed {
+                what: "SQL".to_owned(),
+                detail: "this homeserver runs on sqlite".to_owned(),
+                log_tail: String::new(),
+            })?;
+        workers.postgres.query(&workers.database, sql)
     }
 
     /// The prevention module's settings, when this homeserver runs it.
@@ -490,9 +600,22 @@ impl Synapse {
     /// [`Synapse::restart`] can bring it back; dropping removes it. Does nothing if
     /// already stopped.
     pub async fn stop(&self) {
-        let Some(mut child) = self.child().take() else {
+        if let Some(workers) = &self.workers {
+            let children: Vec<Child> = std::mem::take(&mut *lock(&workers.processes));
+            for child in children {
+                stop_child(child).await;
+            }
+        }
+        let Some(child) = self.child().take() else {
             return;
         };
+        stop_child(child).await;
+    }
+}
+
+/// Stops one watchdog's process (SIGTERM, then SIGKILL to its group after 20 s).
+async fn stop_child(mut child: Child) {
+    {
         signal(child.id(), "-TERM", false);
         let deadline = Instant::now() + STOP_TIMEOUT;
         loop {
@@ -510,7 +633,9 @@ impl Synapse {
             }
         }
     }
+}
 
+impl Synapse {
     /// Whether the homeserver process is running (it may have crashed).
     pub fn is_running(&self) -> bool {
         match &mut *self.child() {
@@ -521,15 +646,17 @@ impl Synapse {
 
     /// The end of Synapse's log and of its stdout/stderr, for error messages.
     pub fn log_tail(&self) -> String {
-        let log = read_lossy(&self.log_path());
-        let stdout = read_lossy(&self.stdout_path());
-        format!(
-            "--- {} ---\n{}\n--- {} ---\n{}",
-            self.log_path().display(),
-            tail(&log, 40),
-            self.stdout_path().display(),
-            tail(&stdout, 40)
-        )
+        let mut files = vec![self.log_path(), self.stdout_path()];
+        if self.workers.is_some() {
+            for name in WORKERS {
+                files.push(self.data_dir.join(format!("{name}.log")));
+            }
+        }
+        files
+            .iter()
+            .map(|f| format!("--- {} ---\n{}", f.display(), tail(&read_lossy(f), 40)))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     fn endpoint(&self, path: &str) -> Result<Url, HarnessError> {
@@ -577,6 +704,17 @@ impl Synapse {
             "disable_existing_loggers": false
         });
         write(&self.data_dir.join("log.yaml"), &log_config.to_string())?;
+        if self.workers.is_some() {
+            for name in WORKERS {
+                let mut worker_log = log_config.clone();
+                worker_log["handlers"]["file"]["filename"] =
+                    json!(self.data_dir.join(format!("{name}.log")));
+                write(
+                    &self.data_dir.join(format!("{name}.log.yaml")),
+                    &worker_log.to_string(),
+                )?;
+            }
+        }
         if self.prevention.is_some() {
             let package = self.modules_dir().join("cordon_synapse");
             std::fs::create_dir_all(&package)
@@ -646,6 +784,9 @@ impl Synapse {
             "rc_presence": { "per_user": unlimited }
         });
         let mut config = config;
+        if let Some(workers) = &self.workers {
+            self.add_workers(&mut config, workers)?;
+        }
         if let Some(version) = &self.default_room_version {
             config["default_room_version"] = json!(version);
         }
@@ -653,6 +794,133 @@ impl Synapse {
             config["modules"] = modules;
         }
         write(&self.config_path(), &config.to_string())
+    }
+
+    /// The postgres-workers form's part of `homeserver.yaml` (PostgreSQL, the main
+    /// process's replication listener, who writes events and runs the background
+    /// tasks, Redis), and each worker's own file.
+    fn add_workers(
+        &self,
+        config: &mut serde_json::Value,
+        workers: &Workers,
+    ) -> Result<(), HarnessError> {
+        config["database"] = workers.postgres.synapse_database(&workers.database);
+        let replication = |port: u16| {
+            json!({
+                "port": port,
+                "bind_addresses": ["127.0.0.1"],
+                "type": "http",
+                "tls": false,
+                "resources": [{ "names": ["replication"] }]
+            })
+        };
+        if let Some(listeners) = config["listeners"].as_array_mut() {
+            listeners.push(replication(workers.main_replication));
+        }
+        let mut instances = serde_json::Map::new();
+        instances.insert(
+            "main".to_owned(),
+            json!({ "host": "127.0.0.1", "port": workers.main_replication }),
+        );
+        for (name, port) in &workers.ports {
+            instances.insert(
+                (*name).to_owned(),
+                json!({ "host": "127.0.0.1", "port": port }),
+            );
+        }
+        config["instance_map"] = serde_json::Value::Object(instances);
+        config["stream_writers"] = json!({ "events": [WORKERS[0]] });
+        config["run_background_tasks_on"] = json!(WORKERS[1]);
+        config["redis"] = json!({
+            "enabled": true,
+            "host": "127.0.0.1",
+            "port": workers.redis.port()
+        });
+        config["worker_replication_secret"] = json!(random_secret());
+        for (name, port) in &workers.ports {
+            let worker = json!({
+                "worker_app": "synapse.app.generic_worker",
+                "worker_name": name,
+                "worker_listeners": [replication(*port)],
+                "worker_log_config": self.data_dir.join(format!("{name}.log.yaml")),
+            });
+            write(
+                &self.data_dir.join(format!("{name}.yaml")),
+                &worker.to_string(),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Starts the workers, each under a watchdog of its own, once the main process
+    /// answers (it prepares the database's schema, which a worker only checks), and
+    /// waits until each answers on its replication listener.
+    async fn launch_workers(&self) -> Result<(), HarnessError> {
+        let Some(workers) = &self.workers else {
+            return Ok(());
+        };
+        for (name, _) in &workers.ports {
+            let mut cmd = std::process::Command::new("sh");
+            cmd.arg("-c")
+                .arg(WATCHDOG)
+                .arg("cordon-synapse-worker-watchdog")
+                .arg(std::process::id().to_string())
+                .arg(&self.data_dir)
+                .arg(if keep_data() { "1" } else { "0" })
+                .arg(&self.python)
+                .args(["-m", "synapse.app.generic_worker", "--config-path"])
+                .arg(self.config_path())
+                .arg("--config-path")
+                .arg(self.data_dir.join(format!("{name}.yaml")))
+                .current_dir(&self.data_dir)
+                .env("PYTHONPATH", self.modules_dir())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .process_group(0);
+            let child = cmd
+                .spawn()
+                .map_err(|e| HarnessError::io(format!("starting Synapse's {name}"), e))?;
+            lock(&workers.processes).push(child);
+        }
+        let client = http_client()?;
+        let started = Instant::now();
+        for (name, port) in &workers.ports {
+            let health =
+                local_url(*port)?
+                    .join("health")
+                    .map_err(|e| HarnessError::BadResponse {
+                        context: "the worker's health URL".to_owned(),
+                        detail: e.to_string(),
+                    })?;
+            loop {
+                let ready = client
+                    .get(health.clone())
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if ready {
+                    break;
+                }
+                let exited = lock(&workers.processes)
+                    .iter_mut()
+                    .any(|c| !matches!(c.try_wait(), Ok(None)));
+                if exited || started.elapsed() > START_TIMEOUT {
+                    return Err(HarnessError::ServiceFailed {
+                        what: format!("Synapse's worker {name}"),
+                        detail: if exited {
+                            "exited during start-up".to_owned()
+                        } else {
+                            format!("did not answer within {START_TIMEOUT:?}")
+                        },
+                        log_tail: self.log_tail(),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Ok(())
     }
 
     /// Starts the watchdog and Synapse under it, and waits until Synapse answers.
@@ -725,7 +993,10 @@ impl Synapse {
                 .await
                 .is_ok_and(|r| r.status().is_success());
             if ready {
-                return Ok(());
+                return self.launch_workers().await.map_err(|e| {
+                    self.kill_now();
+                    LaunchError::Other(e)
+                });
             }
             if started.elapsed() > START_TIMEOUT {
                 let log_tail = self.log_tail();
@@ -746,8 +1017,14 @@ impl Synapse {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Kills the whole process group at once and reaps the watchdog.
+    /// Kills the whole process group at once and reaps the watchdog (the workers' too).
     fn kill_now(&self) {
+        if let Some(workers) = &self.workers {
+            for mut child in std::mem::take(&mut *lock(&workers.processes)) {
+                signal(child.id(), "-KILL", true);
+                let _ = child.wait();
+            }
+        }
         if let Some(mut child) = self.child().take() {
             signal(child.id(), "-KILL", true);
             let _ = child.wait();
@@ -766,8 +1043,15 @@ impl Drop for Synapse {
     }
 }
 
+/// A lock's guard, also when a panic poisoned it.
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Sends `sig` (like `-TERM`) to a process, or to its whole process group.
-fn signal(pid: u32, sig: &str, group: bool) {
+pub(super) fn signal(pid: u32, sig: &str, group: bool) {
     let target = if group {
         format!("-{pid}")
     } else {
@@ -783,7 +1067,7 @@ fn signal(pid: u32, sig: &str, group: bool) {
 }
 
 /// A port that was free a moment ago (Synapse may still lose a race for it; callers retry).
-fn free_port() -> Result<u16, HarnessError> {
+pub(super) fn free_port() -> Result<u16, HarnessError> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")
         .map_err(|e| HarnessError::io("finding a free loopback port", e))?;
     let port = listener

@@ -225,3 +225,87 @@ async fn a_second_synapse_gets_its_own_port_and_data_and_survives_restart() -> a
     }
     Ok(())
 }
+
+/// The postgres-workers form (`CORDON_SYNAPSE=postgres-workers`) is what it says: the
+/// database is PostgreSQL, every event is written by the event persister (the main
+/// process hands them over through replication), and a room deletion, which Synapse
+/// runs as a scheduled task, completes only because the background worker runs it.
+#[tokio::test]
+async fn the_postgres_workers_form_persists_through_its_persister_and_deletes_on_its_worker()
+-> anyhow::Result<()> {
+    use cordon::dev::{Form, SynapseOptions};
+    let hs = Synapse::own_with(SynapseOptions {
+        form: Some(Form::PostgresWorkers),
+        ..SynapseOptions::default()
+    })
+    .await?;
+    ensure!(hs.form() == Form::PostgresWorkers);
+    let alice = person(hs, "pw-alice").await?;
+    let bob = person(hs, "pw-bob").await?;
+    let room_id = alice
+        .create_encrypted_room("Workers ward", &[bob.user_id().to_owned()])
+        .await?;
+    bob.wait_for_invite(WAIT).await?;
+    bob.join(&room_id).await?;
+    alice.send_text(&room_id, "BP 120/80, stable").await?;
+    bob.wait_for_message(&room_id, WAIT, |sender, body| {
+        sender == alice.user_id() && body.contains("BP")
+    })
+    .await?;
+
+    let writers = hs.sql(&format!(
+        "SELECT DISTINCT instance_name FROM events WHERE room_id = '{room_id}'"
+    ))?;
+    ensure!(
+        writers.trim() == "persister1",
+        "the room's events were written by {writers:?}, not only the persister"
+    );
+
+    // The admin API's deletion is a scheduled task: the background worker runs it.
+    let admin = hs.register_session("pw-admin", PASSWORD, true).await?;
+    let client = cordon::dev::synapse::http_client()?;
+    let url = hs
+        .base_url()
+        .join(&format!("_synapse/admin/v2/rooms/{room_id}"))?;
+    let reply: serde_json::Value = client
+        .delete(url)
+        .bearer_auth(&admin.access_token)
+        .json(&serde_json::json!({ "purge": true }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let delete_id = reply["delete_id"]
+        .as_str()
+        .context("a delete id")?
+        .to_owned();
+    let status_url = hs.base_url().join(&format!(
+        "_synapse/admin/v2/rooms/delete_status/{delete_id}"
+    ))?;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let status: serde_json::Value = client
+            .get(status_url.clone())
+            .bearer_auth(&admin.access_token)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        if status["status"] == "complete" {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the deletion never completed: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let left = hs.sql(&format!(
+        "SELECT count(*) FROM events WHERE room_id = '{room_id}'"
+    ))?;
+    ensure!(left.trim() == "0", "{left} events left after the purge");
+    alice.stop().await;
+    bob.stop().await;
+    Ok(())
+}
