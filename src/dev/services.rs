@@ -51,7 +51,9 @@ impl Supervised {
             .arg(data)
             .arg(if keep_data() { "1" } else { "0" });
         if let Some(user) = user {
-            cmd.args(["runuser", "-u", user, "--"]);
+            // setpriv executes the program in its place (runuser would stay as its
+            // parent, and the watchdog's kill would miss the server).
+            cmd.args(as_user(user));
         }
         use std::os::unix::process::CommandExt;
         cmd.arg(program)
@@ -162,14 +164,12 @@ impl Postgres {
             chown_to(&cluster, user)?;
         }
         let mut initdb = std::process::Command::new(if user.is_some() {
-            PathBuf::from("runuser")
+            PathBuf::from("setpriv")
         } else {
             bin.join("initdb")
         });
         if let Some(user) = &user {
-            initdb
-                .args(["-u", user.as_str(), "--"])
-                .arg(bin.join("initdb"));
+            initdb.args(&as_user(user)[1..]).arg(bin.join("initdb"));
         }
         let out = initdb
             .arg("-D")
@@ -411,6 +411,18 @@ fn service_user() -> Result<Option<String>, HarnessError> {
     Ok(Some(
         std::env::var("CORDON_PG_USER").unwrap_or_else(|_| "postgres".to_owned()),
     ))
+}
+
+/// The command words that run what follows them as `user` (its own groups too), in
+/// place of the caller: `setpriv`, from util-linux.
+fn as_user(user: &str) -> [String; 5] {
+    [
+        "setpriv".to_owned(),
+        format!("--reuid={user}"),
+        format!("--regid={user}"),
+        "--init-groups".to_owned(),
+        "--".to_owned(),
+    ]
 }
 
 /// Gives `path` to `user` (by name, through `chown`, which resolves it).
