@@ -344,6 +344,9 @@ pub async fn declare(options: BenchOptions) -> Result<BenchReport, BenchError> {
     Ok(report)
 }
 
+/// A declare's requests, sent straight to Synapse: the progress message, the rooms at
+/// once, each room's invites at once, the briefings, pins and role messages, the edits
+/// and the summary. Returns the rooms.
 async fn baseline_declare(
     http: &reqwest::Client,
     base: &url::Url,
@@ -351,7 +354,7 @@ async fn baseline_declare(
     control: &str,
     facts: &IncidentFacts<'_>,
     plans: &[RoomPlan],
-) -> Result<(), BenchError> {
+) -> Result<Vec<String>, BenchError> {
     let progress = send_message(http, base, token, control, "Declaring (baseline)").await?;
     let rooms: Vec<String> = join_all(plans.iter().map(|p| {
         let body = json!({
@@ -409,7 +412,7 @@ async fn baseline_declare(
     }
     edit(http, base, token, control, &progress, "done").await?;
     send_message(http, base, token, control, "DECLARED (baseline)").await?;
-    Ok(())
+    Ok(rooms)
 }
 
 async fn request(builder: reqwest::RequestBuilder) -> Result<Value, BenchError> {

@@ -1,15 +1,26 @@
 //! `cordon-bench load`: many incidents at once, from several commanders, on a real
 //! Synapse, with traffic, sweeps and reminders running, then all stood down.
 //!
-//! 1. **Baseline**, in the same run: one incident declared on its own, then stood down,
-//!    a few times; its command-to-confirmation times are the baseline.
+//! 1. **Baselines**, in the same run on the same homeserver: one incident declared on
+//!    its own, then stood down, a few times (cordon alone); and a raw-HTTP client
+//!    replaying the same declares at the same concurrency (every `createRoom` with its
+//!    initial state, invite, pin and message, built from the same room plans, as
+//!    `cordon-bench declare`'s baseline), which says what the homeserver itself takes.
 //! 2. **Declare**: every incident declared at once, spread over the commanders, each
 //!    from its own control room. Confirmation is cordon's `DECLARED:` summary.
 //! 3. **Traffic**: the commanders join their incidents' rooms and post messages at the
 //!    given rate, spread over every room, while each room's retention sweep (a short
 //!    window) and the command room's reminder (every minute) run.
 //! 4. **Stand-down**: every incident stood down at once. Confirmation is the control
-//!    room's "has stood down"; completion is "room(s) are destroyed".
+//!    room's "has stood down"; completion is "room(s) are destroyed". The raw-HTTP
+//!    baseline then does the same to its own incidents' rooms, all at once: pages each
+//!    room's history and deletes it (`purge`, `block`), polling until it is done, one
+//!    room after the other in each incident, as cordon does.
+//!
+//! Ratios cordon/baseline are reported for the declare's p50 and p95 and for the whole
+//! stand-down of all incidents (first command to last room deleted); the targets are
+//! [`RATIO_TARGET`] and [`RSS_TARGET_MIB`], and every reminder due in the traffic within
+//! [`REMINDER_BOUND`]. `CORDON_SYNAPSE` picks the homeserver's form.
 //!
 //! Times run between server timestamps (command event to confirmation event), so
 //! client sync latency is not counted. The bot's peak RSS (`VmHWM`) and CPU seconds
@@ -33,6 +44,8 @@ use cordon::domain::incident::{IncidentId, State};
 const WAIT: Duration = Duration::from_secs(900);
 /// The peak RSS target.
 pub const RSS_TARGET_MIB: f64 = 150.0;
+/// The target for cordon/baseline at the same concurrency.
+pub const RATIO_TARGET: f64 = 1.5;
 /// The retention window of the load playbook: short, so sweeps run during the traffic.
 const RETENTION: &str = "1m";
 /// How late a reminder may be posted after its minute; later, or never, fails the run.
@@ -65,8 +78,19 @@ pub struct LoadReport {
     pub baseline_declare: Vec<Duration>,
     /// Lone stand-downs: command to "has stood down".
     pub baseline_standdown: Vec<Duration>,
-    /// Each concurrent declare: command to summary.
+    /// Each concurrent declare: command to summary, in the order sent.
     pub declare: Vec<Duration>,
+    /// The first incident declared (in the order the commands were sent): its time.
+    pub first_declare: Option<Duration>,
+    /// The raw-HTTP baseline's declares at the same concurrency: first request to last
+    /// response, each.
+    pub raw_declare: Vec<Duration>,
+    /// The whole concurrent stand-down: first command to the last "destroyed".
+    pub standdown_whole: Duration,
+    /// The raw-HTTP baseline's whole stand-down of as many incidents at once.
+    pub raw_standdown_whole: Duration,
+    /// The homeserver's form.
+    pub form: &'static str,
     /// Each concurrent stand-down: command to "has stood down".
     pub standdown: Vec<Duration>,
     /// Each concurrent stand-down: command to "room(s) are destroyed".
@@ -125,10 +149,40 @@ impl LoadReport {
             options.traffic.as_secs_f64()
         ));
         out.push_str(&format!(
-            "baseline (one incident alone, {} runs): declare p50 {}, stand-down p50 {}\n",
+            "homeserver: {}\nbaseline (one incident alone, {} runs): declare p50 {}, stand-down p50 {}\n",
+            self.form,
             self.baseline_declare.len(),
             s(bd),
             s(bs)
+        ));
+        let (rd50, rd95) = (
+            percentile(&self.raw_declare, 50.0),
+            percentile(&self.raw_declare, 95.0),
+        );
+        let (d50, d95) = (
+            percentile(&self.declare, 50.0),
+            percentile(&self.declare, 95.0),
+        );
+        out.push_str(&format!(
+            "raw-HTTP baseline, {} declares at once: p50 {}, p95 {}; cordon/baseline p50 {:.2}, p95 {:.2} (target at most {RATIO_TARGET})\n",
+            self.raw_declare.len(),
+            s(rd50),
+            s(rd95),
+            ratio(d50, rd50),
+            ratio(d95, rd95),
+        ));
+        if let Some(first) = self.first_declare {
+            out.push_str(&format!(
+                "first incident declared: confirmed in {} (alone: {})\n",
+                s(first),
+                s(bd)
+            ));
+        }
+        out.push_str(&format!(
+            "whole stand-down of every incident: cordon {}, raw-HTTP baseline {}; cordon/baseline {:.2} (target at most {RATIO_TARGET})\n",
+            s(self.standdown_whole),
+            s(self.raw_standdown_whole),
+            ratio(self.standdown_whole, self.raw_standdown_whole),
         ));
         for (what, v, base) in [
             ("declare", &self.declare, Some(bd)),
@@ -176,9 +230,28 @@ impl LoadReport {
         out
     }
 
+    /// The ratios cordon/baseline that have a target: declare p50, declare p95, whole
+    /// stand-down.
+    pub fn ratios(&self) -> [f64; 3] {
+        let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-3);
+        [
+            ratio(
+                percentile(&self.declare, 50.0),
+                percentile(&self.raw_declare, 50.0),
+            ),
+            ratio(
+                percentile(&self.declare, 95.0),
+                percentile(&self.raw_declare, 95.0),
+            ),
+            ratio(self.standdown_whole, self.raw_standdown_whole),
+        ]
+    }
+
     /// Whether every target held.
     pub fn passed(&self) -> bool {
-        self.problems.is_empty() && self.peak_rss_mib < RSS_TARGET_MIB
+        self.problems.is_empty()
+            && self.peak_rss_mib < RSS_TARGET_MIB
+            && self.ratios().iter().all(|r| *r <= RATIO_TARGET)
     }
 }
 
@@ -395,7 +468,10 @@ pub async fn load(options: LoadOptions) -> Result<LoadReport, BenchError> {
         commanders.push(Commander { user, control });
     }
     let started = Instant::now();
-    let mut report = LoadReport::default();
+    let mut report = LoadReport {
+        form: hs.form().name(),
+        ..LoadReport::default()
+    };
 
     // 1. The baseline: one incident at a time, from the first commander.
     for run in 0..options.baseline_runs {
@@ -410,6 +486,16 @@ pub async fn load(options: LoadOptions) -> Result<LoadReport, BenchError> {
         report.baseline_declare.push(declared);
         report.baseline_standdown.push(frozen);
     }
+
+    // The raw-HTTP baseline at the same concurrency, before cordon's own.
+    let raw = RawBaseline::create(&hs, &playbooks.join("load.yaml")).await?;
+    let raw_rooms = raw.declare_all(options.incidents, &mut report).await?;
+    println!(
+        "raw-HTTP baseline: {} declares at once, p50 {:.2} s, p95 {:.2} s",
+        report.raw_declare.len(),
+        percentile(&report.raw_declare, 50.0).as_secs_f64(),
+        percentile(&report.raw_declare, 95.0).as_secs_f64()
+    );
 
     // The baseline incidents' rooms are gone: their invites are not joined later.
     let stale: std::collections::BTreeSet<OwnedRoomId> = commanders
@@ -429,6 +515,9 @@ pub async fn load(options: LoadOptions) -> Result<LoadReport, BenchError> {
         match result {
             Ok((id, t)) => {
                 report.declare.push(t);
+                if i == 0 {
+                    report.first_declare = Some(t);
+                }
                 ids.insert(i, id);
             }
             Err(e) => report.problems.push(format!("declare {i} unanswered: {e}")),
@@ -526,6 +615,13 @@ pub async fn load(options: LoadOptions) -> Result<LoadReport, BenchError> {
                 .push(format!("stand-down of {} unanswered: {e}", id.as_str())),
         }
     }
+    // The commands went out at once: the whole is the longest command-to-destroyed.
+    report.standdown_whole = percentile(&report.destroyed, 100.0);
+    report.raw_standdown_whole = raw.stand_down_all(&raw_rooms).await?;
+    println!(
+        "raw-HTTP baseline: whole stand-down {:.2} s",
+        report.raw_standdown_whole.as_secs_f64()
+    );
     report.wall = started.elapsed();
     // "No error": a step that failed and was retried is an error the commander felt.
     let retried = bot
@@ -557,6 +653,112 @@ pub async fn load(options: LoadOptions) -> Result<LoadReport, BenchError> {
     )?;
     super::finish_dir(&dir, Some(&setup.log));
     Ok(report)
+}
+
+/// The raw-HTTP baseline: an admin account of its own (rate limits lifted, as cordon's)
+/// sending, with a plain HTTP client, the requests of a declare built from the same room
+/// plans as cordon's.
+struct RawBaseline {
+    http: reqwest::Client,
+    base: url::Url,
+    account: cordon::dev::Registration,
+    control: String,
+    playbook: cordon::input::playbook::Playbook,
+    commander: matrix_sdk::ruma::OwnedUserId,
+}
+
+impl RawBaseline {
+    async fn create(hs: &Synapse, playbook: &Path) -> Result<Self, BenchError> {
+        let playbook = cordon::input::playbook::load_file(playbook)
+            .map_err(|d| other(format!("load playbook: {:?}", d.first())))?;
+        let account = hs.register_session("raw-baseline", "load", true).await?;
+        let http = reqwest::Client::new();
+        let base = hs.base_url();
+        let url = base
+            .join(&format!(
+                "_synapse/admin/v1/users/{}/override_ratelimit",
+                account.user_id
+            ))
+            .map_err(other)?;
+        super::request(
+            http.post(url)
+                .bearer_auth(&account.access_token)
+                .json(&serde_json::json!({"messages_per_second": 0, "burst_count": 0})),
+        )
+        .await?;
+        let control = super::create_room(
+            &http,
+            &base,
+            &account.access_token,
+            &serde_json::json!({"preset": "private_chat", "name": "Raw baseline control"}),
+        )
+        .await?;
+        Ok(Self {
+            http,
+            base,
+            commander: account.user_id.clone(),
+            account,
+            control,
+            playbook,
+        })
+    }
+
+    /// `n` declares at once, each timed from its first request to its last response
+    /// (into `report.raw_declare`); returns each one's rooms.
+    async fn declare_all(
+        &self,
+        n: usize,
+        report: &mut LoadReport,
+    ) -> Result<Vec<Vec<String>>, BenchError> {
+        use cordon::domain::incident::plan::{self, IncidentFacts};
+        let ids: Vec<IncidentId> = (0..n)
+            .map(|i| IncidentId::parse(&format!("rb-{i}")).map_err(other))
+            .collect::<Result<_, _>>()?;
+        let names: Vec<String> = (0..n).map(|i| format!("Raw {i}")).collect();
+        let runs = ids.iter().zip(&names).map(|(id, name)| async move {
+            let facts = IncidentFacts {
+                id,
+                display_name: name,
+                playbook: &self.playbook,
+                commander: &self.commander,
+                expires_at: chrono::Utc::now() + chrono::TimeDelta::hours(24),
+                time_zone: chrono_tz::Europe::London,
+                exercise: false,
+            };
+            let plans = plan::plan_rooms(&facts, chrono::Utc::now());
+            let started = Instant::now();
+            let rooms = super::baseline_declare(
+                &self.http,
+                &self.base,
+                &self.account.access_token,
+                &self.control,
+                &facts,
+                &plans,
+            )
+            .await?;
+            Ok::<_, BenchError>((started.elapsed(), rooms))
+        });
+        let mut all = Vec::new();
+        for result in join_all(runs).await {
+            let (took, rooms) = result?;
+            report.raw_declare.push(took);
+            all.push(rooms);
+        }
+        Ok(all)
+    }
+
+    /// Every incident's rooms paged and deleted, incidents at once and each one's rooms
+    /// one after the other: the time until the last deletion completed.
+    async fn stand_down_all(&self, incidents: &[Vec<String>]) -> Result<Duration, BenchError> {
+        let started = Instant::now();
+        let runs = incidents.iter().map(|rooms| {
+            super::standdown::run_baseline(&self.http, &self.base, &self.account, rooms)
+        });
+        for result in join_all(runs).await {
+            result?;
+        }
+        Ok(started.elapsed())
+    }
 }
 
 /// The final checks, on the stopped bot's store: every incident destroyed, with all

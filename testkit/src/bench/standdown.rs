@@ -439,7 +439,7 @@ async fn stand_down(
 }
 
 /// The baseline: page every room's history, then delete it and wait for the deletion.
-async fn run_baseline(
+pub(super) async fn run_baseline(
     http: &reqwest::Client,
     base: &url::Url,
     account: &Registration,
