@@ -94,6 +94,10 @@ impl AppError {
 /// The actor name cordon uses for its own audit entries.
 pub const ACTOR: &str = "cordon";
 
+/// How long an identity fetched for a declare stands for the next declares naming the
+/// same holder ([`Ctx::identity_is_fresh`]).
+pub(crate) const IDENTITY_FRESH: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Everything the handlers share.
 pub struct Ctx {
     pub(crate) config: Config,
@@ -131,6 +135,14 @@ pub struct Ctx {
     /// rather than each sending its own burst, which would queue at the homeserver
     /// past the client's request timeout.
     pub(crate) fan_out: tokio::sync::Semaphore,
+    /// Turns at provisioning ([`crate::app::provision::PROVISION_TURNS`] at once), first
+    /// come, first served: declares made together are provisioned in the order they
+    /// came, instead of all sharing the homeserver and finishing together at the end.
+    pub(crate) provisioning: tokio::sync::Semaphore,
+    /// When each holder's identity was last fetched from the homeserver for a declare
+    /// (see [`Ctx::identity_is_fresh`]).
+    pub(crate) identities_fetched:
+        Mutex<std::collections::HashMap<OwnedUserId, std::time::Instant>>,
     /// The control rooms as last read from the store: who to tell when the store
     /// itself can no longer be read.
     pub(super) control_seen: Mutex<BTreeSet<OwnedRoomId>>,
@@ -346,6 +358,25 @@ impl Ctx {
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(10), waited).await;
+    }
+
+    /// Whether `user`'s identity was fetched from the homeserver for a declare less
+    /// than [`IDENTITY_FRESH`] ago; if not, records that it is being fetched now. Fifty
+    /// declares at once naming the same holders made one `/keys/query` per holder per
+    /// declare; within the window the copy matrix-sdk keeps (updated by sync when the
+    /// holder's keys change) is used instead.
+    pub(crate) fn identity_is_fresh(&self, user: &OwnedUserId) -> bool {
+        let mut fetched = match self.identities_fetched.lock() {
+            Ok(map) => map,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let now = std::time::Instant::now();
+        fetched.retain(|_, at| now.duration_since(*at) < IDENTITY_FRESH);
+        if fetched.contains_key(user) {
+            return true;
+        }
+        fetched.insert(user.clone(), now);
+        false
     }
 
     fn try_start(&self, id: &IncidentId) -> bool {

@@ -218,6 +218,8 @@ async fn serve(
         scheduler: std::sync::OnceLock::new(),
         last_sync: Mutex::new(None),
         fan_out: tokio::sync::Semaphore::new(provision::INVITE_CONCURRENCY),
+        provisioning: tokio::sync::Semaphore::new(provision::PROVISION_TURNS),
+        identities_fetched: Mutex::new(std::collections::HashMap::new()),
         control_seen: Mutex::new(BTreeSet::new()),
         flood: Mutex::new(crate::domain::command::flood::Flood::default()),
         revoked: Mutex::new(Vec::new()),
