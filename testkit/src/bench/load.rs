@@ -672,6 +672,10 @@ impl RawBaseline {
         let playbook = cordon::input::playbook::load_file(playbook)
             .map_err(|d| other(format!("load playbook: {:?}", d.first())))?;
         let account = hs.register_session("raw-baseline", "load", true).await?;
+        // Its incidents' commander: an account of its own (the creator may not be among
+        // a v12 room's power-level users, and a real commander would be invited to the
+        // baseline's rooms and join them for the traffic).
+        let commander = hs.register("raw-commander", "load", false).await?;
         let http = reqwest::Client::new();
         let base = hs.base_url();
         let url = base
@@ -696,7 +700,7 @@ impl RawBaseline {
         Ok(Self {
             http,
             base,
-            commander: account.user_id.clone(),
+            commander,
             account,
             control,
             playbook,
