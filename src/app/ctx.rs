@@ -135,10 +135,11 @@ pub struct Ctx {
     /// rather than each sending its own burst, which would queue at the homeserver
     /// past the client's request timeout.
     pub(crate) fan_out: tokio::sync::Semaphore,
-    /// Turns at provisioning ([`crate::app::provision::PROVISION_TURNS`] at once), first
-    /// come, first served: declares made together are provisioned in the order they
-    /// came, instead of all sharing the homeserver and finishing together at the end.
-    pub(crate) provisioning: tokio::sync::Semaphore,
+    /// Turns at provisioning ([`crate::app::provision::PROVISION_TURNS`] at once), in
+    /// the order of the declares (time, then id): declares made together are
+    /// provisioned first declared, first served, instead of all sharing the homeserver
+    /// and finishing together at the end.
+    pub(crate) provisioning: super::turns::Turns<(chrono::DateTime<chrono::Utc>, IncidentId)>,
     /// When each holder's identity was last fetched from the homeserver for a declare
     /// (see [`Ctx::identity_is_fresh`]).
     pub(crate) identities_fetched:

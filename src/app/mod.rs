@@ -45,6 +45,7 @@ mod standdown;
 mod status;
 mod sweep;
 mod timers;
+mod turns;
 
 pub use ctx::{ACTOR, AppError, Ctx, millis_to_utc};
 pub use standdown::frozen_power_levels;
@@ -218,7 +219,7 @@ async fn serve(
         scheduler: std::sync::OnceLock::new(),
         last_sync: Mutex::new(None),
         fan_out: tokio::sync::Semaphore::new(provision::INVITE_CONCURRENCY),
-        provisioning: tokio::sync::Semaphore::new(provision::PROVISION_TURNS),
+        provisioning: turns::Turns::new(provision::PROVISION_TURNS),
         identities_fetched: Mutex::new(std::collections::HashMap::new()),
         control_seen: Mutex::new(BTreeSet::new()),
         flood: Mutex::new(crate::domain::command::flood::Flood::default()),

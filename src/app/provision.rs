@@ -29,6 +29,7 @@ use tracing::{error, info, instrument, warn};
 
 use super::chat::send_once;
 use super::ctx::{ACTOR, AppError, Ctx, declared_playbook};
+use super::turns::Entry;
 use crate::domain::admission::{self, Admission, Seat};
 use crate::domain::incident::plan::{self, IncidentFacts, RoomPlan};
 use crate::domain::incident::timers::provision_backoff;
@@ -46,7 +47,7 @@ use crate::trust::{self, Trust};
 /// ([`Ctx::fan_out`]).
 pub(crate) const INVITE_CONCURRENCY: usize = 64;
 /// How many incidents are provisioned at once ([`Ctx::provisioning`]); the others wait
-/// their turn, in the order they were declared. At fifty declares at once, all sharing
+/// their turn, in the order they were declared ([`super::turns`]). At fifty declares at once, all sharing
 /// the homeserver finished together after several minutes (`cordon-bench load`);
 /// taken in turns, the first are confirmed in seconds and the last no later.
 pub(crate) const PROVISION_TURNS: usize = 4;
@@ -168,6 +169,11 @@ async fn attempt_once(ctx: &Arc<Ctx>, id: &IncidentId) -> Result<(), AppError> {
     if incident.state != State::Provisioning {
         return Ok(());
     }
+    // Its place in the queue for a turn at provisioning, by the declare's time and id,
+    // taken before anything here waits.
+    let entry = ctx
+        .provisioning
+        .enter((incident.declared_at, incident.id.clone()));
     let playbook = declared_playbook(ctx, id)?;
     let commander = commander(&incident)?;
     let facts = IncidentFacts::of(&incident, &playbook, &commander, ctx.config.time_zone);
@@ -213,20 +219,18 @@ async fn attempt_once(ctx: &Arc<Ctx>, id: &IncidentId) -> Result<(), AppError> {
         })
     };
 
-    // Its turn: first come (the scheduler dispatches the provisioning timers earliest
-    // due first, also after a restart), first served (the semaphore is fair).
-    let _turn = match ctx.provisioning.try_acquire() {
-        Ok(turn) => turn,
-        Err(_) => {
-            let _ = edits.send(edit(
-                &progress,
-                "waiting for the declares before it to be provisioned",
-                "queued",
-            ));
-            ctx.provisioning
-                .acquire()
-                .await
-                .map_err(|_| AppError::Busy(id.clone()))?
+    // Its turn, in the order of the declares (its place was taken above, before any
+    // wait).
+    let _turn = match entry {
+        Entry::Now(turn) => turn,
+        Entry::Queued(waiting) => {
+            let phase = format!(
+                "waiting for its turn ({} queued before it; {PROVISION_TURNS} are \
+                 provisioned at a time, in the order declared)",
+                waiting.ahead
+            );
+            let _ = edits.send(edit(&progress, &phase, "queued"));
+            waiting.turn().await
         }
     };
     info!(
