@@ -47,9 +47,9 @@ use crate::trust::{self, Trust};
 /// ([`Ctx::fan_out`]).
 pub(crate) const INVITE_CONCURRENCY: usize = 64;
 /// How many incidents are provisioned at once ([`Ctx::provisioning`]); the others wait
-/// their turn, in the order they were declared ([`super::turns`]). At fifty declares at once, all sharing
-/// the homeserver finished together after several minutes (`cordon-bench load`);
-/// taken in turns, the first are confirmed in seconds and the last no later.
+/// their turn, in the order they were declared ([`super::turns`]). Fifty declares at
+/// once that all shared the homeserver finished together, after minutes (`cordon-bench
+/// load`); in turns, the first are confirmed first.
 pub(crate) const PROVISION_TURNS: usize = 4;
 /// Attempts at the whole pipeline, failed while the homeserver answers, before the
 /// incident is marked failed.
