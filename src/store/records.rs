@@ -44,7 +44,9 @@ pub struct RoomRecord {
     pub delete_id: Option<String>,
     /// The alias localpart the room is created under, recorded before `createRoom`, so
     /// that a creation cut short is found by it rather than made twice (see
-    /// `matrix::rooms::create_planned_room`).
+    /// `matrix::rooms::create_planned_room`). Kept once the room is created: the
+    /// canonical alias `createRoom` wrote for it is cordon's until Synapse empties it
+    /// when the alias is removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub create_alias: Option<String>,
     /// When cordon's own Matrix stores forgot the room, once it was destroyed (or left,

@@ -345,6 +345,7 @@ async fn reconcile_incident(ctx: &Arc<Ctx>, id: &IncidentId) {
         return;
     };
     let mut looks = Vec::new();
+    let looked = rooms.len();
     for w in rooms {
         if let Some(l) = look(ctx, &w).await
             && !l.is_clean()
@@ -352,6 +353,11 @@ async fn reconcile_incident(ctx: &Arc<Ctx>, id: &IncidentId) {
             looks.push((w, l));
         }
     }
+    debug!(
+        rooms = looked,
+        unclean = looks.len(),
+        "incident's rooms looked at"
+    );
     if looks.is_empty() {
         return;
     }
