@@ -20,11 +20,11 @@ use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-use matrix_sdk::Client;
 use matrix_sdk::authentication::matrix::MatrixSession;
 use matrix_sdk::encryption::{BackupDownloadStrategy, EncryptionSettings};
 use matrix_sdk::ruma::api::client::uiaa;
 use matrix_sdk::store::RoomLoadSettings;
+use matrix_sdk::{Client, SqliteStoreConfig};
 use tracing::{info, instrument, warn};
 
 mod recovery_key;
@@ -303,6 +303,9 @@ async fn storeless_client(config: &Config) -> Result<Client, MatrixError> {
         .map_err(|e| MatrixError::Client(e.to_string()))
 }
 
+/// The page cache of each of matrix-sdk's sqlite connections, in bytes.
+const SQLITE_CACHE_BYTES: u32 = 500_000;
+
 /// Builds the matrix-sdk client on the sqlite store at `sdk_store`, with cordon's
 /// encryption settings.
 pub(crate) async fn build_client(
@@ -316,7 +319,17 @@ pub(crate) async fn build_client(
         // (Synapse's `public_baseurl`) would move the client past a proxy the
         // operator put in front of the admin API, for the rest of a first start.
         .respect_login_well_known(false)
-        .sqlite_store(sdk_store, Some(store_passphrase.expose()))
+        // A 500 KiB page cache per connection (matrix-sdk's low-memory figure) instead
+        // of 2 MiB: each of its databases has up to four connections per core, and
+        // their caches filled under load. The pool keeps its default size: the one
+        // load run with one connection per core (the whole low-memory profile, and 12
+        // provisioning turns) stalled for minutes with the processor idle.
+        .sqlite_store_with_config_and_cache_path(
+            SqliteStoreConfig::new(sdk_store)
+                .cache_size(SQLITE_CACHE_BYTES)
+                .passphrase(Some(store_passphrase.expose())),
+            None::<&Path>,
+        )
         // Room keys go only to devices of identities cordon has verified: the default
         // (`AllDevices`) would hand them to any device a hostile server adds, and to a
         // member whose identity changed after it was verified.
