@@ -1,6 +1,7 @@
 //! `cordon-bench declare`: how long a declare takes, against a raw-HTTP baseline
 //! measured in the same run on the same Synapse. `cordon-bench sweep` is in [`sweep`],
-//! `cordon-bench standdown` in [`standdown`].
+//! `cordon-bench standdown` in [`standdown`], `cordon-bench load` in [`load`],
+//! `cordon-bench cost` in [`cost`].
 //!
 //! cordon's time runs from the command event to the summary cordon posts once the last
 //! invite and every briefing are confirmed (both server timestamps, so client sync
@@ -12,6 +13,7 @@
 //! to its last response. Runs alternate between the two; medians are reported with
 //! their ratio.
 
+pub mod cost;
 pub mod load;
 pub mod standdown;
 pub mod sweep;

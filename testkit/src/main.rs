@@ -68,6 +68,21 @@ enum BenchCmd {
         #[arg(long, default_value_t = 3)]
         baseline_runs: usize,
     },
+    /// How a declare's time grows with its role holders (each count declared alone) and
+    /// with the incidents declared at once, cordon beside the raw-HTTP baseline on the
+    /// same homeserver: a Markdown table. Exits 1 when a declare or stand-down goes
+    /// unanswered or a step is retried.
+    Cost {
+        /// Holder counts, each declared alone.
+        #[arg(long, value_delimiter = ',', default_values_t = [10, 40, 160])]
+        holders: Vec<usize>,
+        /// Counts of incidents declared at once (with the smallest holder count).
+        #[arg(long, value_delimiter = ',', default_values_t = [1, 10, 50])]
+        incidents: Vec<usize>,
+        /// Commanders the concurrent declares are spread over.
+        #[arg(long, default_value_t = 5)]
+        commanders: usize,
+    },
     /// Time a retention sweep over a backlog of due events against a raw HTTP client
     /// sending the same redactions to the same throwaway Synapse.
     Sweep {
@@ -192,6 +207,26 @@ fn run(command: BenchCmd) -> anyhow::Result<ExitCode> {
             let report = runtime()?.block_on(bench::load::load(options.clone()))?;
             print!("{}", report.render(&options));
             Ok(if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        BenchCmd::Cost {
+            holders,
+            incidents,
+            commanders,
+        } => {
+            init_tracing();
+            let options = bench::cost::CostOptions {
+                binary: binary()?,
+                holders: holders.into_iter().map(|h| h.max(1)).collect(),
+                incidents: incidents.into_iter().map(|n| n.max(1)).collect(),
+                commanders: commanders.max(1),
+            };
+            let report = runtime()?.block_on(bench::cost::cost(options))?;
+            print!("{}", report.render());
+            Ok(if report.problems.is_empty() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

@@ -32,13 +32,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use futures_util::future::join_all;
-use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, RoomId};
+use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId};
 
 use super::{BenchError, server_ts};
 use cordon::dev::bot::{BotProcess, BotSetup, enrol};
 use cordon::dev::{Synapse, TestUser};
 use cordon::domain::incident::{IncidentId, State};
+use cordon::input::playbook::Playbook;
 
 /// Longest wait for any one confirmation.
 const WAIT: Duration = Duration::from_secs(900);
@@ -114,6 +116,9 @@ pub struct LoadReport {
     pub redactions: usize,
     /// The bot's peak resident set, MiB.
     pub peak_rss_mib: f64,
+    /// The bot's resident set at the end, MiB: anonymous (its heap) and file-backed
+    /// (mostly its own code, which a debug build has several times more of).
+    pub end_rss_mib: (f64, f64),
     /// The bot's CPU time, user + system, seconds.
     pub cpu_seconds: f64,
     /// Wall time of the whole run after set-up.
@@ -215,8 +220,11 @@ impl LoadReport {
             s(percentile(&on_time, 100.0)),
         ));
         out.push_str(&format!(
-            "bot: peak RSS {:.1} MiB (target < {RSS_TARGET_MIB} MiB), CPU {:.1} s over {:.0} s\n",
+            "bot: peak RSS {:.1} MiB (target < {RSS_TARGET_MIB} MiB; at the end {:.1} MiB \
+             anonymous, {:.1} MiB file-backed), CPU {:.1} s over {:.0} s\n",
             self.peak_rss_mib,
+            self.end_rss_mib.0,
+            self.end_rss_mib.1,
             self.cpu_seconds,
             self.wall.as_secs_f64()
         ));
@@ -255,7 +263,7 @@ impl LoadReport {
     }
 }
 
-fn other(e: impl std::fmt::Display) -> BenchError {
+pub(super) fn other(e: impl std::fmt::Display) -> BenchError {
     BenchError::Other(e.to_string())
 }
 
@@ -304,14 +312,25 @@ pub fn reminder_delays(times: &[u64], from: u64, until: u64) -> Vec<Option<Durat
     delays
 }
 
-/// The bot process's peak RSS in MiB and CPU seconds, from `/proc`.
-fn proc_usage(pid: u32) -> Result<(f64, f64), BenchError> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(other)?;
-    let hwm_kib: f64 = status
+/// A `kB` field of `/proc/<pid>/status`, in MiB.
+fn status_mib(status: &str, field: &str) -> Result<f64, BenchError> {
+    status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| other("no VmHWM in /proc status"))?;
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kib| kib / 1024.0)
+        .ok_or_else(|| other(format!("no {field} in /proc status")))
+}
+
+/// The bot process's peak RSS in MiB, its RSS now (anonymous, file-backed) and its CPU
+/// seconds, from `/proc`.
+fn proc_usage(pid: u32) -> Result<(f64, (f64, f64), f64), BenchError> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(other)?;
+    let hwm = status_mib(&status, "VmHWM")?;
+    let now = (
+        status_mib(&status, "RssAnon")?,
+        status_mib(&status, "RssFile")?,
+    );
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(other)?;
     // Fields after the command name (which is in parentheses and may hold spaces).
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
@@ -324,7 +343,7 @@ fn proc_usage(pid: u32) -> Result<(f64, f64), BenchError> {
             .unwrap_or(0.0)
     };
     let hz = clock_ticks();
-    Ok((hwm_kib / 1024.0, (ticks(11) + ticks(12)) / hz))
+    Ok((hwm, now, (ticks(11) + ticks(12)) / hz))
 }
 
 fn clock_ticks() -> f64 {
@@ -337,10 +356,93 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
+/// A bot with its commanders, on a homeserver whose role holders are registered.
+pub(super) struct Crew {
+    pub(super) setup: BotSetup,
+    pub(super) bot: BotProcess,
+    pub(super) bot_id: OwnedUserId,
+    pub(super) commanders: Vec<Commander>,
+}
+
+impl Crew {
+    /// Registers `holders` (each with a device) and `commanders` operators, starts the
+    /// bot on the playbooks in `playbooks`, enrols every commander and waits for each
+    /// one's control room to be taken.
+    pub(super) async fn start(
+        hs: &Synapse,
+        dir: &Path,
+        playbooks: &Path,
+        binary: &Path,
+        holders: &[String],
+        commanders: usize,
+    ) -> Result<Self, BenchError> {
+        // Each holder has a device with its keys uploaded, as staff who use Matrix do:
+        // a holder without any device makes every first message in their rooms wait
+        // for a `/keys/query` (matrix-sdk waits up to 5 s per such user), which is not
+        // what a hospital's enrolled staff look like.
+        let registered: Vec<Result<(), BenchError>> = futures_util::stream::iter(holders)
+            .map(|name| async move {
+                hs.register(name, "load", false).await?;
+                TestUser::login(hs, name, "load").await?.stop().await;
+                Ok(())
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        registered.into_iter().collect::<Result<Vec<()>, _>>()?;
+        let mut commander_ids = Vec::new();
+        for k in 0..commanders.max(1) {
+            let name = format!("commander{k}");
+            hs.register(&name, "load", false).await?;
+            commander_ids.push(hs.user_id(&name)?);
+        }
+        // The commanders are operators: operators may declare any playbook.
+        let setup = BotSetup::create(hs, dir, "cordon", playbooks, &commander_ids, "").await?;
+        // `CORDON_BENCH_BOT_LOG` replaces the bot's log filter (`RUST_LOG`), to look
+        // inside.
+        let log_filter = std::env::var("CORDON_BENCH_BOT_LOG").ok();
+        let env: Vec<(&str, &str)> = log_filter
+            .as_deref()
+            .map(|f| vec![("RUST_LOG", f)])
+            .unwrap_or_default();
+        let mut bot = BotProcess::start(binary, &setup, &env)?;
+        bot.wait_for_log("cordon is ready", Duration::from_secs(180))
+            .await?;
+        let bot_id = setup.user_id.clone();
+        let mut crew = Vec::new();
+        for k in 0..commander_ids.len() {
+            let user = TestUser::login(hs, &format!("commander{k}"), "load").await?;
+            enrol(binary, &setup, &user).await?;
+            let control = user
+                .create_encrypted_room(&format!("Control {k}"), std::slice::from_ref(&bot_id))
+                .await?;
+            user.wait_for_message(&control, Duration::from_secs(180), |s, b| {
+                s == bot_id && b.contains("control room")
+            })
+            .await?;
+            crew.push(Commander { user, control });
+        }
+        Ok(Self {
+            setup,
+            bot,
+            bot_id,
+            commanders: crew,
+        })
+    }
+}
+
+/// Steps the bot's log says failed and were retried.
+pub(super) fn retried_steps(bot: &BotProcess) -> usize {
+    bot.log_text()
+        .lines()
+        .filter(|l| l.contains("step failed"))
+        .count()
+}
+
 /// One commander: an enrolled account with a control room.
-struct Commander {
-    user: TestUser,
-    control: OwnedRoomId,
+pub(super) struct Commander {
+    pub(super) user: TestUser,
+    pub(super) control: OwnedRoomId,
 }
 
 /// Waits for the bot's message in the control room that contains every one of
@@ -373,15 +475,20 @@ async fn took(
     Ok(Duration::from_millis(t1.saturating_sub(t0)))
 }
 
-/// Declares `name` from `c` and waits for the summary: its id and how long it took.
-async fn declare(
+/// Declares `name` on `playbook` from `c` and waits for the summary: its id and how
+/// long it took.
+pub(super) async fn declare(
     c: &Commander,
     bot: &matrix_sdk::ruma::UserId,
+    playbook: &str,
     name: &str,
 ) -> Result<(IncidentId, Duration), BenchError> {
     let command = c
         .user
-        .send_text(&c.control, &format!("!cordon declare load \"{name}\""))
+        .send_text(
+            &c.control,
+            &format!("!cordon declare {playbook} \"{name}\""),
+        )
         .await?;
     let summary = confirmation(c, bot, &[&format!("DECLARED: {name} (")]).await?;
     let body = c
@@ -401,7 +508,7 @@ async fn declare(
 }
 
 /// Stands `id` down from `c`: the times to "has stood down" and to "destroyed".
-async fn stand_down(
+pub(super) async fn stand_down(
     c: &Commander,
     bot: &matrix_sdk::ruma::UserId,
     id: &IncidentId,
@@ -428,45 +535,20 @@ pub async fn load(options: LoadOptions) -> Result<LoadReport, BenchError> {
     let text = playbook_text(hs.server_name(), options.holders)?;
     std::fs::write(playbooks.join("load.yaml"), text).map_err(other)?;
     let (_, holders) = super::playbook_text(hs.server_name(), options.holders);
-    // Each holder has a device with its keys uploaded, as staff who use Matrix do: a
-    // holder without any device makes every first message in their rooms wait for a
-    // `/keys/query` (matrix-sdk waits up to 5 s per such user), which is not what a
-    // hospital's enrolled staff look like.
-    for name in &holders {
-        hs.register(name, "load", false).await?;
-        TestUser::login(&hs, name, "load").await?.stop().await;
-    }
-    let mut commander_ids = Vec::new();
-    for k in 0..options.commanders.max(1) {
-        let name = format!("commander{k}");
-        hs.register(&name, "load", false).await?;
-        commander_ids.push(hs.user_id(&name)?);
-    }
-    // The commanders are operators: operators may declare any playbook.
-    let setup = BotSetup::create(&hs, &dir, "cordon", &playbooks, &commander_ids, "").await?;
-    // `CORDON_BENCH_BOT_LOG` replaces the bot's log filter (`RUST_LOG`), to look inside.
-    let log_filter = std::env::var("CORDON_BENCH_BOT_LOG").ok();
-    let env: Vec<(&str, &str)> = log_filter
-        .as_deref()
-        .map(|f| vec![("RUST_LOG", f)])
-        .unwrap_or_default();
-    let mut bot = BotProcess::start(&options.binary, &setup, &env)?;
-    bot.wait_for_log("cordon is ready", Duration::from_secs(180))
-        .await?;
-    let bot_id = setup.user_id.clone();
-    let mut commanders = Vec::new();
-    for k in 0..commander_ids.len() {
-        let user = TestUser::login(&hs, &format!("commander{k}"), "load").await?;
-        enrol(&options.binary, &setup, &user).await?;
-        let control = user
-            .create_encrypted_room(&format!("Control {k}"), std::slice::from_ref(&bot_id))
-            .await?;
-        user.wait_for_message(&control, Duration::from_secs(180), |s, b| {
-            s == bot_id && b.contains("control room")
-        })
-        .await?;
-        commanders.push(Commander { user, control });
-    }
+    let Crew {
+        setup,
+        mut bot,
+        bot_id,
+        commanders,
+    } = Crew::start(
+        &hs,
+        &dir,
+        &playbooks,
+        &options.binary,
+        &holders,
+        options.commanders,
+    )
+    .await?;
     let started = Instant::now();
     let mut report = LoadReport {
         form: hs.form().name(),
@@ -476,7 +558,7 @@ pub async fn load(options: LoadOptions) -> Result<LoadReport, BenchError> {
     // 1. The baseline: one incident at a time, from the first commander.
     for run in 0..options.baseline_runs {
         let c = &commanders[0];
-        let (id, declared) = declare(c, &bot_id, &format!("Alone {run}")).await?;
+        let (id, declared) = declare(c, &bot_id, "load", &format!("Alone {run}")).await?;
         let (frozen, _) = stand_down(c, &bot_id, &id).await?;
         println!(
             "baseline run {run}: declare {:.2} s, stand-down {:.2} s",
@@ -488,8 +570,10 @@ pub async fn load(options: LoadOptions) -> Result<LoadReport, BenchError> {
     }
 
     // The raw-HTTP baseline at the same concurrency, before cordon's own.
-    let raw = RawBaseline::create(&hs, &playbooks.join("load.yaml")).await?;
-    let raw_rooms = raw.declare_all(options.incidents, &mut report).await?;
+    let raw = RawBaseline::create(&hs).await?;
+    let playbook = load_playbook(&playbooks.join("load.yaml"))?;
+    let (raw_declare, raw_rooms) = raw.declare_all(&playbook, "rb", options.incidents).await?;
+    report.raw_declare = raw_declare;
     println!(
         "raw-HTTP baseline: {} declares at once, p50 {:.2} s, p95 {:.2} s",
         report.raw_declare.len(),
@@ -508,7 +592,7 @@ pub async fn load(options: LoadOptions) -> Result<LoadReport, BenchError> {
     let declares = (0..options.incidents).map(|i| {
         let c = &commanders[i % commanders.len()];
         let bot_id = &bot_id;
-        async move { (i, declare(c, bot_id, &format!("Load {i}")).await) }
+        async move { (i, declare(c, bot_id, "load", &format!("Load {i}")).await) }
     });
     let mut ids: BTreeMap<usize, IncidentId> = BTreeMap::new();
     for (i, result) in join_all(declares).await {
@@ -624,18 +708,15 @@ pub async fn load(options: LoadOptions) -> Result<LoadReport, BenchError> {
     );
     report.wall = started.elapsed();
     // "No error": a step that failed and was retried is an error the commander felt.
-    let retried = bot
-        .log_text()
-        .lines()
-        .filter(|l| l.contains("step failed"))
-        .count();
+    let retried = retried_steps(&bot);
     if retried > 0 {
         report.problems.push(format!(
             "{retried} steps failed and were retried (see the bot's log; CORDON_KEEP_BENCH=1 keeps it)"
         ));
     }
-    let (rss, cpu) = proc_usage(bot.pid())?;
+    let (rss, end_rss, cpu) = proc_usage(bot.pid())?;
     report.peak_rss_mib = rss;
+    report.end_rss_mib = end_rss;
     report.cpu_seconds = cpu;
     bot.terminate(Duration::from_secs(30));
     for c in commanders {
@@ -658,19 +739,22 @@ pub async fn load(options: LoadOptions) -> Result<LoadReport, BenchError> {
 /// The raw-HTTP baseline: an admin account of its own (rate limits lifted, as cordon's)
 /// sending, with a plain HTTP client, the requests of a declare built from the same room
 /// plans as cordon's.
-struct RawBaseline {
+pub(super) struct RawBaseline {
     http: reqwest::Client,
     base: url::Url,
     account: cordon::dev::Registration,
     control: String,
-    playbook: cordon::input::playbook::Playbook,
     commander: matrix_sdk::ruma::OwnedUserId,
 }
 
+/// The playbook in the file at `path`, as cordon reads it.
+pub(super) fn load_playbook(path: &Path) -> Result<Playbook, BenchError> {
+    cordon::input::playbook::load_file(path)
+        .map_err(|d| other(format!("load playbook: {:?}", d.first())))
+}
+
 impl RawBaseline {
-    async fn create(hs: &Synapse, playbook: &Path) -> Result<Self, BenchError> {
-        let playbook = cordon::input::playbook::load_file(playbook)
-            .map_err(|d| other(format!("load playbook: {:?}", d.first())))?;
+    pub(super) async fn create(hs: &Synapse) -> Result<Self, BenchError> {
         let account = hs.register_session("raw-baseline", "load", true).await?;
         // Its incidents' commander: an account of its own (the creator may not be among
         // a v12 room's power-level users, and a real commander would be invited to the
@@ -703,27 +787,27 @@ impl RawBaseline {
             commander,
             account,
             control,
-            playbook,
         })
     }
 
-    /// `n` declares at once, each timed from its first request to its last response
-    /// (into `report.raw_declare`); returns each one's rooms.
-    async fn declare_all(
+    /// `n` declares of `playbook` at once (incident ids `<prefix>-<i>`): each one's time
+    /// from its first request to its last response, and its rooms.
+    pub(super) async fn declare_all(
         &self,
+        playbook: &Playbook,
+        prefix: &str,
         n: usize,
-        report: &mut LoadReport,
-    ) -> Result<Vec<Vec<String>>, BenchError> {
+    ) -> Result<(Vec<Duration>, Vec<Vec<String>>), BenchError> {
         use cordon::domain::incident::plan::{self, IncidentFacts};
         let ids: Vec<IncidentId> = (0..n)
-            .map(|i| IncidentId::parse(&format!("rb-{i}")).map_err(other))
+            .map(|i| IncidentId::parse(&format!("{prefix}-{i}")).map_err(other))
             .collect::<Result<_, _>>()?;
         let names: Vec<String> = (0..n).map(|i| format!("Raw {i}")).collect();
         let runs = ids.iter().zip(&names).map(|(id, name)| async move {
             let facts = IncidentFacts {
                 id,
                 display_name: name,
-                playbook: &self.playbook,
+                playbook,
                 commander: &self.commander,
                 expires_at: chrono::Utc::now() + chrono::TimeDelta::hours(24),
                 time_zone: chrono_tz::Europe::London,
@@ -742,18 +826,22 @@ impl RawBaseline {
             .await?;
             Ok::<_, BenchError>((started.elapsed(), rooms))
         });
+        let mut times = Vec::new();
         let mut all = Vec::new();
         for result in join_all(runs).await {
             let (took, rooms) = result?;
-            report.raw_declare.push(took);
+            times.push(took);
             all.push(rooms);
         }
-        Ok(all)
+        Ok((times, all))
     }
 
     /// Every incident's rooms paged and deleted, incidents at once and each one's rooms
     /// one after the other: the time until the last deletion completed.
-    async fn stand_down_all(&self, incidents: &[Vec<String>]) -> Result<Duration, BenchError> {
+    pub(super) async fn stand_down_all(
+        &self,
+        incidents: &[Vec<String>],
+    ) -> Result<Duration, BenchError> {
         let started = Instant::now();
         let runs = incidents.iter().map(|rooms| {
             super::standdown::run_baseline(&self.http, &self.base, &self.account, rooms)
