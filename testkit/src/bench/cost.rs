@@ -6,7 +6,8 @@
 //! for each count of incidents, that many are declared at once, spread over the
 //! commanders (cordon, then the baseline at the same concurrency), with the smallest
 //! holder count. Each cell's incidents are stood down (cordon) or deleted (the
-//! baseline) before the next cell, so every cell starts from the same homeserver. The
+//! baseline) before the next cell, so every cell starts from the same homeserver (the
+//! last cell's are left: nothing is measured after them). The
 //! baseline is `cordon-bench load`'s: the same requests, built from the same room plans,
 //! from an admin account of its own with a plain HTTP client.
 
@@ -131,12 +132,16 @@ pub async fn cost(options: CostOptions) -> Result<CostReport, BenchError> {
     };
     let mut cells: Vec<(usize, usize)> = options.holders.iter().map(|&h| (h, 1)).collect();
     cells.extend(options.incidents.iter().map(|&n| (smallest, n)));
+    let last = cells.len().saturating_sub(1);
     for (k, (h, n)) in cells.into_iter().enumerate() {
         let id = playbook_id(h);
         let playbook = load::load_playbook(&playbooks.join(format!("{id}.yaml")))?;
-        let cordon = declare_and_stand_down(&crew, &id, k, n, &mut report).await;
+        // The last cell's incidents are left as they are: nothing is measured after it.
+        let cordon = declare_and_stand_down(&crew, &id, k, n, k < last, &mut report).await;
         let (baseline, rooms) = raw.declare_all(&playbook, &format!("rb{k}"), n).await?;
-        raw.stand_down_all(&rooms).await?;
+        if k < last {
+            raw.stand_down_all(&rooms).await?;
+        }
         let invites = invites_of(&playbook);
         println!(
             "{h} holders, {n} at once ({invites} invites each): cordon p50 {:.1} s, baseline p50 {:.1} s",
@@ -195,13 +200,14 @@ fn invites_of(playbook: &cordon::input::playbook::Playbook) -> usize {
         .sum()
 }
 
-/// `n` declares of `playbook` at once, spread over the commanders, then every one stood
-/// down at once and destroyed: the declares' times.
+/// `n` declares of `playbook` at once, spread over the commanders, then (with
+/// `stand_down`) every one stood down at once and destroyed: the declares' times.
 async fn declare_and_stand_down(
     crew: &Crew,
     playbook: &str,
     cell: usize,
     n: usize,
+    stand_down: bool,
     report: &mut CostReport,
 ) -> Vec<Duration> {
     let commanders = &crew.commanders;
@@ -224,6 +230,9 @@ async fn declare_and_stand_down(
                 .problems
                 .push(format!("{playbook}: declare {i} unanswered: {e}")),
         }
+    }
+    if !stand_down {
+        return times;
     }
     let standdowns = ids.iter().map(|(i, id)| {
         let c = &commanders[i % commanders.len()];
