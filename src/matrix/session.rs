@@ -21,6 +21,7 @@ use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use matrix_sdk::authentication::matrix::MatrixSession;
+use matrix_sdk::config::RequestConfig;
 use matrix_sdk::encryption::{BackupDownloadStrategy, EncryptionSettings};
 use matrix_sdk::ruma::api::client::uiaa;
 use matrix_sdk::store::RoomLoadSettings;
@@ -303,6 +304,15 @@ async fn storeless_client(config: &Config) -> Result<Client, MatrixError> {
         .map_err(|e| MatrixError::Client(e.to_string()))
 }
 
+/// How long any request to the homeserver may take (a sync: this beyond its long poll).
+/// matrix-sdk's default is 30 s. Under load (fifty declares at once, `cordon-bench
+/// load` on postgres-workers) Synapse took longer than that to answer a sync covering
+/// hundreds of busy rooms: the sync timed out, was asked again from the same point, timed
+/// out again, and cordon saw nothing new for minutes while the homeserver did the work
+/// each time; invites queued at Synapse timed out the same way and failed their step.
+/// A homeserver that is down refuses the connection at once; this bounds only a slow one.
+pub(crate) const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// The page cache of each of matrix-sdk's sqlite connections, in bytes.
 const SQLITE_CACHE_BYTES: u32 = 500_000;
 
@@ -319,6 +329,7 @@ pub(crate) async fn build_client(
         // (Synapse's `public_baseurl`) would move the client past a proxy the
         // operator put in front of the admin API, for the rest of a first start.
         .respect_login_well_known(false)
+        .request_config(RequestConfig::default().timeout(REQUEST_TIMEOUT))
         // A 500 KiB page cache per connection (matrix-sdk's low-memory figure) instead
         // of 2 MiB: each of its databases has up to four connections per core, and
         // their caches filled under load. The pool keeps its default size: the one
