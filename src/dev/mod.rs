@@ -56,6 +56,7 @@
 pub mod bot;
 pub mod demo;
 pub mod install;
+mod process;
 pub mod services;
 pub mod synapse;
 pub mod user;

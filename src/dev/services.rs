@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::OnceCell;
 
-use super::synapse::{WATCHDOG, free_port, signal};
+use super::process::{WATCHDOG, free_port, signal};
 use super::{HarnessError, fresh_temp_dir, keep_data, tail};
 
 /// How long a service may take to answer after being started.

@@ -14,6 +14,7 @@ use serde_json::json;
 use tokio::sync::OnceCell;
 use url::Url;
 
+use super::process::{WATCHDOG, free_port, signal};
 use super::services::{Postgres, Redis};
 use super::{HarnessError, fresh_temp_dir, install, keep_data, tail, unique_name};
 
@@ -25,29 +26,6 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 const PORT_ATTEMPTS: usize = 5;
 /// The homeserver's name; user ids look like `@alice:localhost`.
 const SERVER_NAME: &str = "localhost";
-
-/// The watchdog Synapse runs under. It starts Synapse in the background, forwards
-/// SIGTERM to it (a graceful stop), exits with Synapse's status, and, in a second
-/// background loop, kills Synapse and removes the data directory once the owning process
-/// (`$1`) is gone. Arguments: owner pid, data dir, keep (0/1), then the command.
-pub(super) const WATCHDOG: &str = r#"owner=$1; data=$2; keep=$3; shift 3
-"$@" >>"$data/stdout.log" 2>&1 </dev/null &
-child=$!
-(
-  while kill -0 "$owner" 2>/dev/null; do sleep 1; done
-  kill -KILL "$child" 2>/dev/null
-  [ "$keep" = 1 ] || rm -rf "$data"
-) &
-watcher=$!
-trap 'kill -TERM "$child" 2>/dev/null' TERM
-while :; do
-  wait "$child"; status=$?
-  if kill -0 "$child" 2>/dev/null; then continue; fi
-  break
-done
-kill "$watcher" 2>/dev/null
-exit $status
-"#;
 
 /// How a test homeserver runs: chosen by `CORDON_SYNAPSE` for the tests and the
 /// benchmarks ([`Form::from_env`]); the demo runs the default.
@@ -1048,33 +1026,6 @@ fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Sends `sig` (like `-TERM`) to a process, or to its whole process group.
-pub(super) fn signal(pid: u32, sig: &str, group: bool) {
-    let target = if group {
-        format!("-{pid}")
-    } else {
-        pid.to_string()
-    };
-    // `kill` through sh: the builtin exists everywhere, /usr/bin/kill may not.
-    let _ = std::process::Command::new("sh")
-        .args(["-c", "kill \"$1\" \"$2\" 2>/dev/null", "sh", sig, &target])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// A port that was free a moment ago (Synapse may still lose a race for it; callers retry).
-pub(super) fn free_port() -> Result<u16, HarnessError> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| HarnessError::io("finding a free loopback port", e))?;
-    let port = listener
-        .local_addr()
-        .map_err(|e| HarnessError::io("finding a free loopback port", e))?
-        .port();
-    Ok(port)
 }
 
 fn local_url(port: u16) -> Result<Url, HarnessError> {
