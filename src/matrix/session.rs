@@ -332,9 +332,7 @@ pub(crate) async fn build_client(
         .request_config(RequestConfig::default().timeout(REQUEST_TIMEOUT))
         // A 500 KiB page cache per connection (matrix-sdk's low-memory figure) instead
         // of 2 MiB: each of its databases has up to four connections per core, and
-        // their caches filled under load. The pool keeps its default size: the one
-        // load run with one connection per core (the whole low-memory profile, and 12
-        // provisioning turns) stalled for minutes with the processor idle.
+        // their caches filled under load. The pool keeps its default size.
         .sqlite_store_with_config_and_cache_path(
             SqliteStoreConfig::new(sdk_store)
                 .cache_size(SQLITE_CACHE_BYTES)
