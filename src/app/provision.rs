@@ -51,13 +51,14 @@ pub(crate) const INVITE_CONCURRENCY: usize = 64;
 /// room waited past the client's 30 s timeout, failing the step, while the bot-wide
 /// slots they held kept other rooms idle.
 pub(crate) const INVITES_PER_ROOM: usize = 4;
-/// How many incidents create their rooms and send their invites at once
-/// ([`Ctx::provisioning`]); the others wait their turn, in the order they were declared
-/// ([`super::turns`]), and each settles and posts its briefings after its turn. Synapse
-/// makes each room's membership changes one at a time, so its throughput grows with the
-/// rooms in flight: at fifty declares at once (`cordon-bench load`, postgres-workers),
-/// turns of 4 held to the summary took 2.3 times as long (p95) as a raw client with
-/// every room in flight, turns of 8 held to the summary 1.9 times.
+/// How many incidents are provisioned at once ([`Ctx::provisioning`]); the others wait
+/// their turn, in the order they were declared ([`super::turns`]). Synapse makes each
+/// room's membership changes one at a time, so its throughput grows with the rooms in
+/// flight: at fifty declares at once (`cordon-bench load`, postgres-workers), turns of 4
+/// took 2.3 times as long (p95) as a raw client with every room in flight, turns of 8
+/// 1.9 times. A turn lasts to the summary: released after the invites, so that the next
+/// declares' invites overlapped the briefings, dozens of declares posted their first
+/// encrypted messages at once, and their briefings stalled for minutes.
 pub(crate) const PROVISION_TURNS: usize = 8;
 /// Attempts at the whole pipeline, failed while the homeserver answers, before the
 /// incident is marked failed.
@@ -241,7 +242,7 @@ async fn attempt_once(ctx: &Arc<Ctx>, id: &IncidentId) -> Result<(), AppError> {
 
     // Its turn, in the order of the declares (its place was taken above, before any
     // wait).
-    let turn = match entry {
+    let _turn = match entry {
         Entry::Now(turn) => turn,
         Entry::Queued(waiting) => {
             let phase = format!(
@@ -480,9 +481,6 @@ async fn attempt_once(ctx: &Arc<Ctx>, id: &IncidentId) -> Result<(), AppError> {
         "invites sent; posting briefings",
         "invites",
     ));
-    // The turn covers the rooms and the invites, the homeserver's heavy part; the next
-    // declare starts them while this one settles and posts its briefings.
-    drop(turn);
 
     // Settle the invitees' device lists before the first encrypted message (see
     // `Ctx::settle_sync`): otherwise matrix-sdk may wait five seconds per room for key
