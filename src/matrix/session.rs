@@ -331,8 +331,9 @@ pub(crate) async fn build_client(
         .respect_login_well_known(false)
         .request_config(RequestConfig::default().timeout(REQUEST_TIMEOUT))
         // A 500 KiB page cache per connection (matrix-sdk's low-memory figure) instead
-        // of 2 MiB: each of its databases has up to four connections per core, and
-        // their caches filled under load. The pool keeps its default size.
+        // of 2 MiB: each of its four databases has up to four connections per core,
+        // each with a cache of its own (64 MiB at most on two cores with the default).
+        // The pool keeps its default size.
         .sqlite_store_with_config_and_cache_path(
             SqliteStoreConfig::new(sdk_store)
                 .cache_size(SQLITE_CACHE_BYTES)
