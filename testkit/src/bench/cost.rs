@@ -17,7 +17,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 
 use super::BenchError;
-use super::load::{self, Crew, RawBaseline, other, percentile};
+use super::load::{self, Crew, RawBaseline, other, percentile, ratio};
 use cordon::dev::Synapse;
 use cordon::domain::incident::IncidentId;
 
@@ -64,7 +64,6 @@ impl CostReport {
     /// The table, in Markdown.
     pub fn render(&self) -> String {
         let s = |d: Duration| format!("{:.1} s", d.as_secs_f64());
-        let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-3);
         let mut out = format!(
             "homeserver: {}\n\n| holders | incidents at once | invites each | cordon p50 | cordon p95 | baseline p50 | baseline p95 | cordon/baseline p50 | p95 |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
             self.form

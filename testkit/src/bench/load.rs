@@ -135,6 +135,11 @@ pub struct LoadReport {
     pub problems: Vec<String>,
 }
 
+/// `a` / `b`, cordon's time over its baseline's (a zero baseline counts as 1 ms).
+pub fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64().max(1e-3)
+}
+
 /// The `p`-th percentile (nearest rank) of `v`.
 pub fn percentile(v: &[Duration], p: f64) -> Duration {
     let mut v = v.to_vec();
@@ -150,7 +155,6 @@ impl LoadReport {
     /// The report as lines of text, with each ratio against its baseline.
     pub fn render(&self, options: &LoadOptions) -> String {
         let s = |d: Duration| format!("{:.2} s", d.as_secs_f64());
-        let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-3);
         let bd = percentile(&self.baseline_declare, 50.0);
         let bs = percentile(&self.baseline_standdown, 50.0);
         let mut out = String::new();
@@ -250,7 +254,6 @@ impl LoadReport {
     /// The ratios cordon/baseline that have a target: declare p50, declare p95, whole
     /// stand-down.
     pub fn ratios(&self) -> [f64; 3] {
-        let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-3);
         [
             ratio(
                 percentile(&self.declare, 50.0),
