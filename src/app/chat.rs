@@ -16,6 +16,7 @@ use tracing::{error, warn};
 use super::ctx::{AppError, Ctx};
 use crate::domain::command::{Command, Rejection};
 use crate::domain::incident::IncidentId;
+use crate::matrix::MatrixError;
 use crate::matrix::rooms::{self, notice};
 use crate::store::Effect;
 use crate::trust::sender::SenderDevice;
@@ -180,6 +181,7 @@ pub async fn send_once(
         return Ok(event);
     }
     crate::failpoint::hit("send.before").await;
+    refuse_clear_text(ctx, room).await?;
     ctx.before_send(room).await;
     // Every message about an exercise says so first, whichever workflow sent it.
     let content = match incident {
@@ -192,6 +194,33 @@ pub async fn send_once(
     ctx.store
         .outbox_complete(key, Some(json!({ "event_id": event_id })), ctx.now())?;
     Ok(event_id)
+}
+
+/// Nothing goes into an incident room in the clear. matrix-sdk encrypts a message only
+/// in a room it knows to be encrypted; a room whose `m.room.encryption` the client has
+/// not yet seen (one an earlier, interrupted request was still creating when cordon
+/// found it) would get the message unencrypted. The send fails instead and is retried
+/// with its job, once the room's state has arrived.
+async fn refuse_clear_text(ctx: &Ctx, room: &Room) -> Result<(), AppError> {
+    if ctx
+        .store
+        .room_by_matrix_id(room.room_id().as_str())?
+        .is_none()
+    {
+        return Ok(());
+    }
+    let state = room
+        .latest_encryption_state()
+        .await
+        .map_err(MatrixError::from)?;
+    if state.is_encrypted() {
+        return Ok(());
+    }
+    Err(MatrixError::Client(format!(
+        "incident room {} is not known to be encrypted yet; nothing is sent in the clear",
+        room.room_id()
+    ))
+    .into())
 }
 
 /// Refuses a command: audits the refusal, then answers it. The command has already been

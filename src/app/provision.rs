@@ -25,10 +25,11 @@ use futures_util::stream;
 use matrix_sdk::Room;
 use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId};
 use serde_json::json;
-use tracing::{error, info, instrument, warn};
+use tracing::{debug, error, info, instrument, warn};
 
 use super::chat::send_once;
 use super::ctx::{ACTOR, AppError, Ctx, declared_playbook};
+use super::guard;
 use super::turns::Entry;
 use crate::domain::admission::{self, Admission, Seat};
 use crate::domain::incident::plan::{self, IncidentFacts, RoomPlan};
@@ -578,6 +579,7 @@ async fn ensure_room(ctx: &Ctx, id: &IncidentId, p: &RoomPlan) -> Result<Room, A
     let planned_alias = record.and_then(|r| r.create_alias);
     if let Some(room) = rooms::find_tagged_room(&ctx.client, id.as_str(), &p.key).await {
         info!(room = %room.room_id(), key = %p.key, "found the room created before a restart");
+        await_creation(ctx, id, p, room.room_id(), planned_alias.as_deref()).await?;
         record_room(
             ctx,
             id,
@@ -612,6 +614,7 @@ async fn ensure_room(ctx: &Ctx, id: &IncidentId, p: &RoomPlan) -> Result<Room, A
         rooms::Created::New(room) => room.room_id().to_owned(),
         rooms::Created::Before(room_id) => {
             info!(room = %room_id, key = %p.key, "found the room an earlier request created");
+            await_creation(ctx, id, p, room_id, Some(&alias)).await?;
             room_id.clone()
         }
     };
@@ -631,6 +634,97 @@ async fn ensure_room(ctx: &Ctx, id: &IncidentId, p: &RoomPlan) -> Result<Room, A
             })
         }
     }
+}
+
+/// How long a room an earlier request created may take to get its initial state before
+/// cordon completes it itself.
+const CREATION_SETTLES: Duration = Duration::from_secs(60);
+
+/// Waits until a room an earlier request created (one cut short by a crash or a
+/// timeout, found by its alias or its tags) has every state event cordon asked for.
+///
+/// Synapse takes a room's alias, and writes its create event and cordon's join, before
+/// it writes the rest of the room's initial state; the request that asked for it may
+/// still be running when cordon, restarted, finds the room. Recorded then, the room
+/// would be judged by the guard half made, its power levels, encryption and join rules
+/// "missing", and raised as a server compromise. Until the room is complete it is not
+/// recorded (so the guard does not look at it) and nothing is sent in it.
+///
+/// A creation the homeserver never finished (it stopped in the middle) is completed by
+/// cordon after [`CREATION_SETTLES`]: the missing state events, as cordon set them,
+/// audited. State that is present but not as cordon set it is the guard's to judge
+/// once the room is recorded.
+async fn await_creation(
+    ctx: &Ctx,
+    id: &IncidentId,
+    p: &RoomPlan,
+    room_id: &matrix_sdk::ruma::RoomId,
+    alias: Option<&str>,
+) -> Result<(), AppError> {
+    let desired = p.desired_state();
+    let deadline = Instant::now() + CREATION_SETTLES;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let missing: Vec<guard::state::Drift> = match guard::fetch(ctx, room_id).await {
+            Ok(snapshot) => guard::state::drift(&desired, alias, &snapshot)
+                .into_iter()
+                .filter(|d| d.own && d.seen.is_none())
+                .collect(),
+            Err(e) if Instant::now() < deadline => {
+                debug!(room = %room_id, error = %e, "the room an earlier request created cannot be read yet");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return complete_creation(ctx, id, p, room_id, &missing).await;
+        }
+        debug!(room = %room_id, missing = missing.len(), "the room an earlier request created is still being created");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Sends the state events a creation cut short on the homeserver never wrote, as cordon
+/// set them, and audits it.
+async fn complete_creation(
+    ctx: &Ctx,
+    id: &IncidentId,
+    p: &RoomPlan,
+    room_id: &matrix_sdk::ruma::RoomId,
+    missing: &[guard::state::Drift],
+) -> Result<(), AppError> {
+    use matrix_sdk::ruma::api::client::state::send_state_event;
+    for d in missing {
+        let body = matrix_sdk::ruma::serde::Raw::new(&d.restore)
+            .map_err(|e| MatrixError::Client(format!("{}: {e}", d.event_type)))?
+            .cast_unchecked();
+        let request = send_state_event::v3::Request::new_raw(
+            room_id.to_owned(),
+            d.event_type.as_str().into(),
+            d.state_key.clone(),
+            body,
+        );
+        ctx.client
+            .send(request)
+            .await
+            .map_err(|e| MatrixError::Http(e.to_string()))?;
+    }
+    let types: Vec<&str> = missing.iter().map(|d| d.event_type.as_str()).collect();
+    warn!(room = %room_id, key = %p.key, missing = ?types, "completed a room whose creation the homeserver cut short");
+    ctx.store.audit(
+        ACTOR,
+        "room.creation-completed",
+        Some(id),
+        json!({ "key": p.key, "room": room_id, "state_sent": types }),
+        ctx.now(),
+    )?;
+    Ok(())
 }
 
 /// The alias has done its work once the room is recorded; one left behind (this failed,

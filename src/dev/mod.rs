@@ -64,7 +64,7 @@ pub mod user;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use synapse::{Form, Options as SynapseOptions, Prevention, Registration, Synapse};
+pub use synapse::{Form, Options as SynapseOptions, Prevention, Registration, Synapse, TestModule};
 pub use user::{ReceivedInvite, ReceivedMessage, TestUser};
 
 /// Everything that can go wrong while installing, running or talking to the test

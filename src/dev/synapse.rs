@@ -97,6 +97,8 @@ pub struct Synapse {
     prevention: Option<Prevention>,
     /// `default_room_version` in its config, when not Synapse's own default.
     default_room_version: Option<String>,
+    /// Modules of the test's own ([`Options::test_modules`]).
+    test_modules: Vec<TestModule>,
     /// Its workers, in the postgres-workers form.
     workers: Option<Workers>,
     /// The watchdog shell, leader of the process group that holds Synapse.
@@ -208,6 +210,31 @@ pub struct Options {
     pub default_room_version: Option<String>,
     /// Its form; `None` for the one `CORDON_SYNAPSE` names ([`Form::from_env`]).
     pub form: Option<Form>,
+    /// Modules of a test's own, loaded after the prevention module.
+    pub test_modules: Vec<TestModule>,
+}
+
+/// A Synapse module a test brings (a fault it puts into the homeserver): one Python
+/// file, written beside the prevention module on Synapse's `PYTHONPATH`, and loaded as
+/// `{file stem}.{class}` with `config`.
+#[derive(Debug, Clone)]
+pub struct TestModule {
+    /// The file's name (`slow_creation.py`); its stem is the module's name.
+    pub file_name: String,
+    /// The file's text.
+    pub source: String,
+    /// The module's class.
+    pub class: String,
+    /// Its `config`.
+    pub config: serde_json::Value,
+}
+
+impl TestModule {
+    /// Its `modules` entry in `homeserver.yaml`.
+    fn entry(&self) -> serde_json::Value {
+        let stem = self.file_name.trim_end_matches(".py");
+        json!({ "module": format!("{stem}.{}", self.class), "config": self.config })
+    }
 }
 
 impl Options {
@@ -248,6 +275,7 @@ impl Synapse {
             prevention,
             default_room_version,
             form,
+            test_modules,
         } = options;
         let form = match form {
             Some(form) => form,
@@ -284,6 +312,7 @@ impl Synapse {
             shared_secret: random_secret(),
             prevention,
             default_room_version,
+            test_modules,
             workers,
             process: std::sync::Mutex::new(None),
         };
@@ -557,10 +586,18 @@ impl Synapse {
         self.restart().await
     }
 
-    /// The `modules` entry for the prevention module, when this homeserver runs it.
+    /// The `modules` entry: the prevention module, when this homeserver runs it, then
+    /// the test's own.
     fn module_config(&self) -> Option<serde_json::Value> {
+        let mut modules: Vec<serde_json::Value> = self.prevention_entry().into_iter().collect();
+        modules.extend(self.test_modules.iter().map(TestModule::entry));
+        (!modules.is_empty()).then(|| json!(modules))
+    }
+
+    /// The prevention module's `modules` entry, when this homeserver runs it.
+    fn prevention_entry(&self) -> Option<serde_json::Value> {
         let p = self.prevention.as_ref()?;
-        Some(json!([{
+        Some(json!({
             "module": "cordon_synapse.CordonGate",
             "config": {
                 "endpoint": format!(
@@ -571,7 +608,7 @@ impl Synapse {
                 "timeout_ms": 5000,
                 "fail_open": p.fail_open,
             }
-        }]))
+        }))
     }
 
     /// Stops Synapse (SIGTERM, then SIGKILL after 20 s). Keeps the data directory, so
@@ -699,6 +736,13 @@ impl Synapse {
                 .map_err(|e| HarnessError::io("creating the module's directory", e))?;
             for (name, text) in MODULE_FILES {
                 write(&package.join(name), text)?;
+            }
+        }
+        if !self.test_modules.is_empty() {
+            std::fs::create_dir_all(self.modules_dir())
+                .map_err(|e| HarnessError::io("creating the modules' directory", e))?;
+            for m in &self.test_modules {
+                write(&self.modules_dir().join(&m.file_name), &m.source)?;
             }
         }
         Ok(())

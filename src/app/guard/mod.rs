@@ -300,7 +300,7 @@ async fn schedule(ctx: &Arc<Ctx>, incident: IncidentId) {
 }
 
 /// Reads the room's whole current state from the homeserver (one request).
-async fn fetch(ctx: &Ctx, room_id: &RoomId) -> Result<state::Snapshot, MatrixError> {
+pub(crate) async fn fetch(ctx: &Ctx, room_id: &RoomId) -> Result<state::Snapshot, MatrixError> {
     Ok(state::snapshot(&fetch_events(ctx, room_id).await?))
 }
 

@@ -407,25 +407,101 @@ async fn sigkill_at_each_point_resumes_without_duplicates(points: &[&str]) {
         bot.wait_for_log("cordon is ready", WAIT).await.unwrap();
         assert_declared_once(&w, &name, point).await;
     }
-    // A room's own creation alias, left by a kill before its removal, never looked like
-    // forged state to the guard (each restart's first pass has long run by now). Only
-    // that: an alert of every state event "missing" also appears now and then when
-    // these tests run side by side (an open bug, docs/reliability.md).
+    // Nothing cordon did itself, cut short by a kill, ever looked like forged state to
+    // the guard (each restart's first pass has long run by now): a room's own creation
+    // alias left by a kill before its removal, or a room still being created.
+    assert_no_compromise_alert(&w);
+    w.stop_bot();
+    assert_all_active(&w, points.len());
+}
+
+/// No "possible server compromise" alert in the control room, as the commander reads it.
+fn assert_no_compromise_alert(w: &World) {
     let bot_id = w.bot_id();
     let alarms: Vec<String> = w
         .commander
         .messages(w.control())
         .into_iter()
-        .filter(|m| {
-            m.sender == bot_id
-                && m.body.contains("COMPROMISE")
-                && m.body.contains("m.room.canonical_alias")
-        })
+        .filter(|m| m.sender == bot_id && m.body.contains("COMPROMISE"))
         .map(|m| m.body)
         .collect();
-    assert!(alarms.is_empty(), "{alarms:?}\nbot log:\n{}", w.log());
+    let log = std::fs::read_to_string(&w.setup.log).unwrap_or_default();
+    assert!(alarms.is_empty(), "{alarms:?}\nbot log, every run:\n{log}");
+}
+
+/// cordon killed while the homeserver is still creating its rooms, and restarted: it
+/// finds a room by its creation alias (or its tags) while Synapse has written only the
+/// create event and cordon's join, without power levels, encryption or join rules. The
+/// room is recorded, and used, only once it is whole: before, the guard took each of
+/// its missing state events for a forgery and raised a "possible server compromise"
+/// (first seen when the crash drills ran side by side), and provisioning invited
+/// holders into a room not yet encrypted. A module of the test's own holds each new
+/// room's power levels for 15 s, so the window is there every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_still_being_created_at_a_restart_is_taken_whole_and_raises_nothing() {
+    let markers = tempfile::tempdir().unwrap();
+    let hs = cordon::dev::Synapse::own_with(cordon::dev::SynapseOptions {
+        test_modules: vec![cordon::dev::TestModule {
+            file_name: "slow_creation.py".into(),
+            source: include_str!("../../slow_creation.py").into(),
+            class: "SlowCreation".into(),
+            config: serde_json::json!({
+                "sender_suffix": "-cordon:localhost",
+                "delay_seconds": 15,
+                "marker_dir": markers.path(),
+            }),
+        }],
+        ..cordon::dev::SynapseOptions::default()
+    })
+    .await
+    .unwrap();
+    let mut w = World::builder().on(hs).nurses(2, 0).build().await;
+    let name = "Slow rooms";
+    w.say(&format!("!cordon declare {} \"{name}\"", w.playbook_id))
+        .await;
+    // A room half made on the homeserver: kill cordon while its createRoom runs.
+    let held = tokio::time::timeout(WAIT, async {
+        loop {
+            if std::fs::read_dir(markers.path()).unwrap().next().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(held.is_ok(), "no room creation was held:\n{}", w.log());
+    w.crash_restart(&[]);
+    w.wait_ready().await;
+    let incident = assert_declared_once(&w, name, "a room still being created").await;
+    // The guard has looked at the rooms since they were recorded (the invites alone
+    // make it look), and found them as cordon made them.
+    let bot = w.bot.as_mut().unwrap();
+    bot.wait_for_log("incident's rooms looked at", WAIT)
+        .await
+        .unwrap();
+    assert!(
+        !bot.log_text().contains("possible server compromise"),
+        "{}",
+        bot.log_text()
+    );
+    assert_no_compromise_alert(&w);
+    // Nothing was posted before the room was encrypted.
+    let rooms = w.created_rooms(&incident).await;
+    let bot_id = w.bot_id();
+    let clear: Vec<String> = w.nurses[0]
+        .messages(&rooms["command"][0])
+        .into_iter()
+        .filter(|m| m.sender == bot_id && m.encryption_info.is_none())
+        .map(|m| m.body)
+        .collect();
+    assert!(clear.is_empty(), "cordon posted in the clear: {clear:?}");
+    let log = std::fs::read_to_string(&w.setup.log).unwrap();
+    assert!(
+        log.contains("is still being created"),
+        "the restarted bot never met a room half made (the test lost its point):\n{log}"
+    );
     w.stop_bot();
-    assert_all_active(&w, points.len());
+    assert_all_active(&w, 1);
 }
 
 /// SIGKILL while the rooms are created and before the invites go out.
