@@ -219,7 +219,7 @@ pub struct Options {
 /// `{file stem}.{class}` with `config`.
 #[derive(Debug, Clone)]
 pub struct TestModule {
-    /// The file's name (`slow_creation.py`); its stem is the module's name.
+    /// The file's name (`creation_fault.py`); its stem is the module's name.
     pub file_name: String,
     /// The file's text.
     pub source: String,

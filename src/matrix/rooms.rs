@@ -84,9 +84,22 @@ pub async fn create_planned_room(
             debug!(room = %room_id, "created before, found by its alias");
             Ok(Created::Before(room_id))
         }
-        // The server's `alias_creation_rules` refuse cordon an alias: create the room
-        // without one (a creation cut short is then found only by its tags).
+        // Refused after the homeserver took the alias (a module refused one of the
+        // room's events): the room it left, half made, is the one; the caller waits
+        // for or completes its state. Refused before: the server's
+        // `alias_creation_rules` refuse cordon an alias, so create the room without one
+        // (a creation cut short is then found only by its tags).
         Err(e) if e.client_api_error_kind() == Some(&ErrorKind::Forbidden) => {
+            let full = full_alias(client, alias)?;
+            match client.resolve_room_alias(&full).await {
+                Ok(_) => {
+                    let room_id = own_room_by_alias(client, alias, plan).await?;
+                    warn!(room = %room_id, error = %e, "the homeserver refused the room's creation half way");
+                    return Ok(Created::Before(room_id));
+                }
+                Err(lookup) if lookup.client_api_error_kind() == Some(&ErrorKind::NotFound) => {}
+                Err(lookup) => return Err(matrix_sdk::Error::from(lookup).into()),
+            }
             warn!(
                 error = %e,
                 "the homeserver refuses cordon a room alias; creating the room without one"

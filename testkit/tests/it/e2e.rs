@@ -429,24 +429,19 @@ fn assert_no_compromise_alert(w: &World) {
     assert!(alarms.is_empty(), "{alarms:?}\nbot log, every run:\n{log}");
 }
 
-/// cordon killed while the homeserver is still creating its rooms, and restarted: it
-/// finds a room by its creation alias (or its tags) while Synapse has written only the
-/// create event and cordon's join, without power levels, encryption or join rules. The
-/// room is recorded, and used, only once it is whole: before, the guard took each of
-/// its missing state events for a forgery and raised a "possible server compromise"
-/// (first seen when the crash drills ran side by side), and provisioning invited
-/// holders into a room not yet encrypted. A module of the test's own holds each new
-/// room's power levels for 15 s, so the window is there every time.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_room_still_being_created_at_a_restart_is_taken_whole_and_raises_nothing() {
+/// A world on a homeserver of its own whose `testkit/creation_fault.py` does `action`
+/// (`hold` or `refuse`) to the first power-levels event of each room cordon creates,
+/// and the directory where it marks each room it acted on.
+async fn world_with_creation_fault(action: &str) -> (World, tempfile::TempDir) {
     let markers = tempfile::tempdir().unwrap();
     let hs = cordon::dev::Synapse::own_with(cordon::dev::SynapseOptions {
         test_modules: vec![cordon::dev::TestModule {
-            file_name: "slow_creation.py".into(),
-            source: include_str!("../../slow_creation.py").into(),
-            class: "SlowCreation".into(),
+            file_name: "creation_fault.py".into(),
+            source: include_str!("../../creation_fault.py").into(),
+            class: "CreationFault".into(),
             config: serde_json::json!({
                 "sender_suffix": "-cordon:localhost",
+                "action": action,
                 "delay_seconds": 15,
                 "marker_dir": markers.path(),
             }),
@@ -455,26 +450,13 @@ async fn a_room_still_being_created_at_a_restart_is_taken_whole_and_raises_nothi
     })
     .await
     .unwrap();
-    let mut w = World::builder().on(hs).nurses(2, 0).build().await;
-    let name = "Slow rooms";
-    w.say(&format!("!cordon declare {} \"{name}\"", w.playbook_id))
-        .await;
-    // A room half made on the homeserver: kill cordon while its createRoom runs.
-    let held = tokio::time::timeout(WAIT, async {
-        loop {
-            if std::fs::read_dir(markers.path()).unwrap().next().is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    assert!(held.is_ok(), "no room creation was held:\n{}", w.log());
-    w.crash_restart(&[]);
-    w.wait_ready().await;
-    let incident = assert_declared_once(&w, name, "a room still being created").await;
-    // The guard has looked at the rooms since they were recorded (the invites alone
-    // make it look), and found them as cordon made them.
+    (World::builder().on(hs).nurses(2, 0).build().await, markers)
+}
+
+/// After `w`'s declare of `name` (incident `incident`): the guard has looked at the
+/// rooms since they were recorded (the invites alone make it look) and raised nothing,
+/// and nothing cordon posted in the command room was in the clear.
+async fn assert_taken_whole(w: &mut World, incident: &str) {
     let bot = w.bot.as_mut().unwrap();
     bot.wait_for_log("incident's rooms looked at", WAIT)
         .await
@@ -484,9 +466,8 @@ async fn a_room_still_being_created_at_a_restart_is_taken_whole_and_raises_nothi
         "{}",
         bot.log_text()
     );
-    assert_no_compromise_alert(&w);
-    // Nothing was posted before the room was encrypted.
-    let rooms = w.created_rooms(&incident).await;
+    assert_no_compromise_alert(w);
+    let rooms = w.created_rooms(incident).await;
     let bot_id = w.bot_id();
     let clear: Vec<String> = w.nurses[0]
         .messages(&rooms["command"][0])
@@ -495,6 +476,34 @@ async fn a_room_still_being_created_at_a_restart_is_taken_whole_and_raises_nothi
         .map(|m| m.body)
         .collect();
     assert!(clear.is_empty(), "cordon posted in the clear: {clear:?}");
+}
+
+/// cordon killed while the homeserver is still creating its rooms, and restarted: it
+/// finds a room by its creation alias (or its tags) while Synapse has written only the
+/// create event and cordon's join, without power levels, encryption or join rules. The
+/// room is recorded, and used, only once it is whole: before, the guard took each of
+/// its missing state events for a forgery and raised a "possible server compromise"
+/// (first seen when the crash drills ran side by side), and the briefing and role
+/// instructions went into the room unencrypted. The homeserver holds each new room's
+/// power levels for 15 s, so the window is there every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_still_being_created_at_a_restart_is_taken_whole_and_raises_nothing() {
+    let (mut w, markers) = world_with_creation_fault("hold").await;
+    let name = "Slow rooms";
+    w.say(&format!("!cordon declare {} \"{name}\"", w.playbook_id))
+        .await;
+    // A room half made on the homeserver: kill cordon while its createRoom runs.
+    let held = tokio::time::timeout(WAIT, async {
+        while std::fs::read_dir(markers.path()).unwrap().next().is_none() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(held.is_ok(), "no room creation was held:\n{}", w.log());
+    w.crash_restart(&[]);
+    w.wait_ready().await;
+    let incident = assert_declared_once(&w, name, "a room still being created").await;
+    assert_taken_whole(&mut w, &incident).await;
     let log = std::fs::read_to_string(&w.setup.log).unwrap();
     assert!(
         log.contains("is still being created"),
@@ -502,6 +511,36 @@ async fn a_room_still_being_created_at_a_restart_is_taken_whole_and_raises_nothi
     );
     w.stop_bot();
     assert_all_active(&w, 1);
+}
+
+/// The homeserver fails cordon's createRoom half way (as one stopped in the middle
+/// would): the room exists under its creation alias with only its create event and
+/// cordon's join. cordon's next attempt finds it by the alias, waits for the rest of
+/// its state, and when none comes sends it itself (audited `room.creation-completed`),
+/// then provisions as usual: encrypted, no alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_the_homeserver_left_half_made_is_completed_by_cordon() {
+    let (mut w, markers) = world_with_creation_fault("refuse").await;
+    let name = "Half made";
+    w.say(&format!("!cordon declare {} \"{name}\"", w.playbook_id))
+        .await;
+    let incident = assert_declared_once(&w, name, "a room left half made").await;
+    assert_eq!(
+        std::fs::read_dir(markers.path()).unwrap().count(),
+        2,
+        "each room's creation was cut short"
+    );
+    assert_taken_whole(&mut w, &incident).await;
+    w.stop_bot();
+    assert_all_active(&w, 1);
+    let store = cordon::store::Store::open_existing(&w.store_dir()).unwrap();
+    let completed: Vec<_> = store
+        .audit_entries(.., None)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "room.creation-completed")
+        .collect();
+    assert_eq!(completed.len(), 2, "{completed:?}");
 }
 
 /// SIGKILL while the rooms are created and before the invites go out.
