@@ -99,6 +99,8 @@ pub struct Synapse {
     default_room_version: Option<String>,
     /// Modules of the test's own ([`Options::test_modules`]).
     test_modules: Vec<TestModule>,
+    /// Settings of the test's own ([`Options::settings`]).
+    settings: serde_json::Map<String, serde_json::Value>,
     /// Its workers, in the postgres-workers form.
     workers: Option<Workers>,
     /// The watchdog shell, leader of the process group that holds Synapse.
@@ -212,6 +214,9 @@ pub struct Options {
     pub form: Option<Form>,
     /// Modules of a test's own, loaded after the prevention module.
     pub test_modules: Vec<TestModule>,
+    /// Top-level `homeserver.yaml` settings of the test's own, set last (for example
+    /// `alias_creation_rules`).
+    pub settings: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A Synapse module a test brings (a fault it puts into the homeserver): one Python
@@ -276,6 +281,7 @@ impl Synapse {
             default_room_version,
             form,
             test_modules,
+            settings,
         } = options;
         let form = match form {
             Some(form) => form,
@@ -313,6 +319,7 @@ impl Synapse {
             prevention,
             default_room_version,
             test_modules,
+            settings,
             workers,
             process: std::sync::Mutex::new(None),
         };
@@ -814,6 +821,9 @@ impl Synapse {
         }
         if let Some(modules) = self.module_config() {
             config["modules"] = modules;
+        }
+        for (key, value) in &self.settings {
+            config[key] = value.clone();
         }
         write(&self.config_path(), &config.to_string())
     }

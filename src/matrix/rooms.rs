@@ -89,7 +89,12 @@ pub async fn create_planned_room(
         // for or completes its state. Refused before: the server's
         // `alias_creation_rules` refuse cordon an alias, so create the room without one
         // (a creation cut short is then found only by its tags).
-        Err(e) if e.client_api_error_kind() == Some(&ErrorKind::Forbidden) => {
+        // Any 403: Synapse refuses an alias with `M_UNKNOWN`, and a module an event with
+        // `M_FORBIDDEN`.
+        Err(e)
+            if e.as_client_api_error()
+                .is_some_and(|c| c.status_code.as_u16() == 403) =>
+        {
             let full = full_alias(client, alias)?;
             match client.resolve_room_alias(&full).await {
                 Ok(_) => {

@@ -513,6 +513,38 @@ async fn a_room_still_being_created_at_a_restart_is_taken_whole_and_raises_nothi
     assert_all_active(&w, 1);
 }
 
+/// A homeserver whose `alias_creation_rules` refuse cordon its rooms' creation aliases
+/// (`cordon doctor` warns of it): the refusal is told apart from a creation refused
+/// half way (no room under the alias), and each room is created once without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_homeserver_that_refuses_creation_aliases_still_gets_each_room_once() {
+    let mut settings = serde_json::Map::new();
+    settings.insert(
+        "alias_creation_rules".into(),
+        serde_json::json!([{ "user_id": "*", "alias": "*", "room_id": "*", "action": "deny" }]),
+    );
+    let hs = cordon::dev::Synapse::own_with(cordon::dev::SynapseOptions {
+        settings,
+        ..cordon::dev::SynapseOptions::default()
+    })
+    .await
+    .unwrap();
+    let mut w = World::builder().on(hs).nurses(2, 0).build().await;
+    let name = "No aliases";
+    w.say(&format!("!cordon declare {} \"{name}\"", w.playbook_id))
+        .await;
+    let incident = assert_declared_once(&w, name, "aliases refused").await;
+    assert!(
+        w.log()
+            .contains("the homeserver refuses cordon a room alias"),
+        "the rooms were not created without an alias:\n{}",
+        w.log()
+    );
+    assert_taken_whole(&mut w, &incident).await;
+    w.stop_bot();
+    assert_all_active(&w, 1);
+}
+
 /// The homeserver fails cordon's createRoom half way (as one stopped in the middle
 /// would): the room exists under its creation alias with only its create event and
 /// cordon's join. cordon's next attempt finds it by the alias, waits for the rest of
