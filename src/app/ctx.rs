@@ -135,7 +135,7 @@ pub struct Ctx {
     /// rather than each sending its own burst, which would queue at the homeserver
     /// past the client's request timeout.
     pub(crate) fan_out: tokio::sync::Semaphore,
-    /// Turns at provisioning ([`crate::app::provision::PROVISION_TURNS`] at once), in
+    /// Turns at provisioning (`provisioning.at_once` in the config, 8 by default), in
     /// the order of the declares (time, then id): declares made together are
     /// provisioned first declared, first served, instead of all sharing the homeserver
     /// and finishing together at the end.

@@ -200,6 +200,7 @@ async fn serve(
     };
 
     let config_prevention = config.prevention.is_some();
+    let provisioning_at_once = config.provisioning_at_once;
     let clock = crate::clock::from_env();
     let started_at = clock.now();
     let ctx = Arc::new(Ctx {
@@ -219,7 +220,7 @@ async fn serve(
         scheduler: std::sync::OnceLock::new(),
         last_sync: Mutex::new(None),
         fan_out: tokio::sync::Semaphore::new(provision::INVITE_CONCURRENCY),
-        provisioning: turns::Turns::new(provision::PROVISION_TURNS),
+        provisioning: turns::Turns::new(provisioning_at_once),
         identities_fetched: Mutex::new(std::collections::HashMap::new()),
         control_seen: Mutex::new(BTreeSet::new()),
         flood: Mutex::new(crate::domain::command::flood::Flood::default()),

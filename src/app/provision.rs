@@ -52,15 +52,6 @@ pub(crate) const INVITE_CONCURRENCY: usize = 64;
 /// room waited past the client's 30 s timeout, failing the step, while the bot-wide
 /// slots they held kept other rooms idle.
 pub(crate) const INVITES_PER_ROOM: usize = 4;
-/// How many incidents are provisioned at once ([`Ctx::provisioning`]); the others wait
-/// their turn, in the order they were declared ([`super::turns`]). Synapse makes each
-/// room's membership changes one at a time, so its throughput grows with the rooms in
-/// flight: at fifty declares at once (`cordon-bench load`, postgres-workers), turns of 4
-/// took 2.3 times as long (p95) as a raw client with every room in flight, turns of 8
-/// 1.9 times. A turn lasts to the summary: released after the invites, so that the next
-/// declares' invites overlapped the briefings, dozens of declares posted their first
-/// encrypted messages at once, and their briefings stalled for minutes.
-pub(crate) const PROVISION_TURNS: usize = 8;
 /// Attempts at the whole pipeline, failed while the homeserver answers, before the
 /// incident is marked failed.
 const ATTEMPTS: u32 = 5;
@@ -247,9 +238,9 @@ async fn attempt_once(ctx: &Arc<Ctx>, id: &IncidentId) -> Result<(), AppError> {
         Entry::Now(turn) => turn,
         Entry::Queued(waiting) => {
             let phase = format!(
-                "waiting for its turn ({} queued before it; {PROVISION_TURNS} are \
-                 provisioned at a time, in the order declared)",
-                waiting.ahead
+                "waiting for its turn ({} queued before it; {} are provisioned at a time, \
+                 in the order declared)",
+                waiting.ahead, ctx.config.provisioning_at_once
             );
             let _ = edits.send(edit(&progress, &phase, "queued"));
             waiting.turn().await

@@ -235,6 +235,32 @@ fn the_grace_after_downtime_defaults_to_ten_minutes_and_may_be_zero() {
 }
 
 #[test]
+fn provisioning_at_once_defaults_to_eight_and_is_bounded() {
+    assert_eq!(load(GOOD).unwrap().provisioning_at_once, 8);
+    let one = load(&format!("{GOOD}provisioning: {{ at_once: 1 }}\n")).unwrap();
+    assert_eq!(one.provisioning_at_once, 1);
+    for bad in ["0", "65"] {
+        let errs = errors(&format!("{GOOD}provisioning: {{ at_once: {bad} }}\n"));
+        assert!(
+            errs.iter().any(|e| e.contains(
+                ":11:26: error: provisioning.at_once must be between 1 and 64"
+            )),
+            "{bad}: {errs:#?}"
+        );
+    }
+    let errs = errors(&format!("{GOOD}provisioning: {{ at_once: many }}\n"));
+    assert!(
+        errs.iter().any(|e| e.contains(":11:")),
+        "a word is refused where it stands: {errs:#?}"
+    );
+    let errs = errors(&format!("{GOOD}provisioning: {{ at_one: 4 }}\n"));
+    assert!(
+        errs.iter().any(|e| e.contains("at_one")),
+        "a misspelt key is named: {errs:#?}"
+    );
+}
+
+#[test]
 fn prevention_listens_on_loopback_only_and_finds_the_status_on_the_homeserver() {
     let ok = load(&format!(
         "{GOOD}prevention: {{ listen: \"127.0.0.1:9479\", secret: {{ file: prevention.secret }} }}\n"

@@ -513,6 +513,71 @@ async fn a_room_still_being_created_at_a_restart_is_taken_whole_and_raises_nothi
     assert_all_active(&w, 1);
 }
 
+/// With `provisioning.at_once: 1`, three declares sent together are provisioned one
+/// after the other in the order they were sent: each takes its turn only once the one
+/// before it is active, the later ones say they are waiting, and the summaries come in
+/// that order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declares_beyond_the_turns_wait_and_are_served_in_the_order_declared() {
+    let mut w = World::builder()
+        .nurses(1, 0)
+        .config("provisioning: { at_once: 1 }\n")
+        .build()
+        .await;
+    let names = ["Turn A", "Turn B", "Turn C"];
+    for name in names {
+        w.say(&format!("!cordon declare {} \"{name}\"", w.playbook_id))
+            .await;
+    }
+    for name in names {
+        w.bot_says(&format!("DECLARED: {name}")).await;
+    }
+    let bot_id = w.bot_id();
+    let said: Vec<String> = w
+        .commander
+        .messages(w.control())
+        .into_iter()
+        .filter(|m| m.sender == bot_id)
+        .map(|m| m.body)
+        .collect();
+    let at = |name: &str| {
+        said.iter()
+            .position(|b| b.contains(&format!("DECLARED: {name}")))
+            .unwrap()
+    };
+    assert!(
+        at("Turn A") < at("Turn B") && at("Turn B") < at("Turn C"),
+        "summaries out of order: {said:#?}"
+    );
+    assert!(
+        said.iter()
+            .any(|b| b
+                .contains("waiting for its turn (1 queued before it; 1 are provisioned at a time")),
+        "the last declare never said it was waiting: {said:#?}"
+    );
+    // In the bot's log, each turn begins after the one before it is active.
+    let log = w.log();
+    let steps: Vec<&str> = log
+        .lines()
+        .filter_map(|l| {
+            if l.contains("cordon::app::provision: its turn") {
+                Some("turn")
+            } else if l.contains("cordon::app::provision: incident active") {
+                Some("active")
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        ["turn", "active", "turn", "active", "turn", "active"],
+        "{log}"
+    );
+    w.stop_bot();
+    assert_all_active(&w, 3);
+}
+
 /// A homeserver whose `alias_creation_rules` refuse cordon its rooms' creation aliases
 /// (`cordon doctor` warns of it): the refusal is told apart from a creation refused
 /// half way (no room under the alias), and each room is created once without one.
