@@ -662,7 +662,10 @@ async fn await_creation(
                 .filter(|d| d.own && d.seen.is_none())
                 .collect(),
             Err(e) if Instant::now() < deadline => {
-                debug!(room = %room_id, error = %e, "the room an earlier request created cannot be read yet");
+                debug!(
+                    room = %room_id, error = %e,
+                    "the room an earlier request created cannot be read yet"
+                );
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(2));
                 continue;
@@ -675,7 +678,10 @@ async fn await_creation(
         if Instant::now() >= deadline {
             return complete_creation(ctx, id, p, room_id, &missing).await;
         }
-        debug!(room = %room_id, missing = missing.len(), "the room an earlier request created is still being created");
+        debug!(
+            room = %room_id, missing = missing.len(),
+            "the room an earlier request created is still being created"
+        );
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(2));
     }
@@ -707,7 +713,10 @@ async fn complete_creation(
             .map_err(|e| MatrixError::Http(e.to_string()))?;
     }
     let types: Vec<&str> = missing.iter().map(|d| d.event_type.as_str()).collect();
-    warn!(room = %room_id, key = %p.key, missing = ?types, "completed a room whose creation the homeserver cut short");
+    warn!(
+        room = %room_id, key = %p.key, missing = ?types,
+        "completed a room whose creation the homeserver cut short"
+    );
     ctx.store.audit(
         ACTOR,
         "room.creation-completed",

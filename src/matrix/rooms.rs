@@ -84,13 +84,12 @@ pub async fn create_planned_room(
             debug!(room = %room_id, "created before, found by its alias");
             Ok(Created::Before(room_id))
         }
-        // Refused after the homeserver took the alias (a module refused one of the
-        // room's events): the room it left, half made, is the one; the caller waits
-        // for or completes its state. Refused before: the server's
+        // Any 403 (Synapse refuses an alias with `M_UNKNOWN`, a module an event with
+        // `M_FORBIDDEN`). Refused after the homeserver took the alias (a module refused
+        // one of the room's events): the room it left, half made, is the one; the
+        // caller waits for or completes its state. Refused before: the server's
         // `alias_creation_rules` refuse cordon an alias, so create the room without one
         // (a creation cut short is then found only by its tags).
-        // Any 403: Synapse refuses an alias with `M_UNKNOWN`, and a module an event with
-        // `M_FORBIDDEN`.
         Err(e)
             if e.as_client_api_error()
                 .is_some_and(|c| c.status_code.as_u16() == 403) =>
@@ -99,7 +98,10 @@ pub async fn create_planned_room(
             match client.resolve_room_alias(&full).await {
                 Ok(_) => {
                     let room_id = own_room_by_alias(client, alias, plan).await?;
-                    warn!(room = %room_id, error = %e, "the homeserver refused the room's creation half way");
+                    warn!(
+                        room = %room_id, error = %e,
+                        "the homeserver refused the room's creation half way"
+                    );
                     return Ok(Created::Before(room_id));
                 }
                 Err(lookup) if lookup.client_api_error_kind() == Some(&ErrorKind::NotFound) => {}
