@@ -202,10 +202,13 @@ pub async fn send_once(
 /// found it) would get the message unencrypted. The send fails instead and is retried
 /// with its job, once the room's state has arrived.
 async fn refuse_clear_text(ctx: &Ctx, room: &Room) -> Result<(), AppError> {
-    if ctx
-        .store
-        .room_by_matrix_id(room.room_id().as_str())?
-        .is_none()
+    // What the client already knows first (in memory): on the usual send, to a room
+    // known to be encrypted, neither the store nor the homeserver is asked.
+    if room.encryption_state().is_encrypted()
+        || ctx
+            .store
+            .room_by_matrix_id(room.room_id().as_str())?
+            .is_none()
     {
         return Ok(());
     }
