@@ -390,6 +390,20 @@ async fn reconcile_incident(ctx: &Arc<Ctx>, id: &IncidentId) {
         let body = alert::compromise_body(&incident, &by_room, own, now, ctx.config.time_zone);
         let entry = alert::record(ctx, &incident, &key, &body);
         if entry.is_some() {
+            // A room taken from cordon is audited once, with the alert that raised it;
+            // every later pass finds it again and has nothing to do there.
+            for (w, l) in &looks {
+                if let Some((m, f @ Finding::CordonRemoved { .. })) = l.findings.first()
+                    && fresh_markers.contains(m)
+                {
+                    audit(
+                        ctx,
+                        &w.incident.id,
+                        "guard.cordon-removed",
+                        json!({ "room": w.room_id, "room_key": w.record.key, "finding": format!("{f:?}"), "detected_at": now }),
+                    );
+                }
+            }
             for m in &fresh_markers {
                 if let Err(e) = ctx.store.mark_processed(m, now) {
                     error!(error = %e, "store: marking a finding alerted");
@@ -420,14 +434,7 @@ async fn act(ctx: &Arc<Ctx>, w: &Watched, l: &Look, now: DateTime<Utc>) {
         return;
     };
     if room.state() != RoomState::Joined {
-        if let Some((_, f)) = l.findings.first() {
-            audit(
-                ctx,
-                &w.incident.id,
-                "guard.cordon-removed",
-                json!({ "room": w.room_id, "room_key": w.record.key, "finding": format!("{f:?}"), "detected_at": now }),
-            );
-        }
+        // Nothing cordon can do from outside; audited with its alert.
         return;
     }
     let mut banned_any = false;
