@@ -140,11 +140,6 @@ pub struct Ctx {
     /// provisioned first declared, first served, instead of all sharing the homeserver
     /// and finishing together at the end.
     pub(crate) provisioning: super::turns::Turns<(chrono::DateTime<chrono::Utc>, IncidentId)>,
-    /// Turns at posting the briefings, as many and in the same order: a declare gives
-    /// its provisioning turn back once its invites are out, so that the next ones'
-    /// rooms and invites overlap its briefings, and takes one of these first, so that
-    /// no more than so many declares post their first encrypted messages at once.
-    pub(crate) briefing: super::turns::Turns<(chrono::DateTime<chrono::Utc>, IncidentId)>,
     /// When each holder's identity was last fetched from the homeserver for a declare
     /// (see [`Ctx::identity_is_fresh`]).
     pub(crate) identities_fetched:

@@ -221,7 +221,6 @@ async fn serve(
         last_sync: Mutex::new(None),
         fan_out: tokio::sync::Semaphore::new(provision::INVITE_CONCURRENCY),
         provisioning: turns::Turns::new(provisioning_at_once),
-        briefing: turns::Turns::new(provisioning_at_once),
         identities_fetched: Mutex::new(std::collections::HashMap::new()),
         control_seen: Mutex::new(BTreeSet::new()),
         flood: Mutex::new(crate::domain::command::flood::Flood::default()),

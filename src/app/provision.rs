@@ -172,8 +172,9 @@ async fn attempt_once(ctx: &Arc<Ctx>, id: &IncidentId) -> Result<(), AppError> {
     }
     // Its place in the queue for a turn at provisioning, by the declare's time and id,
     // taken before anything here waits.
-    let place = (incident.declared_at, incident.id.clone());
-    let entry = ctx.provisioning.enter(place.clone());
+    let entry = ctx
+        .provisioning
+        .enter((incident.declared_at, incident.id.clone()));
     let playbook = declared_playbook(ctx, id)?;
     let commander = commander(&incident)?;
     let facts = IncidentFacts::of(&incident, &playbook, &commander, ctx.config.time_zone);
@@ -233,7 +234,7 @@ async fn attempt_once(ctx: &Arc<Ctx>, id: &IncidentId) -> Result<(), AppError> {
 
     // Its turn, in the order of the declares (its place was taken above, before any
     // wait).
-    let turn = match entry {
+    let _turn = match entry {
         Entry::Now(turn) => turn,
         Entry::Queued(waiting) => {
             let phase = format!(
@@ -467,29 +468,6 @@ async fn attempt_once(ctx: &Arc<Ctx>, id: &IncidentId) -> Result<(), AppError> {
     if let Some(e) = first_error {
         return Err(e);
     }
-    // The next declare's rooms and invites need not wait for this one's briefings:
-    // the provisioning turn is given back, and posting has turns of its own (as many,
-    // in the same order). Its place there is taken before the provisioning turn is
-    // given back, so no later declare overtakes it. Unbounded, dozens of declares
-    // posted their first encrypted messages at once and their briefings stalled for
-    // minutes.
-    let briefing = ctx.briefing.enter(place);
-    drop(turn);
-    let _briefing_turn = match briefing {
-        Entry::Now(turn) => turn,
-        Entry::Queued(waiting) => {
-            let _ = edits.send(edit(
-                &progress,
-                "invites sent; waiting for its turn to post the briefings",
-                "briefing-queued",
-            ));
-            waiting.turn().await
-        }
-    };
-    info!(
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "its turn to post"
-    );
     let _ = edits.send(edit(
         &progress,
         "invites sent; posting briefings",

@@ -514,10 +514,9 @@ async fn a_room_still_being_created_at_a_restart_is_taken_whole_and_raises_nothi
 }
 
 /// With `provisioning.at_once: 1`, three declares sent together are provisioned one
-/// after the other in the order they were sent: each takes its turn at the rooms and
-/// invites only once the one before it has sent its invites, and its turn at posting
-/// the briefings only once the one before it is active; the later ones say they are
-/// waiting, and the summaries come in that order.
+/// after the other in the order they were sent: each takes its turn only once the one
+/// before it is active, the later ones say they are waiting, and the summaries come in
+/// that order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declares_beyond_the_turns_wait_and_are_served_in_the_order_declared() {
     let mut w = World::builder()
@@ -556,34 +555,25 @@ async fn declares_beyond_the_turns_wait_and_are_served_in_the_order_declared() {
                 .contains("waiting for its turn (1 queued before it; 1 are provisioned at a time")),
         "the last declare never said it was waiting: {said:#?}"
     );
-    // In the bot's log, one at a time in each gate: a turn at the rooms and invites
-    // begins after the one before it sent its invites, a turn at posting after the one
-    // before it is active.
+    // In the bot's log, each turn begins after the one before it is active.
     let log = w.log();
-    let step = |l: &str| {
-        let said = |what: &str| l.contains(&format!("cordon::app::provision: {what}"));
-        if said("its turn to post") {
-            Some(("posting", "begins"))
-        } else if said("its turn") {
-            Some(("provisioning", "begins"))
-        } else if said("invites sent") {
-            Some(("provisioning", "ends"))
-        } else if said("incident active") {
-            Some(("posting", "ends"))
-        } else {
-            None
-        }
-    };
-    let steps = |gate: &str| -> Vec<&'static str> {
-        log.lines()
-            .filter_map(step)
-            .filter(|(g, _)| *g == gate)
-            .map(|(_, s)| s)
-            .collect()
-    };
-    let one_at_a_time = ["begins", "ends", "begins", "ends", "begins", "ends"];
-    assert_eq!(steps("provisioning"), one_at_a_time, "{log}");
-    assert_eq!(steps("posting"), one_at_a_time, "{log}");
+    let steps: Vec<&str> = log
+        .lines()
+        .filter_map(|l| {
+            if l.contains("cordon::app::provision: its turn") {
+                Some("turn")
+            } else if l.contains("cordon::app::provision: incident active") {
+                Some("active")
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        ["turn", "active", "turn", "active", "turn", "active"],
+        "{log}"
+    );
     w.stop_bot();
     assert_all_active(&w, 3);
 }
