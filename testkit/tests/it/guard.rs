@@ -605,7 +605,7 @@ async fn a_forged_ban_tombstone_rename_pin_and_widget_are_all_undone_and_raised(
         .await;
     assert!(lost.contains(&incident), "{lost}");
     // A restart runs a full guard pass before cordon is ready: it finds the ward room
-    // taken again, and neither alerts nor audits it twice.
+    // taken again, and must not audit that a second time (checked below).
     w.crash_restart(&[]);
     w.wait_ready().await;
 
