@@ -57,6 +57,15 @@ struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabel {
+    cause: &'static str,
+}
+
+/// What made the guard read a room: a state event in its incident, or the full pass
+/// (at start-up and every minute).
+pub const LOOK_CAUSES: [&str; 2] = ["event", "pass"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct JobLabel {
     job: &'static str,
 }
@@ -87,6 +96,7 @@ type LatencyFamily = Family<EndpointLabel, Histogram, fn() -> Histogram>;
 pub struct Metrics {
     registry: Registry,
     guard_alerts: Family<KindLabel, Counter>,
+    guard_looks: Family<CauseLabel, Counter>,
     job_failures: Family<JobLabel, Counter>,
     matrix_requests: LatencyFamily,
     last_sync: Gauge<f64, AtomicU64>,
@@ -118,6 +128,17 @@ impl Metrics {
             "Guard alerts raised (identity and device changes, intruders' ejections, \
              revoked staff), by kind",
             guard_alerts.clone(),
+        );
+        let guard_looks = Family::<CauseLabel, Counter>::default();
+        for cause in LOOK_CAUSES {
+            let _ = guard_looks.get_or_create(&CauseLabel { cause });
+        }
+        registry.register(
+            "guard_room_looks",
+            "Incident rooms the guard read whole from the homeserver and judged, by what \
+             asked: a state event in the incident (event) or the full pass at start-up and \
+             every minute (pass)",
+            guard_looks.clone(),
         );
         let job_failures = Family::<JobLabel, Counter>::default();
         for job in JOB_KINDS {
@@ -161,6 +182,7 @@ impl Metrics {
         Self {
             registry,
             guard_alerts,
+            guard_looks,
             job_failures,
             matrix_requests,
             last_sync,
@@ -177,6 +199,11 @@ impl Metrics {
             .find(|k| *k == kind)
             .unwrap_or("other");
         self.guard_alerts.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    /// Counts one room the guard read and judged, for `cause` (one of [`LOOK_CAUSES`]).
+    pub fn guard_look(&self, cause: &'static str) {
+        self.guard_looks.get_or_create(&CauseLabel { cause }).inc();
     }
 
     /// Counts one failed run of a scheduled job.

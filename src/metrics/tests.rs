@@ -216,8 +216,13 @@ fn counters_count_by_fixed_labels() {
     m.guard_alert("something new");
     m.job_failed(&TimerKind::Sweep);
     m.job_failed(&TimerKind::Other("patient-x".into()));
+    m.guard_look("event");
+    m.guard_look("event");
+    m.guard_look("pass");
     let after = m.render(None);
     for (series, delta) in [
+        ("cordon_guard_room_looks_total{cause=\"event\"}", 2.0),
+        ("cordon_guard_room_looks_total{cause=\"pass\"}", 1.0),
         ("cordon_guard_alerts_total{kind=\"device\"}", 1.0),
         ("cordon_guard_alerts_total{kind=\"compromise\"}", 1.0),
         ("cordon_guard_alerts_total{kind=\"other\"}", 1.0),

@@ -26,11 +26,12 @@ impl Look {
 
 /// Looks at one room: who is in it, who was put out of it, and its state, against the
 /// store alone. `None` when the room cannot be judged now (a read failed).
-pub(super) async fn look(ctx: &Ctx, w: &Watched) -> Option<Look> {
+pub(super) async fn look(ctx: &Ctx, w: &Watched, asked: Asked<'_>) -> Option<Look> {
     let room = ctx.client.get_room(&w.room_id)?;
     if room.state() != RoomState::Joined {
         return Some(removed_from(ctx, w, &room).await);
     }
+    crate::metrics::global().guard_look(asked.label());
     let snapshot = match fetch(ctx, &w.room_id).await {
         Ok(s) => s,
         Err(e) => {

@@ -37,10 +37,13 @@
 //!
 //! # When it runs
 //!
-//! - On every state event in an incident room, the incident's rooms are reconciled
-//!   [`SETTLE`] later, so that a burst of changes is undone and raised together; events
-//!   arriving during a reconcile queue one more. The same for a membership change in a
-//!   control room.
+//! - On every state event in an incident room, that room is reconciled [`SETTLE`]
+//!   later, with every other room of the incident that has an event meanwhile, so that
+//!   a burst of changes is undone and raised together; events arriving during a
+//!   reconcile queue one more. The same for a membership change in a
+//!   control room. Not for an invite or join of someone the room's roster lets in
+//!   (cordon's own invites, the holders' joins): that changes nothing the guard would
+//!   find wrong, and under load it is most of the events.
 //! - On every new device or identity matrix-sdk learns of, that person is checked.
 //! - At start-up ([`reconcile_all`]) and every [`PERIOD`] after it, everything is:
 //!   changes made while cordon was down are caught then.
@@ -117,6 +120,8 @@ const SETTLE: Duration = Duration::from_secs(2);
 struct Slot {
     lock: Arc<tokio::sync::Mutex<()>>,
     queued: AtomicBool,
+    /// For an incident: its rooms with events since the queued check took them.
+    rooms: std::sync::Mutex<BTreeSet<OwnedRoomId>>,
 }
 
 static SLOTS: LazyLock<std::sync::Mutex<HashMap<String, Arc<Slot>>>> =
@@ -133,6 +138,7 @@ fn slot(key: String) -> Arc<Slot> {
             Arc::new(Slot {
                 lock: Arc::new(tokio::sync::Mutex::new(())),
                 queued: AtomicBool::new(false),
+                rooms: std::sync::Mutex::default(),
             })
         })
         .clone()
@@ -276,17 +282,60 @@ async fn on_state_event(ctx: Arc<Ctx>, ev: Raw<AnySyncStateEvent>, room: Room) {
         return;
     }
     if let Some(w) = watched(&ctx, room.room_id()) {
-        schedule(&ctx, w.incident.id).await;
+        if !lets_in_an_allowed_member(&ctx, &w, &ev) {
+            schedule(&ctx, w.incident.id, w.room_id).await;
+        }
     } else if event_type == "m.room.member" && ctx.is_control_room(room.room_id()) {
         control::schedule(&ctx, room.room_id().to_owned()).await;
     }
 }
 
-/// Reconciles the rooms of `incident` soon, once for any number of events arriving
-/// meanwhile: an intruder's burst of changes (a ban, a rename, a tombstone, a pin) is
-/// undone and raised together, in one alert.
-async fn schedule(ctx: &Arc<Ctx>, incident: IncidentId) {
+/// True for a membership that lets in someone the room's roster lets in now: cordon's
+/// own invite of a role holder, or their join. The one piece of state it changes (that
+/// person's membership) is what the guard would find as it should be, and any other
+/// change comes as an event of its own, so the room need not be read again. The sender
+/// it claims is not consulted: the membership it sets is the change, whoever sent it.
+///
+/// Under load this is most of an incident's events: a declare's invites arrive over
+/// minutes, and each read every room's whole state again (four reads per invite, all
+/// asked of a homeserver already saturated by the declares).
+fn lets_in_an_allowed_member(ctx: &Ctx, w: &Watched, ev: &Raw<AnySyncStateEvent>) -> bool {
+    let (Ok(Some(event_type)), Ok(Some(user)), Ok(Some(content))) = (
+        ev.get_field::<String>("type"),
+        ev.get_field::<String>("state_key"),
+        ev.get_field::<Value>("content"),
+    ) else {
+        return false;
+    };
+    if event_type != "m.room.member"
+        || !matches!(
+            content.get("membership").and_then(Value::as_str),
+            Some("invite" | "join")
+        )
+    {
+        return false;
+    }
+    match ctx.store.roster_entry(w.room_id.as_str(), &user) {
+        Ok(entry) => matches!(
+            members::verdict(&user, entry.as_ref(), ctx.user_id().as_str(), ctx.now()),
+            Verdict::Allowed
+        ),
+        Err(e) => {
+            error!(error = %e, "store: reading the roster; looking at the room");
+            false
+        }
+    }
+}
+
+/// Reconciles `room` of `incident` soon, with every other room of it that has an event
+/// meanwhile, once for any number of events: an intruder's burst of changes (a ban, a
+/// rename, a tombstone, a pin, in one room or several) is undone and raised together,
+/// in one alert. Rooms without events are left to the full pass.
+async fn schedule(ctx: &Arc<Ctx>, incident: IncidentId, room: OwnedRoomId) {
     let slot = slot(format!("incident:{incident}"));
+    // The room is added before the flag is looked at, and taken after it is cleared, so
+    // an event is either in the check already queued or queues one of its own.
+    rooms_of(&slot).insert(room);
     if slot.queued.swap(true, Ordering::SeqCst) {
         return;
     }
@@ -295,8 +344,18 @@ async fn schedule(ctx: &Arc<Ctx>, incident: IncidentId) {
         tokio::time::sleep(SETTLE).await;
         let _held = slot.lock.lock().await;
         slot.queued.store(false, Ordering::SeqCst);
-        reconcile_incident(&b, &incident).await;
+        let rooms = std::mem::take(&mut *rooms_of(&slot));
+        if !rooms.is_empty() {
+            reconcile_incident(&b, &incident, Asked::Event(&rooms)).await;
+        }
     });
+}
+
+fn rooms_of(slot: &Slot) -> std::sync::MutexGuard<'_, BTreeSet<OwnedRoomId>> {
+    match slot.rooms.lock() {
+        Ok(r) => r,
+        Err(poisoned) => poisoned.into_inner(),
+    }
 }
 
 /// Reads the room's whole current state from the homeserver (one request).
@@ -319,22 +378,50 @@ async fn fetch_events(ctx: &Ctx, room_id: &RoomId) -> Result<Vec<Value>, MatrixE
         .collect())
 }
 
+/// What asked the guard to look at an incident's rooms (counted by
+/// `cordon_guard_room_looks_total`).
+#[derive(Clone, Copy, Debug)]
+enum Asked<'a> {
+    /// State events in these of its rooms.
+    Event(&'a BTreeSet<OwnedRoomId>),
+    /// The full pass, at start-up and every [`PERIOD`]: every room.
+    Pass,
+}
+
+impl Asked<'_> {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Event(_) => "event",
+            Self::Pass => "pass",
+        }
+    }
+
+    fn includes(self, room: &RoomId) -> bool {
+        match self {
+            Self::Event(rooms) => rooms.contains(room),
+            Self::Pass => true,
+        }
+    }
+}
+
 /// The store marker of "alerted about this", for an offending event (or a missing
 /// state type).
 fn marker(room_id: &RoomId, id: &str) -> String {
     format!("guard:{room_id}:{id}")
 }
 
-/// Reconciles every watched room of one incident: looks at each, records one alert for
+/// Reconciles the watched rooms of one incident that `asked` names (every one for the
+/// full pass, the ones with events otherwise): looks at each, records one alert for
 /// what is new across them, then bans whoever cordon did not let in, lets back in the
 /// holders someone else put out, puts back every state event cordon did not set as it
 /// is, and rotates the room key after a ban.
 #[instrument(skip_all, fields(incident = %id))]
-async fn reconcile_incident(ctx: &Arc<Ctx>, id: &IncidentId) {
+async fn reconcile_incident(ctx: &Arc<Ctx>, id: &IncidentId, asked: Asked<'_>) {
     let rooms: Vec<Watched> = match ctx.store.rooms(id) {
         Ok(records) => records
             .into_iter()
             .filter_map(|r| Watched::from_record(ctx, r))
+            .filter(|w| asked.includes(&w.room_id))
             .collect(),
         Err(e) => {
             error!(error = %e, "store: listing an incident's rooms");
@@ -347,7 +434,7 @@ async fn reconcile_incident(ctx: &Arc<Ctx>, id: &IncidentId) {
     let mut looks = Vec::new();
     let looked = rooms.len();
     for w in rooms {
-        if let Some(l) = look(ctx, &w).await
+        if let Some(l) = look(ctx, &w, asked).await
             && !l.is_clean()
         {
             looks.push((w, l));
@@ -612,7 +699,7 @@ async fn pass(ctx: &Arc<Ctx>) {
     for id in &incidents {
         let slot = slot(format!("incident:{id}"));
         let _held = slot.lock.lock().await;
-        reconcile_incident(ctx, id).await;
+        reconcile_incident(ctx, id, Asked::Pass).await;
     }
     control::check_all(ctx).await;
     let mut members: BTreeSet<OwnedUserId> = BTreeSet::new();

@@ -24,7 +24,8 @@
 //!
 //! Times run between server timestamps (command event to confirmation event), so
 //! client sync latency is not counted. The bot's peak RSS (`VmHWM`) and CPU seconds
-//! are read from `/proc`. At the end the store is opened and checked: every incident
+//! are read from `/proc`; the requests it sent while the incidents were declared, by
+//! endpoint, and its guard's reads of whole rooms, from its `/metrics`. At the end the store is opened and checked: every incident
 //! destroyed with all its rooms created once and destroyed, one sealed archive each,
 //! the audit chain intact. The benchmark fails when a target is missed.
 
@@ -122,6 +123,11 @@ pub struct LoadReport {
     pub reminder_delays: Vec<Option<Duration>>,
     /// Redactions cordon made during the traffic (from the audit log).
     pub redactions: usize,
+    /// The requests cordon sent the homeserver while the incidents were declared at
+    /// once (from the first command to the last confirmation), by endpoint, and the
+    /// guard's reads of whole rooms in that time (`guard looks`): what cordon asks of
+    /// the homeserver beyond what the raw-HTTP baseline does.
+    pub declare_requests: BTreeMap<String, u64>,
     /// The bot's peak resident set, MiB.
     pub peak_rss_mib: f64,
     /// The bot's resident set at the end, MiB: anonymous (its heap) and file-backed
@@ -232,6 +238,26 @@ impl LoadReport {
             s(percentile(&on_time, 50.0)),
             s(percentile(&on_time, 100.0)),
         ));
+        if !self.declare_requests.is_empty() {
+            let mut by_count: Vec<(&String, &u64)> = self.declare_requests.iter().collect();
+            by_count.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+            let total: u64 = self
+                .declare_requests
+                .iter()
+                .filter(|(k, _)| !k.starts_with("guard "))
+                .map(|(_, n)| n)
+                .sum();
+            let per = self.declare.len().max(1) as u64;
+            out.push_str(&format!(
+                "cordon's requests while declaring: {total} ({} an incident):",
+                total / per
+            ));
+            for (endpoint, n) in by_count {
+                out.push_str(&format!(" {endpoint} {n},"));
+            }
+            out.pop();
+            out.push('\n');
+        }
         out.push_str(&format!(
             "bot: peak RSS {:.1} MiB (target < {RSS_TARGET_MIB} MiB; at the end {:.1} MiB \
              anonymous, {:.1} MiB file-backed), CPU {:.1} s over {:.0} s\n",
@@ -443,6 +469,34 @@ impl Crew {
     }
 }
 
+/// The requests the bot has sent the homeserver so far, by endpoint, and its guard's
+/// reads of whole rooms (`guard looks: event` and `guard looks: pass`), from its
+/// `/metrics`; `None` when they cannot be read (the report then leaves them out).
+async fn bot_requests(bot: &BotProcess) -> Option<BTreeMap<String, u64>> {
+    let url = format!("{}/metrics", bot.metrics_url()?);
+    let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+    Some(request_counts(&text))
+}
+
+/// [`bot_requests`] from the metrics' text.
+fn request_counts(metrics: &str) -> BTreeMap<String, u64> {
+    const REQUESTS: &str = "cordon_matrix_request_duration_seconds_count{endpoint=\"";
+    const LOOKS: &str = "cordon_guard_room_looks_total{cause=\"";
+    metrics
+        .lines()
+        .filter_map(|line| {
+            let (name, rest) = if let Some(rest) = line.strip_prefix(REQUESTS) {
+                (None, rest)
+            } else {
+                (Some("guard looks: "), line.strip_prefix(LOOKS)?)
+            };
+            let (label, count) = rest.split_once("\"} ")?;
+            let key = format!("{}{label}", name.unwrap_or(""));
+            Some((key, count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
 /// Steps the bot's log says failed and were retried.
 pub(super) fn retried_steps(bot: &BotProcess) -> usize {
     bot.log_text()
@@ -601,6 +655,7 @@ pub async fn load(options: LoadOptions) -> Result<LoadReport, BenchError> {
         .collect();
 
     // 2. Every incident at once.
+    let requests_before = bot_requests(&bot).await;
     let declares = (0..options.incidents).map(|i| {
         let c = &commanders[i % commanders.len()];
         let bot_id = &bot_id;
@@ -616,6 +671,16 @@ pub async fn load(options: LoadOptions) -> Result<LoadReport, BenchError> {
             }
             Err(e) => report.problems.push(format!("declare {i} unanswered: {e}")),
         }
+    }
+    if let (Some(before), Some(after)) = (requests_before, bot_requests(&bot).await) {
+        report.declare_requests = after
+            .into_iter()
+            .map(|(k, n)| {
+                let was = before.get(&k).copied().unwrap_or(0);
+                (k, n.saturating_sub(was))
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect();
     }
     println!(
         "declared {} incidents: p50 {:.2} s, p95 {:.2} s",
@@ -999,6 +1064,26 @@ mod tests {
             vec![None, None, None]
         );
         assert!(reminder_delays(&[m(1, 1)], m(0, 59), m(1, 29)).is_empty());
+    }
+
+    #[test]
+    fn request_counts_are_read_by_endpoint_with_the_guard_s_looks() {
+        let metrics = "# TYPE cordon_matrix_request_duration_seconds histogram\n\
+            cordon_matrix_request_duration_seconds_sum{endpoint=\"rooms/state\"} 1.5\n\
+            cordon_matrix_request_duration_seconds_count{endpoint=\"rooms/state\"} 12\n\
+            cordon_matrix_request_duration_seconds_bucket{le=\"0.005\",endpoint=\"sync\"} 1\n\
+            cordon_matrix_request_duration_seconds_count{endpoint=\"sync\"} 3\n\
+            cordon_guard_room_looks_total{cause=\"event\"} 7\n\
+            cordon_guard_alerts_total{kind=\"device\"} 2\n";
+        let counts = request_counts(metrics);
+        assert_eq!(
+            counts.into_iter().collect::<Vec<_>>(),
+            vec![
+                ("guard looks: event".to_owned(), 7),
+                ("rooms/state".to_owned(), 12),
+                ("sync".to_owned(), 3),
+            ]
+        );
     }
 
     #[test]

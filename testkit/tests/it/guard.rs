@@ -829,3 +829,78 @@ async fn a_room_s_own_creation_alias_is_not_taken_for_forged_state() {
     let reverted = audited(&store, "guard.state-reverted");
     assert!(reverted.is_empty(), "{reverted:?}");
 }
+
+/// How many incident rooms the guard has read because of an event (the bot's
+/// `cordon_guard_room_looks_total{cause="event"}`).
+async fn event_looks(w: &World) -> u64 {
+    let base = w
+        .bot
+        .as_ref()
+        .and_then(|b| b.metrics_url())
+        .expect("metrics URL logged");
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("cordon_guard_room_looks_total{cause=\"event\"} "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no event looks in the metrics:\n{text}"))
+}
+
+/// The guard's event looks once they have stopped changing for three times the
+/// guard's two-second settling (a wait for quiet, not a timed assertion).
+async fn event_looks_settled(w: &World) -> u64 {
+    let quiet = Duration::from_secs(6);
+    let waited = async {
+        let mut last = event_looks(w).await;
+        let mut since = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = event_looks(w).await;
+            if now != last {
+                (last, since) = (now, tokio::time::Instant::now());
+            } else if since.elapsed() >= quiet {
+                return last;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, waited)
+        .await
+        .unwrap_or_else(|_| panic!("the guard never went quiet\nbot log:\n{}", w.log()))
+}
+
+/// Role holders joining (like cordon's own invites, most of an incident's events under
+/// load) change nothing the guard would find wrong, so they do not make it read the
+/// incident's rooms from the homeserver again. Anything else still does: a forged
+/// power level and invite right after are read, undone and the invitee banned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holders_joining_do_not_make_the_guard_read_the_rooms_again() {
+    let mut w = World::guarded(&["remove"], &[]).await;
+    let (_, rooms) = w.declare("remove", "Quiet joins").await;
+    let (command, ward) = (rooms["command"].clone(), rooms["ward"].clone());
+    let before = event_looks_settled(&w).await;
+    w.commander.join(&command).await.unwrap();
+    w.nurse_joins(&command).await;
+    w.nurse_joins(&ward).await;
+    assert_eq!(
+        event_looks_settled(&w).await,
+        before,
+        "holders' joins made the guard read the rooms\nbot log:\n{}",
+        w.log()
+    );
+
+    w.admin()
+        .make_room_admin(&ward, w.admin().user_id())
+        .await
+        .unwrap();
+    let admin = w.admin().user_id().to_owned();
+    wait_membership(&w, &ward, &admin, "ban").await;
+    assert!(
+        event_looks(&w).await > before,
+        "the forged invite was undone without a look counted\nbot log:\n{}",
+        w.log()
+    );
+}
