@@ -21,7 +21,7 @@ use crate::clock::Clock;
 use crate::domain::incident::{Incident, IncidentId};
 use crate::input::config::Config;
 use crate::input::playbook::Playbook;
-use crate::matrix::admin::{RateLimits, SynapseAdmin};
+use crate::matrix::admin::{Account, RateLimits, SynapseAdmin};
 use crate::matrix::{self, MatrixError, rooms};
 use crate::store::{RoomRecord, Store, StoreError};
 
@@ -98,6 +98,12 @@ pub const ACTOR: &str = "cordon";
 /// same holder ([`Ctx::identity_is_fresh`]).
 pub(crate) const IDENTITY_FRESH: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// How long a holder's account, found active for a declare, stands for the next
+/// declares naming them ([`Ctx::account`]). Longer than [`IDENTITY_FRESH`]: an account
+/// comes and goes rarely, and one deactivated meanwhile can no longer sign in, so an
+/// invite to it lets nobody in.
+pub(crate) const ACCOUNT_FRESH: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Everything the handlers share.
 pub struct Ctx {
     pub(crate) config: Config,
@@ -144,6 +150,9 @@ pub struct Ctx {
     /// (see [`Ctx::identity_is_fresh`]).
     pub(crate) identities_fetched:
         Mutex<std::collections::HashMap<OwnedUserId, std::time::Instant>>,
+    /// When each holder's account was last found active for a declare (see
+    /// [`Ctx::account`]).
+    pub(crate) accounts_active: Mutex<std::collections::HashMap<OwnedUserId, std::time::Instant>>,
     /// The control rooms as last read from the store: who to tell when the store
     /// itself can no longer be read.
     pub(super) control_seen: Mutex<BTreeSet<OwnedRoomId>>,
@@ -378,6 +387,31 @@ impl Ctx {
         }
         fetched.insert(user.clone(), now);
         false
+    }
+
+    /// Whether `user`'s account can be invited ([`SynapseAdmin::account`]), unless a
+    /// declare found it active less than [`ACCOUNT_FRESH`] ago. Fifty declares at once
+    /// naming the same holders asked the homeserver once per holder per declare. Only
+    /// an active account is remembered: one missing (perhaps being created) or that
+    /// the homeserver would not tell of is asked about again every time.
+    pub(crate) async fn account(&self, user: &OwnedUserId) -> Account {
+        let lock = || match self.accounts_active.lock() {
+            Ok(map) => map,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        {
+            let mut active = lock();
+            let now = std::time::Instant::now();
+            active.retain(|_, at| now.duration_since(*at) < ACCOUNT_FRESH);
+            if active.contains_key(user) {
+                return Account::Exists;
+            }
+        }
+        let account = self.admin.account(user, self.is_server_admin()).await;
+        if account == Account::Exists {
+            lock().insert(user.clone(), std::time::Instant::now());
+        }
+        account
     }
 
     fn try_start(&self, id: &IncidentId) -> bool {

@@ -222,6 +222,7 @@ async fn serve(
         fan_out: tokio::sync::Semaphore::new(provision::INVITE_CONCURRENCY),
         provisioning: turns::Turns::new(provisioning_at_once),
         identities_fetched: Mutex::new(std::collections::HashMap::new()),
+        accounts_active: Mutex::new(std::collections::HashMap::new()),
         control_seen: Mutex::new(BTreeSet::new()),
         flood: Mutex::new(crate::domain::command::flood::Flood::default()),
         revoked: Mutex::new(Vec::new()),

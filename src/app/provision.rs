@@ -253,7 +253,8 @@ async fn attempt_once(ctx: &Arc<Ctx>, id: &IncidentId) -> Result<(), AppError> {
 
     // Rooms, concurrently: each is found by its record or its tag before it is created.
     // Meanwhile, check that every holder's account exists: Synapse accepts an invite
-    // for a local account that does not, and the holder would wait forever.
+    // for a local account that does not, and the holder would wait forever (unless a
+    // declare found it active in the last two minutes: `Ctx::account`).
     let creating = stream::iter(plans.clone())
         .map(|p| {
             let ctx = ctx.clone();
@@ -278,7 +279,7 @@ async fn attempt_once(ctx: &Arc<Ctx>, id: &IncidentId) -> Result<(), AppError> {
                 let _slot = ctx.fan_out.acquire().await;
                 let fetch = !ctx.identity_is_fresh(&user);
                 let (account, standing) = tokio::join!(
-                    ctx.admin.account(&user, ctx.is_server_admin()),
+                    ctx.account(&user),
                     trust::status(&ctx.client, &ctx.store, &user, fetch),
                 );
                 (user, account, standing)
