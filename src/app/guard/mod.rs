@@ -40,10 +40,11 @@
 //! - On every state event in an incident room, that room is reconciled [`SETTLE`]
 //!   later, with every other room of the incident that has an event meanwhile, so that
 //!   a burst of changes is undone and raised together; events arriving during a
-//!   reconcile queue one more. The same for a membership change in a
-//!   control room. Not for an invite or join of someone the room's roster lets in
-//!   (cordon's own invites, the holders' joins): that changes nothing the guard would
-//!   find wrong, and under load it is most of the events.
+//!   reconcile queue one more. An invite or join of someone the room's roster lets in
+//!   (cordon's own invites, the holders' joins) asks for nothing: it changes nothing
+//!   the guard would find wrong, and under load it is most of the events.
+//! - On every membership change in a control room, that room is checked at once
+//!   (changes during a check queue one more).
 //! - On every new device or identity matrix-sdk learns of, that person is checked.
 //! - At start-up ([`reconcile_all`]) and every [`PERIOD`] after it, everything is:
 //!   changes made while cordon was down are caught then.
@@ -297,8 +298,8 @@ async fn on_state_event(ctx: Arc<Ctx>, ev: Raw<AnySyncStateEvent>, room: Room) {
 /// it claims is not consulted: the membership it sets is the change, whoever sent it.
 ///
 /// Under load this is most of an incident's events: a declare's invites arrive over
-/// minutes, and each read every room's whole state again (four reads per invite, all
-/// asked of a homeserver already saturated by the declares).
+/// minutes, and each burst of them read every room of the incident again, asked of a
+/// homeserver already saturated by the declares.
 fn lets_in_an_allowed_member(ctx: &Ctx, w: &Watched, ev: &Raw<AnySyncStateEvent>) -> bool {
     let (Ok(Some(event_type)), Ok(Some(user)), Ok(Some(content))) = (
         ev.get_field::<String>("type"),

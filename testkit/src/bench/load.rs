@@ -25,9 +25,10 @@
 //! Times run between server timestamps (command event to confirmation event), so
 //! client sync latency is not counted. The bot's peak RSS (`VmHWM`) and CPU seconds
 //! are read from `/proc`; the requests it sent while the incidents were declared, by
-//! endpoint, and its guard's reads of whole rooms, from its `/metrics`. At the end the store is opened and checked: every incident
-//! destroyed with all its rooms created once and destroyed, one sealed archive each,
-//! the audit chain intact. The benchmark fails when a target is missed.
+//! endpoint, and its guard's reads of whole rooms, from its `/metrics`. At the end the
+//! store is opened and checked: every incident destroyed with all its rooms created
+//! once and destroyed, one sealed archive each, the audit chain intact. The benchmark
+//! fails when a target is missed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

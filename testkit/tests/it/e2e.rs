@@ -577,31 +577,16 @@ async fn declares_beyond_the_turns_wait_and_are_served_in_the_order_declared() {
     // Each holder's account was asked about for the first declare only: found active,
     // it stands for the next ones (`Ctx::account`). The ghost, who has no account, is
     // asked about every time. So 3 + 1 + 1 of the 9 asked before.
-    let asked = requests_to(&w, "admin/users").await;
-    assert_eq!(asked, 5, "account look-ups for 3 declares of 3 holders");
+    let asked = w
+        .metric("cordon_matrix_request_duration_seconds_count{endpoint=\"admin/users\"}")
+        .await;
+    assert_eq!(
+        asked,
+        Some(5.0),
+        "account look-ups for 3 declares of 3 holders"
+    );
     w.stop_bot();
     assert_all_active(&w, 3);
-}
-
-/// How many requests the running bot has sent to `endpoint` (its `/metrics`).
-async fn requests_to(w: &World, endpoint: &str) -> u64 {
-    let base = w
-        .bot
-        .as_ref()
-        .and_then(|b| b.metrics_url())
-        .expect("metrics URL logged");
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let series =
-        format!("cordon_matrix_request_duration_seconds_count{{endpoint=\"{endpoint}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(series.as_str()))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
 }
 
 /// A homeserver whose `alias_creation_rules` refuse cordon its rooms' creation aliases

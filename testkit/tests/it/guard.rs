@@ -833,21 +833,11 @@ async fn a_room_s_own_creation_alias_is_not_taken_for_forged_state() {
 /// How many incident rooms the guard has read because of an event (the bot's
 /// `cordon_guard_room_looks_total{cause="event"}`).
 async fn event_looks(w: &World) -> u64 {
-    let base = w
-        .bot
-        .as_ref()
-        .and_then(|b| b.metrics_url())
-        .expect("metrics URL logged");
-    let text = reqwest::get(format!("{base}/metrics"))
+    let looks = w
+        .metric("cordon_guard_room_looks_total{cause=\"event\"}")
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("cordon_guard_room_looks_total{cause=\"event\"} "))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no event looks in the metrics:\n{text}"))
+        .expect("the guard's looks are in the metrics");
+    looks as u64
 }
 
 /// The guard's event looks once they have stopped changing for three times the

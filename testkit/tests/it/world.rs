@@ -406,6 +406,25 @@ impl World {
         self.setup.user_id.clone()
     }
 
+    /// The running bot's value of metric `series` (its name and labels as `/metrics`
+    /// writes them, e.g. `cordon_rooms{status="created"}`), or `None` without one.
+    pub(crate) async fn metric(&self, series: &str) -> Option<f64> {
+        let base = self
+            .bot
+            .as_ref()
+            .and_then(|b| b.metrics_url())
+            .expect("metrics URL logged");
+        let text = reqwest::get(format!("{base}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|n| n.parse().ok())
+    }
+
     /// What the running bot has logged so far in this run.
     pub(crate) fn log(&self) -> String {
         self.bot.as_ref().map(|b| b.log_text()).unwrap_or_default()
