@@ -255,14 +255,5 @@ async fn the_control_room_is_told_when_prevention_goes_off_and_when_it_is_back()
 
     hs.restart_with_module(true).await.unwrap();
     w.bot_says("Prevention is on again").await;
-    let scrape = reqwest::get(format!("{metrics}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        scrape.lines().any(|l| l == "cordon_prevention_enabled 1"),
-        "{scrape}"
-    );
+    assert_eq!(w.metric("cordon_prevention_enabled").await, Some(1.0));
 }
