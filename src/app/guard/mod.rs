@@ -40,9 +40,10 @@
 //! - On every state event in an incident room, that room is reconciled [`SETTLE`]
 //!   later, with every other room of the incident that has an event meanwhile, so that
 //!   a burst of changes is undone and raised together; events arriving during a
-//!   reconcile queue one more. An invite or join of someone the room's roster lets in
-//!   (cordon's own invites, the holders' joins) asks for nothing: it changes nothing
-//!   the guard would find wrong, and under load it is most of the events.
+//!   reconcile queue one more. An event that sets what cordon intends asks for
+//!   nothing (an invite or join of someone the room's roster lets in, any other state
+//!   as the room's record has it): it changes nothing the guard would find wrong, and
+//!   under load it is nearly all of the events.
 //! - On every membership change in a control room, that room is checked at once
 //!   (changes during a check queue one more).
 //! - On every new device or identity matrix-sdk learns of, that person is checked.
@@ -283,7 +284,7 @@ async fn on_state_event(ctx: Arc<Ctx>, ev: Raw<AnySyncStateEvent>, room: Room) {
         return;
     }
     if let Some(w) = watched(&ctx, room.room_id()) {
-        if !lets_in_an_allowed_member(&ctx, &w, &ev) {
+        if !as_cordon_intends(&ctx, &w, &ev) {
             schedule(&ctx, w.incident.id, w.room_id).await;
         }
     } else if event_type == "m.room.member" && ctx.is_control_room(room.room_id()) {
@@ -291,34 +292,49 @@ async fn on_state_event(ctx: Arc<Ctx>, ev: Raw<AnySyncStateEvent>, room: Room) {
     }
 }
 
-/// True for a membership that lets in someone the room's roster lets in now: cordon's
-/// own invite of a role holder, or their join. The one piece of state it changes (that
-/// person's membership) is what the guard would find as it should be, and any other
-/// change comes as an event of its own, so the room need not be read again. The sender
-/// it claims is not consulted: the membership it sets is the change, whoever sent it.
+/// True for a state event that sets what cordon intends there: an invite or join of
+/// someone the room's roster lets in now (cordon's own invites, the holders' joins), or
+/// any other state as the room's record has it (cordon's own settings and pins, written
+/// to the record before they are sent; the guard's own reverts). The one piece of state
+/// it changes is what the guard would find as it should be, and any other change comes
+/// as an event of its own, so the room need not be read again. The sender it claims is
+/// not consulted: the content it sets is the change, whoever sent it. The judgement is
+/// the look's own ([`members::verdict`], [`state::intended`]), for one event.
 ///
-/// Under load this is most of an incident's events: a declare's invites arrive over
-/// minutes, and each burst of them read every room of the incident again, asked of a
-/// homeserver already saturated by the declares.
-fn lets_in_an_allowed_member(ctx: &Ctx, w: &Watched, ev: &Raw<AnySyncStateEvent>) -> bool {
-    let (Ok(Some(event_type)), Ok(Some(user)), Ok(Some(content))) = (
+/// Under load this is nearly all of an incident's events: a declare's invites arrive
+/// over minutes, and each burst of them read every room of the incident again, asked
+/// of a homeserver already saturated by the declares.
+fn as_cordon_intends(ctx: &Ctx, w: &Watched, ev: &Raw<AnySyncStateEvent>) -> bool {
+    let (Ok(Some(event_type)), Ok(Some(state_key)), Ok(Some(content))) = (
         ev.get_field::<String>("type"),
         ev.get_field::<String>("state_key"),
         ev.get_field::<Value>("content"),
     ) else {
         return false;
     };
-    if event_type != "m.room.member"
-        || !matches!(
-            content.get("membership").and_then(Value::as_str),
-            Some("invite" | "join")
-        )
-    {
+    if event_type != "m.room.member" {
+        return state::intended(
+            &w.record.desired,
+            w.record.create_alias.as_deref(),
+            &event_type,
+            &state_key,
+            &content,
+        );
+    }
+    if !matches!(
+        content.get("membership").and_then(Value::as_str),
+        Some("invite" | "join")
+    ) {
         return false;
     }
-    match ctx.store.roster_entry(w.room_id.as_str(), &user) {
+    match ctx.store.roster_entry(w.room_id.as_str(), &state_key) {
         Ok(entry) => matches!(
-            members::verdict(&user, entry.as_ref(), ctx.user_id().as_str(), ctx.now()),
+            members::verdict(
+                &state_key,
+                entry.as_ref(),
+                ctx.user_id().as_str(),
+                ctx.now()
+            ),
             Verdict::Allowed
         ),
         Err(e) => {

@@ -862,16 +862,23 @@ async fn event_looks_settled(w: &World) -> u64 {
         .unwrap_or_else(|_| panic!("the guard never went quiet\nbot log:\n{}", w.log()))
 }
 
-/// Role holders joining (like cordon's own invites, most of an incident's events under
-/// load) change nothing the guard would find wrong, so they do not make it read the
-/// incident's rooms from the homeserver again. Anything else still does: a forged
-/// power level and invite right after are read, undone and the invitee banned.
+/// What cordon itself sets in its rooms (their settings, pins and invites: nearly all
+/// of an incident's events under load) and the role holders' joins change nothing the
+/// guard would find wrong, so they do not make it read the incident's rooms from the
+/// homeserver. Anything else still does: a forged power level and invite right after
+/// are read, undone and the invitee banned.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn holders_joining_do_not_make_the_guard_read_the_rooms_again() {
+async fn cordons_own_state_and_holders_joining_do_not_make_the_guard_read_the_rooms() {
     let mut w = World::guarded(&["remove"], &[]).await;
     let (_, rooms) = w.declare("remove", "Quiet joins").await;
     let (command, ward) = (rooms["command"].clone(), rooms["ward"].clone());
     let before = event_looks_settled(&w).await;
+    assert_eq!(
+        before,
+        0,
+        "the declare's own events made the guard read the rooms\nbot log:\n{}",
+        w.log()
+    );
     w.commander.join(&command).await.unwrap();
     w.nurse_joins(&command).await;
     w.nurse_joins(&ward).await;
