@@ -380,35 +380,45 @@ async fn serve(
             }
         }
         last_sync = tokio::time::Instant::now();
-        // While busy, no long poll: a pipeline asking for a sync is served at once.
-        let this = if busy {
-            busy_settings.clone()
+        // While busy, no long poll: a pipeline asking for a sync is served at once. And no
+        // encrypted send overlaps the sync (`matrix::rooms::hold_sends`): a pipeline's new
+        // rooms and invites make it mark members for key queries, which every send would
+        // otherwise wait five seconds for, one after another. The long poll is left
+        // open: cordon joins rooms and invites only while busy.
+        let (this, held) = if busy {
+            let held = tokio::select! {
+                held = matrix::rooms::hold_sends() => held,
+                () = tasks.stopping() => break,
+            };
+            (busy_settings.clone(), Some(held))
         } else {
-            settings.clone()
+            (settings.clone(), None)
         };
-        tokio::select! {
-            r = client.sync_once(this) => match r {
-                Ok(_) => {
-                    ctx.synced();
-                    backoff = Duration::from_secs(1);
-                    ctx.syncs.send_modify(|n| *n += 1);
-                }
-                Err(e) => {
-                    if let Some(kind) = e.client_api_error_kind()
-                        && matches!(kind, matrix_sdk::ruma::api::error::ErrorKind::UnknownToken(_))
-                    {
-                        error!("the homeserver no longer accepts cordon's access token (logged out?)");
-                        return Err(MatrixError::from(e).into());
-                    }
-                    warn!(error = %e, retry_in = ?backoff, "sync failed; retrying");
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = tasks.stopping() => break,
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(60));
-                }
-            },
+        let synced = tokio::select! {
+            r = client.sync_once(this) => r,
             () = tasks.stopping() => break,
+        };
+        drop(held);
+        match synced {
+            Ok(_) => {
+                ctx.synced();
+                backoff = Duration::from_secs(1);
+                ctx.syncs.send_modify(|n| *n += 1);
+            }
+            Err(e) => {
+                if let Some(kind) = e.client_api_error_kind()
+                    && matches!(kind, matrix_sdk::ruma::api::error::ErrorKind::UnknownToken(_))
+                {
+                    error!("the homeserver no longer accepts cordon's access token (logged out?)");
+                    return Err(MatrixError::from(e).into());
+                }
+                warn!(error = %e, retry_in = ?backoff, "sync failed; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = tasks.stopping() => break,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+            }
         }
     }
     ctx.flood_flush(true);

@@ -343,6 +343,8 @@ pub async fn invite_with_reason(
 /// assertion in its group session manager) when two sends in one encrypted room race
 /// across the rotation of the room's megolm session, which happens every 100 messages
 /// by default. The reminders, alerts and notices of a long incident reach that.
+///
+/// Never while a sync holds the sends ([`hold_sends`]).
 pub async fn send_message(
     room: &Room,
     content: RoomMessageEventContent,
@@ -351,8 +353,33 @@ pub async fn send_message(
     let txn: matrix_sdk::ruma::OwnedTransactionId = txn_id.into();
     let lock = send_lock(room.room_id());
     let _one_at_a_time = lock.lock().await;
+    // Taken inside the room's lock: a sync waits only for the sends under way, not for
+    // those queued behind them in their rooms.
+    let _not_while_syncing = SENDS.read().await;
     let response = room.send(content).with_transaction_id(txn).await?;
     Ok(response.response.event_id)
+}
+
+/// Encrypted sends hold it shared; a sync that must not overlap them holds it alone
+/// ([`hold_sends`]).
+static SENDS: std::sync::LazyLock<tokio::sync::RwLock<()>> =
+    std::sync::LazyLock::new(|| tokio::sync::RwLock::new(()));
+
+/// Waits for the sends under way to finish and keeps new ones waiting until the guard
+/// is dropped. The sync loop holds it across a sync while cordon is creating rooms or
+/// inviting.
+///
+/// Why: matrix-sdk 0.18 encrypts under one client-wide lock (its key-claim lock), and
+/// under it waits up to five seconds for a pending `/keys/query` of any member of whom
+/// it knows no device, cordon's own account included (its own device does not count).
+/// A sync marks those users pending whenever cordon has joined a new room or someone
+/// was invited since the last one, and only the sync itself sends the query, after
+/// taking the same lock. Sends overlapping that sync therefore each waited the full
+/// five seconds, one after another, with the sync queued behind them: under fifty
+/// declares at once, every send (briefings, reminders) stalled for up to 80 s. A sync
+/// that runs alone sends its queries before any send asks for them.
+pub async fn hold_sends() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    SENDS.write().await
 }
 
 /// The lock that keeps sends in `room` one at a time ([`send_message`]).

@@ -3,8 +3,12 @@
 //! request's `uri`, query string already removed. This layer times those spans from
 //! creation to close, and labels each with [`endpoint`], a few fixed words of the path.
 //!
-//! The layer carries its own filter, so it sees those spans whatever `RUST_LOG` says
-//! about matrix-sdk's logging.
+//! It also counts matrix-sdk's warning that an encrypted send waited out its five
+//! seconds for a pending `/keys/query` ([`super::Metrics::key_query_timeout`]; why
+//! cordon keeps those at zero: `crate::matrix::rooms::hold_sends`).
+//!
+//! The layer carries its own filter, so it sees those spans and that warning whatever
+//! `RUST_LOG` says about matrix-sdk's logging.
 
 use std::time::Instant;
 
@@ -20,6 +24,10 @@ use tracing_subscriber::registry::LookupSpan;
 const SPAN_NAME: &str = "send";
 /// Its target.
 const SPAN_TARGET: &str = "matrix_sdk::http_client";
+/// Where matrix-sdk-crypto 0.18 warns that a wait for a pending key query timed out.
+const KEY_QUERY_TARGET: &str = "matrix_sdk_crypto::store";
+/// The start of that warning's message.
+const KEY_QUERY_TIMEOUT: &str = "The user has a pending `/keys/query` request which did not finish";
 
 /// Path words kept in an endpoint label; everything else (ids, event types, versions)
 /// is dropped, so the labels form a small fixed set.
@@ -151,6 +159,17 @@ where
         }
     }
 
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
+        if !is_key_query_warning(event.metadata()) {
+            return;
+        }
+        let mut message = MessageVisitor(false);
+        event.record(&mut message);
+        if message.0 {
+            super::global().key_query_timeout();
+        }
+    }
+
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(&id) else { return };
         let extensions = span.extensions();
@@ -161,22 +180,50 @@ where
     }
 }
 
+/// Whether the event's message is the key-query timeout warning.
+struct MessageVisitor(bool);
+
+impl Visit for MessageVisitor {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.0 |= value.starts_with(KEY_QUERY_TIMEOUT);
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 |= format!("{value:?}").starts_with(KEY_QUERY_TIMEOUT);
+        }
+    }
+}
+
 /// Whether `metadata` is matrix-sdk's request span.
 fn is_request_span(metadata: &tracing::Metadata<'_>) -> bool {
     metadata.is_span() && metadata.name() == SPAN_NAME && metadata.target() == SPAN_TARGET
 }
 
-/// The filter that lets only matrix-sdk's request spans through to [`MatrixLatency`].
+/// Whether `metadata` is a warning where matrix-sdk-crypto reports a key-query timeout.
+fn is_key_query_warning(metadata: &tracing::Metadata<'_>) -> bool {
+    metadata.is_event()
+        && *metadata.level() == tracing::Level::WARN
+        && metadata.target() == KEY_QUERY_TARGET
+}
+
+/// What [`MatrixLatency`] is shown: matrix-sdk's request spans and the key-query warning.
+fn wanted(metadata: &tracing::Metadata<'_>) -> bool {
+    is_request_span(metadata) || is_key_query_warning(metadata)
+}
+
+/// The filter that lets only what [`MatrixLatency`] uses through to it.
 pub type RequestSpans = FilterFn<fn(&tracing::Metadata<'_>) -> bool>;
 
-/// [`MatrixLatency`] with its own filter: only matrix-sdk's request spans.
+/// [`MatrixLatency`] with its own filter: only matrix-sdk's request spans and the
+/// key-query warning.
 pub fn layer<S>() -> Filtered<MatrixLatency, RequestSpans, S>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    MatrixLatency.with_filter(FilterFn::new(
-        is_request_span as fn(&tracing::Metadata<'_>) -> bool,
-    ))
+    MatrixLatency.with_filter(FilterFn::new(wanted as fn(&tracing::Metadata<'_>) -> bool))
 }
 
 #[cfg(test)]
@@ -257,5 +304,38 @@ mod tests {
             count(&after, "joined_members"),
             count(&before, "joined_members")
         );
+    }
+
+    #[test]
+    fn the_layer_counts_matrix_sdk_key_query_timeouts() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let count = |text: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("cordon_encryption_key_query_timeouts_total "))
+                .map_or(0, |n| n.trim().parse::<u64>().unwrap())
+        };
+        let before = count(&crate::metrics::global().render(None));
+        let subscriber = tracing_subscriber::registry().with(layer());
+        tracing::subscriber::with_default(subscriber, || {
+            // As matrix-sdk-crypto 0.18 says it (store/mod.rs).
+            tracing::warn!(
+                target: "matrix_sdk_crypto::store",
+                user_id = "@cordon:hs",
+                "The user has a pending `/keys/query` request which did \
+                not finish yet, some devices might be missing."
+            );
+            // Other warnings there, and the same words elsewhere, are not counted.
+            tracing::warn!(target: "matrix_sdk_crypto::store", "something else");
+            tracing::info!(
+                target: "matrix_sdk_crypto::store",
+                "The user has a pending `/keys/query` request which did not finish yet"
+            );
+            tracing::warn!(
+                target: "cordon::x",
+                "The user has a pending `/keys/query` request which did not finish yet"
+            );
+        });
+        let after = count(&crate::metrics::global().render(None));
+        assert_eq!(after, before + 1);
     }
 }

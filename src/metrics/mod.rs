@@ -102,6 +102,7 @@ pub struct Metrics {
     last_sync: Gauge<f64, AtomicU64>,
     prevention: Gauge,
     prevented: Counter,
+    key_query_timeouts: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -179,6 +180,14 @@ impl Metrics {
              module asked",
             prevented.clone(),
         );
+        let key_query_timeouts = Counter::default();
+        registry.register(
+            "encryption_key_query_timeouts",
+            "Times an encrypted send waited the full five seconds matrix-sdk allows for a \
+             pending /keys/query of a member (one per member); the sync sends those \
+             queries, so cordon keeps its sends apart from it and this stays 0",
+            key_query_timeouts.clone(),
+        );
         Self {
             registry,
             guard_alerts,
@@ -188,6 +197,7 @@ impl Metrics {
             last_sync,
             prevention,
             prevented,
+            key_query_timeouts,
         }
     }
 
@@ -236,6 +246,11 @@ impl Metrics {
     /// Counts one change refused when the module asked.
     pub fn prevented(&self) {
         self.prevented.inc();
+    }
+
+    /// Counts one send that waited out matrix-sdk's time for a pending key query.
+    pub fn key_query_timeout(&self) {
+        self.key_query_timeouts.inc();
     }
 
     /// Records a successful sync at `at`.
