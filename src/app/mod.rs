@@ -79,6 +79,10 @@ const FLOOD_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 /// The shortest interval between syncs while a pipeline is running.
 const BUSY_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The longest a sync holds cordon's sends back (`matrix::rooms::hold_sends`): one that
+/// takes longer lets them go on beside it.
+const HOLD_SENDS_AT_MOST: Duration = Duration::from_secs(10);
+
 /// How long the work under way at shutdown (a job, a command, a reconcile) is given to
 /// finish before it is cut short; every step resumes at the next start (see
 /// [`crate::tasks`]).
@@ -383,9 +387,10 @@ async fn serve(
         // While busy, no long poll: a pipeline asking for a sync is served at once. And no
         // encrypted send overlaps the sync (`matrix::rooms::hold_sends`): a pipeline's new
         // rooms and invites make it mark members for key queries, which every send would
-        // otherwise wait five seconds for, one after another. The long poll is left
-        // open: cordon joins rooms and invites only while busy.
-        let (this, held) = if busy {
+        // otherwise wait five seconds for, one after another. Idle, the long poll stays:
+        // cordon creates no rooms then, and invites only now and then (an enrolled
+        // holder).
+        let (this, mut held) = if busy {
             let held = tokio::select! {
                 held = matrix::rooms::hold_sends() => held,
                 () = tasks.stopping() => break,
@@ -394,11 +399,23 @@ async fn serve(
         } else {
             (settings.clone(), None)
         };
-        let synced = tokio::select! {
-            r = client.sync_once(this) => r,
-            () = tasks.stopping() => break,
+        // A homeserver slow to answer holds the sends back for a while at most.
+        let sync = client.sync_once(this);
+        tokio::pin!(sync);
+        let release = tokio::time::sleep(HOLD_SENDS_AT_MOST);
+        tokio::pin!(release);
+        let synced = loop {
+            tokio::select! {
+                r = &mut sync => break Some(r),
+                () = &mut release, if held.is_some() => {
+                    warn!("a sync is taking long; sends go on beside it");
+                    held = None;
+                }
+                () = tasks.stopping() => break None,
+            }
         };
         drop(held);
+        let Some(synced) = synced else { break };
         match synced {
             Ok(_) => {
                 ctx.synced();
@@ -407,7 +424,10 @@ async fn serve(
             }
             Err(e) => {
                 if let Some(kind) = e.client_api_error_kind()
-                    && matches!(kind, matrix_sdk::ruma::api::error::ErrorKind::UnknownToken(_))
+                    && matches!(
+                        kind,
+                        matrix_sdk::ruma::api::error::ErrorKind::UnknownToken(_)
+                    )
                 {
                     error!("the homeserver no longer accepts cordon's access token (logged out?)");
                     return Err(MatrixError::from(e).into());

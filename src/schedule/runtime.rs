@@ -11,7 +11,11 @@
 //! exception on both counts: they have slots of their own
 //! ([`SchedulerConfig::max_concurrent_deadline`]) and run beside their incident's
 //! routine jobs, so a reminder is posted at its time however far behind the sweeps and
-//! re-posts are.
+//! re-posts are. While an incident is being provisioned, the routine jobs (sweeps and
+//! posts) run one at a time ([`SchedulerConfig::max_routine_while_provisioning`]): a
+//! commander waits for the rooms, and with a short retention window fifty running
+//! incidents' re-posts and sweeps took a fifth of the homeserver during a burst of
+//! declares.
 //! The outcome of each job is written to the store by the loop itself, so the store's
 //! record of a timer changes only in one place.
 //!
@@ -128,6 +132,11 @@ pub struct SchedulerConfig {
     /// many fit; at 50 incidents whose reminders fall due on the same minute they go out
     /// in a few rounds instead of waiting behind the routine jobs.
     pub max_concurrent_deadline: usize,
+    /// How many routine jobs (sweeps, briefing re-posts, the advice and command-record
+    /// posts) may run while an incident is being provisioned (default 1; at least 1):
+    /// a commander waits for the rooms, and each routine job's requests are taken from
+    /// the same homeserver. They still run, one at a time, and a late one runs once.
+    pub max_routine_while_provisioning: usize,
     /// The wait after each failed attempt.
     pub backoff: Backoff,
     /// Another wait for the timers of some kinds (provisioning's, shorter: a commander
@@ -145,6 +154,7 @@ impl Default for SchedulerConfig {
             max_sleep: Duration::from_secs(60),
             max_concurrent: 4,
             max_concurrent_deadline: 16,
+            max_routine_while_provisioning: 1,
             backoff: Backoff::default(),
             backoff_by_kind: HashMap::new(),
             time_zone: crate::input::config::DEFAULT_TIME_ZONE,
@@ -371,6 +381,16 @@ impl Scheduler {
                     // A finishing job wakes the loop.
                     continue;
                 }
+                if kind.routine() && self.provisioning() {
+                    let routine = self
+                        .jobs_running
+                        .values()
+                        .filter(|r| r.class.routine())
+                        .count();
+                    if routine >= self.config.max_routine_while_provisioning.max(1) {
+                        continue;
+                    }
+                }
             }
             let key = exclusivity_key(&timer);
             if self
@@ -535,6 +555,14 @@ impl Scheduler {
         Ok(verdict.decision)
     }
 
+    /// Whether an incident is being provisioned (its job running, perhaps waiting for
+    /// its turn).
+    fn provisioning(&self) -> bool {
+        self.jobs_running
+            .values()
+            .any(|r| r.class == Class::Provision)
+    }
+
     /// How many jobs of `class` (with those it shares its slots with) may run at once;
     /// `None` when it takes no slot.
     fn slots(&self, class: Class) -> Option<usize> {
@@ -607,9 +635,14 @@ impl Class {
     /// beside it; the lifecycle and provisioning run alone in their incident, as does
     /// everything else.
     fn runs_beside(self, other: Class) -> bool {
-        let routine = |c: Class| matches!(c, Class::Post | Class::Sweep);
-        (self == Class::Deadline && (routine(other) || other == Class::Deadline))
-            || (other == Class::Deadline && routine(self))
+        (self == Class::Deadline && (other.routine() || other == Class::Deadline))
+            || (other == Class::Deadline && self.routine())
+    }
+
+    /// Routine work: posts and sweeps, which yield to provisioning
+    /// ([`SchedulerConfig::max_routine_while_provisioning`]).
+    fn routine(self) -> bool {
+        matches!(self, Class::Post | Class::Sweep)
     }
 
     /// Whether jobs of this class and of `other` count against the same slots.

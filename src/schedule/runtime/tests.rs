@@ -807,3 +807,56 @@ async fn provisioning_takes_no_job_slot() {
     );
     assert!(!f.tasks.drain(secs(1)).await);
 }
+
+/// While an incident is being provisioned, sweeps and posts of the running incidents
+/// run one at a time (`max_routine_while_provisioning`); when it is done, the rest go.
+#[tokio::test(start_paused = true)]
+async fn routine_jobs_yield_to_provisioning() {
+    use crate::domain::incident::timers;
+    let f = fixture();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let jobs = FnJobs(move |timer: Timer, _ctx: FireContext| -> JobFuture {
+        let _ = tx.send(timer.id.clone());
+        // The declare is provisioned in a minute; the routine jobs take an hour.
+        let took = if timer.id.ends_with("/provision") {
+            60
+        } else {
+            3600
+        };
+        async move {
+            tokio::time::sleep(secs(took)).await;
+            Ok(())
+        }
+        .boxed()
+    });
+    f.store
+        .arm_timer(&timers::provision(&incident("pr-1"), start()), start())
+        .unwrap();
+    let later = start() + TimeDelta::seconds(5);
+    for id in ["sw-1", "sw-2", "sw-3"] {
+        f.store
+            .arm_timer(&timers::sweep(&incident(id), "ward", later), start())
+            .unwrap();
+    }
+    let _handle = f.spawn(Arc::new(jobs), SchedulerConfig::default());
+    let first = timeout(secs(1), rx.recv()).await.unwrap().unwrap();
+    assert_eq!(first, "pr-1/provision");
+    let sweep = timeout(secs(10), rx.recv()).await.unwrap().unwrap();
+    assert!(sweep.ends_with("/sweep/ward"), "{sweep}");
+    assert!(
+        timeout(secs(40), rx.recv()).await.is_err(),
+        "a second sweep ran while the declare was provisioned"
+    );
+    // Provisioning done: the other two take their slots (four in all).
+    let mut rest = vec![
+        timeout(secs(30), rx.recv()).await.unwrap().unwrap(),
+        timeout(secs(1), rx.recv()).await.unwrap().unwrap(),
+    ];
+    rest.push(sweep);
+    rest.sort();
+    assert_eq!(
+        rest,
+        ["sw-1/sweep/ward", "sw-2/sweep/ward", "sw-3/sweep/ward"]
+    );
+    assert!(!f.tasks.drain(secs(1)).await);
+}

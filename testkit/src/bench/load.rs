@@ -245,7 +245,7 @@ impl LoadReport {
             let total: u64 = self
                 .declare_requests
                 .iter()
-                .filter(|(k, _)| !k.starts_with("guard "))
+                .filter(|(k, _)| !k.starts_with("guard ") && *k != KEY_QUERY_TIMEOUTS)
                 .map(|(_, n)| n)
                 .sum();
             let per = self.declare.len().max(1) as u64;
@@ -479,13 +479,20 @@ async fn bot_requests(bot: &BotProcess) -> Option<BTreeMap<String, u64>> {
     Some(request_counts(&text))
 }
 
+/// The key of [`request_counts`] for the sends that waited out a pending key query.
+const KEY_QUERY_TIMEOUTS: &str = "key-query timeouts";
+
 /// [`bot_requests`] from the metrics' text.
 fn request_counts(metrics: &str) -> BTreeMap<String, u64> {
     const REQUESTS: &str = "cordon_matrix_request_duration_seconds_count{endpoint=\"";
     const LOOKS: &str = "cordon_guard_room_looks_total{cause=\"";
+    const TIMEOUTS: &str = "cordon_encryption_key_query_timeouts_total ";
     metrics
         .lines()
         .filter_map(|line| {
+            if let Some(count) = line.strip_prefix(TIMEOUTS) {
+                return Some((KEY_QUERY_TIMEOUTS.to_owned(), count.trim().parse().ok()?));
+            }
             let (name, rest) = if let Some(rest) = line.strip_prefix(REQUESTS) {
                 (None, rest)
             } else {
@@ -790,6 +797,17 @@ pub async fn load(options: LoadOptions) -> Result<LoadReport, BenchError> {
             "{retried} steps failed and were retried (see the bot's log; CORDON_KEEP_BENCH=1 keeps it)"
         ));
     }
+    // A send that waited out matrix-sdk's five seconds for a key query held every other
+    // send back for as long (`cordon::matrix::rooms::hold_sends`).
+    if let Some(timeouts) = bot_requests(&bot)
+        .await
+        .and_then(|counts| counts.get(KEY_QUERY_TIMEOUTS).copied())
+        && timeouts > 0
+    {
+        report.problems.push(format!(
+            "{timeouts} encrypted sends waited out five seconds for a pending key query"
+        ));
+    }
     let (rss, end_rss, cpu) = proc_usage(bot.pid())?;
     report.peak_rss_mib = rss;
     report.end_rss_mib = end_rss;
@@ -1068,19 +1086,21 @@ mod tests {
     }
 
     #[test]
-    fn request_counts_are_read_by_endpoint_with_the_guard_s_looks() {
+    fn request_counts_are_read_by_endpoint_with_the_guard_s_looks_and_key_query_timeouts() {
         let metrics = "# TYPE cordon_matrix_request_duration_seconds histogram\n\
             cordon_matrix_request_duration_seconds_sum{endpoint=\"rooms/state\"} 1.5\n\
             cordon_matrix_request_duration_seconds_count{endpoint=\"rooms/state\"} 12\n\
             cordon_matrix_request_duration_seconds_bucket{le=\"0.005\",endpoint=\"sync\"} 1\n\
             cordon_matrix_request_duration_seconds_count{endpoint=\"sync\"} 3\n\
             cordon_guard_room_looks_total{cause=\"event\"} 7\n\
-            cordon_guard_alerts_total{kind=\"device\"} 2\n";
+            cordon_guard_alerts_total{kind=\"device\"} 2\n\
+            cordon_encryption_key_query_timeouts_total 4\n";
         let counts = request_counts(metrics);
         assert_eq!(
             counts.into_iter().collect::<Vec<_>>(),
             vec![
                 ("guard looks: event".to_owned(), 7),
+                ("key-query timeouts".to_owned(), 4),
                 ("rooms/state".to_owned(), 12),
                 ("sync".to_owned(), 3),
             ]
