@@ -352,10 +352,11 @@ impl Ctx {
     }
 
     /// Waits until the sync loop has completed `n` more syncs, asking it to sync at
-    /// once. Provisioning calls it after the invites: the first sync takes in the new
-    /// members, whose key queries the SDK then sends at the start of the next, so their
-    /// device lists are settled before the first encrypted message. Bounded: a sync
-    /// that does not come in ten seconds is not waited for.
+    /// once. Provisioning calls it after the invites with `n` = 2 (a sync under way may
+    /// have started before them): a sync after the invites takes in the new members and
+    /// sends their key queries before any send goes on (`matrix::rooms::hold_sends`),
+    /// so the first encrypted message is shared with them. Bounded: a sync that does
+    /// not come in ten seconds is not waited for.
     pub(crate) async fn settle_sync(&self, n: u64) {
         let mut seen = self.syncs.subscribe();
         let target = *seen.borrow() + n;

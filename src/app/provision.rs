@@ -475,9 +475,9 @@ async fn attempt_once(ctx: &Arc<Ctx>, id: &IncidentId) -> Result<(), AppError> {
         "invites",
     ));
 
-    // Settle the invitees' device lists before the first encrypted message (see
-    // `Ctx::settle_sync`): otherwise matrix-sdk may wait five seconds per room for key
-    // queries of members who have no device yet.
+    // The invitees must be members, with their device lists settled, before the first
+    // encrypted message (see `Ctx::settle_sync`): matrix-sdk shares the room's key with
+    // the members it knows of when it sends.
     ctx.settle_sync(2).await;
     info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
