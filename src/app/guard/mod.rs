@@ -280,6 +280,12 @@ async fn on_state_event(ctx: Arc<Ctx>, ev: Raw<AnySyncStateEvent>, room: Room) {
     let Ok(Some(event_type)) = ev.get_field::<String>("type") else {
         return;
     };
+    if event_type == "m.room.create" && !ctx.is_control_room(room.room_id()) {
+        // Inside the processing of the sync that takes in a room cordon has just made,
+        // which has marked cordon's account for a key query: a fault test holds the
+        // sync here (`matrix::rooms::hold_sends`).
+        crate::failpoint::hit("sync.room-created").await;
+    }
     if !state::is_watched(&event_type) {
         return;
     }

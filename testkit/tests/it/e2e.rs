@@ -589,36 +589,6 @@ async fn declares_beyond_the_turns_wait_and_are_served_in_the_order_declared() {
     assert_all_active(&w, 3);
 }
 
-/// Declares at once, provisioned together: every room created marks cordon's own
-/// account for a key query in the next sync, and matrix-sdk 0.18 makes an encrypted
-/// send wait (five seconds, under a client-wide lock) for a pending query of a member
-/// with no other device, cordon itself included, while only the sync sends it. The
-/// progress edits and briefings of the others must never wait out such a query:
-/// cordon keeps its sends apart from the sync while it provisions
-/// (`matrix::rooms::hold_sends`), and counts any wait in
-/// `cordon_encryption_key_query_timeouts_total`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn declares_provisioned_together_never_wait_on_key_queries() {
-    let mut w = World::builder().nurses(2, 0).build().await;
-    let names = ["Keys A", "Keys B", "Keys C", "Keys D"];
-    for name in names {
-        w.say(&format!("!cordon declare {} \"{name}\"", w.playbook_id))
-            .await;
-    }
-    for name in names {
-        w.bot_says(&format!("DECLARED: {name}")).await;
-    }
-    let waited = w.metric("cordon_encryption_key_query_timeouts_total").await;
-    assert_eq!(
-        waited,
-        Some(0.0),
-        "sends waited out matrix-sdk's key queries:\n{}",
-        w.log()
-    );
-    w.stop_bot();
-    assert_all_active(&w, names.len());
-}
-
 /// A homeserver whose `alias_creation_rules` refuse cordon its rooms' creation aliases
 /// (`cordon doctor` warns of it): the refusal is told apart from a creation refused
 /// half way (no room under the alias), and each room is created once without one.

@@ -283,6 +283,47 @@ async fn a_synapse_restart_during_a_declare_ends_in_one_complete_incident() {
     w.stop_bot();
 }
 
+/// Found by the load benchmark: a sync that takes in a room cordon has just made marks
+/// cordon's own account for a key query, which only the sync sends, after taking
+/// matrix-sdk's client-wide key-claim lock; an encrypted send in between took that lock
+/// first and waited out five seconds for the query (cordon's one device does not count
+/// as a known device), the sync queued behind it, and under fifty declares every send
+/// stalled so for minutes. Here the sync is held inside its processing (at the new
+/// room's create event) while the nurse's enrolment is revoked, which makes the guard
+/// post an alert: the alert waits for the sync (`matrix::rooms::hold_sends`) instead of
+/// waiting out the query, and the counter of such waits stays at 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_during_a_sync_that_marked_cordon_for_a_key_query_waits_for_the_sync() {
+    use cordon::failpoint::{HOLD_VAR, RELEASE_VAR};
+    let mut w = World::builder().nurses(2, 0).build().await;
+    let release = w.dir.path().join("release-sync");
+    let release_var = release.to_str().unwrap().to_owned();
+    let bot = w.restart(&[(HOLD_VAR, "sync.room-created"), (RELEASE_VAR, &release_var)]);
+    bot.wait_for_log("cordon is ready", WAIT).await.unwrap();
+    w.say(&format!("!cordon declare {} \"Held sync\"", w.playbook_id))
+        .await;
+    w.bot
+        .as_mut()
+        .unwrap()
+        .wait_for_log("failpoint holding: sync.room-created", WAIT)
+        .await
+        .unwrap();
+    w.revoke_nurse("lost phone").await;
+    // The alert is under way by now (under a second in every run); the sync is let go
+    // well within the ten seconds it may hold the sends.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    std::fs::write(&release, b"").unwrap();
+    w.bot_says("DECLARED: Held sync").await;
+    let waited = w.metric("cordon_encryption_key_query_timeouts_total").await;
+    assert_eq!(
+        waited,
+        Some(0.0),
+        "a send waited out a key query:\n{}",
+        w.log()
+    );
+    w.stop_bot();
+}
+
 /// Found by the stand-down benchmark: matrix-sdk 0.18 panics ("Session expired") when
 /// two sends in one encrypted room race across the rotation of the room's megolm
 /// session (every 100 messages by default; the reminders and notices of a long incident
